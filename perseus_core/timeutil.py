@@ -1,0 +1,73 @@
+"""Timestamps as the wire writes them, and an injectable clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+Clock = Callable[[], datetime]
+"""Returns the current time as an aware UTC datetime; injected for tests."""
+
+
+def system_clock() -> datetime:
+    """The real clock."""
+    return datetime.now(UTC)
+
+
+def format_ts(moment: datetime) -> str:
+    """Format like JavaScript's `Date.toISOString()`: `2026-02-10T22:45:00.123Z`."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_ts(text: str) -> datetime:
+    """Parse any ISO-8601 form (Z, offsets, no fraction, micro- or nanoseconds).
+
+    Naive values are taken as UTC. Raises ValueError on anything else.
+    """
+    value = text.strip()
+    if not value:
+        raise ValueError("empty timestamp")
+    # Python accepts at most 6 fractional digits; trim longer ones (nanoseconds).
+    if "." in value:
+        head, _, tail = value.partition(".")
+        digits = len(tail) - len(tail.lstrip("0123456789"))
+        if digits > 6:
+            tail = tail[:6] + tail[digits:]
+        value = f"{head}.{tail}"
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def parse_ts_or_none(text: str | None) -> datetime | None:
+    """`parse_ts`, but None for missing or unparseable input."""
+    if not text:
+        return None
+    try:
+        return parse_ts(text)
+    except ValueError:
+        return None
+
+
+def to_epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, as command timestamps carry them."""
+    return int(moment.timestamp() * 1000)
+
+
+def format_duration(seconds: float) -> str:
+    """A short human duration: `42s`, `5m 12s`, `4h 23m`, `3d 2h`."""
+    total = max(0, int(seconds))
+    days, rem = divmod(total, 86_400)
+    hours, rem = divmod(rem, 3_600)
+    minutes, secs = divmod(rem, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"

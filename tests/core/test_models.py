@@ -1,0 +1,187 @@
+"""The wire models read exactly what WIRE.md describes and reject the rest clearly."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from perseus_core.errors import PayloadError
+from perseus_core.models import (
+    MAX_PAYLOAD_BYTES,
+    CatalogEntry,
+    Command,
+    CommandEntry,
+    CommandReply,
+    ConnectionState,
+    ErrorEntry,
+    InstanceStatus,
+    OtherEntry,
+    ReplyStatus,
+    StateTransitionEntry,
+    parse_entry,
+    validate_exchange_name,
+)
+from perseus_core.timeutil import format_duration, format_ts, parse_ts
+
+TS_EXAMPLE = (
+    '{"exchangeId":1,"exchangeName":"coinbase","hostname":"DESKTOP-ABC",'
+    '"ipAddress":"203.0.113.7","adminEmail":"ops@example.com","adminDisplayName":"Ops Team",'
+    '"connectionState":"active","symbolCount":25,"connectedAt":"2026-02-10T18:22:04.511Z",'
+    '"lastHeartbeat":"2026-02-10T22:45:00.123Z","lastStateChange":"2026-02-10T18:22:04.511Z",'
+    '"registeredAt":"2026-02-10T18:21:58.002Z","lastError":null,"lastErrorAt":null}'
+)
+
+
+def test_reads_the_typescript_example_without_country_code() -> None:
+    status = InstanceStatus.from_json(TS_EXAMPLE)
+    assert status.exchange_id == 1
+    assert status.connection_state is ConnectionState.ACTIVE
+    assert status.country_code is None
+    assert status.instance_id is None and status.epoch is None
+    assert status.last_heartbeat == datetime(2026, 2, 10, 22, 45, 0, 123000, tzinfo=UTC)
+
+
+def test_writes_every_core_field_in_typescript_format() -> None:
+    status = InstanceStatus.from_json(TS_EXAMPLE)
+    data = json.loads(status.to_json())
+    original = json.loads(TS_EXAMPLE)
+    assert {k: v for k, v in data.items() if k != "countryCode"} == original
+    assert data["countryCode"] is None
+    assert "instanceId" not in data  # extras only when set
+
+
+def test_extras_round_trip() -> None:
+    status = InstanceStatus.from_json(TS_EXAMPLE).model_copy(
+        update={"instance_id": "h:1:42:1000", "epoch": 3, "pid": 42, "version": "0.1.0"}
+    )
+    again = InstanceStatus.from_json(status.to_json())
+    assert (again.instance_id, again.epoch, again.pid, again.version) == (
+        "h:1:42:1000",
+        3,
+        42,
+        "0.1.0",
+    )
+
+
+def test_unknown_fields_are_ignored() -> None:
+    data = json.loads(TS_EXAMPLE) | {"somethingNew": [1, 2]}
+    assert InstanceStatus.from_json(json.dumps(data)).exchange_name == "coinbase"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: "{not json", "not valid JSON"),
+        (lambda d: "[1, 2]", "expected an object"),
+        (lambda d: json.dumps(d | {"connectionState": "running"}), "unknown connectionState"),
+        (lambda d: json.dumps(d | {"symbolCount": "25"}), "symbolCount"),
+        (lambda d: json.dumps(d | {"exchangeId": True}), "exchangeId"),
+        (lambda d: json.dumps({k: v for k, v in d.items() if k != "hostname"}), "hostname"),
+        (lambda d: json.dumps(d | {"lastHeartbeat": "yesterday"}), "lastHeartbeat"),
+        (lambda d: json.dumps(d | {"hostname": "x" * MAX_PAYLOAD_BYTES}), "byte limit"),
+    ],
+)
+def test_invalid_payloads_raise_payload_error(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(PayloadError, match=message):
+        InstanceStatus.from_json(mutate(json.loads(TS_EXAMPLE)))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-02-10T22:45:00.123Z",
+        "2026-02-10T22:45:00Z",
+        "2026-02-10T23:45:00.123+01:00",
+        "2026-02-10T22:45:00.123456Z",
+        "2026-02-10T22:45:00.123456789Z",
+        "2026-02-10T22:45:00.123",
+    ],
+)
+def test_timestamps_in_any_iso_form(text: str) -> None:
+    moment = parse_ts(text)
+    assert moment.tzinfo is not None
+    assert format_ts(moment)[:19] == "2026-02-10T22:45:00"
+
+
+def test_format_ts_is_javascript_iso() -> None:
+    assert (
+        format_ts(datetime(2026, 2, 10, 22, 45, 0, 123999, tzinfo=UTC))
+        == "2026-02-10T22:45:00.123Z"
+    )
+
+
+def test_entries_parse_by_event_and_tolerate_missing_fields() -> None:
+    transition = parse_entry(
+        "1-0",
+        {"event": "state_transition", "fromState": "warming", "toState": "active"},
+        "coinbase",
+    )
+    assert isinstance(transition, StateTransitionEntry)
+    assert (transition.from_state, transition.to_state, transition.hostname) == (
+        "warming",
+        "active",
+        "",
+    )
+    assert transition.time is None and transition.exchange_id_int is None
+    assert isinstance(parse_entry("1-1", {"event": "error", "error": "boom"}), ErrorEntry)
+    assert isinstance(parse_entry("1-2", {"event": "command", "command": "start"}), CommandEntry)
+    other = parse_entry("1-3", {"event": "rebalance", "weight": "3"})
+    assert isinstance(other, OtherEntry)
+    assert other.extra_fields == {"weight": "3"}
+    assert isinstance(parse_entry("1-4", {}), OtherEntry)
+
+
+def test_entry_fields_follow_wire_order() -> None:
+    entry = StateTransitionEntry(timestamp="t", from_state="a", to_state="b", exchange_id="1")
+    assert list(entry.to_fields()) == [
+        "event", "timestamp", "fromState", "toState", "exchangeId",
+        "exchangeName", "hostname", "ip", "adminEmail",
+    ]  # fmt: skip
+    assert all(isinstance(v, str) for v in entry.to_fields().values())
+
+
+def test_command_and_reply_round_trip_and_reject_bad_input() -> None:
+    cmd = Command(correlation_id="c1", type="start", timestamp=5, payload={"operator": "ops@h"})
+    again = Command.from_json(cmd.to_json())
+    assert again.operator == "ops@h" and again.priority == 50
+    assert Command.from_json('{"correlationId":"c","type":"launch","timestamp":1}').type == "launch"
+    bad_commands = [
+        '{"type":"start","timestamp":1}',
+        '{"correlationId":"c","type":"start","timestamp":"x"}',
+        '{"correlationId":"c","type":"start","timestamp":1,"priority":101}',
+        "nope",
+    ]
+    for bad in bad_commands:
+        with pytest.raises(PayloadError):
+            Command.from_json(bad)
+    reply = CommandReply(correlation_id="c1", status=ReplyStatus.ACK, timestamp=1)
+    assert CommandReply.from_json(reply.to_json()).status is ReplyStatus.ACK
+    with pytest.raises(PayloadError):
+        CommandReply.from_json('{"correlationId":"c","status":"maybe","timestamp":1}')
+
+
+def test_catalog_entry() -> None:
+    entry = CatalogEntry.from_json(
+        '{"id": 2, "name": "kraken", "displayName": "Kraken", "isActive": true}'
+    )
+    assert entry.label == "Kraken"
+    assert CatalogEntry.from_json(entry.to_json()) == entry
+    with pytest.raises(PayloadError):
+        CatalogEntry.from_json('{"id": "2", "name": "kraken"}')
+
+
+def test_validate_exchange_name() -> None:
+    assert validate_exchange_name("coinbase-pro.v2") == "coinbase-pro.v2"
+    for bad in ["", "has space", "x" * 65, "[b]bold[/b]", "\x1b[31m"]:
+        with pytest.raises(ValueError):
+            validate_exchange_name(bad)
+
+
+def test_format_duration() -> None:
+    assert format_duration(42) == "42s"
+    assert format_duration(312) == "5m 12s"
+    assert format_duration(4 * 3600 + 23 * 60 + 5) == "4h 23m"
+    assert format_duration(3 * 86400 + 7200) == "3d 2h"
+    assert format_duration(-5) == "0s"
