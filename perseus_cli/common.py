@@ -1,0 +1,71 @@
+"""What every `perseus` verb shares: the --redis-url option, settings, exit codes,
+and turning an unreachable Redis into one clear line instead of a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+from redis.exceptions import AuthenticationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from perseus_core.connection import describe_redis_error
+from perseus_core.errors import RedisUnavailable
+from perseus_core.models import describe_validation_error
+from perseus_core.settings import Settings
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_NO_AGENT = 4
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def redis_url_option(func: F) -> F:
+    """`--redis-url URL`, defaulting to $PERSEUS_REDIS_URL, then redis://localhost:6379/0."""
+    return click.option(
+        "--redis-url",
+        "redis_url",
+        default=None,
+        metavar="URL",
+        help="Redis to use (default: $PERSEUS_REDIS_URL or redis://localhost:6379/0).",
+    )(func)
+
+
+def load_settings(redis_url: str | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, with command-line overrides on top.
+
+    A bad environment value is a usage error (exit 2) with the variable named.
+    """
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if redis_url:
+        values["redis_url"] = redis_url
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise click.UsageError(f"invalid configuration: {describe_validation_error(exc)}") from None
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> None:
+    """Print one line to stderr and exit with `code`."""
+    click.echo(f"perseus: {message}", err=True)
+    sys.exit(code)
+
+
+def run(settings: Settings, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run an async command body; Redis being unreachable exits 3 with one line."""
+    try:
+        return asyncio.run(main())
+    except RedisUnavailable as exc:
+        fail(str(exc), EXIT_UNREACHABLE)
+    except (RedisConnectionError, RedisTimeoutError, AuthenticationError, OSError) as exc:
+        fail(describe_redis_error(settings, exc), EXIT_UNREACHABLE)
+    raise AssertionError("unreachable")  # fail() exits
