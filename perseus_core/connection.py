@@ -50,6 +50,22 @@ def connect_blocking(settings: Settings, block_ms: int | None = None) -> Redis:
     return connect(settings, socket_timeout=block / 1000 + 5)
 
 
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `exc` or any exception in its cause/context chain is a `kind`.
+
+    redis-py wraps a refused connect as `Error 111 connecting to ...`, with the
+    `ConnectionRefusedError` only in the chain, so the message alone misses it.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def describe_redis_error(settings_or_url: Settings | str, exc: BaseException) -> str:
     """One line for a person: `cannot reach Redis at <url>: connection refused`."""
     url = (
@@ -65,7 +81,7 @@ def describe_redis_error(settings_or_url: Settings | str, exc: BaseException) ->
         reason = str(exc) or "error reply"
     else:
         text = str(exc).lower()
-        if "refused" in text:
+        if "refused" in text or _caused_by(exc, ConnectionRefusedError):
             reason = "connection refused"
         elif "name or service not known" in text or "nodename nor servname" in text:
             reason = "unknown host"
