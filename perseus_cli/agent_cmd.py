@@ -1,0 +1,152 @@
+"""`perseus agent`: run one exchange instance slot, steered through Redis."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import click
+
+from perseus_cli.common import EXIT_UNREACHABLE, fail, load_settings, redis_url_option
+from perseus_core.agent import Agent, AgentOptions, StartupFailed
+from perseus_core.models import validate_exchange_name
+
+_LOG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)-7s %(message)s"
+_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+def _exchange_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return validate_exchange_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def configure_logging(verbose: bool) -> None:
+    """One timestamped (UTC) line per event on stderr: what an operator tails or a
+    service manager collects. Stdout is left to the supervised child."""
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter(_LOG_FORMAT, _DATE_FORMAT)
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Libraries' own chatter (HTTP requests of the IP detection) is not the agent's story.
+    for noisy in ("httpx", "httpcore", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.command(
+    "agent",
+    context_settings={"allow_interspersed_args": False},
+    epilog=(
+        "Example: perseus agent --exchange-id 1 --exchange-name coinbase --warmup 5 "
+        "-- ./run-feed --exchange coinbase"
+    ),
+)
+@click.option(
+    "--exchange-id", type=click.IntRange(min=0), required=True, help="The slot this agent runs."
+)
+@click.option(
+    "--exchange-name",
+    required=True,
+    callback=_exchange_name,
+    help="Exchange name (letters, digits, '.', '_', '-'), e.g. coinbase.",
+)
+@click.option("--display-name", default=None, help="Name shown in the catalog (default: NAME).")
+@click.option("--autostart", is_flag=True, help="Run `start` at once instead of waiting idle.")
+@click.option(
+    "--symbols",
+    "symbol_count",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="symbolCount reported while active.",
+)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time in `warming` (the child must stay alive that long) before `active`.",
+)
+@click.option("--admin-email", default=None, help="Operator identity written in the status.")
+@click.option("--admin-name", default=None, help="Operator display name written in the status.")
+@click.option(
+    "--stop-grace",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="SIGTERM-to-SIGKILL grace for the child (default: $PERSEUS_STOP_GRACE_MS or 10 s).",
+)
+@click.option(
+    "--startup-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Give up (exit 3) if Redis is still unreachable after this long (default: keep trying).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail too.")
+@redis_url_option
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND ARGS...]")
+def agent(
+    exchange_id: int,
+    exchange_name: str,
+    display_name: str | None,
+    autostart: bool,
+    symbol_count: int,
+    warmup: float,
+    admin_email: str | None,
+    admin_name: str | None,
+    stop_grace: float | None,
+    startup_timeout: float | None,
+    verbose: bool,
+    redis_url: str | None,
+    command: tuple[str, ...],
+) -> None:
+    """Run the agent of one exchange slot.
+
+    It registers the exchange in the catalog, waits for `start`/`stop`/`ping`
+    commands (from `perseus start ID`, or the dashboard) and drives the
+    lifecycle idle -> starting -> warming -> active -> stopping -> stopped ->
+    idle. With a COMMAND it runs that command as the instance's process while
+    the slot is held: started on `start`, stopped with SIGTERM (then SIGKILL
+    after the grace) on `stop`. A child that exits on its own is reported and
+    the slot is released.
+
+    While Redis is unreachable the agent keeps retrying (and keeps its child
+    running); SIGTERM or Ctrl-C stop it gracefully, a second Ctrl-C forces it.
+
+    Exit codes: 0 after a graceful stop, 2 bad arguments, 3 Redis unreachable
+    past --startup-timeout or rejecting the credentials, 130 forced exit.
+    """
+    settings = load_settings(
+        redis_url,
+        stop_grace_ms=None if stop_grace is None else int(stop_grace * 1000),
+    )
+    configure_logging(verbose)
+    options = AgentOptions(
+        exchange_id=exchange_id,
+        exchange_name=exchange_name,
+        display_name=display_name,
+        command=command,
+        autostart=autostart,
+        symbol_count=symbol_count,
+        warmup_s=warmup,
+        admin_email=admin_email,
+        admin_display_name=admin_name,
+        startup_timeout_s=startup_timeout,
+    )
+    try:
+        code = Agent(settings, options).run_forever()
+    except StartupFailed as exc:
+        fail(str(exc), EXIT_UNREACHABLE)
+    sys.exit(code)
+
+
+def register(cli: click.Group) -> None:
+    """Add `perseus agent` to the command group."""
+    cli.add_command(agent)

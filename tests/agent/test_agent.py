@@ -1,0 +1,470 @@
+"""`perseus agent` as a real process: lifecycle, child supervision, signals, fencing, outages.
+
+Each test runs real agents (subprocesses) against a real redis-server and
+checks what they wrote to Redis: the status key, the activity stream, the
+catalog. Timings come from the fast heartbeat settings in conftest; every
+wait polls for a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from perseus_core import keys
+from perseus_core.activity import ActivityLog
+from perseus_core.connection import connect
+from perseus_core.control import ControlClient
+from perseus_core.embedded import RedisServer
+from perseus_core.models import (
+    CatalogEntry,
+    ErrorEntry,
+    InstanceStatus,
+    ReplyStatus,
+    StateTransitionEntry,
+)
+from perseus_core.settings import Settings
+from tests.agent.conftest import (
+    CHILD_IGNORE_TERM,
+    CHILD_SLEEP,
+    HEARTBEAT_TTL_MS,
+    AgentProcess,
+    SpawnAgent,
+    pid_alive,
+    read_pid,
+    trap_term_child,
+    wait_for,
+)
+
+FULL_ROUND_TRIP = [
+    ("idle", "starting"),
+    ("starting", "warming"),
+    ("warming", "active"),
+    ("active", "stopping"),
+    ("stopping", "stopped"),
+    ("stopped", "idle"),
+]
+
+FAST = ["--warmup", "0.2"]
+
+
+def sleeper(pidfile: Path) -> list[str]:
+    return [sys.executable, "-c", CHILD_SLEEP, str(pidfile)]
+
+
+async def status(redis: Redis, exchange_id: int = 1) -> InstanceStatus | None:
+    raw = await redis.get(keys.status_key(exchange_id))
+    return None if raw is None else InstanceStatus.from_json(raw)
+
+
+async def state_is(redis: Redis, state: str, exchange_id: int = 1) -> InstanceStatus | None:
+    current = await status(redis, exchange_id)
+    return current if current is not None and current.connection_state == state else None
+
+
+async def entries(redis: Redis, settings: Settings, name: str = "coinbase") -> list[Any]:
+    page = await ActivityLog(redis, settings).page(name, count=500)
+    return list(reversed(page.entries))
+
+
+async def transitions(
+    redis: Redis, settings: Settings, name: str = "coinbase"
+) -> list[tuple[str, str]]:
+    return [
+        (e.from_state, e.to_state)
+        for e in await entries(redis, settings, name)
+        if isinstance(e, StateTransitionEntry)
+    ]
+
+
+async def errors(redis: Redis, settings: Settings, name: str = "coinbase") -> list[ErrorEntry]:
+    return [e for e in await entries(redis, settings, name) if isinstance(e, ErrorEntry)]
+
+
+async def send(redis: Redis, settings: Settings, command: str, exchange_id: int = 1) -> Any:
+    return await ControlClient(redis, settings).send(
+        exchange_id, command, operator="tests", ack_timeout_ms=10_000, result_timeout_ms=15_000
+    )
+
+
+async def until_listening(agent: AgentProcess) -> None:
+    await agent.wait_log("listening for commands")
+
+
+# --- the lifecycle driven by commands -----------------------------------------
+
+
+async def test_start_stop_round_trip(
+    spawn_agent: SpawnAgent, redis: Redis, settings: Settings, tmp_path: Path
+) -> None:
+    operator_entry = CatalogEntry(id=1, name="coinbase", display_name="Coinbase (ops)")
+    await redis.hset(keys.CATALOG_KEY, "1", operator_entry.to_json())
+    pidfile = tmp_path / "child.pid"
+    agent = spawn_agent(
+        args=[*FAST, "--symbols", "25", "--admin-email", "ops@example.com", "--admin-name", "Ops"],
+        command=sleeper(pidfile),
+    )
+    await until_listening(agent)
+
+    # Idle: listening, but the slot is not claimed.
+    assert await status(redis) is None
+    ping = await send(redis, settings, "ping")
+    assert ping.status is ReplyStatus.SUCCESS and ping.data["state"] == "idle"
+    rejected = await send(redis, settings, "stop")
+    assert rejected.status is ReplyStatus.ERROR
+    assert rejected.message == "cannot stop coinbase: it is idle"
+
+    started = await send(redis, settings, "start")
+    assert started.status is ReplyStatus.SUCCESS, started.message
+    active = await status(redis)
+    assert active is not None and active.connection_state == "active"
+    assert active.symbol_count == 25 and active.connected_at is not None
+    assert active.admin_email == "ops@example.com" and active.admin_display_name == "Ops"
+    child_pid = read_pid(pidfile)
+    assert child_pid is not None and pid_alive(child_pid)
+
+    again = await send(redis, settings, "start")
+    assert again.status is ReplyStatus.ERROR
+    assert again.message == "cannot start coinbase: it is active"
+    ping = await send(redis, settings, "ping")
+    assert ping.data["state"] == "active"
+
+    stopped = await send(redis, settings, "stop")
+    assert stopped.status is ReplyStatus.SUCCESS, stopped.message
+    assert await status(redis) is None
+    assert not pid_alive(child_pid)
+    assert await transitions(redis, settings) == FULL_ROUND_TRIP
+    # The operator's catalog entry was left as it was.
+    assert CatalogEntry.from_json(await redis.hget(keys.CATALOG_KEY, "1")) == operator_entry
+    assert agent.running
+
+
+async def test_agent_adds_its_exchange_to_the_catalog(
+    spawn_agent: SpawnAgent, redis: Redis
+) -> None:
+    agent = spawn_agent(exchange_id=7, name="kraken", args=["--display-name", "Kraken"])
+    await until_listening(agent)
+    entry = CatalogEntry.from_json(await redis.hget(keys.CATALOG_KEY, "7"))
+    assert entry == CatalogEntry(id=7, name="kraken", display_name="Kraken", is_active=True)
+
+
+async def test_claim_conflict_leaves_the_second_agent_idle_and_ready(
+    spawn_agent: SpawnAgent, redis: Redis, settings: Settings
+) -> None:
+    first = spawn_agent(args=[*FAST, "--autostart"])
+    await wait_for(lambda: state_is(redis, "active"), what="the first agent to be active")
+    holder = await status(redis)
+    assert holder is not None
+
+    second = spawn_agent(args=[*FAST, "--autostart"])
+    await second.wait_log("autostart failed")
+    conflict = await errors(redis, settings)
+    assert len(conflict) == 1 and conflict[0].state == "idle"
+    assert holder.hostname in conflict[0].error
+    assert second.running
+    after = await status(redis)
+    assert after is not None and after.instance_id == holder.instance_id  # untouched
+
+    # Once the first agent is gone, the second one starts on request.
+    first.signal(signal.SIGTERM)
+    assert await first.wait_exit() == 0
+    started = await send(redis, settings, "start")
+    assert started.status is ReplyStatus.SUCCESS, started.message
+    now = await status(redis)
+    assert now is not None and now.instance_id != holder.instance_id
+
+
+# --- the child process --------------------------------------------------------
+
+
+async def test_child_crash_while_active_returns_to_idle_and_can_start_again(
+    spawn_agent: SpawnAgent, redis: Redis, settings: Settings
+) -> None:
+    crash = [sys.executable, "-c", "import sys, time; time.sleep(0.6); sys.exit(3)"]
+    agent = spawn_agent(args=[*FAST, "--autostart"], command=crash)
+    await wait_for(lambda: state_is(redis, "active"), what="active")
+    await agent.wait_log("released the slot")
+    assert await status(redis) is None
+    assert await transitions(redis, settings) == FULL_ROUND_TRIP
+    [error] = await errors(redis, settings)
+    assert "exited with code 3" in error.error and error.state == "active"
+    assert agent.running
+
+    restarted = await send(redis, settings, "start")
+    assert restarted.status is ReplyStatus.SUCCESS, restarted.message
+
+
+async def test_child_crash_during_warmup_goes_straight_back_to_idle(
+    spawn_agent: SpawnAgent, redis: Redis, settings: Settings
+) -> None:
+    crash = [sys.executable, "-c", "import sys; sys.exit(4)"]
+    agent = spawn_agent(args=["--warmup", "5"], command=crash)
+    await until_listening(agent)
+    outcome = await send(redis, settings, "start")
+    assert outcome.status is ReplyStatus.ERROR
+    assert "exited with code 4" in (outcome.message or "")
+    assert await transitions(redis, settings) == [
+        ("idle", "starting"),
+        ("starting", "warming"),
+        ("warming", "idle"),
+    ]
+    [error] = await errors(redis, settings)
+    assert error.state == "warming"
+    assert await status(redis) is None
+    assert agent.running
+
+
+async def test_a_command_that_cannot_run_is_reported(
+    spawn_agent: SpawnAgent, redis: Redis, settings: Settings, tmp_path: Path
+) -> None:
+    agent = spawn_agent(args=FAST, command=[str(tmp_path / "no-such-program")])
+    await until_listening(agent)
+    outcome = await send(redis, settings, "start")
+    assert outcome.status is ReplyStatus.ERROR and "cannot run" in (outcome.message or "")
+    assert await transitions(redis, settings) == [("idle", "starting"), ("starting", "idle")]
+    assert await status(redis) is None
+    assert agent.running
+
+
+async def test_stop_sends_sigterm_to_the_whole_process_group(
+    spawn_agent: SpawnAgent, redis: Redis, settings: Settings, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    agent = spawn_agent(args=[*FAST, "--autostart"], command=trap_term_child(tmp_path, pidfile))
+    await wait_for(lambda: state_is(redis, "active"), what="active")
+    await wait_for(lambda: read_pid(Path(f"{pidfile}.grandchild")), what="the grandchild")
+    agent.remember_descendants()
+    outcome = await send(redis, settings, "stop")
+    assert outcome.status is ReplyStatus.SUCCESS, outcome.message
+    assert (tmp_path / "child.term").exists()
+    assert (tmp_path / "grandchild.term").exists()
+
+
+async def test_stop_kills_a_child_that_ignores_sigterm_after_the_grace(
+    spawn_agent: SpawnAgent, redis: Redis, settings: Settings, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    agent = spawn_agent(
+        args=[*FAST, "--autostart", "--stop-grace", "0.3"],
+        command=[sys.executable, "-c", CHILD_IGNORE_TERM, str(pidfile)],
+    )
+    await wait_for(lambda: state_is(redis, "active"), what="active")
+    child_pid = read_pid(pidfile)
+    assert child_pid is not None
+    outcome = await send(redis, settings, "stop")
+    assert outcome.status is ReplyStatus.SUCCESS, outcome.message
+    assert "SIGKILL" in (outcome.message or "")
+    assert not pid_alive(child_pid)
+    assert "sending SIGKILL" in agent.log()
+    assert await transitions(redis, settings) == FULL_ROUND_TRIP
+
+
+# --- signals and death --------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_stops_gracefully(
+    sig: signal.Signals,
+    spawn_agent: SpawnAgent,
+    redis: Redis,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    agent = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(pidfile))
+    await wait_for(lambda: state_is(redis, "active"), what="active")
+    child_pid = read_pid(pidfile)
+    assert child_pid is not None
+    agent.signal(sig)
+    assert await agent.wait_exit() == 0
+    assert await status(redis) is None
+    assert not pid_alive(child_pid)
+    assert await transitions(redis, settings) == FULL_ROUND_TRIP
+
+
+async def test_signal_while_idle_exits_at_once(spawn_agent: SpawnAgent, redis: Redis) -> None:
+    agent = spawn_agent()
+    await until_listening(agent)
+    agent.signal(signal.SIGTERM)
+    assert await agent.wait_exit() == 0
+
+
+async def test_second_sigint_forces_exit(
+    spawn_agent: SpawnAgent, redis: Redis, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    agent = spawn_agent(
+        args=[*FAST, "--autostart", "--stop-grace", "30"],
+        command=[sys.executable, "-c", CHILD_IGNORE_TERM, str(pidfile)],
+    )
+    await wait_for(lambda: state_is(redis, "active"), what="active")
+    child_pid = read_pid(pidfile)
+    assert child_pid is not None
+    agent.signal(signal.SIGINT)
+    await wait_for(lambda: state_is(redis, "stopping"), what="stopping")
+    agent.signal(signal.SIGINT)
+    assert await agent.wait_exit() == 130
+    await wait_for(lambda: not pid_alive(child_pid), what="the child to be killed")
+
+
+async def test_kill_9_lets_the_key_expire_and_takes_the_child_along(
+    spawn_agent: SpawnAgent, redis: Redis, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    agent = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(pidfile))
+    await wait_for(lambda: state_is(redis, "active"), what="active")
+    child_pid = read_pid(pidfile)
+    assert child_pid is not None
+    agent.signal(signal.SIGKILL)
+    await agent.wait_exit()
+    ttl_s = HEARTBEAT_TTL_MS / 1000
+    await wait_for(
+        lambda: _gone(redis),
+        within=ttl_s + 2,
+        what="the status key to expire",
+    )
+    await wait_for(lambda: not pid_alive(child_pid), what="the orphaned child to die")
+
+
+async def _gone(redis: Redis) -> bool:
+    return await redis.exists(keys.status_key(1)) == 0
+
+
+# --- fencing and outages --------------------------------------------------------
+
+
+async def test_paused_agent_fences_itself_without_touching_the_new_holder(
+    spawn_agent: SpawnAgent, redis: Redis, settings: Settings, tmp_path: Path
+) -> None:
+    first_pidfile = tmp_path / "first.pid"
+    first = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(first_pidfile))
+    await wait_for(lambda: state_is(redis, "active"), what="the first agent active")
+    first_child = read_pid(first_pidfile)
+    assert first_child is not None
+    first_holder = await status(redis)
+    assert first_holder is not None
+
+    first.signal(signal.SIGSTOP)
+    try:
+        await wait_for(lambda: _gone(redis), within=5, what="the paused agent's key to expire")
+        second = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(tmp_path / "second.pid"))
+        new_holder = await wait_for(lambda: state_is(redis, "active"), what="the second agent")
+        assert new_holder.instance_id != first_holder.instance_id
+        assert (new_holder.epoch or 0) > (first_holder.epoch or 0)
+    finally:
+        first.signal(signal.SIGCONT)
+
+    await first.wait_log("fenced")
+    await wait_for(lambda: not pid_alive(first_child), what="the first agent's child to stop")
+    # Let a few of the first agent's heartbeat periods pass: it must stay off the key.
+    await asyncio.sleep(0.5)
+    current = await status(redis)
+    assert current is not None
+    assert current.instance_id == new_holder.instance_id
+    assert current.epoch == new_holder.epoch
+    assert current.connection_state == "active" and current.last_error is None
+    assert first.running and second.running
+    reported = await errors(redis, settings)
+    assert len([e for e in reported if e.error.startswith("lease on exchange 1 lost")]) == 1
+    [fenced] = [e for e in reported if e.error.startswith("fenced")]
+    assert "child killed by SIGTERM" in fenced.error and fenced.state == "active"
+    # The fenced agent is idle again: a start is refused as a conflict, not as "it is active".
+    ping = await send(redis, settings, "ping")
+    assert ping.status is ReplyStatus.SUCCESS
+
+
+@pytest.fixture
+async def fresh_client(fresh_redis: RedisServer) -> AsyncIterator[tuple[Redis, Settings]]:
+    settings = Settings(
+        redis_url=fresh_redis.url, public_ip="off", block_ms=200, socket_timeout_ms=1000
+    )
+    client = connect(settings)
+    try:
+        yield client, settings
+    finally:
+        await client.aclose()
+
+
+async def test_redis_restart_the_agent_reclaims_and_heartbeats_again(
+    spawn_agent: SpawnAgent,
+    fresh_redis: RedisServer,
+    fresh_client: tuple[Redis, Settings],
+    tmp_path: Path,
+) -> None:
+    redis, settings = fresh_client
+    pidfile = tmp_path / "child.pid"
+    agent = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(pidfile), url=fresh_redis.url)
+    await wait_for(lambda: state_is(redis, "active"), what="active")
+    child_pid = read_pid(pidfile)
+    assert child_pid is not None
+
+    fresh_redis.restart()  # all data lost, as after a crash without persistence
+    await redis.connection_pool.disconnect()
+    reclaimed = await wait_for(lambda: state_is(redis, "active"), within=10, what="a re-claim")
+    beat = reclaimed.last_heartbeat
+    later = await wait_for(
+        lambda: _heartbeat_after(redis, beat), within=5, what="heartbeats to resume"
+    )
+    assert later.connection_state == "active"
+    assert pid_alive(child_pid)  # the run survived the outage
+    assert agent.running
+
+    # A command sent after the restart is executed.
+    outcome = await send(redis, settings, "stop")
+    assert outcome.status is ReplyStatus.SUCCESS, outcome.message
+    assert await status(redis) is None
+
+
+async def _heartbeat_after(redis: Redis, beat: Any) -> InstanceStatus | None:
+    current = await status(redis)
+    return current if current is not None and current.last_heartbeat > beat else None
+
+
+# --- the command line -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--exchange-id", "1", "--exchange-name", "bad name!"],
+        ["--exchange-name", "coinbase"],
+        ["--exchange-id", "1", "--exchange-name", "coinbase", "--warmup", "-1"],
+    ],
+)
+def test_bad_arguments_exit_2(args: list[str], redis_url: str) -> None:
+    import subprocess
+
+    from tests.agent.conftest import AGENT_ARGV, agent_env
+
+    result = subprocess.run(
+        [*AGENT_ARGV, *args], env=agent_env(redis_url), capture_output=True, timeout=30
+    )
+    assert result.returncode == 2, result.stderr
+
+
+async def test_unreachable_redis_is_retried_then_given_up_with_exit_3(
+    spawn_agent: SpawnAgent,
+) -> None:
+    from perseus_core.embedded import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    agent = spawn_agent(args=["--startup-timeout", "0.5"], url=url)
+    assert await agent.wait_exit() == 3
+    log = agent.log()
+    assert "waiting for Redis" in log and "connection refused" in log
+
+
+async def test_sigterm_while_waiting_for_redis_exits_0(spawn_agent: SpawnAgent) -> None:
+    from perseus_core.embedded import free_port
+
+    agent = spawn_agent(url=f"redis://127.0.0.1:{free_port()}/0")
+    await agent.wait_log("waiting for Redis")
+    agent.signal(signal.SIGTERM)
+    assert await agent.wait_exit() == 0
