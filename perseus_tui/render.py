@@ -1,0 +1,272 @@
+"""Turn wire values into styled, safe `Content` for cards, the table, the feed and the header.
+
+Everything here is a pure function of its arguments (and the clock value it is
+given), so snapshots are deterministic and the widgets stay small. Every string
+that came from Redis goes through `perseus_core.text.clean` and is placed in
+`Content` as plain text: markup in a hostname stays literal, and control
+characters or escape sequences never reach the terminal.
+
+Styles are theme variables (`$success`, `$text-error`, ...) resolved when Textual
+renders the content, so every built-in theme works and nothing here names a
+colour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, tzinfo
+
+from textual.content import Content
+
+from perseus_core.models import (
+    ActivityEntry,
+    CommandEntry,
+    ConnectionState,
+    ErrorEntry,
+    OtherEntry,
+    StateTransitionEntry,
+)
+from perseus_core.text import clean, clean_or
+from perseus_core.timeutil import format_duration, parse_ts_or_none
+
+STATE_COLOURS: Mapping[str, str] = {
+    ConnectionState.ACTIVE: "$success",
+    ConnectionState.STARTING: "$primary",
+    ConnectionState.WARMING: "$accent",
+    ConnectionState.STOPPING: "$warning",
+    ConnectionState.STOPPED: "$secondary",
+    ConnectionState.IDLE: "$foreground-muted",
+}
+"""Theme variable per lifecycle state, used as the badge background."""
+
+STATE_TEXT_COLOURS: Mapping[str, str] = {
+    ConnectionState.ACTIVE: "$text-success",
+    ConnectionState.STARTING: "$text-primary",
+    ConnectionState.WARMING: "$text-accent",
+    ConnectionState.STOPPING: "$text-warning",
+    ConnectionState.STOPPED: "$text-secondary",
+    ConnectionState.IDLE: "$text-muted",
+}
+"""The same per-state colours in their readable-as-text variants (feed, table, header)."""
+
+HEARTBEAT_FRESH_S = 10.0
+"""Heartbeat younger than this is shown in the success colour."""
+HEARTBEAT_LATE_S = 30.0
+"""Heartbeat younger than this (and not fresh) is shown in the warning colour; older is red."""
+
+OFFLINE_STYLE = "bold $text-error"
+STALE_STYLE = "bold $text-warning"
+MUTED = "$text-muted"
+
+
+def state_colour(state: str | None) -> str:
+    """The text colour (theme variable) of a state name; muted for anything unknown."""
+    return STATE_TEXT_COLOURS.get(state or "", MUTED)
+
+
+def state_badge(state: ConnectionState | str | None) -> Content:
+    """A filled badge such as ` ● ACTIVE `: the fill says the instance is online."""
+    label = clean(state or "unknown", 16).upper()
+    fill = STATE_COLOURS.get(state or "", "$foreground-muted")
+    return Content.styled(f" ● {label} ", f"bold auto 90% on {fill}")
+
+
+def offline_badge() -> Content:
+    """` ○ OFFLINE `: hollow and unfilled, so it can never be mistaken for a state."""
+    return Content.styled(" ○ OFFLINE ", OFFLINE_STYLE)
+
+
+def unreadable_badge() -> Content:
+    """The badge of an exchange whose status key exists but cannot be parsed."""
+    return Content.styled(" ✖ BAD STATUS ", "bold auto 90% on $error")
+
+
+def heartbeat_style(age_s: float) -> str:
+    """Green under 10 s, yellow under 30 s, red from 30 s."""
+    if age_s < HEARTBEAT_FRESH_S:
+        return "$text-success"
+    if age_s < HEARTBEAT_LATE_S:
+        return "$text-warning"
+    return "bold $text-error"
+
+
+def age_text(moment: datetime | None, now: datetime) -> str:
+    """`3s ago`, `5m 12s ago`; `just now` for clock skew into the future; `-` if unknown."""
+    if moment is None:
+        return "-"
+    seconds = (now - moment).total_seconds()
+    if seconds < 0:
+        return "just now"
+    return f"{format_duration(seconds)} ago"
+
+
+def heartbeat(moment: datetime | None, now: datetime) -> Content:
+    """The heartbeat age, coloured by how late it is."""
+    if moment is None:
+        return Content.styled("no heartbeat", "bold $text-error")
+    age = max(0.0, (now - moment).total_seconds())
+    return Content.styled(age_text(moment, now), heartbeat_style(age))
+
+
+def in_state_for(state: str, since: datetime | None, now: datetime) -> str:
+    """`Warming for 1m 0s`: how long the instance has been in a (non-active) state."""
+    if since is None:
+        return ""
+    return f"{clean(state, 16).capitalize()} for {format_duration((now - since).total_seconds())}"
+
+
+def uptime(connected_at: datetime | None, now: datetime) -> str:
+    """`Running for 4h 23m` while active (from connectedAt), else empty."""
+    if connected_at is None:
+        return ""
+    return f"Running for {format_duration((now - connected_at).total_seconds())}"
+
+
+def format_clock(moment: datetime | None, tz: tzinfo | None, now: datetime) -> str:
+    """A feed/detail timestamp in the chosen zone: `14:03:22` today, `02-09 14:03` before.
+
+    Both forms are padded to the same width so feed columns stay aligned.
+    """
+    if moment is None:
+        return "--:--:--".ljust(11)
+    local = moment.astimezone(tz)
+    if local.date() == now.astimezone(tz).date():
+        return local.strftime("%H:%M:%S").ljust(11)
+    return local.strftime("%m-%d %H:%M")
+
+
+def format_full_time(moment: datetime | None, tz: tzinfo | None) -> str:
+    """A complete timestamp with its zone, for the detail screen."""
+    if moment is None:
+        return "-"
+    local = moment.astimezone(tz)
+    return (
+        local.strftime("%Y-%m-%d %H:%M:%S.")
+        + f"{local.microsecond // 1000:03d} {zone_name(tz, local)}"
+    )
+
+
+def zone_name(tz: tzinfo | None, sample: datetime | None = None) -> str:
+    """`UTC`, or the local zone's abbreviation (`CET`), for labels."""
+    if tz is UTC:
+        return "UTC"
+    moment = (sample or datetime.now(UTC)).astimezone(tz)
+    return moment.tzname() or "local"
+
+
+def label(value: object | None, default: str = "-", max_chars: int = 60) -> str:
+    """An untrusted value as one clean printable line (never markup)."""
+    return clean_or(value, default, max_chars)
+
+
+def entry_exchange(entry: ActivityEntry) -> str:
+    """The exchange an entry belongs to: its own field, else the stream it was read from."""
+    return clean(entry.exchange_name or entry.stream or "?", 40)
+
+
+def entry_line(entry: ActivityEntry, tz: tzinfo | None, now: datetime) -> Content:
+    """One feed line: time, exchange, then what happened, coloured by its meaning.
+
+    Transitions take the colour of their target state, errors the error colour,
+    commands show operator and outcome; unknown events and entries with missing
+    fields are shown generically with whatever fields they have.
+    """
+    when = format_clock(entry.time, tz, now)
+    head = Content.assemble((when, MUTED), " ", (f"{entry_exchange(entry):<12}", "bold"), " ")
+    return head + _entry_body(entry)
+
+
+def _entry_body(entry: ActivityEntry) -> Content:
+    if isinstance(entry, StateTransitionEntry):
+        target = entry.to_state
+        parts: list[str | tuple[str, str] | Content] = [
+            (label(entry.from_state, "?", 12), state_colour(entry.from_state)),
+            (" → ", MUTED),
+            (label(target, "?", 12), f"bold {state_colour(target)}"),
+        ]
+        who = " ".join(v for v in (label(entry.hostname, ""), label(entry.admin_email, "")) if v)
+        if who:
+            parts += ["  ", (who, MUTED)]
+        return Content.assemble(*parts)
+    if isinstance(entry, ErrorEntry):
+        parts = [
+            ("✖ ", "bold $text-error"),
+            (label(entry.error, "(no message)", 160), "$text-error"),
+        ]
+        if entry.state:
+            parts += ["  ", (f"in {label(entry.state, '?', 12)}", MUTED)]
+        if entry.hostname:
+            parts += ["  ", (label(entry.hostname), MUTED)]
+        return Content.assemble(*parts)
+    if isinstance(entry, CommandEntry):
+        status = label(entry.status, "?", 12)
+        status_style = {"success": "bold $text-success", "error": "bold $text-error"}.get(
+            entry.status, MUTED
+        )
+        parts = [
+            ("⚑ ", "$text-primary"),
+            (label(entry.command, "?", 20), "bold"),
+            (" by ", MUTED),
+            (label(entry.operator, "unknown", 40), "$text-primary"),
+            (": ", MUTED),
+            (status, status_style),
+        ]
+        if entry.message:
+            parts += [" ", (label(entry.message, "", 120), MUTED)]
+        return Content.assemble(*parts)
+    return _generic_body(entry)
+
+
+def _generic_body(entry: OtherEntry) -> Content:
+    fields = {"hostname": entry.hostname, "ip": entry.ip, **entry.extra_fields}
+    pairs = " ".join(f"{clean(k, 24)}={clean(v, 40)}" for k, v in fields.items() if v)
+    return Content.assemble(
+        (label(entry.event, "(no event)", 24), "italic $text-muted"),
+        " ",
+        (pairs, MUTED),
+    )
+
+
+def entry_matches(entry: ActivityEntry, query: str) -> bool:
+    """Case-insensitive filter on exchange, host, operator and admin of an entry."""
+    if not query:
+        return True
+    needle = query.lower()
+    haystack: list[str] = [entry.exchange_name, entry.stream, entry.hostname]
+    if isinstance(entry, CommandEntry):
+        haystack.append(entry.operator)
+    if isinstance(entry, StateTransitionEntry):
+        haystack.append(entry.admin_email)
+    return any(needle in value.lower() for value in haystack if value)
+
+
+def count_summary(states: Iterable[str | None], total: int) -> Content:
+    """`5 of 8 online · 2 active · 1 warming ...` for the header."""
+    counts: dict[str, int] = {}
+    online = 0
+    for state in states:
+        online += 1
+        key = state or "unreadable"
+        counts[key] = counts.get(key, 0) + 1
+    parts: list[str | tuple[str, str]] = [(f"{online} of {total} online", "bold")]
+    # Most urgent first, so a narrow terminal cuts the least important counts.
+    if total - online:
+        parts += ["  ", (f"{total - online} offline", OFFLINE_STYLE)]
+    if counts.get("unreadable"):
+        parts += ["  ", (f"{counts['unreadable']} unreadable", "$text-error")]
+    for state in (
+        ConnectionState.ACTIVE,
+        ConnectionState.WARMING,
+        ConnectionState.STARTING,
+        ConnectionState.STOPPING,
+        ConnectionState.STOPPED,
+        ConnectionState.IDLE,
+    ):
+        if counts.get(state):
+            parts += ["  ", (f"{counts[state]} {state.value}", state_colour(state))]
+    return Content.assemble(*parts)
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """A wire timestamp as a datetime, or None when missing or unparseable."""
+    return parse_ts_or_none(text)

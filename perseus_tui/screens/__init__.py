@@ -1,0 +1,1 @@
+"""The dashboard's screens: the fleet, one exchange in detail, help, and confirmation."""

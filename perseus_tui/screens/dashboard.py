@@ -1,0 +1,308 @@
+"""The main screen: header, connection banner, the fleet (cards or table), the activity feed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, tzinfo
+from typing import Literal
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import ContentSwitcher, Footer, Input
+
+from perseus_core.models import ActivityEntry
+from perseus_core.network import ExchangeView
+from perseus_tui.screens.base import ExchangeScreen
+from perseus_tui.widgets.activity_feed import ActivityFeed
+from perseus_tui.widgets.banner import ConnectionBanner
+from perseus_tui.widgets.card_grid import CardGrid, view_matches
+from perseus_tui.widgets.header import HeaderState, PerseusHeader
+from perseus_tui.widgets.instance_table import InstanceTable
+
+TABLE_THRESHOLD = 60
+"""Above this many exchanges the table is shown instead of cards (until `t` is pressed)."""
+
+ViewMode = Literal["auto", "cards", "table"]
+
+
+class DashboardScreen(ExchangeScreen):
+    """The fleet and its activity. The selection follows focus in either view."""
+
+    AUTO_FOCUS = ""  # the selected card takes the focus once the fleet is loaded
+
+    BINDINGS = [
+        Binding(
+            "enter",
+            "open_detail",
+            "Details",
+            tooltip="Every field and the history of the selected exchange",
+            id="open",
+        ),
+        Binding(
+            "slash",
+            "filter",
+            "Filter",
+            tooltip="Filter cards by name/host/state and the feed by exchange/host/operator/admin",
+            id="filter",
+        ),
+        Binding(
+            "escape",
+            "clear_filter",
+            "Clear filter",
+            tooltip="Show everything again",
+            id="clear-filter",
+        ),
+        Binding(
+            "p",
+            "pause_feed",
+            "Pause feed",
+            tooltip="Hold new feed entries (counted) / show them again",
+            id="pause-feed",
+        ),
+        Binding("r", "refresh", "Refresh", tooltip="Re-read every status now", id="refresh"),
+        Binding(
+            "t",
+            "toggle_view",
+            "Table/Cards",
+            tooltip="Switch between the card grid and the table",
+            id="toggle-view",
+        ),
+    ]
+
+    def __init__(self, header: HeaderState, *, feed_max_lines: int, tz: tzinfo | None) -> None:
+        super().__init__(id="dashboard")
+        self._header_state = header
+        self._feed_max_lines = feed_max_lines
+        self._tz = tz
+        self._views: list[ExchangeView] = []
+        self._now: datetime | None = None
+        self._stale = False
+        self._query = ""
+        self.view_mode: ViewMode = "auto"
+        self.selected_id: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield PerseusHeader(self._header_state, id="header")
+        yield ConnectionBanner(id="banner")
+        filter_input = Input(
+            placeholder="Filter: name, host or state (Enter keeps it, Esc clears it)",
+            id="filter-input",
+        )
+        filter_input.display = False
+        yield filter_input
+        with ContentSwitcher(initial="cards", id="views"):
+            yield CardGrid(id="cards")
+            yield InstanceTable(id="table")
+        yield ActivityFeed(
+            max_lines=self._feed_max_lines,
+            clock=self.perseus.clock,
+            tz=self._tz,
+            id="feed",
+        )
+        yield Footer()
+
+    def on_mount(self) -> None:
+        filter_input = self.query_one("#filter-input", Input)
+        filter_input.cursor_blink = self.app.animation_level != "none"
+
+    # --- queries ---------------------------------------------------------------
+
+    @property
+    def grid(self) -> CardGrid:
+        """The card view."""
+        return self.query_one(CardGrid)
+
+    @property
+    def table(self) -> InstanceTable:
+        """The table view."""
+        return self.query_one(InstanceTable)
+
+    @property
+    def feed(self) -> ActivityFeed:
+        """The activity feed."""
+        return self.query_one(ActivityFeed)
+
+    @property
+    def banner(self) -> ConnectionBanner:
+        """The connection banner."""
+        return self.query_one(ConnectionBanner)
+
+    @property
+    def showing_table(self) -> bool:
+        """Whether the table (not the cards) is the current view."""
+        if self.view_mode == "auto":
+            return len(self._views) > TABLE_THRESHOLD
+        return self.view_mode == "table"
+
+    def current_exchange_id(self) -> int | None:
+        known = self.perseus.views
+        if self.selected_id in known:
+            return self.selected_id
+        return None
+
+    # --- updates from the app --------------------------------------------------
+
+    def show_views(
+        self, views: Sequence[ExchangeView], now: datetime, *, stale: bool = False
+    ) -> None:
+        """Show the fleet as last read."""
+        first = not self._views and bool(views)
+        self._views = list(views)
+        self._now = now
+        self._stale = stale
+        self._sync_view_mode()
+        self._refresh_views()
+        if self.selected_id is None and views:
+            self.selected_id = views[0].exchange_id
+        if first and self.focused is None:
+            self.call_after_refresh(self._focus_view)  # once the new cards are mounted
+        self.refresh_bindings()
+
+    def _refresh_views(self) -> None:
+        if self._now is None:
+            return
+        if self.showing_table:
+            shown = [view for view in self._views if view_matches(view, self._query)]
+            self.table.update_views(shown, self._now, self._tz, stale=self._stale)
+        else:
+            self.grid.update_views(self._views, self._now, self._tz)
+            self.grid.set_stale(self._stale)
+
+    def tick(self, now: datetime) -> None:
+        """Advance ages and countdowns to `now`."""
+        self._now = now
+        if self.showing_table:
+            self._refresh_views()
+        else:
+            self.grid.tick(now, self._tz)
+        self.banner.tick(now)
+
+    def show_header(self, state: HeaderState) -> None:
+        """Update the header line."""
+        self._header_state = state
+        self.query_one(PerseusHeader).show(state)
+
+    def show_failure(self, target: str, reason: str, retry_at: datetime, now: datetime) -> None:
+        """Redis cannot be reached: banner on, cards marked stale."""
+        self.banner.show_failure(target, reason, retry_at, now)
+        if not self._stale and self._now is not None:
+            self.show_views(self._views, self._now, stale=True)
+
+    def show_connected(self) -> None:
+        """Redis answers again: banner off (the next views are fresh)."""
+        self.banner.hide()
+
+    def add_feed_entries(self, entries: Iterable[ActivityEntry]) -> None:
+        """New activity, oldest first."""
+        self.feed.add_new(entries)
+
+    def add_feed_history(self, entries: Iterable[ActivityEntry]) -> None:
+        """History loaded at start, newest first."""
+        self.feed.add_older(entries)
+
+    def set_timezone(self, tz: tzinfo | None) -> None:
+        """Show absolute times in `tz`."""
+        self._tz = tz
+        self.feed.set_timezone(tz)
+        if self._now is not None:
+            self._refresh_views()
+
+    # --- view switching and selection ------------------------------------------
+
+    def _sync_view_mode(self) -> None:
+        switcher = self.query_one(ContentSwitcher)
+        wanted = "table" if self.showing_table else "cards"
+        if switcher.current != wanted:
+            had_focus = (
+                self.focused is not None
+                and self.focused in (self.grid, self.table)
+                or (self.focused is not None and self.focused.parent is self.grid)
+            )
+            switcher.current = wanted
+            self._refresh_views()
+            if had_focus:
+                self._focus_view()
+
+    def _focus_view(self) -> None:
+        if self.showing_table:
+            if self.selected_id is not None:
+                self.table.select(self.selected_id)
+            self.table.focus()
+        else:
+            if self.selected_id is not None:
+                self.grid.select(self.selected_id)
+            else:
+                self.grid.focus_selection()
+
+    @on(CardGrid.Selected)
+    @on(InstanceTable.Selected)
+    def _selected(self, event: CardGrid.Selected | InstanceTable.Selected) -> None:
+        self.selected_id = event.exchange_id
+        self.refresh_bindings()
+
+    @on(InstanceTable.Opened)
+    def _opened(self, event: InstanceTable.Opened) -> None:
+        self.perseus.open_detail(event.exchange_id)
+
+    # --- actions ----------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "open_detail":
+            return True if self.current_exchange_id() is not None else None
+        if action == "clear_filter":
+            return bool(self._query) or self.query_one("#filter-input", Input).display
+        return super().check_action(action, parameters)
+
+    def action_open_detail(self) -> None:
+        """Open the detail screen of the selected exchange."""
+        exchange_id = self.current_exchange_id()
+        if exchange_id is not None:
+            self.perseus.open_detail(exchange_id)
+
+    def action_filter(self) -> None:
+        """Show the filter input and type into it."""
+        filter_input = self.query_one("#filter-input", Input)
+        filter_input.display = True
+        filter_input.focus()
+        self.refresh_bindings()
+
+    def action_clear_filter(self) -> None:
+        """Drop the filter and hide its input."""
+        filter_input = self.query_one("#filter-input", Input)
+        filter_input.value = ""
+        filter_input.display = False
+        self._apply_filter("")
+        self._focus_view()
+        self.refresh_bindings()
+
+    @on(Input.Changed, "#filter-input")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self._apply_filter(event.value)
+
+    @on(Input.Submitted, "#filter-input")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        event.input.display = bool(event.value)
+        self._focus_view()
+        self.refresh_bindings()
+
+    def _apply_filter(self, query: str) -> None:
+        self._query = query.strip()
+        self.grid.apply_filter(self._query)
+        self.feed.set_filter(self._query)
+        if self.showing_table:
+            self._refresh_views()
+
+    def action_pause_feed(self) -> None:
+        """Pause or resume the feed."""
+        self.feed.paused = not self.feed.paused
+
+    def action_refresh(self) -> None:
+        """Re-read every status now."""
+        self.perseus.request_refresh()
+
+    def action_toggle_view(self) -> None:
+        """Switch between cards and table (overrides the automatic choice)."""
+        self.view_mode = "cards" if self.showing_table else "table"
+        self._sync_view_mode()
+        self._focus_view()

@@ -1,0 +1,172 @@
+"""One exchange in full: every status field and its activity history, paged backwards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, tzinfo
+
+from redis.exceptions import RedisError
+from textual import events, on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Footer
+
+from perseus_core.activity import ActivityLog
+from perseus_core.connection import describe_redis_error
+from perseus_core.models import ActivityEntry
+from perseus_core.network import ExchangeView
+from perseus_tui.messages import HistoryPage
+from perseus_tui.screens.base import ExchangeScreen
+from perseus_tui.widgets.activity_feed import ActivityFeed
+from perseus_tui.widgets.header import HeaderState, PerseusHeader
+from perseus_tui.widgets.status_panel import StatusPanel
+
+PAGE_SIZE = 50
+"""History entries read per page."""
+HISTORY_MAX_LINES = 10_000
+"""How far back the detail history can be paged."""
+NARROW_WIDTH = 110
+"""Below this width the fields and the history stack vertically."""
+
+
+class DetailScreen(ExchangeScreen):
+    """The status panel on the left (or top), the exchange's history on the right (or below)."""
+
+    DEFAULT_CSS = """
+    DetailScreen #detail-body { height: 1fr; }
+    DetailScreen #fields { width: 64; height: 1fr; }
+    DetailScreen #history { width: 1fr; }
+    DetailScreen.-narrow #detail-body { layout: vertical; }
+    DetailScreen.-narrow #fields { width: 1fr; height: 1fr; }
+    DetailScreen.-narrow #history { height: 1fr; }
+    """
+
+    BINDINGS = [
+        Binding("escape", "back", "Back", tooltip="Back to the dashboard", id="back"),
+        Binding("m", "older", "Older", tooltip="Load the previous page of history", id="older"),
+        Binding("r", "refresh", "Refresh", tooltip="Re-read every status now", id="detail-refresh"),
+    ]
+
+    def __init__(
+        self, view: ExchangeView, header: HeaderState, *, now: datetime, tz: tzinfo | None
+    ) -> None:
+        super().__init__()
+        self.exchange_id = view.exchange_id
+        self.exchange_name = view.exchange_name
+        self._view = view
+        self._header_state = header
+        self._now = now
+        self._tz = tz
+        self._cursor: str | None = None
+        self._loaded_first = False
+        self._exhausted = False
+
+    def compose(self) -> ComposeResult:
+        yield PerseusHeader(self._header_state, id="header")
+        with Horizontal(id="detail-body"):
+            with VerticalScroll(id="fields"):
+                yield StatusPanel(self._view, self._now, self._tz, id="status")
+            yield ActivityFeed(
+                max_lines=HISTORY_MAX_LINES,
+                clock=self.perseus.clock,
+                tz=self._tz,
+                title=f"History of {self.exchange_name or '?'}",
+                empty_text="Loading history…",
+                id="history",
+            )
+        yield Footer()
+
+    def on_mount(self) -> None:
+        feed = self.query_one(ActivityFeed)
+        self.watch(feed, "scroll_y", self._history_scrolled, init=False)
+        feed.focus()
+        self._load_page(None)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.set_class(event.size.width < NARROW_WIDTH, "-narrow")
+
+    def current_exchange_id(self) -> int | None:
+        return self.exchange_id
+
+    # --- updates from the app ----------------------------------------------------
+
+    def show_view(self, view: ExchangeView, now: datetime) -> None:
+        """A fresher read of this exchange (or just a later time)."""
+        self._view, self._now = view, now
+        self.query_one(StatusPanel).show(view, now, self._tz)
+
+    def tick(self, now: datetime) -> None:
+        """Advance ages to `now`."""
+        self.show_view(self._view, now)
+
+    def show_header(self, state: HeaderState) -> None:
+        """Update the header line."""
+        self._header_state = state
+        self.query_one(PerseusHeader).show(state)
+
+    def add_live(self, entries: Iterable[ActivityEntry]) -> None:
+        """New entries of any exchange, oldest first; this exchange's go on top."""
+        name = self.exchange_name.lower()
+        mine = [e for e in entries if e.stream == name]
+        if mine:
+            self.query_one(ActivityFeed).add_new(mine)
+
+    def set_timezone(self, tz: tzinfo | None) -> None:
+        """Show absolute times in `tz`."""
+        self._tz = tz
+        self.query_one(ActivityFeed).set_timezone(tz)
+        self.query_one(StatusPanel).show(self._view, self._now, tz)
+
+    # --- history paging ------------------------------------------------------------
+
+    @work(exclusive=True, group="history", exit_on_error=False)
+    async def _load_page(self, before: str | None) -> None:
+        log = ActivityLog(self.perseus.redis, self.perseus.settings)
+        try:
+            page = await log.page(self.exchange_name, count=PAGE_SIZE, before=before)
+        except (RedisError, OSError) as exc:
+            self.notify(
+                describe_redis_error(self.perseus.settings, exc),
+                title="History not loaded",
+                severity="error",
+                markup=False,
+            )
+            return
+        self.post_message(
+            HistoryPage(self.exchange_name, page.entries, page.next_cursor, first=before is None)
+        )
+
+    @on(HistoryPage)
+    def _history_page(self, message: HistoryPage) -> None:
+        feed = self.query_one(ActivityFeed)
+        if message.first:
+            self._loaded_first = True
+            feed.empty_text = "No activity recorded for this exchange"
+        feed.add_older(message.entries)
+        self._cursor = message.next_cursor
+        self._exhausted = message.next_cursor is None or feed.is_full
+        self.refresh_bindings()
+
+    def _history_scrolled(self, scroll_y: float) -> None:
+        feed = self.query_one(ActivityFeed)
+        if scroll_y >= feed.max_scroll_y - 1 and not self._exhausted and self._loaded_first:
+            self.action_older()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "older":
+            return True if self._cursor is not None and not self._exhausted else None
+        return super().check_action(action, parameters)
+
+    def action_older(self) -> None:
+        """Load the page before the oldest entry shown."""
+        if self._cursor is not None and not self._exhausted:
+            self._load_page(self._cursor)
+
+    def action_back(self) -> None:
+        """Back to the dashboard."""
+        self.dismiss(None)
+
+    def action_refresh(self) -> None:
+        """Re-read every status now."""
+        self.perseus.request_refresh()

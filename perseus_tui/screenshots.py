@@ -1,0 +1,386 @@
+"""Deterministic screenshots of every dashboard screen: `python -m perseus_tui.screenshots DIR`.
+
+The same seeded fleet, frozen clock, pinned time zone and fixed Redis label
+are used by the snapshot tests (tests/tui), so what `make screenshots` writes
+is what the tests compare against. Nothing in the output depends on the
+machine, the day, the time zone or the port of the throw-away Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import redis as sync_redis
+from textual.pilot import Pilot
+
+from perseus_core import keys
+from perseus_core.embedded import RedisServer
+from perseus_core.models import (
+    CatalogEntry,
+    CommandEntry,
+    ConnectionState,
+    ErrorEntry,
+    InstanceStatus,
+    OtherEntry,
+    StateTransitionEntry,
+)
+from perseus_core.settings import Settings
+from perseus_core.timeutil import parse_ts_or_none, to_epoch_ms
+from perseus_tui.app import PerseusApp, create_app
+
+FIXED_NOW = datetime(2026, 2, 10, 22, 45, 0, tzinfo=UTC)
+"""The frozen "now" of every screenshot."""
+SCREENSHOT_TZ = timezone(timedelta(hours=1), "CET")
+"""The "local" zone of every screenshot, whatever the machine's zone is."""
+DISPLAY_URL = "redis://redis.example:6379/0"
+"""The Redis target the header shows in screenshots (the real port is random)."""
+OPERATOR = "alice@ops-laptop"
+STATUS_TTL_S = 3_600
+"""Seeded status keys outlive any screenshot run."""
+
+HOSTILE_HOSTNAME = "[b]x[/b][@click=app.quit]q[/]\x1b[31m"
+"""Markup, an action link and an escape sequence: must show literally and do nothing."""
+
+
+def _ago(**delta: float) -> datetime:
+    return FIXED_NOW - timedelta(**delta)
+
+
+@dataclass(frozen=True)
+class _Instance:
+    exchange_id: int
+    name: str
+    display: str
+    state: ConnectionState
+    host: str
+    ip: str | None
+    country: str | None
+    admin: str | None
+    symbols: int
+    beat_s: float
+    since: timedelta
+    error: str | None = None
+    error_s: float = 0.0
+
+
+FLEET: tuple[_Instance, ...] = (
+    _Instance(1, "coinbase", "Coinbase", ConnectionState.ACTIVE, "DESKTOP-ABC", "203.0.113.7",
+              "US", "Ops Team", 25, 3, timedelta(hours=4, minutes=23)),
+    _Instance(2, "kraken", "Kraken", ConnectionState.WARMING, "kraken-01", "198.51.100.20",
+              "DE", "Kim Ng", 140, 12, timedelta(minutes=1)),
+    _Instance(3, "binance", "Binance", ConnectionState.STARTING, "bn-east-2", None, None,
+              None, 0, 1, timedelta(seconds=30)),
+    _Instance(4, "bitstamp", "Bitstamp", ConnectionState.STOPPING, "bitstamp-a", "192.0.2.44",
+              "GB", "ops@example.com", 61, 34, timedelta(minutes=2),
+              "websocket closed (1006)", 130),
+    _Instance(5, "gemini", "Gemini", ConnectionState.STOPPED, "gem-1", "192.0.2.90", "US",
+              "Ops Team", 12, 5, timedelta(seconds=20)),
+    _Instance(6, "okx", "OKX", ConnectionState.IDLE, "okx-standby", "203.0.113.99", "SG",
+              None, 0, 2, timedelta(minutes=40)),
+)  # fmt: skip
+OFFLINE = (7, "bybit", "Bybit")
+CORRUPT = (8, "kucoin", "KuCoin")
+
+
+def _status(item: _Instance) -> InstanceStatus:
+    changed = FIXED_NOW - item.since
+    return InstanceStatus(
+        exchange_id=item.exchange_id,
+        exchange_name=item.name,
+        hostname=item.host,
+        ip_address=item.ip,
+        country_code=item.country,
+        admin_email="ops@example.com" if item.admin else None,
+        admin_display_name=item.admin if item.admin and "@" not in item.admin else None,
+        connection_state=item.state,
+        symbol_count=item.symbols,
+        connected_at=changed if item.state is ConnectionState.ACTIVE else None,
+        last_heartbeat=_ago(seconds=item.beat_s),
+        last_state_change=changed,
+        registered_at=changed - timedelta(seconds=6),
+        last_error=item.error,
+        last_error_at=_ago(seconds=item.error_s) if item.error else None,
+        instance_id=f"{item.host}:{item.exchange_id}:4242:1770700000000",
+        epoch=3,
+        pid=4242,
+        version="0.1.0",
+    )
+
+
+def _ts(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _transition(name: str, eid: int, host: str, src: str, dst: str, at: datetime) -> dict[str, str]:
+    entry = StateTransitionEntry(
+        timestamp=_ts(at), from_state=src, to_state=dst,
+        exchange_id=str(eid), exchange_name=name, hostname=host, ip="", admin_email="",
+    )  # fmt: skip
+    return entry.to_fields()
+
+
+def _history() -> list[tuple[str, dict[str, str]]]:
+    """Activity entries, oldest first (stream IDs follow insertion order)."""
+
+    rows: list[tuple[str, dict[str, str]]] = []
+    coinbase_up = FIXED_NOW - timedelta(hours=4, minutes=23)
+    for i, (src, dst) in enumerate((("idle", "starting"), ("starting", "warming"))):
+        at = coinbase_up - timedelta(seconds=6 - 3 * i)
+        rows.append(("coinbase", _transition("coinbase", 1, "DESKTOP-ABC", src, dst, at)))
+    rows.append(
+        ("coinbase", _transition("coinbase", 1, "DESKTOP-ABC", "warming", "active", coinbase_up))
+    )
+    for src, dst, minutes in (("active", "stopping", 124.05), ("stopping", "stopped", 123)):
+        fields = _transition("bybit", 7, "bybit-02", src, dst, _ago(minutes=minutes))
+        rows.append(("bybit", {**fields, "ip": "198.51.100.4"}))
+    rows.append(("kraken", CommandEntry(
+        command="start", correlation_id="7d0c", operator=OPERATOR, status="success",
+        message="starting", timestamp=_ts(_ago(minutes=1, seconds=5)), exchange_id="2",
+        exchange_name="kraken", hostname="kraken-01",
+    ).to_fields()))  # fmt: skip
+    rows.append(
+        ("kraken", _transition("kraken", 2, "kraken-01", "starting", "warming", _ago(minutes=1)))
+    )
+    rows.append(("bitstamp", ErrorEntry(
+        timestamp=_ts(_ago(seconds=130)), error="websocket closed (1006)", exchange_id="4",
+        exchange_name="bitstamp", hostname="bitstamp-a", state="active",
+    ).to_fields()))  # fmt: skip
+    rows.append(("bitstamp", CommandEntry(
+        command="stop", correlation_id="91aa", operator=OPERATOR, status="ack",
+        timestamp=_ts(_ago(seconds=121)), exchange_id="4", exchange_name="bitstamp",
+        hostname="bitstamp-a",
+    ).to_fields()))  # fmt: skip
+    rows.append(
+        (
+            "bitstamp",
+            _transition("bitstamp", 4, "bitstamp-a", "active", "stopping", _ago(minutes=2)),
+        )
+    )
+    rows.append(
+        ("binance", _transition("binance", 3, "bn-east-2", "idle", "starting", _ago(seconds=30)))
+    )
+    rows.append(
+        ("gemini", _transition("gemini", 5, "gem-1", "stopping", "stopped", _ago(seconds=20)))
+    )
+    rows.append(("okx", OtherEntry.model_validate({
+        "event": "maintenance_window", "timestamp": _ts(_ago(seconds=12)), "exchangeName": "okx",
+        "hostname": "okx-standby", "window": "23:00-23:30Z",
+    }).to_fields()))  # fmt: skip
+    rows.append(("okx", {"event": "state_transition", "toState": "idle", "exchangeName": "okx"}))
+    return rows
+
+
+def _append_history(client: sync_redis.Redis, rows: list[tuple[str, dict[str, str]]]) -> None:
+    """XADD with IDs taken from the entries' own timestamps, as a live writer's would be.
+
+    Seeding writes every entry within a millisecond; auto IDs would then order
+    entries across streams by stream name instead of by time.
+    """
+    last_ms = 0
+    timed = [row for row in rows if parse_ts_or_none(row[1].get("timestamp"))]
+    timed.sort(key=lambda row: row[1]["timestamp"])
+    for name, fields in [*timed, *(row for row in rows if row not in timed)]:
+        moment = parse_ts_or_none(fields.get("timestamp"))
+        ms = to_epoch_ms(moment) if moment is not None else last_ms + 1
+        last_ms = max(last_ms + 1, ms)
+        client.xadd(keys.activity_key(name), fields, id=f"{last_ms}-0")  # type: ignore[arg-type]
+
+
+def seed_fleet(url: str) -> None:
+    """Write the screenshot fleet: one exchange per state, one offline, one corrupt."""
+    with sync_redis.Redis.from_url(url, decode_responses=True) as client:
+        client.flushall()
+        pipe = client.pipeline(transaction=False)
+        for item in FLEET:
+            entry = CatalogEntry(id=item.exchange_id, name=item.name, display_name=item.display)
+            pipe.hset(keys.CATALOG_KEY, str(item.exchange_id), entry.to_json())
+            pipe.set(keys.status_key(item.exchange_id), _status(item).to_json(), ex=STATUS_TTL_S)
+        for exchange_id, name, display in (OFFLINE, CORRUPT):
+            entry = CatalogEntry(id=exchange_id, name=name, display_name=display)
+            pipe.hset(keys.CATALOG_KEY, str(exchange_id), entry.to_json())
+        pipe.set(
+            keys.status_key(CORRUPT[0]),
+            '{"exchangeId": 8, "exchangeName": "kucoin", "connectionState": "dancing"}',
+            ex=STATUS_TTL_S,
+        )
+        pipe.execute()
+        _append_history(client, _history())
+
+
+def seed_hostile(url: str) -> None:
+    """One exchange whose every string tries markup, links and escape sequences."""
+    item = _Instance(9, "evil", "[red]Evil[/red] \x1b]8;;http://x\x07link", ConnectionState.ACTIVE,
+                     HOSTILE_HOSTNAME, "[i]1.2.3.4[/i]", "[b]", "[@click=app.quit]admin[/]", 3, 4,
+                     timedelta(minutes=5), "[blink]boom[/blink]\x1b[2J", 10)  # fmt: skip
+    with sync_redis.Redis.from_url(url, decode_responses=True) as client:
+        client.flushall()
+        entry = CatalogEntry(id=9, name="evil", display_name=item.display)
+        client.hset(keys.CATALOG_KEY, "9", entry.to_json())
+        client.set(keys.status_key(9), _status(item).to_json(), ex=STATUS_TTL_S)
+        fields = _transition("evil", 9, HOSTILE_HOSTNAME, "warming", "active", _ago(minutes=5))
+        _append_history(client, [("evil", {**fields, "adminEmail": "[@click=app.quit]x[/]"})])
+
+
+def screenshot_settings(url: str) -> Settings:
+    """Settings for a screenshot run: slow polls (nothing changes), fast blocking reads."""
+    return Settings(
+        redis_url=url, refresh_ms=60_000, block_ms=200, socket_timeout_ms=1_000, public_ip="off"
+    )
+
+
+def screenshot_app(url: str, *, read_only: bool = False) -> PerseusApp:
+    """The app exactly as the CLI builds it, with the clock, zone and label pinned."""
+    app = create_app(
+        screenshot_settings(url),
+        clock=lambda: FIXED_NOW,
+        read_only=read_only,
+        local_tz=SCREENSHOT_TZ,
+        target_label=DISPLAY_URL,
+        operator=OPERATOR,
+    )
+    app.animation_level = "none"
+    return app
+
+
+async def wait_for(
+    pilot: Pilot[None], condition: Callable[[], bool], limit_s: float = 10.0
+) -> None:
+    """Let the app run until `condition()` holds (raise TimeoutError after `limit_s`)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the dashboard did not reach the expected state in time")
+        await pilot.pause(0.05)
+
+
+async def settle(pilot: Pilot[None]) -> None:
+    """Wait until the fleet and the feed history are on screen."""
+    app = pilot.app
+    assert isinstance(app, PerseusApp)
+    await wait_for(pilot, lambda: app.loaded.is_set() and app.history_loaded.is_set())
+    await pilot.pause()
+
+
+async def _open_detail(pilot: Pilot[None]) -> None:
+    await settle(pilot)
+    await pilot.press("enter")
+    await wait_for(
+        pilot, lambda: "History" in str(pilot.app.screen.query_one("#history").border_title)
+    )
+    await pilot.pause(0.3)
+
+
+async def _press_then_settle(pilot: Pilot[None], *keys_: str) -> None:
+    await settle(pilot)
+    await pilot.press(*keys_)
+    await pilot.pause()
+
+
+async def _help(pilot: Pilot[None]) -> None:
+    await _press_then_settle(pilot, "question_mark")
+
+
+async def _stop_confirmation(pilot: Pilot[None]) -> None:
+    await _press_then_settle(pilot, "x")
+
+
+async def _table(pilot: Pilot[None]) -> None:
+    await _press_then_settle(pilot, "t")
+
+
+def unreachable_run_before(kill: Callable[[], None]) -> Callable[[Pilot[None]], Awaitable[None]]:
+    """Load the fleet, then take Redis away and wait for the banner."""
+
+    async def run(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, PerseusApp)
+        await settle(pilot)
+        kill()
+
+        def refused() -> bool:
+            # The first failure may be "connection closed"; retry until the
+            # steady-state reason shows, so the screenshot is always the same.
+            if "refused" in app.dashboard.banner.text:
+                return True
+            app.request_refresh()
+            return False
+
+        await wait_for(pilot, refused)
+        await pilot.pause()
+
+    return run
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One screenshot: a name, a terminal size, the data, and what to do before taking it."""
+
+    name: str
+    size: tuple[int, int]
+    seed: Callable[[str], None]
+    run_before: Callable[[Pilot[None]], Awaitable[None]]
+    description: str
+
+
+SHOTS: tuple[Shot, ...] = (
+    Shot("dashboard_120x40", (120, 40), seed_fleet, settle, "every state, offline, corrupt"),
+    Shot("dashboard_80x24", (80, 24), seed_fleet, settle, "the same fleet on a small terminal"),
+    Shot("detail", (120, 40), seed_fleet, _open_detail, "every field and the history"),
+    Shot("help", (120, 40), seed_fleet, _help, "every key binding"),
+    Shot("stop_confirmation", (120, 40), seed_fleet, _stop_confirmation, "stop asks first"),
+    Shot("table", (120, 40), seed_fleet, _table, "the table view for large fleets"),
+    Shot("hostile_hostname", (120, 40), seed_hostile, settle, "markup shown literally"),
+)
+"""Every screen but the unreachable banner, which needs a server it may kill."""
+
+UNREACHABLE = "redis_unreachable"
+"""Name of the screenshot of the connection banner (stale cards, Redis gone)."""
+
+
+async def _capture(
+    app: PerseusApp, size: tuple[int, int], run_before: Callable[[Pilot[None]], Awaitable[None]]
+) -> str:
+    async with app.run_test(size=size) as pilot:
+        await run_before(pilot)
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()
+        return app.export_screenshot(title="Perseus")
+
+
+async def render_all() -> dict[str, str]:
+    """Render every screen; returns SVG text by screenshot name."""
+    rendered: dict[str, str] = {}
+    with RedisServer() as server:
+        for shot in SHOTS:
+            shot.seed(server.url)
+            app = screenshot_app(server.url)
+            rendered[shot.name] = await _capture(app, shot.size, shot.run_before)
+        seed_fleet(server.url)
+        app = screenshot_app(server.url)
+        rendered[UNREACHABLE] = await _capture(app, (120, 40), unreachable_run_before(server.kill))
+    return rendered
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (`make screenshots`)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", type=Path, help="where to write the SVG files")
+    args = parser.parse_args(argv)
+    directory: Path = args.directory
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, svg in asyncio.run(render_all()).items():
+        path = directory / f"{name}.svg"
+        path.write_text(svg, encoding="utf-8")
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

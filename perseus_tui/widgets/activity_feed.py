@@ -1,0 +1,286 @@
+"""The activity feed: newest entry on top, bounded, pausable, filterable.
+
+A RichLog can only append at the bottom, and a feed that shows the newest
+first must insert at the top. This widget is a line-API `ScrollView` over a
+deque it controls: inserting at the top is O(1), the bound drops the oldest
+entry, and only the lines on screen are ever rendered (each one cached), so a
+burst of thousands of entries a second costs a few deque operations per entry
+and one repaint per batch.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from datetime import tzinfo
+
+from textual.cache import LRUCache
+from textual.content import Content
+from textual.geometry import Size
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from perseus_core.models import ActivityEntry
+from perseus_core.timeutil import Clock, system_clock
+from perseus_tui import render
+
+EntryKey = tuple[str, str]
+"""(stream, stream ID): unique per entry, used to drop duplicates."""
+
+DEFAULT_MAX_LINES = 1000
+
+
+def entry_key(entry: ActivityEntry) -> EntryKey:
+    """The identity of an entry across reads (history, live tail, re-reads)."""
+    return (entry.stream, entry.id)
+
+
+class ActivityFeed(ScrollView, can_focus=True):
+    """Activity entries, newest first, at most `max_lines` of them.
+
+    New entries go on top (`add_new`); older pages go at the bottom
+    (`add_older`). While paused, new entries are held and counted, then shown
+    on resume. A filter hides entries without dropping them.
+    """
+
+    DEFAULT_CSS = """
+    ActivityFeed {
+        height: 1fr;
+        border: round $border-blurred;
+        border-title-color: $text-muted;
+        border-subtitle-color: $warning;
+        padding: 0 1;
+        overflow-x: hidden;
+        overflow-y: auto;
+        &:focus { border: round $border; }
+    }
+    """
+
+    paused: reactive[bool] = reactive(False, init=False)
+    """Hold new entries instead of showing them."""
+
+    def __init__(
+        self,
+        *,
+        max_lines: int = DEFAULT_MAX_LINES,
+        clock: Clock = system_clock,
+        tz: tzinfo | None = None,
+        title: str = "Activity",
+        empty_text: str = "No activity yet",
+        id: str | None = None,
+    ) -> None:
+        super().__init__(id=id)
+        self.max_lines = max(1, max_lines)
+        self._clock = clock
+        self._tz = tz
+        self._title = title
+        self._empty_text = empty_text
+        self._entries: deque[ActivityEntry] = deque(maxlen=self.max_lines)
+        self._visible: deque[ActivityEntry] = self._entries
+        self._keys: set[EntryKey] = set()
+        self._held: deque[ActivityEntry] = deque(maxlen=self.max_lines)
+        self._held_count = 0
+        self._query = ""
+        self._cache: LRUCache[tuple[EntryKey, int], Strip] = LRUCache(512)
+        self._today = clock().date()
+
+    # --- data -----------------------------------------------------------------
+
+    @property
+    def entries(self) -> list[ActivityEntry]:
+        """Every kept entry, newest first (filter not applied)."""
+        return list(self._entries)
+
+    @property
+    def visible_entries(self) -> list[ActivityEntry]:
+        """The entries the filter lets through, newest first."""
+        return list(self._visible)
+
+    @property
+    def empty_text(self) -> str:
+        """What an empty feed says (e.g. "Loading history…", then "No activity")."""
+        return self._empty_text
+
+    @empty_text.setter
+    def empty_text(self, text: str) -> None:
+        self._empty_text = text
+        self.refresh()
+
+    @property
+    def held_count(self) -> int:
+        """Entries that arrived while paused (shown on resume)."""
+        return self._held_count
+
+    def add_new(self, entries: Iterable[ActivityEntry]) -> int:
+        """Insert entries that just happened, given oldest first; returns how many were new.
+
+        Duplicates (same stream and ID) are ignored, so a re-read after a
+        reconnect can never show an entry twice.
+        """
+        if self.paused:
+            count = 0
+            for entry in entries:
+                self._held.append(entry)
+                count += 1
+            self._held_count += count
+            self._update_titles()
+            return count
+        added_visible = 0
+        added = 0
+        filtered = self._visible is not self._entries
+        for entry in entries:
+            key = entry_key(entry)
+            if key in self._keys:
+                continue
+            if len(self._entries) == self.max_lines:
+                dropped = self._entries.pop()
+                self._keys.discard(entry_key(dropped))
+                if filtered and self._visible and self._visible[-1] is dropped:
+                    self._visible.pop()
+            self._entries.appendleft(entry)
+            self._keys.add(key)
+            added += 1
+            if not filtered:
+                added_visible += 1
+            elif render.entry_matches(entry, self._query):
+                self._visible.appendleft(entry)
+                added_visible += 1
+        if added_visible:
+            self._content_changed(shift=added_visible)
+        return added
+
+    def add_older(self, entries: Iterable[ActivityEntry]) -> int:
+        """Append older entries (a history page, newest first) below the others.
+
+        Older entries never push newer ones out: once the feed is full, the
+        rest of the page is dropped. Returns how many were added.
+        """
+        added = 0
+        filtered = self._visible is not self._entries
+        for entry in entries:
+            if len(self._entries) >= self.max_lines:
+                break
+            key = entry_key(entry)
+            if key in self._keys:
+                continue
+            self._entries.append(entry)
+            self._keys.add(key)
+            added += 1
+            if filtered and render.entry_matches(entry, self._query):
+                self._visible.append(entry)
+        if added:
+            self._content_changed(shift=0)
+        return added
+
+    def clear(self) -> None:
+        """Forget every entry (held ones too)."""
+        self._entries.clear()
+        self._keys.clear()
+        self._held.clear()
+        self._held_count = 0
+        self._visible = self._entries
+        if self._query:
+            self._visible = deque(maxlen=self.max_lines)
+        self._content_changed(shift=0)
+
+    @property
+    def is_full(self) -> bool:
+        """No room for older entries."""
+        return len(self._entries) >= self.max_lines
+
+    # --- presentation ---------------------------------------------------------
+
+    def set_filter(self, query: str) -> None:
+        """Show only entries whose exchange, host, operator or admin contains `query`."""
+        self._query = query.strip()
+        if self._query:
+            self._visible = deque(
+                (e for e in self._entries if render.entry_matches(e, self._query)),
+                maxlen=self.max_lines,
+            )
+        else:
+            self._visible = self._entries
+        self.scroll_to(y=0, animate=False)
+        self._content_changed(shift=0)
+
+    def set_timezone(self, tz: tzinfo | None) -> None:
+        """Show times in `tz` (None: the machine's local zone)."""
+        self._tz = tz
+        self._cache.clear()
+        self._update_titles()
+        self.refresh()
+
+    def watch_paused(self, paused: bool) -> None:
+        if not paused:
+            held = list(self._held)
+            self._held.clear()
+            self._held_count = 0
+            self.add_new(held)
+        self._update_titles()
+
+    def on_mount(self) -> None:
+        self._update_titles()
+        self._content_changed(shift=0)
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self._restyle())
+
+    def _restyle(self) -> None:
+        self._cache.clear()
+        self.refresh()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._cache.clear()
+
+    def _update_titles(self) -> None:
+        zone = render.zone_name(self._tz, self._clock())
+        title = Content.assemble(
+            (self._title, "bold"), (f" · {len(self._visible)} · {zone}", "$text-muted")
+        )
+        if self._query:
+            title += Content.styled(
+                f" · filter: {render.label(self._query, '', 30)}", "$text-accent"
+            )
+        self.border_title = title
+        if self.paused:
+            self.border_subtitle = Content.styled(
+                f"paused · {self._held_count:,} new", "bold $text-warning"
+            )
+        else:
+            self.border_subtitle = None
+
+    def _content_changed(self, *, shift: int) -> None:
+        if shift and self.scroll_y > 0:
+            # Keep the lines the reader is looking at in place while newer ones arrive above.
+            self.virtual_size = Size(self.scrollable_content_region.width, len(self._visible))
+            self.scroll_to(y=self.scroll_y + shift, animate=False, immediate=True)
+        else:
+            self.virtual_size = Size(self.scrollable_content_region.width, len(self._visible))
+        self._update_titles()
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        style = self.visual_style
+        index = self.scroll_offset.y + y
+        if index >= len(self._visible):
+            if index == 0:
+                empty = self._empty_text if not self._query else "Nothing matches the filter"
+                text = Content.styled(empty, "italic $text-muted").truncate(width)
+                return Strip(text.render_segments(style), text.cell_length).extend_cell_length(
+                    width, style.rich_style
+                )
+            return Strip.blank(width, style.rich_style)
+        now = self._clock()
+        if now.date() != self._today:
+            self._today = now.date()
+            self._cache.clear()
+        entry = self._visible[index]
+        cache_key = (entry_key(entry), width)
+        strip = self._cache.get(cache_key)
+        if strip is None:
+            content = render.entry_line(entry, self._tz, now).truncate(width, ellipsis=True)
+            strip = Strip(content.render_segments(style), content.cell_length)
+            strip = strip.extend_cell_length(width, style.rich_style)
+            self._cache[cache_key] = strip
+        return strip
