@@ -1,0 +1,836 @@
+"""The slot lease on real Redis: claim, conflicts, fencing, heartbeat, faults.
+
+Timing-sensitive tests run with a 100 ms heartbeat and a 400 ms TTL and poll
+for conditions with a deadline; none asserts how long anything took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from perseus_core import __version__, keys
+from perseus_core.connection import connect
+from perseus_core.embedded import RedisServer
+from perseus_core.errors import PerseusError, RedisUnavailable
+from perseus_core.instance import Instance, StatusWrite
+from perseus_core.lease import (
+    ClaimConflict,
+    HeartbeatResult,
+    LeaseLost,
+    make_instance_id,
+    pid_is_running,
+    unique_start_ms,
+)
+from perseus_core.models import ConnectionState, InstanceStatus
+from perseus_core.settings import Settings
+from perseus_core.timeutil import format_ts
+
+EXCHANGE_ID = 1
+NAME = "coinbase"
+KEY = keys.status_key(EXCHANGE_ID)
+EPOCH_KEY = keys.epoch_key(EXCHANGE_ID)
+
+TS_PAYLOAD = (
+    '{"exchangeId":1,"exchangeName":"coinbase","hostname":"DESKTOP-ABC",'
+    '"ipAddress":"203.0.113.7","adminEmail":"ops@example.com","adminDisplayName":"Ops Team",'
+    '"connectionState":"active","symbolCount":25,"connectedAt":"2026-02-10T18:22:04.511Z",'
+    '"lastHeartbeat":"2026-02-10T22:45:00.123Z","lastStateChange":"2026-02-10T18:22:04.511Z",'
+    '"registeredAt":"2026-02-10T18:21:58.002Z","lastError":null,"lastErrorAt":null}'
+)
+
+
+# --- helpers --------------------------------------------------------------------
+
+
+async def eventually(
+    check: Callable[[], Any], *, within: float = 10.0, what: str = "the condition"
+) -> None:
+    """Poll `check` (sync or async) until truthy; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class StepClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@dataclass
+class LostCalls:
+    """Records on_lease_lost calls."""
+
+    calls: list[LeaseLost] = field(default_factory=list)
+
+    def __call__(self, exc: LeaseLost) -> None:
+        self.calls.append(exc)
+
+
+async def stored(redis: Redis) -> InstanceStatus:
+    raw = await redis.get(KEY)
+    assert raw is not None, f"{KEY} does not exist"
+    return InstanceStatus.from_json(raw)
+
+
+def no_retry() -> Retry:
+    """Fail at once on connection errors, so fault tests do not wait on backoff."""
+    return Retry(NoBackoff(), 0)
+
+
+@pytest.fixture
+async def new_client() -> AsyncIterator[Callable[..., Redis]]:
+    made: list[Redis] = []
+
+    def factory(settings: Settings, **overrides: Any) -> Redis:
+        client = connect(settings, **overrides)
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        await client.aclose()
+
+
+@pytest.fixture
+async def make_instance(
+    new_client: Callable[..., Redis],
+) -> AsyncIterator[Callable[..., Instance]]:
+    """Instances on their own clients; closed (heartbeat stopped) before the clients."""
+    made: list[Instance] = []
+
+    def factory(settings: Settings, client: Redis | None = None, **kwargs: Any) -> Instance:
+        kwargs.setdefault("exchange_id", EXCHANGE_ID)
+        kwargs.setdefault("exchange_name", NAME)
+        kwargs.setdefault("hostname", "host-a")
+        instance = Instance(client or new_client(settings), settings, **kwargs)
+        made.append(instance)
+        return instance
+
+    yield factory
+    for instance in made:
+        await instance.close()
+
+
+class TcpProxy:
+    """A loopback proxy in front of Redis that can swallow one reply or go down.
+
+    Used to reproduce what a real network does and a healthy local Redis never
+    does: a command that is applied while its reply is lost, and a server that
+    is unreachable while its data survives.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self.lose_reply_to: tuple[bytes, ...] | None = None
+        self.lost_replies = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def down(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self._handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        self._writers.add(client_w)
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            client_w.close()
+            self._writers.discard(client_w)
+            return
+        self._writers.add(server_w)
+        drop = asyncio.Event()
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                markers = self.lose_reply_to
+                if markers and all(m in data for m in markers):
+                    self.lose_reply_to = None
+                    drop.set()
+                server_w.write(data)
+                await server_w.drain()
+
+        async def downstream() -> None:
+            while data := await server_r.read(65536):
+                if drop.is_set():
+                    self.lost_replies += 1
+                    return  # the command ran; its reply never arrives
+                client_w.write(data)
+                await client_w.drain()
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for writer in (client_w, server_w):
+                writer.close()
+                self._writers.discard(writer)
+            self._handlers.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def proxy(redis_server: RedisServer, redis_url: str) -> AsyncIterator[TcpProxy]:
+    tcp = TcpProxy(redis_server.port)
+    await tcp.up()
+    try:
+        yield tcp
+    finally:
+        await tcp.down()
+
+
+def holder_payload(hostname: str, pid: int, *, epoch: int = 5) -> InstanceStatus:
+    now = datetime.now(UTC)
+    return InstanceStatus(
+        exchange_id=EXCHANGE_ID,
+        exchange_name=NAME,
+        hostname=hostname,
+        connection_state=ConnectionState.ACTIVE,
+        connected_at=now,
+        last_heartbeat=now,
+        last_state_change=now,
+        registered_at=now,
+        instance_id=make_instance_id(hostname, EXCHANGE_ID, pid, 1_700_000_000_000),
+        epoch=epoch,
+        pid=pid,
+        version="0.0.1",
+    )
+
+
+@pytest.fixture
+def long_ttl(make_settings: Callable[..., Settings]) -> Settings:
+    """A TTL long enough that a key never expires during the test by accident."""
+    return make_settings(heartbeat_ttl_ms=10_000)
+
+
+# --- identity -------------------------------------------------------------------
+
+
+def test_instance_id_format() -> None:
+    assert (
+        make_instance_id("DESKTOP-ABC", 1, 4242, 1739212918002)
+        == "DESKTOP-ABC:1:4242:1739212918002"
+    )
+
+
+def test_start_ms_is_unique_under_a_frozen_clock() -> None:
+    moment = datetime(2026, 2, 10, tzinfo=UTC)
+    values = [unique_start_ms(moment) for _ in range(50)]
+    assert len(set(values)) == 50
+    assert values == sorted(values)
+
+
+def test_pid_is_running() -> None:
+    import os
+
+    assert pid_is_running(os.getpid())
+    assert pid_is_running(0) and pid_is_running(-1)  # process groups: never "dead"
+
+
+# --- claim ----------------------------------------------------------------------
+
+
+async def test_claim_writes_the_wire_payload_with_ttl(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    clock = StepClock(datetime(2026, 2, 10, 18, 21, 58, 2000, tzinfo=UTC))
+    instance = make_instance(settings, admin_email="ops@example.com", clock=clock)
+    await instance.claim(heartbeat=False)
+
+    raw = await redis.get(KEY)
+    data = json.loads(raw)
+    assert list(data)[:15] == [
+        "exchangeId", "exchangeName", "hostname", "ipAddress", "countryCode", "adminEmail",
+        "adminDisplayName", "connectionState", "symbolCount", "connectedAt", "lastHeartbeat",
+        "lastStateChange", "registeredAt", "lastError", "lastErrorAt",
+    ]  # fmt: skip
+    assert data["registeredAt"] == data["lastHeartbeat"] == "2026-02-10T18:21:58.002Z"
+    assert data["connectionState"] == "idle"
+    assert data["connectedAt"] is None and data["ipAddress"] is None
+    assert data["instanceId"] == instance.instance_id
+    assert data["epoch"] == instance.epoch == 1
+    assert data["pid"] == instance.pid
+    assert data["version"] == __version__
+    assert 0 < await redis.pttl(KEY) <= settings.heartbeat_ttl_ms
+    assert await redis.get(EPOCH_KEY) == "1"
+
+
+async def test_ttl_expiry_makes_the_key_disappear(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    instance = make_instance(settings)
+    await instance.claim(heartbeat=False)
+    assert await redis.exists(KEY)
+    await eventually(lambda: _missing(redis), what="the status key to expire")
+
+
+async def _missing(redis: Redis) -> bool:
+    return not await redis.exists(KEY)
+
+
+async def test_claim_twice_is_a_no_op(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    instance = make_instance(settings)
+    await instance.claim(heartbeat=False)
+    await instance.claim(heartbeat=False)
+    assert await redis.get(EPOCH_KEY) == "1"
+
+
+async def test_twenty_concurrent_claimers_one_winner(
+    settings: Settings,
+    redis: Redis,
+    new_client: Callable[..., Redis],
+    make_instance: Callable[..., Instance],
+) -> None:
+    instances = [
+        make_instance(settings, new_client(settings), hostname=f"host-{i:02d}") for i in range(20)
+    ]
+    results = await asyncio.gather(
+        *(i.claim(heartbeat=False) for i in instances), return_exceptions=True
+    )
+    winners = [i for i, r in zip(instances, results, strict=True) if r is None]
+    conflicts = [r for r in results if isinstance(r, ClaimConflict)]
+    assert len(winners) == 1, results
+    assert len(conflicts) == 19, results
+    winner = winners[0]
+    for conflict in conflicts:
+        assert conflict.holder is not None
+        assert conflict.holder.instance_id == winner.instance_id
+        assert winner.hostname in str(conflict)
+        assert "IP unknown" in str(conflict)
+        assert "expires in" in str(conflict)
+        assert 0 < conflict.ttl_ms <= settings.heartbeat_ttl_ms
+    assert [i.holds_lease for i in instances].count(True) == 1
+    assert (await stored(redis)).instance_id == winner.instance_id
+    assert await redis.get(EPOCH_KEY) == "20"  # every claimer drew an epoch; one used it
+
+
+async def test_conflict_names_the_holder(
+    long_ttl: Settings, make_instance: Callable[..., Instance]
+) -> None:
+    holder = make_instance(long_ttl, hostname="host-a")
+    await holder.claim(heartbeat=False)
+    await holder.set_ip("203.0.113.7", "NL")
+    for state in (ConnectionState.STARTING, ConnectionState.WARMING, ConnectionState.ACTIVE):
+        await holder.transition(state)
+    connected_at = holder.status.connected_at
+    assert connected_at is not None
+
+    with pytest.raises(ClaimConflict) as info:
+        await make_instance(long_ttl, hostname="host-b").claim()
+    message = str(info.value)
+    assert message.startswith("exchange 1 is already held by host-a (IP 203.0.113.7, ")
+    assert f"connected since {format_ts(connected_at)}" in message
+    assert "state active" in message
+    assert "its status key expires in " in message
+    assert info.value.holder is not None and info.value.holder.hostname == "host-a"
+
+
+async def test_conflict_with_a_typescript_holder(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    await redis.set(KEY, TS_PAYLOAD, px=5_000)
+    contender = make_instance(settings, hostname="DESKTOP-ABC")  # same host, but no pid recorded
+    with pytest.raises(ClaimConflict) as info:
+        await contender.claim()
+    message = str(info.value)
+    for part in ("DESKTOP-ABC", "IP 203.0.113.7", "connected since 2026-02-10T18:22:04.511Z"):
+        assert part in message
+    assert 0 < info.value.ttl_ms <= 5_000
+    assert await redis.get(KEY) == TS_PAYLOAD
+    assert not contender.holds_lease
+
+
+async def test_conflict_with_an_unreadable_holder(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    await redis.set(KEY, "{not json", px=5_000)
+    with pytest.raises(ClaimConflict, match="unreadable") as info:
+        await make_instance(settings).claim()
+    assert info.value.holder is None
+    assert await redis.get(KEY) == "{not json"
+
+
+async def test_claim_survives_a_lost_reply_on_a_retrying_client(
+    proxy: TcpProxy,
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    new_client: Callable[..., Redis],
+    make_instance: Callable[..., Instance],
+) -> None:
+    """SET NX is applied but its reply is lost; the client's own retry of SET NX
+    then fails (the key exists) and the claim recognises the key as its own."""
+    settings = make_settings(redis_url=proxy.url)
+    client = new_client(settings, retry=Retry(NoBackoff(), 2))
+    instance = make_instance(settings, client)
+    proxy.lose_reply_to = (b"\r\nSET\r\n", b"\r\nNX\r\n")
+    await instance.claim(heartbeat=False)
+    assert proxy.lost_replies == 1
+    assert instance.holds_lease and instance.epoch == 1
+    assert (await stored(redis)).instance_id == instance.instance_id
+
+
+async def test_claim_retried_by_the_caller_after_a_lost_reply(
+    proxy: TcpProxy,
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    new_client: Callable[..., Redis],
+    make_instance: Callable[..., Instance],
+) -> None:
+    """Without client retries the claim fails; calling claim() again adopts the key."""
+    settings = make_settings(redis_url=proxy.url)
+    instance = make_instance(settings, new_client(settings, retry=no_retry()))
+    proxy.lose_reply_to = (b"\r\nSET\r\n", b"\r\nNX\r\n")
+    with pytest.raises(RedisUnavailable):
+        await instance.claim(heartbeat=False)
+    assert not instance.holds_lease
+    assert (await stored(redis)).instance_id == instance.instance_id  # it was applied
+
+    await instance.claim(heartbeat=False)
+    assert instance.holds_lease
+    assert instance.epoch == 1  # the epoch of the attempt that won, not a new one
+    assert (await stored(redis)).epoch == 1
+    assert await redis.get(EPOCH_KEY) == "2"
+
+
+# --- same-host takeover ---------------------------------------------------------
+
+
+async def _dead_pid() -> int:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await proc.wait()
+    assert not pid_is_running(proc.pid)
+    return proc.pid
+
+
+@pytest.fixture
+async def live_pid() -> AsyncIterator[int]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+async def test_takeover_when_the_holder_pid_is_dead(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    old = holder_payload("host-a", await _dead_pid(), epoch=5)
+    await redis.set(EPOCH_KEY, 5)
+    await redis.set(KEY, old.to_json(), px=30_000)
+
+    instance = make_instance(settings, hostname="host-a")
+    await instance.claim(heartbeat=False)
+    now = await stored(redis)
+    assert now.instance_id == instance.instance_id
+    assert now.epoch == instance.epoch == 6
+    assert 0 < await redis.pttl(KEY) <= settings.heartbeat_ttl_ms
+
+
+async def test_no_takeover_when_the_holder_pid_is_alive(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance], live_pid: int
+) -> None:
+    old = holder_payload("host-a", live_pid)
+    await redis.set(KEY, old.to_json(), px=30_000)
+    with pytest.raises(ClaimConflict, match=f"pid {live_pid} is still running on this host"):
+        await make_instance(settings, hostname="host-a").claim()
+    assert await redis.get(KEY) == old.to_json()
+
+
+async def test_no_takeover_from_a_live_instance_in_this_process(
+    long_ttl: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    first = make_instance(long_ttl, hostname="host-a")
+    await first.claim(heartbeat=False)
+    with pytest.raises(ClaimConflict, match="held by this process"):
+        await make_instance(long_ttl, hostname="host-a").claim()
+    assert (await stored(redis)).instance_id == first.instance_id
+
+
+async def test_no_takeover_across_hosts_even_if_the_pid_is_dead_here(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    old = holder_payload("host-b", await _dead_pid())
+    await redis.set(KEY, old.to_json(), px=30_000)
+    with pytest.raises(ClaimConflict, match="host-b"):
+        await make_instance(settings, hostname="host-a").claim()
+    assert await redis.get(KEY) == old.to_json()
+
+
+# --- epoch ----------------------------------------------------------------------
+
+
+async def test_epoch_increases_every_time_the_slot_changes_hands(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    a = make_instance(settings, hostname="host-a")
+    await a.claim(heartbeat=False)
+    assert (await stored(redis)).epoch == 1
+    await a.release()
+
+    b = make_instance(settings, hostname="host-b")
+    await b.claim(heartbeat=False)
+    assert (await stored(redis)).epoch == b.epoch == 2
+    await eventually(lambda: _missing(redis), what="b's key to expire")
+
+    c = make_instance(settings, hostname="host-c")
+    await c.claim(heartbeat=False)
+    assert (await stored(redis)).epoch == c.epoch == 3
+    assert await redis.get(EPOCH_KEY) == "3"
+
+
+# --- release --------------------------------------------------------------------
+
+
+async def test_release_deletes_only_our_key(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    instance = make_instance(settings)
+    await instance.claim()
+    assert instance.heartbeat_running
+    assert await instance.release() is True
+    assert not instance.heartbeat_running and not instance.holds_lease
+    assert not await redis.exists(KEY)
+    assert await instance.release() is False
+
+
+async def test_close_releases_the_slot(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    instance = make_instance(settings)
+    await instance.claim()
+    await instance.close()
+    assert not await redis.exists(KEY)
+
+
+async def test_heartbeat_needs_a_claim(
+    settings: Settings, make_instance: Callable[..., Instance]
+) -> None:
+    instance = make_instance(settings)
+    with pytest.raises(PerseusError, match="not held"):
+        instance.start_heartbeat()
+    assert await instance.heartbeat() is HeartbeatResult.NOT_HELD
+
+
+# --- heartbeat ------------------------------------------------------------------
+
+
+async def test_heartbeat_keeps_the_key_alive_past_many_ttls(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    instance = make_instance(settings)
+    await instance.claim()
+    registered = instance.status.registered_at
+    # 12 ticks at 100 ms span three 400 ms TTLs.
+    await eventually(lambda: instance.heartbeat_count >= 12, what="12 heartbeats")
+    now = await stored(redis)
+    assert now.instance_id == instance.instance_id
+    assert now.last_heartbeat > registered
+    assert now.registered_at == registered
+    assert instance.heartbeat_failures == 0
+
+
+async def test_heartbeat_rewrites_only_last_heartbeat(
+    long_ttl: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    clock = StepClock(datetime(2026, 2, 10, 18, 0, tzinfo=UTC))
+    instance = make_instance(long_ttl, clock=clock, admin_email="a/b@example.com")
+    await instance.claim(heartbeat=False)
+    await redis.pexpire(KEY, 1_000)
+    before = await redis.get(KEY)
+    clock.advance(seconds=15, milliseconds=7)
+
+    assert await instance.heartbeat() is HeartbeatResult.REFRESHED
+    after = await redis.get(KEY)
+    assert after == before.replace(
+        '"lastHeartbeat":"2026-02-10T18:00:00.000Z"', '"lastHeartbeat":"2026-02-10T18:00:15.007Z"'
+    )
+    assert await redis.pttl(KEY) > 1_000  # TTL refreshed to the full 10 s
+    assert instance.status.last_heartbeat == clock.now
+
+
+async def test_heartbeat_handles_a_payload_it_cannot_patch_in_place(
+    long_ttl: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    """Our own key, but lastHeartbeat is not where the fast path expects it."""
+    instance = make_instance(long_ttl)
+    await instance.claim(heartbeat=False)
+    data = json.loads(await redis.get(KEY))
+    data["lastHeartbeat"] = None
+    await redis.set(KEY, json.dumps(data, indent=2), px=10_000)
+
+    assert await instance.heartbeat() is HeartbeatResult.REFRESHED
+    now = await stored(redis)
+    assert now.last_heartbeat == instance.status.last_heartbeat
+    assert now.instance_id == instance.instance_id
+
+
+async def test_heartbeat_is_one_command_per_tick(
+    fresh_redis: RedisServer,
+    make_settings: Callable[..., Settings],
+    new_client: Callable[..., Redis],
+    make_instance: Callable[..., Instance],
+) -> None:
+    settings = make_settings(redis_url=fresh_redis.url)
+    admin = new_client(settings)
+    instance = make_instance(settings)
+    await instance.claim()
+    await eventually(lambda: instance.heartbeat_count >= 2, what="warm-up ticks")
+    await instance.stop_heartbeat()
+
+    await admin.config_resetstat()
+    base = instance.heartbeat_count
+    instance.start_heartbeat()
+    await eventually(lambda: instance.heartbeat_count >= base + 5, what="5 ticks")
+    await instance.stop_heartbeat()
+    ticks = instance.heartbeat_count - base
+
+    stats = await admin.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    calls.pop("config")
+    calls.pop("info", None)
+    # One EVALSHA per tick from the client; GET and SET are run inside the script.
+    assert calls == {"evalsha": ticks, "get": ticks, "set": ticks}
+
+
+async def test_heartbeat_recreates_a_vanished_key_and_logs_it(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    instance = make_instance(settings)
+    await instance.claim()
+    await instance.transition(ConnectionState.STARTING)
+    await redis.delete(KEY)
+
+    await eventually(lambda: redis.exists(KEY), what="the key to be re-created")
+    now = await stored(redis)
+    assert now.instance_id == instance.instance_id
+    assert now.connection_state is ConnectionState.STARTING
+    assert now.epoch == 1
+    await eventually(
+        lambda: _stream_has(redis, "error", "had expired"), what="the re-creation entry"
+    )
+    assert instance.holds_lease and instance.heartbeat_running
+
+
+async def _stream_has(redis: Redis, event: str, text: str) -> bool:
+    rows = await redis.xrange(keys.activity_key(NAME))
+    return any(f.get("event") == event and text in f.get("error", "") for _, f in rows)
+
+
+# --- a holder paused past its TTL ------------------------------------------------
+
+
+@pytest.mark.parametrize("found_by", ["heartbeat", "update", "release", "heartbeat task"])
+async def test_a_late_holder_never_touches_the_new_holders_key(
+    found_by: str,
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    make_instance: Callable[..., Instance],
+) -> None:
+    lost = LostCalls()
+    a = make_instance(make_settings(), hostname="host-a", on_lease_lost=lost)
+    await a.claim()
+    await a.stop_heartbeat()  # "paused": no more refreshes
+    await eventually(lambda: _missing(redis), what="a's key to expire")
+
+    b = make_instance(make_settings(heartbeat_ttl_ms=10_000), hostname="host-b")
+    await b.claim(heartbeat=False)
+    b_raw = await redis.get(KEY)
+    assert b.epoch == 2
+
+    # a wakes up and carries on as if it still held the slot.
+    assert a.holds_lease
+    if found_by == "heartbeat":
+        assert await a.heartbeat() is HeartbeatResult.LOST
+    elif found_by == "update":
+        with pytest.raises(LeaseLost):
+            await a.transition(ConnectionState.STARTING)
+        assert a.state is ConnectionState.STARTING  # applied in memory all the same
+    elif found_by == "release":
+        with pytest.raises(LeaseLost):
+            await a.release()
+    else:
+        a.start_heartbeat()
+        await eventually(lambda: not a.heartbeat_running, what="a's heartbeat to stop")
+
+    await eventually(lambda: lost.calls, what="on_lease_lost")
+    exc = lost.calls[0]
+    assert exc.holder is not None and exc.holder.instance_id == b.instance_id
+    assert exc.instance_id == a.instance_id
+    assert "host-b" in str(exc)
+    assert a.lease_lost is exc and not a.holds_lease
+    assert a.status.last_error == str(exc)
+
+    # Anything else a does afterwards stays away from b's key too.
+    assert await a.heartbeat() is HeartbeatResult.NOT_HELD
+    if a.state is ConnectionState.IDLE:
+        result = await a.transition(ConnectionState.STARTING)
+    else:
+        result = await a.transition(ConnectionState.STOPPING)
+    assert result.status is StatusWrite.NOT_HELD
+    assert await a.release() is False
+    await a.close()
+
+    assert await redis.get(KEY) == b_raw
+    assert await redis.pttl(KEY) > 5_000
+    assert len(lost.calls) == 1
+    await eventually(
+        lambda: _stream_has(redis, "error", "lease on exchange 1 lost"), what="the lease-lost entry"
+    )
+
+
+async def test_an_async_callback_may_close_the_instance(
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    make_instance: Callable[..., Instance],
+) -> None:
+    closed = asyncio.Event()
+
+    async def fence(exc: LeaseLost) -> None:
+        await a.close()
+        closed.set()
+
+    a = make_instance(make_settings(heartbeat_ttl_ms=10_000), on_lease_lost=fence)
+    await a.claim()
+    await redis.set(KEY, holder_payload("host-z", 1).to_json(), px=10_000)
+    await asyncio.wait_for(closed.wait(), 5)
+    assert not a.heartbeat_running
+    assert (await stored(redis)).hostname == "host-z"
+
+
+# --- Redis faults ---------------------------------------------------------------
+
+
+async def test_heartbeat_survives_a_redis_restart(
+    fresh_redis: RedisServer,
+    make_settings: Callable[..., Settings],
+    new_client: Callable[..., Redis],
+    make_instance: Callable[..., Instance],
+) -> None:
+    settings = make_settings(redis_url=fresh_redis.url)
+    admin = new_client(settings)
+    instance = make_instance(settings)
+    await instance.claim()
+    await instance.transition(ConnectionState.STARTING)
+    await eventually(lambda: instance.heartbeat_count >= 2, what="heartbeats")
+
+    fresh_redis.restart()  # every key is gone, the script cache too
+    await eventually(lambda: admin.exists(KEY), what="the key to be re-created")
+    now = InstanceStatus.from_json(await admin.get(KEY))
+    assert now.instance_id == instance.instance_id
+    assert now.connection_state is ConnectionState.STARTING
+    assert now.epoch == instance.epoch == 1
+    # The fencing counter is restored, so the next claimer still gets a larger epoch.
+    assert await admin.get(EPOCH_KEY) == "1"
+    await eventually(lambda: _stream_has(admin, "error", "had expired"), what="the log entry")
+    count = instance.heartbeat_count
+    await eventually(lambda: instance.heartbeat_count >= count + 3, what="more heartbeats")
+    assert instance.heartbeat_running and instance.holds_lease
+
+
+async def test_heartbeat_survives_redis_being_down(
+    fresh_redis: RedisServer,
+    make_settings: Callable[..., Settings],
+    new_client: Callable[..., Redis],
+    make_instance: Callable[..., Instance],
+) -> None:
+    settings = make_settings(redis_url=fresh_redis.url)
+    instance = make_instance(settings, new_client(settings, retry=no_retry()))
+    await instance.claim()
+    await eventually(lambda: instance.heartbeat_count >= 1, what="a heartbeat")
+
+    fresh_redis.stop()
+    await eventually(lambda: instance.heartbeat_failures >= 3, what="failed ticks")
+    assert instance.heartbeat_running
+    assert "cannot reach Redis at redis://127.0.0.1" in (instance.last_heartbeat_error or "")
+
+    fresh_redis.start()
+    admin = new_client(settings)
+    await eventually(lambda: admin.exists(KEY), what="the key to be re-created")
+    assert (await stored(admin)).instance_id == instance.instance_id
+    await eventually(lambda: instance.last_heartbeat_error is None, what="a clean tick")
+
+
+async def test_a_change_made_while_redis_is_unreachable_reaches_the_key(
+    proxy: TcpProxy,
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    new_client: Callable[..., Redis],
+    make_instance: Callable[..., Instance],
+) -> None:
+    """Redis keeps its data but cannot be reached: the next tick writes the full state."""
+    settings = make_settings(redis_url=proxy.url, heartbeat_ttl_ms=10_000)
+    instance = make_instance(settings, new_client(settings, retry=no_retry()))
+    await instance.claim()
+
+    await proxy.down()
+    result = await instance.transition(ConnectionState.STARTING)
+    assert instance.state is ConnectionState.STARTING
+    assert result.status is StatusWrite.DEFERRED
+    assert result.entry_id is None and not result.ok
+    assert "cannot reach Redis" in (result.error or "")
+    assert instance.unsent_entries == 1
+    assert (await stored(redis)).connection_state is ConnectionState.IDLE
+
+    await proxy.up()
+    await eventually(lambda: _state_is(redis, ConnectionState.STARTING), what="the key to catch up")
+    await eventually(
+        lambda: _stream_has(redis, "error", "1 activity entry could not be written"),
+        what="the gap note",
+    )
+    assert await _stream_has(redis, "error", "idle->starting")
+    assert not await _stream_has(redis, "error", "had expired")  # updated, not re-created
+    assert instance.unsent_entries == 0
+
+
+async def _state_is(redis: Redis, state: ConnectionState) -> bool:
+    return (await stored(redis)).connection_state is state
