@@ -270,7 +270,10 @@ class Agent:
             self._spawn(self._autostart(), "autostart")
 
     async def _autostart(self) -> None:
-        status, message, _ = await self._run_command(CommandType.START, "autostart")
+        try:
+            status, message, _ = await self._run_command(CommandType.START, "autostart")
+        except CommandRejected as exc:  # a command got there first, or shutting down
+            status, message = ReplyStatus.ERROR, str(exc)
         if status is ReplyStatus.ERROR:
             log.error("%s: autostart failed: %s", self.name, message)
 
@@ -307,6 +310,8 @@ class Agent:
             return True
         if holder.instance_id is None:  # another implementation: no agent of ours there
             return True
+        if holder.hostname == self.hostname and holder.pid == os.getpid():
+            return True  # a key of ours that outlived its run (release did not reach Redis)
         log.debug(
             "%s: leaving %s %s to the holder %s",
             self.name,
@@ -416,10 +421,22 @@ class Agent:
         self._wake.clear()
         log.info("%s: claimed the slot, epoch %s (%s)", self.name, instance.epoch, origin)
         try:
+            if self._ip is not None and instance.status.ip_address != self._ip:
+                await instance.set_ip(self._ip)  # detected while the claim was in flight
             return await self._bring_up_locked(instance)
         except LeaseLost as exc:
             message = await self._fence_locked(instance, exc)
             return self._idle_reply(ReplyStatus.ERROR, message)
+        except BaseException as exc:
+            # A bug or a cancellation half-way: leave nothing running or held
+            # behind, so the agent is idle (and startable) rather than stuck.
+            if not isinstance(exc, asyncio.CancelledError):
+                log.exception("%s: start failed unexpectedly; undoing it", self.name)
+            self._instance = None
+            await self._stop_child()
+            with contextlib.suppress(Exception):
+                await instance.close()
+            raise
 
     async def _bring_up_locked(self, instance: Instance) -> tuple[ReplyStatus, str, dict[str, Any]]:
         """starting -> (spawn) -> warming -> (warm-up) -> active."""
@@ -496,6 +513,8 @@ class Agent:
 
     async def _release_locked(self, instance: Instance) -> None:
         """Give the slot back and forget the run. Raises LeaseLost (caller fences)."""
+        if instance.lease_lost is not None:
+            raise instance.lease_lost
         await instance.release()
         self._instance = None
         await instance.close()
@@ -507,16 +526,18 @@ class Agent:
         if child is None:
             return None
         self._child = None
-        if child.returncode is None:
+        running = child.returncode is None
+        if running:
             log.info(
                 "%s: stopping child (pid %d): SIGTERM, SIGKILL after %gs",
                 self.name,
                 child.pid,
                 self._grace_s,
             )
-        code = await child.terminate(self._grace_s)
+        code = await child.terminate(self._grace_s)  # also clears what it left in its group
         outcome = describe_exit(code)
-        log.info("%s: child (pid %d) %s", self.name, child.pid, outcome)
+        if running:
+            log.info("%s: child (pid %d) %s", self.name, child.pid, outcome)
         return outcome
 
     # --- what ends a run on its own ---------------------------------------------
@@ -652,6 +673,10 @@ class Agent:
     # --- helpers ----------------------------------------------------------------
 
     async def _transition(self, instance: Instance, to: ConnectionState) -> None:
+        """One lifecycle step, logged. Raises LeaseLost, without writing anything,
+        once the run's lease is known to be lost: the caller fences instead."""
+        if instance.lease_lost is not None:
+            raise instance.lease_lost
         before = instance.state
         publication = await instance.transition(to)
         log.info(

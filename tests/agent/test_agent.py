@@ -110,6 +110,7 @@ async def test_start_stop_round_trip(
     agent = spawn_agent(
         args=[*FAST, "--symbols", "25", "--admin-email", "ops@example.com", "--admin-name", "Ops"],
         command=sleeper(pidfile),
+        env={"PERSEUS_PUBLIC_IP": "203.0.113.7"},
     )
     await until_listening(agent)
 
@@ -127,6 +128,7 @@ async def test_start_stop_round_trip(
     assert active is not None and active.connection_state == "active"
     assert active.symbol_count == 25 and active.connected_at is not None
     assert active.admin_email == "ops@example.com" and active.admin_display_name == "Ops"
+    assert active.ip_address == "203.0.113.7"
     child_pid = read_pid(pidfile)
     assert child_pid is not None and pid_alive(child_pid)
 
@@ -375,9 +377,37 @@ async def test_paused_agent_fences_itself_without_touching_the_new_holder(
     assert len([e for e in reported if e.error.startswith("lease on exchange 1 lost")]) == 1
     [fenced] = [e for e in reported if e.error.startswith("fenced")]
     assert "child killed by SIGTERM" in fenced.error and fenced.state == "active"
-    # The fenced agent is idle again: a start is refused as a conflict, not as "it is active".
+    # The standby steps aside: the holder answers.
     ping = await send(redis, settings, "ping")
     assert ping.status is ReplyStatus.SUCCESS
+    assert ping.data["state"] == "active" and ping.data["pid"] == second.pid
+
+
+async def test_command_sent_while_the_agent_was_cut_off_still_runs(
+    spawn_agent: SpawnAgent, redis: Redis, settings: Settings, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    agent = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(pidfile))
+    await wait_for(lambda: state_is(redis, "active"), what="active")
+    child_pid = read_pid(pidfile)
+    assert child_pid is not None
+
+    agent.signal(signal.SIGSTOP)
+    try:
+        command = await ControlClient(redis, settings).submit(1, "stop", operator="tests")
+        # Out of touch past the TTL: the key expires, nobody else takes the slot.
+        await wait_for(lambda: _gone(redis), within=5, what="the key to expire")
+    finally:
+        agent.signal(signal.SIGCONT)
+
+    outcome = await ControlClient(redis, settings).wait(
+        1, command.correlation_id, ack_timeout_ms=10_000, result_timeout_ms=15_000
+    )
+    assert outcome.status is ReplyStatus.SUCCESS, outcome.message
+    assert not pid_alive(child_pid)
+    assert await status(redis) is None
+    assert await transitions(redis, settings) == FULL_ROUND_TRIP
+    assert agent.running
 
 
 @pytest.fixture
