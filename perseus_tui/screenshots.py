@@ -265,6 +265,7 @@ async def settle(pilot: Pilot[None]) -> None:
     app = pilot.app
     assert isinstance(app, PerseusApp)
     await wait_for(pilot, lambda: app.loaded.is_set() and app.history_loaded.is_set())
+    await wait_for(pilot, lambda: app.focused is not None)  # the first card, once mounted
     await pilot.pause()
 
 

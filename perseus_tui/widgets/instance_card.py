@@ -116,7 +116,10 @@ def _offline_lines(view: ExchangeView, now: datetime) -> list[Content]:
     if known is None:
         return [_line(("never seen online", render.MUTED))]
     when = render.parse_time(known.timestamp)
-    last_state = render.label(known.state, "?", 16)
+    # The newest entry may carry no state (a command's audit entry): name the event instead.
+    last_state = (
+        render.label(known.state, "", 16) or f"? (last: {render.label(known.event, '?', 16)})"
+    )
     return [
         _line(("last seen", render.MUTED)),
         _field("host", render.label(known.hostname)),

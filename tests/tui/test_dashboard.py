@@ -1,0 +1,374 @@
+"""The dashboard driven by keys against a real Redis, real instances and real agents."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from perseus_core import keys
+from perseus_core.activity import ActivityLog
+from perseus_core.connection import connect
+from perseus_core.embedded import RedisServer
+from perseus_core.instance import Instance
+from perseus_core.models import CatalogEntry, ConnectionState, ErrorEntry
+from perseus_core.settings import Settings
+from perseus_tui.app import PerseusApp
+from perseus_tui.screens.confirm import ConfirmScreen
+from perseus_tui.screens.detail import DetailScreen
+from perseus_tui.screens.help import HelpScreen
+from perseus_tui.screenshots import HOSTILE_HOSTNAME, seed_fleet, seed_hostile, wait_for
+from perseus_tui.widgets.activity_feed import ActivityFeed
+from perseus_tui.widgets.instance_card import InstanceCard
+from perseus_tui.widgets.instance_table import InstanceTable
+from tests.tui.conftest import Notes
+
+AppFactory = Callable[..., PerseusApp]
+
+
+def card_text(app: PerseusApp, exchange_id: int) -> str:
+    card = app.dashboard.grid.card(exchange_id)
+    return card.render().plain if card is not None else ""
+
+
+def feed_text(feed: ActivityFeed) -> list[str]:
+    return [f"{e.stream} {e.event} {getattr(e, 'to_state', '')}" for e in feed.visible_entries]
+
+
+async def add_catalog(redis: Redis, exchange_id: int, name: str, display: str = "") -> None:
+    entry = CatalogEntry(id=exchange_id, name=name, display_name=display or name.title())
+    await redis.hset(keys.CATALOG_KEY, str(exchange_id), entry.to_json())
+
+
+async def test_card_follows_instance_and_feed_is_pushed_without_polling(
+    make_app: AppFactory, settings: Settings, redis: Redis
+) -> None:
+    """With a 60 s poll, transitions still show at once: the feed is push, the cards follow it."""
+    await add_catalog(redis, 1, "alpha")
+    instance = Instance(
+        redis, settings, exchange_id=1, exchange_name="alpha", hostname="alpha-host"
+    )
+    await instance.claim()
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: "IDLE" in card_text(app, 1))
+        await wait_for(pilot, app.history_loaded.is_set)
+        feed = app.dashboard.feed
+        before = len(feed.entries)
+        await instance.transition(ConnectionState.STARTING)
+        await wait_for(pilot, lambda: "STARTING" in card_text(app, 1), limit_s=5)
+        await wait_for(pilot, lambda: len(feed.entries) > before, limit_s=5)
+        newest = feed.entries[0]
+        assert newest.stream == "alpha" and getattr(newest, "to_state", "") == "starting"
+        await instance.transition(ConnectionState.WARMING)
+        await instance.transition(ConnectionState.ACTIVE)
+        await wait_for(pilot, lambda: "Running for" in card_text(app, 1), limit_s=5)
+        assert "alpha-host" in card_text(app, 1)
+        # Newest first: active above warming above starting.
+        states = [getattr(e, "to_state", "") for e in feed.entries[:3]]
+        assert states == ["active", "warming", "starting"]
+    await instance.close()
+
+
+async def test_card_goes_offline_when_the_key_expires(
+    make_app: AppFactory, make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    settings = make_settings()
+    await add_catalog(redis, 2, "beta")
+    instance = Instance(redis, settings, exchange_id=2, exchange_name="beta", hostname="beta-host")
+    await instance.claim()
+    await instance.transition(ConnectionState.STARTING)
+    app = make_app(settings=make_settings(refresh_ms=300))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: "STARTING" in card_text(app, 2))
+        await instance.stop_heartbeat()  # the process "dies": no more refreshes, the TTL runs out
+        await wait_for(pilot, lambda: "OFFLINE" in card_text(app, 2), limit_s=5)
+        text = card_text(app, 2)
+        assert "beta-host" in text and "starting" in text  # last known host and state
+        assert app.dashboard.grid.card(2).has_class("-offline")  # type: ignore[union-attr]
+    await instance.close()
+
+
+async def test_start_and_stop_a_real_agent_through_the_keys(
+    make_app: AppFactory, redis_url: str, redis: Redis, spawn_agent: Callable[..., Any]
+) -> None:
+    agent = spawn_agent(
+        redis_url, "--exchange-id", "5", "--exchange-name", "gamma", "--warmup", "0.2",
+        "--symbols", "7", "--admin-name", "Ops",
+    )  # fmt: skip
+    deadline = asyncio.get_running_loop().time() + 15
+    while not await redis.hexists(keys.CATALOG_KEY, "5"):  # the agent is up (idle, no slot)
+        assert agent.poll() is None and asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    app = make_app()
+    notes = Notes(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(
+            pilot, lambda: "Gamma #5" in card_text(app, 5) or "gamma #5" in card_text(app, 5)
+        )
+        app.dashboard.grid.select(5)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: "Running for" in card_text(app, 5), limit_s=15)
+        await wait_for(pilot, lambda: notes.has("Done"), limit_s=10)
+        assert notes.has("Sent") and notes.has("Acknowledged"), notes.text()
+        assert "7 symbols" in card_text(app, 5)
+
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        # The agent stops, goes back to idle and releases the slot: the card
+        # shows it offline, with the last state from the feed.
+        await wait_for(pilot, lambda: "OFFLINE" in card_text(app, 5), limit_s=15)
+        states = [
+            getattr(e, "to_state", "") for e in app.dashboard.feed.entries if e.stream == "gamma"
+        ]
+        assert {"stopping", "stopped", "idle"} <= set(states)
+        await wait_for(pilot, lambda: sum("Done" in m for _, m, _ in notes.items) >= 2, 10)
+        commands = [e for e in app.dashboard.feed.entries if e.event == "command"]
+        assert any(getattr(e, "operator", "") == "tester@ci" for e in commands)
+    assert agent.poll() is None  # the agent itself keeps running after a stop
+
+
+async def test_stop_can_be_cancelled(
+    make_app: AppFactory, redis: Redis, settings: Settings
+) -> None:
+    await add_catalog(redis, 3, "delta")
+    app = make_app()
+    notes = Notes(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: bool(card_text(app, 3)))
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert not notes.has("Sent")
+        assert await redis.exists(keys.commands_key(3)) == 0
+
+
+async def test_no_agent_answered(
+    make_app: AppFactory, make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    await add_catalog(redis, 4, "epsilon")
+    app = make_app(settings=make_settings(refresh_ms=60_000, ack_timeout_ms=300))
+    notes = Notes(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: bool(card_text(app, 4)))
+        await pilot.press("s")
+        await wait_for(pilot, lambda: notes.has("no agent answered"), limit_s=5)
+        assert "error" in {sev for _, _, sev in notes.items}, notes.text()
+
+
+async def test_read_only_disables_start_and_stop_and_says_why(
+    make_app: AppFactory, redis: Redis
+) -> None:
+    await add_catalog(redis, 6, "zeta")
+    app = make_app(read_only=True)
+    notes = Notes(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: bool(card_text(app, 6)))
+        bindings = app.screen.active_bindings
+        assert bindings["s"].enabled is False and bindings["x"].enabled is False
+        await pilot.press("s")
+        await pilot.press("x")
+        await pilot.pause()
+        assert notes.has("--read-only"), notes.text()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert await redis.exists(keys.commands_key(6)) == 0
+
+
+async def test_an_acl_without_write_rights_switches_to_read_only(
+    make_app: AppFactory, make_settings: Callable[..., Settings], fresh_redis: RedisServer
+) -> None:
+    admin = connect(make_settings(redis_url=fresh_redis.url))
+    try:
+        await admin.execute_command(
+            "ACL", "SETUSER", "viewer", "on", ">secret", "~*", "&*", "+@all", "-@write"
+        )
+        await add_catalog(admin, 7, "eta")
+    finally:
+        await admin.aclose()
+    url = f"redis://viewer:secret@127.0.0.1:{fresh_redis.port}/0"
+    app = make_app(settings=make_settings(redis_url=url, refresh_ms=60_000), target_label=None)
+    notes = Notes(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: bool(card_text(app, 7)))
+        assert "secret" not in app.target and "***" in app.target
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.read_only, limit_s=5)
+        assert "refuses commands" in app.read_only_reason, app.read_only_reason
+        assert app.screen.active_bindings["s"].enabled is False
+        assert notes.has("Switched to read-only"), notes.text()
+
+
+async def test_banner_on_redis_loss_and_recovery(
+    make_app: AppFactory, make_settings: Callable[..., Settings], fresh_redis: RedisServer
+) -> None:
+    settings = make_settings(redis_url=fresh_redis.url, refresh_ms=300)
+    client = connect(settings)
+    await add_catalog(client, 8, "theta")
+    app = make_app(settings=settings)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: bool(card_text(app, 8)) and app.history_loaded.is_set())
+        fresh_redis.kill()
+        banner = app.dashboard.banner
+        await wait_for(pilot, lambda: app.connected is False, limit_s=5)
+        assert banner.has_class("-shown")
+        assert "Redis unreachable at redis://redis.example:6379/0" in banner.text
+        assert "retrying in" in banner.text
+        assert "STALE" in card_text(app, 8)  # the card is kept, marked stale
+
+        fresh_redis.start()  # same port, empty data (no persistence)
+        await client.aclose()
+        client = connect(settings)
+        await add_catalog(client, 8, "theta")
+        await wait_for(pilot, lambda: app.connected is True, limit_s=10)
+        await wait_for(pilot, lambda: "STALE" not in card_text(app, 8), limit_s=5)
+        assert not banner.has_class("-shown")
+        # The live feed resumes on its own: a new entry arrives without a poll.
+        log = ActivityLog(client, settings)
+        await log.append("theta", ErrorEntry(error="after the restart", exchange_name="theta"))
+        await wait_for(
+            pilot,
+            lambda: any(
+                getattr(e, "error", "") == "after the restart" for e in app.dashboard.feed.entries
+            ),
+            limit_s=10,
+        )
+    await client.aclose()
+
+
+async def test_hostile_strings_show_literally_and_do_nothing(
+    make_app: AppFactory, redis_url: str
+) -> None:
+    seed_hostile(redis_url)
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: bool(card_text(app, 9)))
+        text = card_text(app, 9)
+        assert "[b]x[/b][@click=app.quit]q[" in text  # literally, markup not parsed
+        assert "\x1b" not in text and "[31m" not in text  # the escape sequence is gone
+        card = app.dashboard.grid.card(9)
+        assert card is not None
+        await pilot.click(InstanceCard, offset=(12, 2))  # on the hostname
+        await pilot.pause()
+        assert app.is_running  # the [@click=app.quit] in the hostname did nothing
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen))
+        status = app.screen.query_one("#status").render().plain  # type: ignore[attr-defined]
+        assert HOSTILE_HOSTNAME.replace("\x1b[31m", "") in status
+        assert app.is_running
+
+
+async def test_filter_table_toggle_help_and_utc(make_app: AppFactory, redis_url: str) -> None:
+    seed_fleet(redis_url)
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.loaded.is_set() and app.history_loaded.is_set())
+        await pilot.pause()
+        dashboard = app.dashboard
+        assert len(dashboard.grid.visible_cards) == 8
+        await pilot.press("slash", "k", "r", "a")
+        assert [c.exchange_id for c in dashboard.grid.visible_cards] == [2]
+        assert {e.stream for e in dashboard.feed.visible_entries} == {"kraken"}
+        await pilot.press("escape")
+        assert len(dashboard.grid.visible_cards) == 8
+
+        await pilot.press("t")
+        await pilot.pause()
+        table = dashboard.query_one(InstanceTable)
+        assert dashboard.showing_table and table.row_count == 8 and app.focused is table
+        await pilot.press("t")
+        assert not dashboard.showing_table
+
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        help_text = app.screen.query_one("#help-text").render().plain  # type: ignore[attr-defined]
+        for described in ("Start the selected", "Stop the selected", "Filter", "Table", "UTC"):
+            assert described in help_text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+        first = dashboard.feed.visible_entries[-1]
+        assert first.time is not None
+        await pilot.press("u")
+        assert app.utc and app.display_tz is not None and str(app.display_tz) == "UTC"
+
+
+async def test_pause_holds_new_entries_until_resumed(
+    make_app: AppFactory, redis: Redis, settings: Settings
+) -> None:
+    await add_catalog(redis, 1, "alpha")
+    log = ActivityLog(redis, settings)
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, app.history_loaded.is_set)
+        feed = app.dashboard.feed
+        await pilot.press("p")
+        assert feed.paused
+        await log.append("alpha", ErrorEntry(error="while paused", exchange_name="alpha"))
+        await wait_for(pilot, lambda: feed.held_count == 1, limit_s=5)
+        assert not any(getattr(e, "error", "") == "while paused" for e in feed.entries)
+        await pilot.press("p")
+        assert getattr(feed.entries[0], "error", "") == "while paused" and feed.held_count == 0
+
+
+async def test_detail_pages_history_backwards(
+    make_app: AppFactory, redis: Redis, settings: Settings
+) -> None:
+    await add_catalog(redis, 1, "alpha")
+    log = ActivityLog(redis, settings)
+    for n in range(120):
+        await log.append("alpha", ErrorEntry(error=f"e{n}", exchange_name="alpha"))
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: bool(card_text(app, 1)))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen))
+        history = app.screen.query_one("#history", ActivityFeed)
+        await wait_for(pilot, lambda: len(history.entries) == 50)
+        assert getattr(history.entries[0], "error", "") == "e119"
+        await pilot.press("m")
+        await wait_for(pilot, lambda: len(history.entries) == 100)
+        await pilot.press("m")
+        await wait_for(pilot, lambda: len(history.entries) == 120)
+        assert getattr(history.entries[-1], "error", "") == "e0"
+        assert app.screen.active_bindings["m"].enabled is False  # nothing older
+        await log.append("alpha", ErrorEntry(error="live", exchange_name="alpha"))
+        await wait_for(pilot, lambda: getattr(history.entries[0], "error", "") == "live", 5)
+        await pilot.press("escape")
+        assert app.screen is app.dashboard
+
+
+async def test_large_fleet_switches_to_the_table(make_app: AppFactory, redis: Redis) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        for exchange_id in range(1, 62):
+            entry = CatalogEntry(id=exchange_id, name=f"x{exchange_id}")
+            pipe.hset(keys.CATALOG_KEY, str(exchange_id), entry.to_json())
+        await pipe.execute()
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, app.loaded.is_set)
+        await pilot.pause()
+        assert app.dashboard.showing_table
+        assert app.dashboard.query_one(InstanceTable).row_count == 61
+
+
+@pytest.mark.parametrize("query", ["Stop", "Open Alp"])
+async def test_command_palette_lists_exchange_commands(
+    make_app: AppFactory, redis: Redis, query: str
+) -> None:
+    from perseus_tui.commands import ExchangeCommands
+
+    await add_catalog(redis, 1, "alpha", "[b]Alpha[/b]")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, app.loaded.is_set)
+        provider = ExchangeCommands(app.screen)
+        hits = [hit async for hit in provider.search(query)]
+        texts = [hit.text for hit in hits]
+        assert any("[b]Alpha[/b] #1" in (t or "") for t in texts), texts
+        await asyncio.sleep(0)
