@@ -1,0 +1,164 @@
+"""The feed widget and the pure rendering helpers, without Redis."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from textual.app import App, ComposeResult
+
+from perseus_core.models import (
+    CommandEntry,
+    ConnectionState,
+    ErrorEntry,
+    InstanceStatus,
+    StateTransitionEntry,
+    parse_entry,
+)
+from perseus_core.network import ExchangeView, LastKnown
+from perseus_tui import render
+from perseus_tui.widgets.activity_feed import ActivityFeed
+from perseus_tui.widgets.instance_card import card_content
+
+NOW = datetime(2026, 2, 10, 22, 45, tzinfo=UTC)
+
+
+def entry(n: int, stream: str = "alpha", **fields: str) -> StateTransitionEntry | ErrorEntry:
+    data = {"event": "error", "error": f"e{n}", "exchangeName": stream, **fields}
+    parsed = parse_entry(f"{1_000 + n}-0", data, stream)
+    assert isinstance(parsed, StateTransitionEntry | ErrorEntry)
+    return parsed
+
+
+class FeedApp(App[None]):
+    def __init__(self, max_lines: int = 1000) -> None:
+        super().__init__()
+        self.max_lines = max_lines
+
+    def compose(self) -> ComposeResult:
+        yield ActivityFeed(max_lines=self.max_lines, clock=lambda: NOW, tz=UTC)
+
+
+async def test_newest_first_bounded_and_deduplicated() -> None:
+    app = FeedApp(max_lines=1000)
+    async with app.run_test(size=(100, 20)) as pilot:
+        feed = app.query_one(ActivityFeed)
+        burst = [entry(n) for n in range(5_000)]
+        assert feed.add_new(burst) == 5_000
+        await pilot.pause()
+        kept = feed.entries
+        assert len(kept) == 1000
+        assert [e.id for e in kept[:2]] == ["5999-0", "5998-0"]  # newest on top
+        assert kept[-1].id == "5000-0"  # the oldest 4,000 were dropped
+        assert feed.add_new([entry(4_999), entry(4_998)]) == 0  # already shown: dropped
+        assert feed.virtual_size.height == 1000
+
+
+async def test_older_pages_never_push_newer_entries_out() -> None:
+    app = FeedApp(max_lines=3)
+    async with app.run_test(size=(100, 10)) as pilot:
+        feed = app.query_one(ActivityFeed)
+        feed.add_new([entry(10), entry(11)])
+        assert feed.add_older([entry(9), entry(8), entry(7)]) == 1
+        await pilot.pause()
+        assert [e.id for e in feed.entries] == ["1011-0", "1010-0", "1009-0"]
+        assert feed.is_full
+
+
+async def test_filter_and_pause() -> None:
+    app = FeedApp()
+    async with app.run_test(size=(100, 10)) as pilot:
+        feed = app.query_one(ActivityFeed)
+        feed.add_new([entry(1, "alpha"), entry(2, "beta"), entry(3, "alpha")])
+        feed.set_filter("beta")
+        assert [e.stream for e in feed.visible_entries] == ["beta"]
+        feed.add_new([entry(4, "beta"), entry(5, "alpha")])
+        assert [e.id for e in feed.visible_entries] == ["1004-0", "1002-0"]
+        feed.set_filter("")
+        assert len(feed.visible_entries) == 5
+        feed.paused = True
+        feed.add_new([entry(6)])
+        assert feed.held_count == 1 and feed.entries[0].id == "1005-0"
+        feed.paused = False
+        await pilot.pause()
+        assert feed.held_count == 0 and feed.entries[0].id == "1006-0"
+
+
+async def test_reading_older_lines_is_not_disturbed_by_new_ones() -> None:
+    app = FeedApp()
+    async with app.run_test(size=(100, 12)) as pilot:
+        feed = app.query_one(ActivityFeed)
+        feed.add_new([entry(n) for n in range(100)])
+        await pilot.pause()
+        feed.scroll_to(y=40, animate=False, immediate=True)
+        top = feed.visible_entries[int(feed.scroll_y)].id
+        feed.add_new([entry(n) for n in range(100, 105)])
+        await pilot.pause()
+        assert feed.visible_entries[int(feed.scroll_y)].id == top
+
+
+def test_heartbeat_colours_and_ages() -> None:
+    assert render.heartbeat_style(9.9) == "$text-success"
+    assert render.heartbeat_style(10) == "$text-warning"
+    assert render.heartbeat_style(29.9) == "$text-warning"
+    assert "error" in render.heartbeat_style(30)
+    assert render.age_text(NOW - timedelta(seconds=3), NOW) == "3s ago"
+    assert render.uptime(NOW - timedelta(hours=4, minutes=23, seconds=5), NOW) == (
+        "Running for 4h 23m"
+    )
+
+
+def test_entry_lines_show_what_happened() -> None:
+    transition = parse_entry(
+        "1-0",
+        {"event": "state_transition", "fromState": "warming", "toState": "active",
+         "exchangeName": "coinbase", "timestamp": "2026-02-10T22:44:00Z"},
+        "coinbase",
+    )  # fmt: skip
+    line = render.entry_line(transition, UTC, NOW).plain
+    assert line.startswith("22:44:00") and "coinbase" in line and "warming → active" in line
+    command = CommandEntry(command="stop", operator="alice", status="error", message="nope")
+    assert "stop by alice: error nope" in render.entry_line(command, UTC, NOW).plain
+    odd = parse_entry("2-0", {"event": "mystery", "k": "v"}, "x")
+    assert (
+        "mystery" in render.entry_line(odd, UTC, NOW).plain
+        and "k=v" in render.entry_line(odd, UTC, NOW).plain
+    )
+    bare = parse_entry("3-0", {}, "x")  # no fields at all: still a line
+    assert "(no event)" in render.entry_line(bare, UTC, NOW).plain
+
+
+def _status(**overrides: object) -> InstanceStatus:
+    values: dict[str, object] = {
+        "exchange_id": 1, "exchange_name": "alpha", "hostname": "h",
+        "connection_state": ConnectionState.ACTIVE, "last_heartbeat": NOW - timedelta(seconds=3),
+        "last_state_change": NOW - timedelta(hours=1), "registered_at": NOW - timedelta(hours=1),
+        "connected_at": NOW - timedelta(hours=1),
+    }  # fmt: skip
+    values.update(overrides)
+    return InstanceStatus(**values)  # type: ignore[arg-type]
+
+
+def test_card_shows_hostile_text_literally_without_control_characters() -> None:
+    hostile = "[b]x[/b][@click=app.quit]q[/]\x1b[31m\x07\u202e"
+    view = ExchangeView(
+        1, "alpha", hostile, True, _status(hostname=hostile, last_error=hostile,
+                                           last_error_at=NOW), key_exists=True,
+    )  # fmt: skip
+    content = card_content(view, NOW, UTC, width=60)
+    assert "[b]x[/b][@click=app.quit]q[/]" in content.plain
+    assert not any(ch in content.plain for ch in "\x1b\x07\u202e")
+    assert all(span.style == "" or "@click" not in str(span.style) for span in content.spans)
+
+
+def test_offline_and_corrupt_cards() -> None:
+    known = LastKnown(
+        "old-host", "192.0.2.1", "stopped", "2026-02-10T20:42:00Z", "state_transition", "1-0"
+    )
+    offline = ExchangeView(7, "bybit", "Bybit", True, last_known=known)
+    text = card_content(offline, NOW, UTC, width=34).plain
+    assert "OFFLINE" in text and "old-host" in text and "stopped" in text and "2h 3m ago" in text
+    corrupt = ExchangeView(
+        8, "kucoin", "KuCoin", True, error="status payload is not valid JSON", key_exists=True
+    )
+    text = card_content(corrupt, NOW, UTC, width=34).plain
+    assert "BAD STATUS" in text and "not valid JSON" in text
