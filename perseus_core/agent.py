@@ -222,6 +222,8 @@ class Agent:
             try:
                 await self._redis.ping()
                 added = await reader.add_to_catalog(entry, overwrite=False)
+                if not added:
+                    await self._check_catalog_name()
             except (AuthenticationError, ResponseError) as exc:
                 # Wrong password, NOAUTH, an ACL denial: waiting will not fix it.
                 raise StartupFailed(describe_redis_error(self.settings, exc)) from None
@@ -248,6 +250,31 @@ class Agent:
             if added:
                 log.info("%s: added exchange %d to the catalog", self.name, entry.id)
             return True
+
+    async def _check_catalog_name(self) -> None:
+        """Warn when the operator's catalog entry names this slot differently:
+        the dashboard would show one name and the activity stream another."""
+        raw = await self._require_redis().hget(keys.CATALOG_KEY, str(self.options.exchange_id))
+        if raw is None:
+            return
+        try:
+            listed = CatalogEntry.from_json(raw)
+        except PayloadError as exc:
+            log.warning(
+                "%s: the catalog entry of exchange %d is unreadable: %s",
+                self.name,
+                self.options.exchange_id,
+                exc,
+            )
+            return
+        if listed.name.lower() != self.name.lower():
+            log.warning(
+                "%s: the catalog lists exchange %d as %r; this agent runs it as %r",
+                self.name,
+                self.options.exchange_id,
+                clean(listed.name, 64),
+                self.name,
+            )
 
     async def _serve(self) -> None:
         """Start answering commands; with --autostart, run a start right away."""

@@ -151,10 +151,17 @@ async def test_start_stop_round_trip(
 async def test_agent_adds_its_exchange_to_the_catalog(
     spawn_agent: SpawnAgent, redis: Redis
 ) -> None:
+    listed = CatalogEntry(id=8, name="bitstamp", display_name="Bitstamp", is_active=False)
+    await redis.hset(keys.CATALOG_KEY, "8", listed.to_json())
     agent = spawn_agent(exchange_id=7, name="kraken", args=["--display-name", "Kraken"])
+    misnamed = spawn_agent(exchange_id=8, name="gemini")
     await until_listening(agent)
     entry = CatalogEntry.from_json(await redis.hget(keys.CATALOG_KEY, "7"))
     assert entry == CatalogEntry(id=7, name="kraken", display_name="Kraken", is_active=True)
+
+    await until_listening(misnamed)
+    assert CatalogEntry.from_json(await redis.hget(keys.CATALOG_KEY, "8")) == listed
+    assert "the catalog lists exchange 8 as 'bitstamp'" in misnamed.log()
 
 
 async def test_claim_conflict_leaves_the_second_agent_idle_and_ready(
@@ -431,7 +438,9 @@ async def test_redis_restart_the_agent_reclaims_and_heartbeats_again(
     redis, settings = fresh_client
     pidfile = tmp_path / "child.pid"
     agent = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(pidfile), url=fresh_redis.url)
+    standby = spawn_agent(exchange_id=2, name="kraken", url=fresh_redis.url)
     await wait_for(lambda: state_is(redis, "active"), what="active")
+    await standby.wait_log("listening for commands")
     child_pid = read_pid(pidfile)
     assert child_pid is not None
 
@@ -446,10 +455,13 @@ async def test_redis_restart_the_agent_reclaims_and_heartbeats_again(
     assert pid_alive(child_pid)  # the run survived the outage
     assert agent.running
 
-    # A command sent after the restart is executed.
+    # Commands sent after the restart are executed, by the busy agent and the idle one.
     outcome = await send(redis, settings, "stop")
     assert outcome.status is ReplyStatus.SUCCESS, outcome.message
     assert await status(redis) is None
+    ping = await send(redis, settings, "ping", exchange_id=2)
+    assert ping.status is ReplyStatus.SUCCESS and ping.data["state"] == "idle"
+    assert standby.running
 
 
 async def _heartbeat_after(redis: Redis, beat: Any) -> InstanceStatus | None:
