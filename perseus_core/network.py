@@ -1,0 +1,706 @@
+"""The read side used by the CLI and the dashboard: catalog, statuses, last-known info.
+
+A snapshot reads the catalog (WIRE.md 2.1) and the status key (WIRE.md 1.1) of
+every exchange in one round trip per Redis node: `HGETALL` and chunked `MGET`s
+go out in one pipeline, and on Redis Cluster every `MGET` holds keys of one
+hash slot only, so no command ever spans slots. Offline exchanges get their
+last-known host, IP and state from the newest entry of their activity stream,
+read with one more pipelined round trip.
+
+Everything read is untrusted. A corrupt status payload or catalog entry is
+reported on its own `ExchangeView` (`error`), never raised, so one bad writer
+cannot blank the whole dashboard.
+
+Which exchanges a snapshot lists (WIRE.md 2.1: every active catalog entry plus
+any exchange found online that is not in the catalog):
+
+- Catalog entries are read on every snapshot (one `HGETALL`).
+- Online exchanges that are *not* in the catalog can only be found by scanning
+  the keyspace for `exchange:*:status`. A SCAN walks the whole keyspace, far
+  too expensive for a 5 s poll on a large Redis, so the reader scans at most
+  every `scan_every_s` (30 s by default, and on the first snapshot) and
+  remembers the ids it found; between scans those ids are simply included in
+  the `MGET`, and an id whose key has gone is forgotten. `snapshot(
+  discover_online=True)` forces a scan, `False` never scans. Perseus agents
+  add themselves to the catalog when they start, so only exchanges run by
+  other writers depend on the scan.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, cast
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import ResponseError
+
+from perseus_core import keys
+from perseus_core.errors import PayloadError
+from perseus_core.models import (
+    MAX_PAYLOAD_BYTES,
+    ActivityEntry,
+    CatalogEntry,
+    ErrorEntry,
+    InstanceStatus,
+    OtherEntry,
+    StateTransitionEntry,
+    parse_entry,
+    validate_exchange_name,
+)
+from perseus_core.settings import Settings
+from perseus_core.timeutil import Clock, parse_ts_or_none, system_clock
+
+log = logging.getLogger(__name__)
+
+RedisClient = Redis | RedisCluster
+"""A single Redis or a Redis Cluster; every read here works on both."""
+
+MGET_CHUNK = 1_000
+"""Keys per MGET: large enough to keep commands few, small enough that one
+command never holds the server for long (other clients interleave between
+the pipeline's commands)."""
+
+SCAN_COUNT = 1_000
+"""SCAN COUNT hint: fewer round trips over a large keyspace."""
+
+_NOT_AN_ID = -1
+
+
+@dataclass(frozen=True, slots=True)
+class LastKnown:
+    """What the newest activity entry says about an exchange that is not online.
+
+    All values are the stream's raw strings (empty when the entry lacks them);
+    show them as plain text.
+    """
+
+    hostname: str
+    ip: str
+    state: str
+    timestamp: str
+    event: str
+    id: str
+
+    @property
+    def time(self) -> datetime | None:
+        """`timestamp` parsed, or None if missing or unparseable."""
+        return parse_ts_or_none(self.timestamp)
+
+    @classmethod
+    def from_entry(cls, entry: ActivityEntry) -> LastKnown:
+        """The last-known info carried by one entry.
+
+        The state is the state the entry leaves the exchange in: `toState` of a
+        transition, `state` of an error, and for other events whichever of
+        those two fields they happen to carry.
+        """
+        if isinstance(entry, StateTransitionEntry):
+            state = entry.to_state
+        elif isinstance(entry, ErrorEntry):
+            state = entry.state
+        elif isinstance(entry, OtherEntry):
+            extra = entry.extra_fields
+            state = extra.get("toState") or extra.get("state") or ""
+        else:
+            state = ""
+        return cls(
+            hostname=entry.hostname,
+            ip=entry.ip,
+            state=state,
+            timestamp=entry.timestamp,
+            event=entry.event,
+            id=entry.id,
+        )
+
+    def to_dict(self) -> dict[str, str]:
+        """The `lastKnown` object of `perseus status --json`."""
+        return {
+            "hostname": self.hostname,
+            "ip": self.ip,
+            "state": self.state,
+            "timestamp": self.timestamp,
+            "event": self.event,
+            "id": self.id,
+        }
+
+
+@dataclass(slots=True)
+class ExchangeView:
+    """One exchange as the dashboard shows it (treat as read-only: a snapshot
+    of 10,000 is built on every poll, and frozen dataclasses cost a third more
+    to build).
+
+    Attributes:
+        exchange_id: the slot id (-1 for a catalog field that is not a number).
+        exchange_name: the catalog name, else the name in the status payload,
+            else empty (unknown).
+        display_name: what to show as its title; never empty.
+        in_catalog: whether the catalog has an entry (valid or not) for it.
+        status: the validated status payload, None if offline or corrupt.
+        error: what is wrong with its catalog entry, status payload or stream,
+            or None.
+        last_known: newest activity entry's info when there is no valid status.
+        key_exists: the status key exists (the instance is alive), even if its
+            payload could not be read.
+        catalog_entry: the valid catalog entry, if any.
+    """
+
+    exchange_id: int
+    exchange_name: str
+    display_name: str
+    in_catalog: bool
+    status: InstanceStatus | None = None
+    error: str | None = None
+    last_known: LastKnown | None = None
+    key_exists: bool = False
+    catalog_entry: CatalogEntry | None = None
+
+    @property
+    def online(self) -> bool:
+        """The status key exists: its TTL is the liveness signal, so an
+        instance with a corrupt payload is still online."""
+        return self.key_exists or self.status is not None
+
+    @property
+    def is_active(self) -> bool:
+        """The catalog's `isActive` (True when there is no valid entry)."""
+        return self.catalog_entry.is_active if self.catalog_entry is not None else True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The per-instance object of `perseus status --json`."""
+        return {
+            "exchangeId": self.exchange_id,
+            "exchangeName": self.exchange_name,
+            "displayName": self.display_name,
+            "online": self.online,
+            "status": self.status.to_wire() if self.status is not None else None,
+            "lastKnown": self.last_known.to_dict() if self.last_known is not None else None,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSnapshot:
+    """Every listed exchange at one moment, sorted by id."""
+
+    exchanges: list[ExchangeView] = field(default_factory=list)
+    taken_at: datetime = field(default_factory=system_clock)
+
+    def get(self, exchange_id: int) -> ExchangeView | None:
+        """The view of one exchange, if the snapshot lists it."""
+        for view in self.exchanges:
+            if view.exchange_id == exchange_id:
+                return view
+        return None
+
+    @property
+    def online_count(self) -> int:
+        """How many listed exchanges are online."""
+        return sum(1 for view in self.exchanges if view.online)
+
+
+@dataclass(slots=True)
+class _CatalogRow:
+    """One catalog hash field as read: a valid entry, or what is wrong with it."""
+
+    exchange_id: int
+    field_name: str
+    entry: CatalogEntry | None
+    error: str | None
+
+
+def parse_status_payload(raw: str) -> InstanceStatus | str:
+    """A status payload validated, or the message of the `PayloadError` that
+    `InstanceStatus.from_json` raises for it.
+
+    Valid payloads go through pydantic-core's JSON parser straight into the
+    same model (about twice as fast as `json.loads` plus `model_validate`,
+    which matters at 10,000 payloads per poll); both paths are strict, ignore
+    unknown fields and accept the same payloads, and anything the fast path
+    rejects is handed to `from_json` so the reported error is exactly its.
+    """
+    if len(raw) <= MAX_PAYLOAD_BYTES:
+        try:
+            return InstanceStatus.model_validate_json(raw)
+        except ValidationError:
+            pass
+    try:
+        return InstanceStatus.from_json(raw)
+    except PayloadError as exc:
+        return str(exc)
+
+
+def parse_catalog_payload(raw: str) -> CatalogEntry | str:
+    """A catalog value validated, or the `CatalogEntry.from_json` error message
+    (same fast path as `parse_status_payload`)."""
+    if len(raw) <= MAX_PAYLOAD_BYTES:
+        try:
+            return CatalogEntry.model_validate_json(raw)
+        except ValidationError:
+            pass
+    try:
+        return CatalogEntry.from_json(raw)
+    except PayloadError as exc:
+        return str(exc)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Hold the cyclic garbage collector during a bulk parse.
+
+    Validating 10,000 payloads allocates hundreds of thousands of objects,
+    none of them in reference cycles; the collector would still stop to walk
+    the whole heap several times, a third of the snapshot's time. The section
+    it covers never awaits, so nothing else runs meanwhile.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse_catalog_field(
+    field_name: str, raw: str, cache: dict[str, CatalogEntry | str]
+) -> _CatalogRow:
+    exchange_id = int(field_name) if field_name.isdigit() and len(field_name) <= 18 else None
+    if exchange_id is None:
+        return _CatalogRow(
+            _NOT_AN_ID, field_name, None, f"catalog field {field_name[:40]!r} is not an exchange id"
+        )
+    parsed = cache.get(raw)
+    if parsed is None:
+        parsed = cache[raw] = parse_catalog_payload(raw)
+    if isinstance(parsed, str):
+        return _CatalogRow(exchange_id, field_name, None, parsed)
+    if parsed.id != exchange_id:
+        return _CatalogRow(
+            exchange_id,
+            field_name,
+            None,
+            f"catalog entry under id {exchange_id} says id {parsed.id}",
+        )
+    return _CatalogRow(exchange_id, field_name, parsed, None)
+
+
+class NetworkReader:
+    """Reads the fleet's state for the CLI and the dashboard; also edits the catalog.
+
+    Validated payloads are cached by their exact bytes between snapshots: a
+    status payload changes only on a heartbeat or an update, so a poll every
+    few seconds re-validates only what changed. The cache holds only the
+    payloads of the latest snapshot. Views share `InstanceStatus` objects
+    across snapshots for unchanged payloads: treat them as read-only.
+    """
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        settings: Settings,
+        *,
+        clock: Clock = system_clock,
+        scan_every_s: float = 30.0,
+    ) -> None:
+        """Create a reader.
+
+        Args:
+            redis: a client from `connection.connect` (decoded responses), or a
+                `RedisCluster` with decoded responses.
+            settings: Perseus settings (kept for the callers' symmetry; the
+                reader has no timing of its own but `scan_every_s`).
+            clock: source of `NetworkSnapshot.taken_at`.
+            scan_every_s: minimum time between SCANs for online exchanges
+                that are not in the catalog (see the module docstring).
+        """
+        self._redis = redis
+        self._settings = settings
+        self._clock = clock
+        self._scan_every_s = scan_every_s
+        self._cluster = isinstance(redis, RedisCluster)
+        self._last_scan: float | None = None
+        self._catalog_ids: set[int] = set()
+        self._extra_ids: set[int] = set()
+        self._status_cache: dict[str, InstanceStatus | str] = {}
+        self._catalog_cache: dict[str, CatalogEntry | str] = {}
+        self._entry_cache: dict[tuple[str, str], LastKnown] = {}
+        self.catalog_errors: dict[str, str] = {}
+        """What was wrong with each corrupt catalog field at the last read."""
+
+    # --- reading ---------------------------------------------------------
+
+    async def catalog(self) -> list[CatalogEntry]:
+        """Every valid catalog entry, sorted by id.
+
+        Corrupt entries are not raised: they are logged as warnings and kept in
+        `catalog_errors` (field -> message) for the caller to show.
+        """
+        raw = cast(dict[str, str], await self._redis.hgetall(keys.CATALOG_KEY))
+        rows = self._parse_catalog(raw)
+        return [row.entry for row in rows if row.entry is not None]
+
+    async def exchange_names(self) -> list[str]:
+        """Names of every catalog exchange (active or not) plus online ones not
+        in the catalog: the streams a live activity tail should follow.
+
+        The online part uses the same cached SCAN as `snapshot`.
+        """
+        entries = await self.catalog()
+        self._catalog_ids = {entry.id for entry in entries}
+        names = {entry.name.lower(): entry.name for entry in entries}
+        if self._scan_due(None):
+            await self._scan()
+        extra = sorted(self._extra_ids - self._catalog_ids)
+        if extra:
+            values = await self._mget([keys.status_key(i) for i in extra])
+            found = set()
+            for exchange_id, raw in zip(extra, values, strict=True):
+                if raw is None:
+                    continue
+                found.add(exchange_id)
+                status = self._parse_status(raw)
+                if isinstance(status, InstanceStatus) and status.exchange_name:
+                    names.setdefault(status.exchange_name.lower(), status.exchange_name)
+            self._extra_ids = found
+        return sorted(names.values())
+
+    async def snapshot(
+        self, *, last_known: bool = True, discover_online: bool | None = None
+    ) -> NetworkSnapshot:
+        """The dashboard's list: every active catalog entry plus every online
+        exchange (inactive or not in the catalog), with their statuses.
+
+        Args:
+            last_known: read the newest activity entry of every exchange that
+                has no valid status (one more pipelined round trip).
+            discover_online: True to SCAN for online exchanges that are not in
+                the catalog now, False never to, None (default) to SCAN when
+                the last scan is older than `scan_every_s`.
+
+        Round trips on a single Redis, steady state: one for the catalog and
+        every status, one for last-known entries. Extra ones only when the
+        catalog gained ids since the previous snapshot, and for a SCAN.
+        """
+        if self._scan_due(discover_online):
+            await self._scan()
+        guess = sorted(self._catalog_ids | self._extra_ids)
+        raw_catalog, guessed_values = await self._catalog_and_statuses(guess)
+        with _gc_paused():
+            rows = self._parse_catalog(raw_catalog)
+        catalog_ids = {row.exchange_id for row in rows if row.exchange_id != _NOT_AN_ID}
+        values: dict[int, str | None] = dict(zip(guess, guessed_values, strict=True))
+        missing = sorted(catalog_ids - values.keys())
+        if missing:
+            fetched = await self._mget([keys.status_key(i) for i in missing])
+            values.update(zip(missing, fetched, strict=True))
+        self._catalog_ids = catalog_ids
+
+        status_cache: dict[str, InstanceStatus | str] = {}
+        views: list[ExchangeView] = []
+        with _gc_paused():
+            for row in rows:
+                raw = values.get(row.exchange_id)
+                if raw is None and row.entry is not None and not row.entry.is_active:
+                    continue  # inactive and offline: not listed
+                views.append(self._view(row.exchange_id, raw, row, status_cache))
+            extra_found: set[int] = set()
+            for exchange_id in sorted(self._extra_ids - catalog_ids):
+                raw = values.get(exchange_id)
+                if raw is None:
+                    continue
+                extra_found.add(exchange_id)
+                views.append(self._view(exchange_id, raw, None, status_cache))
+        self._extra_ids = extra_found
+        self._status_cache = status_cache
+
+        if last_known:
+            views = await self._with_last_known(views)
+        views.sort(key=_view_order)
+        return NetworkSnapshot(views, self._clock())
+
+    async def exchange(self, exchange_id: int) -> ExchangeView:
+        """One exchange, listed or not: its catalog entry, status and, when it
+        has no valid status, its last-known info. Two round trips at most."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.CATALOG_KEY, str(exchange_id))
+            pipe.get(keys.status_key(exchange_id))
+            raw_entry, raw_status = await pipe.execute()
+        row = (
+            _parse_catalog_field(str(exchange_id), raw_entry, self._catalog_cache)
+            if raw_entry is not None
+            else None
+        )
+        view = self._view(exchange_id, raw_status, row, {})
+        return (await self._with_last_known([view]))[0]
+
+    async def discover(self) -> list[CatalogEntry]:
+        """Add every online exchange that is missing from the catalog.
+
+        SCANs the status keys (never KEYS), reads them, and adds an entry for
+        each valid payload whose id is not in the catalog yet (HSETNX: an entry
+        written meanwhile by an operator or agent is kept). Payloads that are
+        corrupt or carry a name Perseus would not write are skipped and logged.
+
+        Returns:
+            The entries actually added, sorted by id.
+        """
+        await self._scan()
+        raw_catalog = cast(dict[str, str], await self._redis.hgetall(keys.CATALOG_KEY))
+        known = {int(f) for f in raw_catalog if f.isdigit() and len(f) <= 18}
+        candidates = sorted(self._extra_ids - known)
+        if not candidates:
+            return []
+        values = await self._mget([keys.status_key(i) for i in candidates])
+        to_add: list[CatalogEntry] = []
+        for exchange_id, raw in zip(candidates, values, strict=True):
+            if raw is None:
+                continue
+            status = self._parse_status(raw)
+            if isinstance(status, str):
+                log.warning("not importing exchange %d: %s", exchange_id, status)
+                continue
+            if status.exchange_id != exchange_id:
+                log.warning(
+                    "not importing exchange %d: %s", exchange_id, _id_mismatch(status, exchange_id)
+                )
+                continue
+            try:
+                name = validate_exchange_name(status.exchange_name)
+            except ValueError as exc:
+                log.warning("not importing exchange %d: %s", exchange_id, exc)
+                continue
+            to_add.append(CatalogEntry(id=exchange_id, name=name, display_name=name))
+        if not to_add:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry in to_add:
+                pipe.hsetnx(keys.CATALOG_KEY, str(entry.id), entry.to_json())
+            added = await pipe.execute()
+        return [entry for entry, ok in zip(to_add, added, strict=True) if ok]
+
+    # --- writing the catalog -----------------------------------------------
+
+    async def add_to_catalog(self, entry: CatalogEntry, *, overwrite: bool = True) -> bool:
+        """Write one catalog entry.
+
+        Args:
+            entry: the entry; its name must be one Perseus writes
+                (`validate_exchange_name`), else ValueError.
+            overwrite: False for an agent registering itself: HSETNX, so an
+                operator's entry (display name, isActive) is never replaced.
+
+        Returns:
+            True if the entry was written; False if `overwrite` is False and
+            an entry for that id already existed.
+        """
+        validate_exchange_name(entry.name)
+        field_name = str(entry.id)
+        if overwrite:
+            await self._redis.hset(keys.CATALOG_KEY, field_name, entry.to_json())
+            return True
+        return bool(await self._redis.hsetnx(keys.CATALOG_KEY, field_name, entry.to_json()))
+
+    async def remove_from_catalog(self, exchange_id: int) -> bool:
+        """Delete one catalog entry; True if there was one. The exchange still
+        shows while it is online (as not in the catalog)."""
+        removed = await self._redis.hdel(keys.CATALOG_KEY, str(exchange_id))
+        return bool(removed)
+
+    # --- internals ---------------------------------------------------------
+
+    def _scan_due(self, discover_online: bool | None) -> bool:
+        if discover_online is not None:
+            return discover_online
+        return self._last_scan is None or time.monotonic() - self._last_scan >= self._scan_every_s
+
+    async def _scan(self) -> None:
+        """Remember the id of every status key (SCAN; on a cluster, every node)."""
+        found: set[int] = set()
+        async for key in self._redis.scan_iter(match=keys.STATUS_KEY_PATTERN, count=SCAN_COUNT):
+            exchange_id = keys.parse_status_key(key)
+            if exchange_id is not None:
+                found.add(exchange_id)
+        self._extra_ids = found
+        self._last_scan = time.monotonic()
+
+    def _status_groups(self, status_keys: Sequence[str]) -> list[list[int]]:
+        """Index groups, one MGET each: chunks on a single Redis, one hash slot
+        per group (then chunked) on a cluster, where MGET must not span slots."""
+        if not self._cluster:
+            indexes = list(range(len(status_keys)))
+            return [indexes[i : i + MGET_CHUNK] for i in range(0, len(indexes), MGET_CHUNK)]
+        by_slot: dict[int, list[int]] = {}
+        for index, key in enumerate(status_keys):
+            by_slot.setdefault(key_slot(key.encode()), []).append(index)
+        groups: list[list[int]] = []
+        for indexes in by_slot.values():
+            groups.extend(indexes[i : i + MGET_CHUNK] for i in range(0, len(indexes), MGET_CHUNK))
+        return groups
+
+    async def _catalog_and_statuses(
+        self, ids: Sequence[int]
+    ) -> tuple[dict[str, str], list[str | None]]:
+        """HGETALL of the catalog and MGETs of the given status keys, one pipeline."""
+        status_keys = [keys.status_key(i) for i in ids]
+        groups = self._status_groups(status_keys)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.CATALOG_KEY)
+            for group in groups:
+                pipe.execute_command("MGET", *(status_keys[i] for i in group))
+            results = await pipe.execute()
+        return cast(dict[str, str], results[0]), _ungroup(len(ids), groups, results[1:])
+
+    async def _mget(self, status_keys: Sequence[str]) -> list[str | None]:
+        groups = self._status_groups(status_keys)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for group in groups:
+                pipe.execute_command("MGET", *(status_keys[i] for i in group))
+            results = await pipe.execute()
+        return _ungroup(len(status_keys), groups, results)
+
+    def _parse_catalog(self, raw: dict[str, str]) -> list[_CatalogRow]:
+        cache: dict[str, CatalogEntry | str] = {}
+        previous = self._catalog_cache
+        rows: list[_CatalogRow] = []
+        errors: dict[str, str] = {}
+        for field_name, value in raw.items():
+            if value in previous:
+                cache[value] = previous[value]
+            row = _parse_catalog_field(field_name, value, cache)
+            if row.error is not None:
+                errors[field_name] = row.error
+            rows.append(row)
+        for field_name, message in errors.items():
+            if self.catalog_errors.get(field_name) != message:
+                log.warning("catalog field %r: %s", field_name[:40], message)
+        self.catalog_errors = errors
+        self._catalog_cache = cache
+        rows.sort(key=lambda r: r.exchange_id)
+        return rows
+
+    def _parse_status(
+        self, raw: str, cache: dict[str, InstanceStatus | str] | None = None
+    ) -> InstanceStatus | str:
+        """The validated payload, or the PayloadError message. Results of the
+        previous snapshot are reused for byte-identical payloads."""
+        parsed = self._status_cache.get(raw)
+        if parsed is None:
+            parsed = parse_status_payload(raw)
+        if cache is not None:
+            cache[raw] = parsed
+        return parsed
+
+    def _view(
+        self,
+        exchange_id: int,
+        raw_status: str | None,
+        row: _CatalogRow | None,
+        status_cache: dict[str, InstanceStatus | str],
+    ) -> ExchangeView:
+        entry = row.entry if row is not None else None
+        status: InstanceStatus | None = None
+        problem: str | None = None
+        if raw_status is not None:
+            parsed = self._status_cache.get(raw_status)
+            if parsed is None:
+                parsed = parse_status_payload(raw_status)
+            status_cache[raw_status] = parsed
+            if isinstance(parsed, str):
+                problem = parsed
+            elif parsed.exchange_id != exchange_id:
+                problem = _id_mismatch(parsed, exchange_id)
+            else:
+                status = parsed
+        if entry is not None:
+            # The common case: a valid catalog entry.
+            return ExchangeView(
+                exchange_id,
+                entry.name,
+                entry.display_name or entry.name,
+                True,
+                status,
+                problem,
+                None,
+                raw_status is not None,
+                entry,
+            )
+        errors = [e for e in (row.error if row is not None else None, problem) if e]
+        name = status.exchange_name if status is not None else ""
+        if row is not None and row.exchange_id == _NOT_AN_ID:
+            display = row.field_name
+        else:
+            display = name or f"exchange {exchange_id}"
+        return ExchangeView(
+            exchange_id=exchange_id,
+            exchange_name=name,
+            display_name=display,
+            in_catalog=row is not None,
+            status=status,
+            error="; ".join(errors) if errors else None,
+            key_exists=raw_status is not None,
+        )
+
+    async def _with_last_known(self, views: list[ExchangeView]) -> list[ExchangeView]:
+        """Fill `last_known` of every view without a valid status, from the
+        newest entry of its stream: one pipelined XREVRANGE COUNT 1 each."""
+        wanted = [
+            (index, keys.activity_key(view.exchange_name))
+            for index, view in enumerate(views)
+            if view.status is None and view.exchange_name
+        ]
+        if not wanted:
+            return views
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _, key in wanted:
+                pipe.xrevrange(key, max="+", min="-", count=1)
+            results = await pipe.execute(raise_on_error=False)
+        entry_cache: dict[tuple[str, str], LastKnown] = {}
+        out = list(views)
+        for (index, key), result in zip(wanted, results, strict=True):
+            view = views[index]
+            if isinstance(result, ResponseError):
+                message = f"activity stream {key[:80]!r} is unreadable: {result}"
+                error = f"{view.error}; {message}" if view.error else message
+                out[index] = replace(view, error=error)
+                continue
+            if not result:
+                continue
+            entry_id, fields = result[0]
+            known = self._entry_cache.get((key, entry_id))
+            if known is None:
+                known = LastKnown.from_entry(
+                    parse_entry(entry_id, fields or {}, key.removeprefix(keys.ACTIVITY_KEY_PREFIX))
+                )
+            entry_cache[(key, entry_id)] = known
+            out[index] = replace(view, last_known=known)
+        self._entry_cache = entry_cache
+        return out
+
+
+def _view_order(view: ExchangeView) -> int:
+    return view.exchange_id
+
+
+def _id_mismatch(status: InstanceStatus, exchange_id: int) -> str:
+    return (
+        f"status payload names exchange {status.exchange_id}, but it is stored under "
+        f"{keys.status_key(exchange_id)}"
+    )
+
+
+def _ungroup(size: int, groups: Iterable[list[int]], results: Sequence[Any]) -> list[str | None]:
+    values: list[str | None] = [None] * size
+    for group, chunk in zip(groups, results, strict=True):
+        for index, value in zip(group, chunk, strict=True):
+            values[index] = value
+    return values

@@ -1,0 +1,548 @@
+"""The network reader against real Redis: catalog, statuses, last-known info, discovery.
+
+Payloads are written the way other writers write them (the WIRE.md 3 example,
+byte for byte, without countryCode), plus corrupt ones, to check that the
+reader reports each problem on its own exchange and never fails the whole
+snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from redis.asyncio import Redis
+
+from perseus_core import keys
+from perseus_core.activity import ActivityLog
+from perseus_core.embedded import find_redis_server, free_port
+from perseus_core.errors import PayloadError
+from perseus_core.models import (
+    MAX_PAYLOAD_BYTES,
+    CatalogEntry,
+    ConnectionState,
+    ErrorEntry,
+    InstanceStatus,
+    StateTransitionEntry,
+)
+from perseus_core.network import (
+    ExchangeView,
+    LastKnown,
+    NetworkReader,
+    parse_catalog_payload,
+    parse_status_payload,
+)
+from perseus_core.settings import Settings
+
+# WIRE.md 3, exactly as the TypeScript writer produces it (no countryCode).
+WIRE_STATUS = (
+    '{"exchangeId":1,"exchangeName":"coinbase","hostname":"DESKTOP-ABC",'
+    '"ipAddress":"203.0.113.7","adminEmail":"ops@example.com","adminDisplayName":"Ops Team",'
+    '"connectionState":"active","symbolCount":25,"connectedAt":"2026-02-10T18:22:04.511Z",'
+    '"lastHeartbeat":"2026-02-10T22:45:00.123Z","lastStateChange":"2026-02-10T18:22:04.511Z",'
+    '"registeredAt":"2026-02-10T18:21:58.002Z","lastError":null,"lastErrorAt":null}'
+)
+TTL_MS = 60_000
+
+
+def status_json(exchange_id: int, name: str, state: str = "active", **extra: object) -> str:
+    """The WIRE.md example payload for another exchange."""
+    data = json.loads(WIRE_STATUS) | {
+        "exchangeId": exchange_id,
+        "exchangeName": name,
+        "connectionState": state,
+    }
+    return json.dumps(data | extra, separators=(",", ":"))
+
+
+async def catalog(redis: Redis, exchange_id: int, name: str, *, active: bool = True) -> None:
+    entry = CatalogEntry(id=exchange_id, name=name, display_name=name.title(), is_active=active)
+    await redis.hset(keys.CATALOG_KEY, str(exchange_id), entry.to_json())  # type: ignore[misc]
+
+
+async def online(redis: Redis, exchange_id: int, payload: str) -> None:
+    await redis.set(keys.status_key(exchange_id), payload, px=TTL_MS)
+
+
+def by_id(views: list[ExchangeView]) -> dict[int, ExchangeView]:
+    return {view.exchange_id: view for view in views}
+
+
+@pytest.fixture
+def reader(redis: Redis, settings: Settings) -> NetworkReader:
+    return NetworkReader(redis, settings)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real one-node Redis Cluster (cluster mode on, every slot assigned)."""
+    import redis as sync_redis
+
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("cluster")
+    process = subprocess.Popen(
+        [
+            find_redis_server(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(workdir / "nodes.conf"),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        with sync_redis.Redis(host="127.0.0.1", port=port, decode_responses=True) as client:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except sync_redis.ConnectionError:
+                    assert process.poll() is None, "cluster node exited at start"
+                    assert time.monotonic() < deadline, "cluster node did not start"
+                    time.sleep(0.02)
+            client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+            while "cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                assert time.monotonic() < deadline, "cluster did not become ready"
+                time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+# --- snapshot ---------------------------------------------------------------------
+
+
+async def test_snapshot_of_a_mixed_fleet(
+    redis: Redis, settings: Settings, reader: NetworkReader
+) -> None:
+    log = ActivityLog(redis, settings)
+    # 1: online, payload exactly as the TypeScript writer produces it.
+    await catalog(redis, 1, "coinbase")
+    await redis.set(keys.status_key(1), WIRE_STATUS, px=TTL_MS)
+    # 2: offline, with history in its stream.
+    await catalog(redis, 2, "kraken")
+    await log.append(
+        "kraken",
+        StateTransitionEntry(
+            timestamp="2026-02-10T20:00:00.000Z",
+            from_state="stopping",
+            to_state="stopped",
+            hostname="trader-7",
+            ip="198.51.100.4",
+        ),
+    )
+    # 3: online with a corrupt payload.
+    await catalog(redis, 3, "binance")
+    await online(redis, 3, '{"exchangeId": 3, "hostname": ')
+    # 4: inactive and offline: not listed.
+    await catalog(redis, 4, "bitstamp", active=False)
+    # 5: inactive but online: listed.
+    await catalog(redis, 5, "gemini", active=False)
+    await online(redis, 5, status_json(5, "gemini", "warming"))
+    # 6: online, not in the catalog.
+    await online(redis, 6, status_json(6, "okx"))
+    # 7: a corrupt catalog entry; 8: a catalog entry with another id inside.
+    await redis.hset(keys.CATALOG_KEY, "7", "{broken")  # type: ignore[misc]
+    await redis.hset(keys.CATALOG_KEY, "8", CatalogEntry(id=80, name="bybit").to_json())  # type: ignore[misc]
+    # 9: a payload that claims to be another exchange.
+    await catalog(redis, 9, "kucoin")
+    await online(redis, 9, status_json(10, "kucoin"))
+    # A catalog field that is not an id at all.
+    await redis.hset(keys.CATALOG_KEY, "abc", CatalogEntry(id=11, name="x").to_json())  # type: ignore[misc]
+    # 12: offline, never wrote anything.
+    await catalog(redis, 12, "bitfinex")
+
+    snapshot = await reader.snapshot()
+    ids = [view.exchange_id for view in snapshot.exchanges]
+    assert ids == sorted(ids)
+    views = by_id(snapshot.exchanges)
+    assert set(views) == {-1, 1, 2, 3, 5, 6, 7, 8, 9, 12}
+
+    coinbase = views[1]
+    assert coinbase.online and coinbase.error is None and coinbase.in_catalog
+    assert coinbase.status is not None and coinbase.status.country_code is None
+    assert coinbase.status.connection_state is ConnectionState.ACTIVE
+    assert coinbase.status == InstanceStatus.from_json(WIRE_STATUS)
+    assert (coinbase.exchange_name, coinbase.display_name) == ("coinbase", "Coinbase")
+    assert coinbase.last_known is None
+
+    kraken = views[2]
+    assert not kraken.online and kraken.status is None and kraken.error is None
+    assert kraken.last_known is not None
+    assert (kraken.last_known.hostname, kraken.last_known.ip, kraken.last_known.state) == (
+        "trader-7",
+        "198.51.100.4",
+        "stopped",
+    )
+    assert kraken.last_known.event == "state_transition"
+    assert kraken.last_known.timestamp == "2026-02-10T20:00:00.000Z"
+    assert kraken.last_known.time is not None
+
+    binance = views[3]
+    assert binance.online and binance.status is None
+    assert binance.error is not None and "not valid JSON" in binance.error
+
+    assert views[5].online and not views[5].is_active and views[5].status is not None
+    okx = views[6]
+    assert okx.online and not okx.in_catalog and okx.exchange_name == "okx"
+    assert okx.display_name == "okx" and okx.catalog_entry is None
+
+    assert views[7].in_catalog and views[7].error is not None and not views[7].online
+    assert "catalog entry" in views[7].error
+    assert views[8].error == "catalog entry under id 8 says id 80"
+    assert views[9].status is None and views[9].online
+    assert views[9].error is not None and "exchange:9:status" in views[9].error
+    assert views[-1].error is not None and "'abc'" in views[-1].error
+    assert not views[12].online and views[12].last_known is None and views[12].error is None
+    assert snapshot.online_count == 5  # 1, 3, 5, 6 and 9
+    assert snapshot.get(6) is okx and snapshot.get(4) is None
+
+
+async def test_status_json_shape_of_a_view(redis: Redis, reader: NetworkReader) -> None:
+    await catalog(redis, 1, "coinbase")
+    await redis.set(keys.status_key(1), WIRE_STATUS, px=TTL_MS)
+    view = (await reader.snapshot()).exchanges[0]
+    data = view.to_dict()
+    assert list(data) == [
+        "exchangeId",
+        "exchangeName",
+        "displayName",
+        "online",
+        "status",
+        "lastKnown",
+        "error",
+    ]
+    assert {k: v for k, v in data["status"].items() if k != "countryCode"} == json.loads(
+        WIRE_STATUS
+    )
+
+
+async def test_last_known_tolerates_missing_fields_and_unknown_events(
+    redis: Redis, reader: NetworkReader
+) -> None:
+    await catalog(redis, 1, "coinbase")
+    await catalog(redis, 2, "kraken")
+    await catalog(redis, 3, "binance")
+    await redis.xadd(keys.activity_key("coinbase"), {"event": "rebalance", "state": "warming"})
+    await redis.xadd(keys.activity_key("kraken"), {"hostname": "h2"})
+    await redis.set(keys.activity_key("binance"), "not a stream")
+    views = by_id((await reader.snapshot()).exchanges)
+    assert views[1].last_known == LastKnown(
+        hostname="",
+        ip="",
+        state="warming",
+        timestamp="",
+        event="rebalance",
+        id=views[1].last_known.id if views[1].last_known else "",
+    )
+    assert views[2].last_known is not None
+    assert (views[2].last_known.hostname, views[2].last_known.event) == ("h2", "")
+    assert views[2].last_known.time is None
+    assert views[3].last_known is None
+    assert views[3].error is not None and "unreadable" in views[3].error
+
+
+async def test_last_known_of_an_error_entry_and_opt_out(
+    redis: Redis, settings: Settings, reader: NetworkReader
+) -> None:
+    await catalog(redis, 1, "coinbase")
+    await ActivityLog(redis, settings).append(
+        "coinbase", ErrorEntry(error="boom", state="warming", hostname="h", ip="")
+    )
+    view = (await reader.snapshot()).exchanges[0]
+    assert view.last_known is not None
+    assert (view.last_known.state, view.last_known.event) == ("warming", "error")
+    assert (await reader.snapshot(last_known=False)).exchanges[0].last_known is None
+
+
+async def test_ttl_expiry_makes_an_exchange_offline(redis: Redis, reader: NetworkReader) -> None:
+    await catalog(redis, 1, "coinbase")
+    await redis.set(keys.status_key(1), WIRE_STATUS, px=300)
+    assert (await reader.snapshot()).exchanges[0].online
+    deadline = time.monotonic() + 5
+    while (await reader.snapshot()).exchanges[0].online:
+        assert time.monotonic() < deadline, "the key never expired"
+        await asyncio.sleep(0.05)
+    assert (await reader.snapshot()).exchanges[0].status is None
+
+
+async def test_changed_payloads_are_never_served_from_the_cache(
+    redis: Redis, reader: NetworkReader
+) -> None:
+    await catalog(redis, 1, "coinbase")
+    await online(redis, 1, WIRE_STATUS)
+    first = (await reader.snapshot()).exchanges[0]
+    await online(redis, 1, status_json(1, "coinbase", "stopping"))
+    second = (await reader.snapshot()).exchanges[0]
+    await online(redis, 1, "{}")
+    third = (await reader.snapshot()).exchanges[0]
+    assert first.status is not None and first.status.connection_state is ConnectionState.ACTIVE
+    assert second.status is not None
+    assert second.status.connection_state is ConnectionState.STOPPING
+    assert third.status is None and third.error is not None
+    # A catalog entry edited in place is read again too.
+    await catalog(redis, 1, "renamed")
+    assert (await reader.snapshot()).exchanges[0].exchange_name == "renamed"
+
+
+async def test_online_exchanges_outside_the_catalog_are_found_by_a_cached_scan(
+    redis: Redis, settings: Settings
+) -> None:
+    reader = NetworkReader(redis, settings, scan_every_s=3600)
+    await catalog(redis, 1, "coinbase")
+    await online(redis, 2, status_json(2, "kraken"))
+    assert [v.exchange_id for v in (await reader.snapshot()).exchanges] == [1, 2]  # first: scans
+    await online(redis, 3, status_json(3, "okx"))
+    # Not scanned again yet: 3 is unknown; 2 is still read from the remembered ids.
+    assert [v.exchange_id for v in (await reader.snapshot()).exchanges] == [1, 2]
+    assert [v.exchange_id for v in (await reader.snapshot(discover_online=True)).exchanges] == [
+        1,
+        2,
+        3,
+    ]
+    await redis.delete(keys.status_key(2))
+    assert [v.exchange_id for v in (await reader.snapshot()).exchanges] == [1, 3]
+    # Once an exchange joins the catalog it is listed through it.
+    await catalog(redis, 3, "okx")
+    await redis.delete(keys.status_key(3))
+    views = by_id((await reader.snapshot(discover_online=False)).exchanges)
+    assert set(views) == {1, 3} and views[3].in_catalog and not views[3].online
+
+
+async def test_snapshot_without_scanning(redis: Redis, reader: NetworkReader) -> None:
+    await catalog(redis, 1, "coinbase")
+    await online(redis, 2, status_json(2, "kraken"))
+    snapshot = await reader.snapshot(discover_online=False)
+    assert [v.exchange_id for v in snapshot.exchanges] == [1]
+
+
+async def test_a_catalog_that_grows_between_snapshots(redis: Redis, reader: NetworkReader) -> None:
+    await catalog(redis, 1, "coinbase")
+    assert len((await reader.snapshot()).exchanges) == 1
+    async with redis.pipeline(transaction=False) as pipe:
+        for i in range(2, 2_502):
+            pipe.set(keys.status_key(i), status_json(i, f"ex{i}"), px=TTL_MS)
+            pipe.hset(keys.CATALOG_KEY, str(i), CatalogEntry(id=i, name=f"ex{i}").to_json())
+        await pipe.execute()
+    snapshot = await reader.snapshot(discover_online=False)
+    assert len(snapshot.exchanges) == 2_501
+    assert all(v.status is not None for v in snapshot.exchanges[1:])
+    assert snapshot.exchanges[-1].status is not None
+    assert snapshot.exchanges[-1].status.exchange_name == "ex2501"
+
+
+async def test_empty_redis(reader: NetworkReader) -> None:
+    snapshot = await reader.snapshot()
+    assert snapshot.exchanges == [] and snapshot.online_count == 0
+    assert await reader.catalog() == []
+    assert await reader.exchange_names() == []
+
+
+# --- one exchange ---------------------------------------------------------------------
+
+
+async def test_exchange_reads_one_whether_online_offline_or_unknown(
+    redis: Redis, settings: Settings, reader: NetworkReader
+) -> None:
+    await catalog(redis, 1, "coinbase")
+    await online(redis, 1, WIRE_STATUS)
+    await catalog(redis, 2, "kraken", active=False)
+    await ActivityLog(redis, settings).append(
+        "kraken", StateTransitionEntry(to_state="stopped", hostname="h")
+    )
+    await online(redis, 3, status_json(3, "okx"))
+
+    one = await reader.exchange(1)
+    assert one.online and one.status is not None and one.display_name == "Coinbase"
+    two = await reader.exchange(2)
+    assert not two.online and two.last_known is not None and two.last_known.state == "stopped"
+    assert not two.is_active
+    three = await reader.exchange(3)
+    assert three.online and not three.in_catalog and three.exchange_name == "okx"
+    unknown = await reader.exchange(99)
+    assert (unknown.online, unknown.in_catalog, unknown.error, unknown.last_known) == (
+        False,
+        False,
+        None,
+        None,
+    )
+    assert unknown.display_name == "exchange 99"
+
+
+# --- the catalog ---------------------------------------------------------------------------
+
+
+async def test_catalog_lists_valid_entries_and_reports_corrupt_ones(
+    redis: Redis, reader: NetworkReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    await catalog(redis, 2, "kraken")
+    await catalog(redis, 1, "coinbase")
+    await redis.hset(keys.CATALOG_KEY, "3", '{"id": 3}')  # type: ignore[misc]
+    entries = await reader.catalog()
+    assert [e.id for e in entries] == [1, 2]
+    assert set(reader.catalog_errors) == {"3"} and "name" in reader.catalog_errors["3"]
+    assert "catalog field '3'" in caplog.text
+
+
+async def test_add_to_catalog_never_overwrites_without_asking(
+    redis: Redis, reader: NetworkReader
+) -> None:
+    operator = CatalogEntry(id=1, name="coinbase", display_name="Coinbase Pro", is_active=False)
+    agent = CatalogEntry(id=1, name="coinbase", display_name="coinbase")
+    assert await reader.add_to_catalog(operator) is True
+    assert await reader.add_to_catalog(agent, overwrite=False) is False
+    assert await reader.catalog() == [operator]
+    assert await reader.add_to_catalog(agent, overwrite=True) is True
+    assert await reader.catalog() == [agent]
+    assert await reader.add_to_catalog(CatalogEntry(id=2, name="kraken"), overwrite=False)
+    with pytest.raises(ValueError):
+        await reader.add_to_catalog(CatalogEntry(id=3, name="bad name\x1b[31m"))
+    assert await reader.remove_from_catalog(2) is True
+    assert await reader.remove_from_catalog(2) is False
+    assert [e.id for e in await reader.catalog()] == [1]
+
+
+async def test_discover_imports_online_exchanges_missing_from_the_catalog(
+    redis: Redis, reader: NetworkReader
+) -> None:
+    await catalog(redis, 1, "coinbase")
+    await online(redis, 1, WIRE_STATUS)
+    await online(redis, 2, status_json(2, "kraken"))
+    await online(redis, 3, "garbage")
+    await online(redis, 4, status_json(4, "bad name!"))
+    await online(redis, 5, status_json(6, "okx"))  # says it is another exchange
+    for i in range(100, 1_600):  # enough keys that SCAN takes several calls
+        await redis.set(f"unrelated:{i}", "x")
+    added = await reader.discover()
+    assert added == [CatalogEntry(id=2, name="kraken", display_name="kraken")]
+    assert [e.id for e in await reader.catalog()] == [1, 2]
+    assert await reader.discover() == []  # once is enough
+
+
+async def test_exchange_names_cover_catalog_and_online(redis: Redis, reader: NetworkReader) -> None:
+    await catalog(redis, 1, "Coinbase")
+    await catalog(redis, 2, "kraken", active=False)
+    await online(redis, 3, status_json(3, "okx"))
+    await online(redis, 4, "corrupt")
+    assert await reader.exchange_names() == ["Coinbase", "kraken", "okx"]
+
+
+# --- validation fast path ------------------------------------------------------------
+
+
+def _status_variants() -> list[str]:
+    base = json.loads(WIRE_STATUS)
+    return [
+        WIRE_STATUS,
+        json.dumps(base | {"countryCode": "DE", "instanceId": "h:1:2:3", "epoch": 4, "pid": 5}),
+        json.dumps(base | {"somethingNew": {"a": [1]}}),
+        json.dumps(base | {"lastHeartbeat": "2026-02-10T23:45:00.123456789+01:00"}),
+        json.dumps(base | {"connectedAt": "2026-02-10T18:22:04Z"}),
+        json.dumps(base | {"exchange_id": 1}),
+        "{not json",
+        "[1, 2]",
+        "null",
+        '"text"',
+        "",
+        json.dumps(base | {"connectionState": "running"}),
+        json.dumps(base | {"connectionState": 3}),
+        json.dumps(base | {"symbolCount": "25"}),
+        json.dumps(base | {"symbolCount": 25.0}),
+        json.dumps(base | {"symbolCount": -1}),
+        json.dumps(base | {"exchangeId": True}),
+        json.dumps(base | {"lastHeartbeat": "yesterday"}),
+        json.dumps(base | {"lastHeartbeat": 1770000000}),
+        json.dumps(base | {"hostname": None}),
+        json.dumps({k: v for k, v in base.items() if k != "hostname"}),
+        json.dumps(base | {"hostname": "x" * MAX_PAYLOAD_BYTES}),
+        WIRE_STATUS.replace('"symbolCount":25', '"symbolCount":NaN'),
+        WIRE_STATUS.replace("DESKTOP-ABC", "\\ud800"),
+        WIRE_STATUS.replace('"hostname":"DESKTOP-ABC"', '"hostname":"a","hostname":"b"'),
+        WIRE_STATUS + " ",
+        WIRE_STATUS + "x",
+    ]
+
+
+@pytest.mark.parametrize("raw", _status_variants())
+def test_status_fast_path_agrees_with_from_json(raw: str) -> None:
+    try:
+        expected: InstanceStatus | str = InstanceStatus.from_json(raw)
+    except PayloadError as exc:
+        expected = str(exc)
+    assert parse_status_payload(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"id": 1, "name": "coinbase", "displayName": "Coinbase", "isActive": true}',
+        '{"id": 1, "name": "coinbase"}',
+        '{"id": "1", "name": "coinbase"}',
+        '{"id": 1, "name": ""}',
+        '{"id": 1, "name": "a", "isActive": "yes"}',
+        '{"id": 1, "name": "a", "isActive": 1}',
+        "{broken",
+        "[]",
+    ],
+)
+def test_catalog_fast_path_agrees_with_from_json(raw: str) -> None:
+    try:
+        expected: CatalogEntry | str = CatalogEntry.from_json(raw)
+    except PayloadError as exc:
+        expected = str(exc)
+    assert parse_catalog_payload(raw) == expected
+
+
+# --- Redis Cluster -------------------------------------------------------------------
+
+
+async def test_works_on_a_redis_cluster(
+    redis_cluster_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """A one-node cluster still refuses any multi-key command across slots, so
+    it proves every read is split per slot."""
+    from redis.asyncio.cluster import RedisCluster
+
+    settings = make_settings(redis_url=redis_cluster_url)
+    client = RedisCluster.from_url(redis_cluster_url, decode_responses=True)
+    try:
+        reader = NetworkReader(client, settings)
+        log = ActivityLog(client, settings)
+        for i in range(1, 41):
+            await reader.add_to_catalog(CatalogEntry(id=i, name=f"ex{i}"))
+            if i % 2:
+                await client.set(keys.status_key(i), status_json(i, f"ex{i}"), px=TTL_MS)
+            else:
+                await log.append(f"ex{i}", StateTransitionEntry(to_state="stopped"))
+        await client.set(keys.status_key(77), status_json(77, "stray"), px=TTL_MS)
+        snapshot = await reader.snapshot()
+        views = by_id(snapshot.exchanges)
+        assert len(views) == 41 and views[77].online and not views[77].in_catalog
+        assert all(views[i].status is not None for i in range(1, 41, 2))
+        assert all(
+            views[i].last_known is not None and views[i].last_known.state == "stopped"  # type: ignore[union-attr]
+            for i in range(2, 41, 2)
+        )
+        page = await log.merged_page([f"ex{i}" for i in range(1, 41)], count=5)
+        assert len(page.entries) == 5 and page.next_cursor is not None
+        assert [v.exchange_id for v in [await reader.exchange(3)]] == [3]
+    finally:
+        await client.aclose()
