@@ -1,0 +1,196 @@
+"""`perseus demo`: a throw-away Redis, a fleet of real agents, and the dashboard on it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+
+import click
+
+from perseus_cli.common import EXIT_ERROR, fail
+from perseus_core.demo import (
+    HEARTBEAT_INTERVAL_MS,
+    HEARTBEAT_TTL_MS,
+    DemoEvent,
+    DemoFleet,
+    EventKind,
+    Role,
+)
+from perseus_core.errors import PerseusError
+
+_ROLE_NOTES = {
+    Role.ACTIVE: "active, streaming",
+    Role.CRASHING: "its child crashes every few seconds; the demo starts it again",
+    Role.KILLED: "killed with SIGKILL once active: goes offline",
+    Role.WARMING: "warming slowly (5 min)",
+    Role.IDLE: "idle: start it with `s` in the dashboard",
+}
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Each ends the demo cleanly; SIGHUP is the terminal (or SSH session) going away."""
+
+
+def perseus_argv() -> list[str]:
+    """How to run this same `perseus` in a subprocess, whatever the install.
+
+    Running the interpreter that runs us (rather than looking `perseus` up on
+    PATH) guarantees the agents are the same version as the demo.
+    """
+    return [sys.executable, "-c", "from perseus_cli.main import main; main()"]
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    # Until the event loop takes over the signals, SIGTERM/SIGHUP must unwind through
+    # `finally` (which stops the fleet) instead of ending the process outright.
+    raise KeyboardInterrupt
+
+
+async def _headless(fleet: DemoFleet) -> None:
+    """Supervise the fleet until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    supervisor = asyncio.create_task(fleet.supervise())
+    try:
+        await stop.wait()
+    finally:
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+
+
+async def _dashboard(
+    fleet: DemoFleet, notify: Callable[[Callable[[DemoEvent], None]], None]
+) -> None:
+    """Run the dashboard on the fleet; SIGTERM (or a SIGINT from outside) quits it."""
+    from perseus_tui.app import create_app  # noqa: PLC0415 - Textual only when needed
+
+    app = create_app(fleet.settings())
+    # Inside the dashboard Ctrl-C is a key, not a signal: make it quit the demo
+    # (as it does in the headless mode) by adding it to the quit binding's keys.
+    app.update_keymap({"quit": "q,ctrl+c"})
+
+    def tell(event: DemoEvent) -> None:
+        if app.is_running and event.kind is not EventKind.RESTART:  # restarts are in the feed
+            if event.kind is EventKind.KILLED:
+                app.notify(event.text, title="demo", severity="warning", timeout=8, markup=False)
+            else:
+                app.notify(event.text, title="demo", severity="error", timeout=8, markup=False)
+
+    notify(tell)
+    loop = asyncio.get_running_loop()
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, app.exit)
+    supervisor = asyncio.create_task(fleet.supervise())
+    try:
+        await app.run_async()
+    finally:
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+
+
+def _echo_event(event: DemoEvent) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    click.echo(f"{stamp}  {event.text}")
+
+
+@click.command("demo")
+@click.option(
+    "--instances",
+    type=click.IntRange(1, 100),
+    default=5,
+    show_default=True,
+    help="How many agents to run (the first five show one state each).",
+)
+@click.option(
+    "--no-tui",
+    is_flag=True,
+    help="Run the fleet only and print the Redis URL, to attach from other terminals.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port of the embedded Redis on 127.0.0.1 (default: a free one).",
+)
+def demo(instances: int, no_tui: bool, port: int | None) -> None:
+    """Try Perseus on a throw-away Redis with a fleet of real agents.
+
+    Starts redis-server (no persistence, in a temporary directory) and one
+    `perseus agent` per exchange, scripted so that every state is on screen
+    within seconds: active instances, one idle, one warming slowly, one whose
+    child keeps crashing, and one killed with SIGKILL that goes offline. Then
+    opens the dashboard on it: start (`s`) and stop (`x`) work for real.
+
+    Quitting (q, Ctrl-C, SIGTERM) stops every agent and the Redis server and
+    removes the temporary directory.
+    """
+    previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    listeners: list[Callable[[DemoEvent], None]] = [_echo_event] if no_tui else []
+
+    def on_event(event: DemoEvent) -> None:
+        for listener in listeners:
+            listener(event)
+
+    fleet = DemoFleet(agent_argv=perseus_argv(), instances=instances, port=port, on_event=on_event)
+    try:
+        try:
+            fleet.start()
+        except PerseusError as exc:
+            fail(f"cannot start the demo: {exc}", EXIT_ERROR)
+        if no_tui:
+            _print_banner(fleet)
+            asyncio.run(_headless(fleet))
+            click.echo("Stopping the demo fleet...")
+        else:
+            asyncio.run(_dashboard(fleet, listeners.append))
+    except KeyboardInterrupt:
+        if no_tui:
+            click.echo("Stopping the demo fleet...")
+    finally:
+        # From here on a signal must not cut the cleanup short: close() turns
+        # one into "skip the grace, SIGKILL now" instead.
+        for signum in previous:
+            signal.signal(signum, signal.SIG_IGN)
+        fleet.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if no_tui:
+        click.echo("Demo stopped: every agent and the Redis server are gone.")
+
+
+def _print_banner(fleet: DemoFleet) -> None:
+    """What is running and how to attach, for the headless mode."""
+    click.echo(f"Perseus demo: {len(fleet.members)} agents on {fleet.url}")
+    for member in fleet.members:
+        click.echo(
+            f"  {member.exchange_id:>3}  {member.name:<12} {member.symbols:>4} symbols  "
+            f"{_ROLE_NOTES[member.role]}"
+        )
+    click.echo(
+        f"Heartbeat every {HEARTBEAT_INTERVAL_MS // 1000} s, offline after "
+        f"{HEARTBEAT_TTL_MS // 1000} s. Temporary directory (agent logs): {fleet.directory}"
+    )
+    click.echo("Attach from another terminal:")
+    click.echo(f"  perseus --redis-url {fleet.url}")
+    click.echo(f"  perseus --redis-url {fleet.url} status")
+    click.echo("Press Ctrl-C to stop.")
+
+
+def register(cli: click.Group) -> None:
+    """Add `perseus demo` to the command group."""
+    cli.add_command(demo)

@@ -1,0 +1,183 @@
+"""`perseus demo` runs a real fleet and leaves nothing behind, however it is stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as sync_redis
+
+from perseus_core.demo import Role, plan_fleet
+
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="collects the process tree from /proc"
+)
+
+_URL_RE = re.compile(r"perseus --redis-url (redis://\S+)$")
+_DIR_RE = re.compile(r"Temporary directory \(agent logs\): (\S+)$")
+
+
+def test_fleet_plan_shows_every_role_then_adds_active_ones() -> None:
+    roles = [m.role for m in plan_fleet(7)]
+    assert set(roles[:5]) == set(Role)
+    assert roles[5:] == [Role.ACTIVE, Role.ACTIVE]
+    names = [m.name for m in plan_fleet(30)]
+    assert len(set(names)) == 30
+    assert [m.exchange_id for m in plan_fleet(3)] == [1, 2, 3]
+
+
+def _table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, pgid, state) for every process."""
+    out: dict[int, tuple[int, int, str]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{name}/stat").read_bytes()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        out[int(name)] = (int(fields[1]), int(fields[2]), fields[0].decode())
+    return out
+
+
+def _family(root: int) -> set[int]:
+    """Every descendant of `root`, plus every member of their process groups."""
+    table = _table()
+    found: set[int] = set()
+    pending = [root]
+    while pending:
+        parent = pending.pop()
+        for pid, (ppid, _group, _state) in table.items():
+            if ppid == parent and pid not in found:
+                found.add(pid)
+                pending.append(pid)
+    groups = {table[pid][1] for pid in found if pid in table} - {os.getpgrp()}
+    found |= {pid for pid, (_p, group, _s) in table.items() if group in groups}
+    found.discard(root)
+    return found
+
+
+def _running(pids: set[int]) -> set[int]:
+    table = _table()
+    return {pid for pid in pids if pid in table and table[pid][2] != "Z"}
+
+
+def _strays(url: str) -> dict[int, str]:
+    """Processes still tied to the demo's Redis: the server itself (by its port) or
+    anything started with the demo's environment (agents, and children they
+    may have spawned after we looked at the tree)."""
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    marker = f"PERSEUS_REDIS_URL={url}".encode()
+    found: dict[int, str] = {}
+    for pid in _running(set(_table())):
+        cmd = _cmdline(pid)
+        # redis-server rewrites its title to `redis-server 127.0.0.1:PORT`.
+        if "redis-server" in cmd and (f":{port} " in f"{cmd} " or f"--port {port} " in f"{cmd} "):
+            found[pid] = cmd
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in environ:
+            found[pid] = cmd
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def _demo(instances: int) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+    """Start `perseus demo --no-tui` and yield it once it printed its URL."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from perseus_cli.main import main; main()",
+            "demo",
+            "--no-tui",
+            "--instances",
+            str(instances),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # our signals go to the demo alone, as a kill would
+    )
+    seen: list[str] = []
+    leftovers: set[int] = set()
+    try:
+        url = directory = None
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 15
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if match := _DIR_RE.search(line.strip()):
+                directory = Path(match.group(1))
+            if match := _URL_RE.search(line.strip()):
+                url = match.group(1)
+        assert url is not None and directory is not None, "".join(seen)
+        leftovers = _family(proc.pid)
+        yield proc, url, directory
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        for pid in _running(leftovers | _family(proc.pid)):  # never leak, even on failure
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_demo_stops_every_process_and_removes_its_directory(signum: signal.Signals) -> None:
+    with _demo(instances=3) as (proc, url, directory):
+        assert directory.is_dir()
+        with sync_redis.Redis.from_url(url, decode_responses=True) as client:
+            # The agents register their exchanges and the autostarted ones claim slots.
+            _wait_for(lambda: client.hlen("perseus:exchanges") == 3, 10, "3 catalog entries")
+            _wait_for(lambda: client.exists("exchange:1:status") == 1, 10, "coinbase online")
+        family = _family(proc.pid)
+        commands = {pid: _cmdline(pid) for pid in family}
+        servers = [pid for pid, cmd in commands.items() if "redis-server" in cmd]
+        agents = [pid for pid, cmd in commands.items() if " agent " in f" {cmd} "]
+        assert len(servers) == 1, commands
+        assert len(agents) >= 2, commands  # the third may already have been killed on purpose
+        redis_dir = Path(os.readlink(f"/proc/{servers[0]}/cwd"))
+
+        os.kill(proc.pid, signum)
+        assert proc.wait(timeout=15) == 0
+
+        assert _running(family) == set(), {pid: commands[pid] for pid in _running(family)}
+        assert _strays(url) == {}
+        assert not directory.exists()
+        assert not redis_dir.exists()
