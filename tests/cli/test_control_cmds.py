@@ -1,0 +1,158 @@
+"""`perseus start|stop|ping` against a real Redis, with a command server
+running in a background thread (its own event loop), as an agent would."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import socket
+import threading
+from collections.abc import Iterator
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from perseus_cli.control_cmds import register
+from perseus_core.control import CommandServer, HandlerResult
+from perseus_core.embedded import free_port
+from perseus_core.errors import CommandRejected
+from perseus_core.models import Command, ReplyStatus
+from perseus_core.settings import Settings
+
+HOST = "host-a"
+
+
+class Exchange:
+    """The handler behind the background server: records what it ran."""
+
+    def __init__(self) -> None:
+        self.state = "idle"
+        self.calls: list[Command] = []
+        self.delay = 0.0
+
+    async def __call__(self, command: Command) -> HandlerResult:
+        self.calls.append(command)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if command.type == "start":
+            self.state = "active"
+            return ReplyStatus.SUCCESS, "coinbase is active", None
+        if command.type == "stop":
+            if self.state == "idle":
+                raise CommandRejected("cannot stop coinbase: it is idle")
+            self.state = "idle"
+            return ReplyStatus.SUCCESS, "coinbase is idle", None
+        return ReplyStatus.SUCCESS, f"coinbase is {self.state}", {"state": self.state}
+
+
+@pytest.fixture
+def exchange(settings: Settings) -> Iterator[Exchange]:
+    """Serve exchange 1 in a thread until the test ends."""
+    handler = Exchange()
+    started = threading.Event()
+    state: dict[str, object] = {}
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        state["loop"], state["stop"] = asyncio.get_running_loop(), stop
+        server = CommandServer(settings, 1, "coinbase", handler, identity=lambda: (HOST, None))
+        await server.start()
+        started.set()
+        await stop.wait()
+        await server.stop()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        yield handler
+    finally:
+        loop = state["loop"]
+        assert isinstance(loop, asyncio.AbstractEventLoop)
+        loop.call_soon_threadsafe(state["stop"].set)  # type: ignore[attr-defined]
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+@pytest.fixture
+def perseus() -> click.Group:
+    group = click.Group("perseus")
+    register(group)
+    return group
+
+
+def invoke(group: click.Group, settings: Settings, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(group, [*args, "--redis-url", settings.redis_url])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_start_prints_sent_ack_and_result_and_exits_0(
+    perseus: click.Group, settings: Settings, exchange: Exchange
+) -> None:
+    code, out, err = invoke(perseus, settings, "start", "1", "--operator", "ops@example.com")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].startswith("sent start to exchange 1 (correlation id ")
+    assert lines[1:] == [f"ack: acknowledged by {HOST}", "success: coinbase is active"]
+    assert [(c.type, c.operator) for c in exchange.calls] == [("start", "ops@example.com")]
+
+
+def test_operator_defaults_to_user_at_host(
+    perseus: click.Group, settings: Settings, exchange: Exchange
+) -> None:
+    code, _out, _err = invoke(perseus, settings, "ping", "1")
+    assert code == 0
+    assert exchange.calls[0].operator == f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def test_ping_prints_the_state(
+    perseus: click.Group, settings: Settings, exchange: Exchange
+) -> None:
+    code, out, _err = invoke(perseus, settings, "ping", "1")
+    assert code == 0
+    assert out.splitlines()[-2:] == ["success: coinbase is idle", "  state: idle"]
+
+
+def test_an_error_reply_exits_1_with_its_message_on_stderr(
+    perseus: click.Group, settings: Settings, exchange: Exchange
+) -> None:
+    code, out, err = invoke(perseus, settings, "stop", "1")
+    assert code == 1
+    assert err == "perseus: cannot stop coinbase: it is idle\n"
+    assert f"ack: acknowledged by {HOST}" in out
+
+
+def test_no_result_in_time_exits_1(
+    perseus: click.Group, settings: Settings, exchange: Exchange
+) -> None:
+    exchange.delay = 1.0
+    code, _out, err = invoke(perseus, settings, "start", "1", "--timeout", "0.1")
+    assert code == 1
+    assert "acknowledged, but no result within 0.1 s" in err
+
+
+def test_no_agent_exits_4_and_says_what_to_check(perseus: click.Group, settings: Settings) -> None:
+    code, out, err = invoke(perseus, settings, "start", "9", "--ack-timeout", "0.2")
+    assert code == 4
+    assert out.startswith("sent start to exchange 9")
+    assert err == (
+        "perseus: no agent answered in 0.2 s: check that an agent for exchange 9 is running\n"
+    )
+
+
+def test_unreachable_redis_exits_3(perseus: click.Group) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    result = CliRunner().invoke(perseus, ["stop", "1", "--redis-url", url])
+    assert result.exit_code == 3
+    assert result.stderr.startswith(f"perseus: cannot reach Redis at {url}: connection refused")
+    assert "the command was not sent" in result.stderr
+    assert result.stdout == ""
+
+
+def test_bad_arguments_are_usage_errors(perseus: click.Group, settings: Settings) -> None:
+    for args in (["start", "one"], ["start", "-1"], ["stop", "1", "--timeout", "0"]):
+        result = CliRunner().invoke(perseus, args)
+        assert result.exit_code == 2, args

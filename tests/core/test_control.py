@@ -1,0 +1,532 @@
+"""The control channel against a real Redis: acks, results, every rejection,
+at-most-once execution, ordering, late listeners and Redis outages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from perseus_core import keys
+from perseus_core.activity import ActivityLog
+from perseus_core.connection import connect
+from perseus_core.control import (
+    INTERRUPTED_MESSAGE,
+    CommandHandler,
+    CommandOutcome,
+    CommandServer,
+    ControlClient,
+    HandlerResult,
+    NoAgentAnswered,
+)
+from perseus_core.embedded import RedisServer
+from perseus_core.errors import CommandRejected, PerseusError
+from perseus_core.models import Command, CommandEntry, CommandReply, ReplyStatus
+from perseus_core.settings import Settings
+from perseus_core.timeutil import to_epoch_ms
+
+EXCHANGE_ID = 1
+NAME = "coinbase"
+HOST = "host-a"
+IP = "203.0.113.7"
+
+
+class FakeExchange:
+    """A real handler with the agent's rules in miniature: it counts its calls
+    and how many run at the same time."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.state = "idle"
+        self.calls: list[Command] = []
+        self.running = 0
+        self.max_running = 0
+        self.delay = delay
+
+    async def __call__(self, command: Command) -> HandlerResult:
+        self.calls.append(command)
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if command.type == "start":
+                if self.state == "active":
+                    raise CommandRejected(f"cannot start {NAME}: it is active")
+                self.state = "active"
+                return ReplyStatus.SUCCESS, f"{NAME} is active", None
+            if command.type == "stop":
+                if self.state == "idle":
+                    raise CommandRejected(f"cannot stop {NAME}: it is idle")
+                self.state = "idle"
+                return ReplyStatus.SUCCESS, f"{NAME} is idle", None
+            return ReplyStatus.SUCCESS, f"{NAME} is {self.state}", {"state": self.state}
+        finally:
+            self.running -= 1
+
+
+@asynccontextmanager
+async def serving(
+    settings: Settings, handler: CommandHandler, **options: Any
+) -> AsyncIterator[CommandServer]:
+    server = CommandServer(
+        settings, EXCHANGE_ID, NAME, handler, identity=lambda: (HOST, IP), **options
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def until(predicate: Callable[[], Awaitable[Any] | Any], within: float = 10.0) -> None:
+    """Poll a condition with a deadline instead of sleeping a guessed time."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        result = predicate()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def audit(redis: Redis, settings: Settings) -> list[CommandEntry]:
+    """The exchange's command entries, oldest first."""
+    page = await ActivityLog(redis, settings).page(NAME, count=200)
+    return [e for e in reversed(page.entries) if isinstance(e, CommandEntry)]
+
+
+def command_json(kind: str = "ping", *, cid: str = "c-1", age_s: float = 0.0) -> str:
+    moment = datetime.now(UTC) - timedelta(seconds=age_s)
+    return Command(
+        correlation_id=cid,
+        type=kind,
+        payload={"operator": "ops@test"},
+        timestamp=to_epoch_ms(moment),
+    ).to_json()
+
+
+async def test_ack_then_success_with_audit_entries(redis: Redis, settings: Settings) -> None:
+    handler = FakeExchange()
+    acks: list[CommandReply] = []
+    sent: list[Command] = []
+    async with serving(settings, handler):
+        outcome = await ControlClient(redis, settings).send(
+            EXCHANGE_ID, "start", operator="ops@test", on_ack=acks.append, on_sent=sent.append
+        )
+    assert outcome == CommandOutcome(
+        sent[0].correlation_id, True, ReplyStatus.SUCCESS, f"{NAME} is active", None
+    )
+    assert outcome.ok
+    assert [a.status for a in acks] == [ReplyStatus.ACK]
+    assert acks[0].message == f"acknowledged by {HOST}"
+    assert [c.type for c in handler.calls] == ["start"]
+    assert handler.calls[0].operator == "ops@test"
+
+    entries = await audit(redis, settings)
+    assert [(e.status, e.message) for e in entries] == [
+        ("ack", f"acknowledged by {HOST}"),
+        ("success", f"{NAME} is active"),
+    ]
+    for entry in entries:
+        assert entry.to_fields() | {"timestamp": "", "status": "", "message": ""} == {
+            "event": "command",
+            "command": "start",
+            "correlationId": outcome.correlation_id,
+            "operator": "ops@test",
+            "status": "",
+            "message": "",
+            "timestamp": "",
+            "exchangeId": "1",
+            "exchangeName": NAME,
+            "hostname": HOST,
+            "ip": IP,
+        }
+        assert entry.time is not None
+    # The command went into the capped stream as one JSON field.
+    rows = await redis.xrange(keys.commands_key(EXCHANGE_ID))
+    assert [Command.from_json(fields["command"]).type for _id, fields in rows] == ["start"]
+
+
+async def test_ping_passes_through_to_the_handler_with_its_data(
+    redis: Redis, settings: Settings
+) -> None:
+    async with serving(settings, FakeExchange()):
+        outcome = await ControlClient(redis, settings).send(EXCHANGE_ID, "ping", operator="o")
+    assert (outcome.status, outcome.message, outcome.data) == (
+        ReplyStatus.SUCCESS,
+        f"{NAME} is idle",
+        {"state": "idle"},
+    )
+
+
+async def test_handler_rejection_is_an_error_after_the_ack(
+    redis: Redis, settings: Settings
+) -> None:
+    async with serving(settings, FakeExchange()):
+        outcome = await ControlClient(redis, settings).send(EXCHANGE_ID, "stop", operator="o")
+    assert (outcome.acked, outcome.status, outcome.message) == (
+        True,
+        ReplyStatus.ERROR,
+        f"cannot stop {NAME}: it is idle",
+    )
+    assert [(e.status, e.message) for e in await audit(redis, settings)][-1] == (
+        "error",
+        f"cannot stop {NAME}: it is idle",
+    )
+
+
+async def test_unknown_type_is_rejected_without_running(redis: Redis, settings: Settings) -> None:
+    handler = FakeExchange()
+    async with serving(settings, handler):
+        outcome = await ControlClient(redis, settings).send(EXCHANGE_ID, "launch", operator="o")
+    assert (outcome.acked, outcome.status, outcome.message) == (
+        False,
+        ReplyStatus.ERROR,
+        "unknown command type 'launch' (expected start, stop, ping)",
+    )
+    assert handler.calls == []
+    assert [(e.command, e.status) for e in await audit(redis, settings)] == [("launch", "error")]
+
+
+async def test_expired_command_is_rejected_without_running(
+    redis: Redis, settings: Settings
+) -> None:
+    handler = FakeExchange()
+    past = datetime.now(UTC) - timedelta(seconds=31)
+    async with serving(settings, handler):
+        outcome = await ControlClient(redis, settings, clock=lambda: past).send(
+            EXCHANGE_ID, "start", operator="o"
+        )
+    assert (outcome.acked, outcome.status, outcome.message) == (
+        False,
+        ReplyStatus.ERROR,
+        "Command expired",
+    )
+    assert handler.calls == []
+
+
+async def test_malformed_entries_are_answered_when_possible_and_always_audited(
+    redis: Redis, settings: Settings
+) -> None:
+    handler = FakeExchange()
+    stream = keys.commands_key(EXCHANGE_ID)
+    client = ControlClient(redis, settings)
+    async with serving(settings, handler) as server:
+        await redis.xadd(stream, {"command": "{not json"})
+        await redis.xadd(stream, {"something": "else"})
+        bad_timestamp = json.dumps({"correlationId": "c-bad", "type": "start", "timestamp": "now"})
+        await redis.xadd(stream, {"command": bad_timestamp})
+        outcome = await client.wait(EXCHANGE_ID, "c-bad", ack_timeout_ms=5_000)
+        await until(lambda: server.handled >= 3)
+        # The server is unaffected: the next valid command runs.
+        after = await client.send(EXCHANGE_ID, "ping", operator="o")
+    assert (outcome.acked, outcome.status) == (False, ReplyStatus.ERROR)
+    assert outcome.message is not None and outcome.message.startswith("invalid command: timestamp")
+    assert after.ok
+    assert [c.type for c in handler.calls] == ["ping"]
+    entries = await audit(redis, settings)
+    rejected = [(e.correlation_id, e.command, e.status) for e in entries[:3]]
+    assert rejected == [("", "", "error"), ("", "", "error"), ("c-bad", "start", "error")]
+    assert "not valid JSON" in entries[0].message
+    assert entries[1].message == "stream entry has no 'command' field"
+
+
+async def test_the_same_command_written_twice_runs_once(redis: Redis, settings: Settings) -> None:
+    handler = FakeExchange()
+    stream = keys.commands_key(EXCHANGE_ID)
+    raw = command_json("start", cid="c-twice")
+    await redis.xadd(stream, {"command": raw})
+    await redis.xadd(stream, {"command": raw})
+    client = ControlClient(redis, settings)
+    acks: list[CommandReply] = []
+    async with serving(settings, handler) as server:
+        first = await client.wait(EXCHANGE_ID, "c-twice")
+        await until(lambda: server.handled >= 2)
+        second = await client.wait(EXCHANGE_ID, "c-twice", on_ack=acks.append)
+        # A sender retrying with its correlation id gets the first outcome too.
+        third = await client.send(
+            EXCHANGE_ID, "start", operator="ops@test", correlation_id="c-twice"
+        )
+    assert len(handler.calls) == 1
+    expected = (True, ReplyStatus.SUCCESS, f"{NAME} is active")
+    for outcome in (first, second, third):
+        assert (outcome.acked, outcome.status, outcome.message) == expected
+    assert acks[0].message == "repeat of a command already handled; not run again"
+    statuses = [(e.status, e.message) for e in await audit(redis, settings)]
+    assert statuses[:2] == [("ack", f"acknowledged by {HOST}"), ("success", f"{NAME} is active")]
+    assert (
+        statuses[2:]
+        == [("success", f"repeat of a command already handled; not run again: {NAME} is active")]
+        * 2
+    )
+
+
+async def test_two_servers_on_one_exchange_never_run_a_command_twice(
+    redis: Redis, settings: Settings
+) -> None:
+    a, b = FakeExchange(), FakeExchange()
+    client = ControlClient(redis, settings)
+    async with serving(settings, a), serving(settings, b):
+        outcomes = [await client.send(EXCHANGE_ID, "ping", operator="o") for _ in range(6)]
+    assert all(o.ok for o in outcomes)
+    assert len(a.calls) + len(b.calls) == 6
+    assert len([e for e in await audit(redis, settings) if e.status == "success"]) == 6
+
+
+async def test_should_serve_leaves_a_command_to_another_server(
+    redis: Redis, settings: Settings
+) -> None:
+    handler = FakeExchange()
+
+    async def never(_command: Command) -> bool:
+        return False
+
+    client = ControlClient(redis, settings)
+    async with serving(settings, handler, should_serve=never):
+        with pytest.raises(NoAgentAnswered):
+            await client.send(EXCHANGE_ID, "ping", operator="o", ack_timeout_ms=300)
+    assert handler.calls == []
+    assert await audit(redis, settings) == []
+
+
+async def test_commands_run_one_at_a_time_in_order(redis: Redis, settings: Settings) -> None:
+    handler = FakeExchange(delay=0.03)
+    client = ControlClient(redis, settings)
+    kinds = ["start", "ping", "stop", "ping", "start", "stop"]
+    commands = [await client.submit(EXCHANGE_ID, k, operator="o") for k in kinds]
+    async with serving(settings, handler):
+        outcomes = await asyncio.gather(
+            *(client.wait(EXCHANGE_ID, c.correlation_id) for c in commands)
+        )
+    assert [c.correlation_id for c in handler.calls] == [c.correlation_id for c in commands]
+    assert handler.max_running == 1
+    assert all(o.ok for o in outcomes)
+
+
+async def test_a_sender_that_waits_late_still_gets_both_replies(
+    redis: Redis, settings: Settings
+) -> None:
+    client = ControlClient(redis, settings)
+    async with serving(settings, FakeExchange()):
+        command = await client.submit(EXCHANGE_ID, "start", operator="o")
+        key = keys.replies_key(command.correlation_id)
+        await until(lambda: _llen_is(redis, key, 2))
+        assert 0 < await redis.ttl(key) <= 60
+    # The server is gone; the replies are not.
+    acks: list[CommandReply] = []
+    outcome = await client.wait(EXCHANGE_ID, command.correlation_id, on_ack=acks.append)
+    assert len(acks) == 1
+    assert (outcome.acked, outcome.status) == (True, ReplyStatus.SUCCESS)
+
+
+async def _llen_is(redis: Redis, key: str, n: int) -> bool:
+    return bool(await redis.llen(key) == n)
+
+
+async def test_no_agent_answered_fails_fast(redis: Redis, settings: Settings) -> None:
+    client = ControlClient(redis, settings)
+    with pytest.raises(NoAgentAnswered) as caught:
+        await client.send(7, "start", operator="o", ack_timeout_ms=200)
+    assert str(caught.value) == (
+        "no agent answered in 0.2 s: check that an agent for exchange 7 is running"
+    )
+    assert caught.value.exchange_id == 7
+
+
+async def test_acked_without_a_result_in_time(redis: Redis, settings: Settings) -> None:
+    handler = FakeExchange(delay=1.0)
+    async with serving(settings, handler):
+        outcome = await ControlClient(redis, settings).send(
+            EXCHANGE_ID, "ping", operator="o", result_timeout_ms=100
+        )
+    assert outcome.acked and outcome.status is None
+    assert outcome.message is not None and "no result within 0.1 s" in outcome.message
+
+
+async def test_commands_sent_before_the_server_starts_still_run(
+    redis: Redis, settings: Settings
+) -> None:
+    handler = FakeExchange()
+    stream = keys.commands_key(EXCHANGE_ID)
+    client = ControlClient(redis, settings)
+    old_ms = to_epoch_ms(datetime.now(UTC) - timedelta(seconds=45))
+    old_command = {"command": command_json("ping", cid="too-old", age_s=45)}
+    await redis.xadd(stream, old_command, id=f"{old_ms}-0")  # type: ignore[arg-type]
+    queued = await client.submit(EXCHANGE_ID, "start", operator="o")
+    async with serving(settings, handler):
+        outcome = await client.wait(EXCHANGE_ID, queued.correlation_id)
+    assert outcome.ok
+    # Before the expiry window: not read at all (no reply, no audit entry).
+    assert [c.correlation_id for c in handler.calls] == [queued.correlation_id]
+    assert await redis.exists(keys.replies_key("too-old")) == 0
+
+
+async def test_a_restarted_server_neither_reruns_nor_reanswers(
+    redis: Redis, settings: Settings
+) -> None:
+    first, second = FakeExchange(), FakeExchange()
+    client = ControlClient(redis, settings)
+    async with serving(settings, first):
+        outcome = await client.send(EXCHANGE_ID, "start", operator="o")
+    before = await audit(redis, settings)
+    async with serving(settings, second) as server:
+        await until(lambda: server.handled == 1)
+    assert outcome.ok and len(first.calls) == 1
+    assert second.calls == []
+    assert await redis.exists(keys.replies_key(outcome.correlation_id)) == 0
+    assert await audit(redis, settings) == before
+
+
+async def test_a_command_left_running_by_a_dead_process_is_answered_not_rerun(
+    redis: Redis, settings: Settings
+) -> None:
+    handler = FakeExchange()
+    stream = keys.commands_key(EXCHANGE_ID)
+    dead = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await dead.wait()
+    for cid, pid in (("c-dead", dead.pid), ("c-alive", 1)):
+        entry_id = await redis.xadd(stream, {"command": command_json("start", cid=cid)})
+        record = {"state": "running", "entry": entry_id, "server": "old", "hostname": HOST,
+                  "pid": pid, "at": to_epoch_ms(datetime.now(UTC))}  # fmt: skip
+        await redis.hset(keys.outcomes_key(EXCHANGE_ID), cid, json.dumps(record))
+    client = ControlClient(redis, settings)
+    async with serving(settings, handler) as server:
+        outcome = await client.wait(EXCHANGE_ID, "c-dead")
+        await until(lambda: server.handled == 2)
+    assert (outcome.status, outcome.message) == (ReplyStatus.ERROR, INTERRUPTED_MESSAGE)
+    assert handler.calls == []
+    # A live holder (pid 1 always exists) may still be running it: left alone.
+    assert await redis.exists(keys.replies_key("c-alive")) == 0
+
+
+async def test_a_failing_handler_is_an_internal_error_and_serving_goes_on(
+    redis: Redis, settings: Settings
+) -> None:
+    calls = 0
+
+    async def flaky(command: Command) -> HandlerResult:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        if calls == 2:
+            raise PerseusError("exchange 1 is held by host-b")
+        return ReplyStatus.SUCCESS, "fine", None
+
+    client = ControlClient(redis, settings)
+    async with serving(settings, flaky):
+        failed = await client.send(EXCHANGE_ID, "ping", operator="o")
+        rejected = await client.send(EXCHANGE_ID, "start", operator="o")
+        ok = await client.send(EXCHANGE_ID, "ping", operator="o")
+    assert (rejected.status, rejected.message) == (
+        ReplyStatus.ERROR,
+        "exchange 1 is held by host-b",
+    )
+    assert (failed.status, failed.message) == (
+        ReplyStatus.ERROR,
+        "internal error: RuntimeError: boom",
+    )
+    assert ok.ok
+
+
+async def test_server_survives_client_kill(redis: Redis, settings: Settings) -> None:
+    handler = FakeExchange()
+    client = ControlClient(redis, settings)
+    async with serving(settings, handler) as server:
+        assert (await client.send(EXCHANGE_ID, "ping", operator="o")).ok
+        await until(lambda: server.connected)
+        killed = await redis.client_kill_filter(_type="normal", skipme=True)
+        assert killed >= 1
+        outcome = await client.send(EXCHANGE_ID, "start", operator="o")
+    assert outcome.ok
+    assert [c.type for c in handler.calls] == ["ping", "start"]
+
+
+async def test_server_survives_a_redis_pause(
+    fresh_redis: RedisServer, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(redis_url=fresh_redis.url)
+    handler = FakeExchange()
+    redis = connect(settings, socket_timeout=30)
+    try:
+        client = ControlClient(redis, settings)
+        async with serving(settings, handler):
+            assert (await client.send(EXCHANGE_ID, "ping", operator="o")).ok
+            fresh_redis.pause()
+            try:
+                sending = asyncio.create_task(
+                    client.send(EXCHANGE_ID, "start", operator="o", ack_timeout_ms=20_000)
+                )
+                await asyncio.sleep(0.3)
+                assert not sending.done()
+            finally:
+                fresh_redis.resume()
+            outcome = await sending
+    finally:
+        await redis.aclose()
+    assert outcome.ok
+    assert [c.type for c in handler.calls] == ["ping", "start"]
+
+
+async def test_server_survives_a_redis_restart(
+    fresh_redis: RedisServer, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(redis_url=fresh_redis.url)
+    handler = FakeExchange()
+    redis = connect(settings)
+    try:
+        client = ControlClient(redis, settings)
+        async with serving(settings, handler) as server:
+            assert (await client.send(EXCHANGE_ID, "ping", operator="o")).ok
+            fresh_redis.kill()
+            await until(lambda: not server.connected)
+            assert server.last_error is not None and "cannot reach Redis" in server.last_error
+            fresh_redis.start()
+            outcome = await client.send(EXCHANGE_ID, "start", operator="o", ack_timeout_ms=20_000)
+            assert server.connected
+    finally:
+        await redis.aclose()
+    assert outcome.ok
+    assert [c.type for c in handler.calls] == ["ping", "start"]
+
+
+async def test_stopping_lets_the_running_command_finish_and_answer(
+    redis: Redis, settings: Settings
+) -> None:
+    handler = FakeExchange(delay=0.3)
+    client = ControlClient(redis, settings)
+    async with serving(settings, handler) as server:
+        sending = asyncio.create_task(client.send(EXCHANGE_ID, "start", operator="o"))
+        await until(lambda: handler.calls)
+        await server.stop()
+        outcome = await sending
+    assert outcome.ok
+
+
+async def test_cancelling_run_closes_cleanly(settings: Settings) -> None:
+    server = CommandServer(settings, EXCHANGE_ID, NAME, FakeExchange())
+    task = asyncio.create_task(server.run())
+    await until(lambda: server.last_id is not None)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await server.aclose()  # harmless after the fact
+
+
+async def test_aclose_interrupts_the_blocking_read_at_once(
+    make_settings: Callable[..., Settings],
+) -> None:
+    server = CommandServer(make_settings(block_ms=30_000), EXCHANGE_ID, NAME, FakeExchange())
+    await server.start()
+    await until(lambda: server.last_id is not None)
+    await asyncio.wait_for(server.stop(), timeout=5)
