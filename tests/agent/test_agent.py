@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from perseus_core.control import ControlClient
 from perseus_core.embedded import RedisServer
 from perseus_core.models import (
     CatalogEntry,
+    CommandEntry,
     ErrorEntry,
     InstanceStatus,
     ReplyStatus,
@@ -32,11 +34,13 @@ from perseus_core.models import (
 )
 from perseus_core.settings import Settings
 from tests.agent.conftest import (
+    AGENT_ARGV,
     CHILD_IGNORE_TERM,
     CHILD_SLEEP,
     HEARTBEAT_TTL_MS,
     AgentProcess,
     SpawnAgent,
+    agent_env,
     pid_alive,
     read_pid,
     trap_term_child,
@@ -146,6 +150,40 @@ async def test_start_stop_round_trip(
     # The operator's catalog entry was left as it was.
     assert CatalogEntry.from_json(await redis.hget(keys.CATALOG_KEY, "1")) == operator_entry
     assert agent.running
+
+
+async def perseus(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `perseus` CLI (another process), off the event loop."""
+    argv = [sys.executable, "-c", "from perseus_cli.main import main; main()", *args]
+    return await asyncio.to_thread(
+        subprocess.run, argv, env=agent_env(redis_url), capture_output=True, text=True, timeout=30
+    )
+
+
+async def test_round_trip_through_the_cli(
+    spawn_agent: SpawnAgent, redis: Redis, settings: Settings, redis_url: str
+) -> None:
+    agent = spawn_agent(args=FAST)
+    await until_listening(agent)
+
+    started = await perseus(redis_url, "start", "1", "--operator", "alice")
+    assert started.returncode == 0, started.stderr
+    assert "coinbase is active" in started.stdout
+    assert await state_is(redis, "active")
+
+    stopped = await perseus(redis_url, "stop", "1", "--operator", "alice")
+    assert stopped.returncode == 0, stopped.stderr
+    assert await status(redis) is None
+
+    again = await perseus(redis_url, "stop", "1", "--operator", "alice")
+    assert again.returncode == 1
+    assert "cannot stop coinbase: it is idle" in again.stderr
+
+    assert await transitions(redis, settings) == FULL_ROUND_TRIP
+    audit = [e for e in await entries(redis, settings) if isinstance(e, CommandEntry)]
+    finals = [(e.command, e.status) for e in audit if e.status != "ack"]
+    assert finals == [("start", "success"), ("stop", "success"), ("stop", "error")]
+    assert {e.operator for e in audit} == {"alice"}
 
 
 async def test_agent_adds_its_exchange_to_the_catalog(
@@ -481,10 +519,6 @@ async def _heartbeat_after(redis: Redis, beat: Any) -> InstanceStatus | None:
     ],
 )
 def test_bad_arguments_exit_2(args: list[str], redis_url: str) -> None:
-    import subprocess
-
-    from tests.agent.conftest import AGENT_ARGV, agent_env
-
     result = subprocess.run(
         [*AGENT_ARGV, *args], env=agent_env(redis_url), capture_output=True, timeout=30
     )
