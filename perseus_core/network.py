@@ -41,7 +41,6 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import ResponseError
 
 from perseus_core import keys
 from perseus_core.errors import PayloadError
@@ -299,9 +298,14 @@ class NetworkReader:
 
     Validated payloads are cached by their exact bytes between snapshots: a
     status payload changes only on a heartbeat or an update, so a poll every
-    few seconds re-validates only what changed. The cache holds only the
-    payloads of the latest snapshot. Views share `InstanceStatus` objects
-    across snapshots for unchanged payloads: treat them as read-only.
+    few seconds re-validates only what changed. The cache holds only what the
+    latest snapshot read. An exchange whose catalog value and status payload
+    are both unchanged gets the very same `ExchangeView` object as in the
+    previous snapshot: treat views and their statuses as read-only.
+
+    A reader may be shared by tasks: caches are consulted only in code that
+    never awaits, and every cached result is checked against what was just
+    read, so concurrent calls can only make a cache less effective.
     """
 
     def __init__(
@@ -332,7 +336,8 @@ class NetworkReader:
         self._catalog_ids: set[int] = set()
         self._extra_ids: set[int] = set()
         self._status_cache: dict[str, InstanceStatus | str] = {}
-        self._catalog_cache: dict[str, CatalogEntry | str] = {}
+        self._rows: dict[str, tuple[str, _CatalogRow]] = {}
+        self._views: dict[int, tuple[_CatalogRow | None, str | None, ExchangeView]] = {}
         self._entry_cache: dict[tuple[str, str], LastKnown] = {}
         self.catalog_errors: dict[str, str] = {}
         """What was wrong with each corrupt catalog field at the last read."""
@@ -347,7 +352,9 @@ class NetworkReader:
         """
         raw = cast(dict[str, str], await self._redis.hgetall(keys.CATALOG_KEY))
         rows = self._parse_catalog(raw)
-        return [row.entry for row in rows if row.entry is not None]
+        return sorted(
+            (row.entry for row in rows if row.entry is not None), key=lambda entry: entry.id
+        )
 
     async def exchange_names(self) -> list[str]:
         """Names of every catalog exchange (active or not) plus online ones not
@@ -406,25 +413,27 @@ class NetworkReader:
         self._catalog_ids = catalog_ids
 
         status_cache: dict[str, InstanceStatus | str] = {}
+        view_cache: dict[int, tuple[_CatalogRow | None, str | None, ExchangeView]] = {}
         views: list[ExchangeView] = []
         with _gc_paused():
             for row in rows:
                 raw = values.get(row.exchange_id)
                 if raw is None and row.entry is not None and not row.entry.is_active:
                     continue  # inactive and offline: not listed
-                views.append(self._view(row.exchange_id, raw, row, status_cache))
+                views.append(self._cached_view(row.exchange_id, raw, row, status_cache, view_cache))
             extra_found: set[int] = set()
             for exchange_id in sorted(self._extra_ids - catalog_ids):
                 raw = values.get(exchange_id)
                 if raw is None:
                     continue
                 extra_found.add(exchange_id)
-                views.append(self._view(exchange_id, raw, None, status_cache))
+                views.append(self._cached_view(exchange_id, raw, None, status_cache, view_cache))
         self._extra_ids = extra_found
         self._status_cache = status_cache
+        self._views = view_cache
 
         if last_known:
-            views = await self._with_last_known(views)
+            views = await self._with_last_known(views, remember=True)
         views.sort(key=_view_order)
         return NetworkSnapshot(views, self._clock())
 
@@ -436,9 +445,7 @@ class NetworkReader:
             pipe.get(keys.status_key(exchange_id))
             raw_entry, raw_status = await pipe.execute()
         row = (
-            _parse_catalog_field(str(exchange_id), raw_entry, self._catalog_cache)
-            if raw_entry is not None
-            else None
+            _parse_catalog_field(str(exchange_id), raw_entry, {}) if raw_entry is not None else None
         )
         view = self._view(exchange_id, raw_status, row, {})
         return (await self._with_last_known([view]))[0]
@@ -569,14 +576,20 @@ class NetworkReader:
         return _ungroup(len(status_keys), groups, results)
 
     def _parse_catalog(self, raw: dict[str, str]) -> list[_CatalogRow]:
-        cache: dict[str, CatalogEntry | str] = {}
-        previous = self._catalog_cache
+        """Every catalog field as a row (in hash order). A field whose value is
+        unchanged since the previous read keeps its row, unparsed."""
+        previous = self._rows
+        current: dict[str, tuple[str, _CatalogRow]] = {}
+        by_value: dict[str, CatalogEntry | str] = {}
         rows: list[_CatalogRow] = []
         errors: dict[str, str] = {}
         for field_name, value in raw.items():
-            if value in previous:
-                cache[value] = previous[value]
-            row = _parse_catalog_field(field_name, value, cache)
+            known = previous.get(field_name)
+            if known is not None and known[0] == value:
+                row = known[1]
+            else:
+                row = _parse_catalog_field(field_name, value, by_value)
+            current[field_name] = (value, row)
             if row.error is not None:
                 errors[field_name] = row.error
             rows.append(row)
@@ -584,8 +597,7 @@ class NetworkReader:
             if self.catalog_errors.get(field_name) != message:
                 log.warning("catalog field %r: %s", field_name[:40], message)
         self.catalog_errors = errors
-        self._catalog_cache = cache
-        rows.sort(key=lambda r: r.exchange_id)
+        self._rows = current
         return rows
 
     def _parse_status(
@@ -599,6 +611,29 @@ class NetworkReader:
         if cache is not None:
             cache[raw] = parsed
         return parsed
+
+    def _cached_view(
+        self,
+        exchange_id: int,
+        raw_status: str | None,
+        row: _CatalogRow | None,
+        status_cache: dict[str, InstanceStatus | str],
+        view_cache: dict[int, tuple[_CatalogRow | None, str | None, ExchangeView]],
+    ) -> ExchangeView:
+        """The previous snapshot's view when neither its catalog row nor its
+        status payload changed (the common case between two polls), else a
+        new one."""
+        known = self._views.get(exchange_id)
+        if known is not None and known[0] is row and known[1] == raw_status:
+            view = known[2]
+            parsed = self._status_cache.get(raw_status) if raw_status is not None else None
+            if raw_status is not None and parsed is not None:
+                status_cache[raw_status] = parsed
+        else:
+            view = self._view(exchange_id, raw_status, row, status_cache)
+        if exchange_id != _NOT_AN_ID:
+            view_cache[exchange_id] = (row, raw_status, view)
+        return view
 
     def _view(
         self,
@@ -650,7 +685,9 @@ class NetworkReader:
             key_exists=raw_status is not None,
         )
 
-    async def _with_last_known(self, views: list[ExchangeView]) -> list[ExchangeView]:
+    async def _with_last_known(
+        self, views: list[ExchangeView], *, remember: bool = False
+    ) -> list[ExchangeView]:
         """Fill `last_known` of every view without a valid status, from the
         newest entry of its stream: one pipelined XREVRANGE COUNT 1 each."""
         wanted = [
@@ -668,7 +705,7 @@ class NetworkReader:
         out = list(views)
         for (index, key), result in zip(wanted, results, strict=True):
             view = views[index]
-            if isinstance(result, ResponseError):
+            if isinstance(result, Exception):
                 message = f"activity stream {key[:80]!r} is unreadable: {result}"
                 error = f"{view.error}; {message}" if view.error else message
                 out[index] = replace(view, error=error)
@@ -683,7 +720,8 @@ class NetworkReader:
                 )
             entry_cache[(key, entry_id)] = known
             out[index] = replace(view, last_known=known)
-        self._entry_cache = entry_cache
+        if remember:  # a snapshot's set replaces the cache; a single lookup does not
+            self._entry_cache = entry_cache
         return out
 
 

@@ -303,6 +303,27 @@ async def test_changed_payloads_are_never_served_from_the_cache(
     assert (await reader.snapshot()).exchanges[0].exchange_name == "renamed"
 
 
+async def test_unchanged_exchanges_keep_their_view_and_changes_show_at_once(
+    redis: Redis, reader: NetworkReader
+) -> None:
+    await catalog(redis, 1, "coinbase")
+    await online(redis, 1, WIRE_STATUS)
+    await catalog(redis, 2, "kraken")
+    await redis.hset(keys.CATALOG_KEY, "3", "{broken")  # type: ignore[misc]
+    first = by_id((await reader.snapshot()).exchanges)
+    second = by_id((await reader.snapshot()).exchanges)
+    assert second[1] is first[1]  # nothing changed: nothing re-validated
+    assert second[1].status is not None and second[3].error is not None
+    # Deactivated while offline: gone; repaired catalog entry: valid at once.
+    await catalog(redis, 2, "kraken", active=False)
+    await catalog(redis, 3, "binance")
+    await redis.delete(keys.status_key(1))
+    third = by_id((await reader.snapshot()).exchanges)
+    assert set(third) == {1, 3}
+    assert not third[1].online and third[1].status is None
+    assert third[3].error is None and third[3].exchange_name == "binance"
+
+
 async def test_online_exchanges_outside_the_catalog_are_found_by_a_cached_scan(
     redis: Redis, settings: Settings
 ) -> None:
