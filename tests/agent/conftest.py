@@ -8,6 +8,7 @@ the agent alone would leave it behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -143,7 +144,7 @@ class AgentProcess:
                 argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         self.pid = self.process.pid
-        self._known: set[int] = set()
+        self._known: set[tuple[int, str]] = set()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -179,24 +180,31 @@ class AgentProcess:
         """Note the agent's descendants now, so teardown can kill them later
         even after they were orphaned."""
         if self.running:
-            self._known.update(descendants(self.pid))
+            for pid in descendants(self.pid):
+                started = _start_time(pid)
+                if started is not None:
+                    self._known.add((pid, started))
 
     def kill_everything(self) -> None:
         self.remember_descendants()
         if self.running:
-            with_stopped = self.pid
-            os.kill(with_stopped, signal.SIGCONT)
+            os.kill(self.pid, signal.SIGCONT)  # a stopped process dies only once resumed
             self.process.kill()
         self.process.wait(10)
-        for pid in self._known:
-            for kill in (
-                lambda p: os.killpg(p, signal.SIGKILL),
-                lambda p: os.kill(p, signal.SIGKILL),
-            ):
-                try:
-                    kill(pid)
-                except (ProcessLookupError, PermissionError):
-                    pass
+        for pid, started in self._known:
+            # Only the very process seen earlier: its pid may have been reused since.
+            if _start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot), which tells pid reuse apart."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[19] if len(fields) > 19 else None
 
 
 SpawnAgent = Callable[..., AgentProcess]
