@@ -102,7 +102,7 @@ def _control_command(kind: CommandType) -> click.Command:
         type=click.FloatRange(min=0, min_open=True),
         default=None,
         metavar="SECONDS",
-        help="How long to wait for the result after the ack (default 60; $PERSEUS_RESULT_TIMEOUT_MS).",
+        help="Result wait after the ack (default 60; $PERSEUS_RESULT_TIMEOUT_MS).",
     )
     @click.option(
         "--ack-timeout",
@@ -110,7 +110,7 @@ def _control_command(kind: CommandType) -> click.Command:
         type=click.FloatRange(min=0, min_open=True),
         default=None,
         metavar="SECONDS",
-        help="How long to wait for an agent to acknowledge (default 5; $PERSEUS_ACK_TIMEOUT_MS).",
+        help="Wait for an agent's ack (default 5; $PERSEUS_ACK_TIMEOUT_MS).",
     )
     @click.option(
         "--operator",
