@@ -1,0 +1,136 @@
+"""`perseus notify`: post fleet events to a Discord-compatible webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+
+import click
+
+from perseus_cli.common import load_settings, redis_url_option, run
+from perseus_core.notify import Notifier, validate_webhook_url
+
+
+@contextlib.contextmanager
+def _log_to_stderr() -> Iterator[None]:
+    """Perseus's own log lines on stderr while the command runs; third-party
+    loggers stay quiet. The previous configuration is restored afterwards
+    (the command may run inside a larger program or a test).
+
+    httpx logs every request URL at INFO level, and a webhook URL carries its
+    secret token: keeping httpx at WARNING keeps it out of the logs (the
+    notifier also rewrites such records, should anyone lower the level).
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s perseus notify: %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("perseus")
+    quiet = [logging.getLogger(name) for name in ("httpx", "httpcore")]
+    saved = (logger.handlers[:], logger.level, logger.propagate, [q.level for q in quiet])
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for other in quiet:
+        other.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.handlers[:], level, logger.propagate, levels = saved
+        logger.setLevel(level)
+        for other, old in zip(quiet, levels, strict=True):
+            other.setLevel(old)
+
+
+@click.command("notify")
+@click.option(
+    "--webhook",
+    "webhook",
+    envvar="PERSEUS_NOTIFY_WEBHOOK",
+    default=None,
+    metavar="URL",
+    help="Discord-compatible webhook to post to (or $PERSEUS_NOTIFY_WEBHOOK, which keeps "
+    "the token out of the process list). Required unless --dry-run.",
+)
+@click.option(
+    "--exchange",
+    "exchanges",
+    multiple=True,
+    metavar="NAME",
+    help="Only this exchange (case-insensitive); repeat for several. Default: all.",
+)
+@click.option("--dry-run", is_flag=True, help="Print each JSON payload on stdout; post nothing.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=None,
+    metavar="SECONDS",
+    help="How often to check for instances gone offline (default: $PERSEUS_REFRESH_MS, 5 s).",
+)
+@redis_url_option
+def notify(
+    webhook: str | None,
+    exchanges: tuple[str, ...],
+    dry_run: bool,
+    interval: float | None,
+    redis_url: str | None,
+) -> None:
+    """Post a webhook message when an instance changes state, reports an error,
+    goes offline (its key expired without a stop) or comes back.
+
+    Runs until interrupted (Ctrl-C exits 0). Each event is posted once; a
+    failing webhook is retried with backoff and never stops the watching.
+
+    \b
+    Example:
+      PERSEUS_NOTIFY_WEBHOOK=https://discord.com/api/webhooks/ID/TOKEN perseus notify
+      perseus notify --dry-run --exchange coinbase
+    """
+    if webhook is None and not dry_run:
+        raise click.UsageError("--webhook URL is required (or use --dry-run)")
+    if webhook is not None:
+        try:
+            validate_webhook_url(webhook)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--webhook") from None
+    settings = load_settings(redis_url)
+    notifier = Notifier(
+        settings,
+        webhook,
+        exchanges=exchanges or None,
+        dry_run=dry_run,
+        output=click.echo,
+        interval_ms=round(interval * 1000) if interval is not None else None,
+    )
+    scope = ", ".join(exchanges) if exchanges else "all exchanges"
+    target = "stdout (dry run)" if dry_run else notifier.webhook
+    click.echo(
+        f"perseus notify: watching {scope} on {settings.redacted_redis_url}, posting to {target}",
+        err=True,
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, notifier.stop)
+        await notifier.run()
+
+    with _log_to_stderr():
+        try:
+            run(settings, main)
+        except KeyboardInterrupt:  # a signal that arrived before the handlers were installed
+            pass
+    stats = notifier.stats
+    click.echo(
+        f"perseus notify: stopped ({stats.delivered} sent, {stats.failed} failed, "
+        f"{stats.dropped} dropped)",
+        err=True,
+    )
+
+
+def register(cli: click.Group) -> None:
+    """Add `notify` to the `perseus` group."""
+    cli.add_command(notify)
