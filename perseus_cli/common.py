@@ -4,6 +4,7 @@ and turning an unreachable Redis into one clear line instead of a traceback."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -64,6 +65,11 @@ def run(settings: Settings, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run an async command body; Redis being unreachable exits 3 with one line."""
     try:
         return asyncio.run(main())
+    except BrokenPipeError:
+        # `perseus log | head`: the reader went away; that is not an error.
+        # Point stdout at /dev/null so the interpreter's final flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_OK)
     except RedisUnavailable as exc:
         fail(str(exc), EXIT_UNREACHABLE)
     except (RedisConnectionError, RedisTimeoutError, AuthenticationError, OSError) as exc:

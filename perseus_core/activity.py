@@ -713,17 +713,24 @@ class ActivityTail:
         async def run() -> _T:
             return await operation()
 
+        current = asyncio.current_task()
+        cancelling_before = current.cancelling() if current is not None else 0
         task = asyncio.ensure_future(run())
         self._inflight = task
         try:
-            return await task
+            result = await task
         except asyncio.CancelledError:
-            current = asyncio.current_task()
             if self._closed and current is not None and current.cancelling() == 0:
                 raise _Closed from None
             raise
         finally:
             self._inflight = None
+        # On Python 3.11 redis-py's internal `wait_for` can swallow the
+        # cancellation it forwards to the inner task, which then returns
+        # normally: re-raise it here so Ctrl-C and task.cancel() still stop us.
+        if current is not None and current.cancelling() > cancelling_before:
+            raise asyncio.CancelledError
+        return result
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when the tail is closed."""
