@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -486,8 +486,9 @@ class Notifier:
                 [*tasks, sender, stop], return_when=asyncio.FIRST_COMPLETED
             )
             for task in done:
-                if task is not stop and not task.cancelled() and task.exception() is not None:
-                    raise cast(BaseException, task.exception())
+                error = None if task is stop or task.cancelled() else task.exception()
+                if error is not None:  # a bug: nothing here is meant to end on its own
+                    raise error
         finally:
             # The loops end by themselves once stopped, and closing the tail
             # interrupts its blocked read; cancellation is only the fallback.
@@ -560,8 +561,11 @@ class Notifier:
         stream = (entry.stream or entry.exchange_name).lower()
         if not self._wanted(stream):
             return False
-        with contextlib.suppress(ValueError):  # IDs read from Redis are always valid
-            key = parse_stream_id(entry.id)
+        try:
+            key: tuple[int, int] | None = parse_stream_id(entry.id)
+        except ValueError:  # built by hand rather than read: nothing to dedupe on
+            key = None
+        if key is not None:
             last = self._last_ids.get(stream)
             if last is not None and key <= last:
                 return False
