@@ -77,12 +77,29 @@ def reader(redis: Redis, settings: Settings) -> NetworkReader:
     return NetworkReader(redis, settings)
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
+    import socket
+
+    for _ in range(100):
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no port pair free for a cluster node")
+
+
 @pytest.fixture(scope="module")
 def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real one-node Redis Cluster (cluster mode on, every slot assigned)."""
     import redis as sync_redis
 
-    port = free_port()
+    port = _cluster_port()
     workdir = tmp_path_factory.mktemp("cluster")
     process = subprocess.Popen(
         [
