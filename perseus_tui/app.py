@@ -22,6 +22,7 @@ import getpass
 import socket
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, timedelta, tzinfo
 
 from redis.asyncio import Redis
@@ -39,7 +40,13 @@ from perseus_core.activity import ActivityLog, ActivityTail
 from perseus_core.connection import connect, describe_redis_error
 from perseus_core.control import ControlClient, NoAgentAnswered
 from perseus_core.errors import PerseusError
-from perseus_core.models import ActivityEntry, CommandReply, CommandType, ReplyStatus
+from perseus_core.models import (
+    ActivityEntry,
+    CommandReply,
+    CommandType,
+    ReplyStatus,
+    StateTransitionEntry,
+)
 from perseus_core.network import ExchangeView, NetworkReader
 from perseus_core.settings import Settings
 from perseus_core.timeutil import Clock, system_clock
@@ -133,6 +140,7 @@ class PerseusApp(App[None]):
         self._wake = asyncio.Event()
         self._dirty: set[int] = set()
         self._full_due = False
+        self._discover_due = False
         self._feed_batch: FeedEntries | None = None
         self._retry_at = self.clock()
         self._stale = False
@@ -189,6 +197,10 @@ class PerseusApp(App[None]):
             tz=self.display_tz,
         )
 
+    def _showing(self) -> bool:
+        """The screens are up: results that arrive while the app shuts down are dropped."""
+        return self._dashboard is not None and self._dashboard.is_attached
+
     def _exchange_screens(self) -> list[DashboardScreen | DetailScreen]:
         """The screens that show fleet data (modals on top are skipped)."""
         return [s for s in self.screen_stack if isinstance(s, DashboardScreen | DetailScreen)]
@@ -218,6 +230,8 @@ class PerseusApp(App[None]):
             self._redis = None
 
     def _tick(self) -> None:
+        if not self._showing():
+            return
         now = self.clock()
         self._update_headers()
         for screen in self._exchange_screens():
@@ -249,9 +263,13 @@ class PerseusApp(App[None]):
             timeout = self.retry_s
             try:
                 if failing or self._full_due or time.monotonic() >= next_full:
-                    self._full_due = False
+                    # After an outage (Redis may have restarted empty) or activity
+                    # from an unlisted exchange, look for online exchanges now
+                    # instead of at the reader's next periodic scan.
+                    discover = True if failing or self._discover_due else None
+                    self._full_due = self._discover_due = False
                     self._dirty.clear()
-                    snapshot = await reader.snapshot()
+                    snapshot = await reader.snapshot(discover_online=discover)
                     next_full = time.monotonic() + self.refresh_s
                     self.post_message(SnapshotLoaded(snapshot))
                 elif self._dirty:
@@ -275,6 +293,8 @@ class PerseusApp(App[None]):
 
     @on(SnapshotLoaded)
     def _snapshot_loaded(self, message: SnapshotLoaded) -> None:
+        if not self._showing():
+            return
         self.views = {view.exchange_id: view for view in message.snapshot.exchanges}
         self._connection_ok()
         self._show_views()
@@ -282,6 +302,8 @@ class PerseusApp(App[None]):
 
     @on(ExchangesRefreshed)
     def _exchanges_refreshed(self, message: ExchangesRefreshed) -> None:
+        if not self._showing():
+            return
         for view in message.views:
             if view.exchange_id in self.views:
                 self.views[view.exchange_id] = view
@@ -300,6 +322,8 @@ class PerseusApp(App[None]):
 
     @on(ConnectionLost)
     def _connection_lost(self, message: ConnectionLost) -> None:
+        if not self._showing():
+            return
         self.connected = False
         self._stale = True
         now = self.clock()
@@ -309,9 +333,24 @@ class PerseusApp(App[None]):
         self.dashboard.show_failure(self.target, reason, self._retry_at, now)
         self._update_headers()
 
+    def _with_feed_state(self, view: ExchangeView) -> ExchangeView:
+        """An offline view whose newest entry carries no state (a command's audit
+        entry) gets the state of the newest transition the feed holds for it."""
+        known = view.last_known
+        if view.online or known is None or known.state:
+            return view
+        name = view.exchange_name.lower()
+        for entry in self.dashboard.feed.entries:  # newest first
+            if entry.stream == name and isinstance(entry, StateTransitionEntry) and entry.to_state:
+                return replace(view, last_known=replace(known, state=entry.to_state))
+        return view
+
     def _show_views(self) -> None:
         now = self.clock()
-        ordered = sorted(self.views.values(), key=lambda v: (v.exchange_id, v.exchange_name))
+        ordered = sorted(
+            (self._with_feed_state(view) for view in self.views.values()),
+            key=lambda v: (v.exchange_id, v.exchange_name),
+        )
         self.dashboard.show_views(ordered, now, stale=self._stale)
         for screen in self._exchange_screens():
             if isinstance(screen, DetailScreen):
@@ -364,11 +403,15 @@ class PerseusApp(App[None]):
 
     @on(FeedHistory)
     def _feed_history(self, message: FeedHistory) -> None:
+        if not self._showing():
+            return
         self.dashboard.add_feed_history(message.entries)
         self.history_loaded.set()
 
     @on(FeedEntries)
     def _feed_entries(self, message: FeedEntries) -> None:
+        if not self._showing():
+            return
         if message is self._feed_batch:
             self._feed_batch = None  # the follower starts a new batch from here on
         entries = message.entries
@@ -384,7 +427,8 @@ class PerseusApp(App[None]):
         for entry in entries:
             exchange_id = by_name.get(entry.stream)
             if exchange_id is None:
-                self._full_due = True  # an exchange the dashboard does not list yet
+                # An exchange the dashboard does not list yet: read everything, scan included.
+                self._full_due = self._discover_due = True
             else:
                 self._dirty.add(exchange_id)
         self._wake.set()

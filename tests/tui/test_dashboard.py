@@ -61,15 +61,16 @@ async def test_card_follows_instance_and_feed_is_pushed_without_polling(
         await instance.transition(ConnectionState.STARTING)
         await wait_for(pilot, lambda: "STARTING" in card_text(app, 1), limit_s=5)
         await wait_for(pilot, lambda: len(feed.entries) > before, limit_s=5)
-        newest = feed.entries[0]
-        assert newest.stream == "alpha" and getattr(newest, "to_state", "") == "starting"
+        transitions = [e for e in feed.entries if e.event == "state_transition"]
+        assert transitions[0].stream == "alpha"
+        assert getattr(transitions[0], "to_state", "") == "starting"
         await instance.transition(ConnectionState.WARMING)
         await instance.transition(ConnectionState.ACTIVE)
         await wait_for(pilot, lambda: "Running for" in card_text(app, 1), limit_s=5)
         assert "alpha-host" in card_text(app, 1)
         # Newest first: active above warming above starting.
-        states = [getattr(e, "to_state", "") for e in feed.entries[:3]]
-        assert states == ["active", "warming", "starting"]
+        states = [getattr(e, "to_state", "") for e in feed.entries if e.event == "state_transition"]
+        assert states[:3] == ["active", "warming", "starting"]
     await instance.close()
 
 
