@@ -66,7 +66,7 @@ from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.dashboard import DashboardScreen
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen, HelpSection
-from perseus_tui.widgets.activity_feed import DEFAULT_MAX_LINES, ActivityFeed
+from perseus_tui.widgets.activity_feed import DEFAULT_MAX_LINES
 from perseus_tui.widgets.card_grid import CardGrid
 from perseus_tui.widgets.header import HeaderState
 from perseus_tui.widgets.instance_table import InstanceTable
@@ -651,4 +651,4 @@ def create_app(
     )
 
 
-__all__ = ["ActivityFeed", "PerseusApp", "create_app", "default_operator"]
+__all__ = ["PerseusApp", "create_app", "default_operator"]
