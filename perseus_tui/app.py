@@ -199,7 +199,8 @@ class PerseusApp(App[None]):
 
     def _showing(self) -> bool:
         """The screens are up: results that arrive while the app shuts down are dropped."""
-        return self._dashboard is not None and self._dashboard.is_attached
+        # `_shutdown` clears is_running before it prunes the screens.
+        return self.is_running and self._dashboard is not None and self._dashboard.is_attached
 
     def _exchange_screens(self) -> list[DashboardScreen | DetailScreen]:
         """The screens that show fleet data (modals on top are skipped)."""

@@ -18,6 +18,7 @@ from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.banner import ConnectionBanner
 from perseus_tui.widgets.card_grid import CardGrid, view_matches
 from perseus_tui.widgets.header import HeaderState, PerseusHeader
+from perseus_tui.widgets.instance_card import InstanceCard
 from perseus_tui.widgets.instance_table import InstanceTable
 
 TABLE_THRESHOLD = 60
@@ -214,11 +215,8 @@ class DashboardScreen(ExchangeScreen):
         switcher = self.query_one(ContentSwitcher)
         wanted = "table" if self.showing_table else "cards"
         if switcher.current != wanted:
-            had_focus = (
-                self.focused is not None
-                and self.focused in (self.grid, self.table)
-                or (self.focused is not None and self.focused.parent is self.grid)
-            )
+            # Keep the keyboard on the fleet if it was there (a card or the table).
+            had_focus = isinstance(self.focused, InstanceCard | InstanceTable)
             switcher.current = wanted
             self._refresh_views()
             if had_focus:

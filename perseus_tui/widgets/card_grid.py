@@ -117,7 +117,8 @@ class CardGrid(Container, can_focus=False):
                 self._cards[view.exchange_id] = card
                 new_cards.append((card, following))
             else:
-                card.show(view, now, tz)
+                if view != card.view:  # unchanged cards only need the clock (tick)
+                    card.show(view, now, tz)
                 card.display = view_matches(view, self._query)
             following = card
         self._mount_new(new_cards)
@@ -142,10 +143,16 @@ class CardGrid(Container, can_focus=False):
             else:
                 self.mount_all(reversed(pending))
 
-    def tick(self, now: datetime, tz: tzinfo | None) -> None:
-        """Advance every card's clock (ages, uptime); only changed cards repaint."""
+    def tick(self, now: datetime, tz: tzinfo | None, *, everything: bool = False) -> None:
+        """Advance the clock (ages, uptime) of the cards on screen; changed ones repaint.
+
+        Cards scrolled out of view are skipped (a 1,000-card grid would spend
+        most of each second rebuilding text nobody sees); they catch up on the
+        next tick after they scroll in, or at once with `everything=True`.
+        """
         for card in self._cards.values():
-            card.show(card.view, now, tz)
+            if everything or card.region:
+                card.show(card.view, now, tz)
 
     def set_stale(self, stale: bool) -> None:
         """Mark every card as showing last-known data (Redis unreachable) or current data."""
