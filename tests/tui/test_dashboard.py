@@ -219,7 +219,7 @@ async def test_banner_on_redis_loss_and_recovery(
         await wait_for(pilot, lambda: app.connected is False, limit_s=5)
         assert banner.has_class("-shown")
         assert "Redis unreachable at redis://redis.example:6379/0" in banner.text
-        assert "retrying in" in banner.text
+        assert "retrying" in banner.text  # "in Ns", or "now" on a slow machine
         assert "STALE" in card_text(app, 8)  # the card is kept, marked stale
 
         fresh_redis.start()  # same port, empty data (no persistence)
