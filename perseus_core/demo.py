@@ -47,9 +47,16 @@ from redis.asyncio import Redis
 from perseus_core import keys
 from perseus_core.activity import ActivityLog
 from perseus_core.connection import TRANSIENT_ERRORS, connect
+from perseus_core.control import ControlClient
 from perseus_core.embedded import RedisServer
 from perseus_core.errors import PayloadError, PerseusError
-from perseus_core.models import CommandEntry, ConnectionState, ErrorEntry, InstanceStatus
+from perseus_core.models import (
+    CommandEntry,
+    CommandType,
+    ConnectionState,
+    ErrorEntry,
+    InstanceStatus,
+)
 from perseus_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -441,8 +448,6 @@ class DemoFleet:
         settings = self.settings()
         redis = connect(settings)
         try:
-            from perseus_core.control import ControlClient  # imported late: optional part
-
             control = ControlClient(redis, settings)
             activity = ActivityLog(redis, settings)
             restart_due: dict[int, float] = {}
@@ -460,7 +465,7 @@ class DemoFleet:
         self,
         agent: _Agent,
         redis: Redis,
-        control: Any,
+        control: ControlClient,
         activity: ActivityLog,
         restart_due: dict[int, float],
     ) -> None:
@@ -527,9 +532,9 @@ class DemoFleet:
                 return False
         return False
 
-    async def _send_start(self, control: Any, member: DemoMember) -> None:
+    async def _send_start(self, control: ControlClient, member: DemoMember) -> None:
         try:
-            await control.send(member.exchange_id, "start", operator=DEMO_OPERATOR)
+            await control.send(member.exchange_id, CommandType.START, operator=DEMO_OPERATOR)
         except _SEND_ERRORS as exc:
             self.on_event(
                 DemoEvent(
