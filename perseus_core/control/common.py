@@ -1,0 +1,72 @@
+"""Constants and types shared by the control client and server."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from perseus_core.models import (
+    Command,
+    CommandType,
+    ReplyStatus,
+)
+from perseus_core.timeutil import Clock, to_epoch_ms
+
+log = logging.getLogger(__name__)
+
+COMMAND_STREAM_MAXLEN = 1000
+"""Approximate cap of a command stream (`XADD ... MAXLEN ~ 1000`)."""
+
+REPLY_TTL_S = 60
+"""Expiry of a reply list, refreshed on every push."""
+
+OUTCOME_RETENTION_MS = 600_000
+"""How long a command's outcome is kept for de-duplication (10 minutes).
+
+Long past the 30 s command expiry, so a repeat of the same command JSON is
+either answered with the first outcome or, later, `Command expired`: never run.
+"""
+
+COMMAND_FIELD = "command"
+"""The stream-entry field that holds the command JSON."""
+
+MAX_MESSAGE_CHARS = 2_000
+READ_COUNT = 100
+PRUNE_EVERY = 100
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 2.0
+KNOWN_TYPES = tuple(t.value for t in CommandType)
+
+HandlerResult = tuple[ReplyStatus, str | None, dict[str, Any] | None]
+"""What a handler returns: `success` or `error`, a message for a person, optional data."""
+
+CommandHandler = Callable[[Command], Awaitable[HandlerResult]]
+"""Runs one valid, unexpired, first-time command (start, stop or ping).
+
+It may also raise `CommandRejected`, or any other `PerseusError` (such as a
+claim conflict naming the holder): its message becomes the `error` reply. Any
+other exception is answered as an internal error and logged; the server keeps
+serving. It is never called for the same correlation id twice, and never
+while another call for the same exchange is in progress.
+"""
+
+IdentityProvider = Callable[[], tuple[str, str | None]]
+"""Returns `(hostname, ip or None)` for audit entries; called per entry so a
+public IP detected after start-up shows up as soon as it is known."""
+
+NO_RETRY = Retry(NoBackoff(), 0)
+
+
+def now_ms(clock: Clock) -> int:
+    return to_epoch_ms(clock())
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with jitter, so servers do not reconnect in lockstep."""
+    delay: float = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** min(attempt, 10))
+    return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
