@@ -201,6 +201,23 @@ def _status_row(view: ExchangeView, now: datetime) -> list[str]:
         if status.last_error:
             when = _ago(status.last_error_at, now) if status.last_error_at else "earlier"
             info.append(f"last error {when}: {clean(status.last_error, 80)}")
+    elif view.ready:
+        # No instance, but an agent that would answer a start: say where.
+        agent = view.agents[0]
+        state = f"{clean_or(agent.state, '?', 16)} (agent)"
+        host = clean_or(agent.hostname, "-", 40)
+        ip = heartbeat = uptime = "-"
+        pid = f" pid {agent.pid}" if agent.pid is not None else ""
+        since = agent.since
+        waiting = f" for {format_duration((now - since).total_seconds())}" if since else ""
+        info.append(f"agent{pid} {clean_or(agent.state, '?', 16)}{waiting}")
+        if len(view.agents) > 1:
+            others = ", ".join(clean_or(a.hostname, "?", 40) for a in view.agents[1:])
+            info.append(f"{len(view.agents)} agents ready (also {others})")
+        known = view.last_known
+        if known is not None:
+            seen = _ago(known.time or _id_time(known.id), now)
+            info.append(f"last {clean_or(known.state, 'unknown state', 20)} {seen}")
     else:
         state = "unreadable" if view.online else "offline"
         last = view.last_known
@@ -237,7 +254,9 @@ def status_cmd(as_json: bool, exchange_id: int | None, redis_url: str | None) ->
     """Show every known exchange: state, host, IP, heartbeat age and uptime.
 
     Exchanges whose status key is missing are offline; for those the host
-    and IP come from the newest entry of their activity stream.
+    and IP come from their activity stream. One whose agent is running (idle,
+    ready to start it) shows the agent's state and host instead, e.g.
+    `idle (agent)`.
     """
     settings = load_settings(redis_url)
 

@@ -21,6 +21,11 @@ Redis outages are absorbed below the agent: the instance's heartbeat retries
 and re-creates a vanished key when the slot is still free (or reports the
 lease lost when it is not), transitions made meanwhile reach the key on the
 next heartbeat, and the command server reconnects and resumes where it was.
+
+Idle or not, the agent announces itself for as long as it runs (presence,
+WIRE.md 2.4: refreshed every heartbeat interval and on every state change,
+removed on a graceful exit, expired by its TTL after a kill), so an exchange
+whose slot is free still shows that a `start` would be answered.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from perseus_core.models import (
     ReplyStatus,
 )
 from perseus_core.network import NetworkReader
+from perseus_core.presence import AgentAnnouncer
 from perseus_core.public_ip import detect_public_ip
 from perseus_core.settings import Settings
 from perseus_core.supervisor import ChildProcess, describe_exit
@@ -128,6 +134,7 @@ class Agent:
         self._instance: Instance | None = None
         self._child: ChildProcess | None = None
         self._ip: str | None = None
+        self._presence: AgentAnnouncer | None = None
         self._lock = asyncio.Lock()
         self._shutdown = asyncio.Event()
         # Set by anything a warm-up must react to: child exit, lost lease, shutdown.
@@ -190,6 +197,7 @@ class Agent:
             if not await self._connect():
                 log.info("%s: stopped before Redis could be reached", self.name)
                 return 0
+            self._announce()
             self._spawn(self._detect_ip(), "public IP detection")
             await self._serve()
             await self._shutdown.wait()
@@ -250,6 +258,29 @@ class Agent:
             if added:
                 log.info("%s: added exchange %d to the catalog", self.name, entry.id)
             return True
+
+    def _announce(self) -> None:
+        """Keep this agent's presence (WIRE.md 2.4) fresh for as long as it runs.
+
+        The slot is claimed only on `start`, so without presence an idle agent
+        would look exactly like no agent at all: the dashboard could not show
+        that a start would work.
+        """
+        self._presence = AgentAnnouncer(
+            self._require_redis(),
+            self.settings,
+            exchange_id=self.options.exchange_id,
+            exchange_name=self.name,
+            state=lambda: self.state,
+            hostname=self.hostname,
+            clock=self._clock,
+        )
+        self._spawn(self._presence.run(), "presence")
+
+    def _presence_changed(self) -> None:
+        """The lifecycle state changed: tell readers now, not at the next refresh."""
+        if self._presence is not None:
+            self._presence.nudge()
 
     async def _check_catalog_name(self) -> None:
         """Warn when the operator's catalog entry names this slot differently:
@@ -460,6 +491,7 @@ class Agent:
             if not isinstance(exc, asyncio.CancelledError):
                 log.exception("%s: start failed unexpectedly; undoing it", self.name)
             self._instance = None
+            self._presence_changed()
             await self._stop_child()
             with contextlib.suppress(Exception):
                 await instance.close()
@@ -623,6 +655,7 @@ class Agent:
         """
         state = instance.state
         self._instance = None
+        self._presence_changed()
         outcome = await self._stop_child()
         with contextlib.suppress(Exception):
             await instance.close()  # heartbeat already stopped; no write to the key
@@ -693,6 +726,11 @@ class Agent:
             with contextlib.suppress(Exception):
                 await self._instance.close()
             self._instance = None
+        if self._presence is not None:
+            # Only our own member: a standby's stays. (Its refresh task was
+            # cancelled above, so nothing re-adds it.)
+            await self._presence.withdraw()
+            self._presence = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -706,6 +744,7 @@ class Agent:
             raise instance.lease_lost
         before = instance.state
         publication = await instance.transition(to)
+        self._presence_changed()
         log.info(
             "%s: %s -> %s%s",
             self.name,

@@ -57,3 +57,13 @@ def replies_key(correlation_id: str) -> str:
 def outcomes_key(exchange_id: int) -> str:
     """Hash of recent command outcomes by correlation id, for de-duplication."""
     return f"perseus:outcomes:{exchange_id}"
+
+
+def agents_key(exchange_id: int) -> str:
+    """The presence set of the agents watching one exchange (WIRE.md 2.4).
+
+    A sorted set, one member per running agent (its presence JSON) scored by
+    when that member expires: it says an exchange whose status key is missing
+    can still be started, and by how many agents.
+    """
+    return f"perseus:agents:{exchange_id}"

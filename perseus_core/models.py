@@ -384,6 +384,48 @@ class CatalogEntry(_WireModel):
         return self.display_name or self.name
 
 
+# --- agent presence (WIRE.md 2.4) ----------------------------------------------
+
+
+class AgentPresence(_WireModel):
+    """One running agent, as it announces itself in `perseus:agents:{exchangeId}`.
+
+    An idle agent holds no status key, so without this the dashboard could not
+    tell an exchange that `start` would bring up from one nobody runs. Only
+    `agentId` and `exchangeId` are required: every other field is shown when
+    present, so a member written by an older or newer Perseus still reads.
+    """
+
+    agent_id: str = Field(min_length=1, max_length=256)
+    exchange_id: int = Field(ge=0)
+    exchange_name: str = ""
+    hostname: str = ""
+    pid: int | None = None
+    state: str = ConnectionState.IDLE.value
+    since: WireTime | None = None
+    version: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> AgentPresence:
+        """Parse a presence member; raise PayloadError saying what is wrong."""
+        data = _load_json_object(raw, "agent presence")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise PayloadError(
+                f"invalid agent presence: {describe_validation_error(exc)}"
+            ) from None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The member as WIRE.md 2.4 writes it (every field, nulls included)."""
+        return self.model_dump(by_alias=True, mode="json")
+
+    def to_json(self) -> str:
+        """Compact JSON: the sorted-set member. Byte-identical for identical
+        presence, so a refresh that changes nothing only moves the score."""
+        return json.dumps(self.to_wire(), separators=(",", ":"), ensure_ascii=False)
+
+
 def validate_exchange_name(name: str) -> str:
     """Check a name Perseus is about to *write* (catalog, agent): 1-64 of
     letters, digits, `.`, `_`, `-`. Readers accept any name and show it safely."""

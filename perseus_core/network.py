@@ -3,9 +3,23 @@
 A snapshot reads the catalog (WIRE.md 2.1) and the status key (WIRE.md 1.1) of
 every exchange in one round trip per Redis node: `HGETALL` and chunked `MGET`s
 go out in one pipeline, and on Redis Cluster every `MGET` holds keys of one
-hash slot only, so no command ever spans slots. Offline exchanges get their
-last-known host, IP and state from the newest entry of their activity stream,
-read with one more pipelined round trip.
+hash slot only, so no command ever spans slots.
+
+Exchanges without a valid status (normally few) get two more things, read
+together in one more pipelined round trip:
+
+- their last-known host, IP and state, from the newest activity entry that
+  says what state the exchange was left in (a `command` audit entry, newest
+  after every stop, carries none), among the newest `LAST_KNOWN_SCAN`. The
+  round trip reads each stream's newest entry; only a stream whose newest
+  entry is new and names no state is read deeper, in one more round trip,
+  and what that finds is kept until the stream changes;
+- the agents that are running for them (WIRE.md 2.4): an idle agent holds
+  no status key, and its presence is what tells "a start would work" apart
+  from "nobody runs this". Reading presence for every listed exchange would
+  add one command per exchange to the first pipeline (10,000 on a large
+  fleet) for information the dashboard shows only on cards without a
+  status, so it is read only for those.
 
 Everything read is untrusted. A corrupt status payload or catalog entry is
 reported on its own `ExchangeView` (`error`), never raised, so one bad writer
@@ -47,6 +61,7 @@ from perseus_core.errors import PayloadError
 from perseus_core.models import (
     MAX_PAYLOAD_BYTES,
     ActivityEntry,
+    AgentPresence,
     CatalogEntry,
     ErrorEntry,
     InstanceStatus,
@@ -71,12 +86,22 @@ the pipeline's commands)."""
 SCAN_COUNT = 1_000
 """SCAN COUNT hint: fewer round trips over a large keyspace."""
 
+LAST_KNOWN_SCAN = 10
+"""Newest activity entries searched for one that carries a state: a stop
+leaves one `command` audit entry above its transitions, a failed start two
+or three entries, so ten reach past what a few commands in a row leave."""
+
+MAX_AGENTS = 64
+"""Presence members read per exchange (the freshest first): more agents than
+this on one exchange is a misconfiguration, not something to list in full."""
+
 _NOT_AN_ID = -1
 
 
 @dataclass(frozen=True, slots=True)
 class LastKnown:
-    """What the newest activity entry says about an exchange that is not online.
+    """What the activity stream says about an exchange that is not online: the
+    newest entry that names a state (see `pick`), else the newest entry.
 
     All values are the stream's raw strings (empty when the entry lacks them);
     show them as plain text.
@@ -120,6 +145,23 @@ class LastKnown:
             id=entry.id,
         )
 
+    @classmethod
+    def pick(cls, entries: Iterable[ActivityEntry]) -> LastKnown | None:
+        """The last-known info of entries given newest first: from the newest
+        one that carries a state, else from the newest one (None if none).
+
+        A `command` audit entry follows every stop and names no state; taking
+        the newest entry blindly would show "unknown" after each one.
+        """
+        newest: LastKnown | None = None
+        for entry in entries:
+            known = cls.from_entry(entry)
+            if known.state:
+                return known
+            if newest is None:
+                newest = known
+        return newest
+
     def to_dict(self) -> dict[str, str]:
         """The `lastKnown` object of `perseus status --json`."""
         return {
@@ -147,10 +189,14 @@ class ExchangeView:
         status: the validated status payload, None if offline or corrupt.
         error: what is wrong with its catalog entry, status payload or stream,
             or None.
-        last_known: newest activity entry's info when there is no valid status.
+        last_known: what the activity stream last said, when there is no
+            valid status.
         key_exists: the status key exists (the instance is alive), even if its
             payload could not be read.
         catalog_entry: the valid catalog entry, if any.
+        agents: the agents running for it (WIRE.md 2.4), read only when there
+            is no valid status; sorted by hostname and pid. A tuple: views
+            are shared between snapshots.
     """
 
     exchange_id: int
@@ -162,12 +208,18 @@ class ExchangeView:
     last_known: LastKnown | None = None
     key_exists: bool = False
     catalog_entry: CatalogEntry | None = None
+    agents: tuple[AgentPresence, ...] = ()
 
     @property
     def online(self) -> bool:
         """The status key exists: its TTL is the liveness signal, so an
         instance with a corrupt payload is still online."""
         return self.key_exists or self.status is not None
+
+    @property
+    def ready(self) -> bool:
+        """Offline, but an agent is running for it: a `start` would be answered."""
+        return bool(self.agents) and not self.online
 
     @property
     def is_active(self) -> bool:
@@ -183,6 +235,7 @@ class ExchangeView:
             "online": self.online,
             "status": self.status.to_wire() if self.status is not None else None,
             "lastKnown": self.last_known.to_dict() if self.last_known is not None else None,
+            "agents": [agent.to_wire() for agent in self.agents],
             "error": self.error,
         }
 
@@ -339,6 +392,7 @@ class NetworkReader:
         self._rows: dict[str, tuple[str, _CatalogRow]] = {}
         self._views: dict[int, tuple[_CatalogRow | None, str | None, ExchangeView]] = {}
         self._entry_cache: dict[tuple[str, str], LastKnown] = {}
+        self._presence_cache: dict[str, AgentPresence | str] = {}
         self.catalog_errors: dict[str, str] = {}
         """What was wrong with each corrupt catalog field at the last read."""
 
@@ -382,21 +436,30 @@ class NetworkReader:
         return sorted(names.values())
 
     async def snapshot(
-        self, *, last_known: bool = True, discover_online: bool | None = None
+        self,
+        *,
+        last_known: bool = True,
+        agents: bool | None = None,
+        discover_online: bool | None = None,
     ) -> NetworkSnapshot:
         """The dashboard's list: every active catalog entry plus every online
         exchange (inactive or not in the catalog), with their statuses.
 
         Args:
-            last_known: read the newest activity entry of every exchange that
-                has no valid status (one more pipelined round trip).
+            last_known: read the last-known info of every exchange that has no
+                valid status (one more pipelined round trip).
+            agents: read the agent presence of every exchange that has no valid
+                status; None (default) does so whenever `last_known` is read,
+                in the same round trip.
             discover_online: True to SCAN for online exchanges that are not in
                 the catalog now, False never to, None (default) to SCAN when
                 the last scan is older than `scan_every_s`.
 
         Round trips on a single Redis, steady state: one for the catalog and
-        every status, one for last-known entries. Extra ones only when the
-        catalog gained ids since the previous snapshot, and for a SCAN.
+        every status, one for the last-known entries and agents of the
+        exchanges without a status (none when every exchange is online). Extra
+        ones only when the catalog gained ids since the previous snapshot, and
+        for a SCAN.
         """
         if self._scan_due(discover_online):
             await self._scan()
@@ -432,14 +495,18 @@ class NetworkReader:
         self._status_cache = status_cache
         self._views = view_cache
 
-        if last_known:
-            views = await self._with_last_known(views, remember=True)
+        with_agents = last_known if agents is None else agents
+        if last_known or with_agents:
+            views = await self._with_offline_details(
+                views, last_known=last_known, agents=with_agents, remember=True
+            )
         views.sort(key=_view_order)
         return NetworkSnapshot(views, self._clock())
 
     async def exchange(self, exchange_id: int) -> ExchangeView:
         """One exchange, listed or not: its catalog entry, status and, when it
-        has no valid status, its last-known info. Two round trips at most."""
+        has no valid status, its last-known info and agents. Two round trips
+        at most."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hget(keys.CATALOG_KEY, str(exchange_id))
             pipe.get(keys.status_key(exchange_id))
@@ -448,7 +515,7 @@ class NetworkReader:
             _parse_catalog_field(str(exchange_id), raw_entry, {}) if raw_entry is not None else None
         )
         view = self._view(exchange_id, raw_status, row, {})
-        return (await self._with_last_known([view]))[0]
+        return (await self._with_offline_details([view], last_known=True, agents=True))[0]
 
     async def discover(self) -> list[CatalogEntry]:
         """Add every online exchange that is missing from the catalog.
@@ -685,48 +752,167 @@ class NetworkReader:
             key_exists=raw_status is not None,
         )
 
-    async def _with_last_known(
-        self, views: list[ExchangeView], *, remember: bool = False
+    async def _with_offline_details(
+        self,
+        views: list[ExchangeView],
+        *,
+        last_known: bool,
+        agents: bool,
+        remember: bool = False,
     ) -> list[ExchangeView]:
-        """Fill `last_known` of every view without a valid status, from the
-        newest entry of its stream: one pipelined XREVRANGE COUNT 1 each."""
-        wanted = [
-            (index, keys.activity_key(view.exchange_name))
-            for index, view in enumerate(views)
-            if view.status is None and view.exchange_name
-        ]
+        """Fill `last_known` and `agents` of every view without a valid status.
+
+        One pipelined round trip: the newest entry of each stream (XREVRANGE
+        COUNT 1) and the presence set (ZREVRANGE). Only a stream whose newest
+        entry is new since the previous snapshot and names no state (the
+        audit entry of a stop) is read deeper, `LAST_KNOWN_SCAN` entries, in
+        one more round trip. Reading ten entries of every offline stream on
+        every poll would cost a 10,000-exchange fleet with 1,000 offline ones
+        about 40 ms per snapshot, for an answer that only changes when the
+        stream does.
+
+        A stream or presence key that cannot be read (wrong type, ACL) is
+        reported on its view's `error`; the other views are unaffected.
+        """
+        wanted: list[tuple[int, str | None, str | None]] = []
+        for index, view in enumerate(views):
+            if view.status is not None:
+                continue
+            stream = (
+                keys.activity_key(view.exchange_name) if last_known and view.exchange_name else None
+            )
+            presence = (
+                keys.agents_key(view.exchange_id)
+                if agents and view.exchange_id != _NOT_AN_ID
+                else None
+            )
+            if stream is not None or presence is not None:
+                wanted.append((index, stream, presence))
         if not wanted:
             return views
         async with self._redis.pipeline(transaction=False) as pipe:
-            for _, key in wanted:
-                pipe.xrevrange(key, max="+", min="-", count=1)
-            results = await pipe.execute(raise_on_error=False)
+            for _, stream, presence in wanted:
+                if stream is not None:
+                    pipe.xrevrange(stream, max="+", min="-", count=1)
+                if presence is not None:
+                    pipe.zrange(presence, 0, MAX_AGENTS - 1, desc=True)
+            results = iter(await pipe.execute(raise_on_error=False))
+
         entry_cache: dict[tuple[str, str], LastKnown] = {}
-        out = list(views)
-        for (index, key), result in zip(wanted, results, strict=True):
+        presence_cache: dict[str, AgentPresence | str] = {}
+        known: dict[int, LastKnown] = {}
+        found: dict[int, tuple[AgentPresence, ...]] = {}
+        problems: dict[int, list[str]] = {}
+        deeper: list[tuple[int, str, str]] = []  # (index, stream, newest id)
+        for index, stream, presence in wanted:
             view = views[index]
-            if isinstance(result, Exception):
-                message = f"activity stream {key[:80]!r} is unreadable: {result}"
-                error = f"{view.error}; {message}" if view.error else message
-                out[index] = replace(view, error=error)
+            if stream is not None:
+                result = next(results)
+                if isinstance(result, Exception):
+                    message = f"activity stream {stream[:80]!r} is unreadable: {result}"
+                    problems.setdefault(index, []).append(message)
+                elif result:
+                    entry_id, fields = result[0]
+                    cached = self._entry_cache.get((stream, entry_id))
+                    if cached is None:
+                        name = stream.removeprefix(keys.ACTIVITY_KEY_PREFIX)
+                        cached = LastKnown.from_entry(parse_entry(entry_id, fields or {}, name))
+                        if not cached.state:
+                            deeper.append((index, stream, entry_id))
+                    entry_cache[(stream, entry_id)] = known[index] = cached
+            if presence is not None:
+                result = next(results)
+                if isinstance(result, Exception):
+                    message = f"agent presence {presence!r} is unreadable: {result}"
+                    problems.setdefault(index, []).append(message)
+                elif result:
+                    found[index] = self._agents(
+                        view.exchange_id, result, presence_cache, problems.setdefault(index, [])
+                    )
+        if deeper:
+            await self._look_deeper(deeper, known, entry_cache)
+
+        out = list(views)
+        for index, _, _ in wanted:
+            view = views[index]
+            issues = problems.get(index, [])
+            if index not in known and index not in found and not issues:
                 continue
-            if not result:
-                continue
-            entry_id, fields = result[0]
-            known = self._entry_cache.get((key, entry_id))
-            if known is None:
-                known = LastKnown.from_entry(
-                    parse_entry(entry_id, fields or {}, key.removeprefix(keys.ACTIVITY_KEY_PREFIX))
-                )
-            entry_cache[(key, entry_id)] = known
-            out[index] = replace(view, last_known=known)
-        if remember:  # a snapshot's set replaces the cache; a single lookup does not
+            error = "; ".join([view.error, *issues] if view.error else issues) or None
+            out[index] = replace(
+                view, last_known=known.get(index), agents=found.get(index, ()), error=error
+            )
+        if remember:  # a snapshot's sets replace the caches; a single lookup does not
             self._entry_cache = entry_cache
+            self._presence_cache = presence_cache
         return out
+
+    async def _look_deeper(
+        self,
+        deeper: list[tuple[int, str, str]],
+        known: dict[int, LastKnown],
+        entry_cache: dict[tuple[str, str], LastKnown],
+    ) -> None:
+        """Replace the stateless newest entry of each stream in `deeper` by
+        `LastKnown.pick` over its newest `LAST_KNOWN_SCAN` entries; cached
+        under the newest ID, so it is done once per new entry. A stream that
+        fails now keeps its newest entry (it was readable a moment ago) and is
+        looked at again by the next snapshot."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _, stream, _ in deeper:
+                pipe.xrevrange(stream, max="+", min="-", count=LAST_KNOWN_SCAN)
+            results = await pipe.execute(raise_on_error=False)
+        for (index, stream, newest_id), result in zip(deeper, results, strict=True):
+            if isinstance(result, Exception) or not result:
+                entry_cache.pop((stream, newest_id), None)
+                continue
+            name = stream.removeprefix(keys.ACTIVITY_KEY_PREFIX)
+            picked = LastKnown.pick(
+                parse_entry(entry_id, fields or {}, name) for entry_id, fields in result
+            )
+            if picked is not None:
+                # Keyed by the ID seen first: an entry appended in between is
+                # picked up by the next snapshot.
+                entry_cache[(stream, newest_id)] = known[index] = picked
+
+    def _agents(
+        self,
+        exchange_id: int,
+        members: list[str],
+        cache: dict[str, AgentPresence | str],
+        problems: list[str],
+    ) -> tuple[AgentPresence, ...]:
+        """The valid presence members of one exchange, one per agent (the
+        freshest, members arrive freshest first), sorted by host and pid.
+        Unreadable members are added to `problems`, never raised."""
+        by_agent: dict[str, AgentPresence] = {}
+        bad: list[str] = []
+        for member in members:
+            parsed = self._presence_cache.get(member) or cache.get(member)
+            if parsed is None:
+                try:
+                    parsed = AgentPresence.from_json(member)
+                except PayloadError as exc:
+                    parsed = str(exc)
+            cache[member] = parsed
+            if isinstance(parsed, str):
+                bad.append(parsed)
+            elif parsed.exchange_id != exchange_id:
+                bad.append(f"a member names exchange {parsed.exchange_id}")
+            else:
+                by_agent.setdefault(parsed.agent_id, parsed)
+        if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            problems.append(f"{keys.agents_key(exchange_id)}: {bad[0]}{more}")
+        return tuple(sorted(by_agent.values(), key=_agent_order))
 
 
 def _view_order(view: ExchangeView) -> int:
     return view.exchange_id
+
+
+def _agent_order(agent: AgentPresence) -> tuple[str, int, str]:
+    return (agent.hostname, agent.pid or 0, agent.agent_id)
 
 
 def _id_mismatch(status: InstanceStatus, exchange_id: int) -> str:

@@ -492,6 +492,13 @@ async def test_redis_restart_the_agent_reclaims_and_heartbeats_again(
     assert later.connection_state == "active"
     assert pid_alive(child_pid)  # the run survived the outage
     assert agent.running
+    # Presence is written again as well: both agents, the busy one and the idle one.
+    for exchange_id in (1, 2):
+        await wait_for(
+            lambda: redis.exists(keys.agents_key(exchange_id)),  # noqa: B023 - awaited at once
+            within=10,
+            what=f"exchange {exchange_id}'s agent presence after the restart",
+        )
 
     # Commands sent after the restart are executed, by the busy agent and the idle one.
     outcome = await send(redis, settings, "stop")

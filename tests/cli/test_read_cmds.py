@@ -217,6 +217,42 @@ def test_status_offline_without_history(r: sync_redis.Redis, redis_url: str) -> 
     assert "never seen" in row
 
 
+def agent_presence(r: sync_redis.Redis, exchange_id: int, host: str, pid: int) -> dict[str, Any]:
+    """A live agent's presence member (WIRE.md 2.4), as `perseus agent` writes it."""
+    since = datetime.now(UTC) - timedelta(minutes=5, seconds=3)
+    member = {
+        "agentId": f"{host}:{pid}:1770700000000",
+        "exchangeId": exchange_id,
+        "exchangeName": "okx",
+        "hostname": host,
+        "pid": pid,
+        "state": "idle",
+        "since": format_ts(since),
+        "version": "0.1.0",
+    }
+    seconds, _ = r.time()
+    key = f"perseus:agents:{exchange_id}"
+    r.zadd(key, {json.dumps(member, separators=(",", ":")): (seconds + 60) * 1000})
+    r.pexpire(key, 60_000)
+    return member
+
+
+def test_status_of_an_exchange_whose_agent_waits_idle(r: sync_redis.Redis, redis_url: str) -> None:
+    catalog(r, 5, "okx")
+    xadd(r, "okx", [("event", "state_transition"), ("toState", "idle"), ("hostname", "a")], "1-0")
+    xadd(r, "okx", [("event", "command"), ("command", "stop"), ("status", "success")], "2-0")
+    first = agent_presence(r, 5, "okx-a", 4242)
+    second = agent_presence(r, 5, "okx-b", 4343)
+    row = invoke(redis_url, "status").stdout.splitlines()[1]
+    assert row.split()[:5] == ["5", "okx", "idle", "(agent)", "okx-a"]
+    assert "agent pid 4242 idle for 5m" in row
+    assert "2 agents ready (also okx-b)" in row
+    assert "last idle" in row  # from the transition, not the newer command entry
+    (inst,) = json.loads(invoke(redis_url, "status", "--json").stdout)["instances"]
+    assert inst["online"] is False and inst["agents"] == [first, second]
+    assert inst["lastKnown"]["state"] == "idle"
+
+
 def test_status_corrupt_payload_is_reported_not_fatal(r: sync_redis.Redis, redis_url: str) -> None:
     seed_wire(r)
     catalog(r, 3, "binance")

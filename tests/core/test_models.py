@@ -10,6 +10,7 @@ import pytest
 from perseus_core.errors import PayloadError
 from perseus_core.models import (
     MAX_PAYLOAD_BYTES,
+    AgentPresence,
     CatalogEntry,
     Command,
     CommandEntry,
@@ -170,6 +171,39 @@ def test_catalog_entry() -> None:
     assert CatalogEntry.from_json(entry.to_json()) == entry
     with pytest.raises(PayloadError):
         CatalogEntry.from_json('{"id": "2", "name": "kraken"}')
+
+
+def test_agent_presence_reads_what_is_there_and_rejects_garbage() -> None:
+    presence = AgentPresence(
+        agent_id="bfx-01:5150:1770700000000",
+        exchange_id=9,
+        exchange_name="bitfinex",
+        hostname="bfx-01",
+        pid=5150,
+        state="idle",
+        since=datetime(2026, 2, 10, 22, 30, tzinfo=UTC),
+        version="0.1.0",
+    )
+    wire = json.loads(presence.to_json())
+    assert list(wire) == [
+        "agentId", "exchangeId", "exchangeName", "hostname", "pid", "state", "since", "version",
+    ]  # fmt: skip
+    assert wire["since"] == "2026-02-10T22:30:00.000Z"
+    assert AgentPresence.from_json(presence.to_json()) == presence
+    # Only the identity is required; unknown fields and states are kept or ignored.
+    sparse = AgentPresence.from_json('{"agentId": "a", "exchangeId": 1, "state": "x", "new": 1}')
+    assert (sparse.hostname, sparse.pid, sparse.since, sparse.state) == ("", None, None, "x")
+    for bad, why in [
+        ("{", "not valid JSON"),
+        ("[1]", "expected an object"),
+        ('{"exchangeId": 1}', "agentId"),
+        ('{"agentId": "", "exchangeId": 1}', "agentId"),
+        ('{"agentId": "a", "exchangeId": "1"}', "exchangeId"),
+        ('{"agentId": "a", "exchangeId": 1, "since": "soon"}', "since"),
+        ("x" * (MAX_PAYLOAD_BYTES + 1), "byte limit"),
+    ]:
+        with pytest.raises(PayloadError, match=why):
+            AgentPresence.from_json(bad)
 
 
 def test_validate_exchange_name() -> None:

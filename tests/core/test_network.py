@@ -24,18 +24,22 @@ from perseus_core.errors import PayloadError
 from perseus_core.models import (
     MAX_PAYLOAD_BYTES,
     CatalogEntry,
+    CommandEntry,
     ConnectionState,
     ErrorEntry,
     InstanceStatus,
     StateTransitionEntry,
+    parse_entry,
 )
 from perseus_core.network import (
+    LAST_KNOWN_SCAN,
     ExchangeView,
     LastKnown,
     NetworkReader,
     parse_catalog_payload,
     parse_status_payload,
 )
+from perseus_core.presence import AgentAnnouncer
 from perseus_core.settings import Settings
 
 # WIRE.md 3, exactly as the TypeScript writer produces it (no countryCode).
@@ -245,8 +249,10 @@ async def test_status_json_shape_of_a_view(redis: Redis, reader: NetworkReader) 
         "online",
         "status",
         "lastKnown",
+        "agents",
         "error",
     ]
+    assert data["agents"] == []
     assert {k: v for k, v in data["status"].items() if k != "countryCode"} == json.loads(
         WIRE_STATUS
     )
@@ -288,6 +294,59 @@ async def test_last_known_of_an_error_entry_and_opt_out(
     assert view.last_known is not None
     assert (view.last_known.state, view.last_known.event) == ("warming", "error")
     assert (await reader.snapshot(last_known=False)).exchanges[0].last_known is None
+
+
+async def test_last_known_skips_entries_without_a_state(
+    redis: Redis, settings: Settings, reader: NetworkReader
+) -> None:
+    """After a stop the newest entry is the command's audit entry, which names no
+    state: the state (and host) come from the newest entry that has one."""
+    log = ActivityLog(redis, settings)
+    await catalog(redis, 1, "coinbase")
+    await log.append(
+        "coinbase", StateTransitionEntry(from_state="active", to_state="stopping", hostname="h1")
+    )
+    await log.append(
+        "coinbase", StateTransitionEntry(from_state="stopped", to_state="idle", hostname="h1")
+    )
+    for _ in range(3):
+        await log.append(
+            "coinbase", CommandEntry(command="stop", status="success", hostname="other")
+        )
+    # 2: only commands: the newest entry of any kind, with no state.
+    await catalog(redis, 2, "kraken")
+    await log.append("kraken", CommandEntry(command="ping", status="success", hostname="k1"))
+    await log.append("kraken", CommandEntry(command="stop", status="error", hostname="k2"))
+    # 3: the state-carrying entry is further back than the reader looks.
+    await catalog(redis, 3, "binance")
+    await log.append("binance", StateTransitionEntry(to_state="stopped", hostname="b0"))
+    for _ in range(LAST_KNOWN_SCAN):
+        await log.append("binance", CommandEntry(command="ping", hostname="b1"))
+
+    views = by_id((await reader.snapshot()).exchanges)
+    one = views[1].last_known
+    assert one is not None
+    assert (one.state, one.event, one.hostname) == ("idle", "state_transition", "h1")
+    two = views[2].last_known
+    assert two is not None and (two.state, two.event, two.hostname) == ("", "command", "k2")
+    three = views[3].last_known
+    assert three is not None and (three.state, three.hostname) == ("", "b1")
+    # The same pick from a single-exchange read, and again from the reader's cache.
+    assert (await reader.exchange(1)).last_known == one
+    assert by_id((await reader.snapshot()).exchanges)[1].last_known == one
+    # A new entry with a state wins at once.
+    await log.append("coinbase", ErrorEntry(error="boom", state="starting", hostname="h2"))
+    fresh = by_id((await reader.snapshot()).exchanges)[1].last_known
+    assert fresh is not None and (fresh.state, fresh.event) == ("starting", "error")
+
+
+def test_last_known_pick_prefers_entries_with_a_state() -> None:
+    command = parse_entry("3-0", {"event": "command", "command": "stop"})
+    other = parse_entry("2-0", {"event": "maintenance", "toState": "stopped"})
+    transition = parse_entry("1-0", {"event": "state_transition", "toState": "active"})
+    assert LastKnown.pick([command, other, transition]).state == "stopped"  # type: ignore[union-attr]
+    assert LastKnown.pick([command]).event == "command"  # type: ignore[union-attr]
+    assert LastKnown.pick([]) is None
 
 
 async def test_ttl_expiry_makes_an_exchange_offline(redis: Redis, reader: NetworkReader) -> None:
@@ -571,8 +630,19 @@ async def test_works_on_a_redis_cluster(
             else:
                 await log.append(f"ex{i}", StateTransitionEntry(to_state="stopped"))
         await client.set(keys.status_key(77), status_json(77, "stray"), px=TTL_MS)
+        for i in (2, 4):  # presence: one Lua script per key, keys in KEYS
+            await AgentAnnouncer(
+                client,
+                settings,
+                exchange_id=i,
+                exchange_name=f"ex{i}",
+                state=lambda: ConnectionState.IDLE,
+                hostname=f"agent-{i}",
+            ).publish()
         snapshot = await reader.snapshot()
         views = by_id(snapshot.exchanges)
+        assert [a.hostname for a in views[2].agents + views[4].agents] == ["agent-2", "agent-4"]
+        assert views[6].agents == () and views[1].agents == ()
         assert len(views) == 41 and views[77].online and not views[77].in_catalog
         assert all(views[i].status is not None for i in range(1, 41, 2))
         assert all(

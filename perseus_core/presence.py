@@ -1,0 +1,260 @@
+"""Agent presence (WIRE.md 2.4): an agent says it is running, idle or not.
+
+An agent claims its exchange's status key only while it runs an instance, so
+an idle agent is invisible in the status keys: the dashboard would show its
+exchange exactly like one that has no agent at all. Presence closes that gap
+without touching the shared status key format.
+
+Layout: one sorted set per exchange, `perseus:agents:{exchangeId}`. Each
+running agent owns one member, its `AgentPresence` JSON, scored by the
+moment (Redis server time, ms) that member expires. Why a sorted set:
+
+- Several agents may watch one exchange (a standby on another host). One
+  string key would hold only the latest writer; a hash cannot expire its
+  fields on Redis 6.2. A sorted set keeps every agent, and the score gives
+  each member its own expiry.
+- Every write is one Lua script on one key (keys in KEYS), so it works on
+  Redis Cluster and is atomic: drop members whose time has passed, replace
+  this agent's own member, and push the key's expiry out to at least this
+  member's. Scores come from the server's clock (`TIME`), so agents on hosts
+  whose clocks disagree never prune each other's live members.
+- Readers need no clock at all: they read the members (`ZRANGE`). A member
+  of an agent killed with -9 is gone when the key expires (it was the last
+  writer) or, while another agent of the exchange keeps refreshing, at that
+  agent's next refresh after the member's expiry: within the TTL plus one
+  heartbeat interval at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import weakref
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from perseus_core import __version__, keys
+from perseus_core.connection import TRANSIENT_ERRORS, describe_redis_error
+from perseus_core.lease import unique_start_ms, wire_now
+from perseus_core.models import AgentPresence, ConnectionState
+from perseus_core.settings import Settings
+from perseus_core.timeutil import Clock, system_clock
+
+log = logging.getLogger(__name__)
+
+_NOW_MS = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function agent_of(member)
+  local ok, doc = pcall(cjson.decode, member)
+  if ok and type(doc) == 'table' then return doc['agentId'] end
+  return nil
+end
+"""
+
+PUBLISH_LUA = (
+    _NOW_MS
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if member ~= ARGV[2] and agent_of(member) == ARGV[1] then
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+local ttl = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], now_ms + ttl, ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return now_ms + ttl
+"""
+)
+"""KEYS: presence set. ARGV: agentId, member JSON, TTL in ms. Prunes expired
+members, replaces this agent's member, never shortens the key's expiry (other
+agents may use a longer TTL). Returns the member's expiry (server ms)."""
+
+WITHDRAW_LUA = (
+    _NOW_MS
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+local removed = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if agent_of(member) == ARGV[1] then
+    removed = removed + redis.call('ZREM', KEYS[1], member)
+  end
+end
+return removed
+"""
+)
+"""KEYS: presence set. ARGV: agentId. Compare-and-delete: removes only this
+agent's member (the set disappears with its last member)."""
+
+_REDIS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, RedisError)
+
+RedisClient = Redis | RedisCluster
+"""Presence is single-key throughout, so a Redis Cluster client works as well."""
+
+_SCRIPTS: weakref.WeakKeyDictionary[RedisClient, tuple[AsyncScript, AsyncScript]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _scripts_for(redis: RedisClient) -> tuple[AsyncScript, AsyncScript]:
+    """(publish, withdraw), registered once per client: redis-py then sends
+    EVALSHA and loads a script only when the server lacks it (first use, or
+    after a restart emptied its script cache)."""
+    scripts = _SCRIPTS.get(redis)
+    if scripts is None:
+        scripts = (redis.register_script(PUBLISH_LUA), redis.register_script(WITHDRAW_LUA))
+        _SCRIPTS[redis] = scripts
+    return scripts
+
+
+def make_agent_id(hostname: str, pid: int, start_ms: int) -> str:
+    """An agent's own token, `{hostname}:{pid}:{startMs}`: unique per process
+    run, so a restarted agent never mistakes its predecessor's member for its own."""
+    return f"{hostname}:{pid}:{start_ms}"
+
+
+class AgentAnnouncer:
+    """Keeps one agent's presence member fresh while the agent runs.
+
+    `run()` publishes at once, then every heartbeat interval, and right away
+    after `nudge()` (the agent calls it on every state change, so the
+    dashboard sees `starting` or `idle` without waiting for the next round).
+    Redis errors never end it: it logs the outage once, keeps trying, and
+    says when presence is written again.
+    """
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        settings: Settings,
+        *,
+        exchange_id: int,
+        exchange_name: str,
+        state: Callable[[], ConnectionState],
+        hostname: str | None = None,
+        clock: Clock = system_clock,
+    ) -> None:
+        """Create an announcer (nothing is written until `publish` or `run`).
+
+        Args:
+            redis: the agent's client.
+            settings: heartbeat interval (refresh period) and TTL (member expiry).
+            exchange_id: the exchange the agent watches.
+            exchange_name: its name, written for readers.
+            state: the agent's current lifecycle state, read at every publish.
+            hostname: reported hostname; defaults to this machine's.
+            clock: source of `since`.
+        """
+        self._redis = redis
+        self._settings = settings
+        self.exchange_id = exchange_id
+        self.exchange_name = exchange_name
+        self.hostname = hostname or socket.gethostname()
+        self.pid = os.getpid()
+        self.agent_id = make_agent_id(self.hostname, self.pid, unique_start_ms(clock()))
+        self._state = state
+        self._clock = clock
+        self._key = keys.agents_key(exchange_id)
+        self._publish_script, self._withdraw_script = _scripts_for(redis)
+        self._nudged = asyncio.Event()
+        self._last_state: ConnectionState | None = None
+        self._since = wire_now(clock)
+        self._failing: str | None = None
+
+    def presence(self) -> AgentPresence:
+        """The member as it would be written now; `since` moves only when the state changes."""
+        state = self._state()
+        if state != self._last_state:
+            if self._last_state is not None:
+                self._since = wire_now(self._clock)
+            self._last_state = state
+        return AgentPresence(
+            agent_id=self.agent_id,
+            exchange_id=self.exchange_id,
+            exchange_name=self.exchange_name,
+            hostname=self.hostname,
+            pid=self.pid,
+            state=state.value,
+            since=self._since,
+            version=__version__,
+        )
+
+    def nudge(self) -> None:
+        """Publish as soon as possible (the state changed)."""
+        self._nudged.set()
+
+    async def publish(self) -> int:
+        """Write or refresh this agent's member once.
+
+        Returns:
+            When the member expires, in Redis server milliseconds.
+
+        Raises:
+            redis / OS errors: Redis did not answer.
+        """
+        member = self.presence().to_json()
+        ttl_ms = self._settings.heartbeat_ttl_ms
+        return int(
+            await self._publish_script(keys=[self._key], args=[self.agent_id, member, ttl_ms])
+        )
+
+    async def run(self) -> None:
+        """Publish every heartbeat interval (and on `nudge`) until cancelled."""
+        interval_s = self._settings.heartbeat_interval_ms / 1000
+        while True:
+            self._nudged.clear()
+            try:
+                await self.publish()
+            except _REDIS_ERRORS as exc:
+                self._report(describe_redis_error(self._settings, exc))
+            except Exception as exc:  # a bug must not silence presence for the agent's lifetime
+                self._report(f"{type(exc).__name__}: {exc}", unexpected=True)
+            else:
+                if self._failing is not None:
+                    log.info("%s: agent presence written again", self.exchange_name)
+                    self._failing = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval_s):
+                    await self._nudged.wait()
+
+    async def withdraw(self) -> bool:
+        """Remove this agent's member (only its own). Never raises: a member
+        that cannot be removed expires with its score.
+
+        Returns:
+            True if a member was removed now.
+        """
+        try:
+            removed = await self._withdraw_script(keys=[self._key], args=[self.agent_id])
+        except _REDIS_ERRORS as exc:
+            log.warning(
+                "%s: agent presence not removed (it expires by itself): %s",
+                self.exchange_name,
+                describe_redis_error(self._settings, exc),
+            )
+            return False
+        return bool(removed)
+
+    def _report(self, message: str, *, unexpected: bool = False) -> None:
+        """Log a failed refresh once per distinct problem, not once per interval."""
+        if message == self._failing:
+            return
+        self._failing = message
+        if unexpected:
+            log.error("%s: agent presence not written: %s", self.exchange_name, message)
+        else:
+            log.warning(
+                "%s: agent presence not written (retrying every heartbeat): %s",
+                self.exchange_name,
+                message,
+            )
