@@ -22,7 +22,6 @@ import getpass
 import socket
 import time
 from collections.abc import Iterable
-from dataclasses import replace
 from datetime import UTC, timedelta, tzinfo
 
 from redis.asyncio import Redis
@@ -40,13 +39,7 @@ from perseus_core.activity import ActivityLog, ActivityTail
 from perseus_core.connection import connect, describe_redis_error
 from perseus_core.control import ControlClient, NoAgentAnswered
 from perseus_core.errors import PerseusError
-from perseus_core.models import (
-    ActivityEntry,
-    CommandReply,
-    CommandType,
-    ReplyStatus,
-    StateTransitionEntry,
-)
+from perseus_core.models import ActivityEntry, CommandReply, CommandType, ReplyStatus
 from perseus_core.network import ExchangeView, NetworkReader
 from perseus_core.settings import Settings
 from perseus_core.timeutil import Clock, system_clock
@@ -188,11 +181,12 @@ class PerseusApp(App[None]):
         """What every header shows right now."""
         online = [v for v in self.views.values() if v.online]
         states = [v.status.connection_state.value if v.status else None for v in online]
+        ready = sum(1 for v in self.views.values() if v.ready)
         return HeaderState(
             target=self.target,
             connected=self.connected,
             read_only=self.read_only,
-            summary=render.count_summary(states, len(self.views)),
+            summary=render.count_summary(states, len(self.views), ready=ready),
             now=self.clock(),
             tz=self.display_tz,
         )
@@ -334,24 +328,9 @@ class PerseusApp(App[None]):
         self.dashboard.show_failure(self.target, reason, self._retry_at, now)
         self._update_headers()
 
-    def _with_feed_state(self, view: ExchangeView) -> ExchangeView:
-        """An offline view whose newest entry carries no state (a command's audit
-        entry) gets the state of the newest transition the feed holds for it."""
-        known = view.last_known
-        if view.online or known is None or known.state:
-            return view
-        name = view.exchange_name.lower()
-        for entry in self.dashboard.feed.entries:  # newest first
-            if entry.stream == name and isinstance(entry, StateTransitionEntry) and entry.to_state:
-                return replace(view, last_known=replace(known, state=entry.to_state))
-        return view
-
     def _show_views(self) -> None:
         now = self.clock()
-        ordered = sorted(
-            (self._with_feed_state(view) for view in self.views.values()),
-            key=lambda v: (v.exchange_id, v.exchange_name),
-        )
+        ordered = sorted(self.views.values(), key=lambda v: (v.exchange_id, v.exchange_name))
         self.dashboard.show_views(ordered, now, stale=self._stale)
         for screen in self._exchange_screens():
             if isinstance(screen, DetailScreen):

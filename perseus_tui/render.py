@@ -13,13 +13,14 @@ colour.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 
 from textual.content import Content
 
 from perseus_core.models import (
     ActivityEntry,
+    AgentPresence,
     CommandEntry,
     ConnectionState,
     ErrorEntry,
@@ -55,6 +56,7 @@ HEARTBEAT_LATE_S = 30.0
 """Heartbeat younger than this (and not fresh) is shown in the warning colour; older is red."""
 
 OFFLINE_STYLE = "bold $text-error"
+READY_STYLE = "bold $text-primary"
 STALE_STYLE = "bold $text-warning"
 MUTED = "$text-muted"
 
@@ -74,6 +76,37 @@ def state_badge(state: ConnectionState | str | None) -> Content:
 def offline_badge() -> Content:
     """` ○ OFFLINE `: hollow and unfilled, so it can never be mistaken for a state."""
     return Content.styled(" ○ OFFLINE ", OFFLINE_STYLE)
+
+
+def ready_badge() -> Content:
+    """` ◇ READY `: no instance runs, but an agent does and would answer a start.
+
+    Hollow like OFFLINE (nothing is online), in another colour and shape so
+    the two are told apart at a glance.
+    """
+    return Content.styled(" ◇ READY ", READY_STYLE)
+
+
+def agent_line(agent: AgentPresence) -> Content:
+    """`agent on host · pid 4242`: where a start would run."""
+    line = Content.assemble(("agent on ", MUTED), label(agent.hostname, "?", 40))
+    if agent.pid is not None:
+        line += Content.styled(f" · pid {agent.pid}", MUTED)
+    return line
+
+
+def standby_line(agents: Sequence[AgentPresence]) -> Content:
+    """`2 agents ready · also on host-b`: every agent past the first one."""
+    others = ", ".join(label(agent.hostname, "?", 30) for agent in agents[1:])
+    return Content.assemble(
+        (f"{len(agents)} agents ready", READY_STYLE), (f" · also {others}", MUTED)
+    )
+
+
+def agent_state(agent: AgentPresence, now: datetime) -> str:
+    """`Idle for 5m 12s` (or just `idle` when the agent did not say since when)."""
+    state = label(agent.state, "?", 16)
+    return in_state_for(state, agent.since, now) or state
 
 
 def unreadable_badge() -> Content:
@@ -240,8 +273,15 @@ def entry_matches(entry: ActivityEntry, query: str) -> bool:
     return any(needle in value.lower() for value in haystack if value)
 
 
-def count_summary(states: Iterable[str | None], total: int) -> Content:
-    """`5 of 8 online · 2 active · 1 warming ...` for the header."""
+def count_summary(states: Iterable[str | None], total: int, *, ready: int = 0) -> Content:
+    """`5 of 8 online · 1 offline · 1 ready · 2 active ...` for the header.
+
+    Args:
+        states: the state of every online exchange (None: unreadable status).
+        total: how many exchanges are listed.
+        ready: how many of the offline ones have an agent that would start them;
+            counted apart from the offline ones, which nothing would start.
+    """
     counts: dict[str, int] = {}
     online = 0
     for state in states:
@@ -250,10 +290,13 @@ def count_summary(states: Iterable[str | None], total: int) -> Content:
         counts[key] = counts.get(key, 0) + 1
     parts: list[str | tuple[str, str]] = [(f"{online} of {total} online", "bold")]
     # Most urgent first, so a narrow terminal cuts the least important counts.
-    if total - online:
-        parts += ["  ", (f"{total - online} offline", OFFLINE_STYLE)]
+    offline = total - online - ready
+    if offline > 0:
+        parts += ["  ", (f"{offline} offline", OFFLINE_STYLE)]
     if counts.get("unreadable"):
         parts += ["  ", (f"{counts['unreadable']} unreadable", "$text-error")]
+    if ready:
+        parts += ["  ", (f"{ready} ready", READY_STYLE)]
     for state in (
         ConnectionState.ACTIVE,
         ConnectionState.WARMING,

@@ -23,6 +23,7 @@ from textual.pilot import Pilot
 from perseus_core import keys
 from perseus_core.embedded import RedisServer
 from perseus_core.models import (
+    AgentPresence,
     CatalogEntry,
     CommandEntry,
     ConnectionState,
@@ -87,6 +88,9 @@ FLEET: tuple[_Instance, ...] = (
 )  # fmt: skip
 OFFLINE = (7, "bybit", "Bybit")
 CORRUPT = (8, "kucoin", "KuCoin")
+READY = (9, "bitfinex", "Bitfinex")
+"""No instance runs, but two agents do (one a standby): the card says a start would work."""
+READY_AGENTS = (("bfx-01", 5150), ("bfx-02", 5151))
 
 
 def _status(item: _Instance) -> InstanceStatus:
@@ -174,7 +178,42 @@ def _history() -> list[tuple[str, dict[str, str]]]:
         "hostname": "okx-standby", "window": "23:00-23:30Z",
     }).to_fields()))  # fmt: skip
     rows.append(("okx", {"event": "state_transition", "toState": "idle", "exchangeName": "okx"}))
+    # Stopped through its agent: the transitions back to idle, then the stop's
+    # audit entry, which names no state (the card still shows `idle`).
+    steps = (("active", "stopping", 902), ("stopping", "stopped", 901), ("stopped", "idle", 900))
+    for src, dst, seconds in steps:
+        fields = _transition("bitfinex", 9, "bfx-01", src, dst, _ago(seconds=seconds))
+        rows.append(("bitfinex", fields))
+    rows.append(("bitfinex", CommandEntry(
+        command="stop", correlation_id="c3f1", operator=OPERATOR, status="success",
+        message="bitfinex stopped", timestamp=_ts(_ago(seconds=899)), exchange_id="9",
+        exchange_name="bitfinex", hostname="bfx-01",
+    ).to_fields()))  # fmt: skip
     return rows
+
+
+def _seed_agents(client: sync_redis.Redis) -> None:
+    """Presence of the READY exchange's agents, expiring (by the server's clock) an
+    hour from now, like the status keys."""
+    seconds, micros = client.time()
+    expires_ms = seconds * 1000 + micros // 1000 + STATUS_TTL_S * 1000
+    exchange_id, name, _ = READY
+    members = {
+        AgentPresence(
+            agent_id=f"{host}:{pid}:1770700000000",
+            exchange_id=exchange_id,
+            exchange_name=name,
+            hostname=host,
+            pid=pid,
+            state=ConnectionState.IDLE.value,
+            since=_ago(seconds=900 if host == "bfx-01" else 3_600),
+            version="0.1.0",
+        ).to_json(): expires_ms
+        for host, pid in READY_AGENTS
+    }
+    key = keys.agents_key(exchange_id)
+    client.zadd(key, members)
+    client.expire(key, STATUS_TTL_S)
 
 
 def _append_history(client: sync_redis.Redis, rows: list[tuple[str, dict[str, str]]]) -> None:
@@ -194,7 +233,8 @@ def _append_history(client: sync_redis.Redis, rows: list[tuple[str, dict[str, st
 
 
 def seed_fleet(url: str) -> None:
-    """Write the screenshot fleet: one exchange per state, one offline, one corrupt."""
+    """Write the screenshot fleet: one exchange per state, one offline, one corrupt,
+    one with idle agents and no instance."""
     with sync_redis.Redis.from_url(url, decode_responses=True) as client:
         client.flushall()
         pipe = client.pipeline(transaction=False)
@@ -202,7 +242,7 @@ def seed_fleet(url: str) -> None:
             entry = CatalogEntry(id=item.exchange_id, name=item.name, display_name=item.display)
             pipe.hset(keys.CATALOG_KEY, str(item.exchange_id), entry.to_json())
             pipe.set(keys.status_key(item.exchange_id), _status(item).to_json(), ex=STATUS_TTL_S)
-        for exchange_id, name, display in (OFFLINE, CORRUPT):
+        for exchange_id, name, display in (OFFLINE, CORRUPT, READY):
             entry = CatalogEntry(id=exchange_id, name=name, display_name=display)
             pipe.hset(keys.CATALOG_KEY, str(exchange_id), entry.to_json())
         pipe.set(
@@ -212,6 +252,7 @@ def seed_fleet(url: str) -> None:
         )
         pipe.execute()
         _append_history(client, _history())
+        _seed_agents(client)
 
 
 def seed_hostile(url: str) -> None:
@@ -331,7 +372,7 @@ class Shot:
 
 
 SHOTS: tuple[Shot, ...] = (
-    Shot("dashboard_120x40", (120, 40), seed_fleet, settle, "every state, offline, corrupt"),
+    Shot("dashboard_120x40", (120, 40), seed_fleet, settle, "every state, offline, corrupt, ready"),
     Shot("dashboard_80x24", (80, 24), seed_fleet, settle, "the same fleet on a small terminal"),
     Shot("detail", (120, 40), seed_fleet, _open_detail, "every field and the history"),
     Shot("help", (120, 40), seed_fleet, _help, "every key binding"),

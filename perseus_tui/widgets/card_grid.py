@@ -27,7 +27,8 @@ def view_matches(view: ExchangeView, query: str) -> bool:
     elif view.online:
         fields.append("unreadable")
     else:
-        fields.append("offline")
+        fields.append("ready" if view.ready else "offline")
+        fields += [agent.hostname for agent in view.agents]
         if view.last_known is not None:
             fields.append(view.last_known.hostname)
     return any(needle in (value or "").lower() for value in fields)

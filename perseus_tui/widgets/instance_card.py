@@ -14,7 +14,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from perseus_core.network import ExchangeView
+from perseus_core.network import ExchangeView, LastKnown
 from perseus_tui import render
 
 CARD_WIDTH = 38
@@ -54,6 +54,8 @@ def card_content(
         badge = render.state_badge(status.connection_state)
     elif view.online:
         badge = render.unreadable_badge()
+    elif view.ready:
+        badge = render.ready_badge()
     else:
         badge = render.offline_badge()
     if stale:
@@ -71,6 +73,8 @@ def card_content(
             _line(("status key unreadable:", "bold $text-error")),
             _line((render.label(view.error, "unknown problem", 200), "$text-error")),
         ]
+    elif view.ready:
+        lines += _ready_lines(view, now)
     else:
         lines += _offline_lines(view, now)
     return Content("\n").join(lines)
@@ -111,25 +115,41 @@ def _online_lines(view: ExchangeView, now: datetime, width: int) -> list[Content
     return lines
 
 
+def _last_state(known: LastKnown, now: datetime, name: str) -> Content:
+    """`state  stopped  2h 3m ago`: the state the activity stream last named."""
+    when = render.parse_time(known.timestamp)
+    return _line(
+        (f"{name:<6}", render.MUTED),
+        (render.label(known.state, "unknown", 16), render.state_colour(known.state)),
+        (f"  {render.age_text(when, now)}", render.MUTED),
+    )
+
+
 def _offline_lines(view: ExchangeView, now: datetime) -> list[Content]:
     known = view.last_known
     if known is None:
         return [_line(("never seen online", render.MUTED))]
-    when = render.parse_time(known.timestamp)
-    # The newest entry may carry no state (a command's audit entry): name the event instead.
-    last_state = (
-        render.label(known.state, "", 16) or f"? (last: {render.label(known.event, '?', 16)})"
-    )
     return [
         _line(("last seen", render.MUTED)),
         _field("host", render.label(known.hostname)),
         _field("ip", render.label(known.ip)),
-        _line(
-            (f"{'state':<6}", render.MUTED),
-            (last_state, render.state_colour(known.state)),
-            (f"  {render.age_text(when, now)}", render.MUTED),
-        ),
+        _last_state(known, now, "state"),
     ]
+
+
+def _ready_lines(view: ExchangeView, now: datetime) -> list[Content]:
+    """No instance, but an agent: where a start would run, and since when it waits."""
+    agents = view.agents
+    first = agents[0]
+    lines = [
+        render.agent_line(first),
+        _line((render.agent_state(first, now), render.state_colour(first.state))),
+    ]
+    if len(agents) > 1:
+        lines.append(render.standby_line(agents))
+    if view.last_known is not None:
+        lines.append(_last_state(view.last_known, now, "last"))
+    return lines
 
 
 class InstanceCard(Widget, can_focus=True):
@@ -148,6 +168,7 @@ class InstanceCard(Widget, can_focus=True):
         text-wrap: nowrap;
         text-overflow: ellipsis;
         &.-offline { border: round $error 40%; color: $text-muted; }
+        &.-ready { border: round $primary 60%; }
         &.-unreadable { border: round $error; }
         &.-stale { text-opacity: 70%; }
         &.-selected { border: round $accent; }
@@ -178,7 +199,8 @@ class InstanceCard(Widget, can_focus=True):
         return self._view.exchange_id
 
     def _update_classes(self) -> None:
-        self.set_class(not self._view.online, "-offline")
+        self.set_class(not self._view.online and not self._view.ready, "-offline")
+        self.set_class(self._view.ready, "-ready")
         self.set_class(self._view.online and self._view.status is None, "-unreadable")
 
     def _build(self, width: int) -> Content:

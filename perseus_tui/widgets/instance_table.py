@@ -72,6 +72,21 @@ def row_cells(view: ExchangeView, now: datetime, *, stale: bool = False) -> tupl
             Content(),
             Content.styled(render.label(view.error, "unreadable status", 80), "$text-error"),
         )
+    elif view.ready:
+        state = Content.styled("ready", render.READY_STYLE)
+        agent = view.agents[0]
+        host = render.label(agent.hostname)
+        if len(view.agents) > 1:
+            host += f" +{len(view.agents) - 1}"
+        cells = (
+            Content(host),
+            Content(),
+            Content(),
+            Content(),
+            Content.styled(f"agent: {render.agent_state(agent, now)}", render.MUTED),
+            Content(),
+            Content(),
+        )
     else:
         state = Content.styled("offline", render.OFFLINE_STYLE)
         known = view.last_known

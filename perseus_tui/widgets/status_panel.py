@@ -36,6 +36,8 @@ def status_lines(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[C
         badge = render.state_badge(status.connection_state)
     elif view.online:
         badge = render.unreadable_badge()
+    elif view.ready:
+        badge = render.ready_badge()
     else:
         badge = render.offline_badge()
     lines = [
@@ -89,14 +91,17 @@ def status_lines(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[C
     elif view.online:
         lines.append(_row("status", Content.styled("unreadable", "bold $text-error")))
     else:
-        lines.append(
-            _row("status", Content.styled("offline (no status key)", render.OFFLINE_STYLE))
-        )
+        if view.ready:
+            status_text = Content.styled("no instance; an agent is ready", render.READY_STYLE)
+        else:
+            status_text = Content.styled("offline (no status key)", render.OFFLINE_STYLE)
+        lines.append(_row("status", status_text))
+        lines += _agent_rows(view, now, tz)
         known = view.last_known
         if known is not None:
             lines += [
                 Content(""),
-                Content.styled("Last known, from the newest activity entry", "bold"),
+                Content.styled("Last known, from the activity stream", "bold"),
                 _row("hostname", render.label(known.hostname)),
                 _row("ip", render.label(known.ip)),
                 _row(
@@ -110,6 +115,29 @@ def status_lines(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[C
         lines += [
             Content(""),
             _row("problem", Content.styled(render.label(view.error, "", 300), "$text-error")),
+        ]
+    return lines
+
+
+def _agent_rows(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[Content]:
+    """One block per running agent (WIRE.md 2.4): where a start would run."""
+    lines: list[Content] = []
+    for number, agent in enumerate(view.agents, start=1):
+        title = "Agent" if len(view.agents) == 1 else f"Agent {number} of {len(view.agents)}"
+        lines += [
+            Content(""),
+            Content.styled(title, "bold"),
+            _row("hostname", render.label(agent.hostname, max_chars=120)),
+            _row("pid", "-" if agent.pid is None else str(agent.pid)),
+            _row(
+                "state",
+                Content.styled(
+                    render.label(agent.state, "?", 16), render.state_colour(agent.state)
+                ),
+            ),
+            _time_row("since", agent.since, now, tz),
+            _row("agentId", render.label(agent.agent_id, "-", 120)),
+            _row("version", render.label(agent.version)),
         ]
     return lines
 

@@ -101,7 +101,7 @@ async def test_start_and_stop_a_real_agent_through_the_keys(
         "--symbols", "7", "--admin-name", "Ops",
     )  # fmt: skip
     deadline = asyncio.get_running_loop().time() + 15
-    while not await redis.hexists(keys.CATALOG_KEY, "5"):  # the agent is up (idle, no slot)
+    while not await redis.exists(keys.agents_key(5)):  # the agent is up (idle, no slot)
         assert agent.poll() is None and asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.05)
     app = make_app()
@@ -110,6 +110,10 @@ async def test_start_and_stop_a_real_agent_through_the_keys(
         await wait_for(
             pilot, lambda: "Gamma #5" in card_text(app, 5) or "gamma #5" in card_text(app, 5)
         )
+        # Nothing runs yet, but the idle agent would answer a start: READY, not OFFLINE.
+        text = card_text(app, 5)
+        assert "READY" in text and "OFFLINE" not in text and f"pid {agent.pid}" in text
+        assert "1 ready" in app.header_state().summary.plain
         app.dashboard.grid.select(5)
         await pilot.press("s")
         await wait_for(pilot, lambda: "Running for" in card_text(app, 5), limit_s=15)
@@ -120,14 +124,19 @@ async def test_start_and_stop_a_real_agent_through_the_keys(
         await pilot.press("x")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
-        # The agent stops, goes back to idle and releases the slot: the card
-        # shows it offline, with the last state from the feed.
-        await wait_for(pilot, lambda: "OFFLINE" in card_text(app, 5), limit_s=15)
+        # The agent stops, goes back to idle and releases the slot, and keeps
+        # running: the card is READY again, the last state read from the stream
+        # (whose newest entry, the stop's audit entry, names none).
+        await wait_for(pilot, lambda: "READY" in card_text(app, 5), limit_s=15)
         states = [
             getattr(e, "to_state", "") for e in app.dashboard.feed.entries if e.stream == "gamma"
         ]
         assert {"stopping", "stopped", "idle"} <= set(states)
         await wait_for(pilot, lambda: sum("Done" in m for _, m, _ in notes.items) >= 2, 10)
+        await wait_for(pilot, lambda: "Idle for" in card_text(app, 5), limit_s=10)
+        view = app.views[5]
+        assert view.last_known is not None and view.last_known.state == "idle"
+        assert "OFFLINE" not in card_text(app, 5)
         commands = [e for e in app.dashboard.feed.entries if e.event == "command"]
         assert any(getattr(e, "operator", "") == "tester@ci" for e in commands)
     assert agent.poll() is None  # the agent itself keeps running after a stop
@@ -271,17 +280,20 @@ async def test_filter_table_toggle_help_and_utc(make_app: AppFactory, redis_url:
         await wait_for(pilot, lambda: app.loaded.is_set() and app.history_loaded.is_set())
         await pilot.pause()
         dashboard = app.dashboard
-        assert len(dashboard.grid.visible_cards) == 8
+        assert len(dashboard.grid.visible_cards) == 9
         await pilot.press("slash", "k", "r", "a")
         assert [c.exchange_id for c in dashboard.grid.visible_cards] == [2]
         assert {e.stream for e in dashboard.feed.visible_entries} == {"kraken"}
         await pilot.press("escape")
-        assert len(dashboard.grid.visible_cards) == 8
+        assert len(dashboard.grid.visible_cards) == 9
+        await pilot.press("slash", *"ready")  # exchanges whose agents wait for a start
+        assert [c.exchange_id for c in dashboard.grid.visible_cards] == [9]
+        await pilot.press("escape")
 
         await pilot.press("t")
         await pilot.pause()
         table = dashboard.query_one(InstanceTable)
-        assert dashboard.showing_table and table.row_count == 8 and app.focused is table
+        assert dashboard.showing_table and table.row_count == 9 and app.focused is table
         await pilot.press("t")
         assert not dashboard.showing_table
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from textual.app import App, ComposeResult
 
 from perseus_core.models import (
+    AgentPresence,
     CommandEntry,
     ConnectionState,
     ErrorEntry,
@@ -162,3 +163,44 @@ def test_offline_and_corrupt_cards() -> None:
     )
     text = card_content(corrupt, NOW, UTC, width=34).plain
     assert "BAD STATUS" in text and "not valid JSON" in text
+
+
+def _agent(host: str, pid: int, since: datetime | None = None) -> AgentPresence:
+    return AgentPresence(
+        agent_id=f"{host}:{pid}:1", exchange_id=9, hostname=host, pid=pid, since=since
+    )
+
+
+def test_a_card_with_an_idle_agent_says_ready_instead_of_offline() -> None:
+    known = LastKnown("bfx-01", "", "idle", "2026-02-10T22:30:00Z", "state_transition", "1-0")
+    one = ExchangeView(
+        9, "bitfinex", "Bitfinex", True, last_known=known,
+        agents=(_agent("bfx-01", 5150, NOW - timedelta(minutes=15)),),
+    )  # fmt: skip
+    text = card_content(one, NOW, UTC, width=34).plain
+    assert "READY" in text and "OFFLINE" not in text
+    assert "agent on bfx-01 · pid 5150" in text and "Idle for 15m 0s" in text
+    assert "last" in text and "idle" in text and "agents ready" not in text
+    pair = ExchangeView(
+        9, "bitfinex", "Bitfinex", True, agents=(_agent("bfx-01", 1), _agent("bfx-02", 2))
+    )
+    text = card_content(pair, NOW, UTC, width=34).plain
+    assert "2 agents ready · also bfx-02" in text and "agent on bfx-01" in text
+    # An online exchange is shown by its status, whatever agents there are.
+    online = ExchangeView(
+        9, "bitfinex", "Bitfinex", True, _status(), key_exists=True, agents=(_agent("a", 1),)
+    )
+    assert not online.ready and "READY" not in card_content(online, NOW, UTC, width=34).plain
+
+
+def test_an_offline_card_without_a_known_state_says_unknown() -> None:
+    known = LastKnown("h", "", "", "2026-02-10T22:30:00Z", "command", "1-0")
+    view = ExchangeView(7, "bybit", "Bybit", True, last_known=known)
+    text = card_content(view, NOW, UTC, width=34).plain
+    assert "state unknown" in text and "command" not in text
+
+
+def test_header_counts_ready_exchanges_apart_from_offline_ones() -> None:
+    summary = render.count_summary(["active", None], 5, ready=2).plain
+    assert "2 of 5 online" in summary and "1 offline" in summary and "2 ready" in summary
+    assert "offline" not in render.count_summary(["active"], 2, ready=1).plain
