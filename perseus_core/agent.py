@@ -219,12 +219,7 @@ class Agent:
         self._redis = connect(self.settings)
         self._activity = ActivityLog(self._redis, self.settings)
         reader = NetworkReader(self._redis, self.settings)
-        entry = CatalogEntry(
-            id=self.options.exchange_id,
-            name=self.name,
-            display_name=self.options.display_name or self.name,
-            is_active=True,
-        )
+        entry = self._catalog_entry()
         failures = 0
         while True:
             try:
@@ -259,6 +254,29 @@ class Agent:
                 log.info("%s: added exchange %d to the catalog", self.name, entry.id)
             return True
 
+    def _catalog_entry(self) -> CatalogEntry:
+        return CatalogEntry(
+            id=self.options.exchange_id,
+            name=self.name,
+            display_name=self.options.display_name or self.name,
+            is_active=True,
+        )
+
+    async def _restore_catalog(self) -> None:
+        """Redis lost this agent's presence: if it lost the catalog too (a restart
+        without persistence), put the exchange back so dashboards list it.
+
+        Never overwrites: an operator's entry stays as it is.
+        """
+        reader = NetworkReader(self._require_redis(), self.settings)
+        if await reader.add_to_catalog(self._catalog_entry(), overwrite=False):
+            log.warning(
+                "%s: Redis had lost this exchange's catalog entry (restarted without "
+                "persistence?); added exchange %d again",
+                self.name,
+                self.options.exchange_id,
+            )
+
     def _announce(self) -> None:
         """Keep this agent's presence (WIRE.md 2.4) fresh for as long as it runs.
 
@@ -274,6 +292,7 @@ class Agent:
             state=lambda: self.state,
             hostname=self.hostname,
             clock=self._clock,
+            on_lost=self._restore_catalog,
         )
         self._spawn(self._presence.run(), "presence")
 

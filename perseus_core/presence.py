@@ -33,7 +33,7 @@ import logging
 import os
 import socket
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -63,8 +63,12 @@ PUBLISH_LUA = (
     _NOW_MS
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+local found = 0
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if member ~= ARGV[2] and agent_of(member) == ARGV[1] then
+  if member == ARGV[2] then
+    found = 1
+  elseif agent_of(member) == ARGV[1] then
+    found = 1
     redis.call('ZREM', KEYS[1], member)
   end
 end
@@ -73,12 +77,13 @@ redis.call('ZADD', KEYS[1], now_ms + ttl, ARGV[2])
 if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
-return now_ms + ttl
+return {now_ms + ttl, found}
 """
 )
 """KEYS: presence set. ARGV: agentId, member JSON, TTL in ms. Prunes expired
 members, replaces this agent's member, never shortens the key's expiry (other
-agents may use a longer TTL). Returns the member's expiry (server ms)."""
+agents may use a longer TTL). Returns the member's expiry (server ms) and 1
+if this agent's member was still there (0: first write, or Redis lost it)."""
 
 WITHDRAW_LUA = (
     _NOW_MS
@@ -143,6 +148,7 @@ class AgentAnnouncer:
         state: Callable[[], ConnectionState],
         hostname: str | None = None,
         clock: Clock = system_clock,
+        on_lost: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Create an announcer (nothing is written until `publish` or `run`).
 
@@ -154,6 +160,10 @@ class AgentAnnouncer:
             state: the agent's current lifecycle state, read at every publish.
             hostname: reported hostname; defaults to this machine's.
             clock: source of `since`.
+            on_lost: awaited after a refresh finds this agent's member gone
+                although it had been written (Redis restarted without
+                persistence, or this process was paused past the TTL), so
+                the agent can restore what else Redis lost (its catalog entry).
         """
         self._redis = redis
         self._settings = settings
@@ -170,6 +180,8 @@ class AgentAnnouncer:
         self._last_state: ConnectionState | None = None
         self._since = wire_now(clock)
         self._failing: str | None = None
+        self._on_lost = on_lost
+        self._written = False
 
     def presence(self) -> AgentPresence:
         """The member as it would be written now; `since` moves only when the state changes."""
@@ -204,9 +216,13 @@ class AgentAnnouncer:
         """
         member = self.presence().to_json()
         ttl_ms = self._settings.heartbeat_ttl_ms
-        return int(
-            await self._publish_script(keys=[self._key], args=[self.agent_id, member, ttl_ms])
+        expires, found = await self._publish_script(
+            keys=[self._key], args=[self.agent_id, member, ttl_ms]
         )
+        if self._written and not int(found) and self._on_lost is not None:
+            await self._on_lost()
+        self._written = True
+        return int(expires)
 
     async def run(self) -> None:
         """Publish every heartbeat interval (and on `nudge`) until cancelled."""

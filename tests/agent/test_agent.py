@@ -499,6 +499,11 @@ async def test_redis_restart_the_agent_reclaims_and_heartbeats_again(
             within=10,
             what=f"exchange {exchange_id}'s agent presence after the restart",
         )
+    # The catalog was lost with everything else: both agents put their exchange back,
+    # so a dashboard lists the idle one too.
+    await wait_for(
+        lambda: _catalog_ids(redis, {"1", "2"}), within=10, what="the catalog to be restored"
+    )
 
     # Commands sent after the restart are executed, by the busy agent and the idle one.
     outcome = await send(redis, settings, "stop")
@@ -507,6 +512,10 @@ async def test_redis_restart_the_agent_reclaims_and_heartbeats_again(
     ping = await send(redis, settings, "ping", exchange_id=2)
     assert ping.status is ReplyStatus.SUCCESS and ping.data["state"] == "idle"
     assert standby.running
+
+
+async def _catalog_ids(redis: Redis, wanted: set[str]) -> bool:
+    return set(await redis.hkeys(keys.CATALOG_KEY)) >= wanted
 
 
 async def _heartbeat_after(redis: Redis, beat: Any) -> InstanceStatus | None:
