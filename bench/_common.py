@@ -1,0 +1,317 @@
+"""What every benchmark shares: its own redis-server, figures with targets, one JSON line.
+
+A benchmark is only worth something if it can be rerun anywhere and read at a
+glance, so each script starts a private redis-server (never one that is
+already running, whose other clients would skew the figures), reports every
+figure next to the target it is judged against, and always removes the
+server again, also when it fails or is interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import resource
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python bench/bench_x.py` from a checkout
+    sys.path.insert(0, str(ROOT))
+
+from redis.asyncio import Redis  # noqa: E402
+
+from perseus_core import keys  # noqa: E402
+from perseus_core.embedded import RedisServer  # noqa: E402
+from perseus_core.models import CatalogEntry, ConnectionState, InstanceStatus  # noqa: E402
+from perseus_core.settings import Settings  # noqa: E402
+
+EXCHANGES = ("coinbase", "kraken", "binance", "bitstamp", "gemini", "okx", "bybit", "kucoin")
+_STATES = (ConnectionState.ACTIVE,) * 6 + (ConnectionState.WARMING, ConnectionState.IDLE)
+
+
+def _raise_exit(signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM would otherwise end the interpreter without running `finally`
+    # blocks, leaving the benchmark's redis-server behind.
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def redis_server(*args: str) -> Iterator[RedisServer]:
+    """A private redis-server for one benchmark, removed however the run ends.
+
+    Extra `args` are applied with CONFIG SET after start (for example
+    `("maxmemory-policy", "noeviction")`), keeping RedisServer's own
+    invariants (loopback, no persistence, own directory).
+    """
+    signal.signal(signal.SIGTERM, _raise_exit)
+    server = RedisServer()
+    try:
+        server.start()
+        if args:
+            import redis as sync_redis
+
+            with sync_redis.Redis.from_url(server.url) as client:
+                pairs = list(zip(args[::2], args[1::2], strict=True))
+                for name, value in pairs:
+                    client.config_set(name, value)
+        yield server
+    finally:
+        server.close()
+
+
+def exchange_name(exchange_id: int) -> str:
+    """A realistic, unique exchange name for a synthetic fleet."""
+    return f"{EXCHANGES[exchange_id % len(EXCHANGES)]}-{exchange_id}"
+
+
+def status_payload(exchange_id: int, now: datetime | None = None) -> str:
+    """A realistic status payload, as an agent writes it (every field set)."""
+    now = now or datetime.now(UTC)
+    state = _STATES[exchange_id % len(_STATES)]
+    host = f"trader-{exchange_id % 97:02d}.eu-west.internal"
+    return InstanceStatus(
+        exchange_id=exchange_id,
+        exchange_name=exchange_name(exchange_id),
+        hostname=host,
+        ip_address=f"203.0.113.{exchange_id % 250 + 1}",
+        country_code="DE",
+        admin_email="ops@example.com",
+        admin_display_name="Ops Team",
+        connection_state=state,
+        symbol_count=25 + exchange_id % 200,
+        connected_at=now - timedelta(hours=4) if state is ConnectionState.ACTIVE else None,
+        last_heartbeat=now,
+        last_state_change=now - timedelta(hours=4),
+        registered_at=now - timedelta(hours=5),
+        last_error=None,
+        last_error_at=None,
+        instance_id=f"{host}:{exchange_id}:4242:1760000000000",
+        epoch=3,
+        pid=4242,
+        version="0.1.0",
+    ).to_json()
+
+
+async def seed_fleet(
+    redis: Redis, size: int, *, ttl_ms: int = 3_600_000, flush: bool = True
+) -> None:
+    """A catalog of `size` exchanges (ids 1..size), each with a live status key.
+
+    The keys get a long TTL so they stay online for the whole run without
+    anyone heartbeating (which would add its own CPU to the measurement).
+    """
+    if flush:
+        await redis.flushall()
+    now = datetime.now(UTC)
+    batch = 1_000
+    for start in range(1, size + 1, batch):
+        ids = range(start, min(size, start + batch - 1) + 1)
+        async with redis.pipeline(transaction=False) as pipe:
+            catalog = {
+                str(i): CatalogEntry(
+                    id=i,
+                    name=exchange_name(i),
+                    display_name=f"{EXCHANGES[i % len(EXCHANGES)].title()} #{i}",
+                ).to_json()
+                for i in ids
+            }
+            pipe.hset(keys.CATALOG_KEY, mapping=catalog)  # type: ignore[arg-type]
+            for i in ids:
+                pipe.set(keys.status_key(i), status_payload(i, now), px=ttl_ms)
+            await pipe.execute()
+
+
+async def touch_fleet(redis: Redis, size: int, *, ttl_ms: int = 3_600_000) -> None:
+    """Rewrite every status with a new lastHeartbeat, as a round of heartbeats would."""
+    now = datetime.now(UTC)
+    async with redis.pipeline(transaction=False) as pipe:
+        for i in range(1, size + 1):
+            pipe.set(keys.status_key(i), status_payload(i, now), px=ttl_ms)
+        await pipe.execute()
+
+
+def bench_settings(url: str, **overrides: Any) -> Settings:
+    """Settings for a benchmark run: no public IP lookups, generous timeouts."""
+    values: dict[str, Any] = {
+        "redis_url": url,
+        "public_ip": "off",
+        "socket_timeout_ms": 30_000,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (p99 of 200 samples is the 198th smallest)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    """Median, NaN for no values."""
+    return statistics.median(values) if values else math.nan
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process (not the peak)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        # No /proc: fall back to the peak, the best portable figure there is.
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) used by this process so far, all threads."""
+    return time.process_time()
+
+
+def ms(seconds: float) -> float | None:
+    """Seconds to milliseconds, rounded for display; None for no figure (NaN)."""
+    if math.isnan(seconds):
+        return None
+    return round(seconds * 1000, 3)
+
+
+def _figure(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+@dataclass
+class Check:
+    """One figure judged against its target."""
+
+    name: str
+    value: float
+    unit: str
+    target: str
+    met: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, value rounded so the output stays readable."""
+        value: float | bool | None = None if math.isnan(self.value) else round(self.value, 3)
+        if self.target == "true":
+            value = bool(self.value)
+        return {
+            "name": self.name,
+            "value": value,
+            "unit": self.unit,
+            "target": self.target,
+            "met": self.met,
+        }
+
+
+def at_most(name: str, value: float | None, limit: float, unit: str) -> Check:
+    """A figure that must stay below `limit` (no figure: not met)."""
+    number = _figure(value)
+    return Check(
+        name, number, unit, f"< {limit:g} {unit}", not math.isnan(number) and number < limit
+    )
+
+
+def at_least(name: str, value: float | None, floor: float, unit: str) -> Check:
+    """A figure that must reach `floor` (no figure: not met)."""
+    number = _figure(value)
+    return Check(
+        name, number, unit, f">= {floor:g} {unit}", not math.isnan(number) and number >= floor
+    )
+
+
+def exactly(name: str, value: float | None, expected: float, unit: str) -> Check:
+    """A figure that must equal `expected`."""
+    number = _figure(value)
+    return Check(name, number, unit, f"= {expected:g} {unit}".strip(), number == expected)
+
+
+def holds(name: str, ok: bool) -> Check:
+    """A property that must hold (reported as 1 or 0)."""
+    return Check(name, float(ok), "", "true", ok)
+
+
+@dataclass
+class Report:
+    """The one JSON object a benchmark prints: environment, figures, checks, verdict."""
+
+    benchmark: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def check(self, item: Check) -> Check:
+        """Add a judged figure."""
+        self.checks.append(item)
+        return item
+
+    def as_dict(self, server: RedisServer | None = None) -> dict[str, Any]:
+        """The whole report; `met` is true only if every check is."""
+        out: dict[str, Any] = {
+            "benchmark": self.benchmark,
+            "environment": environment(server),
+            "figures": self.figures,
+            "checks": [c.as_dict() for c in self.checks],
+            "met": bool(self.checks) and all(c.met for c in self.checks),
+        }
+        if self.notes:
+            out["notes"] = self.notes
+        return out
+
+    def emit(self, server: RedisServer | None = None) -> None:
+        """Print the report as one JSON object."""
+        print(json.dumps(_json_safe(self.as_dict(server)), indent=2, allow_nan=False))
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities (no figure, never happened) become null: strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def environment(server: RedisServer | None = None) -> dict[str, Any]:
+    """What the figures depend on: CPUs, Python, redis-py parser, Redis version."""
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        import hiredis  # noqa: F401
+
+        env["redis_py_parser"] = "hiredis"
+    except ImportError:
+        env["redis_py_parser"] = "python"
+    if server is not None and server.pid is not None:
+        import redis as sync_redis
+
+        with sync_redis.Redis.from_url(server.url) as client:
+            env["redis_version"] = client.info("server").get("redis_version")
+    return env
+
+
+def run_async(main: Callable[[], Any]) -> Any:
+    """asyncio.run with the event loop's debug mode off, whatever the environment says."""
+    os.environ.pop("PYTHONASYNCIODEBUG", None)
+    return asyncio.run(main())
