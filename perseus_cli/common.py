@@ -30,6 +30,22 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _inherit_redis_url(
+    ctx: click.Context, _param: click.Parameter, value: str | None
+) -> str | None:
+    """A verb's own --redis-url wins; else the one given before the verb
+    (`perseus --redis-url URL status`), so that form does not quietly use localhost."""
+    if value:
+        return value
+    parent = ctx.parent
+    while parent is not None:
+        inherited = parent.params.get("redis_url")
+        if inherited:
+            return str(inherited)
+        parent = parent.parent
+    return None
+
+
 def redis_url_option(func: F) -> F:
     """`--redis-url URL`, defaulting to $PERSEUS_REDIS_URL, then redis://localhost:6379/0."""
     return click.option(
@@ -37,6 +53,7 @@ def redis_url_option(func: F) -> F:
         "redis_url",
         default=None,
         metavar="URL",
+        callback=_inherit_redis_url,
         help="Redis to use (default: $PERSEUS_REDIS_URL or redis://localhost:6379/0).",
     )(func)
 
