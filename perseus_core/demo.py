@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import random
@@ -58,6 +56,7 @@ from perseus_core.models import (
     InstanceStatus,
 )
 from perseus_core.settings import Settings
+from perseus_core.supervisor import parent_death_hook
 
 log = logging.getLogger(__name__)
 
@@ -280,33 +279,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _parent_death_hook() -> Callable[[], None] | None:
-    """Pre-exec hook asking the kernel to SIGTERM an agent if the demo dies.
-
-    A demo killed with -9 cannot clean up; this makes its agents stop
-    gracefully (and stop their children) instead of running on unattended.
-    Only system calls run between fork and exec. None outside Linux.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent = os.getpid()
-    term = int(signal.SIGTERM)
-
-    def hook() -> None:
-        prctl(1, term, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the demo died before the hook ran
-            os._exit(1)
-
-    return hook
-
-
 @dataclass
 class _Agent:
     member: DemoMember
@@ -436,7 +408,7 @@ class DemoFleet:
                 stderr=subprocess.STDOUT,
                 env=self._agent_env(member),
                 start_new_session=True,  # a Ctrl-C in the terminal reaches the demo only
-                preexec_fn=_parent_death_hook(),  # noqa: PLW1509 - only syscalls in the hook
+                preexec_fn=parent_death_hook(signal.SIGTERM),  # noqa: PLW1509 - only syscalls in the hook
             )
         self._agents.append(_Agent(member, process, log_path))
 

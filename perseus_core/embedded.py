@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from perseus_core.errors import PerseusError
+from perseus_core.supervisor import parent_death_hook
 
 
 def find_redis_server() -> str:
@@ -101,6 +102,8 @@ class RedisServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                # A test run or demo killed with -9 must not leave a server behind.
+                preexec_fn=parent_death_hook(signal.SIGTERM),  # noqa: PLW1509 - syscalls only
             )
         finally:
             log.close()

@@ -43,8 +43,10 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
-def _death_signal_hook() -> Callable[[], None] | None:
-    """A pre-exec hook that makes the kernel SIGKILL the child when the agent dies.
+def parent_death_hook(sig: signal.Signals = signal.SIGKILL) -> Callable[[], None] | None:
+    """A pre-exec hook that makes the kernel send `sig` to the child when its
+    parent dies (`PR_SET_PDEATHSIG`), so nothing a Perseus process started
+    outlives it unattended, even when it is killed with -9.
 
     Everything that can allocate or import (finding libc, looking up the
     symbol) happens here, in the parent: between fork and exec the hook only
@@ -61,11 +63,11 @@ def _death_signal_hook() -> Callable[[], None] | None:
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     prctl.restype = ctypes.c_int
     parent = os.getpid()
-    kill_signal = int(signal.SIGKILL)
+    death_signal = int(sig)
 
     def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, kill_signal, 0, 0, 0)
-        if os.getppid() != parent:  # the agent died before the hook ran
+        prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the hook ran
             os._exit(1)
 
     return hook
@@ -120,7 +122,7 @@ class ChildProcess:
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_death_signal_hook(),
+            preexec_fn=parent_death_hook(),
             env=env,
         )
         return cls(process, argv)

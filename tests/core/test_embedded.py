@@ -23,3 +23,46 @@ def test_start_restart_and_close_leave_nothing_behind() -> None:
     server.close()
     assert server.pid is None
     assert not directory.exists()
+
+
+def test_server_goes_away_when_its_owner_is_killed() -> None:
+    """A test run or demo killed with -9 cannot clean up: the kernel stops the server."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from perseus_core.embedded import RedisServer;"
+            "s = RedisServer().start(); print(s.pid, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert owner.stdout is not None
+        server_pid = int(owner.stdout.readline())
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        deadline = time.monotonic() + 10
+        while _running(server_pid):
+            assert time.monotonic() < deadline, "redis-server outlived its owner"
+            time.sleep(0.05)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        if owner.stdout:
+            owner.stdout.close()
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
