@@ -7,7 +7,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import FrameType
 
 import click
@@ -51,15 +51,16 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-async def _headless(fleet: DemoFleet) -> None:
-    """Supervise the fleet until SIGINT or SIGTERM."""
-    stop = asyncio.Event()
+@contextlib.asynccontextmanager
+async def _supervised(fleet: DemoFleet, on_stop: Callable[[], object]) -> AsyncIterator[None]:
+    """Run the fleet's scripted supervision while the body runs; SIGINT and
+    SIGTERM call `on_stop` (which must make the body return)."""
     loop = asyncio.get_running_loop()
     for signum in _STOP_SIGNALS:
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_stop)
     supervisor = asyncio.create_task(fleet.supervise())
     try:
-        await stop.wait()
+        yield
     finally:
         for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
@@ -68,11 +69,20 @@ async def _headless(fleet: DemoFleet) -> None:
             await supervisor
 
 
+async def _headless(fleet: DemoFleet) -> None:
+    """Supervise the fleet until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    async with _supervised(fleet, stop.set):
+        await stop.wait()
+
+
 async def _dashboard(
     fleet: DemoFleet, notify: Callable[[Callable[[DemoEvent], None]], None]
 ) -> None:
     """Run the dashboard on the fleet; SIGTERM (or a SIGINT from outside) quits it."""
-    from perseus_tui.app import create_app  # noqa: PLC0415 - Textual only when needed
+    from textual.notifications import SeverityLevel  # noqa: PLC0415 - Textual only when needed
+
+    from perseus_tui.app import create_app  # noqa: PLC0415
 
     app = create_app(fleet.settings())
     # Inside the dashboard Ctrl-C is a key, not a signal: make it quit the demo
@@ -81,24 +91,12 @@ async def _dashboard(
 
     def tell(event: DemoEvent) -> None:
         if app.is_running and event.kind is not EventKind.RESTART:  # restarts are in the feed
-            if event.kind is EventKind.KILLED:
-                app.notify(event.text, title="demo", severity="warning", timeout=8, markup=False)
-            else:
-                app.notify(event.text, title="demo", severity="error", timeout=8, markup=False)
+            severity: SeverityLevel = "warning" if event.kind is EventKind.KILLED else "error"
+            app.notify(event.text, title="demo", severity=severity, timeout=8, markup=False)
 
     notify(tell)
-    loop = asyncio.get_running_loop()
-    for signum in _STOP_SIGNALS:
-        loop.add_signal_handler(signum, app.exit)
-    supervisor = asyncio.create_task(fleet.supervise())
-    try:
+    async with _supervised(fleet, app.exit):
         await app.run_async()
-    finally:
-        for signum in _STOP_SIGNALS:
-            loop.remove_signal_handler(signum)
-        supervisor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await supervisor
 
 
 def _echo_event(event: DemoEvent) -> None:
