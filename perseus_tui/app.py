@@ -31,6 +31,7 @@ from redis.exceptions import NoPermissionError, RedisError
 from textual import on, work
 from textual.app import App
 from textual.binding import Binding
+from textual.content import Content
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
@@ -138,6 +139,9 @@ class PerseusApp(App[None]):
         self._retry_at = self.clock()
         self._stale = False
         self._dashboard: DashboardScreen | None = None
+        self._summary: tuple[dict[int, ExchangeView], tuple[Content, ...]] | None = None
+        """The header counts and the `views` they were counted from (the clock tick
+        reuses them; every read replaces `views`)."""
 
     # --- shared state ------------------------------------------------------------
 
@@ -170,6 +174,12 @@ class PerseusApp(App[None]):
         """Seconds between full fleet reads."""
         return self.settings.refresh_ms / 1000
 
+    def redis_option(self) -> str:
+        """`--redis-url <target>` for commands shown to the user ("" for the default Redis)."""
+        if self.settings.redis_url == Settings.model_fields["redis_url"].default:
+            return ""
+        return f"--redis-url {self.target}"
+
     def exchange_label(self, exchange_id: int) -> str:
         """A safe, human name for an exchange: `Coinbase #1`."""
         view = self.views.get(exchange_id)
@@ -179,14 +189,17 @@ class PerseusApp(App[None]):
 
     def header_state(self) -> HeaderState:
         """What every header shows right now."""
-        online = [v for v in self.views.values() if v.online]
-        states = [v.status.connection_state.value if v.status else None for v in online]
-        ready = sum(1 for v in self.views.values() if v.ready)
+        if self._summary is None or self._summary[0] is not self.views:
+            online = [v for v in self.views.values() if v.online]
+            states = [v.status.connection_state.value if v.status else None for v in online]
+            ready = sum(1 for v in self.views.values() if v.ready)
+            parts = tuple(render.summary_parts(states, len(self.views), ready=ready))
+            self._summary = (self.views, parts)
         return HeaderState(
             target=self.target,
             connected=self.connected,
             read_only=self.read_only,
-            summary=render.count_summary(states, len(self.views), ready=ready),
+            summary_parts=self._summary[1],
             now=self.clock(),
             tz=self.display_tz,
         )
@@ -299,11 +312,13 @@ class PerseusApp(App[None]):
     def _exchanges_refreshed(self, message: ExchangesRefreshed) -> None:
         if not self._showing():
             return
+        views = dict(self.views)  # a new mapping: the header counts again
         for view in message.views:
-            if view.exchange_id in self.views:
-                self.views[view.exchange_id] = view
+            if view.exchange_id in views:
+                views[view.exchange_id] = view
             else:
                 self.request_refresh()  # a new exchange: let a full read place it
+        self.views = views
         self._connection_ok()
         self._show_views()
 
@@ -497,8 +512,7 @@ class PerseusApp(App[None]):
         if message.stage == "sent":
             self.notify("Sent; waiting for the agent…", title=title, timeout=4, markup=False)
         elif message.stage == "acknowledged":
-            text = "Acknowledged by the agent" + (f": {detail}" if detail else "")
-            self.notify(text, title=title, timeout=4, markup=False)
+            self.notify(render.acknowledgement(detail), title=title, timeout=4, markup=False)
         elif message.stage == "success":
             text = "Done" + (f": {detail}" if detail else "")
             self.notify(text, title=title, markup=False)

@@ -1,4 +1,4 @@
-"""Command palette entries: start, stop or open any exchange, switch view, switch time zone.
+"""Command palette entries: start, stop or open any exchange, and every dashboard-wide key.
 
 Theme switching comes from Textual's own system commands, which stay enabled.
 Exchange names come from Redis, so hits are built as `Content` (never markup)
@@ -7,6 +7,7 @@ and highlighted here rather than with `Matcher.highlight`, which parses markup.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, cast
 
@@ -42,9 +43,9 @@ class ExchangeCommands(Provider):
         """The app, typed."""
         return cast("PerseusApp", self.app)
 
-    def _commands(self) -> list[tuple[str, object, str]]:
+    def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
         app = self.perseus
-        commands: list[tuple[str, object, str]] = []
+        commands: list[tuple[str, Callable[[], object], str]] = []
         for exchange_id in sorted(app.views):
             label = app.exchange_label(exchange_id)
             commands.append(
@@ -69,22 +70,27 @@ class ExchangeCommands(Provider):
                         "Send stop (asks first)",
                     )
                 )
-        commands.append(
-            ("Switch view: cards / table", app.action_toggle_view, "Toggle the fleet view")
-        )
-        commands.append(
-            ("Switch time zone: UTC / local", app.action_toggle_utc, "Toggle absolute times")
-        )
-        return commands
+        return commands + self._app_commands()
+
+    def _app_commands(self) -> list[tuple[str, Callable[[], object], str]]:
+        """The keys a narrow footer may leave out, reachable from here too."""
+        app = self.perseus
+        return [
+            ("Switch view: cards / table", app.action_toggle_view, "Toggle the fleet view"),
+            ("Switch time zone: UTC / local", app.action_toggle_utc, "Toggle absolute times"),
+            ("Refresh every status now", app.request_refresh, "Re-read the whole fleet"),
+            (
+                "Pause / resume the activity feed",
+                app.dashboard.action_pause_feed,
+                "Hold new entries (counted) or show them again",
+            ),
+            ("Help: every key, by screen", app.action_help, "The keys of every screen"),
+        ]
 
     async def discover(self) -> Hits:
         app = self.perseus
-        yield DiscoveryHit(
-            "Switch view: cards / table", app.action_toggle_view, help="Toggle the fleet view"
-        )
-        yield DiscoveryHit(
-            "Switch time zone: UTC / local", app.action_toggle_utc, help="Toggle absolute times"
-        )
+        for text, command, help_text in self._app_commands():
+            yield DiscoveryHit(text, command, help=help_text)
         for exchange_id in sorted(app.views)[:MAX_DISCOVERY_EXCHANGES]:
             label = app.exchange_label(exchange_id)
             yield DiscoveryHit(
@@ -98,4 +104,4 @@ class ExchangeCommands(Provider):
         for text, command, help_text in self._commands():
             score = matcher.match(text)
             if score > 0:
-                yield Hit(score, safe_highlight(matcher, text), command, text=text, help=help_text)  # type: ignore[arg-type]
+                yield Hit(score, safe_highlight(matcher, text), command, text=text, help=help_text)

@@ -232,22 +232,45 @@ def _entry_body(entry: ActivityEntry) -> Content:
             parts += ["  ", (label(entry.hostname), MUTED)]
         return Content.assemble(*parts)
     if isinstance(entry, CommandEntry):
-        status = label(entry.status, "?", 12)
-        status_style = {"success": "bold $text-success", "error": "bold $text-error"}.get(
-            entry.status, MUTED
-        )
-        parts = [
+        return Content.assemble(
             ("⚑ ", "$text-primary"),
             (label(entry.command, "?", 20), "bold"),
             (" by ", MUTED),
             (label(entry.operator, "unknown", 40), "$text-primary"),
             (": ", MUTED),
-            (status, status_style),
-        ]
-        if entry.message:
-            parts += [" ", (label(entry.message, "", 120), MUTED)]
-        return Content.assemble(*parts)
+            command_outcome(entry.status, entry.message),
+        )
     return _generic_body(entry)
+
+
+COMMAND_STATUS_WORDS: Mapping[str, str] = {"ack": "acknowledged"}
+"""Audit statuses as they read in a sentence (`ack` is the wire's short form)."""
+
+
+def command_outcome(status: str | None, message: str | None) -> Content:
+    """`acknowledged by vm`, `success · kraken is active`: a command's status and message.
+
+    An agent's message often restates the status (an ack says "acknowledged by
+    vm"); then the message alone is shown, in the status's colour.
+    """
+    word = COMMAND_STATUS_WORDS.get(status or "", label(status, "?", 12))
+    style = {"success": "bold $text-success", "error": "bold $text-error"}.get(status or "", MUTED)
+    text = label(message, "", 120)
+    if not text:
+        return Content.styled(word, style)
+    if text.lower().startswith(word.lower()):
+        return Content.styled(text, style)
+    return Content.assemble((word, style), (" · ", MUTED), (text, MUTED))
+
+
+def acknowledgement(detail: str) -> str:
+    """The notification for an agent's ack: `Acknowledged by vm`, not `Acknowledged by the
+    agent: acknowledged by vm`."""
+    if not detail:
+        return "Acknowledged by the agent"
+    if detail.lower().startswith("acknowledged"):
+        return detail[0].upper() + detail[1:]
+    return f"Acknowledged: {detail}"
 
 
 def _generic_body(entry: OtherEntry) -> Content:
@@ -273,8 +296,13 @@ def entry_matches(entry: ActivityEntry, query: str) -> bool:
     return any(needle in value.lower() for value in haystack if value)
 
 
-def count_summary(states: Iterable[str | None], total: int, *, ready: int = 0) -> Content:
-    """`5 of 8 online · 1 offline · 1 ready · 2 active ...` for the header.
+SUMMARY_SEPARATOR = "  "
+"""Between the counts of the header summary."""
+
+
+def summary_parts(states: Iterable[str | None], total: int, *, ready: int = 0) -> list[Content]:
+    """`5 of 8 online`, `1 offline`, `1 ready`, `2 active`...: the header summary's counts,
+    most urgent first, so a narrow header drops the least important ones.
 
     Args:
         states: the state of every online exchange (None: unreadable status).
@@ -288,15 +316,14 @@ def count_summary(states: Iterable[str | None], total: int, *, ready: int = 0) -
         online += 1
         key = state or "unreadable"
         counts[key] = counts.get(key, 0) + 1
-    parts: list[str | tuple[str, str]] = [(f"{online} of {total} online", "bold")]
-    # Most urgent first, so a narrow terminal cuts the least important counts.
+    parts = [Content.styled(f"{online} of {total} online", "bold")]
     offline = total - online - ready
     if offline > 0:
-        parts += ["  ", (f"{offline} offline", OFFLINE_STYLE)]
+        parts.append(Content.styled(f"{offline} offline", OFFLINE_STYLE))
     if counts.get("unreadable"):
-        parts += ["  ", (f"{counts['unreadable']} unreadable", "$text-error")]
+        parts.append(Content.styled(f"{counts['unreadable']} unreadable", "$text-error"))
     if ready:
-        parts += ["  ", (f"{ready} ready", READY_STYLE)]
+        parts.append(Content.styled(f"{ready} ready", READY_STYLE))
     for state in (
         ConnectionState.ACTIVE,
         ConnectionState.WARMING,
@@ -306,8 +333,26 @@ def count_summary(states: Iterable[str | None], total: int, *, ready: int = 0) -
         ConnectionState.IDLE,
     ):
         if counts.get(state):
-            parts += ["  ", (f"{counts[state]} {state.value}", state_colour(state))]
-    return Content.assemble(*parts)
+            parts.append(Content.styled(f"{counts[state]} {state.value}", state_colour(state)))
+    return parts
+
+
+def fit_parts(parts: Sequence[Content], width: int, separator: str = SUMMARY_SEPARATOR) -> Content:
+    """As many whole `parts` as fit in `width` cells, then `+N more` for the rest.
+
+    A summary cut in the middle of a word (`1 start…`) says less than one
+    that names what it left out.
+    """
+    joiner = Content(separator)
+    line = joiner.join(parts)
+    if line.cell_length <= width:
+        return line
+    for count in range(len(parts) - 1, 0, -1):
+        more = Content.styled(f"+{len(parts) - count} more", MUTED)
+        line = joiner.join([*parts[:count], more])
+        if line.cell_length <= width:
+            return line
+    return parts[0].truncate(width, ellipsis=True) if parts else Content()
 
 
 def parse_time(text: str | None) -> datetime | None:

@@ -269,6 +269,12 @@ def seed_hostile(url: str) -> None:
         _append_history(client, [("evil", {**fields, "adminEmail": "[@click=app.quit]x[/]"})])
 
 
+def seed_empty(url: str) -> None:
+    """No catalog entry, nothing online: the first run against a fresh Redis."""
+    with sync_redis.Redis.from_url(url, decode_responses=True) as client:
+        client.flushall()
+
+
 def screenshot_settings(url: str) -> Settings:
     """Settings for a screenshot run: slow polls (nothing changes), fast blocking reads."""
     return Settings(
@@ -307,6 +313,13 @@ async def settle(pilot: Pilot[None]) -> None:
     assert isinstance(app, PerseusApp)
     await wait_for(pilot, lambda: app.loaded.is_set() and app.history_loaded.is_set())
     await wait_for(pilot, lambda: app.focused is not None)  # the first card, once mounted
+    await pilot.pause()
+
+
+async def _settle_empty(pilot: Pilot[None]) -> None:
+    app = pilot.app
+    assert isinstance(app, PerseusApp)
+    await wait_for(pilot, lambda: app.loaded.is_set() and app.history_loaded.is_set())
     await pilot.pause()
 
 
@@ -379,6 +392,7 @@ SHOTS: tuple[Shot, ...] = (
     Shot("stop_confirmation", (120, 40), seed_fleet, _stop_confirmation, "stop asks first"),
     Shot("table", (120, 40), seed_fleet, _table, "the table view for large fleets"),
     Shot("hostile_hostname", (120, 40), seed_hostile, settle, "markup shown literally"),
+    Shot("empty_fleet", (80, 24), seed_empty, _settle_empty, "how to add the first exchange"),
 )
 """Every screen but the unreachable banner, which needs a server it may kill."""
 

@@ -9,7 +9,7 @@ from typing import Literal
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import ContentSwitcher, Footer, Input
+from textual.widgets import ContentSwitcher, Input
 
 from perseus_core.models import ActivityEntry
 from perseus_core.network import ExchangeView
@@ -17,6 +17,8 @@ from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.banner import ConnectionBanner
 from perseus_tui.widgets.card_grid import CardGrid, view_matches
+from perseus_tui.widgets.empty_fleet import EmptyFleet
+from perseus_tui.widgets.footer import PerseusFooter
 from perseus_tui.widgets.header import HeaderState, PerseusHeader
 from perseus_tui.widgets.instance_card import InstanceCard
 from perseus_tui.widgets.instance_table import InstanceTable
@@ -25,6 +27,9 @@ TABLE_THRESHOLD = 60
 """Above this many exchanges the table is shown instead of cards (until `t` is pressed)."""
 
 ViewMode = Literal["auto", "cards", "table"]
+
+GATED_ACTIONS = ("start", "stop", "explain_read_only", "open_detail", "clear_filter")
+"""Actions whose availability depends on the data shown (see `check_action`)."""
 
 
 class DashboardScreen(ExchangeScreen):
@@ -77,11 +82,13 @@ class DashboardScreen(ExchangeScreen):
         self._feed_max_lines = feed_max_lines
         self._tz = tz
         self._views: list[ExchangeView] = []
+        self._loaded = False
         self._now: datetime | None = None
         self._stale = False
         self._query = ""
         self.view_mode: ViewMode = "auto"
         self.selected_id: int | None = None
+        self._binding_answers: tuple[bool | None, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield PerseusHeader(self._header_state, id="header")
@@ -95,13 +102,14 @@ class DashboardScreen(ExchangeScreen):
         with ContentSwitcher(initial="cards", id="views"):
             yield CardGrid(id="cards")
             yield InstanceTable(id="table")
+            yield EmptyFleet(self.perseus.redis_option(), id="empty")
         yield ActivityFeed(
             max_lines=self._feed_max_lines,
             clock=self.perseus.clock,
             tz=self._tz,
             id="feed",
         )
-        yield Footer()
+        yield PerseusFooter()
 
     def on_mount(self) -> None:
         filter_input = self.query_one("#filter-input", Input)
@@ -149,6 +157,7 @@ class DashboardScreen(ExchangeScreen):
     ) -> None:
         """Show the fleet as last read."""
         first = not self._views and bool(views)
+        self._loaded = True
         self._views = list(views)
         self._now = now
         self._stale = stale
@@ -158,7 +167,19 @@ class DashboardScreen(ExchangeScreen):
             self.selected_id = views[0].exchange_id
         if first and self.focused is None:
             self.call_after_refresh(self._focus_view)  # once the new cards are mounted
-        self.refresh_bindings()
+        self._sync_bindings()
+
+    def _sync_bindings(self) -> None:
+        """Refresh the Footer only when what `check_action` answers changed.
+
+        A refresh recomposes the Footer and lays the screen out again (about
+        30 ms), so doing it on every poll and every feed-triggered read would
+        cost more than the update it follows.
+        """
+        answers = tuple(self.check_action(action, ()) for action in GATED_ACTIONS)
+        if answers != self._binding_answers:
+            self._binding_answers = answers
+            self.refresh_bindings()
 
     def _refresh_views(self) -> None:
         if self._now is None:
@@ -174,7 +195,7 @@ class DashboardScreen(ExchangeScreen):
         """Advance ages and countdowns to `now`."""
         self._now = now
         if self.showing_table:
-            self._refresh_views()
+            self.table.tick(now)
         else:
             self.grid.tick(now, self._tz)
         self.banner.tick(now)
@@ -213,7 +234,10 @@ class DashboardScreen(ExchangeScreen):
 
     def _sync_view_mode(self) -> None:
         switcher = self.query_one(ContentSwitcher)
-        wanted = "table" if self.showing_table else "cards"
+        if self._loaded and not self._views:
+            wanted = "empty"  # Redis answered and knows no exchange: say how to add one
+        else:
+            wanted = "table" if self.showing_table else "cards"
         if switcher.current != wanted:
             # Keep the keyboard on the fleet if it was there (a card or the table).
             had_focus = isinstance(self.focused, InstanceCard | InstanceTable)
@@ -237,7 +261,7 @@ class DashboardScreen(ExchangeScreen):
     @on(InstanceTable.Selected)
     def _selected(self, event: CardGrid.Selected | InstanceTable.Selected) -> None:
         self.selected_id = event.exchange_id
-        self.refresh_bindings()
+        self._sync_bindings()
 
     @on(InstanceTable.Opened)
     def _opened(self, event: InstanceTable.Opened) -> None:
@@ -263,7 +287,7 @@ class DashboardScreen(ExchangeScreen):
         filter_input = self.query_one("#filter-input", Input)
         filter_input.display = True
         filter_input.focus()
-        self.refresh_bindings()
+        self._sync_bindings()
 
     def action_clear_filter(self) -> None:
         """Drop the filter and hide its input."""
@@ -272,7 +296,7 @@ class DashboardScreen(ExchangeScreen):
         filter_input.display = False
         self._apply_filter("")
         self._focus_view()
-        self.refresh_bindings()
+        self._sync_bindings()
 
     @on(Input.Changed, "#filter-input")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -282,7 +306,7 @@ class DashboardScreen(ExchangeScreen):
     def _filter_submitted(self, event: Input.Submitted) -> None:
         event.input.display = bool(event.value)
         self._focus_view()
-        self.refresh_bindings()
+        self._sync_bindings()
 
     def _apply_filter(self, query: str) -> None:
         self._query = query.strip()

@@ -10,7 +10,6 @@ from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Footer
 
 from perseus_core.activity import ActivityLog
 from perseus_core.connection import describe_redis_error
@@ -19,6 +18,7 @@ from perseus_core.network import ExchangeView
 from perseus_tui.messages import HistoryPage
 from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
+from perseus_tui.widgets.footer import PerseusFooter
 from perseus_tui.widgets.header import HeaderState, PerseusHeader
 from perseus_tui.widgets.status_panel import StatusPanel
 
@@ -75,7 +75,7 @@ class DetailScreen(ExchangeScreen):
                 empty_text="Loading history…",
                 id="history",
             )
-        yield Footer()
+        yield PerseusFooter()
 
     def on_mount(self) -> None:
         feed = self.query_one(ActivityFeed)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable, Sequence
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.content import Content
+from textual.geometry import Size
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widget import Widget
 
 HelpSection = tuple[str, Sequence[BindingType]]
 """A heading and the bindings that apply there."""
@@ -33,6 +35,50 @@ def binding_rows(bindings: Iterable[BindingType]) -> list[tuple[list[Binding], s
     return list(rows.values())
 
 
+KEY_COLUMN = 16
+"""Cells before the descriptions; a wrapped description continues under itself."""
+
+
+class HelpText(Widget):
+    """Headings and `key  description` rows, descriptions wrapped with a hanging indent."""
+
+    DEFAULT_CSS = """
+    HelpText { width: 1fr; height: auto; }
+    """
+
+    def __init__(self, rows: Sequence[tuple[str, str] | str], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._rows = rows
+
+    def _lines(self, width: int) -> list[Content]:
+        lines: list[Content] = []
+        room = max(20, width - KEY_COLUMN)
+        for row in self._rows:
+            if isinstance(row, str):
+                if lines:
+                    lines.append(Content(""))
+                lines.append(Content.styled(row, "bold $accent"))
+                continue
+            keys, text = row
+            wrapped = textwrap.wrap(text, room) or [""]
+            lines.append(
+                Content.assemble(
+                    (f"  {keys:<{KEY_COLUMN - 2}}", "bold $text-accent"),
+                    (wrapped[0], "$foreground"),
+                )
+            )
+            lines += [
+                Content.styled(" " * KEY_COLUMN + more, "$foreground") for more in wrapped[1:]
+            ]
+        return lines
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._lines(width))
+
+    def render(self) -> Content:
+        return Content("\n").join(self._lines(self.content_size.width))
+
+
 class HelpScreen(ModalScreen[None]):
     """A scrollable list of every binding; Escape, q or ? closes it."""
 
@@ -52,7 +98,6 @@ class HelpScreen(ModalScreen[None]):
         background: $surface;
         padding: 0 2;
     }
-    HelpScreen Static { width: 1fr; }
     """
 
     BINDINGS = [
@@ -69,23 +114,19 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll() as scroll:
             scroll.border_title = "Keys"
             scroll.border_subtitle = "Esc to close"
-            yield Static(self._render_sections(), id="help-text")
+            yield HelpText(self._rows(), id="help-text")
 
-    def _render_sections(self) -> Content:
-        lines: list[Content] = []
+    def _rows(self) -> list[tuple[str, str] | str]:
+        rows: list[tuple[str, str] | str] = []
         for heading, bindings in self._sections:
-            rows = binding_rows(bindings)
-            if not rows:
+            section = binding_rows(bindings)
+            if not section:
                 continue
-            if lines:
-                lines.append(Content(""))
-            lines.append(Content.styled(heading, "bold $accent"))
-            for group, text in rows:
+            rows.append(heading)
+            for group, text in section:
                 keys = " ".join(dict.fromkeys(self.app.get_key_display(b) for b in group))
-                lines.append(
-                    Content.assemble((f"  {keys:<14}", "bold $text-accent"), (text, "$foreground"))
-                )
-        return Content("\n").join(lines)
+                rows.append((keys, text))
+        return rows
 
     def action_close(self) -> None:
         """Back to where help was opened."""

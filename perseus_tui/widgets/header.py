@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 
 from textual.content import Content
+from textual.geometry import Region
 from textual.widget import Widget
 
 from perseus_tui import render
@@ -20,9 +21,22 @@ class HeaderState:
     connected: bool | None = None
     """True: answering; False: unreachable; None: not known yet (connecting)."""
     read_only: bool = False
-    summary: Content = field(default_factory=Content)
+    summary_parts: tuple[Content, ...] = ()
+    """The fleet counts, most urgent first (`render.summary_parts`)."""
     now: datetime | None = None
     tz: tzinfo | None = None
+
+    @property
+    def summary(self) -> Content:
+        """The whole summary line, however wide."""
+        return Content(render.SUMMARY_SEPARATOR).join(self.summary_parts)
+
+    def same_summary(self, other: HeaderState) -> bool:
+        """Whether both summaries are identical, styles included (`==` on Content
+        compares the text only)."""
+        return len(self.summary_parts) == len(other.summary_parts) and all(
+            a.is_same(b) for a, b in zip(self.summary_parts, other.summary_parts, strict=True)
+        )
 
 
 class PerseusHeader(Widget):
@@ -49,9 +63,15 @@ class PerseusHeader(Widget):
         return self._state
 
     def show(self, state: HeaderState) -> None:
-        """Show a new state (repaints only when it differs)."""
-        if state != self._state:
-            self._state = state
+        """Show a new state: repaints only what differs (usually just the clock's line)."""
+        old = self._state
+        same_summary = old.same_summary(state)
+        if same_summary and old == state:
+            return
+        self._state = state
+        if same_summary and replace(old, now=state.now) == state:
+            self.refresh(Region(0, 0, self.content_size.width, 1))
+        else:
             self.refresh()
 
     def render(self) -> Content:
@@ -62,22 +82,28 @@ class PerseusHeader(Widget):
             indicator = Content.styled("● connected", "bold $text-success")
         else:
             indicator = Content.styled("● unreachable", "bold $text-error")
-        left = Content.assemble(
-            ("Perseus Network", "bold $text-primary"),
-            ("  ", ""),
-            (render.label(state.target, "?", 80), "$text-muted"),
-            ("  ", ""),
-            indicator,
-        )
-        if state.read_only:
-            left += Content.assemble(("  ", ""), (" READ-ONLY ", "bold $background on $warning"))
         clock = ""
         if state.now is not None:
             local = state.now.astimezone(state.tz)
             clock = f"{local.strftime('%H:%M:%S')} {render.zone_name(state.tz, state.now)}"
         width = self.content_size.width
-        gap = width - left.cell_length - len(clock)
+        for title in ("Perseus Network", "Perseus"):  # the short title on a narrow terminal
+            left = Content.assemble(
+                (title, "bold $text-primary"),
+                ("  ", ""),
+                (render.label(state.target, "?", 80), "$text-muted"),
+                ("  ", ""),
+                indicator,
+            )
+            if state.read_only:
+                left += Content.assemble(
+                    ("  ", ""), (" READ-ONLY ", "bold $background on $warning")
+                )
+            gap = width - left.cell_length - len(clock)
+            if gap > 1:
+                break
         first = (
             left + Content(" " * gap) + Content.styled(clock, "$text-muted") if gap > 1 else left
         )
-        return Content("\n").join([first, state.summary])
+        summary = render.fit_parts(state.summary_parts, width)
+        return Content("\n").join([first, summary])

@@ -1,8 +1,13 @@
 """The fleet as a table, for hundreds to thousands of exchanges.
 
 Rows are keyed by exchange id and updated by diff: only cells whose content
-changed are written, inside one `batch_update`, so a poll of a 1,000-row fleet
-where three instances changed touches three rows.
+changed are written, inside one `batch_update`. Work is proportional to what is
+on screen, not to the fleet: a poll or a clock tick rebuilds the cells of the
+rows in the viewport only; the others keep what they showed and catch up when
+they scroll into view (until then nobody can see them). Columns only ever
+grow: a cell narrower than its column is written without re-measuring the
+column, which would mean measuring every cell of it (for 1,000 changed rows,
+a million measurements).
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from rich.text import Text
 from textual import on
 from textual.binding import Binding
 from textual.content import Content
+from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from perseus_core.network import ExchangeView
 from perseus_tui import render
@@ -139,15 +146,20 @@ class InstanceTable(DataTable[Text]):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
-        self._cells: dict[str, tuple[Content, ...]] = {}
-        self._views: list[ExchangeView] = []
+        self._views: dict[str, ExchangeView] = {}
+        """The rows wanted, by row key, in id order (the latest read)."""
+        self._cells: dict[str, tuple[Content, ...] | None] = {}
+        """What each row holds now (possibly from an older read or second); None: styled
+        for another theme, every cell is rewritten."""
+        self._current: set[str] = set()
+        """Rows whose cells match their view at `_now` (the others are off screen)."""
         self._now: datetime | None = None
         self._stale = False
 
     def on_mount(self) -> None:
         for key, title in COLUMNS:
             self.add_column(title, key=key)
-        self.app.theme_changed_signal.subscribe(self, lambda _theme: self._repaint_all())
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self._restyle())
 
     def _to_text(self, content: Content) -> Text:
         """Resolve the theme variables of `content` into a Rich `Text` the table can measure.
@@ -182,9 +194,8 @@ class InstanceTable(DataTable[Text]):
         *,
         stale: bool = False,
     ) -> None:
-        """Make the rows match `views`: add, remove, and rewrite only changed cells."""
+        """Make the rows match `views`: add and remove rows, rewrite changed cells on screen."""
         del tz  # the table shows ages, not absolute times
-        self._views = list(views)
         self._now = now
         self._stale = stale
         wanted = {str(view.exchange_id): view for view in views}
@@ -192,27 +203,78 @@ class InstanceTable(DataTable[Text]):
             for key in [k for k in self._cells if k not in wanted]:
                 del self._cells[key]
                 self.remove_row(key)
+            self._views = wanted
+            self._current.clear()
             added = False
             for key, view in wanted.items():
-                cells = row_cells(view, now, stale=stale)
-                old = self._cells.get(key)
-                if old is None:
+                if key not in self._cells:
+                    cells = row_cells(view, now, stale=stale)
                     self.add_row(*(self._to_text(c) for c in cells), key=key)
+                    self._cells[key] = cells
+                    self._current.add(key)
                     added = True
-                else:
-                    for (column, _title), before, after in zip(COLUMNS, old, cells, strict=True):
-                        if not before.is_same(after):
-                            self.update_cell(key, column, self._to_text(after), update_width=True)
-                self._cells[key] = cells
             if added:
                 self.sort("id", key=lambda cell: int(cell.plain))
+            self._update_visible()
 
-    def _repaint_all(self) -> None:
+    def tick(self, now: datetime) -> None:
+        """Advance ages to `now` in the rows on screen."""
         if self._now is None:
             return
-        self._cells.clear()
-        self.clear()
-        self.update_views(self._views, self._now, stale=self._stale)
+        self._now = now
+        self._current.clear()
+        with self.app.batch_update():
+            self._update_visible()
+
+    def _visible_keys(self) -> list[str]:
+        """Row keys in the viewport (before it is laid out: as many as the terminal has lines)."""
+        height = self.scrollable_content_region.height or self.app.size.height
+        first = max(0, int(self.scroll_y))
+        last = min(self.row_count, first + height + 1)
+        keys: list[str] = []
+        for row in range(first, last):
+            row_key, _ = self.coordinate_to_cell_key(Coordinate(row, 0))
+            if row_key.value is not None:
+                keys.append(row_key.value)
+        return keys
+
+    def _update_visible(self) -> None:
+        """Bring the rows on screen up to date with their view, `_now` and `_stale`."""
+        now = self._now
+        if now is None or not self._views:
+            return
+        for key in self._visible_keys():
+            if key in self._current or key not in self._views:
+                continue
+            cells = row_cells(self._views[key], now, stale=self._stale)
+            old = self._cells[key]
+            for index, (column, _title) in enumerate(COLUMNS):
+                if old is None or not old[index].is_same(cells[index]):
+                    self._write_cell(key, column, cells[index])
+            self._cells[key] = cells
+            self._current.add(key)
+
+    def _write_cell(self, key: str, column: str, content: Content) -> None:
+        text = self._to_text(content)
+        # Growing a column costs one measurement; shrinking one re-measures the
+        # whole column, so a column keeps the width of the widest cell it had.
+        grow = text.cell_len > self.columns[ColumnKey(column)].content_width
+        self.update_cell(key, column, text, update_width=grow)
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if int(old_value) != int(new_value):
+            self._update_visible()
+
+    def on_resize(self) -> None:
+        self._update_visible()
+
+    def _restyle(self) -> None:
+        """Resolve every cell's colours again for a new theme (off-screen rows when shown)."""
+        self._cells = dict.fromkeys(self._cells)
+        self._current.clear()
+        with self.app.batch_update():
+            self._update_visible()
 
     @property
     def selected_id(self) -> int | None:

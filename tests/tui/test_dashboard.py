@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from textual.widgets import ContentSwitcher
+from textual.widgets.data_table import ColumnKey
 
 from perseus_core import keys
 from perseus_core.activity import ActivityLog
 from perseus_core.connection import connect
 from perseus_core.embedded import RedisServer
 from perseus_core.instance import Instance
-from perseus_core.models import CatalogEntry, ConnectionState, ErrorEntry
+from perseus_core.models import CatalogEntry, ConnectionState, ErrorEntry, InstanceStatus
 from perseus_core.settings import Settings
 from perseus_tui.app import PerseusApp
 from perseus_tui.screens.confirm import ConfirmScreen
@@ -22,6 +25,7 @@ from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen
 from perseus_tui.screenshots import HOSTILE_HOSTNAME, seed_fleet, seed_hostile, wait_for
 from perseus_tui.widgets.activity_feed import ActivityFeed
+from perseus_tui.widgets.empty_fleet import EmptyFleet
 from perseus_tui.widgets.instance_card import InstanceCard
 from perseus_tui.widgets.instance_table import InstanceTable
 from tests.tui.conftest import Notes
@@ -356,6 +360,25 @@ async def test_detail_pages_history_backwards(
         assert app.screen is app.dashboard
 
 
+async def test_an_empty_fleet_says_how_to_add_an_exchange(
+    make_app: AppFactory, make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    app = make_app(settings=make_settings(refresh_ms=300))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, app.loaded.is_set)
+        await pilot.pause()
+        dashboard = app.dashboard
+        empty = dashboard.query_one(EmptyFleet)
+        assert dashboard.query_one(ContentSwitcher).current == "empty"
+        text = empty.render().plain
+        assert "perseus agent --exchange-id 1 --exchange-name coinbase" in text
+        assert "perseus catalog add 1 coinbase" in text
+        assert "--redis-url redis://redis.example:6379/0" in text  # not the default Redis
+        await add_catalog(redis, 1, "alpha")
+        await wait_for(pilot, lambda: bool(card_text(app, 1)), limit_s=5)
+        assert dashboard.query_one(ContentSwitcher).current == "cards"
+
+
 async def test_large_fleet_switches_to_the_table(make_app: AppFactory, redis: Redis) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         for exchange_id in range(1, 62):
@@ -368,6 +391,74 @@ async def test_large_fleet_switches_to_the_table(make_app: AppFactory, redis: Re
         await pilot.pause()
         assert app.dashboard.showing_table
         assert app.dashboard.query_one(InstanceTable).row_count == 61
+
+
+def _status_json(exchange_id: int, name: str, **overrides: object) -> str:
+    now = datetime.now(UTC)
+    values: dict[str, object] = {
+        "exchange_id": exchange_id, "exchange_name": name, "hostname": f"{name}-host",
+        "connection_state": ConnectionState.ACTIVE, "last_heartbeat": now,
+        "last_state_change": now, "registered_at": now, "connected_at": now,
+    }  # fmt: skip
+    values.update(overrides)
+    return InstanceStatus(**values).to_json()  # type: ignore[arg-type]
+
+
+async def test_table_rows_off_screen_catch_up_when_scrolled_to(
+    make_app: AppFactory, redis: Redis
+) -> None:
+    """Only the rows on screen are rewritten at once; the others show the latest
+    read as soon as they scroll into view, and columns grow for wider cells."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for exchange_id in range(1, 101):
+            entry = CatalogEntry(id=exchange_id, name=f"x{exchange_id}")
+            pipe.hset(keys.CATALOG_KEY, str(exchange_id), entry.to_json())
+        await pipe.execute()
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, app.loaded.is_set)
+        await pilot.pause()
+        table = app.dashboard.table
+        assert app.dashboard.showing_table and table.row_count == 100
+        error = "a long last error, wider than the column has been so far"
+        await redis.set(keys.status_key(100), _status_json(100, "x100", last_error=error))
+        await redis.set(keys.status_key(1), _status_json(1, "x1"))
+        app.request_refresh()
+        await wait_for(pilot, lambda: app.views[100].online and app.views[1].online)
+        await pilot.pause()
+        assert table.get_row("1")[2].plain == "active"  # on screen: rewritten at once
+
+        table.move_cursor(row=99)  # scrolls the last row into view
+        await pilot.pause()
+        row = table.get_row("100")
+        assert row[2].plain == "active" and row[3].plain == "x100-host"
+        assert row[9].plain == error
+        assert table.columns[ColumnKey("error")].content_width >= len(error)
+
+
+async def test_a_narrow_footer_keeps_help_quit_and_the_commands(
+    make_app: AppFactory, redis_url: str
+) -> None:
+    seed_fleet(redis_url)
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.loaded.is_set() and app.focused is not None)
+        await pilot.pause()
+
+        def shown() -> set[str]:
+            keys_ = app.screen.query("FooterKey")
+            return {getattr(key, "action", "") for key in keys_ if key.display}
+
+        assert {"help", "quit", "start", "stop", "open_detail", "filter"} <= shown()
+        assert "toggle_utc" not in shown()
+        bar = [key for key in app.screen.query("FooterKey") if key.display]
+        assert sum(key.outer_size.width for key in bar) <= 80
+        await pilot.press("t")  # left out of the footer, and still a key
+        await pilot.pause()
+        assert app.dashboard.showing_table
+        await pilot.resize_terminal(140, 40)
+        await pilot.pause()
+        assert {"toggle_utc", "pause_feed", "toggle_view", "refresh"} <= shown()
 
 
 @pytest.mark.parametrize("query", ["Stop", "Open Alp"])

@@ -118,7 +118,7 @@ def test_entry_lines_show_what_happened() -> None:
     line = render.entry_line(transition, UTC, NOW).plain
     assert line.startswith("22:44:00") and "coinbase" in line and "warming → active" in line
     command = CommandEntry(command="stop", operator="alice", status="error", message="nope")
-    assert "stop by alice: error nope" in render.entry_line(command, UTC, NOW).plain
+    assert "stop by alice: error · nope" in render.entry_line(command, UTC, NOW).plain
     odd = parse_entry("2-0", {"event": "mystery", "k": "v"}, "x")
     assert (
         "mystery" in render.entry_line(odd, UTC, NOW).plain
@@ -201,6 +201,35 @@ def test_an_offline_card_without_a_known_state_says_unknown() -> None:
 
 
 def test_header_counts_ready_exchanges_apart_from_offline_ones() -> None:
-    summary = render.count_summary(["active", None], 5, ready=2).plain
+    summary = render.fit_parts(render.summary_parts(["active", None], 5, ready=2), 200).plain
     assert "2 of 5 online" in summary and "1 offline" in summary and "2 ready" in summary
-    assert "offline" not in render.count_summary(["active"], 2, ready=1).plain
+    assert (
+        "offline" not in render.fit_parts(render.summary_parts(["active"], 2, ready=1), 200).plain
+    )
+
+
+def test_command_outcomes_do_not_repeat_themselves() -> None:
+    """An agent's ack says "acknowledged by vm": shown once, not "ack acknowledged by vm"."""
+    ack = CommandEntry(
+        command="start", operator="root@vm", status="ack", message="acknowledged by vm"
+    )
+    assert render.entry_line(ack, UTC, NOW).plain.endswith("⚑ start by root@vm: acknowledged by vm")
+    assert render.command_outcome("ack", "").plain == "acknowledged"
+    assert render.command_outcome("success", "kraken is active").plain == (
+        "success · kraken is active"
+    )
+    assert render.acknowledgement("acknowledged by vm") == "Acknowledged by vm"
+    assert render.acknowledgement("") == "Acknowledged by the agent"
+    assert render.acknowledgement("repeat of a command already handled; not run again") == (
+        "Acknowledged: repeat of a command already handled; not run again"
+    )
+
+
+def test_a_narrow_header_drops_whole_counts_and_says_how_many() -> None:
+    parts = render.summary_parts(["active", "warming", "starting", "stopping", None], 9, ready=1)
+    full = render.fit_parts(parts, 200).plain
+    assert full.startswith("5 of 9 online  3 offline  1 unreadable  1 ready  1 active")
+    narrow = render.fit_parts(parts, 60).plain
+    assert len(narrow) <= 60 and narrow.endswith(" more") and "…" not in narrow
+    assert narrow.startswith("5 of 9 online  3 offline")
+    assert render.fit_parts(parts, 8).plain == "5 of 9 …"
