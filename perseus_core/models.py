@@ -14,16 +14,19 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     PlainSerializer,
     Tag,
     TypeAdapter,
     ValidationError,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 from perseus_core.errors import PayloadError
 from perseus_core.timeutil import format_ts, parse_ts, parse_ts_or_none
@@ -54,9 +57,52 @@ def _parse_wire_time(value: Any) -> Any:
     return value
 
 
+_CANONICAL_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z$"
+"""The UTC form every writer uses (`Date.toISOString()`, also with no fraction or
+up to nanoseconds): the one form pydantic-core may parse on its own."""
+
+
+class _WireTimeSchema:
+    """How a `WireTime` is validated.
+
+    Python input (`model_validate`, constructors, `from_json`) goes through
+    `parse_ts`, which reads any ISO-8601 form and makes the result UTC. JSON
+    input (`model_validate_json`, the bulk read path) first tries
+    pydantic-core's own parser, without a Python call, but only on a string
+    in the canonical UTC form above; anything else takes the `parse_ts` path,
+    so both inputs accept exactly the same strings with the same instants
+    (pydantic-core alone would also take a number in a string as a Unix time
+    and keep a naive or non-UTC value as it is). Stored values are aware and
+    UTC either way; the canonical path's `tzinfo` is pydantic-core's UTC,
+    equal to `datetime.UTC`.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        lenient = core_schema.no_info_before_validator_function(_parse_wire_time, handler(source))
+        canonical = core_schema.chain_schema(
+            [
+                core_schema.str_schema(strict=True, pattern=_CANONICAL_TIME),
+                core_schema.datetime_schema(strict=False),
+            ]
+        )
+        return core_schema.json_or_python_schema(
+            json_schema=core_schema.union_schema([canonical, lenient], mode="left_to_right"),
+            python_schema=lenient,
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "string", "format": "date-time"}
+
+
 WireTime = Annotated[
     datetime,
-    BeforeValidator(_parse_wire_time),
+    _WireTimeSchema,
     PlainSerializer(format_ts, return_type=str),
 ]
 """A timestamp read in any ISO-8601 form and written as `Date.toISOString()` does."""
@@ -98,6 +144,10 @@ class _WireModel(BaseModel):
 
 class InstanceStatus(_WireModel):
     """The JSON object in `exchange:{id}:status` (WIRE.md 1.1 and 2.2)."""
+
+    # Read 10,000 at a time from JSON, with few repeated strings: pydantic's
+    # string cache costs more lookups than it saves allocations.
+    model_config = ConfigDict(cache_strings=False)
 
     exchange_id: int = Field(ge=0)
     exchange_name: str
@@ -359,6 +409,8 @@ class CommandReply(_WireModel):
 
 class CatalogEntry(_WireModel):
     """One known exchange in the `perseus:exchanges` hash."""
+
+    model_config = ConfigDict(cache_strings=False)  # as InstanceStatus
 
     id: int = Field(ge=0)
     name: str = Field(min_length=1, max_length=256)

@@ -3,7 +3,9 @@
 A snapshot reads the catalog (WIRE.md 2.1) and the status key (WIRE.md 1.1) of
 every exchange in one round trip per Redis node: `HGETALL` and chunked `MGET`s
 go out in one pipeline, and on Redis Cluster every `MGET` holds keys of one
-hash slot only, so no command ever spans slots.
+hash slot only, so no command ever spans slots. A reader's first snapshot
+does not know the catalog's ids yet: its `MGET`s follow the `HGETALL` in a
+second round trip, during which it validates the catalog.
 
 Exchanges without a valid status (normally few) get two more things, read
 together in one more pipelined round trip:
@@ -42,6 +44,7 @@ any exchange found online that is not in the catalog):
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -49,6 +52,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import chain
+from operator import attrgetter
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -85,6 +90,11 @@ the pipeline's commands)."""
 
 SCAN_COUNT = 1_000
 """SCAN COUNT hint: fewer round trips over a large keyspace."""
+
+CATALOG_SLICE = 500
+"""Fewest catalog values validated between two yields to the event loop while
+the status MGETs of a first snapshot are in flight (there are at most 8 such
+slices)."""
 
 LAST_KNOWN_SCAN = 10
 """Newest activity entries searched for one that carries a state: a stop
@@ -260,14 +270,13 @@ class NetworkSnapshot:
         return sum(1 for view in self.exchanges if view.online)
 
 
-@dataclass(slots=True)
-class _CatalogRow:
-    """One catalog hash field as read: a valid entry, or what is wrong with it."""
+_validate_status_json = InstanceStatus.__pydantic_validator__.validate_json
+_validate_catalog_json = CatalogEntry.__pydantic_validator__.validate_json
 
-    exchange_id: int
-    field_name: str
-    entry: CatalogEntry | None
-    error: str | None
+_Token = CatalogEntry | str | None
+"""What a view was built from on the catalog side: the parsed catalog value (a
+valid entry, or what is wrong with it), None outside the catalog. Parsed values
+are cached by their bytes, so an unchanged catalog value is the same object."""
 
 
 def parse_status_payload(raw: str) -> InstanceStatus | str:
@@ -282,9 +291,13 @@ def parse_status_payload(raw: str) -> InstanceStatus | str:
     """
     if len(raw) <= MAX_PAYLOAD_BYTES:
         try:
-            return InstanceStatus.model_validate_json(raw)
+            return _validate_status_json(raw)  # type: ignore[no-any-return]
         except ValidationError:
             pass
+    return _status_from_json(raw)
+
+
+def _status_from_json(raw: str) -> InstanceStatus | str:
     try:
         return InstanceStatus.from_json(raw)
     except PayloadError as exc:
@@ -296,7 +309,7 @@ def parse_catalog_payload(raw: str) -> CatalogEntry | str:
     (same fast path as `parse_status_payload`)."""
     if len(raw) <= MAX_PAYLOAD_BYTES:
         try:
-            return CatalogEntry.model_validate_json(raw)
+            return _validate_catalog_json(raw)  # type: ignore[no-any-return]
         except ValidationError:
             pass
     try:
@@ -307,43 +320,108 @@ def parse_catalog_payload(raw: str) -> CatalogEntry | str:
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Hold the cyclic garbage collector during a bulk parse.
+    """Keep the cyclic garbage collector away from a bulk parse and what it builds.
 
-    Validating 10,000 payloads allocates hundreds of thousands of objects,
-    none of them in reference cycles; the collector would still stop to walk
-    the whole heap several times, a third of the snapshot's time. The section
-    it covers never awaits, so nothing else runs meanwhile.
+    A snapshot of 10,000 exchanges allocates some 70,000 container objects
+    (models, their `__dict__` and fields-set, views) that live until the next
+    poll, are freed by reference counting, and can never be part of a
+    reference cycle. The collector cannot free any of them, yet left alone it
+    would walk them all: several times during the parse, then once more as a
+    young generation, again in the middle one, and their arrival would
+    trigger full collections of the whole heap. On a 10,000-exchange fleet
+    that walking costs as much as the whole Redis read.
+
+    So the collector is held during the section (which never awaits, so
+    nothing else runs meanwhile), after a collection of the young
+    generations, so that what the section finds young is what it made. What
+    the section built is then moved, without being walked, to the oldest
+    generation (`gc.freeze()` + `gc.unfreeze()`, both constant time), where
+    only full collections look at it; it is freed as soon as the next poll
+    drops it. If the process keeps objects frozen on purpose (a pre-fork
+    server calling `gc.freeze()`), the move is skipped, since unfreezing
+    would undo that, and the collector simply resumes.
     """
-    was_enabled = gc.isenabled()
+    if not gc.isenabled():  # the application manages the collector itself
+        yield
+        return
+    gc.collect(1)
     gc.disable()
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        if gc.get_freeze_count() == 0:
+            gc.freeze()
+            gc.unfreeze()
+        gc.enable()
 
 
-def _parse_catalog_field(
-    field_name: str, raw: str, cache: dict[str, CatalogEntry | str]
-) -> _CatalogRow:
-    exchange_id = int(field_name) if field_name.isdigit() and len(field_name) <= 18 else None
-    if exchange_id is None:
-        return _CatalogRow(
-            _NOT_AN_ID, field_name, None, f"catalog field {field_name[:40]!r} is not an exchange id"
-        )
-    parsed = cache.get(raw)
-    if parsed is None:
-        parsed = cache[raw] = parse_catalog_payload(raw)
-    if isinstance(parsed, str):
-        return _CatalogRow(exchange_id, field_name, None, parsed)
-    if parsed.id != exchange_id:
-        return _CatalogRow(
+def _field_id(field_name: str) -> int:
+    """The exchange id a catalog field names, or `_NOT_AN_ID`."""
+    # isdecimal, not isdigit: int() rejects digits such as superscripts.
+    if field_name.isdecimal() and len(field_name) <= 18:
+        return int(field_name)
+    return _NOT_AN_ID
+
+
+def _not_an_id(field_name: str) -> str:
+    return f"catalog field {field_name[:40]!r} is not an exchange id"
+
+
+def _catalog_problem(exchange_id: int, token: CatalogEntry | str) -> str | None:
+    """What is wrong with a parsed catalog value stored under `exchange_id`."""
+    if isinstance(token, str):
+        return token
+    if token.id != exchange_id:
+        return f"catalog entry under id {exchange_id} says id {token.id}"
+    return None
+
+
+def _status_result(exchange_id: int, raw: str) -> InstanceStatus | str:
+    """A status payload read under `exchange_id`: the validated status, or
+    what is wrong with it (invalid, or naming another exchange)."""
+    parsed = parse_status_payload(raw)
+    if isinstance(parsed, str) or parsed.exchange_id == exchange_id:
+        return parsed
+    return _id_mismatch(parsed, exchange_id)
+
+
+def _assemble(
+    exchange_id: int,
+    field_name: str | None,
+    entry: CatalogEntry | None,
+    catalog_problem: str | None,
+    raw: str | None,
+    status: InstanceStatus | None,
+    problem: str | None,
+) -> ExchangeView:
+    """A view from its parts; `field_name` is None outside the catalog."""
+    if entry is not None:
+        return ExchangeView(
             exchange_id,
-            field_name,
+            entry.name,
+            entry.display_name or entry.name,
+            True,
+            status,
+            problem,
             None,
-            f"catalog entry under id {exchange_id} says id {parsed.id}",
+            raw is not None,
+            entry,
         )
-    return _CatalogRow(exchange_id, field_name, parsed, None)
+    errors = [e for e in (catalog_problem, problem) if e]
+    name = status.exchange_name if status is not None else ""
+    if field_name is not None and exchange_id == _NOT_AN_ID:
+        display = field_name
+    else:
+        display = name or f"exchange {exchange_id}"
+    return ExchangeView(
+        exchange_id=exchange_id,
+        exchange_name=name,
+        display_name=display,
+        in_catalog=field_name is not None,
+        status=status,
+        error="; ".join(errors) if errors else None,
+        key_exists=raw is not None,
+    )
 
 
 class NetworkReader:
@@ -386,11 +464,11 @@ class NetworkReader:
         self._scan_every_s = scan_every_s
         self._cluster = isinstance(redis, RedisCluster)
         self._last_scan: float | None = None
-        self._catalog_ids: set[int] = set()
+        self._catalog_ids: list[int] = []
+        """The catalog's ids at the last read, in the catalog's own order."""
         self._extra_ids: set[int] = set()
-        self._status_cache: dict[str, InstanceStatus | str] = {}
-        self._rows: dict[str, tuple[str, _CatalogRow]] = {}
-        self._views: dict[int, tuple[_CatalogRow | None, str | None, ExchangeView]] = {}
+        self._catalog_cache: dict[str, CatalogEntry | str] = {}
+        self._views: dict[int, tuple[_Token, str | None, ExchangeView]] = {}
         self._entry_cache: dict[tuple[str, str], LastKnown] = {}
         self._presence_cache: dict[str, AgentPresence | str] = {}
         self.catalog_errors: dict[str, str] = {}
@@ -405,10 +483,7 @@ class NetworkReader:
         `catalog_errors` (field -> message) for the caller to show.
         """
         raw = cast(dict[str, str], await self._redis.hgetall(keys.CATALOG_KEY))
-        rows = self._parse_catalog(raw)
-        return sorted(
-            (row.entry for row in rows if row.entry is not None), key=lambda entry: entry.id
-        )
+        return sorted(self._parse_catalog(raw), key=_entry_order)
 
     async def exchange_names(self) -> list[str]:
         """Names of every catalog exchange (active or not) plus online ones not
@@ -417,19 +492,19 @@ class NetworkReader:
         The online part uses the same cached SCAN as `snapshot`.
         """
         entries = await self.catalog()
-        self._catalog_ids = {entry.id for entry in entries}
+        self._catalog_ids = [entry.id for entry in entries]
         names = {entry.name.lower(): entry.name for entry in entries}
         if self._scan_due(None):
             await self._scan()
-        extra = sorted(self._extra_ids - self._catalog_ids)
+        extra = sorted(self._extra_ids.difference(self._catalog_ids))
         if extra:
-            values = await self._mget([keys.status_key(i) for i in extra])
+            values = await self._mget(extra)
             found = set()
             for exchange_id, raw in zip(extra, values, strict=True):
                 if raw is None:
                     continue
                 found.add(exchange_id)
-                status = self._parse_status(raw)
+                status = self._parse_status(exchange_id, raw)
                 if isinstance(status, InstanceStatus) and status.exchange_name:
                     names.setdefault(status.exchange_name.lower(), status.exchange_name)
             self._extra_ids = found
@@ -463,38 +538,50 @@ class NetworkReader:
         """
         if self._scan_due(discover_online):
             await self._scan()
-        guess = sorted(self._catalog_ids | self._extra_ids)
+        # Status keys are read in catalog order: the payloads then lie in
+        # memory in the order the views are built and later freed, which on
+        # 10,000 payloads saves about a tenth of the validation and freeing.
+        guess = self._catalog_ids + sorted(self._extra_ids.difference(self._catalog_ids))
         raw_catalog, guessed_values = await self._catalog_and_statuses(guess)
-        with _gc_paused():
-            rows = self._parse_catalog(raw_catalog)
-        catalog_ids = {row.exchange_id for row in rows if row.exchange_id != _NOT_AN_ID}
+        field_ids = [_field_id(f) for f in raw_catalog]
+        catalog_ids = list(dict.fromkeys(field_ids))
+        if _NOT_AN_ID in catalog_ids:
+            catalog_ids.remove(_NOT_AN_ID)
         values: dict[int, str | None] = dict(zip(guess, guessed_values, strict=True))
-        missing = sorted(catalog_ids - values.keys())
+        missing = [i for i in catalog_ids if i not in values]
+        tokens: dict[str, CatalogEntry | str] | None = None
         if missing:
-            fetched = await self._mget([keys.status_key(i) for i in missing])
+            # The ids are new (a first snapshot, or the catalog grew): their
+            # MGETs go out now, and Redis serves them while the catalog is
+            # validated here, in slices that let the request out and the
+            # replies in between them.
+            fetch = asyncio.ensure_future(self._mget(missing))
+            try:
+                tokens = {}
+                catalog_values = list(raw_catalog.values())
+                step = max(CATALOG_SLICE, len(catalog_values) // 8 + 1)
+                for start in range(0, len(catalog_values), step):
+                    await asyncio.sleep(0)
+                    with _gc_paused():
+                        self._catalog_tokens(catalog_values[start : start + step], tokens)
+                fetched = await fetch
+            finally:
+                if not fetch.done():  # this snapshot was cancelled or failed meanwhile
+                    fetch.cancel()
+                elif not fetch.cancelled():
+                    fetch.exception()  # seen: asyncio would log an unseen failure
             values.update(zip(missing, fetched, strict=True))
         self._catalog_ids = catalog_ids
-
-        status_cache: dict[str, InstanceStatus | str] = {}
-        view_cache: dict[int, tuple[_CatalogRow | None, str | None, ExchangeView]] = {}
-        views: list[ExchangeView] = []
         with _gc_paused():
-            for row in rows:
-                raw = values.get(row.exchange_id)
-                if raw is None and row.entry is not None and not row.entry.is_active:
-                    continue  # inactive and offline: not listed
-                views.append(self._cached_view(row.exchange_id, raw, row, status_cache, view_cache))
-            extra_found: set[int] = set()
-            for exchange_id in sorted(self._extra_ids - catalog_ids):
-                raw = values.get(exchange_id)
-                if raw is None:
-                    continue
-                extra_found.add(exchange_id)
-                views.append(self._cached_view(exchange_id, raw, None, status_cache, view_cache))
-        self._extra_ids = extra_found
-        self._status_cache = status_cache
-        self._views = view_cache
-
+            if tokens is None:
+                tokens = self._catalog_tokens(raw_catalog.values(), {})
+            views = self._build_views(
+                raw_catalog,
+                field_ids,
+                tokens,
+                values,
+                sorted(self._extra_ids.difference(catalog_ids)),
+            )
         with_agents = last_known if agents is None else agents
         if last_known or with_agents:
             views = await self._with_offline_details(
@@ -511,10 +598,16 @@ class NetworkReader:
             pipe.hget(keys.CATALOG_KEY, str(exchange_id))
             pipe.get(keys.status_key(exchange_id))
             raw_entry, raw_status = await pipe.execute()
-        row = (
-            _parse_catalog_field(str(exchange_id), raw_entry, {}) if raw_entry is not None else None
+        field_name = str(exchange_id) if raw_entry is not None else None
+        token = parse_catalog_payload(raw_entry) if raw_entry is not None else None
+        problem = _catalog_problem(exchange_id, token) if token is not None else None
+        entry = token if problem is None and isinstance(token, CatalogEntry) else None
+        parsed = _status_result(exchange_id, raw_status) if raw_status is not None else None
+        status = None if isinstance(parsed, str) else parsed
+        status_problem = parsed if isinstance(parsed, str) else None
+        view = _assemble(
+            exchange_id, field_name, entry, problem, raw_status, status, status_problem
         )
-        view = self._view(exchange_id, raw_status, row, {})
         return (await self._with_offline_details([view], last_known=True, agents=True))[0]
 
     async def discover(self) -> list[CatalogEntry]:
@@ -530,16 +623,16 @@ class NetworkReader:
         """
         await self._scan()
         raw_catalog = cast(dict[str, str], await self._redis.hgetall(keys.CATALOG_KEY))
-        known = {int(f) for f in raw_catalog if f.isdigit() and len(f) <= 18}
+        known = {_field_id(f) for f in raw_catalog}
         candidates = sorted(self._extra_ids - known)
         if not candidates:
             return []
-        values = await self._mget([keys.status_key(i) for i in candidates])
+        values = await self._mget(candidates)
         to_add: list[CatalogEntry] = []
         for exchange_id, raw in zip(candidates, values, strict=True):
             if raw is None:
                 continue
-            status = self._parse_status(raw)
+            status = self._parse_status(exchange_id, raw)
             if isinstance(status, str):
                 log.warning("not importing exchange %d: %s", exchange_id, status)
                 continue
@@ -607,150 +700,226 @@ class NetworkReader:
         self._extra_ids = found
         self._last_scan = time.monotonic()
 
-    def _status_groups(self, status_keys: Sequence[str]) -> list[list[int]]:
-        """Index groups, one MGET each: chunks on a single Redis, one hash slot
-        per group (then chunked) on a cluster, where MGET must not span slots."""
+    def _queue_mgets(self, pipe: Any, ids: Sequence[int]) -> list[list[int]] | None:
+        """Queue the MGETs of the given ids' status keys on `pipe`: in order,
+        `MGET_CHUNK` keys each, on a single Redis (returns None); one hash slot
+        per group (then chunked) on a cluster, where MGET must not span slots
+        (returns the index groups, for `_ungroup`).
+
+        Keys are passed as bytes: redis-py would otherwise encode each one
+        while packing the command, a tenth of a 10,000-key read.
+        """
+        status_keys = [keys.status_key(i).encode() for i in ids]
         if not self._cluster:
-            indexes = list(range(len(status_keys)))
-            return [indexes[i : i + MGET_CHUNK] for i in range(0, len(indexes), MGET_CHUNK)]
+            for start in range(0, len(status_keys), MGET_CHUNK):
+                pipe.execute_command("MGET", *status_keys[start : start + MGET_CHUNK])
+            return None
         by_slot: dict[int, list[int]] = {}
         for index, key in enumerate(status_keys):
-            by_slot.setdefault(key_slot(key.encode()), []).append(index)
+            by_slot.setdefault(key_slot(key), []).append(index)
         groups: list[list[int]] = []
         for indexes in by_slot.values():
             groups.extend(indexes[i : i + MGET_CHUNK] for i in range(0, len(indexes), MGET_CHUNK))
+        for group in groups:
+            pipe.execute_command("MGET", *(status_keys[i] for i in group))
         return groups
 
     async def _catalog_and_statuses(
         self, ids: Sequence[int]
     ) -> tuple[dict[str, str], list[str | None]]:
-        """HGETALL of the catalog and MGETs of the given status keys, one pipeline."""
-        status_keys = [keys.status_key(i) for i in ids]
-        groups = self._status_groups(status_keys)
+        """HGETALL of the catalog and MGETs of the given ids' status keys, one pipeline."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.CATALOG_KEY)
-            for group in groups:
-                pipe.execute_command("MGET", *(status_keys[i] for i in group))
+            groups = self._queue_mgets(pipe, ids)
             results = await pipe.execute()
         return cast(dict[str, str], results[0]), _ungroup(len(ids), groups, results[1:])
 
-    async def _mget(self, status_keys: Sequence[str]) -> list[str | None]:
-        groups = self._status_groups(status_keys)
+    async def _mget(self, ids: Sequence[int]) -> list[str | None]:
+        """The status payloads of the given ids (None where there is no key)."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            for group in groups:
-                pipe.execute_command("MGET", *(status_keys[i] for i in group))
+            groups = self._queue_mgets(pipe, ids)
             results = await pipe.execute()
-        return _ungroup(len(status_keys), groups, results)
+        return _ungroup(len(ids), groups, results)
 
-    def _parse_catalog(self, raw: dict[str, str]) -> list[_CatalogRow]:
-        """Every catalog field as a row (in hash order). A field whose value is
-        unchanged since the previous read keeps its row, unparsed."""
-        previous = self._rows
-        current: dict[str, tuple[str, _CatalogRow]] = {}
-        by_value: dict[str, CatalogEntry | str] = {}
-        rows: list[_CatalogRow] = []
+    def _parse_catalog(self, raw: dict[str, str]) -> list[CatalogEntry]:
+        """The valid entries of a catalog read (in hash order); what is wrong
+        with the others goes to `catalog_errors`."""
+        tokens = self._catalog_tokens(raw.values(), {})
+        entries: list[CatalogEntry] = []
         errors: dict[str, str] = {}
         for field_name, value in raw.items():
-            known = previous.get(field_name)
-            if known is not None and known[0] == value:
-                row = known[1]
-            else:
-                row = _parse_catalog_field(field_name, value, by_value)
-            current[field_name] = (value, row)
-            if row.error is not None:
-                errors[field_name] = row.error
-            rows.append(row)
+            exchange_id = _field_id(field_name)
+            if exchange_id == _NOT_AN_ID:
+                errors[field_name] = _not_an_id(field_name)
+                continue
+            token = tokens[value]
+            problem = _catalog_problem(exchange_id, token)
+            if problem is not None:
+                errors[field_name] = problem
+            elif isinstance(token, CatalogEntry):
+                entries.append(token)
+        self._catalog_cache = tokens
+        self._report_catalog_errors(errors)
+        return entries
+
+    def _catalog_tokens(
+        self, values: Iterable[str], tokens: dict[str, CatalogEntry | str]
+    ) -> dict[str, CatalogEntry | str]:
+        """Add every distinct catalog value to `tokens`, parsed: the entry, or
+        what is wrong with it. A value the previous read saw keeps its parsed
+        object."""
+        previous = self._catalog_cache
+        validate = _validate_catalog_json
+        limit = MAX_PAYLOAD_BYTES
+        for value in values:
+            if value in tokens:
+                continue
+            token = previous.get(value)
+            if token is None and len(value) <= limit:
+                try:
+                    token = validate(value)
+                except ValidationError:
+                    pass
+            tokens[value] = token if token is not None else parse_catalog_payload(value)
+        return tokens
+
+    def _report_catalog_errors(self, errors: dict[str, str]) -> None:
         for field_name, message in errors.items():
             if self.catalog_errors.get(field_name) != message:
                 log.warning("catalog field %r: %s", field_name[:40], message)
         self.catalog_errors = errors
-        self._rows = current
-        return rows
 
-    def _parse_status(
-        self, raw: str, cache: dict[str, InstanceStatus | str] | None = None
-    ) -> InstanceStatus | str:
-        """The validated payload, or the PayloadError message. Results of the
-        previous snapshot are reused for byte-identical payloads."""
-        parsed = self._status_cache.get(raw)
-        if parsed is None:
-            parsed = parse_status_payload(raw)
-        if cache is not None:
-            cache[raw] = parsed
-        return parsed
-
-    def _cached_view(
+    def _build_views(
         self,
-        exchange_id: int,
-        raw_status: str | None,
-        row: _CatalogRow | None,
-        status_cache: dict[str, InstanceStatus | str],
-        view_cache: dict[int, tuple[_CatalogRow | None, str | None, ExchangeView]],
-    ) -> ExchangeView:
-        """The previous snapshot's view when neither its catalog row nor its
-        status payload changed (the common case between two polls), else a
-        new one."""
-        known = self._views.get(exchange_id)
-        if known is not None and known[0] is row and known[1] == raw_status:
-            view = known[2]
-            parsed = self._status_cache.get(raw_status) if raw_status is not None else None
-            if raw_status is not None and parsed is not None:
-                status_cache[raw_status] = parsed
-        else:
-            view = self._view(exchange_id, raw_status, row, status_cache)
-        if exchange_id != _NOT_AN_ID:
-            view_cache[exchange_id] = (row, raw_status, view)
-        return view
+        raw_catalog: dict[str, str],
+        field_ids: list[int],
+        tokens: dict[str, CatalogEntry | str],
+        values: dict[int, str | None],
+        extra_ids: list[int],
+    ) -> list[ExchangeView]:
+        """Every listed exchange's view, in catalog order then `extra_ids`;
+        `field_ids` are the ids the catalog's fields name (`_field_id`).
 
-    def _view(
-        self,
-        exchange_id: int,
-        raw_status: str | None,
-        row: _CatalogRow | None,
-        status_cache: dict[str, InstanceStatus | str],
-    ) -> ExchangeView:
-        entry = row.entry if row is not None else None
-        status: InstanceStatus | None = None
-        problem: str | None = None
-        if raw_status is not None:
-            parsed = self._status_cache.get(raw_status)
-            if parsed is None:
-                parsed = parse_status_payload(raw_status)
-            status_cache[raw_status] = parsed
-            if isinstance(parsed, str):
-                problem = parsed
-            elif parsed.exchange_id != exchange_id:
-                problem = _id_mismatch(parsed, exchange_id)
+        The snapshot's hot loops (10,000 iterations each on a large fleet),
+        written for speed. Status payloads are validated first, in the order
+        Redis returned them (which is the order they lie in memory: on a cold
+        read that alone saves a tenth of the validation time), then the views
+        are built in catalog order, the common case (a valid catalog entry, a
+        valid status or none) inline. An exchange whose catalog value and
+        status bytes are both unchanged since the previous snapshot gets its
+        previous view; an unchanged payload keeps its validated status.
+        """
+        previous_views = self._views
+        validate = _validate_status_json
+        limit = MAX_PAYLOAD_BYTES
+        statuses: dict[int, InstanceStatus | str] = {}
+        for exchange_id, raw in values.items():
+            if raw is None:
+                continue
+            known = previous_views.get(exchange_id)
+            if known is not None:
+                status = known[2].status
+                if status is not None and known[1] == raw:
+                    statuses[exchange_id] = status
+                    continue
+            status = None
+            if len(raw) <= limit:
+                try:
+                    status = validate(raw)
+                except ValidationError:
+                    pass
+            if status is None or status.exchange_id != exchange_id:
+                statuses[exchange_id] = _status_result(exchange_id, raw)
             else:
-                status = parsed
-        if entry is not None:
-            # The common case: a valid catalog entry.
-            return ExchangeView(
-                exchange_id,
-                entry.name,
-                entry.display_name or entry.name,
-                True,
-                status,
-                problem,
-                None,
-                raw_status is not None,
-                entry,
-            )
-        errors = [e for e in (row.error if row is not None else None, problem) if e]
-        name = status.exchange_name if status is not None else ""
-        if row is not None and row.exchange_id == _NOT_AN_ID:
-            display = row.field_name
-        else:
-            display = name or f"exchange {exchange_id}"
-        return ExchangeView(
-            exchange_id=exchange_id,
-            exchange_name=name,
-            display_name=display,
-            in_catalog=row is not None,
-            status=status,
-            error="; ".join(errors) if errors else None,
-            key_exists=raw_status is not None,
-        )
+                statuses[exchange_id] = status
+
+        view_cache: dict[int, tuple[_Token, str | None, ExchangeView]] = {}
+        views: list[ExchangeView] = []
+        errors: dict[str, str] = {}
+        new_view = ExchangeView
+        for (field_name, value), exchange_id in zip(raw_catalog.items(), field_ids, strict=True):
+            if exchange_id == _NOT_AN_ID:
+                errors[field_name] = message = _not_an_id(field_name)
+                views.append(_assemble(_NOT_AN_ID, field_name, None, message, None, None, None))
+                continue
+            token = tokens[value]
+            entry: CatalogEntry | None = None
+            if isinstance(token, str):
+                errors[field_name] = token
+            elif token.id != exchange_id:
+                errors[field_name] = f"catalog entry under id {exchange_id} says id {token.id}"
+            else:
+                entry = token
+            raw = values.get(exchange_id)
+            if raw is None and entry is not None and not entry.is_active:
+                continue  # inactive and offline: not listed
+            parsed = statuses.get(exchange_id)
+            known = previous_views.get(exchange_id)
+            if known is not None and known[0] is token:
+                # The very same status object means the very same bytes.
+                if parsed is None or isinstance(parsed, str):
+                    unchanged = known[1] == raw
+                else:
+                    unchanged = known[2].status is parsed
+                if unchanged:
+                    view_cache[exchange_id] = known
+                    views.append(known[2])
+                    continue
+            if parsed is None:
+                status = problem = None
+            elif isinstance(parsed, str):
+                status, problem = None, parsed
+            else:
+                status, problem = parsed, None
+            if entry is not None:
+                view = new_view(
+                    exchange_id,
+                    entry.name,
+                    entry.display_name or entry.name,
+                    True,
+                    status,
+                    problem,
+                    None,
+                    raw is not None,
+                    entry,
+                )
+            else:
+                view = _assemble(
+                    exchange_id, field_name, None, errors[field_name], raw, status, problem
+                )
+            view_cache[exchange_id] = (token, raw, view)
+            views.append(view)
+
+        found: set[int] = set()
+        for exchange_id in extra_ids:
+            raw = values.get(exchange_id)
+            if raw is None:
+                continue
+            found.add(exchange_id)
+            known = previous_views.get(exchange_id)
+            if known is not None and known[0] is None and known[1] == raw:
+                view = known[2]
+            else:
+                parsed = statuses[exchange_id]
+                if isinstance(parsed, str):
+                    view = _assemble(exchange_id, None, None, None, raw, None, parsed)
+                else:
+                    view = _assemble(exchange_id, None, None, None, raw, parsed, None)
+            view_cache[exchange_id] = (None, raw, view)
+            views.append(view)
+        self._catalog_cache = tokens
+        self._views = view_cache
+        self._extra_ids = found
+        self._report_catalog_errors(errors)
+        return views
+
+    def _parse_status(self, exchange_id: int, raw: str) -> InstanceStatus | str:
+        """The validated payload, or the PayloadError message; reuses the
+        latest snapshot's result when it read the same bytes for this id."""
+        known = self._views.get(exchange_id)
+        if known is not None and known[1] == raw and known[2].status is not None:
+            return known[2].status
+        return parse_status_payload(raw)
 
     async def _with_offline_details(
         self,
@@ -907,8 +1076,11 @@ class NetworkReader:
         return tuple(sorted(by_agent.values(), key=_agent_order))
 
 
-def _view_order(view: ExchangeView) -> int:
-    return view.exchange_id
+_view_order = attrgetter("exchange_id")
+
+
+def _entry_order(entry: CatalogEntry) -> int:
+    return entry.id
 
 
 def _agent_order(agent: AgentPresence) -> tuple[str, int, str]:
@@ -922,7 +1094,11 @@ def _id_mismatch(status: InstanceStatus, exchange_id: int) -> str:
     )
 
 
-def _ungroup(size: int, groups: Iterable[list[int]], results: Sequence[Any]) -> list[str | None]:
+def _ungroup(
+    size: int, groups: Iterable[list[int]] | None, results: Sequence[Any]
+) -> list[str | None]:
+    if groups is None:  # in order
+        return list(chain.from_iterable(results))
     values: list[str | None] = [None] * size
     for group, chunk in zip(groups, results, strict=True):
         for index, value in zip(group, chunk, strict=True):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import random
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from perseus_core.errors import PayloadError
 from perseus_core.models import (
@@ -219,3 +221,129 @@ def test_format_duration() -> None:
     assert format_duration(4 * 3600 + 23 * 60 + 5) == "4h 23m"
     assert format_duration(3 * 86400 + 7200) == "3d 2h"
     assert format_duration(-5) == "0s"
+
+
+# --- timestamps read from JSON -----------------------------------------------------
+
+_TIMESTAMP_FORMS = [
+    "2026-02-10T22:45:00.123Z",
+    "2026-02-10T22:45:00Z",
+    "2026-02-10T22:45:00.1Z",
+    "2026-02-10T22:45:00.12345Z",
+    "2026-02-10T22:45:00.123456Z",
+    "2026-02-10T22:45:00.123456789Z",
+    "2026-02-10T22:45:00.1234567891Z",
+    "2026-02-10T22:45:00.123",
+    "2026-02-10T22:45:00",
+    "2026-02-10T23:45:00.123+01:00",
+    "2026-02-10T17:15:00.123-05:30",
+    "2026-02-10T22:45:00+00:00",
+    "2026-02-10T22:45:00.123+0100",
+    "2026-02-10 22:45:00Z",
+    "2026-02-10T22:45Z",
+    "2026-02-10",
+    "2026-02-10t22:45:00z",
+    "2026-02-10T22:45:00.123z",
+    "1770000000",
+    "1770000000.5",
+    "2026-02-29T00:00:00Z",
+    "2026-13-01T00:00:00Z",
+    "2026-02-10T24:00:00Z",
+    "2026-02-10T22:60:00Z",
+    "2026-02-10T22:45:60Z",
+    "0000-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999999Z",
+    "2026-02-10T22:45:00.Z",
+    "\u0662026-02-10T22:45:00Z",  # a non-ASCII digit
+    " 2026-02-10T22:45:00Z",
+    "",
+    "yesterday",
+]
+
+
+@pytest.mark.parametrize("text", _TIMESTAMP_FORMS)
+def test_json_and_python_reads_accept_the_same_timestamps(text: str) -> None:
+    """`model_validate_json` lets pydantic-core parse the canonical UTC form
+    itself; every other string takes the same path as `from_json`, so both
+    accept exactly the same strings, as the same instants, always in UTC."""
+    payload = json.dumps(json.loads(TS_EXAMPLE) | {"lastHeartbeat": text, "connectedAt": text})
+    try:
+        expected: InstanceStatus | None = InstanceStatus.from_json(payload)
+    except PayloadError:
+        expected = None
+    try:
+        got: InstanceStatus | None = InstanceStatus.model_validate_json(payload)
+    except ValidationError:
+        got = None
+    assert got == expected
+    if got is not None:
+        for moment in (got.last_heartbeat, got.connected_at):
+            assert moment is not None and moment.utcoffset() == timedelta(0)
+
+
+def test_timestamps_from_json_in_detail() -> None:
+    def read(text: str) -> datetime:
+        payload = json.dumps(json.loads(TS_EXAMPLE) | {"lastHeartbeat": text})
+        return InstanceStatus.model_validate_json(payload).last_heartbeat
+
+    # Naive means UTC (WIRE.md), offsets are converted, nanoseconds truncated.
+    assert read("2026-02-10T22:45:00.123") == datetime(2026, 2, 10, 22, 45, 0, 123000, tzinfo=UTC)
+    assert read("2026-02-10T22:45:00.123").tzinfo is not None
+    assert read("2026-02-10T23:45:00.5+01:00") == datetime(
+        2026, 2, 10, 22, 45, 0, 500000, tzinfo=UTC
+    )
+    assert read("2026-02-10T23:45:00.5+01:00").utcoffset() == timedelta(0)
+    assert read("2026-02-10T22:45:00.123456789Z").microsecond == 123456
+    # The canonical form written back byte for byte.
+    status = InstanceStatus.model_validate_json(TS_EXAMPLE)
+    assert json.loads(status.to_json())["lastHeartbeat"] == "2026-02-10T22:45:00.123Z"
+    assert status == InstanceStatus.from_json(TS_EXAMPLE)
+
+
+def test_python_input_still_goes_through_the_lenient_parser() -> None:
+    data = json.loads(TS_EXAMPLE) | {"connectionState": ConnectionState.ACTIVE}
+    status = InstanceStatus.model_validate(data | {"lastHeartbeat": "2026-02-10T23:45:00+01:00"})
+    assert status.last_heartbeat == datetime(2026, 2, 10, 22, 45, tzinfo=UTC)
+    with pytest.raises(ValidationError, match="not an ISO-8601 timestamp"):
+        InstanceStatus.model_validate(data | {"lastHeartbeat": "1770000000"})
+    with pytest.raises(PayloadError, match="since"):
+        AgentPresence.from_json('{"agentId": "a", "exchangeId": 1, "since": "1770000000"}')
+
+
+def test_timestamp_json_schema_is_a_date_time_string() -> None:
+    schema = InstanceStatus.model_json_schema()["properties"]
+    assert schema["lastHeartbeat"] == {
+        "format": "date-time",
+        "title": "Lastheartbeat",
+        "type": "string",
+    }
+    assert {"format": "date-time", "type": "string"} in schema["connectedAt"]["anyOf"]
+
+
+def test_canonical_timestamps_read_alike_on_both_paths_at_the_edges() -> None:
+    """The canonical form goes to pydantic-core's parser on the JSON path and
+    to `parse_ts` on the Python path: both must agree on every date and time,
+    including impossible ones (Feb 30, hour 24, second 60, year 0)."""
+    rng = random.Random(20260210)
+    texts = []
+    for _ in range(3_000):
+        year = rng.choice([0, 1, 1970, 2000, 2024, 2026, 2100, 9999])
+        month, day = rng.randint(0, 13), rng.randint(0, 32)
+        hour, minute, second = rng.randint(0, 25), rng.randint(0, 61), rng.randint(0, 61)
+        fraction = "".join(rng.choice("0123456789") for _ in range(rng.randint(0, 10)))
+        text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+        texts.append(f"{text}.{fraction}Z" if fraction else f"{text}Z")
+    accepted = 0
+    for text in texts:
+        payload = json.dumps(json.loads(TS_EXAMPLE) | {"lastHeartbeat": text})
+        try:
+            expected: datetime | None = InstanceStatus.from_json(payload).last_heartbeat
+        except PayloadError:
+            expected = None
+        try:
+            got: datetime | None = InstanceStatus.model_validate_json(payload).last_heartbeat
+        except ValidationError:
+            got = None
+        assert got == expected, text
+        accepted += got is not None
+    assert 0 < accepted < len(texts)  # both kinds were exercised

@@ -9,10 +9,13 @@ snapshot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
@@ -654,3 +657,189 @@ async def test_works_on_a_redis_cluster(
         assert [v.exchange_id for v in [await reader.exchange(3)]] == [3]
     finally:
         await client.aclose()
+
+
+# --- large fleets, a first snapshot ------------------------------------------------
+
+
+def _more_status_variants() -> list[str]:
+    base = json.loads(WIRE_STATUS)
+    return [
+        json.dumps(base | {"lastHeartbeat": "2026-02-10T22:45:00.123"}),  # naive: UTC
+        json.dumps(base | {"lastHeartbeat": "2026-02-10T22:45:00"}),
+        json.dumps(base | {"lastHeartbeat": "2026-02-10T22:45:00.123456789Z"}),
+        json.dumps(base | {"lastHeartbeat": "2026-02-10T17:15:00.123-05:30"}),
+        json.dumps(base | {"lastHeartbeat": "2026-02-10T22:45:00+00:00"}),
+        json.dumps(base | {"lastHeartbeat": "1770000000"}),
+        json.dumps(base | {"lastHeartbeat": "2026-02-10t22:45:00z"}),
+        json.dumps(base | {"lastHeartbeat": "2026-02-30T22:45:00Z"}),
+        json.dumps(base | {"connectedAt": None, "lastErrorAt": "2026-02-10T22:45:01Z"}),
+        json.dumps(base | {"registeredAt": None}),
+        json.dumps(base | {"connectionState": "ACTIVE"}),
+        json.dumps(base | {"exchangeId": 2**70}),
+        json.dumps(base | {"epoch": 1.5}),
+    ]
+
+
+@pytest.mark.parametrize("raw", _more_status_variants())
+def test_status_fast_path_agrees_with_from_json_on_timestamps(raw: str) -> None:
+    try:
+        expected: InstanceStatus | str = InstanceStatus.from_json(raw)
+    except PayloadError as exc:
+        expected = str(exc)
+    parsed = parse_status_payload(raw)
+    assert parsed == expected
+    if isinstance(parsed, InstanceStatus):
+        for moment in (parsed.last_heartbeat, parsed.last_state_change, parsed.registered_at):
+            assert moment.utcoffset() == timedelta(0)
+
+
+def test_naive_and_nanosecond_timestamps_on_the_fast_path() -> None:
+    base = json.loads(WIRE_STATUS)
+    naive = parse_status_payload(json.dumps(base | {"lastHeartbeat": "2026-02-10T22:45:00.123"}))
+    assert isinstance(naive, InstanceStatus)
+    assert naive.last_heartbeat == datetime(2026, 2, 10, 22, 45, 0, 123000, tzinfo=UTC)
+    assert naive.last_heartbeat.utcoffset() == timedelta(0)
+    nanos = parse_status_payload(
+        json.dumps(base | {"lastHeartbeat": "2026-02-10T22:45:00.999999999Z"})
+    )
+    assert isinstance(nanos, InstanceStatus)
+    assert nanos.last_heartbeat == datetime(2026, 2, 10, 22, 45, 0, 999999, tzinfo=UTC)
+
+
+async def _seed(redis: Redis, size: int) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        for i in range(1, size + 1):
+            entry = CatalogEntry(id=i, name=f"ex{i}", display_name=f"Ex {i}")
+            pipe.hset(keys.CATALOG_KEY, str(i), entry.to_json())
+            pipe.set(keys.status_key(i), status_json(i, f"ex{i}"), px=TTL_MS)
+        await pipe.execute()
+
+
+async def test_a_first_snapshot_of_a_large_fleet_reports_each_problem_on_its_own(
+    redis: Redis, settings: Settings
+) -> None:
+    """1,500 exchanges, a new reader: every payload is validated, and problems
+    anywhere in the catalog (which a first snapshot validates in slices while
+    the statuses are read) stay on their own exchange."""
+    size = 1_500
+    await _seed(redis, size)
+    for i in (7, 777, 1_499):  # corrupt catalog values, early, middle, late
+        await redis.hset(keys.CATALOG_KEY, str(i), "{broken")  # type: ignore[misc]
+    await redis.hset(keys.CATALOG_KEY, "1000", CatalogEntry(id=1, name="x").to_json())  # type: ignore[misc]
+    await redis.hset(keys.CATALOG_KEY, "²", CatalogEntry(id=2, name="x").to_json())  # type: ignore[misc]
+    for i in (3, 900):  # corrupt payloads
+        await online(redis, i, '{"exchangeId": ')
+    await online(redis, 1_200, status_json(1_201, "ex1201"))  # claims another id
+    await online(redis, 1_300, status_json(1_300, "ex1300", lastHeartbeat="2026-02-10T22:45:00"))
+    for i in (50, 1_400):  # offline: last-known and presence are read for them
+        await redis.delete(keys.status_key(i))
+        await ActivityLog(redis, settings).append(
+            f"ex{i}", StateTransitionEntry(to_state="stopped", hostname=f"h{i}")
+        )
+    await AgentAnnouncer(
+        redis,
+        settings,
+        exchange_id=1_400,
+        exchange_name="ex1400",
+        state=lambda: ConnectionState.IDLE,
+        hostname="agent-1400",
+    ).publish()
+    await redis.hset(
+        keys.CATALOG_KEY, "1450", CatalogEntry(id=1450, name="ex1450", is_active=False).to_json()
+    )  # type: ignore[misc]
+    await redis.delete(keys.status_key(1_450))  # inactive and offline: not listed
+
+    reader = NetworkReader(redis, settings)
+    snapshot = await reader.snapshot(discover_online=False)
+    views = by_id(snapshot.exchanges)
+    ids = [view.exchange_id for view in snapshot.exchanges]
+    assert ids == sorted(ids) and len(ids) == size  # 1,499 listed ids and one that is no id
+    assert views[-1].error is not None and "'²'" in views[-1].error
+    for i in (7, 777, 1_499):
+        assert views[i].error is not None and "catalog entry" in views[i].error
+        assert views[i].status is not None and views[i].catalog_entry is None
+    assert views[1_000].error == "catalog entry under id 1000 says id 1"
+    for i in (3, 900):
+        assert views[i].online and views[i].status is None
+        assert views[i].error is not None and "not valid JSON" in views[i].error
+    assert views[1_200].status is None and "exchange:1200:status" in (views[1_200].error or "")
+    late = views[1_300].status
+    assert late is not None and late.last_heartbeat == datetime(2026, 2, 10, 22, 45, tzinfo=UTC)
+    assert views[50].last_known is not None and views[50].last_known.hostname == "h50"
+    assert [a.hostname for a in views[1_400].agents] == ["agent-1400"] and views[1_400].ready
+    assert 1_450 not in views
+    problems = {7, 777, 1_499, 1_000, 3, 900, 1_200, -1}
+    assert all(views[i].error is None for i in views if i not in problems)
+    assert snapshot.online_count == size - 1 - 2  # no id, and the two offline
+    assert set(reader.catalog_errors) == {"7", "777", "1499", "1000", "²"}
+    for i in (1, 500, 1_498):
+        assert views[i].status == InstanceStatus.from_json(status_json(i, f"ex{i}"))
+
+    # The same reader again: nothing changed, nothing is rebuilt.
+    again = by_id((await reader.snapshot(discover_online=False)).exchanges)
+    assert all(again[i] is views[i] for i in views if views[i].online)
+    assert again == views
+    # Another new reader reads the same.
+    fresh = by_id((await NetworkReader(redis, settings).snapshot(discover_online=False)).exchanges)
+    assert fresh == views
+
+
+async def test_an_unchanged_payload_keeps_its_status_when_the_catalog_changes(
+    redis: Redis, reader: NetworkReader
+) -> None:
+    await catalog(redis, 1, "coinbase")
+    await online(redis, 1, WIRE_STATUS)
+    first = (await reader.snapshot()).exchanges[0]
+    await redis.hset(  # type: ignore[misc]
+        keys.CATALOG_KEY, "1", CatalogEntry(id=1, name="coinbase", display_name="CB").to_json()
+    )
+    second = (await reader.snapshot()).exchanges[0]
+    assert second is not first and second.display_name == "CB"
+    assert second.status is first.status  # the same bytes, not validated again
+    await redis.hset(keys.CATALOG_KEY, "1", "{broken")  # type: ignore[misc]
+    third = (await reader.snapshot()).exchanges[0]
+    assert third.status is first.status and third.error is not None
+
+
+async def test_a_snapshot_leaves_the_garbage_collector_as_it_found_it(
+    redis: Redis, reader: NetworkReader
+) -> None:
+    await _seed(redis, 600)
+    assert gc.isenabled()
+    await reader.snapshot(discover_online=False)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    # An application that runs without the collector keeps it off.
+    gc.disable()
+    try:
+        await NetworkReader(redis, reader._settings).snapshot(discover_online=False)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    # Objects an application froze on purpose stay frozen.
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        await NetworkReader(redis, reader._settings).snapshot(discover_online=False)
+        assert gc.get_freeze_count() > frozen // 2 and gc.isenabled()  # not unfrozen
+    finally:
+        gc.unfreeze()
+
+
+async def test_a_cancelled_first_snapshot_leaves_the_reader_usable(
+    redis: Redis, settings: Settings
+) -> None:
+    await _seed(redis, 1_200)
+    for steps in range(1, 12):
+        reader = NetworkReader(redis, settings)
+        task = asyncio.create_task(reader.snapshot(discover_online=False))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert gc.isenabled()
+        snapshot = await reader.snapshot(discover_online=False)
+        assert len(snapshot.exchanges) == 1_200
+        assert all(view.status is not None for view in snapshot.exchanges)
