@@ -28,7 +28,7 @@ snapshots: $(BIN)/.installed
 	$(BIN)/pytest tests/tui --snapshot-update
 
 screenshots: $(BIN)/.installed
-	$(BIN)/python -m perseus_tui.screenshots screenshots
+	$(BIN)/python -m perseus_cli.apps.screenshots screenshots
 
 bench: $(BIN)/.installed
 	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done

@@ -33,10 +33,10 @@ if str(ROOT) not in sys.path:  # run as `python bench/bench_x.py` from a checkou
 
 from redis.asyncio import Redis  # noqa: E402
 
-from perseus_core import keys  # noqa: E402
-from perseus_core.embedded import RedisServer  # noqa: E402
-from perseus_core.models import CatalogEntry, ConnectionState, InstanceStatus  # noqa: E402
-from perseus_core.settings import Settings  # noqa: E402
+from perseus_cli.apps.redis_server import RedisServer  # noqa: E402
+from perseus_core.wire import keys  # noqa: E402
+from perseus_core.wire.models import CatalogEntry, ConnectionState, InstanceStatus  # noqa: E402
+from perseus_core.wire.settings import Settings  # noqa: E402
 
 EXCHANGES = ("coinbase", "kraken", "binance", "bitstamp", "gemini", "okx", "bybit", "kucoin")
 _STATES = (ConnectionState.ACTIVE,) * 6 + (ConnectionState.WARMING, ConnectionState.IDLE)

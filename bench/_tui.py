@@ -20,7 +20,7 @@ from typing import Any
 from textual.pilot import Pilot
 from textual.strip import Strip
 
-from perseus_core.settings import Settings
+from perseus_core.wire.settings import Settings
 from perseus_tui.app import PerseusApp, create_app
 from perseus_tui.widgets.activity_feed import ActivityFeed
 

@@ -42,11 +42,11 @@ from _common import (
     seed_fleet,
 )
 
-from perseus_core import keys
-from perseus_core.connection import connect
-from perseus_core.models import ErrorEntry, StateTransitionEntry
-from perseus_core.settings import Settings
-from perseus_core.timeutil import format_ts
+from perseus_core.plumbing.connection import connect
+from perseus_core.wire import keys
+from perseus_core.wire.models import ErrorEntry, StateTransitionEntry
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import format_ts
 
 STREAMS = 10
 KEY_EVERY_S = 0.05

@@ -37,11 +37,11 @@ from _common import (
 )
 from _tui import FeedProbe, running_dashboard
 
-from perseus_core.activity import ActivityLog
-from perseus_core.connection import connect
-from perseus_core.models import ErrorEntry
-from perseus_core.settings import Settings
-from perseus_core.timeutil import format_ts
+from perseus_core.plumbing.connection import connect
+from perseus_core.store.activity import ActivityLog
+from perseus_core.wire.models import ErrorEntry
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import format_ts
 
 FLEET = 10
 WARMUP_EVENTS = 10

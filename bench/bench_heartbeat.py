@@ -35,9 +35,9 @@ from typing import Any
 from _common import Report, bench_settings, exactly, redis_server, run_async
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from perseus_core.connection import connect
 from perseus_core.instance import Instance
-from perseus_core.settings import Settings
+from perseus_core.plumbing.connection import connect
+from perseus_core.wire.settings import Settings
 
 PRODUCTION_INTERVAL_S = 15.0
 IGNORED_COMMANDS = {"info", "config", "monitor", "client", "ping"}

@@ -39,10 +39,10 @@ from typing import Any
 
 from _common import Report, at_most, bench_settings, exchange_name, redis_server, run_async
 
-from perseus_core import keys
-from perseus_core.connection import connect
-from perseus_core.models import CatalogEntry, ConnectionState
-from perseus_core.settings import Settings
+from perseus_core.plumbing.connection import connect
+from perseus_core.wire import keys
+from perseus_core.wire.models import CatalogEntry, ConnectionState
+from perseus_core.wire.settings import Settings
 
 FLEET = 10
 SETTLE_S = 5.0

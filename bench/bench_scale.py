@@ -42,8 +42,8 @@ from _common import (
 )
 from textual.css.query import NoMatches
 
-from perseus_core.connection import connect
-from perseus_core.settings import Settings
+from perseus_core.plumbing.connection import connect
+from perseus_core.wire.settings import Settings
 
 TARGET_PAINT_S = 1.5
 TARGET_CYCLE_CPU_MS = 100.0

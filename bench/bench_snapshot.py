@@ -36,12 +36,12 @@ from _common import (
 )
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from perseus_core import keys
-from perseus_core.connection import connect
-from perseus_core.errors import PayloadError
-from perseus_core.models import CatalogEntry, InstanceStatus
-from perseus_core.network import NetworkReader, NetworkSnapshot
-from perseus_core.settings import Settings
+from perseus_core.plumbing.connection import connect
+from perseus_core.store.network import NetworkReader, NetworkSnapshot
+from perseus_core.wire import keys
+from perseus_core.wire.errors import PayloadError
+from perseus_core.wire.models import CatalogEntry, InstanceStatus
+from perseus_core.wire.settings import Settings
 
 POOL_SIZE = 64
 SPEEDUP_TARGET = 15.0

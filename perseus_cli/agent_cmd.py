@@ -9,8 +9,8 @@ import time
 import click
 
 from perseus_cli.common import EXIT_UNREACHABLE, fail, load_settings, redis_url_option
-from perseus_core.agent import Agent, AgentOptions, StartupFailed
-from perseus_core.models import validate_exchange_name
+from perseus_core.runtime.agent import Agent, AgentOptions, StartupFailed
+from perseus_core.wire.models import validate_exchange_name
 
 _LOG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)-7s %(message)s"
 _DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"

@@ -15,10 +15,10 @@ from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from perseus_core.connection import describe_redis_error
-from perseus_core.errors import RedisUnavailable
-from perseus_core.models import describe_validation_error
-from perseus_core.settings import Settings
+from perseus_core.plumbing.connection import describe_redis_error
+from perseus_core.wire.errors import RedisUnavailable
+from perseus_core.wire.models import describe_validation_error
+from perseus_core.wire.settings import Settings
 
 EXIT_OK = 0
 EXIT_ERROR = 1

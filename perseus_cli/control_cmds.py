@@ -24,11 +24,11 @@ from perseus_cli.common import (
     redis_url_option,
     run,
 )
-from perseus_core.connection import connect
-from perseus_core.control import CommandOutcome, ControlClient, NoAgentAnswered
-from perseus_core.models import Command, CommandReply, CommandType, ReplyStatus
-from perseus_core.settings import Settings
-from perseus_core.text import clean
+from perseus_core.plumbing.connection import connect
+from perseus_core.store.control import CommandOutcome, ControlClient, NoAgentAnswered
+from perseus_core.wire.models import Command, CommandReply, CommandType, ReplyStatus
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.text import clean
 
 EXIT_INTERRUPTED = 130
 

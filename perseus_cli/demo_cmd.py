@@ -12,8 +12,7 @@ from types import FrameType
 
 import click
 
-from perseus_cli.common import EXIT_ERROR, fail
-from perseus_core.demo import (
+from perseus_cli.apps.demo import (
     HEARTBEAT_INTERVAL_MS,
     HEARTBEAT_TTL_MS,
     DemoEvent,
@@ -21,7 +20,8 @@ from perseus_core.demo import (
     EventKind,
     Role,
 )
-from perseus_core.errors import PerseusError
+from perseus_cli.common import EXIT_ERROR, fail
+from perseus_core.wire.errors import PerseusError
 
 _ROLE_NOTES = {
     Role.ACTIVE: "active, streaming",

@@ -3,7 +3,7 @@
 These are what operators type over SSH and what scripts and monitoring call,
 so every command has a `--json` form with a stable shape, and the plain form
 never lets a value read from Redis reach the terminal unfiltered: every
-string goes through `perseus_core.text.clean` (no escape sequences, no control
+string goes through `perseus_core.wire.text.clean` (no escape sequences, no control
 characters) and is printed with `click.echo`, which interprets no markup.
 """
 
@@ -25,17 +25,18 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from perseus_cli.common import EXIT_ERROR, EXIT_OK, fail, load_settings, redis_url_option, run
-from perseus_core import keys
-from perseus_core.activity import (
+from perseus_core.plumbing.connection import connect, ping_or_raise
+from perseus_core.store.activity import (
     ActivityLog,
     ActivityPage,
     ActivityTail,
     parse_cursor,
     stream_name,
 )
-from perseus_core.connection import connect, ping_or_raise
-from perseus_core.errors import PerseusError
-from perseus_core.models import (
+from perseus_core.store.network import ExchangeView, NetworkReader
+from perseus_core.wire import keys
+from perseus_core.wire.errors import PerseusError
+from perseus_core.wire.models import (
     ActivityEntry,
     CatalogEntry,
     CommandEntry,
@@ -44,10 +45,9 @@ from perseus_core.models import (
     StateTransitionEntry,
     validate_exchange_name,
 )
-from perseus_core.network import ExchangeView, NetworkReader
-from perseus_core.settings import Settings
-from perseus_core.text import clean, clean_or
-from perseus_core.timeutil import format_duration, system_clock
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.text import clean, clean_or
+from perseus_core.wire.timeutil import format_duration, system_clock
 
 T = TypeVar("T")
 

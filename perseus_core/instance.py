@@ -47,9 +47,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from perseus_core import __version__
-from perseus_core.activity import ActivityLog
-from perseus_core.connection import TRANSIENT_ERRORS, describe_redis_error
-from perseus_core.lease import (
+from perseus_core.plumbing.connection import TRANSIENT_ERRORS, describe_redis_error
+from perseus_core.store.activity import ActivityLog
+from perseus_core.store.lease import (
     HeartbeatResult,
     Lease,
     LeaseLost,
@@ -57,16 +57,16 @@ from perseus_core.lease import (
     unique_start_ms,
     wire_now,
 )
-from perseus_core.lifecycle import DEFAULT_HISTORY_SIZE, Lifecycle, TransitionRecord
-from perseus_core.models import (
+from perseus_core.wire.lifecycle import DEFAULT_HISTORY_SIZE, Lifecycle, TransitionRecord
+from perseus_core.wire.models import (
     ConnectionState,
     ErrorEntry,
     InstanceStatus,
     StateTransitionEntry,
     validate_exchange_name,
 )
-from perseus_core.settings import Settings
-from perseus_core.timeutil import Clock, format_ts, system_clock
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import Clock, format_ts, system_clock
 
 log = logging.getLogger(__name__)
 

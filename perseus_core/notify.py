@@ -30,18 +30,23 @@ import httpx
 from redis.exceptions import RedisError, ResponseError
 
 from perseus_core import __version__
-from perseus_core.activity import ActivityLog, ActivityTail, parse_stream_id
-from perseus_core.connection import TRANSIENT_ERRORS, connect, describe_redis_error, ping_or_raise
-from perseus_core.models import (
+from perseus_core.plumbing.connection import (
+    TRANSIENT_ERRORS,
+    connect,
+    describe_redis_error,
+    ping_or_raise,
+)
+from perseus_core.store.activity import ActivityLog, ActivityTail, parse_stream_id
+from perseus_core.store.network import ExchangeView, NetworkReader
+from perseus_core.wire.models import (
     ActivityEntry,
     ErrorEntry,
     InstanceStatus,
     StateTransitionEntry,
 )
-from perseus_core.network import ExchangeView, NetworkReader
-from perseus_core.settings import Settings
-from perseus_core.text import clean, clean_or
-from perseus_core.timeutil import Clock, format_ts, system_clock
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.text import clean, clean_or
+from perseus_core.wire.timeutil import Clock, format_ts, system_clock
 
 log = logging.getLogger("perseus.notify")
 

@@ -36,14 +36,14 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from perseus_core.activity import ActivityLog, ActivityTail
-from perseus_core.connection import connect, describe_redis_error
-from perseus_core.control import ControlClient, NoAgentAnswered
-from perseus_core.errors import PerseusError
-from perseus_core.models import ActivityEntry, CommandReply, CommandType, ReplyStatus
-from perseus_core.network import ExchangeView, NetworkReader
-from perseus_core.settings import Settings
-from perseus_core.timeutil import Clock, system_clock
+from perseus_core.plumbing.connection import connect, describe_redis_error
+from perseus_core.store.activity import ActivityLog, ActivityTail
+from perseus_core.store.control import ControlClient, NoAgentAnswered
+from perseus_core.store.network import ExchangeView, NetworkReader
+from perseus_core.wire.errors import PerseusError
+from perseus_core.wire.models import ActivityEntry, CommandReply, CommandType, ReplyStatus
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import Clock, system_clock
 from perseus_tui import render
 from perseus_tui.commands import ExchangeCommands
 from perseus_tui.messages import (

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, cast
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 from textual.content import Content
 
-from perseus_core.models import CommandType
+from perseus_core.wire.models import CommandType
 
 if TYPE_CHECKING:
     from perseus_tui.app import PerseusApp

@@ -11,8 +11,8 @@ from typing import Literal
 
 from textual.message import Message
 
-from perseus_core.models import ActivityEntry
-from perseus_core.network import ExchangeView, NetworkSnapshot
+from perseus_core.store.network import ExchangeView, NetworkSnapshot
+from perseus_core.wire.models import ActivityEntry
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Everything here is a pure function of its arguments (and the clock value it is
 given), so snapshots are deterministic and the widgets stay small. Every string
-that came from Redis goes through `perseus_core.text.clean` and is placed in
+that came from Redis goes through `perseus_core.wire.text.clean` and is placed in
 `Content` as plain text: markup in a hostname stays literal, and control
 characters or escape sequences never reach the terminal.
 
@@ -18,7 +18,7 @@ from datetime import UTC, datetime, tzinfo
 
 from textual.content import Content
 
-from perseus_core.models import (
+from perseus_core.wire.models import (
     ActivityEntry,
     AgentPresence,
     CommandEntry,
@@ -27,8 +27,8 @@ from perseus_core.models import (
     OtherEntry,
     StateTransitionEntry,
 )
-from perseus_core.text import clean, clean_or
-from perseus_core.timeutil import format_duration, parse_ts_or_none
+from perseus_core.wire.text import clean, clean_or
+from perseus_core.wire.timeutil import format_duration, parse_ts_or_none
 
 STATE_COLOURS: Mapping[str, str] = {
     ConnectionState.ACTIVE: "$success",

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from redis.asyncio import Redis
 
-from perseus_core.connection import connect
-from perseus_core.embedded import RedisServer
-from perseus_core.settings import Settings
+from perseus_cli.apps.redis_server import RedisServer
+from perseus_core.plumbing.connection import connect
+from perseus_core.wire.settings import Settings
 
 
 @pytest.fixture(scope="session")

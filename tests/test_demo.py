@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis as sync_redis
 
-from perseus_core.demo import Role, plan_fleet
+from perseus_cli.apps.demo import Role, plan_fleet
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists(), reason="collects the process tree from /proc"

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, cast
 from textual.binding import Binding
 from textual.screen import Screen
 
-from perseus_core.models import CommandType
+from perseus_core.wire.models import CommandType
 
 if TYPE_CHECKING:
     from perseus_tui.app import PerseusApp

@@ -11,8 +11,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import ContentSwitcher, Input
 
-from perseus_core.models import ActivityEntry
-from perseus_core.network import ExchangeView
+from perseus_core.store.network import ExchangeView
+from perseus_core.wire.models import ActivityEntry
 from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.banner import ConnectionBanner

@@ -11,10 +11,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 
-from perseus_core.activity import ActivityLog
-from perseus_core.connection import describe_redis_error
-from perseus_core.models import ActivityEntry
-from perseus_core.network import ExchangeView
+from perseus_core.plumbing.connection import describe_redis_error
+from perseus_core.store.activity import ActivityLog
+from perseus_core.store.network import ExchangeView
+from perseus_core.wire.models import ActivityEntry
 from perseus_tui.messages import HistoryPage
 from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed

@@ -21,8 +21,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from perseus_core.models import ActivityEntry
-from perseus_core.timeutil import Clock, system_clock
+from perseus_core.wire.models import ActivityEntry
+from perseus_core.wire.timeutil import Clock, system_clock
 from perseus_tui import render
 
 EntryKey = tuple[str, str]

@@ -12,7 +12,7 @@ from textual.containers import Container
 from textual.message import Message
 from textual.reactive import reactive
 
-from perseus_core.network import ExchangeView
+from perseus_core.store.network import ExchangeView
 from perseus_tui.widgets.instance_card import CARD_WIDTH, InstanceCard
 
 

@@ -17,7 +17,7 @@ from textual.geometry import Region
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from perseus_core.network import ExchangeView, LastKnown
+from perseus_core.store.network import ExchangeView, LastKnown
 from perseus_tui import render
 
 CARD_WIDTH = 38

@@ -26,7 +26,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
-from perseus_core.network import ExchangeView
+from perseus_core.store.network import ExchangeView
 from perseus_tui import render
 
 COLUMNS: tuple[tuple[str, str], ...] = (

@@ -7,7 +7,7 @@ from datetime import datetime, tzinfo
 from textual.content import Content
 from textual.widget import Widget
 
-from perseus_core.network import ExchangeView
+from perseus_core.store.network import ExchangeView
 from perseus_tui import render
 
 

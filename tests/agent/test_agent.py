@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from perseus_core import keys
-from perseus_core.activity import ActivityLog
-from perseus_core.connection import connect
-from perseus_core.control import ControlClient
-from perseus_core.embedded import RedisServer
-from perseus_core.models import (
+from perseus_cli.apps.redis_server import RedisServer
+from perseus_core.plumbing.connection import connect
+from perseus_core.store.activity import ActivityLog
+from perseus_core.store.control import ControlClient
+from perseus_core.wire import keys
+from perseus_core.wire.models import (
     CatalogEntry,
     CommandEntry,
     ErrorEntry,
@@ -32,7 +32,7 @@ from perseus_core.models import (
     ReplyStatus,
     StateTransitionEntry,
 )
-from perseus_core.settings import Settings
+from perseus_core.wire.settings import Settings
 from tests.agent.conftest import (
     AGENT_ARGV,
     CHILD_IGNORE_TERM,
@@ -544,7 +544,7 @@ def test_bad_arguments_exit_2(args: list[str], redis_url: str) -> None:
 async def test_unreachable_redis_is_retried_then_given_up_with_exit_3(
     spawn_agent: SpawnAgent,
 ) -> None:
-    from perseus_core.embedded import free_port
+    from perseus_cli.apps.redis_server import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"
     agent = spawn_agent(args=["--startup-timeout", "0.5"], url=url)
@@ -554,7 +554,7 @@ async def test_unreachable_redis_is_retried_then_given_up_with_exit_3(
 
 
 async def test_sigterm_while_waiting_for_redis_exits_0(spawn_agent: SpawnAgent) -> None:
-    from perseus_core.embedded import free_port
+    from perseus_cli.apps.redis_server import free_port
 
     agent = spawn_agent(url=f"redis://127.0.0.1:{free_port()}/0")
     await agent.wait_log("waiting for Redis")

@@ -13,10 +13,10 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from perseus_core import keys
-from perseus_core.models import AgentPresence, ReplyStatus
-from perseus_core.network import NetworkReader
-from perseus_core.settings import Settings
+from perseus_core.store.network import NetworkReader
+from perseus_core.wire import keys
+from perseus_core.wire.models import AgentPresence, ReplyStatus
+from perseus_core.wire.settings import Settings
 from tests.agent.conftest import (
     HEARTBEAT_INTERVAL_MS,
     HEARTBEAT_TTL_MS,

@@ -8,7 +8,7 @@ import redis as sync_redis
 from click.testing import CliRunner
 
 from perseus_cli.main import cli
-from perseus_core.models import CatalogEntry
+from perseus_core.wire.models import CatalogEntry
 
 
 def test_redis_url_before_the_verb_applies_to_the_verb(redis_url: str) -> None:

@@ -13,12 +13,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from perseus_cli.apps.redis_server import free_port
 from perseus_cli.control_cmds import register
-from perseus_core.control import CommandServer, HandlerResult
-from perseus_core.embedded import free_port
-from perseus_core.errors import CommandRejected
-from perseus_core.models import Command, ReplyStatus
-from perseus_core.settings import Settings
+from perseus_core.store.control import CommandServer, HandlerResult
+from perseus_core.wire.errors import CommandRejected
+from perseus_core.wire.models import Command, ReplyStatus
+from perseus_core.wire.settings import Settings
 
 HOST = "host-a"
 

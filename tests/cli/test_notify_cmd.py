@@ -19,13 +19,13 @@ import pytest
 from click.testing import CliRunner
 from redis.asyncio import Redis
 
+from perseus_cli.apps.redis_server import free_port
 from perseus_cli.main import cli
-from perseus_core import keys
-from perseus_core.activity import ActivityLog
-from perseus_core.embedded import free_port
-from perseus_core.models import ErrorEntry, StateTransitionEntry
-from perseus_core.settings import Settings
-from perseus_core.timeutil import format_ts
+from perseus_core.store.activity import ActivityLog
+from perseus_core.wire import keys
+from perseus_core.wire.models import ErrorEntry, StateTransitionEntry
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import format_ts
 from tests.core.test_notify import TOKEN, WebhookServer, status_json, until
 
 PERSEUS = [sys.executable, "-c", "from perseus_cli.main import main; main()"]

@@ -27,9 +27,9 @@ import pytest
 import redis as sync_redis
 from click.testing import CliRunner, Result
 
+from perseus_cli.apps.redis_server import RedisServer, free_port
 from perseus_cli.main import cli
-from perseus_core.embedded import RedisServer, free_port
-from perseus_core.timeutil import format_ts
+from perseus_core.wire.timeutil import format_ts
 
 # --- data exactly as WIRE.md section 3 shows it ------------------------------
 

@@ -18,17 +18,17 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from perseus_core import keys
-from perseus_core.activity import (
+from perseus_cli.apps.redis_server import RedisServer
+from perseus_core.plumbing.connection import connect
+from perseus_core.store.activity import (
     ActivityLog,
     ActivityTail,
     format_cursor,
     parse_cursor,
     parse_stream_id,
 )
-from perseus_core.connection import connect
-from perseus_core.embedded import RedisServer
-from perseus_core.models import (
+from perseus_core.wire import keys
+from perseus_core.wire.models import (
     ActivityEntry,
     CatalogEntry,
     ConnectionState,
@@ -37,7 +37,7 @@ from perseus_core.models import (
     OtherEntry,
     StateTransitionEntry,
 )
-from perseus_core.settings import Settings
+from perseus_core.wire.settings import Settings
 
 DAY_MS = 86_400_000
 
@@ -570,7 +570,7 @@ async def test_cancelling_the_consumer_is_clean(redis: Redis, settings: Settings
 async def test_tail_as_context_manager_with_redis_down(
     make_settings: Callable[..., Settings],
 ) -> None:
-    from perseus_core.embedded import free_port
+    from perseus_cli.apps.redis_server import free_port
 
     settings = make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     async with ActivityTail(settings, names=fixed("coinbase")) as tail:

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from perseus_core import keys
-from perseus_core.activity import ActivityLog
-from perseus_core.connection import connect
-from perseus_core.control import (
+from perseus_cli.apps.redis_server import RedisServer
+from perseus_core.plumbing.connection import connect
+from perseus_core.store.activity import ActivityLog
+from perseus_core.store.control import (
     INTERRUPTED_MESSAGE,
     CommandHandler,
     CommandOutcome,
@@ -26,11 +26,11 @@ from perseus_core.control import (
     HandlerResult,
     NoAgentAnswered,
 )
-from perseus_core.embedded import RedisServer
-from perseus_core.errors import CommandRejected, PerseusError
-from perseus_core.models import Command, CommandEntry, CommandReply, ReplyStatus
-from perseus_core.settings import Settings
-from perseus_core.timeutil import to_epoch_ms
+from perseus_core.wire import keys
+from perseus_core.wire.errors import CommandRejected, PerseusError
+from perseus_core.wire.models import Command, CommandEntry, CommandReply, ReplyStatus
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import to_epoch_ms
 
 EXCHANGE_ID = 1
 NAME = "coinbase"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis as sync_redis
 
-from perseus_core.embedded import RedisServer
+from perseus_cli.apps.redis_server import RedisServer
 
 
 def test_start_restart_and_close_leave_nothing_behind() -> None:
@@ -37,7 +37,7 @@ def test_server_goes_away_when_its_owner_is_killed() -> None:
         [
             sys.executable,
             "-c",
-            "import time; from perseus_core.embedded import RedisServer;"
+            "import time; from perseus_cli.apps.redis_server import RedisServer;"
             "s = RedisServer().start(); print(s.pid, flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,

@@ -16,15 +16,16 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from perseus_core import __version__, keys
-from perseus_core.connection import connect
-from perseus_core.embedded import RedisServer
-from perseus_core.errors import InvalidTransition, RedisUnavailable
+from perseus_cli.apps.redis_server import RedisServer
+from perseus_core import __version__
 from perseus_core.instance import MAX_ERROR_CHARS, Instance, StatusWrite
-from perseus_core.lifecycle import TransitionRecord, can_transition
-from perseus_core.models import ConnectionState as S
-from perseus_core.models import InstanceStatus
-from perseus_core.settings import Settings
+from perseus_core.plumbing.connection import connect
+from perseus_core.wire import keys
+from perseus_core.wire.errors import InvalidTransition, RedisUnavailable
+from perseus_core.wire.lifecycle import TransitionRecord, can_transition
+from perseus_core.wire.models import ConnectionState as S
+from perseus_core.wire.models import InstanceStatus
+from perseus_core.wire.settings import Settings
 
 EXCHANGE_ID = 1
 NAME = "coinbase"

@@ -21,22 +21,23 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from perseus_core import __version__, keys
-from perseus_core.connection import connect
-from perseus_core.embedded import RedisServer
-from perseus_core.errors import PerseusError, RedisUnavailable
+from perseus_cli.apps.redis_server import RedisServer
+from perseus_core import __version__
 from perseus_core.instance import Instance, StatusWrite
-from perseus_core.lease import (
+from perseus_core.plumbing.connection import connect
+from perseus_core.plumbing.processes import pid_is_running
+from perseus_core.store.lease import (
     ClaimConflict,
     HeartbeatResult,
     LeaseLost,
     make_instance_id,
-    pid_is_running,
     unique_start_ms,
 )
-from perseus_core.models import ConnectionState, InstanceStatus
-from perseus_core.settings import Settings
-from perseus_core.timeutil import format_ts
+from perseus_core.wire import keys
+from perseus_core.wire.errors import PerseusError, RedisUnavailable
+from perseus_core.wire.models import ConnectionState, InstanceStatus
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import format_ts
 
 EXCHANGE_ID = 1
 NAME = "coinbase"

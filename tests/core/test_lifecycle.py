@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from perseus_core.errors import InvalidTransition
-from perseus_core.lifecycle import (
+from perseus_core.wire.errors import InvalidTransition
+from perseus_core.wire.lifecycle import (
     TRANSITIONS,
     Lifecycle,
     TransitionRecord,
@@ -16,7 +16,7 @@ from perseus_core.lifecycle import (
     can_transition,
     check_transition,
 )
-from perseus_core.models import ConnectionState as S
+from perseus_core.wire.models import ConnectionState as S
 
 # Written out from WIRE.md 1.2 on purpose, not derived from TRANSITIONS.
 ALLOWED = {

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from perseus_core.errors import PayloadError
-from perseus_core.models import (
+from perseus_core.wire.errors import PayloadError
+from perseus_core.wire.models import (
     MAX_PAYLOAD_BYTES,
     AgentPresence,
     CatalogEntry,
@@ -26,7 +26,7 @@ from perseus_core.models import (
     parse_entry,
     validate_exchange_name,
 )
-from perseus_core.timeutil import format_duration, format_ts, parse_ts
+from perseus_core.wire.timeutil import format_duration, format_ts, parse_ts
 
 TS_EXAMPLE = (
     '{"exchangeId":1,"exchangeName":"coinbase","hostname":"DESKTOP-ABC",'

@@ -20,11 +20,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from perseus_core import keys
-from perseus_core.activity import ActivityLog
-from perseus_core.embedded import find_redis_server, free_port
-from perseus_core.errors import PayloadError
-from perseus_core.models import (
+from perseus_cli.apps.redis_server import find_redis_server, free_port
+from perseus_core.store.activity import ActivityLog
+from perseus_core.store.network import (
+    LAST_KNOWN_SCAN,
+    ExchangeView,
+    LastKnown,
+    NetworkReader,
+    parse_catalog_payload,
+    parse_status_payload,
+)
+from perseus_core.store.presence import AgentAnnouncer
+from perseus_core.wire import keys
+from perseus_core.wire.errors import PayloadError
+from perseus_core.wire.models import (
     MAX_PAYLOAD_BYTES,
     CatalogEntry,
     CommandEntry,
@@ -34,16 +43,7 @@ from perseus_core.models import (
     StateTransitionEntry,
     parse_entry,
 )
-from perseus_core.network import (
-    LAST_KNOWN_SCAN,
-    ExchangeView,
-    LastKnown,
-    NetworkReader,
-    parse_catalog_payload,
-    parse_status_payload,
-)
-from perseus_core.presence import AgentAnnouncer
-from perseus_core.settings import Settings
+from perseus_core.wire.settings import Settings
 
 # WIRE.md 3, exactly as the TypeScript writer produces it (no countryCode).
 WIRE_STATUS = (

@@ -22,19 +22,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from perseus_core import keys
-from perseus_core.activity import ActivityLog
-from perseus_core.connection import connect
-from perseus_core.embedded import RedisServer, free_port
-from perseus_core.models import (
-    CatalogEntry,
-    CommandEntry,
-    ConnectionState,
-    ErrorEntry,
-    InstanceStatus,
-    StateTransitionEntry,
-    parse_entry,
-)
+from perseus_cli.apps.redis_server import RedisServer, free_port
 from perseus_core.notify import (
     COLOURS,
     EventKind,
@@ -49,8 +37,20 @@ from perseus_core.notify import (
     retry_delay,
     validate_webhook_url,
 )
-from perseus_core.settings import Settings
-from perseus_core.timeutil import format_ts
+from perseus_core.plumbing.connection import connect
+from perseus_core.store.activity import ActivityLog
+from perseus_core.wire import keys
+from perseus_core.wire.models import (
+    CatalogEntry,
+    CommandEntry,
+    ConnectionState,
+    ErrorEntry,
+    InstanceStatus,
+    StateTransitionEntry,
+    parse_entry,
+)
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import format_ts
 
 TOKEN = "s3cr3t-T0KEN"
 FIXED_NOW = datetime(2026, 2, 10, 22, 45, 0, 123000, tzinfo=UTC)

@@ -11,13 +11,13 @@ from typing import cast
 import pytest
 from redis.asyncio import Redis
 
-from perseus_core import keys
-from perseus_core.connection import connect
-from perseus_core.embedded import RedisServer
-from perseus_core.models import AgentPresence, CatalogEntry, ConnectionState
-from perseus_core.network import NetworkReader
-from perseus_core.presence import AgentAnnouncer
-from perseus_core.settings import Settings
+from perseus_cli.apps.redis_server import RedisServer
+from perseus_core.plumbing.connection import connect
+from perseus_core.store.network import NetworkReader
+from perseus_core.store.presence import AgentAnnouncer
+from perseus_core.wire import keys
+from perseus_core.wire.models import AgentPresence, CatalogEntry, ConnectionState
+from perseus_core.wire.settings import Settings
 
 
 def announcer(

@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from perseus_core.embedded import free_port
-from perseus_core.public_ip import (
+from perseus_cli.apps.redis_server import free_port
+from perseus_core.runtime.public_ip import (
     DEFAULT_SOURCES,
     detect_public_ip,
     is_plausible_public,
     parse_ip,
 )
-from perseus_core.settings import Settings
+from perseus_core.wire.settings import Settings
 
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
@@ -170,7 +170,7 @@ async def test_invalid_setting_warns_and_means_off(
     source: SourceFactory, caplog: pytest.LogCaptureFixture, value: str
 ) -> None:
     good = await source()
-    with caplog.at_level(logging.WARNING, logger="perseus_core.public_ip"):
+    with caplog.at_level(logging.WARNING, logger="perseus_core.runtime.public_ip"):
         assert await _detect(_settings(value), [good.url]) is None
     assert good.hits == 0
     assert any("PERSEUS_PUBLIC_IP" in rec.getMessage() for rec in caplog.records)

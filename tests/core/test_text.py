@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from perseus_core.text import clean, clean_or
+from perseus_core.wire.text import clean, clean_or
 
 
 @pytest.mark.parametrize(

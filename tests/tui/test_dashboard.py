@@ -12,18 +12,18 @@ from redis.asyncio import Redis
 from textual.widgets import ContentSwitcher
 from textual.widgets.data_table import ColumnKey
 
-from perseus_core import keys
-from perseus_core.activity import ActivityLog
-from perseus_core.connection import connect
-from perseus_core.embedded import RedisServer
+from perseus_cli.apps.redis_server import RedisServer
 from perseus_core.instance import Instance
-from perseus_core.models import CatalogEntry, ConnectionState, ErrorEntry, InstanceStatus
-from perseus_core.settings import Settings
+from perseus_core.plumbing.connection import connect
+from perseus_core.store.activity import ActivityLog
+from perseus_core.wire import keys
+from perseus_core.wire.models import CatalogEntry, ConnectionState, ErrorEntry, InstanceStatus
+from perseus_core.wire.settings import Settings
 from perseus_tui.app import PerseusApp
 from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen
-from perseus_tui.screenshots import HOSTILE_HOSTNAME, seed_fleet, seed_hostile, wait_for
+from perseus_cli.apps.screenshots import HOSTILE_HOSTNAME, seed_fleet, seed_hostile, wait_for
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.empty_fleet import EmptyFleet
 from perseus_tui.widgets.instance_card import InstanceCard

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from textual.app import App, ComposeResult
 
-from perseus_core.models import (
+from perseus_core.store.network import ExchangeView, LastKnown
+from perseus_core.wire.models import (
     AgentPresence,
     CommandEntry,
     ConnectionState,
@@ -15,7 +16,6 @@ from perseus_core.models import (
     StateTransitionEntry,
     parse_entry,
 )
-from perseus_core.network import ExchangeView, LastKnown
 from perseus_tui import render
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.instance_card import card_content

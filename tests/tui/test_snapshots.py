@@ -1,5 +1,5 @@
 """Snapshot tests of every screen, from the same app factory, data and frozen clock as
-`make screenshots` (perseus_tui.screenshots).
+`make screenshots` (perseus_cli.apps.screenshots).
 
 Update after an intended change with `make snapshots`, then look at the report
 or at the regenerated SVGs before committing them.
@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from perseus_core.embedded import RedisServer
-from perseus_tui.screenshots import (
+from perseus_cli.apps.redis_server import RedisServer
+from perseus_cli.apps.screenshots import (
     SHOTS,
     Shot,
     screenshot_app,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 
-from perseus_core.errors import InvalidTransition
-from perseus_core.models import ConnectionState
+from perseus_core.wire.errors import InvalidTransition
+from perseus_core.wire.models import ConnectionState
 
 _S = ConnectionState
 

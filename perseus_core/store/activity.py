@@ -30,19 +30,19 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from perseus_core import keys
-from perseus_core.connection import (
+from perseus_core.plumbing.connection import (
     TRANSIENT_ERRORS,
     connect,
     connect_blocking,
     describe_redis_error,
 )
-from perseus_core.errors import PerseusError
-from perseus_core.models import ActivityEntry, parse_entry
-from perseus_core.settings import Settings
+from perseus_core.wire import keys
+from perseus_core.wire.errors import PerseusError
+from perseus_core.wire.models import ActivityEntry, parse_entry
+from perseus_core.wire.settings import Settings
 
 if TYPE_CHECKING:  # network reads streams through this module: import it lazily at run time
-    from perseus_core.network import NetworkReader
+    from perseus_core.store.network import NetworkReader
 
 log = logging.getLogger(__name__)
 
@@ -611,7 +611,7 @@ class ActivityTail:
         return [n for n in names if isinstance(n, str) and n]
 
     async def _default_names(self) -> list[str]:
-        from perseus_core.network import NetworkReader  # noqa: PLC0415 - see the TYPE_CHECKING import
+        from perseus_core.store.network import NetworkReader  # noqa: PLC0415 - see the TYPE_CHECKING import
 
         reader = self._names_reader
         if reader is None:

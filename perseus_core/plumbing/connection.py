@@ -9,8 +9,8 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from perseus_core.errors import RedisUnavailable
-from perseus_core.settings import Settings, redact_url
+from perseus_core.wire.errors import RedisUnavailable
+from perseus_core.wire.settings import Settings, redact_url
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,

@@ -42,21 +42,21 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from perseus_core import keys
-from perseus_core.activity import ActivityLog
-from perseus_core.connection import TRANSIENT_ERRORS, connect
-from perseus_core.control import ControlClient
-from perseus_core.embedded import RedisServer
-from perseus_core.errors import PayloadError, PerseusError
-from perseus_core.models import (
+from perseus_cli.apps.redis_server import RedisServer
+from perseus_core.plumbing.connection import TRANSIENT_ERRORS, connect
+from perseus_core.plumbing.processes import parent_death_hook, pid_is_running
+from perseus_core.store.activity import ActivityLog
+from perseus_core.store.control import ControlClient
+from perseus_core.wire import keys
+from perseus_core.wire.errors import PayloadError, PerseusError
+from perseus_core.wire.models import (
     CommandEntry,
     CommandType,
     ConnectionState,
     ErrorEntry,
     InstanceStatus,
 )
-from perseus_core.settings import Settings
-from perseus_core.supervisor import parent_death_hook
+from perseus_core.wire.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -267,16 +267,6 @@ def descendants(pid: int) -> dict[int, int]:
         found[child] = table[child][1]
         pending.extend(children.get(child, ()))
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -583,7 +573,7 @@ class DemoFleet:
         # Anything an agent left behind (a child that ignored SIGTERM while its
         # agent was killed): its whole group goes, never the demo's own group.
         for pid, group in family.items():
-            if not _alive(pid):
+            if not pid_is_running(pid):
                 continue
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 if group not in (own_group, 0):

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import httpx
 
 from perseus_core import __version__
-from perseus_core.settings import Settings
+from perseus_core.wire.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ hash (a re-read of an entry that was handled is skipped without a word). So
 no read position is persisted: the outcomes hash is the only state.
 """
 
-from perseus_core.control.client import CommandOutcome, ControlClient, NoAgentAnswered
-from perseus_core.control.common import (
+from perseus_core.store.control.client import CommandOutcome, ControlClient, NoAgentAnswered
+from perseus_core.store.control.common import (
     COMMAND_FIELD,
     COMMAND_STREAM_MAXLEN,
     OUTCOME_RETENTION_MS,
@@ -38,7 +38,7 @@ from perseus_core.control.common import (
     HandlerResult,
     IdentityProvider,
 )
-from perseus_core.control.server import INTERRUPTED_MESSAGE, CommandServer
+from perseus_core.store.control.server import INTERRUPTED_MESSAGE, CommandServer
 
 __all__ = [
     "COMMAND_FIELD",

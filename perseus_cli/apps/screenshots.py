@@ -1,4 +1,4 @@
-"""Deterministic screenshots of every dashboard screen: `python -m perseus_tui.screenshots DIR`.
+"""Deterministic screenshots of every dashboard screen: `python -m perseus_cli.apps.screenshots DIR`.
 
 The same seeded fleet, frozen clock, pinned time zone and fixed Redis label
 are used by the snapshot tests (tests/tui), so what `make screenshots` writes
@@ -20,9 +20,9 @@ from pathlib import Path
 import redis as sync_redis
 from textual.pilot import Pilot
 
-from perseus_core import keys
-from perseus_core.embedded import RedisServer
-from perseus_core.models import (
+from perseus_cli.apps.redis_server import RedisServer
+from perseus_core.wire import keys
+from perseus_core.wire.models import (
     AgentPresence,
     CatalogEntry,
     CommandEntry,
@@ -32,8 +32,8 @@ from perseus_core.models import (
     OtherEntry,
     StateTransitionEntry,
 )
-from perseus_core.settings import Settings
-from perseus_core.timeutil import parse_ts_or_none, to_epoch_ms
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import parse_ts_or_none, to_epoch_ms
 from perseus_tui.app import PerseusApp, create_app
 
 FIXED_NOW = datetime(2026, 2, 10, 22, 45, 0, tzinfo=UTC)

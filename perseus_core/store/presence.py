@@ -40,12 +40,13 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from perseus_core import __version__, keys
-from perseus_core.connection import TRANSIENT_ERRORS, describe_redis_error
-from perseus_core.lease import unique_start_ms, wire_now
-from perseus_core.models import AgentPresence, ConnectionState
-from perseus_core.settings import Settings
-from perseus_core.timeutil import Clock, system_clock
+from perseus_core import __version__
+from perseus_core.plumbing.connection import TRANSIENT_ERRORS, describe_redis_error
+from perseus_core.store.lease import unique_start_ms, wire_now
+from perseus_core.wire import keys
+from perseus_core.wire.models import AgentPresence, ConnectionState
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import Clock, system_clock
 
 log = logging.getLogger(__name__)
 

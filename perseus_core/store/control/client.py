@@ -12,25 +12,25 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from perseus_core import keys
-from perseus_core.connection import TRANSIENT_ERRORS, connect, describe_redis_error
-from perseus_core.control.common import (
+from perseus_core.plumbing.connection import TRANSIENT_ERRORS, connect, describe_redis_error
+from perseus_core.store.control.common import (
     COMMAND_FIELD,
     COMMAND_STREAM_MAXLEN,
     NO_RETRY,
     backoff,
     now_ms,
 )
-from perseus_core.errors import PayloadError, PerseusError, RedisUnavailable
-from perseus_core.models import (
+from perseus_core.wire import keys
+from perseus_core.wire.errors import PayloadError, PerseusError, RedisUnavailable
+from perseus_core.wire.models import (
     MAX_PAYLOAD_BYTES,
     Command,
     CommandReply,
     CommandType,
     ReplyStatus,
 )
-from perseus_core.settings import Settings
-from perseus_core.timeutil import Clock, system_clock
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import Clock, system_clock
 
 log = logging.getLogger(__name__)
 

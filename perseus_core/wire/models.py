@@ -28,8 +28,8 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-from perseus_core.errors import PayloadError
-from perseus_core.timeutil import format_ts, parse_ts, parse_ts_or_none
+from perseus_core.wire.errors import PayloadError
+from perseus_core.wire.timeutil import format_ts, parse_ts, parse_ts_or_none
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 """Largest status/command/catalog JSON accepted; anything bigger is reported, not parsed."""

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from perseus_core.errors import PerseusError
-from perseus_core.supervisor import parent_death_hook
+from perseus_core.plumbing.processes import parent_death_hook
+from perseus_core.wire.errors import PerseusError
 
 
 def find_redis_server() -> str:

@@ -61,9 +61,9 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from perseus_core import keys
-from perseus_core.errors import PayloadError
-from perseus_core.models import (
+from perseus_core.wire import keys
+from perseus_core.wire.errors import PayloadError
+from perseus_core.wire.models import (
     MAX_PAYLOAD_BYTES,
     ActivityEntry,
     AgentPresence,
@@ -75,8 +75,8 @@ from perseus_core.models import (
     parse_entry,
     validate_exchange_name,
 )
-from perseus_core.settings import Settings
-from perseus_core.timeutil import Clock, parse_ts_or_none, system_clock
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import Clock, parse_ts_or_none, system_clock
 
 log = logging.getLogger(__name__)
 

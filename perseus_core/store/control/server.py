@@ -15,10 +15,10 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from perseus_core import keys
-from perseus_core.activity import ActivityLog, StreamRows
-from perseus_core.connection import TRANSIENT_ERRORS, connect, describe_redis_error
-from perseus_core.control.common import (
+from perseus_core.plumbing.connection import TRANSIENT_ERRORS, connect, describe_redis_error
+from perseus_core.plumbing.processes import pid_is_running
+from perseus_core.store.activity import ActivityLog, StreamRows
+from perseus_core.store.control.common import (
     BACKOFF_MAX_S,
     COMMAND_FIELD,
     KNOWN_TYPES,
@@ -34,18 +34,18 @@ from perseus_core.control.common import (
     backoff,
     now_ms,
 )
-from perseus_core.errors import PayloadError, PerseusError
-from perseus_core.lease import pid_is_running
-from perseus_core.models import (
+from perseus_core.wire import keys
+from perseus_core.wire.errors import PayloadError, PerseusError
+from perseus_core.wire.models import (
     MAX_PAYLOAD_BYTES,
     Command,
     CommandEntry,
     CommandReply,
     ReplyStatus,
 )
-from perseus_core.settings import Settings
-from perseus_core.text import clean
-from perseus_core.timeutil import Clock, format_ts, system_clock
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.text import clean
+from perseus_core.wire.timeutil import Clock, format_ts, system_clock
 
 log = logging.getLogger(__name__)
 

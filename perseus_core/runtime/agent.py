@@ -44,14 +44,18 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-from perseus_core import keys
-from perseus_core.activity import ActivityLog
-from perseus_core.connection import TRANSIENT_ERRORS, connect, describe_redis_error
-from perseus_core.control import CommandServer, HandlerResult
-from perseus_core.errors import CommandRejected, PayloadError, PerseusError, RedisUnavailable
 from perseus_core.instance import Instance
-from perseus_core.lease import ClaimConflict, LeaseLost
-from perseus_core.models import (
+from perseus_core.plumbing.connection import TRANSIENT_ERRORS, connect, describe_redis_error
+from perseus_core.runtime.public_ip import detect_public_ip
+from perseus_core.runtime.supervisor import ChildProcess, describe_exit
+from perseus_core.store.activity import ActivityLog
+from perseus_core.store.control import CommandServer, HandlerResult
+from perseus_core.store.lease import ClaimConflict, LeaseLost
+from perseus_core.store.network import NetworkReader
+from perseus_core.store.presence import AgentAnnouncer
+from perseus_core.wire import keys
+from perseus_core.wire.errors import CommandRejected, PayloadError, PerseusError, RedisUnavailable
+from perseus_core.wire.models import (
     CatalogEntry,
     Command,
     CommandType,
@@ -60,13 +64,9 @@ from perseus_core.models import (
     InstanceStatus,
     ReplyStatus,
 )
-from perseus_core.network import NetworkReader
-from perseus_core.presence import AgentAnnouncer
-from perseus_core.public_ip import detect_public_ip
-from perseus_core.settings import Settings
-from perseus_core.supervisor import ChildProcess, describe_exit
-from perseus_core.text import clean
-from perseus_core.timeutil import Clock, format_ts, system_clock
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.text import clean
+from perseus_core.wire.timeutil import Clock, format_ts, system_clock
 
 log = logging.getLogger("perseus.agent")
 

@@ -10,12 +10,12 @@ from typing import Any
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from perseus_core.models import (
+from perseus_core.wire.models import (
     Command,
     CommandType,
     ReplyStatus,
 )
-from perseus_core.timeutil import Clock, to_epoch_ms
+from perseus_core.wire.timeutil import Clock, to_epoch_ms
 
 log = logging.getLogger(__name__)
 

@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+
+from perseus_core.plumbing.processes import parent_death_hook
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 _GROUP_POLL_S = 0.02
 
 
@@ -41,36 +39,6 @@ def describe_exit(returncode: int) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exited with code {returncode}"
-
-
-def parent_death_hook(sig: signal.Signals = signal.SIGKILL) -> Callable[[], None] | None:
-    """A pre-exec hook that makes the kernel send `sig` to the child when its
-    parent dies (`PR_SET_PDEATHSIG`), so nothing a Perseus process started
-    outlives it unattended, even when it is killed with -9.
-
-    Everything that can allocate or import (finding libc, looking up the
-    symbol) happens here, in the parent: between fork and exec the hook only
-    makes two system calls, which is safe even with other threads around.
-    Returns None where the facility does not exist (not Linux, no libc).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent = os.getpid()
-    death_signal = int(sig)
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before the hook ran
-            os._exit(1)
-
-    return hook
 
 
 def _running_in_group(pgid: int) -> bool | None:

@@ -32,13 +32,14 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from perseus_core import keys
-from perseus_core.connection import TRANSIENT_ERRORS, describe_redis_error
-from perseus_core.errors import PayloadError, PerseusError, RedisUnavailable
-from perseus_core.models import InstanceStatus
-from perseus_core.settings import Settings
-from perseus_core.text import clean
-from perseus_core.timeutil import Clock, format_ts, system_clock, to_epoch_ms
+from perseus_core.plumbing.connection import TRANSIENT_ERRORS, describe_redis_error
+from perseus_core.plumbing.processes import pid_is_running
+from perseus_core.wire import keys
+from perseus_core.wire.errors import PayloadError, PerseusError, RedisUnavailable
+from perseus_core.wire.models import InstanceStatus
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.text import clean
+from perseus_core.wire.timeutil import Clock, format_ts, system_clock, to_epoch_ms
 
 log = logging.getLogger(__name__)
 
@@ -162,25 +163,6 @@ def wire_now(clock: Clock) -> datetime:
     """
     moment = clock()
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
-def pid_is_running(pid: int) -> bool:
-    """Whether a process with this pid exists on this host.
-
-    Only a definite "no such process" counts as not running: a process owned by
-    another user (PermissionError), an error we cannot interpret, and pids that
-    `kill` would read as process groups (0 and negatives) all count as running,
-    because a wrong "not running" would let two live processes share a slot.
-    """
-    if pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 # --- errors ---------------------------------------------------------------------

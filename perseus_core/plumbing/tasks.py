@@ -1,0 +1,66 @@
+"""The one interruptible wait and the one group of background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait up to `timeout_s` for `event`; True as soon as it is set, else False.
+
+    This is how every Perseus loop sleeps: a stop, a close or a lost lease
+    sets the event and the sleeper wakes at once instead of finishing its nap.
+    """
+    if event.is_set():
+        return True
+    if timeout_s <= 0:
+        return False
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout_s)
+    return event.is_set()
+
+
+class TaskGroup:
+    """Background tasks owned by one component: spawned by name, failures logged,
+    all cancelled and awaited by `aclose()`.
+
+    Unlike `asyncio.TaskGroup`, one failing task does not cancel the others: a
+    failed notification send must not stop the heartbeat. A failure is never
+    silent either: it is logged with its traceback to `logger`.
+    """
+
+    def __init__(self, logger: logging.Logger, owner: str = "") -> None:
+        self._log = logger
+        self._owner = owner
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run `coro` in the background as a task called `name`."""
+        task = asyncio.create_task(coro, name=f"{self._owner} {name}".strip())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._log.error("%s failed: %s", task.get_name(), exc, exc_info=exc)
+
+    async def aclose(self) -> None:
+        """Cancel every task still running and wait until all have finished."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
