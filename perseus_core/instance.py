@@ -47,7 +47,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from perseus_core import __version__
-from perseus_core.plumbing.connection import TRANSIENT_ERRORS, describe_redis_error
+from perseus_core.plumbing.connection import describe_redis_error
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.lease import (
     HeartbeatResult,

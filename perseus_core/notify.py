@@ -31,11 +31,11 @@ from redis.exceptions import RedisError, ResponseError
 
 from perseus_core import __version__
 from perseus_core.plumbing.connection import (
-    TRANSIENT_ERRORS,
     connect,
     describe_redis_error,
     ping_or_raise,
 )
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.store.activity import ActivityLog, ActivityTail, parse_stream_id
 from perseus_core.store.network import ExchangeView, NetworkReader
 from perseus_core.wire.models import (

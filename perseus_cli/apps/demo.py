@@ -43,7 +43,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from perseus_cli.apps.redis_server import RedisServer
-from perseus_core.plumbing.connection import TRANSIENT_ERRORS, connect
+from perseus_core.plumbing.connection import connect
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.processes import parent_death_hook, pid_is_running
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.control import ControlClient

@@ -1,4 +1,4 @@
-"""Deterministic screenshots of every dashboard screen: `python -m perseus_cli.apps.screenshots DIR`.
+"""Deterministic screenshots of every dashboard screen (`python -m perseus_cli.apps.screenshots`).
 
 The same seeded fleet, frozen clock, pinned time zone and fixed Redis label
 are used by the snapshot tests (tests/tui), so what `make screenshots` writes

@@ -6,20 +6,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.wire.errors import RedisUnavailable
 from perseus_core.wire.settings import Settings, redact_url
-
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
-"""Errors that mean "Redis is (briefly) unreachable": retry, do not crash."""
 
 
 def connect(settings: Settings, **overrides: Any) -> Redis:
@@ -90,9 +81,12 @@ def describe_redis_error(settings_or_url: Settings | str, exc: BaseException) ->
     return f"cannot reach Redis at {url}: {reason}"
 
 
+_PING_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, AuthenticationError)
+
+
 async def ping_or_raise(redis: Redis, settings: Settings) -> None:
     """PING, turning any connection failure into RedisUnavailable."""
     try:
         await redis.ping()
-    except (RedisConnectionError, RedisTimeoutError, OSError, AuthenticationError) as exc:
+    except _PING_ERRORS as exc:
         raise RedisUnavailable(describe_redis_error(settings, exc)) from exc

@@ -45,7 +45,8 @@ from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from perseus_core.instance import Instance
-from perseus_core.plumbing.connection import TRANSIENT_ERRORS, connect, describe_redis_error
+from perseus_core.plumbing.connection import connect, describe_redis_error
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.runtime.public_ip import detect_public_ip
 from perseus_core.runtime.supervisor import ChildProcess, describe_exit
 from perseus_core.store.activity import ActivityLog

@@ -31,11 +31,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from perseus_core.plumbing.connection import (
-    TRANSIENT_ERRORS,
     connect,
     connect_blocking,
     describe_redis_error,
 )
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import ActivityEntry, parse_entry

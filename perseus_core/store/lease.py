@@ -32,7 +32,8 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from perseus_core.plumbing.connection import TRANSIENT_ERRORS, describe_redis_error
+from perseus_core.plumbing.connection import describe_redis_error
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.processes import pid_is_running
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError, PerseusError, RedisUnavailable

@@ -52,6 +52,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import StrEnum
 from itertools import chain
 from operator import attrgetter
 from typing import Any, cast
@@ -184,6 +185,20 @@ class LastKnown:
         }
 
 
+class ViewKind(StrEnum):
+    """What an exchange is, as far as a reader can tell: decided once, in
+    `ExchangeView.kind`, and shown the same way by every surface."""
+
+    LIVE = "live"
+    """Its status key exists and its payload is valid."""
+    UNREADABLE = "unreadable"
+    """Its status key exists (the instance is alive) but the payload is not valid."""
+    READY = "ready"
+    """No status key, but an agent runs for it and would answer a start."""
+    OFFLINE = "offline"
+    """No status key and no agent."""
+
+
 @dataclass(slots=True)
 class ExchangeView:
     """One exchange as the dashboard shows it (treat as read-only: a snapshot
@@ -230,6 +245,15 @@ class ExchangeView:
     def ready(self) -> bool:
         """Offline, but an agent is running for it: a `start` would be answered."""
         return bool(self.agents) and not self.online
+
+    @property
+    def kind(self) -> ViewKind:
+        """Live, unreadable, ready or offline: the one place this is decided."""
+        if self.status is not None:
+            return ViewKind.LIVE
+        if self.key_exists:
+            return ViewKind.UNREADABLE
+        return ViewKind.READY if self.agents else ViewKind.OFFLINE
 
     @property
     def is_active(self) -> bool:

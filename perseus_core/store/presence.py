@@ -41,7 +41,8 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from perseus_core import __version__
-from perseus_core.plumbing.connection import TRANSIENT_ERRORS, describe_redis_error
+from perseus_core.plumbing.connection import describe_redis_error
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.store.lease import unique_start_ms, wire_now
 from perseus_core.wire import keys
 from perseus_core.wire.models import AgentPresence, ConnectionState

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from perseus_cli.apps.screenshots import DISPLAY_URL, SCREENSHOT_TZ
 from perseus_core.wire.settings import Settings
 from perseus_tui.app import PerseusApp, create_app
-from perseus_cli.apps.screenshots import DISPLAY_URL, SCREENSHOT_TZ
 
 AGENT_ARGV = [sys.executable, "-c", "from perseus_cli.main import main; main()", "agent"]
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from perseus_cli.apps.screenshots import seed_fleet, settle
 from perseus_cli.main import cli
 from perseus_tui.app import PerseusApp
-from perseus_cli.apps.screenshots import seed_fleet, settle
 
 
 @pytest.mark.parametrize(

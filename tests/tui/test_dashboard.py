@@ -13,6 +13,7 @@ from textual.widgets import ContentSwitcher
 from textual.widgets.data_table import ColumnKey
 
 from perseus_cli.apps.redis_server import RedisServer
+from perseus_cli.apps.screenshots import HOSTILE_HOSTNAME, seed_fleet, seed_hostile, wait_for
 from perseus_core.instance import Instance
 from perseus_core.plumbing.connection import connect
 from perseus_core.store.activity import ActivityLog
@@ -23,7 +24,6 @@ from perseus_tui.app import PerseusApp
 from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen
-from perseus_cli.apps.screenshots import HOSTILE_HOSTNAME, seed_fleet, seed_hostile, wait_for
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.empty_fleet import EmptyFleet
 from perseus_tui.widgets.instance_card import InstanceCard

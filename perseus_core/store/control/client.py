@@ -12,7 +12,8 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from perseus_core.plumbing.connection import TRANSIENT_ERRORS, connect, describe_redis_error
+from perseus_core.plumbing.connection import connect, describe_redis_error
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.store.control.common import (
     COMMAND_FIELD,
     COMMAND_STREAM_MAXLEN,

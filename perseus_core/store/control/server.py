@@ -15,7 +15,8 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from perseus_core.plumbing.connection import TRANSIENT_ERRORS, connect, describe_redis_error
+from perseus_core.plumbing.connection import connect, describe_redis_error
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.processes import pid_is_running
 from perseus_core.store.activity import ActivityLog, StreamRows
 from perseus_core.store.control.common import (

@@ -1,0 +1,29 @@
+"""Presentation: how an exchange looks, decided once for every surface.
+
+The dashboard's cards, table and detail screen and the CLI's `status` all ask
+this layer what to call an exchange (live, unreadable, ready, offline), which
+badge and words to show and in which tone. Tones are semantic (success,
+warning, error...): the dashboard maps them to theme variables, the CLI to
+terminal styles, so the two can never disagree about what a colour means.
+No UI toolkit is imported here.
+"""
+
+from perseus_core.present.exchange import (
+    Badge,
+    HeartbeatThresholds,
+    Tone,
+    badge,
+    heartbeat_age_s,
+    state_tone,
+    status_word,
+)
+
+__all__ = [
+    "Badge",
+    "HeartbeatThresholds",
+    "Tone",
+    "badge",
+    "heartbeat_age_s",
+    "state_tone",
+    "status_word",
+]
