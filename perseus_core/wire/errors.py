@@ -16,7 +16,7 @@ class PayloadError(PerseusError):
 
 
 class InvalidTransition(PerseusError):
-    """A lifecycle transition that WIRE.md 1.2 does not allow."""
+    """A lifecycle transition that docs/wire-format.md 1.2 does not allow."""
 
 
 class CommandRejected(PerseusError):

@@ -1,7 +1,7 @@
 """Every Redis key and channel name Perseus reads or writes, in one place.
 
-The first group is fixed by the existing TypeScript implementation (WIRE.md 1);
-the second group is Perseus's own (WIRE.md 2).
+The first group is fixed by the existing TypeScript implementation (docs/wire-format.md 1);
+the second group is Perseus's own (docs/wire-format.md 2).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def outcomes_key(exchange_id: int) -> str:
 
 
 def agents_key(exchange_id: int) -> str:
-    """The presence set of the agents watching one exchange (WIRE.md 2.4).
+    """The presence set of the agents watching one exchange (docs/wire-format.md 2.4).
 
     A sorted set, one member per running agent (its presence JSON) scored by
     when that member expires: it says an exchange whose status key is missing

@@ -1,4 +1,4 @@
-"""The lifecycle of an instance: which state may follow which (WIRE.md 1.2).
+"""The lifecycle of an instance: which state may follow which (docs/wire-format.md 1.2).
 
 The table is fixed by the existing TypeScript implementation; a Python
 instance that allowed anything else would show operators a history the other
@@ -46,7 +46,7 @@ def allowed_from(state: ConnectionState) -> tuple[ConnectionState, ...]:
 
 
 def can_transition(from_state: ConnectionState, to_state: ConnectionState) -> bool:
-    """Whether WIRE.md 1.2 allows `from_state -> to_state`."""
+    """Whether docs/wire-format.md 1.2 allows `from_state -> to_state`."""
     return to_state in TRANSITIONS[from_state]
 
 

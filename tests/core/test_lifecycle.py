@@ -1,4 +1,4 @@
-"""The transition table of WIRE.md 1.2, all 36 pairs, and the pure state machine."""
+"""The transition table of docs/wire-format.md 1.2, all 36 pairs, and the pure state machine."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from perseus_core.wire.lifecycle import (
 )
 from perseus_core.wire.models import ConnectionState as S
 
-# Written out from WIRE.md 1.2 on purpose, not derived from TRANSITIONS.
+# Written out from docs/wire-format.md 1.2 on purpose, not derived from TRANSITIONS.
 ALLOWED = {
     (S.IDLE, S.STARTING),
     (S.STARTING, S.WARMING),

@@ -1,4 +1,4 @@
-"""The wire models read exactly what WIRE.md describes and reject the rest clearly."""
+"""The wire models read exactly what docs/wire-format.md describes and reject the rest clearly."""
 
 from __future__ import annotations
 
@@ -286,7 +286,7 @@ def test_timestamps_from_json_in_detail() -> None:
         payload = json.dumps(json.loads(TS_EXAMPLE) | {"lastHeartbeat": text})
         return InstanceStatus.model_validate_json(payload).last_heartbeat
 
-    # Naive means UTC (WIRE.md), offsets are converted, nanoseconds truncated.
+    # Naive means UTC (docs/wire-format.md), offsets are converted, nanoseconds truncated.
     assert read("2026-02-10T22:45:00.123") == datetime(2026, 2, 10, 22, 45, 0, 123000, tzinfo=UTC)
     assert read("2026-02-10T22:45:00.123").tzinfo is not None
     assert read("2026-02-10T23:45:00.5+01:00") == datetime(

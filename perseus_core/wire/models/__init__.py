@@ -1,0 +1,48 @@
+"""Pydantic models of the wire format (docs/wire-format.md), one per payload kind.
+
+Every value read from Redis is untrusted: parsing never raises anything but
+`PayloadError`, whose message says what is wrong in words a person can act on.
+One module per kind: `base` (states, timestamps, shared validation), `status`,
+`entries` (activity streams), `control` (commands and replies), `catalog`
+(catalog entries and agent presence).
+"""
+
+from perseus_core.wire.models.base import (
+    MAX_PAYLOAD_BYTES,
+    ConnectionState,
+    WireTime,
+    describe_validation_error,
+    validate_exchange_name,
+)
+from perseus_core.wire.models.catalog import AgentPresence, CatalogEntry
+from perseus_core.wire.models.control import Command, CommandReply, CommandType, ReplyStatus
+from perseus_core.wire.models.entries import (
+    ActivityEntry,
+    CommandEntry,
+    ErrorEntry,
+    OtherEntry,
+    StateTransitionEntry,
+    parse_entry,
+)
+from perseus_core.wire.models.status import InstanceStatus
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "ActivityEntry",
+    "AgentPresence",
+    "CatalogEntry",
+    "Command",
+    "CommandEntry",
+    "CommandReply",
+    "CommandType",
+    "ConnectionState",
+    "ErrorEntry",
+    "InstanceStatus",
+    "OtherEntry",
+    "ReplyStatus",
+    "StateTransitionEntry",
+    "WireTime",
+    "describe_validation_error",
+    "parse_entry",
+    "validate_exchange_name",
+]

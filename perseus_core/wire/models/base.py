@@ -1,0 +1,145 @@
+"""What every wire model shares: the states, wire timestamps, strict JSON objects and
+the error messages a person can act on (docs/wire-format.md 1.1 and 1.2)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    PlainSerializer,
+    ValidationError,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
+
+from perseus_core.wire.errors import PayloadError
+from perseus_core.wire.timeutil import format_ts, parse_ts
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+"""Largest status/command/catalog JSON accepted; anything bigger is reported, not parsed."""
+
+_EXCHANGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ConnectionState(StrEnum):
+    """The six lifecycle states of docs/wire-format.md 1.2."""
+
+    IDLE = "idle"
+    STARTING = "starting"
+    WARMING = "warming"
+    ACTIVE = "active"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+def _parse_wire_time(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return parse_ts(value)
+        except ValueError as exc:
+            raise ValueError(f"not an ISO-8601 timestamp: {value[:40]!r}") from exc
+    return value
+
+
+_CANONICAL_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z$"
+"""The UTC form every writer uses (`Date.toISOString()`, also with no fraction or
+up to nanoseconds): the one form pydantic-core may parse on its own."""
+
+
+class _WireTimeSchema:
+    """How a `WireTime` is validated.
+
+    Python input (`model_validate`, constructors, `from_json`) goes through
+    `parse_ts`, which reads any ISO-8601 form and makes the result UTC. JSON
+    input (`model_validate_json`, the bulk read path) first tries
+    pydantic-core's own parser, without a Python call, but only on a string
+    in the canonical UTC form above; anything else takes the `parse_ts` path,
+    so both inputs accept exactly the same strings with the same instants
+    (pydantic-core alone would also take a number in a string as a Unix time
+    and keep a naive or non-UTC value as it is). Stored values are aware and
+    UTC either way; the canonical path's `tzinfo` is pydantic-core's UTC,
+    equal to `datetime.UTC`.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        lenient = core_schema.no_info_before_validator_function(_parse_wire_time, handler(source))
+        canonical = core_schema.chain_schema(
+            [
+                core_schema.str_schema(strict=True, pattern=_CANONICAL_TIME),
+                core_schema.datetime_schema(strict=False),
+            ]
+        )
+        return core_schema.json_or_python_schema(
+            json_schema=core_schema.union_schema([canonical, lenient], mode="left_to_right"),
+            python_schema=lenient,
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "string", "format": "date-time"}
+
+
+WireTime = Annotated[
+    datetime,
+    _WireTimeSchema,
+    PlainSerializer(format_ts, return_type=str),
+]
+"""A timestamp read in any ISO-8601 form and written as `Date.toISOString()` does."""
+
+
+def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
+    """A one-line summary of a pydantic error: `field: problem; field: problem`."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "payload"
+        parts.append(f"{loc}: {err['msg']}")
+    more = len(exc.errors()) - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+def load_json_object(raw: str | bytes, what: str) -> dict[str, Any]:
+    size = len(raw)
+    if size > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"{what} is {size:,} bytes, over the {MAX_PAYLOAD_BYTES:,} byte limit")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"{what} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise PayloadError(f"{what} is JSON {type(data).__name__}, expected an object")
+    return data
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        strict=True,
+    )
+
+
+def validate_exchange_name(name: str) -> str:
+    """Check a name Perseus is about to *write* (catalog, agent): 1-64 of
+    letters, digits, `.`, `_`, `-`. Readers accept any name and show it safely."""
+    if not _EXCHANGE_NAME_RE.match(name):
+        raise ValueError(
+            f"invalid exchange name {name[:80]!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return name

@@ -1,0 +1,89 @@
+"""Catalog entries and agent presence (docs/wire-format.md 2.1 and 2.4)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+
+from perseus_core.wire.errors import PayloadError
+from perseus_core.wire.models.base import (
+    ConnectionState,
+    WireModel,
+    WireTime,
+    describe_validation_error,
+    load_json_object,
+)
+
+
+class CatalogEntry(WireModel):
+    """One known exchange in the `perseus:exchanges` hash."""
+
+    model_config = ConfigDict(cache_strings=False)  # as InstanceStatus
+
+    id: int = Field(ge=0)
+    name: str = Field(min_length=1, max_length=256)
+    display_name: str = ""
+    is_active: bool = True
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> CatalogEntry:
+        """Parse a catalog value; raise PayloadError saying what is wrong."""
+        data = load_json_object(raw, "catalog entry")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise PayloadError(f"invalid catalog entry: {describe_validation_error(exc)}") from None
+
+    def to_json(self) -> str:
+        """Compact JSON for the catalog hash."""
+        return self.model_dump_json(by_alias=True)
+
+    @property
+    def label(self) -> str:
+        """The name to show: the display name, else the name."""
+        return self.display_name or self.name
+
+
+class AgentPresence(WireModel):
+    """One running agent, as it announces itself in `perseus:agents:{exchangeId}`.
+
+    An idle agent holds no status key, so without this the dashboard could not
+    tell an exchange that `start` would bring up from one nobody runs. Only
+    `agentId` and `exchangeId` are required: every other field is shown when
+    present, so a member written by an older or newer Perseus still reads.
+    """
+
+    agent_id: str = Field(min_length=1, max_length=256)
+    exchange_id: int = Field(ge=0)
+    exchange_name: str = ""
+    hostname: str = ""
+    pid: int | None = None
+    state: str = ConnectionState.IDLE.value
+    since: WireTime | None = None
+    version: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> AgentPresence:
+        """Parse a presence member; raise PayloadError saying what is wrong."""
+        data = load_json_object(raw, "agent presence")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise PayloadError(
+                f"invalid agent presence: {describe_validation_error(exc)}"
+            ) from None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The member as docs/wire-format.md 2.4 writes it (every field, nulls included)."""
+        return self.model_dump(by_alias=True, mode="json")
+
+    def to_json(self) -> str:
+        """Compact JSON: the sorted-set member. Byte-identical for identical
+        presence, so a refresh that changes nothing only moves the score."""
+        return json.dumps(self.to_wire(), separators=(",", ":"), ensure_ascii=False)

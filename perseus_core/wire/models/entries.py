@@ -1,0 +1,139 @@
+"""Activity stream entries (docs/wire-format.md 1.3 and 2.3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+)
+from pydantic.alias_generators import to_camel
+
+from perseus_core.wire.timeutil import parse_ts_or_none
+
+
+class _EntryBase(BaseModel):
+    """Fields every activity entry may carry; all strings, all optional on read.
+
+    `id` (the stream ID) and `stream` (the exchange name from the key) are not
+    wire fields: they say where the entry was read from.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    id: str = Field(default="", exclude=True)
+    stream: str = Field(default="", exclude=True)
+    event: str = ""
+    timestamp: str = ""
+    exchange_id: str = ""
+    exchange_name: str = ""
+    hostname: str = ""
+    ip: str = ""
+
+    @property
+    def time(self) -> datetime | None:
+        """The entry's timestamp, or None if missing or unparseable."""
+        return parse_ts_or_none(self.timestamp)
+
+    @property
+    def exchange_id_int(self) -> int | None:
+        """The exchange id as an integer, or None if missing or not a number."""
+        return int(self.exchange_id) if self.exchange_id.isdigit() else None
+
+    _wire_order: ClassVar[tuple[str, ...]] = ()
+
+    def to_fields(self) -> dict[str, str]:
+        """The field/value pairs written to the stream (all strings), in the
+        order the TypeScript writer uses for the known events."""
+        data = {k: str(v) for k, v in self.model_dump(by_alias=True).items()}
+        ordered = {k: data.pop(k) for k in self._wire_order if k in data}
+        ordered.update(data)
+        return ordered
+
+
+class StateTransitionEntry(_EntryBase):
+    """`event=state_transition`: one lifecycle transition."""
+
+    _wire_order = (
+        "event", "timestamp", "fromState", "toState", "exchangeId",
+        "exchangeName", "hostname", "ip", "adminEmail",
+    )  # fmt: skip
+
+    event: Literal["state_transition"] = "state_transition"
+    from_state: str = ""
+    to_state: str = ""
+    admin_email: str = ""
+
+
+class ErrorEntry(_EntryBase):
+    """`event=error`: an error, with the state the instance was in."""
+
+    _wire_order = (
+        "event", "timestamp", "error", "exchangeId", "exchangeName", "hostname", "ip", "state",
+    )  # fmt: skip
+
+    event: Literal["error"] = "error"
+    error: str = ""
+    state: str = ""
+
+
+class CommandEntry(_EntryBase):
+    """`event=command`: a control command and its outcome (the audit trail)."""
+
+    _wire_order = (
+        "event", "command", "correlationId", "operator", "status", "message", "timestamp",
+        "exchangeId", "exchangeName", "hostname", "ip",
+    )  # fmt: skip
+
+    event: Literal["command"] = "command"
+    command: str = ""
+    correlation_id: str = ""
+    operator: str = ""
+    status: str = ""
+    message: str = ""
+
+
+class OtherEntry(_EntryBase):
+    """Any other event (or none): kept whole so it can be shown generically."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    @property
+    def extra_fields(self) -> dict[str, str]:
+        """Fields beyond the common ones, in stream order."""
+        return {k: str(v) for k, v in (self.model_extra or {}).items()}
+
+
+_KNOWN_EVENTS = ("state_transition", "error", "command")
+
+
+def _entry_tag(value: Any) -> str:
+    event = value.get("event") if isinstance(value, dict) else getattr(value, "event", None)
+    return event if event in _KNOWN_EVENTS else "other"
+
+
+ActivityEntry = Annotated[
+    Annotated[StateTransitionEntry, Tag("state_transition")]
+    | Annotated[ErrorEntry, Tag("error")]
+    | Annotated[CommandEntry, Tag("command")]
+    | Annotated[OtherEntry, Tag("other")],
+    Discriminator(_entry_tag),
+]
+"""Any activity entry; unknown events become `OtherEntry`."""
+
+_ENTRY_ADAPTER: TypeAdapter[ActivityEntry] = TypeAdapter(ActivityEntry)
+
+
+def parse_entry(entry_id: str, fields: dict[str, str], stream: str = "") -> ActivityEntry:
+    """Build an entry from raw stream fields. Never raises: a field that is
+    missing reads as an empty string, and an unknown event as `OtherEntry`."""
+    data: dict[str, Any] = {k: v if isinstance(v, str) else str(v) for k, v in fields.items()}
+    data["id"] = entry_id
+    data["stream"] = stream
+    return _ENTRY_ADAPTER.validate_python(data)
