@@ -3,5 +3,6 @@
 One backoff policy (`retry`), one interruptible wait and one task group
 (`tasks`), one narrow set of transient Redis errors (`errors`), one XREAD
 reply parser (`streams`), one pid check and parent-death hook (`processes`),
-and opening connections (`connection`). Imports only `perseus_core.wire`.
+one registration of Lua scripts per client (`scripts`), and opening
+connections (`connection`). Imports only `perseus_core.wire`.
 """

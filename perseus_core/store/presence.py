@@ -1,4 +1,4 @@
-"""Agent presence (WIRE.md 2.4): an agent says it is running, idle or not.
+"""Agent presence (docs/wire-format.md 2.4): an agent says it is running, idle or not.
 
 An agent claims its exchange's status key only while it runs an instance, so
 an idle agent is invisible in the status keys: the dashboard would show its
@@ -28,21 +28,19 @@ moment (Redis server time, ms) that member expires. Why a sorted set:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
-import weakref
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
 from perseus_core import __version__
 from perseus_core.plumbing.connection import describe_redis_error
-from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.errors import REDIS_ERRORS
+from perseus_core.plumbing.scripts import registered_scripts
+from perseus_core.plumbing.tasks import wait_event
 from perseus_core.store.lease import unique_start_ms, wire_now
 from perseus_core.wire import keys
 from perseus_core.wire.models import AgentPresence, ConnectionState
@@ -103,25 +101,8 @@ return removed
 """KEYS: presence set. ARGV: agentId. Compare-and-delete: removes only this
 agent's member (the set disappears with its last member)."""
 
-_REDIS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, RedisError)
-
 RedisClient = Redis | RedisCluster
 """Presence is single-key throughout, so a Redis Cluster client works as well."""
-
-_SCRIPTS: weakref.WeakKeyDictionary[RedisClient, tuple[AsyncScript, AsyncScript]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _scripts_for(redis: RedisClient) -> tuple[AsyncScript, AsyncScript]:
-    """(publish, withdraw), registered once per client: redis-py then sends
-    EVALSHA and loads a script only when the server lacks it (first use, or
-    after a restart emptied its script cache)."""
-    scripts = _SCRIPTS.get(redis)
-    if scripts is None:
-        scripts = (redis.register_script(PUBLISH_LUA), redis.register_script(WITHDRAW_LUA))
-        _SCRIPTS[redis] = scripts
-    return scripts
 
 
 def make_agent_id(hostname: str, pid: int, start_ms: int) -> str:
@@ -177,7 +158,9 @@ class AgentAnnouncer:
         self._state = state
         self._clock = clock
         self._key = keys.agents_key(exchange_id)
-        self._publish_script, self._withdraw_script = _scripts_for(redis)
+        self._publish_script, self._withdraw_script = registered_scripts(
+            redis, PUBLISH_LUA, WITHDRAW_LUA
+        )
         self._nudged = asyncio.Event()
         self._last_state: ConnectionState | None = None
         self._since = wire_now(clock)
@@ -233,7 +216,7 @@ class AgentAnnouncer:
             self._nudged.clear()
             try:
                 await self.publish()
-            except _REDIS_ERRORS as exc:
+            except REDIS_ERRORS as exc:
                 self._report(describe_redis_error(self._settings, exc))
             except Exception as exc:  # a bug must not silence presence for the agent's lifetime
                 self._report(f"{type(exc).__name__}: {exc}", unexpected=True)
@@ -241,9 +224,7 @@ class AgentAnnouncer:
                 if self._failing is not None:
                     log.info("%s: agent presence written again", self.exchange_name)
                     self._failing = None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval_s):
-                    await self._nudged.wait()
+            await wait_event(self._nudged, interval_s)
 
     async def withdraw(self) -> bool:
         """Remove this agent's member (only its own). Never raises: a member
@@ -254,7 +235,7 @@ class AgentAnnouncer:
         """
         try:
             removed = await self._withdraw_script(keys=[self._key], args=[self.agent_id])
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             log.warning(
                 "%s: agent presence not removed (it expires by itself): %s",
                 self.exchange_name,

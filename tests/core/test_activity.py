@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from perseus_core.store.activity import (
     parse_cursor,
     parse_stream_id,
 )
+from perseus_core.store.network import NetworkReader
 from perseus_core.wire import keys
 from perseus_core.wire.models import (
     ActivityEntry,
@@ -38,10 +38,11 @@ from perseus_core.wire.models import (
     StateTransitionEntry,
 )
 from perseus_core.wire.settings import Settings
+from tests.waiting import eventually, until_blocked
 
 DAY_MS = 86_400_000
 
-# WIRE.md 3, exactly as the TypeScript writer produces the two stream entries.
+# docs/wire-format.md 3, exactly as the TypeScript writer produces the two stream entries.
 WIRE_TRANSITION = {
     "event": "state_transition",
     "timestamp": "2026-02-10T18:22:04.511Z",
@@ -67,15 +68,6 @@ WIRE_ERROR = {
 
 def error(text: str) -> ErrorEntry:
     return ErrorEntry(error=text, timestamp="2026-02-10T19:03:11.870Z", state="active")
-
-
-async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll until `check()` holds; fail with a clear message at the deadline."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.02)
 
 
 async def add_catalog(redis: Redis, *entries: tuple[int, str]) -> None:
@@ -335,7 +327,7 @@ async def test_tail_yields_only_entries_appended_after_start(
             name = "coinbase" if i % 2 else "kraken"
             written.append((await log.append(name, error(f"after-{i}")), name))
         await eventually(lambda: len(got.entries) >= 6)
-        await asyncio.sleep(0.3)  # one more block: nothing else may arrive
+        await until_blocked(redis, "xread")  # read on and found nothing else
         # Across streams, arrival order is stream-ID order (two streams can
         # share an ID within one millisecond; then the order between them is
         # arbitrary); within a stream it is exact.
@@ -369,7 +361,7 @@ async def test_tail_resumes_from_given_ids(redis: Redis, settings: Settings) -> 
         # kucoin resumes after ids[2]; okx (not given) starts with new entries only.
         later = await log.append("okx", error("okx-new"))
         await eventually(lambda: len(got.entries) >= 3)
-        await asyncio.sleep(0.3)
+        await until_blocked(redis, "xread")  # read on and found nothing else
         assert [(e.id, e.stream) for e in got.entries] == [
             (ids[3], "kucoin"),
             (ids[4], "kucoin"),
@@ -380,9 +372,9 @@ async def test_tail_resumes_from_given_ids(redis: Redis, settings: Settings) -> 
 
 def test_tail_rejects_a_bad_start(settings: Settings) -> None:
     with pytest.raises(ValueError):
-        ActivityTail(settings, start="0")
+        ActivityTail(settings, fixed(), start="0")
     with pytest.raises(ValueError):
-        ActivityTail(settings, start={"coinbase": "yesterday"})
+        ActivityTail(settings, fixed(), start={"coinbase": "yesterday"})
 
 
 async def test_tail_picks_up_an_exchange_added_to_the_catalog_later(
@@ -390,7 +382,9 @@ async def test_tail_picks_up_an_exchange_added_to_the_catalog_later(
 ) -> None:
     await add_catalog(redis, (1, "coinbase"))
     log = ActivityLog(redis, settings)
-    tail = ActivityTail(settings, names_every_s=0.1)  # default names: catalog + online
+    # The names every caller of the dashboard, CLI and notifier passes: catalog + online.
+    names = NetworkReader(redis, settings).exchange_names
+    tail = ActivityTail(settings, names, names_every_s=0.1)
     async with collecting(tail) as got:
         assert tail.streams == ["coinbase"]
         # The new exchange writes before the tail can have noticed it: that
@@ -419,7 +413,8 @@ async def test_tail_follows_online_exchanges_missing_from_the_catalog(
     ).to_json()
     await redis.set(keys.status_key(9), payload, px=60_000)
     log = ActivityLog(redis, settings)
-    async with collecting(ActivityTail(settings)) as got:
+    names = NetworkReader(redis, settings).exchange_names
+    async with collecting(ActivityTail(settings, names)) as got:
         entry_id = await log.append("bitstamp", error("b1"))
         await eventually(lambda: got.ids() == [entry_id])
 
@@ -443,7 +438,7 @@ async def test_tail_resumes_after_its_connection_is_killed_without_gap_or_duplic
             await asyncio.sleep(0.05 * (round_ % 3))
         total = sum(len(ids) for ids in written.values())
         await eventually(lambda: len(got.entries) >= total)
-        await asyncio.sleep(0.3)
+        await until_blocked(redis, "xread")  # read on and found nothing else
         for name in names:
             assert got.ids(name) == written[name], name
         assert len(got.entries) == total
@@ -537,7 +532,6 @@ async def test_tail_sets_aside_a_key_that_is_not_a_stream(redis: Redis, settings
         assert tail.last_error is not None and "broken" in tail.last_error
         # Once the key is a stream again it is followed again.
         await redis.delete(keys.activity_key("broken"))
-        await asyncio.sleep(0.3)
         fixed_id = await log.append("broken", error("back"))
         await eventually(lambda: fixed_id in got.ids("broken"))
 
@@ -546,7 +540,7 @@ async def test_tail_ends_when_closed_from_another_task(redis: Redis, settings: S
     tail = ActivityTail(settings, names=fixed("coinbase"))
     await tail.start()
     collector = Collector(tail)
-    await asyncio.sleep(0.1)  # the consumer is now blocked in XREAD
+    await until_blocked(redis, "xread")
     await tail.aclose()
     await asyncio.wait_for(collector.task, 5)  # ends normally, not cancelled
     assert collector.task.exception() is None
@@ -557,7 +551,7 @@ async def test_tail_ends_when_closed_from_another_task(redis: Redis, settings: S
 async def test_cancelling_the_consumer_is_clean(redis: Redis, settings: Settings) -> None:
     tail = ActivityTail(settings, names=fixed("coinbase"))
     collector = Collector(tail)
-    await asyncio.sleep(0.3)  # started by the first iteration, now blocking
+    await until_blocked(redis, "xread")  # started by the first iteration
     collector.task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await collector.task

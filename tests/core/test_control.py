@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +31,7 @@ from perseus_core.wire.errors import CommandRejected, PerseusError
 from perseus_core.wire.models import Command, CommandEntry, CommandReply, ReplyStatus
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import to_epoch_ms
+from tests.waiting import eventually
 
 EXCHANGE_ID = 1
 NAME = "coinbase"
@@ -83,20 +84,6 @@ async def serving(
         yield server
     finally:
         await server.stop()
-
-
-async def until(predicate: Callable[[], Awaitable[Any] | Any], within: float = 10.0) -> None:
-    """Poll a condition with a deadline instead of sleeping a guessed time."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = predicate()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def audit(redis: Redis, settings: Settings) -> list[CommandEntry]:
@@ -227,7 +214,7 @@ async def test_malformed_entries_are_answered_when_possible_and_always_audited(
         bad_timestamp = json.dumps({"correlationId": "c-bad", "type": "start", "timestamp": "now"})
         await redis.xadd(stream, {"command": bad_timestamp})
         outcome = await client.wait(EXCHANGE_ID, "c-bad", ack_timeout_ms=5_000)
-        await until(lambda: server.handled >= 3)
+        await eventually(lambda: server.handled >= 3)
         # The server is unaffected: the next valid command runs.
         after = await client.send(EXCHANGE_ID, "ping", operator="o")
     assert (outcome.acked, outcome.status) == (False, ReplyStatus.ERROR)
@@ -251,7 +238,7 @@ async def test_the_same_command_written_twice_runs_once(redis: Redis, settings: 
     acks: list[CommandReply] = []
     async with serving(settings, handler) as server:
         first = await client.wait(EXCHANGE_ID, "c-twice")
-        await until(lambda: server.handled >= 2)
+        await eventually(lambda: server.handled >= 2)
         second = await client.wait(EXCHANGE_ID, "c-twice", on_ack=acks.append)
         # A sender retrying with its correlation id gets the first outcome too.
         third = await client.send(
@@ -320,7 +307,7 @@ async def test_a_sender_that_waits_late_still_gets_both_replies(
     async with serving(settings, FakeExchange()):
         command = await client.submit(EXCHANGE_ID, "start", operator="o")
         key = keys.replies_key(command.correlation_id)
-        await until(lambda: _llen_is(redis, key, 2))
+        await eventually(lambda: _llen_is(redis, key, 2))
         assert 0 < await redis.ttl(key) <= 60
     # The server is gone; the replies are not.
     acks: list[CommandReply] = []
@@ -380,7 +367,7 @@ async def test_a_restarted_server_neither_reruns_nor_reanswers(
         outcome = await client.send(EXCHANGE_ID, "start", operator="o")
     before = await audit(redis, settings)
     async with serving(settings, second) as server:
-        await until(lambda: server.handled == 1)
+        await eventually(lambda: server.handled == 1)
     assert outcome.ok and len(first.calls) == 1
     assert second.calls == []
     assert await redis.exists(keys.replies_key(outcome.correlation_id)) == 0
@@ -402,7 +389,7 @@ async def test_a_command_left_running_by_a_dead_process_is_answered_not_rerun(
     client = ControlClient(redis, settings)
     async with serving(settings, handler) as server:
         outcome = await client.wait(EXCHANGE_ID, "c-dead")
-        await until(lambda: server.handled == 2)
+        await eventually(lambda: server.handled == 2)
     assert (outcome.status, outcome.message) == (ReplyStatus.ERROR, INTERRUPTED_MESSAGE)
     assert handler.calls == []
     # A live holder (pid 1 always exists) may still be running it: left alone.
@@ -444,7 +431,7 @@ async def test_server_survives_client_kill(redis: Redis, settings: Settings) -> 
     client = ControlClient(redis, settings)
     async with serving(settings, handler) as server:
         assert (await client.send(EXCHANGE_ID, "ping", operator="o")).ok
-        await until(lambda: server.connected)
+        await eventually(lambda: server.connected)
         killed = await redis.client_kill_filter(_type="normal", skipme=True)
         assert killed >= 1
         outcome = await client.send(EXCHANGE_ID, "start", operator="o")
@@ -489,7 +476,7 @@ async def test_server_survives_a_redis_restart(
         async with serving(settings, handler) as server:
             assert (await client.send(EXCHANGE_ID, "ping", operator="o")).ok
             fresh_redis.kill()
-            await until(lambda: not server.connected)
+            await eventually(lambda: not server.connected)
             assert server.last_error is not None and "cannot reach Redis" in server.last_error
             fresh_redis.start()
             outcome = await client.send(EXCHANGE_ID, "start", operator="o", ack_timeout_ms=20_000)
@@ -507,7 +494,7 @@ async def test_stopping_lets_the_running_command_finish_and_answer(
     client = ControlClient(redis, settings)
     async with serving(settings, handler) as server:
         sending = asyncio.create_task(client.send(EXCHANGE_ID, "start", operator="o"))
-        await until(lambda: handler.calls)
+        await eventually(lambda: handler.calls)
         await server.stop()
         outcome = await sending
     assert outcome.ok
@@ -516,7 +503,7 @@ async def test_stopping_lets_the_running_command_finish_and_answer(
 async def test_cancelling_run_closes_cleanly(settings: Settings) -> None:
     server = CommandServer(settings, EXCHANGE_ID, NAME, FakeExchange())
     task = asyncio.create_task(server.run())
-    await until(lambda: server.last_id is not None)
+    await eventually(lambda: server.last_id is not None)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -528,5 +515,5 @@ async def test_aclose_interrupts_the_blocking_read_at_once(
 ) -> None:
     server = CommandServer(make_settings(block_ms=30_000), EXCHANGE_ID, NAME, FakeExchange())
     await server.start()
-    await until(lambda: server.last_id is not None)
+    await eventually(lambda: server.last_id is not None)
     await asyncio.wait_for(server.stop(), timeout=5)

@@ -7,10 +7,8 @@ for conditions with a deadline; none asserts how long anything took.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,6 +36,7 @@ from perseus_core.wire.errors import PerseusError, RedisUnavailable
 from perseus_core.wire.models import ConnectionState, InstanceStatus
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import format_ts
+from tests.waiting import eventually
 
 EXCHANGE_ID = 1
 NAME = "coinbase"
@@ -54,22 +53,6 @@ TS_PAYLOAD = (
 
 
 # --- helpers --------------------------------------------------------------------
-
-
-async def eventually(
-    check: Callable[[], Any], *, within: float = 10.0, what: str = "the condition"
-) -> None:
-    """Poll `check` (sync or async) until truthy; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class StepClock:

@@ -1,10 +1,9 @@
-"""Agent presence (WIRE.md 2.4) against real Redis: the announcer's writes and
+"""Agent presence (docs/wire-format.md 2.4) against real Redis: the announcer's writes and
 the reader's view of them, with several agents, expiry, outages and garbage."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import cast
 
@@ -18,6 +17,7 @@ from perseus_core.store.presence import AgentAnnouncer
 from perseus_core.wire import keys
 from perseus_core.wire.models import AgentPresence, CatalogEntry, ConnectionState
 from perseus_core.wire.settings import Settings
+from tests.waiting import eventually
 
 
 def announcer(
@@ -40,18 +40,6 @@ def announcer(
 async def members(redis: Redis, exchange_id: int = 1) -> list[AgentPresence]:
     raw = cast(list[str], await redis.zrange(keys.agents_key(exchange_id), 0, -1))
     return [AgentPresence.from_json(member) for member in raw]
-
-
-async def until(condition: Callable[[], object], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_one_member_per_agent_replaced_on_state_change(
@@ -97,7 +85,7 @@ async def test_a_silent_agent_expires_and_a_refreshing_one_prunes_it(
 ) -> None:
     alone = announcer(redis, settings, "host-a")
     await alone.publish()
-    await until(lambda: _absent(redis), within=settings.heartbeat_ttl_ms / 1000 + 2)
+    await eventually(lambda: _absent(redis), within=settings.heartbeat_ttl_ms / 1000 + 2)
 
     dead = announcer(redis, settings, "dead")
     alive = announcer(redis, settings, "alive")
@@ -108,7 +96,7 @@ async def test_a_silent_agent_expires_and_a_refreshing_one_prunes_it(
         async def only_alive() -> bool:
             return [m.hostname for m in await members(redis)] == ["alive"]
 
-        await until(only_alive, within=settings.heartbeat_ttl_ms / 1000 + 2)
+        await eventually(only_alive, within=settings.heartbeat_ttl_ms / 1000 + 2)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -146,18 +134,22 @@ async def fresh_client(fresh_redis: RedisServer) -> AsyncIterator[tuple[Redis, S
 
 
 async def test_run_survives_a_redis_outage_and_restart(
-    fresh_redis: RedisServer, fresh_client: tuple[Redis, Settings]
+    fresh_redis: RedisServer,
+    fresh_client: tuple[Redis, Settings],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     redis, settings = fresh_client
     agent = announcer(redis, settings, "host-a")
     task = asyncio.create_task(agent.run())
     try:
-        await until(lambda: redis.exists(keys.agents_key(1)))
+        await eventually(lambda: redis.exists(keys.agents_key(1)))
         fresh_redis.stop()
-        await asyncio.sleep(0.3)  # a few failed refreshes
+        await eventually(
+            lambda: "agent presence not written" in caplog.text, what="a failed refresh"
+        )
         assert not task.done()
         fresh_redis.start()  # empty: the set and the script cache are gone
-        await until(lambda: redis.exists(keys.agents_key(1)), within=10)
+        await eventually(lambda: redis.exists(keys.agents_key(1)), within=10)
         assert [m.agent_id for m in await members(redis)] == [agent.agent_id]
     finally:
         task.cancel()
@@ -174,14 +166,14 @@ async def test_nudge_publishes_a_state_change_at_once(
     agent = announcer(redis, settings, "host-a", lambda: state)
     task = asyncio.create_task(agent.run())
     try:
-        await until(lambda: redis.exists(keys.agents_key(1)))
+        await eventually(lambda: redis.exists(keys.agents_key(1)))
         state = ConnectionState.STARTING
         agent.nudge()
 
         async def starting() -> bool:
             return [m.state for m in await members(redis)] == ["starting"]
 
-        await until(starting)
+        await eventually(starting)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

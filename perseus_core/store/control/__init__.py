@@ -1,4 +1,4 @@
-"""The control channel (WIRE.md 1.5 and 2.3): operators send commands, one
+"""The control channel (docs/wire-format.md 1.5 and 2.3): operators send commands, one
 server per exchange runs them.
 
 Transport, all single-key operations so it works on Redis Cluster:

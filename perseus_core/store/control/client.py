@@ -18,7 +18,7 @@ from perseus_core.store.control.common import (
     COMMAND_FIELD,
     COMMAND_STREAM_MAXLEN,
     NO_RETRY,
-    backoff,
+    new_backoff,
     now_ms,
 )
 from perseus_core.wire import keys
@@ -204,7 +204,7 @@ class ControlClient:
         listener = connect(self._settings, socket_timeout=chunk_s + 5, retry=NO_RETRY)
         deadline = time.monotonic() + ack_ms / 1000
         acked = False
-        failures = 0
+        backoff = new_backoff()
         last_error: BaseException | None = None
         try:
             while (remaining := deadline - time.monotonic()) > 0:
@@ -214,10 +214,10 @@ class ControlClient:
                     item = cast(tuple[str, str] | None, await listener.blpop([key], block))
                 except TRANSIENT_ERRORS as exc:
                     last_error = exc
-                    failures += 1
-                    await asyncio.sleep(min(backoff(failures), max(0.0, remaining)))
+                    await asyncio.sleep(min(backoff.next_delay(), max(0.0, remaining)))
                     continue
-                failures, last_error = 0, None
+                backoff.reset()
+                last_error = None
                 if item is None:
                     continue
                 reply = self._parse_reply(item[1], correlation_id)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from perseus_core.plumbing.retry import Backoff
 from perseus_core.wire.models import (
     Command,
     CommandType,
@@ -38,7 +38,7 @@ COMMAND_FIELD = "command"
 MAX_MESSAGE_CHARS = 2_000
 READ_COUNT = 100
 PRUNE_EVERY = 100
-BACKOFF_MIN_S = 0.05
+BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 2.0
 KNOWN_TYPES = tuple(t.value for t in CommandType)
 
@@ -63,10 +63,11 @@ NO_RETRY = Retry(NoBackoff(), 0)
 
 
 def now_ms(clock: Clock) -> int:
+    """`clock()` in epoch milliseconds, the unit of command timestamps."""
     return to_epoch_ms(clock())
 
 
-def backoff(attempt: int) -> float:
-    """Exponential backoff with jitter, so servers do not reconnect in lockstep."""
-    delay: float = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** min(attempt, 10))
-    return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+def new_backoff() -> Backoff:
+    """The retry policy of the control channel: from 0.1 s up to 2 s, with
+    jitter so that servers do not reconnect in lockstep."""
+    return Backoff(initial_s=BACKOFF_FIRST_S, max_s=BACKOFF_MAX_S)

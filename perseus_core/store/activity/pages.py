@@ -1,0 +1,103 @@
+"""Reading activity streams a page at a time, newest first (cursors: see `cursors`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import cast
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from perseus_core.store.activity.cursors import (
+    StreamRows,
+    format_cursor,
+    id_order,
+    parse_cursor,
+    stream_name,
+)
+from perseus_core.wire import keys
+from perseus_core.wire.models import ActivityEntry, parse_entry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityPage:
+    """Entries newest first, and the cursor to pass as `before` for the next page
+    (None when there is nothing older)."""
+
+    entries: list[ActivityEntry] = field(default_factory=list)
+    next_cursor: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    """Streams that could not be read (exchange name -> reason), e.g. a key
+    of the wrong type; the other streams' entries are still returned."""
+
+
+async def read_page(
+    redis: Redis | RedisCluster, exchange_name: str, *, count: int, before: str | None
+) -> ActivityPage:
+    """One page of one exchange's entries, newest first (see `ActivityLog.page`)."""
+    key = keys.activity_key(exchange_name)
+    maximum = f"({parse_cursor(before)[0]}" if before else "+"
+    rows = cast(StreamRows, await redis.xrevrange(key, max=maximum, min="-", count=count + 1))
+    entries = [parse_entry(eid, fields, stream_name(key)) for eid, fields in rows[:count]]
+    cursor = entries[-1].id if len(rows) > count and entries else None
+    return ActivityPage(entries, cursor)
+
+
+async def read_merged_page(
+    redis: Redis | RedisCluster,
+    exchange_names: Iterable[str],
+    *,
+    count: int,
+    before: str | None,
+) -> ActivityPage:
+    """One page across several exchanges' streams (see `ActivityLog.merged_page`)."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    cursor_id, cursor_stream = parse_cursor(before) if before else (None, None)
+    stream_keys = sorted({keys.activity_key(name) for name in exchange_names})
+    if not stream_keys:
+        return ActivityPage()
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in stream_keys:
+            pipe.xrevrange(
+                key, max=_page_max(stream_name(key), cursor_id, cursor_stream), min="-",
+                count=count + 1,
+            )  # fmt: skip
+        results = await pipe.execute(raise_on_error=False)
+    rows: list[tuple[tuple[int, int], str, str, dict[str, str]]] = []
+    errors: dict[str, str] = {}
+    for key, result in zip(stream_keys, results, strict=True):
+        name = stream_name(key)
+        if isinstance(result, Exception):
+            errors[name] = str(result)
+            log.warning("activity stream %r unreadable: %s", key[:80], result)
+            continue
+        for entry_id, fields in cast(StreamRows, result):
+            rows.append((id_order(entry_id), name, entry_id, fields or {}))
+    rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
+    entries = [parse_entry(eid, fields, name) for _, name, eid, fields in rows[:count]]
+    cursor = None
+    if len(rows) > count:
+        last = entries[-1]
+        cursor = format_cursor(last.id, last.stream)
+    return ActivityPage(entries, cursor, errors)
+
+
+def _page_max(stream: str, cursor_id: str | None, cursor_stream: str | None) -> str:
+    """XREVRANGE upper bound of one stream for a merged cursor.
+
+    The page continues with the entries that come after (cursor_id,
+    cursor_stream) in (ID, stream) descending order. In a stream whose name
+    is smaller than the cursor's, an entry with exactly the cursor's ID comes
+    after it (inclusive bound); in every other stream only smaller IDs do
+    (exclusive bound).
+    """
+    if cursor_id is None:
+        return "+"
+    if cursor_stream is not None and stream < cursor_stream:
+        return cursor_id
+    return f"({cursor_id}"
