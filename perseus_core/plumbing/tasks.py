@@ -56,6 +56,15 @@ class TaskGroup:
         if exc is not None:
             self._log.error("%s failed: %s", task.get_name(), exc, exc_info=exc)
 
+    async def join(self) -> None:
+        """Wait, without cancelling, until every task has finished: work that
+        must complete (an entry being written) is not cut short. A task of the
+        group may call this; it does not wait for itself."""
+        current = asyncio.current_task()
+        pending = [task for task in self._tasks if task is not current]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
     async def aclose(self) -> None:
         """Cancel every task still running and wait until all have finished."""
         tasks = list(self._tasks)

@@ -6,7 +6,7 @@ it never raises, it gives up after one hard overall deadline, and callers run
 it as a background task (for example
 `asyncio.create_task(detect_public_ip(settings))`, then `Instance.set_ip` when
 it finishes) so a slow or absent network never delays startup. The status
-simply says `ipAddress: null` until an answer arrives, as WIRE.md allows.
+simply says `ipAddress: null` until an answer arrives, as docs/wire-format.md allows.
 
 `PERSEUS_PUBLIC_IP` chooses the mode: `auto` (detect), `off` (never make a
 request, for air-gapped hosts and privacy) or a fixed address (for hosts

@@ -7,18 +7,17 @@ the agent alone would leave it behind.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from tests.waiting import eventually
 
 AGENT_ARGV = [sys.executable, "-c", "from perseus_cli.main import main; main()", "agent"]
 
@@ -108,22 +107,6 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-async def wait_for(
-    condition: Callable[[], Awaitable[Any] | Any], within: float = 10.0, what: str = ""
-) -> Any:
-    """Poll `condition` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what or condition}")
-        await asyncio.sleep(0.03)
-
-
 def read_pid(path: Path) -> int | None:
     """The pid a child wrote, or None if it has not yet."""
     try:
@@ -162,14 +145,14 @@ class AgentProcess:
                 )
             return False
 
-        await wait_for(seen, within, f"{text!r} in the agent log:\n{self.log()[-3000:]}")
+        await eventually(seen, within, f"{text!r} in the agent log:\n{self.log()[-3000:]}")
 
     def signal(self, sig: signal.Signals) -> None:
         self.remember_descendants()
         os.kill(self.pid, sig)
 
     async def wait_exit(self, within: float = 10.0) -> int:
-        await wait_for(lambda: self.process.poll() is not None, within, "the agent to exit")
+        await eventually(lambda: self.process.poll() is not None, within, "the agent to exit")
         return int(self.process.returncode)
 
     @property

@@ -37,6 +37,7 @@ from tests.agent.conftest import (
     AGENT_ARGV,
     CHILD_IGNORE_TERM,
     CHILD_SLEEP,
+    HEARTBEAT_INTERVAL_MS,
     HEARTBEAT_TTL_MS,
     AgentProcess,
     SpawnAgent,
@@ -44,8 +45,8 @@ from tests.agent.conftest import (
     pid_alive,
     read_pid,
     trap_term_child,
-    wait_for,
 )
+from tests.waiting import eventually
 
 FULL_ROUND_TRIP = [
     ("idle", "starting"),
@@ -206,7 +207,7 @@ async def test_claim_conflict_leaves_the_second_agent_idle_and_ready(
     spawn_agent: SpawnAgent, redis: Redis, settings: Settings
 ) -> None:
     first = spawn_agent(args=[*FAST, "--autostart"])
-    await wait_for(lambda: state_is(redis, "active"), what="the first agent to be active")
+    await eventually(lambda: state_is(redis, "active"), what="the first agent to be active")
     holder = await status(redis)
     assert holder is not None
 
@@ -236,7 +237,7 @@ async def test_child_crash_while_active_returns_to_idle_and_can_start_again(
 ) -> None:
     crash = [sys.executable, "-c", "import sys, time; time.sleep(0.6); sys.exit(3)"]
     agent = spawn_agent(args=[*FAST, "--autostart"], command=crash)
-    await wait_for(lambda: state_is(redis, "active"), what="active")
+    await eventually(lambda: state_is(redis, "active"), what="active")
     await agent.wait_log("released the slot")
     assert await status(redis) is None
     assert await transitions(redis, settings) == FULL_ROUND_TRIP
@@ -285,8 +286,8 @@ async def test_stop_sends_sigterm_to_the_whole_process_group(
 ) -> None:
     pidfile = tmp_path / "child.pid"
     agent = spawn_agent(args=[*FAST, "--autostart"], command=trap_term_child(tmp_path, pidfile))
-    await wait_for(lambda: state_is(redis, "active"), what="active")
-    await wait_for(lambda: read_pid(Path(f"{pidfile}.grandchild")), what="the grandchild")
+    await eventually(lambda: state_is(redis, "active"), what="active")
+    await eventually(lambda: read_pid(Path(f"{pidfile}.grandchild")), what="the grandchild")
     agent.remember_descendants()
     outcome = await send(redis, settings, "stop")
     assert outcome.status is ReplyStatus.SUCCESS, outcome.message
@@ -302,7 +303,7 @@ async def test_stop_kills_a_child_that_ignores_sigterm_after_the_grace(
         args=[*FAST, "--autostart", "--stop-grace", "0.3"],
         command=[sys.executable, "-c", CHILD_IGNORE_TERM, str(pidfile)],
     )
-    await wait_for(lambda: state_is(redis, "active"), what="active")
+    await eventually(lambda: state_is(redis, "active"), what="active")
     child_pid = read_pid(pidfile)
     assert child_pid is not None
     outcome = await send(redis, settings, "stop")
@@ -326,7 +327,7 @@ async def test_signal_stops_gracefully(
 ) -> None:
     pidfile = tmp_path / "child.pid"
     agent = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(pidfile))
-    await wait_for(lambda: state_is(redis, "active"), what="active")
+    await eventually(lambda: state_is(redis, "active"), what="active")
     child_pid = read_pid(pidfile)
     assert child_pid is not None
     agent.signal(sig)
@@ -351,14 +352,14 @@ async def test_second_sigint_forces_exit(
         args=[*FAST, "--autostart", "--stop-grace", "30"],
         command=[sys.executable, "-c", CHILD_IGNORE_TERM, str(pidfile)],
     )
-    await wait_for(lambda: state_is(redis, "active"), what="active")
+    await eventually(lambda: state_is(redis, "active"), what="active")
     child_pid = read_pid(pidfile)
     assert child_pid is not None
     agent.signal(signal.SIGINT)
-    await wait_for(lambda: state_is(redis, "stopping"), what="stopping")
+    await eventually(lambda: state_is(redis, "stopping"), what="stopping")
     agent.signal(signal.SIGINT)
     assert await agent.wait_exit() == 130
-    await wait_for(lambda: not pid_alive(child_pid), what="the child to be killed")
+    await eventually(lambda: not pid_alive(child_pid), what="the child to be killed")
 
 
 async def test_kill_9_lets_the_key_expire_and_takes_the_child_along(
@@ -366,18 +367,18 @@ async def test_kill_9_lets_the_key_expire_and_takes_the_child_along(
 ) -> None:
     pidfile = tmp_path / "child.pid"
     agent = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(pidfile))
-    await wait_for(lambda: state_is(redis, "active"), what="active")
+    await eventually(lambda: state_is(redis, "active"), what="active")
     child_pid = read_pid(pidfile)
     assert child_pid is not None
     agent.signal(signal.SIGKILL)
     await agent.wait_exit()
     ttl_s = HEARTBEAT_TTL_MS / 1000
-    await wait_for(
+    await eventually(
         lambda: _gone(redis),
         within=ttl_s + 2,
         what="the status key to expire",
     )
-    await wait_for(lambda: not pid_alive(child_pid), what="the orphaned child to die")
+    await eventually(lambda: not pid_alive(child_pid), what="the orphaned child to die")
 
 
 async def _gone(redis: Redis) -> bool:
@@ -392,7 +393,7 @@ async def test_paused_agent_fences_itself_without_touching_the_new_holder(
 ) -> None:
     first_pidfile = tmp_path / "first.pid"
     first = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(first_pidfile))
-    await wait_for(lambda: state_is(redis, "active"), what="the first agent active")
+    await eventually(lambda: state_is(redis, "active"), what="the first agent active")
     first_child = read_pid(first_pidfile)
     assert first_child is not None
     first_holder = await status(redis)
@@ -400,18 +401,30 @@ async def test_paused_agent_fences_itself_without_touching_the_new_holder(
 
     first.signal(signal.SIGSTOP)
     try:
-        await wait_for(lambda: _gone(redis), within=5, what="the paused agent's key to expire")
+        await eventually(lambda: _gone(redis), within=5, what="the paused agent's key to expire")
         second = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(tmp_path / "second.pid"))
-        new_holder = await wait_for(lambda: state_is(redis, "active"), what="the second agent")
+        new_holder = await eventually(lambda: state_is(redis, "active"), what="the second agent")
         assert new_holder.instance_id != first_holder.instance_id
         assert (new_holder.epoch or 0) > (first_holder.epoch or 0)
     finally:
         first.signal(signal.SIGCONT)
 
     await first.wait_log("fenced")
-    await wait_for(lambda: not pid_alive(first_child), what="the first agent's child to stop")
-    # Let a few of the first agent's heartbeat periods pass: it must stay off the key.
-    await asyncio.sleep(0.5)
+    await eventually(lambda: not pid_alive(first_child), what="the first agent's child to stop")
+    # Let a few of the first agent's heartbeat periods pass (the new holder's
+    # heartbeats measure them): it must stay off the key.
+    before = await status(redis)
+    assert before is not None
+
+    async def three_more_heartbeats() -> bool:
+        now = await status(redis)
+        periods = 3 * HEARTBEAT_INTERVAL_MS / 1000
+        return (
+            now is not None
+            and (now.last_heartbeat - before.last_heartbeat).total_seconds() >= periods
+        )
+
+    await eventually(three_more_heartbeats, what="three more heartbeat periods")
     current = await status(redis)
     assert current is not None
     assert current.instance_id == new_holder.instance_id
@@ -433,7 +446,7 @@ async def test_command_sent_while_the_agent_was_cut_off_still_runs(
 ) -> None:
     pidfile = tmp_path / "child.pid"
     agent = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(pidfile))
-    await wait_for(lambda: state_is(redis, "active"), what="active")
+    await eventually(lambda: state_is(redis, "active"), what="active")
     child_pid = read_pid(pidfile)
     assert child_pid is not None
 
@@ -441,7 +454,7 @@ async def test_command_sent_while_the_agent_was_cut_off_still_runs(
     try:
         command = await ControlClient(redis, settings).submit(1, "stop", operator="tests")
         # Out of touch past the TTL: the key expires, nobody else takes the slot.
-        await wait_for(lambda: _gone(redis), within=5, what="the key to expire")
+        await eventually(lambda: _gone(redis), within=5, what="the key to expire")
     finally:
         agent.signal(signal.SIGCONT)
 
@@ -477,16 +490,16 @@ async def test_redis_restart_the_agent_reclaims_and_heartbeats_again(
     pidfile = tmp_path / "child.pid"
     agent = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(pidfile), url=fresh_redis.url)
     standby = spawn_agent(exchange_id=2, name="kraken", url=fresh_redis.url)
-    await wait_for(lambda: state_is(redis, "active"), what="active")
+    await eventually(lambda: state_is(redis, "active"), what="active")
     await standby.wait_log("listening for commands")
     child_pid = read_pid(pidfile)
     assert child_pid is not None
 
     fresh_redis.restart()  # all data lost, as after a crash without persistence
     await redis.connection_pool.disconnect()
-    reclaimed = await wait_for(lambda: state_is(redis, "active"), within=10, what="a re-claim")
+    reclaimed = await eventually(lambda: state_is(redis, "active"), within=10, what="a re-claim")
     beat = reclaimed.last_heartbeat
-    later = await wait_for(
+    later = await eventually(
         lambda: _heartbeat_after(redis, beat), within=5, what="heartbeats to resume"
     )
     assert later.connection_state == "active"
@@ -494,14 +507,14 @@ async def test_redis_restart_the_agent_reclaims_and_heartbeats_again(
     assert agent.running
     # Presence is written again as well: both agents, the busy one and the idle one.
     for exchange_id in (1, 2):
-        await wait_for(
+        await eventually(
             lambda: redis.exists(keys.agents_key(exchange_id)),  # noqa: B023 - awaited at once
             within=10,
             what=f"exchange {exchange_id}'s agent presence after the restart",
         )
     # The catalog was lost with everything else: both agents put their exchange back,
     # so a dashboard lists the idle one too.
-    await wait_for(
+    await eventually(
         lambda: _catalog_ids(redis, {"1", "2"}), within=10, what="the catalog to be restored"
     )
 

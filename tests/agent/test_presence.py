@@ -1,4 +1,4 @@
-"""`perseus agent` announces itself while it runs (WIRE.md 2.4), idle or not.
+"""`perseus agent` announces itself while it runs (docs/wire-format.md 2.4), idle or not.
 
 Real agents (subprocesses) against a real redis-server; what they announce is
 read back the way the dashboard and `perseus status` read it, through
@@ -22,9 +22,9 @@ from tests.agent.conftest import (
     HEARTBEAT_TTL_MS,
     AgentProcess,
     SpawnAgent,
-    wait_for,
 )
 from tests.agent.test_agent import FAST, send, state_is
+from tests.waiting import eventually
 
 
 async def agents(redis: Redis, exchange_id: int = 1) -> list[AgentPresence]:
@@ -55,7 +55,7 @@ async def test_an_idle_agent_is_present_and_its_exchange_ready(
         view = (await reader.snapshot()).get(3)
         return view if view is not None and view.ready else None
 
-    view = await wait_for(ready, what="the idle agent's presence")
+    view = await eventually(ready, what="the idle agent's presence")
     assert not view.online and view.status is None  # idle: no slot claimed
     (presence,) = view.agents
     assert (presence.pid, presence.state, presence.exchange_name) == (agent.pid, "idle", "binance")
@@ -70,18 +70,18 @@ async def test_a_standby_pair_shows_two_agents_and_follows_their_states(
 ) -> None:
     first = spawn_agent(args=FAST)
     second = spawn_agent(args=FAST)
-    await wait_for(agents_are(redis, (first, "idle"), (second, "idle")), what="two idle agents")
+    await eventually(agents_are(redis, (first, "idle"), (second, "idle")), what="two idle agents")
     started = await send(redis, settings, "start")
     assert started.status is ReplyStatus.SUCCESS, started.message
     holder = first if started.data["pid"] == first.pid else second
     standby = second if holder is first else first
-    await wait_for(
+    await eventually(
         agents_are(redis, (holder, "active"), (standby, "idle")),
         what="the holder's presence to say active",
     )
     stopped = await send(redis, settings, "stop")
     assert stopped.status is ReplyStatus.SUCCESS, stopped.message
-    await wait_for(
+    await eventually(
         agents_are(redis, (holder, "idle"), (standby, "idle")),
         what="both agents idle again",
     )
@@ -94,7 +94,7 @@ async def test_a_graceful_exit_removes_only_its_own_presence(
 ) -> None:
     leaving = spawn_agent()
     staying = spawn_agent()
-    await wait_for(agents_are(redis, (leaving, "idle"), (staying, "idle")), what="two agents")
+    await eventually(agents_are(redis, (leaving, "idle"), (staying, "idle")), what="two agents")
     leaving.signal(signal.SIGTERM)
     assert await leaving.wait_exit() == 0
     # Removed on exit, not left to expire: the very next read no longer has it.
@@ -110,8 +110,8 @@ async def test_a_graceful_exit_while_active_leaves_nothing_behind(
     spawn_agent: SpawnAgent, redis: Redis
 ) -> None:
     agent = spawn_agent(args=[*FAST, "--autostart"])
-    await wait_for(lambda: state_is(redis, "active"), what="active")
-    await wait_for(agents_are(redis, (agent, "active")), what="presence says active")
+    await eventually(lambda: state_is(redis, "active"), what="active")
+    await eventually(agents_are(redis, (agent, "active")), what="presence says active")
     agent.signal(signal.SIGTERM)
     assert await agent.wait_exit() == 0
     assert await redis.exists(keys.status_key(1), keys.agents_key(1)) == 0
@@ -119,10 +119,10 @@ async def test_a_graceful_exit_while_active_leaves_nothing_behind(
 
 async def test_kill_9_presence_expires_by_itself(spawn_agent: SpawnAgent, redis: Redis) -> None:
     killed = spawn_agent()
-    await wait_for(agents_are(redis, (killed, "idle")), what="the agent's presence")
+    await eventually(agents_are(redis, (killed, "idle")), what="the agent's presence")
     killed.signal(signal.SIGKILL)
     await killed.wait_exit()
-    await wait_for(
+    await eventually(
         agents_are(redis),
         within=HEARTBEAT_TTL_MS / 1000 + 2,
         what="the killed agent's presence to expire",
@@ -135,12 +135,12 @@ async def test_kill_9_of_a_standby_is_pruned_while_the_other_agent_refreshes(
 ) -> None:
     killed = spawn_agent()
     alive = spawn_agent()
-    await wait_for(agents_are(redis, (killed, "idle"), (alive, "idle")), what="a pair")
+    await eventually(agents_are(redis, (killed, "idle"), (alive, "idle")), what="a pair")
     killed.signal(signal.SIGKILL)
     await killed.wait_exit()
     # The survivor keeps the set alive; its refreshes drop the dead member once
     # that member's own expiry has passed (TTL, plus one refresh at most).
-    await wait_for(
+    await eventually(
         agents_are(redis, (alive, "idle")),
         within=(HEARTBEAT_TTL_MS + HEARTBEAT_INTERVAL_MS) / 1000 + 2,
         what="the dead standby to be pruned",

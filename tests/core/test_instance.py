@@ -1,5 +1,5 @@
 """`Instance` on real Redis: validated transitions, the status key they write,
-the activity entries they append (exactly WIRE.md 1.3), and what happens when
+the activity entries they append (exactly docs/wire-format.md 1.3), and what happens when
 Redis cannot be reached."""
 
 from __future__ import annotations

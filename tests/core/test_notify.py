@@ -51,6 +51,7 @@ from perseus_core.wire.models import (
 )
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import format_ts
+from tests.waiting import eventually
 
 TOKEN = "s3cr3t-T0KEN"
 FIXED_NOW = datetime(2026, 2, 10, 22, 45, 0, 123000, tzinfo=UTC)
@@ -167,19 +168,14 @@ async def webhook() -> AsyncIterator[WebhookServer]:
 # --- helpers ------------------------------------------------------------------------
 
 
-async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait for `predicate` with a deadline (never a fixed sleep)."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
 async def settle(notifier: Notifier, rounds: int = 3) -> None:
-    """Let the notifier take a few more snapshots (to prove nothing else is sent)."""
-    interval = notifier._interval_s  # noqa: SLF001 - test pacing only
-    await asyncio.sleep(interval * rounds + 0.3)
+    """Let the notifier compare a few more snapshots (to prove nothing else is sent).
+
+    One round more than asked: a message the last of them queued has had a
+    full poll interval to go out.
+    """
+    target = notifier.stats.polls + rounds + 1
+    await eventually(lambda: notifier.stats.polls >= target, what=f"{rounds} more status polls")
 
 
 def transition(
@@ -264,7 +260,7 @@ CATALOG = {
 
 @pytest.fixture(autouse=True)
 async def catalog(redis: Redis) -> None:
-    """The known exchanges (WIRE.md 2.1): the tail follows the catalog's streams."""
+    """The known exchanges (docs/wire-format.md 2.1): the tail follows the catalog's streams."""
     await redis.hset(
         keys.CATALOG_KEY,
         mapping={
@@ -472,7 +468,7 @@ async def test_one_post_per_transition_and_error(
                     error="websocket closed (1006)", state="warming", exchange_name="coinbase"
                 ),
             )
-            await until(lambda: len(webhook.requests) == 3)
+            await eventually(lambda: len(webhook.requests) == 3)
             await settle(notifier)
         assert not http.is_closed  # an injected client belongs to the caller
 
@@ -497,7 +493,7 @@ async def test_exchange_filter_is_case_insensitive(
     async with running(notifier):
         await append("kraken", transition("kraken", 2, "idle", "starting"))
         await append("coinbase", transition("coinbase", 1, "idle", "starting"))
-        await until(lambda: len(webhook.requests) == 1)
+        await eventually(lambda: len(webhook.requests) == 1)
         await settle(notifier)
     assert len(webhook.requests) == 1
     assert webhook.bodies()[0]["content"].startswith("coinbase")
@@ -509,7 +505,7 @@ async def test_no_duplicates_when_the_tail_connection_is_cut(
     notifier = make_notifier(settings, webhook.url)
     async with running(notifier):
         await append("coinbase", transition("coinbase", 1, "idle", "starting"))
-        await until(lambda: len(webhook.requests) == 1)
+        await eventually(lambda: len(webhook.requests) == 1)
 
         # Cut every blocking reader's connection: the tail must reconnect and resume.
         clients = await redis.client_list()
@@ -520,7 +516,7 @@ async def test_no_duplicates_when_the_tail_connection_is_cut(
 
         await append("coinbase", transition("coinbase", 1, "starting", "warming"))
         await append("coinbase", transition("coinbase", 1, "warming", "active"))
-        await until(lambda: len(webhook.requests) == 3, within=10)
+        await eventually(lambda: len(webhook.requests) == 3, within=10)
         await settle(notifier)
 
     transitions = [b["embeds"][0]["fields"][1]["value"] for b in webhook.bodies()]
@@ -535,12 +531,12 @@ async def test_offline_when_a_key_expires_and_back_online(
     notifier = make_notifier(settings, webhook.url)
     async with running(notifier):
         await redis.set(key, status_json(3, "bitstamp", "active"), px=300)
-        await until(lambda: len(webhook.requests) == 1)
+        await eventually(lambda: len(webhook.requests) == 1)
         await settle(notifier)  # still offline: no second message
         assert len(webhook.requests) == 1
 
         await redis.set(key, status_json(3, "bitstamp", "warming", hostname="host-b"), px=60_000)
-        await until(lambda: len(webhook.requests) == 2)
+        await eventually(lambda: len(webhook.requests) == 2)
         await settle(notifier)
 
     offline, online = webhook.bodies()
@@ -568,7 +564,7 @@ async def test_a_graceful_stop_is_not_reported_offline(
         await append("gemini", transition("gemini", 4, "stopping", "stopped"))
         await append("gemini", transition("gemini", 4, "stopped", "idle"))
         await redis.delete(key)
-        await until(lambda: len(webhook.requests) == 3)
+        await eventually(lambda: len(webhook.requests) == 3)
         await settle(notifier)
         # Started again later: that is news from the stream, not a "back online".
         await redis.set(key, status_json(4, "gemini", "idle"), px=60_000)
@@ -610,7 +606,7 @@ async def test_a_stale_stop_in_the_stream_does_not_hide_a_loss(
     async with running(notifier):
         await settle(notifier, rounds=1)
         await redis.delete(key)
-        await until(lambda: len(webhook.requests) == 1)
+        await eventually(lambda: len(webhook.requests) == 1)
         await settle(notifier)
     assert webhook.bodies()[0]["embeds"][0]["color"] == COLOURS[EventKind.OFFLINE]
 
@@ -634,7 +630,7 @@ async def test_429_is_retried_after_the_delay_asked(
     notifier = make_notifier(settings, webhook.url, backoff_s=0.0)
     async with running(notifier):
         await append("coinbase", transition("coinbase", 1, "idle", "starting"))
-        await until(lambda: len(webhook.requests) == 2)
+        await eventually(lambda: len(webhook.requests) == 2)
         await settle(notifier, rounds=1)
     first, second = webhook.requests
     assert first.body == second.body
@@ -649,7 +645,7 @@ async def test_5xx_is_retried_until_it_succeeds(
     notifier = make_notifier(settings, webhook.url)
     async with running(notifier):
         await append("coinbase", transition("coinbase", 1, "idle", "starting"))
-        await until(lambda: notifier.stats.delivered == 1)
+        await eventually(lambda: notifier.stats.delivered == 1)
         await settle(notifier, rounds=1)
     assert len(webhook.requests) == 3
     assert len({r.body for r in webhook.requests}) == 1
@@ -664,9 +660,9 @@ async def test_other_4xx_is_logged_and_not_retried(
     notifier = make_notifier(settings, webhook.url)
     async with running(notifier):
         await append("coinbase", transition("coinbase", 1, "idle", "starting"))
-        await until(lambda: notifier.stats.failed == 1)
+        await eventually(lambda: notifier.stats.failed == 1)
         await append("coinbase", transition("coinbase", 1, "starting", "warming"))
-        await until(lambda: notifier.stats.delivered == 1)
+        await eventually(lambda: notifier.stats.delivered == 1)
         await settle(notifier, rounds=1)
     assert len(webhook.requests) == 2
     assert "404" in caplog.text and "Cannot POST" in caplog.text
@@ -681,7 +677,7 @@ async def test_retries_give_up_after_max_attempts(
     notifier = make_notifier(settings, webhook.url, max_attempts=3)
     async with running(notifier):
         await append("coinbase", transition("coinbase", 1, "idle", "starting"))
-        await until(lambda: notifier.stats.failed == 1)
+        await eventually(lambda: notifier.stats.failed == 1)
         await settle(notifier, rounds=1)
     assert len(webhook.requests) == 3
     assert "giving up" in caplog.text and TOKEN not in caplog.text
@@ -698,13 +694,13 @@ async def test_watching_continues_while_the_webhook_is_down(
         async with running(notifier):
             for i in range(4):
                 await append("coinbase", transition("coinbase", 1, "idle", f"s{i}"))
-            await until(lambda: notifier.stats.failed + notifier.stats.dropped == 4)
+            await eventually(lambda: notifier.stats.failed + notifier.stats.dropped == 4)
             assert notifier.stats.delivered == 0
 
             # Still watching: once the webhook is back, the next event goes out.
             await server.start()
             await append("coinbase", transition("coinbase", 1, "idle", "starting"))
-            await until(lambda: notifier.stats.delivered == 1)
+            await eventually(lambda: notifier.stats.delivered == 1)
     finally:
         await server.close()
     assert [b["embeds"][0]["fields"][1]["value"] for b in server.bodies()] == ["idle → starting"]
@@ -720,7 +716,7 @@ async def test_dry_run_writes_payloads_instead_of_posting(
     notifier = make_notifier(settings, None, dry_run=True, output=lines.append)
     async with running(notifier):
         await append("coinbase", transition("coinbase", 1, "idle", "starting"))
-        await until(lambda: len(lines) == 1)
+        await eventually(lambda: len(lines) == 1)
     payload = json.loads(lines[0])
     assert payload["embeds"][0]["fields"][1]["value"] == "idle → starting"
     assert payload["allowed_mentions"] == {"parse": []}
@@ -744,7 +740,7 @@ async def test_hostile_strings_from_redis_are_sanitised_end_to_end(
     notifier = make_notifier(settings, webhook.url)
     async with running(notifier):
         await redis.xadd(keys.activity_key("binance"), hostile)  # type: ignore[arg-type]
-        await until(lambda: len(webhook.requests) == 1)
+        await eventually(lambda: len(webhook.requests) == 1)
     body = webhook.requests[0].json()
     text = "\n".join(strings(body))
     for bad in ("\x1b", "\x07", "\u202e", "\x00", "\r", "@here", "[phish](", "<@&42>"):
@@ -769,11 +765,11 @@ async def test_a_redis_restart_is_survived(
     notifier = make_notifier(settings, webhook.url, exchanges=["coinbase"])
     async with running(notifier):
         await append_once(transition("coinbase", 1, "idle", "starting"))
-        await until(lambda: len(webhook.requests) == 1)
+        await eventually(lambda: len(webhook.requests) == 1)
 
         await asyncio.to_thread(fresh_redis.restart)  # all data lost, same port
         await settle(notifier, rounds=2)
         await append_once(transition("coinbase", 1, "starting", "warming"))
-        await until(lambda: len(webhook.requests) == 2, within=15)
+        await eventually(lambda: len(webhook.requests) == 2, within=15)
     transitions = [b["embeds"][0]["fields"][1]["value"] for b in webhook.bodies()]
     assert transitions == ["idle → starting", "starting → warming"]

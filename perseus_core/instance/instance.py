@@ -1,0 +1,370 @@
+"""`Instance`: what a service embeds (and the agent drives) to be a Perseus node.
+
+It ties the pieces together: the lifecycle (validated transitions with a
+capped history), the lease (the status key, its heartbeat and fencing) and the
+activity stream (one entry per transition or error, published by
+`Publisher`).
+
+Typical use::
+
+    instance = Instance(redis, settings, exchange_id=1, exchange_name="coinbase")
+    await instance.claim()                       # raises ClaimConflict if taken
+    await instance.transition(ConnectionState.STARTING)
+    ...
+    await instance.close()                       # releases the slot
+
+Failure policy, in one place:
+
+- An invalid transition raises `InvalidTransition` and changes nothing.
+- Every valid transition and every recorded error is applied in memory first;
+  Redis only hears about it afterwards. When Redis is unreachable the caller is
+  not crashed: the call returns a `Publication` whose `error` says what did not
+  reach Redis, and the failure is logged (`perseus_core.instance.publication`
+  says how the status key and the activity stream catch up).
+- A status key found gone with the slot free is re-created from memory, and
+  an `error` entry says so (`lastError` is left alone: the incident is Redis's).
+- When a write finds another holder in the slot, the lease is lost: the call
+  raises `LeaseLost` (after applying and logging the change), the heartbeat
+  stops, `lastError` records it, an `error` entry is appended, and
+  `on_lease_lost` is called once, in its own task, so the owner can fence
+  itself (`perseus_core.instance.incidents`). Later calls no longer touch the
+  status key; transitions and errors are still appended to the activity stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from types import TracebackType
+from typing import Any
+
+from redis.asyncio import Redis
+
+from perseus_core.instance.incidents import LeaseIncidents, LeaseLostCallback
+from perseus_core.instance.publication import (
+    MAX_ERROR_CHARS,
+    Publication,
+    Publisher,
+    describe_failure,
+)
+from perseus_core.instance.status import initial_status, validate_identity
+from perseus_core.plumbing.errors import REDIS_ERRORS
+from perseus_core.plumbing.tasks import TaskGroup
+from perseus_core.store.activity import ActivityLog
+from perseus_core.store.lease import (
+    HeartbeatResult,
+    Lease,
+    LeaseLost,
+    make_instance_id,
+    unique_start_ms,
+    wire_now,
+)
+from perseus_core.wire.lifecycle import DEFAULT_HISTORY_SIZE, Lifecycle, TransitionRecord
+from perseus_core.wire.models import (
+    ConnectionState,
+    InstanceStatus,
+    StateTransitionEntry,
+)
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import Clock, format_ts, system_clock
+
+log = logging.getLogger(__name__)
+
+
+class Instance:
+    """One exchange instance: its lifecycle, its slot lease and its activity log.
+
+    Args:
+        redis: client for short commands; the caller owns and closes it.
+        settings: heartbeat interval/TTL, retention, per-call time budget.
+        exchange_id: the slot.
+        exchange_name: written to the status key and names the activity stream.
+        hostname: defaults to this machine's hostname.
+        admin_email: operator identity shown by dashboards.
+        admin_display_name: operator's display name.
+        symbol_count: initial `symbolCount`.
+        on_lease_lost: called once (in its own task) when another instance is
+            found holding the slot; sync or async. It may call back into this
+            instance (transition, close) without deadlocking.
+        clock: source of every timestamp written.
+        history_size: how many transitions `history` keeps.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        *,
+        exchange_id: int,
+        exchange_name: str,
+        hostname: str | None = None,
+        admin_email: str | None = None,
+        admin_display_name: str | None = None,
+        symbol_count: int = 0,
+        on_lease_lost: LeaseLostCallback | None = None,
+        clock: Clock = system_clock,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+    ) -> None:
+        validate_identity(exchange_id, exchange_name, symbol_count)
+        self._settings = settings
+        self._clock = clock
+        self.exchange_id = exchange_id
+        self.exchange_name = exchange_name
+        self.hostname = hostname or socket.gethostname()
+        self.pid = os.getpid()
+        now = wire_now(clock)
+        self.instance_id = make_instance_id(
+            self.hostname, exchange_id, self.pid, unique_start_ms(now)
+        )
+        status = initial_status(
+            exchange_id,
+            exchange_name,
+            self.hostname,
+            self.instance_id,
+            now,
+            admin_email=admin_email,
+            admin_display_name=admin_display_name,
+            symbol_count=symbol_count,
+        )
+        self.activity = ActivityLog(redis, settings)
+        """The exchange's activity log, for entries beyond transitions and errors."""
+        self._lifecycle = Lifecycle(history_size=history_size)
+        self._tasks = TaskGroup(log, f"perseus {exchange_name}")
+        self._lease = Lease(
+            redis,
+            settings,
+            status,
+            clock=clock,
+            on_lost=lambda exc: self._incidents.lost(exc),
+            on_recreated=lambda status: self._incidents.recreated(status),
+            after_tick=lambda: self._publisher.after_tick(),
+        )
+        self._publisher = Publisher(
+            self._lease, self.activity, settings, clock=clock, tasks=self._tasks
+        )
+        self._incidents = LeaseIncidents(
+            self._lease,
+            self._publisher,
+            settings,
+            clock=clock,
+            tasks=self._tasks,
+            on_lease_lost=on_lease_lost,
+        )
+
+    # --- read-only view ---------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        """The current lifecycle state (`idle` until the first transition)."""
+        return self._lifecycle.state
+
+    @property
+    def status(self) -> InstanceStatus:
+        """The current in-memory status: what the key holds, or will on the next tick."""
+        return self._lease.status
+
+    @property
+    def history(self) -> list[TransitionRecord]:
+        """The most recent transitions, oldest first (capped at `history_size`)."""
+        return self._lifecycle.history
+
+    @property
+    def holds_lease(self) -> bool:
+        """Whether this instance believes it owns the slot (claimed, not released or lost)."""
+        return self._lease.held
+
+    @property
+    def epoch(self) -> int | None:
+        """The fencing epoch of the current (or last) claim; None before the first."""
+        return self._lease.epoch
+
+    @property
+    def lease_lost(self) -> LeaseLost | None:
+        """How the lease was lost, if it was; cleared by a new claim."""
+        return self._lease.lost
+
+    @property
+    def heartbeat_count(self) -> int:
+        """Successful heartbeat ticks so far."""
+        return self._lease.heartbeat_count
+
+    @property
+    def heartbeat_failures(self) -> int:
+        """Heartbeat ticks that failed on a Redis error (each retried on the next tick)."""
+        return self._lease.heartbeat_failures
+
+    @property
+    def last_heartbeat_error(self) -> str | None:
+        """The heartbeat's latest failure, one line; None once a tick succeeds again."""
+        return self._lease.last_error
+
+    @property
+    def heartbeat_running(self) -> bool:
+        """Whether the heartbeat task is alive."""
+        return self._lease.heartbeat_running
+
+    @property
+    def unsent_entries(self) -> int:
+        """Activity entries that failed to append and are not yet noted in the stream."""
+        return self._publisher.unsent_entries
+
+    @property
+    def last_write_error(self) -> str | None:
+        """The most recent failure to reach Redis from a call (not the heartbeat)."""
+        return self._publisher.last_write_error
+
+    # --- lease ------------------------------------------------------------------
+
+    async def claim(self, *, heartbeat: bool = True) -> None:
+        """Claim the slot (INCR epoch, SET NX PX) and, by default, start the heartbeat.
+
+        The heartbeat starts unless `heartbeat=False`, because a claim without
+        one silently expires after the TTL. Retrying after a lost reply is safe.
+
+        Raises:
+            ClaimConflict: another live instance holds the slot.
+            RedisUnavailable: Redis did not answer.
+        """
+        await self._lease.claim()
+        if heartbeat:
+            self._lease.start()
+
+    def start_heartbeat(self) -> None:
+        """Start the heartbeat task (no-op if running).
+
+        Raises:
+            PerseusError: the slot is not held.
+        """
+        self._lease.start()
+
+    async def stop_heartbeat(self) -> None:
+        """Stop the heartbeat task after any tick in flight; the key then expires by TTL."""
+        await self._lease.stop()
+
+    async def heartbeat(self) -> HeartbeatResult:
+        """Run one heartbeat tick now (the task does this every interval).
+
+        Raises:
+            redis / OS errors: Redis did not answer.
+        """
+        return await self._lease.heartbeat()
+
+    async def release(self) -> bool:
+        """Stop the heartbeat and delete the status key if it is still ours.
+
+        Never raises on Redis errors: the heartbeat has stopped, so the key
+        expires within its TTL anyway; the failure is logged and kept in
+        `last_write_error`.
+
+        Returns:
+            True if our key was deleted now; False otherwise (nothing held,
+            already expired, or Redis did not answer).
+
+        Raises:
+            LeaseLost: another instance holds the slot; its key is left alone.
+        """
+        try:
+            return await self._lease.release()
+        except LeaseLost:
+            raise
+        except REDIS_ERRORS as exc:
+            message = describe_failure(exc, self._settings)
+            self._publisher.note_failure(f"status key not deleted (it expires by TTL): {message}")
+            return False
+
+    async def close(self) -> None:
+        """Stop the heartbeat, release the slot if held, and wait for background work.
+
+        Never raises for Redis trouble or a lost lease. Does not close the Redis
+        client (the caller owns it).
+        """
+        await self._lease.stop()
+        if self._lease.held:
+            try:
+                await self.release()
+            except LeaseLost:
+                pass  # already reported through on_lease_lost
+        await self._tasks.join()
+
+    async def __aenter__(self) -> Instance:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- changes ----------------------------------------------------------------
+
+    async def transition(self, to: ConnectionState) -> Publication:
+        """Move to `to`: validate, update memory, write the status key, log the entry.
+
+        `lastStateChange` becomes now; `connectedAt` is set on entering
+        `active` and cleared otherwise. Without the lease (before claim, after
+        release or loss) only the activity entry is written.
+
+        Raises:
+            InvalidTransition: docs/wire-format.md 1.2 does not allow it (nothing changed).
+            LeaseLost: another instance holds the slot (the transition is applied
+                in memory and logged; the key was not touched).
+        """
+        now = wire_now(self._clock)
+        record = self._lifecycle.advance(to, now)
+        self._apply(
+            connection_state=to,
+            last_state_change=now,
+            connected_at=now if to is ConnectionState.ACTIVE else None,
+        )
+        status = self.status
+        entry = StateTransitionEntry(
+            timestamp=format_ts(now),
+            from_state=record.from_state.value,
+            to_state=record.to_state.value,
+            exchange_id=str(self.exchange_id),
+            exchange_name=self.exchange_name,
+            hostname=self.hostname,
+            ip=status.ip_address or "",
+            admin_email=status.admin_email or "",
+        )
+        return await self._publisher.publish(entry)
+
+    async def record_error(self, message: str) -> Publication:
+        """Set `lastError`/`lastErrorAt` and append an `error` entry with the current state.
+
+        Raises:
+            LeaseLost: as for `transition`.
+        """
+        now = wire_now(self._clock)
+        text = message[:MAX_ERROR_CHARS]
+        self._apply(last_error=text, last_error_at=now)
+        return await self._publisher.publish(self._publisher.error_entry(text, now))
+
+    async def set_ip(self, ip: str | None, country: str | None = None) -> Publication:
+        """Set `ipAddress` and `countryCode` (no activity entry).
+
+        Raises:
+            LeaseLost: as for `transition`.
+        """
+        self._apply(ip_address=ip, country_code=country)
+        return await self._publisher.publish(None)
+
+    async def set_symbol_count(self, n: int) -> Publication:
+        """Set `symbolCount` (no activity entry).
+
+        Raises:
+            ValueError: `n` is negative.
+            LeaseLost: as for `transition`.
+        """
+        if n < 0:
+            raise ValueError(f"symbol count must be >= 0, got {n}")
+        self._apply(symbol_count=n)
+        return await self._publisher.publish(None)
+
+    # --- internals --------------------------------------------------------------
+
+    def _apply(self, **changes: Any) -> None:
+        self._lease.set_status(self._lease.status.model_copy(update=changes))

@@ -1,0 +1,41 @@
+"""Webhook notifications (Discord-compatible) for what happens in the fleet.
+
+`events` says what is worth a message, `discord` how it reads (and how the
+webhook's secret stays out of logs), `sender` how it is delivered, `presence`
+how offline and online are seen, and `notifier` ties them together.
+"""
+
+from perseus_core.notify.discord import (
+    build_payload,
+    discord_text,
+    redact_webhook_url,
+    validate_webhook_url,
+)
+from perseus_core.notify.events import (
+    COLOURS,
+    EventKind,
+    FleetEvent,
+    event_from_entry,
+    offline_event,
+    online_event,
+)
+from perseus_core.notify.notifier import Notifier
+from perseus_core.notify.presence import STOP_STATES
+from perseus_core.notify.sender import NotifierStats, retry_delay
+
+__all__ = [
+    "COLOURS",
+    "STOP_STATES",
+    "EventKind",
+    "FleetEvent",
+    "Notifier",
+    "NotifierStats",
+    "build_payload",
+    "discord_text",
+    "event_from_entry",
+    "offline_event",
+    "online_event",
+    "redact_webhook_url",
+    "retry_delay",
+    "validate_webhook_url",
+]

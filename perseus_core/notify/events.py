@@ -1,0 +1,135 @@
+"""What the notifier tells people about: one `FleetEvent` per thing worth a message.
+
+Events keep the raw (uncleaned) strings as read from Redis; `build_payload`
+(`perseus_core.notify.discord`) makes them safe. They are built by pure
+functions so their shape can be checked without Redis or HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from perseus_core.wire.models import (
+    ActivityEntry,
+    ErrorEntry,
+    InstanceStatus,
+    StateTransitionEntry,
+)
+from perseus_core.wire.timeutil import format_ts
+
+
+class EventKind(StrEnum):
+    """What a notification is about; each kind has its own embed colour."""
+
+    TRANSITION = "transition"
+    ERROR = "error"
+    OFFLINE = "offline"
+    ONLINE = "online"
+
+
+COLOURS: dict[EventKind, int] = {
+    EventKind.TRANSITION: 0x3498DB,  # blue
+    EventKind.ERROR: 0xE74C3C,  # red
+    EventKind.OFFLINE: 0xE67E22,  # orange
+    EventKind.ONLINE: 0x2ECC71,  # green
+}
+"""Embed colour per kind, as the integer Discord expects."""
+
+TITLES: dict[EventKind, str] = {
+    EventKind.TRANSITION: "State change",
+    EventKind.ERROR: "Error",
+    EventKind.OFFLINE: "Offline",
+    EventKind.ONLINE: "Back online",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FleetEvent:
+    """One thing worth telling people about, with the raw (uncleaned) strings
+    as read from Redis; `build_payload` makes them safe."""
+
+    kind: EventKind
+    exchange_name: str
+    exchange_id: int | None
+    transition: str
+    host: str
+    time: datetime
+    detail: str = ""
+
+
+def _host(hostname: str, ip: str | None) -> str:
+    """`host (ip)`, or whichever of the two is known."""
+    return f"{hostname or '?'} ({ip})" if ip else hostname
+
+
+def event_from_entry(entry: ActivityEntry, *, now: datetime) -> FleetEvent | None:
+    """The event an activity entry announces, or None for entries that are not
+    worth a message (commands, unknown events). `now` stands in for a missing
+    or unparseable entry timestamp."""
+    name = entry.exchange_name or entry.stream
+    when = entry.time or now
+    if isinstance(entry, StateTransitionEntry):
+        return FleetEvent(
+            kind=EventKind.TRANSITION,
+            exchange_name=name,
+            exchange_id=entry.exchange_id_int,
+            transition=f"{entry.from_state or '?'} → {entry.to_state or '?'}",
+            host=_host(entry.hostname, entry.ip),
+            time=when,
+        )
+    if isinstance(entry, ErrorEntry):
+        return FleetEvent(
+            kind=EventKind.ERROR,
+            exchange_name=name,
+            exchange_id=entry.exchange_id_int,
+            transition=f"error while {entry.state or 'unknown'}",
+            host=_host(entry.hostname, entry.ip),
+            time=when,
+            detail=entry.error,
+        )
+    return None
+
+
+def offline_event(
+    exchange_id: int,
+    exchange_name: str,
+    last_status: InstanceStatus | None,
+    *,
+    now: datetime,
+) -> FleetEvent:
+    """An instance whose key disappeared without a stop; `last_status` is the
+    last payload seen while it was online (None if it was unreadable)."""
+    state = last_status.connection_state.value if last_status else "unknown"
+    host = ""
+    detail = "Its status key expired without a stop."
+    if last_status is not None:
+        host = _host(last_status.hostname, last_status.ip_address)
+        detail += f" Last heartbeat {format_ts(last_status.last_heartbeat)}."
+    return FleetEvent(
+        kind=EventKind.OFFLINE,
+        exchange_name=exchange_name,
+        exchange_id=exchange_id,
+        transition=f"{state} → offline",
+        host=host,
+        time=now,
+        detail=detail,
+    )
+
+
+def online_event(
+    exchange_id: int, exchange_name: str, status: InstanceStatus | None, *, now: datetime
+) -> FleetEvent:
+    """An instance whose key is back after an offline notification."""
+    state = status.connection_state.value if status else "unknown"
+    host = _host(status.hostname, status.ip_address) if status else ""
+    return FleetEvent(
+        kind=EventKind.ONLINE,
+        exchange_name=exchange_name,
+        exchange_id=exchange_id,
+        transition=f"offline → {state}",
+        host=host,
+        time=now,
+        detail="Its status key is back.",
+    )

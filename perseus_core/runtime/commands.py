@@ -1,0 +1,105 @@
+"""The agent's answers to `start`, `stop` and `ping`, one command at a time, in order."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from perseus_core.runtime.context import AgentContext
+from perseus_core.runtime.slot import Reply, Slot
+from perseus_core.store.control import HandlerResult
+from perseus_core.wire import keys
+from perseus_core.wire.errors import CommandRejected, PayloadError
+from perseus_core.wire.models import Command, CommandType, InstanceStatus, ReplyStatus
+from perseus_core.wire.text import clean
+
+log = logging.getLogger(__name__)
+
+
+class Commands:
+    """Turns operators' commands into actions on the slot (the command server's handler)."""
+
+    def __init__(self, ctx: AgentContext, slot: Slot) -> None:
+        self._ctx = ctx
+        self._slot = slot
+
+    async def should_serve(self, command: Command) -> bool:
+        """Leave a command to the agent that holds the slot, when another one does.
+
+        Two agents may watch the same exchange (a standby on another host).
+        Whichever reads a command first would run it; the holder is the one
+        that can answer `stop` or `ping` truthfully, so an idle agent steps
+        aside while the status key names a Perseus holder other than itself.
+        """
+        if self._slot.run is not None:
+            return True
+        raw = await self._ctx.redis.get(keys.status_key(self._ctx.options.exchange_id))
+        if raw is None:
+            return True
+        try:
+            holder = InstanceStatus.from_json(raw)
+        except PayloadError:
+            return True
+        if holder.instance_id is None:  # another implementation: no agent of ours there
+            return True
+        if holder.hostname == self._ctx.hostname and holder.pid == os.getpid():
+            return True  # a key of ours that outlived its run (release did not reach Redis)
+        log.debug(
+            "%s: leaving %s %s to the holder %s",
+            self._ctx.name,
+            command.type,
+            command.correlation_id,
+            holder.instance_id,
+        )
+        return False
+
+    async def handle(self, command: Command) -> HandlerResult:
+        """Command server handler: run the command, log what came of it."""
+        name = self._ctx.name
+        operator = command.operator or "unknown operator"
+        log.info(
+            "%s: command %s from %s (%s)",
+            name,
+            command.type,
+            clean(operator, 100),
+            command.correlation_id,
+        )
+        try:
+            status, message, data = await self.run(command.type, operator)
+        except CommandRejected as exc:
+            log.warning("%s: %s rejected: %s", name, command.type, exc)
+            raise
+        log.log(
+            logging.INFO if status is ReplyStatus.SUCCESS else logging.WARNING,
+            "%s: %s -> %s: %s",
+            name,
+            command.type,
+            status.value,
+            message,
+        )
+        return status, message, data
+
+    async def run(self, kind: str, origin: str) -> Reply:
+        """Run one command; `origin` (the operator, or `autostart`) goes to the log.
+
+        Raises:
+            CommandRejected: unknown command, or one the slot's state forbids.
+        """
+        if kind == CommandType.PING:
+            return self._slot.reply(
+                ReplyStatus.SUCCESS, f"{self._ctx.name} is {self._slot.state.value}"
+            )
+        if kind == CommandType.START:
+            return await self._slot.start(origin)
+        if kind == CommandType.STOP:
+            return await self._slot.stop()
+        raise CommandRejected(f"unknown command {clean(kind, 64)!r} (expected start, stop or ping)")
+
+    async def autostart(self) -> None:
+        """`--autostart`: a start as soon as the agent listens; a failure is logged."""
+        try:
+            status, message, _ = await self.run(CommandType.START, "autostart")
+        except CommandRejected as exc:  # a command got there first, or shutting down
+            status, message = ReplyStatus.ERROR, str(exc)
+        if status is ReplyStatus.ERROR:
+            log.error("%s: autostart failed: %s", self._ctx.name, message)

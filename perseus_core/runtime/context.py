@@ -1,0 +1,75 @@
+"""What every part of one agent shares: who it is, its Redis client, its background tasks."""
+
+from __future__ import annotations
+
+import logging
+
+from redis.asyncio import Redis
+
+from perseus_core.plumbing.connection import describe_redis_error
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.tasks import TaskGroup
+from perseus_core.runtime.options import AgentOptions
+from perseus_core.store.activity import ActivityLog
+from perseus_core.wire.models import ConnectionState, ErrorEntry
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import Clock, format_ts
+
+log = logging.getLogger(__name__)
+
+
+class AgentContext:
+    """One agent's identity and shared resources, handed to each of its parts.
+
+    Attributes:
+        settings: Redis target and timings.
+        options: what the agent was asked to run.
+        name: the exchange name, prefixed to every log line.
+        hostname: the hostname reported in statuses, entries and replies.
+        clock: source of every timestamp written.
+        redis: the client for short commands (the agent closes it).
+        activity: the exchange's activity log.
+        tasks: the agent's background tasks, cancelled when it closes.
+        ip: the public IP once detected; None until then (or for good).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        options: AgentOptions,
+        *,
+        hostname: str,
+        clock: Clock,
+        redis: Redis,
+        tasks: TaskGroup,
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.name = options.exchange_name
+        self.hostname = hostname
+        self.clock = clock
+        self.redis = redis
+        self.activity = ActivityLog(redis, settings)
+        self.tasks = tasks
+        self.ip: str | None = None
+
+    async def append_error(self, message: str, state: ConnectionState) -> None:
+        """An error entry for a run that does not (or no longer) hold the slot,
+        and so must not write its status key."""
+        entry = ErrorEntry(
+            timestamp=format_ts(self.clock()),
+            error=message,
+            exchange_id=str(self.options.exchange_id),
+            exchange_name=self.name,
+            hostname=self.hostname,
+            ip=self.ip or "",
+            state=state.value,
+        )
+        try:
+            await self.activity.append(self.name, entry)
+        except TRANSIENT_ERRORS as exc:
+            log.error(
+                "%s: error not recorded in the activity stream: %s",
+                self.name,
+                describe_redis_error(self.settings, exc),
+            )

@@ -1,0 +1,49 @@
+"""What `perseus agent` is asked to run, and how it can fail to get going."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from perseus_core.wire.errors import PerseusError
+
+FORCED_EXIT = 130
+"""Exit code after a second Ctrl-C (128 + SIGINT, as shells report it)."""
+
+
+class StartupFailed(PerseusError):
+    """The agent could not get going: Redis unreachable past the startup
+    timeout, or refusing the credentials (retrying would not help)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOptions:
+    """What `perseus agent` was asked to run.
+
+    Attributes:
+        exchange_id: the slot.
+        exchange_name: the exchange's name (validated by the caller).
+        display_name: catalog display name; defaults to the name.
+        command: the child command line run while the slot is held; empty for none.
+        autostart: run a start as soon as the agent is listening.
+        symbol_count: `symbolCount` reported once active.
+        warmup_s: time spent in `warming`; a child must survive it.
+        admin_email: operator identity written in the status.
+        admin_display_name: operator display name written in the status.
+        startup_timeout_s: give up when Redis is still unreachable after this
+            long at startup; None keeps trying (a service manager may start
+            the agent before Redis, and the agent must not die for that).
+        hostname: reported hostname; defaults to this machine's.
+    """
+
+    exchange_id: int
+    exchange_name: str
+    display_name: str | None = None
+    command: Sequence[str] = ()
+    autostart: bool = False
+    symbol_count: int = 0
+    warmup_s: float = 2.0
+    admin_email: str | None = None
+    admin_display_name: str | None = None
+    startup_timeout_s: float | None = None
+    hostname: str | None = None

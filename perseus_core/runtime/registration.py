@@ -1,0 +1,126 @@
+"""The agent's exchange in the catalog: added at startup (waiting out a Redis
+that is not up yet), put back when Redis lost it, never overwritten."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from redis.exceptions import AuthenticationError, ResponseError
+
+from perseus_core.plumbing.connection import describe_redis_error
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.retry import Backoff
+from perseus_core.plumbing.tasks import wait_event
+from perseus_core.runtime.context import AgentContext
+from perseus_core.runtime.options import StartupFailed
+from perseus_core.store.network import NetworkReader
+from perseus_core.wire import keys
+from perseus_core.wire.errors import PayloadError
+from perseus_core.wire.models import CatalogEntry
+from perseus_core.wire.text import clean
+
+log = logging.getLogger(__name__)
+
+
+class Registration:
+    """Puts the agent's exchange in the catalog and keeps it there."""
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self._ctx = ctx
+        self._reader = NetworkReader(ctx.redis, ctx.settings)
+
+    def entry(self) -> CatalogEntry:
+        """The catalog entry this agent would write for its exchange."""
+        options = self._ctx.options
+        return CatalogEntry(
+            id=options.exchange_id,
+            name=self._ctx.name,
+            display_name=options.display_name or self._ctx.name,
+            is_active=True,
+        )
+
+    async def register(self, stopping: asyncio.Event) -> bool:
+        """Reach Redis and put the exchange in the catalog, retrying while Redis
+        is unreachable. Returns False if `stopping` was set meanwhile.
+
+        Raises:
+            StartupFailed: Redis refused the credentials (waiting will not fix
+                that), or stayed unreachable past the startup timeout.
+        """
+        ctx = self._ctx
+        started = time.monotonic()
+        backoff = Backoff(initial_s=0.2, max_s=5.0)
+        entry = self.entry()
+        while True:
+            try:
+                await ctx.redis.ping()
+                added = await self._reader.add_to_catalog(entry, overwrite=False)
+                if not added:
+                    await self._check_name()
+            except (AuthenticationError, ResponseError) as exc:
+                # Wrong password, NOAUTH, an ACL denial: waiting will not fix it.
+                raise StartupFailed(describe_redis_error(ctx.settings, exc)) from None
+            except TRANSIENT_ERRORS as exc:
+                waited = time.monotonic() - started
+                limit = ctx.options.startup_timeout_s
+                problem = describe_redis_error(ctx.settings, exc)
+                if limit is not None and waited >= limit:
+                    raise StartupFailed(f"{problem} (gave up after {waited:.1f}s)") from None
+                delay = backoff.next_delay()
+                log.warning(
+                    "%s: waiting for Redis (attempt %d): %s; retrying in %.1fs",
+                    ctx.name,
+                    backoff.failures,
+                    problem,
+                    delay,
+                )
+                if await wait_event(stopping, delay):
+                    return False
+                continue
+            if backoff.failures:
+                log.info("%s: Redis reachable after %d attempt(s)", ctx.name, backoff.failures + 1)
+            if added:
+                log.info("%s: added exchange %d to the catalog", ctx.name, entry.id)
+            return True
+
+    async def restore(self) -> None:
+        """Redis lost this agent's presence: if it lost the catalog too (a restart
+        without persistence), put the exchange back so dashboards list it.
+
+        Never overwrites: an operator's entry stays as it is.
+        """
+        if await self._reader.add_to_catalog(self.entry(), overwrite=False):
+            log.warning(
+                "%s: Redis had lost this exchange's catalog entry (restarted without "
+                "persistence?); added exchange %d again",
+                self._ctx.name,
+                self._ctx.options.exchange_id,
+            )
+
+    async def _check_name(self) -> None:
+        """Warn when the operator's catalog entry names this slot differently:
+        the dashboard would show one name and the activity stream another."""
+        ctx = self._ctx
+        raw = await ctx.redis.hget(keys.CATALOG_KEY, str(ctx.options.exchange_id))
+        if raw is None:
+            return
+        try:
+            listed = CatalogEntry.from_json(raw)
+        except PayloadError as exc:
+            log.warning(
+                "%s: the catalog entry of exchange %d is unreadable: %s",
+                ctx.name,
+                ctx.options.exchange_id,
+                exc,
+            )
+            return
+        if listed.name.lower() != ctx.name.lower():
+            log.warning(
+                "%s: the catalog lists exchange %d as %r; this agent runs it as %r",
+                ctx.name,
+                ctx.options.exchange_id,
+                clean(listed.name, 64),
+                ctx.name,
+            )
