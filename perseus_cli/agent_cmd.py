@@ -8,7 +8,8 @@ import time
 
 import click
 
-from perseus_cli.common import EXIT_UNREACHABLE, fail, load_settings, redis_url_option
+from perseus_cli.common import load_settings
+from perseus_cli.options import EXIT_UNREACHABLE, fail, redis_url_option
 from perseus_core.runtime.agent import Agent, AgentOptions, StartupFailed
 from perseus_core.wire.models import validate_exchange_name
 
@@ -145,8 +146,3 @@ def agent(
     except StartupFailed as exc:
         fail(str(exc), EXIT_UNREACHABLE)
     sys.exit(code)
-
-
-def register(cli: click.Group) -> None:
-    """Add `perseus agent` to the command group."""
-    cli.add_command(agent)

@@ -1,61 +1,29 @@
-"""What every `perseus` verb shares: the --redis-url option, settings, exit codes,
+"""What every verb that talks to Redis shares: settings, running an async body,
 and turning an unreachable Redis into one clear line instead of a traceback."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
-from collections.abc import Callable, Coroutine
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
-from redis.exceptions import AuthenticationError
+from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from perseus_core.plumbing.connection import describe_redis_error
-from perseus_core.wire.errors import RedisUnavailable
+from perseus_cli.options import EXIT_ERROR, EXIT_UNREACHABLE, fail, quiet_closed_stdout
+from perseus_core.plumbing.connection import connect, describe_redis_error, ping_or_raise
+from perseus_core.wire.errors import PerseusError, RedisUnavailable
 from perseus_core.wire.models import describe_validation_error
 from perseus_core.wire.settings import Settings
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_NO_AGENT = 4
+from perseus_core.wire.text import clean
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _inherit_redis_url(
-    ctx: click.Context, _param: click.Parameter, value: str | None
-) -> str | None:
-    """A verb's own --redis-url wins; else the one given before the verb
-    (`perseus --redis-url URL status`), so that form does not quietly use localhost."""
-    if value:
-        return value
-    parent = ctx.parent
-    while parent is not None:
-        inherited = parent.params.get("redis_url")
-        if inherited:
-            return str(inherited)
-        parent = parent.parent
-    return None
-
-
-def redis_url_option(func: F) -> F:
-    """`--redis-url URL`, defaulting to $PERSEUS_REDIS_URL, then redis://localhost:6379/0."""
-    return click.option(
-        "--redis-url",
-        "redis_url",
-        default=None,
-        metavar="URL",
-        callback=_inherit_redis_url,
-        help="Redis to use (default: $PERSEUS_REDIS_URL or redis://localhost:6379/0).",
-    )(func)
 
 
 def load_settings(redis_url: str | None = None, **overrides: Any) -> Settings:
@@ -72,23 +40,66 @@ def load_settings(redis_url: str | None = None, **overrides: Any) -> Settings:
         raise click.UsageError(f"invalid configuration: {describe_validation_error(exc)}") from None
 
 
-def fail(message: str, code: int = EXIT_ERROR) -> None:
-    """Print one line to stderr and exit with `code`."""
-    click.echo(f"perseus: {message}", err=True)
-    sys.exit(code)
-
-
 def run(settings: Settings, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run an async command body; Redis being unreachable exits 3 with one line."""
+    """Run an async command body; Redis being unreachable exits 3 with one line,
+    a closed stdout ends quietly."""
     try:
         return asyncio.run(main())
     except BrokenPipeError:
-        # `perseus log | head`: the reader went away; that is not an error.
-        # Point stdout at /dev/null so the interpreter's final flush is quiet.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(EXIT_OK)
+        quiet_closed_stdout()
     except RedisUnavailable as exc:
         fail(str(exc), EXIT_UNREACHABLE)
     except (RedisConnectionError, RedisTimeoutError, AuthenticationError, OSError) as exc:
         fail(describe_redis_error(settings, exc), EXIT_UNREACHABLE)
-    raise AssertionError("unreachable")  # fail() exits
+
+
+@asynccontextmanager
+async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
+    """A client that has answered PING, closed on exit.
+
+    The PING up front turns an unreachable Redis into `RedisUnavailable`
+    before anything is printed, so `run` can exit 3 with one line.
+    """
+    client = connect(settings)
+    try:
+        await ping_or_raise(client, settings)
+        yield client
+    finally:
+        await client.aclose()
+
+
+class _WarningsToStderr(logging.Handler):
+    """Shows the library's warnings (a corrupt catalog entry, an unreadable
+    stream, an exchange `discover` skipped) as cleaned `perseus: warning:`
+    lines, instead of Python's bare last-resort output."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = clean(record.getMessage(), 300)
+        except (TypeError, ValueError):  # a log call whose arguments do not fit its format
+            message = "(unprintable warning)"
+        click.echo(f"perseus: warning: {message}", err=True)
+
+
+@contextmanager
+def _library_warnings() -> Iterator[None]:
+    logger = logging.getLogger("perseus_core")
+    handler = _WarningsToStderr(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def run_read(settings: Settings, body: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """`run` for the read-side verbs: the library's warnings on stderr, and one
+    line (exit 1) for errors Redis or Perseus reports on purpose, such as a key
+    of the wrong type or an ACL refusal."""
+    try:
+        with _library_warnings():
+            return run(settings, body)
+    except PerseusError as exc:
+        fail(clean(str(exc)), EXIT_ERROR)
+    except ResponseError as exc:
+        fail(f"Redis refused the request: {clean(str(exc))}", EXIT_ERROR)

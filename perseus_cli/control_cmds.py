@@ -16,14 +16,8 @@ import click
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from perseus_cli.common import (
-    EXIT_ERROR,
-    EXIT_NO_AGENT,
-    fail,
-    load_settings,
-    redis_url_option,
-    run,
-)
+from perseus_cli.common import load_settings, run
+from perseus_cli.options import EXIT_ERROR, EXIT_NO_AGENT, fail, redis_url_option
 from perseus_core.plumbing.connection import connect
 from perseus_core.store.control import CommandOutcome, ControlClient, NoAgentAnswered
 from perseus_core.wire.models import Command, CommandReply, CommandType, ReplyStatus
@@ -142,10 +136,8 @@ def _control_command(kind: CommandType) -> click.Command:
             )
         except NoAgentAnswered as exc:
             fail(str(exc), EXIT_NO_AGENT)
-            return
         except KeyboardInterrupt:
             fail("interrupted while waiting; the command may still run", EXIT_INTERRUPTED)
-            return
         if outcome.status is ReplyStatus.SUCCESS:
             _print_reply("success", outcome.message, outcome.data)
             return
@@ -154,7 +146,6 @@ def _control_command(kind: CommandType) -> click.Command:
     return command
 
 
-def register(cli: click.Group) -> None:
-    """Add `start`, `stop` and `ping` to the `perseus` group."""
-    for kind in (CommandType.START, CommandType.STOP, CommandType.PING):
-        cli.add_command(_control_command(kind))
+start = _control_command(CommandType.START)
+stop = _control_command(CommandType.STOP)
+ping = _control_command(CommandType.PING)

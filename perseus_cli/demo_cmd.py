@@ -16,11 +16,11 @@ from perseus_cli.apps.demo import (
     HEARTBEAT_INTERVAL_MS,
     HEARTBEAT_TTL_MS,
     DemoEvent,
-    DemoFleet,
     EventKind,
     Role,
 )
-from perseus_cli.common import EXIT_ERROR, fail
+from perseus_cli.apps.demo_fleet import DemoFleet
+from perseus_cli.options import EXIT_ERROR, fail
 from perseus_core.wire.errors import PerseusError
 
 _ROLE_NOTES = {
@@ -187,8 +187,3 @@ def _print_banner(fleet: DemoFleet) -> None:
     click.echo(f"  perseus --redis-url {fleet.url}")
     click.echo(f"  perseus --redis-url {fleet.url} status")
     click.echo("Press Ctrl-C to stop.")
-
-
-def register(cli: click.Group) -> None:
-    """Add `perseus demo` to the command group."""
-    cli.add_command(demo)

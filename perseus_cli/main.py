@@ -1,30 +1,118 @@
 """Entry point of the `perseus` console script.
 
-Each verb lives in its own module and registers itself on `cli`; `perseus`
-with no verb opens the dashboard.
+Each verb lives in its own module, imported only when that verb runs: a
+`perseus status` in a script, or `perseus --version`, must not pay for
+Textual, httpx or the agent. `perseus` with no verb opens the dashboard.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+from dataclasses import dataclass
 
 import click
 
-from perseus_cli.common import redis_url_option
+from perseus_cli.options import quiet_closed_stdout, redis_url_option
 from perseus_core import __version__
 
-# Verb modules, each defining click commands that it adds to `cli` via `register(cli)`.
-_VERB_MODULES = (
-    "perseus_cli.read_cmds",  # status, log, catalog
-    "perseus_cli.control_cmds",  # start, stop, ping
-    "perseus_cli.agent_cmd",  # agent
-    "perseus_cli.notify_cmd",  # notify
-    "perseus_cli.tui_cmd",  # tui (and the default with no verb)
-    "perseus_cli.demo_cmd",  # demo
+
+@dataclass(frozen=True, slots=True)
+class Verb:
+    """Where a verb's click command lives, and its help line for `perseus --help`."""
+
+    module: str
+    attribute: str
+    summary: str
+    """The first paragraph of the command's help (a test keeps the two equal)."""
+
+
+VERBS: dict[str, Verb] = {
+    "agent": Verb("perseus_cli.agent_cmd", "agent", "Run the agent of one exchange slot."),
+    "catalog": Verb(
+        "perseus_cli.catalog_cmd",
+        "catalog_group",
+        "List and edit the known exchanges (the `perseus:exchanges` hash).",
+    ),
+    "demo": Verb(
+        "perseus_cli.demo_cmd",
+        "demo",
+        "Try Perseus on a throw-away Redis with a fleet of real agents.",
+    ),
+    "log": Verb(
+        "perseus_cli.log_cmd",
+        "log_cmd",
+        "Show the activity log, newest first, all exchanges merged by default.",
+    ),
+    "notify": Verb(
+        "perseus_cli.notify_cmd",
+        "notify",
+        "Post a webhook message when an instance changes state, reports an error,"
+        " goes offline (its key expired without a stop) or comes back.",
+    ),
+    "ping": Verb(
+        "perseus_cli.control_cmds",
+        "ping",
+        "Ask the agent for its current state; changes nothing.",
+    ),
+    "start": Verb(
+        "perseus_cli.control_cmds",
+        "start",
+        "Claim the slot and bring the exchange up (idle -> active).",
+    ),
+    "status": Verb(
+        "perseus_cli.status_cmd",
+        "status_cmd",
+        "Show every known exchange: state, host, IP, heartbeat age and uptime.",
+    ),
+    "stop": Verb(
+        "perseus_cli.control_cmds",
+        "stop",
+        "Bring the exchange down and release its slot (active -> idle).",
+    ),
+    "tui": Verb(
+        "perseus_cli.tui_cmd",
+        "tui",
+        "Open the dashboard: cards (or a table) per exchange, the live activity feed,"
+        " start/stop keys. Press ? inside for every key.",
+    ),
+}
+"""Every verb, by name."""
+
+
+class LazyGroup(click.Group):
+    """A group whose verbs are imported on demand, and whose `--help` lists
+    them from `VERBS` without importing any."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(VERBS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        verb = VERBS.get(cmd_name)
+        if verb is None:
+            return None
+        command = getattr(importlib.import_module(verb.module), verb.attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Shortened exactly as click shortens a command's own help, but from
+        # the summary: listing the verbs imports none of them.
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [
+            (name, click.Command(name, help=VERBS[name].summary).get_short_help_str(limit))
+            for name in names
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="perseus")
 @redis_url_option
 @click.option(
@@ -43,26 +131,22 @@ def cli(ctx: click.Context, redis_url: str | None, refresh: float | None, read_o
     above apply to it.
     """
     if ctx.invoked_subcommand is None:
-        tui = cli.commands.get("tui")
-        if tui is None:
-            raise click.UsageError("the dashboard is not available in this build")
+        tui = cli.get_command(ctx, "tui")
+        assert tui is not None
         ctx.invoke(tui, redis_url=redis_url, refresh=refresh, read_only=read_only)
 
 
-def _register_verbs() -> None:
-    for name in _VERB_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # verb not built yet
-                continue
-            raise
-        module.register(cli)
-
-
-_register_verbs()
-
-
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="perseus")
+    """Console-script entry point.
+
+    Output still buffered when the command ends is flushed here, so a reader
+    that closed our stdout (`perseus status | head -1`) ends the command
+    quietly (exit 0) instead of with the interpreter's complaint.
+    """
+    try:
+        try:
+            cli(prog_name="perseus")
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_closed_stdout()

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import click
 
-from perseus_cli.common import load_settings, redis_url_option, run
+from perseus_cli.common import load_settings, run
+from perseus_cli.options import redis_url_option
 from perseus_core.notify import Notifier, validate_webhook_url
 
 
@@ -27,7 +28,7 @@ def _log_to_stderr() -> Iterator[None]:
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s perseus notify: %(message)s", "%H:%M:%S"))
-    logger = logging.getLogger("perseus")
+    logger = logging.getLogger("perseus_core")
     quiet = [logging.getLogger(name) for name in ("httpx", "httpcore")]
     saved = (logger.handlers[:], logger.level, logger.propagate, [q.level for q in quiet])
     logger.handlers[:] = [handler]
@@ -129,8 +130,3 @@ def notify(
         f"{stats.dropped} dropped)",
         err=True,
     )
-
-
-def register(cli: click.Group) -> None:
-    """Add `notify` to the `perseus` group."""
-    cli.add_command(notify)

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import click
 
-from perseus_cli.common import load_settings, redis_url_option
-
-
-def register(cli: click.Group) -> None:
-    """Add the `tui` command to the CLI group."""
-    cli.add_command(tui)
+from perseus_cli.common import load_settings
+from perseus_cli.options import redis_url_option
 
 
 @click.command("tui")

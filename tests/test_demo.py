@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -16,6 +17,7 @@ import pytest
 import redis as sync_redis
 
 from perseus_cli.apps.demo import Role, plan_fleet
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists(), reason="collects the process tree from /proc"
@@ -148,24 +150,29 @@ def _demo(instances: int) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
                 os.kill(pid, signal.SIGKILL)
 
 
-def _wait_for(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_demo_stops_every_process_and_removes_its_directory(signum: signal.Signals) -> None:
+def test_demo_stops_every_process_and_removes_its_directory(
+    signum: signal.Signals,
+) -> None:
     with _demo(instances=3) as (proc, url, directory):
         assert directory.is_dir()
         with sync_redis.Redis.from_url(url, decode_responses=True) as client:
             # The agents register their exchanges and the autostarted ones claim slots.
-            _wait_for(lambda: client.hlen("perseus:exchanges") == 3, 10, "3 catalog entries")
-            _wait_for(lambda: client.exists("exchange:1:status") == 1, 10, "coinbase online")
+            asyncio.run(
+                eventually(
+                    lambda: client.hlen("perseus:exchanges") == 3,
+                    within=10,
+                    what="3 catalog entries",
+                )
+            )
+            asyncio.run(
+                eventually(
+                    lambda: client.exists("exchange:1:status") == 1,
+                    within=10,
+                    what="coinbase online",
+                )
+            )
         family = _family(proc.pid)
         commands = {pid: _cmdline(pid) for pid in family}
         servers = [pid for pid, cmd in commands.items() if "redis-server" in cmd]

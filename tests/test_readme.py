@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 import redis as sync_redis
+
+from tests.waiting import eventually
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -35,14 +38,13 @@ def test_readme_embedding_example_claims_runs_and_releases(redis_url: str, tmp_p
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE)
     try:
         with sync_redis.Redis.from_url(redis_url, decode_responses=True) as client:
-            deadline = time.monotonic() + 15
-            state = None
-            while state != "active":
+
+            def active() -> bool:
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "the example never became active"
                 raw = client.get("exchange:1:status")
-                state = json.loads(raw)["connectionState"] if raw else None
-                time.sleep(0.05)
+                return raw is not None and json.loads(raw)["connectionState"] == "active"
+
+            asyncio.run(eventually(active, within=15, what="the example to become active"))
             time.sleep(0.5)  # longer than the TTL: the heartbeat keeps the key alive
             assert client.exists("exchange:1:status")
             proc.send_signal(signal.SIGTERM)

@@ -14,265 +14,43 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-import redis as sync_redis
 from textual.pilot import Pilot
 
 from perseus_cli.apps.redis_server import RedisServer
-from perseus_core.wire import keys
-from perseus_core.wire.models import (
-    AgentPresence,
-    CatalogEntry,
-    CommandEntry,
-    ConnectionState,
-    ErrorEntry,
-    InstanceStatus,
-    OtherEntry,
-    StateTransitionEntry,
+from perseus_cli.apps.screenshot_fleet import (
+    DISPLAY_URL,
+    FIXED_NOW,
+    HOSTILE_HOSTNAME,
+    OPERATOR,
+    SCREENSHOT_TZ,
+    seed_empty,
+    seed_fleet,
+    seed_hostile,
 )
 from perseus_core.wire.settings import Settings
-from perseus_core.wire.timeutil import parse_ts_or_none, to_epoch_ms
 from perseus_tui.app import PerseusApp, create_app
 
-FIXED_NOW = datetime(2026, 2, 10, 22, 45, 0, tzinfo=UTC)
-"""The frozen "now" of every screenshot."""
-SCREENSHOT_TZ = timezone(timedelta(hours=1), "CET")
-"""The "local" zone of every screenshot, whatever the machine's zone is."""
-DISPLAY_URL = "redis://redis.example:6379/0"
-"""The Redis target the header shows in screenshots (the real port is random)."""
-OPERATOR = "alice@ops-laptop"
-STATUS_TTL_S = 3_600
-"""Seeded status keys outlive any screenshot run."""
-
-HOSTILE_HOSTNAME = "[b]x[/b][@click=app.quit]q[/]\x1b[31m"
-"""Markup, an action link and an escape sequence: must show literally and do nothing."""
-
-
-def _ago(**delta: float) -> datetime:
-    return FIXED_NOW - timedelta(**delta)
-
-
-@dataclass(frozen=True)
-class _Instance:
-    exchange_id: int
-    name: str
-    display: str
-    state: ConnectionState
-    host: str
-    ip: str | None
-    country: str | None
-    admin: str | None
-    symbols: int
-    beat_s: float
-    since: timedelta
-    error: str | None = None
-    error_s: float = 0.0
-
-
-FLEET: tuple[_Instance, ...] = (
-    _Instance(1, "coinbase", "Coinbase", ConnectionState.ACTIVE, "DESKTOP-ABC", "203.0.113.7",
-              "US", "Ops Team", 25, 3, timedelta(hours=4, minutes=23)),
-    _Instance(2, "kraken", "Kraken", ConnectionState.WARMING, "kraken-01", "198.51.100.20",
-              "DE", "Kim Ng", 140, 12, timedelta(minutes=1)),
-    _Instance(3, "binance", "Binance", ConnectionState.STARTING, "bn-east-2", None, None,
-              None, 0, 1, timedelta(seconds=30)),
-    _Instance(4, "bitstamp", "Bitstamp", ConnectionState.STOPPING, "bitstamp-a", "192.0.2.44",
-              "GB", "ops@example.com", 61, 34, timedelta(minutes=2),
-              "websocket closed (1006)", 130),
-    _Instance(5, "gemini", "Gemini", ConnectionState.STOPPED, "gem-1", "192.0.2.90", "US",
-              "Ops Team", 12, 5, timedelta(seconds=20)),
-    _Instance(6, "okx", "OKX", ConnectionState.IDLE, "okx-standby", "203.0.113.99", "SG",
-              None, 0, 2, timedelta(minutes=40)),
-)  # fmt: skip
-OFFLINE = (7, "bybit", "Bybit")
-CORRUPT = (8, "kucoin", "KuCoin")
-READY = (9, "bitfinex", "Bitfinex")
-"""No instance runs, but two agents do (one a standby): the card says a start would work."""
-READY_AGENTS = (("bfx-01", 5150), ("bfx-02", 5151))
-
-
-def _status(item: _Instance) -> InstanceStatus:
-    changed = FIXED_NOW - item.since
-    return InstanceStatus(
-        exchange_id=item.exchange_id,
-        exchange_name=item.name,
-        hostname=item.host,
-        ip_address=item.ip,
-        country_code=item.country,
-        admin_email="ops@example.com" if item.admin else None,
-        admin_display_name=item.admin if item.admin and "@" not in item.admin else None,
-        connection_state=item.state,
-        symbol_count=item.symbols,
-        connected_at=changed if item.state is ConnectionState.ACTIVE else None,
-        last_heartbeat=_ago(seconds=item.beat_s),
-        last_state_change=changed,
-        registered_at=changed - timedelta(seconds=6),
-        last_error=item.error,
-        last_error_at=_ago(seconds=item.error_s) if item.error else None,
-        instance_id=f"{item.host}:{item.exchange_id}:4242:1770700000000",
-        epoch=3,
-        pid=4242,
-        version="0.1.0",
-    )
-
-
-def _ts(at: datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-def _transition(name: str, eid: int, host: str, src: str, dst: str, at: datetime) -> dict[str, str]:
-    entry = StateTransitionEntry(
-        timestamp=_ts(at), from_state=src, to_state=dst,
-        exchange_id=str(eid), exchange_name=name, hostname=host, ip="", admin_email="",
-    )  # fmt: skip
-    return entry.to_fields()
-
-
-def _history() -> list[tuple[str, dict[str, str]]]:
-    """Activity entries, oldest first (stream IDs follow insertion order)."""
-
-    rows: list[tuple[str, dict[str, str]]] = []
-    coinbase_up = FIXED_NOW - timedelta(hours=4, minutes=23)
-    for i, (src, dst) in enumerate((("idle", "starting"), ("starting", "warming"))):
-        at = coinbase_up - timedelta(seconds=6 - 3 * i)
-        rows.append(("coinbase", _transition("coinbase", 1, "DESKTOP-ABC", src, dst, at)))
-    rows.append(
-        ("coinbase", _transition("coinbase", 1, "DESKTOP-ABC", "warming", "active", coinbase_up))
-    )
-    for src, dst, minutes in (("active", "stopping", 124.05), ("stopping", "stopped", 123)):
-        fields = _transition("bybit", 7, "bybit-02", src, dst, _ago(minutes=minutes))
-        rows.append(("bybit", {**fields, "ip": "198.51.100.4"}))
-    rows.append(("kraken", CommandEntry(
-        command="start", correlation_id="7d0c", operator=OPERATOR, status="success",
-        message="starting", timestamp=_ts(_ago(minutes=1, seconds=5)), exchange_id="2",
-        exchange_name="kraken", hostname="kraken-01",
-    ).to_fields()))  # fmt: skip
-    rows.append(
-        ("kraken", _transition("kraken", 2, "kraken-01", "starting", "warming", _ago(minutes=1)))
-    )
-    rows.append(("bitstamp", ErrorEntry(
-        timestamp=_ts(_ago(seconds=130)), error="websocket closed (1006)", exchange_id="4",
-        exchange_name="bitstamp", hostname="bitstamp-a", state="active",
-    ).to_fields()))  # fmt: skip
-    rows.append(("bitstamp", CommandEntry(
-        command="stop", correlation_id="91aa", operator=OPERATOR, status="ack",
-        timestamp=_ts(_ago(seconds=121)), exchange_id="4", exchange_name="bitstamp",
-        hostname="bitstamp-a",
-    ).to_fields()))  # fmt: skip
-    rows.append(
-        (
-            "bitstamp",
-            _transition("bitstamp", 4, "bitstamp-a", "active", "stopping", _ago(minutes=2)),
-        )
-    )
-    rows.append(
-        ("binance", _transition("binance", 3, "bn-east-2", "idle", "starting", _ago(seconds=30)))
-    )
-    rows.append(
-        ("gemini", _transition("gemini", 5, "gem-1", "stopping", "stopped", _ago(seconds=20)))
-    )
-    rows.append(("okx", OtherEntry.model_validate({
-        "event": "maintenance_window", "timestamp": _ts(_ago(seconds=12)), "exchangeName": "okx",
-        "hostname": "okx-standby", "window": "23:00-23:30Z",
-    }).to_fields()))  # fmt: skip
-    rows.append(("okx", {"event": "state_transition", "toState": "idle", "exchangeName": "okx"}))
-    # Stopped through its agent: the transitions back to idle, then the stop's
-    # audit entry, which names no state (the card still shows `idle`).
-    steps = (("active", "stopping", 902), ("stopping", "stopped", 901), ("stopped", "idle", 900))
-    for src, dst, seconds in steps:
-        fields = _transition("bitfinex", 9, "bfx-01", src, dst, _ago(seconds=seconds))
-        rows.append(("bitfinex", fields))
-    rows.append(("bitfinex", CommandEntry(
-        command="stop", correlation_id="c3f1", operator=OPERATOR, status="success",
-        message="bitfinex stopped", timestamp=_ts(_ago(seconds=899)), exchange_id="9",
-        exchange_name="bitfinex", hostname="bfx-01",
-    ).to_fields()))  # fmt: skip
-    return rows
-
-
-def _seed_agents(client: sync_redis.Redis) -> None:
-    """Presence of the READY exchange's agents, expiring (by the server's clock) an
-    hour from now, like the status keys."""
-    seconds, micros = client.time()
-    expires_ms = seconds * 1000 + micros // 1000 + STATUS_TTL_S * 1000
-    exchange_id, name, _ = READY
-    members = {
-        AgentPresence(
-            agent_id=f"{host}:{pid}:1770700000000",
-            exchange_id=exchange_id,
-            exchange_name=name,
-            hostname=host,
-            pid=pid,
-            state=ConnectionState.IDLE.value,
-            since=_ago(seconds=900 if host == "bfx-01" else 3_600),
-            version="0.1.0",
-        ).to_json(): expires_ms
-        for host, pid in READY_AGENTS
-    }
-    key = keys.agents_key(exchange_id)
-    client.zadd(key, members)
-    client.expire(key, STATUS_TTL_S)
-
-
-def _append_history(client: sync_redis.Redis, rows: list[tuple[str, dict[str, str]]]) -> None:
-    """XADD with IDs taken from the entries' own timestamps, as a live writer's would be.
-
-    Seeding writes every entry within a millisecond; auto IDs would then order
-    entries across streams by stream name instead of by time.
-    """
-    last_ms = 0
-    timed = [row for row in rows if parse_ts_or_none(row[1].get("timestamp"))]
-    timed.sort(key=lambda row: row[1]["timestamp"])
-    for name, fields in [*timed, *(row for row in rows if row not in timed)]:
-        moment = parse_ts_or_none(fields.get("timestamp"))
-        ms = to_epoch_ms(moment) if moment is not None else last_ms + 1
-        last_ms = max(last_ms + 1, ms)
-        client.xadd(keys.activity_key(name), fields, id=f"{last_ms}-0")  # type: ignore[arg-type]
-
-
-def seed_fleet(url: str) -> None:
-    """Write the screenshot fleet: one exchange per state, one offline, one corrupt,
-    one with idle agents and no instance."""
-    with sync_redis.Redis.from_url(url, decode_responses=True) as client:
-        client.flushall()
-        pipe = client.pipeline(transaction=False)
-        for item in FLEET:
-            entry = CatalogEntry(id=item.exchange_id, name=item.name, display_name=item.display)
-            pipe.hset(keys.CATALOG_KEY, str(item.exchange_id), entry.to_json())
-            pipe.set(keys.status_key(item.exchange_id), _status(item).to_json(), ex=STATUS_TTL_S)
-        for exchange_id, name, display in (OFFLINE, CORRUPT, READY):
-            entry = CatalogEntry(id=exchange_id, name=name, display_name=display)
-            pipe.hset(keys.CATALOG_KEY, str(exchange_id), entry.to_json())
-        pipe.set(
-            keys.status_key(CORRUPT[0]),
-            '{"exchangeId": 8, "exchangeName": "kucoin", "connectionState": "dancing"}',
-            ex=STATUS_TTL_S,
-        )
-        pipe.execute()
-        _append_history(client, _history())
-        _seed_agents(client)
-
-
-def seed_hostile(url: str) -> None:
-    """One exchange whose every string tries markup, links and escape sequences."""
-    item = _Instance(9, "evil", "[red]Evil[/red] \x1b]8;;http://x\x07link", ConnectionState.ACTIVE,
-                     HOSTILE_HOSTNAME, "[i]1.2.3.4[/i]", "[b]", "[@click=app.quit]admin[/]", 3, 4,
-                     timedelta(minutes=5), "[blink]boom[/blink]\x1b[2J", 10)  # fmt: skip
-    with sync_redis.Redis.from_url(url, decode_responses=True) as client:
-        client.flushall()
-        entry = CatalogEntry(id=9, name="evil", display_name=item.display)
-        client.hset(keys.CATALOG_KEY, "9", entry.to_json())
-        client.set(keys.status_key(9), _status(item).to_json(), ex=STATUS_TTL_S)
-        fields = _transition("evil", 9, HOSTILE_HOSTNAME, "warming", "active", _ago(minutes=5))
-        _append_history(client, [("evil", {**fields, "adminEmail": "[@click=app.quit]x[/]"})])
-
-
-def seed_empty(url: str) -> None:
-    """No catalog entry, nothing online: the first run against a fresh Redis."""
-    with sync_redis.Redis.from_url(url, decode_responses=True) as client:
-        client.flushall()
+__all__ = [
+    "DISPLAY_URL",
+    "FIXED_NOW",
+    "HOSTILE_HOSTNAME",
+    "SCREENSHOT_TZ",
+    "SHOTS",
+    "UNREACHABLE",
+    "Shot",
+    "main",
+    "render_all",
+    "screenshot_app",
+    "screenshot_settings",
+    "seed_empty",
+    "seed_fleet",
+    "seed_hostile",
+    "settle",
+    "unreachable_run_before",
+    "wait_for",
+]
 
 
 def screenshot_settings(url: str) -> Settings:

@@ -9,12 +9,11 @@ import socket
 import threading
 from collections.abc import Iterator
 
-import click
 import pytest
 from click.testing import CliRunner
 
 from perseus_cli.apps.redis_server import free_port
-from perseus_cli.control_cmds import register
+from perseus_cli.main import cli
 from perseus_core.store.control import CommandServer, HandlerResult
 from perseus_core.wire.errors import CommandRejected
 from perseus_core.wire.models import Command, ReplyStatus
@@ -75,24 +74,17 @@ def exchange(settings: Settings) -> Iterator[Exchange]:
         assert not thread.is_alive()
 
 
-@pytest.fixture
-def perseus() -> click.Group:
-    group = click.Group("perseus")
-    register(group)
-    return group
-
-
-def invoke(group: click.Group, settings: Settings, *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(group, [*args, "--redis-url", settings.redis_url])
+def invoke(settings: Settings, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, [*args, "--redis-url", settings.redis_url])
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr
 
 
 def test_start_prints_sent_ack_and_result_and_exits_0(
-    perseus: click.Group, settings: Settings, exchange: Exchange
+    settings: Settings, exchange: Exchange
 ) -> None:
-    code, out, err = invoke(perseus, settings, "start", "1", "--operator", "ops@example.com")
+    code, out, err = invoke(settings, "start", "1", "--operator", "ops@example.com")
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0].startswith("sent start to exchange 1 (correlation id ")
@@ -100,42 +92,36 @@ def test_start_prints_sent_ack_and_result_and_exits_0(
     assert [(c.type, c.operator) for c in exchange.calls] == [("start", "ops@example.com")]
 
 
-def test_operator_defaults_to_user_at_host(
-    perseus: click.Group, settings: Settings, exchange: Exchange
-) -> None:
-    code, _out, _err = invoke(perseus, settings, "ping", "1")
+def test_operator_defaults_to_user_at_host(settings: Settings, exchange: Exchange) -> None:
+    code, _out, _err = invoke(settings, "ping", "1")
     assert code == 0
     assert exchange.calls[0].operator == f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def test_ping_prints_the_state(
-    perseus: click.Group, settings: Settings, exchange: Exchange
-) -> None:
-    code, out, _err = invoke(perseus, settings, "ping", "1")
+def test_ping_prints_the_state(settings: Settings, exchange: Exchange) -> None:
+    code, out, _err = invoke(settings, "ping", "1")
     assert code == 0
     assert out.splitlines()[-2:] == ["success: coinbase is idle", "  state: idle"]
 
 
 def test_an_error_reply_exits_1_with_its_message_on_stderr(
-    perseus: click.Group, settings: Settings, exchange: Exchange
+    settings: Settings, exchange: Exchange
 ) -> None:
-    code, out, err = invoke(perseus, settings, "stop", "1")
+    code, out, err = invoke(settings, "stop", "1")
     assert code == 1
     assert err == "perseus: cannot stop coinbase: it is idle\n"
     assert f"ack: acknowledged by {HOST}" in out
 
 
-def test_no_result_in_time_exits_1(
-    perseus: click.Group, settings: Settings, exchange: Exchange
-) -> None:
+def test_no_result_in_time_exits_1(settings: Settings, exchange: Exchange) -> None:
     exchange.delay = 1.0
-    code, _out, err = invoke(perseus, settings, "start", "1", "--timeout", "0.1")
+    code, _out, err = invoke(settings, "start", "1", "--timeout", "0.1")
     assert code == 1
     assert "acknowledged, but no result within 0.1 s" in err
 
 
-def test_no_agent_exits_4_and_says_what_to_check(perseus: click.Group, settings: Settings) -> None:
-    code, out, err = invoke(perseus, settings, "start", "9", "--ack-timeout", "0.2")
+def test_no_agent_exits_4_and_says_what_to_check(settings: Settings) -> None:
+    code, out, err = invoke(settings, "start", "9", "--ack-timeout", "0.2")
     assert code == 4
     assert out.startswith("sent start to exchange 9")
     assert err == (
@@ -143,16 +129,16 @@ def test_no_agent_exits_4_and_says_what_to_check(perseus: click.Group, settings:
     )
 
 
-def test_unreachable_redis_exits_3(perseus: click.Group) -> None:
+def test_unreachable_redis_exits_3() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
-    result = CliRunner().invoke(perseus, ["stop", "1", "--redis-url", url])
+    result = CliRunner().invoke(cli, ["stop", "1", "--redis-url", url])
     assert result.exit_code == 3
     assert result.stderr.startswith(f"perseus: cannot reach Redis at {url}: connection refused")
     assert "the command was not sent" in result.stderr
     assert result.stdout == ""
 
 
-def test_bad_arguments_are_usage_errors(perseus: click.Group, settings: Settings) -> None:
+def test_bad_arguments_are_usage_errors(settings: Settings) -> None:
     for args in (["start", "one"], ["start", "-1"], ["stop", "1", "--timeout", "0"]):
-        result = CliRunner().invoke(perseus, args)
+        result = CliRunner().invoke(cli, args)
         assert result.exit_code == 2, args

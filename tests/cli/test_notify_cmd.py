@@ -26,7 +26,8 @@ from perseus_core.wire import keys
 from perseus_core.wire.models import ErrorEntry, StateTransitionEntry
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import format_ts
-from tests.core.test_notify import TOKEN, WebhookServer, status_json, until
+from tests.core.test_notify import TOKEN, WebhookServer, status_json
+from tests.waiting import eventually
 
 PERSEUS = [sys.executable, "-c", "from perseus_cli.main import main; main()"]
 
@@ -92,7 +93,11 @@ class Process:
             lines.append(raw.decode(errors="replace").rstrip("\n"))
 
     async def ready(self) -> None:
-        await until(lambda: any("ready" in line for line in self.stderr) or self.exited, 15)
+        await eventually(
+            lambda: any("ready" in line for line in self.stderr) or self.exited,
+            within=15,
+            what="the notifier to say it is ready",
+        )
         assert not self.exited, "\n".join(self.stderr)
 
     @property
@@ -155,7 +160,7 @@ async def test_dry_run_prints_payloads_and_exits_0_on_ctrl_c(
     await activity.append("kraken", _entry("kraken", "idle", "starting"))
     await activity.append("coinbase", _entry("coinbase", "idle", "starting", "\x1b[31m@everyone"))
     await activity.append("coinbase", ErrorEntry(error="boom", state="starting"))
-    await until(lambda: len(process.stdout) == 2)
+    await eventually(lambda: len(process.stdout) == 2, what="two payloads")
 
     code = await process.interrupt()
     assert code == 0
@@ -180,9 +185,9 @@ async def test_posts_to_the_webhook_and_reports_an_expired_key(
         await ActivityLog(redis, settings).append(
             "coinbase", _entry("coinbase", "warming", "active")
         )
-        await until(lambda: len(server.requests) == 1)
+        await eventually(lambda: len(server.requests) == 1, what="the first post")
         await redis.pexpire(key, 200)
-        await until(lambda: len(server.requests) == 2)
+        await eventually(lambda: len(server.requests) == 2, what="the second post")
 
         code = await process.interrupt(signal.SIGTERM)
     finally:
@@ -242,14 +247,20 @@ async def test_real_agents_a_kill_is_offline_a_graceful_stop_is_not(
                     out.append(fields["transition"])
             return out
 
-        await until(lambda: all("warming → active" in transitions(n) for n in agents), 20)
+        await eventually(
+            lambda: all("warming → active" in transitions(n) for n in agents),
+            within=20,
+            what="every agent active",
+        )
 
         agents["gdax"].send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(agents["gdax"].wait(), 20) == 0
         agents["ftx"].kill()
         await agents["ftx"].wait()
 
-        await until(lambda: "active → offline" in transitions("ftx"), 20)
+        await eventually(
+            lambda: "active → offline" in transitions("ftx"), within=20, what="ftx offline"
+        )
         await asyncio.sleep(1.0)  # more snapshots: gdax must stay quiet
     finally:
         for proc in agents.values():

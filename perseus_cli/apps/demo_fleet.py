@@ -1,0 +1,241 @@
+"""A self-contained demo fleet: a throw-away Redis and real agents in every state.
+
+Everything here is real: a redis-server process (see `redis_server`) and one
+`perseus agent` subprocess per exchange, planned by `demo` and steered by
+`demo_supervisor`.
+
+Cleanup is the point of this module as much as the fleet: on every exit path
+every process it started is gone and its directory is removed. Agents run in
+sessions (process groups) of their own, so a Ctrl-C in the demo's terminal
+reaches only the demo, which then stops them in order: SIGTERM (the agents
+stop their children and release their slots), a bounded wait, then SIGKILL
+for the agent's group and for any descendant that is still there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from perseus_cli.apps.demo import (
+    AGENT_EXIT_WAIT_S,
+    HEARTBEAT_INTERVAL_MS,
+    HEARTBEAT_TTL_MS,
+    STOP_GRACE_S,
+    DemoEvent,
+    DemoMember,
+    plan_fleet,
+)
+from perseus_cli.apps.demo_processes import descendants
+from perseus_cli.apps.demo_supervisor import DemoAgent, FleetSupervisor
+from perseus_cli.apps.redis_server import RedisServer
+from perseus_core.plumbing.processes import parent_death_hook, pid_is_running
+from perseus_core.wire.errors import PerseusError
+from perseus_core.wire.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoFleet:
+    """A throw-away Redis and a fleet of real agents; `close()` removes all of it.
+
+    Use `start()` (blocking, a second or two), then `await supervise()` in an
+    event loop for the scripted behaviour (the kill, the restarts), and
+    `close()` from a `finally`. `close()` is idempotent and safe to call
+    after a partial start.
+
+    Args:
+        agent_argv: how to run `perseus` (e.g. `[sys.executable, "-m", ...]`):
+            the agents are started as `agent_argv + ["agent", ...]`.
+        instances: fleet size (default 5: one of each role).
+        port: Redis port on 127.0.0.1 (default: a free one).
+        on_event: called whenever the demo kills or restarts an agent, or an
+            agent dies on its own.
+    """
+
+    agent_argv: Sequence[str]
+    instances: int = 5
+    port: int | None = None
+    on_event: Callable[[DemoEvent], None] = field(default=lambda event: None)
+    members: list[DemoMember] = field(init=False)
+    directory: Path | None = field(init=False, default=None)
+    server: RedisServer | None = field(init=False, default=None)
+    _agents: list[DemoAgent] = field(init=False, default_factory=list)
+    _closed: bool = field(init=False, default=False)
+    _force: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        self.members = plan_fleet(self.instances)
+
+    # --- start ----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The Redis URL the fleet uses."""
+        if self.server is None:
+            raise PerseusError("the demo fleet is not started")
+        return self.server.url
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings for a client of the demo Redis (the dashboard, the supervisor)."""
+        values: dict[str, Any] = {
+            "redis_url": self.url,
+            "heartbeat_interval_ms": HEARTBEAT_INTERVAL_MS,
+            "heartbeat_ttl_ms": HEARTBEAT_TTL_MS,
+            "public_ip": "off",
+            "refresh_ms": 1_000,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the agents that are still running."""
+        return [a.process.pid for a in self._agents if a.process.poll() is None]
+
+    def start(self) -> None:
+        """Start Redis, then every agent. Raises PerseusError if Redis cannot start
+        (for example the requested port is taken); cleans up after itself then."""
+        try:
+            self.directory = Path(tempfile.mkdtemp(prefix="perseus-demo-"))
+            self.server = RedisServer(self.port)
+            self.server.start()
+            for member in self.members:
+                self._spawn(member)
+        except BaseException:
+            self.close()
+            raise
+
+    def _agent_env(self, member: DemoMember) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PERSEUS_")}
+        env.update(
+            {
+                "PERSEUS_REDIS_URL": self.url,
+                "PERSEUS_HEARTBEAT_INTERVAL_MS": str(HEARTBEAT_INTERVAL_MS),
+                "PERSEUS_HEARTBEAT_TTL_MS": str(HEARTBEAT_TTL_MS),
+                "PERSEUS_PUBLIC_IP": member.ip,
+                "PERSEUS_STOP_GRACE_MS": str(int(STOP_GRACE_S * 1000)),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    def _spawn(self, member: DemoMember) -> None:
+        assert self.directory is not None
+        argv = [
+            *self.agent_argv,
+            "agent",
+            "--exchange-id",
+            str(member.exchange_id),
+            "--exchange-name",
+            member.name,
+            "--display-name",
+            member.display_name,
+            "--symbols",
+            str(member.symbols),
+            "--warmup",
+            f"{member.warmup_s:g}",
+            "--admin-email",
+            member.admin_email,
+            "--admin-name",
+            member.admin_name,
+        ]
+        if member.autostart:
+            argv.append("--autostart")
+        child = member.child_argv(sys.executable)
+        if child:
+            argv += ["--", *child]
+        log_path = self.directory / f"agent-{member.exchange_id}-{member.name}.log"
+        with open(log_path, "ab") as output:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=self._agent_env(member),
+                start_new_session=True,  # a Ctrl-C in the terminal reaches the demo only
+                preexec_fn=parent_death_hook(signal.SIGTERM),  # noqa: PLW1509 - only syscalls in the hook
+            )
+        self._agents.append(DemoAgent(member, process, log_path))
+
+    # --- the scripted part ----------------------------------------------------
+
+    async def supervise(self, *, poll_s: float = 1.0) -> None:
+        """The scripted part (see `FleetSupervisor.run`); runs until cancelled."""
+        await FleetSupervisor(self._agents, self.settings(), self.on_event).run(poll_s=poll_s)
+
+    # --- cleanup --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every agent (gracefully, then by force), stop Redis, remove the
+        directory. A SIGINT/SIGTERM arriving meanwhile skips straight to SIGKILL
+        instead of interrupting the cleanup half-way."""
+        if self._closed:
+            return
+        self._closed = True
+        previous = self._catch_signals()
+        try:
+            self._stop_agents()
+            if self.server is not None:
+                self.server.close()
+            if self.directory is not None:
+                shutil.rmtree(self.directory, ignore_errors=True)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _catch_signals(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+
+        def force(_signum: int, _frame: FrameType | None) -> None:
+            self._force = True
+
+        with contextlib.suppress(ValueError):  # not the main thread: leave handlers alone
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                previous[signum] = signal.signal(signum, force)
+        return previous
+
+    def _stop_agents(self) -> None:
+        running = [a for a in self._agents if a.process.poll() is None]
+        family: dict[int, int] = {}
+        own_group = os.getpgrp()
+        for agent in running:
+            family.update(descendants(agent.process.pid))
+            with contextlib.suppress(ProcessLookupError):
+                agent.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + AGENT_EXIT_WAIT_S
+        while (
+            not self._force
+            and time.monotonic() < deadline
+            and any(a.process.poll() is None for a in running)
+        ):
+            time.sleep(0.05)
+        for agent in running:
+            if agent.process.poll() is None:
+                log.warning("agent %s did not stop in time: SIGKILL", agent.member.name)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(agent.process.pid, signal.SIGKILL)
+            agent.process.wait()
+        # Anything an agent left behind (a child that ignored SIGTERM while its
+        # agent was killed): its whole group goes, never the demo's own group.
+        for pid, group in family.items():
+            if not pid_is_running(pid):
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if group not in (own_group, 0):
+                    os.killpg(group, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)

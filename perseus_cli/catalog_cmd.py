@@ -1,0 +1,139 @@
+"""`perseus catalog list|add|remove|discover`: the known exchanges.
+
+The catalog is the `perseus:exchanges` hash (docs/wire-format.md); what is
+read from it is cleaned before it is printed, and what is written is
+validated first (a bad name or display name is a usage error, exit 2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from perseus_cli.common import load_settings, open_redis, run_read
+from perseus_cli.options import EXIT_ERROR, MAX_EXCHANGE_ID, fail, redis_url_option
+from perseus_cli.output import echo_json, print_table
+from perseus_core.store.network import NetworkReader
+from perseus_core.wire import keys
+from perseus_core.wire.models import CatalogEntry, validate_exchange_name
+from perseus_core.wire.text import clean, clean_or
+
+
+@click.group("catalog")
+def catalog_group() -> None:
+    """List and edit the known exchanges (the `perseus:exchanges` hash)."""
+
+
+def _catalog_json(entry: CatalogEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "name": entry.name,
+        "displayName": entry.display_name,
+        "isActive": entry.is_active,
+    }
+
+
+@catalog_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@redis_url_option
+def catalog_list(as_json: bool, redis_url: str | None) -> None:
+    """Show every catalog entry: id, name, display name, active."""
+    settings = load_settings(redis_url)
+
+    async def body() -> None:
+        async with open_redis(settings) as redis:
+            reader = NetworkReader(redis, settings)
+            entries = await reader.catalog()
+        if as_json:
+            # Corrupt fields are named with what is wrong (they are also
+            # warned about on stderr) so a script can tell them from absence.
+            exchanges = [_catalog_json(e) for e in entries]
+            echo_json({"exchanges": exchanges, "errors": reader.catalog_errors})
+            return
+        if not entries:
+            click.echo("the catalog is empty: add an exchange with `perseus catalog add ID NAME`")
+            return
+        rows = [
+            [
+                str(e.id),
+                clean_or(e.name, "?", 64),
+                clean_or(e.display_name, "-", 64),
+                "yes" if e.is_active else "no",
+            ]
+            for e in entries
+        ]
+        print_table(("ID", "NAME", "DISPLAY", "ACTIVE"), rows)
+
+    run_read(settings, body)
+
+
+def _check_display_name(value: str | None) -> str:
+    if value is None:
+        return ""
+    if clean(value, 10_000) != value or len(value) > 128:
+        raise click.BadParameter(
+            "use at most 128 printable characters, no control characters",
+            param_hint="--display-name",
+        )
+    return value
+
+
+@catalog_group.command("add")
+@click.argument("exchange_id", metavar="ID", type=click.IntRange(0, MAX_EXCHANGE_ID))
+@click.argument("name", metavar="NAME")
+@click.option("--display-name", metavar="TEXT", help="Name to show (default: NAME).")
+@redis_url_option
+def catalog_add(
+    exchange_id: int, name: str, display_name: str | None, redis_url: str | None
+) -> None:
+    """Add an exchange to the catalog, or replace the entry with this ID."""
+    try:
+        validate_exchange_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    entry = CatalogEntry(id=exchange_id, name=name, display_name=_check_display_name(display_name))
+    settings = load_settings(redis_url)
+
+    async def body() -> None:
+        async with open_redis(settings) as redis:
+            existed = bool(await redis.hexists(keys.CATALOG_KEY, str(entry.id)))
+            await NetworkReader(redis, settings).add_to_catalog(entry, overwrite=True)
+        verb = "updated" if existed else "added"
+        click.echo(f"{verb} {entry.id} {entry.name} ({clean(entry.label, 128)})")
+
+    run_read(settings, body)
+
+
+@catalog_group.command("remove")
+@click.argument("exchange_id", metavar="ID", type=click.IntRange(0, MAX_EXCHANGE_ID))
+@redis_url_option
+def catalog_remove(exchange_id: int, redis_url: str | None) -> None:
+    """Remove an exchange from the catalog (its status and log are kept)."""
+    settings = load_settings(redis_url)
+
+    async def body() -> bool:
+        async with open_redis(settings) as redis:
+            return await NetworkReader(redis, settings).remove_from_catalog(exchange_id)
+
+    if not run_read(settings, body):
+        fail(f"exchange {exchange_id} is not in the catalog", EXIT_ERROR)
+    click.echo(f"removed {exchange_id} from the catalog")
+
+
+@catalog_group.command("discover")
+@redis_url_option
+def catalog_discover(redis_url: str | None) -> None:
+    """Add every exchange that is online now (has a status key) but not in the catalog."""
+    settings = load_settings(redis_url)
+
+    async def body() -> None:
+        async with open_redis(settings) as redis:
+            added = await NetworkReader(redis, settings).discover()
+        if not added:
+            click.echo("nothing to add: every online exchange is in the catalog")
+            return
+        for entry in added:
+            click.echo(f"added {entry.id} {clean_or(entry.name, '?', 64)}")
+
+    run_read(settings, body)

@@ -1,0 +1,343 @@
+"""`perseus log`: the activity log, one page or followed live (`--follow`).
+
+Every value read from Redis goes through `perseus_core.wire.text.clean` (no
+escape sequences, no control characters) and is printed with `click.echo`,
+which interprets no markup. Names are padded by terminal cells, so a wide
+character keeps the columns of followed lines aligned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import click
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from perseus_cli.common import load_settings, open_redis, run_read
+from perseus_cli.options import redis_url_option
+from perseus_cli.output import echo_json, id_time, pad
+from perseus_core.plumbing.connection import connect
+from perseus_core.store.activity import (
+    ActivityLog,
+    ActivityPage,
+    ActivityTail,
+    parse_cursor,
+    stream_name,
+)
+from perseus_core.store.network import NetworkReader
+from perseus_core.wire import keys
+from perseus_core.wire.models import (
+    ActivityEntry,
+    CommandEntry,
+    ErrorEntry,
+    OtherEntry,
+    StateTransitionEntry,
+)
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.text import clean, clean_or
+
+_NAME_WIDTH = 12
+"""Minimum width (in terminal cells) of the exchange column, so followed lines stay aligned."""
+
+
+def _entry_json(entry: ActivityEntry) -> dict[str, str]:
+    """`{"id", "stream", <wire fields>}`: raw data, for scripts."""
+    data = {"id": entry.id, "stream": entry.stream}
+    for key, value in entry.to_fields().items():
+        data.setdefault(key, value)
+    return data
+
+
+def _entry_time(entry: ActivityEntry) -> datetime | None:
+    """The entry's timestamp, else the time encoded in its stream ID."""
+    return entry.time or id_time(entry.id)
+
+
+def _where(entry: ActivityEntry) -> str:
+    parts = [clean(p, 60) for p in (entry.hostname, entry.ip) if p]
+    return f" on {' '.join(parts)}" if parts else ""
+
+
+def _summary(entry: ActivityEntry) -> str:
+    """What happened, in a few words; every part cleaned."""
+    if isinstance(entry, StateTransitionEntry):
+        text = f"{clean_or(entry.from_state, '?', 20)} -> {clean_or(entry.to_state, '?', 20)}"
+        return text + _where(entry)
+    if isinstance(entry, ErrorEntry):
+        text = f"error: {clean_or(entry.error, '(no message)')}"
+        if entry.state:
+            text += f" (while {clean(entry.state, 20)})"
+        return text + _where(entry)
+    if isinstance(entry, CommandEntry):
+        text = f"command {clean_or(entry.command, '?', 20)}: {clean_or(entry.status, '?', 20)}"
+        if entry.operator:
+            text += f" by {clean(entry.operator, 60)}"
+        if entry.message:
+            text += f" - {clean(entry.message, 120)}"
+        return text
+    assert isinstance(entry, OtherEntry)
+    text = clean_or(entry.event, "(no event)", 40)
+    extra = " ".join(f"{clean(k, 30)}={clean(v, 60)}" for k, v in entry.extra_fields.items())
+    if extra:
+        text += f" {clean(extra, 160)}"
+    return text + _where(entry)
+
+
+def _entry_line(entry: ActivityEntry) -> str:
+    """`2026-02-10 19:22:04  coinbase      warming -> active on DESKTOP-ABC 203.0.113.7`."""
+    moment = _entry_time(entry)
+    when = moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "????-??-?? ??:??:??"
+    name = pad(clean_or(entry.exchange_name or entry.stream, "?", 32), _NAME_WIDTH)
+    return f"{when}  {name}  {_summary(entry)}"
+
+
+async def _activity_names(redis: Redis, reader: NetworkReader) -> list[str]:
+    """Every exchange with an activity stream, a catalog entry or a status key.
+
+    Streams are found with SCAN (restricted to stream-typed keys, so a stray
+    key of another type is not even tried), which also covers exchanges that
+    are neither in the catalog nor online any more but left history behind.
+    """
+    names = {name.lower() for name in await reader.exchange_names()}
+    async for key in redis.scan_iter(match=f"{keys.ACTIVITY_KEY_PREFIX}*", _type="STREAM"):
+        names.add(stream_name(str(key)))
+    return sorted(names)
+
+
+def _resume_points(page: ActivityPage, names: Sequence[str]) -> dict[str, str]:
+    """Where a live tail must start so that nothing is missed or repeated.
+
+    A stream with entries in the page resumes after its newest one. A stream
+    without any had nothing newer than the page's oldest entry (or the page
+    would hold it), so it resumes there; with an empty page, from the start.
+    """
+    floor = page.entries[-1].id if page.entries else "0-0"
+    points = {name.lower(): floor for name in names}
+    for entry in reversed(page.entries):  # oldest first: the newest per stream wins
+        points[entry.stream.lower()] = entry.id
+    return points
+
+
+def _check_cursor(before: str | None, single: bool) -> str | None:
+    """The `--before` value as the reader wants it, or a usage error (exit 2).
+
+    Merged pages hand out `{id}@{stream}` cursors; a single stream's page
+    takes a plain ID, so a merged cursor passed with `--exchange` is reduced
+    to its ID ("older than this").
+    """
+    if before is None:
+        return None
+    try:
+        entry_id, _ = parse_cursor(before)
+    except ValueError as exc:
+        raise click.BadParameter(clean(str(exc)), param_hint="--before") from None
+    return entry_id if single else before.strip()
+
+
+@click.command("log")
+@click.option("--exchange", "exchange", metavar="NAME", help="Only this exchange.")
+@click.option(
+    "--count",
+    type=click.IntRange(1, 10_000),
+    default=50,
+    show_default=True,
+    metavar="N",
+    help="Entries per page.",
+)
+@click.option(
+    "--before",
+    metavar="CURSOR",
+    help="Only entries older than this (a stream ID, or the nextCursor of a previous page).",
+)
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep printing new entries as they arrive, until Ctrl-C.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@redis_url_option
+def log_cmd(
+    exchange: str | None,
+    count: int,
+    before: str | None,
+    follow: bool,
+    as_json: bool,
+    redis_url: str | None,
+) -> None:
+    """Show the activity log, newest first, all exchanges merged by default.
+
+    `--json` prints {"entries": [...], "nextCursor": CURSOR or null}; pass the
+    cursor as `--before` for the next page. With `--follow` the page is
+    printed oldest first and new entries follow below it, as with `tail -f`
+    (with `--json`, one JSON object per line).
+    """
+    if exchange is not None and not exchange.strip():
+        raise click.BadParameter("must not be empty", param_hint="--exchange")
+    if follow and before is not None:
+        raise click.UsageError("--follow shows the newest entries; it cannot be used with --before")
+    cursor = _check_cursor(before, single=exchange is not None)
+    settings = load_settings(redis_url)
+
+    async def body() -> None:
+        async with open_redis(settings) as redis:
+            activity = ActivityLog(redis, settings)
+            if exchange is not None:
+                names = [exchange.strip().lower()]
+                page = await activity.page(names[0], count=count, before=cursor)
+            else:
+                names = await _activity_names(redis, NetworkReader(redis, settings))
+                page = await activity.merged_page(names, count=count, before=cursor)
+        if follow:
+            await _follow(settings, page, names, single=exchange is not None, as_json=as_json)
+        elif as_json:
+            entries = [_entry_json(e) for e in page.entries]
+            echo_json({"entries": entries, "nextCursor": page.next_cursor})
+        else:
+            for entry in page.entries:
+                click.echo(_entry_line(entry))
+
+    try:
+        run_read(settings, body)
+    except KeyboardInterrupt:
+        # Ctrl-C is how --follow ends: a normal exit, not an error. (Once the
+        # tail runs, `_stop_on_ctrl_c` ends it without an exception at all.)
+        if not follow:
+            raise
+
+
+async def _watch_connection(tail: ActivityTail) -> None:
+    """Say on stderr when the tail loses Redis and when it is back: while it
+    retries, no entries arrive, and silence would look like a quiet fleet.
+
+    A failed call leaves `connected` false with `last_error` set; that also
+    covers Redis going away between the page read and the tail's first call.
+    """
+    lost = False
+    while True:
+        await asyncio.sleep(0.2)
+        if tail.connected:
+            if lost:
+                click.echo("perseus: reconnected", err=True)
+                lost = False
+        elif tail.last_error is not None and not lost:
+            click.echo(f"perseus: {clean(tail.last_error, 300)}; retrying", err=True)
+            lost = True
+
+
+async def _close_when_stdout_closes(tail: ActivityTail) -> None:
+    """End the tail as soon as the reader of our stdout pipe goes away
+    (`perseus log -f | head -1`), rather than at the next entry's write, which
+    on a quiet fleet may never come.
+
+    The write end of a pipe never becomes readable; the poller reports it
+    (as an error) only once the read end is closed. A terminal or a file is
+    not watched: nothing can close it under us that way.
+    """
+    loop = asyncio.get_running_loop()
+    closed = asyncio.Event()
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return
+        loop.add_reader(fd, closed.set)
+    except (OSError, ValueError):  # stdout captured in-process, or a poller that refuses it
+        return
+    try:
+        await closed.wait()
+    finally:
+        loop.remove_reader(fd)
+    await tail.aclose()
+
+
+async def _follow(
+    settings: Settings,
+    page: ActivityPage,
+    names: list[str],
+    *,
+    single: bool,
+    as_json: bool,
+) -> None:
+    """Print the page oldest first, then every new entry until cancelled."""
+
+    def show(entry: ActivityEntry) -> None:
+        if as_json:
+            click.echo(json.dumps(_entry_json(entry)))
+        else:
+            click.echo(_entry_line(entry))
+
+    for entry in reversed(page.entries):
+        show(entry)
+
+    async def only_these() -> list[str]:
+        return names
+
+    # Without --exchange, the catalog + online exchanges (re-read every few
+    # seconds) pick up exchanges that appear later; the streams found now are
+    # followed from the start mapping either way. Their client fails fast: the
+    # tail retries and reports an outage itself.
+    names_client = connect(settings, retry=Retry(NoBackoff(), 0))
+    everything = NetworkReader(names_client, settings).exchange_names
+    tail = ActivityTail(
+        settings, names=only_these if single else everything, start=_resume_points(page, names)
+    )
+    watchers = [
+        asyncio.create_task(_watch_connection(tail)),
+        asyncio.create_task(_close_when_stdout_closes(tail)),
+    ]
+    async with _stop_on_ctrl_c(tail):
+        try:
+            async for entry in tail:
+                show(entry)
+        finally:
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+            await tail.aclose()
+            await names_client.aclose()
+
+
+@asynccontextmanager
+async def _stop_on_ctrl_c(tail: ActivityTail) -> AsyncIterator[None]:
+    """Ctrl-C closes the tail, so the loop over it simply ends (exit 0).
+
+    Cancelling the task that iterates, which is what `asyncio.run` does on
+    Ctrl-C, is not reliable here: on Python 3.11 redis-py sends commands under
+    `asyncio.wait_for`, which loses a cancellation that lands just as the send
+    completes, and the follow loop would then run on. `aclose()` stops the
+    tail whatever the in-flight read does. A second Ctrl-C cancels the task
+    outright. Where the loop cannot take over SIGINT (not the main thread, or
+    no signal support), `asyncio.run`'s own handling stays in place.
+    """
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    closers: set[asyncio.Task[None]] = set()
+
+    def on_sigint() -> None:
+        if not closers:
+            closers.add(loop.create_task(tail.aclose()))
+        elif main is not None:
+            main.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    except (NotImplementedError, RuntimeError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        # Let the close finish: asyncio.run would cancel it half-way and
+        # leave a connection open.
+        await asyncio.gather(*closers, return_exceptions=True)
