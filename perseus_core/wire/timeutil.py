@@ -22,15 +22,37 @@ def format_ts(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+MIN_YEAR = 2
+MAX_YEAR = 9998
+"""Timestamps are accepted from year 2 to year 9998. Python represents years 1
+to 9999, but a moment in year 1 or 9999 can overflow when it is converted to
+a reader's time zone, so a hostile entry would crash every screen that shows
+it; a year of margin at each end makes every accepted moment safe in any zone."""
+
+
+def _checked(moment: datetime, text: str) -> datetime:
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise ValueError(f"timestamp out of range (years {MIN_YEAR}-{MAX_YEAR}): {text[:40]!r}")
+    return moment
+
+
 def parse_ts(text: str) -> datetime:
     """Parse any ISO-8601 form (Z, offsets, no fraction, micro- or nanoseconds).
 
-    Naive values are taken as UTC. Raises ValueError on anything else.
+    Naive values are taken as UTC. Raises ValueError on anything else,
+    including moments outside years `MIN_YEAR`..`MAX_YEAR`.
     """
     if len(text) == 24 and text[23] == "Z" and text[10] == "T":
         # Fast path for the form every writer uses (`Date.toISOString()`):
         # snapshots parse four of these per instance.
-        return datetime.fromisoformat(text)
+        return _checked(datetime.fromisoformat(text), text)
+    try:
+        return _checked(_parse_any(text), text)
+    except OverflowError as exc:  # an offset pushed the moment past year 1 or 9999
+        raise ValueError(f"timestamp out of range: {text[:40]!r}") from exc
+
+
+def _parse_any(text: str) -> datetime:
     value = text.strip()
     if not value:
         raise ValueError("empty timestamp")

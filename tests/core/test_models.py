@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -347,3 +348,46 @@ def test_canonical_timestamps_read_alike_on_both_paths_at_the_edges() -> None:
         assert got == expected, text
         accepted += got is not None
     assert 0 < accepted < len(texts)  # both kinds were exercised
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0001-01-01T00:00:00+01:00",
+        "0001-01-01T00:00:00Z",
+        "0001-01-01T00:00:00.000Z",
+        "9999-12-31T23:59:59.999Z",
+        "9999-12-31T23:59:59-05:00",
+    ],
+)
+def test_timestamps_no_time_zone_can_show_are_bad_timestamps(text: str) -> None:
+    """Year 1 and 9999 overflow in some reader's zone: they are rejected as
+    timestamps (ValueError), never an OverflowError that would take a reader down."""
+    with pytest.raises(ValueError, match="out of range"):
+        parse_ts(text)
+    payload = json.loads(TS_EXAMPLE)
+    payload["lastHeartbeat"] = text
+    with pytest.raises(PayloadError, match="lastHeartbeat"):
+        InstanceStatus.from_json(json.dumps(payload))
+    with pytest.raises(ValidationError):  # the bulk (JSON) path agrees
+        InstanceStatus.model_validate_json(json.dumps(payload))
+    entry = parse_entry("1-0", {"event": "error", "timestamp": text, "error": "x"})
+    assert entry.time is None
+
+
+def test_every_accepted_moment_shows_in_any_time_zone() -> None:
+    for text in ("0002-01-01T00:00:00Z", "9998-12-31T23:59:59.999Z"):
+        moment = parse_ts(text)
+        almost_a_day = timedelta(hours=24) - timedelta(microseconds=1)
+        for offset in (-almost_a_day, almost_a_day):
+            moment.astimezone(timezone(offset))
+
+
+@pytest.mark.parametrize("model", [InstanceStatus, CatalogEntry, AgentPresence, Command])
+def test_deep_nesting_is_a_payload_error(model: Any) -> None:
+    deep = "[" * 20_000 + "]" * 20_000
+    with pytest.raises(PayloadError, match="not valid JSON"):
+        model.from_json(deep)
+    nested_field = '{"a": ' + "[" * 20_000 + "]" * 20_000 + "}"
+    with pytest.raises(PayloadError):
+        model.from_json(nested_field)

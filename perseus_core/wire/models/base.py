@@ -3,7 +3,6 @@ the error messages a person can act on (docs/wire-format.md 1.1 and 1.2)."""
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -19,7 +18,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import core_schema
+from pydantic_core import core_schema, from_json
 
 from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.timeutil import format_ts, parse_ts
@@ -50,9 +49,14 @@ def _parse_wire_time(value: Any) -> Any:
     return value
 
 
-_CANONICAL_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z$"
+_CANONICAL_TIME = (
+    r"^(?:000[2-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-"
+    r"[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z$"
+)
 """The UTC form every writer uses (`Date.toISOString()`, also with no fraction or
-up to nanoseconds): the one form pydantic-core may parse on its own."""
+up to nanoseconds), in the years `parse_ts` accepts: the one form pydantic-core
+may parse on its own. Years 1 and 9999 take the `parse_ts` path, which rejects
+them."""
 
 
 class _WireTimeSchema:
@@ -118,8 +122,11 @@ def load_json_object(raw: str | bytes, what: str) -> dict[str, Any]:
     if size > MAX_PAYLOAD_BYTES:
         raise PayloadError(f"{what} is {size:,} bytes, over the {MAX_PAYLOAD_BYTES:,} byte limit")
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # pydantic-core's parser bounds nesting depth (a 20,000-deep array is
+        # "recursion limit exceeded", not a RecursionError) and rejects invalid
+        # UTF-8 with a ValueError, so every bad input ends up as a PayloadError.
+        data = from_json(raw)
+    except ValueError as exc:
         raise PayloadError(f"{what} is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise PayloadError(f"{what} is JSON {type(data).__name__}, expected an object")
