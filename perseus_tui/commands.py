@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 from textual.content import Content
+from textual.message import Message
 
 from perseus_core.wire.models import CommandType
-
-if TYPE_CHECKING:
-    from perseus_tui.app import PerseusApp
+from perseus_tui.hub import FleetHub
+from perseus_tui.messages import CommandRequested, DetailRequested, RefreshRequested
 
 MAX_DISCOVERY_EXCHANGES = 30
 """Exchanges listed before anything is typed (typing searches them all)."""
@@ -39,34 +38,40 @@ class ExchangeCommands(Provider):
     """Start <exchange>, Stop <exchange>, Open <exchange>, and the view/time toggles."""
 
     @property
-    def perseus(self) -> PerseusApp:
-        """The app, typed."""
-        return cast("PerseusApp", self.app)
+    def hub(self) -> FleetHub:
+        """The app's shared state (exchanges, read-only)."""
+        app = self.app
+        assert isinstance(app, FleetHub)
+        return app
+
+    def _request(self, message: Message) -> Callable[[], object]:
+        """A command that posts `message` to the app, as a screen's key would."""
+        return partial(self.app.post_message, message)
 
     def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
-        app = self.perseus
+        hub = self.hub
         commands: list[tuple[str, Callable[[], object], str]] = []
-        for exchange_id in sorted(app.views):
-            label = app.exchange_label(exchange_id)
+        for exchange_id in sorted(hub.views):
+            label = hub.exchange_label(exchange_id)
             commands.append(
                 (
                     f"Open {label}",
-                    partial(app.open_detail, exchange_id),
+                    self._request(DetailRequested(exchange_id)),
                     "Every field and the history",
                 )
             )
-            if not app.read_only:
+            if not hub.read_only:
                 commands.append(
                     (
                         f"Start {label}",
-                        partial(app.send_command, exchange_id, CommandType.START),
+                        self._request(CommandRequested(exchange_id, CommandType.START)),
                         "Send start to its agent",
                     )
                 )
                 commands.append(
                     (
                         f"Stop {label}",
-                        partial(app.request_stop, exchange_id),
+                        self._request(CommandRequested(exchange_id, CommandType.STOP)),
                         "Send stop (asks first)",
                     )
                 )
@@ -74,28 +79,32 @@ class ExchangeCommands(Provider):
 
     def _app_commands(self) -> list[tuple[str, Callable[[], object], str]]:
         """The keys a narrow footer may leave out, reachable from here too."""
-        app = self.perseus
+        app = self.app
         return [
-            ("Switch view: cards / table", app.action_toggle_view, "Toggle the fleet view"),
-            ("Switch time zone: UTC / local", app.action_toggle_utc, "Toggle absolute times"),
-            ("Refresh every status now", app.request_refresh, "Re-read the whole fleet"),
+            ("Switch view: cards / table", partial(app.run_action, "toggle_view"),
+             "Toggle the fleet view"),
+            ("Switch time zone: UTC / local", partial(app.run_action, "toggle_utc"),
+             "Toggle absolute times"),
+            ("Refresh every status now", self._request(RefreshRequested()),
+             "Re-read the whole fleet"),
             (
                 "Pause / resume the activity feed",
-                app.dashboard.action_pause_feed,
+                partial(app.run_action, "screen.pause_feed"),
                 "Hold new entries (counted) or show them again",
             ),
-            ("Help: every key, by screen", app.action_help, "The keys of every screen"),
-        ]
+            ("Help: every key, by screen", partial(app.run_action, "help"),
+             "The keys of every screen"),
+        ]  # fmt: skip
 
     async def discover(self) -> Hits:
-        app = self.perseus
+        hub = self.hub
         for text, command, help_text in self._app_commands():
             yield DiscoveryHit(text, command, help=help_text)
-        for exchange_id in sorted(app.views)[:MAX_DISCOVERY_EXCHANGES]:
-            label = app.exchange_label(exchange_id)
+        for exchange_id in sorted(hub.views)[:MAX_DISCOVERY_EXCHANGES]:
+            label = hub.exchange_label(exchange_id)
             yield DiscoveryHit(
                 Content(f"Open {label}"),
-                partial(app.open_detail, exchange_id),
+                self._request(DetailRequested(exchange_id)),
                 text=f"Open {label}",
             )
 

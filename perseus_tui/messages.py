@@ -1,7 +1,10 @@
-"""What the Redis workers report back to the app: small dataclass messages.
+"""What travels between the fleet service, the app and the screens: small dataclass messages.
 
-Workers never touch widgets; they post one of these and the app applies it on
-its own message loop, so every widget change happens in one place.
+The fleet service never touches a widget: it posts a result message and the
+app turns it into the state the screens watch. Screens never call into the
+app either: they post a request (open, start, stop, refresh) that bubbles up
+to it. Results that arrive faster than they can be shown (`can_replace`)
+merge in the queue, so a flood costs one repaint.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from typing import Literal
 from textual.message import Message
 
 from perseus_core.store.network import ExchangeView, NetworkSnapshot
-from perseus_core.wire.models import ActivityEntry
+from perseus_core.wire.models import ActivityEntry, CommandType
+
+# --- results of the fleet service -------------------------------------------------
 
 
 @dataclass
@@ -21,12 +26,27 @@ class SnapshotLoaded(Message):
 
     snapshot: NetworkSnapshot
 
+    def can_replace(self, message: Message) -> bool:
+        """A newer full read makes this one obsolete."""
+        return isinstance(message, SnapshotLoaded)
+
 
 @dataclass
 class ExchangesRefreshed(Message):
     """A few exchanges re-read because their streams just had activity."""
 
     views: list[ExchangeView]
+
+    def can_replace(self, message: Message) -> bool:
+        """A newer read supersedes this one: a full read entirely, a partial one
+        once it carries the views only this one has."""
+        if isinstance(message, SnapshotLoaded):
+            return True
+        if isinstance(message, ExchangesRefreshed):
+            newer = {view.exchange_id for view in message.views}
+            message.views[:0] = [view for view in self.views if view.exchange_id not in newer]
+            return True
+        return False
 
 
 @dataclass
@@ -35,6 +55,10 @@ class ConnectionLost(Message):
 
     reason: str
     retry_in: float
+
+    def can_replace(self, message: Message) -> bool:
+        """Only the latest failure is shown."""
+        return isinstance(message, ConnectionLost)
 
 
 @dataclass
@@ -56,14 +80,6 @@ class FeedHistory(Message):
     entries: list[ActivityEntry]
 
 
-@dataclass
-class FeedStatus(Message):
-    """The live tail lost or regained its connection."""
-
-    connected: bool
-    error: str | None = None
-
-
 CommandStage = Literal["sent", "acknowledged", "success", "error", "no-agent", "failed"]
 
 
@@ -83,6 +99,31 @@ class ReadOnlyDetected(Message):
     """Redis refused a write from this user: switch to read-only and say why."""
 
     reason: str
+
+
+# --- requests from the screens (they bubble up to the app) -----------------------------
+
+
+@dataclass
+class DetailRequested(Message):
+    """Show every field and the history of one exchange."""
+
+    exchange_id: int
+
+
+@dataclass
+class CommandRequested(Message):
+    """Send start (at once) or stop (after a confirmation) to an exchange's agent."""
+
+    exchange_id: int
+    command: CommandType
+
+
+class RefreshRequested(Message):
+    """Re-read the whole fleet now."""
+
+
+# --- for one screen ---------------------------------------------------------------------
 
 
 @dataclass

@@ -18,6 +18,16 @@ from datetime import UTC, datetime, tzinfo
 
 from textual.content import Content
 
+from perseus_core.present import (
+    Badge,
+    HeartbeatThresholds,
+    Tone,
+    badge,
+    heartbeat_age_s,
+    state_tone,
+    status_word,
+)
+from perseus_core.store.network import ExchangeView
 from perseus_core.wire.models import (
     ActivityEntry,
     AgentPresence,
@@ -30,61 +40,65 @@ from perseus_core.wire.models import (
 from perseus_core.wire.text import clean, clean_or
 from perseus_core.wire.timeutil import format_duration, parse_ts_or_none
 
-STATE_COLOURS: Mapping[str, str] = {
-    ConnectionState.ACTIVE: "$success",
-    ConnectionState.STARTING: "$primary",
-    ConnectionState.WARMING: "$accent",
-    ConnectionState.STOPPING: "$warning",
-    ConnectionState.STOPPED: "$secondary",
-    ConnectionState.IDLE: "$foreground-muted",
+TONE_TEXT: Mapping[Tone, str] = {
+    Tone.SUCCESS: "$text-success",
+    Tone.WARNING: "$text-warning",
+    Tone.ERROR: "$text-error",
+    Tone.PRIMARY: "$text-primary",
+    Tone.ACCENT: "$text-accent",
+    Tone.SECONDARY: "$text-secondary",
+    Tone.MUTED: "$text-muted",
 }
-"""Theme variable per lifecycle state, used as the badge background."""
+"""The theme variable of each tone as a text colour (feed, table, header, hollow badges)."""
 
-STATE_TEXT_COLOURS: Mapping[str, str] = {
-    ConnectionState.ACTIVE: "$text-success",
-    ConnectionState.STARTING: "$text-primary",
-    ConnectionState.WARMING: "$text-accent",
-    ConnectionState.STOPPING: "$text-warning",
-    ConnectionState.STOPPED: "$text-secondary",
-    ConnectionState.IDLE: "$text-muted",
+TONE_FILL: Mapping[Tone, str] = {
+    Tone.SUCCESS: "$success",
+    Tone.WARNING: "$warning",
+    Tone.ERROR: "$error",
+    Tone.PRIMARY: "$primary",
+    Tone.ACCENT: "$accent",
+    Tone.SECONDARY: "$secondary",
+    Tone.MUTED: "$foreground-muted",
 }
-"""The same per-state colours in their readable-as-text variants (feed, table, header)."""
+"""The theme variable of each tone as a background (filled badges)."""
 
-HEARTBEAT_FRESH_S = 10.0
-"""Heartbeat younger than this is shown in the success colour."""
-HEARTBEAT_LATE_S = 30.0
-"""Heartbeat younger than this (and not fresh) is shown in the warning colour; older is red."""
+HEARTBEAT_THRESHOLDS = HeartbeatThresholds()
+"""When a heartbeat turns late and overdue: the one value every surface of the dashboard uses."""
 
-OFFLINE_STYLE = "bold $text-error"
-READY_STYLE = "bold $text-primary"
-STALE_STYLE = "bold $text-warning"
-MUTED = "$text-muted"
+MUTED = TONE_TEXT[Tone.MUTED]
+ERROR = TONE_TEXT[Tone.ERROR]
+SUCCESS = TONE_TEXT[Tone.SUCCESS]
+PRIMARY = TONE_TEXT[Tone.PRIMARY]
+OFFLINE_STYLE = f"bold {TONE_TEXT[Tone.ERROR]}"
+READY_STYLE = f"bold {TONE_TEXT[Tone.PRIMARY]}"
+STALE_STYLE = f"bold {TONE_TEXT[Tone.WARNING]}"
+
+
+def tone_text(tone: Tone) -> str:
+    """The text colour (theme variable) of a tone."""
+    return TONE_TEXT[tone]
 
 
 def state_colour(state: str | None) -> str:
     """The text colour (theme variable) of a state name; muted for anything unknown."""
-    return STATE_TEXT_COLOURS.get(state or "", MUTED)
+    return TONE_TEXT[state_tone(state)]
 
 
-def state_badge(state: ConnectionState | str | None) -> Content:
-    """A filled badge such as ` ● ACTIVE `: the fill says the instance is online."""
-    label = clean(state or "unknown", 16).upper()
-    fill = STATE_COLOURS.get(state or "", "$foreground-muted")
-    return Content.styled(f" ● {label} ", f"bold auto 90% on {fill}")
+def badge_content(badge: Badge) -> Content:
+    """A badge as styled text: filled (an instance is online) or hollow (none is)."""
+    if badge.filled:
+        return Content.styled(badge.text, f"bold auto 90% on {TONE_FILL[badge.tone]}")
+    return Content.styled(badge.text, f"bold {TONE_TEXT[badge.tone]}")
 
 
-def offline_badge() -> Content:
-    """` ○ OFFLINE `: hollow and unfilled, so it can never be mistaken for a state."""
-    return Content.styled(" ○ OFFLINE ", OFFLINE_STYLE)
+def view_badge(view: ExchangeView) -> Content:
+    """The badge of an exchange: ` ● ACTIVE `, ` ✖ BAD STATUS `, ` ◇ READY `, ` ○ OFFLINE `."""
+    return badge_content(badge(view))
 
 
-def ready_badge() -> Content:
-    """` ◇ READY `: no instance runs, but an agent does and would answer a start.
-
-    Hollow like OFFLINE (nothing is online), in another colour and shape so
-    the two are told apart at a glance.
-    """
-    return Content.styled(" ◇ READY ", READY_STYLE)
+def view_word(view: ExchangeView) -> Content:
+    """The one-word status of an exchange (`active`, `ready`...), bold in its badge's tone."""
+    return Content.styled(status_word(view), f"bold {TONE_TEXT[badge(view).tone]}")
 
 
 def agent_line(agent: AgentPresence) -> Content:
@@ -109,18 +123,10 @@ def agent_state(agent: AgentPresence, now: datetime) -> str:
     return in_state_for(state, agent.since, now) or state
 
 
-def unreadable_badge() -> Content:
-    """The badge of an exchange whose status key exists but cannot be parsed."""
-    return Content.styled(" ✖ BAD STATUS ", "bold auto 90% on $error")
-
-
-def heartbeat_style(age_s: float) -> str:
-    """Green under 10 s, yellow under 30 s, red from 30 s."""
-    if age_s < HEARTBEAT_FRESH_S:
-        return "$text-success"
-    if age_s < HEARTBEAT_LATE_S:
-        return "$text-warning"
-    return "bold $text-error"
+def heartbeat_style(age_s: float, thresholds: HeartbeatThresholds = HEARTBEAT_THRESHOLDS) -> str:
+    """Fresh, late or overdue (10 s and 30 s by default); overdue is bold."""
+    tone = thresholds.tone(age_s)
+    return f"bold {TONE_TEXT[tone]}" if tone is Tone.ERROR else TONE_TEXT[tone]
 
 
 def age_text(moment: datetime | None, now: datetime) -> str:
@@ -133,12 +139,12 @@ def age_text(moment: datetime | None, now: datetime) -> str:
     return f"{format_duration(seconds)} ago"
 
 
-def heartbeat(moment: datetime | None, now: datetime) -> Content:
-    """The heartbeat age, coloured by how late it is."""
-    if moment is None:
-        return Content.styled("no heartbeat", "bold $text-error")
-    age = max(0.0, (now - moment).total_seconds())
-    return Content.styled(age_text(moment, now), heartbeat_style(age))
+def heartbeat(view: ExchangeView, now: datetime) -> Content:
+    """The heartbeat age of a live exchange, coloured by how late it is."""
+    age = heartbeat_age_s(view, now)
+    if age is None or view.status is None:
+        return Content.styled("no heartbeat", OFFLINE_STYLE)
+    return Content.styled(age_text(view.status.last_heartbeat, now), heartbeat_style(age))
 
 
 def in_state_for(state: str, since: datetime | None, now: datetime) -> str:
@@ -223,8 +229,8 @@ def _entry_body(entry: ActivityEntry) -> Content:
         return Content.assemble(*parts)
     if isinstance(entry, ErrorEntry):
         parts = [
-            ("✖ ", "bold $text-error"),
-            (label(entry.error, "(no message)", 160), "$text-error"),
+            ("✖ ", OFFLINE_STYLE),
+            (label(entry.error, "(no message)", 160), ERROR),
         ]
         if entry.state:
             parts += ["  ", (f"in {label(entry.state, '?', 12)}", MUTED)]
@@ -233,10 +239,10 @@ def _entry_body(entry: ActivityEntry) -> Content:
         return Content.assemble(*parts)
     if isinstance(entry, CommandEntry):
         return Content.assemble(
-            ("⚑ ", "$text-primary"),
+            ("⚑ ", PRIMARY),
             (label(entry.command, "?", 20), "bold"),
             (" by ", MUTED),
-            (label(entry.operator, "unknown", 40), "$text-primary"),
+            (label(entry.operator, "unknown", 40), PRIMARY),
             (": ", MUTED),
             command_outcome(entry.status, entry.message),
         )
@@ -254,7 +260,7 @@ def command_outcome(status: str | None, message: str | None) -> Content:
     vm"); then the message alone is shown, in the status's colour.
     """
     word = COMMAND_STATUS_WORDS.get(status or "", label(status, "?", 12))
-    style = {"success": "bold $text-success", "error": "bold $text-error"}.get(status or "", MUTED)
+    style = {"success": f"bold {SUCCESS}", "error": OFFLINE_STYLE}.get(status or "", MUTED)
     text = label(message, "", 120)
     if not text:
         return Content.styled(word, style)
@@ -277,7 +283,7 @@ def _generic_body(entry: OtherEntry) -> Content:
     fields = {"hostname": entry.hostname, "ip": entry.ip, **entry.extra_fields}
     pairs = " ".join(f"{clean(k, 24)}={clean(v, 40)}" for k, v in fields.items() if v)
     return Content.assemble(
-        (label(entry.event, "(no event)", 24), "italic $text-muted"),
+        (label(entry.event, "(no event)", 24), f"italic {MUTED}"),
         " ",
         (pairs, MUTED),
     )
@@ -321,7 +327,7 @@ def summary_parts(states: Iterable[str | None], total: int, *, ready: int = 0) -
     if offline > 0:
         parts.append(Content.styled(f"{offline} offline", OFFLINE_STYLE))
     if counts.get("unreadable"):
-        parts.append(Content.styled(f"{counts['unreadable']} unreadable", "$text-error"))
+        parts.append(Content.styled(f"{counts['unreadable']} unreadable", ERROR))
     if ready:
         parts.append(Content.styled(f"{ready} ready", READY_STYLE))
     for state in (

@@ -8,11 +8,13 @@ from typing import Literal
 
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.widgets import ContentSwitcher, Input
 
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire.models import ActivityEntry
+from perseus_tui.hub import FleetState, Outage
+from perseus_tui.messages import DetailRequested, RefreshRequested
 from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.banner import ConnectionBanner
@@ -32,53 +34,56 @@ GATED_ACTIONS = ("start", "stop", "explain_read_only", "open_detail", "clear_fil
 """Actions whose availability depends on the data shown (see `check_action`)."""
 
 
+DASHBOARD_BINDINGS: list[BindingType] = [
+    Binding(
+        "enter",
+        "open_detail",
+        "Details",
+        tooltip="Every field and the history of the selected exchange",
+        id="open",
+    ),
+    Binding(
+        "slash",
+        "filter",
+        "Filter",
+        tooltip="Filter cards by name/host/state and the feed by exchange/host/operator/admin",
+        id="filter",
+    ),
+    Binding(
+        "escape",
+        "clear_filter",
+        "Clear filter",
+        tooltip="Show everything again",
+        id="clear-filter",
+    ),
+    Binding(
+        "p",
+        "pause_feed",
+        "Pause feed",
+        tooltip="Hold new feed entries (counted) / show them again",
+        id="pause-feed",
+    ),
+    Binding("r", "refresh", "Refresh", tooltip="Re-read every status now", id="refresh"),
+    Binding(
+        "t",
+        "toggle_view",
+        "Table/Cards",
+        tooltip="Switch between the card grid and the table",
+        id="toggle-view",
+    ),
+]
+"""The dashboard's own keys (start and stop come from `ExchangeScreen`)."""
+
+
 class DashboardScreen(ExchangeScreen):
     """The fleet and its activity. The selection follows focus in either view."""
 
     AUTO_FOCUS = ""  # the selected card takes the focus once the fleet is loaded
 
-    BINDINGS = [
-        Binding(
-            "enter",
-            "open_detail",
-            "Details",
-            tooltip="Every field and the history of the selected exchange",
-            id="open",
-        ),
-        Binding(
-            "slash",
-            "filter",
-            "Filter",
-            tooltip="Filter cards by name/host/state and the feed by exchange/host/operator/admin",
-            id="filter",
-        ),
-        Binding(
-            "escape",
-            "clear_filter",
-            "Clear filter",
-            tooltip="Show everything again",
-            id="clear-filter",
-        ),
-        Binding(
-            "p",
-            "pause_feed",
-            "Pause feed",
-            tooltip="Hold new feed entries (counted) / show them again",
-            id="pause-feed",
-        ),
-        Binding("r", "refresh", "Refresh", tooltip="Re-read every status now", id="refresh"),
-        Binding(
-            "t",
-            "toggle_view",
-            "Table/Cards",
-            tooltip="Switch between the card grid and the table",
-            id="toggle-view",
-        ),
-    ]
+    BINDINGS = DASHBOARD_BINDINGS
 
     def __init__(self, header: HeaderState, *, feed_max_lines: int, tz: tzinfo | None) -> None:
-        super().__init__(id="dashboard")
-        self._header_state = header
+        super().__init__(header, id="dashboard")
         self._feed_max_lines = feed_max_lines
         self._tz = tz
         self._views: list[ExchangeView] = []
@@ -91,7 +96,7 @@ class DashboardScreen(ExchangeScreen):
         self._binding_answers: tuple[bool | None, ...] = ()
 
     def compose(self) -> ComposeResult:
-        yield PerseusHeader(self._header_state, id="header")
+        yield PerseusHeader(self.header, id="header").data_bind(state=DashboardScreen.header)
         yield ConnectionBanner(id="banner")
         filter_input = Input(
             placeholder="Filter: name, host or state (Enter keeps it, Esc clears it)",
@@ -102,10 +107,10 @@ class DashboardScreen(ExchangeScreen):
         with ContentSwitcher(initial="cards", id="views"):
             yield CardGrid(id="cards")
             yield InstanceTable(id="table")
-            yield EmptyFleet(self.perseus.redis_option(), id="empty")
+            yield EmptyFleet(self.hub.redis_option(), id="empty")
         yield ActivityFeed(
             max_lines=self._feed_max_lines,
-            clock=self.perseus.clock,
+            clock=self.hub.clock,
             tz=self._tz,
             id="feed",
         )
@@ -114,6 +119,33 @@ class DashboardScreen(ExchangeScreen):
     def on_mount(self) -> None:
         filter_input = self.query_one("#filter-input", Input)
         filter_input.cursor_blink = self.app.animation_level != "none"
+        hub = self.hub
+        self.watch(hub, "fleet", self._fleet_changed)
+        self.watch(hub, "clock_tick", self._clock_ticked, init=False)
+        self.watch(hub, "outage", self._outage_changed, init=False)
+        self.watch(hub, "display_tz", self.set_timezone, init=False)
+        self.watch(hub, "live_entries", self._entries_arrived, init=False)
+        self.watch(hub, "feed_history", self.add_feed_history)
+        self.watch(hub, "read_only", lambda _read_only: self._sync_bindings(), init=False)
+
+    # --- data from the app's reactives -------------------------------------------
+
+    def _fleet_changed(self, fleet: FleetState) -> None:
+        if fleet.loaded and fleet.now is not None:
+            self.show_views(fleet.ordered, fleet.now, stale=fleet.stale)
+
+    def _clock_ticked(self, now: datetime | None) -> None:
+        if now is not None:
+            self.tick(now)
+
+    def _entries_arrived(self, entries: Sequence[ActivityEntry]) -> None:
+        self.add_feed_entries(entries)
+
+    def _outage_changed(self, outage: Outage | None) -> None:
+        if outage is None:
+            self.banner.hide()
+        else:
+            self.banner.show_failure(outage.target, outage.reason, outage.retry_at, outage.seen_at)
 
     # --- queries ---------------------------------------------------------------
 
@@ -145,12 +177,12 @@ class DashboardScreen(ExchangeScreen):
         return self.view_mode == "table"
 
     def current_exchange_id(self) -> int | None:
-        known = self.perseus.views
+        known = self.hub.views
         if self.selected_id in known:
             return self.selected_id
         return None
 
-    # --- updates from the app --------------------------------------------------
+    # --- showing it ---------------------------------------------------------------
 
     def show_views(
         self, views: Sequence[ExchangeView], now: datetime, *, stale: bool = False
@@ -199,21 +231,6 @@ class DashboardScreen(ExchangeScreen):
         else:
             self.grid.tick(now, self._tz)
         self.banner.tick(now)
-
-    def show_header(self, state: HeaderState) -> None:
-        """Update the header line."""
-        self._header_state = state
-        self.query_one(PerseusHeader).show(state)
-
-    def show_failure(self, target: str, reason: str, retry_at: datetime, now: datetime) -> None:
-        """Redis cannot be reached: banner on, cards marked stale."""
-        self.banner.show_failure(target, reason, retry_at, now)
-        if not self._stale and self._now is not None:
-            self.show_views(self._views, self._now, stale=True)
-
-    def show_connected(self) -> None:
-        """Redis answers again: banner off (the next views are fresh)."""
-        self.banner.hide()
 
     def add_feed_entries(self, entries: Iterable[ActivityEntry]) -> None:
         """New activity, oldest first."""
@@ -265,7 +282,7 @@ class DashboardScreen(ExchangeScreen):
 
     @on(InstanceTable.Opened)
     def _opened(self, event: InstanceTable.Opened) -> None:
-        self.perseus.open_detail(event.exchange_id)
+        self.post_message(DetailRequested(event.exchange_id))
 
     # --- actions ----------------------------------------------------------------
 
@@ -280,7 +297,7 @@ class DashboardScreen(ExchangeScreen):
         """Open the detail screen of the selected exchange."""
         exchange_id = self.current_exchange_id()
         if exchange_id is not None:
-            self.perseus.open_detail(exchange_id)
+            self.post_message(DetailRequested(exchange_id))
 
     def action_filter(self) -> None:
         """Show the filter input and type into it."""
@@ -321,7 +338,7 @@ class DashboardScreen(ExchangeScreen):
 
     def action_refresh(self) -> None:
         """Re-read every status now."""
-        self.perseus.request_refresh()
+        self.post_message(RefreshRequested())
 
     def action_toggle_view(self) -> None:
         """Switch between cards and table (overrides the automatic choice)."""

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, tzinfo
 
-from redis.exceptions import RedisError
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 
 from perseus_core.plumbing.connection import describe_redis_error
-from perseus_core.store.activity import ActivityLog
+from perseus_core.plumbing.errors import REDIS_ERRORS
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire.models import ActivityEntry
-from perseus_tui.messages import HistoryPage
+from perseus_tui.hub import FleetState
+from perseus_tui.messages import HistoryPage, RefreshRequested
 from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.footer import PerseusFooter
@@ -51,11 +51,10 @@ class DetailScreen(ExchangeScreen):
     def __init__(
         self, view: ExchangeView, header: HeaderState, *, now: datetime, tz: tzinfo | None
     ) -> None:
-        super().__init__()
+        super().__init__(header)
         self.exchange_id = view.exchange_id
         self.exchange_name = view.exchange_name
         self._view = view
-        self._header_state = header
         self._now = now
         self._tz = tz
         self._cursor: str | None = None
@@ -63,13 +62,13 @@ class DetailScreen(ExchangeScreen):
         self._exhausted = False
 
     def compose(self) -> ComposeResult:
-        yield PerseusHeader(self._header_state, id="header")
+        yield PerseusHeader(self.header, id="header").data_bind(state=DetailScreen.header)
         with Horizontal(id="detail-body"):
             with VerticalScroll(id="fields"):
                 yield StatusPanel(self._view, self._now, self._tz, id="status")
             yield ActivityFeed(
                 max_lines=HISTORY_MAX_LINES,
-                clock=self.perseus.clock,
+                clock=self.hub.clock,
                 tz=self._tz,
                 title=f"History of {self.exchange_name or '?'}",
                 empty_text="Loading history…",
@@ -82,6 +81,11 @@ class DetailScreen(ExchangeScreen):
         self.watch(feed, "scroll_y", self._history_scrolled, init=False)
         feed.focus()
         self._load_page(None)
+        hub = self.hub
+        self.watch(hub, "fleet", self._fleet_changed, init=False)
+        self.watch(hub, "clock_tick", self._clock_ticked, init=False)
+        self.watch(hub, "display_tz", self.set_timezone, init=False)
+        self.watch(hub, "live_entries", self.add_live, init=False)
 
     def on_resize(self, event: events.Resize) -> None:
         self.set_class(event.size.width < NARROW_WIDTH, "-narrow")
@@ -89,7 +93,16 @@ class DetailScreen(ExchangeScreen):
     def current_exchange_id(self) -> int | None:
         return self.exchange_id
 
-    # --- updates from the app ----------------------------------------------------
+    # --- data from the app's reactives ---------------------------------------------
+
+    def _fleet_changed(self, fleet: FleetState) -> None:
+        view = fleet.views.get(self.exchange_id)
+        if view is not None and fleet.now is not None:
+            self.show_view(view, fleet.now)
+
+    def _clock_ticked(self, now: datetime | None) -> None:
+        if now is not None:
+            self.tick(now)
 
     def show_view(self, view: ExchangeView, now: datetime) -> None:
         """A fresher read of this exchange (or just a later time)."""
@@ -99,11 +112,6 @@ class DetailScreen(ExchangeScreen):
     def tick(self, now: datetime) -> None:
         """Advance ages to `now`."""
         self.show_view(self._view, now)
-
-    def show_header(self, state: HeaderState) -> None:
-        """Update the header line."""
-        self._header_state = state
-        self.query_one(PerseusHeader).show(state)
 
     def add_live(self, entries: Iterable[ActivityEntry]) -> None:
         """New entries of any exchange, oldest first; this exchange's go on top."""
@@ -122,12 +130,12 @@ class DetailScreen(ExchangeScreen):
 
     @work(exclusive=True, group="history", exit_on_error=False)
     async def _load_page(self, before: str | None) -> None:
-        log = ActivityLog(self.perseus.redis, self.perseus.settings)
+        service = self.hub.service
         try:
-            page = await log.page(self.exchange_name, count=PAGE_SIZE, before=before)
-        except (RedisError, OSError) as exc:
+            page = await service.history_page(self.exchange_name, PAGE_SIZE, before)
+        except REDIS_ERRORS as exc:
             self.notify(
-                describe_redis_error(self.perseus.settings, exc),
+                describe_redis_error(service.settings, exc),
                 title="History not loaded",
                 severity="error",
                 markup=False,
@@ -169,4 +177,4 @@ class DetailScreen(ExchangeScreen):
 
     def action_refresh(self) -> None:
         """Re-read every status now."""
-        self.perseus.request_refresh()
+        self.post_message(RefreshRequested())

@@ -12,7 +12,8 @@ from textual.containers import Container
 from textual.message import Message
 from textual.reactive import reactive
 
-from perseus_core.store.network import ExchangeView
+from perseus_core.present import status_word
+from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_tui.widgets.instance_card import CARD_WIDTH, InstanceCard
 
 
@@ -21,13 +22,11 @@ def view_matches(view: ExchangeView, query: str) -> bool:
     if not query:
         return True
     needle = query.lower()
-    fields = [view.exchange_name, view.display_name, str(view.exchange_id)]
-    if view.status is not None:
-        fields += [view.status.hostname, view.status.connection_state.value]
-    elif view.online:
-        fields.append("unreadable")
-    else:
-        fields.append("ready" if view.ready else "offline")
+    fields = [view.exchange_name, view.display_name, str(view.exchange_id), status_word(view)]
+    kind = view.kind
+    if kind is ViewKind.LIVE and view.status is not None:
+        fields.append(view.status.hostname)
+    elif kind is not ViewKind.UNREADABLE:
         fields += [agent.hostname for agent in view.agents]
         if view.last_known is not None:
             fields.append(view.last_known.hostname)
@@ -88,7 +87,13 @@ class CardGrid(Container, can_focus=False):
     class Selected(Message):
         """The selection moved to another exchange."""
 
+        grid: CardGrid
         exchange_id: int
+
+        @property
+        def control(self) -> CardGrid:
+            """The grid whose selection moved."""
+            return self.grid
 
     columns: reactive[int] = reactive(3, init=False)
     """How many cards fit side by side at the current width."""
@@ -216,7 +221,7 @@ class CardGrid(Container, can_focus=False):
             exchange_id = event.widget.exchange_id
             if exchange_id != self.selected_id or not event.widget.has_class("-selected"):
                 self.select(exchange_id, focus=False)
-                self.post_message(self.Selected(exchange_id))
+                self.post_message(self.Selected(self, exchange_id))
 
     # --- layout ---------------------------------------------------------------
 

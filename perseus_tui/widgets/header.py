@@ -7,6 +7,7 @@ from datetime import datetime, tzinfo
 
 from textual.content import Content
 from textual.geometry import Region
+from textual.reactive import var
 from textual.widget import Widget
 
 from perseus_tui import render
@@ -53,29 +54,25 @@ class PerseusHeader(Widget):
     }
     """
 
+    state: var[HeaderState] = var(HeaderState(target=""), init=False, always_update=True)
+    """What the header shows (bound to its screen's `header`)."""
+
     def __init__(self, state: HeaderState, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._state = state
+        self.set_reactive(PerseusHeader.state, state)
 
-    @property
-    def state(self) -> HeaderState:
-        """What the header currently shows."""
-        return self._state
-
-    def show(self, state: HeaderState) -> None:
-        """Show a new state: repaints only what differs (usually just the clock's line)."""
-        old = self._state
+    def watch_state(self, old: HeaderState, state: HeaderState) -> None:
+        """Repaint only what differs (usually just the clock's line)."""
         same_summary = old.same_summary(state)
         if same_summary and old == state:
             return
-        self._state = state
         if same_summary and replace(old, now=state.now) == state:
             self.refresh(Region(0, 0, self.content_size.width, 1))
         else:
             self.refresh()
 
     def render(self) -> Content:
-        state = self._state
+        state = self.state
         if state.connected is None:
             indicator = Content.styled("◌ connecting", "bold $text-warning")
         elif state.connected:

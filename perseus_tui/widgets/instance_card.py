@@ -17,7 +17,7 @@ from textual.geometry import Region
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from perseus_core.store.network import ExchangeView, LastKnown
+from perseus_core.store.network import ExchangeView, LastKnown, ViewKind
 from perseus_tui import render
 
 CARD_WIDTH = 38
@@ -59,15 +59,8 @@ def card_lines(
         width: Content width, so the badge can sit on the right of the title.
         stale: Redis is unreachable: the data is the last known, not current.
     """
-    status = view.status
-    if status is not None:
-        badge = render.state_badge(status.connection_state)
-    elif view.online:
-        badge = render.unreadable_badge()
-    elif view.ready:
-        badge = render.ready_badge()
-    else:
-        badge = render.offline_badge()
+    kind = view.kind
+    badge = render.view_badge(view)
     if stale:
         badge = Content.styled(" STALE ", render.STALE_STYLE) + badge
     title = card_title(view)
@@ -76,14 +69,14 @@ def card_lines(
     gap = max(1, width - title_content.cell_length - badge.cell_length)
     lines = [title_content + Content(" " * gap) + badge]
 
-    if status is not None:
+    if kind is ViewKind.LIVE:
         lines += _online_lines(view, now, width)
-    elif view.online:
+    elif kind is ViewKind.UNREADABLE:
         lines += [
-            _line(("status key unreadable:", "bold $text-error")),
-            _line((render.label(view.error, "unknown problem", 200), "$text-error")),
+            _line(("status key unreadable:", render.OFFLINE_STYLE)),
+            _line((render.label(view.error, "unknown problem", 200), render.ERROR)),
         ]
-    elif view.ready:
+    elif kind is ViewKind.READY:
         lines += _ready_lines(view, now)
     else:
         lines += _offline_lines(view, now)
@@ -100,10 +93,10 @@ def _online_lines(view: ExchangeView, now: datetime, width: int) -> list[Content
     admin = Content(render.label(status.admin_display_name or status.admin_email)).truncate(
         max(4, width - 6 - symbols.cell_length), ellipsis=True
     )
-    beat = _line(("♥ ", render.MUTED), render.heartbeat(status.last_heartbeat, now))
+    beat = _line(("♥ ", render.MUTED), render.heartbeat(view, now))
     if status.connection_state == "active":
         beat += Content.styled(" · ", render.MUTED) + Content.styled(
-            render.uptime(status.connected_at, now), "$text-success"
+            render.uptime(status.connected_at, now), render.SUCCESS
         )
     else:
         since = render.in_state_for(status.connection_state.value, status.last_state_change, now)
@@ -117,8 +110,8 @@ def _online_lines(view: ExchangeView, now: datetime, width: int) -> list[Content
     if status.last_error:
         lines.append(
             _line(
-                ("! ", "bold $text-error"),
-                (render.label(status.last_error, "", 120), "$text-error"),
+                ("! ", render.OFFLINE_STYLE),
+                (render.label(status.last_error, "", 120), render.ERROR),
                 (f" · {render.age_text(status.last_error_at, now)}", render.MUTED),
             )
         )
@@ -211,9 +204,10 @@ class InstanceCard(Widget, can_focus=True):
         return self._view.exchange_id
 
     def _update_classes(self) -> None:
-        self.set_class(not self._view.online and not self._view.ready, "-offline")
-        self.set_class(self._view.ready, "-ready")
-        self.set_class(self._view.online and self._view.status is None, "-unreadable")
+        kind = self._view.kind
+        self.set_class(kind is ViewKind.OFFLINE, "-offline")
+        self.set_class(kind is ViewKind.READY, "-ready")
+        self.set_class(kind is ViewKind.UNREADABLE, "-unreadable")
 
     def _build(self, width: int) -> list[Content]:
         return card_lines(self._view, self._now, self._tz, width=width, stale=self.stale)

@@ -24,9 +24,9 @@ from textual.content import Content
 from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey
 
-from perseus_core.store.network import ExchangeView
+from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_tui import render
 
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -46,11 +46,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 def row_cells(view: ExchangeView, now: datetime, *, stale: bool = False) -> tuple[Content, ...]:
     """The table cells of one exchange, as safe styled content."""
     name = Content(render.label(view.display_name or view.exchange_name, "?", 40))
+    state = render.view_word(view)
+    kind = view.kind
     status = view.status
-    if status is not None:
-        state = Content.styled(
-            status.connection_state.value, f"bold {render.state_colour(status.connection_state)}"
-        )
+    if kind is ViewKind.LIVE and status is not None:
         ip = render.label(status.ip_address, "-", 45)
         if status.country_code:
             ip = f"{ip} ({render.label(status.country_code, '', 4)})"
@@ -59,17 +58,16 @@ def row_cells(view: ExchangeView, now: datetime, *, stale: bool = False) -> tupl
             Content(ip),
             Content(render.label(status.admin_display_name or status.admin_email)),
             Content(str(status.symbol_count)),
-            render.heartbeat(status.last_heartbeat, now),
+            render.heartbeat(view, now),
             Content.styled(
                 render.uptime(status.connected_at, now).removeprefix("Running for ")
                 if status.connection_state == "active"
                 else "",
-                "$text-success",
+                render.SUCCESS,
             ),
-            Content.styled(render.label(status.last_error, "", 80), "$text-error"),
+            Content.styled(render.label(status.last_error, "", 80), render.ERROR),
         )
-    elif view.online:
-        state = Content.styled("unreadable", "bold $text-error")
+    elif kind is ViewKind.UNREADABLE:
         cells = (
             Content(),
             Content(),
@@ -77,10 +75,9 @@ def row_cells(view: ExchangeView, now: datetime, *, stale: bool = False) -> tupl
             Content(),
             Content(),
             Content(),
-            Content.styled(render.label(view.error, "unreadable status", 80), "$text-error"),
+            Content.styled(render.label(view.error, "unreadable status", 80), render.ERROR),
         )
-    elif view.ready:
-        state = Content.styled("ready", render.READY_STYLE)
+    elif kind is ViewKind.READY:
         agent = view.agents[0]
         host = render.label(agent.hostname)
         if len(view.agents) > 1:
@@ -95,7 +92,6 @@ def row_cells(view: ExchangeView, now: datetime, *, stale: bool = False) -> tupl
             Content(),
         )
     else:
-        state = Content.styled("offline", render.OFFLINE_STYLE)
         known = view.last_known
         when = render.parse_time(known.timestamp) if known else None
         cells = (
@@ -136,13 +132,25 @@ class InstanceTable(DataTable[Text]):
     class Selected(Message):
         """The cursor moved to another exchange."""
 
+        table: InstanceTable
         exchange_id: int
+
+        @property
+        def control(self) -> InstanceTable:
+            """The table whose cursor moved."""
+            return self.table
 
     @dataclass
     class Opened(Message):
         """Enter was pressed on a row."""
 
+        table: InstanceTable
         exchange_id: int
+
+        @property
+        def control(self) -> InstanceTable:
+            """The table the row belongs to."""
+            return self.table
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
@@ -283,7 +291,7 @@ class InstanceTable(DataTable[Text]):
             return None
         try:
             row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
-        except Exception:  # noqa: BLE001 - an empty or shrinking table has no cursor cell
+        except CellDoesNotExist:  # the table shrank under the cursor
             return None
         return int(row_key.value) if row_key.value is not None else None
 
@@ -296,10 +304,10 @@ class InstanceTable(DataTable[Text]):
     @on(DataTable.RowHighlighted)
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value is not None:
-            self.post_message(self.Selected(int(event.row_key.value)))
+            self.post_message(self.Selected(self, int(event.row_key.value)))
 
     @on(DataTable.RowSelected)
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         if event.row_key.value is not None:
-            self.post_message(self.Opened(int(event.row_key.value)))
+            self.post_message(self.Opened(self, int(event.row_key.value)))

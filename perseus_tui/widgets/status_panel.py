@@ -7,7 +7,7 @@ from datetime import datetime, tzinfo
 from textual.content import Content
 from textual.widget import Widget
 
-from perseus_core.store.network import ExchangeView
+from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_tui import render
 
 
@@ -29,24 +29,17 @@ def _time_row(name: str, moment: datetime | None, now: datetime, tz: tzinfo | No
 def status_lines(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[Content]:
     """The detail screen's field list: identity, then every status field, then problems."""
     title = Content.styled(
-        render.label(view.display_name or view.exchange_name, "?", 80), "bold $text-primary"
+        render.label(view.display_name or view.exchange_name, "?", 80), f"bold {render.PRIMARY}"
     )
+    kind = view.kind
     status = view.status
-    if status is not None:
-        badge = render.state_badge(status.connection_state)
-    elif view.online:
-        badge = render.unreadable_badge()
-    elif view.ready:
-        badge = render.ready_badge()
-    else:
-        badge = render.offline_badge()
     lines = [
-        Content.assemble(title, f"  #{view.exchange_id}  ", badge),
+        Content.assemble(title, f"  #{view.exchange_id}  ", render.view_badge(view)),
         Content(""),
         _row("exchangeName", render.label(view.exchange_name)),
         _row("in catalog", "yes" if view.in_catalog else "no (found online)"),
     ]
-    if status is not None:
+    if kind is ViewKind.LIVE and status is not None:
         lines += [
             _row("hostname", render.label(status.hostname, max_chars=120)),
             _row("ipAddress", render.label(status.ip_address)),
@@ -55,23 +48,20 @@ def status_lines(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[C
             _row("adminEmail", render.label(status.admin_email)),
             _row(
                 "connectionState",
-                Content.styled(
-                    status.connection_state.value,
-                    f"bold {render.state_colour(status.connection_state)}",
-                ),
+                render.view_word(view),
             ),
             _row("symbolCount", str(status.symbol_count)),
             _time_row("connectedAt", status.connected_at, now, tz),
             _row(
                 "lastHeartbeat",
                 render.format_full_time(status.last_heartbeat, tz),
-                render.heartbeat(status.last_heartbeat, now),
+                render.heartbeat(view, now),
             ),
             _time_row("lastStateChange", status.last_state_change, now, tz),
             _time_row("registeredAt", status.registered_at, now, tz),
             _row(
                 "lastError",
-                Content.styled(render.label(status.last_error, "-", 200), "$text-error")
+                Content.styled(render.label(status.last_error, "-", 200), render.ERROR)
                 if status.last_error
                 else Content("-"),
             ),
@@ -85,13 +75,13 @@ def status_lines(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[C
             lines.append(
                 _row(
                     "uptime",
-                    Content.styled(render.uptime(status.connected_at, now), "$text-success"),
+                    Content.styled(render.uptime(status.connected_at, now), render.SUCCESS),
                 )
             )
-    elif view.online:
-        lines.append(_row("status", Content.styled("unreadable", "bold $text-error")))
+    elif kind is ViewKind.UNREADABLE:
+        lines.append(_row("status", render.view_word(view)))
     else:
-        if view.ready:
+        if kind is ViewKind.READY:
             status_text = Content.styled("no instance; an agent is ready", render.READY_STYLE)
         else:
             status_text = Content.styled("offline (no status key)", render.OFFLINE_STYLE)
@@ -114,13 +104,13 @@ def status_lines(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[C
     if view.error:
         lines += [
             Content(""),
-            _row("problem", Content.styled(render.label(view.error, "", 300), "$text-error")),
+            _row("problem", Content.styled(render.label(view.error, "", 300), render.ERROR)),
         ]
     return lines
 
 
 def _agent_rows(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[Content]:
-    """One block per running agent (WIRE.md 2.4): where a start would run."""
+    """One block per running agent (docs/wire-format.md 2.4): where a start would run."""
     lines: list[Content] = []
     for number, agent in enumerate(view.agents, start=1):
         title = "Agent" if len(view.agents) == 1 else f"Agent {number} of {len(view.agents)}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +12,7 @@ from textual.widgets import ContentSwitcher
 from textual.widgets.data_table import ColumnKey
 
 from perseus_cli.apps.redis_server import RedisServer
-from perseus_cli.apps.screenshots import HOSTILE_HOSTNAME, seed_fleet, seed_hostile, wait_for
+from perseus_cli.apps.screenshots import HOSTILE_HOSTNAME, seed_fleet, seed_hostile
 from perseus_core.instance import Instance
 from perseus_core.plumbing.connection import connect
 from perseus_core.store.activity import ActivityLog
@@ -29,6 +28,7 @@ from perseus_tui.widgets.empty_fleet import EmptyFleet
 from perseus_tui.widgets.instance_card import InstanceCard
 from perseus_tui.widgets.instance_table import InstanceTable
 from tests.tui.conftest import Notes
+from tests.waiting import eventually
 
 AppFactory = Callable[..., PerseusApp]
 
@@ -57,20 +57,20 @@ async def test_card_follows_instance_and_feed_is_pushed_without_polling(
     )
     await instance.claim()
     app = make_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: "IDLE" in card_text(app, 1))
-        await wait_for(pilot, app.history_loaded.is_set)
+    async with app.run_test(size=(120, 40)):
+        await eventually(lambda: "IDLE" in card_text(app, 1))
+        await eventually(app.history_loaded.is_set)
         feed = app.dashboard.feed
         before = len(feed.entries)
         await instance.transition(ConnectionState.STARTING)
-        await wait_for(pilot, lambda: "STARTING" in card_text(app, 1), limit_s=5)
-        await wait_for(pilot, lambda: len(feed.entries) > before, limit_s=5)
+        await eventually(lambda: "STARTING" in card_text(app, 1), within=5)
+        await eventually(lambda: len(feed.entries) > before, within=5)
         transitions = [e for e in feed.entries if e.event == "state_transition"]
         assert transitions[0].stream == "alpha"
         assert getattr(transitions[0], "to_state", "") == "starting"
         await instance.transition(ConnectionState.WARMING)
         await instance.transition(ConnectionState.ACTIVE)
-        await wait_for(pilot, lambda: "Running for" in card_text(app, 1), limit_s=5)
+        await eventually(lambda: "Running for" in card_text(app, 1), within=5)
         assert "alpha-host" in card_text(app, 1)
         # Newest first: active above warming above starting. The card may show
         # ACTIVE (from its own read) a moment before the tail delivers the entry.
@@ -79,9 +79,7 @@ async def test_card_follows_instance_and_feed_is_pushed_without_polling(
             entries = feed.entries
             return [getattr(e, "to_state", "") for e in entries if e.event == "state_transition"]
 
-        await wait_for(
-            pilot, lambda: newest_states()[:3] == ["active", "warming", "starting"], limit_s=5
-        )
+        await eventually(lambda: newest_states()[:3] == ["active", "warming", "starting"], within=5)
         assert newest_states()[:3] == ["active", "warming", "starting"]
     await instance.close()
 
@@ -95,10 +93,10 @@ async def test_card_goes_offline_when_the_key_expires(
     await instance.claim()
     await instance.transition(ConnectionState.STARTING)
     app = make_app(settings=make_settings(refresh_ms=300))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: "STARTING" in card_text(app, 2))
+    async with app.run_test(size=(120, 40)):
+        await eventually(lambda: "STARTING" in card_text(app, 2))
         await instance.stop_heartbeat()  # the process "dies": no more refreshes, the TTL runs out
-        await wait_for(pilot, lambda: "OFFLINE" in card_text(app, 2), limit_s=5)
+        await eventually(lambda: "OFFLINE" in card_text(app, 2), within=5)
         text = card_text(app, 2)
         assert "beta-host" in text and "starting" in text  # last known host and state
         assert app.dashboard.grid.card(2).has_class("-offline")  # type: ignore[union-attr]
@@ -112,40 +110,40 @@ async def test_start_and_stop_a_real_agent_through_the_keys(
         redis_url, "--exchange-id", "5", "--exchange-name", "gamma", "--warmup", "0.2",
         "--symbols", "7", "--admin-name", "Ops",
     )  # fmt: skip
-    deadline = asyncio.get_running_loop().time() + 15
-    while not await redis.exists(keys.agents_key(5)):  # the agent is up (idle, no slot)
-        assert agent.poll() is None and asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.05)
+
+    async def agent_up() -> bool:  # idle, no slot
+        assert agent.poll() is None, "the agent exited"
+        return bool(await redis.exists(keys.agents_key(5)))
+
+    await eventually(agent_up, within=15, what="the agent's presence key")
     app = make_app()
     notes = Notes(app)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(
-            pilot, lambda: "Gamma #5" in card_text(app, 5) or "gamma #5" in card_text(app, 5)
-        )
+        await eventually(lambda: "Gamma #5" in card_text(app, 5) or "gamma #5" in card_text(app, 5))
         # Nothing runs yet, but the idle agent would answer a start: READY, not OFFLINE.
         text = card_text(app, 5)
         assert "READY" in text and "OFFLINE" not in text and f"pid {agent.pid}" in text
         assert "1 ready" in app.header_state().summary.plain
         app.dashboard.grid.select(5)
         await pilot.press("s")
-        await wait_for(pilot, lambda: "Running for" in card_text(app, 5), limit_s=15)
-        await wait_for(pilot, lambda: notes.has("Done"), limit_s=10)
+        await eventually(lambda: "Running for" in card_text(app, 5), within=15)
+        await eventually(lambda: notes.has("Done"), within=10)
         assert notes.has("Sent") and notes.has("Acknowledged"), notes.text()
         assert "7 symbols" in card_text(app, 5)
 
         await pilot.press("x")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await eventually(lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
         # The agent stops, goes back to idle and releases the slot, and keeps
         # running: the card is READY again, the last state read from the stream
         # (whose newest entry, the stop's audit entry, names none).
-        await wait_for(pilot, lambda: "READY" in card_text(app, 5), limit_s=15)
+        await eventually(lambda: "READY" in card_text(app, 5), within=15)
         states = [
             getattr(e, "to_state", "") for e in app.dashboard.feed.entries if e.stream == "gamma"
         ]
         assert {"stopping", "stopped", "idle"} <= set(states)
-        await wait_for(pilot, lambda: sum("Done" in m for _, m, _ in notes.items) >= 2, 10)
-        await wait_for(pilot, lambda: "Idle for" in card_text(app, 5), limit_s=10)
+        await eventually(lambda: sum("Done" in m for _, m, _ in notes.items) >= 2, 10)
+        await eventually(lambda: "Idle for" in card_text(app, 5), within=10)
         view = app.views[5]
         assert view.last_known is not None and view.last_known.state == "idle"
         assert "OFFLINE" not in card_text(app, 5)
@@ -161,9 +159,9 @@ async def test_stop_can_be_cancelled(
     app = make_app()
     notes = Notes(app)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: bool(card_text(app, 3)))
+        await eventually(lambda: bool(card_text(app, 3)))
         await pilot.press("x")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await eventually(lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("n")
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmScreen)
@@ -178,9 +176,9 @@ async def test_no_agent_answered(
     app = make_app(settings=make_settings(refresh_ms=60_000, ack_timeout_ms=300))
     notes = Notes(app)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: bool(card_text(app, 4)))
+        await eventually(lambda: bool(card_text(app, 4)))
         await pilot.press("s")
-        await wait_for(pilot, lambda: notes.has("no agent answered"), limit_s=5)
+        await eventually(lambda: notes.has("no agent answered"), within=5)
         assert "error" in {sev for _, _, sev in notes.items}, notes.text()
 
 
@@ -191,7 +189,7 @@ async def test_read_only_disables_start_and_stop_and_says_why(
     app = make_app(read_only=True)
     notes = Notes(app)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: bool(card_text(app, 6)))
+        await eventually(lambda: bool(card_text(app, 6)))
         bindings = app.screen.active_bindings
         assert bindings["s"].enabled is False and bindings["x"].enabled is False
         await pilot.press("s")
@@ -217,10 +215,10 @@ async def test_an_acl_without_write_rights_switches_to_read_only(
     app = make_app(settings=make_settings(redis_url=url, refresh_ms=60_000), target_label=None)
     notes = Notes(app)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: bool(card_text(app, 7)))
+        await eventually(lambda: bool(card_text(app, 7)))
         assert "secret" not in app.target and "***" in app.target
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.read_only, limit_s=5)
+        await eventually(lambda: app.read_only, within=5)
         assert "refuses commands" in app.read_only_reason, app.read_only_reason
         assert app.screen.active_bindings["s"].enabled is False
         assert notes.has("Switched to read-only"), notes.text()
@@ -233,11 +231,11 @@ async def test_banner_on_redis_loss_and_recovery(
     client = connect(settings)
     await add_catalog(client, 8, "theta")
     app = make_app(settings=settings)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: bool(card_text(app, 8)) and app.history_loaded.is_set())
+    async with app.run_test(size=(120, 40)):
+        await eventually(lambda: bool(card_text(app, 8)) and app.history_loaded.is_set())
         fresh_redis.kill()
         banner = app.dashboard.banner
-        await wait_for(pilot, lambda: app.connected is False, limit_s=5)
+        await eventually(lambda: app.connected is False, within=5)
         assert banner.has_class("-shown")
         assert "Redis unreachable at redis://redis.example:6379/0" in banner.text
         assert "retrying" in banner.text  # "in Ns", or "now" on a slow machine
@@ -247,18 +245,17 @@ async def test_banner_on_redis_loss_and_recovery(
         await client.aclose()
         client = connect(settings)
         await add_catalog(client, 8, "theta")
-        await wait_for(pilot, lambda: app.connected is True, limit_s=10)
-        await wait_for(pilot, lambda: "STALE" not in card_text(app, 8), limit_s=5)
+        await eventually(lambda: app.connected is True, within=10)
+        await eventually(lambda: "STALE" not in card_text(app, 8), within=5)
         assert not banner.has_class("-shown")
         # The live feed resumes on its own: a new entry arrives without a poll.
         log = ActivityLog(client, settings)
         await log.append("theta", ErrorEntry(error="after the restart", exchange_name="theta"))
-        await wait_for(
-            pilot,
+        await eventually(
             lambda: any(
                 getattr(e, "error", "") == "after the restart" for e in app.dashboard.feed.entries
             ),
-            limit_s=10,
+            within=10,
         )
     await client.aclose()
 
@@ -269,7 +266,7 @@ async def test_hostile_strings_show_literally_and_do_nothing(
     seed_hostile(redis_url)
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: bool(card_text(app, 9)))
+        await eventually(lambda: bool(card_text(app, 9)))
         text = card_text(app, 9)
         assert "[b]x[/b][@click=app.quit]q[" in text  # literally, markup not parsed
         assert "\x1b" not in text and "[31m" not in text  # the escape sequence is gone
@@ -279,7 +276,7 @@ async def test_hostile_strings_show_literally_and_do_nothing(
         await pilot.pause()
         assert app.is_running  # the [@click=app.quit] in the hostname did nothing
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen))
+        await eventually(lambda: isinstance(app.screen, DetailScreen))
         status = app.screen.query_one("#status").render().plain  # type: ignore[attr-defined]
         assert HOSTILE_HOSTNAME.replace("\x1b[31m", "") in status
         assert app.is_running
@@ -289,7 +286,7 @@ async def test_filter_table_toggle_help_and_utc(make_app: AppFactory, redis_url:
     seed_fleet(redis_url)
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.loaded.is_set() and app.history_loaded.is_set())
+        await eventually(lambda: app.loaded.is_set() and app.history_loaded.is_set())
         await pilot.pause()
         dashboard = app.dashboard
         assert len(dashboard.grid.visible_cards) == 9
@@ -330,12 +327,12 @@ async def test_pause_holds_new_entries_until_resumed(
     log = ActivityLog(redis, settings)
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, app.history_loaded.is_set)
+        await eventually(app.history_loaded.is_set)
         feed = app.dashboard.feed
         await pilot.press("p")
         assert feed.paused
         await log.append("alpha", ErrorEntry(error="while paused", exchange_name="alpha"))
-        await wait_for(pilot, lambda: feed.held_count == 1, limit_s=5)
+        await eventually(lambda: feed.held_count == 1, within=5)
         assert not any(getattr(e, "error", "") == "while paused" for e in feed.entries)
         await pilot.press("p")
         assert getattr(feed.entries[0], "error", "") == "while paused" and feed.held_count == 0
@@ -350,20 +347,20 @@ async def test_detail_pages_history_backwards(
         await log.append("alpha", ErrorEntry(error=f"e{n}", exchange_name="alpha"))
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: bool(card_text(app, 1)))
+        await eventually(lambda: bool(card_text(app, 1)))
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen))
+        await eventually(lambda: isinstance(app.screen, DetailScreen))
         history = app.screen.query_one("#history", ActivityFeed)
-        await wait_for(pilot, lambda: len(history.entries) == 50)
+        await eventually(lambda: len(history.entries) == 50)
         assert getattr(history.entries[0], "error", "") == "e119"
         await pilot.press("m")
-        await wait_for(pilot, lambda: len(history.entries) == 100)
+        await eventually(lambda: len(history.entries) == 100)
         await pilot.press("m")
-        await wait_for(pilot, lambda: len(history.entries) == 120)
+        await eventually(lambda: len(history.entries) == 120)
         assert getattr(history.entries[-1], "error", "") == "e0"
         assert app.screen.active_bindings["m"].enabled is False  # nothing older
         await log.append("alpha", ErrorEntry(error="live", exchange_name="alpha"))
-        await wait_for(pilot, lambda: getattr(history.entries[0], "error", "") == "live", 5)
+        await eventually(lambda: getattr(history.entries[0], "error", "") == "live", 5)
         await pilot.press("escape")
         assert app.screen is app.dashboard
 
@@ -373,7 +370,7 @@ async def test_an_empty_fleet_says_how_to_add_an_exchange(
 ) -> None:
     app = make_app(settings=make_settings(refresh_ms=300))
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, app.loaded.is_set)
+        await eventually(app.loaded.is_set)
         await pilot.pause()
         dashboard = app.dashboard
         empty = dashboard.query_one(EmptyFleet)
@@ -383,7 +380,7 @@ async def test_an_empty_fleet_says_how_to_add_an_exchange(
         assert "perseus catalog add 1 coinbase" in text
         assert "--redis-url redis://redis.example:6379/0" in text  # not the default Redis
         await add_catalog(redis, 1, "alpha")
-        await wait_for(pilot, lambda: bool(card_text(app, 1)), limit_s=5)
+        await eventually(lambda: bool(card_text(app, 1)), within=5)
         assert dashboard.query_one(ContentSwitcher).current == "cards"
 
 
@@ -395,7 +392,7 @@ async def test_large_fleet_switches_to_the_table(make_app: AppFactory, redis: Re
         await pipe.execute()
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, app.loaded.is_set)
+        await eventually(app.loaded.is_set)
         await pilot.pause()
         assert app.dashboard.showing_table
         assert app.dashboard.query_one(InstanceTable).row_count == 61
@@ -424,7 +421,7 @@ async def test_table_rows_off_screen_catch_up_when_scrolled_to(
         await pipe.execute()
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, app.loaded.is_set)
+        await eventually(app.loaded.is_set)
         await pilot.pause()
         table = app.dashboard.table
         assert app.dashboard.showing_table and table.row_count == 100
@@ -432,7 +429,7 @@ async def test_table_rows_off_screen_catch_up_when_scrolled_to(
         await redis.set(keys.status_key(100), _status_json(100, "x100", last_error=error))
         await redis.set(keys.status_key(1), _status_json(1, "x1"))
         app.request_refresh()
-        await wait_for(pilot, lambda: app.views[100].online and app.views[1].online)
+        await eventually(lambda: app.views[100].online and app.views[1].online)
         await pilot.pause()
         assert table.get_row("1")[2].plain == "active"  # on screen: rewritten at once
 
@@ -450,7 +447,7 @@ async def test_a_narrow_footer_keeps_help_quit_and_the_commands(
     seed_fleet(redis_url)
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.loaded.is_set() and app.focused is not None)
+        await eventually(lambda: app.loaded.is_set() and app.focused is not None)
         await pilot.pause()
 
         def shown() -> set[str]:
@@ -477,10 +474,9 @@ async def test_command_palette_lists_exchange_commands(
 
     await add_catalog(redis, 1, "alpha", "[b]Alpha[/b]")
     app = make_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, app.loaded.is_set)
+    async with app.run_test(size=(120, 40)):
+        await eventually(app.loaded.is_set)
         provider = ExchangeCommands(app.screen)
         hits = [hit async for hit in provider.search(query)]
         texts = [hit.text for hit in hits]
         assert any("[b]Alpha[/b] #1" in (t or "") for t in texts), texts
-        await asyncio.sleep(0)

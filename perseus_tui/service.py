@@ -1,0 +1,318 @@
+"""The fleet data service: every Redis conversation of the dashboard, apart from its screens.
+
+Three kinds of async workers talk to Redis, none on a thread (redis.asyncio
+must stay on the app's event loop):
+
+- the fleet poller re-reads every status every `--refresh` seconds, and at
+  once the exchanges whose streams just had activity;
+- the activity follower loads the recent history, then follows every stream
+  with blocking reads (`ActivityTail`), so a new entry shows at once;
+- one worker per start/stop command, reporting sent -> acknowledged -> result.
+
+Workers only post messages (`perseus_tui.messages`) to the node that hosts
+them (the app); what a message changes on screen is decided there. A worker
+that fails is reported by the host (`Worker.StateChanged`), which calls
+`restart` for the long-running ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoPermissionError
+from textual.dom import DOMNode
+from textual.worker import Worker
+
+from perseus_core.plumbing.connection import connect, describe_redis_error
+from perseus_core.plumbing.errors import REDIS_ERRORS
+from perseus_core.store.activity import ActivityLog, ActivityPage, ActivityTail
+from perseus_core.store.control import ControlClient, NoAgentAnswered
+from perseus_core.store.network import NetworkReader, NetworkSnapshot
+from perseus_core.wire.errors import PerseusError
+from perseus_core.wire.models import ActivityEntry, CommandReply, CommandType, ReplyStatus
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import Clock
+from perseus_tui.messages import (
+    CommandProgress,
+    CommandStage,
+    ConnectionLost,
+    ExchangesRefreshed,
+    FeedEntries,
+    FeedHistory,
+    ReadOnlyDetected,
+    SnapshotLoaded,
+)
+
+RETRY_MAX_S = 4.0
+"""Longest wait between reconnect attempts (shorter when --refresh is shorter)."""
+PARTIAL_REFRESH_MAX = 20
+"""More exchanges than this with fresh activity: re-read the whole fleet instead."""
+COMMAND_ERRORS: tuple[type[BaseException], ...] = (PerseusError, *REDIS_ERRORS)
+"""What sending a command can fail with, apart from the cases reported on their own."""
+POLL_GROUP = "poll"
+ACTIVITY_GROUP = "activity"
+COMMAND_GROUP = "commands"
+
+
+class FleetService:
+    """Polls the fleet, follows the activity streams and sends commands for one host node.
+
+    The workers run on `host` (`DOMNode.run_worker`, async, exclusive per
+    group, `exit_on_error=False`), so their failures reach the host's
+    `on_worker_state_changed`, the one place they are reported.
+    """
+
+    def __init__(
+        self,
+        host: DOMNode,
+        settings: Settings,
+        *,
+        clock: Clock,
+        operator: str,
+        feed_max_lines: int,
+    ) -> None:
+        self._host = host
+        self.settings = settings
+        self._clock = clock
+        self._operator = operator
+        self._feed_max_lines = feed_max_lines
+        self._redis: Redis | None = None
+        self._wake = asyncio.Event()
+        self._dirty: set[int] = set()
+        self._full_due = False
+        self._discover_due = False
+        self._feed_batch: FeedEntries | None = None
+        self._ids_by_name: dict[str, int] = {}
+        """Stream name -> exchange id of every exchange read so far."""
+
+    @property
+    def redis(self) -> Redis:
+        """The client for short commands (blocking reads use their own)."""
+        if self._redis is None:
+            # One immediate retry replaces a pooled connection that went stale
+            # (server restarted); redis-py's default backoff retries would hide
+            # an outage from the banner for seconds.
+            self._redis = connect(self.settings, retry=Retry(NoBackoff(), 1))
+        return self._redis
+
+    @property
+    def refresh_s(self) -> float:
+        """Seconds between full fleet reads."""
+        return self.settings.refresh_ms / 1000
+
+    @property
+    def retry_s(self) -> float:
+        """Seconds between reconnect attempts while Redis is unreachable."""
+        return min(RETRY_MAX_S, self.refresh_s)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def _run(self, work: Coroutine[Any, Any, None], name: str, group: str) -> Worker[None]:
+        exclusive = group != COMMAND_GROUP  # commands run side by side
+        return self._host.run_worker(
+            work, name=name, group=group, exclusive=exclusive, exit_on_error=False
+        )
+
+    def start(self) -> None:
+        """Start the poller and the activity follower."""
+        self._run(self._poll_fleet(), "fleet poll", POLL_GROUP)
+        self._run(self._follow_activity(), "activity feed", ACTIVITY_GROUP)
+
+    def restart(self, worker: Worker[Any]) -> None:
+        """Start a failed long-running worker again after `retry_s` (commands are not retried)."""
+        if worker.group == POLL_GROUP:
+            self._host.set_timer(
+                self.retry_s, lambda: self._run(self._poll_fleet(), "fleet poll", POLL_GROUP)
+            )
+        elif worker.group == ACTIVITY_GROUP:
+            self._host.set_timer(
+                self.retry_s,
+                lambda: self._run(self._follow_activity(), "activity feed", ACTIVITY_GROUP),
+            )
+
+    async def aclose(self) -> None:
+        """Cancel every worker, let each close its own connections, then close the client."""
+        workers = [w for w in self._host.workers if w.node is self._host]
+        for worker in workers:
+            worker.cancel()
+        waits = [asyncio.ensure_future(worker.wait()) for worker in workers]
+        if waits:
+            done, _ = await asyncio.wait(waits, timeout=5)
+            for future in done:
+                future.exception()  # a cancelled or failed worker has nothing left to report
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    # --- fleet polling -----------------------------------------------------------------
+
+    def request_refresh(self) -> None:
+        """Re-read the whole fleet now."""
+        self._full_due = True
+        self._wake.set()
+
+    def refresh_soon(self, entries: Iterable[ActivityEntry]) -> None:
+        """Re-read the exchanges these entries belong to without waiting for the poll."""
+        for entry in entries:
+            exchange_id = self._ids_by_name.get(entry.stream)
+            if exchange_id is None:
+                # An exchange the dashboard does not list yet: read everything, scan included.
+                self._full_due = self._discover_due = True
+            else:
+                self._dirty.add(exchange_id)
+        self._wake.set()
+
+    def _remember(self, snapshot: NetworkSnapshot) -> None:
+        self._ids_by_name = {
+            view.exchange_name.lower(): view.exchange_id for view in snapshot.exchanges
+        }
+
+    async def _poll_fleet(self) -> None:
+        """Read the fleet every `refresh_s`, and changed exchanges as soon as they change.
+
+        While Redis is unreachable, retry every `retry_s` and say so each time.
+        """
+        reader = NetworkReader(self.redis, self.settings, clock=self._clock)
+        next_full = 0.0
+        failing = False
+        while True:
+            timeout = self.retry_s
+            try:
+                if failing or self._full_due or time.monotonic() >= next_full:
+                    # After an outage (Redis may have restarted empty) or activity
+                    # from an unlisted exchange, look for online exchanges now
+                    # instead of at the reader's next periodic scan.
+                    discover = True if failing or self._discover_due else None
+                    self._full_due = self._discover_due = False
+                    self._dirty.clear()
+                    snapshot = await reader.snapshot(discover_online=discover)
+                    next_full = time.monotonic() + self.refresh_s
+                    self._remember(snapshot)
+                    self._host.post_message(SnapshotLoaded(snapshot))
+                elif self._dirty:
+                    ids = sorted(self._dirty)
+                    self._dirty.clear()
+                    if len(ids) > PARTIAL_REFRESH_MAX:
+                        self._full_due = True
+                        continue
+                    views = [await reader.exchange(exchange_id) for exchange_id in ids]
+                    for view in views:
+                        self._ids_by_name[view.exchange_name.lower()] = view.exchange_id
+                    self._host.post_message(ExchangesRefreshed(views))
+                failing = False
+                timeout = max(0.0, next_full - time.monotonic())
+            except REDIS_ERRORS as exc:
+                failing = True
+                reason = describe_redis_error(self.settings, exc)
+                self._host.post_message(ConnectionLost(reason, self.retry_s))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+
+    # --- activity ----------------------------------------------------------------------
+
+    def feed_batch_shown(self, batch: FeedEntries) -> None:
+        """The host handled `batch`: the follower starts a new one from here on."""
+        if batch is self._feed_batch:
+            self._feed_batch = None
+
+    async def _follow_activity(self) -> None:
+        """Load the recent history, then follow every stream live (blocking reads).
+
+        The tail fixes its starting point *before* the history is read, so an
+        entry written in between is in one or both; the feed drops duplicates.
+        """
+        # The tail lists the streams to follow itself, on a client that fails fast:
+        # it retries and reports an outage on its own.
+        names_client = connect(self.settings, retry=Retry(NoBackoff(), 0))
+        names = NetworkReader(names_client, self.settings, clock=self._clock).exchange_names
+        tail = ActivityTail(self.settings, names=names)
+        try:
+            await tail.start()
+            await self._load_history()
+            async for entry in tail:
+                batch = self._feed_batch
+                if batch is None:
+                    batch = self._feed_batch = FeedEntries()
+                    self._host.post_message(batch)
+                batch.entries.append(entry)
+        finally:
+            await tail.aclose()
+            await names_client.aclose()
+
+    async def _load_history(self) -> None:
+        reader = NetworkReader(self.redis, self.settings, clock=self._clock)
+        log = ActivityLog(self.redis, self.settings)
+        while True:
+            try:
+                names = await reader.exchange_names()
+                # Many streams: fewer entries each, so start-up stays one cheap round trip.
+                per_stream = max(50, 20_000 // max(1, len(names)))
+                page = await log.merged_page(names, count=min(self._feed_max_lines, per_stream))
+            except REDIS_ERRORS:
+                await asyncio.sleep(self.retry_s)  # the poller reports the outage
+                continue
+            self._host.post_message(FeedHistory(page.entries))
+            return
+
+    async def history_page(
+        self, exchange_name: str, count: int, before: str | None
+    ) -> ActivityPage:
+        """One page of an exchange's history, newest first (raises the Redis errors)."""
+        return await ActivityLog(self.redis, self.settings).page(
+            exchange_name, count=count, before=before
+        )
+
+    # --- commands ----------------------------------------------------------------------
+
+    def send_command(self, exchange_id: int, label: str, command: CommandType) -> None:
+        """Send start/stop to an exchange's agent; each step is posted as `CommandProgress`."""
+        self._run(
+            self._send(exchange_id, label, command), f"{command.value} {label}", COMMAND_GROUP
+        )
+
+    async def _send(self, exchange_id: int, label: str, command: CommandType) -> None:
+        # Commands carry the real time: the agent judges expiry by it, whatever
+        # clock the display uses.
+        client = ControlClient(self.redis, self.settings)
+
+        def progress(stage: CommandStage, detail: str = "") -> None:
+            self._host.post_message(
+                CommandProgress(exchange_id, label, command.value, stage, detail)
+            )
+
+        def acked(reply: CommandReply) -> None:
+            progress("acknowledged", reply.message or "")
+
+        try:
+            outcome = await client.send(
+                exchange_id,
+                command,
+                operator=self._operator,
+                on_ack=acked,
+                on_sent=lambda _cmd: progress("sent"),
+            )
+        except NoAgentAnswered as exc:
+            progress("no-agent", str(exc))
+            return
+        except NoPermissionError as exc:
+            reason = f"Redis refuses commands from this user ({str(exc).splitlines()[0]})"
+            self._host.post_message(ReadOnlyDetected(reason))
+            progress("failed", reason)
+            return
+        except COMMAND_ERRORS as exc:
+            progress("failed", str(exc) or describe_redis_error(self.settings, exc))
+            return
+        if outcome.status is ReplyStatus.SUCCESS:
+            progress("success", outcome.message or "")
+        else:
+            progress("error", outcome.message or "the agent reported an error")
+        self._dirty.add(exchange_id)
+        self._wake.set()
