@@ -13,15 +13,26 @@ would only measure connection setup).
 Target at 10,000 exchanges: at least 15x faster than the per-key GETs and a
 median under 100 ms including validation.
 
-Usage: `.venv/bin/python bench/bench_snapshot.py [--runs N] [--sizes 100,1000,10000]`
+redis-py parses replies with `hiredis` (a default dependency of Perseus) when
+it is installed. `--without-hiredis` measures what an install without it gets,
+redis-py's pure-Python parser and command packer, on both sides alike.
+
+Usage: `.venv/bin/python bench/bench_snapshot.py [--runs N] [--sizes 100,1000,10000]
+[--without-hiredis]`
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from typing import Any, cast
+
+if "--without-hiredis" in sys.argv:
+    # Before redis-py is first imported: it then finds no hiredis, exactly as
+    # on an install without it, and picks its own parser and packer.
+    sys.modules["hiredis"] = None  # type: ignore[assignment]
 
 from _common import (
     Report,
@@ -161,6 +172,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="timed runs per size (default 7)")
     parser.add_argument("--sizes", default="100,1000,10000", help="comma-separated catalog sizes")
+    parser.add_argument(
+        "--without-hiredis",
+        action="store_true",
+        help="measure redis-py without hiredis (its pure-Python reply parser)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     report = Report("snapshot")

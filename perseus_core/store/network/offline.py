@@ -1,0 +1,230 @@
+"""Details of exchanges without a valid status: last-known info and running agents.
+
+Exchanges without a valid status (normally few) get two more things, read
+together in one more pipelined round trip:
+
+- their last-known host, IP and state, from the newest activity entry that
+  says what state the exchange was left in (a `command` audit entry, newest
+  after every stop, carries none), among the newest `LAST_KNOWN_SCAN`. The
+  round trip reads each stream's newest entry; only a stream whose newest
+  entry is new and names no state is read deeper, in one more round trip,
+  and what that finds is kept until the stream changes;
+- the agents that are running for them (docs/wire-format.md 2.4): an idle
+  agent holds no status key, and its presence is what tells "a start would
+  work" apart from "nobody runs this". Reading presence for every listed
+  exchange would add one command per exchange to the first pipeline (10,000
+  on a large fleet) for information the dashboard shows only on cards
+  without a status, so it is read only for those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from perseus_core.store.network.catalog import RedisClient
+from perseus_core.store.network.views import NOT_AN_ID, ExchangeView, LastKnown
+from perseus_core.wire import keys
+from perseus_core.wire.errors import PayloadError
+from perseus_core.wire.models import AgentPresence, parse_entry
+
+LAST_KNOWN_SCAN = 10
+"""Newest activity entries searched for one that carries a state: a stop
+leaves one `command` audit entry above its transitions, a failed start two
+or three entries, so ten reach past what a few commands in a row leave."""
+
+MAX_AGENTS = 64
+"""Presence members read per exchange (the freshest first): more agents than
+this on one exchange is a misconfiguration, not something to list in full."""
+
+_Wanted = tuple[int, str | None, str | None]
+"""(index of the view, its activity stream or None, its presence key or None)."""
+
+
+class OfflineDetails:
+    """Fills in `last_known` and `agents` of views without a valid status.
+
+    What a stream's newest entry said, and each presence member parsed, are
+    kept from one snapshot to the next (only what the latest snapshot read).
+    """
+
+    def __init__(self, redis: RedisClient) -> None:
+        """Read through `redis` (decoded responses)."""
+        self._redis = redis
+        self._entry_cache: dict[tuple[str, str], LastKnown] = {}
+        self._presence_cache: dict[str, AgentPresence | str] = {}
+
+    async def fill(
+        self,
+        views: list[ExchangeView],
+        *,
+        last_known: bool,
+        agents: bool,
+        remember: bool = False,
+    ) -> list[ExchangeView]:
+        """Fill `last_known` and `agents` of every view without a valid status.
+
+        One pipelined round trip: the newest entry of each stream (XREVRANGE
+        COUNT 1) and the presence set (ZREVRANGE). Only a stream whose newest
+        entry is new since the previous snapshot and names no state (the
+        audit entry of a stop) is read deeper, `LAST_KNOWN_SCAN` entries, in
+        one more round trip. Reading ten entries of every offline stream on
+        every poll would cost a 10,000-exchange fleet with 1,000 offline ones
+        about 40 ms per snapshot, for an answer that only changes when the
+        stream does.
+
+        A stream or presence key that cannot be read (wrong type, ACL) is
+        reported on its view's `error`; the other views are unaffected.
+
+        Args:
+            views: the views; those with a valid status are left alone.
+            last_known: read the activity streams.
+            agents: read the presence sets.
+            remember: keep what was read for the next call (a snapshot's
+                reads replace the caches; a single lookup does not).
+        """
+        wanted: list[_Wanted] = []
+        for index, view in enumerate(views):
+            if view.status is not None:
+                continue
+            stream = (
+                keys.activity_key(view.exchange_name) if last_known and view.exchange_name else None
+            )
+            presence = (
+                keys.agents_key(view.exchange_id)
+                if agents and view.exchange_id != NOT_AN_ID
+                else None
+            )
+            if stream is not None or presence is not None:
+                wanted.append((index, stream, presence))
+        if not wanted:
+            return views
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _, stream, presence in wanted:
+                if stream is not None:
+                    pipe.xrevrange(stream, max="+", min="-", count=1)
+                if presence is not None:
+                    pipe.zrange(presence, 0, MAX_AGENTS - 1, desc=True)
+            results = iter(await pipe.execute(raise_on_error=False))
+
+        entry_cache: dict[tuple[str, str], LastKnown] = {}
+        presence_cache: dict[str, AgentPresence | str] = {}
+        known: dict[int, LastKnown] = {}
+        found: dict[int, tuple[AgentPresence, ...]] = {}
+        problems: dict[int, list[str]] = {}
+        deeper: list[tuple[int, str, str]] = []  # (index, stream, newest id)
+        for index, stream, presence in wanted:
+            view = views[index]
+            if stream is not None:
+                result = next(results)
+                if isinstance(result, Exception):
+                    message = f"activity stream {stream[:80]!r} is unreadable: {result}"
+                    problems.setdefault(index, []).append(message)
+                elif result:
+                    entry_id, fields = result[0]
+                    cached = self._entry_cache.get((stream, entry_id))
+                    if cached is None:
+                        name = stream.removeprefix(keys.ACTIVITY_KEY_PREFIX)
+                        cached = LastKnown.from_entry(parse_entry(entry_id, fields or {}, name))
+                        if not cached.state:
+                            deeper.append((index, stream, entry_id))
+                    entry_cache[(stream, entry_id)] = known[index] = cached
+            if presence is not None:
+                result = next(results)
+                if isinstance(result, Exception):
+                    message = f"agent presence {presence!r} is unreadable: {result}"
+                    problems.setdefault(index, []).append(message)
+                elif result:
+                    found[index] = self._agents(
+                        view.exchange_id, result, presence_cache, problems.setdefault(index, [])
+                    )
+        if deeper:
+            await self._look_deeper(deeper, known, entry_cache)
+        if remember:
+            self._entry_cache = entry_cache
+            self._presence_cache = presence_cache
+        return _with_details(views, wanted, known, found, problems)
+
+    async def _look_deeper(
+        self,
+        deeper: list[tuple[int, str, str]],
+        known: dict[int, LastKnown],
+        entry_cache: dict[tuple[str, str], LastKnown],
+    ) -> None:
+        """Replace the stateless newest entry of each stream in `deeper` by
+        `LastKnown.pick` over its newest `LAST_KNOWN_SCAN` entries; cached
+        under the newest ID, so it is done once per new entry. A stream that
+        fails now keeps its newest entry (it was readable a moment ago) and is
+        looked at again by the next snapshot."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _, stream, _ in deeper:
+                pipe.xrevrange(stream, max="+", min="-", count=LAST_KNOWN_SCAN)
+            results = await pipe.execute(raise_on_error=False)
+        for (index, stream, newest_id), result in zip(deeper, results, strict=True):
+            if isinstance(result, Exception) or not result:
+                entry_cache.pop((stream, newest_id), None)
+                continue
+            name = stream.removeprefix(keys.ACTIVITY_KEY_PREFIX)
+            picked = LastKnown.pick(
+                parse_entry(entry_id, fields or {}, name) for entry_id, fields in result
+            )
+            if picked is not None:
+                # Keyed by the ID seen first: an entry appended in between is
+                # picked up by the next snapshot.
+                entry_cache[(stream, newest_id)] = known[index] = picked
+
+    def _agents(
+        self,
+        exchange_id: int,
+        members: list[str],
+        cache: dict[str, AgentPresence | str],
+        problems: list[str],
+    ) -> tuple[AgentPresence, ...]:
+        """The valid presence members of one exchange, one per agent (the
+        freshest, members arrive freshest first), sorted by host and pid.
+        Unreadable members are added to `problems`, never raised."""
+        by_agent: dict[str, AgentPresence] = {}
+        bad: list[str] = []
+        for member in members:
+            parsed = self._presence_cache.get(member) or cache.get(member)
+            if parsed is None:
+                try:
+                    parsed = AgentPresence.from_json(member)
+                except PayloadError as exc:
+                    parsed = str(exc)
+            cache[member] = parsed
+            if isinstance(parsed, str):
+                bad.append(parsed)
+            elif parsed.exchange_id != exchange_id:
+                bad.append(f"a member names exchange {parsed.exchange_id}")
+            else:
+                by_agent.setdefault(parsed.agent_id, parsed)
+        if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            problems.append(f"{keys.agents_key(exchange_id)}: {bad[0]}{more}")
+        return tuple(sorted(by_agent.values(), key=_agent_order))
+
+
+def _with_details(
+    views: list[ExchangeView],
+    wanted: list[_Wanted],
+    known: dict[int, LastKnown],
+    found: dict[int, tuple[AgentPresence, ...]],
+    problems: dict[int, list[str]],
+) -> list[ExchangeView]:
+    """`views` with what was read for the wanted ones; a view that gained
+    nothing is kept as it is (the very same object)."""
+    out = list(views)
+    for index, _, _ in wanted:
+        view = views[index]
+        issues = problems.get(index, [])
+        if index not in known and index not in found and not issues:
+            continue
+        error = "; ".join([view.error, *issues] if view.error else issues) or None
+        out[index] = replace(
+            view, last_known=known.get(index), agents=found.get(index, ()), error=error
+        )
+    return out
+
+
+def _agent_order(agent: AgentPresence) -> tuple[str, int, str]:
+    return (agent.hostname, agent.pid or 0, agent.agent_id)

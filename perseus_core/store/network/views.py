@@ -1,0 +1,262 @@
+"""What a reader hands out: one `ExchangeView` per exchange, in a `NetworkSnapshot`.
+
+`ExchangeView.kind` is the one place that decides whether an exchange is live,
+unreadable, ready or offline; every surface shows what it says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from perseus_core.wire.models import (
+    ActivityEntry,
+    AgentPresence,
+    CatalogEntry,
+    ErrorEntry,
+    InstanceStatus,
+    OtherEntry,
+    StateTransitionEntry,
+)
+from perseus_core.wire.timeutil import parse_ts_or_none, system_clock
+
+NOT_AN_ID = -1
+"""The `exchange_id` of a view made for a catalog field that is not a number."""
+
+
+@dataclass(frozen=True, slots=True)
+class LastKnown:
+    """What the activity stream says about an exchange that is not online: the
+    newest entry that names a state (see `pick`), else the newest entry.
+
+    All values are the stream's raw strings (empty when the entry lacks them);
+    show them as plain text.
+    """
+
+    hostname: str
+    ip: str
+    state: str
+    timestamp: str
+    event: str
+    id: str
+
+    @property
+    def time(self) -> datetime | None:
+        """`timestamp` parsed, or None if missing or unparseable."""
+        return parse_ts_or_none(self.timestamp)
+
+    @classmethod
+    def from_entry(cls, entry: ActivityEntry) -> LastKnown:
+        """The last-known info carried by one entry.
+
+        The state is the state the entry leaves the exchange in: `toState` of a
+        transition, `state` of an error, and for other events whichever of
+        those two fields they happen to carry.
+        """
+        if isinstance(entry, StateTransitionEntry):
+            state = entry.to_state
+        elif isinstance(entry, ErrorEntry):
+            state = entry.state
+        elif isinstance(entry, OtherEntry):
+            extra = entry.extra_fields
+            state = extra.get("toState") or extra.get("state") or ""
+        else:
+            state = ""
+        return cls(
+            hostname=entry.hostname,
+            ip=entry.ip,
+            state=state,
+            timestamp=entry.timestamp,
+            event=entry.event,
+            id=entry.id,
+        )
+
+    @classmethod
+    def pick(cls, entries: Iterable[ActivityEntry]) -> LastKnown | None:
+        """The last-known info of entries given newest first: from the newest
+        one that carries a state, else from the newest one (None if none).
+
+        A `command` audit entry follows every stop and names no state; taking
+        the newest entry blindly would show "unknown" after each one.
+        """
+        newest: LastKnown | None = None
+        for entry in entries:
+            known = cls.from_entry(entry)
+            if known.state:
+                return known
+            if newest is None:
+                newest = known
+        return newest
+
+    def to_dict(self) -> dict[str, str]:
+        """The `lastKnown` object of `perseus status --json`."""
+        return {
+            "hostname": self.hostname,
+            "ip": self.ip,
+            "state": self.state,
+            "timestamp": self.timestamp,
+            "event": self.event,
+            "id": self.id,
+        }
+
+
+class ViewKind(StrEnum):
+    """What an exchange is, as far as a reader can tell: decided once, in
+    `ExchangeView.kind`, and shown the same way by every surface."""
+
+    LIVE = "live"
+    """Its status key exists and its payload is valid."""
+    UNREADABLE = "unreadable"
+    """Its status key exists (the instance is alive) but the payload is not valid."""
+    READY = "ready"
+    """No status key, but an agent runs for it and would answer a start."""
+    OFFLINE = "offline"
+    """No status key and no agent."""
+
+
+@dataclass(slots=True)
+class ExchangeView:
+    """One exchange as the dashboard shows it (treat as read-only: a snapshot
+    of 10,000 is built on every poll, and frozen dataclasses cost a third more
+    to build).
+
+    Attributes:
+        exchange_id: the slot id (`NOT_AN_ID` for a catalog field that is not
+            a number).
+        exchange_name: the catalog name, else the name in the status payload,
+            else empty (unknown).
+        display_name: what to show as its title; never empty.
+        in_catalog: whether the catalog has an entry (valid or not) for it.
+        status: the validated status payload, None if offline or corrupt.
+        error: what is wrong with its catalog entry, status payload or stream,
+            or None.
+        last_known: what the activity stream last said, when there is no
+            valid status.
+        key_exists: the status key exists (the instance is alive), even if its
+            payload could not be read.
+        catalog_entry: the valid catalog entry, if any.
+        agents: the agents running for it (docs/wire-format.md 2.4), read only
+            when there is no valid status; sorted by hostname and pid. A
+            tuple: views are shared between snapshots.
+    """
+
+    exchange_id: int
+    exchange_name: str
+    display_name: str
+    in_catalog: bool
+    status: InstanceStatus | None = None
+    error: str | None = None
+    last_known: LastKnown | None = None
+    key_exists: bool = False
+    catalog_entry: CatalogEntry | None = None
+    agents: tuple[AgentPresence, ...] = ()
+
+    @property
+    def online(self) -> bool:
+        """The status key exists: its TTL is the liveness signal, so an
+        instance with a corrupt payload is still online."""
+        return self.key_exists or self.status is not None
+
+    @property
+    def ready(self) -> bool:
+        """Offline, but an agent is running for it: a `start` would be answered."""
+        return bool(self.agents) and not self.online
+
+    @property
+    def kind(self) -> ViewKind:
+        """Live, unreadable, ready or offline: the one place this is decided."""
+        if self.status is not None:
+            return ViewKind.LIVE
+        if self.key_exists:
+            return ViewKind.UNREADABLE
+        return ViewKind.READY if self.agents else ViewKind.OFFLINE
+
+    @property
+    def is_active(self) -> bool:
+        """The catalog's `isActive` (True when there is no valid entry)."""
+        return self.catalog_entry.is_active if self.catalog_entry is not None else True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The per-instance object of `perseus status --json`."""
+        return {
+            "exchangeId": self.exchange_id,
+            "exchangeName": self.exchange_name,
+            "displayName": self.display_name,
+            "online": self.online,
+            "status": self.status.to_wire() if self.status is not None else None,
+            "lastKnown": self.last_known.to_dict() if self.last_known is not None else None,
+            "agents": [agent.to_wire() for agent in self.agents],
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSnapshot:
+    """Every listed exchange at one moment, sorted by id."""
+
+    exchanges: list[ExchangeView] = field(default_factory=list)
+    taken_at: datetime = field(default_factory=system_clock)
+
+    def get(self, exchange_id: int) -> ExchangeView | None:
+        """The view of one exchange, if the snapshot lists it."""
+        for view in self.exchanges:
+            if view.exchange_id == exchange_id:
+                return view
+        return None
+
+    @property
+    def online_count(self) -> int:
+        """How many listed exchanges are online."""
+        return sum(1 for view in self.exchanges if view.online)
+
+
+def assemble(
+    exchange_id: int,
+    field_name: str | None,
+    entry: CatalogEntry | None,
+    catalog_problem: str | None,
+    raw: str | None,
+    status: InstanceStatus | None,
+    problem: str | None,
+) -> ExchangeView:
+    """A view from its parts; `field_name` is None outside the catalog.
+
+    Args:
+        exchange_id: the id (`NOT_AN_ID` for a field that is no number).
+        field_name: the catalog field, None for an exchange outside the catalog.
+        entry: the valid catalog entry, if any.
+        catalog_problem: what is wrong with the catalog field, if anything.
+        raw: the status payload as read (None: no status key).
+        status: the validated status, if valid.
+        problem: what is wrong with the status payload, if anything.
+    """
+    if entry is not None:
+        return ExchangeView(
+            exchange_id,
+            entry.name,
+            entry.display_name or entry.name,
+            True,
+            status,
+            problem,
+            None,
+            raw is not None,
+            entry,
+        )
+    errors = [e for e in (catalog_problem, problem) if e]
+    name = status.exchange_name if status is not None else ""
+    if field_name is not None and exchange_id == NOT_AN_ID:
+        display = field_name
+    else:
+        display = name or f"exchange {exchange_id}"
+    return ExchangeView(
+        exchange_id=exchange_id,
+        exchange_name=name,
+        display_name=display,
+        in_catalog=field_name is not None,
+        status=status,
+        error="; ".join(errors) if errors else None,
+        key_exists=raw is not None,
+    )
