@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -55,9 +56,16 @@ class RedisServer:
     is gone, as after a real restart without persistence).
     """
 
-    def __init__(self, port: int | None = None, *, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        binary: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.binary = binary or find_redis_server()
         self.port = port or free_port()
+        self.extra_args = tuple(extra_args)
         self._tmp = tempfile.TemporaryDirectory(prefix="perseus-redis-")
         self.dir = Path(self._tmp.name)
         self.process: subprocess.Popen[bytes] | None = None
@@ -97,6 +105,7 @@ class RedisServer:
                     "no",
                     "--loglevel",
                     "warning",
+                    *self.extra_args,
                 ],  # fmt: skip
                 stdout=log,
                 stderr=subprocess.STDOUT,
