@@ -1,20 +1,76 @@
-"""Opening Redis connections the way every Perseus component needs them."""
+"""Opening Redis connections the way every Perseus component needs them.
+
+One URL decides how: `redis://` (plain), `rediss://` (TLS, the server's
+certificate always verified, mutual TLS when a client certificate is set) and
+`redis+sentinel://host:26379[,host2:26379]/service[/db]` (the current master
+of a Sentinel-watched service, followed across a master switch).
+"""
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.asyncio.connection import SSLConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
-from perseus_core.wire.errors import RedisUnavailable
+from perseus_core.wire.errors import AccessDenied, PerseusError, RedisUnavailable
 from perseus_core.wire.settings import Settings, redact_url
+from perseus_core.wire.text import clean
+
+SENTINEL_SCHEME = "redis+sentinel"
+"""URL scheme of a Sentinel-watched service: `redis+sentinel://host:port/service/db`."""
 
 
-def connect(settings: Settings, **overrides: Any) -> Redis:
-    """A client for short commands, with the settings' socket timeout.
+class NamedSSLConnection(SSLConnection):
+    """A TLS connection that checks the certificate against a given server
+    name rather than the host it dials (an IP, a tunnel, a private endpoint)."""
+
+    def __init__(self, *, ssl_server_name: str | None = None, **kwargs: Any) -> None:
+        """Dial as `SSLConnection` does; verify and send SNI for `ssl_server_name`."""
+        self.ssl_server_name = ssl_server_name
+        super().__init__(**kwargs)
+
+    def _connection_arguments(self) -> Any:
+        arguments = dict(super()._connection_arguments())
+        if self.ssl_server_name:
+            arguments["server_hostname"] = self.ssl_server_name
+        return arguments
+
+
+def is_tls_url(url: str) -> bool:
+    """Whether `url` asks for TLS (`rediss://`)."""
+    return url.lower().startswith("rediss://")
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """The TLS keyword arguments of a redis-py client for `settings`.
+
+    Certificate and host name checks are on; the CA file, the client
+    certificate and key (mutual TLS) and the server name come from the
+    settings. Empty when the URL is not `rediss://`.
+    """
+    if not is_tls_url(settings.redis_url):
+        return {}
+    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if settings.tls_ca_file:
+        options["ssl_ca_certs"] = settings.tls_ca_file
+    if settings.tls_cert_file:
+        options["ssl_certfile"] = settings.tls_cert_file
+        options["ssl_keyfile"] = settings.tls_key_file or settings.tls_cert_file
+    if settings.tls_server_name:
+        options["connection_class"] = NamedSSLConnection
+        options["ssl_server_name"] = settings.tls_server_name
+    return options
+
+
+def client_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of every Perseus client: decoding, timeouts, TLS.
 
     Responses are decoded as UTF-8 with invalid bytes replaced, so a hostile
     value can never raise UnicodeDecodeError deep inside a reader.
@@ -26,8 +82,17 @@ def connect(settings: Settings, **overrides: Any) -> Redis:
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "health_check_interval": 30,
+        **tls_options(settings),
     }
     options.update(overrides)
+    return options
+
+
+def connect(settings: Settings, **overrides: Any) -> Redis:
+    """A client for short commands, with the settings' socket timeout."""
+    options = client_options(settings, **overrides)
+    if is_sentinel_url(settings.redis_url):
+        return _sentinel_master(settings.redis_url, options)
     return Redis.from_url(settings.redis_url, **options)
 
 
@@ -41,8 +106,91 @@ def connect_blocking(settings: Settings, block_ms: int | None = None) -> Redis:
     return connect(settings, socket_timeout=block / 1000 + 5)
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    """Whether `exc` or any exception in its cause/context chain is a `kind`.
+# --- Sentinel ---------------------------------------------------------------
+
+
+def is_sentinel_url(url: str) -> bool:
+    """Whether `url` names a Sentinel-watched service (`redis+sentinel://`)."""
+    return url.lower().startswith(f"{SENTINEL_SCHEME}://")
+
+
+class SentinelTarget:
+    """A parsed `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`.
+
+    Attributes:
+        sentinels: (host, port) of every sentinel listed (26379 when no port).
+        service: the master's name, as the sentinels know it.
+        db: the database number (0 when absent).
+        username: ACL user of the master, if any.
+        password: password of the master, if any.
+    """
+
+    def __init__(self, url: str) -> None:
+        """Parse `url`; PerseusError (with the URL redacted) when it is malformed."""
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        userinfo, _, hosts = netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        self.username = unquote(user) or None
+        self.password = unquote(password) or None
+        self.sentinels: list[tuple[str, int]] = []
+        for item in filter(None, hosts.split(",")):
+            host, _, port = item.rpartition(":") if ":" in item else (item, "", "26379")
+            if not host or not port.isdigit():
+                raise PerseusError(f"bad sentinel address {item!r} in {redact_url(url)}")
+            self.sentinels.append((host.strip("[]"), int(port)))
+        path = [piece for piece in parts.path.split("/") if piece]
+        if not self.sentinels or not path or len(path) > 2:
+            raise PerseusError(
+                f"bad Sentinel URL {redact_url(url)}: "
+                "expected redis+sentinel://host:26379[,host:26379]/service[/db]"
+            )
+        self.service = unquote(path[0])
+        if len(path) == 2 and not path[1].isdigit():
+            raise PerseusError(f"bad database number in {redact_url(url)}")
+        self.db = int(path[1]) if len(path) == 2 else 0
+
+
+class SentinelMaster(Redis):
+    """The client of a Sentinel service's master that also closes its
+    connections to the sentinels when it is closed."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close the master's pool, then every sentinel client."""
+        await super().aclose(close_connection_pool)
+        pool = self.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            for sentinel in pool.sentinel_manager.sentinels:
+                await sentinel.aclose()
+
+
+def _sentinel_master(url: str, options: dict[str, Any]) -> Redis:
+    """A client of the current master of the service `url` names.
+
+    redis-py asks the sentinels for the master on every new connection, so
+    after a master switch the next reconnect finds the new one. The sentinels
+    are asked with the same timeouts; credentials apply to the master.
+    """
+    target = SentinelTarget(url)
+    sentinel_options = {k: v for k, v in options.items() if k.startswith("socket_")}
+    sentinel_options["decode_responses"] = True
+    manager = Sentinel(target.sentinels, sentinel_kwargs=sentinel_options)
+    client: Redis = manager.master_for(
+        target.service,
+        redis_class=SentinelMaster,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        **options,
+    )
+    return client
+
+
+# --- errors for a person ----------------------------------------------------
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception in `exc`'s cause/context chain that is a `kind`.
 
     redis-py wraps a refused connect as `Error 111 connecting to ...`, with the
     `ConnectionRefusedError` only in the chain, so the message alone misses it.
@@ -51,10 +199,34 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, kind):
-            return True
+            return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return False
+    return None
+
+
+_NOT_TLS_SIGNS = ("wrong version number", "record layer failure", "packet length too long")
+"""What OpenSSL says when the other side does not speak TLS at all."""
+
+
+def _tls_reason(exc: BaseException) -> str | None:
+    """What went wrong in a TLS handshake, in words, or None if it was not TLS."""
+    verify = _caused_by(exc, ssl.SSLCertVerificationError)
+    if isinstance(verify, ssl.SSLCertVerificationError):
+        detail = verify.verify_message or "certificate verify failed"
+        return (
+            f"TLS certificate not accepted ({detail}); "
+            "set PERSEUS_TLS_CA_FILE to the CA that signed it, or PERSEUS_TLS_SERVER_NAME"
+        )
+    failure = _caused_by(exc, ssl.SSLError)
+    text = str(exc).lower()
+    if failure is not None or "ssl" in text:
+        detail = str(failure or exc).lower()
+        if any(sign in detail for sign in _NOT_TLS_SIGNS):
+            return "the server does not speak TLS (a plain-text port? use redis://)"
+        reason = getattr(failure, "reason", None) or "handshake failed"
+        return f"TLS handshake failed ({str(reason).lower().replace('_', ' ')})"
+    return None
 
 
 def describe_redis_error(settings_or_url: Settings | str, exc: BaseException) -> str:
@@ -72,13 +244,29 @@ def describe_redis_error(settings_or_url: Settings | str, exc: BaseException) ->
         reason = str(exc) or "error reply"
     else:
         text = str(exc).lower()
-        if "refused" in text or _caused_by(exc, ConnectionRefusedError):
+        tls = _tls_reason(exc)
+        if tls is not None:
+            reason = tls
+        elif "refused" in text or _caused_by(exc, ConnectionRefusedError):
             reason = "connection refused"
         elif "name or service not known" in text or "nodename nor servname" in text:
             reason = "unknown host"
+        elif "closed by server" in text and not is_tls_url(url):
+            reason = "connection closed by the server (a TLS port? use rediss://)"
         else:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"cannot reach Redis at {url}: {reason}"
+    return f"cannot reach Redis at {url}: {clean(reason, 300)}"
+
+
+def describe_refusal(exc: NoPermissionError, command: str, key: str) -> str:
+    """One line naming the right this user lacks: `this user may not XADD
+    perseus:commands:2 (NOPERM ...)`; Redis's own words follow, shortened."""
+    return f"this user may not {command.upper()} {clean(key, 200)} ({clean(str(exc), 160)})"
+
+
+def access_denied(exc: NoPermissionError, command: str, key: str) -> AccessDenied:
+    """The `AccessDenied` to raise for a NOPERM reply to `command` on `key`."""
+    return AccessDenied(describe_refusal(exc, command, key))
 
 
 _PING_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, AuthenticationError)
