@@ -15,10 +15,11 @@ from urllib.parse import unquote, urlsplit
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+from redis.exceptions import AuthenticationError, InvalidResponse, NoPermissionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.topology import RedisClient, cluster_client, is_cluster
 from perseus_core.wire.errors import AccessDenied, PerseusError, RedisUnavailable
 from perseus_core.wire.settings import Settings, redact_url
 from perseus_core.wire.text import clean
@@ -88,15 +89,21 @@ def client_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return options
 
 
-def connect(settings: Settings, **overrides: Any) -> Redis:
-    """A client for short commands, with the settings' socket timeout."""
+def connect(settings: Settings, **overrides: Any) -> RedisClient:
+    """A client for short commands, with the settings' socket timeout.
+
+    A URL that leads to a Redis Cluster node gives a cluster client (see
+    `topology`): the same URL schemes work for both.
+    """
     options = client_options(settings, **overrides)
     if is_sentinel_url(settings.redis_url):
         return _sentinel_master(settings.redis_url, options)
+    if is_cluster(settings.redis_url, options):
+        return cluster_client(settings.redis_url, options)
     return Redis.from_url(settings.redis_url, **options)
 
 
-def connect_blocking(settings: Settings, block_ms: int | None = None) -> Redis:
+def connect_blocking(settings: Settings, block_ms: int | None = None) -> RedisClient:
     """A dedicated client for blocking reads (XREAD BLOCK, BLPOP).
 
     Its socket timeout is longer than the block time: with redis-py's default
@@ -229,6 +236,12 @@ def _tls_reason(exc: BaseException) -> str | None:
     return None
 
 
+def is_tls_failure(exc: BaseException) -> bool:
+    """Whether a connection failed in the TLS handshake (a certificate, a
+    version): a setting to fix, not an outage to wait out."""
+    return _tls_reason(exc) is not None
+
+
 def describe_redis_error(settings_or_url: Settings | str, exc: BaseException) -> str:
     """One line for a person: `cannot reach Redis at <url>: connection refused`."""
     url = (
@@ -237,9 +250,19 @@ def describe_redis_error(settings_or_url: Settings | str, exc: BaseException) ->
         else redact_url(settings_or_url)
     )
     if isinstance(exc, AuthenticationError):
-        reason = "authentication failed"
+        if "required" in str(exc).lower():  # NOAUTH: a password is needed, none was given
+            reason = "authentication required: the URL gives no password"
+        else:
+            reason = "authentication failed: wrong user name or password"
+    elif isinstance(exc, InvalidResponse):
+        reason = "the server there is not Redis (it answered in another protocol; wrong port?)"
     elif isinstance(exc, RedisTimeoutError | TimeoutError):
         reason = "timed out"
+        if is_tls_url(url) and "connecting" in str(exc).lower():
+            # A plain-text server waits for a line the TLS greeting never ends.
+            reason = "timed out in the TLS handshake (a plain-text port? use redis://)"
+        if is_tls_url(url):  # a plain server never answers a TLS hello
+            reason += " (in the TLS handshake? a plain-text port needs redis://)"
     elif isinstance(exc, ResponseError):
         reason = str(exc) or "error reply"
     else:
@@ -269,10 +292,14 @@ def access_denied(exc: NoPermissionError, command: str, key: str) -> AccessDenie
     return AccessDenied(describe_refusal(exc, command, key))
 
 
-_PING_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, AuthenticationError)
+_PING_ERRORS: tuple[type[BaseException], ...] = (
+    *TRANSIENT_ERRORS,
+    AuthenticationError,
+    InvalidResponse,
+)
 
 
-async def ping_or_raise(redis: Redis, settings: Settings) -> None:
+async def ping_or_raise(redis: RedisClient, settings: Settings) -> None:
     """PING, turning any connection failure into RedisUnavailable."""
     try:
         await redis.ping()

@@ -21,3 +21,7 @@ class InvalidTransition(PerseusError):
 
 class CommandRejected(PerseusError):
     """A control command that cannot be executed (the message says why)."""
+
+
+class AccessDenied(PerseusError):
+    """Redis's ACL refused a command (NOPERM); the message names the command and key."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
@@ -28,7 +29,20 @@ def redact_url(url: str) -> str:
             netloc += f":{parts.port}"
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     except ValueError:
-        return "<unparseable redis url>"
+        # `redis+sentinel://u:p@h1:26379,h2:26379/...` lists several hosts,
+        # which urlsplit cannot parse: blank the password by pattern instead.
+        redacted, found = _USERINFO.subn(_redact_userinfo, url, count=1)
+        return redacted if found else "<unparseable redis url>"
+
+
+_USERINFO = re.compile(r"^(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*)(?P<password>:[^@/]*)?@")
+
+
+def _redact_userinfo(match: re.Match[str]) -> str:
+    if match.group("password") is None:
+        return match.group(0)
+    user = match.group("user")
+    return f"{match.group('scheme')}{user}:***@" if user else f"{match.group('scheme')}***@"
 
 
 class Settings(BaseSettings):
@@ -83,6 +97,24 @@ class Settings(BaseSettings):
     )
     refresh_ms: int = Field(
         default=5_000, gt=0, description="How often the dashboard re-reads every status."
+    )
+    tls_ca_file: str | None = Field(
+        default=None,
+        description="PEM file of the CA that signed the server's certificate (`rediss://`);"
+        " without it the system's trusted CAs verify it. Verification is never off.",
+    )
+    tls_cert_file: str | None = Field(
+        default=None,
+        description="PEM client certificate, for servers that require mutual TLS.",
+    )
+    tls_key_file: str | None = Field(
+        default=None,
+        description="PEM private key of `tls_cert_file` (may be the same file).",
+    )
+    tls_server_name: str | None = Field(
+        default=None,
+        description="Name the server's certificate must carry, when it differs from the"
+        " URL's host (connecting through an IP, a tunnel or a private endpoint).",
     )
 
     @field_validator("heartbeat_ttl_ms")
