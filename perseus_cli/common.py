@@ -11,13 +11,13 @@ from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
-from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from perseus_cli.options import EXIT_ERROR, EXIT_UNREACHABLE, fail, quiet_closed_stdout
 from perseus_core.plumbing.connection import connect, describe_redis_error, ping_or_raise
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.wire.errors import PerseusError, RedisUnavailable
 from perseus_core.wire.models import describe_validation_error
 from perseus_core.wire.settings import Settings
@@ -54,7 +54,7 @@ def run(settings: Settings, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 @asynccontextmanager
-async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
+async def open_redis(settings: Settings) -> AsyncIterator[RedisClient]:
     """A client that has answered PING, closed on exit.
 
     The PING up front turns an unreachable Redis into `RedisUnavailable`

@@ -258,9 +258,6 @@ def describe_redis_error(settings_or_url: Settings | str, exc: BaseException) ->
         reason = "the server there is not Redis (it answered in another protocol; wrong port?)"
     elif isinstance(exc, RedisTimeoutError | TimeoutError):
         reason = "timed out"
-        if is_tls_url(url) and "connecting" in str(exc).lower():
-            # A plain-text server waits for a line the TLS greeting never ends.
-            reason = "timed out in the TLS handshake (a plain-text port? use redis://)"
         if is_tls_url(url):  # a plain server never answers a TLS hello
             reason += " (in the TLS handshake? a plain-text port needs redis://)"
     elif isinstance(exc, ResponseError):

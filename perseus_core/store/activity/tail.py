@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
@@ -42,6 +41,7 @@ from redis.exceptions import ResponseError
 from perseus_core.plumbing.connection import connect_blocking, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.streams import xread_rows
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity.cursors import id_order, just_before, stream_name
 from perseus_core.store.activity.guard import Closed, CloseGuard
 from perseus_core.store.activity.health import TailHealth
@@ -114,7 +114,7 @@ class ActivityTail(TailHealth):
         self._names_every_s = names_every_s
         self._block_ms = settings.block_ms
         self._streams = StreamPositions(parse_start(start))
-        self._client: Redis | None = None
+        self._client: RedisClient | None = None
         self._buffer: deque[ActivityEntry] = deque()
         self._floor_guessed_at: float | None = None
         self._names_at: float | None = None
@@ -349,7 +349,7 @@ class ActivityTail(TailHealth):
                 del self._streams.excluded[key]
 
 
-async def key_types(client: Redis, stream_keys: list[str]) -> list[Any]:
+async def key_types(client: RedisClient, stream_keys: list[str]) -> list[Any]:
     """TYPE of each key, in one round trip."""
     async with client.pipeline(transaction=False) as pipe:
         for key in stream_keys:
