@@ -19,7 +19,6 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 import click
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -27,6 +26,7 @@ from perseus_cli.common import load_settings, open_redis, run_read
 from perseus_cli.options import redis_url_option
 from perseus_cli.output import echo_json, id_time, pad
 from perseus_core.plumbing.connection import connect
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import (
     ActivityLog,
     ActivityPage,
@@ -101,7 +101,7 @@ def _entry_line(entry: ActivityEntry) -> str:
     return f"{when}  {name}  {_summary(entry)}"
 
 
-async def _activity_names(redis: Redis, reader: NetworkReader) -> list[str]:
+async def _activity_names(redis: RedisClient, reader: NetworkReader) -> list[str]:
     """Every exchange with an activity stream, a catalog entry or a status key.
 
     Streams are found with SCAN (restricted to stream-typed keys, so a stray

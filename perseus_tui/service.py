@@ -23,7 +23,6 @@ import time
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError
@@ -32,6 +31,7 @@ from textual.worker import Worker
 
 from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog, ActivityPage, ActivityTail
 from perseus_core.store.control import ControlClient, NoAgentAnswered
 from perseus_core.store.network import NetworkReader, NetworkSnapshot
@@ -83,7 +83,7 @@ class FleetService:
         self._clock = clock
         self._operator = operator
         self._feed_max_lines = feed_max_lines
-        self._redis: Redis | None = None
+        self._redis: RedisClient | None = None
         self._wake = asyncio.Event()
         self._dirty: set[int] = set()
         self._full_due = False
@@ -93,7 +93,7 @@ class FleetService:
         """Stream name -> exchange id of every exchange read so far."""
 
     @property
-    def redis(self) -> Redis:
+    def redis(self) -> RedisClient:
         """The client for short commands (blocking reads use their own)."""
         if self._redis is None:
             # One immediate retry replaces a pooled connection that went stale

@@ -20,8 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from redis.asyncio import Redis
-
 from perseus_cli.apps.demo import (
     DEMO_OPERATOR,
     HEARTBEAT_TTL_MS,
@@ -33,6 +31,7 @@ from perseus_cli.apps.demo import (
 )
 from perseus_core.plumbing.connection import connect
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.control import ControlClient
 from perseus_core.wire import keys
@@ -101,7 +100,7 @@ class FleetSupervisor:
     async def _supervise_one(
         self,
         agent: DemoAgent,
-        redis: Redis,
+        redis: RedisClient,
         control: ControlClient,
         activity: ActivityLog,
         restart_due: dict[int, float],
@@ -148,7 +147,7 @@ class FleetSupervisor:
                 asyncio.get_running_loop().create_task(self._send_start(control, member))
 
     @staticmethod
-    async def _state(redis: Redis, member: DemoMember) -> ConnectionState | None:
+    async def _state(redis: RedisClient, member: DemoMember) -> ConnectionState | None:
         raw = await redis.get(keys.status_key(member.exchange_id))
         if raw is None:
             return None

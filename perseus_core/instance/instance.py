@@ -39,8 +39,6 @@ import socket
 from types import TracebackType
 from typing import Any
 
-from redis.asyncio import Redis
-
 from perseus_core.instance.incidents import LeaseIncidents, LeaseLostCallback
 from perseus_core.instance.publication import (
     MAX_ERROR_CHARS,
@@ -51,6 +49,7 @@ from perseus_core.instance.publication import (
 from perseus_core.instance.status import initial_status, validate_identity
 from perseus_core.plumbing.errors import REDIS_ERRORS
 from perseus_core.plumbing.tasks import TaskGroup
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.lease import (
     HeartbeatResult,
@@ -93,7 +92,7 @@ class Instance:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         settings: Settings,
         *,
         exchange_id: int,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from redis.asyncio import Redis
 
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.tasks import TaskGroup
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.runtime.options import AgentOptions
 from perseus_core.store.activity import ActivityLog
 from perseus_core.wire.models import ConnectionState, ErrorEntry
@@ -40,7 +40,7 @@ class AgentContext:
         *,
         hostname: str,
         clock: Clock,
-        redis: Redis,
+        redis: RedisClient,
         tasks: TaskGroup,
     ) -> None:
         self.settings = settings

@@ -10,10 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis.asyncio import Redis
-
 from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.topology import RedisClient, checkout
 from perseus_core.store.control.common import (
     COMMAND_FIELD,
     COMMAND_STREAM_MAXLEN,
@@ -73,7 +72,9 @@ class NoAgentAnswered(PerseusError):
         )
 
 
-async def _xadd_once(redis: Redis, settings: Settings, key: str, fields: dict[str, str]) -> str:
+async def _xadd_once(
+    redis: RedisClient, settings: Settings, key: str, fields: dict[str, str]
+) -> str:
     """XADD on one pooled connection, sent exactly once.
 
     redis-py retries a command after a connection error or timeout by default.
@@ -87,12 +88,11 @@ async def _xadd_once(redis: Redis, settings: Settings, key: str, fields: dict[st
     first proven with a PING, which may be retried freely (on a fresh
     connection), and only then is the XADD sent, once.
     """
-    pool = redis.connection_pool
     args: list[str] = ["XADD", key, "MAXLEN", "~", str(COMMAND_STREAM_MAXLEN), "*"]
     for name, value in fields.items():
         args += [name, value]
     try:
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn, release = await checkout(redis, key)
     except TRANSIENT_ERRORS as exc:
         raise RedisUnavailable(
             f"{describe_redis_error(settings, exc)} (the command was not sent)"
@@ -122,7 +122,7 @@ async def _xadd_once(redis: Redis, settings: Settings, key: str, fields: dict[st
         await conn.disconnect()
         raise
     finally:
-        await pool.release(conn)
+        await release(conn)
     return response if isinstance(response, str) else str(response)
 
 
@@ -135,7 +135,9 @@ class ControlClient:
         clock: the time stamped on commands (the server judges expiry by it).
     """
 
-    def __init__(self, redis: Redis, settings: Settings, *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, redis: RedisClient, settings: Settings, *, clock: Clock = system_clock
+    ) -> None:
         self._redis = redis
         self._settings = settings
         self._clock = clock

@@ -11,9 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.control.common import (
     OUTCOME_RETENTION_MS,
     IdentityProvider,
@@ -163,7 +162,7 @@ class OutcomeBook:
 
     def __init__(
         self,
-        writer: Redis,
+        writer: RedisClient,
         link: ServerLink,
         outcomes_key: str,
         token: str,

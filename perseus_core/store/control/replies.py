@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from redis.asyncio import Redis
-
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog, StreamRows
 from perseus_core.store.control.common import (
     MAX_MESSAGE_CHARS,
@@ -38,7 +37,7 @@ class Responder:
 
     def __init__(
         self,
-        writer: Redis,
+        writer: RedisClient,
         link: ServerLink,
         settings: Settings,
         *,

@@ -10,11 +10,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.asyncio import Redis
-
 from perseus_core.plumbing.connection import connect
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.streams import xread_rows
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.control.common import (
     BACKOFF_MAX_S,
     NO_RETRY,
@@ -200,7 +199,9 @@ class CommandServer:
 
     # -- the loop --
 
-    async def _serve(self, reader: Redis, writer: Redis, handling: EntryHandling) -> None:
+    async def _serve(
+        self, reader: RedisClient, writer: RedisClient, handling: EntryHandling
+    ) -> None:
         closing = self._link.closing
         backoff = new_backoff()
         while not closing.is_set():
@@ -249,12 +250,12 @@ class CommandServer:
                     self._last_id = entry_id
                     self.handled += 1
 
-    async def _read(self, reader: Redis, last_id: str) -> Any:
+    async def _read(self, reader: RedisClient, last_id: str) -> Any:
         return await reader.xread(
             {self._stream_key: last_id}, count=READ_COUNT, block=self._settings.block_ms
         )
 
-    async def _start_id(self, writer: Redis) -> str:
+    async def _start_id(self, writer: RedisClient) -> str:
         """The ID just before the oldest entry that could still be unexpired."""
         seconds, micros = await writer.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from perseus_core.plumbing.scripts import registered_scripts
+from perseus_core.plumbing.topology import RedisClient
 
 # Return codes shared by the owner-checked scripts:
 #   1  done (the key held our instanceId)
@@ -101,7 +101,7 @@ class LeaseScripts:
     epoch_floor: AsyncScript
 
     @classmethod
-    def on(cls, redis: Redis) -> LeaseScripts:
+    def on(cls, redis: RedisClient) -> LeaseScripts:
         """The scripts on `redis`, registered once and shared by its leases."""
         return cls(
             *registered_scripts(redis, HEARTBEAT_LUA, UPDATE_LUA, RELEASE_LUA, EPOCH_FLOOR_LUA)

