@@ -121,6 +121,11 @@ def is_sentinel_url(url: str) -> bool:
     return url.lower().startswith(f"{SENTINEL_SCHEME}://")
 
 
+class BadSentinelUrl(PerseusError, ValueError):
+    """A `redis+sentinel://` URL that cannot be parsed (the message redacts it);
+    a ValueError like every other unparseable Redis URL."""
+
+
 class SentinelTarget:
     """A parsed `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`.
 
@@ -133,7 +138,7 @@ class SentinelTarget:
     """
 
     def __init__(self, url: str) -> None:
-        """Parse `url`; PerseusError (with the URL redacted) when it is malformed."""
+        """Parse `url`; BadSentinelUrl (with the URL redacted) when it is malformed."""
         parts = urlsplit(url)
         netloc = parts.netloc
         userinfo, _, hosts = netloc.rpartition("@")
@@ -144,17 +149,17 @@ class SentinelTarget:
         for item in filter(None, hosts.split(",")):
             host, _, port = item.rpartition(":") if ":" in item else (item, "", "26379")
             if not host or not port.isdigit():
-                raise PerseusError(f"bad sentinel address {item!r} in {redact_url(url)}")
+                raise BadSentinelUrl(f"bad sentinel address {item!r} in {redact_url(url)}")
             self.sentinels.append((host.strip("[]"), int(port)))
         path = [piece for piece in parts.path.split("/") if piece]
         if not self.sentinels or not path or len(path) > 2:
-            raise PerseusError(
+            raise BadSentinelUrl(
                 f"bad Sentinel URL {redact_url(url)}: "
                 "expected redis+sentinel://host:26379[,host:26379]/service[/db]"
             )
         self.service = unquote(path[0])
         if len(path) == 2 and not path[1].isdigit():
-            raise PerseusError(f"bad database number in {redact_url(url)}")
+            raise BadSentinelUrl(f"bad database number in {redact_url(url)}")
         self.db = int(path[1]) if len(path) == 2 else 0
 
 
