@@ -16,15 +16,13 @@ import click
 from perseus_cli.common import load_settings, open_redis, run_read
 from perseus_cli.options import MAX_EXCHANGE_ID, redis_url_option
 from perseus_cli.output import Cell, ago, echo_json, id_time, print_table, styled
-from perseus_core.present import HeartbeatThresholds, badge, heartbeat_age_s, status_word
+from perseus_core.present import HeartbeatThresholds, badge, heartbeat, status_word, uptime_s
 from perseus_core.store.network import ExchangeView, NetworkReader, ViewKind
 from perseus_core.wire.models import InstanceStatus
 from perseus_core.wire.text import clean, clean_or
 from perseus_core.wire.timeutil import format_duration, system_clock
 
 STATUS_HEADERS = ("ID", "NAME", "STATE", "HOST", "IP", "HEARTBEAT", "UPTIME", "INFO")
-
-_HEARTBEAT = HeartbeatThresholds()
 
 
 @dataclass
@@ -38,14 +36,17 @@ class _Where:
     info: list[str] = field(default_factory=list)
 
 
-def _live(view: ExchangeView, status: InstanceStatus, now: datetime) -> _Where:
+def _live(
+    view: ExchangeView, status: InstanceStatus, now: datetime, thresholds: HeartbeatThresholds
+) -> _Where:
     """An instance that reports: its own host, heartbeat, uptime and last error."""
     where = _Where(clean_or(status.hostname, "-", 40), clean_or(status.ip_address, "-", 45))
-    age = heartbeat_age_s(view, now)
-    if age is not None:
-        where.heartbeat = styled(ago(status.last_heartbeat, now), _HEARTBEAT.tone(age))
-    if status.connection_state == "active" and status.connected_at is not None:
-        where.uptime = format_duration((now - status.connected_at).total_seconds())
+    beat = heartbeat(view, now, thresholds)
+    if beat is not None:
+        where.heartbeat = styled(beat.text, beat.tone)
+    running = uptime_s(view, now, beat)
+    if running is not None:
+        where.uptime = format_duration(running)
     if status.last_error:
         when = ago(status.last_error_at, now) if status.last_error_at else "earlier"
         where.info.append(f"last error {when}: {clean(status.last_error, 80)}")
@@ -86,11 +87,17 @@ def _absent(view: ExchangeView, now: datetime) -> _Where:
     return where
 
 
-def status_row(view: ExchangeView, now: datetime) -> list[Cell]:
-    """One table row; every string that came from Redis is cleaned."""
+def status_row(view: ExchangeView, now: datetime, thresholds: HeartbeatThresholds) -> list[Cell]:
+    """One table row; every string that came from Redis is cleaned.
+
+    Args:
+        view: the exchange.
+        now: when it was read.
+        thresholds: the heartbeat colours of the configured timing.
+    """
     kind = view.kind
     if kind is ViewKind.LIVE and view.status is not None:
-        where = _live(view, view.status, now)
+        where = _live(view, view.status, now, thresholds)
     elif kind is ViewKind.READY:
         where = _ready(view, now)
     else:
@@ -149,6 +156,7 @@ def status_cmd(as_json: bool, exchange_id: int | None, redis_url: str | None) ->
         elif not views:
             click.echo("no exchanges known: add one with `perseus catalog add ID NAME`")
         else:
-            print_table(STATUS_HEADERS, [status_row(v, now) for v in views])
+            thresholds = HeartbeatThresholds.from_settings(settings)
+            print_table(STATUS_HEADERS, [status_row(v, now, thresholds) for v in views])
 
     run_read(settings, body)

@@ -8,22 +8,34 @@ terminal styles, so the two can never disagree about what a colour means.
 No UI toolkit is imported here.
 """
 
+from perseus_core.present.commands import refusal
 from perseus_core.present.exchange import (
+    HEARTBEAT_LEGEND,
+    LEGEND,
     Badge,
+    Heartbeat,
     HeartbeatThresholds,
     Tone,
     badge,
+    heartbeat,
     heartbeat_age_s,
     state_tone,
     status_word,
+    uptime_s,
 )
 
 __all__ = [
+    "HEARTBEAT_LEGEND",
+    "LEGEND",
     "Badge",
+    "Heartbeat",
     "HeartbeatThresholds",
     "Tone",
     "badge",
+    "heartbeat",
     "heartbeat_age_s",
+    "refusal",
     "state_tone",
     "status_word",
+    "uptime_s",
 ]

@@ -9,7 +9,9 @@ from enum import StrEnum
 
 from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_core.wire.models import ConnectionState
+from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
+from perseus_core.wire.timeutil import format_duration
 
 
 class Tone(StrEnum):
@@ -40,23 +42,108 @@ def state_tone(state: str | None) -> Tone:
     return STATE_TONES.get(state or "", Tone.MUTED)
 
 
+GRACE_FRACTION = 0.2
+"""Default grace past the interval before a heartbeat counts as late: a fifth
+of the interval covers a busy event loop and the write's round trip."""
+
+
 @dataclass(frozen=True, slots=True)
 class HeartbeatThresholds:
     """When a heartbeat's age turns from fresh (success) to late (warning) to
-    overdue (error)."""
+    overdue (error); build it with `from_settings` so the colours follow the
+    configured timing (at the 15 s default: green to 18 s, red from 30 s)."""
 
-    fresh_s: float = 10.0
-    """An age below this is fresh."""
+    fresh_s: float = 18.0
+    """An age up to this is fresh: the interval plus a grace."""
     late_s: float = 30.0
-    """An age below this (and not fresh) is late; from here on it is overdue."""
+    """An age up to this (and not fresh) is late; beyond it, overdue."""
+    unseen_max_s: float = 0.0
+    """The most time since the last read that is not held against an agent
+    (a poller's refresh period; 0 for a one-off read)."""
 
-    def tone(self, age_s: float) -> Tone:
-        """The tone of a heartbeat `age_s` seconds old."""
-        if age_s < self.fresh_s:
+    @classmethod
+    def from_settings(cls, settings: Settings, *, polled: bool = False) -> HeartbeatThresholds:
+        """The thresholds for `settings`' heartbeat interval, or their overrides.
+
+        Args:
+            settings: `heartbeat_interval_ms`, and `heartbeat_fresh_ms` /
+                `heartbeat_overdue_ms` when set.
+            polled: the ages are shown between reads every `refresh_ms` (the
+                dashboard): a heartbeat written since the last read cannot
+                have been seen yet, so that time is not counted as late.
+        """
+        interval_s = settings.heartbeat_interval_ms / 1000
+        fresh_ms = settings.heartbeat_fresh_ms
+        overdue_ms = settings.heartbeat_overdue_ms
+        fresh = fresh_ms / 1000 if fresh_ms is not None else interval_s * (1 + GRACE_FRACTION)
+        late = overdue_ms / 1000 if overdue_ms is not None else 2 * interval_s
+        unseen = settings.refresh_ms / 1000 if polled else 0.0
+        return cls(fresh_s=fresh, late_s=max(fresh, late), unseen_max_s=unseen)
+
+    def tone(self, age_s: float, unseen_s: float = 0.0) -> Tone:
+        """The tone of a heartbeat `age_s` seconds old, read `unseen_s` seconds ago."""
+        judged = age_s - min(max(0.0, unseen_s), self.unseen_max_s)
+        if judged <= self.fresh_s:
             return Tone.SUCCESS
-        if age_s < self.late_s:
+        if judged <= self.late_s:
             return Tone.WARNING
         return Tone.ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """How a live instance's heartbeat looks: its age, its tone, and whether it
+    is overdue (then it no longer proves the instance runs)."""
+
+    age_s: float
+    tone: Tone
+
+    @property
+    def overdue(self) -> bool:
+        """Past the late threshold: the instance may be dead until its key expires."""
+        return self.tone is Tone.ERROR
+
+    @property
+    def text(self) -> str:
+        """`3s ago`, or `no heartbeat for 32s` once overdue."""
+        age = format_duration(self.age_s)
+        return f"no heartbeat for {age}" if self.overdue else f"{age} ago"
+
+
+def heartbeat(
+    view: ExchangeView,
+    now: datetime,
+    thresholds: HeartbeatThresholds,
+    read_at: datetime | None = None,
+) -> Heartbeat | None:
+    """The heartbeat of a live view at `now` (None without a status).
+
+    Args:
+        view: the exchange.
+        now: the current time.
+        thresholds: from `HeartbeatThresholds.from_settings`.
+        read_at: when `view` was read (None: just now).
+    """
+    age = heartbeat_age_s(view, now)
+    if age is None:
+        return None
+    unseen = (now - read_at).total_seconds() if read_at is not None else 0.0
+    return Heartbeat(age, thresholds.tone(age, unseen))
+
+
+def uptime_s(view: ExchangeView, now: datetime, beat: Heartbeat | None) -> float | None:
+    """How long an active instance has been running, None when it is not active.
+
+    Once its heartbeat is overdue the uptime stops at the last heartbeat: a
+    killed instance must not keep counting until its key expires.
+    """
+    status = view.status
+    if status is None or status.connection_state != ConnectionState.ACTIVE:
+        return None
+    if status.connected_at is None:
+        return None
+    end = status.last_heartbeat if beat is not None and beat.overdue else now
+    return max(0.0, (end - status.connected_at).total_seconds())
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +197,24 @@ def heartbeat_age_s(view: ExchangeView, now: datetime) -> float | None:
     if view.status is None:
         return None
     return max(0.0, (now - view.status.last_heartbeat).total_seconds())
+
+
+LEGEND: tuple[tuple[Badge, str], ...] = (
+    (state_badge(ConnectionState.ACTIVE), "running and streaming"),
+    (state_badge(ConnectionState.STARTING), "claimed its slot, connecting"),
+    (state_badge(ConnectionState.WARMING), "loading data before going active"),
+    (state_badge(ConnectionState.STOPPING), "asked to stop, winding down"),
+    (state_badge(ConnectionState.STOPPED), "stopped, about to release its slot"),
+    (state_badge(ConnectionState.IDLE), "holds its slot, not running"),
+    (_KIND_BADGES[ViewKind.READY], "no instance; an agent waits: `s` starts it"),
+    (_KIND_BADGES[ViewKind.OFFLINE], "no instance, no agent: nothing would answer"),
+    (_KIND_BADGES[ViewKind.UNREADABLE], "alive, but its status cannot be read"),
+)
+"""Every badge and what it means, for the help screen."""
+
+HEARTBEAT_LEGEND: tuple[tuple[Tone, str], ...] = (
+    (Tone.SUCCESS, "fresh: within the interval plus a grace"),
+    (Tone.WARNING, "late: up to two intervals"),
+    (Tone.ERROR, "overdue: no heartbeat for longer; offline when the key expires"),
+)
+"""The heartbeat colours and what they mean, for the help screen."""

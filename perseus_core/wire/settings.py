@@ -98,6 +98,18 @@ class Settings(BaseSettings):
     refresh_ms: int = Field(
         default=5_000, gt=0, description="How often the dashboard re-reads every status."
     )
+    heartbeat_fresh_ms: int | None = Field(
+        default=None,
+        gt=0,
+        description="Heartbeat age shown as fresh (green) up to this; default: the interval"
+        " plus a fifth of it (18 s at the 15 s default).",
+    )
+    heartbeat_overdue_ms: int | None = Field(
+        default=None,
+        gt=0,
+        description="Heartbeat age shown as overdue (red) from this on; late (yellow) in"
+        " between; default: two intervals (30 s).",
+    )
     tls_ca_file: str | None = Field(
         default=None,
         description="PEM file of the CA that signed the server's certificate (`rediss://`);"

@@ -36,6 +36,19 @@ MAX_AGENTS = 64
 """Presence members read per exchange (the freshest first): more agents than
 this on one exchange is a misconfiguration, not something to list in full."""
 
+LIVE_MEMBERS_LUA = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGE', KEYS[1], '+inf', '(' .. now_ms, 'BYSCORE', 'REV', 'LIMIT', 0, ARGV[1])
+"""
+"""KEYS: presence set. ARGV: how many. The members whose expiry (their score,
+Redis server ms) has not passed, freshest first. A member is pruned only when
+some agent writes the set again, so an agent killed with -9 beside a live one
+would otherwise be listed (as ready, with its dead pid) until that write:
+the expiry is judged here, on the server's clock, like the writers judge it.
+Sent as EVAL, not EVALSHA: it rides in a pipeline, where a cluster client
+cannot load a script the server lost."""
+
 _Wanted = tuple[int, str | None, str | None]
 """(index of the view, its activity stream or None, its presence key or None)."""
 
@@ -64,7 +77,8 @@ class OfflineDetails:
         """Fill `last_known` and `agents` of every view without a valid status.
 
         One pipelined round trip: the newest entry of each stream (XREVRANGE
-        COUNT 1) and the presence set (ZREVRANGE). Only a stream whose newest
+        COUNT 1) and the unexpired members of the presence set
+        (`LIVE_MEMBERS_LUA`). Only a stream whose newest
         entry is new since the previous snapshot and names no state (the
         audit entry of a stop) is read deeper, `LAST_KNOWN_SCAN` entries, in
         one more round trip. Reading ten entries of every offline stream on
@@ -103,7 +117,7 @@ class OfflineDetails:
                 if stream is not None:
                     pipe.xrevrange(stream, max="+", min="-", count=1)
                 if presence is not None:
-                    pipe.zrange(presence, 0, MAX_AGENTS - 1, desc=True)
+                    pipe.eval(LIVE_MEMBERS_LUA, 1, presence, MAX_AGENTS)
             results = iter(await pipe.execute(raise_on_error=False))
 
         entry_cache: dict[tuple[str, str], LastKnown] = {}
