@@ -1,5 +1,6 @@
 """What every verb that talks to Redis shares: settings, running an async body,
-and turning an unreachable Redis into one clear line instead of a traceback."""
+and turning whatever stops it (see `failures`) into one clear line instead of
+a traceback."""
 
 from __future__ import annotations
 
@@ -7,18 +8,20 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from pydantic import ValidationError
-from redis.exceptions import AuthenticationError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, InvalidResponse, NoPermissionError, RedisError
 
-from perseus_cli.options import EXIT_ERROR, EXIT_UNREACHABLE, fail, quiet_closed_stdout
-from perseus_core.plumbing.connection import connect, describe_redis_error, ping_or_raise
+from perseus_cli.failures import CONNECTION_FAILURES, describe_failure, redis_url_problem
+from perseus_cli.options import EXIT_USAGE, fail, quiet_closed_stdout
+from perseus_core.plumbing.connection import connect, is_tls_failure, ping_or_raise
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
-from perseus_core.wire.errors import PerseusError, RedisUnavailable
+from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import describe_validation_error
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
@@ -29,28 +32,73 @@ T = TypeVar("T")
 def load_settings(redis_url: str | None = None, **overrides: Any) -> Settings:
     """Settings from the environment, with command-line overrides on top.
 
-    A bad environment value is a usage error (exit 2) with the variable named.
+    A bad environment value or a malformed Redis URL is a usage error: one
+    line (the variable named, the URL's password never shown) and exit 2.
     """
     values = {k: v for k, v in overrides.items() if v is not None}
     if redis_url:
         values["redis_url"] = redis_url
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
-        raise click.UsageError(f"invalid configuration: {describe_validation_error(exc)}") from None
+        fail(f"invalid configuration: {describe_validation_error(exc)}", EXIT_USAGE)
+    problem = redis_url_problem(settings)
+    if problem is not None:
+        fail(problem, EXIT_USAGE)
+    return settings
 
 
 def run(settings: Settings, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run an async command body; Redis being unreachable exits 3 with one line,
-    a closed stdout ends quietly."""
+    """Run an async command body; Redis that cannot be used (unreachable, not
+    Redis, refusing the credentials or this user's rights) exits 3 with one
+    line, a closed stdout ends quietly."""
     try:
         return asyncio.run(main())
     except BrokenPipeError:
         quiet_closed_stdout()
-    except RedisUnavailable as exc:
-        fail(str(exc), EXIT_UNREACHABLE)
-    except (RedisConnectionError, RedisTimeoutError, AuthenticationError, OSError) as exc:
-        fail(describe_redis_error(settings, exc), EXIT_UNREACHABLE)
+    except CONNECTION_FAILURES as exc:
+        _fail_with(settings, exc)
+
+
+def _fail_with(settings: Settings, exc: BaseException) -> NoReturn:
+    failure = describe_failure(settings, exc)
+    if failure is None:
+        raise exc
+    fail(failure.message, failure.code)
+
+
+_PROBE_TIMEOUT_S = 2.0
+"""How long the dashboard's start-up probe waits: a Redis that is merely slow
+or down is the dashboard's to show (a banner, retries), not a reason to wait."""
+
+
+def preflight(settings: Settings) -> None:
+    """Exit 3 with one line when Redis answers but can never be used as given:
+    not Redis at all, a wrong or missing password, a TLS error, an ACL user
+    without rights. For the dashboard, before its App starts: those would
+    otherwise sit behind a "connecting" banner forever. Redis being down or
+    slow is left to the dashboard, which shows it and keeps retrying.
+    """
+
+    async def probe() -> None:
+        client = connect(
+            settings,
+            socket_timeout=_PROBE_TIMEOUT_S,
+            socket_connect_timeout=_PROBE_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(probe())
+    except (AuthenticationError, InvalidResponse, NoPermissionError) as exc:
+        _fail_with(settings, exc)
+    except TRANSIENT_ERRORS as exc:
+        if is_tls_failure(exc):
+            _fail_with(settings, exc)
 
 
 @asynccontextmanager
@@ -99,7 +147,5 @@ def run_read(settings: Settings, body: Callable[[], Coroutine[Any, Any, T]]) -> 
     try:
         with _library_warnings():
             return run(settings, body)
-    except PerseusError as exc:
-        fail(clean(str(exc)), EXIT_ERROR)
-    except ResponseError as exc:
-        fail(f"Redis refused the request: {clean(str(exc))}", EXIT_ERROR)
+    except (PerseusError, RedisError) as exc:
+        _fail_with(settings, exc)

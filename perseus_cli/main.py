@@ -8,12 +8,13 @@ Textual, httpx or the agent. `perseus` with no verb opens the dashboard.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 
 import click
 
-from perseus_cli.options import quiet_closed_stdout, redis_url_option
+from perseus_cli.options import EXIT_ERROR, fail, quiet_closed_stdout, redis_url_option
 from perseus_core import __version__
 
 
@@ -142,6 +143,11 @@ def main() -> None:
     Output still buffered when the command ends is flushed here, so a reader
     that closed our stdout (`perseus status | head -1`) ends the command
     quietly (exit 0) instead of with the interpreter's complaint.
+
+    Known errors are turned into their own lines where they happen
+    (`perseus_cli.failures`); whatever still reaches this point is a bug, and
+    a person gets one line naming it (exit 1) instead of a traceback, unless
+    PERSEUS_TRACEBACK=1 asks for the traceback.
     """
     try:
         try:
@@ -150,3 +156,9 @@ def main() -> None:
             sys.stdout.flush()
     except BrokenPipeError:
         quiet_closed_stdout()
+    except Exception as exc:  # the last resort for a bug; see the docstring
+        if os.environ.get("PERSEUS_TRACEBACK"):
+            raise
+        from perseus_cli.failures import unexpected  # noqa: PLC0415 - only on this path
+
+        fail(unexpected(exc), EXIT_ERROR)

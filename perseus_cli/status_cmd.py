@@ -18,7 +18,8 @@ from perseus_cli.options import MAX_EXCHANGE_ID, redis_url_option
 from perseus_cli.output import Cell, ago, echo_json, id_time, print_table, styled
 from perseus_core.present import HeartbeatThresholds, badge, heartbeat, status_word, uptime_s
 from perseus_core.store.network import ExchangeView, NetworkReader, ViewKind
-from perseus_core.wire.models import InstanceStatus
+from perseus_core.wire.errors import PerseusError
+from perseus_core.wire.models import ConnectionState, InstanceStatus
 from perseus_core.wire.text import clean, clean_or
 from perseus_core.wire.timeutil import format_duration, system_clock
 
@@ -60,7 +61,9 @@ def _ready(view: ExchangeView, now: datetime) -> _Where:
     pid = f" pid {agent.pid}" if agent.pid is not None else ""
     since = agent.since
     waiting = f" for {format_duration((now - since).total_seconds())}" if since else ""
-    where.info.append(f"agent{pid} {clean_or(agent.state, '?', 16)}{waiting}")
+    # An idle agent is what READY means: one vocabulary with the dashboard.
+    state = "ready" if agent.state == ConnectionState.IDLE else clean_or(agent.state, "?", 16)
+    where.info.append(f"agent{pid} {state}{waiting}")
     if len(view.agents) > 1:
         others = ", ".join(clean_or(a.hostname, "?", 40) for a in view.agents[1:])
         where.info.append(f"{len(view.agents)} agents ready (also {others})")
@@ -145,7 +148,13 @@ def status_cmd(as_json: bool, exchange_id: int | None, redis_url: str | None) ->
         async with open_redis(settings) as redis:
             reader = NetworkReader(redis, settings)
             if exchange_id is not None:
-                views = [await reader.exchange(exchange_id)]
+                view = await reader.exchange(exchange_id)
+                if not (view.in_catalog or view.online or view.agents or view.last_known):
+                    raise PerseusError(
+                        f"no exchange {exchange_id}: not in the catalog, not online,"
+                        " no agent, no activity"
+                    )
+                views = [view]
                 now = system_clock()
             else:
                 snapshot = await reader.snapshot()

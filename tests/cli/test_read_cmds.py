@@ -249,7 +249,7 @@ def test_status_of_an_exchange_whose_agent_waits_is_ready(
     second = agent_presence(r, 5, "okx-b", 4343)
     row = invoke(redis_url, "status").stdout.splitlines()[1]
     assert row.split()[:4] == ["5", "okx", "ready", "okx-a"]  # the dashboard's word too
-    assert "agent pid 4242 idle for 5m" in row
+    assert "agent pid 4242 ready for 5m" in row
     assert "2 agents ready (also okx-b)" in row
     assert "last idle" in row  # from the transition, not the newer command entry
     (inst,) = json.loads(invoke(redis_url, "status", "--json").stdout)["instances"]
@@ -318,8 +318,12 @@ def test_status_exchange_id_restricts_to_one(r: sync_redis.Redis, redis_url: str
     table = invoke(redis_url, "status", "--exchange-id", "1").stdout.splitlines()
     assert len(table) == 2
     assert table[1].split()[:3] == ["1", "coinbase", "active"]
-    unknown = json.loads(invoke(redis_url, "status", "--json", "--exchange-id", "99").stdout)
-    assert unknown["instances"][0]["online"] is False
+    for args in (["--json"], []):
+        unknown = invoke(redis_url, "status", *args, "--exchange-id", "99")
+        assert (unknown.exit_code, unknown.stdout) == (1, "")
+        assert unknown.stderr == (
+            "perseus: no exchange 99: not in the catalog, not online, no agent, no activity\n"
+        )
 
 
 def test_status_columns_stay_aligned_with_wide_characters(
