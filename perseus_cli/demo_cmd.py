@@ -20,7 +20,8 @@ from perseus_cli.apps.demo import (
     Role,
 )
 from perseus_cli.apps.demo_fleet import DemoFleet
-from perseus_cli.options import EXIT_ERROR, fail
+from perseus_cli.apps.redis_server import PortInUse
+from perseus_cli.options import EXIT_ERROR, EXIT_USAGE, fail
 from perseus_core.wire.errors import PerseusError
 
 _ROLE_NOTES = {
@@ -28,7 +29,8 @@ _ROLE_NOTES = {
     Role.CRASHING: "its child crashes every few seconds; the demo starts it again",
     Role.KILLED: "killed with SIGKILL once active: goes offline",
     Role.WARMING: "warming slowly (5 min)",
-    Role.IDLE: "idle: start it with `s` in the dashboard",
+    Role.IDLE: "READY: start it with `s` in the dashboard (or `perseus start ID`)",
+    Role.LAGGING: "active, heartbeats lag: green, yellow and red in turn",
 }
 
 
@@ -108,9 +110,9 @@ def _echo_event(event: DemoEvent) -> None:
 @click.option(
     "--instances",
     type=click.IntRange(1, 100),
-    default=5,
+    default=6,
     show_default=True,
-    help="How many agents to run (the first five show one state each).",
+    help="How many agents to run (the first six show one state each).",
 )
 @click.option(
     "--no-tui",
@@ -128,9 +130,10 @@ def demo(instances: int, no_tui: bool, port: int | None) -> None:
 
     Starts redis-server (no persistence, in a temporary directory) and one
     `perseus agent` per exchange, scripted so that every state is on screen
-    within seconds: active instances, one idle, one warming slowly, one whose
-    child keeps crashing, and one killed with SIGKILL that goes offline. Then
-    opens the dashboard on it: start (`s`) and stop (`x`) work for real.
+    within seconds: active instances, one READY to start (Gemini: try `s` on
+    it), one warming slowly, one whose child keeps crashing, one killed with
+    SIGKILL that goes offline and one whose heartbeats lag. Then opens the
+    dashboard on it: start (`s`) and stop (`x`) work for real.
 
     Quitting (q, Ctrl-C, SIGTERM) stops every agent and the Redis server and
     removes the temporary directory.
@@ -148,6 +151,8 @@ def demo(instances: int, no_tui: bool, port: int | None) -> None:
     try:
         try:
             fleet.start()
+        except PortInUse as exc:
+            fail(f"cannot start the demo: {exc}; choose another --port", EXIT_USAGE)
         except PerseusError as exc:
             fail(f"cannot start the demo: {exc}", EXIT_ERROR)
         if no_tui:

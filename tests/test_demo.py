@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 import redis as sync_redis
 
-from perseus_cli.apps.demo import Role, plan_fleet
+from perseus_cli.apps.demo import (
+    HEARTBEAT_INTERVAL_MS,
+    HEARTBEAT_TTL_MS,
+    TRY_FIRST,
+    Role,
+    plan_fleet,
+)
+from perseus_cli.demo_cmd import perseus_argv
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.skipif(
@@ -28,12 +35,51 @@ _DIR_RE = re.compile(r"Temporary directory \(agent logs\): (\S+)$")
 
 
 def test_fleet_plan_shows_every_role_then_adds_active_ones() -> None:
-    roles = [m.role for m in plan_fleet(7)]
-    assert set(roles[:5]) == set(Role)
-    assert roles[5:] == [Role.ACTIVE, Role.ACTIVE]
-    names = [m.name for m in plan_fleet(30)]
-    assert len(set(names)) == 30
-    assert [m.exchange_id for m in plan_fleet(3)] == [1, 2, 3]
+    roles = [m.role for m in plan_fleet(8)]
+    assert set(roles[:6]) == set(Role)
+    assert roles[6:] == [Role.ACTIVE, Role.ACTIVE]
+    fleet = plan_fleet(30)
+    assert len({m.name for m in fleet}) == len({m.exchange_id for m in fleet}) == 30
+    # Livermore's seeded ids for the exchanges it knows; the one to try is READY.
+    ids = {m.name: m.exchange_id for m in fleet}
+    assert [ids[n] for n in ("coinbase", "binance", "binance_us", "kraken", "kucoin", "mexc")] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
+    gemini = next(m for m in plan_fleet(2) if m.name == TRY_FIRST)
+    assert (gemini.role, gemini.exchange_id > 6) == (Role.IDLE, True)
+
+
+def test_the_lagging_agent_beats_slower_than_two_demo_intervals_inside_its_ttl() -> None:
+    lagging = next(m for m in plan_fleet(6) if m.role is Role.LAGGING)
+    assert 2 * HEARTBEAT_INTERVAL_MS < lagging.heartbeat_interval_ms < lagging.heartbeat_ttl_ms
+    others = [m for m in plan_fleet(6) if m.role is not Role.LAGGING]
+    assert {(m.heartbeat_interval_ms, m.heartbeat_ttl_ms) for m in others} == {
+        (HEARTBEAT_INTERVAL_MS, HEARTBEAT_TTL_MS)
+    }
+
+
+def test_demo_refuses_a_port_in_use_and_leaves_that_redis_alone(redis_url: str) -> None:
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    with sync_redis.Redis.from_url(redis_url) as client:
+        client.set("mine", "1")
+        proc = subprocess.run(
+            [*perseus_argv(), "demo", "--no-tui", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.returncode == 2
+        assert proc.stderr == (
+            f"perseus: cannot start the demo: port {port} is already in use on 127.0.0.1;"
+            " choose another --port\n"
+        )
+        assert "stopped" not in proc.stdout.lower()
+        assert client.keys("*") == [b"mine"]
 
 
 def _table() -> dict[int, tuple[int, int, str]]:

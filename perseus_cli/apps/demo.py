@@ -2,9 +2,16 @@
 
 `perseus demo` is what a newcomer runs first, so within a few seconds the
 fleet shows everything the dashboard can show: instances that are active,
-one that stays idle until started, one warming slowly, one whose child keeps
-crashing (errors in the feed) and one that is killed with SIGKILL so its
-card goes offline with the last-known information.
+one that stays READY until started (Gemini: the one to try `s` on), one
+warming slowly, one whose child keeps crashing (errors in the feed), one
+killed with SIGKILL so its card goes offline with the last-known
+information, and one whose heartbeats lag, so the heartbeat column shows
+green, yellow and red in turn.
+
+Exchange ids follow the ones Livermore seeds (1 coinbase, 2 binance,
+3 binance_us, 4 kraken, 5 kucoin, 6 mexc), so a demo card never shows a
+real exchange under another's id; exchanges Livermore does not seed (Gemini
+among them) get ids above 6.
 
 This module is the plan and its timings; `demo_fleet` runs it (a real
 redis-server and one `perseus agent` subprocess per exchange) and
@@ -46,27 +53,42 @@ class Role(StrEnum):
     WARMING = "warming"
     """Autostarted with a long warm-up: stays in `warming` for minutes."""
     IDLE = "idle"
-    """Not started: waits for an operator's `start`."""
+    """Not started: READY, waits for an operator's `start`."""
+    LAGGING = "lagging"
+    """Active, but heartbeats at `LAGGING_INTERVAL_MS`: its age runs past the
+    thresholds the demo's interval sets, so it turns yellow, then red, then
+    green again at the next beat, never offline."""
 
 
-_ROLE_ORDER = (Role.ACTIVE, Role.CRASHING, Role.KILLED, Role.WARMING, Role.IDLE)
-"""Roles given to the first five agents (a smaller fleet takes a prefix); the
+LAGGING_INTERVAL_MS = 5_500
+LAGGING_TTL_MS = 9_000
+"""The lagging agent's heartbeat interval and TTL: its age runs beyond two
+demo intervals (red on a dashboard using the demo's settings), while its own
+longer TTL keeps its key and presence from expiring between beats."""
+
+_ROLE_ORDER = (Role.ACTIVE, Role.IDLE, Role.CRASHING, Role.KILLED, Role.WARMING, Role.LAGGING)
+"""Roles given to the first six agents (a smaller fleet takes a prefix); the
 rest are active."""
 
 _EXCHANGES = (
-    ("coinbase", "Coinbase", 25),
-    ("kraken", "Kraken", 40),
-    ("binance", "Binance", 120),
-    ("bitstamp", "Bitstamp", 18),
-    ("gemini", "Gemini", 12),
-    ("okx", "OKX", 95),
-    ("bybit", "Bybit", 80),
-    ("kucoin", "KuCoin", 150),
-    ("bitfinex", "Bitfinex", 60),
-    ("cryptocom", "Crypto.com", 70),
-    ("gateio", "Gate.io", 200),
-    ("htx", "HTX", 55),
+    (1, "coinbase", "Coinbase", 25),
+    (7, "gemini", "Gemini", 12),
+    (2, "binance", "Binance", 120),
+    (3, "binance_us", "Binance.US", 60),
+    (4, "kraken", "Kraken", 40),
+    (5, "kucoin", "KuCoin", 150),
+    (6, "mexc", "MEXC", 90),
+    (8, "okx", "OKX", 95),
+    (9, "bybit", "Bybit", 80),
+    (10, "bitstamp", "Bitstamp", 18),
+    (11, "bitfinex", "Bitfinex", 60),
+    (12, "gateio", "Gate.io", 200),
 )
+"""(id, name, display name, symbols), in the order agents are planned; ids as
+Livermore seeds them (see the module docstring)."""
+
+TRY_FIRST = "gemini"
+"""The exchange a newcomer is told to start first (READY in every fleet of two or more)."""
 
 _ADMINS = (
     ("ops@example.com", "Ops Team"),
@@ -133,6 +155,16 @@ class DemoMember:
         return self.role is not Role.IDLE
 
     @property
+    def heartbeat_interval_ms(self) -> int:
+        """The demo's interval, except for the agent whose heartbeats lag."""
+        return LAGGING_INTERVAL_MS if self.role is Role.LAGGING else HEARTBEAT_INTERVAL_MS
+
+    @property
+    def heartbeat_ttl_ms(self) -> int:
+        """The demo's TTL, except for the agent whose heartbeats lag."""
+        return LAGGING_TTL_MS if self.role is Role.LAGGING else HEARTBEAT_TTL_MS
+
+    @property
     def warmup_s(self) -> float:
         """Long for the slow one, short for the rest so they are active quickly."""
         if self.role is Role.WARMING:
@@ -152,20 +184,22 @@ class DemoMember:
 
 
 def plan_fleet(instances: int) -> list[DemoMember]:
-    """The members of a fleet of `instances` agents, ids from 1."""
+    """The members of a fleet of `instances` agents; beyond the named exchanges,
+    numbered copies with ids after the last named one."""
     if instances < 1:
         raise ValueError("a demo fleet needs at least one instance")
     members = []
     for index in range(instances):
-        base, label, symbols = _EXCHANGES[index % len(_EXCHANGES)]
+        first_id, base, label, symbols = _EXCHANGES[index % len(_EXCHANGES)]
         round_ = index // len(_EXCHANGES)
+        exchange_id = first_id + round_ * len(_EXCHANGES)
         name = base if round_ == 0 else f"{base}-{round_ + 1}"
         display = label if round_ == 0 else f"{label} {round_ + 1}"
         role = _ROLE_ORDER[index] if index < len(_ROLE_ORDER) else Role.ACTIVE
         email, admin = _ADMINS[index % len(_ADMINS)]
         members.append(
             DemoMember(
-                exchange_id=index + 1,
+                exchange_id=exchange_id,
                 name=name,
                 display_name=display,
                 symbols=symbols,

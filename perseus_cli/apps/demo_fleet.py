@@ -60,14 +60,14 @@ class DemoFleet:
     Args:
         agent_argv: how to run `perseus` (e.g. `[sys.executable, "-m", ...]`):
             the agents are started as `agent_argv + ["agent", ...]`.
-        instances: fleet size (default 5: one of each role).
+        instances: fleet size (default 6: one of each role).
         port: Redis port on 127.0.0.1 (default: a free one).
         on_event: called whenever the demo kills or restarts an agent, or an
             agent dies on its own.
     """
 
     agent_argv: Sequence[str]
-    instances: int = 5
+    instances: int = 6
     port: int | None = None
     on_event: Callable[[DemoEvent], None] = field(default=lambda event: None)
     members: list[DemoMember] = field(init=False)
@@ -124,8 +124,8 @@ class DemoFleet:
         env.update(
             {
                 "PERSEUS_REDIS_URL": self.url,
-                "PERSEUS_HEARTBEAT_INTERVAL_MS": str(HEARTBEAT_INTERVAL_MS),
-                "PERSEUS_HEARTBEAT_TTL_MS": str(HEARTBEAT_TTL_MS),
+                "PERSEUS_HEARTBEAT_INTERVAL_MS": str(member.heartbeat_interval_ms),
+                "PERSEUS_HEARTBEAT_TTL_MS": str(member.heartbeat_ttl_ms),
                 "PERSEUS_PUBLIC_IP": member.ip,
                 "PERSEUS_STOP_GRACE_MS": str(int(STOP_GRACE_S * 1000)),
                 "PYTHONUNBUFFERED": "1",

