@@ -11,7 +11,7 @@ any machine on any day.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from textual import on
 from textual.app import App
@@ -120,7 +120,7 @@ class PerseusApp(FleetHub):
             return
         views = {view.exchange_id: view for view in message.snapshot.exchanges}
         self._connection_ok()
-        self._show(views)
+        self._show(views, read_at=message.snapshot.taken_at)
         self.loaded.set()
 
     @on(ExchangesRefreshed)
@@ -136,9 +136,10 @@ class PerseusApp(FleetHub):
         self._connection_ok()
         self._show(views)
 
-    def _show(self, views: dict[int, ExchangeView]) -> None:
+    def _show(self, views: dict[int, ExchangeView], *, read_at: datetime | None = None) -> None:
         ordered = sorted(views.values(), key=lambda v: (v.exchange_id, v.exchange_name))
-        self.fleet = FleetState(views, ordered, self.clock(), stale=False, loaded=True)
+        read_at = read_at or self.fleet.read_at
+        self.fleet = FleetState(views, ordered, self.clock(), False, True, read_at)
         self.header = self.header_state()
 
     def _connection_ok(self) -> None:

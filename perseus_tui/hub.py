@@ -21,6 +21,7 @@ from textual.app import App
 from textual.content import Content
 from textual.reactive import var
 
+from perseus_core.present import HeartbeatThresholds
 from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_core.wire.models import ActivityEntry
 from perseus_core.wire.settings import Settings
@@ -55,6 +56,9 @@ class FleetState:
     """Redis is unreachable: these are the last known views."""
     loaded: bool = False
     """Redis answered at least once (an empty fleet is then really empty)."""
+    read_at: datetime | None = None
+    """When the whole fleet was last read (a partial re-read keeps it: a view
+    read since then is only fresher than this says)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,9 @@ class FleetHub(App[None]):
         self.target = target_label or settings.redacted_redis_url
         self.operator = operator or default_operator()
         self.feed_max_lines = feed_max_lines
+        self.heartbeat_thresholds = HeartbeatThresholds.from_settings(settings, polled=True)
+        """Heartbeat colours from the configured timing, for every surface."""
+        self._timing = render.Timing(self.heartbeat_thresholds)
         self.loaded = asyncio.Event()
         """Set once the first fleet read has been shown (tests and screenshots wait on it)."""
         self.history_loaded = asyncio.Event()
@@ -120,6 +127,13 @@ class FleetHub(App[None]):
         self._summary: tuple[Mapping[int, ExchangeView], tuple[Content, ...]] | None = None
         """The header counts and the views they were counted from (the clock tick
         reuses them; every read replaces the views)."""
+
+    def timing(self) -> render.Timing:
+        """What heartbeat colours depend on: the configured thresholds and the last read."""
+        read_at = self.fleet.read_at
+        if self._timing.read_at != read_at:
+            self._timing = render.Timing(self.heartbeat_thresholds, read_at)
+        return self._timing
 
     @property
     def views(self) -> Mapping[int, ExchangeView]:

@@ -14,6 +14,7 @@ colour.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
 from textual.content import Content
@@ -23,10 +24,11 @@ from perseus_core.present import (
     HeartbeatThresholds,
     Tone,
     badge,
-    heartbeat_age_s,
     state_tone,
     status_word,
+    uptime_s,
 )
+from perseus_core.present import heartbeat as heartbeat_look
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire.models import (
     ActivityEntry,
@@ -61,9 +63,6 @@ TONE_FILL: Mapping[Tone, str] = {
     Tone.MUTED: "$foreground-muted",
 }
 """The theme variable of each tone as a background (filled badges)."""
-
-HEARTBEAT_THRESHOLDS = HeartbeatThresholds()
-"""When a heartbeat turns late and overdue: the one value every surface of the dashboard uses."""
 
 MUTED = TONE_TEXT[Tone.MUTED]
 ERROR = TONE_TEXT[Tone.ERROR]
@@ -123,9 +122,18 @@ def agent_state(agent: AgentPresence, now: datetime) -> str:
     return in_state_for(state, agent.since, now) or state
 
 
-def heartbeat_style(age_s: float, thresholds: HeartbeatThresholds = HEARTBEAT_THRESHOLDS) -> str:
-    """Fresh, late or overdue (10 s and 30 s by default); overdue is bold."""
-    tone = thresholds.tone(age_s)
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """What heartbeat colours depend on besides the view: the thresholds of the
+    configured timing, and when the fleet was last read (time since then is
+    not held against an agent whose next heartbeat could not be seen yet)."""
+
+    thresholds: HeartbeatThresholds = HeartbeatThresholds()
+    read_at: datetime | None = None
+
+
+def heartbeat_style(tone: Tone) -> str:
+    """The style of a heartbeat's tone; overdue is bold."""
     return f"bold {TONE_TEXT[tone]}" if tone is Tone.ERROR else TONE_TEXT[tone]
 
 
@@ -139,12 +147,13 @@ def age_text(moment: datetime | None, now: datetime) -> str:
     return f"{format_duration(seconds)} ago"
 
 
-def heartbeat(view: ExchangeView, now: datetime) -> Content:
-    """The heartbeat age of a live exchange, coloured by how late it is."""
-    age = heartbeat_age_s(view, now)
-    if age is None or view.status is None:
+def heartbeat(view: ExchangeView, now: datetime, timing: Timing) -> Content:
+    """The heartbeat age of a live exchange, coloured by how late it is
+    (`no heartbeat for 32s` once overdue)."""
+    beat = heartbeat_look(view, now, timing.thresholds, timing.read_at)
+    if beat is None:
         return Content.styled("no heartbeat", OFFLINE_STYLE)
-    return Content.styled(age_text(view.status.last_heartbeat, now), heartbeat_style(age))
+    return Content.styled(beat.text, heartbeat_style(beat.tone))
 
 
 def in_state_for(state: str, since: datetime | None, now: datetime) -> str:
@@ -154,11 +163,14 @@ def in_state_for(state: str, since: datetime | None, now: datetime) -> str:
     return f"{clean(state, 16).capitalize()} for {format_duration((now - since).total_seconds())}"
 
 
-def uptime(connected_at: datetime | None, now: datetime) -> str:
-    """`Running for 4h 23m` while active (from connectedAt), else empty."""
-    if connected_at is None:
+def uptime(view: ExchangeView, now: datetime, timing: Timing) -> str:
+    """`Running for 4h 23m` while active (from connectedAt), else empty; it stops
+    counting once the heartbeat is overdue."""
+    beat = heartbeat_look(view, now, timing.thresholds, timing.read_at)
+    running = uptime_s(view, now, beat)
+    if running is None:
         return ""
-    return f"Running for {format_duration((now - connected_at).total_seconds())}"
+    return f"Running for {format_duration(running)}"
 
 
 def format_clock(moment: datetime | None, tz: tzinfo | None, now: datetime) -> str:

@@ -216,6 +216,7 @@ class DashboardScreen(ExchangeScreen):
     def _refresh_views(self) -> None:
         if self._now is None:
             return
+        self.grid.timing = self.table.timing = self.hub.timing()
         if self.showing_table:
             shown = [view for view in self._views if view_matches(view, self._query)]
             self.table.update_views(shown, self._now, self._tz, stale=self._stale)

@@ -65,7 +65,7 @@ class DetailScreen(ExchangeScreen):
         yield PerseusHeader(self.header, id="header").data_bind(state=DetailScreen.header)
         with Horizontal(id="detail-body"):
             with VerticalScroll(id="fields"):
-                yield StatusPanel(self._view, self._now, self._tz, id="status")
+                yield StatusPanel(self._view, self._now, self._tz, self.hub.timing(), id="status")
             yield ActivityFeed(
                 max_lines=HISTORY_MAX_LINES,
                 clock=self.hub.clock,
@@ -107,7 +107,9 @@ class DetailScreen(ExchangeScreen):
     def show_view(self, view: ExchangeView, now: datetime) -> None:
         """A fresher read of this exchange (or just a later time)."""
         self._view, self._now = view, now
-        self.query_one(StatusPanel).show(view, now, self._tz)
+        panel = self.query_one(StatusPanel)
+        panel.timing = self.hub.timing()
+        panel.show(view, now, self._tz)
 
     def tick(self, now: datetime) -> None:
         """Advance ages to `now`."""

@@ -14,7 +14,7 @@ from textual.reactive import reactive
 
 from perseus_core.present import status_word
 from perseus_core.store.network import ExchangeView, ViewKind
-from perseus_tui.widgets.instance_card import CARD_WIDTH, InstanceCard
+from perseus_tui.widgets.instance_card import CARD_WIDTH, DEFAULT_TIMING, InstanceCard
 
 
 def view_matches(view: ExchangeView, query: str) -> bool:
@@ -104,6 +104,8 @@ class CardGrid(Container, can_focus=False):
         self._query = ""
         self._stale = False
         self.selected_id: int | None = None
+        self.timing = DEFAULT_TIMING
+        """Heartbeat thresholds and when the fleet was read (set by the screen)."""
 
     # --- data -----------------------------------------------------------------
 
@@ -118,11 +120,13 @@ class CardGrid(Container, can_focus=False):
             card = self._cards.get(view.exchange_id)
             if card is None:
                 card = InstanceCard(view, now=now, tz=tz)
+                card.timing = self.timing
                 card.stale = self._stale
                 card.display = view_matches(view, self._query)
                 self._cards[view.exchange_id] = card
                 new_cards.append((card, following))
             else:
+                card.timing = self.timing  # unchanged cards show it on the next tick
                 if view != card.view:  # unchanged cards only need the clock (tick)
                     card.show(view, now, tz)
                 card.display = view_matches(view, self._query)

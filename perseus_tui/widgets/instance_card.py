@@ -24,6 +24,8 @@ CARD_WIDTH = 38
 """Width a card needs (border included); the grid fits as many columns as this allows."""
 CARD_HEIGHT = 8
 """Six lines of content plus the border."""
+DEFAULT_TIMING = render.Timing()
+"""The heartbeat timing of the default settings (what a card shows outside a dashboard)."""
 
 
 def card_title(view: ExchangeView) -> str:
@@ -41,14 +43,26 @@ def _field(name: str, value: str | Content) -> Content:
 
 
 def card_content(
-    view: ExchangeView, now: datetime, tz: tzinfo | None, *, width: int, stale: bool = False
+    view: ExchangeView,
+    now: datetime,
+    tz: tzinfo | None,
+    *,
+    width: int,
+    stale: bool = False,
+    timing: render.Timing = DEFAULT_TIMING,
 ) -> Content:
     """Everything a card shows, as one `Content` (see `card_lines`)."""
-    return Content("\n").join(card_lines(view, now, tz, width=width, stale=stale))
+    return Content("\n").join(card_lines(view, now, tz, width=width, stale=stale, timing=timing))
 
 
 def card_lines(
-    view: ExchangeView, now: datetime, tz: tzinfo | None, *, width: int, stale: bool = False
+    view: ExchangeView,
+    now: datetime,
+    tz: tzinfo | None,
+    *,
+    width: int,
+    stale: bool = False,
+    timing: render.Timing = DEFAULT_TIMING,
 ) -> list[Content]:
     """Everything a card shows, as up to six lines of `Content`.
 
@@ -58,6 +72,7 @@ def card_lines(
         tz: Zone for absolute times (None: the machine's local zone).
         width: Content width, so the badge can sit on the right of the title.
         stale: Redis is unreachable: the data is the last known, not current.
+        timing: heartbeat thresholds and when the fleet was read.
     """
     kind = view.kind
     badge = render.view_badge(view)
@@ -70,7 +85,7 @@ def card_lines(
     lines = [title_content + Content(" " * gap) + badge]
 
     if kind is ViewKind.LIVE:
-        lines += _online_lines(view, now, width)
+        lines += _online_lines(view, now, width, timing)
     elif kind is ViewKind.UNREADABLE:
         lines += [
             _line(("status key unreadable:", render.OFFLINE_STYLE)),
@@ -83,7 +98,9 @@ def card_lines(
     return lines
 
 
-def _online_lines(view: ExchangeView, now: datetime, width: int) -> list[Content]:
+def _online_lines(
+    view: ExchangeView, now: datetime, width: int, timing: render.Timing
+) -> list[Content]:
     status = view.status
     assert status is not None
     ip = render.label(status.ip_address, "-", 45)
@@ -93,10 +110,10 @@ def _online_lines(view: ExchangeView, now: datetime, width: int) -> list[Content
     admin = Content(render.label(status.admin_display_name or status.admin_email)).truncate(
         max(4, width - 6 - symbols.cell_length), ellipsis=True
     )
-    beat = _line(("♥ ", render.MUTED), render.heartbeat(view, now))
+    beat = _line(("♥ ", render.MUTED), render.heartbeat(view, now, timing))
     if status.connection_state == "active":
         beat += Content.styled(" · ", render.MUTED) + Content.styled(
-            render.uptime(status.connected_at, now), render.SUCCESS
+            render.uptime(view, now, timing), render.SUCCESS
         )
     else:
         since = render.in_state_for(status.connection_state.value, status.last_state_change, now)
@@ -191,6 +208,8 @@ class InstanceCard(Widget, can_focus=True):
         """What is on screen, line by line (None: not rendered yet, or must be rebuilt)."""
         self._content: Content | None = None
         self._content_width = 0
+        self.timing = DEFAULT_TIMING
+        """Heartbeat thresholds and when the fleet was read (set by the grid)."""
         self._update_classes()
 
     @property
@@ -210,7 +229,9 @@ class InstanceCard(Widget, can_focus=True):
         self.set_class(kind is ViewKind.UNREADABLE, "-unreadable")
 
     def _build(self, width: int) -> list[Content]:
-        return card_lines(self._view, self._now, self._tz, width=width, stale=self.stale)
+        return card_lines(
+            self._view, self._now, self._tz, width=width, stale=self.stale, timing=self.timing
+        )
 
     def show(self, view: ExchangeView, now: datetime, tz: tzinfo | None) -> None:
         """Show a newer view (or the same one at a later time); repaint only what changed."""

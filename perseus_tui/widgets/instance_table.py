@@ -43,7 +43,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def row_cells(view: ExchangeView, now: datetime, *, stale: bool = False) -> tuple[Content, ...]:
+def row_cells(
+    view: ExchangeView, now: datetime, timing: render.Timing, *, stale: bool = False
+) -> tuple[Content, ...]:
     """The table cells of one exchange, as safe styled content."""
     name = Content(render.label(view.display_name or view.exchange_name, "?", 40))
     state = render.view_word(view)
@@ -58,12 +60,9 @@ def row_cells(view: ExchangeView, now: datetime, *, stale: bool = False) -> tupl
             Content(ip),
             Content(render.label(status.admin_display_name or status.admin_email)),
             Content(str(status.symbol_count)),
-            render.heartbeat(view, now),
+            render.heartbeat(view, now, timing),
             Content.styled(
-                render.uptime(status.connected_at, now).removeprefix("Running for ")
-                if status.connection_state == "active"
-                else "",
-                render.SUCCESS,
+                render.uptime(view, now, timing).removeprefix("Running for "), render.SUCCESS
             ),
             Content.styled(render.label(status.last_error, "", 80), render.ERROR),
         )
@@ -163,6 +162,8 @@ class InstanceTable(DataTable[Text]):
         """Rows whose cells match their view at `_now` (the others are off screen)."""
         self._now: datetime | None = None
         self._stale = False
+        self.timing = render.Timing()
+        """Heartbeat thresholds and when the fleet was read (set by the screen)."""
 
     def on_mount(self) -> None:
         for key, title in COLUMNS:
@@ -216,7 +217,7 @@ class InstanceTable(DataTable[Text]):
             added = False
             for key, view in wanted.items():
                 if key not in self._cells:
-                    cells = row_cells(view, now, stale=stale)
+                    cells = row_cells(view, now, self.timing, stale=stale)
                     self.add_row(*(self._to_text(c) for c in cells), key=key)
                     self._cells[key] = cells
                     self._current.add(key)
@@ -254,7 +255,7 @@ class InstanceTable(DataTable[Text]):
         for key in self._visible_keys():
             if key in self._current or key not in self._views:
                 continue
-            cells = row_cells(self._views[key], now, stale=self._stale)
+            cells = row_cells(self._views[key], now, self.timing, stale=self._stale)
             old = self._cells[key]
             for index, (column, _title) in enumerate(COLUMNS):
                 if old is None or not old[index].is_same(cells[index]):

@@ -26,7 +26,9 @@ def _time_row(name: str, moment: datetime | None, now: datetime, tz: tzinfo | No
     return _row(name, render.format_full_time(moment, tz), render.age_text(moment, now))
 
 
-def status_lines(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[Content]:
+def status_lines(
+    view: ExchangeView, now: datetime, tz: tzinfo | None, timing: render.Timing
+) -> list[Content]:
     """The detail screen's field list: identity, then every status field, then problems."""
     title = Content.styled(
         render.label(view.display_name or view.exchange_name, "?", 80), f"bold {render.PRIMARY}"
@@ -55,7 +57,7 @@ def status_lines(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[C
             _row(
                 "lastHeartbeat",
                 render.format_full_time(status.last_heartbeat, tz),
-                render.heartbeat(view, now),
+                render.heartbeat(view, now, timing),
             ),
             _time_row("lastStateChange", status.last_state_change, now, tz),
             _time_row("registeredAt", status.registered_at, now, tz),
@@ -71,13 +73,9 @@ def status_lines(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[C
             _row("pid", "-" if status.pid is None else str(status.pid)),
             _row("version", render.label(status.version)),
         ]
-        if status.connection_state == "active" and status.connected_at is not None:
-            lines.append(
-                _row(
-                    "uptime",
-                    Content.styled(render.uptime(status.connected_at, now), render.SUCCESS),
-                )
-            )
+        running = render.uptime(view, now, timing)
+        if running:
+            lines.append(_row("uptime", Content.styled(running, render.SUCCESS)))
     elif kind is ViewKind.UNREADABLE:
         lines.append(_row("status", render.view_word(view)))
     else:
@@ -146,13 +144,21 @@ class StatusPanel(Widget):
     """
 
     def __init__(
-        self, view: ExchangeView, now: datetime, tz: tzinfo | None, *, id: str | None = None
+        self,
+        view: ExchangeView,
+        now: datetime,
+        tz: tzinfo | None,
+        timing: render.Timing,
+        *,
+        id: str | None = None,
     ) -> None:
         super().__init__(id=id)
         self._view = view
         self._now = now
         self._tz = tz
-        self._content = Content("\n").join(status_lines(view, now, tz))
+        self.timing = timing
+        """Heartbeat thresholds and when the fleet was read (set by the screen)."""
+        self._content = Content("\n").join(status_lines(view, now, tz, timing))
 
     @property
     def view(self) -> ExchangeView:
@@ -162,7 +168,7 @@ class StatusPanel(Widget):
     def show(self, view: ExchangeView, now: datetime, tz: tzinfo | None) -> None:
         """Show a newer view or time; repaint only if the text or styles changed."""
         self._view, self._now, self._tz = view, now, tz
-        content = Content("\n").join(status_lines(view, now, tz))
+        content = Content("\n").join(status_lines(view, now, tz, self.timing))
         if not content.is_same(self._content):
             self._content = content
             self.refresh(layout=True)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from textual.app import App, ComposeResult
 
+from perseus_core.present import Tone
 from perseus_core.store.network import ExchangeView, LastKnown
 from perseus_core.wire.models import (
     AgentPresence,
@@ -98,14 +99,15 @@ async def test_reading_older_lines_is_not_disturbed_by_new_ones() -> None:
 
 
 def test_heartbeat_colours_and_ages() -> None:
-    assert render.heartbeat_style(9.9) == "$text-success"
-    assert render.heartbeat_style(10) == "$text-warning"
-    assert render.heartbeat_style(29.9) == "$text-warning"
-    assert "error" in render.heartbeat_style(30)
+    assert render.heartbeat_style(Tone.SUCCESS) == "$text-success"
+    assert render.heartbeat_style(Tone.WARNING) == "$text-warning"
+    assert "bold" in render.heartbeat_style(Tone.ERROR)
     assert render.age_text(NOW - timedelta(seconds=3), NOW) == "3s ago"
-    assert render.uptime(NOW - timedelta(hours=4, minutes=23, seconds=5), NOW) == (
-        "Running for 4h 23m"
-    )
+    view = ExchangeView(
+        1, "alpha", "Alpha", True,
+        _status(connected_at=NOW - timedelta(hours=4, minutes=23, seconds=5)), key_exists=True,
+    )  # fmt: skip
+    assert render.uptime(view, NOW, render.Timing()) == "Running for 4h 23m"
 
 
 def test_entry_lines_show_what_happened() -> None:
