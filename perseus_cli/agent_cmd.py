@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
 import time
 
 import click
 
 from perseus_cli.common import load_settings
-from perseus_cli.options import EXIT_UNREACHABLE, fail, redis_url_option
+from perseus_cli.options import EXIT_UNREACHABLE, EXIT_USAGE, fail, redis_url_option
 from perseus_core.runtime.agent import Agent, AgentOptions, StartupFailed
 from perseus_core.wire.models import validate_exchange_name
+from perseus_core.wire.text import clean
 
 _LOG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)-7s %(message)s"
 _DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -22,6 +25,26 @@ def _exchange_name(ctx: click.Context, param: click.Parameter, value: str) -> st
         return validate_exchange_name(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def child_command_problem(command: tuple[str, ...]) -> str | None:
+    """Why the child command cannot run, or None: checked at start, so a typo
+    is one line and exit 2 now rather than an error at the first `start`
+    while the agent sits READY. A name is looked up on PATH, a path (with a
+    `/`) is taken as it is; either must be an executable file."""
+    if not command:
+        return None
+    program = command[0]
+    if shutil.which(program) is not None:
+        return None
+    shown = clean(program, 200)
+    if "/" not in program:
+        return f"child command not found on PATH: {shown}"
+    if not os.path.exists(program):
+        return f"child command not found: {shown}"
+    if os.path.isdir(program):
+        return f"child command is a directory: {shown}"
+    return f"child command is not executable: {shown} (chmod +x?)"
 
 
 def configure_logging(verbose: bool) -> None:
@@ -90,6 +113,11 @@ def configure_logging(verbose: bool) -> None:
     metavar="SECONDS",
     help="Give up (exit 3) if Redis is still unreachable after this long (default: keep trying).",
 )
+@click.option(
+    "--pass-env",
+    is_flag=True,
+    help="Give the child PERSEUS_REDIS_URL and Perseus's other secrets (removed by default).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail too.")
 @redis_url_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND ARGS...]")
@@ -104,6 +132,7 @@ def agent(
     admin_name: str | None,
     stop_grace: float | None,
     startup_timeout: float | None,
+    pass_env: bool,
     verbose: bool,
     redis_url: str | None,
     command: tuple[str, ...],
@@ -118,12 +147,21 @@ def agent(
     after the grace) on `stop`. A child that exits on its own is reported and
     the slot is released.
 
-    While Redis is unreachable the agent keeps retrying (and keeps its child
-    running); SIGTERM or Ctrl-C stop it gracefully, a second Ctrl-C forces it.
+    The child runs under a watchdog that kills its process group when the
+    lease has not been renewed in time (the agent frozen, or cut off from
+    Redis for nearly the TTL), so that no two children ever run for one slot.
+    The child's environment lacks PERSEUS_REDIS_URL and Perseus's other
+    secrets unless --pass-env is given. While Redis is unreachable the agent
+    keeps retrying; SIGTERM or Ctrl-C stop it gracefully, a second Ctrl-C
+    forces it.
 
-    Exit codes: 0 after a graceful stop, 2 bad arguments, 3 Redis unreachable
+    Exit codes: 0 after a graceful stop, 2 bad arguments (a malformed URL, a
+    child command that is not an executable file), 3 Redis unreachable
     past --startup-timeout or rejecting the credentials, 130 forced exit.
     """
+    problem = child_command_problem(command)
+    if problem is not None:
+        fail(problem, EXIT_USAGE)
     settings = load_settings(
         redis_url,
         stop_grace_ms=None if stop_grace is None else int(stop_grace * 1000),
@@ -140,6 +178,7 @@ def agent(
         admin_email=admin_email,
         admin_display_name=admin_name,
         startup_timeout_s=startup_timeout,
+        pass_env=pass_env,
     )
     try:
         code = Agent(settings, options).run_forever()

@@ -64,6 +64,8 @@ def _ready(view: ExchangeView, now: datetime) -> _Where:
     # An idle agent is what READY means: one vocabulary with the dashboard.
     state = "ready" if agent.state == ConnectionState.IDLE else clean_or(agent.state, "?", 16)
     where.info.append(f"agent{pid} {state}{waiting}")
+    if agent.note:
+        where.info.append(clean(agent.note, 200))
     if len(view.agents) > 1:
         others = ", ".join(clean_or(a.hostname, "?", 40) for a in view.agents[1:])
         where.info.append(f"{len(view.agents)} agents ready (also {others})")

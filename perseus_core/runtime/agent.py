@@ -72,6 +72,7 @@ class Agent:
         self._presence: AgentAnnouncer | None = None
         self._shutdown = asyncio.Event()
         self._sigint_count = 0
+        self._note: str | None = None
 
     # --- public surface ---------------------------------------------------------
 
@@ -172,6 +173,7 @@ class Agent:
             hostname=self.hostname,
             clock=self._clock,
             on_lost=registration.restore,
+            note=lambda: self._note,
         )
         self._tasks.spawn(self._presence.run(), "presence")
 
@@ -198,7 +200,13 @@ class Agent:
             self.options.exchange_id,
         )
         if self.options.autostart:
-            self._tasks.spawn(commands.autostart(), "autostart")
+            self._tasks.spawn(commands.autostart(self._shutdown, self._set_note), "autostart")
+
+    def _set_note(self, note: str | None) -> None:
+        """Show `note` in this agent's presence (where dashboards read it) now."""
+        if note != self._note:
+            self._note = note
+            self._presence_changed()
 
     async def _detect_ip(self, ctx: AgentContext, slot: Slot) -> None:
         """Public IP in the background: the status says null until it is known."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Callable
 
+from perseus_core.plumbing.retry import Backoff
+from perseus_core.plumbing.tasks import wait_event
 from perseus_core.runtime.context import AgentContext
 from perseus_core.runtime.slot import Reply, Slot
 from perseus_core.store.control import HandlerResult
@@ -15,6 +19,9 @@ from perseus_core.wire.text import clean
 
 log = logging.getLogger(__name__)
 
+AUTOSTART_MAX_DELAY_S = 30.0
+"""Longest wait between two autostart attempts."""
+
 
 class Commands:
     """Turns operators' commands into actions on the slot (the command server's handler)."""
@@ -22,6 +29,7 @@ class Commands:
     def __init__(self, ctx: AgentContext, slot: Slot) -> None:
         self._ctx = ctx
         self._slot = slot
+        self._operator_acted = False
 
     async def should_serve(self, command: Command) -> bool:
         """Leave a command to the agent that holds the slot, when another one does.
@@ -64,6 +72,8 @@ class Commands:
             clean(operator, 100),
             command.correlation_id,
         )
+        if command.type != CommandType.PING:
+            self._operator_acted = True  # an operator's word ends autostart retries
         try:
             status, message, data = await self.run(command.type, operator)
         except CommandRejected as exc:
@@ -95,11 +105,26 @@ class Commands:
             return await self._slot.stop()
         raise CommandRejected(f"unknown command {clean(kind, 64)!r} (expected start, stop or ping)")
 
-    async def autostart(self) -> None:
-        """`--autostart`: a start as soon as the agent listens; a failure is logged."""
-        try:
-            status, message, _ = await self.run(CommandType.START, "autostart")
-        except CommandRejected as exc:  # a command got there first, or shutting down
-            status, message = ReplyStatus.ERROR, str(exc)
-        if status is ReplyStatus.ERROR:
-            log.error("%s: autostart failed: %s", self._ctx.name, message)
+    async def autostart(self, stopping: asyncio.Event, note: Callable[[str | None], None]) -> None:
+        """`--autostart`: a start as soon as the agent listens, retried with
+        backoff while it is refused (another agent holds the slot, Redis is
+        down), each refusal shown through `note` (the agent's presence), so
+        the agent never sits READY in silence. Ends on success, on shutdown,
+        or once an operator sends a start or stop (their word wins).
+        """
+        backoff = Backoff(initial_s=1.0, max_s=AUTOSTART_MAX_DELAY_S)
+        while not self._operator_acted:
+            try:
+                status, message, _ = await self.run(CommandType.START, "autostart")
+            except CommandRejected as exc:  # a command got there first, or shutting down
+                log.warning("%s: autostart not run: %s", self._ctx.name, exc)
+                break
+            if status is not ReplyStatus.ERROR or self._operator_acted:
+                break
+            delay = backoff.next_delay()
+            refused = clean(message, 200)
+            note(f"autostart refused ({refused}); retry {backoff.failures} in {delay:.0f}s")
+            log.error("%s: autostart failed: %s; retrying in %.1fs", self._ctx.name, message, delay)
+            if await wait_event(stopping, delay):
+                break
+        note(None)

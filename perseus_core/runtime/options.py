@@ -34,6 +34,8 @@ class AgentOptions:
             long at startup; None keeps trying (a service manager may start
             the agent before Redis, and the agent must not die for that).
         hostname: reported hostname; defaults to this machine's.
+        pass_env: give the child Perseus's secrets too (`PERSEUS_REDIS_URL`...);
+            by default they are removed from its environment.
     """
 
     exchange_id: int
@@ -47,3 +49,4 @@ class AgentOptions:
     admin_display_name: str | None = None
     startup_timeout_s: float | None = None
     hostname: str | None = None
+    pass_env: bool = False

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from perseus_core.instance import Instance
 from perseus_core.runtime.context import AgentContext
-from perseus_core.runtime.supervisor import ChildProcess, describe_exit
+from perseus_core.runtime.supervisor import ChildProcess
 from perseus_core.store.lease import LeaseLost
 from perseus_core.wire.models import ConnectionState
 
@@ -118,20 +118,20 @@ class Run:
                 child.pid,
                 self._grace_s,
             )
-        code = await child.terminate(self._grace_s)  # also clears what it left in its group
-        outcome = describe_exit(code)
+        await child.terminate(self._grace_s)  # also clears what it left in its group
+        outcome = child.describe_exit()
         if running:
             log.info("%s: child (pid %d) %s", self.ctx.name, child.pid, outcome)
         return outcome
 
-    async def child_exited(self, code: int) -> str:
-        """The child ended on its own: record the exit, walk back to idle through
-        valid transitions, release."""
+    async def child_exited(self, outcome: str) -> str:
+        """The child ended on its own (`outcome` says how): record the exit, walk
+        back to idle through valid transitions, release."""
         instance = self.instance
         if instance.lease_lost is not None:
             return await self.fence(instance.lease_lost)
         state = instance.state
-        message = f"child command {describe_exit(code)} while {state.value}"
+        message = f"child command {outcome} while {state.value}"
         await self.stop_child()  # whatever it left in its process group
         try:
             await instance.record_error(message)

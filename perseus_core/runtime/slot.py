@@ -22,7 +22,7 @@ from perseus_core.instance import Instance
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.runtime.context import AgentContext
 from perseus_core.runtime.run import Run
-from perseus_core.runtime.supervisor import ChildProcess, describe_exit
+from perseus_core.runtime.supervisor import ChildProcess, child_environment, kill_deadline_ms
 from perseus_core.store.lease import ClaimConflict, LeaseLost
 from perseus_core.wire.errors import CommandRejected, RedisUnavailable
 from perseus_core.wire.models import ConnectionState, ReplyStatus
@@ -160,8 +160,17 @@ class Slot:
         options = self._ctx.options
         await run.transition(ConnectionState.STARTING)
         if options.command:
+            settings = self._ctx.settings
+            confirmed = run.instance.lease_confirmed_at
             try:
-                child = await ChildProcess.spawn(options.command)
+                child = await ChildProcess.spawn(
+                    options.command,
+                    env=child_environment(os.environ, pass_env=options.pass_env),
+                    deadline_ms=kill_deadline_ms(
+                        time.monotonic() if confirmed is None else confirmed,
+                        settings.heartbeat_ttl_ms,
+                    ),
+                )
             except OSError as exc:
                 message = f"cannot run {options.command[0]!r}: {exc.strerror or exc}"
                 await run.abort_start(message)
@@ -169,6 +178,12 @@ class Slot:
             run.child = child
             log.info("%s: child started (pid %d)", self._ctx.name, child.pid)
             self._ctx.tasks.spawn(self._watch_child(run, child), f"child {child.pid} watcher")
+            renewing = child.keep_renewing(
+                lambda: run.instance.lease_confirmed_at,
+                settings.heartbeat_ttl_ms,
+                settings.heartbeat_interval_ms / 4000,
+            )
+            self._ctx.tasks.spawn(renewing, f"child {child.pid} watchdog renewals")
         await run.transition(ConnectionState.WARMING)
         interrupted = await self._warm_up(run)
         if interrupted is not None:
@@ -187,7 +202,7 @@ class Slot:
             if lost is not None:
                 return await run.fence(lost)
             if child is not None and child.returncode is not None:
-                return await run.child_exited(child.returncode)
+                return await run.child_exited(child.describe_exit())
             if self._shutdown.is_set():
                 await run.stop()
                 return f"start of {self._ctx.name} interrupted: the agent is shutting down"
@@ -248,16 +263,17 @@ class Slot:
             self._changed()
 
     async def _watch_child(self, run: Run, child: ChildProcess) -> None:
-        code = await child.wait()
+        await child.wait()
         if child.stopping:
             return
         name = self._ctx.name
-        log.error("%s: child (pid %d) %s on its own", name, child.pid, describe_exit(code))
+        outcome = child.describe_exit()
+        log.error("%s: child (pid %d) %s on its own", name, child.pid, outcome)
         self._wake.set()
         async with self.lock:
             if self._run is not run or run.child is not child:
                 return  # the start that was warming it up has dealt with it
-            message = await run.child_exited(code)
+            message = await run.child_exited(outcome)
             log.info("%s: %s; ready for another start", name, message)
 
     def _on_lease_lost(self, instance: Instance, exc: LeaseLost) -> None:

@@ -7,10 +7,22 @@ The child gets a session (and so a process group) of its own, so that:
 - a stop can signal the *whole* group: a shell wrapper's grandchildren are
   stopped with it instead of being left running as orphans.
 
-On Linux the child also asks the kernel to SIGKILL it when the agent dies
-(`PR_SET_PDEATHSIG`): an agent killed with -9 stops heartbeating, its slot
-expires and another instance may take over, so its child must not keep
-working as an invisible second instance.
+The child runs under a watchdog (`perseus_core.runtime.watchdog`), which
+leads that process group. The agent renews a deadline on the watchdog after
+every heartbeat that Redis confirmed; when the agent is frozen, cut off from
+Redis or killed with -9, the renewals stop and the watchdog kills the group
+before the status key can expire and another instance take over. The
+deadline is the confirmed heartbeat's send time + the TTL - `margin_ms(ttl)`:
+
+- 2 % of the TTL for clock-rate differences between this host's monotonic
+  clock and the Redis server's clock (NTP keeps rates within 0.05 %, so this
+  covers a clock running 40 times worse);
+- 100 ms for the kill to land (the watchdog waking up, SIGKILL delivered).
+
+The heartbeat's send time, not its reply, starts the count: Redis started
+the TTL later than that, so the key outlives the deadline by at least the
+margin. With the default 45 s TTL the child dies 44.0 s after the last
+confirmed heartbeat was sent; at test speed (600 ms) 0.49 s after it.
 """
 
 from __future__ import annotations
@@ -18,17 +30,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-
-from perseus_core.plumbing.processes import parent_death_hook
 
 log = logging.getLogger(__name__)
 
 _GROUP_POLL_S = 0.02
+_WATCHDOG = "perseus_core.runtime.watchdog"
+RATE_MARGIN = 0.02
+"""Part of the TTL kept back for clock-rate differences with the Redis server."""
+KILL_MARGIN_MS = 100
+"""Time kept back for the watchdog's kill to land."""
+
+
+def margin_ms(ttl_ms: int) -> float:
+    """How long before the Redis TTL runs out the watchdog kills the child."""
+    return ttl_ms * RATE_MARGIN + KILL_MARGIN_MS
+
+
+def kill_deadline_ms(confirmed_at_s: float, ttl_ms: int) -> float:
+    """The watchdog's deadline (monotonic ms) for a heartbeat sent at `confirmed_at_s`."""
+    return confirmed_at_s * 1000 + ttl_ms - margin_ms(ttl_ms)
+
+
+_SECRET_WORDS = ("URL", "PASSWORD", "SECRET", "TOKEN", "AUTH", "KEY", "CREDENTIAL", "WEBHOOK")
+
+
+def is_perseus_secret(name: str) -> bool:
+    """Whether the environment variable `name` may carry one of Perseus's secrets:
+    any `PERSEUS_REDIS_*`, and any other `PERSEUS_*` whose name says URL, password,
+    secret, token, auth, key, credential or webhook (a URL may hold a password)."""
+    upper = name.upper()
+    if not upper.startswith("PERSEUS_"):
+        return False
+    return upper.startswith("PERSEUS_REDIS_") or any(word in upper for word in _SECRET_WORDS)
+
+
+def child_environment(environ: Mapping[str, str], *, pass_env: bool) -> dict[str, str]:
+    """The environment a child gets: the agent's, without Perseus's secrets unless
+    `pass_env` (`perseus agent --pass-env`) asks for them. A child is someone
+    else's program: it has no business with the agent's Redis credentials."""
+    return {k: v for k, v in environ.items() if pass_env or not is_perseus_secret(k)}
 
 
 def describe_exit(returncode: int) -> str:
@@ -70,30 +117,86 @@ class ChildProcess:
     process group and returns the exit code.
     """
 
-    def __init__(self, process: asyncio.subprocess.Process, argv: Sequence[str]) -> None:
+    def __init__(
+        self, process: asyncio.subprocess.Process, argv: Sequence[str], pid: int, deadline_ms: float
+    ) -> None:
         self._process = process
         self.argv: tuple[str, ...] = tuple(argv)
-        self.pid: int = process.pid
-        # The child leads its own session, so its process group id is its pid.
+        self.pid: int = pid
+        """The child command's own pid."""
+        # The watchdog leads a session of its own, so the group id is its pid.
         self.pgid: int = process.pid
+        self.deadline_ms = deadline_ms
+        """The watchdog's current deadline, in monotonic ms (`inf`: none)."""
         self._stopping = False
 
     @classmethod
-    async def spawn(cls, argv: Sequence[str], *, env: dict[str, str] | None = None) -> ChildProcess:
-        """Start `argv` in a new session, stdin closed, stdout/stderr shared with the agent.
+    async def spawn(
+        cls,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        deadline_ms: float = math.inf,
+    ) -> ChildProcess:
+        """Start `argv` under a watchdog in a new session, stdin closed, stdout/stderr
+        shared with the agent; the watchdog kills it at `deadline_ms` (monotonic ms)
+        unless `renew` moves the deadline first.
 
         Raises OSError (for example FileNotFoundError) when it cannot be started.
         """
         if not argv:
             raise ValueError("no command to run")
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=parent_death_hook(),
-            env=env,
-        )
-        return cls(process, argv)
+        status_r, status_w = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                _WATCHDOG,
+                str(status_w),
+                repr(deadline_ms),
+                "--",
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                pass_fds=(status_w,),
+                env=env,
+            )
+        except BaseException:
+            os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
+        report = await asyncio.to_thread(_read_all, status_r)
+        word, _, number = report.partition(" ")
+        if word == "started" and number.strip().isdigit():
+            return cls(process, argv, int(number), deadline_ms)
+        await process.wait()
+        if word == "failed" and number.strip().isdigit():
+            code = int(number)
+            raise OSError(code, os.strerror(code), argv[0])
+        raise OSError(f"the watchdog for {argv[0]!r} did not start (exit {process.returncode})")
+
+    def renew(self, deadline_ms: float) -> None:
+        """Move the watchdog's deadline (it only ever kills; a late renewal is harmless)."""
+        stdin = self._process.stdin
+        if stdin is None or stdin.is_closing() or self.returncode is not None:
+            return
+        self.deadline_ms = deadline_ms
+        stdin.write(f"{deadline_ms!r}\n".encode())
+
+    @property
+    def killed_by_watchdog(self) -> bool:
+        """True when the child was killed because its deadline passed."""
+        return self.returncode == -signal.SIGKILL and time.monotonic() * 1000 >= self.deadline_ms
+
+    def describe_exit(self) -> str:
+        """How the child ended, naming the watchdog when it was the killer."""
+        code = self.returncode
+        if code is None:
+            return "still running"
+        if self.killed_by_watchdog:
+            return "killed by its watchdog: the lease was not renewed in time"
+        return describe_exit(code)
 
     @property
     def returncode(self) -> int | None:
@@ -107,7 +210,10 @@ class ChildProcess:
 
     async def wait(self) -> int:
         """Wait for the child to end and return its exit code."""
-        return await self._process.wait()
+        code = await self._process.wait()
+        if self._process.stdin is not None:
+            self._process.stdin.close()  # after the exit: closing it earlier kills the group
+        return code
 
     def _signal_group(self, sig: signal.Signals) -> bool:
         """Send `sig` to the child's process group; False if nothing is left in it."""
@@ -164,6 +270,22 @@ class ChildProcess:
             log.debug("sent SIGKILL to the remains of process group %d", self.pgid)
         return await self.wait()
 
+    async def keep_renewing(
+        self, confirmed_at: Callable[[], float | None], ttl_ms: int, every_s: float
+    ) -> None:
+        """Until the child ends, renew the watchdog's deadline whenever the lease's
+        last confirmed heartbeat (`confirmed_at`, see `Lease.confirmed_at`) moves on.
+
+        Looks every `every_s`; a frozen agent looks no more, which is the point.
+        """
+        renewed: float | None = None
+        while self.returncode is None:
+            confirmed = confirmed_at()
+            if confirmed is not None and confirmed != renewed:
+                self.renew(kill_deadline_ms(confirmed, ttl_ms))
+                renewed = confirmed
+            await asyncio.sleep(every_s)
+
     def kill_now(self) -> None:
         """SIGKILL the whole group without waiting (forced exit of the agent)."""
         self._stopping = True
@@ -175,3 +297,9 @@ class ChildProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.kill_now()
             await self.wait()
+
+
+def _read_all(fd: int) -> str:
+    """Everything written to the pipe `fd` until its writer closes it (a few bytes)."""
+    with os.fdopen(fd, "rb") as pipe:
+        return pipe.read(256).decode(errors="replace")

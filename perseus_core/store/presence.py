@@ -132,6 +132,7 @@ class AgentAnnouncer:
         hostname: str | None = None,
         clock: Clock = system_clock,
         on_lost: Callable[[], Awaitable[None]] | None = None,
+        note: Callable[[], str | None] = lambda: None,
     ) -> None:
         """Create an announcer (nothing is written until `publish` or `run`).
 
@@ -147,6 +148,8 @@ class AgentAnnouncer:
                 although it had been written (Redis restarted without
                 persistence, or this process was paused past the TTL), so
                 the agent can restore what else Redis lost (its catalog entry).
+            note: what keeps the agent from doing what it was asked (the
+                member's `note`), read at every publish; `nudge` after it changes.
         """
         self._redis = redis
         self._settings = settings
@@ -166,6 +169,7 @@ class AgentAnnouncer:
         self._since = wire_now(clock)
         self._failing: str | None = None
         self._on_lost = on_lost
+        self._note = note
         self._written = False
 
     def presence(self) -> AgentPresence:
@@ -184,6 +188,7 @@ class AgentAnnouncer:
             state=state.value,
             since=self._since,
             version=__version__,
+            note=self._note(),
         )
 
     def nudge(self) -> None:

@@ -818,3 +818,49 @@ async def test_a_change_made_while_redis_is_unreachable_reaches_the_key(
 
 async def _state_is(redis: Redis, state: ConnectionState) -> bool:
     return (await stored(redis)).connection_state is state
+
+
+# --- fencing on any answer that is not our lease ---------------------------------
+
+_FOREIGN_PAYLOADS = {
+    "not json": "not json",
+    "json array": "[1, 2]",
+    "json string": '"text"',
+    "instanceId not a string": '{"instanceId": 7}',
+    "no instanceId": TS_PAYLOAD,
+    "deeply nested": "[" * 5_000 + "]" * 5_000,
+    "invalid utf-8": b"\xff\xfe{",
+}
+
+
+@pytest.mark.parametrize("payload", list(_FOREIGN_PAYLOADS), ids=list(_FOREIGN_PAYLOADS))
+@pytest.mark.parametrize("found_by", ["heartbeat", "update", "release"])
+async def test_a_foreign_payload_of_any_shape_fences_the_holder(
+    payload: str,
+    found_by: str,
+    long_ttl: Settings,
+    redis: Redis,
+    make_instance: Callable[..., Instance],
+) -> None:
+    lost = LostCalls()
+    a = make_instance(long_ttl, on_lease_lost=lost)
+    await a.claim(heartbeat=False)
+    value = _FOREIGN_PAYLOADS[payload]
+    await redis.execute_command("SET", KEY, value, "KEEPTTL")
+
+    if found_by == "heartbeat":
+        assert await a.heartbeat() is HeartbeatResult.LOST
+    elif found_by == "update":
+        with pytest.raises(LeaseLost):
+            await a.transition(ConnectionState.STARTING)
+    else:
+        with pytest.raises(LeaseLost):
+            await a.release()
+
+    await eventually(lambda: lost.calls, what="on_lease_lost")
+    assert not a.holds_lease and len(lost.calls) == 1
+    assert lost.calls[0].holder is None or lost.calls[0].holder.instance_id != a.instance_id
+    assert await a.heartbeat() is HeartbeatResult.NOT_HELD
+    raw = await redis.execute_command("GET", KEY, NEVER_DECODE=True)
+    expected = value if isinstance(value, bytes) else value.encode()
+    assert raw == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 
 from redis.exceptions import RedisError
@@ -64,6 +65,7 @@ class Lease(LeaseState):
         """
         if self._held:
             return
+        sent_at = time.monotonic()
         try:
             epoch = await self._slot.next_epoch()
             version = self._version
@@ -75,6 +77,7 @@ class Lease(LeaseState):
         except TRANSIENT_ERRORS as exc:
             raise RedisUnavailable(describe_redis_error(self._settings, exc)) from exc
         self._won(claimed, version)
+        self._confirmed_at = sent_at
 
     def _won(self, claimed: InstanceStatus, version_at_start: int) -> None:
         """Adopt a successful claim, keeping changes made to memory meanwhile."""
@@ -122,9 +125,12 @@ class Lease(LeaseState):
         version = self._version
         if refresh:
             self._status = self._status.model_copy(update={"last_heartbeat": wire_now(self._clock)})
+        sent_at = time.monotonic()
         code = await self._slot.update(self.instance_id, self._status, refresh=refresh)
         if code == 1:
             self._written_version = max(self._written_version, version)
+            if refresh:
+                self._confirmed_at = sent_at
             return HeartbeatResult.REFRESHED
         if code == 0:
             return await self._recreate(via)
@@ -135,8 +141,10 @@ class Lease(LeaseState):
         for _ in range(CLAIM_ATTEMPTS):
             version = self._version
             self._status = self._status.model_copy(update={"last_heartbeat": wire_now(self._clock)})
+            sent_at = time.monotonic()
             if await self._slot.create(self._status):
                 self._written_version = max(self._written_version, version)
+                self._confirmed_at = sent_at
                 await self._raise_epoch_floor()
                 log.warning(
                     "exchange %s: status key %s had expired; re-created it from memory",
@@ -254,9 +262,11 @@ class Lease(LeaseState):
         if self._written_version != self._version:
             return await self._write_current(refresh=True, via="heartbeat")
         now = wire_now(self._clock)
+        sent_at = time.monotonic()
         code = await self._slot.refresh(self.instance_id, now)
         if code == 1:
             self._status = self._status.model_copy(update={"last_heartbeat": now})
+            self._confirmed_at = sent_at
             return HeartbeatResult.REFRESHED
         if code == 0:
             return await self._recreate("heartbeat")

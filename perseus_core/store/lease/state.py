@@ -51,6 +51,7 @@ class LeaseState:
         self._version = 0
         self._written_version = 0
         self._held = False
+        self._confirmed_at: float | None = None
         self._lost: LeaseLost | None = None
         self._lock = asyncio.Lock()
         self._loop = HeartbeatLoop(settings, self.exchange_id, self.heartbeat, lambda: self._held)
@@ -73,6 +74,17 @@ class LeaseState:
     def held(self) -> bool:
         """Whether this lease believes it owns the slot."""
         return self._held
+
+    @property
+    def confirmed_at(self) -> float | None:
+        """When (`time.monotonic()`) the last write that Redis confirmed restarting
+        the key's TTL was sent; None before the first claim.
+
+        The key lives at least until this + the TTL (by this host's clock, up to
+        clock-rate differences with the server): what a watchdog that must kill
+        the child before anyone else can claim the slot counts from.
+        """
+        return self._confirmed_at
 
     @property
     def lost(self) -> LeaseLost | None:
