@@ -179,6 +179,12 @@ class Instance:
         return self._lease.epoch
 
     @property
+    def lease_confirmed_at(self) -> float | None:
+        """When (`time.monotonic()`) the last heartbeat Redis confirmed was sent (see
+        `Lease.confirmed_at`): a supervised child must be gone by this + the TTL."""
+        return self._lease.confirmed_at
+
+    @property
     def lease_lost(self) -> LeaseLost | None:
         """How the lease was lost, if it was; cleared by a new claim."""
         return self._lease.lost

@@ -67,6 +67,10 @@ class AgentPresence(WireModel):
     state: str = ConnectionState.IDLE.value
     since: WireTime | None = None
     version: str | None = None
+    note: str | None = None
+    """What keeps the agent from doing what it was asked, for a person (e.g.
+    an `--autostart` refused because another agent holds the slot, being
+    retried); None when nothing does."""
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> AgentPresence:
