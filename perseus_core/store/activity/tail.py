@@ -46,6 +46,7 @@ from perseus_core.store.activity.cursors import id_order, just_before, stream_na
 from perseus_core.store.activity.guard import Closed, CloseGuard
 from perseus_core.store.activity.health import TailHealth
 from perseus_core.store.activity.positions import StreamPositions, parse_start
+from perseus_core.store.activity.reads import StreamReader, stream_reader, time_and_newest
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import ActivityEntry, parse_entry
@@ -73,8 +74,8 @@ class ActivityTail(TailHealth):
     See the module docstring for where it starts, which streams it follows
     and how it survives a connection loss.
 
-    The tail works against a single Redis: XREAD over many streams is one
-    multi-key command, which Redis Cluster only allows within one hash slot.
+    On a Redis Cluster, where one XREAD may not span slots, the streams are
+    read per slot group or per node instead (see `reads`).
 
     Close it with `aclose()` (or `async with`); `aclose()` may be called from
     another task, and the iteration then simply ends. Cancelling the task that
@@ -115,6 +116,7 @@ class ActivityTail(TailHealth):
         self._block_ms = settings.block_ms
         self._streams = StreamPositions(parse_start(start))
         self._client: RedisClient | None = None
+        self._reader: StreamReader | None = None
         self._buffer: deque[ActivityEntry] = deque()
         self._floor_guessed_at: float | None = None
         self._names_at: float | None = None
@@ -151,21 +153,15 @@ class ActivityTail(TailHealth):
         # Our own loop retries with backoff and reports it; the client's
         # built-in retries would only hide an outage for seconds.
         client.set_retry(Retry(NoBackoff(), 0))
+        self._reader = stream_reader(client)
         streams = self._streams
         try:
             names = await self._read_names()
             wanted = dict.fromkeys([*streams.start_ids, *map(keys.activity_key, names or [])])
             unresolved = [k for k in wanted if streams.start_ids.get(k) is None]
 
-            async def resolve() -> list[Any]:
-                async with client.pipeline(transaction=False) as pipe:
-                    pipe.time()
-                    for key in unresolved:
-                        pipe.xrevrange(key, max="+", min="-", count=1)
-                    return await pipe.execute(raise_on_error=False)
-
             try:
-                results = await self._guard.run(resolve)
+                results = await self._guard.run(lambda: time_and_newest(client, unresolved))
                 if isinstance(results[0], Exception):
                     raise results[0]
                 seconds, micros = results[0]
@@ -197,6 +193,8 @@ class ActivityTail(TailHealth):
         iterating (whose loop then ends).
         """
         await self._guard.close()
+        if self._reader is not None:
+            await self._reader.aclose()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -248,11 +246,11 @@ class ActivityTail(TailHealth):
         if not streams:
             await self._guard.sleep(min(self._names_every_s, self._block_ms / 1000))
             return
-        client = self._client
-        assert client is not None  # set by start(), cleared only by aclose()
+        reader = self._reader
+        assert reader is not None  # set by start()
         try:
             response = await self._guard.run(
-                lambda: client.xread(streams, count=self._count, block=self._block_ms)  # type: ignore[arg-type]
+                lambda: reader.read(streams, count=self._count, block_ms=self._block_ms)
             )
         except ResponseError as exc:
             if "WRONGTYPE" in str(exc):

@@ -1,0 +1,274 @@
+"""Reading many activity streams at once, on a single Redis or a Redis Cluster.
+
+On a single Redis one `XREAD BLOCK` covers every stream. A cluster refuses a
+multi-key command whose keys hash to different slots, even when one node owns
+them all, and the stream names are fixed by the TypeScript servers (no hash
+tags), so the tail reads there in one of three ways:
+
+- a small fleet (up to `BLOCKING_GROUPS_MAX` slot groups): one blocking
+  `XREAD` per group of streams that share a slot, each kept waiting across
+  turns (a read that returns is re-issued from its new IDs; the others are
+  left blocking, so no connection is torn down per event);
+- a larger fleet on servers whose `notify-keyspace-events` include stream
+  events (`K` and `t`, or `A`): one subscription per master wakes the reader
+  when a followed stream is written, then one pipelined read (a round trip per
+  node) fetches just the streams that changed;
+- otherwise a pipelined read of every stream at a bounded interval.
+
+Every read starts from the last ID delivered per stream, so a slot that moves
+or a master that fails over costs neither a gap nor a duplicate: the cluster
+client follows the move, and the next read resumes where the last one ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import ResponseError
+
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.streams import StreamRow, xread_rows
+from perseus_core.plumbing.topology import RedisClient
+
+BLOCKING_GROUPS_MAX = 16
+"""Slot groups up to which every group gets its own blocking read."""
+
+POLL_MAX_S = 0.5
+"""Longest wait between two reads of every stream on a cluster without
+keyspace notifications. With them, every stream is read at least once per
+block time (`block_ms`) as well, in case a notification was lost."""
+
+_SUBSCRIBE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, ResponseError)
+
+StreamReply = list[tuple[str, list[StreamRow]]]
+"""What `XREAD` returns (RESP2 shape): (stream key, rows) per stream."""
+
+
+async def time_and_newest(client: RedisClient, stream_keys: list[str]) -> list[Any]:
+    """The server's `TIME`, then the newest entry of each stream, errors in place.
+
+    One pipeline on a single Redis; on a cluster `TIME` (which has no key) is
+    asked of one node and the `XREVRANGE`s go out in one pipeline that the
+    cluster client splits per node.
+    """
+    if isinstance(client, RedisCluster):
+        try:
+            now: Any = await client.time()
+        except TRANSIENT_ERRORS as exc:
+            now = exc
+        if not stream_keys:
+            return [now]
+        async with client.pipeline() as cluster_pipe:
+            for key in stream_keys:
+                cluster_pipe.xrevrange(key, max="+", min="-", count=1)
+            return [now, *await cluster_pipe.execute(raise_on_error=False)]
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.time()
+        for key in stream_keys:
+            pipe.xrevrange(key, max="+", min="-", count=1)
+        return list(await pipe.execute(raise_on_error=False))
+
+
+def stream_reader(client: RedisClient) -> StreamReader:
+    """The reader that suits `client`: one XREAD, or per slot group on a cluster."""
+    if isinstance(client, RedisCluster):
+        return ClusterStreamReader(client)
+    return StreamReader(client)
+
+
+class StreamReader:
+    """Many streams in one blocking `XREAD` (a single Redis)."""
+
+    def __init__(self, client: RedisClient) -> None:
+        """Read through `client` (a blocking client: see `connect_blocking`)."""
+        self._client = client
+
+    async def read(self, streams: Mapping[str, str], *, count: int, block_ms: int) -> Any:
+        """New entries after each stream's ID, waiting up to `block_ms` for one."""
+        return await self._client.xread(dict(streams), count=count, block=block_ms)  # type: ignore[arg-type]
+
+    async def aclose(self) -> None:
+        """Stop any read left waiting (none here)."""
+
+
+class ClusterStreamReader(StreamReader):
+    """Many streams on a Redis Cluster, never with one command across slots.
+
+    See the module docstring for the three ways it waits. `read` returns the
+    same shape as `XREAD`, so the tail handles both alike.
+    """
+
+    def __init__(self, client: RedisCluster) -> None:
+        """Read through the cluster `client`."""
+        super().__init__(client)
+        self._cluster = client
+        self._waiting: dict[tuple[tuple[str, str], ...], asyncio.Task[Any]] = {}
+        self._changed: set[str] = set()
+        self._wake = asyncio.Event()
+        self._subscribers: list[asyncio.Task[None]] = []
+        self._notifications: bool | None = None
+
+    async def read(self, streams: Mapping[str, str], *, count: int, block_ms: int) -> Any:
+        """New entries after each stream's ID, waiting up to `block_ms` for one."""
+        groups = _slot_groups(streams)
+        if len(groups) <= BLOCKING_GROUPS_MAX:
+            return await self._read_blocking(groups, count, block_ms)
+        if self._notifications is None or (
+            self._notifications and any(task.done() for task in self._subscribers)
+        ):
+            # (Re)subscribe, e.g. after a failover ended a subscription, then
+            # read everything once: nothing written meanwhile is missed.
+            await self._unsubscribe()
+            self._notifications = await self._subscribe(streams)
+            return await self._read_now(streams, count, only=None)
+        changed = self._take_changed()
+        if changed:
+            return await self._read_now(streams, count, only=changed)
+        if not self._notifications:
+            await asyncio.sleep(min(block_ms / 1000, POLL_MAX_S))
+            return await self._read_now(streams, count, only=None)
+        try:
+            await asyncio.wait_for(self._wake.wait(), block_ms / 1000)
+        except TimeoutError:  # the safety net: a notification may have been lost
+            return await self._read_now(streams, count, only=None)
+        return await self._read_now(streams, count, only=self._take_changed())
+
+    async def aclose(self) -> None:
+        """Cancel every read left waiting and every subscription."""
+        tasks = list(self._waiting.values())
+        self._waiting.clear()
+        await _cancel(tasks)
+        await self._unsubscribe()
+
+    async def _unsubscribe(self) -> None:
+        tasks, self._subscribers = self._subscribers, []
+        await _cancel(tasks)
+
+    # --- small fleet: a blocking read per slot group -------------------------
+
+    async def _read_blocking(
+        self, groups: list[dict[str, str]], count: int, block_ms: int
+    ) -> StreamReply:
+        wanted = {tuple(sorted(group.items())): group for group in groups}
+        for stale in [key for key in self._waiting if key not in wanted]:
+            self._waiting.pop(stale).cancel()  # its streams moved on (or were set aside)
+        for key, group in wanted.items():
+            if key not in self._waiting:
+                self._waiting[key] = asyncio.ensure_future(
+                    self._cluster.xread(group, count=count, block=block_ms)  # type: ignore[arg-type]
+                )
+        done, _ = await asyncio.wait(self._waiting.values(), return_when=asyncio.FIRST_COMPLETED)
+        reply: StreamReply = []
+        failure: BaseException | None = None
+        for key in [key for key, task in self._waiting.items() if task in done]:
+            task = self._waiting.pop(key)
+            if task.cancelled():
+                continue
+            error = task.exception()
+            if error is not None:
+                failure = failure or error
+                continue
+            reply.extend(xread_rows(task.result()))
+        if failure is not None and not reply:
+            raise failure
+        return reply
+
+    # --- larger fleet: wake-ups from keyspace notifications, or a poll --------
+
+    async def _read_now(
+        self, streams: Mapping[str, str], count: int, only: set[str] | None
+    ) -> StreamReply:
+        """One pipelined, non-blocking read (a round trip per node)."""
+        groups = _slot_groups({k: v for k, v in streams.items() if only is None or k in only})
+        if not groups:
+            return []
+        async with self._cluster.pipeline() as pipe:
+            for group in groups:
+                pipe.xread(group, count=count)  # type: ignore[arg-type]
+            replies = await pipe.execute()
+        found = [pair for reply in replies for pair in xread_rows(reply)]
+        # A stream with `count` new rows may have more: read it again next turn.
+        self._changed.update(key for key, rows in found if len(rows) >= count)
+        if self._changed:
+            self._wake.set()
+        return found
+
+    def _take_changed(self) -> set[str]:
+        changed, self._changed = self._changed, set()
+        self._wake.clear()
+        return changed
+
+    async def _subscribe(self, streams: Mapping[str, str]) -> bool:
+        """Subscribe to writes of the followed streams on every master.
+
+        Returns False (poll instead) unless every master has keyspace
+        notifications for streams on: a master without them would never
+        wake the reader for its streams.
+        """
+        masters = self._cluster.get_primaries()
+        try:
+            configs = [
+                await self._cluster.config_get(
+                    "notify-keyspace-events",
+                    target_nodes=master,
+                )
+                for master in masters
+            ]
+        except _SUBSCRIBE_ERRORS:  # e.g. a user without CONFIG: poll
+            return False
+        for config in configs:
+            flags = str(config.get("notify-keyspace-events", ""))
+            if "K" not in flags or ("t" not in flags and "A" not in flags):
+                return False
+        # One pattern per key prefix (`logs:network:*`...), not every key event.
+        patterns = sorted({f"__keyspace@0__:{key.rpartition(':')[0]}:*" for key in streams})
+        for master in masters:
+            options = dict(master.connection_kwargs)
+            options.pop("retry", None)
+            listener = self._listen(Redis(**options), patterns)
+            self._subscribers.append(asyncio.ensure_future(listener))
+        return True
+
+    async def _listen(self, node: Redis, patterns: list[str]) -> None:
+        """Note every stream written on one master until cancelled.
+
+        A lost subscription (its master failed) ends the task; the next read
+        notices and subscribes again on the masters of the moment.
+        """
+        pubsub: PubSub = node.pubsub()
+        try:
+            await pubsub.psubscribe(*patterns)
+            async for message in pubsub.listen():
+                if message.get("type") != "pmessage" or message.get("data") != "xadd":
+                    continue
+                channel = str(message.get("channel", ""))
+                self._changed.add(channel.split(":", 1)[1])
+                self._wake.set()
+        except TRANSIENT_ERRORS:
+            return
+        finally:
+            await pubsub.aclose()
+            await node.aclose()
+
+
+def _slot_groups(streams: Mapping[str, str]) -> list[dict[str, str]]:
+    """The streams split by hash slot: one multi-key XREAD is allowed per group."""
+    groups: dict[int, dict[str, str]] = {}
+    for key, last_id in streams.items():
+        groups.setdefault(key_slot(key.encode()), {})[key] = last_id
+    return list(groups.values())
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]] | list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, *TRANSIENT_ERRORS):
+            await task
