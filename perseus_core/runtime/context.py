@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.tasks import TaskGroup
@@ -55,7 +54,9 @@ class AgentContext:
 
     async def append_error(self, message: str, state: ConnectionState) -> None:
         """An error entry for a run that does not (or no longer) hold the slot,
-        and so must not write its status key."""
+        and so must not write its status key: it goes to the Perseus-only
+        stream, so the holder's shared stream (and its last-known holder)
+        never shows this agent's host."""
         entry = ErrorEntry(
             timestamp=format_ts(self.clock()),
             error=message,
@@ -66,7 +67,7 @@ class AgentContext:
             state=state.value,
         )
         try:
-            await self.activity.append(self.name, entry)
+            await self.activity.append(self.name, entry, holder=False)
         except TRANSIENT_ERRORS as exc:
             log.error(
                 "%s: error not recorded in the activity stream: %s",

@@ -15,6 +15,18 @@ CATALOG_KEY = "perseus:exchanges"
 """Hash of known exchanges: field = exchange id, value = catalog entry JSON."""
 
 ACTIVITY_KEY_PREFIX = "logs:network:"
+"""Prefix of the activity streams the TypeScript servers write and read: only
+`state_transition` and `error` entries of the slot's holders go there."""
+
+PERSEUS_ACTIVITY_KEY_PREFIX = "perseus:activity:"
+"""Prefix of Perseus's own activity streams: every entry kind the TypeScript
+servers' readers do not understand (docs/wire-format.md 2.3)."""
+
+ACTIVITY_PREFIXES = (ACTIVITY_KEY_PREFIX, PERSEUS_ACTIVITY_KEY_PREFIX)
+"""Both activity stream prefixes; every reader merges an exchange's two streams."""
+
+LIVERMORE_COMMANDS_PREFIX = "livermore:commands:"
+LIVERMORE_RESPONSES_PREFIX = "livermore:responses:"
 
 _STATUS_KEY_RE = re.compile(r"^exchange:(\d{1,18}):status$")
 
@@ -33,6 +45,25 @@ def parse_status_key(key: str) -> int | None:
 def activity_key(exchange_name: str) -> str:
     """The activity stream of one exchange; names are lower-cased on the wire."""
     return f"{ACTIVITY_KEY_PREFIX}{exchange_name.lower()}"
+
+
+def perseus_activity_key(exchange_name: str) -> str:
+    """Perseus's own activity stream of one exchange (audit, refused claims, ...).
+
+    Kept apart from `activity_key` because the TypeScript servers' admin feed
+    shows every entry of `logs:network:{name}` as a line of its own.
+    """
+    return f"{PERSEUS_ACTIVITY_KEY_PREFIX}{exchange_name.lower()}"
+
+
+def livermore_commands_channel(identity_sub: str) -> str:
+    """The pub/sub channel a TypeScript server of one owner listens to for commands."""
+    return f"{LIVERMORE_COMMANDS_PREFIX}{identity_sub}"
+
+
+def livermore_responses_channel(identity_sub: str) -> str:
+    """The pub/sub channel a TypeScript server of one owner answers on."""
+    return f"{LIVERMORE_RESPONSES_PREFIX}{identity_sub}"
 
 
 def epoch_key(exchange_id: int) -> str:

@@ -460,7 +460,7 @@ def test_log_single_exchange(r: sync_redis.Redis, redis_url: str) -> None:
         invoke(redis_url, "log", "--json", "--exchange", "Kraken", "--count", "2").stdout
     )
     assert [e["id"] for e in first["entries"]] == ["1770751800000-0", "1770751000000-0"]
-    assert first["nextCursor"] == "1770751000000-0"
+    assert first["nextCursor"] == "1770751000000-0@kraken"
     rest = json.loads(
         invoke(
             redis_url, "log", "--json", "--exchange", "kraken", "--before", first["nextCursor"]
@@ -520,7 +520,7 @@ def test_log_skips_a_key_that_is_not_a_stream(r: sync_redis.Redis, redis_url: st
     assert len(json.loads(result.stdout)["entries"]) == 2
     single = invoke(redis_url, "log", "--exchange", "broken")
     assert single.exit_code == 1
-    assert single.stderr.startswith("perseus: Redis refused the request: WRONGTYPE")
+    assert "perseus: Redis refused the request: broken: WRONGTYPE" in single.stderr
     assert len(single.stderr.splitlines()) == 1
 
 

@@ -338,7 +338,12 @@ async def test_tail_yields_only_entries_appended_after_start(
             assert got.ids(name) == [i for i, n in written if n == name]
         assert "before" not in got.texts()
         assert tail.connected and tail.streams == ["coinbase", "kraken"]
-        assert tail.positions == {"kraken": written[-2][0], "coinbase": written[-1][0]}
+        shared = {k: v for k, v in tail.positions.items() if not k.startswith("perseus:")}
+        assert shared == {"kraken": written[-2][0], "coinbase": written[-1][0]}
+        assert set(tail.positions) - set(shared) == {
+            "perseus:activity:coinbase",
+            "perseus:activity:kraken",
+        }
 
 
 async def test_tail_drains_a_burst_larger_than_one_read(redis: Redis, settings: Settings) -> None:

@@ -332,24 +332,28 @@ async def test_last_known_skips_entries_without_a_state(
     one = views[1].last_known
     assert one is not None
     assert (one.state, one.event, one.hostname) == ("idle", "state_transition", "h1")
-    two = views[2].last_known
-    assert two is not None and (two.state, two.event, two.hostname) == ("", "command", "k2")
+    # Audit entries live in the Perseus-only stream: they never name a holder.
+    assert views[2].last_known is None
     three = views[3].last_known
-    assert three is not None and (three.state, three.hostname) == ("", "b1")
+    assert three is not None and (three.state, three.hostname) == ("stopped", "b0")
     # The same pick from a single-exchange read, and again from the reader's cache.
     assert (await reader.exchange(1)).last_known == one
     assert by_id((await reader.snapshot()).exchanges)[1].last_known == one
-    # A new entry with a state wins at once.
-    await log.append("coinbase", ErrorEntry(error="boom", state="starting", hostname="h2"))
+    # An error of another host (a refused claim) never names the holder...
+    await log.append("coinbase", ErrorEntry(error="refused", state="idle", hostname="h2"))
+    assert by_id((await reader.snapshot()).exchanges)[1].last_known.hostname == "h1"  # type: ignore[union-attr]
+    # ...while the holder's own newer error wins at once.
+    await log.append("coinbase", ErrorEntry(error="boom", state="starting", hostname="h1"))
     fresh = by_id((await reader.snapshot()).exchanges)[1].last_known
     assert fresh is not None and (fresh.state, fresh.event) == ("starting", "error")
 
 
-def test_last_known_pick_prefers_entries_with_a_state() -> None:
+def test_last_known_pick_names_the_last_holder() -> None:
     command = parse_entry("3-0", {"event": "command", "command": "stop"})
     other = parse_entry("2-0", {"event": "maintenance", "toState": "stopped"})
     transition = parse_entry("1-0", {"event": "state_transition", "toState": "active"})
-    assert LastKnown.pick([command, other, transition]).state == "stopped"  # type: ignore[union-attr]
+    assert LastKnown.pick([command, other, transition]).state == "active"  # type: ignore[union-attr]
+    assert LastKnown.pick([command, other]).state == "stopped"  # type: ignore[union-attr]
     assert LastKnown.pick([command]).event == "command"  # type: ignore[union-attr]
     assert LastKnown.pick([]) is None
 

@@ -4,16 +4,23 @@ Pages are newest first and a cursor is exclusive: the next page holds only
 entries strictly older than the cursor. For one stream the cursor is the last
 entry's stream ID. A merged page spans several streams, where two entries in
 different streams can carry the same ID (IDs come from each stream's own
-clock); merged pages order entries by (ID, stream name), both descending, and
-their cursor is `{id}@{stream}` (for example `1770763324511-0@coinbase`), so a
+clock); merged pages order entries by (ID, stream label), both descending, and
+their cursor is `{id}@{label}` (for example `1770763324511-0@coinbase`), so a
 tie is split exactly at the cursor and no entry is skipped or repeated. A plain
 ID is accepted as a merged cursor too and means "older than this ID in every
 stream".
+
+Every exchange has two streams, merged on every read: `logs:network:{name}`
+(label `{name}`, shared with the TypeScript servers) and
+`perseus:activity:{name}` (label `perseus:activity:{name}`, Perseus-only
+entries). The two labels differ, so a tie between an exchange's own two
+streams is split exactly too.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from perseus_core.plumbing.streams import StreamRow
 from perseus_core.wire import keys
@@ -30,8 +37,31 @@ _MAX_SEQ = 2**64 - 1
 
 
 def stream_name(key: str) -> str:
-    """The exchange-name part of an activity stream key."""
+    """The exchange-name part of an activity stream key (either kind)."""
+    for prefix in keys.ACTIVITY_PREFIXES:
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
+def stream_label(key: str) -> str:
+    """The name of one stream in cursors and resume points: the exchange name
+    for the shared stream (as before there was a second one), the whole key
+    for the Perseus-only stream."""
     return key.removeprefix(keys.ACTIVITY_KEY_PREFIX)
+
+
+def label_key(label: str) -> str:
+    """The stream key a label (or a bare exchange name) stands for."""
+    if label.startswith(keys.ACTIVITY_PREFIXES):
+        return label
+    return keys.activity_key(label)
+
+
+def exchange_stream_keys(names: Iterable[str]) -> list[str]:
+    """Both streams of every named exchange, sorted and without repeats."""
+    both = (keys.activity_key, keys.perseus_activity_key)
+    return sorted({key_of(name) for name in names for key_of in both})
 
 
 def parse_stream_id(value: str) -> tuple[int, int]:

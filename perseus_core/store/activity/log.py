@@ -15,9 +15,16 @@ from perseus_core.wire.settings import Settings
 
 DAY_MS = 86_400_000
 
+SHARED_EVENTS = frozenset({"state_transition", "error"})
+"""The entry kinds the TypeScript servers' readers understand: the only ones
+written to `logs:network:{name}` (docs/wire-format.md 2.3)."""
+
 
 class ActivityLog:
-    """Writes and reads `logs:network:{name}` streams (docs/wire-format.md 1.3).
+    """Writes and reads the activity streams of exchanges (docs/wire-format.md
+    1.3 and 2.3): `logs:network:{name}`, shared with the TypeScript servers,
+    and `perseus:activity:{name}`, for every entry only Perseus reads. Reads
+    merge both.
 
     Appends trim inline with `MINID ~` so retention costs nothing extra. The
     cutoff follows the Redis server's clock, not this host's: a `TIME` per
@@ -41,8 +48,13 @@ class ActivityLog:
             self._local_base = now
         return self._server_base_ms + int((now - self._local_base) * 1000)
 
-    async def append(self, exchange_name: str, entry: ActivityEntry) -> str:
+    async def append(self, exchange_name: str, entry: ActivityEntry, *, holder: bool = True) -> str:
         """Append one entry; returns its stream ID.
+
+        Transitions and errors of the slot's holder go to the shared stream;
+        everything else (command audit, a refused claim, a fenced agent's
+        note: `holder=False`) to the Perseus-only stream, so the TypeScript
+        servers' admin feed and last-known holder stay theirs.
 
         XADD with an auto ID is not idempotent: callers must not blindly retry
         after a lost reply (an entry could be written twice); they record the
@@ -50,12 +62,19 @@ class ActivityLog:
         """
         cutoff = max(0, await self._server_now_ms() - self._retention_ms)
         entry_id = await self._redis.xadd(
-            keys.activity_key(exchange_name),
+            self.stream_key(exchange_name, entry, holder=holder),
             entry.to_fields(),  # type: ignore[arg-type]
             minid=f"{cutoff}-0",
             approximate=True,
         )
         return str(entry_id)
+
+    @staticmethod
+    def stream_key(exchange_name: str, entry: ActivityEntry, *, holder: bool = True) -> str:
+        """The stream `append` writes `entry` to (see there)."""
+        if holder and entry.event in SHARED_EVENTS:
+            return keys.activity_key(exchange_name)
+        return keys.perseus_activity_key(exchange_name)
 
     async def page(
         self, exchange_name: str, *, count: int = 50, before: str | None = None

@@ -9,15 +9,17 @@ from typing import cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from perseus_core.store.activity.cursors import (
     StreamRows,
+    exchange_stream_keys,
     format_cursor,
     id_order,
     parse_cursor,
+    stream_label,
     stream_name,
 )
-from perseus_core.wire import keys
 from perseus_core.wire.models import ActivityEntry, parse_entry
 
 log = logging.getLogger(__name__)
@@ -38,13 +40,17 @@ class ActivityPage:
 async def read_page(
     redis: Redis | RedisCluster, exchange_name: str, *, count: int, before: str | None
 ) -> ActivityPage:
-    """One page of one exchange's entries, newest first (see `ActivityLog.page`)."""
-    key = keys.activity_key(exchange_name)
-    maximum = f"({parse_cursor(before)[0]}" if before else "+"
-    rows = cast(StreamRows, await redis.xrevrange(key, max=maximum, min="-", count=count + 1))
-    entries = [parse_entry(eid, fields, stream_name(key)) for eid, fields in rows[:count]]
-    cursor = entries[-1].id if len(rows) > count and entries else None
-    return ActivityPage(entries, cursor)
+    """One page of one exchange's entries, newest first (see `ActivityLog.page`):
+    its shared and its Perseus-only stream, merged.
+
+    Raises:
+        ResponseError: one of the two streams cannot be read (a key of another
+            type): a page of half the history would pass for all of it.
+    """
+    page = await _read_streams(redis, [exchange_name], count=count, before=before)
+    for label, reason in page.errors.items():
+        raise ResponseError(f"{label}: {reason}")
+    return page
 
 
 async def read_merged_page(
@@ -55,35 +61,50 @@ async def read_merged_page(
     before: str | None,
 ) -> ActivityPage:
     """One page across several exchanges' streams (see `ActivityLog.merged_page`)."""
+    page = await _read_streams(redis, exchange_names, count=count, before=before)
+    for label, reason in page.errors.items():
+        log.warning("activity stream %r unreadable: %s", label[:80], reason)
+    return page
+
+
+async def _read_streams(
+    redis: Redis | RedisCluster,
+    exchange_names: Iterable[str],
+    *,
+    count: int,
+    before: str | None,
+) -> ActivityPage:
+    """Both streams of every named exchange, merged into one page."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     cursor_id, cursor_stream = parse_cursor(before) if before else (None, None)
-    stream_keys = sorted({keys.activity_key(name) for name in exchange_names})
+    stream_keys = exchange_stream_keys(exchange_names)
     if not stream_keys:
         return ActivityPage()
     async with redis.pipeline(transaction=False) as pipe:
         for key in stream_keys:
             pipe.xrevrange(
-                key, max=_page_max(stream_name(key), cursor_id, cursor_stream), min="-",
+                key, max=_page_max(stream_label(key), cursor_id, cursor_stream), min="-",
                 count=count + 1,
             )  # fmt: skip
         results = await pipe.execute(raise_on_error=False)
-    rows: list[tuple[tuple[int, int], str, str, dict[str, str]]] = []
+    rows: list[tuple[tuple[int, int], str, str, str, dict[str, str]]] = []
     errors: dict[str, str] = {}
     for key, result in zip(stream_keys, results, strict=True):
-        name = stream_name(key)
+        label = stream_label(key)
         if isinstance(result, Exception):
-            errors[name] = str(result)
-            log.warning("activity stream %r unreadable: %s", key[:80], result)
+            errors[label] = str(result)
             continue
         for entry_id, fields in cast(StreamRows, result):
-            rows.append((id_order(entry_id), name, entry_id, fields or {}))
+            rows.append((id_order(entry_id), label, key, entry_id, fields or {}))
     rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
-    entries = [parse_entry(eid, fields, name) for _, name, eid, fields in rows[:count]]
+    entries = [
+        parse_entry(eid, fields, stream_name(key), key) for _, _, key, eid, fields in rows[:count]
+    ]
     cursor = None
     if len(rows) > count:
         last = entries[-1]
-        cursor = format_cursor(last.id, last.stream)
+        cursor = format_cursor(last.id, stream_label(last.key))
     return ActivityPage(entries, cursor, errors)
 
 
@@ -91,7 +112,7 @@ def _page_max(stream: str, cursor_id: str | None, cursor_stream: str | None) -> 
     """XREVRANGE upper bound of one stream for a merged cursor.
 
     The page continues with the entries that come after (cursor_id,
-    cursor_stream) in (ID, stream) descending order. In a stream whose name
+    cursor_stream) in (ID, stream label) descending order. In a stream whose name
     is smaller than the cursor's, an entry with exactly the cursor's ID comes
     after it (inclusive bound); in every other stream only smaller IDs do
     (exclusive bound).

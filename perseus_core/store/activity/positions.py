@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from perseus_core.store.activity.cursors import id_order, parse_stream_id, stream_name
-from perseus_core.wire import keys
+from perseus_core.store.activity.cursors import (
+    id_order,
+    label_key,
+    parse_stream_id,
+    stream_label,
+    stream_name,
+)
 from perseus_core.wire.models import ActivityEntry
 
 
@@ -21,7 +26,7 @@ def parse_start(start: str | Mapping[str, str]) -> dict[str, str | None]:
         return {}
     ids: dict[str, str | None] = {}
     for name, entry_id in start.items():
-        key = name if name.startswith(keys.ACTIVITY_KEY_PREFIX) else keys.activity_key(name)
+        key = label_key(name)
         if entry_id == "$":
             ids[key] = None
         else:
@@ -67,18 +72,17 @@ class StreamPositions:
 
     def delivered(self, entry: ActivityEntry) -> None:
         """Note that `entry` reached the consumer."""
-        self._delivered[entry.stream] = entry.id
+        self._delivered[entry.key] = entry.id
 
     def names(self) -> list[str]:
         """Exchange names (lower-cased) of every stream followed."""
-        return sorted(stream_name(key) for key in self.reading)
+        return sorted({stream_name(key) for key in self.reading})
 
     def resume_points(self) -> dict[str, str]:
-        """Per exchange name, the ID to resume after: the last entry delivered,
-        or where the stream started if none was."""
+        """Per stream label (see `cursors.stream_label`), the ID to resume
+        after: the last entry delivered, or where the stream started if none was."""
         return {
-            stream_name(key): self._delivered.get(stream_name(key), self._started[key])
-            for key in self.reading
+            stream_label(key): self._delivered.get(key, self._started[key]) for key in self.reading
         }
 
     def settle_floor(self, server_floor: str) -> None:

@@ -11,9 +11,10 @@ exchange is noticed a few seconds late, and older history (which
 named streams resume after the given IDs (for example a previous tail's
 `positions`); other streams behave as with "$".
 
-Which streams. The names provider (for every catalog and online exchange,
-`NetworkReader.exchange_names`) is asked again at most every
-`names_every_s`, checked on every loop. Streams are added, never dropped:
+Which streams. Each exchange's shared stream and its Perseus-only stream
+(`perseus:activity:{name}`), merged into one feed. The names provider (for
+every catalog and online exchange, `NetworkReader.exchange_names`) is asked
+again at most every `names_every_s`, checked on every loop. Streams are added, never dropped:
 an exchange that leaves the catalog or goes offline writes its last
 entries (stopping, stopped) around that moment, and they must not be lost.
 
@@ -42,12 +43,17 @@ from perseus_core.plumbing.connection import connect_blocking, describe_redis_er
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.streams import xread_rows
 from perseus_core.plumbing.topology import RedisClient
-from perseus_core.store.activity.cursors import id_order, just_before, stream_name
+from perseus_core.store.activity.cursors import (
+    exchange_stream_keys,
+    id_order,
+    just_before,
+    stream_label,
+    stream_name,
+)
 from perseus_core.store.activity.guard import Closed, CloseGuard
 from perseus_core.store.activity.health import TailHealth
 from perseus_core.store.activity.positions import StreamPositions, parse_start
 from perseus_core.store.activity.reads import StreamReader, stream_reader, time_and_newest
-from perseus_core.wire import keys
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import ActivityEntry, parse_entry
 from perseus_core.wire.settings import Settings
@@ -132,7 +138,8 @@ class ActivityTail(TailHealth):
 
     @property
     def positions(self) -> dict[str, str]:
-        """Per stream (exchange name), the ID to resume after: the last entry
+        """Per stream label (the exchange name for its shared stream,
+        `perseus:activity:{name}` for its Perseus-only one), the ID to resume after: the last entry
         yielded, or where the stream started if none was. Pass it as `start`
         of a new tail to continue without gap or duplicate."""
         return self._streams.resume_points()
@@ -157,7 +164,7 @@ class ActivityTail(TailHealth):
         streams = self._streams
         try:
             names = await self._read_names()
-            wanted = dict.fromkeys([*streams.start_ids, *map(keys.activity_key, names or [])])
+            wanted = dict.fromkeys([*streams.start_ids, *exchange_stream_keys(names or [])])
             unresolved = [k for k in wanted if streams.start_ids.get(k) is None]
 
             try:
@@ -262,20 +269,22 @@ class ActivityTail(TailHealth):
             self._failed(exc)
             return
         self._succeeded()
-        batch: list[tuple[tuple[int, int], str, str, dict[str, str]]] = []
+        batch: list[tuple[tuple[int, int], str, str, str, dict[str, str]]] = []
         for key, rows in xread_rows(response):
             if not rows:
                 continue
-            name = stream_name(key)
-            batch.extend((id_order(eid), name, eid, fields) for eid, fields in rows)
+            label = stream_label(key)
+            batch.extend((id_order(eid), label, key, eid, fields) for eid, fields in rows)
             self._streams.reading[key] = rows[-1][0]
         # Within one reply, order across streams by ID: the order they were written.
         batch.sort(key=lambda row: (row[0], row[1]))
-        self._buffer.extend(parse_entry(eid, fields, name) for _, name, eid, fields in batch)
+        self._buffer.extend(
+            parse_entry(eid, fields, stream_name(key), key) for _, _, key, eid, fields in batch
+        )
 
     async def _refresh_names(self) -> None:
-        for name in await self._read_names() or []:
-            self._streams.follow_new(keys.activity_key(name))
+        for key in exchange_stream_keys(await self._read_names() or []):
+            self._streams.follow_new(key)
         if self._streams.excluded:
             await self._readmit()
 

@@ -16,8 +16,12 @@ Transport, all single-key operations so it works on Redis Cluster:
   one `HSETNX`, so a command runs at most once however often it is read or
   written: after a reconnect, after a restart of the server, when two servers
   watch the same exchange, or when a sender's `XADD` went through twice.
-- Every command and its outcome is appended to the exchange's activity stream
-  as `event=command` (the audit trail).
+- Every command and its outcome (ping excepted: it changes nothing) is
+  appended to the exchange's Perseus-only activity stream
+  `perseus:activity:{name}` as `event=command` (the audit trail).
+- A slot held by a TypeScript (Livermore) server, or vacant with no agent of
+  ours, is steered over Livermore's own pub/sub channel when the catalog
+  names the owner's identity (`routing`, `livermore`).
 
 Where a server starts reading: from the first entry added within the last
 `command_expiry_ms` (by the Redis server's clock, which is also the clock of
@@ -28,7 +32,7 @@ hash (a re-read of an entry that was handled is skipped without a word). So
 no read position is persisted: the outcomes hash is the only state.
 """
 
-from perseus_core.store.control.client import CommandOutcome, ControlClient, NoAgentAnswered
+from perseus_core.store.control.client import ControlClient
 from perseus_core.store.control.common import (
     COMMAND_FIELD,
     COMMAND_STREAM_MAXLEN,
@@ -38,6 +42,9 @@ from perseus_core.store.control.common import (
     HandlerResult,
     IdentityProvider,
 )
+from perseus_core.store.control.livermore import LivermoreBridge, NoLivermoreListener, NotSteerable
+from perseus_core.store.control.outcome import CommandOutcome, NoAgentAnswered
+from perseus_core.store.control.routing import Route, Via
 from perseus_core.store.control.server import INTERRUPTED_MESSAGE, CommandServer
 
 __all__ = [
@@ -52,5 +59,10 @@ __all__ = [
     "ControlClient",
     "HandlerResult",
     "IdentityProvider",
+    "LivermoreBridge",
     "NoAgentAnswered",
+    "NoLivermoreListener",
+    "NotSteerable",
+    "Route",
+    "Via",
 ]

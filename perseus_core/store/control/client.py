@@ -7,69 +7,42 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any, cast
 
 from perseus_core.plumbing.connection import connect, describe_redis_error
-from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient, checkout
+from perseus_core.store.activity import ActivityLog
 from perseus_core.store.control.common import (
     COMMAND_FIELD,
     COMMAND_STREAM_MAXLEN,
+    MAX_MESSAGE_CHARS,
     NO_RETRY,
     new_backoff,
     now_ms,
 )
+from perseus_core.store.control.livermore import (
+    LivermoreBridge,
+    NoLivermoreListener,
+    NotSteerable,
+)
+from perseus_core.store.control.outcome import CommandOutcome, NoAgentAnswered
+from perseus_core.store.control.routing import Route, Via, read_route
 from perseus_core.wire import keys
-from perseus_core.wire.errors import PayloadError, PerseusError, RedisUnavailable
+from perseus_core.wire.errors import PayloadError, RedisUnavailable
 from perseus_core.wire.models import (
     MAX_PAYLOAD_BYTES,
     Command,
+    CommandEntry,
     CommandReply,
     CommandType,
     ReplyStatus,
 )
 from perseus_core.wire.settings import Settings
-from perseus_core.wire.timeutil import Clock, system_clock
+from perseus_core.wire.timeutil import Clock, format_ts, system_clock
 
 log = logging.getLogger(__name__)
-
-# --- sending ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CommandOutcome:
-    """How a sent command ended.
-
-    `status` is None when the command was acknowledged but no result came
-    within the result timeout (it may still be running); `message` says so.
-    `acked` is False when the first answer was already final, as for a
-    command rejected before it was accepted (malformed, unknown type, expired).
-    """
-
-    correlation_id: str
-    acked: bool
-    status: ReplyStatus | None
-    message: str | None
-    data: dict[str, Any] | None
-
-    @property
-    def ok(self) -> bool:
-        """True when the command succeeded."""
-        return self.status is ReplyStatus.SUCCESS
-
-
-class NoAgentAnswered(PerseusError):
-    """No server acknowledged a command within the ack timeout."""
-
-    def __init__(self, exchange_id: int, timeout_ms: int, correlation_id: str) -> None:
-        self.exchange_id = exchange_id
-        self.timeout_ms = timeout_ms
-        self.correlation_id = correlation_id
-        super().__init__(
-            f"no agent answered in {timeout_ms / 1000:g} s: check that an agent for "
-            f"exchange {exchange_id} is running"
-        )
 
 
 async def _xadd_once(
@@ -278,14 +251,38 @@ class ControlClient:
         on_ack: Callable[[CommandReply], None] | None = None,
         on_sent: Callable[[Command], None] | None = None,
         correlation_id: str | None = None,
+        route: Route | None = None,
     ) -> CommandOutcome:
-        """Submit a command and wait for its ack and result (`submit` + `wait`).
+        """Send a command over the channel that can carry it and wait for its
+        ack and result.
+
+        The channel is `route` (see `route`; read now when not given): a
+        Perseus agent's command stream (`submit` + `wait`), or a Livermore
+        server's pub/sub channel (`LivermoreBridge`, audited here since no
+        agent of ours writes that audit).
 
         Raises:
+            NotSteerable: nothing Perseus can reach would run it (at once).
+            NoLivermoreListener: no Livermore server listens for the owner (at once).
             NoAgentAnswered: nothing acknowledged within the ack timeout
                 (default `settings.ack_timeout_ms`).
             RedisUnavailable: Redis could not be reached.
         """
+        kind = str(command.value if isinstance(command, CommandType) else command)
+        if route is None:
+            route = await self.route(exchange_id, kind)
+        if route.via is Via.NONE:
+            raise NotSteerable(route.refusal or f"cannot {kind} exchange {exchange_id}")
+        if route.via is Via.LIVERMORE:
+            return await self._send_livermore(
+                route,
+                CommandType(kind),
+                operator=operator,
+                ack_timeout_ms=ack_timeout_ms,
+                result_timeout_ms=result_timeout_ms,
+                on_ack=on_ack,
+                on_sent=on_sent,
+            )
         cmd = await self.submit(
             exchange_id, command, operator=operator, payload=payload, correlation_id=correlation_id
         )
@@ -298,3 +295,90 @@ class ControlClient:
             result_timeout_ms=result_timeout_ms,
             on_ack=on_ack,
         )
+
+    async def route(self, exchange_id: int, command: str) -> Route:
+        """Where `command` for `exchange_id` would go, with the number of
+        Livermore servers it would reach (ask before a stop reaching several).
+
+        Raises:
+            RedisError: Redis could not be read.
+        """
+        route = await read_route(self._redis, exchange_id, command)
+        if route.via is Via.LIVERMORE and route.identity_sub:
+            listeners = await LivermoreBridge(self._redis, self._settings).listeners(
+                route.identity_sub
+            )
+            route = replace(route, listeners=listeners)
+        return route
+
+    async def _send_livermore(
+        self,
+        route: Route,
+        command: CommandType,
+        *,
+        operator: str,
+        ack_timeout_ms: int | None,
+        result_timeout_ms: int | None,
+        on_ack: Callable[[CommandReply], None] | None,
+        on_sent: Callable[[Command], None] | None,
+    ) -> CommandOutcome:
+        """The Livermore leg of `send`, and its audit entry in the Perseus-only stream."""
+        sub = route.identity_sub or ""
+        bridge = LivermoreBridge(self._redis, self._settings, clock=self._clock)
+        sent: list[Command] = []
+
+        def remember(cmd: Command) -> None:
+            sent.append(cmd)
+            if on_sent is not None:
+                on_sent(cmd)
+
+        status, message = "error", ""
+        try:
+            outcome, reached = await bridge.send(
+                route.exchange_id,
+                sub,
+                command,
+                route.exchange_name,
+                ack_timeout_ms=ack_timeout_ms,
+                result_timeout_ms=result_timeout_ms,
+                on_sent=remember,
+                on_ack=on_ack,
+            )
+            status = outcome.status.value if outcome.status else "no result"
+            message = f"{outcome.message or ''} (via {sub}, {reached} server(s))".lstrip()
+            return outcome
+        except (NoLivermoreListener, NoAgentAnswered) as exc:
+            message = str(exc)
+            raise
+        finally:
+            if sent or message:
+                await self._audit_livermore(route, command, operator, status, message, sent)
+
+    async def _audit_livermore(
+        self,
+        route: Route,
+        command: CommandType,
+        operator: str,
+        status: str,
+        message: str,
+        sent: list[Command],
+    ) -> None:
+        entry = CommandEntry(
+            command=command.value,
+            correlation_id=sent[0].correlation_id if sent else "",
+            operator=operator,
+            status=status,
+            message=message[:MAX_MESSAGE_CHARS],
+            timestamp=format_ts(self._clock()),
+            exchange_id=str(route.exchange_id),
+            exchange_name=route.exchange_name,
+            hostname=route.holder or "",
+        )
+        try:
+            await ActivityLog(self._redis, self._settings).append(route.exchange_name, entry)
+        except REDIS_ERRORS as exc:
+            log.warning(
+                "%s: audit entry not written: %s",
+                route.exchange_name,
+                describe_redis_error(self._settings, exc),
+            )

@@ -15,14 +15,15 @@ from perseus_core.store.control.common import (
 from perseus_core.store.control.link import ServerLink
 from perseus_core.store.control.outcomes import CommandMeta
 from perseus_core.wire import keys
-from perseus_core.wire.models import CommandEntry, CommandReply, ReplyStatus
+from perseus_core.wire.models import CommandEntry, CommandReply, CommandType, ReplyStatus
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import Clock, format_ts
 
 
 class Responder:
     """Pushes replies to `perseus:replies:{correlationId}` and appends
-    `event=command` entries to the exchange's activity stream, retrying each
+    `event=command` entries to the exchange's Perseus-only activity stream
+    (`perseus:activity:{name}`), retrying each
     write (see `ServerLink.retry`) in a way that is harmless to repeat.
 
     Args:
@@ -82,7 +83,10 @@ class Responder:
         await self._link.retry(op)
 
     async def audit(self, meta: CommandMeta, status: str, message: str) -> None:
-        """Append an `event=command` entry, at most once even across retries."""
+        """Append an `event=command` entry to the Perseus-only stream, at most
+        once even across retries. A ping changes nothing, so it is not audited."""
+        if meta.command == CommandType.PING:
+            return
         hostname, ip = self._identity()
         entry = CommandEntry(
             command=meta.command,
@@ -97,7 +101,7 @@ class Responder:
             ip=ip or "",
         )
         wanted = entry.to_fields()
-        stream = keys.activity_key(self._exchange_name)
+        stream = ActivityLog.stream_key(self._exchange_name, entry)
         attempted = False
 
         async def op() -> None:

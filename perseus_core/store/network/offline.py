@@ -3,11 +3,12 @@
 Exchanges without a valid status (normally few) get two more things, read
 together in one more pipelined round trip:
 
-- their last-known host, IP and state, from the newest activity entry that
-  says what state the exchange was left in (a `command` audit entry, newest
-  after every stop, carries none), among the newest `LAST_KNOWN_SCAN`. The
-  round trip reads each stream's newest entry; only a stream whose newest
-  entry is new and names no state is read deeper, in one more round trip,
+- their last-known host, IP and state, from the last holder
+  (`LastKnown.pick`: the newest transition, or a newer error of that same
+  host; a refused claimant's error never counts), among the newest
+  `LAST_KNOWN_SCAN` entries of the shared stream. The round trip reads each
+  stream's newest entry; only a stream whose newest entry is new and not a
+  transition is read deeper, in one more round trip,
   and what that finds is kept until the stream changes;
 - the agents that are running for them (docs/wire-format.md 2.4): an idle
   agent holds no status key, and its presence is what tells "a start would
@@ -139,7 +140,7 @@ class OfflineDetails:
                     if cached is None:
                         name = stream.removeprefix(keys.ACTIVITY_KEY_PREFIX)
                         cached = LastKnown.from_entry(parse_entry(entry_id, fields or {}, name))
-                        if not cached.state:
+                        if cached.event != "state_transition":  # who held it? look back
                             deeper.append((index, stream, entry_id))
                     entry_cache[(stream, entry_id)] = known[index] = cached
             if presence is not None:

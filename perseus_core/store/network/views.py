@@ -76,20 +76,29 @@ class LastKnown:
 
     @classmethod
     def pick(cls, entries: Iterable[ActivityEntry]) -> LastKnown | None:
-        """The last-known info of entries given newest first: from the newest
-        one that carries a state, else from the newest one (None if none).
+        """The last-known info of the last holder, from entries given newest first.
 
-        A `command` audit entry follows every stop and names no state; taking
-        the newest entry blindly would show "unknown" after each one.
+        The newest `state_transition` names the holder; a newer `error` counts
+        only when it comes from that holder (same hostname, and same IP when
+        both name one: a holder's error may be written before its IP is known): an agent
+        or a TypeScript server refused the slot writes an error of its own
+        (its host, state idle) into the holder's stream, and must not take
+        over the offline card. Without a transition among `entries`: the
+        newest entry that carries a state, else the newest one (None if none).
         """
-        newest: LastKnown | None = None
-        for entry in entries:
-            known = cls.from_entry(entry)
-            if known.state:
+        items = [(entry, cls.from_entry(entry)) for entry in entries]
+        for index, (entry, known) in enumerate(items):
+            if isinstance(entry, StateTransitionEntry):
+                for newer, info in items[:index]:
+                    same_ip = not (newer.ip and entry.ip) or newer.ip == entry.ip
+                    same_host = newer.hostname == entry.hostname and same_ip
+                    if isinstance(newer, ErrorEntry) and same_host and info.state:
+                        return info
                 return known
-            if newest is None:
-                newest = known
-        return newest
+        stated = [known for _, known in items if known.state]
+        if stated:
+            return stated[0]
+        return items[0][1] if items else None
 
     def to_dict(self) -> dict[str, str]:
         """The `lastKnown` object of `perseus status --json`."""
@@ -141,6 +150,10 @@ class ExchangeView:
         agents: the agents running for it (docs/wire-format.md 2.4), read only
             when there is no valid status; sorted by hostname and pid. A
             tuple: views are shared between snapshots.
+        heartbeat_at: when the last heartbeat happened on this host's clock,
+            dated by the key's PTTL on Redis's clock (configured TTL - PTTL
+            before the read); None when the PTTL could not date it. Unlike
+            `status.last_heartbeat` no writer's clock can skew it.
     """
 
     exchange_id: int
@@ -153,6 +166,7 @@ class ExchangeView:
     key_exists: bool = False
     catalog_entry: CatalogEntry | None = None
     agents: tuple[AgentPresence, ...] = ()
+    heartbeat_at: datetime | None = None
 
     @property
     def online(self) -> bool:
@@ -199,6 +213,9 @@ class NetworkSnapshot:
 
     exchanges: list[ExchangeView] = field(default_factory=list)
     taken_at: datetime = field(default_factory=system_clock)
+    problems: tuple[str, ...] = ()
+    """What kept part of the fleet from being read, beyond any one exchange's
+    view (a catalog key of the wrong type): show it, the rest is still valid."""
 
     def get(self, exchange_id: int) -> ExchangeView | None:
         """The view of one exchange, if the snapshot lists it."""

@@ -30,6 +30,10 @@ class CatalogEntry(WireModel):
     name: str = Field(min_length=1, max_length=256)
     display_name: str = ""
     is_active: bool = True
+    livermore_sub: str | None = Field(default=None, min_length=1, max_length=256)
+    """The owner identity of the TypeScript (Livermore) servers that run this
+    exchange: with it, start and stop reach them over their own channel
+    (docs/wire-format.md, "Sharing Redis with Livermore"). Optional."""
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> CatalogEntry:
@@ -41,8 +45,8 @@ class CatalogEntry(WireModel):
             raise PayloadError(f"invalid catalog entry: {describe_validation_error(exc)}") from None
 
     def to_json(self) -> str:
-        """Compact JSON for the catalog hash."""
-        return self.model_dump_json(by_alias=True)
+        """Compact JSON for the catalog hash (`livermoreSub` only when set)."""
+        return self.model_dump_json(by_alias=True, exclude_none=True)
 
     @property
     def label(self) -> str:

@@ -21,14 +21,16 @@ from perseus_core.wire.timeutil import parse_ts_or_none
 class _EntryBase(BaseModel):
     """Fields every activity entry may carry; all strings, all optional on read.
 
-    `id` (the stream ID) and `stream` (the exchange name from the key) are not
-    wire fields: they say where the entry was read from.
+    `id` (the stream ID), `stream` (the exchange name from the key) and `key`
+    (the stream key: an exchange has a shared and a Perseus-only stream) are
+    not wire fields: they say where the entry was read from.
     """
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     id: str = Field(default="", exclude=True)
     stream: str = Field(default="", exclude=True)
+    key: str = Field(default="", exclude=True)
     event: str = ""
     timestamp: str = ""
     exchange_id: str = ""
@@ -130,10 +132,13 @@ ActivityEntry = Annotated[
 _ENTRY_ADAPTER: TypeAdapter[ActivityEntry] = TypeAdapter(ActivityEntry)
 
 
-def parse_entry(entry_id: str, fields: dict[str, str], stream: str = "") -> ActivityEntry:
+def parse_entry(
+    entry_id: str, fields: dict[str, str], stream: str = "", key: str = ""
+) -> ActivityEntry:
     """Build an entry from raw stream fields. Never raises: a field that is
     missing reads as an empty string, and an unknown event as `OtherEntry`."""
     data: dict[str, Any] = {k: v if isinstance(v, str) else str(v) for k, v in fields.items()}
     data["id"] = entry_id
     data["stream"] = stream
+    data["key"] = key
     return _ENTRY_ADAPTER.validate_python(data)

@@ -1,0 +1,47 @@
+"""How a sent command ended, whichever channel carried it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from perseus_core.wire.errors import PerseusError
+from perseus_core.wire.models import ReplyStatus
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """How a sent command ended.
+
+    `status` is None when the command was acknowledged but no result came
+    within the result timeout (it may still be running); `message` says so.
+    `acked` is False when the first answer was already final, as for a
+    command rejected before it was accepted (malformed, unknown type, expired).
+    """
+
+    correlation_id: str
+    acked: bool
+    status: ReplyStatus | None
+    message: str | None
+    data: dict[str, Any] | None
+
+    @property
+    def ok(self) -> bool:
+        """True when the command succeeded."""
+        return self.status is ReplyStatus.SUCCESS
+
+
+class NoAgentAnswered(PerseusError):
+    """No server acknowledged a command within the ack timeout."""
+
+    def __init__(
+        self, exchange_id: int, timeout_ms: int, correlation_id: str, *, who: str | None = None
+    ) -> None:
+        self.exchange_id = exchange_id
+        self.timeout_ms = timeout_ms
+        self.correlation_id = correlation_id
+        super().__init__(
+            f"no agent answered in {timeout_ms / 1000:g} s: check that "
+            + (who or f"an agent for exchange {exchange_id}")
+            + " is running"
+        )
