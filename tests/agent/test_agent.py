@@ -9,6 +9,7 @@ wait polls for a condition with a deadline.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -587,3 +588,34 @@ async def test_sigterm_while_waiting_for_redis_exits_0(spawn_agent: SpawnAgent) 
     await agent.wait_log("waiting for Redis")
     agent.signal(signal.SIGTERM)
     assert await agent.wait_exit() == 0
+
+
+# --- the child's environment ------------------------------------------------------
+
+CHILD_ENV_DUMP = (
+    "import json, os, sys, time; "
+    "json.dump(dict(os.environ), open(sys.argv[1] + '.tmp', 'w')); "
+    "os.rename(sys.argv[1] + '.tmp', sys.argv[1]); time.sleep(120)"
+)
+
+
+@pytest.mark.parametrize("pass_env", [False, True], ids=["default", "pass-env"])
+async def test_the_child_gets_perseus_secrets_only_when_asked(
+    pass_env: bool, spawn_agent: SpawnAgent, redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    dump = tmp_path / "env.json"
+    spawn_agent(
+        args=[*FAST, "--autostart", *(["--pass-env"] if pass_env else [])],
+        command=[sys.executable, "-c", CHILD_ENV_DUMP, str(dump)],
+        env={"PERSEUS_NOTIFY_WEBHOOK": "https://hooks.example/secret-token", "MY_APP": "kept"},
+    )
+    await eventually(dump.exists, what="the child's environment dump")
+    env = json.loads(dump.read_text())
+    assert env["MY_APP"] == "kept"
+    assert env["PERSEUS_HEARTBEAT_INTERVAL_MS"] == str(HEARTBEAT_INTERVAL_MS)  # not a secret
+    if pass_env:
+        assert env["PERSEUS_REDIS_URL"] == redis_url
+        assert env["PERSEUS_NOTIFY_WEBHOOK"] == "https://hooks.example/secret-token"
+    else:
+        assert "PERSEUS_REDIS_URL" not in env and "PERSEUS_NOTIFY_WEBHOOK" not in env
+        assert not any(redis_url in value for value in env.values())
