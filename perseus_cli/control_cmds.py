@@ -1,9 +1,15 @@
 """`perseus start|stop|ping ID`: steer one exchange's agent from a shell or a script.
 
-Each verb sends one command and prints what comes back, a line per step:
-`sent ...`, `ack: ...`, then the result. Exit codes are for scripts:
-0 success, 1 an error reply (its message on stderr) or no result in time,
-3 Redis unreachable, 4 no agent acknowledged the command.
+Each verb first reads the exchange and refuses at once a command that
+cannot succeed (no such exchange, no agent, a slot held by another writer,
+nothing to stop: `perseus_core.present.commands.refusal`, which the dashboard
+uses too). Otherwise it sends one command and prints what comes back, a line
+per step: `sent ...`, `ack: ...`, then the result. Exit codes are for scripts:
+0 success, 1 refused, an error reply (its message on stderr) or no result in
+time, 3 Redis unusable (unreachable, or this user may not write the command or
+read its outcome), 4 no agent acknowledged the command (or no Livermore
+server listens for the owner identity of a slot steered over Livermore's
+channel). `--yes` sends a stop that would reach several Livermore servers.
 """
 
 from __future__ import annotations
@@ -15,11 +21,31 @@ from typing import Any
 import click
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import NoPermissionError
 
 from perseus_cli.common import load_settings, run
-from perseus_cli.options import EXIT_ERROR, EXIT_NO_AGENT, fail, redis_url_option
-from perseus_core.plumbing.connection import connect
-from perseus_core.store.control import CommandOutcome, ControlClient, NoAgentAnswered
+from perseus_cli.options import (
+    EXIT_ERROR,
+    EXIT_NO_AGENT,
+    EXIT_UNREACHABLE,
+    fail,
+    redis_url_option,
+)
+from perseus_core.plumbing.connection import access_denied, connect, describe_redis_error
+from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.topology import RedisClient
+from perseus_core.present.commands import refusal
+from perseus_core.store.control import (
+    CommandOutcome,
+    ControlClient,
+    NoAgentAnswered,
+    NoLivermoreListener,
+    Route,
+    Via,
+)
+from perseus_core.store.network import NetworkReader
+from perseus_core.wire import keys
+from perseus_core.wire.errors import AccessDenied, CommandRejected, RedisUnavailable
 from perseus_core.wire.models import Command, CommandReply, CommandType, ReplyStatus
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
@@ -52,6 +78,21 @@ def _print_reply(label: str, message: str | None, data: dict[str, Any] | None) -
         click.echo(f"  {clean(key, 40)}: {clean('-' if value is None else value)}")
 
 
+async def _refuse_what_cannot_succeed(
+    redis: RedisClient, settings: Settings, exchange_id: int, kind: CommandType
+) -> None:
+    """Raise CommandRejected when the exchange as it reads now says the command
+    cannot succeed. A user who may send commands but not read the exchange
+    skips this check: the agent then has the only word, as before."""
+    try:
+        view = await NetworkReader(redis, settings).exchange(exchange_id)
+    except NoPermissionError:
+        return
+    reason = refusal(view, kind)
+    if reason is not None:
+        raise CommandRejected(f"cannot {kind.value} exchange {exchange_id}: {reason}")
+
+
 async def _send(
     settings: Settings,
     kind: CommandType,
@@ -59,32 +100,80 @@ async def _send(
     operator: str,
     ack_timeout_ms: int | None,
     result_timeout_ms: int | None,
+    yes: bool = False,
 ) -> CommandOutcome:
     # No client-level retries: a command append must not be repeated blindly,
     # and an unreachable Redis should be reported at once, not after backoff.
     redis = connect(settings, retry=Retry(NoBackoff(), 0))
+    sent: list[Command] = []
+    client = ControlClient(redis, settings)
     try:
+        route = await client.route(exchange_id, kind)
+        if route.via is Via.NONE:
+            raise CommandRejected(route.refusal or f"cannot {kind.value} exchange {exchange_id}")
+        if route.via is Via.LIVERMORE:
+            _check_reach(route, kind, yes)
+        else:
+            await _refuse_what_cannot_succeed(redis, settings, exchange_id, kind)
 
         def on_sent(command: Command) -> None:
+            sent.append(command)
+            via = (
+                f" via {keys.livermore_commands_channel(route.identity_sub or '')}"
+                if route.via is Via.LIVERMORE
+                else ""
+            )
             click.echo(
-                f"sent {command.type} to exchange {exchange_id} "
+                f"sent {command.type} to exchange {exchange_id}{via} "
                 f"(correlation id {command.correlation_id})"
             )
 
         def on_ack(reply: CommandReply) -> None:
             _print_reply("ack", reply.message, reply.data)
 
-        return await ControlClient(redis, settings).send(
+        return await client.send(
             exchange_id,
             kind,
+            route=route,
             operator=operator,
             ack_timeout_ms=ack_timeout_ms,
             result_timeout_ms=result_timeout_ms,
             on_sent=on_sent,
             on_ack=on_ack,
         )
+    except TRANSIENT_ERRORS as exc:
+        if sent:
+            raise
+        # Reading the route or the exchange failed: nothing went out.
+        raise RedisUnavailable(
+            f"{describe_redis_error(settings, exc)} (the command was not sent)"
+        ) from exc
+    except NoPermissionError as exc:
+        # Which right is missing follows from how far the command got: not
+        # sent, the command stream; sent, the list its replies arrive in.
+        if not sent:
+            raise access_denied(exc, "XADD", keys.commands_key(exchange_id)) from None
+        denied = access_denied(exc, "BLPOP", keys.replies_key(sent[0].correlation_id))
+        raise OutcomeUnreadable(
+            f"the command was sent, but its outcome cannot be read: {denied}"
+        ) from None
     finally:
         await redis.aclose()
+
+
+def _check_reach(route: Route, kind: CommandType, yes: bool) -> None:
+    """A stop published to an owner's channel reaches every Livermore server of
+    that owner: with more than one listening, send it only when told to."""
+    if kind is CommandType.STOP and route.listeners > 1 and not yes:
+        raise CommandRejected(
+            f"a stop would reach {route.listeners} Livermore servers listening for "
+            f"{clean(route.identity_sub, 128)}, and each of them would stop; "
+            "pass --yes to send it anyway"
+        )
+
+
+class OutcomeUnreadable(AccessDenied):
+    """The command went out, but this user may not read the replies to it."""
 
 
 def _control_command(kind: CommandType) -> click.Command:
@@ -112,12 +201,18 @@ def _control_command(kind: CommandType) -> click.Command:
         metavar="NAME",
         help="Who is sending, for the audit trail (default: user@host).",
     )
+    @click.option(
+        "--yes",
+        is_flag=True,
+        help="Send a stop even when it would reach several Livermore servers.",
+    )
     @redis_url_option
     def command(
         exchange_id: int,
         timeout: float | None,
         ack_timeout: float | None,
         operator: str | None,
+        yes: bool,
         redis_url: str | None,
     ) -> None:
         settings = load_settings(redis_url)
@@ -132,10 +227,15 @@ def _control_command(kind: CommandType) -> click.Command:
                     who,
                     _seconds_to_ms(ack_timeout),
                     _seconds_to_ms(timeout),
+                    yes,
                 ),
             )
-        except NoAgentAnswered as exc:
+        except (NoAgentAnswered, NoLivermoreListener) as exc:
             fail(str(exc), EXIT_NO_AGENT)
+        except AccessDenied as exc:
+            fail(clean(str(exc), 600), EXIT_UNREACHABLE)
+        except CommandRejected as exc:
+            fail(clean(str(exc), 600), EXIT_ERROR)
         except KeyboardInterrupt:
             fail("interrupted while waiting; the command may still run", EXIT_INTERRUPTED)
         if outcome.status is ReplyStatus.SUCCESS:

@@ -36,6 +36,7 @@ from perseus_core.store.activity import (
 )
 from perseus_core.store.network import NetworkReader
 from perseus_core.wire import keys
+from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import (
     ActivityEntry,
     CommandEntry,
@@ -75,7 +76,7 @@ def _summary(entry: ActivityEntry) -> str:
         return text + _where(entry)
     if isinstance(entry, ErrorEntry):
         text = f"error: {clean_or(entry.error, '(no message)')}"
-        if entry.state:
+        if entry.state and f"while {entry.state}" not in (entry.error or ""):
             text += f" (while {clean(entry.state, 20)})"
         return text + _where(entry)
     if isinstance(entry, CommandEntry):
@@ -112,6 +113,19 @@ async def _activity_names(redis: RedisClient, reader: NetworkReader) -> list[str
     async for key in redis.scan_iter(match=f"{keys.ACTIVITY_KEY_PREFIX}*", _type="STREAM"):
         names.add(stream_name(str(key)))
     return sorted(names)
+
+
+async def _require_known(redis: RedisClient, reader: NetworkReader, name: str) -> None:
+    """Raise PerseusError (exit 1) for a name that is nowhere: a typo must not
+    read as "no activity" and exit 0."""
+    if await redis.exists(keys.activity_key(name)):
+        return
+    if name in {known.lower() for known in await reader.exchange_names()}:
+        return
+    raise PerseusError(
+        f"no exchange named {clean(name, 64)!r}: not in the catalog, not online, no activity"
+        " (see `perseus status`)"
+    )
 
 
 def _resume_points(page: ActivityPage, names: Sequence[str]) -> dict[str, str]:
@@ -195,6 +209,8 @@ def log_cmd(
             if exchange is not None:
                 names = [exchange.strip().lower()]
                 page = await activity.page(names[0], count=count, before=cursor)
+                if not page.entries:
+                    await _require_known(redis, NetworkReader(redis, settings), names[0])
             else:
                 names = await _activity_names(redis, NetworkReader(redis, settings))
                 page = await activity.merged_page(names, count=count, before=cursor)

@@ -276,7 +276,9 @@ def describe_redis_error(settings_or_url: Settings | str, exc: BaseException) ->
             reason = "connection refused"
         elif "name or service not known" in text or "nodename nor servname" in text:
             reason = "unknown host"
-        elif "closed by server" in text and not is_tls_url(url):
+        elif not is_tls_url(url) and (
+            "closed by server" in text or _caused_by(exc, ConnectionResetError)
+        ):
             reason = "connection closed by the server (a TLS port? use rediss://)"
         else:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -17,6 +17,13 @@ _STOP_REFUSED_STATES = frozenset({ConnectionState.STOPPING, ConnectionState.STOP
 """States in which a stop is already under way."""
 
 
+def _nobody_there(view: ExchangeView) -> str:
+    """Offline: an exchange nobody knows (a typo?) or one with no agent."""
+    if not view.in_catalog:
+        return "no such exchange: it is not in the catalog and no agent runs for it"
+    return "no agent runs for it (start one with `perseus agent`)"
+
+
 def refusal(view: ExchangeView, command: CommandType) -> str | None:
     """Why `command` cannot succeed on `view`, or None when it may.
 
@@ -38,9 +45,11 @@ def refusal(view: ExchangeView, command: CommandType) -> str | None:
         if kind is ViewKind.UNREADABLE:
             return "an instance holds its slot (its status is unreadable)"
         if kind is ViewKind.OFFLINE:
-            return "no agent runs for it (start one with `perseus agent`)"
+            return _nobody_there(view)
         return None
     if command is CommandType.STOP:
+        if kind is ViewKind.OFFLINE and not view.in_catalog:
+            return _nobody_there(view)
         if kind in (ViewKind.READY, ViewKind.OFFLINE):
             return "no instance of it is running"
         if view.status is not None and view.status.connection_state in _STOP_REFUSED_STATES:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
 
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
@@ -46,8 +46,9 @@ class Registration:
         is unreachable. Returns False if `stopping` was set meanwhile.
 
         Raises:
-            StartupFailed: Redis refused the credentials (waiting will not fix
-                that), or stayed unreachable past the startup timeout.
+            StartupFailed: Redis refused the credentials, or the server is not
+                Redis (waiting will not fix either), or Redis stayed
+                unreachable past the startup timeout.
         """
         ctx = self._ctx
         started = time.monotonic()
@@ -59,8 +60,9 @@ class Registration:
                 added = await self._reader.add_to_catalog(entry, overwrite=False)
                 if not added:
                     await self._check_name()
-            except (AuthenticationError, ResponseError) as exc:
-                # Wrong password, NOAUTH, an ACL denial: waiting will not fix it.
+            except (AuthenticationError, ResponseError, InvalidResponse) as exc:
+                # Wrong password, NOAUTH, an ACL denial, a port where no Redis
+                # listens (an HTTP server): waiting will not fix it.
                 raise StartupFailed(describe_redis_error(ctx.settings, exc)) from None
             except TRANSIENT_ERRORS as exc:
                 waited = time.monotonic() - started

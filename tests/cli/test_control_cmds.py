@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
 import socket
 import threading
 from collections.abc import Iterator
 
 import pytest
+import redis as sync_redis
 from click.testing import CliRunner
 
 from perseus_cli.apps.redis_server import free_port
@@ -61,6 +63,7 @@ def exchange(settings: Settings) -> Iterator[Exchange]:
         await stop.wait()
         await server.stop()
 
+    announce_agent(settings, 1)
     thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
     thread.start()
     assert started.wait(10)
@@ -72,6 +75,14 @@ def exchange(settings: Settings) -> Iterator[Exchange]:
         loop.call_soon_threadsafe(state["stop"].set)  # type: ignore[attr-defined]
         thread.join(10)
         assert not thread.is_alive()
+
+
+def announce_agent(settings: Settings, exchange_id: int, state: str = "idle") -> None:
+    """An agent's presence member, so the sender's check sees one ready."""
+    member = json.dumps({"agentId": f"{HOST}:1:1", "exchangeId": exchange_id, "state": state})
+    with sync_redis.Redis.from_url(settings.redis_url) as r:
+        seconds, _ = r.time()
+        r.zadd(f"perseus:agents:{exchange_id}", {member: (seconds + 60) * 1000})
 
 
 def invoke(settings: Settings, *args: str) -> tuple[int, str, str]:
@@ -107,6 +118,12 @@ def test_ping_prints_the_state(settings: Settings, exchange: Exchange) -> None:
 def test_an_error_reply_exits_1_with_its_message_on_stderr(
     settings: Settings, exchange: Exchange
 ) -> None:
+    status = {"exchangeId": 1, "exchangeName": "coinbase", "connectionState": "active"}
+    status["instanceId"] = f"{HOST}:1:1"  # a Perseus agent holds it
+    now = "2026-02-10T19:22:04.000Z"
+    status.update(lastHeartbeat=now, lastStateChange=now, registeredAt=now, hostname=HOST)
+    with sync_redis.Redis.from_url(settings.redis_url) as r:
+        r.set("exchange:1:status", json.dumps(status), px=60_000)
     code, out, err = invoke(settings, "stop", "1")
     assert code == 1
     assert err == "perseus: cannot stop coinbase: it is idle\n"
@@ -121,6 +138,7 @@ def test_no_result_in_time_exits_1(settings: Settings, exchange: Exchange) -> No
 
 
 def test_no_agent_exits_4_and_says_what_to_check(settings: Settings) -> None:
+    announce_agent(settings, 9)  # present, but not answering
     code, out, err = invoke(settings, "start", "9", "--ack-timeout", "0.2")
     assert code == 4
     assert out.startswith("sent start to exchange 9")
