@@ -1,4 +1,4 @@
-"""`perseus catalog list|add|remove|discover`: the known exchanges.
+"""`perseus catalog list|add|set|remove|discover`: the known exchanges.
 
 The catalog is the `perseus:exchanges` hash (docs/wire-format.md); what is
 read from it is cleaned before it is printed, and what is written is
@@ -31,6 +31,7 @@ def _catalog_json(entry: CatalogEntry) -> dict[str, Any]:
         "name": entry.name,
         "displayName": entry.display_name,
         "isActive": entry.is_active,
+        "livermoreSub": entry.livermore_sub,
     }
 
 
@@ -79,20 +80,47 @@ def _check_display_name(value: str | None) -> str:
     return value
 
 
+def _check_sub(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value or clean(value, 256) != value or len(value) > 256 or " " in value:
+        raise click.BadParameter(
+            "use 1-256 printable characters, no spaces or control characters",
+            param_hint="--livermore-sub",
+        )
+    return value
+
+
+_SUB_HELP = (
+    "Owner identity of the Livermore servers running it: start/stop then reach "
+    "them on livermore:commands:SUB."
+)
+
+
 @catalog_group.command("add")
 @click.argument("exchange_id", metavar="ID", type=click.IntRange(0, MAX_EXCHANGE_ID))
 @click.argument("name", metavar="NAME")
-@click.option("--display-name", metavar="TEXT", help="Name to show (default: NAME).")
+@click.option("--display-name", metavar="TEXT", help="Name to show (default: NAME title-cased).")
+@click.option("--livermore-sub", metavar="SUB", help=_SUB_HELP)
 @redis_url_option
 def catalog_add(
-    exchange_id: int, name: str, display_name: str | None, redis_url: str | None
+    exchange_id: int,
+    name: str,
+    display_name: str | None,
+    livermore_sub: str | None,
+    redis_url: str | None,
 ) -> None:
     """Add an exchange to the catalog, or replace the entry with this ID."""
     try:
         validate_exchange_name(name)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="NAME") from None
-    entry = CatalogEntry(id=exchange_id, name=name, display_name=_check_display_name(display_name))
+    entry = CatalogEntry(
+        id=exchange_id,
+        name=name,
+        display_name=_check_display_name(display_name) or name.replace("_", " ").title(),
+        livermore_sub=_check_sub(livermore_sub),
+    )
     settings = load_settings(redis_url)
 
     async def body() -> None:
@@ -103,6 +131,48 @@ def catalog_add(
         click.echo(f"{verb} {entry.id} {entry.name} ({clean(entry.label, 128)})")
 
     run_read(settings, body)
+
+
+@catalog_group.command("set")
+@click.argument("exchange_id", metavar="ID", type=click.IntRange(0, MAX_EXCHANGE_ID))
+@click.option("--livermore-sub", metavar="SUB", help=_SUB_HELP)
+@click.option("--no-livermore-sub", is_flag=True, help="Forget the owner identity.")
+@click.option("--display-name", metavar="TEXT", help="Name to show.")
+@redis_url_option
+def catalog_set(
+    exchange_id: int,
+    livermore_sub: str | None,
+    no_livermore_sub: bool,
+    display_name: str | None,
+    redis_url: str | None,
+) -> None:
+    """Change fields of an existing catalog entry."""
+    if livermore_sub is not None and no_livermore_sub:
+        raise click.UsageError("use either --livermore-sub or --no-livermore-sub")
+    changes: dict[str, Any] = {}
+    if livermore_sub is not None or no_livermore_sub:
+        changes["livermore_sub"] = _check_sub(livermore_sub)
+    if display_name is not None:
+        changes["display_name"] = _check_display_name(display_name)
+    if not changes:
+        raise click.UsageError("nothing to change: pass --livermore-sub or --display-name")
+    settings = load_settings(redis_url)
+
+    async def body() -> CatalogEntry | None:
+        async with open_redis(settings) as redis:
+            reader = NetworkReader(redis, settings)
+            current = {e.id: e for e in await reader.catalog()}.get(exchange_id)
+            if current is None:
+                return None
+            entry = current.model_copy(update=changes)
+            await reader.add_to_catalog(entry, overwrite=True)
+            return entry
+
+    entry = run_read(settings, body)
+    if entry is None:
+        fail(f"exchange {exchange_id} is not in the catalog: add it first", EXIT_ERROR)
+    sub = f", Livermore owner {clean(entry.livermore_sub, 128)}" if entry.livermore_sub else ""
+    click.echo(f"updated {entry.id} {entry.name} ({clean(entry.label, 128)}){sub}")
 
 
 @catalog_group.command("remove")

@@ -95,15 +95,42 @@ class Commands:
         Raises:
             CommandRejected: unknown command, or one the slot's state forbids.
         """
+        other = await self._other_writer() if kind in (CommandType.PING, CommandType.STOP) else None
         if kind == CommandType.PING:
+            if other is not None:
+                return self._slot.reply(
+                    ReplyStatus.SUCCESS, f"slot held by {other} (not a Perseus agent)"
+                )
             return self._slot.reply(
                 ReplyStatus.SUCCESS, f"{self._ctx.name} is {self._slot.state.value}"
             )
         if kind == CommandType.START:
             return await self._slot.start(origin)
         if kind == CommandType.STOP:
+            if other is not None:
+                raise CommandRejected(
+                    f"cannot stop {self._ctx.name}: its slot is held by {other} "
+                    "(not a Perseus agent), which this agent cannot stop"
+                )
             return await self._slot.stop()
         raise CommandRejected(f"unknown command {clean(kind, 64)!r} (expected start, stop or ping)")
+
+    async def _other_writer(self) -> str | None:
+        """The host of a holder that is not a Perseus agent (no `instanceId`),
+        while this agent runs nothing: an idle agent answers only for its own
+        state, never for a run it does not own."""
+        if self._slot.run is not None:
+            return None
+        raw = await self._ctx.redis.get(keys.status_key(self._ctx.options.exchange_id))
+        if raw is None:
+            return None
+        try:
+            holder = InstanceStatus.from_json(raw)
+        except PayloadError:
+            return None
+        if holder.instance_id is not None:
+            return None
+        return clean(holder.hostname, 128) or "an unnamed host"
 
     async def autostart(self, stopping: asyncio.Event, note: Callable[[str | None], None]) -> None:
         """`--autostart`: a start as soon as the agent listens, retried with
