@@ -6,14 +6,19 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint snapshots screenshots bench clean
 
-$(BIN)/.installed: pyproject.toml
+# Two stamps: the demo needs only the runtime (a newcomer's first paint should
+# not wait for pytest, mypy and ruff); everything else adds the dev tools.
+$(BIN)/.runtime: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Perseus needs Python 3.11+; run make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
 	@touch $@
 
-demo: $(BIN)/.installed
+$(BIN)/.installed: $(BIN)/.runtime
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+demo: $(BIN)/.runtime
 	$(BIN)/perseus demo
 
 lint: $(BIN)/.installed
