@@ -132,7 +132,7 @@ class RedisClusterNodes:
             if node.pid is None:
                 continue
             with _client(node) as client:
-                if "role:master" in str(_command(client, "INFO", "replication")):
+                if client.info("replication").get("role") == "master":
                     client.flushall()
 
     def _running(self) -> RedisServer:

@@ -27,7 +27,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
@@ -230,9 +230,10 @@ class ClusterStreamReader(StreamReader):
         # One pattern per key prefix (`logs:network:*`...), not every key event.
         patterns = sorted({f"__keyspace@0__:{key.rpartition(':')[0]}:*" for key in streams})
         for master in masters:
-            options = dict(master.connection_kwargs)
-            options.pop("retry", None)
-            listener = self._listen(Redis(**options), patterns)
+            pool = ConnectionPool(
+                connection_class=master.connection_class, **master.connection_kwargs
+            )
+            listener = self._listen(Redis.from_pool(pool), patterns)
             self._subscribers.append(asyncio.ensure_future(listener))
         return True
 

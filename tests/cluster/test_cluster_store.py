@@ -1,0 +1,324 @@
+"""The library on a 3-master Redis Cluster: detection, lease and fencing,
+transitions and entries, pages, the live tail (every way it waits), the
+control channel, presence, the snapshot, the catalog and the notifier.
+
+Every exchange of `FLEET` keeps its status key, its streams and its command
+stream on different masters, so any multi-key command across slots would
+fail here with CROSSSLOT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from perseus_cli.apps.redis_cluster import RedisClusterNodes
+from perseus_core.instance import Instance
+from perseus_core.notify import Notifier
+from perseus_core.plumbing.connection import connect
+from perseus_core.store.activity import ActivityLog, ActivityTail, reads
+from perseus_core.store.control import CommandServer, ControlClient, HandlerResult
+from perseus_core.store.lease.errors import ClaimConflict, LeaseLost
+from perseus_core.store.network import NetworkReader
+from perseus_core.store.presence import AgentAnnouncer
+from perseus_core.wire import keys
+from perseus_core.wire.models import (
+    CatalogEntry,
+    Command,
+    ConnectionState,
+    ErrorEntry,
+    ReplyStatus,
+    StateTransitionEntry,
+)
+from perseus_core.wire.settings import Settings
+from tests.cluster.conftest import FLEET, master_index
+from tests.waiting import eventually
+
+S = ConnectionState
+NAMES = [name for _, name in FLEET]
+DISCORD_NAMES = [name.replace("_", "\\_") for name in NAMES]  # markdown escaped
+
+
+def test_fleet_keys_span_every_master() -> None:
+    """The premise of this module: the fleet's keys are spread over all masters."""
+    assert {master_index(keys.activity_key(n)) for n in NAMES} == {0, 1, 2}
+    assert {master_index(keys.status_key(i)) for i, _ in FLEET} == {0, 1, 2}
+
+
+async def test_a_cluster_node_url_gives_a_cluster_client(
+    cluster_settings: Settings, make_settings: Callable[..., Settings]
+) -> None:
+    cluster_client = connect(cluster_settings)
+    single = connect(make_settings())
+    try:
+        assert isinstance(cluster_client, RedisCluster)
+        assert isinstance(single, Redis)
+        assert len(await cluster_client.cluster_nodes()) == 6
+    finally:
+        await cluster_client.aclose()
+        await single.aclose()
+
+
+@contextlib.asynccontextmanager
+async def instances(settings: Settings, **kwargs: object) -> AsyncIterator[list[Instance]]:
+    """One Instance per fleet exchange, each on its own cluster client."""
+    clients = [connect(settings) for _ in FLEET]
+    made = [
+        Instance(client, settings, exchange_id=i, exchange_name=n, hostname="host-a", **kwargs)  # type: ignore[arg-type]
+        for client, (i, n) in zip(clients, FLEET, strict=True)
+    ]
+    try:
+        yield made
+    finally:
+        for instance in made:
+            await instance.close()
+        for client in clients:
+            await client.aclose()
+
+
+async def test_claim_heartbeat_transitions_pages_and_release(
+    cluster_settings: Settings, cluster_redis: RedisCluster
+) -> None:
+    async with instances(cluster_settings) as fleet:
+        for instance in fleet:
+            await instance.claim()
+            for state in (S.STARTING, S.WARMING, S.ACTIVE):
+                assert (await instance.transition(state)).ok
+        await eventually(lambda: all(i.heartbeat_count >= 3 for i in fleet), what="heartbeats")
+        assert all(i.heartbeat_failures == 0 for i in fleet)
+
+        for instance in fleet:
+            raw = await cluster_redis.get(keys.status_key(instance.exchange_id))
+            assert json.loads(raw)["connectionState"] == "active"
+            assert 0 < await cluster_redis.pttl(keys.status_key(instance.exchange_id)) <= 400
+
+        log = ActivityLog(cluster_redis, cluster_settings)
+        page = await log.page("coinbase", count=2)
+        assert [e.to_state for e in page.entries] == ["active", "warming"]  # type: ignore[attr-defined]
+        older = await log.page("coinbase", count=5, before=page.next_cursor)
+        assert [e.to_state for e in older.entries] == ["starting"]  # type: ignore[attr-defined]
+
+        merged = await log.merged_page(NAMES, count=4)
+        assert len(merged.entries) == 4 and not merged.errors
+        rest = await log.merged_page(NAMES, count=50, before=merged.next_cursor)
+        assert len(merged.entries) + len(rest.entries) == 9
+        ids = [e.id for e in [*merged.entries, *rest.entries]]
+        assert ids == sorted(ids, key=lambda i: tuple(map(int, str(i).split("-"))), reverse=True)
+
+        for instance in fleet:
+            await instance.transition(S.STOPPING)
+            await instance.transition(S.STOPPED)
+            assert await instance.release()
+        assert await cluster_redis.exists(*[keys.status_key(i) for i, _ in FLEET[:1]]) == 0
+        for exchange_id, _ in FLEET:
+            assert await cluster_redis.exists(keys.status_key(exchange_id)) == 0
+
+
+async def test_fencing_a_second_claimer_and_a_foreign_overwrite(
+    make_cluster_settings: Callable[..., Settings], cluster_redis: RedisCluster
+) -> None:
+    settings = make_cluster_settings(heartbeat_ttl_ms=5_000)
+    lost: list[LeaseLost] = []
+
+    async def on_lost(exc: LeaseLost) -> None:
+        lost.append(exc)
+
+    async with instances(settings, on_lease_lost=on_lost) as fleet:
+        holder = fleet[0]
+        await holder.claim()
+        async with instances(settings) as rivals:
+            with pytest.raises(ClaimConflict, match="host-a"):
+                await rivals[0].claim()
+        # A writer that does not fence (a Livermore server) overwrites the key.
+        key = keys.status_key(holder.exchange_id)
+        foreign = json.loads(await cluster_redis.get(key))
+        foreign.update(instanceId="other:1:1:1", hostname="host-b")
+        await cluster_redis.set(key, json.dumps(foreign), px=5_000)
+        await eventually(lambda: lost, what="the holder to fence itself")
+        assert not holder.holds_lease
+        assert json.loads(await cluster_redis.get(key))["hostname"] == "host-b"
+
+
+async def _append_round(log: ActivityLog, round_no: int) -> None:
+    for exchange_id, name in FLEET:
+        await log.append(
+            name,
+            StateTransitionEntry(
+                from_state="idle",
+                to_state="starting",
+                exchange_id=str(exchange_id),
+                exchange_name=name,
+                hostname=f"round-{round_no}",
+            ),
+        )
+
+
+async def _tail_collects(
+    settings: Settings, redis: RedisCluster, rounds: int
+) -> list[tuple[str, str]]:
+    """Follow the fleet's streams while `rounds` rounds of entries are written."""
+
+    async def names() -> list[str]:
+        return NAMES
+
+    log = ActivityLog(redis, settings)
+    seen: list[tuple[str, str]] = []
+    async with ActivityTail(settings, names) as tail:
+
+        async def consume() -> None:
+            async for entry in tail:
+                seen.append((entry.exchange_name or "", entry.hostname or ""))
+
+        task = asyncio.create_task(consume())
+        try:
+            for round_no in range(rounds):
+                await _append_round(log, round_no)
+            await eventually(lambda: len(seen) >= rounds * len(FLEET), what="the tail")
+            await asyncio.sleep(0.3)  # a duplicate would arrive within a read or two
+        finally:
+            await tail.aclose()
+            await task
+    return seen
+
+
+def _expected(rounds: int) -> list[tuple[str, str]]:
+    return [(name, f"round-{r}") for r in range(rounds) for _, name in FLEET]
+
+
+async def test_tail_small_fleet_blocking_read_per_slot(
+    cluster_settings: Settings, cluster_redis: RedisCluster
+) -> None:
+    seen = await _tail_collects(cluster_settings, cluster_redis, rounds=5)
+    assert sorted(seen) == sorted(_expected(5))  # no gap, no duplicate
+    for name in NAMES:  # each stream's own order is kept
+        assert [h for n, h in seen if n == name] == [f"round-{r}" for r in range(5)]
+
+
+@pytest.mark.parametrize("notifications", ["", "Kt"], ids=["poll", "keyspace-notifications"])
+async def test_tail_large_fleet_pipelined_reads(
+    notifications: str,
+    cluster: RedisClusterNodes,
+    cluster_settings: Settings,
+    cluster_redis: RedisCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With more slot groups than blocking reads are allowed, the tail waits
+    for keyspace notifications where every master has them, else polls."""
+    monkeypatch.setattr(reads, "BLOCKING_GROUPS_MAX", 1)
+    await cluster_redis.config_set(
+        "notify-keyspace-events", notifications, target_nodes=RedisCluster.ALL_NODES
+    )
+    try:
+        seen = await _tail_collects(cluster_settings, cluster_redis, rounds=4)
+    finally:
+        await cluster_redis.config_set(
+            "notify-keyspace-events", "", target_nodes=RedisCluster.ALL_NODES
+        )
+    assert sorted(seen) == sorted(_expected(4))
+
+
+class Handler:
+    """Answers every command with success; counts calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[Command] = []
+
+    async def __call__(self, command: Command) -> HandlerResult:
+        self.calls.append(command)
+        return ReplyStatus.SUCCESS, f"{command.type} done", None
+
+
+async def test_control_channel_on_every_master(
+    cluster_settings: Settings, cluster_redis: RedisCluster
+) -> None:
+    handlers = {exchange_id: Handler() for exchange_id, _ in FLEET}
+    servers = [
+        CommandServer(
+            cluster_settings, exchange_id, name, handlers[exchange_id], identity=lambda: ("h", "")
+        )
+        for exchange_id, name in FLEET
+    ]
+    for server in servers:
+        await server.start()
+    try:
+        client = ControlClient(cluster_redis, cluster_settings)
+        for exchange_id, name in FLEET:
+            outcome = await client.send(exchange_id, "start", operator="ops@ci")
+            assert outcome.status == ReplyStatus.SUCCESS, outcome
+            page = await ActivityLog(cluster_redis, cluster_settings).page(name)
+            assert [e.status for e in page.entries] == ["success", "ack"]  # type: ignore[attr-defined]
+        assert all(len(h.calls) == 1 for h in handlers.values())
+    finally:
+        for server in servers:
+            await server.stop()
+
+
+async def test_presence_snapshot_catalog_and_discovery(
+    cluster_settings: Settings, cluster_redis: RedisCluster
+) -> None:
+    reader = NetworkReader(cluster_redis, cluster_settings)
+    first_id, first_name = FLEET[0]
+    await reader.add_to_catalog(CatalogEntry(id=first_id, name=first_name))
+    async with instances(cluster_settings) as fleet:
+        for instance in fleet[1:]:
+            await instance.claim()
+            await instance.transition(S.STARTING)
+        announcer = AgentAnnouncer(
+            cluster_redis,
+            cluster_settings,
+            exchange_id=first_id,
+            exchange_name=first_name,
+            state=lambda: S.IDLE,
+            hostname="host-idle",
+        )
+        await announcer.publish()
+
+        # Discovery scans every master: the two online exchanges that are not
+        # in the catalog are found although their keys live on other nodes.
+        views = {view.exchange_id: view for view in (await reader.snapshot()).exchanges}
+        assert set(views) == {i for i, _ in FLEET}
+        assert views[FLEET[1][0]].status is not None
+        assert views[FLEET[1][0]].status.connection_state == S.STARTING
+        assert views[first_id].status is None
+        assert [a.hostname for a in views[first_id].agents] == ["host-idle"]
+        assert sorted(await reader.exchange_names()) == sorted(NAMES)
+        assert [e.id for e in await reader.catalog()] == [first_id]
+        assert await reader.remove_from_catalog(first_id)
+
+
+async def test_notifier_posts_transitions_from_every_master(
+    cluster_settings: Settings, cluster_redis: RedisCluster
+) -> None:
+    await NetworkReader(cluster_redis, cluster_settings).add_to_catalog(
+        CatalogEntry(id=FLEET[0][0], name=FLEET[0][1])
+    )
+    for exchange_id, name in FLEET[1:]:
+        await NetworkReader(cluster_redis, cluster_settings).add_to_catalog(
+            CatalogEntry(id=exchange_id, name=name)
+        )
+    lines: list[str] = []
+    notifier = Notifier(cluster_settings, None, dry_run=True, output=lines.append, interval_ms=100)
+    task = asyncio.create_task(notifier.run())
+    try:
+        await asyncio.wait_for(notifier.wait_ready(), 10)
+        log = ActivityLog(cluster_redis, cluster_settings)
+        await _append_round(log, 0)
+        for name in NAMES:
+            await log.append(
+                name, ErrorEntry(error="feed down", state="active", exchange_name=name)
+            )
+        await eventually(lambda: len(lines) >= 2 * len(FLEET), what="webhook payloads")
+    finally:
+        notifier.stop()
+        await asyncio.wait_for(task, 10)
+    contents = sorted(json.loads(line)["content"] for line in lines)
+    assert contents == sorted(
+        [f"{discord}: idle → starting on round-0" for discord in DISCORD_NAMES]
+        + [f"{discord}: error while active on -: feed down" for discord in DISCORD_NAMES]
+    )
