@@ -9,7 +9,9 @@ per step: `sent ...`, `ack: ...`, then the result. Exit codes are for scripts:
 time, 3 Redis unusable (unreachable, or this user may not write the command or
 read its outcome), 4 no agent acknowledged the command (or no Livermore
 server listens for the owner identity of a slot steered over Livermore's
-channel). `--yes` sends a stop that would reach several Livermore servers.
+channel), 5 sent, outcome unknown (the connection to Redis was lost after the
+command was written: it may have run, at most once; look before sending it
+again). `--yes` sends a stop that would reach several Livermore servers.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from perseus_core.store.control import (
     ControlClient,
     NoAgentAnswered,
     NoLivermoreListener,
+    OutcomeUnknown,
     Route,
     Via,
 )
@@ -51,6 +54,8 @@ from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
 
 EXIT_INTERRUPTED = 130
+EXIT_OUTCOME_UNKNOWN = 5
+"""Sent, then the connection to Redis was lost: the command may have run (at most once)."""
 
 _HELP = {
     CommandType.START: "Claim the slot and bring the exchange up (idle -> active).",
@@ -232,6 +237,8 @@ def _control_command(kind: CommandType) -> click.Command:
             )
         except (NoAgentAnswered, NoLivermoreListener) as exc:
             fail(str(exc), EXIT_NO_AGENT)
+        except OutcomeUnknown as exc:
+            fail(clean(str(exc), 600), EXIT_OUTCOME_UNKNOWN)
         except AccessDenied as exc:
             fail(clean(str(exc), 600), EXIT_UNREACHABLE)
         except CommandRejected as exc:

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     command_expiry_ms: int = Field(
         default=30_000, gt=0, description="Commands older than this when read are not executed."
     )
+    command_skew_ms: int = Field(
+        default=5_000,
+        ge=0,
+        description="Commands stamped further ahead than this (clock skew) are rejected.",
+    )
     ack_timeout_ms: int = Field(
         default=5_000, gt=0, description="How long a sender waits for an agent's ack."
     )

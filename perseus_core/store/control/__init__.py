@@ -4,7 +4,8 @@ server per exchange runs them.
 Transport, all single-key operations so it works on Redis Cluster:
 
 - A command is one entry of the stream `perseus:commands:{exchangeId}`
-  (`MAXLEN ~ 1000`) whose field `command` holds the command JSON. A stream,
+  (trimmed by age: `MINID ~` the command expiry ago, on the server's clock)
+  whose field `command` holds the command JSON. A stream,
   not a list or pub/sub, because entries stay after they are read: a server
   that was briefly disconnected, or started late, still finds them.
 - Replies go to the list `perseus:replies:{correlationId}` (60 s expiry): `ack`
@@ -35,7 +36,6 @@ no read position is persisted: the outcomes hash is the only state.
 from perseus_core.store.control.client import ControlClient
 from perseus_core.store.control.common import (
     COMMAND_FIELD,
-    COMMAND_STREAM_MAXLEN,
     OUTCOME_RETENTION_MS,
     REPLY_TTL_S,
     CommandHandler,
@@ -43,13 +43,12 @@ from perseus_core.store.control.common import (
     IdentityProvider,
 )
 from perseus_core.store.control.livermore import LivermoreBridge, NoLivermoreListener, NotSteerable
-from perseus_core.store.control.outcome import CommandOutcome, NoAgentAnswered
+from perseus_core.store.control.outcome import CommandOutcome, NoAgentAnswered, OutcomeUnknown
 from perseus_core.store.control.routing import Route, Via
 from perseus_core.store.control.server import INTERRUPTED_MESSAGE, CommandServer
 
 __all__ = [
     "COMMAND_FIELD",
-    "COMMAND_STREAM_MAXLEN",
     "INTERRUPTED_MESSAGE",
     "OUTCOME_RETENTION_MS",
     "REPLY_TTL_S",
@@ -61,6 +60,7 @@ __all__ = [
     "IdentityProvider",
     "LivermoreBridge",
     "NoAgentAnswered",
+    "OutcomeUnknown",
     "NoLivermoreListener",
     "NotSteerable",
     "Route",

@@ -15,8 +15,8 @@ from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient, checkout
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.control.common import (
+    APPEND_COMMAND_LUA,
     COMMAND_FIELD,
-    COMMAND_STREAM_MAXLEN,
     MAX_MESSAGE_CHARS,
     NO_RETRY,
     new_backoff,
@@ -27,7 +27,7 @@ from perseus_core.store.control.livermore import (
     NoLivermoreListener,
     NotSteerable,
 )
-from perseus_core.store.control.outcome import CommandOutcome, NoAgentAnswered
+from perseus_core.store.control.outcome import CommandOutcome, NoAgentAnswered, OutcomeUnknown
 from perseus_core.store.control.routing import Route, Via, read_route
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError, RedisUnavailable
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 
 async def _xadd_once(
-    redis: RedisClient, settings: Settings, key: str, fields: dict[str, str]
+    redis: RedisClient, settings: Settings, key: str, fields: dict[str, str], correlation_id: str
 ) -> str:
     """XADD on one pooled connection, sent exactly once.
 
@@ -61,7 +61,7 @@ async def _xadd_once(
     first proven with a PING, which may be retried freely (on a fresh
     connection), and only then is the XADD sent, once.
     """
-    args: list[str] = ["XADD", key, "MAXLEN", "~", str(COMMAND_STREAM_MAXLEN), "*"]
+    args = ["EVAL", APPEND_COMMAND_LUA, "1", key, str(settings.command_expiry_ms)]
     for name, value in fields.items():
         args += [name, value]
     try:
@@ -87,9 +87,10 @@ async def _xadd_once(
             response = await conn.read_response()
         except TRANSIENT_ERRORS as exc:
             await conn.disconnect()
-            raise RedisUnavailable(
-                f"{describe_redis_error(settings, exc)} (the command may have been queued; "
-                "it runs at most once)"
+            raise OutcomeUnknown(
+                correlation_id,
+                f"{describe_redis_error(settings, exc)}; the command may have been queued "
+                "(it runs at most once)",
             ) from exc
     except BaseException:
         await conn.disconnect()
@@ -127,13 +128,14 @@ class ControlClient:
         """Append a command to the exchange's command stream; do not wait.
 
         The write is never retried here. If the connection fails after the
-        command was sent, it may or may not be queued: RedisUnavailable says
-        so. Re-submitting with the same `correlation_id` is then safe, because
-        a server runs a correlation id at most once and answers a repeat with
-        the first outcome.
+        command was sent, it may or may not be queued: OutcomeUnknown says
+        so. Re-submitting the same command with the same `correlation_id` is
+        then safe, because a server runs a correlation id at most once and
+        answers a repeat with the first outcome.
 
         Raises:
-            RedisUnavailable: Redis could not be reached.
+            RedisUnavailable: Redis could not be reached (the command was not sent).
+            OutcomeUnknown: the connection failed after the command was sent.
             ValueError: the command is too large to be accepted by a server.
         """
         body = dict(payload or {})
@@ -148,7 +150,11 @@ class ControlClient:
         if len(raw.encode()) > MAX_PAYLOAD_BYTES:
             raise ValueError(f"command is over the {MAX_PAYLOAD_BYTES:,} byte limit")
         await _xadd_once(
-            self._redis, self._settings, keys.commands_key(exchange_id), {COMMAND_FIELD: raw}
+            self._redis,
+            self._settings,
+            keys.commands_key(exchange_id),
+            {COMMAND_FIELD: raw},
+            cmd.correlation_id,
         )
         return cmd
 
@@ -170,7 +176,8 @@ class ControlClient:
 
         Raises:
             NoAgentAnswered: nothing answered within the ack timeout.
-            RedisUnavailable: Redis stayed unreachable until the ack deadline.
+            OutcomeUnknown: the connection to Redis was lost and not back by the
+                deadline: the command was sent, its outcome is unknown.
         """
         ack_ms = ack_timeout_ms or self._settings.ack_timeout_ms
         result_ms = result_timeout_ms or self._settings.result_timeout_ms
@@ -210,9 +217,9 @@ class ControlClient:
                 )
         finally:
             await listener.aclose()
+        if last_error is not None:  # the command was sent: whatever came of it is unknown
+            raise OutcomeUnknown(correlation_id, describe_redis_error(self._settings, last_error))
         if not acked:
-            if last_error is not None:
-                raise RedisUnavailable(describe_redis_error(self._settings, last_error))
             raise NoAgentAnswered(exchange_id, ack_ms, correlation_id)
         return CommandOutcome(
             correlation_id,

@@ -19,8 +19,20 @@ from perseus_core.wire.timeutil import Clock, to_epoch_ms
 
 log = logging.getLogger(__name__)
 
-COMMAND_STREAM_MAXLEN = 1000
-"""Approximate cap of a command stream (`XADD ... MAXLEN ~ 1000`)."""
+APPEND_COMMAND_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local args = {'MINID', '~', string.format('%d', now - tonumber(ARGV[1])), '*'}
+for i = 2, #ARGV do args[#args + 1] = ARGV[i] end
+return redis.call('XADD', KEYS[1], unpack(args))
+"""
+"""KEYS: the command stream. ARGV: the command expiry in ms, then field, value...
+
+Appends a command and trims the stream by age: entries older than the
+command expiry, by the Redis server's clock (the clock of stream IDs). Those
+would be answered `Command expired` anyway, so no unread live command is ever
+dropped, however many are sent (a cap by length would drop the oldest unread
+ones in a flood)."""
 
 REPLY_TTL_S = 60
 """Expiry of a reply list, refreshed on every push."""

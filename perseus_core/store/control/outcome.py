@@ -45,3 +45,17 @@ class NoAgentAnswered(PerseusError):
             + (who or f"an agent for exchange {exchange_id}")
             + " is running"
         )
+
+
+class OutcomeUnknown(PerseusError):
+    """The command was sent (or may have been), then the connection to Redis was
+    lost before its outcome arrived: it may have run, or may still run (at most
+    once). Not the same as "not sent" (`RedisUnavailable`): retrying blindly
+    could act twice, so the operator should look (ping, status) first."""
+
+    def __init__(self, correlation_id: str, detail: str) -> None:
+        self.correlation_id = correlation_id
+        super().__init__(
+            f"sent, outcome unknown (Redis connection lost): {detail}; "
+            f"correlation id {correlation_id}"
+        )

@@ -176,6 +176,11 @@ class OutcomeBook:
         self._identity = identity
         self._clock = clock
 
+    @property
+    def token(self) -> str:
+        """This server's identity in its records."""
+        return self._token
+
     def _record(self, state: str, entry_id: str, meta: CommandMeta) -> OutcomeRecord:
         hostname, _ = self._identity()
         return OutcomeRecord(

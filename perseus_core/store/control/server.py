@@ -45,9 +45,12 @@ class CommandServer:
     the order they were written (the `priority` field does not reorder them).
 
     For every entry: parse it; claim its correlation id in the outcomes hash
-    (a repeat gets the first outcome again and is not run); reject malformed,
-    unknown and expired commands with an `error` reply; otherwise push `ack`,
-    run the handler, record and push its outcome. Each step is audited in the
+    (a repeat gets the first outcome again and is not run; a different
+    command under a used id is rejected); reject malformed, unknown, expired
+    and future-dated commands with an `error` reply; otherwise push `ack` at
+    once, even while another command runs ("queued behind stop"), and queue
+    it; a runner task runs the queue in order and pushes each outcome.
+    Each step is audited in the
     exchange's activity stream: an `ack` entry when a command is accepted and
     one entry with the outcome (a rejected command only has the latter).
 
@@ -155,7 +158,13 @@ class CommandServer:
                 book,
                 responder,
             )
-            await self._serve(reader, writer, handling)
+            runner = asyncio.create_task(
+                handling.run_queue(), name=f"commands:{self.exchange_id} runner"
+            )
+            try:
+                await self._serve(reader, writer, handling)
+            finally:
+                await handling.drain(runner)
         finally:
             await reader.aclose()
             await writer.aclose()
@@ -239,7 +248,7 @@ class CommandServer:
                     if closing.is_set():
                         return
                     try:
-                        await handling.handle(entry_id, fields)
+                        await handling.admit(entry_id, fields)
                     except Stopped:
                         return
                     except Exception:
