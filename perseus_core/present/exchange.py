@@ -193,10 +193,44 @@ def status_word(view: ExchangeView) -> str:
 
 
 def heartbeat_age_s(view: ExchangeView, now: datetime) -> float | None:
-    """Seconds since the last heartbeat of a live view (never negative), else None."""
+    """Seconds since the last heartbeat of a live view (never negative), else None.
+
+    Dated by the status key's PTTL on Redis's clock when the read could
+    (`ExchangeView.heartbeat_at`), so neither the writer's clock nor this
+    host's can make a live instance look dead or a dead one fresh; from the
+    payload's `lastHeartbeat` otherwise.
+    """
     if view.status is None:
         return None
-    return max(0.0, (now - view.status.last_heartbeat).total_seconds())
+    beat = view.heartbeat_at if view.heartbeat_at is not None else view.status.last_heartbeat
+    return max(0.0, (now - beat).total_seconds())
+
+
+SKEW_WARNING_S = 2.0
+"""How far a writer's `lastHeartbeat` may differ from the PTTL-dated heartbeat
+before a clock skew is reported."""
+
+
+def heartbeat_skew_s(view: ExchangeView) -> float | None:
+    """How far the writer's clock is ahead of Redis's (negative: behind), as
+    its `lastHeartbeat` against the heartbeat dated by PTTL; None when either
+    is unknown. Includes this host's own offset from Redis only through the
+    read time, which cancels out: both are on this host's clock."""
+    if view.status is None or view.heartbeat_at is None:
+        return None
+    return (view.status.last_heartbeat - view.heartbeat_at).total_seconds()
+
+
+def skew_warning(view: ExchangeView) -> str | None:
+    """`clock skew: the writer's clock is 5.2 s ahead of Redis` when the skew
+    exceeds `SKEW_WARNING_S`, else None."""
+    skew = heartbeat_skew_s(view)
+    if skew is None or abs(skew) <= SKEW_WARNING_S:
+        return None
+    side = "ahead of" if skew > 0 else "behind"
+    return (
+        f"clock skew: the writer's clock is {abs(skew):.1f} s {side} Redis (age from the key's TTL)"
+    )
 
 
 LEGEND: tuple[tuple[Badge, str], ...] = (

@@ -36,7 +36,11 @@ from perseus_core.store.network.parsing import (
     parse_catalog_payload,
     status_result,
 )
-from perseus_core.store.network.snapshot import SnapshotAssembly, StatusReads
+from perseus_core.store.network.snapshot import (
+    SnapshotAssembly,
+    StatusReads,
+    heartbeat_moment,
+)
 from perseus_core.store.network.views import ExchangeView, NetworkSnapshot, assemble
 from perseus_core.wire import keys
 from perseus_core.wire.models import CatalogEntry, InstanceStatus
@@ -80,9 +84,10 @@ class NetworkReader:
         Args:
             redis: a client from `connection.connect` (decoded responses), or a
                 `RedisCluster` with decoded responses.
-            settings: Perseus settings (kept for the callers' symmetry; the
-                reader has no timing of its own but `scan_every_s`).
-            clock: source of `NetworkSnapshot.taken_at`.
+            settings: Perseus settings: the status key TTL dates each
+                heartbeat from its key's PTTL (`ExchangeView.heartbeat_at`).
+            clock: source of `NetworkSnapshot.taken_at` and of the read
+                times the heartbeats are dated from.
             scan_every_s: minimum time between SCANs for online exchanges
                 that are not in the catalog (see the module docstring).
         """
@@ -94,7 +99,9 @@ class NetworkReader:
         self._extra_ids: set[int] = set()
         self._catalog = CatalogParser()
         self._reads = StatusReads(redis)
-        self._assembly = SnapshotAssembly(self._reads, self._catalog)
+        self._assembly = SnapshotAssembly(
+            self._reads, self._catalog, clock=clock, ttl_ms=settings.heartbeat_ttl_ms
+        )
         self._offline = OfflineDetails(redis)
 
     @property
@@ -126,7 +133,7 @@ class NetworkReader:
             await self._scan()
         extra = sorted(self._extra_ids.difference(self._assembly.catalog_ids))
         if extra:
-            values = await self._reads.mget(extra)
+            values, _ = await self._reads.mget(extra)
             found = set()
             for exchange_id, raw in zip(extra, values, strict=True):
                 if raw is None:
@@ -182,7 +189,8 @@ class NetworkReader:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hget(keys.CATALOG_KEY, str(exchange_id))
             pipe.get(keys.status_key(exchange_id))
-            raw_entry, raw_status = await pipe.execute()
+            pipe.pttl(keys.status_key(exchange_id))
+            raw_entry, raw_status, pttl = await pipe.execute()
         field_name = str(exchange_id) if raw_entry is not None else None
         token = parse_catalog_payload(raw_entry) if raw_entry is not None else None
         problem = catalog_problem(exchange_id, token) if token is not None else None
@@ -191,6 +199,7 @@ class NetworkReader:
         status = None if isinstance(parsed, str) else parsed
         status_problem = parsed if isinstance(parsed, str) else None
         view = assemble(exchange_id, field_name, entry, problem, raw_status, status, status_problem)
+        view.heartbeat_at = heartbeat_moment(self._clock(), self._settings.heartbeat_ttl_ms, pttl)
         return (await self._offline.fill([view], last_known=True, agents=True))[0]
 
     async def discover(self) -> list[CatalogEntry]:
@@ -210,7 +219,7 @@ class NetworkReader:
         candidates = sorted(self._extra_ids - known)
         if not candidates:
             return []
-        values = await self._reads.mget(candidates)
+        values, _ = await self._reads.mget(candidates)
         to_add: list[CatalogEntry] = []
         for exchange_id, raw in zip(candidates, values, strict=True):
             if raw is None:

@@ -1,10 +1,13 @@
 """A snapshot's read: the catalog and every status key, one round trip per node.
 
-`HGETALL` and chunked `MGET`s go out in one pipeline, and on Redis Cluster
-every `MGET` holds keys of one hash slot only, so no command ever spans
-slots. A reader's first snapshot does not know the catalog's ids yet: its
-`MGET`s follow the `HGETALL` in a second round trip, during which it
-validates the catalog.
+`HGETALL`, chunked `MGET`s and a `PTTL` per status key go out in one
+pipeline, and on Redis Cluster every `MGET` holds keys of one hash slot only,
+so no command ever spans slots. The `PTTL` dates each heartbeat on the
+server's clock: every writer resets the key's TTL on each heartbeat, so the
+heartbeat happened `TTL - PTTL` ago, whatever the writer's clock says. A
+reader's first snapshot does not know the catalog's ids yet: its `MGET`s
+follow the `HGETALL` in a second round trip, during which it validates the
+catalog.
 
 Validated payloads are cached by their exact bytes between snapshots: a
 status payload changes only on a heartbeat or an update, so a poll every few
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from itertools import chain
 from typing import Any, cast
 
@@ -35,6 +39,27 @@ from perseus_core.store.network.parsing import (
 from perseus_core.store.network.views import NOT_AN_ID, ExchangeView, assemble
 from perseus_core.wire import keys
 from perseus_core.wire.models import MAX_PAYLOAD_BYTES, CatalogEntry, InstanceStatus
+from perseus_core.wire.timeutil import Clock
+
+Reads = tuple[list[str | None], list[int]]
+"""Status payloads (None: no key) and their PTTLs in milliseconds, by id order."""
+
+
+def heartbeat_moment(read_at: datetime, ttl_ms: int, pttl_ms: int) -> datetime | None:
+    """When the key's last heartbeat happened on this host's clock, from its
+    PTTL read at `read_at`: `ttl_ms - pttl_ms` earlier. None when the PTTL
+    cannot date it: no key (-2), no expiry (-1), or more time left than the
+    configured TTL (the writer uses another TTL than this reader)."""
+    if pttl_ms < 0 or pttl_ms > ttl_ms:
+        return None
+    return read_at - timedelta(milliseconds=ttl_ms - pttl_ms)
+
+
+PTTL_SCRIPT = "local t = {} for i, k in ipairs(KEYS) do t[i] = redis.call('PTTL', k) end return t"
+"""The PTTLs of all its KEYS in one command. One PTTL command per key would
+quadruple a 10,000-key steady-state snapshot (the client's per-command cost);
+this adds one small EVAL per MGET. The script runs with the caller's ACL rights,
+so a read-only user can run it and still write nothing."""
 
 MGET_CHUNK = 1_000
 """Keys per MGET: large enough to keep commands few, small enough that one
@@ -56,18 +81,25 @@ class StatusReads:
         self._cluster = isinstance(redis, RedisCluster)
 
     def queue_mgets(self, pipe: Any, ids: Sequence[int]) -> list[list[int]] | None:
-        """Queue the MGETs of the given ids' status keys on `pipe`: in order,
-        `MGET_CHUNK` keys each, on a single Redis (returns None); one hash slot
-        per group (then chunked) on a cluster, where MGET must not span slots
-        (returns the index groups, for `_ungroup`).
+        """Queue the MGETs of the given ids' status keys on `pipe`, then their
+        PTTLs in the same chunks (`PTTL_SCRIPT`): in order, `MGET_CHUNK`
+        keys each, on a single Redis (returns None); one hash slot per group
+        (then chunked) on a cluster, where no command may span slots (returns
+        the index groups, for `_ungroup`).
 
         Keys are passed as bytes: redis-py would otherwise encode each one
         while packing the command, a tenth of a 10,000-key read.
         """
         status_keys = [keys.status_key(i).encode() for i in ids]
         if not self._cluster:
-            for start in range(0, len(status_keys), MGET_CHUNK):
-                pipe.execute_command("MGET", *status_keys[start : start + MGET_CHUNK])
+            chunks = [
+                status_keys[start : start + MGET_CHUNK]
+                for start in range(0, len(status_keys), MGET_CHUNK)
+            ]
+            for chunk in chunks:
+                pipe.execute_command("MGET", *chunk)
+            for chunk in chunks:
+                pipe.execute_command("EVAL", PTTL_SCRIPT, len(chunk), *chunk)
             return None
         by_slot: dict[int, list[int]] = {}
         for index, key in enumerate(status_keys):
@@ -77,33 +109,51 @@ class StatusReads:
             groups.extend(indexes[i : i + MGET_CHUNK] for i in range(0, len(indexes), MGET_CHUNK))
         for group in groups:
             pipe.execute_command("MGET", *(status_keys[i] for i in group))
+        for group in groups:
+            pipe.execute_command("EVAL", PTTL_SCRIPT, len(group), *(status_keys[i] for i in group))
         return groups
 
-    async def catalog_and_statuses(
-        self, ids: Sequence[int]
-    ) -> tuple[dict[str, str], list[str | None]]:
-        """HGETALL of the catalog and MGETs of the given ids' status keys, one pipeline."""
+    async def catalog_and_statuses(self, ids: Sequence[int]) -> tuple[dict[str, str], Reads]:
+        """HGETALL of the catalog, MGETs and PTTLs of the given ids' status
+        keys, one pipeline."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.CATALOG_KEY)
             groups = self.queue_mgets(pipe, ids)
-            results = await pipe.execute()
-        return cast(dict[str, str], results[0]), _ungroup(len(ids), groups, results[1:])
+            results = await pipe.execute(raise_on_error=False)
+        if isinstance(results[0], Exception):
+            raise results[0]
+        return cast(dict[str, str], results[0]), _split(len(ids), groups, results[1:])
 
-    async def mget(self, ids: Sequence[int]) -> list[str | None]:
-        """The status payloads of the given ids (None where there is no key)."""
+    async def mget(self, ids: Sequence[int]) -> Reads:
+        """The status payloads of the given ids (None where there is no key)
+        and their PTTLs."""
         async with self._redis.pipeline(transaction=False) as pipe:
             groups = self.queue_mgets(pipe, ids)
-            results = await pipe.execute()
-        return _ungroup(len(ids), groups, results)
+            results = await pipe.execute(raise_on_error=False)
+        return _split(len(ids), groups, results)
 
 
-def _ungroup(
-    size: int, groups: Iterable[list[int]] | None, results: Sequence[Any]
-) -> list[str | None]:
-    """The MGET replies back in the order of the ids they were queued for."""
+def _split(size: int, groups: list[list[int]] | None, results: Sequence[Any]) -> Reads:
+    """The payloads and the PTTLs (both in id order) from a `queue_mgets`
+    pipeline. A failed MGET raises; a refused PTTL script (a user without
+    EVAL) only leaves those keys undated (-1), to be aged by `lastHeartbeat`."""
+    half = len(results) // 2
+    for result in results[:half]:
+        if isinstance(result, Exception):
+            raise result
+    pttls = [
+        [-1] * len(mget) if isinstance(r, Exception) else r
+        for mget, r in zip(results[:half], results[half:], strict=True)
+    ]
+    return _ungroup(size, groups, results[:half]), _ungroup(size, groups, pttls)
+
+
+def _ungroup(size: int, groups: Iterable[list[int]] | None, results: Sequence[Any]) -> list[Any]:
+    """The chunked replies (MGETs, PTTL scripts) back in the order of the ids
+    they were queued for."""
     if groups is None:  # in order
         return list(chain.from_iterable(results))
-    values: list[str | None] = [None] * size
+    values: list[Any] = [None] * size
     for group, chunk in zip(groups, results, strict=True):
         for index, value in zip(group, chunk, strict=True):
             values[index] = value
@@ -120,10 +170,16 @@ class SnapshotAssembly:
             the catalog.
     """
 
-    def __init__(self, reads: StatusReads, catalog: CatalogParser) -> None:
-        """Assemble from `reads`, parsing the catalog with `catalog`."""
+    def __init__(
+        self, reads: StatusReads, catalog: CatalogParser, *, clock: Clock, ttl_ms: int
+    ) -> None:
+        """Assemble from `reads`, parsing the catalog with `catalog`; `clock`
+        and the configured status key TTL `ttl_ms` date the heartbeats."""
         self._reads = reads
         self._catalog = catalog
+        self._clock = clock
+        self._ttl_ms = ttl_ms
+        self._moments: dict[int, datetime] = {}
         self.catalog_ids: list[int] = []
         # What the previous snapshot built, by id: its view, the parsed
         # catalog value it was built from (None outside the catalog), and
@@ -143,7 +199,9 @@ class SnapshotAssembly:
         10,000 payloads saves about a tenth of the validation and freeing.
         """
         guess = self.catalog_ids + sorted(extra_ids.difference(self.catalog_ids))
-        raw_catalog, guessed_values = await self._reads.catalog_and_statuses(guess)
+        self._moments = {}
+        raw_catalog, (guessed_values, ttls) = await self._reads.catalog_and_statuses(guess)
+        self._date_heartbeats(guess, ttls)
         field_ids = [field_id(f) for f in raw_catalog]
         catalog_ids = list(dict.fromkeys(field_ids))
         if NOT_AN_ID in catalog_ids:
@@ -174,7 +232,8 @@ class SnapshotAssembly:
             for start in range(0, len(catalog_values), step):
                 await asyncio.sleep(0)
                 self._catalog.tokens(catalog_values[start : start + step], tokens)
-            fetched = await fetch
+            fetched, ttls = await fetch
+            self._date_heartbeats(missing, ttls)
         finally:
             if not fetch.done():  # this snapshot was cancelled or failed meanwhile
                 fetch.cancel()
@@ -182,6 +241,19 @@ class SnapshotAssembly:
                 fetch.exception()  # seen: asyncio would log an unseen failure
         values.update(zip(missing, fetched, strict=True))
         return tokens
+
+    def _date_heartbeats(self, ids: Sequence[int], ttls: Sequence[int]) -> None:
+        """Note when each key's latest heartbeat happened (`heartbeat_moment`),
+        for the views built from this read."""
+        read_at = self._clock()
+        ttl_ms = self._ttl_ms
+        moments = self._moments
+        for exchange_id, pttl in zip(ids, ttls, strict=True):
+            moment = heartbeat_moment(read_at, ttl_ms, pttl)
+            if moment is None:
+                moments.pop(exchange_id, None)
+            else:
+                moments[exchange_id] = moment
 
     def parse_status(self, exchange_id: int, raw: str) -> InstanceStatus | str:
         """The validated payload, or the PayloadError message; reuses the
@@ -240,6 +312,7 @@ class SnapshotAssembly:
         """
         statuses = self._statuses(values)
         previous_views, previous_tokens, previous_raws = self._views, self._tokens, self._raws
+        moments = self._moments
         view_cache: dict[int, ExchangeView] = {}
         token_cache: dict[int, Token | None] = {}
         views: list[ExchangeView] = []
@@ -281,6 +354,7 @@ class SnapshotAssembly:
                 status, problem = parsed, None
             problems = errors.get(field_name)
             view = assemble(exchange_id, field_name, entry, problems, raw, status, problem)
+            view.heartbeat_at = moments.get(exchange_id)
             view_cache[exchange_id] = view
             token_cache[exchange_id] = token
             views.append(view)
@@ -304,6 +378,7 @@ class SnapshotAssembly:
                     view = assemble(exchange_id, None, None, None, raw, None, parsed)
                 else:
                     view = assemble(exchange_id, None, None, None, raw, parsed, None)
+                view.heartbeat_at = moments.get(exchange_id)
             view_cache[exchange_id] = view
             token_cache[exchange_id] = None
             views.append(view)
