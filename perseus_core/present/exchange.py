@@ -97,6 +97,8 @@ class Heartbeat:
 
     age_s: float
     tone: Tone
+    skew: str | None = None
+    """A clock-skew warning (`skew_warning`) when the writer's clock is off."""
 
     @property
     def overdue(self) -> bool:
@@ -128,7 +130,7 @@ def heartbeat(
     if age is None:
         return None
     unseen = (now - read_at).total_seconds() if read_at is not None else 0.0
-    return Heartbeat(age, thresholds.tone(age, unseen))
+    return Heartbeat(age, thresholds.tone(age, unseen), skew_warning(view))
 
 
 def uptime_s(view: ExchangeView, now: datetime, beat: Heartbeat | None) -> float | None:
