@@ -45,6 +45,8 @@ def _live(
     beat = heartbeat(view, now, thresholds)
     if beat is not None:
         where.heartbeat = styled(beat.text, beat.tone)
+        if beat.skew:
+            where.info.append(beat.skew)
     running = uptime_s(view, now, beat)
     if running is not None:
         where.uptime = format_duration(running)

@@ -25,12 +25,12 @@ from typing import Any
 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoPermissionError
+from redis.exceptions import NoPermissionError, RedisError
 from textual.dom import DOMNode
 from textual.worker import Worker
 
 from perseus_core.plumbing.connection import connect, describe_redis_error
-from perseus_core.plumbing.errors import REDIS_ERRORS
+from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog, ActivityPage, ActivityTail
 from perseus_core.store.control import ControlClient, NoAgentAnswered
@@ -43,6 +43,7 @@ from perseus_tui.messages import (
     CommandProgress,
     CommandStage,
     ConnectionLost,
+from perseus_core.wire.text import clean
     ExchangesRefreshed,
     FeedEntries,
     FeedHistory,
@@ -95,6 +96,7 @@ class FleetService:
     @property
     def redis(self) -> RedisClient:
         """The client for short commands (blocking reads use their own)."""
+        self._problems: set[str] = set()
         if self._redis is None:
             # One immediate retry replaces a pooled connection that went stale
             # (server restarted); redis-py's default backoff retries would hide
@@ -174,6 +176,21 @@ class FleetService:
             view.exchange_name.lower(): view.exchange_id for view in snapshot.exchanges
         }
 
+    def _tell_once(self, problems: Iterable[str]) -> None:
+        """Show each problem that the previous read did not have, one line
+        each. Only a lost connection raises the "unreachable" banner: an
+        unreadable key (wrong type, ACL) leaves the rest of the fleet shown."""
+        current = set(problems)
+        for problem in sorted(current - self._problems):
+            self._host.app.notify(
+                clean(problem, 300),
+                title="Part of the fleet is unreadable",
+                severity="warning",
+                timeout=10,
+                markup=False,
+            )
+        self._problems = current
+
     async def _poll_fleet(self) -> None:
         """Read the fleet every `refresh_s`, and changed exchanges as soon as they change.
 
@@ -200,6 +217,7 @@ class FleetService:
                     ids = sorted(self._dirty)
                     self._dirty.clear()
                     if len(ids) > PARTIAL_REFRESH_MAX:
+                    self._tell_once(snapshot.problems)
                         self._full_due = True
                         continue
                     views = [await reader.exchange(exchange_id) for exchange_id in ids]
@@ -208,7 +226,7 @@ class FleetService:
                     self._host.post_message(ExchangesRefreshed(views))
                 failing = False
                 timeout = max(0.0, next_full - time.monotonic())
-            except REDIS_ERRORS as exc:
+            except TRANSIENT_ERRORS as exc:
                 failing = True
                 reason = describe_redis_error(self.settings, exc)
                 self._host.post_message(ConnectionLost(reason, self.retry_s))
@@ -217,6 +235,9 @@ class FleetService:
             self._wake.clear()
 
     # --- activity ----------------------------------------------------------------------
+            except RedisError as exc:  # an error reply: Redis answers, it refuses this read
+                failing = True
+                self._tell_once([f"the fleet read was refused: {exc}"])
 
     def feed_batch_shown(self, batch: FeedEntries) -> None:
         """The host handled `batch`: the follower starts a new one from here on."""
