@@ -9,7 +9,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -31,6 +31,7 @@ from perseus_core.wire.errors import CommandRejected, PerseusError
 from perseus_core.wire.models import Command, CommandEntry, CommandReply, ReplyStatus
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import to_epoch_ms
+from tests.faults.flood import fates, flood
 from tests.waiting import eventually
 
 EXCHANGE_ID = 1
@@ -139,7 +140,7 @@ async def test_ack_then_success_with_audit_entries(redis: Redis, settings: Setti
             "ip": IP,
         }
         assert entry.time is not None
-    # The command went into the capped stream as one JSON field.
+    # The command went into the command stream as one JSON field.
     rows = await redis.xrange(keys.commands_key(EXCHANGE_ID))
     assert [Command.from_json(fields["command"]).type for _id, fields in rows] == ["start"]
 
@@ -517,3 +518,91 @@ async def test_aclose_interrupts_the_blocking_read_at_once(
     await server.start()
     await eventually(lambda: server.last_id is not None)
     await asyncio.wait_for(server.stop(), timeout=5)
+
+
+# --- a busy agent, reused ids, clocks, floods, lost replies ---------------------------
+
+
+async def test_a_busy_server_acknowledges_at_once_queued_behind_the_running_command(
+    redis: Redis, settings: Settings
+) -> None:
+    handler = FakeExchange(delay=0.8)
+    handler.state = "active"
+    client = ControlClient(redis, settings)
+    acks: list[CommandReply] = []
+    async with serving(settings, handler):
+        stopping = asyncio.create_task(client.send(EXCHANGE_ID, "stop", operator="o"))
+        await eventually(lambda: handler.running, what="the slow stop to run")
+        handler.delay = 0  # read when the start runs, after the stop
+        # The ack comes while the stop still runs: well inside a 1 s ack timeout.
+        started = await client.send(
+            EXCHANGE_ID, "start", operator="o", ack_timeout_ms=1_000, on_ack=acks.append
+        )
+        stopped = await stopping
+    assert acks[0].message == f"acknowledged by {HOST}, queued behind stop"
+    assert (stopped.status, started.status) == (ReplyStatus.SUCCESS, ReplyStatus.SUCCESS)
+    assert [c.type for c in handler.calls] == ["stop", "start"] and handler.max_running == 1
+
+
+async def test_a_reused_correlation_id_with_another_type_is_rejected(
+    redis: Redis, settings: Settings
+) -> None:
+    handler = FakeExchange()
+    handler.state = "active"
+    client = ControlClient(redis, settings)
+    async with serving(settings, handler):
+        stopped = await client.send(EXCHANGE_ID, "stop", operator="o", correlation_id="c-used")
+        reused = await client.send(EXCHANGE_ID, "start", operator="o", correlation_id="c-used")
+    assert stopped.status is ReplyStatus.SUCCESS
+    assert reused.status is ReplyStatus.ERROR and not reused.acked
+    assert reused.message == (
+        "correlation id already used by a stop command; this start is rejected and not run"
+    )
+    assert [c.type for c in handler.calls] == ["stop"]
+
+
+async def test_a_command_dated_beyond_the_allowed_skew_is_rejected(
+    redis: Redis, settings: Settings
+) -> None:
+    handler = FakeExchange()
+    stream = keys.commands_key(EXCHANGE_ID)
+    await redis.xadd(stream, {"command": command_json("start", cid="c-far", age_s=-60)})
+    await redis.xadd(stream, {"command": command_json("ping", cid="c-near", age_s=-2)})
+    client = ControlClient(redis, settings)
+    async with serving(settings, handler):
+        far = await client.wait(EXCHANGE_ID, "c-far")
+        near = await client.wait(EXCHANGE_ID, "c-near")
+    assert far.status is ReplyStatus.ERROR and not far.acked
+    assert far.message is not None and "in the future" in far.message
+    assert near.status is ReplyStatus.SUCCESS  # within the 5 s skew: runs
+    assert [c.correlation_id for c in handler.calls] == ["c-near"]
+
+
+async def test_the_stream_is_trimmed_by_age_and_never_drops_a_live_command(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(command_expiry_ms=60_000)
+    stream = keys.commands_key(EXCHANGE_ID)
+    for n in range(1, 301):  # two hours old: past any expiry
+        await redis.xadd(
+            stream, {"command": "old"}, id=f"{to_epoch_ms(datetime.now(UTC)) - 7_200_000}-{n}"
+        )
+    client = ControlClient(redis, settings)
+    sent = [await client.submit(EXCHANGE_ID, "ping", operator="o") for _ in range(1_200)]
+    rows = cast(list[tuple[str, dict[str, str]]], await redis.xrange(stream))
+    live = [json.loads(f["command"])["correlationId"] for _, f in rows if f["command"] != "old"]
+    assert live == [c.correlation_id for c in sent]  # none dropped, although over 1,000
+    assert len(rows) - len(live) < 300  # whole expired nodes trimmed
+
+
+async def test_a_flood_of_commands_is_answered_none_lost(redis: Redis, settings: Settings) -> None:
+    handler = FakeExchange()
+    sent = await flood(ControlClient(redis, settings), EXCHANGE_ID, 1_000)
+
+    async def all_final() -> bool:
+        return (await fates(redis, sent))["lost"] == 0
+
+    async with serving(settings, handler):
+        await eventually(all_final, within=60, what="a final reply to every command")
+    assert await fates(redis, sent) == {"answered": len(sent)}
+    assert len({c.correlation_id for c in handler.calls}) == len(handler.calls) == len(sent)

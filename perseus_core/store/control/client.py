@@ -176,8 +176,9 @@ class ControlClient:
 
         Raises:
             NoAgentAnswered: nothing answered within the ack timeout.
-            OutcomeUnknown: the connection to Redis was lost and not back by the
-                deadline: the command was sent, its outcome is unknown.
+            OutcomeUnknown: the connection to Redis was lost during the wait and
+                no outcome came by the deadline: the command was sent, what
+                came of it is unknown.
         """
         ack_ms = ack_timeout_ms or self._settings.ack_timeout_ms
         result_ms = result_timeout_ms or self._settings.result_timeout_ms
@@ -187,7 +188,7 @@ class ControlClient:
         deadline = time.monotonic() + ack_ms / 1000
         acked = False
         backoff = new_backoff()
-        last_error: BaseException | None = None
+        lost: BaseException | None = None  # any outage during the wait: replies may be gone
         try:
             while (remaining := deadline - time.monotonic()) > 0:
                 # BLPOP's timeout 0 means "forever": never let it round down to 0.
@@ -195,11 +196,10 @@ class ControlClient:
                 try:
                     item = cast(tuple[str, str] | None, await listener.blpop([key], block))
                 except TRANSIENT_ERRORS as exc:
-                    last_error = exc
+                    lost = exc
                     await asyncio.sleep(min(backoff.next_delay(), max(0.0, remaining)))
                     continue
                 backoff.reset()
-                last_error = None
                 if item is None:
                     continue
                 reply = self._parse_reply(item[1], correlation_id)
@@ -217,18 +217,13 @@ class ControlClient:
                 )
         finally:
             await listener.aclose()
-        if last_error is not None:  # the command was sent: whatever came of it is unknown
-            raise OutcomeUnknown(correlation_id, describe_redis_error(self._settings, last_error))
+        if lost is not None:
+            # The command was sent; Redis may have lost it, or its replies, with
+            # the connection (a restart without data), or may still be down.
+            raise OutcomeUnknown(correlation_id, describe_redis_error(self._settings, lost))
         if not acked:
             raise NoAgentAnswered(exchange_id, ack_ms, correlation_id)
-        return CommandOutcome(
-            correlation_id,
-            True,
-            None,
-            f"acknowledged, but no result within {result_ms / 1000:g} s "
-            "(the command may still be running)",
-            None,
-        )
+        return CommandOutcome.no_result(correlation_id, result_ms)
 
     @staticmethod
     def _parse_reply(raw: str, correlation_id: str) -> CommandReply | None:
