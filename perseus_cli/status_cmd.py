@@ -149,6 +149,7 @@ def status_cmd(as_json: bool, exchange_id: int | None, redis_url: str | None) ->
     settings = load_settings(redis_url)
 
     async def body() -> None:
+        problems: tuple[str, ...] = ()
         async with open_redis(settings) as redis:
             reader = NetworkReader(redis, settings)
             if exchange_id is not None:
@@ -164,8 +165,12 @@ def status_cmd(as_json: bool, exchange_id: int | None, redis_url: str | None) ->
                 snapshot = await reader.snapshot()
                 views = list(snapshot.exchanges)
                 now = snapshot.taken_at
+                problems = snapshot.problems  # also warned about on stderr
         if as_json:
-            echo_json({"instances": [v.to_dict() for v in views]})
+            data: dict[str, object] = {"instances": [v.to_dict() for v in views]}
+            if problems:
+                data["problems"] = list(problems)
+            echo_json(data)
         elif not views:
             click.echo("no exchanges known: add one with `perseus catalog add ID NAME`")
         else:

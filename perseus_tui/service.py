@@ -171,11 +171,6 @@ class FleetService:
                 self._dirty.add(exchange_id)
         self._wake.set()
 
-    def _remember(self, snapshot: NetworkSnapshot) -> None:
-        self._ids_by_name = {
-            view.exchange_name.lower(): view.exchange_id for view in snapshot.exchanges
-        }
-
     def _tell_once(self, problems: Iterable[str]) -> None:
         """Show each problem that the previous read did not have, one line
         each. Only a lost connection raises the "unreachable" banner: an
@@ -196,6 +191,11 @@ class FleetService:
 
         While Redis is unreachable, retry every `retry_s` and say so each time.
         """
+    def _remember(self, snapshot: NetworkSnapshot) -> None:
+        self._ids_by_name = {
+            view.exchange_name.lower(): view.exchange_id for view in snapshot.exchanges
+        }
+
         reader = NetworkReader(self.redis, self.settings, clock=self._clock)
         next_full = 0.0
         failing = False

@@ -95,6 +95,8 @@ def card_lines(
         lines += _ready_lines(view, now)
     else:
         lines += _offline_lines(view, now)
+    if view.error and kind is not ViewKind.UNREADABLE:  # e.g. a key of the wrong type
+        lines.append(_line(("! ", render.OFFLINE_STYLE), (render.label(view.error), render.ERROR)))
     return lines
 
 

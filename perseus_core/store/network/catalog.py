@@ -14,9 +14,11 @@ from collections.abc import Iterable
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from perseus_core.store.network.parsing import (
     catalog_problem,
+    catalog_unreadable,
     field_id,
     id_mismatch,
     not_an_id,
@@ -48,12 +50,32 @@ class CatalogParser:
     Attributes:
         errors: field -> message for every corrupt field at the latest read;
             a new or changed message is logged once, as a warning.
+        unreadable: what Redis said when it refused to read the whole
+            catalog at the latest read; None when it was read.
     """
 
     def __init__(self) -> None:
         """Start with nothing parsed."""
         self._cache: dict[str, Token] = {}
         self.errors: dict[str, str] = {}
+        self.unreadable: str | None = None
+
+    def readable(self, read: dict[str, str] | ResponseError) -> dict[str, str]:
+        """The catalog's fields, or none when Redis refused to read it.
+
+        A refusal (a key of the wrong type, an ACL) is kept in `unreadable`
+        and logged once per distinct message: readers go on without the
+        catalog (online exchanges are still found by their status keys)
+        instead of failing as a whole.
+        """
+        if not isinstance(read, ResponseError):
+            self.unreadable = None
+            return read
+        message = catalog_unreadable(read)
+        if message != self.unreadable:
+            log.warning("%s", message)
+        self.unreadable = message
+        return {}
 
     def tokens(self, values: Iterable[str], tokens: dict[str, Token]) -> dict[str, Token]:
         """Add every distinct catalog value to `tokens`, parsed, and return it.

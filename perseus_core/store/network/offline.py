@@ -27,6 +27,7 @@ from perseus_core.store.network.views import NOT_AN_ID, ExchangeView, LastKnown
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models import AgentPresence, parse_entry
+from perseus_core.wire.text import clean
 
 LAST_KNOWN_SCAN = 10
 """Newest activity entries searched for one that carries a state: a stop
@@ -114,11 +115,13 @@ class OfflineDetails:
         if not wanted:
             return views
         async with self._redis.pipeline(transaction=False) as pipe:
-            for _, stream, presence in wanted:
+            for index, stream, presence in wanted:
                 if stream is not None:
                     pipe.xrevrange(stream, max="+", min="-", count=1)
                 if presence is not None:
                     pipe.eval(LIVE_MEMBERS_LUA, 1, presence, MAX_AGENTS)
+                if _checks_type(views[index], presence):
+                    pipe.type(keys.status_key(views[index].exchange_id))
             results = iter(await pipe.execute(raise_on_error=False))
 
         entry_cache: dict[tuple[str, str], LastKnown] = {}
@@ -132,7 +135,7 @@ class OfflineDetails:
             if stream is not None:
                 result = next(results)
                 if isinstance(result, Exception):
-                    message = f"activity stream {stream[:80]!r} is unreadable: {result}"
+                    message = f"{clean(stream, 80)} (activity stream) is unreadable: {result}"
                     problems.setdefault(index, []).append(message)
                 elif result:
                     entry_id, fields = result[0]
@@ -146,12 +149,16 @@ class OfflineDetails:
             if presence is not None:
                 result = next(results)
                 if isinstance(result, Exception):
-                    message = f"agent presence {presence!r} is unreadable: {result}"
+                    message = f"{presence} (agent presence) is unreadable: {result}"
                     problems.setdefault(index, []).append(message)
                 elif result:
                     found[index] = self._agents(
                         view.exchange_id, result, presence_cache, problems.setdefault(index, [])
                     )
+            if _checks_type(view, presence):
+                wrong = _wrong_type(view.exchange_id, next(results))
+                if wrong is not None:  # first: it explains why the exchange looks offline
+                    problems.setdefault(index, []).insert(0, wrong)
         if deeper:
             await self._look_deeper(deeper, known, entry_cache)
         if remember:
@@ -217,6 +224,22 @@ class OfflineDetails:
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
             problems.append(f"{keys.agents_key(exchange_id)}: {bad[0]}{more}")
         return tuple(sorted(by_agent.values(), key=_agent_order))
+
+
+def _checks_type(view: ExchangeView, presence: str | None) -> bool:
+    """Whether to ask the TYPE of a view's status key: MGET reads a key of
+    another type as missing, so an exchange without a status key is checked
+    (with its presence read, which is skipped only for fields that are no id)."""
+    return presence is not None and not view.key_exists
+
+
+def _wrong_type(exchange_id: int, key_type: object) -> str | None:
+    """What is wrong with a status key of the type TYPE answered, or None."""
+    if isinstance(key_type, Exception):
+        return f"{keys.status_key(exchange_id)} is unreadable: {key_type}"
+    if key_type in ("none", "string"):
+        return None
+    return f"{keys.status_key(exchange_id)} is a {key_type}, not a string: it is ignored"
 
 
 def _with_details(

@@ -98,3 +98,8 @@ def catalog_problem(exchange_id: int, token: CatalogEntry | str) -> str | None:
     if token.id != exchange_id:
         return f"catalog entry under id {exchange_id} says id {token.id}"
     return None
+
+
+def catalog_unreadable(error: Exception) -> str:
+    """What is wrong with a catalog key Redis refuses to read as a hash."""
+    return f"catalog {keys.CATALOG_KEY} is unreadable (it must be a hash): {error}"

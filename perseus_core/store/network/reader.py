@@ -21,6 +21,8 @@ import time
 from operator import attrgetter
 from typing import cast
 
+from redis.exceptions import NoPermissionError, ResponseError
+
 from perseus_core.store.network.catalog import (
     CatalogParser,
     RedisClient,
@@ -32,6 +34,7 @@ from perseus_core.store.network.catalog import (
 from perseus_core.store.network.offline import OfflineDetails
 from perseus_core.store.network.parsing import (
     catalog_problem,
+    catalog_unreadable,
     field_id,
     parse_catalog_payload,
     status_result,
@@ -43,6 +46,7 @@ from perseus_core.store.network.snapshot import (
 )
 from perseus_core.store.network.views import ExchangeView, NetworkSnapshot, assemble
 from perseus_core.wire import keys
+from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models import CatalogEntry, InstanceStatus
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import Clock, system_clock
@@ -117,8 +121,22 @@ class NetworkReader:
         Corrupt entries are not raised: they are logged as warnings and kept in
         `catalog_errors` (field -> message) for the caller to show.
         """
-        raw = cast(dict[str, str], await self._redis.hgetall(keys.CATALOG_KEY))
-        return sorted(self._catalog.entries(raw), key=_entry_order)
+        return sorted(self._catalog.entries(await self._read_catalog()), key=_entry_order)
+
+    async def _read_catalog(self, *, strict: bool = True) -> dict[str, str]:
+        """The catalog's raw fields. A catalog key Redis refuses to read as a
+        hash (WRONGTYPE) raises PayloadError naming the key when `strict`;
+        otherwise it reads as empty and is reported (`catalog_unreadable`),
+        so readers of everything else go on. ACL refusals always raise."""
+        try:
+            raw = await self._redis.hgetall(keys.CATALOG_KEY)
+        except NoPermissionError:
+            raise
+        except ResponseError as exc:
+            if strict:
+                raise PayloadError(catalog_unreadable(exc)) from exc
+            return self._catalog.readable(exc)
+        return self._catalog.readable(cast(dict[str, str], raw))
 
     async def exchange_names(self) -> list[str]:
         """Names of every catalog exchange (active or not) plus online ones not
@@ -126,7 +144,8 @@ class NetworkReader:
 
         The online part uses the same cached SCAN as `snapshot`.
         """
-        entries = await self.catalog()
+        raw_catalog = await self._read_catalog(strict=False)
+        entries = sorted(self._catalog.entries(raw_catalog), key=_entry_order)
         self._assembly.catalog_ids = [entry.id for entry in entries]
         names = {entry.name.lower(): entry.name for entry in entries}
         if self._scan_due(None):
@@ -180,7 +199,8 @@ class NetworkReader:
                 views, last_known=last_known, agents=with_agents, remember=True
             )
         views.sort(key=_view_order)
-        return NetworkSnapshot(views, self._clock())
+        problems = (self._catalog.unreadable,) if self._catalog.unreadable else ()
+        return NetworkSnapshot(views, self._clock(), problems)
 
     async def exchange(self, exchange_id: int) -> ExchangeView:
         """One exchange, listed or not: its catalog entry, status and, when it
@@ -214,7 +234,7 @@ class NetworkReader:
             The entries actually added, sorted by id.
         """
         await self._scan()
-        raw_catalog = cast(dict[str, str], await self._redis.hgetall(keys.CATALOG_KEY))
+        raw_catalog = await self._read_catalog()
         known = {field_id(f) for f in raw_catalog}
         candidates = sorted(self._extra_ids - known)
         if not candidates:

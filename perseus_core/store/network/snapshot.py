@@ -22,11 +22,12 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from itertools import chain
-from typing import Any, cast
+from typing import Any
 
 from pydantic import ValidationError
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
 from perseus_core.store.network.catalog import CatalogParser, RedisClient, Token
 from perseus_core.store.network.parsing import (
@@ -113,16 +114,26 @@ class StatusReads:
             pipe.execute_command("EVAL", PTTL_SCRIPT, len(group), *(status_keys[i] for i in group))
         return groups
 
-    async def catalog_and_statuses(self, ids: Sequence[int]) -> tuple[dict[str, str], Reads]:
+    async def catalog_and_statuses(
+        self, ids: Sequence[int]
+    ) -> tuple[dict[str, str] | ResponseError, Reads]:
         """HGETALL of the catalog, MGETs and PTTLs of the given ids' status
-        keys, one pipeline."""
+        keys, one pipeline.
+
+        A catalog Redis refuses to read (a key of the wrong type, an ACL) is
+        returned as its error, not raised: the statuses read in the same
+        pipeline still make a snapshot. Any other failure raises.
+        """
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.CATALOG_KEY)
             groups = self.queue_mgets(pipe, ids)
             results = await pipe.execute(raise_on_error=False)
-        if isinstance(results[0], Exception):
-            raise results[0]
-        return cast(dict[str, str], results[0]), _split(len(ids), groups, results[1:])
+        catalog = results[0]
+        mgets = results[: 1 + (len(results) - 1) // 2]
+        for result in mgets[1:] if isinstance(catalog, ResponseError) else mgets:
+            if isinstance(result, Exception):
+                raise result
+        return catalog, _split(len(ids), groups, results[1:])
 
     async def mget(self, ids: Sequence[int]) -> Reads:
         """The status payloads of the given ids (None where there is no key)
@@ -200,7 +211,8 @@ class SnapshotAssembly:
         """
         guess = self.catalog_ids + sorted(extra_ids.difference(self.catalog_ids))
         self._moments = {}
-        raw_catalog, (guessed_values, ttls) = await self._reads.catalog_and_statuses(guess)
+        catalog_read, (guessed_values, ttls) = await self._reads.catalog_and_statuses(guess)
+        raw_catalog = self._catalog.readable(catalog_read)
         self._date_heartbeats(guess, ttls)
         field_ids = [field_id(f) for f in raw_catalog]
         catalog_ids = list(dict.fromkeys(field_ids))

@@ -1,0 +1,416 @@
+"""The hostile corpus: values a hostile peer or a broken writer can leave in Redis.
+
+Every case writes one hostile thing into a real Redis on top of the same
+healthy baseline: exchange 1 (`coinbase`) live with its activity stream, and
+exchange 2 (`kraken`) in the catalog. The hostile value always lands on
+exchange 2's keys (or on a shared key such as the catalog), so every reader
+surface must still show exchange 1 while it shows or reports the bad value.
+
+The corpus is shared by the suite (`tests/fuzz/test_corpus.py`) and the long
+form (`bench/fuzz_hostile.py`): one list of values, one definition of a pass.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis as sync_redis
+
+from perseus_core.wire import keys
+from perseus_core.wire.timeutil import format_ts
+
+Writer = Callable[[sync_redis.Redis], None]
+
+LIVE_NAME = "coinbase"
+"""Exchange 1, healthy in every case: every surface must keep showing it."""
+
+VICTIM_ID = 2
+VICTIM_NAME = "kraken"
+"""Exchange 2, whose keys hold the hostile value."""
+
+MARKUP = "[bold]x-bold[/]"
+"""Textual/Rich markup that must be shown literally, never interpreted."""
+
+STATUS_TTL_MS = 600_000
+"""Baseline status keys outlive any run of the corpus."""
+
+SECRET = "s3cr3t-pw"
+"""A password that must never appear on any surface."""
+
+MEGABYTE = "A" * 1_000_000
+DEEP_JSON = "[" * 20_000 + "]" * 20_000
+
+
+def _now() -> str:
+    return format_ts(datetime.now(UTC))
+
+
+def status_payload(exchange_id: int, name: str, **overrides: object) -> dict[str, object]:
+    """A valid status payload, as the TypeScript writer produces it, with `overrides`."""
+    now = _now()
+    payload: dict[str, object] = {
+        "exchangeId": exchange_id,
+        "exchangeName": name,
+        "hostname": f"{name}-host",
+        "ipAddress": "203.0.113.7",
+        "adminEmail": "ops@example.com",
+        "adminDisplayName": "Ops Team",
+        "connectionState": "active",
+        "symbolCount": 25,
+        "connectedAt": now,
+        "lastHeartbeat": now,
+        "lastStateChange": now,
+        "registeredAt": now,
+        "lastError": None,
+        "lastErrorAt": None,
+    }
+    payload.update(overrides)
+    return payload
+
+
+def transition(name: str, exchange_id: int, **overrides: str) -> dict[str, str]:
+    """A `state_transition` entry's fields, with `overrides`."""
+    fields = {
+        "event": "state_transition",
+        "timestamp": _now(),
+        "fromState": "warming",
+        "toState": "active",
+        "exchangeId": str(exchange_id),
+        "exchangeName": name,
+        "hostname": f"{name}-host",
+        "ip": "203.0.113.7",
+        "adminEmail": "ops@example.com",
+    }
+    fields.update(overrides)
+    return fields
+
+
+def error_entry(name: str, exchange_id: int, **overrides: str) -> dict[str, str]:
+    """An `error` entry's fields, with `overrides`."""
+    fields = {
+        "event": "error",
+        "timestamp": _now(),
+        "error": "websocket closed (1006)",
+        "exchangeId": str(exchange_id),
+        "exchangeName": name,
+        "hostname": f"{name}-host",
+        "ip": "",
+        "state": "active",
+    }
+    fields.update(overrides)
+    return fields
+
+
+def presence_member(exchange_id: int, name: str, **overrides: object) -> dict[str, object]:
+    """A valid agent presence member, with `overrides`."""
+    member: dict[str, object] = {
+        "agentId": f"host:{exchange_id}:4242:1",
+        "exchangeId": exchange_id,
+        "exchangeName": name,
+        "hostname": "agent-host",
+        "pid": 4242,
+        "state": "idle",
+        "since": _now(),
+        "version": "0.0.0",
+    }
+    member.update(overrides)
+    return member
+
+
+def seed_baseline(r: sync_redis.Redis) -> None:
+    """Exchange 1 live with a short history; exchange 2 in the catalog, offline."""
+    for exchange_id, name in ((1, LIVE_NAME), (VICTIM_ID, VICTIM_NAME)):
+        entry = {"id": exchange_id, "name": name, "displayName": name.title(), "isActive": True}
+        r.hset(keys.CATALOG_KEY, str(exchange_id), json.dumps(entry))
+    r.set(keys.status_key(1), json.dumps(status_payload(1, LIVE_NAME)), px=STATUS_TTL_MS)
+    r.xadd(keys.activity_key(LIVE_NAME), transition(LIVE_NAME, 1))  # type: ignore[arg-type]
+    r.xadd(keys.activity_key(LIVE_NAME), error_entry(LIVE_NAME, 1))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """One hostile thing written into Redis.
+
+    Attributes:
+        name: short identifier (test ids, bench figures).
+        write: writes it, on top of `seed_baseline`.
+        literal: text that a surface showing the value must show literally
+            (markup cases); None when there is nothing to look for.
+        reported: the key a key-type case makes unreadable: the surfaces that
+            read it must name it (`REPORTING`).
+        breaks_catalog: the catalog itself is unreadable, so `catalog list`
+            has nothing to show but the one line naming it.
+    """
+
+    name: str
+    write: Writer
+    literal: str | None = None
+    reported: str | None = None
+    breaks_catalog: bool = False
+
+
+def _status(**overrides: object) -> Writer:
+    def write(r: sync_redis.Redis) -> None:
+        payload = json.dumps(status_payload(VICTIM_ID, VICTIM_NAME, **overrides))
+        r.set(keys.status_key(VICTIM_ID), payload, px=STATUS_TTL_MS)
+
+    return write
+
+
+def _raw_status(raw: str | bytes) -> Writer:
+    def write(r: sync_redis.Redis) -> None:
+        r.set(keys.status_key(VICTIM_ID), raw, px=STATUS_TTL_MS)
+
+    return write
+
+
+def _entry(fields: dict[str, str | bytes]) -> Writer:
+    def write(r: sync_redis.Redis) -> None:
+        r.xadd(keys.activity_key(VICTIM_NAME), fields)  # type: ignore[arg-type]
+
+    return write
+
+
+def _catalog(raw: str | bytes, field: str = str(VICTIM_ID)) -> Writer:
+    def write(r: sync_redis.Redis) -> None:
+        r.hset(keys.CATALOG_KEY, field, raw)
+
+    return write
+
+
+def _presence(raw: str | bytes) -> Writer:
+    def write(r: sync_redis.Redis) -> None:
+        r.zadd(keys.agents_key(VICTIM_ID), {raw: 10**13})
+        r.pexpire(keys.agents_key(VICTIM_ID), STATUS_TTL_MS)
+
+    return write
+
+
+def _wrong_type(key: str, kind: str) -> Writer:
+    def write(r: sync_redis.Redis) -> None:
+        r.delete(key)
+        if kind == "list":
+            r.rpush(key, "a")
+        elif kind == "hash":
+            r.hset(key, "a", "b")
+        elif kind == "string":
+            r.set(key, "a")
+        elif kind == "set":
+            r.sadd(key, "a")
+        else:
+            r.xadd(key, {"a": "b"})
+
+    return write
+
+
+def _both(*writers: Writer) -> Writer:
+    def write(r: sync_redis.Redis) -> None:
+        for writer in writers:
+            writer(r)
+
+    return write
+
+
+HOSTILE_TEXTS: dict[str, str] = {
+    "markup": MARKUP,
+    "markup-link": "[link=https://evil.example]click-me[/link]",
+    "markup-action": "[@click=app.quit]quit-now[/]",
+    "ansi-colour": "\x1b[31mred\x1b[0m",
+    "ansi-clear": "\x1b[2J\x1b[Hcleared",
+    "osc-title": "\x1b]0;pwned\x07title",
+    "osc-hyperlink": "\x1b]8;;https://evil.example\x1b\\link\x1b]8;;\x1b\\",
+    "c1-csi": "\x9b2Jc1",
+    "bidi-override": "\u202eoverride\u202c",
+    "bidi-isolate": "\u2066isolate\u2069",
+    "newline-forgery": "ok\r\n2026-01-01 FAKE line",
+    "nul-bell-backspace": "a\x00b\x07c\x08d\x7f",
+    "wide-and-emoji": "東京-feed 🚀",
+    "combining-flood": "e" + "\u0301" * 2_000,
+    "megabyte": MEGABYTE,
+}
+"""Strings that must reach no terminal raw (and no markup parser)."""
+
+BAD_TIMESTAMPS: dict[str, str] = {
+    "ts-year1-offset": "0001-01-01T00:00:00+01:00",
+    "ts-year1-utc": "0001-01-01T00:00:00Z",
+    "ts-year9999": "9999-12-31T23:59:59.999Z",
+    "ts-js-max": "+275760-09-13T00:00:00.000Z",
+    "ts-garbage": "yesterday-ish",
+}
+"""Timestamps that overflow a conversion to some time zone, or parse as nothing."""
+
+
+def build_corpus() -> list[Hostile]:
+    """Every hostile case, each with a unique name."""
+    cases: list[Hostile] = []
+    for label, text in HOSTILE_TEXTS.items():
+        literal = text if text.startswith("[") else None
+        cases.append(
+            Hostile(
+                f"status-text-{label}",
+                _status(hostname=text, lastError=text, lastErrorAt=_now(), adminEmail=text),
+                literal,
+            )
+        )
+        cases.append(
+            Hostile(
+                f"entry-text-{label}",
+                _entry(error_entry(VICTIM_NAME, VICTIM_ID, error=text, hostname=text)),
+                literal,
+            )
+        )
+    cases.append(Hostile("catalog-markup-name", _catalog(_catalog_json(MARKUP)), MARKUP))
+    cases.append(Hostile("presence-markup-host", _presence(_presence_json(hostname=MARKUP))))
+    for label, stamp in BAD_TIMESTAMPS.items():
+        cases += [
+            Hostile(f"status-{label}", _status(lastHeartbeat=stamp)),
+            Hostile(f"entry-{label}", _entry(error_entry(VICTIM_NAME, VICTIM_ID, timestamp=stamp))),
+            Hostile(f"presence-{label}", _presence(_presence_json(since=stamp))),
+        ]
+    cases += [
+        Hostile("status-connected-year1", _status(connectedAt="0001-01-01T00:00:00Z")),
+        Hostile(
+            "status-error-at-year9999",
+            _status(lastError="x", lastErrorAt=BAD_TIMESTAMPS["ts-year9999"]),
+        ),
+        # wrong JSON types, NaN, unknown values
+        Hostile("status-id-string", _status(exchangeId="2")),
+        Hostile("status-count-string", _status(symbolCount="25")),
+        Hostile("status-host-number", _status(hostname=42)),
+        Hostile("status-state-unknown", _status(connectionState="exploding")),
+        Hostile("status-state-number", _status(connectionState=3)),
+        Hostile("status-nan", _raw_status(_nan_payload("NaN"))),
+        Hostile("status-infinity", _raw_status(_nan_payload("Infinity"))),
+        Hostile("status-huge-count", _status(symbolCount=10**100)),
+        Hostile("status-negative-count", _status(symbolCount=-5)),
+        Hostile("status-array", _raw_status("[1, 2, 3]")),
+        Hostile("status-null", _raw_status("null")),
+        Hostile("status-string-json", _raw_status('"just a string"')),
+        Hostile("status-empty", _raw_status("")),
+        Hostile("status-empty-object", _raw_status("{}")),
+        Hostile("status-only-id", _raw_status('{"exchangeId": 2}')),
+        Hostile("status-not-json", _raw_status("{not json")),
+        Hostile("status-deep-nesting", _raw_status(DEEP_JSON)),
+        Hostile("status-deep-field", _raw_status('{"exchangeId": 2, "x": ' + DEEP_JSON + "}")),
+        Hostile(
+            "status-oversized", _raw_status(json.dumps(status_payload(2, "kraken", pad=MEGABYTE)))
+        ),
+        Hostile(
+            "status-invalid-utf8", _raw_status(b'{"exchangeId": 2, "hostname": "\xff\xfe\xc3("}')
+        ),
+        Hostile("status-lone-surrogate", _raw_status('{"exchangeId": 2, "hostname": "\\ud800"}')),
+        Hostile("status-other-id", _status(exchangeId=7)),
+        Hostile("status-huge-id", _status(exchangeId=10**30)),
+        Hostile("status-negative-id", _status(exchangeId=-1)),
+        Hostile("status-key-huge-id", _huge_id_key()),
+        # stream entries
+        Hostile("entry-unknown-event", _entry({"event": "explode", "boom": MARKUP})),
+        Hostile("entry-no-event", _entry({"hostname": "x"})),
+        Hostile("entry-only-event", _entry({"event": "state_transition"})),
+        Hostile(
+            "entry-unknown-states",
+            _entry(transition(VICTIM_NAME, 2, fromState="?", toState="exploding")),
+        ),
+        Hostile("entry-id-huge", _entry(error_entry(VICTIM_NAME, 2, exchangeId="9" * 40))),
+        Hostile("entry-id-negative", _entry(error_entry(VICTIM_NAME, 2, exchangeId="-1"))),
+        Hostile(
+            "entry-invalid-utf8",
+            _entry({"event": "error", "error": b"\xff\xfe\xc3(", "hostname": b"\xc0"}),
+        ),
+        Hostile(
+            "entry-many-fields", _entry({f"f{i}": "v" for i in range(1_000)} | {"event": "error"})
+        ),
+        # catalog values
+        Hostile("catalog-not-json", _catalog("{not json")),
+        Hostile("catalog-deep-nesting", _catalog(DEEP_JSON)),
+        Hostile("catalog-wrong-types", _catalog('{"id": "2", "name": 5, "isActive": "yes"}')),
+        Hostile("catalog-nan", _catalog('{"id": NaN, "name": "kraken", "isActive": true}')),
+        Hostile("catalog-field-not-id", _catalog(_catalog_json("x"), field="not-an-id")),
+        Hostile("catalog-field-huge-id", _catalog(_catalog_json("x"), field="9" * 30)),
+        Hostile("catalog-field-negative", _catalog(_catalog_json("x"), field="-1")),
+        Hostile("catalog-invalid-utf8", _catalog(b"\xff\xfe{")),
+        # presence members
+        Hostile("presence-not-json", _presence("{not json")),
+        Hostile("presence-deep-nesting", _presence(DEEP_JSON)),
+        Hostile("presence-wrong-types", _presence('{"agentId": 5, "exchangeId": "2"}')),
+        Hostile("presence-other-exchange", _presence(_presence_json(exchangeId=9))),
+        # keys of the wrong type
+        Hostile(
+            "type-catalog-list",
+            _wrong_type(keys.CATALOG_KEY, "list"),
+            reported=keys.CATALOG_KEY,
+            breaks_catalog=True,
+        ),
+        Hostile(
+            "type-catalog-string",
+            _wrong_type(keys.CATALOG_KEY, "string"),
+            reported=keys.CATALOG_KEY,
+            breaks_catalog=True,
+        ),
+        Hostile(
+            "type-status-hash",
+            _wrong_type(keys.status_key(VICTIM_ID), "hash"),
+            reported=keys.status_key(VICTIM_ID),
+        ),
+        Hostile(
+            "type-status-stream",
+            _wrong_type(keys.status_key(VICTIM_ID), "stream"),
+            reported=keys.status_key(VICTIM_ID),
+        ),
+        Hostile(
+            "type-stream-string",
+            _wrong_type(keys.activity_key(VICTIM_NAME), "string"),
+            reported=keys.activity_key(VICTIM_NAME),
+        ),
+        Hostile(
+            "type-stream-hash",
+            _wrong_type(keys.activity_key(VICTIM_NAME), "hash"),
+            reported=keys.activity_key(VICTIM_NAME),
+        ),
+        Hostile(
+            "type-presence-string",
+            _wrong_type(keys.agents_key(VICTIM_ID), "string"),
+            reported=keys.agents_key(VICTIM_ID),
+        ),
+        Hostile(
+            "type-presence-set",
+            _wrong_type(keys.agents_key(VICTIM_ID), "set"),
+            reported=keys.agents_key(VICTIM_ID),
+        ),
+        Hostile(
+            "type-status-hash-and-stream-string",
+            _both(
+                _wrong_type(keys.status_key(VICTIM_ID), "hash"),
+                _wrong_type(keys.activity_key(VICTIM_NAME), "string"),
+            ),
+            reported=keys.status_key(VICTIM_ID),
+        ),
+    ]
+    names = [case.name for case in cases]
+    assert len(names) == len(set(names)), "corpus names must be unique"
+    return cases
+
+
+def _catalog_json(name: str) -> str:
+    return json.dumps({"id": VICTIM_ID, "name": name, "displayName": name, "isActive": True})
+
+
+def _presence_json(**overrides: object) -> str:
+    return json.dumps(presence_member(VICTIM_ID, VICTIM_NAME, **overrides))
+
+
+def _nan_payload(token: str) -> str:
+    return json.dumps(status_payload(VICTIM_ID, VICTIM_NAME, symbolCount=0)).replace(
+        '"symbolCount": 0', f'"symbolCount": {token}'
+    )
+
+
+def _huge_id_key() -> Writer:
+    def write(r: sync_redis.Redis) -> None:
+        key = f"exchange:{'9' * 40}:status"
+        r.set(key, json.dumps(status_payload(10**30, "huge")), px=STATUS_TTL_MS)
+
+    return write
