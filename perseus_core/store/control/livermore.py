@@ -191,14 +191,7 @@ class LivermoreBridge:
             return CommandOutcome(correlation_id, acked, reply.status, reply.message, reply.data)
         if not acked:
             return None
-        return CommandOutcome(
-            correlation_id,
-            True,
-            None,
-            f"acknowledged, but no result within {result_ms / 1000:g} s "
-            "(the command may still be running)",
-            None,
-        )
+        return CommandOutcome.no_result(correlation_id, result_ms)
 
 
 def _parse_response(raw: Any, correlation_id: str) -> CommandReply | None:

@@ -25,6 +25,18 @@ class CommandOutcome:
     message: str | None
     data: dict[str, Any] | None
 
+    @classmethod
+    def no_result(cls, correlation_id: str, result_ms: int) -> CommandOutcome:
+        """Acknowledged, but no final answer within the result timeout."""
+        return cls(
+            correlation_id,
+            True,
+            None,
+            f"acknowledged, but no result within {result_ms / 1000:g} s "
+            "(the command may still be running)",
+            None,
+        )
+
     @property
     def ok(self) -> bool:
         """True when the command succeeded."""
