@@ -20,6 +20,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from perseus_core.present import refusal
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire.models import CommandType
 from perseus_core.wire.settings import Settings
@@ -46,6 +47,7 @@ from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen, HelpSection
 from perseus_tui.widgets.activity_feed import DEFAULT_MAX_LINES
 from perseus_tui.widgets.card_grid import CardGrid
+from perseus_tui.widgets.command_bar import FAILED_STAGES, progress
 from perseus_tui.widgets.instance_table import InstanceTable
 
 ERROR_TIMEOUT_S = 10.0
@@ -137,6 +139,11 @@ class PerseusApp(FleetHub):
         self._show(views)
 
     def _show(self, views: dict[int, ExchangeView], *, read_at: datetime | None = None) -> None:
+        previous = self.fleet
+        if previous.loaded and not previous.stale:
+            observed = self.observer.compare(previous.views, views, self.clock())
+            if observed:
+                self.live_entries = observed  # feed and history; never written to Redis
         ordered = sorted(views.values(), key=lambda v: (v.exchange_id, v.exchange_name))
         read_at = read_at or self.fleet.read_at
         self.fleet = FleetState(views, ordered, self.clock(), False, True, read_at)
@@ -181,23 +188,24 @@ class PerseusApp(FleetHub):
 
     @on(CommandProgress)
     def _command_progress(self, message: CommandProgress) -> None:
-        title = f"{message.command.capitalize()} {message.exchange_label}"
         detail = render.label(message.detail, "", 300)
         if message.stage == "sent":
-            self.notify("Sent; waiting for the agent…", title=title, timeout=4, markup=False)
+            step = "sent, waiting for the agent…"
         elif message.stage == "acknowledged":
-            self.notify(render.acknowledgement(detail), title=title, timeout=4, markup=False)
+            step = render.acknowledgement(detail)
         elif message.stage == "success":
-            text = "Done" + (f": {detail}" if detail else "")
-            self.notify(text, title=title, markup=False)
+            step = "done" + (f": {detail}" if detail else "")
         else:
-            self.notify(
-                detail or "failed",
-                title=title,
-                severity="error",
-                timeout=ERROR_TIMEOUT_S,
-                markup=False,
-            )
+            step = detail or "failed"
+        self._command_step(message.exchange_id, message.command, message.stage, step)
+        if message.stage in FAILED_STAGES:
+            title = f"{message.command.capitalize()} {message.exchange_label}"
+            self.notify(step, title=title, severity="error", timeout=ERROR_TIMEOUT_S, markup=False)
+
+    def _command_step(self, exchange_id: int, command: str, stage: str, step: str) -> None:
+        """Advance a command's line in the command bar (or start one)."""
+        label = self.exchange_label(exchange_id)
+        self.commands = progress(self.commands, exchange_id, label, command, stage, step)
 
     @on(ReadOnlyDetected)
     def _read_only_detected(self, message: ReadOnlyDetected) -> None:
@@ -246,20 +254,24 @@ class PerseusApp(FleetHub):
 
     @on(CommandRequested)
     def _command_requested(self, message: CommandRequested) -> None:
+        view = self.views.get(message.exchange_id)
+        if self.read_only:
+            reason: str | None = self.read_only_reason
+        else:
+            reason = refusal(view, message.command) if view is not None else None
+        if reason is not None:
+            # Refused from what was just read: nothing is sent, no timeout is waited out.
+            self._command_step(message.exchange_id, message.command.value, "refused", reason)
+            return
         if message.command is CommandType.STOP:
             self._confirm_stop(message.exchange_id)
         else:
             self.send_command(message.exchange_id, message.command)
 
     def send_command(self, exchange_id: int, command: CommandType) -> None:
-        """Send start/stop to an exchange's agent; progress shows as notifications."""
+        """Send start/stop to an exchange's agent; progress shows in the command bar."""
         if self.read_only:
-            self.notify(
-                f"Cannot {command.value}: {self.read_only_reason}",
-                title="Read-only",
-                severity="warning",
-                markup=False,
-            )
+            self._command_step(exchange_id, command.value, "refused", self.read_only_reason)
             return
         self.service.send_command(exchange_id, self.exchange_label(exchange_id), command)
 
@@ -269,11 +281,18 @@ class PerseusApp(FleetHub):
         view = self.views.get(exchange_id)
         host = render.label(view.status.hostname) if view is not None and view.status else ""
         question = f"Stop {name}?"
-        explanation = (
-            f"The instance on {host} will be asked to stop."
-            if host
-            else "No instance of it is online right now."
-        ) + " Its card follows the transitions."
+        foreign = view is not None and view.status is not None and not view.status.instance_id
+        if foreign:
+            explanation = (
+                f"It is held by {host}, not a Perseus agent: the stop goes to the Livermore "
+                "servers of the owner the catalog names (every one listening stops), and "
+                "is refused at once when it names none or none listens."
+            )
+        elif host:
+            explanation = f"The Perseus agent on {host} will be asked to stop."
+        else:
+            explanation = "No instance of it is online right now."
+        explanation += " Its card follows the transitions."
 
         def answered(yes: bool | None) -> None:
             if yes:

@@ -27,8 +27,10 @@ from perseus_core.wire.models import ActivityEntry
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import Clock, system_clock
 from perseus_tui import render
+from perseus_tui.observed import OfflineObserver
 from perseus_tui.service import FleetService
 from perseus_tui.widgets.activity_feed import DEFAULT_MAX_LINES
+from perseus_tui.widgets.command_bar import CommandLine
 from perseus_tui.widgets.header import HeaderState
 
 
@@ -90,6 +92,8 @@ class FleetHub(App[None]):
     """The recent history loaded at start, newest first."""
     read_only: var[bool] = var(False, init=False)
     """Start and stop are disabled (flag, or Redis refused a write)."""
+    commands: var[tuple[CommandLine, ...]] = var((), init=False)
+    """The recent commands' progress lines, newest last."""
 
     def __init__(
         self,
@@ -115,6 +119,8 @@ class FleetHub(App[None]):
         self.heartbeat_thresholds = HeartbeatThresholds.from_settings(settings, polled=True)
         """Heartbeat colours from the configured timing, for every surface."""
         self._timing = render.Timing(self.heartbeat_thresholds)
+        self.observer = OfflineObserver()
+        """Instances seen vanishing between two reads, and coming back."""
         self.loaded = asyncio.Event()
         """Set once the first fleet read has been shown (tests and screenshots wait on it)."""
         self.history_loaded = asyncio.Event()

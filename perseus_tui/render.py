@@ -41,6 +41,7 @@ from perseus_core.wire.models import (
 )
 from perseus_core.wire.text import clean, clean_or
 from perseus_core.wire.timeutil import format_duration, parse_ts_or_none
+from perseus_tui.observed import OBSERVED_EVENTS, OBSERVED_OFFLINE
 
 TONE_TEXT: Mapping[Tone, str] = {
     Tone.SUCCESS: "$text-success",
@@ -258,7 +259,25 @@ def _entry_body(entry: ActivityEntry) -> Content:
             (": ", MUTED),
             command_outcome(entry.status, entry.message),
         )
+    if entry.event in OBSERVED_EVENTS:
+        return _observed_body(entry)
     return _generic_body(entry)
+
+
+def _observed_body(entry: OtherEntry) -> Content:
+    """What the dashboard saw itself (`perseus_tui.observed`), marked as such."""
+    state = label(entry.extra_fields.get("state"), "?", 16)
+    if entry.event == OBSERVED_OFFLINE:
+        parts: list[str | tuple[str, str] | Content] = [
+            ("○ offline", OFFLINE_STYLE),
+            (f": its status key expired while {state}", ERROR),
+        ]
+    else:
+        parts = [("● back online", f"bold {SUCCESS}"), (f": {state}", state_colour(state))]
+    if entry.hostname:
+        parts += ["  ", (label(entry.hostname), MUTED)]
+    parts.append(("  (observed by this dashboard)", f"italic {MUTED}"))
+    return Content.assemble(*parts)
 
 
 COMMAND_STATUS_WORDS: Mapping[str, str] = {"ack": "acknowledged"}

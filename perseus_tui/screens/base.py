@@ -3,13 +3,17 @@ exchange"."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.binding import Binding
 from textual.reactive import var
 from textual.screen import Screen
 
+from perseus_core.present import refusal
 from perseus_core.wire.models import CommandType
 from perseus_tui.hub import FleetHub
 from perseus_tui.messages import CommandRequested
+from perseus_tui.widgets.command_bar import CommandBar, CommandLine
 from perseus_tui.widgets.header import HeaderState
 
 
@@ -18,10 +22,14 @@ class ExchangeScreen(Screen[None]):
 
     Its data comes from the app's reactives (`FleetHub`), watched from mount;
     its widgets bind to the screen's own (`header`). Start and stop are gated
-    by `check_action`: in read-only mode they show as disabled in the Footer,
-    and pressing them falls through to a hidden binding on the same key that
-    explains why (no key handler needed).
+    by `check_action`: in read-only mode, or when what the dashboard already
+    knows says the command cannot succeed (`perseus_core.present.refusal`),
+    they show as disabled in the Footer, and pressing them falls through to a
+    hidden binding on the same key that says why at once (no key handler).
     """
+
+    GATED_ACTIONS: ClassVar[tuple[str, ...]] = ("start", "stop", "explain")
+    """Actions whose availability depends on the data shown (see `sync_bindings`)."""
 
     BINDINGS = [
         Binding(
@@ -34,8 +42,8 @@ class ExchangeScreen(Screen[None]):
             tooltip="Stop the selected exchange's instance (asks first)",
             id="stop",
         ),
-        Binding("s", "explain_read_only('start')", show=False, id="start-read-only"),
-        Binding("x", "explain_read_only('stop')", show=False, id="stop-read-only"),
+        Binding("s", "explain('start')", show=False, id="start-refused"),
+        Binding("x", "explain('stop')", show=False, id="stop-refused"),
     ]
 
     header: var[HeaderState] = var(HeaderState(target=""), init=False, always_update=True)
@@ -44,6 +52,7 @@ class ExchangeScreen(Screen[None]):
     def __init__(self, header: HeaderState, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.set_reactive(ExchangeScreen.header, header)
+        self._binding_answers: tuple[bool | None, ...] = ()
 
     @property
     def hub(self) -> FleetHub:
@@ -54,6 +63,23 @@ class ExchangeScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.watch(self.hub, "header", self._header_changed, init=False)
+        self.watch(self.hub, "commands", self._commands_changed)
+
+    def _commands_changed(self, lines: tuple[CommandLine, ...]) -> None:
+        for bar in self.query(CommandBar):
+            bar.lines = lines
+
+    def sync_bindings(self) -> None:
+        """Refresh the Footer only when what `check_action` answers changed.
+
+        A refresh recomposes the Footer and lays the screen out again (about
+        30 ms), so doing it on every poll and every feed-triggered read would
+        cost more than the update it follows.
+        """
+        answers = tuple(self.check_action(action, ()) for action in self.GATED_ACTIONS)
+        if answers != self._binding_answers:
+            self._binding_answers = answers
+            self.refresh_bindings()
 
     def _header_changed(self, header: HeaderState | None) -> None:
         if header is not None:
@@ -63,13 +89,27 @@ class ExchangeScreen(Screen[None]):
         """The exchange that start/stop act on (None: nothing selected); screens override it."""
         return None
 
+    def refusal(self, command: CommandType) -> str | None:
+        """Why `command` cannot succeed on the current exchange (None: it may)."""
+        exchange_id = self.current_exchange_id()
+        if exchange_id is None:
+            return None
+        if self.hub.read_only:
+            return self.hub.read_only_reason
+        view = self.hub.views.get(exchange_id)
+        return refusal(view, command) if view is not None else None
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("start", "stop"):
-            if self.hub.read_only:
+            if self.current_exchange_id() is None or self.refusal(CommandType(action)):
                 return None  # shown, greyed out; the explainer binding answers the key
-            return True if self.current_exchange_id() is not None else None
-        if action == "explain_read_only":
-            return self.hub.read_only
+            return True
+        if action == "explain":
+            asked = [CommandType(str(p)) for p in parameters] or [
+                CommandType.START,
+                CommandType.STOP,
+            ]
+            return any(self.refusal(command) for command in asked)
         return True
 
     def action_start(self) -> None:
@@ -84,11 +124,8 @@ class ExchangeScreen(Screen[None]):
         if exchange_id is not None:
             self.post_message(CommandRequested(exchange_id, CommandType.STOP))
 
-    def action_explain_read_only(self, command: str) -> None:
-        """Say why start/stop do nothing."""
-        self.notify(
-            f"Cannot {command}: {self.hub.read_only_reason}",
-            title="Read-only",
-            severity="warning",
-            markup=False,
-        )
+    def action_explain(self, command: str) -> None:
+        """Say at once why start/stop cannot succeed (the app shows the refusal)."""
+        exchange_id = self.current_exchange_id()
+        if exchange_id is not None:
+            self.post_message(CommandRequested(exchange_id, CommandType(command)))

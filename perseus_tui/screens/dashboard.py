@@ -19,6 +19,7 @@ from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.banner import ConnectionBanner
 from perseus_tui.widgets.card_grid import CardGrid, view_matches
+from perseus_tui.widgets.command_bar import CommandBar
 from perseus_tui.widgets.empty_fleet import EmptyFleet
 from perseus_tui.widgets.footer import PerseusFooter
 from perseus_tui.widgets.header import HeaderState, PerseusHeader
@@ -29,9 +30,6 @@ TABLE_THRESHOLD = 60
 """Above this many exchanges the table is shown instead of cards (until `t` is pressed)."""
 
 ViewMode = Literal["auto", "cards", "table"]
-
-GATED_ACTIONS = ("start", "stop", "explain_read_only", "open_detail", "clear_filter")
-"""Actions whose availability depends on the data shown (see `check_action`)."""
 
 
 DASHBOARD_BINDINGS: list[BindingType] = [
@@ -81,6 +79,7 @@ class DashboardScreen(ExchangeScreen):
     AUTO_FOCUS = ""  # the selected card takes the focus once the fleet is loaded
 
     BINDINGS = DASHBOARD_BINDINGS
+    GATED_ACTIONS = (*ExchangeScreen.GATED_ACTIONS, "open_detail", "clear_filter")
 
     def __init__(self, header: HeaderState, *, feed_max_lines: int, tz: tzinfo | None) -> None:
         super().__init__(header, id="dashboard")
@@ -93,7 +92,6 @@ class DashboardScreen(ExchangeScreen):
         self._query = ""
         self.view_mode: ViewMode = "auto"
         self.selected_id: int | None = None
-        self._binding_answers: tuple[bool | None, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield PerseusHeader(self.header, id="header").data_bind(state=DashboardScreen.header)
@@ -114,6 +112,7 @@ class DashboardScreen(ExchangeScreen):
             tz=self._tz,
             id="feed",
         )
+        yield CommandBar()
         yield PerseusFooter()
 
     def on_mount(self) -> None:
@@ -126,7 +125,7 @@ class DashboardScreen(ExchangeScreen):
         self.watch(hub, "display_tz", self.set_timezone, init=False)
         self.watch(hub, "live_entries", self._entries_arrived, init=False)
         self.watch(hub, "feed_history", self.add_feed_history)
-        self.watch(hub, "read_only", lambda _read_only: self._sync_bindings(), init=False)
+        self.watch(hub, "read_only", lambda _read_only: self.sync_bindings(), init=False)
 
     # --- data from the app's reactives -------------------------------------------
 
@@ -199,19 +198,7 @@ class DashboardScreen(ExchangeScreen):
             self.selected_id = views[0].exchange_id
         if first and self.focused is None:
             self.call_after_refresh(self._focus_view)  # once the new cards are mounted
-        self._sync_bindings()
-
-    def _sync_bindings(self) -> None:
-        """Refresh the Footer only when what `check_action` answers changed.
-
-        A refresh recomposes the Footer and lays the screen out again (about
-        30 ms), so doing it on every poll and every feed-triggered read would
-        cost more than the update it follows.
-        """
-        answers = tuple(self.check_action(action, ()) for action in GATED_ACTIONS)
-        if answers != self._binding_answers:
-            self._binding_answers = answers
-            self.refresh_bindings()
+        self.sync_bindings()
 
     def _refresh_views(self) -> None:
         if self._now is None:
@@ -279,7 +266,7 @@ class DashboardScreen(ExchangeScreen):
     @on(InstanceTable.Selected)
     def _selected(self, event: CardGrid.Selected | InstanceTable.Selected) -> None:
         self.selected_id = event.exchange_id
-        self._sync_bindings()
+        self.sync_bindings()
 
     @on(InstanceTable.Opened)
     def _opened(self, event: InstanceTable.Opened) -> None:
@@ -305,7 +292,7 @@ class DashboardScreen(ExchangeScreen):
         filter_input = self.query_one("#filter-input", Input)
         filter_input.display = True
         filter_input.focus()
-        self._sync_bindings()
+        self.sync_bindings()
 
     def action_clear_filter(self) -> None:
         """Drop the filter and hide its input."""
@@ -314,7 +301,7 @@ class DashboardScreen(ExchangeScreen):
         filter_input.display = False
         self._apply_filter("")
         self._focus_view()
-        self._sync_bindings()
+        self.sync_bindings()
 
     @on(Input.Changed, "#filter-input")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -324,7 +311,7 @@ class DashboardScreen(ExchangeScreen):
     def _filter_submitted(self, event: Input.Submitted) -> None:
         event.input.display = bool(event.value)
         self._focus_view()
-        self._sync_bindings()
+        self.sync_bindings()
 
     def _apply_filter(self, query: str) -> None:
         self._query = query.strip()

@@ -18,6 +18,7 @@ from perseus_tui.hub import FleetState
 from perseus_tui.messages import HistoryPage, RefreshRequested
 from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
+from perseus_tui.widgets.command_bar import CommandBar
 from perseus_tui.widgets.footer import PerseusFooter
 from perseus_tui.widgets.header import HeaderState, PerseusHeader
 from perseus_tui.widgets.status_panel import StatusPanel
@@ -74,6 +75,7 @@ class DetailScreen(ExchangeScreen):
                 empty_text="Loading history…",
                 id="history",
             )
+        yield CommandBar()
         yield PerseusFooter()
 
     def on_mount(self) -> None:
@@ -110,6 +112,7 @@ class DetailScreen(ExchangeScreen):
         panel = self.query_one(StatusPanel)
         panel.timing = self.hub.timing()
         panel.show(view, now, self._tz)
+        self.sync_bindings()
 
     def tick(self, now: datetime) -> None:
         """Advance ages to `now`."""

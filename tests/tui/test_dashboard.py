@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from perseus_cli.apps.screenshots import HOSTILE_HOSTNAME, seed_fleet, seed_host
 from perseus_core.instance import Instance
 from perseus_core.plumbing.connection import connect
 from perseus_core.store.activity import ActivityLog
+from perseus_core.store.presence import AgentAnnouncer
 from perseus_core.wire import keys
 from perseus_core.wire.models import CatalogEntry, ConnectionState, ErrorEntry, InstanceStatus
 from perseus_core.wire.settings import Settings
@@ -24,6 +26,7 @@ from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
+from perseus_tui.widgets.command_bar import line_content
 from perseus_tui.widgets.empty_fleet import EmptyFleet
 from perseus_tui.widgets.instance_card import InstanceCard
 from perseus_tui.widgets.instance_table import InstanceTable
@@ -36,6 +39,11 @@ AppFactory = Callable[..., PerseusApp]
 def card_text(app: PerseusApp, exchange_id: int) -> str:
     card = app.dashboard.grid.card(exchange_id)
     return card.render().plain if card is not None else ""
+
+
+def command_lines(app: PerseusApp) -> str:
+    """The command bar's lines, as plain text."""
+    return "\n".join(line_content(line).plain for line in app.commands)
 
 
 def feed_text(feed: ActivityFeed) -> list[str]:
@@ -127,8 +135,11 @@ async def test_start_and_stop_a_real_agent_through_the_keys(
         app.dashboard.grid.select(5)
         await pilot.press("s")
         await eventually(lambda: "Running for" in card_text(app, 5), within=15)
-        await eventually(lambda: notes.has("Done"), within=10)
-        assert notes.has("Sent") and notes.has("Acknowledged"), notes.text()
+        await eventually(lambda: "✔ Start" in command_lines(app), within=10, what="done")
+        # One line for the command, updated in place; no toast for a success.
+        line = command_lines(app)
+        assert "sent" in line and "Acknowledged by" in line and "done" in line, line
+        assert len(app.commands) == 1 and not notes.items, notes.text()
         assert "7 symbols" in card_text(app, 5)
 
         await pilot.press("x")
@@ -142,7 +153,7 @@ async def test_start_and_stop_a_real_agent_through_the_keys(
             getattr(e, "to_state", "") for e in app.dashboard.feed.entries if e.stream == "gamma"
         ]
         assert {"stopping", "stopped", "idle"} <= set(states)
-        await eventually(lambda: sum("Done" in m for _, m, _ in notes.items) >= 2, 10)
+        await eventually(lambda: command_lines(app).count("done") >= 2, 10)
         await eventually(lambda: "Idle for" in card_text(app, 5), within=10)
         view = app.views[5]
         assert view.last_known is not None and view.last_known.state == "idle"
@@ -156,30 +167,73 @@ async def test_stop_can_be_cancelled(
     make_app: AppFactory, redis: Redis, settings: Settings
 ) -> None:
     await add_catalog(redis, 3, "delta")
+    instance = Instance(redis, settings, exchange_id=3, exchange_name="delta", hostname="d-host")
+    await instance.claim()
     app = make_app()
     notes = Notes(app)
     async with app.run_test(size=(120, 40)) as pilot:
-        await eventually(lambda: bool(card_text(app, 3)))
+        await eventually(lambda: "IDLE" in card_text(app, 3))
         await pilot.press("x")
         await eventually(lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("n")
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmScreen)
-        assert not notes.has("Sent")
+        assert not app.commands and not notes.items
         assert await redis.exists(keys.commands_key(3)) == 0
+    await instance.close()
 
 
-async def test_no_agent_answered(
+async def test_commands_that_cannot_succeed_are_refused_at_once(
+    make_app: AppFactory, settings: Settings, redis: Redis
+) -> None:
+    """Offline (no agent): neither start nor stop is sent; active: start is refused."""
+    await add_catalog(redis, 4, "epsilon")
+    await add_catalog(redis, 7, "eta")
+    instance = Instance(redis, settings, exchange_id=7, exchange_name="eta", hostname="eta-host")
+    await instance.claim()
+    await instance.transition(ConnectionState.STARTING)
+    app = make_app()
+    notes = Notes(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: "OFFLINE" in card_text(app, 4) and card_text(app, 7))
+        app.dashboard.grid.select(4)
+        await pilot.pause()
+        assert app.screen.active_bindings["s"].enabled is False  # greyed in the footer
+        started = time.monotonic()
+        await pilot.press("s")
+        await eventually(lambda: "refused" in command_lines(app), within=1)
+        assert time.monotonic() - started < 1  # no ack timeout waited out
+        assert "✖ Start Epsilon #4 refused: no agent runs for it" in command_lines(app)
+        await pilot.press("x")
+        await eventually(lambda: "Stop Epsilon #4 refused" in command_lines(app), within=1)
+        assert not isinstance(app.screen, ConfirmScreen)
+        await pilot.press("right")  # the next card: eta, starting
+        await pilot.press("s")
+        await eventually(lambda: "already starting" in command_lines(app), within=1)
+        assert len(app.commands) == 2 and not notes.items, notes.text()
+        assert await redis.exists(keys.commands_key(4), keys.commands_key(7)) == 0
+    await instance.close()
+
+
+async def test_no_agent_answered_is_one_failure_toast(
     make_app: AppFactory, make_settings: Callable[..., Settings], redis: Redis
 ) -> None:
-    await add_catalog(redis, 4, "epsilon")
+    """An agent's presence that nobody answers behind (it hung): the start is sent,
+    times out, and that failure is the one notification."""
+    await add_catalog(redis, 8, "theta")
+    silent = AgentAnnouncer(
+        redis, make_settings(heartbeat_ttl_ms=60_000), exchange_id=8, exchange_name="theta",
+        state=lambda: ConnectionState.IDLE, hostname="hung-host",
+    )  # fmt: skip
+    await silent.publish()
     app = make_app(settings=make_settings(refresh_ms=60_000, ack_timeout_ms=300))
     notes = Notes(app)
     async with app.run_test(size=(120, 40)) as pilot:
-        await eventually(lambda: bool(card_text(app, 4)))
+        await eventually(lambda: "READY" in card_text(app, 8))
         await pilot.press("s")
         await eventually(lambda: notes.has("no agent answered"), within=5)
-        assert "error" in {sev for _, _, sev in notes.items}, notes.text()
+        assert [sev for _, _, sev in notes.items] == ["error"], notes.text()
+        assert "✖ Start Theta #8: sent" in command_lines(app)
 
 
 async def test_read_only_disables_start_and_stop_and_says_why(
@@ -195,7 +249,7 @@ async def test_read_only_disables_start_and_stop_and_says_why(
         await pilot.press("s")
         await pilot.press("x")
         await pilot.pause()
-        assert notes.has("--read-only"), notes.text()
+        assert "--read-only" in command_lines(app) and not notes.items, notes.text()
         assert not isinstance(app.screen, ConfirmScreen)
         assert await redis.exists(keys.commands_key(6)) == 0
 
@@ -209,13 +263,18 @@ async def test_an_acl_without_write_rights_switches_to_read_only(
             "ACL", "SETUSER", "viewer", "on", ">secret", "~*", "&*", "+@all", "-@write"
         )
         await add_catalog(admin, 7, "eta")
+        waiting = AgentAnnouncer(
+            admin, make_settings(heartbeat_ttl_ms=60_000), exchange_id=7, exchange_name="eta",
+            state=lambda: ConnectionState.IDLE,
+        )  # fmt: skip
+        await waiting.publish()  # an agent is ready, so the start is not refused
     finally:
         await admin.aclose()
     url = f"redis://viewer:secret@127.0.0.1:{fresh_redis.port}/0"
     app = make_app(settings=make_settings(redis_url=url, refresh_ms=60_000), target_label=None)
     notes = Notes(app)
     async with app.run_test(size=(120, 40)) as pilot:
-        await eventually(lambda: bool(card_text(app, 7)))
+        await eventually(lambda: "READY" in card_text(app, 7))
         assert "secret" not in app.target and "***" in app.target
         await pilot.press("s")
         await eventually(lambda: app.read_only, within=5)

@@ -1,0 +1,77 @@
+"""Going offline and coming back, as the dashboard observes them between two reads.
+
+An instance that is killed writes nothing: its status key simply expires, so
+the activity stream never says it went offline. The dashboard sees the key
+go, and tells the operator in the feed and the exchange's history, marked as
+its own observation. It never writes that into the exchange's activity
+stream: another dashboard may see it at a different moment, and the stream
+is shared with the TypeScript servers, whose admin shows every entry there.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from datetime import datetime
+
+from perseus_core.store.network import ExchangeView
+from perseus_core.wire.models import ConnectionState, OtherEntry
+from perseus_core.wire.timeutil import format_ts
+
+OBSERVED_OFFLINE = "observed_offline"
+"""The event of an entry saying a status key vanished while its instance ran."""
+OBSERVED_ONLINE = "observed_online"
+"""The event of an entry saying an exchange seen going offline is back."""
+OBSERVED_EVENTS = frozenset({OBSERVED_OFFLINE, OBSERVED_ONLINE})
+
+_RELEASED = frozenset({ConnectionState.STOPPING, ConnectionState.STOPPED, ConnectionState.IDLE})
+"""States after which a missing key is a release (the stream says so), not a loss."""
+
+
+class OfflineObserver:
+    """Compares each read of the fleet with the previous one and reports the
+    exchanges whose instance vanished without releasing its slot, and their return."""
+
+    def __init__(self) -> None:
+        self._gone: set[int] = set()
+        """Exchanges seen going offline and not back yet."""
+        self._serial = itertools.count(1)
+
+    def compare(
+        self,
+        before: Mapping[int, ExchangeView],
+        after: Mapping[int, ExchangeView],
+        now: datetime,
+    ) -> list[OtherEntry]:
+        """The observations between two reads, oldest first (empty on the first read)."""
+        found: list[OtherEntry] = []
+        for exchange_id, view in after.items():
+            old = before.get(exchange_id)
+            if old is None:
+                continue
+            if old.online and not view.online:
+                state = old.status.connection_state if old.status is not None else None
+                if state in _RELEASED:
+                    continue
+                self._gone.add(exchange_id)
+                found.append(self._entry(OBSERVED_OFFLINE, old, now, state or "unreadable"))
+            elif view.online and exchange_id in self._gone:
+                self._gone.discard(exchange_id)
+                state = view.status.connection_state if view.status is not None else None
+                found.append(self._entry(OBSERVED_ONLINE, view, now, state or "unreadable"))
+        return found
+
+    def _entry(self, event: str, view: ExchangeView, now: datetime, state: str) -> OtherEntry:
+        status = view.status
+        name = view.exchange_name or (status.exchange_name if status is not None else "")
+        fields = {
+            "id": f"observed-{next(self._serial)}",
+            "stream": name.lower(),
+            "event": event,
+            "timestamp": format_ts(now),
+            "exchangeId": str(view.exchange_id),
+            "exchangeName": name,
+            "hostname": status.hostname if status is not None else "",
+            "state": str(state),
+        }
+        return OtherEntry.model_validate(fields)
