@@ -38,12 +38,12 @@ from perseus_core.store.network import NetworkReader, NetworkSnapshot
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import ActivityEntry, CommandReply, CommandType, ReplyStatus
 from perseus_core.wire.settings import Settings
+from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import Clock
 from perseus_tui.messages import (
     CommandProgress,
     CommandStage,
     ConnectionLost,
-from perseus_core.wire.text import clean
     ExchangesRefreshed,
     FeedEntries,
     FeedHistory,
@@ -92,11 +92,12 @@ class FleetService:
         self._feed_batch: FeedEntries | None = None
         self._ids_by_name: dict[str, int] = {}
         """Stream name -> exchange id of every exchange read so far."""
+        self._problems: set[str] = set()
+        """What the latest fleet read could not read (shown once each)."""
 
     @property
     def redis(self) -> RedisClient:
         """The client for short commands (blocking reads use their own)."""
-        self._problems: set[str] = set()
         if self._redis is None:
             # One immediate retry replaces a pooled connection that went stale
             # (server restarted); redis-py's default backoff retries would hide
@@ -186,16 +187,16 @@ class FleetService:
             )
         self._problems = current
 
-    async def _poll_fleet(self) -> None:
-        """Read the fleet every `refresh_s`, and changed exchanges as soon as they change.
-
-        While Redis is unreachable, retry every `retry_s` and say so each time.
-        """
     def _remember(self, snapshot: NetworkSnapshot) -> None:
         self._ids_by_name = {
             view.exchange_name.lower(): view.exchange_id for view in snapshot.exchanges
         }
 
+    async def _poll_fleet(self) -> None:
+        """Read the fleet every `refresh_s`, and changed exchanges as soon as they change.
+
+        While Redis is unreachable, retry every `retry_s` and say so each time.
+        """
         reader = NetworkReader(self.redis, self.settings, clock=self._clock)
         next_full = 0.0
         failing = False
@@ -212,12 +213,12 @@ class FleetService:
                     snapshot = await reader.snapshot(discover_online=discover)
                     next_full = time.monotonic() + self.refresh_s
                     self._remember(snapshot)
+                    self._tell_once(snapshot.problems)
                     self._host.post_message(SnapshotLoaded(snapshot))
                 elif self._dirty:
                     ids = sorted(self._dirty)
                     self._dirty.clear()
                     if len(ids) > PARTIAL_REFRESH_MAX:
-                    self._tell_once(snapshot.problems)
                         self._full_due = True
                         continue
                     views = [await reader.exchange(exchange_id) for exchange_id in ids]
@@ -230,14 +231,14 @@ class FleetService:
                 failing = True
                 reason = describe_redis_error(self.settings, exc)
                 self._host.post_message(ConnectionLost(reason, self.retry_s))
+            except RedisError as exc:  # an error reply: Redis answers, it refuses this read
+                failing = True
+                self._tell_once([f"the fleet read was refused: {exc}"])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
 
     # --- activity ----------------------------------------------------------------------
-            except RedisError as exc:  # an error reply: Redis answers, it refuses this read
-                failing = True
-                self._tell_once([f"the fleet read was refused: {exc}"])
 
     def feed_batch_shown(self, batch: FeedEntries) -> None:
         """The host handled `batch`: the follower starts a new one from here on."""
