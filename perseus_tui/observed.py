@@ -11,6 +11,7 @@ is shared with the TypeScript servers, whose admin shows every entry there.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -23,6 +24,8 @@ OBSERVED_OFFLINE = "observed_offline"
 OBSERVED_ONLINE = "observed_online"
 """The event of an entry saying an exchange seen going offline is back."""
 OBSERVED_EVENTS = frozenset({OBSERVED_OFFLINE, OBSERVED_ONLINE})
+KEPT = 500
+"""Observations kept for detail screens opened later (they live as long as the dashboard)."""
 
 _RELEASED = frozenset({ConnectionState.STOPPING, ConnectionState.STOPPED, ConnectionState.IDLE})
 """States after which a missing key is a release (the stream says so), not a loss."""
@@ -36,6 +39,12 @@ class OfflineObserver:
         self._gone: set[int] = set()
         """Exchanges seen going offline and not back yet."""
         self._serial = itertools.count(1)
+        self.recent: deque[OtherEntry] = deque(maxlen=KEPT)
+        """The latest observations, oldest first (a detail screen opened later shows them)."""
+
+    def about(self, stream: str) -> list[OtherEntry]:
+        """The kept observations of one exchange (by stream name), newest first."""
+        return [entry for entry in reversed(self.recent) if entry.stream == stream]
 
     def compare(
         self,
@@ -59,6 +68,7 @@ class OfflineObserver:
                 self._gone.discard(exchange_id)
                 state = view.status.connection_state if view.status is not None else None
                 found.append(self._entry(OBSERVED_ONLINE, view, now, state or "unreadable"))
+        self.recent.extend(found)
         return found
 
     def _entry(self, event: str, view: ExchangeView, now: datetime, state: str) -> OtherEntry:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 
 from textual import events, on, work
 from textual.app import ComposeResult
@@ -22,6 +22,11 @@ from perseus_tui.widgets.command_bar import CommandBar
 from perseus_tui.widgets.footer import PerseusFooter
 from perseus_tui.widgets.header import HeaderState, PerseusHeader
 from perseus_tui.widgets.status_panel import StatusPanel
+
+
+def _entry_time(entry: ActivityEntry) -> datetime:
+    return entry.time or datetime.min.replace(tzinfo=UTC)
+
 
 PAGE_SIZE = 50
 """History entries read per page."""
@@ -153,10 +158,15 @@ class DetailScreen(ExchangeScreen):
     @on(HistoryPage)
     def _history_page(self, message: HistoryPage) -> None:
         feed = self.query_one(ActivityFeed)
+        entries = message.entries
         if message.first:
             self._loaded_first = True
             feed.empty_text = "No activity recorded for this exchange"
-        feed.add_older(message.entries)
+            # What this dashboard observed (never in the stream) joins the history in time order.
+            observed = self.hub.observer.about(self.exchange_name.lower())
+            if observed:
+                entries = sorted([*entries, *observed], key=_entry_time, reverse=True)
+        feed.add_older(entries)
         self._cursor = message.next_cursor
         self._exhausted = message.next_cursor is None or feed.is_full
         self.refresh_bindings()
