@@ -31,7 +31,9 @@ from perseus_core.store.activity import (
     ActivityLog,
     ActivityPage,
     ActivityTail,
+    exchange_stream_keys,
     parse_cursor,
+    stream_label,
     stream_name,
 )
 from perseus_core.store.network import NetworkReader
@@ -136,9 +138,10 @@ def _resume_points(page: ActivityPage, names: Sequence[str]) -> dict[str, str]:
     would hold it), so it resumes there; with an empty page, from the start.
     """
     floor = page.entries[-1].id if page.entries else "0-0"
-    points = {name.lower(): floor for name in names}
+    labels = [stream_label(key) for key in exchange_stream_keys(names)]
+    points = dict.fromkeys(labels, floor)  # both streams of each exchange
     for entry in reversed(page.entries):  # oldest first: the newest per stream wins
-        points[entry.stream.lower()] = entry.id
+        points[stream_label(entry.key)] = entry.id
     return points
 
 

@@ -647,7 +647,7 @@ def test_catalog_add_list_remove(r: sync_redis.Redis, redis_url: str) -> None:
     assert listed.exit_code == 0
     assert [line.split() for line in listed.stdout.splitlines()] == [
         ["ID", "NAME", "DISPLAY", "ACTIVE"],
-        ["1", "coinbase", "-", "yes"],
+        ["1", "coinbase", "Coinbase", "yes"],
         ["2", "kraken", "Kraken", "yes"],
     ]
     as_json = json.loads(invoke(redis_url, "catalog", "list", "--json").stdout)

@@ -4,9 +4,11 @@
 from perseus_core.store.activity.cursors import (
     CURSOR_SEPARATOR,
     StreamRows,
+    exchange_stream_keys,
     format_cursor,
     parse_cursor,
     parse_stream_id,
+    stream_label,
     stream_name,
 )
 from perseus_core.store.activity.log import DAY_MS, ActivityLog
@@ -21,8 +23,10 @@ __all__ = [
     "ActivityTail",
     "NamesProvider",
     "StreamRows",
+    "exchange_stream_keys",
     "format_cursor",
     "parse_cursor",
     "parse_stream_id",
+    "stream_label",
     "stream_name",
 ]
