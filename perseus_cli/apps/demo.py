@@ -60,11 +60,11 @@ class Role(StrEnum):
     green again at the next beat, never offline."""
 
 
-LAGGING_INTERVAL_MS = 5_500
-LAGGING_TTL_MS = 9_000
-"""The lagging agent's heartbeat interval and TTL: its age runs beyond two
-demo intervals (red on a dashboard using the demo's settings), while its own
-longer TTL keeps its key and presence from expiring between beats."""
+LAGGING_INTERVAL_MS = 5_000
+"""The lagging agent's heartbeat interval: its age runs beyond two demo
+intervals (red on a dashboard using the demo's settings) yet ends a second
+before the demo's TTL, so its key never expires. Its TTL is the demo's: a
+reader dates a heartbeat by the key's remaining TTL against its own setting."""
 
 _ROLE_ORDER = (Role.ACTIVE, Role.IDLE, Role.CRASHING, Role.KILLED, Role.WARMING, Role.LAGGING)
 """Roles given to the first six agents (a smaller fleet takes a prefix); the
@@ -158,11 +158,6 @@ class DemoMember:
     def heartbeat_interval_ms(self) -> int:
         """The demo's interval, except for the agent whose heartbeats lag."""
         return LAGGING_INTERVAL_MS if self.role is Role.LAGGING else HEARTBEAT_INTERVAL_MS
-
-    @property
-    def heartbeat_ttl_ms(self) -> int:
-        """The demo's TTL, except for the agent whose heartbeats lag."""
-        return LAGGING_TTL_MS if self.role is Role.LAGGING else HEARTBEAT_TTL_MS
 
     @property
     def warmup_s(self) -> float:

@@ -125,7 +125,7 @@ class DemoFleet:
             {
                 "PERSEUS_REDIS_URL": self.url,
                 "PERSEUS_HEARTBEAT_INTERVAL_MS": str(member.heartbeat_interval_ms),
-                "PERSEUS_HEARTBEAT_TTL_MS": str(member.heartbeat_ttl_ms),
+                "PERSEUS_HEARTBEAT_TTL_MS": str(HEARTBEAT_TTL_MS),
                 "PERSEUS_PUBLIC_IP": member.ip,
                 "PERSEUS_STOP_GRACE_MS": str(int(STOP_GRACE_S * 1000)),
                 "PYTHONUNBUFFERED": "1",
