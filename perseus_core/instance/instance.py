@@ -180,8 +180,7 @@ class Instance:
 
     @property
     def lease_confirmed_at(self) -> float | None:
-        """When (`time.monotonic()`) the last heartbeat Redis confirmed was sent (see
-        `Lease.confirmed_at`): a supervised child must be gone by this + the TTL."""
+        """Monotonic send time of the last heartbeat Redis confirmed (`Lease.confirmed_at`)."""
         return self._lease.confirmed_at
 
     @property
@@ -258,9 +257,8 @@ class Instance:
     async def release(self) -> bool:
         """Stop the heartbeat and delete the status key if it is still ours.
 
-        Never raises on Redis errors: the heartbeat has stopped, so the key
-        expires within its TTL anyway; the failure is logged and kept in
-        `last_write_error`.
+        Never raises on Redis errors: the heartbeat has stopped, so the key expires
+        within its TTL anyway; the failure is logged and kept in `last_write_error`.
 
         Returns:
             True if our key was deleted now; False otherwise (nothing held,
