@@ -15,14 +15,10 @@ another agent could claim the slot.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +28,7 @@ from perseus_core.store.control import ControlClient
 from perseus_core.wire import keys
 from perseus_core.wire.models import InstanceStatus, ReplyStatus
 from perseus_core.wire.settings import Settings
+from tests.waiting import eventually
 
 EXCHANGE_ID = 7
 NAME = "splitbrain"
@@ -144,20 +141,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-async def _until(check: Callable[[], object], within: float, what: str) -> None:
-    """Poll `check` (sync or async) every few ms: the rounds time children to the ms."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 async def _active_pid(redis: Redis) -> int | None:
     """The pid of the agent holding the slot, once it is active."""
     raw = await redis.get(keys.status_key(EXCHANGE_ID))
@@ -174,9 +157,9 @@ async def run_rounds(rounds: int, redis_url: str, workdir: Path) -> Report:
     report = Report()
     agents = [spawn_agent(redis_url, workdir, "a", autostart=True)]
     try:
-        await _until(lambda: _active_pid(redis), 20, "the first agent to be active")
+        await eventually(lambda: _active_pid(redis), 20, "the first agent to be active")
         agents.append(spawn_agent(redis_url, workdir, "b", autostart=False))
-        await _until(lambda: "listening for commands" in agents[1].log.read_text(), 20, "b")
+        await eventually(lambda: "listening for commands" in agents[1].log.read_text(), 20, "b")
         client = ControlClient(redis, settings)
         for _ in range(rounds):
             pid = await _active_pid(redis)
@@ -210,15 +193,15 @@ async def _one_round(
     before = set(_runs(standby.ticks))
     os.kill(holder.process.pid, signal.SIGSTOP)
     try:
-        await _until(lambda: _gone(redis), 10, "the key to expire")
+        await eventually(lambda: _gone(redis), 10, "the key to expire")
         alive = _alive(old_pid)
         outcome = await client.send(EXCHANGE_ID, "start", operator="split-brain")
         if outcome.status is not ReplyStatus.SUCCESS:
             raise AssertionError(f"the standby did not start: {outcome.message}")
     finally:
         os.kill(holder.process.pid, signal.SIGCONT)
-    await _until(lambda: holder.fenced_count() > fenced, 20, "the old holder to fence")
-    await _until(lambda: set(_runs(standby.ticks)) - before, 10, "the new child to tick")
+    await eventually(lambda: holder.fenced_count() > fenced, 20, "the old holder to fence")
+    await eventually(lambda: set(_runs(standby.ticks)) - before, 10, "the new child to tick")
     _, old_last = _runs(holder.ticks)[old_child]
     [new_child] = set(_runs(standby.ticks)) - before
     new_first, _ = _runs(standby.ticks)[new_child]
