@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***`, safe to print or log.
+    """The URL with every secret it may hold replaced by `***`, safe to print or log.
 
-    A username is kept (it helps to know *who* connects); the password never
-    leaves the process. Unparseable input is redacted entirely rather than
-    risk echoing a secret.
+    Secrets hide in three places: the userinfo password, a `?password=`
+    query parameter (redis-py honours it), and any other query parameter
+    whose name looks like a secret (`SECRET_PARAMETER`). A username is kept
+    (it helps to know *who* connects). A password with an unencoded `#`,
+    `/` or `?` cuts the address short for a URL parser, so the whole
+    userinfo is hidden then; unparseable input is redacted entirely rather
+    than risk echoing a secret.
     """
     try:
         parts = urlsplit(url)
+        if "@" in url and "@" not in parts.netloc:  # '#', '/' or '?' in a password
+            return _redact_query_of(_USERINFO_RAW.sub(r"\g<scheme>***@", url, count=1))
+        query = _redact_query(parts.query)
         if parts.password is None:
-            return url
+            return url if query == parts.query else urlunsplit(parts._replace(query=query))
         user = parts.username or ""
         host = parts.hostname or ""
         if ":" in host:
@@ -27,15 +34,21 @@ def redact_url(url: str) -> str:
         netloc = f"{user}:***@{host}" if user else f"***@{host}"
         if parts.port is not None:
             netloc += f":{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
         # `redis+sentinel://u:p@h1:26379,h2:26379/...` lists several hosts,
         # which urlsplit cannot parse: blank the password by pattern instead.
         redacted, found = _USERINFO.subn(_redact_userinfo, url, count=1)
-        return redacted if found else "<unparseable redis url>"
+        return _redact_query_of(redacted) if found else "<unparseable redis url>"
 
+
+SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|key|auth|cred|sig", re.IGNORECASE)
+"""Query parameter names whose values are hidden: `password`, `pass`, `pwd`,
+`secret`, `token`, `key` (also `api_key`, `ssl_keyfile`: a path shown as
+`***` costs nothing), `auth`, `credentials`, `signature`..."""
 
 _USERINFO = re.compile(r"^(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*)(?P<password>:[^@/]*)?@")
+_USERINFO_RAW = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)[^@]*@")
 
 
 def _redact_userinfo(match: re.Match[str]) -> str:
@@ -43,6 +56,28 @@ def _redact_userinfo(match: re.Match[str]) -> str:
         return match.group(0)
     user = match.group("user")
     return f"{match.group('scheme')}{user}:***@" if user else f"{match.group('scheme')}***@"
+
+
+def _redact_query(query: str) -> str:
+    """`query` with the value of every secret-looking parameter replaced by `***`."""
+    if not query:
+        return query
+    items = []
+    for item in query.split("&"):
+        name, sep, value = item.partition("=")
+        if sep and value and SECRET_PARAMETER.search(unquote_plus(name)):
+            item = f"{name}=***"
+        items.append(item)
+    return "&".join(items)
+
+
+def _redact_query_of(url: str) -> str:
+    """`_redact_query` on whatever follows the first `?` of a URL urlsplit cannot read."""
+    head, sep, query = url.partition("?")
+    if not sep:
+        return url
+    query, hash_sign, fragment = query.partition("#")
+    return f"{head}?{_redact_query(query)}{hash_sign}{fragment}"
 
 
 class Settings(BaseSettings):

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from click.testing import CliRunner
+from textual.app import App
 
 from perseus_cli.main import cli
 from perseus_core.notify import Notifier
@@ -91,6 +92,12 @@ def _markup_parsed(literal: str, output: str) -> bool:
     opening = literal[: literal.index("]") + 1]
     unescaped = output.replace("\\", "")  # Discord payloads escape brackets
     return inner in unescaped and opening not in unescaped
+
+
+def screen_text(app: App[object]) -> str:
+    """Every row of the app's current screen as the compositor renders it."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join("".join(segment.text for segment in strip) for strip in strips)
 
 
 def run_cli(url: str, surface: str) -> Reading:
@@ -188,9 +195,7 @@ async def run_dashboard(
             await pilot.pause()
             if act is not None:
                 await act(pilot)
-            strips = app.screen._compositor.render_strips()
-            screen = "\n".join("".join(segment.text for segment in strip) for strip in strips)
-            reading.output = "\n".join([screen, *notes])
+            reading.output = "\n".join([screen_text(app), *notes])
             reading.shows_live = any(view.exchange_name == LIVE_NAME for view in app.views.values())
             if app.connected is False:
                 reading.notes.append("says Redis is unreachable")
