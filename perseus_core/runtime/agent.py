@@ -16,6 +16,9 @@ Redis outages are absorbed below the agent: the instance's heartbeat retries
 and re-creates a vanished key when the slot is still free (or reports the
 lease lost when it is not), transitions made meanwhile reach the key on the
 next heartbeat, and the command server reconnects and resumes where it was.
+An outage (or a freeze of the agent) that outlasts the lease, less the
+watchdog's margin (`supervisor`), costs the child: its watchdog kills it
+before another agent could claim the slot, and the run ends as after a crash.
 
 Idle or not, the agent announces itself for as long as it runs (presence,
 docs/wire-format.md 2.4: refreshed every heartbeat interval and on every
