@@ -183,7 +183,8 @@ async def test_round_trip_through_the_cli(
 
     again = await perseus(redis_url, "stop", "1", "--operator", "alice")
     assert again.returncode == 1
-    assert "cannot stop coinbase: it is idle" in again.stderr
+    # Refused before sending: nothing runs, so a stop cannot succeed.
+    assert "cannot stop exchange 1: no instance of it is running" in again.stderr
 
     assert await transitions(redis, settings) == FULL_ROUND_TRIP
     audit = [e for e in await entries(redis, settings) if isinstance(e, CommandEntry)]
