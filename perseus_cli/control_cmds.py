@@ -23,9 +23,10 @@ from typing import Any
 import click
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoPermissionError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from perseus_cli.common import load_settings, run
+from perseus_cli.failures import is_acl_denial
 from perseus_cli.options import (
     EXIT_ERROR,
     EXIT_NO_AGENT,
@@ -153,7 +154,9 @@ async def _send(
         raise RedisUnavailable(
             f"{describe_redis_error(settings, exc)} (the command was not sent)"
         ) from exc
-    except NoPermissionError as exc:
+    except ResponseError as exc:
+        if not is_acl_denial(exc):
+            raise
         # Which right is missing follows from how far the command got: not
         # sent, the command stream; sent, the list its replies arrive in.
         if not sent:

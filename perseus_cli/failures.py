@@ -106,6 +106,18 @@ def redis_url_problem(settings: Settings) -> str | None:
     return None
 
 
+def is_acl_denial(exc: BaseException) -> bool:
+    """Whether Redis refused a command for this user's ACL rights: a NOPERM
+    reply, or the error a Lua script reports when a call inside it is denied
+    (`The user executing the script can't run this command`)."""
+    if isinstance(exc, NoPermissionError):
+        return True
+    text = str(exc)
+    return isinstance(exc, ResponseError) and (
+        "NOPERM" in text or "can't run this command" in text or "no permissions" in text
+    )
+
+
 def describe_failure(settings: Settings, exc: BaseException) -> Failure | None:
     """The line and exit code for an error a verb may meet, or None when it is
     not one this module knows (a bug, reported by the caller as such)."""

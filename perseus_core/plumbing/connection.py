@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.exceptions import AuthenticationError, InvalidResponse, NoPermissionError, ResponseError
+from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
@@ -285,13 +285,13 @@ def describe_redis_error(settings_or_url: Settings | str, exc: BaseException) ->
     return f"cannot reach Redis at {url}: {clean(reason, 300)}"
 
 
-def describe_refusal(exc: NoPermissionError, command: str, key: str) -> str:
+def describe_refusal(exc: ResponseError, command: str, key: str) -> str:
     """One line naming the right this user lacks: `this user may not XADD
     perseus:commands:2 (NOPERM ...)`; Redis's own words follow, shortened."""
     return f"this user may not {command.upper()} {clean(key, 200)} ({clean(str(exc), 160)})"
 
 
-def access_denied(exc: NoPermissionError, command: str, key: str) -> AccessDenied:
+def access_denied(exc: ResponseError, command: str, key: str) -> AccessDenied:
     """The `AccessDenied` to raise for a NOPERM reply to `command` on `key`."""
     return AccessDenied(describe_refusal(exc, command, key))
 
