@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, tzinfo
 from typing import Literal
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import ContentSwitcher, Input
@@ -258,9 +258,8 @@ class DashboardScreen(ExchangeScreen):
             self.table.focus()
         else:
             if self.selected_id is not None:
-                self.grid.select(self.selected_id)
-            else:
-                self.grid.focus_selection()
+                self.grid.select(self.selected_id, focus=False)
+            self.grid.focus_selection()  # the first visible card if the filter hides it
 
     @on(CardGrid.Selected)
     @on(InstanceTable.Selected)
@@ -291,7 +290,9 @@ class DashboardScreen(ExchangeScreen):
         """Show the filter input and type into it."""
         filter_input = self.query_one("#filter-input", Input)
         filter_input.display = True
-        filter_input.focus()
+        # Focus now, not after the next refresh (`focus()`): keys typed right after
+        # `/` are already queued, and must reach the input, not the selected card.
+        self.set_focus(filter_input)
         self.sync_bindings()
 
     def action_clear_filter(self) -> None:
@@ -302,6 +303,31 @@ class DashboardScreen(ExchangeScreen):
         self._apply_filter("")
         self._focus_view()
         self.sync_bindings()
+
+    async def on_key(self, event: events.Key) -> None:
+        """Hand the filter the keys typed right after `/`.
+
+        A terminal delivers a burst of keys at once, and the app forwards each
+        to the widget focused when it arrives: the selected card, for every key
+        of `/off⏎`. Bindings run only when a key has bubbled back up to the
+        app, after the whole burst was forwarded; so `/` opens the filter here,
+        on the way up, and the keys behind it are typed into the filter instead
+        of moving the selection or opening a detail screen.
+        """
+        filter_input = self.query_one("#filter-input", Input)
+        if self.focused is not filter_input:
+            if event.key == "slash":
+                self.action_filter()
+            else:
+                return
+        elif event.is_printable and event.character is not None:
+            filter_input.insert_text_at_cursor(event.character)  # the input's own never bubble
+        elif event.key == "enter":
+            await filter_input.action_submit()
+        else:
+            return
+        event.stop()
+        event.prevent_default()
 
     @on(Input.Changed, "#filter-input")
     def _filter_changed(self, event: Input.Changed) -> None:
