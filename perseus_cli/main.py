@@ -40,6 +40,11 @@ VERBS: dict[str, Verb] = {
         "demo",
         "Try Perseus on a throw-away Redis with a fleet of real agents.",
     ),
+    "doctor": Verb(
+        "perseus_cli.doctor_cmd",
+        "doctor",
+        "Check a Redis target the way Perseus will use it.",
+    ),
     "log": Verb(
         "perseus_cli.log_cmd",
         "log_cmd",

@@ -34,6 +34,7 @@ from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog, ActivityPage, ActivityTail
 from perseus_core.store.control import ControlClient, NoAgentAnswered
+from perseus_core.store.doctor import probe_roles
 from perseus_core.store.network import NetworkReader, NetworkSnapshot
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import ActivityEntry, CommandReply, CommandType, ReplyStatus
@@ -94,6 +95,8 @@ class FleetService:
         """Stream name -> exchange id of every exchange read so far."""
         self._problems: set[str] = set()
         """What the latest fleet read could not read (shown once each)."""
+        self._rights_known = False
+        """Whether this user's right to send commands was probed yet."""
 
     @property
     def redis(self) -> RedisClient:
@@ -215,6 +218,8 @@ class FleetService:
                     self._remember(snapshot)
                     self._tell_once(snapshot.problems)
                     self._host.post_message(SnapshotLoaded(snapshot))
+                    if not self._rights_known:
+                        await self._probe_rights(snapshot)
                 elif self._dirty:
                     ids = sorted(self._dirty)
                     self._dirty.clear()
@@ -237,6 +242,19 @@ class FleetService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
+
+    async def _probe_rights(self, snapshot: NetworkSnapshot) -> None:
+        """Once connected, ask Redis (without writing) whether this user may
+        send commands; a viewer's dashboard then starts read-only and never
+        offers start or stop."""
+        ids = [view.exchange_id for view in snapshot.exchanges if view.exchange_id >= 0]
+        roles = await probe_roles(self.redis, ids[0] if ids else 1)
+        self._rights_known = True
+        if not roles.operator:
+            refusal = next(
+                (r for r in roles.refusals if " XADD " in r), "no right to send commands"
+            )
+            self._host.post_message(ReadOnlyDetected(f"Redis refuses commands: {refusal}"))
 
     # --- activity ----------------------------------------------------------------------
 

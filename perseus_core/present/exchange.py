@@ -213,20 +213,10 @@ SKEW_WARNING_S = 2.0
 before a clock skew is reported."""
 
 
-def heartbeat_skew_s(view: ExchangeView) -> float | None:
-    """How far the writer's clock is ahead of Redis's (negative: behind), as
-    its `lastHeartbeat` against the heartbeat dated by PTTL; None when either
-    is unknown. Includes this host's own offset from Redis only through the
-    read time, which cancels out: both are on this host's clock."""
-    if view.status is None or view.heartbeat_at is None:
-        return None
-    return (view.status.last_heartbeat - view.heartbeat_at).total_seconds()
-
-
 def skew_warning(view: ExchangeView) -> str | None:
     """`clock skew: the writer's clock is 5.2 s ahead of Redis` when the skew
     exceeds `SKEW_WARNING_S`, else None."""
-    skew = heartbeat_skew_s(view)
+    skew = view.clock_skew_s
     if skew is None or abs(skew) <= SKEW_WARNING_S:
         return None
     side = "ahead of" if skew > 0 else "behind"

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
 
-from perseus_core.present import heartbeat_age_s, heartbeat_skew_s, skew_warning
+from perseus_core.present import heartbeat_age_s, skew_warning
 from perseus_core.store.network import ExchangeView, NetworkReader
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import format_ts
@@ -72,14 +72,14 @@ async def test_age_comes_from_the_ttl_and_skew_is_named(
 
     # The writer's slow clock does not make a fresh heartbeat look a minute old.
     assert close_to(heartbeat_age_s(views[1], now), 0)
-    assert close_to(heartbeat_skew_s(views[1]), -60)
+    assert close_to(views[1].clock_skew_s, -60)
     assert (skew_warning(views[1]) or "").startswith("clock skew: the writer's clock is 60")
     assert "behind Redis" in (skew_warning(views[1]) or "")
     # Clocks that agree: the same age both ways, and no warning.
     assert close_to(heartbeat_age_s(views[2], now), 20)
-    assert close_to(heartbeat_skew_s(views[2]), 0) and skew_warning(views[2]) is None
+    assert close_to(views[2].clock_skew_s, 0) and skew_warning(views[2]) is None
     # No TTL to date it by: lastHeartbeat it is.
-    assert views[3].heartbeat_at is None and heartbeat_skew_s(views[3]) is None
+    assert views[3].heartbeat_at is None and views[3].clock_skew_s is None
     assert close_to(heartbeat_age_s(views[3], now), 7)
 
     # The single-exchange read (detail screen) dates it the same way.

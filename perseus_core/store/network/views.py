@@ -175,6 +175,16 @@ class ExchangeView:
         return self.key_exists or self.status is not None
 
     @property
+    def clock_skew_s(self) -> float | None:
+        """How far the writer's clock is ahead of Redis's (negative: behind):
+        its `lastHeartbeat` against the heartbeat dated by PTTL
+        (`heartbeat_at`); None when either is unknown. This host's own
+        offset cancels out: both times are on its clock."""
+        if self.status is None or self.heartbeat_at is None:
+            return None
+        return (self.status.last_heartbeat - self.heartbeat_at).total_seconds()
+
+    @property
     def ready(self) -> bool:
         """Offline, but an agent is running for it: a `start` would be answered."""
         return bool(self.agents) and not self.online

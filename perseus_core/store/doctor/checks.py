@@ -1,0 +1,367 @@
+"""`perseus doctor`: check a Redis target the way Perseus will use it.
+
+Each check gives one row: what was found, and whether Perseus will work with
+it (True), will not (False: a reason to exit 1), or it is only worth knowing
+(None). Nothing is written: role probes are refused by Redis before they
+change anything (see `roles`), and the rest only reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoPermissionError, ResponseError
+
+from perseus_core.plumbing.connection import is_sentinel_url, is_tls_url
+from perseus_core.plumbing.topology import RedisClient
+from perseus_core.store.doctor.roles import probe_roles
+from perseus_core.store.network import NetworkReader
+from perseus_core.wire import keys
+from perseus_core.wire.settings import Settings
+from perseus_core.wire.text import clean
+
+MIN_VERSION = (6, 2)
+"""Activity streams are trimmed with `XADD ... MINID`, new in Redis 6.2."""
+
+HOST_SKEW_LIMIT_S = 10.0
+"""Past this, commands (dated by the sender, checked by the agent against
+`command_expiry_ms`) and retention cut-offs go wrong; Perseus does not work."""
+
+WRITER_SKEW_LIMIT_S = 2.0
+"""A writer whose clock is further off than this is listed (heartbeat ages
+still come out right: they are dated by PTTL)."""
+
+PINGS = 100
+"""Round trips timed for the latency percentiles."""
+
+TYPE_BATCH = 500
+"""TYPE commands per pipeline when checking key types."""
+
+EXPECTED_TYPES = {"exchange:*:status": "string", "logs:network:*": "stream"}
+"""Key patterns Livermore and Perseus share, and the type each must have."""
+
+PERSEUS_TYPES = {
+    "perseus:activity:*": "stream",
+    "perseus:commands:*": "stream",
+    "perseus:agents:*": "zset",
+    "perseus:epoch:*": "string",
+    "perseus:outcomes:*": "hash",
+    "perseus:replies:*": "list",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One row of the report."""
+
+    name: str
+    value: str
+    ok: bool | None = None
+    """True: fine; False: Perseus will not work (a reason for exit 1); None: information."""
+    details: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row for `--json`."""
+        return {"check": self.name, "value": self.value, "ok": self.ok, "details": self.details}
+
+
+@dataclass(slots=True)
+class Diagnosis:
+    """Every check, in the order they ran; `facts` holds the raw figures for `--json`."""
+
+    checks: list[Check] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether Perseus will work: no check failed."""
+        return all(check.ok is not False for check in self.checks)
+
+    @property
+    def reasons(self) -> list[str]:
+        """One line per failed check."""
+        return [f"{c.name}: {c.value}" for c in self.checks if c.ok is False]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole report for `--json`."""
+        return {
+            "ok": self.ok,
+            "checks": [c.to_dict() for c in self.checks],
+            "reasons": self.reasons,
+            "facts": self.facts,
+        }
+
+
+def _refused(exc: ResponseError, command: str) -> str:
+    """A check's value when Redis refused to answer it."""
+    if isinstance(exc, NoPermissionError):
+        return f"unknown (this user may not {command})"
+    return f"unknown ({clean(str(exc), 120)})"
+
+
+async def _info(redis: RedisClient, section: str) -> dict[str, Any]:
+    """`INFO section` of one node (the default one on a cluster)."""
+    if isinstance(redis, RedisCluster):
+        reply = await redis.info(section, target_nodes=RedisCluster.DEFAULT_NODE)
+    else:
+        reply = await redis.info(section)
+    return dict(reply)
+
+
+async def _call(redis: RedisClient, *args: Any) -> Any:
+    """A keyless command on one node (the default one on a cluster)."""
+    if isinstance(redis, RedisCluster):
+        return await redis.execute_command(*args, target_nodes=RedisCluster.DEFAULT_NODE)
+    return await redis.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+async def check_version(redis: RedisClient, report: Diagnosis) -> None:
+    """The server version; 6.2 or newer is needed."""
+    try:
+        version = str((await _info(redis, "server")).get("redis_version", "?"))
+    except ResponseError as exc:
+        report.checks.append(Check("server version", _refused(exc, "INFO")))
+        return
+    numbers = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    report.facts["version"] = version
+    ok = numbers >= MIN_VERSION
+    note = () if ok else ("Perseus trims streams with XADD MINID: Redis 6.2 or newer",)
+    report.checks.append(Check("server version", version, ok, note))
+
+
+async def check_mode(redis: RedisClient, settings: Settings, report: Diagnosis) -> None:
+    """Standalone, cluster (nodes, masters, slots, state) or Sentinel."""
+    if isinstance(redis, RedisCluster):
+        info = await _call(redis, "CLUSTER", "INFO")
+        text = info if isinstance(info, str) else str(info)
+        fields = dict(
+            line.split(":", 1) for line in text.splitlines() if ":" in line and line.strip()
+        )
+        nodes = redis.get_nodes()
+        masters = len(redis.get_primaries())
+        slots = int(fields.get("cluster_slots_assigned", 0))
+        state = fields.get("cluster_state", "?").strip()
+        report.facts["cluster"] = {
+            "nodes": len(nodes),
+            "masters": masters,
+            "slots_assigned": slots,
+            "state": state,
+        }
+        value = f"cluster: {len(nodes)} nodes, {masters} masters, {slots}/16384 slots, {state}"
+        ok = state == "ok" and slots == 16384
+        report.checks.append(Check("mode", value, ok))
+        return
+    if is_sentinel_url(settings.redis_url):
+        pool = redis.connection_pool
+        address = await pool.get_master_address() if hasattr(pool, "get_master_address") else None
+        where = f"{address[0]}:{address[1]}" if address else "?"
+        report.facts["sentinel_master"] = where
+        report.checks.append(Check("mode", f"sentinel: primary at {where}", True))
+        return
+    report.checks.append(Check("mode", "standalone", True))
+
+
+def check_tls(settings: Settings, report: Diagnosis) -> None:
+    """Whether the connection is encrypted, and how the server is verified."""
+    if not is_tls_url(settings.redis_url):
+        report.checks.append(Check("TLS", "off (redis://)"))
+        return
+    trust = "CA file" if settings.tls_ca_file else "system CAs"
+    parts = [f"on, certificate verified against the {trust}"]
+    if settings.tls_cert_file:
+        parts.append("client certificate sent")
+    if settings.tls_server_name:
+        parts.append(f"server name {clean(settings.tls_server_name, 80)}")
+    report.checks.append(Check("TLS", ", ".join(parts), True))
+
+
+async def check_roles(redis: RedisClient, exchange_id: int, report: Diagnosis) -> None:
+    """Which roles the user can act as; it must at least be able to read."""
+    roles = await probe_roles(redis, exchange_id)
+    report.facts["roles"] = roles.names
+    names = ", ".join(roles.names) or "none"
+    value = f"{names} (probed on exchange {exchange_id})"
+    report.checks.append(Check("roles", value, roles.viewer, roles.refusals))
+
+
+async def check_latency(redis: RedisClient, report: Diagnosis) -> None:
+    """Round-trip time of `PINGS` sequential PINGs: p50 and p99."""
+    samples: list[float] = []
+    for _ in range(PINGS):
+        start = time.perf_counter()
+        await redis.ping()
+        samples.append((time.perf_counter() - start) * 1000)
+    samples.sort()
+    p50, p99 = samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    report.facts["latency_ms"] = {"p50": round(p50, 3), "p99": round(p99, 3)}
+    report.checks.append(Check("latency", f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({PINGS} PINGs)"))
+
+
+async def check_notifications(redis: RedisClient, report: Diagnosis) -> None:
+    """Whether keyspace notifications of stream writes are on (the live tail
+    of a large fleet wakes on them; it polls without)."""
+    try:
+        reply = await _call(redis, "CONFIG", "GET", "notify-keyspace-events")
+    except ResponseError as exc:
+        report.checks.append(Check("stream notifications", _refused(exc, "CONFIG GET")))
+        return
+    values = reply if isinstance(reply, list) else list(dict(reply).items())
+    flags = str(values[1]) if isinstance(values, list) and len(values) > 1 else ""
+    if isinstance(values, list) and values and isinstance(values[0], tuple):
+        flags = str(values[0][1])
+    on = "K" in flags and ("t" in flags or "A" in flags)
+    report.facts["notify_keyspace_events"] = flags
+    value = f"on ({flags})" if on else f"off ({flags or 'none'}): the live tail polls"
+    report.checks.append(Check("stream notifications", value))
+
+
+async def check_host_clock(redis: RedisClient, report: Diagnosis) -> None:
+    """This host's clock against Redis's `TIME`, corrected for the round trip."""
+    before = time.time()
+    seconds, micros = await _call(redis, "TIME")
+    after = time.time()
+    skew = int(seconds) + int(micros) / 1e6 - (before + after) / 2
+    report.facts["host_clock_skew_s"] = round(skew, 3)
+    side = "ahead of" if skew < 0 else "behind"
+    ok = abs(skew) <= HOST_SKEW_LIMIT_S
+    value = f"{abs(skew):.3f} s {side} Redis"
+    report.checks.append(Check("clock (this host)", value, None if ok else False))
+
+
+async def check_fleet(redis: RedisClient, settings: Settings, report: Diagnosis) -> None:
+    """Writers' clocks (lastHeartbeat against PTTL), stream sizes and retention."""
+    reader = NetworkReader(redis, settings)
+    snapshot = await reader.snapshot(last_known=False)
+    skewed: list[str] = []
+    for view in snapshot.exchanges:
+        skew = view.clock_skew_s
+        if view.status is not None and skew is not None and abs(skew) > WRITER_SKEW_LIMIT_S:
+            side = "ahead of" if skew > 0 else "behind"
+            skewed.append(
+                f"{clean(view.display_name, 40)} ({clean(view.status.hostname, 40)}):"
+                f" {abs(skew):.1f} s {side} Redis"
+            )
+    live = sum(1 for v in snapshot.exchanges if v.online)
+    report.facts["exchanges"] = {"listed": len(snapshot.exchanges), "online": live}
+    report.facts["skewed_writers"] = skewed
+    value = f"{len(skewed)} of {live} online off by more than {WRITER_SKEW_LIMIT_S:g} s"
+    report.checks.append(Check("clock (writers)", value, None, tuple(skewed)))
+    names = sorted({v.exchange_name.lower() for v in snapshot.exchanges if v.exchange_name})
+    await _check_streams(redis, settings, names, report)
+
+
+async def _check_streams(
+    redis: RedisClient, settings: Settings, names: list[str], report: Diagnosis
+) -> None:
+    """Entries per activity stream and the age of the oldest against retention."""
+    streams = [keys.activity_key(n) for n in names] + [keys.perseus_activity_key(n) for n in names]
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in streams:
+            pipe.xlen(key)
+            pipe.xrange(key, count=1)
+        replies = await pipe.execute(raise_on_error=False)
+    now_ms = datetime.now(UTC).timestamp() * 1000
+    total, largest, oldest_days = 0, ("-", 0), 0.0
+    sizes: dict[str, int] = {}
+    for index, key in enumerate(streams):
+        length, first = replies[2 * index], replies[2 * index + 1]
+        if isinstance(length, Exception) or isinstance(first, Exception):
+            continue
+        sizes[key] = int(length)
+        total += int(length)
+        if int(length) > largest[1]:
+            largest = (key, int(length))
+        if first:
+            first_ms = int(str(first[0][0]).split("-")[0])
+            oldest_days = max(oldest_days, (now_ms - first_ms) / 86_400_000)
+    report.facts["streams"] = sizes
+    retention = settings.retention_days
+    value = (
+        f"{len(sizes)} streams, {total} entries (largest {clean(largest[0], 60)}: {largest[1]});"
+        f" oldest entry {oldest_days:.1f} days, retention {retention:g} days"
+    )
+    late = oldest_days > retention + 1
+    notes = ("older entries than the retention: a writer appends without MINID",) if late else ()
+    report.checks.append(Check("streams", value, None, notes))
+
+
+async def check_types(redis: RedisClient, report: Diagnosis, limit: int = 10_000) -> None:
+    """Keys of the wrong type among the shared and Perseus patterns (SCAN,
+    never KEYS; at most `limit` keys per pattern)."""
+    wrong: list[str] = []
+    try:
+        catalog_type = str(await redis.type(keys.CATALOG_KEY))
+    except ResponseError as exc:
+        report.checks.append(Check("key types", _refused(exc, "TYPE")))
+        return
+    if catalog_type not in ("hash", "none"):
+        wrong.append(f"{keys.CATALOG_KEY} is a {catalog_type}, not a hash")
+    for pattern, expected in {**EXPECTED_TYPES, **PERSEUS_TYPES}.items():
+        found: list[str] = []
+        async for key in redis.scan_iter(match=pattern, count=1000):
+            found.append(key)
+            if len(found) >= limit:
+                break
+        for start in range(0, len(found), TYPE_BATCH):
+            batch = found[start : start + TYPE_BATCH]
+            async with redis.pipeline(transaction=False) as pipe:
+                for key in batch:
+                    pipe.type(key)
+                types = await pipe.execute()
+            for key, actual in zip(batch, types, strict=True):
+                if str(actual) not in (expected, "none"):
+                    wrong.append(f"{clean(key, 80)} is a {actual}, not a {expected}")
+    report.facts["wrong_types"] = wrong
+    value = f"{len(wrong)} of the wrong type" if wrong else "all as expected"
+    report.checks.append(Check("key types", value, not wrong, tuple(wrong[:20])))
+
+
+Step = Callable[[], Awaitable[None]]
+
+
+async def diagnose(redis: RedisClient, settings: Settings, exchange_id: int | None) -> Diagnosis:
+    """Every check against a client that has answered PING.
+
+    Args:
+        redis: from `connection.connect(settings)`.
+        settings: the settings the client was made from.
+        exchange_id: the id role probes name; None for the catalog's first
+            id (1 when the catalog is empty or unreadable).
+    """
+    report = Diagnosis()
+    report.checks.append(Check("reachable", settings.redacted_redis_url, True))
+    if exchange_id is None:
+        exchange_id = await _first_id(redis)
+    steps: list[Step] = [
+        lambda: check_version(redis, report),
+        lambda: check_mode(redis, settings, report),
+        lambda: _sync(check_tls, settings, report),
+        lambda: check_roles(redis, exchange_id, report),
+        lambda: check_latency(redis, report),
+        lambda: check_notifications(redis, report),
+        lambda: check_host_clock(redis, report),
+        lambda: check_fleet(redis, settings, report),
+        lambda: check_types(redis, report),
+    ]
+    for step in steps:
+        await step()
+    return report
+
+
+async def _sync(check: Callable[[Settings, Diagnosis], None], *args: Any) -> None:
+    check(*args)
+
+
+async def _first_id(redis: RedisClient) -> int:
+    """The catalog's lowest numeric id, or 1."""
+    try:
+        fields = await redis.hkeys(keys.CATALOG_KEY)
+    except ResponseError:
+        return 1
+    ids = sorted(int(f) for f in fields if str(f).isdigit())
+    return ids[0] if ids else 1

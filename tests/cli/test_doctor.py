@@ -1,0 +1,97 @@
+"""`perseus doctor` against a plain server, a TLS endpoint and a viewer user:
+a table (or JSON) of what it found, exit 0 when Perseus will work, 1 with the
+reasons otherwise, 3 when Redis cannot be reached."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import redis as sync_redis
+from click.testing import CliRunner, Result
+
+from perseus_cli.apps.redis_server import free_port
+from perseus_cli.main import cli
+from perseus_core.wire.timeutil import format_ts
+from tests.acl.conftest import AclServer, acl, acl_module_server  # noqa: F401 - fixtures
+from tests.tls.certs import Certs
+from tests.tls.conftest import certs, tls_proxy  # noqa: F401 - fixtures
+from tests.tls.proxy import TlsProxy
+
+
+def doctor(url: str, *args: str, **env: str) -> Result:
+    return CliRunner().invoke(cli, ["doctor", *args], env={"PERSEUS_REDIS_URL": url, **env})
+
+
+def seed_writer(url: str, *, clock_behind_s: float) -> None:
+    """Exchange 1, heartbeating now on Redis's clock, from a writer whose own
+    clock is `clock_behind_s` behind; and its activity stream."""
+    moment = format_ts(datetime.now(UTC) - timedelta(seconds=clock_behind_s))
+    payload = {
+        "exchangeId": 1, "exchangeName": "coinbase", "hostname": "skewed-host",
+        "ipAddress": None, "adminEmail": None, "adminDisplayName": None,
+        "connectionState": "active", "symbolCount": 1, "connectedAt": moment,
+        "lastHeartbeat": moment, "lastStateChange": moment, "registeredAt": moment,
+        "lastError": None, "lastErrorAt": None,
+    }  # fmt: skip
+    with sync_redis.Redis.from_url(url) as admin:
+        admin.set("exchange:1:status", json.dumps(payload), px=45_000)
+        admin.xadd("logs:network:coinbase", {"event": "state_transition", "toState": "active"})
+
+
+def test_a_plain_server_that_works(redis_url: str) -> None:
+    seed_writer(redis_url, clock_behind_s=30)
+    result = doctor(redis_url, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    checks = {c["check"]: c for c in report["checks"]}
+    assert report["ok"] is True and report["reasons"] == []
+    assert checks["mode"]["value"] == "standalone"
+    assert checks["TLS"]["value"] == "off (redis://)"
+    assert checks["roles"]["value"].startswith("viewer, operator, agent")
+    assert report["facts"]["version"].startswith(("6.", "7.", "8."))
+    assert set(report["facts"]["latency_ms"]) == {"p50", "p99"}
+    # The writer's clock is 30 s behind: named, with its host.
+    assert any("skewed-host" in s and "behind Redis" for s in report["facts"]["skewed_writers"])
+    assert report["facts"]["streams"]["logs:network:coinbase"] == 1
+    table = doctor(redis_url)
+    assert table.exit_code == 0 and "Perseus will work with this Redis." in table.output
+    assert "skewed-host" in table.output
+
+
+def test_keys_of_the_wrong_type_fail_with_the_reason(redis_url: str) -> None:
+    with sync_redis.Redis.from_url(redis_url) as admin:
+        admin.set("logs:network:kraken", "not a stream")
+        admin.set("perseus:exchanges", "not a hash")
+    result = doctor(redis_url)
+    assert result.exit_code == 1, result.output
+    assert "logs:network:kraken is a string, not a stream" in result.output
+    assert "perseus:exchanges is a string, not a hash" in result.output
+    assert "Perseus will not work with this Redis:" in result.output
+
+
+def test_the_tls_endpoint(tls_proxy: TlsProxy, certs: Certs, redis_url: str) -> None:  # noqa: F811
+    url = f"rediss://localhost:{tls_proxy.port}/0"
+    result = doctor(url, PERSEUS_TLS_CA_FILE=str(certs.ca))
+    assert result.exit_code == 0, result.output
+    assert "on, certificate verified against the CA file" in result.output
+    wrong = doctor(url, PERSEUS_TLS_CA_FILE=str(certs.wrong_ca))
+    assert wrong.exit_code == 3 and "TLS certificate not accepted" in wrong.output
+
+
+def test_a_viewer_user(acl: AclServer) -> None:  # noqa: F811
+    result = doctor(acl.viewer, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    roles = next(c for c in report["checks"] if c["check"] == "roles")
+    assert report["facts"]["roles"] == ["viewer"]
+    assert any("may not XADD perseus:commands:1" in d for d in roles["details"])
+    notifications = next(c for c in report["checks"] if c["check"] == "stream notifications")
+    assert notifications["value"] == "unknown (this user may not CONFIG GET)"
+    assert "viewer-pw" not in result.output
+
+
+def test_unreachable_is_one_line_and_exit_3() -> None:
+    result = doctor(f"redis://127.0.0.1:{free_port()}/0")
+    assert result.exit_code == 3
+    assert len(result.output.strip().splitlines()) == 1 and "connection refused" in result.output
