@@ -33,6 +33,15 @@ def _one_line_exit_3(result: Result) -> str:
     return lines[0]
 
 
+async def _ping(settings: Settings) -> None:
+    """PING through a client made from `settings`, closed afterwards."""
+    redis = connect(settings)
+    try:
+        await ping_or_raise(redis, settings)
+    finally:
+        await redis.aclose()
+
+
 async def test_a_claim_and_a_read_over_verified_tls(
     tls_settings: Callable[..., Settings],
 ) -> None:
@@ -99,32 +108,17 @@ async def test_the_server_name_setting_checks_the_certificate_for_that_name(
     tls_settings: Callable[..., Settings], tls_proxy: TlsProxy
 ) -> None:
     by_ip = f"rediss://127.0.0.1:{tls_proxy.port}/0"
-    refused = tls_settings(redis_url=by_ip)
-    redis = connect(refused)
-    try:
-        with pytest.raises(RedisUnavailable, match="TLS certificate not accepted"):
-            await ping_or_raise(redis, refused)
-    finally:
-        await redis.aclose()
-    named = tls_settings(redis_url=by_ip, tls_server_name=SERVER_NAME)
-    redis = connect(named)
-    try:
-        await ping_or_raise(redis, named)
-    finally:
-        await redis.aclose()
+    with pytest.raises(RedisUnavailable, match="TLS certificate not accepted"):
+        await _ping(tls_settings(redis_url=by_ip))
+    await _ping(tls_settings(redis_url=by_ip, tls_server_name=SERVER_NAME))
 
 
 async def test_mutual_tls_needs_the_client_certificate(
     tls_settings: Callable[..., Settings], mtls_proxy: TlsProxy, certs: Certs
 ) -> None:
     url = f"rediss://localhost:{mtls_proxy.port}/0"
-    anonymous = tls_settings(redis_url=url)
-    redis = connect(anonymous)
-    try:
-        with pytest.raises(RedisUnavailable, match="cannot reach Redis"):
-            await ping_or_raise(redis, anonymous)
-    finally:
-        await redis.aclose()
+    with pytest.raises(RedisUnavailable, match="cannot reach Redis"):
+        await _ping(tls_settings(redis_url=url))
     client = tls_settings(
         redis_url=url, tls_cert_file=str(certs.client_cert), tls_key_file=str(certs.client_key)
     )
