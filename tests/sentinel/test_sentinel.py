@@ -112,3 +112,11 @@ async def test_ping_through_the_sentinels(
         await redis.aclose()
     with sync_redis.Redis(port=sentinel_set.master.port, decode_responses=True) as master:
         assert master.get("through") == "sentinel"
+
+
+async def test_doctor_names_the_primary(sentinel_set: SentinelSet) -> None:
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["doctor"], env={"PERSEUS_REDIS_URL": sentinel_set.url}
+    )
+    assert result.exit_code == 0, result.output
+    assert f"sentinel: primary at 127.0.0.1:{sentinel_set.master.port}" in result.output

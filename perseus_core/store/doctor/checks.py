@@ -205,15 +205,16 @@ async def check_latency(redis: RedisClient, report: Diagnosis) -> None:
 async def check_notifications(redis: RedisClient, report: Diagnosis) -> None:
     """Whether keyspace notifications of stream writes are on (the live tail
     of a large fleet wakes on them; it polls without)."""
+    name = "notify-keyspace-events"
     try:
-        reply = await _call(redis, "CONFIG", "GET", "notify-keyspace-events")
+        if isinstance(redis, RedisCluster):
+            reply = await redis.config_get(name, target_nodes=RedisCluster.DEFAULT_NODE)
+        else:
+            reply = await redis.config_get(name)
     except ResponseError as exc:
         report.checks.append(Check("stream notifications", _refused(exc, "CONFIG GET")))
         return
-    values = reply if isinstance(reply, list) else list(dict(reply).items())
-    flags = str(values[1]) if isinstance(values, list) and len(values) > 1 else ""
-    if isinstance(values, list) and values and isinstance(values[0], tuple):
-        flags = str(values[0][1])
+    flags = str(dict(reply).get(name, ""))
     on = "K" in flags and ("t" in flags or "A" in flags)
     report.facts["notify_keyspace_events"] = flags
     value = f"on ({flags})" if on else f"off ({flags or 'none'}): the live tail polls"
