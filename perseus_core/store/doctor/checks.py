@@ -9,7 +9,6 @@ change anything (see `roles`), and the rest only reads.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -322,9 +321,6 @@ async def check_types(redis: RedisClient, report: Diagnosis, limit: int = 10_000
     report.checks.append(Check("key types", value, not wrong, tuple(wrong[:20])))
 
 
-Step = Callable[[], Awaitable[None]]
-
-
 async def diagnose(redis: RedisClient, settings: Settings, exchange_id: int | None) -> Diagnosis:
     """Every check against a client that has answered PING.
 
@@ -336,26 +332,16 @@ async def diagnose(redis: RedisClient, settings: Settings, exchange_id: int | No
     """
     report = Diagnosis()
     report.checks.append(Check("reachable", settings.redacted_redis_url, True))
-    if exchange_id is None:
-        exchange_id = await _first_id(redis)
-    steps: list[Step] = [
-        lambda: check_version(redis, report),
-        lambda: check_mode(redis, settings, report),
-        lambda: _sync(check_tls, settings, report),
-        lambda: check_roles(redis, exchange_id, report),
-        lambda: check_latency(redis, report),
-        lambda: check_notifications(redis, report),
-        lambda: check_host_clock(redis, report),
-        lambda: check_fleet(redis, settings, report),
-        lambda: check_types(redis, report),
-    ]
-    for step in steps:
-        await step()
+    await check_version(redis, report)
+    await check_mode(redis, settings, report)
+    check_tls(settings, report)
+    await check_roles(redis, await _first_id(redis) if exchange_id is None else exchange_id, report)
+    await check_latency(redis, report)
+    await check_notifications(redis, report)
+    await check_host_clock(redis, report)
+    await check_fleet(redis, settings, report)
+    await check_types(redis, report)
     return report
-
-
-async def _sync(check: Callable[[Settings, Diagnosis], None], *args: Any) -> None:
-    check(*args)
 
 
 async def _first_id(redis: RedisClient) -> int:
