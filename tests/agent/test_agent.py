@@ -639,3 +639,20 @@ async def test_the_child_gets_perseus_secrets_only_when_asked(
     else:
         assert "PERSEUS_REDIS_URL" not in env and "PERSEUS_NOTIFY_WEBHOOK" not in env
         assert not any(redis_url in value for value in env.values())
+
+
+async def test_an_unparseable_payload_from_another_writer_fences_the_agent(
+    spawn_agent: SpawnAgent, redis: Redis, settings: Settings, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    agent = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(pidfile))
+    await eventually(lambda: state_is(redis, "active"), what="active")
+    child_pid = read_pid(pidfile)
+    assert child_pid is not None
+
+    await redis.execute_command("SET", keys.status_key(1), "not json", "KEEPTTL")
+    await agent.wait_log("fenced")
+    await eventually(lambda: not pid_alive(child_pid), what="the child to stop")
+    assert await redis.get(keys.status_key(1)) == "not json"  # never overwritten
+    ping = await send(redis, settings, "ping")
+    assert ping.status is ReplyStatus.SUCCESS and ping.data["state"] == "idle"
