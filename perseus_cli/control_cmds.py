@@ -46,6 +46,7 @@ from perseus_core.store.control import (
     OutcomeUnknown,
     Route,
     Via,
+    refused_line,
 )
 from perseus_core.store.network import NetworkReader
 from perseus_core.wire import keys
@@ -116,11 +117,10 @@ async def _send(
     try:
         route = await client.route(exchange_id, kind)
         if route.via is Via.NONE:
-            raise CommandRejected(route.refusal or f"cannot {kind.value} exchange {exchange_id}")
+            raise CommandRejected(refused_line(route, kind.value))
+        await _refuse_what_cannot_succeed(redis, settings, exchange_id, kind)
         if route.via is Via.LIVERMORE:
             _check_reach(route, kind, yes)
-        else:
-            await _refuse_what_cannot_succeed(redis, settings, exchange_id, kind)
 
         def on_sent(command: Command) -> None:
             sent.append(command)

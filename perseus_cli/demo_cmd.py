@@ -20,6 +20,7 @@ from perseus_cli.apps.demo import (
     Role,
 )
 from perseus_cli.apps.demo_fleet import DemoFleet
+from perseus_cli.apps.demo_intro import first_selection, intro_text
 from perseus_cli.apps.redis_server import PortInUse
 from perseus_cli.options import EXIT_ERROR, EXIT_USAGE, fail
 from perseus_core.wire.errors import PerseusError
@@ -86,7 +87,12 @@ async def _dashboard(
 
     from perseus_tui.app import create_app  # noqa: PLC0415
 
-    app = create_app(fleet.settings())
+    app = create_app(
+        fleet.settings(),
+        intro=intro_text(fleet.members),
+        initial_selection=first_selection(fleet.members),
+        expecting="Starting the demo's agents: their cards appear in a moment…",
+    )
     # Inside the dashboard Ctrl-C is a key, not a signal: make it quit the demo
     # (as it does in the headless mode) by adding it to the quit binding's keys.
     app.update_keymap({"quit": "q,ctrl+c"})

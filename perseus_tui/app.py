@@ -20,7 +20,8 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from perseus_core.present import refusal
+from perseus_core.present import refusal, route_of
+from perseus_core.store.control import Via
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire.models import CommandType
 from perseus_core.wire.settings import Settings
@@ -45,6 +46,7 @@ from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.dashboard import DashboardScreen
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen, HelpSection
+from perseus_tui.stop_question import StopQuestion, explanation, livermore_question
 from perseus_tui.widgets.activity_feed import DEFAULT_MAX_LINES
 from perseus_tui.widgets.card_grid import CardGrid
 from perseus_tui.widgets.command_bar import FAILED_STAGES, progress
@@ -276,29 +278,28 @@ class PerseusApp(FleetHub):
         self.service.send_command(exchange_id, self.exchange_label(exchange_id), command)
 
     def _confirm_stop(self, exchange_id: int) -> None:
-        """Ask for confirmation, then send `stop`."""
-        name = self.exchange_label(exchange_id)
+        """Ask, naming who would be asked (counting the Livermore servers that
+        listen when it goes over their channel), then send `stop`."""
         view = self.views.get(exchange_id)
-        host = render.label(view.status.hostname) if view is not None and view.status else ""
-        question = f"Stop {name}?"
-        foreign = view is not None and view.status is not None and not view.status.instance_id
-        if foreign:
-            explanation = (
-                f"It is held by {host}, not a Perseus agent: the stop goes to the Livermore "
-                "servers of the owner the catalog names (every one listening stops), and "
-                "is refused at once when it names none or none listens."
-            )
-        elif host:
-            explanation = f"The Perseus agent on {host} will be asked to stop."
+        if view is not None and route_of(view, CommandType.STOP).via is Via.LIVERMORE:
+
+            async def count_then_ask() -> None:
+                redis, settings = self.service.redis, self.settings
+                self._ask_stop(exchange_id, await livermore_question(redis, settings, view))
+
+            self.run_worker(count_then_ask(), exit_on_error=False)
         else:
-            explanation = "No instance of it is online right now."
-        explanation += " Its card follows the transitions."
+            self._ask_stop(exchange_id, StopQuestion(explanation(view)))
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.send_command(exchange_id, CommandType.STOP)
-
-        self.push_screen(ConfirmScreen(question, explanation, yes="Stop"), answered)
+    def _ask_stop(self, exchange_id: int, question: StopQuestion) -> None:
+        if question.refused is not None:
+            self._command_step(exchange_id, "stop", question.stage, question.refused)
+            return
+        title = f"Stop {self.exchange_label(exchange_id)}?"
+        self.push_screen(
+            ConfirmScreen(title, question.explanation, yes="Stop"),
+            lambda yes: self.send_command(exchange_id, CommandType.STOP) if yes else None,
+        )
 
     # --- display ---------------------------------------------------------------------------
 

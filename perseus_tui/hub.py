@@ -105,8 +105,17 @@ class FleetHub(App[None]):
         target_label: str | None = None,
         operator: str | None = None,
         feed_max_lines: int = DEFAULT_MAX_LINES,
+        intro: str | None = None,
+        initial_selection: int | None = None,
+        expecting: str | None = None,
     ) -> None:
         super().__init__()
+        self.intro = intro
+        """Text of the dismissable intro panel (the demo's tour), if any."""
+        self.initial_selection = initial_selection
+        """The exchange selected first, once listed (None: the first one)."""
+        self.expecting = expecting
+        """What an empty fleet says while exchanges are known to be on their way."""
         self.settings = settings
         self.clock = clock
         self.local_tz = local_tz

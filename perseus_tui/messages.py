@@ -123,6 +123,10 @@ class RefreshRequested(Message):
     """Re-read the whole fleet now."""
 
 
+class IntroRequested(Message):
+    """Open the intro panel (what is on screen, what to try first) again."""
+
+
 # --- for one screen ---------------------------------------------------------------------
 
 

@@ -223,9 +223,28 @@ def entry_line(entry: ActivityEntry, tz: tzinfo | None, now: datetime) -> Conten
     commands show operator and outcome; unknown events and entries with missing
     fields are shown generically with whatever fields they have.
     """
+    return entry_head(entry, tz, now) + _entry_body(entry)
+
+
+def entry_head(entry: ActivityEntry, tz: tzinfo | None, now: datetime) -> Content:
+    """The time and exchange columns of a feed line."""
     when = format_clock(entry.time, tz, now)
-    head = Content.assemble((when, MUTED), " ", (f"{entry_exchange(entry):<12}", "bold"), " ")
-    return head + _entry_body(entry)
+    return Content.assemble((when, MUTED), " ", (f"{entry_exchange(entry):<12}", "bold"), " ")
+
+
+def entry_lines(
+    entry: ActivityEntry, tz: tzinfo | None, now: datetime, width: int
+) -> list[Content]:
+    """One feed entry wrapped to `width`: what happened continues under itself,
+    indented past the time and exchange columns, so a long reason is read whole."""
+    head = entry_head(entry, tz, now)
+    indent = head.cell_length
+    room = max(10, width - indent)
+    body = _entry_body(entry).wrap(room)
+    if not body:
+        return [head]
+    pad = Content(" " * indent)
+    return [head + body[0], *(pad + more for more in body[1:])]
 
 
 def _entry_body(entry: ActivityEntry) -> Content:
@@ -243,7 +262,7 @@ def _entry_body(entry: ActivityEntry) -> Content:
     if isinstance(entry, ErrorEntry):
         parts = [
             ("✖ ", OFFLINE_STYLE),
-            (label(entry.error, "(no message)", 160), ERROR),
+            (label(entry.error, "(no message)", ERROR_MAX_CHARS), ERROR),
         ]
         if entry.state:
             parts += ["  ", (f"in {label(entry.state, '?', 12)}", MUTED)]
@@ -332,6 +351,10 @@ def entry_matches(entry: ActivityEntry, query: str) -> bool:
         haystack.append(entry.admin_email)
     return any(needle in value.lower() for value in haystack if value)
 
+
+ERROR_MAX_CHARS = 1_000
+"""An error's reason is kept whole up to this: the feed cuts it at its width, the
+detail history wraps it."""
 
 SUMMARY_SEPARATOR = "  "
 """Between the counts of the header summary."""

@@ -19,6 +19,13 @@ from pathlib import Path
 from textual.pilot import Pilot
 
 from perseus_cli.apps.redis_server import RedisServer
+from perseus_cli.apps.screenshot_demo import (
+    command_in_progress,
+    demo_app,
+    demo_dismissed,
+    seed_demo,
+    settle_demo,
+)
 from perseus_cli.apps.screenshot_fleet import (
     DISPLAY_URL,
     FIXED_NOW,
@@ -160,6 +167,8 @@ class Shot:
     seed: Callable[[str], None]
     run_before: Callable[[Pilot[None]], Awaitable[None]]
     description: str
+    make_app: Callable[[str], PerseusApp] = screenshot_app
+    """The app for a Redis URL (the demo's own for the demo shots)."""
 
 
 SHOTS: tuple[Shot, ...] = (
@@ -171,6 +180,23 @@ SHOTS: tuple[Shot, ...] = (
     Shot("table", (120, 40), seed_fleet, _table, "the table view for large fleets"),
     Shot("hostile_hostname", (120, 40), seed_hostile, settle, "markup shown literally"),
     Shot("empty_fleet", (80, 24), seed_empty, _settle_empty, "how to add the first exchange"),
+    Shot("demo_120x40", (120, 40), seed_demo, settle_demo, "the demo's intro panel", demo_app),
+    Shot(
+        "demo_80x24",
+        (80, 24),
+        seed_demo,
+        demo_dismissed,
+        "every demo card at 80x24; heartbeats fresh, late and overdue",
+        demo_app,
+    ),
+    Shot(
+        "command_in_progress",
+        (120, 40),
+        seed_demo,
+        command_in_progress,
+        "a start acknowledged, in the command bar",
+        demo_app,
+    ),
 )
 """Every screen but the unreachable banner, which needs a server it may kill."""
 
@@ -194,7 +220,7 @@ async def render_all() -> dict[str, str]:
     with RedisServer() as server:
         for shot in SHOTS:
             shot.seed(server.url)
-            app = screenshot_app(server.url)
+            app = shot.make_app(server.url)
             rendered[shot.name] = await _capture(app, shot.size, shot.run_before)
         seed_fleet(server.url)
         app = screenshot_app(server.url)

@@ -8,7 +8,7 @@ terminal styles, so the two can never disagree about what a colour means.
 No UI toolkit is imported here.
 """
 
-from perseus_core.present.commands import refusal
+from perseus_core.present.commands import refusal, route_of
 from perseus_core.present.exchange import (
     HEARTBEAT_LEGEND,
     LEGEND,
@@ -36,6 +36,7 @@ __all__ = [
     "heartbeat",
     "heartbeat_age_s",
     "refusal",
+    "route_of",
     "skew_warning",
     "state_tone",
     "status_word",

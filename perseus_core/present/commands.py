@@ -9,6 +9,7 @@ they refuse it at once with the reason, and the same words on both surfaces.
 
 from __future__ import annotations
 
+from perseus_core.store.control import Route, Via, decide
 from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_core.wire.models import CommandType, ConnectionState
 from perseus_core.wire.text import clean
@@ -24,27 +25,45 @@ def _nobody_there(view: ExchangeView) -> str:
     return "no agent runs for it (start one with `perseus agent`)"
 
 
+def route_of(view: ExchangeView, command: CommandType) -> Route:
+    """The channel `command` would take (`perseus_core.store.control.decide`),
+    judged from the view: its holder, catalog entry and agents."""
+    return decide(
+        view.exchange_id,
+        command,
+        holder=view.status,
+        occupied=view.key_exists,
+        entry=view.catalog_entry,
+        agents=len(view.agents),
+    )
+
+
 def refusal(view: ExchangeView, command: CommandType) -> str | None:
     """Why `command` cannot succeed on `view`, or None when it may.
 
     The reasons mirror the agent's own refusals (it starts only when idle,
     stops only a run), so refusing early never refuses what would work:
 
+    - start or stop: the slot is held by another writer and the catalog names
+      no Livermore owner to ask (`route_of`, the same words as the CLI's);
     - start: an instance already holds the slot (live or unreadable), or no
-      agent runs for the exchange;
+      agent runs for the exchange (and no Livermore owner is named for it);
     - stop: no instance runs (ready or offline), or it is already stopping.
 
     Args:
         view: the exchange as last read.
         command: `start` or `stop`; other commands are never refused here.
     """
+    route = route_of(view, command)
+    if route.via is Via.NONE:
+        return route.refusal
     kind = view.kind
     if command is CommandType.START:
         if kind is ViewKind.LIVE and view.status is not None:
             return f"it is already {clean(view.status.connection_state.value, 16)}"
         if kind is ViewKind.UNREADABLE:
             return "an instance holds its slot (its status is unreadable)"
-        if kind is ViewKind.OFFLINE:
+        if kind is ViewKind.OFFLINE and route.via is not Via.LIVERMORE:
             return _nobody_there(view)
         return None
     if command is CommandType.STOP:

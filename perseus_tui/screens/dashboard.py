@@ -14,7 +14,7 @@ from textual.widgets import ContentSwitcher, Input
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire.models import ActivityEntry
 from perseus_tui.hub import FleetState, Outage
-from perseus_tui.messages import DetailRequested, RefreshRequested
+from perseus_tui.messages import DetailRequested, IntroRequested, RefreshRequested
 from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.banner import ConnectionBanner
@@ -23,9 +23,11 @@ from perseus_tui.widgets.command_bar import CommandBar
 from perseus_tui.widgets.empty_fleet import EmptyFleet
 from perseus_tui.widgets.footer import PerseusFooter
 from perseus_tui.widgets.header import HeaderState, PerseusHeader
-from perseus_tui.widgets.instance_card import InstanceCard
+from perseus_tui.widgets.instance_card import CARD_HEIGHT, COMPACT_HEIGHT, InstanceCard
 from perseus_tui.widgets.instance_table import InstanceTable
 
+FEED_MIN_HEIGHT = 6
+"""Rows the activity feed keeps whatever the cards need (its border and four entries)."""
 TABLE_THRESHOLD = 60
 """Above this many exchanges the table is shown instead of cards (until `t` is pressed)."""
 
@@ -62,6 +64,13 @@ DASHBOARD_BINDINGS: list[BindingType] = [
         id="pause-feed",
     ),
     Binding("r", "refresh", "Refresh", tooltip="Re-read every status now", id="refresh"),
+    Binding(
+        "i",
+        "show_intro",
+        "Intro",
+        tooltip="Open the explanation of what is on screen again",
+        id="show-intro",
+    ),
     Binding(
         "t",
         "toggle_view",
@@ -105,7 +114,7 @@ class DashboardScreen(ExchangeScreen):
         with ContentSwitcher(initial="cards", id="views"):
             yield CardGrid(id="cards")
             yield InstanceTable(id="table")
-            yield EmptyFleet(self.hub.redis_option(), id="empty")
+            yield EmptyFleet(self.hub.redis_option(), expecting=self.hub.expecting, id="empty")
         yield ActivityFeed(
             max_lines=self._feed_max_lines,
             clock=self.hub.clock,
@@ -187,17 +196,21 @@ class DashboardScreen(ExchangeScreen):
         self, views: Sequence[ExchangeView], now: datetime, *, stale: bool = False
     ) -> None:
         """Show the fleet as last read."""
-        first = not self._views and bool(views)
         self._loaded = True
         self._views = list(views)
         self._now = now
         self._stale = stale
         self._sync_view_mode()
         self._refresh_views()
+        self.call_after_refresh(self.fit_cards)  # once new cards are counted in
         if self.selected_id is None and views:
-            self.selected_id = views[0].exchange_id
-        if first and self.focused is None:
-            self.call_after_refresh(self._focus_view)  # once the new cards are mounted
+            # The first selection: the one asked for (the demo's "try this first"),
+            # once it is listed, else the first exchange.
+            wanted = self.hub.initial_selection
+            if wanted is None or any(view.exchange_id == wanted for view in views):
+                self.selected_id = wanted if wanted is not None else views[0].exchange_id
+                if self.focused is None or isinstance(self.focused, InstanceCard):
+                    self.call_after_refresh(self._focus_view)  # once the cards are mounted
         self.sync_bindings()
 
     def _refresh_views(self) -> None:
@@ -243,6 +256,7 @@ class DashboardScreen(ExchangeScreen):
             wanted = "empty"  # Redis answered and knows no exchange: say how to add one
         else:
             wanted = "table" if self.showing_table else "cards"
+        self.set_class(wanted != "cards", "-fill")
         if switcher.current != wanted:
             # Keep the keyboard on the fleet if it was there (a card or the table).
             had_focus = isinstance(self.focused, InstanceCard | InstanceTable)
@@ -274,6 +288,8 @@ class DashboardScreen(ExchangeScreen):
     # --- actions ----------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "show_intro":
+            return bool(self.hub.intro)
         if action == "open_detail":
             return True if self.current_exchange_id() is not None else None
         if action == "clear_filter":
@@ -345,6 +361,32 @@ class DashboardScreen(ExchangeScreen):
         self.feed.set_filter(self._query)
         if self.showing_table:
             self._refresh_views()
+        self.call_after_refresh(self.fit_cards)
+
+    # --- layout -------------------------------------------------------------------
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.fit_cards)
+
+    def fit_cards(self) -> None:
+        """Give the cards the rows they need, leaving the feed the rest.
+
+        The cards never take more than leaves the feed `FEED_MIN_HEIGHT` rows;
+        when full cards would not all fit there, they turn compact (two lines),
+        so a small terminal still shows the whole fleet at once.
+        """
+        if not self.is_attached or not self.size.height:
+            return
+        parts = (PerseusHeader, ConnectionBanner, Input, CommandBar, PerseusFooter)
+        others = sum(
+            widget.outer_size.height
+            for widget in self.query("*")
+            if isinstance(widget, parts) and widget.display and widget.parent is self
+        )
+        room = max(COMPACT_HEIGHT, self.size.height - others - FEED_MIN_HEIGHT)
+        grid = self.grid
+        grid.compact = grid.rows_needed() * CARD_HEIGHT > room
+        grid.styles.max_height = room
 
     def action_pause_feed(self) -> None:
         """Pause or resume the feed."""
@@ -353,6 +395,10 @@ class DashboardScreen(ExchangeScreen):
     def action_refresh(self) -> None:
         """Re-read every status now."""
         self.post_message(RefreshRequested())
+
+    def action_show_intro(self) -> None:
+        """Open the explanation of what is on screen again."""
+        self.post_message(IntroRequested())
 
     def action_toggle_view(self) -> None:
         """Switch between cards and table (overrides the automatic choice)."""

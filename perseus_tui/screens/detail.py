@@ -21,6 +21,7 @@ from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.command_bar import CommandBar
 from perseus_tui.widgets.footer import PerseusFooter
 from perseus_tui.widgets.header import HeaderState, PerseusHeader
+from perseus_tui.widgets.history_feed import HistoryFeed
 from perseus_tui.widgets.status_panel import StatusPanel
 
 
@@ -72,7 +73,7 @@ class DetailScreen(ExchangeScreen):
         with Horizontal(id="detail-body"):
             with VerticalScroll(id="fields"):
                 yield StatusPanel(self._view, self._now, self._tz, self.hub.timing(), id="status")
-            yield ActivityFeed(
+            yield HistoryFeed(
                 max_lines=HISTORY_MAX_LINES,
                 clock=self.hub.clock,
                 tz=self._tz,

@@ -13,6 +13,9 @@ from textual.geometry import Size
 from textual.screen import ModalScreen
 from textual.widget import Widget
 
+from perseus_core.present import HEARTBEAT_LEGEND, LEGEND
+from perseus_tui import render
+
 HelpSection = tuple[str, Sequence[BindingType]]
 """A heading and the bindings that apply there."""
 
@@ -79,6 +82,32 @@ class HelpText(Widget):
         return Content("\n").join(self._lines(self.content_size.width))
 
 
+def legend_lines() -> list[Content]:
+    """What every badge and every heartbeat colour means, from the presenter's own table."""
+    lines = [Content.styled("States", "bold $accent")]
+    for badge, meaning in LEGEND:
+        shown = render.badge_content(badge)
+        pad = Content(" " * max(1, KEY_COLUMN - shown.cell_length))
+        lines.append(Content("  ") + shown + pad + Content.styled(meaning, "$foreground"))
+    lines += [Content(""), Content.styled("Heartbeat age", "bold $accent")]
+    for tone, meaning in HEARTBEAT_LEGEND:
+        sample = Content.styled("♥ 12s ago", render.heartbeat_style(tone))
+        pad = Content(" " * max(1, KEY_COLUMN + 2 - sample.cell_length))
+        lines.append(Content("  ") + sample + pad + Content.styled(meaning, "$foreground"))
+    return lines
+
+
+class Legend(Widget):
+    """The legend of states and colours, above the keys."""
+
+    DEFAULT_CSS = """
+    Legend { width: 1fr; height: auto; margin-bottom: 1; }
+    """
+
+    def render(self) -> Content:
+        return Content("\n").join(legend_lines())
+
+
 class HelpScreen(ModalScreen[None]):
     """A scrollable list of every binding; Escape, q or ? closes it."""
 
@@ -112,8 +141,9 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll() as scroll:
-            scroll.border_title = "Keys"
+            scroll.border_title = "States, colours and keys"
             scroll.border_subtitle = "Esc to close"
+            yield Legend(id="legend")
             yield HelpText(self._rows(), id="help-text")
 
     def _rows(self) -> list[tuple[str, str] | str]:

@@ -249,13 +249,20 @@ class ActivityFeed(ScrollView, can_focus=True):
         else:
             self.border_subtitle = None
 
+    def row_count(self) -> int:
+        """Screen rows the visible entries take (one each here; more when wrapped)."""
+        return len(self._visible)
+
+    def rows_of_newest(self, count: int) -> int:
+        """Screen rows the `count` newest visible entries take."""
+        return count
+
     def _content_changed(self, *, shift: int) -> None:
+        self.virtual_size = Size(self.scrollable_content_region.width, self.row_count())
         if shift and self.scroll_y > 0:
             # Keep the lines the reader is looking at in place while newer ones arrive above.
-            self.virtual_size = Size(self.scrollable_content_region.width, len(self._visible))
-            self.scroll_to(y=self.scroll_y + shift, animate=False, immediate=True)
-        else:
-            self.virtual_size = Size(self.scrollable_content_region.width, len(self._visible))
+            rows = self.rows_of_newest(shift)
+            self.scroll_to(y=self.scroll_y + rows, animate=False, immediate=True)
         self._update_titles()
         self.refresh()
 

@@ -47,8 +47,9 @@ class CardGrid(Container, can_focus=False):
         grid-rows: 8;
         grid-gutter: 0 1;
         overflow-y: auto;
-        height: 1fr;
+        height: auto;
         padding: 0 1;
+        &.-compact { grid-rows: 4; }
     }
     """
     _MIN_COLUMN = CARD_WIDTH
@@ -97,6 +98,8 @@ class CardGrid(Container, can_focus=False):
 
     columns: reactive[int] = reactive(3, init=False)
     """How many cards fit side by side at the current width."""
+    compact: reactive[bool] = reactive(False, init=False)
+    """Two-line cards, for terminals too short to show every card in full."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -121,6 +124,7 @@ class CardGrid(Container, can_focus=False):
             if card is None:
                 card = InstanceCard(view, now=now, tz=tz)
                 card.timing = self.timing
+                card.set_class(self.compact, "-compact")
                 card.stale = self._stale
                 card.display = view_matches(view, self._query)
                 self._cards[view.exchange_id] = card
@@ -234,3 +238,12 @@ class CardGrid(Container, can_focus=False):
 
     def watch_columns(self, columns: int) -> None:
         self.styles.grid_size_columns = columns
+
+    def watch_compact(self, compact: bool) -> None:
+        self.set_class(compact, "-compact")
+        for card in self._cards.values():
+            card.set_compact(compact)
+
+    def rows_needed(self) -> int:
+        """Grid rows the visible cards take at the current number of columns."""
+        return -(-len(self.visible_cards) // max(1, self.columns))

@@ -43,9 +43,15 @@ class EmptyFleet(Widget):
     }
     """
 
-    def __init__(self, redis_option: str = "", *, id: str | None = None) -> None:
+    def __init__(
+        self, redis_option: str = "", *, expecting: str | None = None, id: str | None = None
+    ) -> None:
+        """Say how to add an exchange, or, with `expecting`, that exchanges are on their way."""
         super().__init__(id=id)
-        self._text = empty_fleet_text(redis_option)
+        if expecting:
+            self._text = Content.styled(expecting, f"italic {render.MUTED}")
+        else:
+            self._text = empty_fleet_text(redis_option)
 
     def render(self) -> Content:
         return self._text

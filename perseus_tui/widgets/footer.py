@@ -17,6 +17,7 @@ FOOTER_PRIORITY: Mapping[str, int] = {
     "open_detail": 70,
     "filter": 60,
     "older": 55,
+    "show_intro": 45,
     "toggle_view": 40,
     "refresh": 30,
     "pause_feed": 20,

@@ -17,6 +17,7 @@ from textual.geometry import Region
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from perseus_core.present import heartbeat
 from perseus_core.store.network import ExchangeView, LastKnown, ViewKind
 from perseus_tui import render
 
@@ -24,6 +25,8 @@ CARD_WIDTH = 38
 """Width a card needs (border included); the grid fits as many columns as this allows."""
 CARD_HEIGHT = 8
 """Six lines of content plus the border."""
+COMPACT_HEIGHT = 4
+"""A compact card (short terminals): the title line and one summary line, plus the border."""
 DEFAULT_TIMING = render.Timing()
 """The heartbeat timing of the default settings (what a card shows outside a dashboard)."""
 
@@ -63,8 +66,9 @@ def card_lines(
     width: int,
     stale: bool = False,
     timing: render.Timing = DEFAULT_TIMING,
+    compact: bool = False,
 ) -> list[Content]:
-    """Everything a card shows, as up to six lines of `Content`.
+    """Everything a card shows, as up to six lines of `Content` (two when compact).
 
     Args:
         view: The exchange as the network reader last saw it.
@@ -73,6 +77,9 @@ def card_lines(
         width: Content width, so the badge can sit on the right of the title.
         stale: Redis is unreachable: the data is the last known, not current.
         timing: heartbeat thresholds and when the fleet was read.
+        compact: only the title and the line that matters most (the heartbeat
+            of a live instance, the agent of a ready one, the last state of
+            an offline one), for terminals too short for full cards.
     """
     kind = view.kind
     badge = render.view_badge(view)
@@ -85,16 +92,23 @@ def card_lines(
     lines = [title_content + Content(" " * gap) + badge]
 
     if kind is ViewKind.LIVE:
-        lines += _online_lines(view, now, width, timing)
+        body = _online_lines(view, now, width, timing)
+        summary = 3  # the heartbeat and uptime
     elif kind is ViewKind.UNREADABLE:
-        lines += [
+        body = [
             _line(("status key unreadable:", render.OFFLINE_STYLE)),
             _line((render.label(view.error, "unknown problem", 200), render.ERROR)),
         ]
+        summary = 0
     elif kind is ViewKind.READY:
-        lines += _ready_lines(view, now)
+        body = _ready_lines(view, now)
+        summary = 0  # where a start would run
     else:
-        lines += _offline_lines(view, now)
+        body = _offline_lines(view, now)
+        summary = -1  # the last known state, or "never seen online"
+    if compact:
+        return [*lines, body[summary]]
+    lines += body
     if view.error and kind is not ViewKind.UNREADABLE:  # e.g. a key of the wrong type
         lines.append(_line(("! ", render.OFFLINE_STYLE), (render.label(view.error), render.ERROR)))
     return lines
@@ -113,13 +127,16 @@ def _online_lines(
         max(4, width - 6 - symbols.cell_length), ellipsis=True
     )
     beat = _line(("♥ ", render.MUTED), render.heartbeat(view, now, timing))
-    if status.connection_state == "active":
-        beat += Content.styled(" · ", render.MUTED) + Content.styled(
-            render.uptime(view, now, timing), render.SUCCESS
-        )
-    else:
-        since = render.in_state_for(status.connection_state.value, status.last_state_change, now)
-        beat += Content.styled(f" · {since}", render.MUTED)
+    look = heartbeat(view, now, timing.thresholds, timing.read_at)
+    if look is None or not look.overdue:  # overdue: "no heartbeat for 32s" says it all
+        if status.connection_state == "active":
+            beat += Content.styled(" · ", render.MUTED) + Content.styled(
+                render.uptime(view, now, timing), render.SUCCESS
+            )
+        else:
+            state = status.connection_state.value
+            since = render.in_state_for(state, status.last_state_change, now)
+            beat += Content.styled(f" · {since}", render.MUTED)
     lines = [
         _field("host", render.label(status.hostname)),
         _field("ip", ip),
@@ -194,6 +211,7 @@ class InstanceCard(Widget, can_focus=True):
         &.-unreadable { border: round $error; }
         &.-stale { text-opacity: 70%; }
         &.-selected { border: round $accent; }
+        &.-compact { height: 4; }
         &:focus { border: heavy $accent; background-tint: $foreground 5%; }
     }
     """
@@ -232,8 +250,21 @@ class InstanceCard(Widget, can_focus=True):
 
     def _build(self, width: int) -> list[Content]:
         return card_lines(
-            self._view, self._now, self._tz, width=width, stale=self.stale, timing=self.timing
+            self._view,
+            self._now,
+            self._tz,
+            width=width,
+            stale=self.stale,
+            timing=self.timing,
+            compact=self.has_class("-compact"),
         )
+
+    def set_compact(self, compact: bool) -> None:
+        """Show two lines (short terminals) or all six."""
+        if compact != self.has_class("-compact"):
+            self.set_class(compact, "-compact")
+            self._lines = None
+            self.refresh(layout=True)
 
     def show(self, view: ExchangeView, now: datetime, tz: tzinfo | None) -> None:
         """Show a newer view (or the same one at a later time); repaint only what changed."""

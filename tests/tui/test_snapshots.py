@@ -27,7 +27,7 @@ SnapCompare = Callable[..., bool]
 def test_screen(shot: Shot, snap_compare: SnapCompare, redis_url: str) -> None:
     """Each screen as `make screenshots` renders it (see Shot.description)."""
     shot.seed(redis_url)
-    app = screenshot_app(redis_url)
+    app = shot.make_app(redis_url)
     assert snap_compare(app, terminal_size=shot.size, run_before=shot.run_before)
 
 

@@ -44,7 +44,7 @@ from perseus_core.store.control.common import (
 )
 from perseus_core.store.control.livermore import LivermoreBridge, NoLivermoreListener, NotSteerable
 from perseus_core.store.control.outcome import CommandOutcome, NoAgentAnswered, OutcomeUnknown
-from perseus_core.store.control.routing import Route, Via
+from perseus_core.store.control.routing import Route, Via, decide, refused_line
 from perseus_core.store.control.server import INTERRUPTED_MESSAGE, CommandServer
 
 __all__ = [
@@ -65,4 +65,6 @@ __all__ = [
     "NotSteerable",
     "Route",
     "Via",
+    "decide",
+    "refused_line",
 ]

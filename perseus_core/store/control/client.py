@@ -28,7 +28,7 @@ from perseus_core.store.control.livermore import (
     NotSteerable,
 )
 from perseus_core.store.control.outcome import CommandOutcome, NoAgentAnswered, OutcomeUnknown
-from perseus_core.store.control.routing import Route, Via, read_route
+from perseus_core.store.control.routing import Route, Via, read_route, refused_line
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError, RedisUnavailable
 from perseus_core.wire.models import (
@@ -274,7 +274,7 @@ class ControlClient:
         if route is None:
             route = await self.route(exchange_id, kind)
         if route.via is Via.NONE:
-            raise NotSteerable(route.refusal or f"cannot {kind} exchange {exchange_id}")
+            raise NotSteerable(refused_line(route, kind))
         if route.via is Via.LIVERMORE:
             return await self._send_livermore(
                 route,

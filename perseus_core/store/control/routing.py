@@ -32,7 +32,8 @@ class Route:
         exchange_name: its name, from the holder's key or the catalog ("" if unknown).
         holder: the hostname of a holder that is not a Perseus agent, else None.
         identity_sub: the Livermore owner identity from the catalog, if any.
-        refusal: for `via=NONE`, one line naming the holder and how to steer it.
+        refusal: for `via=NONE`, why, naming the holder and how to steer it
+            (`refused_line` makes it a whole line).
         listeners: for `via=LIVERMORE`, how many Livermore servers are
             subscribed to the owner's channel (each would run the command).
     """
@@ -47,15 +48,11 @@ class Route:
 
 
 async def read_route(redis: RedisClient, exchange_id: int, command: str) -> Route:
-    """Decide the channel from the slot's holder, its agents and its catalog entry.
+    """Read the slot's holder, its agents and its catalog entry, and `decide`.
 
-    A Perseus holder, or an agent waiting idle, is reached over Perseus's own
-    command stream. A slot held by another writer (a Livermore server: no
-    `instanceId`), or vacant with no agent of ours, is reached over
-    Livermore's channel when the catalog entry names the owner's identity; a
-    foreign holder without one is refused with a line saying how to enable
-    steering. Anything else (`ping`, an unreadable key) goes to Perseus as
-    before. Three single-key reads, one round trip.
+    Three single-key reads, one round trip. An unreadable or wrong-type key
+    reads as unknown (a status key that exists but cannot be parsed is a
+    holder of unknown kind: Perseus's own channel, as before).
     """
     if command not in (CommandType.START, CommandType.STOP):
         return Route(Via.PERSEUS, exchange_id)
@@ -64,8 +61,45 @@ async def read_route(redis: RedisClient, exchange_id: int, command: str) -> Rout
         pipe.hget(keys.CATALOG_KEY, str(exchange_id))
         pipe.zcard(keys.agents_key(exchange_id))
         raw_status, raw_entry, agents = await pipe.execute(raise_on_error=False)
-    holder = _parse(InstanceStatus, raw_status)
-    entry = _parse(CatalogEntry, raw_entry)
+    return decide(
+        exchange_id,
+        command,
+        holder=_parse(InstanceStatus, raw_status),
+        occupied=raw_status is not None and not isinstance(raw_status, Exception),
+        entry=_parse(CatalogEntry, raw_entry),
+        agents=agents if isinstance(agents, int) else 0,
+    )
+
+
+def decide(
+    exchange_id: int,
+    command: str,
+    *,
+    holder: InstanceStatus | None,
+    occupied: bool,
+    entry: CatalogEntry | None,
+    agents: int,
+) -> Route:
+    """The one decision of which channel carries a command, for every surface
+    (the CLI, the dashboard and their early refusals say the same thing).
+
+    A Perseus holder, or an agent waiting idle, is reached over Perseus's own
+    command stream. A slot held by another writer (a Livermore server: no
+    `instanceId`), or vacant with no agent of ours, is reached over
+    Livermore's channel when the catalog entry names the owner's identity; a
+    foreign holder without one is refused with a line saying how to enable
+    steering. Anything else (`ping`, an unreadable key) goes to Perseus.
+
+    Args:
+        exchange_id: the slot.
+        command: the command type.
+        holder: the valid status payload of the slot, if any.
+        occupied: the status key exists (valid or not).
+        entry: the valid catalog entry, if any.
+        agents: how many Perseus agents announce themselves for the slot.
+    """
+    if command not in (CommandType.START, CommandType.STOP):
+        return Route(Via.PERSEUS, exchange_id)
     sub = entry.livermore_sub if entry is not None else None
     name = holder.exchange_name if holder is not None else (entry.name if entry else "")
     if holder is not None and holder.instance_id is None:
@@ -78,15 +112,20 @@ async def read_route(redis: RedisClient, exchange_id: int, command: str) -> Rout
             name,
             host,
             refusal=(
-                f"cannot {command} {clean(name, 64) or exchange_id}: the slot is held by "
-                f"{host} (not a Perseus agent), and the catalog entry names no Livermore "
-                f"owner to ask; enable steering with "
+                f"the slot is held by {host} (not a Perseus agent), and the catalog entry "
+                f"names no Livermore owner to ask; enable steering with "
                 f"`perseus catalog set {exchange_id} --livermore-sub SUB`"
             ),
         )
-    if raw_status is None and sub and agents == 0:  # vacant, and no agent of ours waits
+    if not occupied and sub and agents == 0:  # vacant, and no agent of ours waits
         return Route(Via.LIVERMORE, exchange_id, name, None, sub)
     return Route(Via.PERSEUS, exchange_id, name)
+
+
+def refused_line(route: Route, command: str) -> str:
+    """`cannot stop exchange 2: ...`: a refused route as the CLI and the
+    command client say it (the dashboard shows the reason on the command's line)."""
+    return f"cannot {command} exchange {route.exchange_id}: {route.refusal or 'nothing can run it'}"
 
 
 _Model = TypeVar("_Model", InstanceStatus, CatalogEntry)
