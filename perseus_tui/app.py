@@ -37,6 +37,7 @@ from perseus_tui.messages import (
     ExchangesRefreshed,
     FeedEntries,
     FeedHistory,
+    IntroRequested,
     ReadOnlyDetected,
     RefreshRequested,
     SnapshotLoaded,
@@ -46,6 +47,7 @@ from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.dashboard import DashboardScreen
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen, HelpSection
+from perseus_tui.screens.intro import IntroScreen
 from perseus_tui.stop_question import StopQuestion, explanation, livermore_question
 from perseus_tui.widgets.activity_feed import DEFAULT_MAX_LINES
 from perseus_tui.widgets.card_grid import CardGrid
@@ -105,6 +107,7 @@ class PerseusApp(FleetHub):
 
     def on_mount(self) -> None:
         self.service.start()
+        self.show_intro()
         self.set_interval(1.0, self._tick, name="clock")
 
     async def on_unmount(self) -> None:
@@ -241,6 +244,10 @@ class PerseusApp(FleetHub):
 
     # --- requests from the screens -----------------------------------------------------
 
+    @on(IntroRequested)
+    def _intro_requested(self) -> None:
+        self.show_intro()
+
     @on(RefreshRequested)
     def _refresh_requested(self) -> None:
         self.request_refresh()
@@ -316,6 +323,11 @@ class PerseusApp(FleetHub):
         """Switch the dashboard between cards and table."""
         self.dashboard.action_toggle_view()
 
+    def show_intro(self) -> None:
+        """Open the intro panel over the dashboard, if the dashboard was given one."""
+        if self.intro and not isinstance(self.screen, IntroScreen):
+            self.push_screen(IntroScreen(self.intro))
+
     def action_help(self) -> None:
         """List every key binding."""
         if not isinstance(self.screen, HelpScreen):
@@ -352,6 +364,9 @@ def create_app(
     target_label: str | None = None,
     operator: str | None = None,
     feed_max_lines: int = DEFAULT_MAX_LINES,
+    intro: str | None = None,
+    initial_selection: int | None = None,
+    expecting: str | None = None,
 ) -> PerseusApp:
     """Build the dashboard; the CLI, the tests and the screenshot tool all start here.
 
@@ -366,6 +381,13 @@ def create_app(
             fixed label so the random port of their server never shows.
         operator: who sends commands, for the audit trail (default `user@host`).
         feed_max_lines: how many entries the activity feed keeps.
+        intro: plain text for a panel that explains what is on screen (the
+            demo's tour); `i` opens it again once closed.
+        initial_selection: the exchange to select first, as soon as it is
+            listed (the demo's "try this first"); default: the first one.
+        expecting: what the fleet area says while it is empty because its
+            exchanges are on their way (the demo's agents starting), instead
+            of how to add a first exchange.
     """
     return PerseusApp(
         settings,
@@ -375,6 +397,9 @@ def create_app(
         target_label=target_label,
         operator=operator,
         feed_max_lines=feed_max_lines,
+        intro=intro,
+        initial_selection=initial_selection,
+        expecting=expecting,
     )
 
 
