@@ -195,7 +195,7 @@ class PerseusApp(FleetHub):
     def _command_progress(self, message: CommandProgress) -> None:
         detail = render.label(message.detail, "", 300)
         if message.stage == "sent":
-            step = "sent, waiting for the agent…"
+            step = "sent"
         elif message.stage == "acknowledged":
             step = render.acknowledgement(detail)
         elif message.stage == "success":

@@ -68,7 +68,7 @@ DASHBOARD_BINDINGS: list[BindingType] = [
         "i",
         "show_intro",
         "Intro",
-        tooltip="Open the explanation of what is on screen again",
+        tooltip="Open the explanation of what is on screen again (the demo has one)",
         id="show-intro",
     ),
     Binding(
@@ -386,7 +386,8 @@ class DashboardScreen(ExchangeScreen):
         room = max(COMPACT_HEIGHT, self.size.height - others - FEED_MIN_HEIGHT)
         grid = self.grid
         grid.compact = grid.rows_needed() * CARD_HEIGHT > room
-        grid.styles.max_height = room
+        row = COMPACT_HEIGHT if grid.compact else CARD_HEIGHT
+        grid.styles.max_height = max(row, room // row * row)  # whole cards; the feed gets the rest
 
     def action_pause_feed(self) -> None:
         """Pause or resume the feed."""

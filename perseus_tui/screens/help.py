@@ -92,8 +92,8 @@ def legend_lines() -> list[Content]:
     lines += [Content(""), Content.styled("Heartbeat age", "bold $accent")]
     for tone, meaning in HEARTBEAT_LEGEND:
         sample = Content.styled("♥ 12s ago", render.heartbeat_style(tone))
-        pad = Content(" " * max(1, KEY_COLUMN + 2 - sample.cell_length))
-        lines.append(Content("  ") + sample + pad + Content.styled(meaning, "$foreground"))
+        pad = Content(" " * max(1, KEY_COLUMN - 1 - sample.cell_length))
+        lines.append(Content("   ") + sample + pad + Content.styled(meaning, "$foreground"))
     return lines
 
 
