@@ -18,11 +18,10 @@ moment (Redis server time, ms) that member expires. Why a sorted set:
   this agent's own member, and push the key's expiry out to at least this
   member's. Scores come from the server's clock (`TIME`), so agents on hosts
   whose clocks disagree never prune each other's live members.
-- Readers need no clock at all: they read the members (`ZRANGE`). A member
-  of an agent killed with -9 is gone when the key expires (it was the last
-  writer) or, while another agent of the exchange keeps refreshing, at that
-  agent's next refresh after the member's expiry: within the TTL plus one
-  heartbeat interval at most.
+- Readers list only the members whose expiry, on the server's clock, has
+  not passed (`store.network.offline`): writers prune expired members only
+  when they write, so an agent killed with -9 beside another one would
+  otherwise stay listed until that one's next refresh.
 """
 
 from __future__ import annotations
