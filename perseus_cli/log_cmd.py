@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 
 from perseus_cli.common import load_settings, open_redis, run_read
 from perseus_cli.options import redis_url_option
-from perseus_cli.output import echo_json, id_time, pad
+from perseus_cli.output import echo_json, pad
 from perseus_core.plumbing.connection import connect
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import (
@@ -48,6 +48,7 @@ from perseus_core.wire.models import (
 )
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean, clean_or
+from perseus_core.wire.timeutil import id_time
 
 _NAME_WIDTH = 12
 """Minimum width (in terminal cells) of the exchange column, so followed lines stay aligned."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import click
 from rich.cells import cell_len
@@ -76,18 +76,6 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> None:
 def pad(text: str, width: int) -> str:
     """`text` padded with spaces to `width` terminal cells (wide characters count two)."""
     return text + " " * max(0, width - cell_len(text))
-
-
-def id_time(entry_id: str) -> datetime | None:
-    """When Redis stored a stream entry (the milliseconds part of its auto ID):
-    a fallback for entries whose own `timestamp` is missing or unparseable."""
-    ms = entry_id.partition("-")[0]
-    if not ms.isdigit():
-        return None
-    try:
-        return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
-    except (OverflowError, ValueError, OSError):  # beyond what datetime can hold
-        return None
 
 
 def ago(moment: datetime | None, now: datetime) -> str:

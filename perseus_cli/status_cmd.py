@@ -15,13 +15,13 @@ import click
 
 from perseus_cli.common import load_settings, open_redis, run_read
 from perseus_cli.options import MAX_EXCHANGE_ID, redis_url_option
-from perseus_cli.output import Cell, ago, echo_json, id_time, print_table, styled
+from perseus_cli.output import Cell, ago, echo_json, print_table, styled
 from perseus_core.present import HeartbeatThresholds, badge, heartbeat, status_word, uptime_s
 from perseus_core.store.network import ExchangeView, NetworkReader, ViewKind
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import ConnectionState, InstanceStatus
 from perseus_core.wire.text import clean, clean_or
-from perseus_core.wire.timeutil import format_duration, system_clock
+from perseus_core.wire.timeutil import format_duration, id_time, system_clock
 
 STATUS_HEADERS = ("ID", "NAME", "STATE", "HOST", "IP", "HEARTBEAT", "UPTIME", "INFO")
 
@@ -86,9 +86,10 @@ def _absent(view: ExchangeView, now: datetime) -> _Where:
         clean_or(last.ip if last else None, "-", 45),
     )
     if view.kind is ViewKind.OFFLINE:
-        if last is not None:
-            seen = ago(last.time or id_time(last.id), now)
-            where.info.append(f"last seen {seen} ({clean_or(last.state, 'unknown state', 20)})")
+        seen = view.last_seen
+        if seen is not None:
+            state = f" ({clean_or(last.state, 'unknown state', 20)})" if last is not None else ""
+            where.info.append(seen.label(ago(seen.at, now)) + state)
         else:
             where.info.append("never seen")
     return where

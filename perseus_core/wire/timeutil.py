@@ -79,6 +79,18 @@ def parse_ts_or_none(text: str | None) -> datetime | None:
         return None
 
 
+def id_time(entry_id: str) -> datetime | None:
+    """When Redis stored a stream entry (the milliseconds part of its auto ID):
+    a fallback for entries whose own `timestamp` is missing or unparseable."""
+    ms = entry_id.partition("-")[0]
+    if not ms.isdigit():
+        return None
+    try:
+        return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+    except (OverflowError, ValueError, OSError):  # beyond what datetime can hold
+        return None
+
+
 def to_epoch_ms(moment: datetime) -> int:
     """Milliseconds since the epoch, as command timestamps carry them."""
     return int(moment.timestamp() * 1000)

@@ -207,7 +207,7 @@ def test_status_offline_shows_last_known_from_the_stream(
     }
     row = invoke(redis_url, "status").stdout.splitlines()[1]
     assert row.split()[:4] == ["1", "coinbase", "offline", "DESKTOP-ABC"]
-    assert "last seen" in row
+    assert "last entry" in row
     assert "(active)" in row
 
 

@@ -254,6 +254,7 @@ async def test_status_json_shape_of_a_view(redis: Redis, reader: NetworkReader) 
         "online",
         "status",
         "lastKnown",
+        "lastSeen",
         "agents",
         "error",
     ]

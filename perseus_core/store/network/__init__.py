@@ -9,13 +9,15 @@
 """
 
 from perseus_core.store.network.catalog import RedisClient
+from perseus_core.store.network.history import SCAN_COUNT
 from perseus_core.store.network.offline import LAST_KNOWN_SCAN, MAX_AGENTS
 from perseus_core.store.network.parsing import parse_catalog_payload, parse_status_payload
-from perseus_core.store.network.reader import SCAN_COUNT, NetworkReader
+from perseus_core.store.network.reader import NetworkReader
 from perseus_core.store.network.snapshot import CATALOG_SLICE, MGET_CHUNK
 from perseus_core.store.network.views import (
     ExchangeView,
     LastKnown,
+    LastSeen,
     NetworkSnapshot,
     ViewKind,
 )
@@ -28,6 +30,7 @@ __all__ = [
     "SCAN_COUNT",
     "ExchangeView",
     "LastKnown",
+    "LastSeen",
     "NetworkReader",
     "NetworkSnapshot",
     "RedisClient",

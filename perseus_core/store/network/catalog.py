@@ -138,12 +138,18 @@ def importable(exchange_id: int, status: InstanceStatus | str) -> CatalogEntry |
     if status.exchange_id != exchange_id:
         log.warning("not importing exchange %d: %s", exchange_id, id_mismatch(status, exchange_id))
         return None
+    return importable_name(exchange_id, status.exchange_name)
+
+
+def importable_name(exchange_id: int, name: str) -> CatalogEntry | None:
+    """The catalog entry `discover` adds for an exchange of that id and name,
+    or None (logged) when the name is not one Perseus would write."""
     try:
-        name = validate_exchange_name(status.exchange_name)
+        valid = validate_exchange_name(name)
     except ValueError as exc:
         log.warning("not importing exchange %d: %s", exchange_id, exc)
         return None
-    return CatalogEntry(id=exchange_id, name=name, display_name=name)
+    return CatalogEntry(id=exchange_id, name=valid, display_name=valid)
 
 
 async def add_missing(redis: RedisClient, entries: list[CatalogEntry]) -> list[CatalogEntry]:

@@ -13,11 +13,19 @@ catalog entry plus any exchange found online that is not in the catalog):
   discover_online=True)` forces a scan, `False` never scans. Perseus agents
   add themselves to the catalog when they start, so only exchanges run by
   other writers depend on the scan.
+- Exchanges with history but neither a key nor a catalog entry (a dead
+  Livermore server's) are found by the same scans, over the activity
+  streams (`history`), and listed offline with their last-known info.
+
+"last seen" of an exchange that is not online is the newest heartbeat this
+reader saw while it was online (`ExchangeView.seen_at`), else its stream's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from datetime import datetime
 from operator import attrgetter
 from typing import cast
 
@@ -29,8 +37,10 @@ from perseus_core.store.network.catalog import (
     add_missing,
     delete_entry,
     importable,
+    importable_name,
     write_entry,
 )
+from perseus_core.store.network.history import SCAN_COUNT, history_ids, history_names
 from perseus_core.store.network.offline import OfflineDetails
 from perseus_core.store.network.parsing import (
     catalog_problem,
@@ -50,9 +60,6 @@ from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models import CatalogEntry, InstanceStatus
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import Clock, system_clock
-
-SCAN_COUNT = 1_000
-"""SCAN COUNT hint: fewer round trips over a large keyspace."""
 
 _view_order = attrgetter("exchange_id")
 
@@ -107,6 +114,9 @@ class NetworkReader:
             self._reads, self._catalog, clock=clock, ttl_ms=settings.heartbeat_ttl_ms
         )
         self._offline = OfflineDetails(redis)
+        self._history: dict[int, str] = {}
+        self._seen: dict[int, datetime] = {}
+        self._previous: list[ExchangeView] = []
 
     @property
     def catalog_errors(self) -> dict[str, str]:
@@ -190,17 +200,65 @@ class NetworkReader:
         ones only when the catalog gained ids since the previous snapshot, and
         for a SCAN.
         """
-        if self._scan_due(discover_online):
+        scan = self._scan_due(discover_online)
+        if scan:
             await self._scan()
-        views, self._extra_ids = await self._assembly.read(self._extra_ids)
+        wanted = self._extra_ids.union(self._history) if self._history else self._extra_ids
+        if scan:
+            (views, self._extra_ids), names = await asyncio.gather(
+                self._assembly.read(wanted), history_names(self._redis)
+            )
+            listed = {view.exchange_name.lower() for view in views}
+            self._history = await history_ids(self._redis, names - listed)
+        else:
+            views, self._extra_ids = await self._assembly.read(wanted)
+        if self._history:
+            views = self._with_history(views)
         with_agents = last_known if agents is None else agents
         if last_known or with_agents:
             views = await self._offline.fill(
                 views, last_known=last_known, agents=with_agents, remember=True
             )
+        if self._previous:  # what was online then and is not now: its newest heartbeat
+            self._note_seen(views, self._previous)
+        self._previous = views
         views.sort(key=_view_order)
         problems = (self._catalog.unreadable,) if self._catalog.unreadable else ()
         return NetworkSnapshot(views, self._clock(), problems)
+
+    def _with_history(self, views: list[ExchangeView]) -> list[ExchangeView]:
+        """`views` and an offline view of each exchange found only by its
+        history (`history`) that no listed view has the id or name of."""
+        ids = {view.exchange_id for view in views}
+        names = {view.exchange_name.lower() for view in views}
+        extra = [
+            ExchangeView(exchange_id, name, name, False)
+            for exchange_id, name in self._history.items()
+            if exchange_id not in ids and name not in names
+        ]
+        return views + extra if extra else views
+
+    def _note_seen(self, views: list[ExchangeView], previous: list[ExchangeView]) -> None:
+        """Remember the newest heartbeat of each exchange seen going offline
+        since the `previous` snapshot (the PTTL-dated one, else its
+        `lastHeartbeat`), and give it to the views of exchanges not online as
+        `seen_at`. Costs a pass over the views, and an index of the previous
+        ones only when some exchange is not online."""
+        seen = self._seen
+        by_id: dict[int, ExchangeView] | None = None
+        for view in views:
+            if view.online:
+                continue
+            if by_id is None:
+                by_id = {before.exchange_id: before for before in previous}
+            before = by_id.get(view.exchange_id)
+            if before is not None and before.online:
+                moment = before.heartbeat_at or (
+                    before.status.last_heartbeat if before.status is not None else None
+                )
+                if moment is not None:
+                    seen[view.exchange_id] = moment
+            view.seen_at = seen.get(view.exchange_id)
 
     async def exchange(self, exchange_id: int) -> ExchangeView:
         """One exchange, listed or not: its catalog entry, status and, when it
@@ -220,15 +278,20 @@ class NetworkReader:
         status_problem = parsed if isinstance(parsed, str) else None
         view = assemble(exchange_id, field_name, entry, problem, raw_status, status, status_problem)
         view.heartbeat_at = heartbeat_moment(self._clock(), self._settings.heartbeat_ttl_ms, pttl)
+        if not view.online:
+            view.seen_at = self._seen.get(exchange_id)
         return (await self._offline.fill([view], last_known=True, agents=True))[0]
 
     async def discover(self) -> list[CatalogEntry]:
-        """Add every online exchange that is missing from the catalog.
+        """Add every exchange that is online, or has history, but is missing
+        from the catalog.
 
         SCANs the status keys (never KEYS), reads them, and adds an entry for
         each valid payload whose id is not in the catalog yet (HSETNX: an entry
         written meanwhile by an operator or agent is kept). Payloads that are
         corrupt or carry a name Perseus would not write are skipped and logged.
+        Then the same for exchanges found only by their activity streams
+        (`history`: a dead Livermore server's), named as their streams are.
 
         Returns:
             The entries actually added, sorted by id.
@@ -237,17 +300,24 @@ class NetworkReader:
         raw_catalog = await self._read_catalog()
         known = {field_id(f) for f in raw_catalog}
         candidates = sorted(self._extra_ids - known)
-        if not candidates:
-            return []
-        values, _ = await self._reads.mget(candidates)
         to_add: list[CatalogEntry] = []
-        for exchange_id, raw in zip(candidates, values, strict=True):
-            if raw is None:
-                continue
-            entry = importable(exchange_id, self._assembly.parse_status(exchange_id, raw))
-            if entry is not None:
+        if candidates:
+            values, _ = await self._reads.mget(candidates)
+            for exchange_id, raw in zip(candidates, values, strict=True):
+                if raw is None:
+                    continue
+                entry = importable(exchange_id, self._assembly.parse_status(exchange_id, raw))
+                if entry is not None:
+                    to_add.append(entry)
+        taken = known | {entry.id for entry in to_add}
+        names = {entry.name.lower() for entry in self._catalog.entries(raw_catalog)}
+        names.update(entry.name.lower() for entry in to_add)
+        history = await history_ids(self._redis, await history_names(self._redis) - names)
+        for exchange_id, name in sorted(history.items()):
+            entry = importable_name(exchange_id, name)
+            if exchange_id not in taken and entry is not None:
                 to_add.append(entry)
-        return await add_missing(self._redis, to_add)
+        return sorted(await add_missing(self._redis, to_add), key=_entry_order)
 
     # --- writing the catalog -----------------------------------------------
 

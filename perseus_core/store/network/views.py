@@ -21,7 +21,7 @@ from perseus_core.wire.models import (
     OtherEntry,
     StateTransitionEntry,
 )
-from perseus_core.wire.timeutil import parse_ts_or_none, system_clock
+from perseus_core.wire.timeutil import format_ts, id_time, parse_ts_or_none, system_clock
 
 NOT_AN_ID = -1
 """The `exchange_id` of a view made for a catalog field that is not a number."""
@@ -112,6 +112,24 @@ class LastKnown:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class LastSeen:
+    """When an exchange that is not online was last seen, and by what: the
+    newest heartbeat a reader saw while it was online (`heartbeat`), else
+    the time of the last holder's newest entry in its stream (`entry`)."""
+
+    at: datetime
+    source: str
+
+    def label(self, age: str) -> str:
+        """`last heartbeat 3m ago` / `last entry 2d ago`, with `age` as given."""
+        return f"last {self.source} {age}"
+
+    def to_dict(self) -> dict[str, str]:
+        """The `lastSeen` object of `perseus status --json`."""
+        return {"at": format_ts(self.at), "source": self.source}
+
+
 class ViewKind(StrEnum):
     """What an exchange is, as far as a reader can tell: decided once, in
     `ExchangeView.kind`, and shown the same way by every surface."""
@@ -150,6 +168,8 @@ class ExchangeView:
         agents: the agents running for it (docs/wire-format.md 2.4), read only
             when there is no valid status; sorted by hostname and pid. A
             tuple: views are shared between snapshots.
+        seen_at: for an exchange not online, its newest heartbeat this
+            reader saw while it was online (see `last_seen`); else None.
         heartbeat_at: when the last heartbeat happened on this host's clock,
             dated by the key's PTTL on Redis's clock (configured TTL - PTTL
             before the read); None when the PTTL could not date it. Unlike
@@ -167,6 +187,16 @@ class ExchangeView:
     catalog_entry: CatalogEntry | None = None
     agents: tuple[AgentPresence, ...] = ()
     heartbeat_at: datetime | None = None
+    seen_at: datetime | None = None
+
+    @property
+    def last_seen(self) -> LastSeen | None:
+        """When it was last seen, labelled with the source (None: never)."""
+        if self.seen_at is not None:
+            return LastSeen(self.seen_at, "heartbeat")
+        known = self.last_known
+        moment = (known.time or id_time(known.id)) if known is not None else None
+        return LastSeen(moment, "entry") if moment is not None else None
 
     @property
     def online(self) -> bool:
@@ -212,6 +242,7 @@ class ExchangeView:
             "online": self.online,
             "status": self.status.to_wire() if self.status is not None else None,
             "lastKnown": self.last_known.to_dict() if self.last_known is not None else None,
+            "lastSeen": seen.to_dict() if not self.online and (seen := self.last_seen) else None,
             "agents": [agent.to_wire() for agent in self.agents],
             "error": self.error,
         }
