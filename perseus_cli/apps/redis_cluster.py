@@ -126,6 +126,14 @@ class RedisClusterNodes:
             with _client(node) as client:
                 _until(deadline, partial(_state_ok, client), "the cluster is ready")
 
+    def revive(self, timeout: float = 30.0) -> None:
+        """Start every node that was killed again (same port and directory, so
+        it rejoins: a former master comes back as a replica of its successor)."""
+        for node in self.nodes:
+            if node.pid is None:
+                node.start()
+        self.wait_ready(timeout)
+
     def flush(self) -> None:
         """Empty every master (FLUSHALL is per node on a cluster)."""
         for node in self.nodes:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -13,6 +13,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionResetError,
     ConnectionRefusedError,
     ConnectionAbortedError,
+    # Redis Cluster: no node reachable, a slot between owners, a failover in progress.
+    RedisClusterException,
+    ClusterDownError,
+    TryAgainError,
 )
 """Errors that mean the connection to Redis is (briefly) gone: retry, do not crash.
 

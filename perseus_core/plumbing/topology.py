@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import redis as sync_redis
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
@@ -44,6 +44,7 @@ it picks its TLS connection class itself from `rediss://`."""
 
 _lock = threading.Lock()
 _known: dict[str, bool] = {}
+_nodes: dict[str, list[tuple[str, int]]] = {}
 _unknown_until: dict[str, float] = {}
 
 
@@ -85,29 +86,39 @@ def is_cluster(url: str, options: dict[str, Any] | None = None) -> bool:
 
 
 def _ask(url: str, options: dict[str, Any]) -> bool:
-    """One round trip: `INFO cluster`, or `CLUSTER INFO` for a user without INFO."""
+    """`INFO cluster` (or `CLUSTER INFO` for a user without INFO); on a
+    cluster, every node's address too (`CLUSTER SLOTS`), to start from."""
     with sync_redis.Redis.from_url(url, decode_responses=True, **options) as client:
         try:
             info = client.info("cluster")
-            return bool(int(info.get("cluster_enabled", 0)))
-        except ResponseError:
-            pass  # INFO is a @dangerous command a least-privilege user may lack
+            enabled = bool(int(info.get("cluster_enabled", 0)))
+        except ResponseError:  # INFO is @dangerous: a least-privilege user may lack it
+            enabled = True
+        if not enabled:
+            return False
         try:
-            client.execute_command("CLUSTER", "INFO")
+            slots = client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
         except ResponseError:
             return False  # "This instance has cluster support disabled"
+        _nodes[url] = sorted(
+            {(str(node[0]), int(node[1])) for row in slots for node in row[2:] if node[0]}
+        )
         return True
 
 
 def cluster_client(url: str, options: dict[str, Any]) -> RedisCluster:
     """An async cluster client for the cluster `url` leads to.
 
-    redis-py's cluster client takes its own `retry` policy (per command,
-    across nodes and failovers); a connection-level `retry` given for a
-    single server is passed on as that policy.
+    Besides the node the URL names, every node the cluster had when it was
+    first asked is a starting point, so a client made while that one node is
+    down (a failover in progress) still finds the cluster. redis-py's cluster
+    client takes its own `retry` policy (per command, across nodes and
+    failovers); a `retry` given for a single server is passed on as that policy.
     """
     options = {key: value for key, value in options.items() if key not in _SINGLE_SERVER_ONLY}
-    return RedisCluster.from_url(url, **options)
+    with _lock:
+        known = [ClusterNode(host, port) for host, port in _nodes.get(url, [])]
+    return RedisCluster.from_url(url, startup_nodes=known or None, **options)
 
 
 def forget(url: str | None = None) -> None:
@@ -118,9 +129,11 @@ def forget(url: str | None = None) -> None:
     with _lock:
         if url is None:
             _known.clear()
+            _nodes.clear()
             _unknown_until.clear()
         else:
             _known.pop(url, None)
+            _nodes.pop(url, None)
             _unknown_until.pop(url, None)
 
 

@@ -1,0 +1,293 @@
+"""One failover drill on a running cluster: the definition shared by the test
+(`test_failover.py`, one kill) and the long form (`bench/failover.py`, JSON).
+
+While three instances heartbeat (one per master), a tail follows their
+streams, a writer appends an entry to every stream each 50 ms and a command
+client pings one agent in a loop, the master that holds one instance's status
+key and another's stream is killed with SIGKILL; its replica takes over after
+the cluster's node timeout. A rival instance tries to claim the victim's slot
+all along, so any moment of two holders is seen.
+
+Measured from the kill, on this host's monotonic clock: when the cluster
+served every slot again, when the victim's heartbeat reached Redis again,
+when the tail delivered an entry written after the kill, when the snapshot
+the dashboard reads showed every instance live again, when a command was
+answered again; entries acknowledged by the old master that the new one never
+had (asynchronous replication), entries the tail delivered twice or missed,
+and how long two instances believed they held the victim's slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from redis.asyncio.cluster import RedisCluster
+
+from perseus_cli.apps.redis_cluster import RedisClusterNodes
+from perseus_core.instance import Instance
+from perseus_core.plumbing.connection import connect
+from perseus_core.plumbing.errors import REDIS_ERRORS
+from perseus_core.runtime.supervisor import kill_deadline_ms
+from perseus_core.store.activity import ActivityLog, ActivityTail
+from perseus_core.store.control import CommandServer, ControlClient
+from perseus_core.store.lease.errors import ClaimConflict, LeaseLost
+from perseus_core.store.network import NetworkReader
+from perseus_core.wire import keys
+from perseus_core.wire.errors import PerseusError
+from perseus_core.wire.models import (
+    CatalogEntry,
+    Command,
+    ConnectionState,
+    InstanceStatus,
+    ReplyStatus,
+    StateTransitionEntry,
+)
+from perseus_core.wire.settings import Settings
+from tests.cluster.conftest import FLEET
+from tests.waiting import eventually
+
+WRITE_EVERY_S = 0.05
+SETTLE_S = 1.0
+"""How long the drill keeps going after everything resumed, so late
+duplicates or a late second holder would still be seen."""
+
+
+@dataclass
+class FailoverFigures:
+    """What one drill measured (seconds from the kill; None: never happened)."""
+
+    killed_port: int = 0
+    cluster_ok_s: float | None = None
+    heartbeat_s: float | None = None
+    tail_s: float | None = None
+    snapshot_s: float | None = None
+    command_s: float | None = None
+    acknowledged: int = 0
+    lost_by_replication: list[str] = field(default_factory=list)
+    delivered_twice: int = 0
+    missed_by_tail: int = 0
+    two_holders_s: float = 0.0
+    victim_lease_lost: bool = False
+    rival_claimed: bool = False
+
+
+@contextlib.asynccontextmanager
+async def _background(*loops: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(loop()) for loop in loops]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def failover_drill(nodes: RedisClusterNodes, settings: Settings) -> FailoverFigures:
+    """Kill one master under load; measure (see the module docstring)."""
+    figures = FailoverFigures()
+    names = [name for _, name in FLEET]
+    victim_id, victim_name = FLEET[2]  # status key on the master of FLEET[0]'s stream
+    admin = connect(settings)
+    assert isinstance(admin, RedisCluster)
+    clients = [connect(settings) for _ in range(len(FLEET) + 2)]
+    lost_at: list[float] = []  # when the victim learned it lost the slot
+    reader = NetworkReader(admin, settings)
+    for exchange_id, name in FLEET:
+        await reader.add_to_catalog(CatalogEntry(id=exchange_id, name=name))
+
+    async def lost(_exc: LeaseLost) -> None:
+        lost_at.append(time.monotonic())
+
+    instances = [
+        Instance(
+            client,
+            settings,
+            exchange_id=i,
+            exchange_name=n,
+            hostname="holder",
+            on_lease_lost=lost if i == victim_id else None,
+        )
+        for client, (i, n) in zip(clients[: len(FLEET)], FLEET, strict=True)
+    ]
+    rival = Instance(
+        clients[-1],
+        settings,
+        exchange_id=victim_id,
+        exchange_name=victim_name,
+        hostname="rival",
+    )
+    written: set[tuple[str, str]] = set()  # (stream, entry id) acknowledged by Redis
+    delivered: list[tuple[str, str]] = []
+    moments: dict[str, float] = {}
+    before_kill: set[tuple[str, str]] = set()
+    victim_deadline: list[float] = []  # the victim's watchdog deadline when the rival claimed
+    killed_at = 0.0
+    writing = True
+
+    async def names_provider() -> list[str]:
+        return names
+
+    async def write_loop() -> None:
+        log = ActivityLog(admin, settings)
+        n = 0
+        while writing:
+            for exchange_id, name in FLEET:
+                n += 1
+                entry = StateTransitionEntry(
+                    from_state="idle",
+                    to_state="starting",
+                    exchange_id=str(exchange_id),
+                    exchange_name=name,
+                    hostname=f"w{n}",
+                )
+                with contextlib.suppress(*REDIS_ERRORS):
+                    written.add((keys.activity_key(name), await log.append(name, entry)))
+            await asyncio.sleep(WRITE_EVERY_S)
+
+    async def rival_loop() -> None:
+        while not rival.holds_lease:
+            with contextlib.suppress(ClaimConflict, PerseusError, *REDIS_ERRORS):
+                await rival.claim()
+                moments["rival"] = time.monotonic()
+                confirmed = instances[2].lease_confirmed_at
+                if confirmed is not None and instances[2].holds_lease:
+                    victim_deadline.append(
+                        kill_deadline_ms(confirmed, settings.heartbeat_ttl_ms) / 1000
+                    )
+            await asyncio.sleep(settings.heartbeat_interval_ms / 1000)
+
+    async def command_loop() -> None:
+        client = ControlClient(clients[-2], settings)
+        while True:
+            with contextlib.suppress(PerseusError, *REDIS_ERRORS):
+                outcome = await client.send(victim_id, "ping", operator="drill")
+                if outcome.status == ReplyStatus.SUCCESS and killed_at:
+                    moments.setdefault("command", time.monotonic())
+            await asyncio.sleep(0.1)
+
+    async def handler(command: Command) -> tuple[ReplyStatus, str | None, None]:
+        return ReplyStatus.SUCCESS, f"{command.type} ok", None
+
+    server = CommandServer(
+        settings, victim_id, victim_name, handler, identity=lambda: ("holder", "")
+    )
+    tail = ActivityTail(settings, names_provider)
+    try:
+        for instance in instances:
+            await instance.claim()
+            await instance.transition(ConnectionState.STARTING)
+        await server.start()
+        await tail.start()
+        older = await _present_ids(admin, names)  # before the tail started: not its to deliver
+
+        async def tail_loop() -> None:
+            async for entry in tail:
+                found = (entry.key or "", entry.id or "")
+                delivered.append(found)
+                if killed_at and found in written and found not in before_kill:
+                    moments.setdefault("tail", time.monotonic())
+
+        async with _background(write_loop, tail_loop, rival_loop, command_loop):
+            await asyncio.sleep(0.5)  # everything running
+            victim_key = keys.status_key(victim_id)
+            victim_master = nodes.master_of(victim_key)
+            victim_port = figures.killed_port = victim_master.port
+            before_kill.update(written)
+            killed_at, killed_wall = time.monotonic(), time.time()
+            victim_master.kill()
+            deadline = killed_at + 30
+            while time.monotonic() < deadline and not _all_seen(moments):
+                now = time.monotonic()
+                if "cluster" not in moments and await _moved(nodes, victim_key, victim_port):
+                    moments["cluster"] = now
+                if (
+                    "cluster" in moments
+                    and "heartbeat" not in moments
+                    and await _beat_since(admin, victim_id, killed_wall)
+                ):
+                    moments["heartbeat"] = now
+                if "cluster" in moments and "snapshot" not in moments and await _all_live(reader):
+                    moments["snapshot"] = now
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(SETTLE_S)
+            writing = False
+            await asyncio.sleep(2 * WRITE_EVERY_S)  # the writer's last round is done
+            present = await _present_ids(admin, names) - older
+            with contextlib.suppress(AssertionError):
+                await eventually(lambda: present <= set(delivered), within=10)
+        for name, attribute in _MOMENTS.items():
+            if name in moments:
+                setattr(figures, attribute, round(moments[name] - killed_at, 3))
+        figures.acknowledged = len(written)
+        figures.lost_by_replication = sorted(f"{k} {i}" for k, i in written - present - older)
+        figures.delivered_twice = len(delivered) - len(set(delivered))
+        figures.missed_by_tail = len(present - set(delivered))
+        figures.victim_lease_lost = bool(lost_at)
+        figures.rival_claimed = "rival" in moments
+        if victim_deadline:
+            # Two holders from the rival's claim until the old holder either
+            # learned it (its next heartbeat) or its watchdog deadline passed
+            # (the agent kills its child then, without hearing from Redis).
+            learned = min([*lost_at, victim_deadline[0]])
+            figures.two_holders_s = round(max(0.0, learned - moments["rival"]), 3)
+    finally:
+        await tail.aclose()
+        await server.stop()
+        for instance in [*instances, rival]:
+            await instance.close()
+        for client in [*clients, admin]:
+            await client.aclose()
+    return figures
+
+
+_MOMENTS = {
+    "cluster": "cluster_ok_s",
+    "heartbeat": "heartbeat_s",
+    "tail": "tail_s",
+    "snapshot": "snapshot_s",
+    "command": "command_s",
+}
+
+
+def _all_seen(moments: dict[str, float]) -> bool:
+    return all(name in moments for name in _MOMENTS)
+
+
+async def _moved(nodes: RedisClusterNodes, key: str, killed_port: int) -> bool:
+    """Whether a surviving node serves `key` now (its replica took over)."""
+    with contextlib.suppress(PerseusError, *REDIS_ERRORS):
+        return await asyncio.to_thread(lambda: nodes.master_of(key).port != killed_port)
+    return False
+
+
+async def _beat_since(admin: RedisCluster, exchange_id: int, since_wall: float) -> bool:
+    """The status key holds a heartbeat written after `since_wall` (epoch seconds)."""
+    with contextlib.suppress(*REDIS_ERRORS):
+        raw = await admin.get(keys.status_key(exchange_id))
+        if raw:
+            status = InstanceStatus.from_json(raw)
+            return status.last_heartbeat.timestamp() > since_wall
+    return False
+
+
+async def _all_live(reader: NetworkReader) -> bool:
+    with contextlib.suppress(*REDIS_ERRORS, PerseusError):
+        snapshot = await reader.snapshot()
+        return len(snapshot.exchanges) == len(FLEET) and all(
+            view.online for view in snapshot.exchanges
+        )
+    return False
+
+
+async def _present_ids(admin: RedisCluster, names: list[str]) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for name in names:
+        key = keys.activity_key(name)
+        found.update((key, entry_id) for entry_id, _ in await admin.xrange(key))
+    return found
