@@ -205,13 +205,21 @@ class NetworkReader:
             await self._scan()
         wanted = self._extra_ids.union(self._history) if self._history else self._extra_ids
         if scan:
-            (views, self._extra_ids), names = await asyncio.gather(
+            (views, found), names = await asyncio.gather(
                 self._assembly.read(wanted), history_names(self._redis)
             )
             listed = {view.exchange_name.lower() for view in views}
             self._history = await history_ids(self._redis, names - listed)
         else:
-            views, self._extra_ids = await self._assembly.read(wanted)
+            views, found = await self._assembly.read(wanted)
+        gone = self._extra_ids - found - set(self._assembly.catalog_ids)
+        if gone:  # online outside the catalog a moment ago: kept, by its history
+            self._history.update(
+                (view.exchange_id, view.exchange_name.lower())
+                for view in self._previous
+                if view.exchange_id in gone and view.exchange_name
+            )
+        self._extra_ids = found
         if self._history:
             views = self._with_history(views)
         with_agents = last_known if agents is None else agents

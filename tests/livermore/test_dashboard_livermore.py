@@ -1,0 +1,104 @@
+"""The dashboard in a mixed fleet, through Pilot: a Livermore-held slot's card,
+its stop over Livermore's channel, the refusal without an owner identity, and
+a dead Livermore exchange known only by its history."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis as sync_redis
+from textual.widgets import Label
+
+from perseus_core.store.network import NetworkReader
+from perseus_core.wire.settings import Settings
+from perseus_tui.app import PerseusApp
+from perseus_tui.screens.confirm import ConfirmScreen
+from tests.livermore.shapes import LivermoreResponder, LivermoreWriter
+from tests.tui.test_dashboard import card_text, command_lines
+from tests.waiting import eventually
+
+SUB = "google-oauth2|1234"
+
+
+@pytest.fixture
+def r(settings: Settings) -> Iterator[sync_redis.Redis]:
+    with sync_redis.Redis.from_url(settings.redis_url, decode_responses=True) as client:
+        yield client
+
+
+def livermore(r: sync_redis.Redis, exchange_id: int, name: str, host: str) -> LivermoreWriter:
+    writer = LivermoreWriter(r, exchange_id, name, host, "203.0.113.9")
+    assert writer.claim()
+    writer.bring_up()
+    return writer
+
+
+def dead_kucoin(r: sync_redis.Redis) -> None:
+    """A Livermore server that ran kucoin and died: history, no key, no catalog entry."""
+    livermore(r, 5, "kucoin", "lm-host-05").deregister()
+
+
+async def test_history_only_exchange_is_listed_offline_by_status_and_discover(
+    settings: Settings, r: sync_redis.Redis, redis: object
+) -> None:
+    dead_kucoin(r)
+    reader = NetworkReader(redis, settings)  # type: ignore[arg-type]
+    view = (await reader.snapshot()).get(5)
+    assert view is not None and not view.online and not view.in_catalog
+    assert view.last_known is not None and view.last_known.hostname == "lm-host-05"
+    assert view.last_seen is not None and view.last_seen.source == "entry"
+    assert (await reader.snapshot(discover_online=False)).get(5) is not None  # remembered
+    assert [e.name for e in await reader.discover()] == ["kucoin"]
+
+
+async def test_last_seen_is_the_heartbeat_a_reader_saw(
+    settings: Settings, r: sync_redis.Redis, redis: object
+) -> None:
+    writer = livermore(r, 2, "binance", "lm-host-02")
+    writer.heartbeat()
+    reader = NetworkReader(redis, settings)  # type: ignore[arg-type]
+    online = (await reader.snapshot()).get(2)
+    assert online is not None and online.online and online.last_seen is None
+    writer.deregister()
+    view = (await reader.snapshot()).get(2)
+    assert view is not None and view.last_seen is not None
+    assert view.last_seen.source == "heartbeat"
+    assert view.last_seen.at == (online.heartbeat_at or online.status.last_heartbeat)  # type: ignore[union-attr]
+    assert view.to_dict()["lastSeen"]["source"] == "heartbeat"
+
+
+async def test_dashboard_steers_a_livermore_slot_and_lists_a_dead_one(
+    make_app: Callable[..., PerseusApp], settings: Settings, r: sync_redis.Redis
+) -> None:
+    livermore(r, 2, "binance", "lm-host-02").heartbeat()
+    livermore(r, 4, "kraken", "lm-host-04").heartbeat()  # no identity in the catalog
+    dead_kucoin(r)
+    r.hset("perseus:exchanges", "2", f'{{"id":2,"name":"binance","livermoreSub":"{SUB}"}}')
+    app = make_app()
+    with LivermoreResponder(settings.redis_url, SUB) as responder:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await eventually(
+                lambda: "ACTIVE" in card_text(app, 2) and "lm-host-02" in card_text(app, 2)
+            )
+            await eventually(lambda: "OFFLINE" in card_text(app, 5), within=5)
+            assert "lm-host-05" in card_text(app, 5)
+            # Without an identity: refused at once, naming the holder.
+            app.dashboard.selected_id = 4
+            await pilot.press("x")
+            await eventually(
+                lambda: "refused" in command_lines(app),
+                what=f"{app.focused} {command_lines(app)!r} {app.screen}",
+            )
+            assert "lm-host-04" in command_lines(app) and "--livermore-sub" in command_lines(app)
+            assert not isinstance(app.screen, ConfirmScreen)
+            # With one: the confirmation counts the listener, the responder answers.
+            app.dashboard.selected_id = 2
+            await pilot.press("x")
+            await eventually(lambda: isinstance(app.screen, ConfirmScreen), within=5)
+            said = str(app.screen.query_one("#explanation", Label).render())
+            assert "lm-host-02" in said and "the one Livermore server listening" in said
+            await pilot.press("y")
+            await eventually(lambda: "✔ Stop" in command_lines(app), within=5, what="done")
+            assert "Acknowledged" in command_lines(app)
+            assert [c["type"] for c in responder.received] == ["stop"]
