@@ -212,13 +212,11 @@ class NetworkReader:
             self._history = await history_ids(self._redis, names - listed)
         else:
             views, found = await self._assembly.read(wanted)
-        gone = self._extra_ids - found - set(self._assembly.catalog_ids)
-        if gone:  # online outside the catalog a moment ago: kept, by its history
-            self._history.update(
-                (view.exchange_id, view.exchange_name.lower())
-                for view in self._previous
-                if view.exchange_id in gone and view.exchange_name
-            )
+        gone = self._extra_ids - found
+        if gone:  # online outside the catalog a moment ago: kept if it has history
+            gone.difference_update(self._assembly.catalog_ids)
+            names = {v.exchange_name.lower() for v in self._previous if v.exchange_id in gone}
+            self._history.update(await history_ids(self._redis, names - {""}))
         self._extra_ids = found
         if self._history:
             views = self._with_history(views)
