@@ -131,7 +131,12 @@ def _echo_event(event: DemoEvent) -> None:
     default=None,
     help="Port of the embedded Redis on 127.0.0.1 (default: a free one).",
 )
-def demo(instances: int, no_tui: bool, port: int | None) -> None:
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="Run on a local Redis Cluster (3 masters, 3 replicas) instead of one server.",
+)
+def demo(instances: int, no_tui: bool, port: int | None, cluster: bool) -> None:
     """Try Perseus on a throw-away Redis with a fleet of real agents.
 
     Starts redis-server (no persistence, in a temporary directory) and one
@@ -153,7 +158,15 @@ def demo(instances: int, no_tui: bool, port: int | None) -> None:
         for listener in listeners:
             listener(event)
 
-    fleet = DemoFleet(agent_argv=perseus_argv(), instances=instances, port=port, on_event=on_event)
+    if cluster and port is not None:
+        fail("--port and --cluster cannot be combined: a cluster takes free ports", EXIT_USAGE)
+    fleet = DemoFleet(
+        agent_argv=perseus_argv(),
+        instances=instances,
+        port=port,
+        cluster=cluster,
+        on_event=on_event,
+    )
     try:
         try:
             fleet.start()

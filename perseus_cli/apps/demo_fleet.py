@@ -40,6 +40,7 @@ from perseus_cli.apps.demo import (
 )
 from perseus_cli.apps.demo_processes import descendants
 from perseus_cli.apps.demo_supervisor import DemoAgent, FleetSupervisor
+from perseus_cli.apps.redis_cluster import RedisClusterNodes
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_core.plumbing.processes import parent_death_hook, pid_is_running
 from perseus_core.wire.errors import PerseusError
@@ -62,6 +63,8 @@ class DemoFleet:
             the agents are started as `agent_argv + ["agent", ...]`.
         instances: fleet size (default 6: one of each role).
         port: Redis port on 127.0.0.1 (default: a free one).
+        cluster: run the fleet on a local Redis Cluster (3 masters, 3
+            replicas) instead of one server; `url` is then one of its nodes.
         on_event: called whenever the demo kills or restarts an agent, or an
             agent dies on its own.
     """
@@ -69,10 +72,11 @@ class DemoFleet:
     agent_argv: Sequence[str]
     instances: int = 6
     port: int | None = None
+    cluster: bool = False
     on_event: Callable[[DemoEvent], None] = field(default=lambda event: None)
     members: list[DemoMember] = field(init=False)
     directory: Path | None = field(init=False, default=None)
-    server: RedisServer | None = field(init=False, default=None)
+    server: RedisServer | RedisClusterNodes | None = field(init=False, default=None)
     _agents: list[DemoAgent] = field(init=False, default_factory=list)
     _closed: bool = field(init=False, default=False)
     _force: bool = field(init=False, default=False)
@@ -111,7 +115,7 @@ class DemoFleet:
         (for example the requested port is taken); cleans up after itself then."""
         try:
             self.directory = Path(tempfile.mkdtemp(prefix="perseus-demo-"))
-            self.server = RedisServer(self.port)
+            self.server = RedisClusterNodes() if self.cluster else RedisServer(self.port)
             self.server.start()
             for member in self.members:
                 self._spawn(member)

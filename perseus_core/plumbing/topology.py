@@ -97,7 +97,7 @@ def _ask(url: str, options: dict[str, Any]) -> bool:
         if not enabled:
             return False
         try:
-            slots = client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+            slots = client.execute_command("CLUSTER", "SLOTS")
         except ResponseError:
             return False  # "This instance has cluster support disabled"
         _nodes[url] = sorted(
