@@ -42,17 +42,14 @@ from perseus_tui.messages import (
     RefreshRequested,
     SnapshotLoaded,
 )
-from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.dashboard import DashboardScreen
 from perseus_tui.screens.detail import DetailScreen
-from perseus_tui.screens.help import HelpScreen, HelpSection
+from perseus_tui.screens.help import HelpScreen, help_sections
 from perseus_tui.screens.intro import IntroScreen
 from perseus_tui.stop_question import StopQuestion, explanation, livermore_question
 from perseus_tui.widgets.activity_feed import DEFAULT_MAX_LINES
-from perseus_tui.widgets.card_grid import CardGrid
 from perseus_tui.widgets.command_bar import FAILED_STAGES, progress
-from perseus_tui.widgets.instance_table import InstanceTable
 
 ERROR_TIMEOUT_S = 10.0
 """Error notifications stay longer than progress ones."""
@@ -331,28 +328,7 @@ class PerseusApp(FleetHub):
     def action_help(self) -> None:
         """List every key binding."""
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self.help_sections()))
-
-    @staticmethod
-    def help_sections() -> list[HelpSection]:
-        """Every binding, grouped by where it applies (read from the classes themselves)."""
-        palette = Binding(
-            "ctrl+p",
-            "command_palette",
-            "Commands",
-            tooltip="Command palette: start, stop or open an exchange, switch view, change theme",
-        )
-        focus = Binding(
-            "tab,shift+tab", "focus_next", "Next", tooltip="Move to the next card / pane"
-        )
-        return [
-            ("Anywhere", [*PerseusApp.BINDINGS, palette]),
-            ("Dashboard", [*ExchangeScreen.BINDINGS, *DashboardScreen.BINDINGS]),
-            ("Cards", [*CardGrid.BINDINGS, focus]),
-            ("Table", [*InstanceTable.BINDINGS]),
-            ("Detail screen", [*DetailScreen.BINDINGS]),
-            ("Stop confirmation", [*ConfirmScreen.BINDINGS]),
-        ]
+            self.push_screen(HelpScreen(help_sections(PerseusApp.BINDINGS)))
 
 
 def create_app(

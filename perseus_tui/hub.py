@@ -31,7 +31,7 @@ from perseus_tui.observed import OfflineObserver
 from perseus_tui.service import FleetService
 from perseus_tui.widgets.activity_feed import DEFAULT_MAX_LINES
 from perseus_tui.widgets.command_bar import CommandLine
-from perseus_tui.widgets.header import HeaderState
+from perseus_tui.widgets.header import HeaderState, summary_parts
 
 
 def default_operator() -> str:
@@ -182,7 +182,7 @@ class FleetHub(App[None]):
                     states.append(None)
                 elif kind is ViewKind.READY:
                     ready += 1
-            parts = tuple(render.summary_parts(states, len(views), ready=ready))
+            parts = tuple(summary_parts(states, len(views), ready=ready))
             self._summary = (views, parts)
         return HeaderState(
             target=self.target,

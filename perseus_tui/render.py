@@ -13,7 +13,7 @@ colour.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
@@ -34,7 +34,6 @@ from perseus_core.wire.models import (
     ActivityEntry,
     AgentPresence,
     CommandEntry,
-    ConnectionState,
     ErrorEntry,
     OtherEntry,
     StateTransitionEntry,
@@ -355,64 +354,6 @@ def entry_matches(entry: ActivityEntry, query: str) -> bool:
 ERROR_MAX_CHARS = 1_000
 """An error's reason is kept whole up to this: the feed cuts it at its width, the
 detail history wraps it."""
-
-SUMMARY_SEPARATOR = "  "
-"""Between the counts of the header summary."""
-
-
-def summary_parts(states: Iterable[str | None], total: int, *, ready: int = 0) -> list[Content]:
-    """`5 of 8 online`, `1 offline`, `1 ready`, `2 active`...: the header summary's counts,
-    most urgent first, so a narrow header drops the least important ones.
-
-    Args:
-        states: the state of every online exchange (None: unreadable status).
-        total: how many exchanges are listed.
-        ready: how many of the offline ones have an agent that would start them;
-            counted apart from the offline ones, which nothing would start.
-    """
-    counts: dict[str, int] = {}
-    online = 0
-    for state in states:
-        online += 1
-        key = state or "unreadable"
-        counts[key] = counts.get(key, 0) + 1
-    parts = [Content.styled(f"{online} of {total} online", "bold")]
-    offline = total - online - ready
-    if offline > 0:
-        parts.append(Content.styled(f"{offline} offline", OFFLINE_STYLE))
-    if counts.get("unreadable"):
-        parts.append(Content.styled(f"{counts['unreadable']} unreadable", ERROR))
-    if ready:
-        parts.append(Content.styled(f"{ready} ready", READY_STYLE))
-    for state in (
-        ConnectionState.ACTIVE,
-        ConnectionState.WARMING,
-        ConnectionState.STARTING,
-        ConnectionState.STOPPING,
-        ConnectionState.STOPPED,
-        ConnectionState.IDLE,
-    ):
-        if counts.get(state):
-            parts.append(Content.styled(f"{counts[state]} {state.value}", state_colour(state)))
-    return parts
-
-
-def fit_parts(parts: Sequence[Content], width: int, separator: str = SUMMARY_SEPARATOR) -> Content:
-    """As many whole `parts` as fit in `width` cells, then `+N more` for the rest.
-
-    A summary cut in the middle of a word (`1 start…`) says less than one
-    that names what it left out.
-    """
-    joiner = Content(separator)
-    line = joiner.join(parts)
-    if line.cell_length <= width:
-        return line
-    for count in range(len(parts) - 1, 0, -1):
-        more = Content.styled(f"+{len(parts) - count} more", MUTED)
-        line = joiner.join([*parts[:count], more])
-        if line.cell_length <= width:
-            return line
-    return parts[0].truncate(width, ellipsis=True) if parts else Content()
 
 
 def parse_time(text: str | None) -> datetime | None:

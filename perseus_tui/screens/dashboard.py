@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, tzinfo
 from typing import Literal
 
-from textual import events, on
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import ContentSwitcher, Input
@@ -16,6 +16,7 @@ from perseus_core.wire.models import ActivityEntry
 from perseus_tui.hub import FleetState, Outage
 from perseus_tui.messages import DetailRequested, IntroRequested, RefreshRequested
 from perseus_tui.screens.base import ExchangeScreen
+from perseus_tui.screens.filtered import FilteredScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.banner import ConnectionBanner
 from perseus_tui.widgets.card_grid import CardGrid, view_matches
@@ -23,7 +24,7 @@ from perseus_tui.widgets.command_bar import CommandBar
 from perseus_tui.widgets.empty_fleet import EmptyFleet
 from perseus_tui.widgets.footer import PerseusFooter
 from perseus_tui.widgets.header import HeaderState, PerseusHeader
-from perseus_tui.widgets.instance_card import CARD_HEIGHT, COMPACT_HEIGHT, InstanceCard
+from perseus_tui.widgets.instance_card import InstanceCard
 from perseus_tui.widgets.instance_table import InstanceTable
 
 FEED_MIN_HEIGHT = 6
@@ -82,7 +83,7 @@ DASHBOARD_BINDINGS: list[BindingType] = [
 """The dashboard's own keys (start and stop come from `ExchangeScreen`)."""
 
 
-class DashboardScreen(ExchangeScreen):
+class DashboardScreen(FilteredScreen):
     """The fleet and its activity. The selection follows focus in either view."""
 
     AUTO_FOCUS = ""  # the selected card takes the focus once the fleet is loaded
@@ -98,7 +99,6 @@ class DashboardScreen(ExchangeScreen):
         self._loaded = False
         self._now: datetime | None = None
         self._stale = False
-        self._query = ""
         self.view_mode: ViewMode = "auto"
         self.selected_id: int | None = None
 
@@ -210,7 +210,7 @@ class DashboardScreen(ExchangeScreen):
             if wanted is None or any(view.exchange_id == wanted for view in views):
                 self.selected_id = wanted if wanted is not None else views[0].exchange_id
                 if self.focused is None or isinstance(self.focused, InstanceCard):
-                    self.call_after_refresh(self._focus_view)  # once the cards are mounted
+                    self.call_after_refresh(self.focus_view)  # once the cards are mounted
         self.sync_bindings()
 
     def _refresh_views(self) -> None:
@@ -218,7 +218,7 @@ class DashboardScreen(ExchangeScreen):
             return
         self.grid.timing = self.table.timing = self.hub.timing()
         if self.showing_table:
-            shown = [view for view in self._views if view_matches(view, self._query)]
+            shown = [view for view in self._views if view_matches(view, self.query_text)]
             self.table.update_views(shown, self._now, self._tz, stale=self._stale)
         else:
             self.grid.update_views(self._views, self._now, self._tz)
@@ -263,9 +263,9 @@ class DashboardScreen(ExchangeScreen):
             switcher.current = wanted
             self._refresh_views()
             if had_focus:
-                self._focus_view()
+                self.focus_view()
 
-    def _focus_view(self) -> None:
+    def focus_view(self) -> None:
         if self.showing_table:
             if self.selected_id is not None:
                 self.table.select(self.selected_id)
@@ -292,8 +292,6 @@ class DashboardScreen(ExchangeScreen):
             return bool(self.hub.intro)
         if action == "open_detail":
             return True if self.current_exchange_id() is not None else None
-        if action == "clear_filter":
-            return bool(self._query) or self.query_one("#filter-input", Input).display
         return super().check_action(action, parameters)
 
     def action_open_detail(self) -> None:
@@ -302,63 +300,9 @@ class DashboardScreen(ExchangeScreen):
         if exchange_id is not None:
             self.post_message(DetailRequested(exchange_id))
 
-    def action_filter(self) -> None:
-        """Show the filter input and type into it."""
-        filter_input = self.query_one("#filter-input", Input)
-        filter_input.display = True
-        # Focus now, not after the next refresh (`focus()`): keys typed right after
-        # `/` are already queued, and must reach the input, not the selected card.
-        self.set_focus(filter_input)
-        self.sync_bindings()
-
-    def action_clear_filter(self) -> None:
-        """Drop the filter and hide its input."""
-        filter_input = self.query_one("#filter-input", Input)
-        filter_input.value = ""
-        filter_input.display = False
-        self._apply_filter("")
-        self._focus_view()
-        self.sync_bindings()
-
-    async def on_key(self, event: events.Key) -> None:
-        """Hand the filter the keys typed right after `/`.
-
-        A terminal delivers a burst of keys at once, and the app forwards each
-        to the widget focused when it arrives: the selected card, for every key
-        of `/off⏎`. Bindings run only when a key has bubbled back up to the
-        app, after the whole burst was forwarded; so `/` opens the filter here,
-        on the way up, and the keys behind it are typed into the filter instead
-        of moving the selection or opening a detail screen.
-        """
-        filter_input = self.query_one("#filter-input", Input)
-        if self.focused is not filter_input:
-            if event.key == "slash":
-                self.action_filter()
-            else:
-                return
-        elif event.is_printable and event.character is not None:
-            filter_input.insert_text_at_cursor(event.character)  # the input's own never bubble
-        elif event.key == "enter":
-            await filter_input.action_submit()
-        else:
-            return
-        event.stop()
-        event.prevent_default()
-
-    @on(Input.Changed, "#filter-input")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self._apply_filter(event.value)
-
-    @on(Input.Submitted, "#filter-input")
-    def _filter_submitted(self, event: Input.Submitted) -> None:
-        event.input.display = bool(event.value)
-        self._focus_view()
-        self.sync_bindings()
-
-    def _apply_filter(self, query: str) -> None:
-        self._query = query.strip()
-        self.grid.apply_filter(self._query)
-        self.feed.set_filter(self._query)
+    def filter_changed(self, query: str) -> None:
+        self.grid.apply_filter(query)
+        self.feed.set_filter(query)
         if self.showing_table:
             self._refresh_views()
         self.call_after_refresh(self.fit_cards)
@@ -371,9 +315,8 @@ class DashboardScreen(ExchangeScreen):
     def fit_cards(self) -> None:
         """Give the cards the rows they need, leaving the feed the rest.
 
-        The cards never take more than leaves the feed `FEED_MIN_HEIGHT` rows;
-        when full cards would not all fit there, they turn compact (two lines),
-        so a small terminal still shows the whole fleet at once.
+        The cards never take more than leaves the feed `FEED_MIN_HEIGHT` rows
+        (`CardGrid.fit`).
         """
         if not self.is_attached or not self.size.height:
             return
@@ -383,11 +326,7 @@ class DashboardScreen(ExchangeScreen):
             for widget in self.query("*")
             if isinstance(widget, parts) and widget.display and widget.parent is self
         )
-        room = max(COMPACT_HEIGHT, self.size.height - others - FEED_MIN_HEIGHT)
-        grid = self.grid
-        grid.compact = grid.rows_needed() * CARD_HEIGHT > room
-        row = COMPACT_HEIGHT if grid.compact else CARD_HEIGHT
-        grid.styles.max_height = max(row, room // row * row)  # whole cards; the feed gets the rest
+        self.grid.fit(self.size.height - others - FEED_MIN_HEIGHT)
 
     def action_pause_feed(self) -> None:
         """Pause or resume the feed."""
@@ -405,4 +344,4 @@ class DashboardScreen(ExchangeScreen):
         """Switch between cards and table (overrides the automatic choice)."""
         self.view_mode = "cards" if self.showing_table else "table"
         self._sync_view_mode()
-        self._focus_view()
+        self.focus_view()

@@ -15,6 +15,12 @@ from textual.widget import Widget
 
 from perseus_core.present import HEARTBEAT_LEGEND, LEGEND
 from perseus_tui import render
+from perseus_tui.screens.base import ExchangeScreen
+from perseus_tui.screens.confirm import ConfirmScreen
+from perseus_tui.screens.dashboard import DashboardScreen
+from perseus_tui.screens.detail import DetailScreen
+from perseus_tui.widgets.card_grid import CardGrid
+from perseus_tui.widgets.instance_table import InstanceTable
 
 HelpSection = tuple[str, Sequence[BindingType]]
 """A heading and the bindings that apply there."""
@@ -106,6 +112,29 @@ class Legend(Widget):
 
     def render(self) -> Content:
         return Content("\n").join(legend_lines())
+
+
+def help_sections(anywhere: Sequence[BindingType]) -> list[HelpSection]:
+    """Every binding, grouped by where it applies (read from the classes themselves).
+
+    Args:
+        anywhere: the app's own bindings (they work on every screen).
+    """
+    palette = Binding(
+        "ctrl+p",
+        "command_palette",
+        "Commands",
+        tooltip="Command palette: start, stop or open an exchange, switch view, change theme",
+    )
+    focus = Binding("tab,shift+tab", "focus_next", "Next", tooltip="Move to the next card / pane")
+    return [
+        ("Anywhere", [*anywhere, palette]),
+        ("Dashboard", [*ExchangeScreen.BINDINGS, *DashboardScreen.BINDINGS]),
+        ("Cards", [*CardGrid.BINDINGS, focus]),
+        ("Table", [*InstanceTable.BINDINGS]),
+        ("Detail screen", [*DetailScreen.BINDINGS]),
+        ("Stop confirmation", [*ConfirmScreen.BINDINGS]),
+    ]
 
 
 class HelpScreen(ModalScreen[None]):

@@ -14,7 +14,13 @@ from textual.reactive import reactive
 
 from perseus_core.present import status_word
 from perseus_core.store.network import ExchangeView, ViewKind
-from perseus_tui.widgets.instance_card import CARD_WIDTH, DEFAULT_TIMING, InstanceCard
+from perseus_tui.widgets.instance_card import (
+    CARD_HEIGHT,
+    CARD_WIDTH,
+    COMPACT_HEIGHT,
+    DEFAULT_TIMING,
+    InstanceCard,
+)
 
 
 def view_matches(view: ExchangeView, query: str) -> bool:
@@ -244,6 +250,14 @@ class CardGrid(Container, can_focus=False):
         for card in self._cards.values():
             card.set_compact(compact)
 
-    def rows_needed(self) -> int:
-        """Grid rows the visible cards take at the current number of columns."""
-        return -(-len(self.visible_cards) // max(1, self.columns))
+    def fit(self, room: int) -> None:
+        """Take the rows the visible cards need, at most `room` (whole cards only).
+
+        When full cards would not all fit in `room`, they turn compact (two
+        lines), so a short terminal still shows the whole fleet at once.
+        """
+        rows = -(-len(self.visible_cards) // max(1, self.columns))
+        room = max(COMPACT_HEIGHT, room)
+        self.compact = rows * CARD_HEIGHT > room
+        row = COMPACT_HEIGHT if self.compact else CARD_HEIGHT
+        self.styles.max_height = max(row, room // row * row)

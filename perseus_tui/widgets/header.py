@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 
@@ -10,7 +11,68 @@ from textual.geometry import Region
 from textual.reactive import var
 from textual.widget import Widget
 
+from perseus_core.wire.models import ConnectionState
 from perseus_tui import render
+
+SUMMARY_SEPARATOR = "  "
+"""Between the counts of the header summary."""
+
+
+def summary_parts(states: Iterable[str | None], total: int, *, ready: int = 0) -> list[Content]:
+    """`5 of 8 online`, `1 offline`, `1 ready`, `2 active`...: the header summary's counts,
+    most urgent first, so a narrow header drops the least important ones.
+
+    Args:
+        states: the state of every online exchange (None: unreadable status).
+        total: how many exchanges are listed.
+        ready: how many of the offline ones have an agent that would start them;
+            counted apart from the offline ones, which nothing would start.
+    """
+    counts: dict[str, int] = {}
+    online = 0
+    for state in states:
+        online += 1
+        key = state or "unreadable"
+        counts[key] = counts.get(key, 0) + 1
+    parts = [Content.styled(f"{online} of {total} online", "bold")]
+    offline = total - online - ready
+    if offline > 0:
+        parts.append(Content.styled(f"{offline} offline", render.OFFLINE_STYLE))
+    if counts.get("unreadable"):
+        parts.append(Content.styled(f"{counts['unreadable']} unreadable", render.ERROR))
+    if ready:
+        parts.append(Content.styled(f"{ready} ready", render.READY_STYLE))
+    for state in (
+        ConnectionState.ACTIVE,
+        ConnectionState.WARMING,
+        ConnectionState.STARTING,
+        ConnectionState.STOPPING,
+        ConnectionState.STOPPED,
+        ConnectionState.IDLE,
+    ):
+        if counts.get(state):
+            parts.append(
+                Content.styled(f"{counts[state]} {state.value}", render.state_colour(state))
+            )
+    return parts
+
+
+def fit_parts(parts: Sequence[Content], width: int, separator: str = SUMMARY_SEPARATOR) -> Content:
+    """As many whole `parts` as fit in `width` cells, then `+N more` for the rest.
+
+    A summary cut in the middle of a word (`1 start…`) says less than one
+    that names what it left out.
+    """
+    joiner = Content(separator)
+    line = joiner.join(parts)
+    if line.cell_length <= width:
+        return line
+    for count in range(len(parts) - 1, 0, -1):
+        more = Content.styled(f"+{len(parts) - count} more", render.MUTED)
+        line = joiner.join([*parts[:count], more])
+        if line.cell_length <= width:
+            return line
+    return parts[0].truncate(width, ellipsis=True) if parts else Content()
 
 
 @dataclass(frozen=True)
@@ -23,14 +85,14 @@ class HeaderState:
     """True: answering; False: unreachable; None: not known yet (connecting)."""
     read_only: bool = False
     summary_parts: tuple[Content, ...] = ()
-    """The fleet counts, most urgent first (`render.summary_parts`)."""
+    """The fleet counts, most urgent first (`summary_parts`)."""
     now: datetime | None = None
     tz: tzinfo | None = None
 
     @property
     def summary(self) -> Content:
         """The whole summary line, however wide."""
-        return Content(render.SUMMARY_SEPARATOR).join(self.summary_parts)
+        return Content(SUMMARY_SEPARATOR).join(self.summary_parts)
 
     def same_summary(self, other: HeaderState) -> bool:
         """Whether both summaries are identical, styles included (`==` on Content
@@ -102,5 +164,5 @@ class PerseusHeader(Widget):
         first = (
             left + Content(" " * gap) + Content.styled(clock, "$text-muted") if gap > 1 else left
         )
-        summary = render.fit_parts(state.summary_parts, width)
+        summary = fit_parts(state.summary_parts, width)
         return Content("\n").join([first, summary])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher
 
 from perseus_cli.apps.redis_server import RedisServer
@@ -29,14 +30,19 @@ def _beat_style(app: PerseusApp, exchange_id: int) -> str:
     return " ".join(str(span.style) for span in line.spans if "text-" in str(span.style))
 
 
+async def _past_the_intro(app: PerseusApp, pilot: Pilot[None]) -> None:
+    """The intro opens over the loaded fleet; Enter closes it onto the selected card."""
+    await eventually(lambda: app.loaded.is_set() and isinstance(app.screen, IntroScreen))
+    await pilot.press("enter")
+    await eventually(lambda: isinstance(app.screen.focused, InstanceCard))
+    await pilot.pause()
+
+
 async def test_the_demo_at_80x24_explains_itself_and_fits(redis_url: str) -> None:
     seed_demo(redis_url)
     app = demo_app(redis_url)
     async with app.run_test(size=(80, 24)) as pilot:
-        await eventually(lambda: app.loaded.is_set() and isinstance(app.screen, IntroScreen))
-        await pilot.press("enter")
-        await eventually(lambda: isinstance(app.screen.focused, InstanceCard))
-        await pilot.pause()
+        await _past_the_intro(app, pilot)
         grid = app.dashboard.grid
         assert app.screen.focused is grid.card(7) and app.dashboard.selected_id == 7  # Gemini
         assert grid.compact
@@ -63,10 +69,7 @@ async def test_full_cards_at_120x40_and_the_feed_takes_the_rest(redis_url: str) 
     seed_demo(redis_url)
     app = demo_app(redis_url)
     async with app.run_test(size=(120, 40)) as pilot:
-        await eventually(lambda: app.loaded.is_set() and isinstance(app.screen, IntroScreen))
-        await pilot.press("enter")
-        await eventually(lambda: isinstance(app.screen.focused, InstanceCard))
-        await pilot.pause()
+        await _past_the_intro(app, pilot)
         dashboard = app.dashboard
         grid = dashboard.grid
         assert not grid.compact and grid.region.height == 2 * CARD_HEIGHT  # no blank rows

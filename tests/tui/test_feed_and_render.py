@@ -19,6 +19,7 @@ from perseus_core.wire.models import (
 )
 from perseus_tui import render
 from perseus_tui.widgets.activity_feed import ActivityFeed
+from perseus_tui.widgets.header import fit_parts, summary_parts
 from perseus_tui.widgets.instance_card import card_content
 
 NOW = datetime(2026, 2, 10, 22, 45, tzinfo=UTC)
@@ -203,11 +204,9 @@ def test_an_offline_card_without_a_known_state_says_unknown() -> None:
 
 
 def test_header_counts_ready_exchanges_apart_from_offline_ones() -> None:
-    summary = render.fit_parts(render.summary_parts(["active", None], 5, ready=2), 200).plain
+    summary = fit_parts(summary_parts(["active", None], 5, ready=2), 200).plain
     assert "2 of 5 online" in summary and "1 offline" in summary and "2 ready" in summary
-    assert (
-        "offline" not in render.fit_parts(render.summary_parts(["active"], 2, ready=1), 200).plain
-    )
+    assert "offline" not in fit_parts(summary_parts(["active"], 2, ready=1), 200).plain
 
 
 def test_command_outcomes_do_not_repeat_themselves() -> None:
@@ -228,10 +227,10 @@ def test_command_outcomes_do_not_repeat_themselves() -> None:
 
 
 def test_a_narrow_header_drops_whole_counts_and_says_how_many() -> None:
-    parts = render.summary_parts(["active", "warming", "starting", "stopping", None], 9, ready=1)
-    full = render.fit_parts(parts, 200).plain
+    parts = summary_parts(["active", "warming", "starting", "stopping", None], 9, ready=1)
+    full = fit_parts(parts, 200).plain
     assert full.startswith("5 of 9 online  3 offline  1 unreadable  1 ready  1 active")
-    narrow = render.fit_parts(parts, 60).plain
+    narrow = fit_parts(parts, 60).plain
     assert len(narrow) <= 60 and narrow.endswith(" more") and "…" not in narrow
     assert narrow.startswith("5 of 9 online  3 offline")
-    assert render.fit_parts(parts, 8).plain == "5 of 9 …"
+    assert fit_parts(parts, 8).plain == "5 of 9 …"

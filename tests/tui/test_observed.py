@@ -25,7 +25,7 @@ def _events(feed: ActivityFeed) -> list[str]:
 async def test_offline_and_back_are_observed_and_never_written(
     make_app: Callable[..., PerseusApp], make_settings: Callable[..., Settings], redis: Redis
 ) -> None:
-    settings = make_settings()
+    settings = make_settings(heartbeat_ttl_ms=1_000)  # no expiry from a busy machine alone
     entry = CatalogEntry(id=2, name="beta", display_name="Beta")
     await redis.hset(keys.CATALOG_KEY, "2", entry.to_json())
     first = Instance(redis, settings, exchange_id=2, exchange_name="beta", hostname="beta-host")
@@ -37,6 +37,11 @@ async def test_offline_and_back_are_observed_and_never_written(
         feed = app.dashboard.feed
         await eventually(lambda: app.views.get(2) is not None and app.views[2].status is not None)
         await first.stop_heartbeat()  # killed: nothing written, the key expires
+
+        async def expired() -> bool:
+            return await redis.exists(keys.status_key(2)) == 0
+
+        await eventually(expired, within=5)
         await eventually(lambda: "observed_offline" in _events(feed), within=5)
         gone = next(e for e in feed.entries if e.event == "observed_offline")
         line = render.entry_line(gone, None, app.clock()).plain

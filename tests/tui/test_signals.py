@@ -18,7 +18,7 @@ def _live(state: ConnectionState = ConnectionState.ACTIVE, beat_age_s: float = 1
         exchange_id=1, exchange_name="alpha", hostname="h", connection_state=state,
         last_heartbeat=NOW - timedelta(seconds=beat_age_s),
         last_state_change=NOW - timedelta(hours=1), registered_at=NOW - timedelta(hours=1),
-        connected_at=NOW - timedelta(hours=1),
+        connected_at=NOW - timedelta(hours=1), instance_id="h:1:4242:1770700000000",
     )  # fmt: skip
     return ExchangeView(1, "alpha", "Alpha", True, status, key_exists=True)
 
