@@ -190,8 +190,10 @@ def test_agent_presence_reads_what_is_there_and_rejects_garbage() -> None:
     wire = json.loads(presence.to_json())
     assert list(wire) == [
         "agentId", "exchangeId", "exchangeName", "hostname", "pid", "state", "since", "version",
+        "note",
     ]  # fmt: skip
     assert wire["since"] == "2026-02-10T22:30:00.000Z"
+    assert wire["note"] is None  # nothing holds the agent back
     assert AgentPresence.from_json(presence.to_json()) == presence
     # Only the identity is required; unknown fields and states are kept or ignored.
     sparse = AgentPresence.from_json('{"agentId": "a", "exchangeId": 1, "state": "x", "new": 1}')
