@@ -37,8 +37,9 @@ from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.streams import StreamRow, xread_rows
 from perseus_core.plumbing.topology import RedisClient
 
-BLOCKING_GROUPS_MAX = 16
-"""Slot groups up to which every group gets its own blocking read."""
+BLOCKING_GROUPS_MAX = 64
+"""Slot groups up to which every group gets its own blocking read (and holds a
+connection while it waits): about 30 exchanges, two streams each."""
 
 POLL_MAX_S = 0.5
 """Longest wait between two reads of every stream on a cluster without
