@@ -42,21 +42,26 @@ def fresh_redis() -> Iterator[RedisServer]:
         yield server
 
 
+def fast_settings(redis_url: str, **overrides: object) -> Settings:
+    """Settings for `redis_url` with the heartbeat and timeouts at test speed."""
+    values: dict[str, object] = {
+        "redis_url": redis_url,
+        "heartbeat_interval_ms": 100,
+        "heartbeat_ttl_ms": 400,
+        "public_ip": "off",
+        "block_ms": 200,
+        "socket_timeout_ms": 1_000,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def make_settings(redis_url: str) -> Callable[..., Settings]:
     """Settings pointing at the test server, heartbeat at test speed."""
 
     def factory(**overrides: object) -> Settings:
-        values: dict[str, object] = {
-            "redis_url": redis_url,
-            "heartbeat_interval_ms": 100,
-            "heartbeat_ttl_ms": 400,
-            "public_ip": "off",
-            "block_ms": 200,
-            "socket_timeout_ms": 1_000,
-        }
-        values.update(overrides)
-        return Settings(**values)  # type: ignore[arg-type]
+        return fast_settings(str(overrides.pop("redis_url", redis_url)), **overrides)
 
     return factory
 

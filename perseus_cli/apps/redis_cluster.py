@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from types import TracebackType
 from typing import Any
@@ -24,7 +24,7 @@ from perseus_core.wire.errors import PerseusError
 SLOTS = 16_384
 
 
-def cluster_port(taken: set[int]) -> int:
+def cluster_port(taken: Collection[int] = ()) -> int:
     """A free port whose cluster-bus port (port + 10000) is free and valid too."""
     for _ in range(200):
         port = free_port()

@@ -18,6 +18,7 @@ from perseus_cli.apps.redis_cluster import SLOTS, RedisClusterNodes
 from perseus_core.plumbing.connection import connect
 from perseus_core.wire import keys
 from perseus_core.wire.settings import Settings
+from tests.conftest import fast_settings
 
 MASTERS = 3
 
@@ -64,16 +65,7 @@ def make_cluster_settings(cluster_url: str) -> Callable[..., Settings]:
     """Settings on the cluster, heartbeat at test speed."""
 
     def factory(**overrides: object) -> Settings:
-        values: dict[str, object] = {
-            "redis_url": cluster_url,
-            "heartbeat_interval_ms": 100,
-            "heartbeat_ttl_ms": 400,
-            "public_ip": "off",
-            "block_ms": 200,
-            "socket_timeout_ms": 1_000,
-        }
-        values.update(overrides)
-        return Settings(**values)  # type: ignore[arg-type]
+        return fast_settings(str(overrides.pop("redis_url", cluster_url)), **overrides)
 
     return factory
 

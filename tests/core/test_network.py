@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from perseus_cli.apps.redis_server import find_redis_server, free_port
+from perseus_cli.apps.redis_cluster import cluster_port
+from perseus_cli.apps.redis_server import find_redis_server
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.network import (
     LAST_KNOWN_SCAN,
@@ -86,29 +87,12 @@ def reader(redis: Redis, settings: Settings) -> NetworkReader:
     return NetworkReader(redis, settings)
 
 
-def _cluster_port() -> int:
-    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
-    import socket
-
-    for _ in range(100):
-        port = free_port()
-        if port + 10_000 > 65_535:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 10_000))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no port pair free for a cluster node")
-
-
 @pytest.fixture(scope="module")
 def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real one-node Redis Cluster (cluster mode on, every slot assigned)."""
     import redis as sync_redis
 
-    port = _cluster_port()
+    port = cluster_port()
     workdir = tmp_path_factory.mktemp("cluster")
     process = subprocess.Popen(
         [
