@@ -19,6 +19,7 @@ from typing import Any
 import redis as sync_redis
 
 from perseus_cli.apps.redis_server import RedisServer, free_port
+from perseus_core.plumbing import topology
 from perseus_core.wire.errors import PerseusError
 
 SLOTS = 16_384
@@ -147,9 +148,11 @@ class RedisClusterNodes:
         return next(node for node in self.nodes if node.pid is not None)
 
     def close(self) -> None:
-        """Stop every node and remove its directory."""
+        """Stop every node and remove its directory; this process forgets
+        they were cluster nodes (their ports may serve something else next)."""
         for node in self.nodes:
             node.close()
+            topology.forget(node.url)
 
     def __enter__(self) -> RedisClusterNodes:
         try:
