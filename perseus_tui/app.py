@@ -88,6 +88,12 @@ class PerseusApp(FleetHub):
             )
         return self._dashboard
 
+    @property
+    def crash(self) -> BaseException | None:
+        """The exception that ended the app, if one did (Textual keeps the
+        first); the CLI writes it to a crash report."""
+        return self._exception
+
     def request_refresh(self) -> None:
         """Re-read the whole fleet now (key `r`)."""
         self.service.request_refresh()

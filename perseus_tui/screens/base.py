@@ -65,6 +65,18 @@ class ExchangeScreen(Screen[None]):
         self.watch(self.hub, "header", self._header_changed, init=False)
         self.watch(self.hub, "commands", self._commands_changed)
 
+    def on_unmount(self) -> None:
+        """Drop this screen's watchers of the app's state.
+
+        Textual forgets a closed node's watcher only when the watched value
+        next changes; a value that rarely does (the time zone, the command
+        lines) would keep every closed detail screen, and everything it
+        shows, in memory for the rest of the session.
+        """
+        watchers: dict[str, list[tuple[object, object]]] = getattr(self.hub, "__watchers", {})
+        for entries in watchers.values():
+            entries[:] = [(node, callback) for node, callback in entries if node is not self]
+
     def _commands_changed(self, lines: tuple[CommandLine, ...]) -> None:
         for bar in self.query(CommandBar):
             bar.lines = lines

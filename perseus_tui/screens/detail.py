@@ -115,9 +115,11 @@ class DetailScreen(ExchangeScreen):
     def show_view(self, view: ExchangeView, now: datetime) -> None:
         """A fresher read of this exchange (or just a later time)."""
         self._view, self._now = view, now
-        panel = self.query_one(StatusPanel)
-        panel.timing = self.hub.timing()
-        panel.show(view, now, self._tz)
+        # `query`, not `query_one`: data keeps arriving while the screen is
+        # being closed, when its widgets may already be gone.
+        for panel in self.query(StatusPanel):
+            panel.timing = self.hub.timing()
+            panel.show(view, now, self._tz)
         self.sync_bindings()
 
     def tick(self, now: datetime) -> None:
@@ -128,14 +130,16 @@ class DetailScreen(ExchangeScreen):
         """New entries of any exchange, oldest first; this exchange's go on top."""
         name = self.exchange_name.lower()
         mine = [e for e in entries if e.stream == name]
-        if mine:
-            self.query_one(ActivityFeed).add_new(mine)
+        for feed in self.query(ActivityFeed) if mine else ():
+            feed.add_new(mine)
 
     def set_timezone(self, tz: tzinfo | None) -> None:
         """Show absolute times in `tz`."""
         self._tz = tz
-        self.query_one(ActivityFeed).set_timezone(tz)
-        self.query_one(StatusPanel).show(self._view, self._now, tz)
+        for feed in self.query(ActivityFeed):
+            feed.set_timezone(tz)
+        for panel in self.query(StatusPanel):
+            panel.show(self._view, self._now, tz)
 
     # --- history paging ------------------------------------------------------------
 
