@@ -16,7 +16,14 @@ import click
 from perseus_cli.common import load_settings, open_redis, run_read
 from perseus_cli.options import MAX_EXCHANGE_ID, redis_url_option
 from perseus_cli.output import Cell, ago, echo_json, print_table, styled
-from perseus_core.present import HeartbeatThresholds, badge, heartbeat, status_word, uptime_s
+from perseus_core.present import (
+    HeartbeatThresholds,
+    badge,
+    heartbeat,
+    last_seen_text,
+    status_word,
+    uptime_s,
+)
 from perseus_core.store.network import ExchangeView, NetworkReader, ViewKind
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import ConnectionState, InstanceStatus
@@ -86,10 +93,10 @@ def _absent(view: ExchangeView, now: datetime) -> _Where:
         clean_or(last.ip if last else None, "-", 45),
     )
     if view.kind is ViewKind.OFFLINE:
-        seen = view.last_seen
+        seen = last_seen_text(view, now)
         if seen is not None:
             state = f" ({clean_or(last.state, 'unknown state', 20)})" if last is not None else ""
-            where.info.append(seen.label(ago(seen.at, now)) + state)
+            where.info.append(seen + state)
         else:
             where.info.append("never seen")
     return where

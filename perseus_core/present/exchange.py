@@ -194,6 +194,18 @@ def status_word(view: ExchangeView) -> str:
     return str(view.kind)
 
 
+def last_seen_text(view: ExchangeView, now: datetime) -> str | None:
+    """`last heartbeat 3m 2s ago` / `last entry 2d 4h ago` for an exchange not
+    online, saying what dated it (`ExchangeView.last_seen`), so the cards, the
+    table, the detail screen and `perseus status` read alike; None when it is
+    online or was never seen. A moment ahead of `now` (clock skew) reads `just now`."""
+    seen = None if view.online else view.last_seen
+    if seen is None:
+        return None
+    seconds = (now - seen.at).total_seconds()
+    return seen.label("just now" if seconds < 0 else f"{format_duration(seconds)} ago")
+
+
 def heartbeat_age_s(view: ExchangeView, now: datetime) -> float | None:
     """Seconds since the last heartbeat of a live view (never negative), else None.
 

@@ -17,7 +17,7 @@ from textual.geometry import Region
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from perseus_core.present import heartbeat
+from perseus_core.present import heartbeat, last_seen_text
 from perseus_core.store.network import ExchangeView, LastKnown, ViewKind
 from perseus_tui import render
 
@@ -166,10 +166,11 @@ def _last_state(known: LastKnown, now: datetime, name: str) -> Content:
 
 def _offline_lines(view: ExchangeView, now: datetime) -> list[Content]:
     known = view.last_known
+    seen = last_seen_text(view, now)
     if known is None:
-        return [_line(("never seen online", render.MUTED))]
+        return [_line((seen or "never seen online", render.MUTED))]
     return [
-        _line(("last seen", render.MUTED)),
+        _line((seen or "last seen", render.MUTED)),
         _field("host", render.label(known.hostname)),
         _field("ip", render.label(known.ip)),
         _last_state(known, now, "state"),

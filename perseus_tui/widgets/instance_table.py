@@ -26,6 +26,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey
 
+from perseus_core.present import last_seen_text
 from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_tui import render
 
@@ -92,15 +93,12 @@ def row_cells(
         )
     else:
         known = view.last_known
-        when = render.parse_time(known.timestamp) if known else None
         cells = (
             Content.styled(render.label(known.hostname if known else None), render.MUTED),
             Content.styled(render.label(known.ip if known else None), render.MUTED),
             Content(),
             Content(),
-            Content.styled(
-                f"last seen {render.age_text(when, now)}" if known else "never seen", render.MUTED
-            ),
+            Content.styled(last_seen_text(view, now) or "never seen", render.MUTED),
             Content(),
             Content(),
         )

@@ -7,6 +7,7 @@ from datetime import datetime, tzinfo
 from textual.content import Content
 from textual.widget import Widget
 
+from perseus_core.present import last_seen_text
 from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_tui import render
 
@@ -84,6 +85,10 @@ def status_lines(
         else:
             status_text = Content.styled("offline (no status key)", render.OFFLINE_STYLE)
         lines.append(_row("status", status_text))
+        seen = view.last_seen
+        if seen is not None:
+            said = last_seen_text(view, now) or ""
+            lines.append(_row("last seen", said, render.format_full_time(seen.at, tz)))
         lines += _agent_rows(view, now, tz)
         known = view.last_known
         if known is not None:
