@@ -34,7 +34,6 @@ from perseus_core.store.activity import (
     exchange_stream_keys,
     parse_cursor,
     stream_label,
-    stream_name,
 )
 from perseus_core.store.network import NetworkReader
 from perseus_core.wire import keys
@@ -105,17 +104,12 @@ def _entry_line(entry: ActivityEntry) -> str:
     return f"{when}  {name}  {_summary(entry)}"
 
 
-async def _activity_names(redis: RedisClient, reader: NetworkReader) -> list[str]:
-    """Every exchange with an activity stream, a catalog entry or a status key.
-
-    Streams are found with SCAN (restricted to stream-typed keys, so a stray
-    key of another type is not even tried), which also covers exchanges that
-    are neither in the catalog nor online any more but left history behind.
-    """
-    names = {name.lower() for name in await reader.exchange_names()}
-    async for key in redis.scan_iter(match=f"{keys.ACTIVITY_KEY_PREFIX}*", _type="STREAM"):
-        names.add(stream_name(str(key)))
-    return sorted(names)
+async def _activity_names(reader: NetworkReader) -> list[str]:
+    """Every exchange with an activity stream (either kind), a catalog entry or
+    a status key: `exchange_names` scans the streams too (stream-typed keys
+    only), so exchanges neither in the catalog nor online any more but with
+    history left behind are read as well."""
+    return sorted({name.lower() for name in await reader.exchange_names()})
 
 
 async def _require_known(redis: RedisClient, reader: NetworkReader, name: str) -> None:
@@ -216,7 +210,7 @@ def log_cmd(
                 if not page.entries:
                     await _require_known(redis, NetworkReader(redis, settings), names[0])
             else:
-                names = await _activity_names(redis, NetworkReader(redis, settings))
+                names = await _activity_names(NetworkReader(redis, settings))
                 page = await activity.merged_page(names, count=count, before=cursor)
         if follow:
             await _follow(settings, page, names, single=exchange is not None, as_json=as_json)

@@ -30,6 +30,7 @@ from rich.cells import cell_len
 
 from perseus_cli.apps.redis_server import RedisServer, free_port
 from perseus_cli.main import cli
+from perseus_core.wire import keys
 from perseus_core.wire.timeutil import format_ts
 
 # --- data exactly as docs/wire-format.md section 3 shows it --------------------
@@ -829,3 +830,15 @@ def test_log_follow_into_a_closed_pipe_exits_quietly(r: sync_redis.Redis, redis_
             proc.stderr.close()
     assert proc.returncode == 0, stderr
     assert stderr == ""
+
+
+def test_log_reads_an_exchange_known_only_by_its_perseus_stream(
+    r: sync_redis.Redis, redis_url: str
+) -> None:
+    r.xadd(keys.perseus_activity_key("mexc"), {"event": "claim_refused"}, id="1770746500000-0")
+    result = invoke(redis_url, "log", "--json")
+    assert result.exit_code == 0, result.output
+    entries = json.loads(result.stdout)["entries"]
+    assert [(e["stream"], e["id"], e["event"]) for e in entries] == [
+        ("mexc", "1770746500000-0", "claim_refused")
+    ]

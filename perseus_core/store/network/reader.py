@@ -117,6 +117,7 @@ class NetworkReader:
         self._history: dict[int, str] = {}
         self._seen: dict[int, datetime] = {}
         self._previous: list[ExchangeView] = []
+        self._stream_names: set[str] = set()
 
     @property
     def catalog_errors(self) -> dict[str, str]:
@@ -149,17 +150,19 @@ class NetworkReader:
         return self._catalog.readable(cast(dict[str, str], raw))
 
     async def exchange_names(self) -> list[str]:
-        """Names of every catalog exchange (active or not) plus online ones not
-        in the catalog: the streams a live activity tail should follow.
-
-        The online part uses the same cached SCAN as `snapshot`.
+        """Names of every catalog exchange (active or not), online ones not in
+        the catalog and ones with history only: the streams a live activity
+        tail should follow. The online and history parts use the same cached
+        SCANs as `snapshot` (a dead Livermore server's history stays followed).
         """
+        if self._scan_due(None):
+            await self._scan()
+            self._stream_names = await history_names(self._redis)
         raw_catalog = await self._read_catalog(strict=False)
         entries = sorted(self._catalog.entries(raw_catalog), key=_entry_order)
         self._assembly.catalog_ids = [entry.id for entry in entries]
-        names = {entry.name.lower(): entry.name for entry in entries}
-        if self._scan_due(None):
-            await self._scan()
+        names = {name: name for name in self._stream_names}
+        names.update((entry.name.lower(), entry.name) for entry in entries)
         extra = sorted(self._extra_ids.difference(self._assembly.catalog_ids))
         if extra:
             values, _ = await self._reads.mget(extra)
