@@ -20,14 +20,17 @@ from perseus_core.wire.models import ConnectionState, OtherEntry
 from perseus_core.wire.timeutil import format_ts
 
 OBSERVED_OFFLINE = "observed_offline"
-"""The event of an entry saying a status key vanished while its instance ran."""
+"""The event of an entry saying a status key vanished: while its instance ran
+(an unexpected loss), or after the stream last said it stopped (as expected)."""
 OBSERVED_ONLINE = "observed_online"
 """The event of an entry saying an exchange seen going offline is back."""
 OBSERVED_EVENTS = frozenset({OBSERVED_OFFLINE, OBSERVED_ONLINE})
 KEPT = 500
 """Observations kept for detail screens opened later (they live as long as the dashboard)."""
 
-_RELEASED = frozenset({ConnectionState.STOPPING, ConnectionState.STOPPED, ConnectionState.IDLE})
+RELEASED_STATES = frozenset(
+    {ConnectionState.STOPPING, ConnectionState.STOPPED, ConnectionState.IDLE}
+)
 """States after which a missing key is a release (the stream says so), not a loss."""
 
 
@@ -60,10 +63,12 @@ class OfflineObserver:
                 continue
             if old.online and not view.online:
                 state = old.status.connection_state if old.status is not None else None
-                if state in _RELEASED:
-                    continue
-                self._gone.add(exchange_id)
-                found.append(self._entry(OBSERVED_OFFLINE, old, now, state or "unreadable"))
+                if state in RELEASED_STATES:
+                    continue  # seen stopping: the stream says it released the slot
+                last = _stopped_since(old, view) or state
+                if last not in RELEASED_STATES:  # lost while running: watch for its return
+                    self._gone.add(exchange_id)
+                found.append(self._entry(OBSERVED_OFFLINE, old, now, last or "unreadable"))
             elif view.online and exchange_id in self._gone:
                 self._gone.discard(exchange_id)
                 state = view.status.connection_state if view.status is not None else None
@@ -72,6 +77,7 @@ class OfflineObserver:
         return found
 
     def _entry(self, event: str, view: ExchangeView, now: datetime, state: str) -> OtherEntry:
+        """An observation about `view`'s exchange in `state`, dated `now`."""
         status = view.status
         name = view.exchange_name or (status.exchange_name if status is not None else "")
         fields = {
@@ -85,3 +91,16 @@ class OfflineObserver:
             "state": str(state),
         }
         return OtherEntry.model_validate(fields)
+
+
+def _stopped_since(old: ExchangeView, new: ExchangeView) -> str | None:
+    """The released state the stream last named, when it is newer than the
+    running state the previous read showed: the instance stopped between two
+    reads (a Livermore server deletes its key right after `stopped`), so its
+    key went as expected. None when the stream says nothing newer."""
+    known = new.last_known
+    if known is None or known.state not in RELEASED_STATES:
+        return None
+    when = known.time
+    since = old.status.last_state_change if old.status is not None else None
+    return known.state if when is None or since is None or when >= since else None

@@ -40,7 +40,7 @@ from perseus_core.wire.models import (
 )
 from perseus_core.wire.text import clean, clean_or
 from perseus_core.wire.timeutil import format_duration, parse_ts_or_none
-from perseus_tui.observed import OBSERVED_EVENTS, OBSERVED_OFFLINE
+from perseus_tui.observed import OBSERVED_EVENTS, OBSERVED_OFFLINE, RELEASED_STATES
 
 TONE_TEXT: Mapping[Tone, str] = {
     Tone.SUCCESS: "$text-success",
@@ -286,10 +286,11 @@ def _observed_body(entry: OtherEntry) -> Content:
     """What the dashboard saw itself (`perseus_tui.observed`), marked as such."""
     state = label(entry.extra_fields.get("state"), "?", 16)
     if entry.event == OBSERVED_OFFLINE:
-        parts: list[str | tuple[str, str] | Content] = [
-            ("○ offline", OFFLINE_STYLE),
-            (f": its status key expired while {state}", ERROR),
-        ]
+        parts: list[str | tuple[str, str] | Content] = [("○ offline", OFFLINE_STYLE)]
+        if entry.extra_fields.get("state") in RELEASED_STATES:
+            parts.append((f" after {state}, as expected", MUTED))
+        else:
+            parts.append((f": its status key vanished while {state}, an unexpected loss", ERROR))
     else:
         parts = [("● back online", f"bold {SUCCESS}"), (f": {state}", state_colour(state))]
     if entry.hostname:

@@ -5,6 +5,7 @@ a dead Livermore exchange known only by its history."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 import redis as sync_redis
@@ -12,7 +13,9 @@ from textual.widgets import Label
 
 from perseus_core.store.network import NetworkReader
 from perseus_core.wire.settings import Settings
+from perseus_tui import render
 from perseus_tui.app import PerseusApp
+from perseus_tui.observed import OfflineObserver
 from perseus_tui.screens.confirm import ConfirmScreen
 from tests.livermore.shapes import LivermoreResponder, LivermoreWriter
 from tests.tui.test_dashboard import card_text, command_lines
@@ -72,7 +75,8 @@ async def test_dashboard_steers_a_livermore_slot_and_lists_a_dead_one(
     make_app: Callable[..., PerseusApp], settings: Settings, r: sync_redis.Redis
 ) -> None:
     livermore(r, 2, "binance", "lm-host-02").heartbeat()
-    livermore(r, 4, "kraken", "lm-host-04").heartbeat()  # no identity in the catalog
+    kraken = livermore(r, 4, "kraken", "lm-host-04")  # no identity in the catalog
+    kraken.heartbeat()
     dead_kucoin(r)
     r.hset("perseus:exchanges", "2", f'{{"id":2,"name":"binance","livermoreSub":"{SUB}"}}')
     app = make_app()
@@ -82,7 +86,9 @@ async def test_dashboard_steers_a_livermore_slot_and_lists_a_dead_one(
                 lambda: "ACTIVE" in card_text(app, 2) and "lm-host-02" in card_text(app, 2)
             )
             await eventually(lambda: "OFFLINE" in card_text(app, 5), within=5)
-            assert "lm-host-05" in card_text(app, 5)
+            assert "lm-host-05" in card_text(app, 5) and "last entry" in card_text(app, 5)
+            # Its history is in the feed, though it has neither a key nor a catalog entry.
+            await eventually(lambda: any(e.stream == "kucoin" for e in app.dashboard.feed.entries))
             # Without an identity: refused at once, naming the holder.
             app.dashboard.selected_id = 4
             await pilot.press("x")
@@ -100,5 +106,28 @@ async def test_dashboard_steers_a_livermore_slot_and_lists_a_dead_one(
             assert "lm-host-02" in said and "the one Livermore server listening" in said
             await pilot.press("y")
             await eventually(lambda: "✔ Stop" in command_lines(app), within=5, what="done")
-            assert "Acknowledged" in command_lines(app)
+            assert f"Acknowledged by the Livermore server ({SUB})" in command_lines(app)
             assert [c["type"] for c in responder.received] == ["stop"]
+            # A server this dashboard saw online dies: its card says when its heartbeat was seen.
+            kraken.deregister()
+            await pilot.press("r")  # re-read now (the test's poll period is long)
+            await eventually(lambda: "OFFLINE" in card_text(app, 4), within=5)
+            assert "last heartbeat" in card_text(app, 4)
+
+
+async def test_a_stop_between_two_reads_is_observed_as_expected(
+    settings: Settings, r: sync_redis.Redis, redis: object
+) -> None:
+    """Livermore deletes its key right after `stopped`: a dashboard whose last
+    read showed it active words the loss from the stream, not as an expiry."""
+    writer = livermore(r, 2, "binance", "lm-host-02")
+    reader = NetworkReader(redis, settings)  # type: ignore[arg-type]
+    observer = OfflineObserver()
+    before = {view.exchange_id: view for view in (await reader.snapshot()).exchanges}
+    for state in ("stopping", "stopped"):
+        writer.transition(state)
+    writer.deregister()
+    after = {view.exchange_id: view for view in (await reader.snapshot()).exchanges}
+    [seen] = observer.compare(before, after, datetime.now(UTC))
+    line = render.entry_line(seen, UTC, datetime.now(UTC)).plain
+    assert "offline after stopped, as expected" in line and "unexpected" not in line

@@ -133,7 +133,8 @@ class LivermoreBridge:
                 raise NoLivermoreListener(identity_sub)
             if on_sent is not None:
                 on_sent(cmd)
-            outcome = await self._wait(pubsub, cmd.correlation_id, ack_ms, result_ms, on_ack)
+            acked = None if on_ack is None else lambda reply: on_ack(_named(reply, identity_sub))
+            outcome = await self._wait(pubsub, cmd.correlation_id, ack_ms, result_ms, acked)
             if outcome is None:
                 raise NoAgentAnswered(
                     exchange_id,
@@ -192,6 +193,14 @@ class LivermoreBridge:
         if not acked:
             return None
         return CommandOutcome.no_result(correlation_id, result_ms)
+
+
+def _named(reply: CommandReply, identity_sub: str) -> CommandReply:
+    """An ack as the operator sees it, naming who answered like a Perseus
+    agent's `acknowledged by {host}` does (a Livermore ack carries no message;
+    one it does carry follows the name)."""
+    who = f"acknowledged by the Livermore server ({identity_sub})"
+    return reply.model_copy(update={"message": f"{who}: {reply.message}" if reply.message else who})
 
 
 def _parse_response(raw: Any, correlation_id: str) -> CommandReply | None:
