@@ -119,6 +119,24 @@ class RedisClusterNodes:
                     return next(node for node in self.nodes if node.port == port)
         raise PerseusError(f"no node serves slot {slot}")
 
+    def move_slot(self, key: str, to: RedisServer) -> None:
+        """Move the hash slot of `key`, with its keys, to the master `to`, the
+        way a resharding does (IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE)."""
+        source = self.master_of(key)
+        with _client(source) as src, _client(to) as dst:
+            slot = int(_command(src, "CLUSTER", "KEYSLOT", key))
+            source_id = str(_command(src, "CLUSTER", "MYID"))
+            target_id = str(_command(dst, "CLUSTER", "MYID"))
+            _command(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            _command(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while names := _command(src, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+                _command(src, "MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *names)
+            for node in self.nodes:
+                if node.pid is not None:
+                    with _client(node) as client:
+                        if client.info("replication").get("role") == "master":
+                            _command(client, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until every running node says the cluster serves all slots."""
         deadline = time.monotonic() + timeout
