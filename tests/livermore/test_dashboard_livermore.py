@@ -11,12 +11,15 @@ import pytest
 import redis as sync_redis
 from textual.widgets import Label
 
+from perseus_core.present import last_seen_text
 from perseus_core.store.network import NetworkReader
 from perseus_core.wire.settings import Settings
 from perseus_tui import render
 from perseus_tui.app import PerseusApp
 from perseus_tui.observed import OfflineObserver
 from perseus_tui.screens.confirm import ConfirmScreen
+from perseus_tui.widgets.instance_table import row_cells
+from perseus_tui.widgets.status_panel import status_lines
 from tests.livermore.shapes import LivermoreResponder, LivermoreWriter
 from tests.tui.test_dashboard import card_text, command_lines
 from tests.waiting import eventually
@@ -51,6 +54,11 @@ async def test_history_only_exchange_is_listed_offline_by_status_and_discover(
     assert view is not None and not view.online and not view.in_catalog
     assert view.last_known is not None and view.last_known.hostname == "lm-host-05"
     assert view.last_seen is not None and view.last_seen.source == "entry"
+    now = datetime.now(UTC)  # the table row and the detail screen label it like the card
+    said = last_seen_text(view, now)
+    assert said is not None and said.startswith("last entry ") and said.endswith(" ago")
+    assert said in [cell.plain for cell in row_cells(view, now, render.Timing())]
+    assert any(said in line.plain for line in status_lines(view, now, UTC, render.Timing()))
     assert (await reader.snapshot(discover_online=False)).get(5) is not None  # remembered
     assert [e.name for e in await reader.discover()] == ["kucoin"]
 
