@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -161,9 +161,13 @@ async def _append_round(log: ActivityLog, round_no: int) -> None:
 
 
 async def _tail_collects(
-    settings: Settings, redis: RedisCluster, rounds: int
+    settings: Settings,
+    redis: RedisCluster,
+    rounds: int,
+    after_first_round: Callable[[], Awaitable[object]] | None = None,
 ) -> list[tuple[str, str]]:
-    """Follow the fleet's streams while `rounds` rounds of entries are written."""
+    """Follow the fleet's streams while `rounds` rounds of entries are written;
+    `after_first_round` runs once the tail has delivered the first round."""
 
     async def names() -> list[str]:
         return NAMES
@@ -180,6 +184,9 @@ async def _tail_collects(
         try:
             for round_no in range(rounds):
                 await _append_round(log, round_no)
+                if round_no == 0 and after_first_round is not None:
+                    await eventually(lambda: len(seen) == len(FLEET), what="the first round")
+                    await after_first_round()
             await eventually(lambda: len(seen) >= rounds * len(FLEET), what="the tail")
             await asyncio.sleep(0.3)  # a duplicate would arrive within a read or two
         finally:
@@ -334,29 +341,12 @@ async def test_tail_follows_a_stream_whose_slot_moves(
     source = cluster.master_of(moved)
     target = cluster.master_of(keys.activity_key(NAMES[1]))
 
-    async def names() -> list[str]:
-        return NAMES
-
-    log = ActivityLog(cluster_redis, cluster_settings)
-    seen: list[tuple[str, str]] = []
-    async with ActivityTail(cluster_settings, names) as tail:
-
-        async def consume() -> None:
-            async for entry in tail:
-                seen.append((entry.exchange_name or "", entry.hostname or ""))
-
-        task = asyncio.create_task(consume())
-        try:
-            await _append_round(log, 0)
-            await eventually(lambda: len(seen) == len(FLEET), what="the first round")
-            await asyncio.to_thread(cluster.move_slot, moved, target)
-            for round_no in range(1, 4):
-                await _append_round(log, round_no)
-            await eventually(lambda: len(seen) >= 4 * len(FLEET), what="the tail after the move")
-            await asyncio.sleep(0.3)  # a duplicate would arrive within a read or two
-        finally:
-            await tail.aclose()
-            await task
+    seen = await _tail_collects(
+        cluster_settings,
+        cluster_redis,
+        rounds=4,
+        after_first_round=lambda: asyncio.to_thread(cluster.move_slot, moved, target),
+    )
     assert cluster.master_of(moved).port == target.port
     cluster.move_slot(moved, source)  # the next tests expect the launcher's layout
     assert sorted(seen) == sorted(_expected(4))
