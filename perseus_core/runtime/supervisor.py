@@ -41,6 +41,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _GROUP_POLL_S = 0.02
+_KILL_LANDS_S = 1.0
+"""How long a SIGKILL may take to end every member of a group before we stop waiting."""
 _WATCHDOG = "perseus_core.runtime.watchdog"
 RATE_MARGIN = 0.02
 """Part of the TTL kept back for clock-rate differences with the Redis server."""
@@ -259,16 +261,32 @@ class ChildProcess:
                 grace_s,
             )
             self._signal_group(signal.SIGKILL)
-            return await self.wait()
+            return await self._reaped()
         # The leader is gone; give the rest of its group what is left of the grace.
-        # Nothing notifies about processes that are not our children: poll.
-        while time.monotonic() < deadline:
-            if not self.group_alive():
-                break
-            await asyncio.sleep(_GROUP_POLL_S)
+        await self._until_group_gone(deadline)
         if self._signal_group(signal.SIGKILL):
             log.debug("sent SIGKILL to the remains of process group %d", self.pgid)
-        return await self.wait()
+        return await self._reaped()
+
+    async def _until_group_gone(self, deadline: float) -> bool:
+        """Poll until nothing of the group runs or `deadline` (monotonic) passes.
+
+        Nothing notifies about processes that are not our children (the child
+        is the watchdog's): poll. True when the group is gone.
+        """
+        while self.group_alive():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(_GROUP_POLL_S)
+        return True
+
+    async def _reaped(self) -> int:
+        """The exit code once the watchdog has ended and a SIGKILL sent to the
+        group has landed on every member: the watchdog can die of the signal a
+        moment before the child it runs does."""
+        code = await self.wait()
+        await self._until_group_gone(time.monotonic() + _KILL_LANDS_S)
+        return code
 
     async def keep_renewing(
         self, confirmed_at: Callable[[], float | None], ttl_ms: int, every_s: float
