@@ -125,6 +125,7 @@ class Instance:
             admin_email=admin_email,
             admin_display_name=admin_display_name,
             symbol_count=symbol_count,
+            ttl_ms=settings.heartbeat_ttl_ms,
         )
         self.activity = ActivityLog(redis, settings)
         """The exchange's activity log, for entries beyond transitions and errors."""

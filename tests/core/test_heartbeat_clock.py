@@ -100,3 +100,45 @@ async def test_an_unchanged_payload_keeps_its_view_and_its_date(
     await redis.set("exchange:2:status", payload(2, datetime.now(UTC)), px=TTL_MS)
     third = {v.exchange_id: v for v in (await reader.snapshot()).exchanges}
     assert close_to(heartbeat_age_s(third[2], datetime.now(UTC)), 0)
+
+
+async def test_the_writers_ttl_dates_the_heartbeat_not_the_readers(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    """A reader at the default 45 s watching writers with other TTLs: a Perseus
+    writer says its TTL (`ttlMs`), a Livermore writer (no `instanceId`) always
+    uses 45 s, and an older Perseus writer that says neither is dated by its
+    `lastHeartbeat`, never by the reader's own TTL."""
+    now = datetime.now(UTC)
+    fast = json.loads(payload(1, now - timedelta(seconds=60)))  # a slow writer clock
+    fast.update(instanceId="agent-host:1:42:1", ttlMs=600)
+    await redis.set("exchange:1:status", json.dumps(fast), px=500)  # beat 100 ms ago
+    older = json.loads(payload(2, now - timedelta(seconds=3)))
+    older.update(instanceId="agent-host:2:43:1")
+    await redis.set("exchange:2:status", json.dumps(older), px=500)
+    await redis.set("exchange:3:status", payload(3, now), px=TTL_MS - 10_000)  # Livermore
+    reader = NetworkReader(
+        redis, make_settings(heartbeat_interval_ms=15_000, heartbeat_ttl_ms=TTL_MS)
+    )
+    views = {v.exchange_id: v for v in (await reader.snapshot()).exchanges}
+    now = datetime.now(UTC)
+    assert close_to(heartbeat_age_s(views[1], now), 0.1, tolerance=1.0)
+    assert close_to(views[1].clock_skew_s, -60)
+    assert views[2].heartbeat_at is None and close_to(heartbeat_age_s(views[2], now), 3)
+    assert close_to(heartbeat_age_s(views[3], now), 10)
+
+
+async def test_an_instance_writes_its_ttl(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    from perseus_core.instance import Instance
+
+    settings = make_settings(heartbeat_interval_ms=100, heartbeat_ttl_ms=400)
+    async with Instance(redis, settings, exchange_id=5, exchange_name="kucoin") as instance:
+        await instance.claim()
+        raw = await redis.get("exchange:5:status")
+        assert raw is not None and json.loads(raw)["ttlMs"] == 400
+        reader = NetworkReader(redis, make_settings(heartbeat_ttl_ms=TTL_MS))
+        view = (await reader.snapshot()).get(5)
+        assert view is not None and view.heartbeat_at is not None
+        assert close_to(heartbeat_age_s(view, datetime.now(UTC)), 0, tolerance=0.5)

@@ -110,9 +110,7 @@ class NetworkReader:
         self._extra_ids: set[int] = set()
         self._catalog = CatalogParser()
         self._reads = StatusReads(redis)
-        self._assembly = SnapshotAssembly(
-            self._reads, self._catalog, clock=clock, ttl_ms=settings.heartbeat_ttl_ms
-        )
+        self._assembly = SnapshotAssembly(self._reads, self._catalog, clock=clock)
         self._offline = OfflineDetails(redis)
         self._history: dict[int, str] = {}
         self._seen: dict[int, datetime] = {}
@@ -286,7 +284,7 @@ class NetworkReader:
         status = None if isinstance(parsed, str) else parsed
         status_problem = parsed if isinstance(parsed, str) else None
         view = assemble(exchange_id, field_name, entry, problem, raw_status, status, status_problem)
-        view.heartbeat_at = heartbeat_moment(self._clock(), self._settings.heartbeat_ttl_ms, pttl)
+        view.heartbeat_at = heartbeat_moment(self._clock(), status, pttl)
         if not view.online:
             view.seen_at = self._seen.get(exchange_id)
         return (await self._offline.fill([view], last_known=True, agents=True))[0]

@@ -46,12 +46,35 @@ Reads = tuple[list[str | None], list[int]]
 """Status payloads (None: no key) and their PTTLs in milliseconds, by id order."""
 
 
-def heartbeat_moment(read_at: datetime, ttl_ms: int, pttl_ms: int) -> datetime | None:
+LIVERMORE_TTL_MS = 45_000
+"""The status key TTL every Livermore server sets on each heartbeat
+(docs/wire-format.md part 4); its payloads carry no `ttlMs`."""
+
+
+def writer_ttl_ms(status: InstanceStatus | None) -> int | None:
+    """The TTL the holder of `status` sets on every heartbeat: its own `ttlMs`,
+    Livermore's fixed 45 s for a payload with no `instanceId` (another writer),
+    None when unknown (an older Perseus writer, an unreadable payload).
+
+    Never this reader's own setting: a dashboard at the default 45 s watching
+    agents at 6 s would otherwise call every fresh heartbeat 39 s old.
+    """
+    if status is None:
+        return None
+    if status.ttl_ms is not None:
+        return status.ttl_ms
+    return LIVERMORE_TTL_MS if status.instance_id is None else None
+
+
+def heartbeat_moment(
+    read_at: datetime, status: InstanceStatus | None, pttl_ms: int | None
+) -> datetime | None:
     """When the key's last heartbeat happened on this host's clock, from its
-    PTTL read at `read_at`: `ttl_ms - pttl_ms` earlier. None when the PTTL
-    cannot date it: no key (-2), no expiry (-1), or more time left than the
-    configured TTL (the writer uses another TTL than this reader)."""
-    if pttl_ms < 0 or pttl_ms > ttl_ms:
+    PTTL read at `read_at`: the writer's TTL minus the PTTL earlier. None when
+    the PTTL cannot date it: no key (-2), no expiry (-1), an unknown writer TTL
+    (`writer_ttl_ms`), or more time left than that TTL."""
+    ttl_ms = writer_ttl_ms(status)
+    if pttl_ms is None or ttl_ms is None or pttl_ms < 0 or pttl_ms > ttl_ms:
         return None
     return read_at - timedelta(milliseconds=ttl_ms - pttl_ms)
 
@@ -181,16 +204,14 @@ class SnapshotAssembly:
             the catalog.
     """
 
-    def __init__(
-        self, reads: StatusReads, catalog: CatalogParser, *, clock: Clock, ttl_ms: int
-    ) -> None:
+    def __init__(self, reads: StatusReads, catalog: CatalogParser, *, clock: Clock) -> None:
         """Assemble from `reads`, parsing the catalog with `catalog`; `clock`
         and the configured status key TTL `ttl_ms` date the heartbeats."""
         self._reads = reads
         self._catalog = catalog
         self._clock = clock
-        self._ttl_ms = ttl_ms
-        self._moments: dict[int, datetime] = {}
+        self._pttls: dict[int, int] = {}
+        self._pttl_read_at = clock()
         self.catalog_ids: list[int] = []
         # What the previous snapshot built, by id: its view, the parsed
         # catalog value it was built from (None outside the catalog), and
@@ -210,7 +231,7 @@ class SnapshotAssembly:
         10,000 payloads saves about a tenth of the validation and freeing.
         """
         guess = self.catalog_ids + sorted(extra_ids.difference(self.catalog_ids))
-        self._moments = {}
+        self._pttls = {}
         catalog_read, (guessed_values, ttls) = await self._reads.catalog_and_statuses(guess)
         raw_catalog = self._catalog.readable(catalog_read)
         self._date_heartbeats(guess, ttls)
@@ -255,17 +276,10 @@ class SnapshotAssembly:
         return tokens
 
     def _date_heartbeats(self, ids: Sequence[int], ttls: Sequence[int]) -> None:
-        """Note when each key's latest heartbeat happened (`heartbeat_moment`),
-        for the views built from this read."""
-        read_at = self._clock()
-        ttl_ms = self._ttl_ms
-        moments = self._moments
-        for exchange_id, pttl in zip(ids, ttls, strict=True):
-            moment = heartbeat_moment(read_at, ttl_ms, pttl)
-            if moment is None:
-                moments.pop(exchange_id, None)
-            else:
-                moments[exchange_id] = moment
+        """Keep each key's PTTL and when it was read, to date its latest
+        heartbeat once its payload says which TTL its writer uses."""
+        self._pttl_read_at = self._clock()
+        self._pttls.update(zip(ids, ttls, strict=True))
 
     def parse_status(self, exchange_id: int, raw: str) -> InstanceStatus | str:
         """The validated payload, or the PayloadError message; reuses the
@@ -324,7 +338,7 @@ class SnapshotAssembly:
         """
         statuses = self._statuses(values)
         previous_views, previous_tokens, previous_raws = self._views, self._tokens, self._raws
-        moments = self._moments
+        pttls, read_at = self._pttls, self._pttl_read_at
         view_cache: dict[int, ExchangeView] = {}
         token_cache: dict[int, Token | None] = {}
         views: list[ExchangeView] = []
@@ -366,7 +380,7 @@ class SnapshotAssembly:
                 status, problem = parsed, None
             problems = errors.get(field_name)
             view = assemble(exchange_id, field_name, entry, problems, raw, status, problem)
-            view.heartbeat_at = moments.get(exchange_id)
+            view.heartbeat_at = heartbeat_moment(read_at, status, pttls.get(exchange_id))
             view_cache[exchange_id] = view
             token_cache[exchange_id] = token
             views.append(view)
@@ -390,7 +404,7 @@ class SnapshotAssembly:
                     view = assemble(exchange_id, None, None, None, raw, None, parsed)
                 else:
                     view = assemble(exchange_id, None, None, None, raw, parsed, None)
-                view.heartbeat_at = moments.get(exchange_id)
+                view.heartbeat_at = heartbeat_moment(read_at, view.status, pttls.get(exchange_id))
             view_cache[exchange_id] = view
             token_cache[exchange_id] = None
             views.append(view)

@@ -48,6 +48,9 @@ class InstanceStatus(WireModel):
     epoch: int | None = None
     pid: int | None = None
     version: str | None = None
+    ttl_ms: int | None = None
+    """The TTL (ms) the holder gives its status key on every heartbeat, so a
+    reader can date the last heartbeat from the key's PTTL on Redis's clock."""
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> InstanceStatus:
@@ -74,7 +77,7 @@ class InstanceStatus(WireModel):
     def to_wire(self) -> dict[str, Any]:
         """The payload as docs/wire-format.md 1.1 writes it: every core field, extras when set."""
         data = self.model_dump(by_alias=True, mode="json")
-        for extra in ("instanceId", "epoch", "pid", "version"):
+        for extra in ("instanceId", "epoch", "pid", "version", "ttlMs"):
             if data.get(extra) is None:
                 data.pop(extra, None)
         return data
