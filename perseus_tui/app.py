@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
-from textual import on
+from textual import events, on
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
@@ -93,6 +93,14 @@ class PerseusApp(FleetHub):
         """The exception that ended the app, if one did (Textual keeps the
         first); the CLI writes it to a crash report."""
         return self._exception
+
+    async def on_event(self, event: events.Event) -> None:
+        # Keys typed faster than a busy app handles them can still be queued
+        # when it shuts down, after its last screen is gone: Textual would
+        # crash looking for a screen to give them to. Nothing is left to act.
+        if isinstance(event, events.Key) and not self.screen_stack:
+            return
+        await super().on_event(event)
 
     def request_refresh(self) -> None:
         """Re-read the whole fleet now (key `r`)."""

@@ -93,7 +93,7 @@ async def test_enter_then_esc_every_120_ms_while_data_arrives(
     app = create_app(make_settings(refresh_ms=100), operator="tester@ci")
     app.animation_level = "none"
     notes = recording(app)
-    async with busy_fleet(redis), app.run_test(size=(120, 40)) as pilot:
+    async with busy_fleet(redis), app.run_test(size=(120, 40)):
         await eventually(lambda: 1 in app.views and app.history_loaded.is_set())
         opened = 0
         for _ in range(ROUNDS):
@@ -105,9 +105,10 @@ async def test_enter_then_esc_every_120_ms_while_data_arrives(
             app.simulate_key("escape")
             await asyncio.sleep(0.06)
         assert opened >= ROUNDS // 4  # the detail screen really opened (the card had focus)
-        await pilot.pause()
         assert app.is_running
         assert not failures(app, notes), failures(app, notes)
+    # Left at once: keys still queued meet an app whose screens are gone.
+    assert app.return_code in (None, 0)
 
 
 @pytest.mark.parametrize("key", ["enter", "question_mark"])
