@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import os
 import subprocess
 import sys
 import tracemalloc
-import weakref
 from collections import Counter
 from typing import Any
 
@@ -41,7 +39,7 @@ from perseus_tui.app import create_app
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen
 from tests.fuzz.corpus import build_corpus
-from tests.fuzz.surfaces import SURFACES
+from tests.fuzz.surfaces import SURFACES, open_and_close
 from tests.fuzz.test_screens import busy_fleet, seed
 from tests.waiting import eventually
 
@@ -49,10 +47,8 @@ ZONES = ("UTC", "Asia/Tokyo", "America/New_York", "Pacific/Kiritimati")
 SCREEN_ROUNDS = 40
 ENTER_ESC_ROUNDS = 100
 SOCKET_TIMEOUT_MS = 5_000
-"""The production default. A closed detail screen stays reachable until the
-socket-timeout timers of the Redis reads it made have run out: asyncio keeps
-a cancelled timer, and the context it was made in, until its time comes. So
-the screens are waited for that long before they count as kept."""
+"""The production default: how long a closed screen's last Redis reads may
+hold it (`tests.fuzz.surfaces.RELEASE_WITHIN_S`)."""
 KEY_PACE_S = 0.06
 """Enter, then Esc 0.06 s later: one open-and-close every 0.12 s."""
 
@@ -179,7 +175,7 @@ async def open_close_memory(redis: Any) -> dict[str, Any]:
         for round_of in ("first", "second"):  # the second shows whether growth goes on
             rss_before, traced_before = rss_bytes(), tracemalloc.get_traced_memory()[0]
             for key, kind in (("enter", DetailScreen), ("question_mark", HelpScreen)):
-                kept = await _open_and_close(app, key, kind)
+                kept = await open_and_close(app, key, kind, SCREEN_ROUNDS)
                 figures[f"{round_of}_{kind.__name__}_still_in_memory"] = kept
             await pilot.pause()
             gc.collect()
@@ -189,27 +185,6 @@ async def open_close_memory(redis: Any) -> dict[str, Any]:
             figures[f"{round_of}_traced_growth_mb"] = round(traced, 2)
         tracemalloc.stop()
     return figures
-
-
-async def _open_and_close(app: Any, key: str, kind: type[Any]) -> int:
-    """Open `kind` with `key` and close it with Esc `SCREEN_ROUNDS` times;
-    how many of the closed screens are still in memory afterwards."""
-    refs: list[weakref.ref[Any]] = []
-    for _ in range(SCREEN_ROUNDS):
-        app.simulate_key(key)
-        shown = await eventually(lambda: app.screen if isinstance(app.screen, kind) else None)
-        refs.append(weakref.ref(shown))
-        del shown
-        app.simulate_key("escape")
-        await eventually(lambda: not isinstance(app.screen, kind))
-
-    def released() -> bool:
-        gc.collect()
-        return all(ref() is None for ref in refs)
-
-    with contextlib.suppress(AssertionError):
-        await eventually(released, within=SOCKET_TIMEOUT_MS / 1000 + 10)
-    return sum(ref() is not None for ref in refs)
 
 
 def _url(redis: Any) -> str:

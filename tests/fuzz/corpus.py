@@ -243,6 +243,15 @@ BAD_TIMESTAMPS: dict[str, str] = {
 """Timestamps that overflow a conversion to some time zone, or parse as nothing."""
 
 
+WRONG_TYPES = {
+    "catalog": (keys.CATALOG_KEY, ("list", "string", "stream")),
+    "status": (keys.status_key(VICTIM_ID), ("hash", "stream")),
+    "stream": (keys.activity_key(VICTIM_NAME), ("string", "hash")),
+    "presence": (keys.agents_key(VICTIM_ID), ("string", "set")),
+}
+"""Every kind of key a reader reads, and types it must not have."""
+
+
 def build_corpus() -> list[Hostile]:
     """Every hostile case, each with a unique name."""
     cases: list[Hostile] = []
@@ -339,48 +348,6 @@ def build_corpus() -> list[Hostile]:
         Hostile("presence-other-exchange", _presence(_presence_json(exchangeId=9))),
         # keys of the wrong type
         Hostile(
-            "type-catalog-list",
-            _wrong_type(keys.CATALOG_KEY, "list"),
-            reported=keys.CATALOG_KEY,
-            breaks_catalog=True,
-        ),
-        Hostile(
-            "type-catalog-string",
-            _wrong_type(keys.CATALOG_KEY, "string"),
-            reported=keys.CATALOG_KEY,
-            breaks_catalog=True,
-        ),
-        Hostile(
-            "type-status-hash",
-            _wrong_type(keys.status_key(VICTIM_ID), "hash"),
-            reported=keys.status_key(VICTIM_ID),
-        ),
-        Hostile(
-            "type-status-stream",
-            _wrong_type(keys.status_key(VICTIM_ID), "stream"),
-            reported=keys.status_key(VICTIM_ID),
-        ),
-        Hostile(
-            "type-stream-string",
-            _wrong_type(keys.activity_key(VICTIM_NAME), "string"),
-            reported=keys.activity_key(VICTIM_NAME),
-        ),
-        Hostile(
-            "type-stream-hash",
-            _wrong_type(keys.activity_key(VICTIM_NAME), "hash"),
-            reported=keys.activity_key(VICTIM_NAME),
-        ),
-        Hostile(
-            "type-presence-string",
-            _wrong_type(keys.agents_key(VICTIM_ID), "string"),
-            reported=keys.agents_key(VICTIM_ID),
-        ),
-        Hostile(
-            "type-presence-set",
-            _wrong_type(keys.agents_key(VICTIM_ID), "set"),
-            reported=keys.agents_key(VICTIM_ID),
-        ),
-        Hostile(
             "type-status-hash-and-stream-string",
             _both(
                 _wrong_type(keys.status_key(VICTIM_ID), "hash"),
@@ -389,6 +356,16 @@ def build_corpus() -> list[Hostile]:
             reported=keys.status_key(VICTIM_ID),
         ),
     ]
+    for label, (key, kinds) in WRONG_TYPES.items():
+        for kind in kinds:
+            cases.append(
+                Hostile(
+                    f"type-{label}-{kind}",
+                    _wrong_type(key, kind),
+                    reported=key,
+                    breaks_catalog=label == "catalog",
+                )
+            )
     names = [case.name for case in cases]
     assert len(names) == len(set(names)), "corpus names must be unique"
     return cases

@@ -15,11 +15,14 @@ dashboard through Textual's Pilot, built by the same factory as `perseus`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 from click.testing import CliRunner
 from textual.app import App
@@ -27,8 +30,9 @@ from textual.app import App
 from perseus_cli.main import cli
 from perseus_core.notify import Notifier
 from perseus_core.wire.settings import Settings
-from perseus_tui.app import create_app
+from perseus_tui.app import PerseusApp, create_app
 from tests.fuzz.corpus import LIVE_NAME, SECRET, Hostile
+from tests.waiting import eventually
 
 RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 """Anything that may move the cursor, recolour, retitle or reorder a terminal
@@ -42,6 +46,10 @@ CLI_SURFACES: dict[str, tuple[str, ...]] = {
     "catalog list": ("catalog", "list"),
 }
 SURFACES = (*CLI_SURFACES, "notify", "dashboard")
+RELEASE_WITHIN_S = 15.0
+"""How long closed screens get to be released: asyncio keeps a cancelled
+timer, and the context it was made in, until its time comes, so a screen's
+last Redis reads hold it for up to the socket timeout (5 s by default)."""
 REPORTING = ("status", "status --json", "dashboard")
 """The surfaces that show every exchange's keys: a key of the wrong type must
 be named there (the feed-only surfaces skip an unreadable stream and warn)."""
@@ -165,19 +173,8 @@ async def run_notify(settings: Settings, streams: list[str], within: float = 5.0
     return reading
 
 
-async def run_dashboard(
-    settings: Settings,
-    *,
-    act: Callable[[object], Awaitable[None]] | None = None,
-    within: float = 5.0,
-) -> Reading:
-    """The dashboard under Pilot until its first read and history are shown;
-    the text of every screen row, every notification, is the output. `act`
-    gets the pilot for key presses before the screen is read."""
-    from tests.waiting import eventually
-
-    app = create_app(settings, target_label=None, operator="fuzz@ci")
-    app.animation_level = "none"
+def recording(app: PerseusApp) -> list[str]:
+    """Every notification the app shows from now on, as `title: text`."""
     notes: list[str] = []
     original = app.notify
 
@@ -186,6 +183,38 @@ async def run_dashboard(
         original(message, **kwargs)  # type: ignore[arg-type]
 
     app.notify = record  # type: ignore[method-assign]
+    return notes
+
+
+async def open_and_close(app: PerseusApp, key: str, kind: type[Any], rounds: int) -> int:
+    """Open a `kind` screen with `key` and close it with Esc, `rounds` times,
+    each time waiting for it to show and to go; how many of the closed
+    screens are still in memory once the app has had `RELEASE_WITHIN_S` to
+    let go of them (a screen's last Redis reads may hold it that long)."""
+    refs: list[weakref.ref[Any]] = []
+    for _ in range(rounds):
+        app.simulate_key(key)
+        shown = await eventually(lambda: app.screen if isinstance(app.screen, kind) else None)
+        refs.append(weakref.ref(shown))
+        del shown
+        app.simulate_key("escape")
+        await eventually(lambda: not isinstance(app.screen, kind))
+
+    def released() -> bool:
+        gc.collect()
+        return all(ref() is None for ref in refs)
+
+    with contextlib.suppress(AssertionError):
+        await eventually(released, within=RELEASE_WITHIN_S)
+    return sum(ref() is not None for ref in refs)
+
+
+async def run_dashboard(settings: Settings, *, within: float = 5.0) -> Reading:
+    """The dashboard under Pilot until its first read and history are shown;
+    the text of every screen row, every notification, is the output."""
+    app = create_app(settings, target_label=None, operator="fuzz@ci")
+    app.animation_level = "none"
+    notes = recording(app)
     reading = Reading("dashboard")
     try:
         async with app.run_test(size=(160, 50)) as pilot:
@@ -193,8 +222,6 @@ async def run_dashboard(
                 lambda: app.loaded.is_set() and app.history_loaded.is_set(), within=within
             )
             await pilot.pause()
-            if act is not None:
-                await act(pilot)
             reading.output = "\n".join([screen_text(app), *notes])
             reading.shows_live = any(view.exchange_name == LIVE_NAME for view in app.views.values())
             if app.connected is False:

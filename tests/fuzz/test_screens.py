@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import re
-import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from perseus_tui.app import PerseusApp, create_app
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen
 from tests.fuzz.corpus import error_entry, status_payload
+from tests.fuzz.surfaces import open_and_close, recording
 from tests.waiting import eventually
 
 ROUNDS = 25
@@ -74,19 +73,6 @@ def failures(app: PerseusApp, notes: list[str]) -> list[str]:
     return found
 
 
-def recording(app: PerseusApp) -> list[str]:
-    """Every notification's title and text, from now on."""
-    notes: list[str] = []
-    original = app.notify
-
-    def record(message: str, **kwargs: object) -> None:
-        notes.append(f"{kwargs.get('title', '')}: {message}")
-        original(message, **kwargs)  # type: ignore[arg-type]
-
-    app.notify = record  # type: ignore[method-assign]
-    return notes
-
-
 async def test_enter_then_esc_every_120_ms_while_data_arrives(
     make_settings: Callable[..., Settings], redis: Redis
 ) -> None:
@@ -118,23 +104,11 @@ async def test_closed_screens_are_released(
     app = create_app(make_settings(), operator="tester@ci")
     app.animation_level = "none"
     kind: type[Screen[None]] = DetailScreen if key == "enter" else HelpScreen
-    refs: list[weakref.ref[Screen[None]]] = []
     await seed(redis)
     async with app.run_test(size=(120, 40)):
         await eventually(lambda: 1 in app.views and app.history_loaded.is_set())
-        for _ in range(RELEASE_ROUNDS):
-            app.simulate_key(key)
-            screen = await eventually(lambda: app.screen if isinstance(app.screen, kind) else None)
-            refs.append(weakref.ref(screen))
-            del screen
-            app.simulate_key("escape")
-            await eventually(lambda: not isinstance(app.screen, kind))
-
-        def released() -> bool:  # the last screen's history worker may still be finishing
-            gc.collect()
-            return all(ref() is None for ref in refs)
-
-        await eventually(released, within=10, what=f"closed {kind.__name__}s released")
+        kept = await open_and_close(app, key, kind, RELEASE_ROUNDS)
+        assert kept == 0, f"{kept} of {RELEASE_ROUNDS} closed {kind.__name__}s are still in memory"
 
 
 def test_a_crash_exits_non_zero_and_keeps_a_report(
