@@ -13,7 +13,8 @@ from perseus_core.store.network.history import SCAN_COUNT
 from perseus_core.store.network.offline import LAST_KNOWN_SCAN, MAX_AGENTS
 from perseus_core.store.network.parsing import parse_catalog_payload, parse_status_payload
 from perseus_core.store.network.reader import NetworkReader
-from perseus_core.store.network.snapshot import CATALOG_SLICE, MGET_CHUNK
+from perseus_core.store.network.reads import MGET_CHUNK
+from perseus_core.store.network.snapshot import CATALOG_SLICE
 from perseus_core.store.network.views import (
     ExchangeView,
     LastKnown,

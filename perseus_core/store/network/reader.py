@@ -49,11 +49,8 @@ from perseus_core.store.network.parsing import (
     parse_catalog_payload,
     status_result,
 )
-from perseus_core.store.network.snapshot import (
-    SnapshotAssembly,
-    StatusReads,
-    heartbeat_moment,
-)
+from perseus_core.store.network.reads import StatusReads, heartbeat_moment
+from perseus_core.store.network.snapshot import SnapshotAssembly
 from perseus_core.store.network.views import ExchangeView, NetworkSnapshot, assemble
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError
