@@ -46,10 +46,9 @@ CLI_SURFACES: dict[str, tuple[str, ...]] = {
     "catalog list": ("catalog", "list"),
 }
 SURFACES = (*CLI_SURFACES, "notify", "dashboard")
-RELEASE_WITHIN_S = 15.0
-"""How long closed screens get to be released: asyncio keeps a cancelled
-timer, and the context it was made in, until its time comes, so a screen's
-last Redis reads hold it for up to the socket timeout (5 s by default)."""
+RELEASE_WITHIN_S = 10.0
+"""How long closed screens get to be released (the last one's history read
+may still be finishing when it is closed)."""
 REPORTING = ("status", "status --json", "dashboard")
 """The surfaces that show every exchange's keys: a key of the wrong type must
 be named there (the feed-only surfaces skip an unreadable stream and warn)."""
@@ -190,7 +189,7 @@ async def open_and_close(app: PerseusApp, key: str, kind: type[Any], rounds: int
     """Open a `kind` screen with `key` and close it with Esc, `rounds` times,
     each time waiting for it to show and to go; how many of the closed
     screens are still in memory once the app has had `RELEASE_WITHIN_S` to
-    let go of them (a screen's last Redis reads may hold it that long)."""
+    let go of them."""
     refs: list[weakref.ref[Any]] = []
     for _ in range(rounds):
         app.simulate_key(key)
