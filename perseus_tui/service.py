@@ -33,7 +33,12 @@ from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog, ActivityPage, ActivityTail
-from perseus_core.store.control import ControlClient, NoAgentAnswered
+from perseus_core.store.control import (
+    ControlClient,
+    NoAgentAnswered,
+    NoLivermoreListener,
+    NotSteerable,
+)
 from perseus_core.store.doctor import probe_roles
 from perseus_core.store.network import NetworkReader, NetworkSnapshot
 from perseus_core.wire.errors import PerseusError
@@ -339,8 +344,11 @@ class FleetService:
                 on_ack=acked,
                 on_sent=lambda _cmd: progress("sent"),
             )
-        except NoAgentAnswered as exc:
+        except (NoAgentAnswered, NoLivermoreListener) as exc:
             progress("no-agent", str(exc))
+            return
+        except NotSteerable as exc:
+            progress("failed", str(exc))
             return
         except NoPermissionError as exc:
             reason = f"Redis refuses commands from this user ({str(exc).splitlines()[0]})"
