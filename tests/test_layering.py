@@ -75,13 +75,24 @@ def _resolve(module: str, is_package: bool, node: ast.Import | ast.ImportFrom) -
     return names
 
 
-def imports_of(module: str) -> set[str]:
+def _parse_imports(module: str) -> set[str]:
     path = MODULES[module]
     tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
     for node in _import_nodes(tree):
         found |= _resolve(module, path.name == "__init__.py", node)
     return found
+
+
+IMPORTS: dict[str, set[str]] = {module: _parse_imports(module) for module in MODULES}
+"""Every module's imports, parsed once when the tests are collected: parsing
+later, after other tests have exhausted and unwound the interpreter's
+recursion limit (deep-nesting fuzz cases), can trip CPython's AST recursion
+check."""
+
+
+def imports_of(module: str) -> set[str]:
+    return IMPORTS[module]
 
 
 def _perseus_target(name: str) -> str | None:

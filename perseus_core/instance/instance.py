@@ -80,8 +80,7 @@ class Instance:
         exchange_id: the slot.
         exchange_name: written to the status key and names the activity stream.
         hostname: defaults to this machine's hostname.
-        admin_email: operator identity shown by dashboards.
-        admin_display_name: operator's display name.
+        admin_email, admin_display_name: operator identity shown by dashboards.
         symbol_count: initial `symbolCount`.
         on_lease_lost: called once (in its own task) when another instance is
             found holding the slot; sync or async. It may call back into this
