@@ -8,6 +8,7 @@ of a Sentinel-watched service, followed across a master switch).
 
 from __future__ import annotations
 
+import re
 import ssl
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -98,9 +99,30 @@ def connect(settings: Settings, **overrides: Any) -> RedisClient:
     options = client_options(settings, **overrides)
     if is_sentinel_url(settings.redis_url):
         return _sentinel_master(settings.redis_url, options)
+    client = Redis.from_url(settings.redis_url, **options)
+    _check_url_options(client)
     if is_cluster(settings.redis_url, options):
         return cluster_client(settings.redis_url, options)
-    return Redis.from_url(settings.redis_url, **options)
+    return client
+
+
+_UNEXPECTED_ARGUMENT = re.compile(r"unexpected keyword argument '([^']{1,64})'")
+
+
+def _check_url_options(client: Redis) -> None:
+    """Raise ValueError for a query option in the URL that redis-py does not know.
+
+    redis-py passes such options (`?api_token=x`) through to the connection,
+    where they raise TypeError at the first command, deep inside whatever ran
+    it. Building one connection (nothing is opened) finds them now, as the
+    same kind of error as any other unusable URL.
+    """
+    try:
+        client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+    except TypeError as exc:
+        found = _UNEXPECTED_ARGUMENT.search(str(exc))
+        name = found.group(1) if found else "?"
+        raise ValueError(f"unknown option {name!r} in the URL's query") from None
 
 
 def connect_blocking(settings: Settings, block_ms: int | None = None) -> RedisClient:

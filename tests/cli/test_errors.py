@@ -47,6 +47,7 @@ MALFORMED = {
     f"redis://:{SECRET}@localhost:6379/0": "must be percent-encoded",
     f"redis://user:{SECRET}@localhost:6379/0": "must be percent-encoded",
     "redis://localhost:99999/0": "invalid port",
+    "redis://localhost:6379/0?api_token=x": "unknown option 'api_token'",
 }
 
 
