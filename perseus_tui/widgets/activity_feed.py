@@ -224,6 +224,16 @@ class ActivityFeed(ScrollView, can_focus=True):
         self._content_changed(shift=0)
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self._restyle())
 
+    def on_unmount(self) -> None:
+        """Leave the app's theme signal, which would otherwise keep this widget alive.
+
+        The signal holds its subscribers in a weak-key dictionary, but each
+        entry's callback refers to the widget itself, so the entry never
+        goes: without this every closed screen's feed, with all its lines,
+        would stay in memory for the rest of the session.
+        """
+        self.app.theme_changed_signal.unsubscribe(self)
+
     def _restyle(self) -> None:
         self._cache.clear()
         self.refresh()

@@ -42,10 +42,26 @@ class PerseusFooter(Footer):
 
     async def recompose(self) -> None:
         await super().recompose()
+        self._forget_removed_keys()
         self._fit()
 
     def on_resize(self) -> None:
         self._fit()
+
+    def _forget_removed_keys(self) -> None:
+        """Drop the watchers that the keys removed by a recompose left on this footer.
+
+        `Footer.compose` binds every FooterKey's `compact` to the footer's
+        (`data_bind`), which adds a watcher to the footer's own list. Textual
+        prunes a removed node from that list only when `compact` next
+        changes, and here it never does: every recompose (each time a screen
+        closes over the dashboard, each time a key is enabled or greyed out)
+        would keep its dozen removed keys, their styles and render caches in
+        memory for the rest of the session.
+        """
+        watchers: dict[str, list[tuple[Widget, object]]] = getattr(self, "__watchers", {})
+        for entries in watchers.values():
+            entries[:] = [(node, callback) for node, callback in entries if node.is_attached]
 
     @staticmethod
     def _width(key: Widget) -> int:

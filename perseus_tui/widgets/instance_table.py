@@ -168,6 +168,11 @@ class InstanceTable(DataTable[Text]):
             self.add_column(title, key=key)
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self._restyle())
 
+    def on_unmount(self) -> None:
+        """Leave the app's theme signal: its entry refers to the table, so it
+        would keep the table alive (see `ActivityFeed.on_unmount`)."""
+        self.app.theme_changed_signal.unsubscribe(self)
+
     def _to_text(self, content: Content) -> Text:
         """Resolve the theme variables of `content` into a Rich `Text` the table can measure.
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 from textual.screen import Screen
+from textual.widget import Widget
 
 import perseus_tui
 from perseus_cli.tui_cmd import run_app
@@ -37,6 +40,8 @@ ROUNDS = 25
 RELEASE_ROUNDS = 10
 """Enough to tell a leak (every closed screen kept) from none; the long form
 in `bench/fuzz_hostile.py` opens each 40 times and reports the memory."""
+GROWTH_ROUNDS = 5
+"""Per screen and round: each leaked a dozen widgets per opening, so a few tell."""
 
 
 async def seed(redis: Redis) -> None:
@@ -109,6 +114,37 @@ async def test_closed_screens_are_released(
         await eventually(lambda: 1 in app.views and app.history_loaded.is_set())
         kept = await open_and_close(app, key, kind, RELEASE_ROUNDS)
         assert kept == 0, f"{kept} of {RELEASE_ROUNDS} closed {kind.__name__}s are still in memory"
+
+
+def live_widgets() -> Counter[str]:
+    """How many widgets of each kind exist, attached or not, after a collection."""
+    gc.collect()
+    return Counter(type(obj).__name__ for obj in gc.get_objects() if isinstance(obj, Widget))
+
+
+async def test_opening_and_closing_screens_keeps_no_widgets(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """A second round of opening and closing leaves exactly the widgets the first did.
+
+    Each close recomposes the dashboard's footer; its removed keys, and the
+    feeds of closed detail screens, used to stay reachable from the footer's
+    watchers and the app's theme signal, a dozen widgets more per screen.
+    """
+    app = create_app(make_settings(), operator="tester@ci")
+    app.animation_level = "none"
+    await seed(redis)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: 1 in app.views and app.history_loaded.is_set())
+        counts = []
+        for _ in range(2):
+            await open_and_close(app, "enter", DetailScreen, GROWTH_ROUNDS)
+            await open_and_close(app, "question_mark", HelpScreen, GROWTH_ROUNDS)
+            await pilot.pause()
+            counts.append(live_widgets())
+        first, second = counts
+        assert second == first, f"widgets kept by the second round: {second - first}"
+        assert second["FooterKey"] == len(app.screen.query("FooterKey"))
 
 
 def test_a_crash_exits_non_zero_and_keeps_a_report(
