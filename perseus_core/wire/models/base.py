@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import (
     BaseModel,
@@ -140,6 +140,14 @@ class WireModel(BaseModel):
         extra="ignore",
         strict=True,
     )
+
+    @classmethod
+    def validated(cls, data: dict[str, Any], what: str) -> Self:
+        """`data` as this model, or PayloadError `invalid <what>: field: problem`."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise PayloadError(f"invalid {what}: {describe_validation_error(exc)}") from None
 
 
 def validate_exchange_name(name: str) -> str:

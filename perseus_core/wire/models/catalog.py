@@ -8,15 +8,12 @@ from typing import Any
 from pydantic import (
     ConfigDict,
     Field,
-    ValidationError,
 )
 
-from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models.base import (
     ConnectionState,
     WireModel,
     WireTime,
-    describe_validation_error,
     load_json_object,
 )
 
@@ -38,11 +35,7 @@ class CatalogEntry(WireModel):
     @classmethod
     def from_json(cls, raw: str | bytes) -> CatalogEntry:
         """Parse a catalog value; raise PayloadError saying what is wrong."""
-        data = load_json_object(raw, "catalog entry")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise PayloadError(f"invalid catalog entry: {describe_validation_error(exc)}") from None
+        return cls.validated(load_json_object(raw, "catalog entry"), "catalog entry")
 
     def to_json(self) -> str:
         """Compact JSON for the catalog hash (`livermoreSub` only when set)."""
@@ -79,13 +72,7 @@ class AgentPresence(WireModel):
     @classmethod
     def from_json(cls, raw: str | bytes) -> AgentPresence:
         """Parse a presence member; raise PayloadError saying what is wrong."""
-        data = load_json_object(raw, "agent presence")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise PayloadError(
-                f"invalid agent presence: {describe_validation_error(exc)}"
-            ) from None
+        return cls.validated(load_json_object(raw, "agent presence"), "agent presence")
 
     def to_wire(self) -> dict[str, Any]:
         """The member as docs/wire-format.md 2.4 writes it (every field, nulls included)."""

@@ -7,13 +7,10 @@ from typing import Any
 
 from pydantic import (
     Field,
-    ValidationError,
 )
 
-from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models.base import (
     WireModel,
-    describe_validation_error,
     load_json_object,
 )
 
@@ -53,11 +50,7 @@ class Command(WireModel):
     @classmethod
     def from_json(cls, raw: str | bytes) -> Command:
         """Parse a command; raise PayloadError saying what is wrong."""
-        data = load_json_object(raw, "command")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise PayloadError(f"invalid command: {describe_validation_error(exc)}") from None
+        return cls.validated(load_json_object(raw, "command"), "command")
 
     def to_json(self) -> str:
         """Compact JSON for the command stream."""
@@ -80,10 +73,7 @@ class CommandReply(WireModel):
         status = data.get("status")
         if isinstance(status, str) and status in ReplyStatus.__members__.values():
             data["status"] = ReplyStatus(status)
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise PayloadError(f"invalid reply: {describe_validation_error(exc)}") from None
+        return cls.validated(data, "reply")
 
     def to_json(self) -> str:
         """Compact JSON for the reply list."""

@@ -8,7 +8,6 @@ from typing import Any
 from pydantic import (
     ConfigDict,
     Field,
-    ValidationError,
 )
 
 from perseus_core.wire.errors import PayloadError
@@ -16,7 +15,6 @@ from perseus_core.wire.models.base import (
     ConnectionState,
     WireModel,
     WireTime,
-    describe_validation_error,
     load_json_object,
 )
 
@@ -63,16 +61,9 @@ class InstanceStatus(WireModel):
             raise PayloadError(
                 f"unknown connectionState {state[:40]!r} (expected one of {allowed})"
             )
-        try:
-            return cls.model_validate(
-                {**data, "connectionState": ConnectionState(state)}
-                if isinstance(state, str)
-                else data
-            )
-        except ValidationError as exc:
-            raise PayloadError(
-                f"invalid status payload: {describe_validation_error(exc)}"
-            ) from None
+        if isinstance(state, str):
+            data = {**data, "connectionState": ConnectionState(state)}
+        return cls.validated(data, "status payload")
 
     def to_wire(self) -> dict[str, Any]:
         """The payload as docs/wire-format.md 1.1 writes it: every core field, extras when set."""
