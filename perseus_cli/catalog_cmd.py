@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from perseus_cli.common import load_settings, open_redis, run_read
-from perseus_cli.options import EXIT_ERROR, MAX_EXCHANGE_ID, fail, redis_url_option
+from perseus_cli.options import EXIT_ERROR, MAX_EXCHANGE_ID, fail, json_option, redis_url_option
 from perseus_cli.output import echo_json, print_table
 from perseus_core.store.network import NetworkReader
 from perseus_core.wire import keys
@@ -36,7 +36,7 @@ def _catalog_json(entry: CatalogEntry) -> dict[str, Any]:
 
 
 @catalog_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @redis_url_option
 def catalog_list(as_json: bool, redis_url: str | None) -> None:
     """Show every catalog entry: id, name, display name, active."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from perseus_cli.common import load_settings, open_redis, run_read
-from perseus_cli.options import EXIT_ERROR, MAX_EXCHANGE_ID, redis_url_option
+from perseus_cli.options import EXIT_ERROR, MAX_EXCHANGE_ID, json_option, redis_url_option
 from perseus_cli.output import Cell, echo_json, print_table, styled
 from perseus_core.present import Tone
 from perseus_core.store.doctor import Diagnosis, diagnose
@@ -35,7 +35,7 @@ def _print(report: Diagnosis) -> None:
 
 
 @click.command("doctor")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.option(
     "--exchange-id",
     type=click.IntRange(0, MAX_EXCHANGE_ID),

@@ -23,7 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from perseus_cli.common import load_settings, open_redis, run_read
-from perseus_cli.options import redis_url_option
+from perseus_cli.options import json_option, redis_url_option
 from perseus_cli.output import echo_json, pad
 from perseus_core.plumbing.connection import connect
 from perseus_core.plumbing.topology import RedisClient
@@ -177,7 +177,7 @@ def _check_cursor(before: str | None, single: bool) -> str | None:
     is_flag=True,
     help="Keep printing new entries as they arrive, until Ctrl-C.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @redis_url_option
 def log_cmd(
     exchange: str | None,

@@ -54,6 +54,10 @@ def redis_url_option(func: F) -> F:
     )(func)
 
 
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+"""`--json` of every read verb: the same flag, name and help everywhere."""
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     """Print one line to stderr and exit with `code`."""
     click.echo(f"perseus: {message}", err=True)

@@ -14,7 +14,7 @@ from datetime import datetime
 import click
 
 from perseus_cli.common import load_settings, open_redis, run_read
-from perseus_cli.options import MAX_EXCHANGE_ID, redis_url_option
+from perseus_cli.options import MAX_EXCHANGE_ID, json_option, redis_url_option
 from perseus_cli.output import Cell, ago, echo_json, print_table, styled
 from perseus_core.present import (
     HeartbeatThresholds,
@@ -138,7 +138,7 @@ def status_row(view: ExchangeView, now: datetime, thresholds: HeartbeatThreshold
 
 
 @click.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.option(
     "--exchange-id",
     type=click.IntRange(0, MAX_EXCHANGE_ID),
