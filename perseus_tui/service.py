@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import time
 from collections.abc import Coroutine, Iterable
 from typing import Any
@@ -92,7 +91,6 @@ class FleetService:
         self._operator = operator
         self._feed_max_lines = feed_max_lines
         self._redis: RedisClient | None = None
-        self._reads: set[asyncio.Task[ActivityPage]] = set()
         self._wake = asyncio.Event()
         self._dirty: set[int] = set()
         self._full_due = False
@@ -160,11 +158,6 @@ class FleetService:
             done, _ = await asyncio.wait(waits, timeout=5)
             for future in done:
                 future.exception()  # a cancelled or failed worker has nothing left to report
-        reads = list(self._reads)
-        for read in reads:
-            read.cancel()
-        if reads:  # before the client closes: a read finishing later would reopen a connection
-            await asyncio.wait(reads, timeout=5)
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -296,10 +289,8 @@ class FleetService:
                     self._host.post_message(batch)
                 batch.entries.append(entry)
         finally:
-            try:
-                await tail.aclose()
-            finally:  # even when closing the tail was interrupted
-                await names_client.aclose()
+            await tail.aclose()
+            await names_client.aclose()
 
     async def _load_history(self) -> None:
         reader = NetworkReader(self.redis, self.settings, clock=self._clock)
@@ -319,22 +310,10 @@ class FleetService:
     async def history_page(
         self, exchange_name: str, count: int, before: str | None
     ) -> ActivityPage:
-        """One page of an exchange's history, newest first (raises the Redis errors).
-
-        The read is a task of the service's own, which `aclose` waits for
-        before it closes the client, so a screen closed mid-read never leaves a
-        connection open behind it. It runs in a context of its own: a
-        connection it opens stays in the pool, and its socket callbacks keep
-        the context they were made in, which would otherwise keep the asking
-        screen in memory after it is closed.
-        """
-        read = ActivityLog(self.redis, self.settings).page(
+        """One page of an exchange's history, newest first (raises the Redis errors)."""
+        return await ActivityLog(self.redis, self.settings).page(
             exchange_name, count=count, before=before
         )
-        task = asyncio.create_task(read, context=contextvars.Context())
-        self._reads.add(task)
-        task.add_done_callback(self._reads.discard)
-        return await task
 
     # --- commands ----------------------------------------------------------------------
 
