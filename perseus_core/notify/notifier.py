@@ -263,10 +263,13 @@ class Notifier:
         except ValueError:  # built by hand rather than read: nothing to dedupe on
             key = None
         if key is not None:
-            last = self._last_ids.get(stream)
+            # IDs are ordered within one stream only: an exchange's shared and
+            # Perseus-only streams can hold the same ID for different entries.
+            source = entry.key or stream
+            last = self._last_ids.get(source)
             if last is not None and key <= last:
                 return False
-            self._last_ids[stream] = key
+            self._last_ids[source] = key
         if isinstance(entry, StateTransitionEntry) and self._presence is not None:
             self._presence.note_transition(entry)
         event = event_from_entry(entry, now=self._clock())

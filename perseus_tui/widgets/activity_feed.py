@@ -26,14 +26,17 @@ from perseus_core.wire.timeutil import Clock, system_clock
 from perseus_tui import render
 
 EntryKey = tuple[str, str]
-"""(stream, stream ID): unique per entry, used to drop duplicates."""
+"""(stream key, stream ID): unique per entry, used to drop duplicates.
+
+The key, not the exchange name: an exchange's shared and Perseus-only streams
+number their entries independently, so both can hold the same ID."""
 
 DEFAULT_MAX_LINES = 1000
 
 
 def entry_key(entry: ActivityEntry) -> EntryKey:
     """The identity of an entry across reads (history, live tail, re-reads)."""
-    return (entry.stream, entry.id)
+    return (entry.key or entry.stream, entry.id)
 
 
 class ActivityFeed(ScrollView, can_focus=True):

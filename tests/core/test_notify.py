@@ -450,6 +450,22 @@ def test_replayed_entries_are_skipped(settings: Settings) -> None:
     assert len(lines) == 0  # nothing is sent before run() starts the sender
 
 
+def test_equal_ids_in_an_exchanges_two_streams_are_both_handled(settings: Settings) -> None:
+    # IDs are ordered per stream: the Perseus-only stream can hold the very ID
+    # the shared stream gets next (both written in the same millisecond).
+    notifier = Notifier(settings, None, dry_run=True, output=lambda _line: None)
+    shared = keys.activity_key("coinbase")
+    ours = keys.perseus_activity_key("coinbase")
+    audit = CommandEntry(command="start", exchange_name="coinbase").model_copy(
+        update={"id": "1700000000000-0", "stream": "coinbase", "key": ours}
+    )
+    error = ErrorEntry(error="boom", state="warming", exchange_name="coinbase").model_copy(
+        update={"id": "1700000000000-0", "stream": "coinbase", "key": shared}
+    )
+    notifier.handle_entry(audit)
+    assert notifier.handle_entry(error) is True
+
+
 # --- watching real Redis ------------------------------------------------------------
 
 

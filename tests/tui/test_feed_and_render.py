@@ -56,6 +56,16 @@ async def test_newest_first_bounded_and_deduplicated() -> None:
         assert feed.virtual_size.height == 1000
 
 
+async def test_equal_ids_in_an_exchanges_two_streams_are_both_shown() -> None:
+    shared = parse_entry("1000-0", {"event": "error", "error": "e"}, "alpha", "logs:network:alpha")
+    ours = parse_entry(
+        "1000-0", {"event": "command", "command": "start"}, "alpha", "perseus:activity:alpha"
+    )
+    app = FeedApp()
+    async with app.run_test(size=(100, 20)):
+        assert app.query_one(ActivityFeed).add_new([shared, ours]) == 2
+
+
 async def test_older_pages_never_push_newer_entries_out() -> None:
     app = FeedApp(max_lines=3)
     async with app.run_test(size=(100, 10)) as pilot:
