@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoPermissionError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from textual.dom import DOMNode
 from textual.worker import Worker
 
@@ -33,22 +35,15 @@ from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog, ActivityPage, ActivityTail
-from perseus_core.store.control import (
-    ControlClient,
-    NoAgentAnswered,
-    NoLivermoreListener,
-    NotSteerable,
-)
+from perseus_core.store.control import ControlClient
 from perseus_core.store.doctor import probe_roles
 from perseus_core.store.network import NetworkReader, NetworkSnapshot
-from perseus_core.wire.errors import PerseusError
-from perseus_core.wire.models import ActivityEntry, CommandReply, CommandType, ReplyStatus
+from perseus_core.wire.models import ActivityEntry, CommandType
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import Clock
+from perseus_tui.command_run import run_command
 from perseus_tui.messages import (
-    CommandProgress,
-    CommandStage,
     ConnectionLost,
     ExchangesRefreshed,
     FeedEntries,
@@ -61,8 +56,6 @@ RETRY_MAX_S = 4.0
 """Longest wait between reconnect attempts (shorter when --refresh is shorter)."""
 PARTIAL_REFRESH_MAX = 20
 """More exchanges than this with fresh activity: re-read the whole fleet instead."""
-COMMAND_ERRORS: tuple[type[BaseException], ...] = (PerseusError, *REDIS_ERRORS)
-"""What sending a command can fail with, apart from the cases reported on their own."""
 POLL_GROUP = "poll"
 ACTIVITY_GROUP = "activity"
 COMMAND_GROUP = "commands"
@@ -91,6 +84,8 @@ class FleetService:
         self._operator = operator
         self._feed_max_lines = feed_max_lines
         self._redis: RedisClient | None = None
+        self._closed = False
+        self._reads: set[asyncio.Task[ActivityPage]] = set()
         self._wake = asyncio.Event()
         self._dirty: set[int] = set()
         self._full_due = False
@@ -106,6 +101,8 @@ class FleetService:
     @property
     def redis(self) -> RedisClient:
         """The client for short commands (blocking reads use their own)."""
+        if self._closed:  # a screen's late read must not open a client nobody closes
+            raise RedisConnectionError("the dashboard is closing")
         if self._redis is None:
             # One immediate retry replaces a pooled connection that went stale
             # (server restarted); redis-py's default backoff retries would hide
@@ -150,14 +147,24 @@ class FleetService:
 
     async def aclose(self) -> None:
         """Cancel every worker, let each close its own connections, then close the client."""
+        self._closed = True
         workers = [w for w in self._host.workers if w.node is self._host]
         for worker in workers:
-            worker.cancel()
+            # Once only: a second cancellation (Textual cancels every worker
+            # when its loop ends) would cut short the worker's own clean-up,
+            # leaving a connection it was closing open.
+            if not worker.is_cancelled:
+                worker.cancel()
         waits = [asyncio.ensure_future(worker.wait()) for worker in workers]
         if waits:
             done, _ = await asyncio.wait(waits, timeout=5)
             for future in done:
                 future.exception()  # a cancelled or failed worker has nothing left to report
+        reads = list(self._reads)
+        for read in reads:
+            read.cancel()
+        if reads:  # before the client closes: a read finishing later would reopen a connection
+            await asyncio.wait(reads, timeout=5)
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -289,8 +296,10 @@ class FleetService:
                     self._host.post_message(batch)
                 batch.entries.append(entry)
         finally:
-            await tail.aclose()
-            await names_client.aclose()
+            try:
+                await tail.aclose()
+            finally:  # even when closing the tail was interrupted
+                await names_client.aclose()
 
     async def _load_history(self) -> None:
         reader = NetworkReader(self.redis, self.settings, clock=self._clock)
@@ -310,10 +319,22 @@ class FleetService:
     async def history_page(
         self, exchange_name: str, count: int, before: str | None
     ) -> ActivityPage:
-        """One page of an exchange's history, newest first (raises the Redis errors)."""
-        return await ActivityLog(self.redis, self.settings).page(
+        """One page of an exchange's history, newest first (raises the Redis errors).
+
+        The read is a task of the service's own, which `aclose` waits for
+        before it closes the client, so a screen closed mid-read never leaves a
+        connection open behind it. It runs in a context of its own: a
+        connection it opens stays in the pool, and its socket callbacks keep
+        the context they were made in, which would otherwise keep the asking
+        screen in memory after it is closed.
+        """
+        read = ActivityLog(self.redis, self.settings).page(
             exchange_name, count=count, before=before
         )
+        task = asyncio.create_task(read, context=contextvars.Context())
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+        return await task
 
     # --- commands ----------------------------------------------------------------------
 
@@ -324,43 +345,15 @@ class FleetService:
         )
 
     async def _send(self, exchange_id: int, label: str, command: CommandType) -> None:
-        # Commands carry the real time: the agent judges expiry by it, whatever
-        # clock the display uses.
         client = ControlClient(self.redis, self.settings)
-
-        def progress(stage: CommandStage, detail: str = "") -> None:
-            self._host.post_message(
-                CommandProgress(exchange_id, label, command.value, stage, detail)
-            )
-
-        def acked(reply: CommandReply) -> None:
-            progress("acknowledged", reply.message or "")
-
-        try:
-            outcome = await client.send(
-                exchange_id,
-                command,
-                operator=self._operator,
-                on_ack=acked,
-                on_sent=lambda _cmd: progress("sent"),
-            )
-        except (NoAgentAnswered, NoLivermoreListener) as exc:
-            progress("no-agent", str(exc))
-            return
-        except NotSteerable as exc:
-            progress("failed", str(exc))
-            return
-        except NoPermissionError as exc:
-            reason = f"Redis refuses commands from this user ({str(exc).splitlines()[0]})"
-            self._host.post_message(ReadOnlyDetected(reason))
-            progress("failed", reason)
-            return
-        except COMMAND_ERRORS as exc:
-            progress("failed", str(exc) or describe_redis_error(self.settings, exc))
-            return
-        if outcome.status is ReplyStatus.SUCCESS:
-            progress("success", outcome.message or "")
-        else:
-            progress("error", outcome.message or "the agent reported an error")
-        self._dirty.add(exchange_id)
-        self._wake.set()
+        if await run_command(
+            self._host,
+            client,
+            self.settings,
+            exchange_id=exchange_id,
+            label=label,
+            command=command,
+            operator=self._operator,
+        ):
+            self._dirty.add(exchange_id)
+            self._wake.set()

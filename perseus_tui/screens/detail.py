@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 from collections.abc import Iterable
 from datetime import UTC, datetime, tzinfo
 
@@ -148,12 +146,8 @@ class DetailScreen(ExchangeScreen):
     @work(exclusive=True, group="history", exit_on_error=False)
     async def _load_page(self, before: str | None) -> None:
         service = self.hub.service
-        read = service.history_page(self.exchange_name, PAGE_SIZE, before)
         try:
-            # In a context of its own: a connection this read opens stays in the
-            # pool, and its socket callbacks keep the context they were made in,
-            # which here would keep this screen in memory after it is closed.
-            page = await asyncio.create_task(read, context=contextvars.Context())
+            page = await service.history_page(self.exchange_name, PAGE_SIZE, before)
         except REDIS_ERRORS as exc:
             self.notify(
                 describe_redis_error(service.settings, exc),
