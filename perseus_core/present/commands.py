@@ -48,11 +48,12 @@ def refusal(view: ExchangeView, command: CommandType) -> str | None:
       no Livermore owner to ask (`route_of`, the same words as the CLI's);
     - start: an instance already holds the slot (live or unreadable), or no
       agent runs for the exchange (and no Livermore owner is named for it);
-    - stop: no instance runs (ready or offline), or it is already stopping.
+    - stop: no instance runs (ready or offline), or it is already stopping;
+    - ping: nobody could answer (offline: no instance and no agent).
 
     Args:
         view: the exchange as last read.
-        command: `start` or `stop`; other commands are never refused here.
+        command: `start`, `stop` or `ping`.
     """
     route = route_of(view, command)
     if route.via is Via.NONE:
@@ -73,4 +74,6 @@ def refusal(view: ExchangeView, command: CommandType) -> str | None:
             return "no instance of it is running"
         if view.status is not None and view.status.connection_state in _STOP_REFUSED_STATES:
             return f"it is already {view.status.connection_state.value}"
+    if command is CommandType.PING and kind is ViewKind.OFFLINE and route.via is not Via.LIVERMORE:
+        return _nobody_there(view)
     return None

@@ -251,6 +251,8 @@ def seed_active(settings: Settings, exchange_id: int, *, perseus: bool) -> None:
         (["start", "4"], "perseus", "cannot start exchange 4: it is already active"),
         (["start", "4"], "other", "the slot is held by host-b (not a Perseus agent)"),
         (["stop", "4"], "catalog", "cannot stop exchange 4: no instance of it is running"),
+        (["ping", "999"], None, "cannot ping exchange 999: no such exchange"),
+        (["ping", "4"], "catalog", "cannot ping exchange 4: no agent runs for it"),
     ],
 )
 def test_a_command_that_cannot_succeed_is_refused_before_sending(
