@@ -489,7 +489,7 @@ async def test_tail_reconnects_after_a_redis_restart(
             await eventually(lambda: got.ids() == [before])
             fresh_redis.stop()
             await eventually(lambda: not tail.connected)
-            assert tail.retry_in_s is not None and 0 < tail.retry_in_s <= 5
+            assert tail.retry_in_s is not None and 0 < tail.retry_in_s <= 1
             assert tail.last_error is not None and "cannot reach Redis" in tail.last_error
             fresh_redis.start()  # same port, empty dataset
             await eventually(lambda: tail.connected)

@@ -96,7 +96,7 @@ class ActivityTail(TailHealth):
         *,
         count: int = 500,
         names_every_s: float = 3.0,
-        max_backoff_s: float = 5.0,
+        max_backoff_s: float = 1.0,
     ) -> None:
         """Create a tail; nothing is connected until `start()` or iteration.
 
@@ -110,7 +110,10 @@ class ActivityTail(TailHealth):
             count: most entries read per stream per call; large, so a burst is
                 drained in few round trips.
             names_every_s: how often the names provider is asked again.
-            max_backoff_s: cap of the reconnect backoff.
+            max_backoff_s: cap of the reconnect backoff. One connection
+                attempt a second costs Redis nothing, and a tail that waits
+                longer misses the moment a replica takes over (a cluster
+                failover is over in about 2 s).
 
         Raises:
             ValueError: `start` is neither "$" nor a mapping of valid IDs.
