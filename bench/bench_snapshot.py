@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from typing import Any, cast
@@ -48,6 +49,7 @@ from _common import (
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from perseus_core.plumbing.connection import connect
+from perseus_core.plumbing.heap import collector_paused
 from perseus_core.store.network import NetworkReader, NetworkSnapshot
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError
@@ -111,10 +113,16 @@ async def perseus_steady(reader: NetworkReader) -> tuple[int, int]:
     return _count(await reader.snapshot(discover_online=False))
 
 
+PAUSE_COLLECTOR = True
+"""Run every side inside `collector_paused()`, as the dashboard's poll and
+`perseus status` read (`--without-collector-pause`: as the library alone does)."""
+
+
 async def timed(fn: Any, *args: Any) -> tuple[float, tuple[int, int]]:
     """Wall time of one awaited call, and its result."""
     start = time.perf_counter()
-    result = await fn(*args)
+    with collector_paused() if PAUSE_COLLECTOR else contextlib.nullcontext():
+        result = await fn(*args)
     return time.perf_counter() - start, result
 
 
@@ -177,19 +185,30 @@ def main() -> None:
         action="store_true",
         help="measure redis-py without hiredis (its pure-Python reply parser)",
     )
+    parser.add_argument(
+        "--without-collector-pause",
+        action="store_true",
+        help="read with the garbage collector as the library leaves it, instead of "
+        "paused around each read as the dashboard and `perseus status` do",
+    )
     args = parser.parse_args()
+    global PAUSE_COLLECTOR
+    PAUSE_COLLECTOR = not args.without_collector_pause
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     report = Report("snapshot")
     with redis_server() as server:
         settings = bench_settings(server.url)
         report.figures = run_async(lambda: measure(settings, sizes, args.runs))
+        report.figures["collector_paused"] = PAUSE_COLLECTOR
         report.figures["method"] = (
             "median wall time; perseus = a new NetworkReader's snapshot(discover_online=False), "
             "so every payload is validated (with_scan: its default first snapshot, which also "
             "SCANs the keyspace; steady_cached: the same reader again on unchanged payloads, "
             "as the dashboard polls); per_key_get = HGETALL catalog + one GET per exchange "
             f"gathered concurrently over a {POOL_SIZE}-connection pool, validating every "
-            "payload too; runs interleave the four"
+            "payload too; runs interleave the four; each read inside "
+            "perseus_core.plumbing.heap.collector_paused() as the dashboard and `perseus status` "
+            "call it, unless collector_paused is false"
         )
         largest = report.figures.get("10000")
         if largest is not None:

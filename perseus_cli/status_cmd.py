@@ -16,6 +16,7 @@ import click
 from perseus_cli.common import load_settings, open_redis, run_read
 from perseus_cli.options import MAX_EXCHANGE_ID, json_option, redis_url_option
 from perseus_cli.output import Cell, ago, echo_json, print_table, styled
+from perseus_core.plumbing.heap import collector_paused
 from perseus_core.present import (
     HeartbeatThresholds,
     badge,
@@ -170,7 +171,8 @@ def status_cmd(as_json: bool, exchange_id: int | None, redis_url: str | None) ->
                 views = [view]
                 now = system_clock()
             else:
-                snapshot = await reader.snapshot()
+                with collector_paused():  # 10,000 exchanges: a quarter of the read otherwise
+                    snapshot = await reader.snapshot()
                 views = list(snapshot.exchanges)
                 now = snapshot.taken_at
                 problems = snapshot.problems  # also warned about on stderr

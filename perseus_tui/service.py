@@ -33,6 +33,7 @@ from textual.worker import Worker
 
 from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
+from perseus_core.plumbing.heap import collector_paused
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog, ActivityPage, ActivityTail
 from perseus_core.store.control import ControlClient
@@ -225,7 +226,8 @@ class FleetService:
                     discover = True if failing or self._discover_due else None
                     self._full_due = self._discover_due = False
                     self._dirty.clear()
-                    snapshot = await reader.snapshot(discover_online=discover)
+                    with collector_paused():  # see perseus_core.plumbing.heap
+                        snapshot = await reader.snapshot(discover_online=discover)
                     next_full = time.monotonic() + self.refresh_s
                     self._remember(snapshot)
                     self._tell_once(snapshot.problems)

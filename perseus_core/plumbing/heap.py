@@ -1,0 +1,55 @@
+"""A garbage-collector policy for applications; the library never applies it itself.
+
+A 10,000-exchange snapshot builds some 70,000 container objects (models,
+their dicts and field sets, views) that reference counting alone frees. While
+they are built, the cyclic collector runs a hundred times and walks them, and
+its full collections walk everything else the process holds too: about a
+quarter of such a snapshot's time, spent finding nothing.
+
+`collector_paused()` is for an application that knows a large read is
+coming: the collector is off for the read, and what the read built then
+goes straight to the oldest generation (`gc.freeze()` then `gc.unfreeze()`,
+constant time) instead of being walked on its way there. A process-wide
+setting is the application's to choose, so only the applications use it
+(the dashboard's fleet poll and `perseus status`); nothing under
+`perseus_core` calls it, and an embedding service keeps its own policy.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_depth = 0
+"""Scopes open now (they may overlap in one event loop)."""
+_resume = False
+"""Whether the outermost scope turned the collector off, so must turn it on."""
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause cyclic garbage collection around a burst of allocations.
+
+    Scopes may nest or overlap (several reads awaited at once on one event
+    loop): the collector resumes when the last one ends. A collector that was
+    off already (the program manages it), or objects frozen by the program
+    (`gc.get_freeze_count()`), are left as they are.
+    """
+    global _depth, _resume
+    if _depth == 0:
+        _resume = gc.isenabled() and gc.get_freeze_count() == 0
+        if _resume:
+            gc.disable()
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if _depth == 0 and _resume:
+            _resume = False
+            # What the read built skips the young generations: into the
+            # oldest, where only a full collection will look at it.
+            gc.freeze()
+            gc.unfreeze()
+            gc.enable()
