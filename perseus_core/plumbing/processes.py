@@ -1,13 +1,16 @@
-"""The one pid check and the one parent-death hook for processes Perseus starts."""
+"""The one pid check, the one parent-death hook for processes Perseus starts,
+and where a pid can be checked at all (`process_scope`)."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 
@@ -15,7 +18,8 @@ _PR_SET_PDEATHSIG = 1
 def pid_is_running(pid: int) -> bool:
     """Whether a process with this pid exists on this host.
 
-    Only a definite "no such process" counts as not running: a process owned by
+    Only a definite "no such process" (or a zombie: it exited and waits for
+    its parent to reap it) counts as not running: a process owned by
     another user (PermissionError), an error we cannot interpret, and pids that
     `kill` would read as process groups (0 and negatives) all count as running,
     because a wrong "not running" would let two live processes share a slot.
@@ -28,7 +32,17 @@ def pid_is_running(pid: int) -> bool:
         return False
     except OSError:
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """Whether `pid` has exited and only waits for its parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # not Linux, or gone meanwhile: the caller's answer stands
+    fields = stat.rpartition(")")[2].split()
+    return bool(fields) and fields[0] == "Z"
 
 
 def parent_death_hook(sig: signal.Signals = signal.SIGKILL) -> Callable[[], None] | None:
@@ -59,3 +73,30 @@ def parent_death_hook(sig: signal.Signals = signal.SIGKILL) -> Callable[[], None
             os._exit(1)
 
     return hook
+
+
+@functools.cache
+def process_scope() -> str | None:
+    """Where this process's pid means something: the running kernel's boot id
+    and the pid namespace, e.g. `8d1f…/4026531836`; None where that cannot be
+    told (not Linux, /proc unreadable).
+
+    Two processes with the same scope see the same pids, so one may check
+    whether the other's pid is still running. A host name cannot tell that:
+    a container on the host network has the host's name but its own pids.
+    """
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{boot_id}/{namespace}" if boot_id else None
+
+
+def gone_from_here(scope: str | None, pid: int | None) -> bool:
+    """Whether the process `pid` of `scope` (`process_scope()` where it runs)
+    is definitely gone: only when this process shares its scope and the pid
+    is not running (`pid_is_running`). Anything else may still be alive."""
+    if scope is None or pid is None or scope != process_scope():
+        return False
+    return not pid_is_running(pid)

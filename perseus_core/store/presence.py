@@ -21,7 +21,9 @@ moment (Redis server time, ms) that member expires. Why a sorted set:
 - Readers list only the members whose expiry, on the server's clock, has
   not passed (`store.network.offline`): writers prune expired members only
   when they write, so an agent killed with -9 beside another one would
-  otherwise stay listed until that one's next refresh.
+  otherwise stay listed until that one's next refresh. A reader on the
+  agent's own host (same kernel, same pid namespace: `pidScope`) also drops
+  a member whose process is gone, at once.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from redis.asyncio.cluster import RedisCluster
 from perseus_core import __version__
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS
+from perseus_core.plumbing.processes import process_scope
 from perseus_core.plumbing.scripts import registered_scripts
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.store.lease import unique_start_ms, wire_now
@@ -188,6 +191,7 @@ class AgentAnnouncer:
             since=self._since,
             version=__version__,
             note=self._note(),
+            pid_scope=process_scope(),
         )
 
     def nudge(self) -> None:

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from perseus_core.store.network import NetworkReader
 from perseus_core.wire import keys
-from perseus_core.wire.models import AgentPresence, ReplyStatus
+from perseus_core.wire.models import AgentPresence, CatalogEntry, ReplyStatus
 from perseus_core.wire.settings import Settings
 from tests.agent.conftest import (
     HEARTBEAT_INTERVAL_MS,
@@ -146,3 +146,41 @@ async def test_kill_9_of_a_standby_is_pruned_while_the_other_agent_refreshes(
         what="the dead standby to be pruned",
     )
     assert alive.running
+
+
+async def test_kill_9_on_this_host_is_not_ready_a_moment_later(
+    spawn_agent: SpawnAgent, redis: Redis, settings: Settings
+) -> None:
+    # A production TTL: the member itself outlives the agent by 30 s.
+    killed = spawn_agent(exchange_id=3, name="binance", env={"PERSEUS_HEARTBEAT_TTL_MS": "30000"})
+    reader = NetworkReader(redis, settings)
+
+    async def kind() -> str:
+        view = (await reader.snapshot()).get(3)
+        return view.kind.value if view is not None else "missing"
+
+    await eventually(lambda: _is(kind, "ready"), what="the idle agent's presence")
+    killed.signal(signal.SIGKILL)
+    await killed.wait_exit(within=5)
+    await eventually(lambda: _is(kind, "offline"), within=2, what="the dead agent to stop counting")
+    # Its member is still in Redis: the reader saw its process is gone.
+    (member,) = await agents(redis, 3)
+    assert member.pid == killed.pid and member.pid_scope is not None
+
+
+async def test_an_agent_whose_pid_cannot_be_checked_here_stays_listed(
+    redis: Redis, settings: Settings
+) -> None:
+    dead_pid = 2**22 + 1  # above Linux's pid limit: no such process here
+    await redis.hset(keys.CATALOG_KEY, "4", CatalogEntry(id=4, name="kraken").to_json())
+    for scope in (None, "another-boot/4026531836"):
+        member = AgentPresence(
+            agent_id=f"elsewhere:{dead_pid}:{scope}", exchange_id=4, pid=dead_pid, pid_scope=scope
+        )
+        await redis.zadd(keys.agents_key(4), {member.to_json(): 2**50})
+    view = (await NetworkReader(redis, settings).snapshot()).get(4)
+    assert view is not None and len(view.agents) == 2 and view.ready
+
+
+async def _is(read: Callable[[], Awaitable[str]], wanted: str) -> bool:
+    return await read() == wanted

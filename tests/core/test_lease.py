@@ -258,6 +258,23 @@ def test_pid_is_running() -> None:
     assert pid_is_running(0) and pid_is_running(-1)  # process groups: never "dead"
 
 
+def test_an_exited_child_not_yet_reaped_is_not_running() -> None:
+    import os
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert pid_is_running(child.pid)
+        child.kill()
+        # Wait for the exit without reaping it (WNOWAIT): a zombie, which
+        # kill(pid, 0) still finds, yet it runs nothing.
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+        assert not pid_is_running(child.pid)
+    finally:
+        child.wait()
+    assert not pid_is_running(child.pid)
+
+
 # --- claim ----------------------------------------------------------------------
 
 

@@ -190,7 +190,7 @@ def test_agent_presence_reads_what_is_there_and_rejects_garbage() -> None:
     wire = json.loads(presence.to_json())
     assert list(wire) == [
         "agentId", "exchangeId", "exchangeName", "hostname", "pid", "state", "since", "version",
-        "note",
+        "note", "pidScope",
     ]  # fmt: skip
     assert wire["since"] == "2026-02-10T22:30:00.000Z"
     assert wire["note"] is None  # nothing holds the agent back

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from perseus_core.plumbing.processes import gone_from_here
 from perseus_core.store.network.catalog import RedisClient
 from perseus_core.store.network.views import NOT_AN_ID, ExchangeView, LastKnown
 from perseus_core.wire import keys
@@ -203,7 +204,9 @@ class OfflineDetails:
     ) -> tuple[AgentPresence, ...]:
         """The valid presence members of one exchange, one per agent (the
         freshest, members arrive freshest first), sorted by host and pid.
-        Unreadable members are added to `problems`, never raised."""
+        Unreadable members are added to `problems`, never raised. An agent
+        whose process this host can see is gone is left out: a member of an
+        agent killed with -9 lives on until its expiry."""
         by_agent: dict[str, AgentPresence] = {}
         bad: list[str] = []
         for member in members:
@@ -218,7 +221,7 @@ class OfflineDetails:
                 bad.append(parsed)
             elif parsed.exchange_id != exchange_id:
                 bad.append(f"a member names exchange {parsed.exchange_id}")
-            else:
+            elif not gone_from_here(parsed.pid_scope, parsed.pid):  # killed: gone before expiry
                 by_agent.setdefault(parsed.agent_id, parsed)
         if bad:
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""

@@ -68,6 +68,10 @@ class AgentPresence(WireModel):
     """What keeps the agent from doing what it was asked, for a person (e.g.
     an `--autostart` refused because another agent holds the slot, being
     retried); None when nothing does."""
+    pid_scope: str | None = Field(default=None, max_length=256)
+    """Where `pid` means something (kernel boot id and pid namespace): a
+    reader in the same scope checks the pid and does not list an agent whose
+    process is gone (killed with -9), without waiting for its expiry."""
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> AgentPresence:
