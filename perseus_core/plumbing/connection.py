@@ -14,12 +14,12 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.tls import SERVER_NAME_OPTION, NamedSSLConnection
 from perseus_core.plumbing.topology import RedisClient, cluster_client, is_cluster
 from perseus_core.wire.errors import AccessDenied, PerseusError, RedisUnavailable
 from perseus_core.wire.settings import Settings, redact_url
@@ -27,22 +27,6 @@ from perseus_core.wire.text import clean
 
 SENTINEL_SCHEME = "redis+sentinel"
 """URL scheme of a Sentinel-watched service: `redis+sentinel://host:port/service/db`."""
-
-
-class NamedSSLConnection(SSLConnection):
-    """A TLS connection that checks the certificate against a given server
-    name rather than the host it dials (an IP, a tunnel, a private endpoint)."""
-
-    def __init__(self, *, ssl_server_name: str | None = None, **kwargs: Any) -> None:
-        """Dial as `SSLConnection` does; verify and send SNI for `ssl_server_name`."""
-        self.ssl_server_name = ssl_server_name
-        super().__init__(**kwargs)
-
-    def _connection_arguments(self) -> Any:
-        arguments = dict(super()._connection_arguments())
-        if self.ssl_server_name:
-            arguments["server_hostname"] = self.ssl_server_name
-        return arguments
 
 
 def is_tls_url(url: str) -> bool:
@@ -67,7 +51,7 @@ def tls_options(settings: Settings) -> dict[str, Any]:
         options["ssl_keyfile"] = settings.tls_key_file or settings.tls_cert_file
     if settings.tls_server_name:
         options["connection_class"] = NamedSSLConnection
-        options["ssl_server_name"] = settings.tls_server_name
+        options[SERVER_NAME_OPTION] = settings.tls_server_name
     return options
 
 

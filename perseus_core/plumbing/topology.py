@@ -31,6 +31,12 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
+from perseus_core.plumbing.tls import (
+    SERVER_NAME_OPTION,
+    NamedSyncSSLConnection,
+    name_cluster_nodes,
+)
+
 RedisClient = Redis | RedisCluster
 """What `connect()` returns: a single-server client or a cluster client."""
 
@@ -38,9 +44,10 @@ _PROBED_SCHEMES = ("redis", "rediss")
 _RETRY_UNKNOWN_S = 2.0
 _PROBE_OPTIONS = ("username", "password", "socket_connect_timeout", "socket_timeout")
 
-_SINGLE_SERVER_ONLY = ("connection_class", "ssl_server_name")
+_SINGLE_SERVER_ONLY = ("connection_class", SERVER_NAME_OPTION)
 """Options of a single-server client the cluster client has no place for:
-it picks its TLS connection class itself from `rediss://`."""
+it picks its TLS connection class itself from `rediss://` (a server name is
+given to its nodes afterwards: `tls.name_cluster_nodes`)."""
 
 _lock = threading.Lock()
 _known: dict[str, bool] = {}
@@ -73,6 +80,10 @@ def is_cluster(url: str, options: dict[str, Any] | None = None) -> bool:
         for key, value in (options or {}).items()
         if key in _PROBE_OPTIONS or key.startswith("ssl")
     }
+    if probe.get(SERVER_NAME_OPTION):
+        probe["connection_class"] = NamedSyncSSLConnection
+    else:
+        probe.pop(SERVER_NAME_OPTION, None)
     try:
         answer = _ask(url, probe)
     except RedisError:
@@ -115,10 +126,14 @@ def cluster_client(url: str, options: dict[str, Any]) -> RedisCluster:
     client takes its own `retry` policy (per command, across nodes and
     failovers); a `retry` given for a single server is passed on as that policy.
     """
+    server_name = options.get(SERVER_NAME_OPTION)
     options = {key: value for key, value in options.items() if key not in _SINGLE_SERVER_ONLY}
     with _lock:
         known = [ClusterNode(host, port) for host, port in _nodes.get(url, [])]
-    return RedisCluster.from_url(url, startup_nodes=known or None, **options)
+    client = RedisCluster.from_url(url, startup_nodes=known or None, **options)
+    if server_name:
+        name_cluster_nodes(client, server_name)
+    return client
 
 
 def forget(url: str | None = None) -> None:
