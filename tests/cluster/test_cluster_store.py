@@ -231,6 +231,28 @@ async def test_tail_large_fleet_pipelined_reads(
     assert sorted(seen) == sorted(_expected(4))
 
 
+async def test_tail_sweeps_every_stream_when_notifications_go_missing(
+    cluster_settings: Settings, cluster_redis: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries whose notification never comes are still delivered: each quiet
+    block time reads the next slice of the streams (here one stream a turn)."""
+    monkeypatch.setattr(reads, "BLOCKING_GROUPS_MAX", 1)
+    monkeypatch.setattr(reads, "SWEEP_CHUNK", 1)
+    every_node = RedisCluster.ALL_NODES
+    await cluster_redis.config_set("notify-keyspace-events", "Kt", target_nodes=every_node)
+
+    async def notifications_go_missing() -> None:  # the subscriptions stay, silent
+        await cluster_redis.config_set("notify-keyspace-events", "", target_nodes=every_node)
+
+    try:
+        seen = await _tail_collects(
+            cluster_settings, cluster_redis, rounds=3, after_first_round=notifications_go_missing
+        )
+    finally:
+        await cluster_redis.config_set("notify-keyspace-events", "", target_nodes=every_node)
+    assert sorted(seen) == sorted(_expected(3))
+
+
 class Handler:
     """Answers every command with success; counts calls."""
 

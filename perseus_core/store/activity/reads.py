@@ -12,7 +12,8 @@ tags), so the tail reads there in one of three ways:
 - a larger fleet on servers whose `notify-keyspace-events` include stream
   events (`K` and `t`, or `A`): one subscription per master wakes the reader
   when a followed stream is written, then one pipelined read (a round trip per
-  node) fetches just the streams that changed;
+  node) fetches just the streams that changed; a quiet block time reads a
+  slice of every stream in turn, in case a notification was lost;
 - otherwise a pipelined read of every stream at a bounded interval.
 
 Every read starts from the last ID delivered per stream, so a slot that moves
@@ -43,8 +44,14 @@ connection while it waits): about 30 exchanges, two streams each."""
 
 POLL_MAX_S = 0.5
 """Longest wait between two reads of every stream on a cluster without
-keyspace notifications. With them, every stream is read at least once per
-block time (`block_ms`) as well, in case a notification was lost."""
+keyspace notifications."""
+
+SWEEP_CHUNK = 250
+"""With keyspace notifications, streams read per quiet block time (`block_ms`
+without a wake-up) in case a notification was lost: the fleet is swept a
+slice at a time, so the sweep never holds the event loop for long (reading
+2,000 streams at once took about 100 ms, and an event arriving meanwhile
+waited for it)."""
 
 _SUBSCRIBE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, ResponseError)
 
@@ -115,6 +122,7 @@ class ClusterStreamReader(StreamReader):
         self._wake = asyncio.Event()
         self._subscribers: list[asyncio.Task[None]] = []
         self._notifications: bool | None = None
+        self._sweep_at = 0
 
     async def read(self, streams: Mapping[str, str], *, count: int, block_ms: int) -> Any:
         """New entries after each stream's ID, waiting up to `block_ms` for one."""
@@ -138,7 +146,7 @@ class ClusterStreamReader(StreamReader):
         try:
             await asyncio.wait_for(self._wake.wait(), block_ms / 1000)
         except TimeoutError:  # the safety net: a notification may have been lost
-            return await self._read_now(streams, count, only=None)
+            return await self._read_now(streams, count, only=self._next_sweep(streams))
         return await self._read_now(streams, count, only=self._take_changed())
 
     async def aclose(self) -> None:
@@ -200,6 +208,14 @@ class ClusterStreamReader(StreamReader):
         if self._changed:
             self._wake.set()
         return found
+
+    def _next_sweep(self, streams: Mapping[str, str]) -> set[str]:
+        """The next `SWEEP_CHUNK` streams of the safety net, in key order,
+        round the fleet (and whatever changed meanwhile)."""
+        ordered = sorted(streams)
+        start = self._sweep_at if self._sweep_at < len(ordered) else 0
+        self._sweep_at = start + SWEEP_CHUNK
+        return set(ordered[start : start + SWEEP_CHUNK]) | self._take_changed()
 
     def _take_changed(self) -> set[str]:
         changed, self._changed = self._changed, set()
