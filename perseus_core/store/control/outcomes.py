@@ -19,6 +19,7 @@ from perseus_core.store.control.common import (
     now_ms,
 )
 from perseus_core.store.control.link import ServerLink
+from perseus_core.store.control.scripts import ControlScripts
 from perseus_core.wire.models import MAX_PAYLOAD_BYTES, Command, ReplyStatus
 from perseus_core.wire.timeutil import Clock
 
@@ -170,6 +171,7 @@ class OutcomeBook:
         clock: Clock,
     ) -> None:
         self._writer = writer
+        self._scripts = ControlScripts.on(writer)
         self._link = link
         self._key = outcomes_key
         self._token = token
@@ -195,11 +197,9 @@ class OutcomeBook:
         record = self._record(RUNNING, entry_id, meta)
 
         async def op() -> tuple[int, str | None]:
-            async with self._writer.pipeline(transaction=True) as pipe:
-                pipe.hsetnx(self._key, field, record.to_json())
-                pipe.hget(self._key, field)
-                pipe.pexpire(self._key, OUTCOME_RETENTION_MS)
-                created, current, _ = await pipe.execute()
+            created, current = await self._scripts.claim(
+                keys=[self._key], args=[field, record.to_json(), OUTCOME_RETENTION_MS]
+            )
             return int(created), current
 
         created, current = await self._link.retry(op)
@@ -225,10 +225,9 @@ class OutcomeBook:
         )
 
         async def op() -> None:
-            async with self._writer.pipeline(transaction=True) as pipe:
-                pipe.hset(self._key, field, record.to_json())
-                pipe.pexpire(self._key, OUTCOME_RETENTION_MS)
-                await pipe.execute()
+            await self._scripts.record(
+                keys=[self._key], args=[field, record.to_json(), OUTCOME_RETENTION_MS]
+            )
 
         await self._link.retry(op)
 

@@ -14,6 +14,7 @@ from perseus_core.store.control.common import (
 )
 from perseus_core.store.control.link import ServerLink
 from perseus_core.store.control.outcomes import CommandMeta
+from perseus_core.store.control.scripts import ControlScripts
 from perseus_core.wire import keys
 from perseus_core.wire.models import CommandEntry, CommandReply, CommandType, ReplyStatus
 from perseus_core.wire.settings import Settings
@@ -48,6 +49,7 @@ class Responder:
         clock: Clock,
     ) -> None:
         self._writer = writer
+        self._scripts = ControlScripts.on(writer)
         self._link = link
         self._activity = ActivityLog(writer, settings)
         self._exchange_id = exchange_id
@@ -75,10 +77,7 @@ class Responder:
         )
 
         async def op() -> None:
-            async with self._writer.pipeline(transaction=True) as pipe:
-                pipe.rpush(key, reply.to_json())
-                pipe.expire(key, REPLY_TTL_S)
-                await pipe.execute()
+            await self._scripts.reply(keys=[key], args=[reply.to_json(), REPLY_TTL_S])
 
         await self._link.retry(op)
 

@@ -91,6 +91,14 @@ holder re-creates its key after Redis lost its data, so the next claimer still
 gets a larger epoch than the one this holder carries."""
 
 
+READ_LUA = """
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+"""
+"""KEYS: status key. The payload (nil when there is none) and its PTTL, read
+together. A script rather than MULTI/EXEC: on Redis Cluster, redis-py queues
+each command of a transaction on an event loop of its own in a new thread."""
+
+
 @dataclass(frozen=True, slots=True)
 class LeaseScripts:
     """The lease scripts registered on one client (see `registered_scripts`)."""
@@ -99,10 +107,13 @@ class LeaseScripts:
     update: AsyncScript
     release: AsyncScript
     epoch_floor: AsyncScript
+    read: AsyncScript
 
     @classmethod
     def on(cls, redis: RedisClient) -> LeaseScripts:
         """The scripts on `redis`, registered once and shared by its leases."""
         return cls(
-            *registered_scripts(redis, HEARTBEAT_LUA, UPDATE_LUA, RELEASE_LUA, EPOCH_FLOOR_LUA)
+            *registered_scripts(
+                redis, HEARTBEAT_LUA, UPDATE_LUA, RELEASE_LUA, EPOCH_FLOOR_LUA, READ_LUA
+            )
         )

@@ -63,10 +63,7 @@ class SlotKey:
 
     async def read_holder(self) -> Found:
         """The payload and its remaining TTL, read together."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.key)
-            pipe.pttl(self.key)
-            raw, ttl = await self.io(pipe.execute())
+        raw, ttl = await self.io(self._scripts.read(keys=[self.key]))
         if raw is None:
             return Found(exists=False)
         try:
