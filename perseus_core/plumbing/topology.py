@@ -136,23 +136,6 @@ def cluster_client(url: str, options: dict[str, Any]) -> RedisCluster:
     return client
 
 
-STALE_AFTER_FAILURES = 3
-"""Every this many failed calls in a row, a cluster client is worth replacing."""
-
-
-def worth_renewing(client: RedisClient, failures: int) -> bool:
-    """Whether to replace `client` with a new one after `failures` connection
-    failures in a row (this one included).
-
-    Seen under load after a failover: redis-py's cluster client kept dialling
-    the dead master for as long as the test watched (30 s), well past the
-    promotion, although a new client made then found the new master at once.
-    A new client learns the slot map afresh from every node this process
-    knows. Single-server clients reconnect by themselves: never worth it.
-    """
-    return isinstance(client, RedisCluster) and failures % STALE_AFTER_FAILURES == 0
-
-
 def forget(url: str | None = None) -> None:
     """Drop what is remembered about `url` (every URL when None).
 

@@ -42,7 +42,7 @@ from redis.exceptions import ResponseError
 from perseus_core.plumbing.connection import connect_blocking, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.streams import xread_rows
-from perseus_core.plumbing.topology import RedisClient, worth_renewing
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity.cursors import (
     exchange_stream_keys,
     id_order,
@@ -159,7 +159,10 @@ class ActivityTail(TailHealth):
         if self._started or self._guard.closed:
             return
         self._started = True
-        client = self._client = tail_client(self._settings)
+        client = self._client = connect_blocking(self._settings)
+        # Our own loop retries with backoff and reports it; the client's
+        # built-in retries would only hide an outage for seconds.
+        client.set_retry(Retry(NoBackoff(), 0))
         self._reader = stream_reader(client)
         streams = self._streams
         try:
@@ -192,18 +195,6 @@ class ActivityTail(TailHealth):
                     streams.follow(key, found[0][0] if found else streams.floor)
         except Closed:
             return
-
-    async def _renew_client(self) -> None:
-        """Read through a new client from now on (`topology.worth_renewing`).
-        The new one is in place before the old one is closed, so an `aclose()`
-        meanwhile closes the new one and nothing is left open."""
-        old_client, old_reader = self._client, self._reader
-        client = self._client = tail_client(self._settings)
-        self._reader = stream_reader(client)
-        if old_reader is not None:
-            await old_reader.aclose()
-        if old_client is not None:
-            await old_client.aclose()
 
     async def aclose(self) -> None:
         """Stop: interrupt any read in flight and close the connection.
@@ -279,13 +270,6 @@ class ActivityTail(TailHealth):
             return
         except TRANSIENT_ERRORS as exc:
             self._failed(exc)
-            client = self._client
-            if (
-                client is not None
-                and not self._guard.closed  # closed: a new client would never be closed
-                and worth_renewing(client, self._backoff.failures)
-            ):
-                await self._renew_client()
             return
         self._succeeded()
         batch: list[tuple[tuple[int, int], str, str, str, dict[str, str]]] = []
@@ -324,16 +308,23 @@ class ActivityTail(TailHealth):
 
     async def _settle_floor(self) -> None:
         """Replace a start time taken from this host's clock (Redis was down
-        at start) by the server's (`server_start_floor`)."""
+        at start) by the server's: its clock is the one stream IDs follow.
+
+        The server's time at our start is estimated as its time now minus
+        the time elapsed here; the earlier of the two estimates wins, so a
+        clock skew can only make the tail deliver a little more, never less.
+        """
         client = self._client
         guessed_at = self._floor_guessed_at
         assert client is not None and guessed_at is not None
         try:
-            floor = await self._guard.run(lambda: server_start_floor(client, guessed_at))
+            seconds, micros = await self._guard.run(client.time)
         except REDIS_ERRORS as exc:
             self._failed(exc)
             return
-        self._streams.settle_floor(floor)
+        elapsed_ms = int((time.monotonic() - guessed_at) * 1000)
+        server_start_ms = int(seconds) * 1000 + int(micros) // 1000 - elapsed_ms
+        self._streams.settle_floor(just_before(server_start_ms))
         self._floor_guessed_at = None
 
     def _exclude(self, key: str, reason: str) -> None:
@@ -366,26 +357,6 @@ class ActivityTail(TailHealth):
         for key, kind in zip(excluded, kinds, strict=True):
             if kind in ("stream", "none"):
                 del self._streams.excluded[key]
-
-
-def tail_client(settings: Settings) -> RedisClient:
-    """A client for the tail's blocking reads, without built-in retries: the
-    tail's own loop retries with backoff and reports it, where the client's
-    retries would only hide an outage for seconds."""
-    client = connect_blocking(settings)
-    client.set_retry(Retry(NoBackoff(), 0))
-    return client
-
-
-async def server_start_floor(client: RedisClient, guessed_at: float) -> str:
-    """The floor a tail that started at `guessed_at` (this host's monotonic
-    clock, Redis unreachable then) would have had on the server's clock,
-    which is the one stream IDs follow: the server's time now minus the time
-    elapsed here. The tail keeps the earlier of this and its guess, so a
-    clock skew can only make it deliver a little more, never less."""
-    seconds, micros = await client.time()
-    elapsed_ms = int((time.monotonic() - guessed_at) * 1000)
-    return just_before(int(seconds) * 1000 + int(micros) // 1000 - elapsed_ms)
 
 
 async def key_types(client: RedisClient, stream_keys: list[str]) -> list[Any]:

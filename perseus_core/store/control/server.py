@@ -13,7 +13,7 @@ from typing import Any
 from perseus_core.plumbing.connection import connect
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.streams import xread_rows
-from perseus_core.plumbing.topology import RedisClient, worth_renewing
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.control.common import (
     BACKOFF_MAX_S,
     NO_RETRY,
@@ -100,7 +100,6 @@ class CommandServer:
         self._task: asyncio.Task[Any] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._read_task: asyncio.Future[Any] | None = None
-        self._reader: RedisClient | None = None
         self.handled = 0
         """Stream entries handled so far (including rejected and repeated ones)."""
 
@@ -129,7 +128,8 @@ class CommandServer:
             raise RuntimeError("this command server is already running")
         self._task = asyncio.current_task()
         self._stopped.clear()
-        self._reader = self._blocking_client()
+        block_s = self._settings.block_ms / 1000
+        reader = connect(self._settings, socket_timeout=block_s + 5, retry=NO_RETRY)
         writer = connect(self._settings, retry=NO_RETRY)
         book = OutcomeBook(
             writer,
@@ -162,12 +162,11 @@ class CommandServer:
                 handling.run_queue(), name=f"commands:{self.exchange_id} runner"
             )
             try:
-                await self._serve(writer, handling)
+                await self._serve(reader, writer, handling)
             finally:
                 await handling.drain(runner)
         finally:
-            if self._reader is not None:
-                await self._reader.aclose()
+            await reader.aclose()
             await writer.aclose()
             self._task = None
             self._stopped.set()
@@ -209,17 +208,12 @@ class CommandServer:
 
     # -- the loop --
 
-    def _blocking_client(self) -> RedisClient:
-        """The client of the blocking reads: its socket timeout outlasts the block."""
-        block_s = self._settings.block_ms / 1000
-        return connect(self._settings, socket_timeout=block_s + 5, retry=NO_RETRY)
-
-    async def _serve(self, writer: RedisClient, handling: EntryHandling) -> None:
+    async def _serve(
+        self, reader: RedisClient, writer: RedisClient, handling: EntryHandling
+    ) -> None:
         closing = self._link.closing
         backoff = new_backoff()
         while not closing.is_set():
-            reader = self._reader
-            assert reader is not None  # made by run()
             try:
                 if self._last_id is None:
                     self._last_id = await self._start_id(writer)
@@ -240,9 +234,6 @@ class CommandServer:
                 raise
             except TRANSIENT_ERRORS as exc:
                 self._link.mark_down(exc)
-                if worth_renewing(reader, backoff.failures + 1):
-                    self._reader = self._blocking_client()
-                    await reader.aclose()
                 await self._link.pause(backoff.next_delay())
                 continue
             except Exception as exc:  # e.g. WRONGTYPE: someone wrote another type at the key
