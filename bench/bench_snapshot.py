@@ -49,12 +49,12 @@ from _common import (
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from perseus_core.plumbing.connection import connect
-from perseus_core.plumbing.heap import collector_paused
 from perseus_core.store.network import NetworkReader, NetworkSnapshot
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models import CatalogEntry, InstanceStatus
 from perseus_core.wire.settings import Settings
+from perseus_tui.heap import collector_paused
 
 POOL_SIZE = 64
 SPEEDUP_TARGET = 15.0
@@ -207,7 +207,7 @@ def main() -> None:
             "as the dashboard polls); per_key_get = HGETALL catalog + one GET per exchange "
             f"gathered concurrently over a {POOL_SIZE}-connection pool, validating every "
             "payload too; runs interleave the four; each read inside "
-            "perseus_core.plumbing.heap.collector_paused() as the dashboard and `perseus status` "
+            "perseus_tui.heap.collector_paused() as the dashboard and `perseus status` "
             "call it, unless collector_paused is false"
         )
         largest = report.figures.get("10000")

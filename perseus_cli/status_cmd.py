@@ -16,7 +16,6 @@ import click
 from perseus_cli.common import load_settings, open_redis, run_read
 from perseus_cli.options import MAX_EXCHANGE_ID, json_option, redis_url_option
 from perseus_cli.output import Cell, ago, echo_json, print_table, styled
-from perseus_core.plumbing.heap import collector_paused
 from perseus_core.present import (
     HeartbeatThresholds,
     badge,
@@ -30,6 +29,7 @@ from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import ConnectionState, InstanceStatus
 from perseus_core.wire.text import clean, clean_or
 from perseus_core.wire.timeutil import format_duration, id_time, system_clock
+from perseus_tui.heap import collector_paused
 
 STATUS_HEADERS = ("ID", "NAME", "STATE", "HOST", "IP", "HEARTBEAT", "UPTIME", "INFO")
 

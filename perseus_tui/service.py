@@ -33,7 +33,6 @@ from textual.worker import Worker
 
 from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
-from perseus_core.plumbing.heap import collector_paused
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog, ActivityPage, ActivityTail
 from perseus_core.store.control import ControlClient
@@ -44,6 +43,7 @@ from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import Clock
 from perseus_tui.command_run import run_command
+from perseus_tui.heap import collector_paused
 from perseus_tui.messages import (
     ConnectionLost,
     ExchangesRefreshed,
@@ -226,7 +226,7 @@ class FleetService:
                     discover = True if failing or self._discover_due else None
                     self._full_due = self._discover_due = False
                     self._dirty.clear()
-                    with collector_paused():  # see perseus_core.plumbing.heap
+                    with collector_paused():  # see perseus_tui.heap
                         snapshot = await reader.snapshot(discover_online=discover)
                     next_full = time.monotonic() + self.refresh_s
                     self._remember(snapshot)

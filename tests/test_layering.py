@@ -199,13 +199,6 @@ def test_the_cycle_check_finds_a_cycle() -> None:
 
 
 def test_the_library_leaves_the_garbage_collector_to_applications() -> None:
-    # The collector is process-wide: only `plumbing.heap` touches it, and only
-    # the applications (the dashboard, the CLI) call that.
+    # The collector is process-wide: only the applications' policy touches it.
     touching = sorted(m for m in MODULES if "gc" in imports_of(m))
-    assert touching == ["perseus_core.plumbing.heap"]
-    callers = sorted(
-        m
-        for m in MODULES
-        if "perseus_core.plumbing.heap" in imports_of(m) and m != "perseus_core.plumbing.heap"
-    )
-    assert callers and all(not m.startswith("perseus_core.") for m in callers), callers
+    assert touching == ["perseus_tui.heap"]

@@ -1,4 +1,4 @@
-"""A garbage-collector policy for applications; the library never applies it itself.
+"""The applications' garbage-collector policy: perseus_core never touches the collector.
 
 A 10,000-exchange snapshot builds some 70,000 container objects (models,
 their dicts and field sets, views) that reference counting alone frees. While
@@ -10,9 +10,10 @@ quarter of such a snapshot's time, spent finding nothing.
 coming: the collector is off for the read, and what the read built then
 goes straight to the oldest generation (`gc.freeze()` then `gc.unfreeze()`,
 constant time) instead of being walked on its way there. A process-wide
-setting is the application's to choose, so only the applications use it
-(the dashboard's fleet poll and `perseus status`); nothing under
-`perseus_core` calls it, and an embedding service keeps its own policy.
+setting is the application's to choose, so it lives here, beside the
+dashboard (whose fleet poll uses it), and `perseus status` uses it too; the
+library never changes the collector, and an embedding service keeps its own
+policy. Nothing here imports Textual: the CLI may import it cheaply.
 """
 
 from __future__ import annotations

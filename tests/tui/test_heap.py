@@ -1,4 +1,4 @@
-"""The applications' collector policy (`perseus_core.plumbing.heap`)."""
+"""The applications' collector policy (`perseus_tui.heap`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from perseus_core.plumbing.heap import collector_paused
+from perseus_tui.heap import collector_paused
 
 
 @pytest.fixture(autouse=True)
