@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from perseus_cli.apps.redis_server import RedisServer
+from perseus_core.plumbing.connection import connect, ping_or_raise
 from perseus_core.wire.settings import Settings
 from tests.tls.certs import Certs, make_certs
 from tests.tls.proxy import TlsProxy
@@ -46,3 +47,12 @@ def tls_settings(
         return make_settings(**values)
 
     return factory
+
+
+async def ping(settings: Settings) -> None:
+    """PING through a client made from `settings`, closed afterwards."""
+    redis = connect(settings)
+    try:
+        await ping_or_raise(redis, settings)
+    finally:
+        await redis.aclose()

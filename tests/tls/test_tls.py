@@ -18,6 +18,7 @@ from perseus_core.wire.errors import RedisUnavailable
 from perseus_core.wire.models import ConnectionState
 from perseus_core.wire.settings import Settings
 from tests.tls.certs import SERVER_NAME, Certs
+from tests.tls.conftest import ping
 from tests.tls.proxy import TlsProxy
 
 
@@ -31,15 +32,6 @@ def _one_line_exit_3(result: Result) -> str:
     assert len(lines) == 1, result.output
     assert "Traceback" not in result.output
     return lines[0]
-
-
-async def _ping(settings: Settings) -> None:
-    """PING through a client made from `settings`, closed afterwards."""
-    redis = connect(settings)
-    try:
-        await ping_or_raise(redis, settings)
-    finally:
-        await redis.aclose()
 
 
 async def test_a_claim_and_a_read_over_verified_tls(
@@ -109,8 +101,8 @@ async def test_the_server_name_setting_checks_the_certificate_for_that_name(
 ) -> None:
     by_ip = f"rediss://127.0.0.1:{tls_proxy.port}/0"
     with pytest.raises(RedisUnavailable, match="TLS certificate not accepted"):
-        await _ping(tls_settings(redis_url=by_ip))
-    await _ping(tls_settings(redis_url=by_ip, tls_server_name=SERVER_NAME))
+        await ping(tls_settings(redis_url=by_ip))
+    await ping(tls_settings(redis_url=by_ip, tls_server_name=SERVER_NAME))
 
 
 async def test_mutual_tls_needs_the_client_certificate(
@@ -118,7 +110,7 @@ async def test_mutual_tls_needs_the_client_certificate(
 ) -> None:
     url = f"rediss://localhost:{mtls_proxy.port}/0"
     with pytest.raises(RedisUnavailable, match="cannot reach Redis"):
-        await _ping(tls_settings(redis_url=url))
+        await ping(tls_settings(redis_url=url))
     client = tls_settings(
         redis_url=url, tls_cert_file=str(certs.client_cert), tls_key_file=str(certs.client_key)
     )

@@ -17,7 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from perseus_cli.apps.redis_cluster import RedisClusterNodes
 from perseus_core.instance import Instance
-from perseus_core.plumbing.connection import connect, ping_or_raise
+from perseus_core.plumbing.connection import connect
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.network import NetworkReader
 from perseus_core.wire.errors import RedisUnavailable
@@ -26,6 +26,7 @@ from perseus_core.wire.settings import Settings
 from tests.cluster.conftest import FLEET
 from tests.conftest import fast_settings
 from tests.tls.certs import SERVER_NAME, Certs
+from tests.tls.conftest import ping
 from tests.tls.proxy import TlsProxy
 
 
@@ -88,10 +89,5 @@ async def test_a_cluster_dialled_by_ip_is_verified_against_the_server_name(
 async def test_without_the_server_name_the_certificate_is_refused(
     settings_for: Callable[..., Settings],
 ) -> None:
-    settings = settings_for()
-    redis = connect(settings)
-    try:
-        with pytest.raises(RedisUnavailable, match="TLS certificate not accepted"):
-            await ping_or_raise(redis, settings)
-    finally:
-        await redis.aclose()
+    with pytest.raises(RedisUnavailable, match="TLS certificate not accepted"):
+        await ping(settings_for())
