@@ -4,14 +4,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint snapshots screenshots bench clean
+.PHONY: demo test unit lint snapshots screenshots bench clean
 
-# Two stamps: the demo needs only the runtime (a newcomer's first paint should
-# not wait for pytest, mypy and ruff); everything else adds the dev tools.
+# pytest-xdist workers; the suite waits on real Redis and real processes more
+# than it computes, so a couple of workers per core keeps both cores busy.
+JOBS ?= 4
+
+# Two stamps: the demo needs only the application (the library plus the `app`
+# extra: a newcomer's first paint should not wait for pytest, mypy and ruff);
+# everything else adds the dev tools.
 $(BIN)/.runtime: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Perseus needs Python 3.11+; run make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[app]'
 	@touch $@
 
 $(BIN)/.installed: $(BIN)/.runtime
@@ -25,9 +30,14 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(JOBS) --dist loadgroup
+
+# The pure-logic tests alone (no Redis, no processes): seconds, for a quick loop.
+unit: $(BIN)/.installed
+	$(BIN)/pytest -m unit -n 2
 
 snapshots: $(BIN)/.installed
 	$(BIN)/pytest tests/tui --snapshot-update

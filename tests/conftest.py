@@ -6,14 +6,102 @@ NX, streams, blocking reads, Lua) is exercised on a real server started here.
 
 from __future__ import annotations
 
+import gc
+import os
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
+from perseus_cli.apps import redis_cluster, redis_server
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_core.plumbing.connection import connect
 from perseus_core.wire.settings import Settings
+
+PURE_FIXTURES = frozenset(
+    {
+        "request",
+        "pytestconfig",
+        "tmp_path",
+        "tmp_path_factory",
+        "monkeypatch",
+        "capsys",
+        "capfd",
+        "caplog",
+        "recwarn",
+        "event_loop_policy",
+    }
+)
+"""Fixtures that start nothing. A test that uses only these (and plugins'
+private `_` fixtures), in a module that starts no process of its own, is a
+`unit` test; any other fixture counts as needing Redis or a process."""
+
+PROCESS_MODULES = frozenset({"test_demo.py", "test_readme.py", "test_embedded.py"})
+"""Modules that start processes or servers without a fixture."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the pure-logic tests `unit`, and keep the cluster's tests on one worker.
+
+    `pytest -m unit` then runs, in seconds, every test that needs no Redis and
+    no process; under xdist (`--dist loadgroup`) every test of tests/cluster
+    runs on the worker that started the session's cluster, instead of each
+    worker starting six nodes of its own.
+    """
+    for item in items:
+        path = Path(str(item.fspath))
+        if "cluster" in path.parts:
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+        callspec = getattr(item, "callspec", None)
+        parameters = set(callspec.params) if callspec is not None else set()
+        fixtures = {
+            name
+            for name in getattr(item, "fixturenames", ())
+            if not name.startswith("_") and name not in parameters
+        }
+        if (
+            fixtures <= PURE_FIXTURES
+            and path.name not in PROCESS_MODULES
+            and item.get_closest_marker("slow") is None
+        ):
+            item.add_marker(pytest.mark.unit)
+
+
+def _partitioned_free_port() -> int:
+    """A free loopback port that no other xdist worker of this run can be handed.
+
+    Each worker keeps to the ports whose number modulo the worker count is its
+    own index, so two workers starting servers at the same moment never race
+    for one port (a redis-server that loses that race exits at start).
+    """
+    index = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
+    count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port % count == index:
+            return port
+
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    redis_server.free_port = _partitioned_free_port
+    redis_cluster.free_port = _partitioned_free_port
+
+
+@pytest.fixture(autouse=True)
+def _leaks_fail_the_test_that_made_them() -> Iterator[None]:
+    """Collect garbage after every test, so an unclosed socket is that test's error.
+
+    Without this, a client a test forgot to close is finalised whenever the
+    collector next runs, and its ResourceWarning fails some later, innocent
+    test (pyproject.toml turns ResourceWarning and unraisable exceptions into
+    errors; pytest reports them in the phase in which they surface).
+    """
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
