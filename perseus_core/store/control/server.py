@@ -646,7 +646,7 @@ class OutcomeBook:
     async def claim(self, field: str, entry_id: str, meta: CommandMeta) -> OutcomeRecord | None:
         """Record the command as running (one `HSETNX`), unless someone already did.
 
-        Returns None when this server now owns it, else the existing record.
+        Returns None when this server has now claimed it, else the existing record.
         """
         record = self._record(RUNNING, entry_id, meta)
 
