@@ -27,7 +27,7 @@ from typing import Any
 from _common import Report, bench_settings, exactly, redis_server, run_async
 from redis.asyncio import Redis
 
-from perseus_core.store.control import ControlClient
+from perseus_core.store.control.sender import ControlClient
 from tests.faults.flood import fates, flood
 
 EXCHANGE_ID = 1

@@ -1,14 +1,14 @@
 """`perseus start|stop|ping ID`: steer one exchange's agent from a shell or a script.
 
 Each verb first reads the exchange and refuses at once a command that
-cannot succeed (no such exchange, no agent, a slot held by another writer,
+cannot succeed (no such exchange, no agent, an exchange held by another writer,
 nothing to stop: `perseus_core.present.commands.refusal`, which the dashboard
 uses too). Otherwise it sends one command and prints what comes back, a line
 per step: `sent ...`, `ack: ...`, then the result. Exit codes are for scripts:
 0 success, 1 refused, an error reply (its message on stderr) or no result in
 time, 3 Redis unusable (unreachable, or this user may not write the command or
 read its outcome), 4 no agent acknowledged the command (or no Livermore
-server listens for the owner identity of a slot steered over Livermore's
+server listens for the owner identity of an exchange steered over Livermore's
 channel), 5 sent, outcome unknown (the connection to Redis was lost after the
 command was written: it may have run, at most once; look before sending it
 again). `--yes` sends a stop that would reach several Livermore servers.
@@ -37,17 +37,10 @@ from perseus_cli.options import (
 from perseus_core.plumbing.connection import access_denied, connect, describe_redis_error
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
-from perseus_core.present.commands import refusal
-from perseus_core.store.control import (
-    CommandOutcome,
-    ControlClient,
-    NoAgentAnswered,
-    NoLivermoreListener,
-    OutcomeUnknown,
-    Route,
-    Via,
-    refused_line,
-)
+from perseus_core.present.commands import refusal, refused_line
+from perseus_core.store.control.livermore import NoLivermoreListener
+from perseus_core.store.control.records import CommandOutcome, NoAgentAnswered, OutcomeUnknown
+from perseus_core.store.control.sender import ControlClient, Route, Via
 from perseus_core.store.network import NetworkReader
 from perseus_core.wire import keys
 from perseus_core.wire.errors import AccessDenied, CommandRejected, RedisUnavailable

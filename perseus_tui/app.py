@@ -21,7 +21,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from perseus_core.present import refusal, route_of
-from perseus_core.store.control import Via
+from perseus_core.store.control.sender import Via
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire.models import CommandType
 from perseus_core.wire.settings import Settings

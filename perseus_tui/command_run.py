@@ -12,12 +12,10 @@ from textual.dom import DOMNode
 
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS
-from perseus_core.store.control import (
-    ControlClient,
-    NoAgentAnswered,
-    NoLivermoreListener,
-    NotSteerable,
-)
+from perseus_core.present.commands import refused_line
+from perseus_core.store.control.livermore import NoLivermoreListener
+from perseus_core.store.control.records import NoAgentAnswered
+from perseus_core.store.control.sender import ControlClient, NotSteerable
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import CommandReply, CommandType, ReplyStatus
 from perseus_core.wire.settings import Settings
@@ -61,7 +59,7 @@ async def run_command(
         progress("no-agent", str(exc))
         return False
     except NotSteerable as exc:
-        progress("failed", str(exc))
+        progress("failed", refused_line(exc.route, exc.command))
         return False
     except NoPermissionError as exc:
         reason = f"Redis refuses commands from this user ({str(exc).splitlines()[0]})"

@@ -35,7 +35,7 @@ from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog, ActivityPage, ActivityTail
-from perseus_core.store.control import ControlClient
+from perseus_core.store.control.sender import ControlClient
 from perseus_core.store.doctor import probe_roles
 from perseus_core.store.network import NetworkReader, NetworkSnapshot
 from perseus_core.wire.models import ActivityEntry, CommandType

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS
 from perseus_core.plumbing.topology import RedisClient
-from perseus_core.store.control import ControlClient, NoLivermoreListener, Route, Via
+from perseus_core.store.control.livermore import NoLivermoreListener
+from perseus_core.store.control.sender import ControlClient, Route, Via
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire import keys
 from perseus_core.wire.models import CommandType

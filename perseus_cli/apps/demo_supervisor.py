@@ -33,7 +33,7 @@ from perseus_core.plumbing.connection import connect
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog
-from perseus_core.store.control import ControlClient
+from perseus_core.store.control.sender import ControlClient
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError, PerseusError
 from perseus_core.wire.models import (

@@ -1,15 +1,18 @@
-"""Whether a start or stop can succeed, decided from what a reader already knows.
+"""Whether a start or stop can succeed, decided from what a reader already
+knows, and how a refusal reads.
 
 An agent answers a command it cannot carry out with an error, but only after
 the command has travelled to it (or, with no agent at all, after the sender
 has waited out its ack timeout). The dashboard and the CLI both hold a fresh
 view of the exchange: when that view already says the command cannot work,
 they refuse it at once with the reason, and the same words on both surfaces.
+The store decides the route (`perseus_core.store.control.sender.decide`);
+the words for a route nothing can carry are here.
 """
 
 from __future__ import annotations
 
-from perseus_core.store.control import Route, Via, decide
+from perseus_core.store.control.sender import Route, Via, decide
 from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_core.wire.models import CommandType, ConnectionState
 from perseus_core.wire.text import clean
@@ -25,8 +28,24 @@ def _nobody_there(view: ExchangeView) -> str:
     return "no agent runs for it (start one with `perseus agent`)"
 
 
+def unsteerable(route: Route) -> str:
+    """Why nothing can carry a command over `route` (its `via` is `NONE`): who
+    holds the exchange, and how to enable steering it over Livermore's channel."""
+    return (
+        f"the slot is held by {route.holder} (not a Perseus agent), and the catalog entry "
+        f"names no Livermore owner to ask; enable steering with "
+        f"`perseus catalog set {route.exchange_id} --livermore-sub SUB`"
+    )
+
+
+def refused_line(route: Route, command: str) -> str:
+    """`cannot stop exchange 2: ...`: a route nothing can carry, as the CLI and
+    the dashboard's command line say it."""
+    return f"cannot {command} exchange {route.exchange_id}: {unsteerable(route)}"
+
+
 def route_of(view: ExchangeView, command: CommandType) -> Route:
-    """The channel `command` would take (`perseus_core.store.control.decide`),
+    """The channel `command` would take (`perseus_core.store.control.sender.decide`),
     judged from the view: its holder, catalog entry and agents."""
     return decide(
         view.exchange_id,
@@ -57,7 +76,7 @@ def refusal(view: ExchangeView, command: CommandType) -> str | None:
     """
     route = route_of(view, command)
     if route.via is Via.NONE:
-        return route.refusal
+        return unsteerable(route)
     kind = view.kind
     if command is CommandType.START:
         if kind is ViewKind.LIVE and view.status is not None:

@@ -45,7 +45,7 @@ from perseus_core.runtime.public_ip import detect_public_ip
 from perseus_core.runtime.registration import Registration
 from perseus_core.runtime.slot import Slot
 from perseus_core.runtime.supervisor import ChildProcess
-from perseus_core.store.control import CommandServer
+from perseus_core.store.control.server import CommandServer
 from perseus_core.store.lease import LeaseLost
 from perseus_core.store.presence import AgentAnnouncer
 from perseus_core.wire.models import ConnectionState

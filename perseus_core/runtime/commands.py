@@ -11,7 +11,7 @@ from perseus_core.plumbing.retry import Backoff
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.runtime.context import AgentContext
 from perseus_core.runtime.slot import Reply, Slot
-from perseus_core.store.control import HandlerResult
+from perseus_core.store.control.server import HandlerResult
 from perseus_core.wire import keys
 from perseus_core.wire.errors import CommandRejected, PayloadError
 from perseus_core.wire.models import Command, CommandType, InstanceStatus, ReplyStatus

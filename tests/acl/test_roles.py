@@ -14,7 +14,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 from perseus_cli.main import cli
 from perseus_core.instance import Instance
 from perseus_core.plumbing.connection import connect
-from perseus_core.store.control import ControlClient
+from perseus_core.store.control.sender import ControlClient
 from perseus_core.store.doctor import probe_roles
 from perseus_core.store.presence import AgentAnnouncer
 from perseus_core.wire import keys

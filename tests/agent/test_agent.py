@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_core.plumbing.connection import connect
 from perseus_core.store.activity import ActivityLog
-from perseus_core.store.control import ControlClient
+from perseus_core.store.control.sender import ControlClient
 from perseus_core.wire import keys
 from perseus_core.wire.models import (
     CatalogEntry,

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from perseus_cli.apps.redis_server import free_port
 from perseus_cli.main import cli
-from perseus_core.store.control import CommandServer, HandlerResult
+from perseus_core.store.control.server import CommandServer, HandlerResult
 from perseus_core.wire.errors import CommandRejected
 from perseus_core.wire.models import Command, ReplyStatus
 from perseus_core.wire.settings import Settings

@@ -33,7 +33,8 @@ from perseus_core.plumbing.connection import connect
 from perseus_core.plumbing.errors import REDIS_ERRORS
 from perseus_core.runtime.supervisor import kill_deadline_ms
 from perseus_core.store.activity import ActivityLog, ActivityTail
-from perseus_core.store.control import CommandServer, ControlClient
+from perseus_core.store.control.sender import ControlClient
+from perseus_core.store.control.server import CommandServer
 from perseus_core.store.lease.errors import ClaimConflict, LeaseLost
 from perseus_core.store.network import NetworkReader
 from perseus_core.wire import keys

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from redis.asyncio.cluster import RedisCluster
 
 from perseus_cli.apps.screenshots import SCREENSHOT_TZ
-from perseus_core.store.control import ControlClient
+from perseus_core.store.control.sender import ControlClient
 from perseus_core.wire import keys
 from perseus_core.wire.models import ReplyStatus
 from perseus_core.wire.settings import Settings

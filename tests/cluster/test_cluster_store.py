@@ -24,7 +24,8 @@ from perseus_core.instance import Instance
 from perseus_core.notify import Notifier
 from perseus_core.plumbing.connection import connect
 from perseus_core.store.activity import ActivityLog, ActivityTail, reads
-from perseus_core.store.control import CommandServer, ControlClient, HandlerResult
+from perseus_core.store.control.sender import ControlClient
+from perseus_core.store.control.server import CommandServer, HandlerResult
 from perseus_core.store.lease.errors import ClaimConflict, LeaseLost
 from perseus_core.store.network import NetworkReader
 from perseus_core.store.presence import AgentAnnouncer

@@ -17,15 +17,9 @@ from redis.asyncio import Redis
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_core.plumbing.connection import connect
 from perseus_core.store.activity import ActivityLog
-from perseus_core.store.control import (
-    INTERRUPTED_MESSAGE,
-    CommandHandler,
-    CommandOutcome,
-    CommandServer,
-    ControlClient,
-    HandlerResult,
-    NoAgentAnswered,
-)
+from perseus_core.store.control.records import INTERRUPTED_MESSAGE, CommandOutcome, NoAgentAnswered
+from perseus_core.store.control.sender import ControlClient
+from perseus_core.store.control.server import CommandHandler, CommandServer, HandlerResult
 from perseus_core.wire import keys
 from perseus_core.wire.errors import CommandRejected, PerseusError
 from perseus_core.wire.models import Command, CommandEntry, CommandReply, ReplyStatus

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from perseus_core.store.control import ControlClient
+from perseus_core.store.control.sender import ControlClient
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models import Command, CommandReply, ReplyStatus

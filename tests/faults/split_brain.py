@@ -24,7 +24,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from perseus_core.store.control import ControlClient
+from perseus_core.store.control.sender import ControlClient
 from perseus_core.wire import keys
 from perseus_core.wire.models import InstanceStatus, ReplyStatus
 from perseus_core.wire.settings import Settings

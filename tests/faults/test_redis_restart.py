@@ -10,13 +10,9 @@ import pytest
 
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_core.plumbing.connection import connect
-from perseus_core.store.control import (
-    CommandServer,
-    ControlClient,
-    HandlerResult,
-    NoAgentAnswered,
-    OutcomeUnknown,
-)
+from perseus_core.store.control.records import NoAgentAnswered, OutcomeUnknown
+from perseus_core.store.control.sender import ControlClient
+from perseus_core.store.control.server import CommandServer, HandlerResult
 from perseus_core.wire.errors import RedisUnavailable
 from perseus_core.wire.models import Command, ReplyStatus
 from perseus_core.wire.settings import Settings

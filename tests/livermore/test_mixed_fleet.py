@@ -13,7 +13,8 @@ from redis.asyncio import Redis
 
 from perseus_cli.main import cli
 from perseus_core.store.activity import ActivityLog
-from perseus_core.store.control import CommandServer, ControlClient, HandlerResult, Via
+from perseus_core.store.control.sender import ControlClient, Via
+from perseus_core.store.control.server import CommandServer, HandlerResult
 from perseus_core.store.network import NetworkReader
 from perseus_core.wire.models import Command, ErrorEntry, ReplyStatus
 from perseus_core.wire.settings import Settings

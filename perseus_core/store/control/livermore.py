@@ -25,8 +25,7 @@ from redis.asyncio.client import PubSub
 from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
-from perseus_core.store.control.common import NO_RETRY, now_ms
-from perseus_core.store.control.outcome import CommandOutcome, NoAgentAnswered
+from perseus_core.store.control.records import NO_RETRY, CommandOutcome, NoAgentAnswered, now_ms
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError, PerseusError, RedisUnavailable
 from perseus_core.wire.models import Command, CommandReply, CommandType, ReplyStatus
@@ -45,11 +44,6 @@ class NoLivermoreListener(PerseusError):
     def __init__(self, identity_sub: str) -> None:
         self.identity_sub = identity_sub
         super().__init__(f"no Livermore server is listening for {identity_sub}")
-
-
-class NotSteerable(PerseusError):
-    """Nothing Perseus can reach would run the command; the message says who
-    holds the slot and how to enable steering."""
 
 
 def livermore_command(

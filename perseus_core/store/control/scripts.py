@@ -1,6 +1,7 @@
 """The control channel's few atomic writes, as Lua scripts on one key each.
 
-Each writes a key and sets its expiry in one step, so no record or reply is
+The sender's append trims the command stream by age in the same step; the
+server's writes set a key and its expiry together, so no record or reply is
 ever left without one. Scripts rather than MULTI/EXEC: on Redis Cluster,
 redis-py queues every command of a transaction on a private event loop in a
 thread of its own (and may do I/O there), which costs a thread per command
@@ -16,6 +17,23 @@ from redis.commands.core import AsyncScript
 
 from perseus_core.plumbing.scripts import registered_scripts
 from perseus_core.plumbing.topology import RedisClient
+
+APPEND_COMMAND_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local args = {'MINID', '~', string.format('%d', now - tonumber(ARGV[1])), '*'}
+for i = 2, #ARGV do args[#args + 1] = ARGV[i] end
+return redis.call('XADD', KEYS[1], unpack(args))
+"""
+"""KEYS: the command stream. ARGV: the command expiry in ms, then field, value...
+
+Appends a command and trims the stream by age: entries older than the
+command expiry, by the Redis server's clock (the clock of stream IDs). Those
+would be answered `Command expired` anyway, so no unread live command is ever
+dropped, however many are sent (a cap by length would drop the oldest unread
+ones in a flood). The sender runs it with a plain EVAL on a connection of its
+own, sent exactly once (see `sender.ControlClient.submit`), so it is not
+among the registered `ControlScripts`."""
 
 CLAIM_LUA = """
 local created = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
@@ -43,7 +61,7 @@ return 1
 
 @dataclass(frozen=True, slots=True)
 class ControlScripts:
-    """The control scripts registered on one client (see `registered_scripts`)."""
+    """The command server's scripts registered on one client (see `registered_scripts`)."""
 
     claim: AsyncScript
     record: AsyncScript

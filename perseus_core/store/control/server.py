@@ -1,39 +1,93 @@
-"""Serving one exchange's commands: ack, expiry, de-duplication, audit."""
+"""The agent's side of the control channel: one exchange's command server.
+
+It reads the exchange's command stream, admits each entry (claims it in the
+outcomes hash, so that it runs at most once; rejects what is malformed,
+unknown, expired or future-dated; acknowledges the rest at once), runs the
+admitted commands one at a time through its handler, answers the sender and
+writes the audit trail, and keeps its hold on Redis through outages
+(`ServerLink`). The records it writes are in `records`, its scripts in
+`scripts`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
-from perseus_core.plumbing.connection import connect
+from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.processes import pid_is_running
 from perseus_core.plumbing.streams import xread_rows
+from perseus_core.plumbing.tasks import wait_event
 from perseus_core.plumbing.topology import RedisClient
-from perseus_core.store.control.common import (
+from perseus_core.store.activity import ActivityLog, StreamRows
+from perseus_core.store.control.records import (
     BACKOFF_MAX_S,
+    COMMAND_FIELD,
+    DONE,
+    INTERRUPTED_MESSAGE,
+    MAX_MESSAGE_CHARS,
     NO_RETRY,
-    READ_COUNT,
-    CommandHandler,
-    IdentityProvider,
+    OUTCOME_RETENTION_MS,
+    REPLY_TTL_S,
+    RUNNING,
+    CommandMeta,
+    OutcomeRecord,
     new_backoff,
+    now_ms,
 )
-from perseus_core.store.control.handling import EntryHandling
-from perseus_core.store.control.link import ServerLink, Stopped
-from perseus_core.store.control.outcomes import INTERRUPTED_MESSAGE, OutcomeBook
-from perseus_core.store.control.replies import Responder
+from perseus_core.store.control.scripts import ControlScripts
 from perseus_core.wire import keys
-from perseus_core.wire.models import Command
+from perseus_core.wire.errors import PayloadError, PerseusError
+from perseus_core.wire.models import (
+    Command,
+    CommandEntry,
+    CommandReply,
+    CommandType,
+    ReplyStatus,
+)
 from perseus_core.wire.settings import Settings
-from perseus_core.wire.timeutil import Clock, system_clock
+from perseus_core.wire.text import clean
+from perseus_core.wire.timeutil import Clock, format_ts, system_clock
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INTERRUPTED_MESSAGE", "CommandServer"]
+_T = TypeVar("_T")
+
+READ_COUNT = 100
+"""Entries read from the command stream per XREAD."""
+
+PRUNE_EVERY = 100
+"""Outcomes recorded between two prunes of the outcomes hash."""
+
+KNOWN_TYPES = tuple(t.value for t in CommandType)
+
+NOT_RUN_MESSAGE = "not run: the agent stopped before this command's turn came"
+
+HandlerResult = tuple[ReplyStatus, str | None, dict[str, Any] | None]
+"""What a handler returns: `success` or `error`, a message for a person, optional data."""
+
+CommandHandler = Callable[[Command], Awaitable[HandlerResult]]
+"""Runs one valid, unexpired, first-time command (start, stop or ping).
+
+It may also raise `CommandRejected`, or any other `PerseusError` (such as a
+claim conflict naming the holder): its message becomes the `error` reply. Any
+other exception is answered as an internal error and logged; the server keeps
+serving. It is never called for the same correlation id twice, and never
+while another call for the same exchange is in progress.
+"""
+
+IdentityProvider = Callable[[], tuple[str, str | None]]
+"""Returns `(hostname, ip or None)` for audit entries; called per entry so a
+public IP detected after start-up shows up as soon as it is known."""
 
 
 def _default_identity() -> tuple[str, str | None]:
@@ -70,8 +124,8 @@ class CommandServer:
         identity: `(hostname, ip)` for audit entries (default: this host, no IP).
         clock: judges expiry and stamps replies and audit entries.
         should_serve: optional filter for a valid command; False leaves it to
-            another server of the same exchange (for example, the one holding
-            the slot) without claiming, acknowledging or auditing it.
+            another server of the same exchange (for example, the exchange's
+            holder) without claiming, acknowledging or auditing it.
     """
 
     def __init__(
@@ -269,3 +323,532 @@ class CommandServer:
         seconds, micros = await writer.time()
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         return f"{max(0, now_ms - self._settings.command_expiry_ms)}-0"
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A command that was read, claimed and acknowledged, waiting for its turn."""
+
+    command: Command
+    entry_id: str
+    meta: CommandMeta
+    repeat: bool = False
+    """A second entry of a command queued before it: answered, never run."""
+
+
+class EntryHandling:
+    """What a command server does with each entry it reads (see `CommandServer`).
+
+    Args:
+        settings: the command expiry and the per-call time budget.
+        handler: runs accepted commands.
+        should_serve: optional filter; False leaves a valid command to another server.
+        identity: `(hostname, ip)` of this host.
+        clock: judges expiry.
+        book: the outcomes hash.
+        responder: replies and audit entries.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        handler: CommandHandler,
+        should_serve: Callable[[Command], Awaitable[bool]] | None,
+        identity: IdentityProvider,
+        clock: Clock,
+        book: OutcomeBook,
+        responder: Responder,
+    ) -> None:
+        self._settings = settings
+        self._handler = handler
+        self._should_serve = should_serve
+        self._identity = identity
+        self._clock = clock
+        self._book = book
+        self._responder = responder
+        self._since_prune = 0
+        self._queue: asyncio.Queue[_Queued | None] = asyncio.Queue()
+        self._running: CommandMeta | None = None
+        self._last_queued: CommandMeta | None = None
+
+    async def admit(self, entry_id: str, fields: dict[str, str]) -> None:
+        """Read one entry: reject it, or claim it, acknowledge it at once and queue it.
+
+        The ack goes out as soon as the command is read, even while another
+        command runs (`acknowledged by HOST, queued behind stop`): a busy agent
+        must never look absent. A command is run at most once however often it
+        is read; `run_queue` runs the queued ones in order.
+        """
+        raw = fields.get(COMMAND_FIELD)
+        try:
+            if raw is None:
+                raise PayloadError(f"stream entry has no {COMMAND_FIELD!r} field")
+            command = Command.from_json(raw)
+        except PayloadError as exc:
+            await self._reject_unparsed(entry_id, raw, str(exc))
+            return
+        meta = CommandMeta.of(command)
+        why_not = rejection(
+            command, self._clock, self._settings.command_expiry_ms, self._settings.command_skew_ms
+        )
+        if why_not is None and not await self._wants(command):
+            return
+        existing = await self._book.claim(command.correlation_id, entry_id, meta)
+        if existing is not None:
+            if existing.state == RUNNING and existing.server == self._book.token:
+                # Queued or running here: answered with its outcome once it has one.
+                self._queue.put_nowait(_Queued(command, entry_id, meta, repeat=True))
+                return
+            await self._repeat(meta, entry_id, existing)
+            return
+        if why_not is not None:
+            await self._conclude(
+                command.correlation_id, entry_id, meta, ReplyStatus.ERROR, why_not, None
+            )
+            return
+        hostname, _ = self._identity()
+        ahead = self._running if self._running is not None else self._last_queued
+        note = f"acknowledged by {hostname}"
+        if ahead is not None and (self._running is not None or not self._queue.empty()):
+            note += f", queued behind {clean(ahead.command, 64)}"
+        await self._responder.reply(meta, ReplyStatus.ACK, note, None)
+        await self._responder.audit(meta, ReplyStatus.ACK.value, note)
+        self._last_queued = meta
+        self._queue.put_nowait(_Queued(command, entry_id, meta))
+
+    async def run_queue(self) -> None:
+        """Run the admitted commands one at a time, in the order they were read,
+        until `drain` ends the queue."""
+        while (item := await self._queue.get()) is not None:
+            self._running = item.meta
+            try:
+                await self._execute(item)
+            except Stopped:
+                return
+            except Exception:
+                # A bug or an unexpected reply must not stop the exchange's
+                # control channel; the command is not re-run (it was claimed).
+                log.exception("failed to run command %s", item.meta.correlation_id)
+            finally:
+                self._running = None
+
+    async def drain(self, runner: asyncio.Task[None]) -> None:
+        """The server is closing: the command in progress finishes (and is answered);
+        queued ones are answered as not run, so that no sender waits in vain."""
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None or item.repeat:
+                continue  # a repeat's record is its original's: leave it alone
+            with contextlib.suppress(Stopped, *TRANSIENT_ERRORS):
+                await self._conclude(
+                    item.meta.correlation_id,
+                    item.entry_id,
+                    item.meta,
+                    ReplyStatus.ERROR,
+                    NOT_RUN_MESSAGE,
+                    None,
+                )
+        self._queue.put_nowait(None)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            runner.cancel()
+        try:
+            await asyncio.shield(runner)
+        except asyncio.CancelledError:
+            runner.cancel()
+            raise
+
+    async def _execute(self, item: _Queued) -> None:
+        cid, entry_id, meta = item.meta.correlation_id, item.entry_id, item.meta
+        if item.repeat:
+            existing = await self._book.claim(cid, entry_id, meta)
+            if existing is not None:
+                await self._repeat(meta, entry_id, existing)
+            return
+        try:
+            status, message, data = await run_handler(self._handler, item.command)
+        except asyncio.CancelledError:
+            # Best effort, bounded: the sender learns the command was cut short.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self._conclude(
+                        cid, entry_id, meta, ReplyStatus.ERROR, INTERRUPTED_MESSAGE, None
+                    ),
+                    self._settings.socket_timeout_ms / 1000,
+                )
+            raise
+        await self._conclude(cid, entry_id, meta, status, message, data)
+
+    async def _wants(self, command: Command) -> bool:
+        if self._should_serve is None:
+            return True
+        try:
+            return bool(await self._should_serve(command))
+        except Exception:
+            log.exception("should_serve failed; serving %s anyway", command.correlation_id)
+            return True
+
+    async def _reject_unparsed(self, entry_id: str, raw: str | None, problem: str) -> None:
+        """A malformed entry: answered (when its correlation id can be read) and
+        audited. It is claimed under its stream ID, since there may be no usable
+        correlation id, so that a re-read does not answer it twice."""
+        meta = CommandMeta.salvage(raw)
+        field = f"entry:{entry_id}"
+        if await self._book.claim(field, entry_id, meta) is not None:
+            return
+        await self._conclude(field, entry_id, meta, ReplyStatus.ERROR, problem, None)
+
+    async def _repeat(self, meta: CommandMeta, entry_id: str, existing: OutcomeRecord) -> None:
+        """A correlation id that was claimed before: never run it again."""
+        responder = self._responder
+        if existing.entry == entry_id:
+            # The same entry read again (reconnect, restart, a second server):
+            # it is or was handled by whoever claimed it, unless that was a
+            # process on this host that has since died in the middle of it.
+            hostname, _ = self._identity()
+            if (
+                existing.state == RUNNING
+                and existing.hostname == hostname
+                and existing.pid != os.getpid()
+                and not pid_is_running(existing.pid)
+            ):
+                await self._conclude(
+                    meta.correlation_id,
+                    entry_id,
+                    meta,
+                    ReplyStatus.ERROR,
+                    INTERRUPTED_MESSAGE,
+                    None,
+                )
+            return
+        if existing.command and meta.command and existing.command != meta.command:
+            # A correlation id names one command: a different one under it is an
+            # error of the sender's (or a forgery), never an alias of the first.
+            note = (
+                f"correlation id already used by a {clean(existing.command, 64)} command; "
+                f"this {clean(meta.command, 64)} is rejected and not run"
+            )
+            await responder.reply(meta, ReplyStatus.ERROR, note, None)
+            await responder.audit(meta, ReplyStatus.ERROR.value, note)
+            return
+        if existing.state == RUNNING:
+            note = "repeat of a command that is still running; not run again"
+            await responder.reply(meta, ReplyStatus.ACK, note, None)
+            await responder.audit(meta, ReplyStatus.ACK.value, note)
+            return
+        note = "repeat of a command already handled; not run again"
+        await responder.reply(meta, ReplyStatus.ACK, note, None)
+        await responder.reply(
+            meta, ReplyStatus(existing.status), existing.message or None, existing.data
+        )
+        await responder.audit(meta, existing.status, f"{note}: {existing.message}".rstrip(": "))
+
+    async def _conclude(
+        self,
+        field: str,
+        entry_id: str,
+        meta: CommandMeta,
+        status: ReplyStatus,
+        message: str | None,
+        data: dict[str, Any] | None,
+    ) -> None:
+        """Record the outcome, answer the sender, write the audit entry."""
+        text = (message or "")[:MAX_MESSAGE_CHARS]
+        await self._book.conclude(field, entry_id, meta, status, text, data)
+        await self._responder.reply(meta, status, text or None, data)
+        await self._responder.audit(meta, status.value, text)
+        self._since_prune += 1
+        if self._since_prune >= PRUNE_EVERY:
+            self._since_prune = 0
+            await self._book.prune()
+
+
+def rejection(command: Command, clock: Clock, expiry_ms: int, skew_ms: int) -> str | None:
+    """Why a parsed command must not run, or None.
+
+    A timestamp further ahead than `skew_ms` is rejected too: it would never
+    expire, so a command written with a wrong clock (or replayed with a
+    forged one) could wait in the stream and run at any later time.
+    """
+    if command.type not in KNOWN_TYPES:
+        expected = ", ".join(KNOWN_TYPES)
+        return f"unknown command type '{clean(command.type, 64)}' (expected {expected})"
+    age_ms = now_ms(clock) - command.timestamp
+    if age_ms > expiry_ms:
+        return "Command expired"
+    if -age_ms > skew_ms:
+        return (
+            f"timestamp {-age_ms / 1000:.1f} s in the future (more than the allowed "
+            f"{skew_ms / 1000:g} s of clock skew); not run"
+        )
+    return None
+
+
+async def run_handler(handler: CommandHandler, command: Command) -> HandlerResult:
+    """Run the handler; whatever it does, return a final status and message."""
+    try:
+        result = await handler(command)
+    except PerseusError as exc:  # CommandRejected, a claim conflict naming the holder, ...
+        return ReplyStatus.ERROR, str(exc) or type(exc).__name__, None
+    except Exception as exc:
+        log.exception("handler failed on %s %s", command.type, command.correlation_id)
+        return ReplyStatus.ERROR, f"internal error: {type(exc).__name__}: {exc}", None
+    try:
+        status, message, data = result
+    except (TypeError, ValueError):
+        return ReplyStatus.ERROR, "internal error: the handler returned no outcome", None
+    if status not in (ReplyStatus.SUCCESS, ReplyStatus.ERROR):
+        return ReplyStatus.ERROR, f"internal error: the handler returned {status!r}", None
+    text = message if message is None or isinstance(message, str) else str(message)
+    return ReplyStatus(status), text, data if isinstance(data, dict) else None
+
+
+class OutcomeBook:
+    """Claims commands, records their outcomes and prunes old records.
+
+    Args:
+        writer: the server's client for writes.
+        link: retries writes until they succeed (or the server closes).
+        outcomes_key: the exchange's outcomes hash.
+        token: this server's identity in its records.
+        identity: `(hostname, ip)` of this host.
+        clock: stamps records (their age decides pruning).
+    """
+
+    def __init__(
+        self,
+        writer: RedisClient,
+        link: ServerLink,
+        outcomes_key: str,
+        token: str,
+        identity: IdentityProvider,
+        clock: Clock,
+    ) -> None:
+        self._writer = writer
+        self._scripts = ControlScripts.on(writer)
+        self._link = link
+        self._key = outcomes_key
+        self._token = token
+        self._identity = identity
+        self._clock = clock
+
+    @property
+    def token(self) -> str:
+        """This server's identity in its records."""
+        return self._token
+
+    def _record(self, state: str, entry_id: str, meta: CommandMeta) -> OutcomeRecord:
+        hostname, _ = self._identity()
+        return OutcomeRecord(
+            state, entry_id, self._token, hostname, os.getpid(), now_ms(self._clock), meta.command
+        )
+
+    async def claim(self, field: str, entry_id: str, meta: CommandMeta) -> OutcomeRecord | None:
+        """Record the command as running (one `HSETNX`), unless someone already did.
+
+        Returns None when this server has now claimed it, else the existing record.
+        """
+        record = self._record(RUNNING, entry_id, meta)
+
+        async def op() -> tuple[int, str | None]:
+            created, current = await self._scripts.claim(
+                keys=[self._key], args=[field, record.to_json(), OUTCOME_RETENTION_MS]
+            )
+            return int(created), current
+
+        created, current = await self._link.retry(op)
+        if created:
+            return None
+        existing = OutcomeRecord.from_json(current)
+        if existing.server == self._token and existing.entry == entry_id:
+            return None  # our own claim, whose reply was lost before a retry
+        return existing
+
+    async def conclude(
+        self,
+        field: str,
+        entry_id: str,
+        meta: CommandMeta,
+        status: ReplyStatus,
+        text: str,
+        data: dict[str, Any] | None,
+    ) -> None:
+        """Record the command's outcome (replacing its `running` record)."""
+        record = dataclasses.replace(
+            self._record(DONE, entry_id, meta), status=status.value, message=text, data=data
+        )
+
+        async def op() -> None:
+            await self._scripts.record(
+                keys=[self._key], args=[field, record.to_json(), OUTCOME_RETENTION_MS]
+            )
+
+        await self._link.retry(op)
+
+    async def prune(self) -> None:
+        """Drop outcome records past their retention (the hash has no per-field TTL)."""
+        cutoff = now_ms(self._clock) - OUTCOME_RETENTION_MS
+        try:
+            stale = [
+                field
+                async for field, raw in self._writer.hscan_iter(self._key, count=500)
+                if OutcomeRecord.from_json(raw).at < cutoff
+            ]
+            for start in range(0, len(stale), 500):
+                await self._writer.hdel(self._key, *stale[start : start + 500])
+        except TRANSIENT_ERRORS as exc:
+            log.warning("could not prune %s: %s", self._key, exc)
+
+
+class Responder:
+    """Pushes replies to `perseus:replies:{correlationId}` and appends
+    `event=command` entries to the exchange's Perseus-only activity stream
+    (`perseus:activity:{name}`), retrying each
+    write (see `ServerLink.retry`) in a way that is harmless to repeat.
+
+    Args:
+        writer: the server's client for writes.
+        link: retries writes until they succeed (or the server closes).
+        settings: the activity stream's retention.
+        exchange_id: written into audit entries.
+        exchange_name: whose activity stream the audit goes to.
+        identity: `(hostname, ip)` for audit entries.
+        clock: stamps replies and audit entries.
+    """
+
+    def __init__(
+        self,
+        writer: RedisClient,
+        link: ServerLink,
+        settings: Settings,
+        *,
+        exchange_id: int,
+        exchange_name: str,
+        identity: IdentityProvider,
+        clock: Clock,
+    ) -> None:
+        self._writer = writer
+        self._scripts = ControlScripts.on(writer)
+        self._link = link
+        self._activity = ActivityLog(writer, settings)
+        self._exchange_id = exchange_id
+        self._exchange_name = exchange_name
+        self._identity = identity
+        self._clock = clock
+
+    async def reply(
+        self,
+        meta: CommandMeta,
+        status: ReplyStatus,
+        message: str | None,
+        data: dict[str, Any] | None,
+    ) -> None:
+        """Push one reply. A retry may push it twice; senders ignore the extra."""
+        if not meta.correlation_id:
+            return
+        key = keys.replies_key(meta.correlation_id)
+        reply = CommandReply(
+            correlation_id=meta.correlation_id,
+            status=status,
+            message=message,
+            data=data,
+            timestamp=now_ms(self._clock),
+        )
+
+        async def op() -> None:
+            await self._scripts.reply(keys=[key], args=[reply.to_json(), REPLY_TTL_S])
+
+        await self._link.retry(op)
+
+    async def audit(self, meta: CommandMeta, status: str, message: str) -> None:
+        """Append an `event=command` entry to the Perseus-only stream, at most
+        once even across retries. A ping changes nothing, so it is not audited."""
+        if meta.command == CommandType.PING:
+            return
+        hostname, ip = self._identity()
+        entry = CommandEntry(
+            command=meta.command,
+            correlation_id=meta.correlation_id,
+            operator=meta.operator,
+            status=status,
+            message=message[:MAX_MESSAGE_CHARS],
+            timestamp=format_ts(self._clock()),
+            exchange_id=str(self._exchange_id),
+            exchange_name=self._exchange_name,
+            hostname=hostname,
+            ip=ip or "",
+        )
+        wanted = entry.to_fields()
+        stream = ActivityLog.stream_key(self._exchange_name, entry)
+        attempted = False
+
+        async def op() -> None:
+            nonlocal attempted
+            if attempted:
+                # The previous XADD may have landed before its reply was lost.
+                rows = cast(StreamRows, await self._writer.xrevrange(stream, count=50))
+                if any(fields == wanted for _id, fields in rows):
+                    return
+            attempted = True
+            await self._activity.append(self._exchange_name, entry)
+
+        await self._link.retry(op)
+
+
+class Stopped(Exception):
+    """Raised inside the server when it is closing and Redis is unreachable."""
+
+
+class ServerLink:
+    """Tracks whether the last Redis call succeeded, logs each outage once, and
+    retries writes with backoff until they succeed or the server closes.
+
+    Args:
+        settings: for error messages naming the Redis target.
+        exchange_name: for log lines.
+    """
+
+    def __init__(self, settings: Settings, exchange_name: str) -> None:
+        self._settings = settings
+        self._exchange_name = exchange_name
+        self.closing = asyncio.Event()
+        self.connected = False
+        self.last_error: str | None = None
+
+    def mark_ok(self) -> None:
+        """The last call succeeded; say so once after an outage."""
+        if not self.connected and self.last_error is not None:
+            log.info("command server for %s reconnected", self._exchange_name)
+        self.connected = True
+        self.last_error = None
+
+    def mark_down(self, exc: BaseException) -> None:
+        """The last call failed; log it when it starts an outage."""
+        message = describe_redis_error(self._settings, exc)
+        if self.connected or self.last_error is None:
+            log.warning("command server for %s: %s", self._exchange_name, message)
+        self.connected = False
+        self.last_error = message
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep, but wake up at once when the server is closed."""
+        await wait_event(self.closing, seconds)
+
+    async def retry(self, op: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a Redis operation until it succeeds; give up only when closing.
+
+        Raises:
+            Stopped: the server is closing and Redis did not answer.
+        """
+        backoff = new_backoff()
+        while True:
+            try:
+                result = await op()
+            except TRANSIENT_ERRORS as exc:
+                self.mark_down(exc)
+                if self.closing.is_set():
+                    raise Stopped from exc
+                await self.pause(backoff.next_delay())
+                continue
+            self.mark_ok()
+            return result

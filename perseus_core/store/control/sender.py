@@ -1,4 +1,6 @@
-"""Sending commands and waiting for their ack and result."""
+"""The sender's side of the control channel: which channel can carry a command
+to an exchange (a Perseus agent's command stream, a Livermore server's pub/sub
+channel, or none), sending it there and waiting for its ack and result."""
 
 from __future__ import annotations
 
@@ -7,42 +9,163 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any, cast
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, TypeVar, cast
 
 from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient, checkout
 from perseus_core.store.activity import ActivityLog
-from perseus_core.store.control.common import (
-    APPEND_COMMAND_LUA,
+from perseus_core.store.control.livermore import LivermoreBridge, NoLivermoreListener
+from perseus_core.store.control.records import (
     COMMAND_FIELD,
     MAX_MESSAGE_CHARS,
     NO_RETRY,
+    CommandOutcome,
+    NoAgentAnswered,
+    OutcomeUnknown,
     new_backoff,
     now_ms,
 )
-from perseus_core.store.control.livermore import (
-    LivermoreBridge,
-    NoLivermoreListener,
-    NotSteerable,
-)
-from perseus_core.store.control.outcome import CommandOutcome, NoAgentAnswered, OutcomeUnknown
-from perseus_core.store.control.routing import Route, Via, read_route, refused_line
+from perseus_core.store.control.scripts import APPEND_COMMAND_LUA
 from perseus_core.wire import keys
-from perseus_core.wire.errors import PayloadError, RedisUnavailable
+from perseus_core.wire.errors import PayloadError, PerseusError, RedisUnavailable
 from perseus_core.wire.models import (
     MAX_PAYLOAD_BYTES,
+    CatalogEntry,
     Command,
     CommandEntry,
     CommandReply,
     CommandType,
+    InstanceStatus,
     ReplyStatus,
 )
 from perseus_core.wire.settings import Settings
+from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import Clock, format_ts, system_clock
 
 log = logging.getLogger(__name__)
+
+
+class Via(StrEnum):
+    """The channel a command goes over."""
+
+    PERSEUS = "perseus"
+    LIVERMORE = "livermore"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a command for one exchange goes, and what the operator should know first.
+
+    Attributes:
+        via: the channel; `NONE` means refused: the exchange is held by
+            `holder`, and its catalog entry names no Livermore owner to ask
+            (`perseus_core.present.commands` says so in words).
+        exchange_id: the exchange.
+        exchange_name: its name, from the holder's key or the catalog ("" if unknown).
+        holder: the hostname of a holder that is not a Perseus agent, else None.
+        identity_sub: the Livermore owner identity from the catalog, if any.
+        listeners: for `via=LIVERMORE`, how many Livermore servers are
+            subscribed to the owner's channel (each would run the command).
+    """
+
+    via: Via
+    exchange_id: int
+    exchange_name: str = ""
+    holder: str | None = None
+    identity_sub: str | None = None
+    listeners: int = 0
+
+
+async def read_route(redis: RedisClient, exchange_id: int, command: str) -> Route:
+    """Read the exchange's holder, its agents and its catalog entry, and `decide`.
+
+    Three single-key reads, one round trip. An unreadable or wrong-type key
+    reads as unknown (a status key that exists but cannot be parsed is a
+    holder of unknown kind: Perseus's own channel, as before).
+    """
+    if command not in (CommandType.START, CommandType.STOP):
+        return Route(Via.PERSEUS, exchange_id)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.status_key(exchange_id))
+        pipe.hget(keys.CATALOG_KEY, str(exchange_id))
+        pipe.zcard(keys.agents_key(exchange_id))
+        raw_status, raw_entry, agents = await pipe.execute(raise_on_error=False)
+    return decide(
+        exchange_id,
+        command,
+        holder=_parse(InstanceStatus, raw_status),
+        occupied=raw_status is not None and not isinstance(raw_status, Exception),
+        entry=_parse(CatalogEntry, raw_entry),
+        agents=agents if isinstance(agents, int) else 0,
+    )
+
+
+def decide(
+    exchange_id: int,
+    command: str,
+    *,
+    holder: InstanceStatus | None,
+    occupied: bool,
+    entry: CatalogEntry | None,
+    agents: int,
+) -> Route:
+    """The one decision of which channel carries a command, for every surface
+    (the CLI, the dashboard and their early refusals say the same thing).
+
+    A Perseus holder, or an agent waiting idle, is reached over Perseus's own
+    command stream. An exchange held by another writer (a Livermore server: no
+    `instanceId`), or vacant with no agent of ours, is reached over
+    Livermore's channel when the catalog entry names the Livermore owner
+    identity; a foreign holder without one is refused (`Via.NONE`). Anything
+    else (`ping`, an unreadable key) goes to Perseus.
+
+    Args:
+        exchange_id: the exchange.
+        command: the command type.
+        holder: the valid status payload of the exchange, if any.
+        occupied: the status key exists (valid or not).
+        entry: the valid catalog entry, if any.
+        agents: how many Perseus agents announce themselves for the exchange.
+    """
+    if command not in (CommandType.START, CommandType.STOP):
+        return Route(Via.PERSEUS, exchange_id)
+    sub = entry.livermore_sub if entry is not None else None
+    name = holder.exchange_name if holder is not None else (entry.name if entry else "")
+    if holder is not None and holder.instance_id is None:
+        host = clean(holder.hostname, 128) or "an unnamed host"
+        if sub:
+            return Route(Via.LIVERMORE, exchange_id, name, host, sub)
+        return Route(Via.NONE, exchange_id, name, host)
+    if not occupied and sub and agents == 0:  # vacant, and no agent of ours waits
+        return Route(Via.LIVERMORE, exchange_id, name, None, sub)
+    return Route(Via.PERSEUS, exchange_id, name)
+
+
+class NotSteerable(PerseusError):
+    """Nothing Perseus can reach would run the command: `route` (its `via` is
+    `NONE`) names the exchange and its holder, for the surface to say why."""
+
+    def __init__(self, route: Route, command: str) -> None:
+        self.route = route
+        self.command = command
+        super().__init__(f"no channel can carry {command} to exchange {route.exchange_id}")
+
+
+_Model = TypeVar("_Model", InstanceStatus, CatalogEntry)
+
+
+def _parse(model: type[_Model], raw: object) -> _Model | None:
+    """The parsed payload, or None for a missing, unreadable or wrong-type key."""
+    if not isinstance(raw, str | bytes):
+        return None
+    try:
+        return model.from_json(raw)
+    except PayloadError:
+        return None
 
 
 async def _xadd_once(
@@ -101,7 +224,9 @@ async def _xadd_once(
 
 
 class ControlClient:
-    """Sends commands to the server of one exchange and waits for the replies.
+    """Sends commands to an exchange over the channel that can carry them (its
+    agent's command stream, or a Livermore server's channel: see `decide`) and
+    waits for the replies.
 
     Args:
         redis: the caller's client; the command is written through its pool.
@@ -274,7 +399,7 @@ class ControlClient:
         if route is None:
             route = await self.route(exchange_id, kind)
         if route.via is Via.NONE:
-            raise NotSteerable(refused_line(route, kind))
+            raise NotSteerable(route, kind)
         if route.via is Via.LIVERMORE:
             return await self._send_livermore(
                 route,

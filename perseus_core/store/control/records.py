@@ -1,0 +1,278 @@
+"""The records both sides of the control channel share (docs/wire-format.md 1.5
+and 2.3): what a sent command came to, what a server records of a claimed
+command, and the limits and timings the sender and the server agree on.
+
+The transport, all single-key operations so that it works on Redis Cluster:
+
+- A command is one entry of the stream `perseus:commands:{exchangeId}`
+  (trimmed by age: `MINID ~` the command expiry ago, on the server's clock)
+  whose field `command` holds the command JSON. A stream, not a list or
+  pub/sub, because entries stay after they are read: a server that was
+  briefly disconnected, or started late, still finds them.
+- Replies go to the list `perseus:replies:{correlationId}` (60 s expiry): `ack`
+  as soon as a valid command is read, then `success` or `error`. A list keeps
+  them until the sender pops them, so a sender that starts waiting late loses
+  nothing.
+- The hash `perseus:outcomes:{exchangeId}` maps correlation id to what
+  happened to that command (`OutcomeRecord`: running, then its outcome).
+  Claiming a command is one `HSETNX`, so a command runs at most once however
+  often it is read or written: after a reconnect, after a restart of the
+  server, when two servers watch the same exchange, or when a sender's `XADD`
+  went through twice.
+- Every command and its outcome (ping excepted: it changes nothing) is
+  appended to the exchange's Perseus-only activity stream
+  `perseus:activity:{name}` as `event=command` (the audit trail).
+- An exchange held by a TypeScript (Livermore) server, or vacant with no agent
+  of ours, is steered over Livermore's own pub/sub channel when the catalog
+  names the Livermore owner identity (`sender.decide`, `livermore`).
+
+Where a server starts reading: from the first entry added within the last
+`command_expiry_ms` (by the Redis server's clock, which is also the clock of
+stream IDs). Anything older would be answered `Command expired` anyway, so a
+restart does not flood the audit trail with replies to old commands, and
+anything newer is either still to run or already recorded in the outcomes
+hash (a re-read of an entry that was handled is skipped without a word). So
+no read position is persisted: the outcomes hash is the only state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from perseus_core.plumbing.retry import Backoff
+from perseus_core.wire.errors import PerseusError
+from perseus_core.wire.models import MAX_PAYLOAD_BYTES, Command, ReplyStatus
+from perseus_core.wire.timeutil import Clock, to_epoch_ms
+
+COMMAND_FIELD = "command"
+"""The stream-entry field that holds the command JSON."""
+
+REPLY_TTL_S = 60
+"""Expiry of a reply list, refreshed on every push."""
+
+OUTCOME_RETENTION_MS = 600_000
+"""How long a command's outcome is kept for de-duplication (10 minutes).
+
+Long past the 30 s command expiry, so a repeat of the same command JSON is
+either answered with the first outcome or, later, `Command expired`: never run.
+"""
+
+MAX_MESSAGE_CHARS = 2_000
+"""The longest message an audit entry or a recorded outcome keeps."""
+
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 2.0
+
+NO_RETRY = Retry(NoBackoff(), 0)
+"""The retry policy of every connection the channel opens: none in redis-py,
+since a write whose reply was lost is retried only where a retry is harmless
+or checked (see `CommandServer` and `ControlClient.submit`)."""
+
+RUNNING = "running"
+"""`OutcomeRecord.state` of a claimed command that has no outcome yet."""
+
+DONE = "done"
+"""`OutcomeRecord.state` of a command whose outcome is recorded."""
+
+INTERRUPTED_MESSAGE = (
+    "interrupted: the agent stopped while running this command (it may have partly run); "
+    "not run again"
+)
+"""The outcome of a command whose server stopped (or died) while running it."""
+
+
+def now_ms(clock: Clock) -> int:
+    """`clock()` in epoch milliseconds, the unit of command timestamps."""
+    return to_epoch_ms(clock())
+
+
+def new_backoff() -> Backoff:
+    """The retry policy of the control channel: from 0.1 s up to 2 s, with
+    jitter so that servers do not reconnect in lockstep."""
+    return Backoff(initial_s=BACKOFF_FIRST_S, max_s=BACKOFF_MAX_S)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """How a sent command ended, whichever channel carried it.
+
+    `status` is None when the command was acknowledged but no result came
+    within the result timeout (it may still be running); `message` says so.
+    `acked` is False when the first answer was already final, as for a
+    command rejected before it was accepted (malformed, unknown type, expired).
+    """
+
+    correlation_id: str
+    acked: bool
+    status: ReplyStatus | None
+    message: str | None
+    data: dict[str, Any] | None
+
+    @classmethod
+    def no_result(cls, correlation_id: str, result_ms: int) -> CommandOutcome:
+        """Acknowledged, but no final answer within the result timeout."""
+        return cls(
+            correlation_id,
+            True,
+            None,
+            f"acknowledged, but no result within {result_ms / 1000:g} s "
+            "(the command may still be running)",
+            None,
+        )
+
+    @property
+    def ok(self) -> bool:
+        """True when the command succeeded."""
+        return self.status is ReplyStatus.SUCCESS
+
+
+class NoAgentAnswered(PerseusError):
+    """No server acknowledged a command within the ack timeout."""
+
+    def __init__(
+        self, exchange_id: int, timeout_ms: int, correlation_id: str, *, who: str | None = None
+    ) -> None:
+        self.exchange_id = exchange_id
+        self.timeout_ms = timeout_ms
+        self.correlation_id = correlation_id
+        super().__init__(
+            f"no agent answered in {timeout_ms / 1000:g} s: check that "
+            + (who or f"an agent for exchange {exchange_id}")
+            + " is running"
+        )
+
+
+class OutcomeUnknown(PerseusError):
+    """The command was sent (or may have been), then the connection to Redis was
+    lost before its outcome arrived: it may have run, or may still run (at most
+    once). Not the same as "not sent" (`RedisUnavailable`): retrying blindly
+    could act twice, so the operator should look (ping, status) first."""
+
+    def __init__(self, correlation_id: str, detail: str) -> None:
+        self.correlation_id = correlation_id
+        super().__init__(
+            f"sent, outcome unknown (Redis connection lost): {detail}; "
+            f"correlation id {correlation_id}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CommandMeta:
+    """What an audit entry and a reply need to know about a command, even a
+    malformed one (whatever could be salvaged from it)."""
+
+    correlation_id: str
+    command: str
+    operator: str
+
+    @classmethod
+    def of(cls, command: Command) -> CommandMeta:
+        return cls(command.correlation_id, command.type, command.operator)
+
+    @classmethod
+    def salvage(cls, raw: str | None) -> CommandMeta:
+        """Best-effort fields of an unparseable command, so that its sender
+        still gets an error reply when its correlation id can be read."""
+        data: Any = None
+        if raw is not None and len(raw) <= MAX_PAYLOAD_BYTES:
+            with contextlib.suppress(ValueError):
+                data = json.loads(raw)
+        if not isinstance(data, dict):
+            return cls("", "", "")
+        cid = data.get("correlationId")
+        kind = data.get("type")
+        payload = data.get("payload")
+        operator = payload.get("operator") if isinstance(payload, dict) else None
+        return cls(
+            cid if isinstance(cid, str) and 0 < len(cid) <= 128 else "",
+            kind[:64] if isinstance(kind, str) else "",
+            operator[:256] if isinstance(operator, str) else "",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    """One field of the outcomes hash: a command that was claimed.
+
+    `entry` is the stream ID it was read from: the same ID again means a re-read
+    (after a reconnect or restart, or by a second server) and is skipped; a
+    different ID means the command was written twice and the repeat is
+    answered with the first outcome. `server`, `hostname` and `pid` say who
+    claimed it, so that a server can recognise its own claim after a lost
+    reply, and a command left `running` by a process that died on this host.
+    """
+
+    state: str
+    entry: str
+    server: str
+    hostname: str
+    pid: int
+    at: int
+    command: str = ""
+    status: str = ""
+    message: str = ""
+    data: dict[str, Any] | None = None
+
+    def to_json(self) -> str:
+        body = {
+            "state": self.state,
+            "entry": self.entry,
+            "server": self.server,
+            "hostname": self.hostname,
+            "pid": self.pid,
+            "at": self.at,
+            "command": self.command,
+        }
+        if self.state == DONE:
+            body.update(status=self.status, message=self.message, data=self.data)
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> OutcomeRecord:
+        """Parse a record; an unreadable one counts as handled (never re-run)."""
+        data: Any = None
+        if raw is not None and len(raw) <= 4 * MAX_PAYLOAD_BYTES:
+            with contextlib.suppress(ValueError):
+                data = json.loads(raw)
+        if not isinstance(data, dict):
+            return cls(
+                DONE,
+                "",
+                "",
+                "",
+                0,
+                0,
+                status=ReplyStatus.ERROR.value,
+                message="already handled (its recorded outcome is unreadable)",
+            )
+
+        def text(name: str) -> str:
+            value = data.get(name)
+            return value if isinstance(value, str) else ""
+
+        def number(name: str) -> int:
+            value = data.get(name)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        status = text("status")
+        if status not in (ReplyStatus.SUCCESS.value, ReplyStatus.ERROR.value):
+            status = ReplyStatus.ERROR.value
+        extra = data.get("data")
+        return cls(
+            RUNNING if text("state") == RUNNING else DONE,
+            text("entry"),
+            text("server"),
+            text("hostname"),
+            number("pid"),
+            number("at"),
+            text("command"),
+            status,
+            text("message"),
+            extra if isinstance(extra, dict) else None,
+        )
