@@ -637,8 +637,8 @@ async def test_heartbeat_is_one_command_per_tick(
 
     stats = await admin.info("commandstats")
     calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
-    calls.pop("config")
-    calls.pop("info", None)
+    # Ours: CONFIG RESETSTAT and INFO (Redis 7 names the subcommand: `config|resetstat`).
+    calls = {name: n for name, n in calls.items() if name.split("|")[0] not in ("config", "info")}
     # One EVALSHA per tick from the client; GET and SET are run inside the script.
     assert calls == {"evalsha": ticks, "get": ticks, "set": ticks}
 
