@@ -219,7 +219,7 @@ class Agent:
         ctx.ip = ip
         log.info("%s: public IP %s", self.name, ip)
         run = slot.run
-        if run is not None and run.instance.holds_lease:
+        if run is not None and run.instance.lease.held:
             with contextlib.suppress(LeaseLost):  # the heartbeat's report fences the run
                 await run.instance.set_ip(ip)
 

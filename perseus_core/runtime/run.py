@@ -62,8 +62,8 @@ class Run:
         """One lifecycle step, logged. Raises LeaseLost, without writing anything,
         once the run's lease is known to be lost: the caller fences instead."""
         instance = self.instance
-        if instance.lease_lost is not None:
-            raise instance.lease_lost
+        if instance.lease.lost is not None:
+            raise instance.lease.lost
         before = instance.state
         publication = await instance.transition(to)
         self._changed()
@@ -97,8 +97,8 @@ class Run:
     async def release(self) -> None:
         """Give the slot back and end the run. Raises LeaseLost (caller fences)."""
         instance = self.instance
-        if instance.lease_lost is not None:
-            raise instance.lease_lost
+        if instance.lease.lost is not None:
+            raise instance.lease.lost
         await instance.release()
         self._ended(self)
         await instance.close()
@@ -128,8 +128,8 @@ class Run:
         """The child ended on its own (`outcome` says how): record the exit, walk
         back to idle through valid transitions, release."""
         instance = self.instance
-        if instance.lease_lost is not None:
-            return await self.fence(instance.lease_lost)
+        if instance.lease.lost is not None:
+            return await self.fence(instance.lease.lost)
         state = instance.state
         message = f"child command {outcome} while {state.value}"
         await self.stop_child()  # whatever it left in its process group

@@ -81,7 +81,7 @@ class Slot:
             "hostname": self._ctx.hostname,
             "pid": os.getpid(),
             "childPid": child.pid if child is not None and child.returncode is None else None,
-            "epoch": self._run.instance.epoch if self._run is not None else None,
+            "epoch": self._run.instance.lease.epoch if self._run is not None else None,
         }
 
     def reply(self, status: ReplyStatus, message: str) -> Reply:
@@ -141,7 +141,7 @@ class Slot:
             return self.reply(ReplyStatus.ERROR, message)
         run = self._run = Run(self._ctx, instance, changed=self._changed, ended=self._ended)
         self._wake.clear()
-        log.info("%s: claimed the slot, epoch %s (%s)", name, instance.epoch, origin)
+        log.info("%s: claimed the slot, epoch %s (%s)", name, instance.lease.epoch, origin)
         try:
             ip = self._ctx.ip
             if ip is not None and instance.status.ip_address != ip:
@@ -161,7 +161,7 @@ class Slot:
         await run.transition(ConnectionState.STARTING)
         if options.command:
             settings = self._ctx.settings
-            confirmed = run.instance.lease_confirmed_at
+            confirmed = run.instance.lease.confirmed_at
             try:
                 child = await ChildProcess.spawn(
                     options.command,
@@ -179,7 +179,7 @@ class Slot:
             log.info("%s: child started (pid %d)", self._ctx.name, child.pid)
             self._ctx.tasks.spawn(self._watch_child(run, child), f"child {child.pid} watcher")
             renewing = child.keep_renewing(
-                lambda: run.instance.lease_confirmed_at,
+                lambda: run.instance.lease.confirmed_at,
                 settings.heartbeat_ttl_ms,
                 settings.heartbeat_interval_ms / 4000,
             )
@@ -198,7 +198,7 @@ class Slot:
         deadline = time.monotonic() + self._ctx.options.warmup_s
         child = run.child
         while True:
-            lost = run.instance.lease_lost
+            lost = run.instance.lease.lost
             if lost is not None:
                 return await run.fence(lost)
             if child is not None and child.returncode is not None:
@@ -224,7 +224,7 @@ class Slot:
             run = self._run
             if run is None:
                 raise CommandRejected(f"cannot stop {self._ctx.name}: it is idle")
-            lost = run.instance.lease_lost
+            lost = run.instance.lease.lost
             if lost is not None:  # reported, its fencing queued behind this command
                 return self.reply(ReplyStatus.ERROR, await run.fence(lost))
             message = await run.stop()
@@ -236,7 +236,7 @@ class Slot:
             run = self._run
             if run is None:
                 return
-            lost = run.instance.lease_lost
+            lost = run.instance.lease.lost
             if lost is not None:
                 await run.fence(lost)
             else:
