@@ -160,15 +160,15 @@ class Slot:
         options = self._ctx.options
         await run.transition(ConnectionState.STARTING)
         if options.command:
-            settings = self._ctx.settings
-            confirmed = run.instance.lease.confirmed_at
+            ttl_ms = self._ctx.settings.heartbeat_ttl_ms
+            lease = run.instance.lease
+            confirmed = lease.confirmed_at
             try:
                 child = await ChildProcess.spawn(
                     options.command,
                     env=child_environment(os.environ, pass_env=options.pass_env),
                     deadline_ms=kill_deadline_ms(
-                        time.monotonic() if confirmed is None else confirmed,
-                        settings.heartbeat_ttl_ms,
+                        time.monotonic() if confirmed is None else confirmed, ttl_ms
                     ),
                 )
             except OSError as exc:
@@ -178,12 +178,16 @@ class Slot:
             run.child = child
             log.info("%s: child started (pid %d)", self._ctx.name, child.pid)
             self._ctx.tasks.spawn(self._watch_child(run, child), f"child {child.pid} watcher")
-            renewing = child.keep_renewing(
-                lambda: run.instance.lease.confirmed_at,
-                settings.heartbeat_ttl_ms,
-                settings.heartbeat_interval_ms / 4000,
-            )
-            self._ctx.tasks.spawn(renewing, f"child {child.pid} watchdog renewals")
+
+            def renew(confirmed_at: float) -> None:
+                child.renew(kill_deadline_ms(confirmed_at, ttl_ms))
+
+            # Every heartbeat Redis confirms moves the watchdog's deadline on; a
+            # frozen agent confirms none, which is the point.
+            run.instance.heartbeat.on_renewal(renew)
+            latest = lease.confirmed_at
+            if latest is not None and latest != confirmed:
+                renew(latest)  # a heartbeat landed while the child was starting
         await run.transition(ConnectionState.WARMING)
         interrupted = await self._warm_up(run)
         if interrupted is not None:
