@@ -1,6 +1,6 @@
 """One run of the slot, from claim to release: the steps that walk it back to idle.
 
-Each run gets a fresh `Instance` (a new owner token, a lifecycle that starts
+Each run gets a fresh `Instance` (a new holder token, a lifecycle that starts
 at idle) and, when the agent was given a command line, the child it runs.
 A run ends in one of three ways, each written here once: a stop (stopping,
 the child stopped, stopped, idle, release), its child exiting on its own
