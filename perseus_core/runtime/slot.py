@@ -101,13 +101,7 @@ class Slot:
 
     def _new_instance(self) -> Instance:
         ctx = self._ctx
-        instance: Instance | None = None
-
-        def lease_lost(exc: LeaseLost) -> None:
-            if instance is not None:
-                self._on_lease_lost(instance, exc)
-
-        instance = Instance(
+        return Instance(
             ctx.redis,
             ctx.settings,
             exchange_id=ctx.options.exchange_id,
@@ -116,10 +110,9 @@ class Slot:
             admin_email=ctx.options.admin_email,
             admin_display_name=ctx.options.admin_display_name,
             symbol_count=0,
-            on_lease_lost=lease_lost,
+            on_lease_lost=self._on_lease_lost,
             clock=ctx.clock,
         )
-        return instance
 
     async def _start_locked(self, origin: str) -> Reply:
         name = self._ctx.name
@@ -280,10 +273,14 @@ class Slot:
             message = await run.child_exited(outcome)
             log.info("%s: %s; ready for another start", name, message)
 
-    def _on_lease_lost(self, instance: Instance, exc: LeaseLost) -> None:
-        """From the instance's heartbeat: someone else holds the slot now."""
+    def _on_lease_lost(self, exc: LeaseLost) -> None:
+        """From a run's instance: someone else holds the exchange now.
+
+        The holder token in `exc` says whose lease it was: a report from an
+        earlier run's instance is not about the current run.
+        """
         run = self._run
-        if run is None or run.instance is not instance:
+        if run is None or run.instance.instance_id != exc.instance_id:
             return
         log.error("%s: %s; fencing", self._ctx.name, exc)
         self._wake.set()
