@@ -60,13 +60,13 @@ async def _next_tick(instance: Instance, limit_s: float = 5.0) -> int:
     Measuring between two tick completions (the next tick is a whole interval
     away) makes the window hold exactly N ticks, not N plus a partial one.
     """
-    start = instance.heartbeat_count
+    start = instance.heartbeat.count
     deadline = time.monotonic() + limit_s
-    while instance.heartbeat_count == start:
+    while instance.heartbeat.count == start:
         if time.monotonic() > deadline:
             raise RuntimeError("the instance stopped heartbeating")
         await asyncio.sleep(0.001)
-    return instance.heartbeat_count
+    return instance.heartbeat.count
 
 
 async def commands_per_tick(settings: Settings, ticks: int) -> dict[str, Any]:
@@ -93,7 +93,7 @@ async def commands_per_tick(settings: Settings, ticks: int) -> dict[str, Any]:
         first = await _next_tick(instance)
         await admin.config_resetstat()
         mark = len(seen)
-        while instance.heartbeat_count < first + ticks:
+        while instance.heartbeat.count < first + ticks:
             await _next_tick(instance)
         stats = _commandstats(await admin.info("commandstats"))
         window = seen[mark:]
@@ -164,7 +164,7 @@ async def fleet_cpu(
 
         before_cpu = server_cpu(await admin.info("cpu"))
         await admin.config_resetstat()
-        before_ticks = sum(m.heartbeat_count for m in fleet)
+        before_ticks = sum(m.heartbeat.count for m in fleet)
         client_cpu_before = time.process_time()
         wall_start = time.perf_counter()
         await asyncio.sleep(seconds)
@@ -172,9 +172,9 @@ async def fleet_cpu(
         after_cpu = server_cpu(await admin.info("cpu"))
         stats = _commandstats(await admin.info("commandstats"))
         client_cpu = time.process_time() - client_cpu_before
-        ticks = sum(m.heartbeat_count for m in fleet) - before_ticks
-        failures = sum(m.heartbeat_failures for m in fleet)
-        online = sum(1 for m in fleet if m.holds_lease)
+        ticks = sum(m.heartbeat.count for m in fleet) - before_ticks
+        failures = sum(m.heartbeat.failures for m in fleet)
+        online = sum(1 for m in fleet if m.lease.held)
         for start in range(0, len(fleet), batch):
             await asyncio.gather(*(m.close() for m in fleet[start : start + batch]))
         fleet.clear()

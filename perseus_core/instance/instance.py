@@ -11,7 +11,7 @@ Typical use::
     await instance.claim()                       # raises ClaimConflict if taken
     await instance.transition(ConnectionState.STARTING)
     ...
-    await instance.close()                       # releases the slot
+    await instance.close()                       # releases the exchange
 
 Failure policy, in one place:
 
@@ -21,25 +21,32 @@ Failure policy, in one place:
   not crashed: the call returns a `Publication` whose `error` says what did not
   reach Redis, and the failure is logged (`perseus_core.instance.publication`
   says how the status key and the activity stream catch up).
-- A status key found gone with the slot free is re-created from memory, and
+- A status key found gone with the exchange free is re-created from memory, and
   an `error` entry says so (`lastError` is left alone: the incident is Redis's).
-- When a write finds another holder in the slot, the lease is lost: the call
+- When a write finds another holder of the exchange, the lease is lost: the call
   raises `LeaseLost` (after applying and logging the change), the heartbeat
   stops, `lastError` records it, an `error` entry is appended, and
-  `on_lease_lost` is called once, in its own task, so the owner can fence
-  itself (`perseus_core.instance.incidents`). Later calls no longer touch the
-  status key; transitions and errors are still appended to the activity stream.
+  `on_lease_lost` is called once, in its own task, so the embedding service
+  can fence itself. Later calls no longer touch the status key; transitions
+  and errors are still appended to the activity stream.
+
+What an instance is made of is public, so a caller reads each thing where it
+lives: `instance.lease` (held, epoch, lost, confirmed_at), `instance.heartbeat`
+(running, count, failures, last_error; start, stop, tick) and
+`instance.publisher` (unsent_entries, last_write_error).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from perseus_core.instance.incidents import LeaseIncidents, LeaseLostCallback
+from perseus_core.instance.heartbeat import Heartbeat
 from perseus_core.instance.publication import (
     MAX_ERROR_CHARS,
     Publication,
@@ -52,7 +59,6 @@ from perseus_core.plumbing.tasks import TaskGroup
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.lease import (
-    HeartbeatResult,
     Lease,
     LeaseLost,
     make_instance_id,
@@ -62,6 +68,7 @@ from perseus_core.store.lease import (
 from perseus_core.wire.lifecycle import DEFAULT_HISTORY_SIZE, Lifecycle, TransitionRecord
 from perseus_core.wire.models import (
     ConnectionState,
+    ErrorEntry,
     InstanceStatus,
     StateTransitionEntry,
 )
@@ -70,20 +77,23 @@ from perseus_core.wire.timeutil import Clock, format_ts, system_clock
 
 log = logging.getLogger(__name__)
 
+LeaseLostCallback = Callable[[LeaseLost], Awaitable[None] | None]
+"""`on_lease_lost`: a plain function or a coroutine function."""
+
 
 class Instance:
-    """One exchange instance: its lifecycle, its slot lease and its activity log.
+    """One exchange instance: its lifecycle, its lease and its activity log.
 
     Args:
         redis: client for short commands; the caller owns and closes it.
         settings: heartbeat interval/TTL, retention, per-call time budget.
-        exchange_id: the slot.
+        exchange_id: the exchange.
         exchange_name: written to the status key and names the activity stream.
         hostname: defaults to this machine's hostname.
         admin_email, admin_display_name: operator identity shown by dashboards.
         symbol_count: initial `symbolCount`.
         on_lease_lost: called once (in its own task) when another instance is
-            found holding the slot; sync or async. It may call back into this
+            found holding the exchange; sync or async. It may call back into this
             instance (transition, close) without deadlocking.
         clock: source of every timestamp written.
         history_size: how many transitions `history` keeps.
@@ -130,26 +140,22 @@ class Instance:
         """The exchange's activity log, for entries beyond transitions and errors."""
         self._lifecycle = Lifecycle(history_size=history_size)
         self._tasks = TaskGroup(log, f"perseus {exchange_name}")
-        self._lease = Lease(
+        self._on_lease_lost = on_lease_lost
+        self.lease = Lease(
             redis,
             settings,
             status,
             clock=clock,
-            on_lost=lambda exc: self._incidents.lost(exc),
-            on_recreated=lambda status: self._incidents.recreated(status),
-            after_tick=lambda: self._publisher.after_tick(),
+            on_lost=self._lease_lost,
+            on_recreated=self._key_recreated,
         )
-        self._publisher = Publisher(
-            self._lease, self.activity, settings, clock=clock, tasks=self._tasks
+        """The status key: `held`, `epoch`, `lost`, `confirmed_at`."""
+        self.publisher = Publisher(
+            self.lease, self.activity, settings, clock=clock, tasks=self._tasks
         )
-        self._incidents = LeaseIncidents(
-            self._lease,
-            self._publisher,
-            settings,
-            clock=clock,
-            tasks=self._tasks,
-            on_lease_lost=on_lease_lost,
-        )
+        """How changes reach Redis: `unsent_entries`, `last_write_error`."""
+        self.heartbeat = Heartbeat(self.lease, self.publisher, settings)
+        """The lease's ticking: `running`, `count`, `failures`, `last_error`."""
 
     # --- read-only view ---------------------------------------------------------
 
@@ -161,129 +167,61 @@ class Instance:
     @property
     def status(self) -> InstanceStatus:
         """The current in-memory status: what the key holds, or will on the next tick."""
-        return self._lease.status
+        return self.lease.status
 
     @property
     def history(self) -> list[TransitionRecord]:
         """The most recent transitions, oldest first (capped at `history_size`)."""
         return self._lifecycle.history
 
-    @property
-    def holds_lease(self) -> bool:
-        """Whether this instance believes it owns the slot (claimed, not released or lost)."""
-        return self._lease.held
-
-    @property
-    def epoch(self) -> int | None:
-        """The fencing epoch of the current (or last) claim; None before the first."""
-        return self._lease.epoch
-
-    @property
-    def lease_confirmed_at(self) -> float | None:
-        """Monotonic send time of the last heartbeat Redis confirmed (`Lease.confirmed_at`)."""
-        return self._lease.confirmed_at
-
-    @property
-    def lease_lost(self) -> LeaseLost | None:
-        """How the lease was lost, if it was; cleared by a new claim."""
-        return self._lease.lost
-
-    @property
-    def heartbeat_count(self) -> int:
-        """Successful heartbeat ticks so far."""
-        return self._lease.heartbeat_count
-
-    @property
-    def heartbeat_failures(self) -> int:
-        """Heartbeat ticks that failed on a Redis error (each retried on the next tick)."""
-        return self._lease.heartbeat_failures
-
-    @property
-    def last_heartbeat_error(self) -> str | None:
-        """The heartbeat's latest failure, one line; None once a tick succeeds again."""
-        return self._lease.last_error
-
-    @property
-    def heartbeat_running(self) -> bool:
-        """Whether the heartbeat task is alive."""
-        return self._lease.heartbeat_running
-
-    @property
-    def unsent_entries(self) -> int:
-        """Activity entries that failed to append and are not yet noted in the stream."""
-        return self._publisher.unsent_entries
-
-    @property
-    def last_write_error(self) -> str | None:
-        """The most recent failure to reach Redis from a call (not the heartbeat)."""
-        return self._publisher.last_write_error
-
     # --- lease ------------------------------------------------------------------
 
     async def claim(self, *, heartbeat: bool = True) -> None:
-        """Claim the slot (INCR epoch, SET NX PX) and, by default, start the heartbeat.
+        """Claim the exchange (INCR epoch, SET NX PX) and, by default, start the heartbeat.
 
         The heartbeat starts unless `heartbeat=False`, because a claim without
         one silently expires after the TTL. Retrying after a lost reply is safe.
 
         Raises:
-            ClaimConflict: another live instance holds the slot.
+            ClaimConflict: another live instance holds the exchange.
             RedisUnavailable: Redis did not answer.
         """
-        await self._lease.claim()
+        await self.lease.claim()
         if heartbeat:
-            self._lease.start()
-
-    def start_heartbeat(self) -> None:
-        """Start the heartbeat task (no-op if running).
-
-        Raises:
-            PerseusError: the slot is not held.
-        """
-        self._lease.start()
-
-    async def stop_heartbeat(self) -> None:
-        """Stop the heartbeat task after any tick in flight; the key then expires by TTL."""
-        await self._lease.stop()
-
-    async def heartbeat(self) -> HeartbeatResult:
-        """Run one heartbeat tick now (the task does this every interval).
-
-        Raises:
-            redis / OS errors: Redis did not answer.
-        """
-        return await self._lease.heartbeat()
+            self.heartbeat.start()
 
     async def release(self) -> bool:
         """Stop the heartbeat and delete the status key if it is still ours.
 
         Never raises on Redis errors: the heartbeat has stopped, so the key expires
-        within its TTL anyway; the failure is logged and kept in `last_write_error`.
+        within its TTL anyway; the failure is logged and kept in
+        `publisher.last_write_error`.
 
         Returns:
             True if our key was deleted now; False otherwise (nothing held,
             already expired, or Redis did not answer).
 
         Raises:
-            LeaseLost: another instance holds the slot; its key is left alone.
+            LeaseLost: another instance holds the exchange; its key is left alone.
         """
+        await self.heartbeat.stop()
         try:
-            return await self._lease.release()
+            return await self.lease.release()
         except LeaseLost:
             raise
         except REDIS_ERRORS as exc:
             message = describe_failure(exc, self._settings)
-            self._publisher.note_failure(f"status key not deleted (it expires by TTL): {message}")
+            self.publisher.note_failure(f"status key not deleted (it expires by TTL): {message}")
             return False
 
     async def close(self) -> None:
-        """Stop the heartbeat, release the slot if held, and wait for background work.
+        """Stop the heartbeat, release the exchange if held, and wait for background work.
 
         Never raises for Redis trouble or a lost lease. Does not close the Redis
         client (the caller owns it).
         """
-        await self._lease.stop()
-        if self._lease.held:
+        await self.heartbeat.stop()
+        if self.lease.held:
             try:
                 await self.release()
             except LeaseLost:
@@ -312,7 +250,7 @@ class Instance:
 
         Raises:
             InvalidTransition: docs/wire-format.md 1.2 does not allow it (nothing changed).
-            LeaseLost: another instance holds the slot (the transition is applied
+            LeaseLost: another instance holds the exchange (the transition is applied
                 in memory and logged; the key was not touched).
         """
         now = wire_now(self._clock)
@@ -333,7 +271,7 @@ class Instance:
             ip=status.ip_address or "",
             admin_email=status.admin_email or "",
         )
-        return await self._publisher.publish(entry)
+        return await self.publisher.publish(entry)
 
     async def record_error(self, message: str) -> Publication:
         """Set `lastError`/`lastErrorAt` and append an `error` entry with the current state.
@@ -344,7 +282,7 @@ class Instance:
         now = wire_now(self._clock)
         text = message[:MAX_ERROR_CHARS]
         self._apply(last_error=text, last_error_at=now)
-        return await self._publisher.publish(self._publisher.error_entry(text, now))
+        return await self.publisher.publish(self.publisher.error_entry(text, now))
 
     async def set_ip(self, ip: str | None, country: str | None = None) -> Publication:
         """Set `ipAddress` and `countryCode` (no activity entry).
@@ -353,7 +291,7 @@ class Instance:
             LeaseLost: as for `transition`.
         """
         self._apply(ip_address=ip, country_code=country)
-        return await self._publisher.publish(None)
+        return await self.publisher.publish(None)
 
     async def set_symbol_count(self, n: int) -> Publication:
         """Set `symbolCount` (no activity entry).
@@ -365,9 +303,47 @@ class Instance:
         if n < 0:
             raise ValueError(f"symbol count must be >= 0, got {n}")
         self._apply(symbol_count=n)
-        return await self._publisher.publish(None)
+        return await self.publisher.publish(None)
+
+    # --- what the lease reports ---------------------------------------------------
+    # The lease calls these inside its critical section: they only update memory
+    # and schedule the rest (the service's callback, the `error` entry) as tasks.
+
+    def _lease_lost(self, exc: LeaseLost) -> None:
+        """Another instance holds the exchange: stop ticking, `lastError` says so,
+        the embedding service is told (to fence itself), then the stream."""
+        self.heartbeat.stop_soon()
+        now = wire_now(self._clock)
+        text = str(exc)[:MAX_ERROR_CHARS]
+        self._apply(last_error=text, last_error_at=now)
+        entry = self.publisher.error_entry(text, now)
+        self._tasks.spawn(self._after_lease_lost(exc, entry), "lease lost")
+
+    async def _after_lease_lost(self, exc: LeaseLost, entry: ErrorEntry) -> None:
+        # The callback first: fencing must not wait on a slow append.
+        callback = self._on_lease_lost
+        if callback is not None:
+            try:
+                result = callback(exc)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                # The service's code, whatever it raises: the entry below must still be written.
+                log.exception("exchange %s: on_lease_lost callback failed", self.exchange_id)
+        await self.publisher.append_quietly(entry)
+
+    def _key_recreated(self, status: InstanceStatus) -> None:
+        """The key had expired with the exchange still free: re-created, and the stream told."""
+        ttl_s = self._settings.heartbeat_ttl_ms / 1000
+        text = (
+            f"status key exchange:{status.exchange_id}:status had expired (no heartbeat reached "
+            f"Redis within the {ttl_s:g}s TTL, or Redis lost its data); re-created it from "
+            f"this instance's state ({status.connection_state.value}, epoch {status.epoch})"
+        )
+        entry = self.publisher.error_entry(text, wire_now(self._clock))
+        self._tasks.spawn(self.publisher.append_quietly(entry), "key re-created")
 
     # --- internals --------------------------------------------------------------
 
     def _apply(self, **changes: Any) -> None:
-        self._lease.set_status(self._lease.status.model_copy(update=changes))
+        self.lease.set_status(self.lease.status.model_copy(update=changes))

@@ -48,7 +48,7 @@ class StatusWrite(StrEnum):
     WRITTEN = "written"
     """The key holds the change."""
     NOT_HELD = "not_held"
-    """The slot is not held (before claim, after release or loss): memory only, by design."""
+    """The exchange is not held (before claim, after release or loss): memory only, by design."""
     DEFERRED = "deferred"
     """Redis did not answer: the change is in memory and the next heartbeat tick writes it."""
 
@@ -148,7 +148,7 @@ class Publisher:
         """Write the status key (if held), then append `entry`.
 
         Raises:
-            LeaseLost: another instance holds the slot (the entry is still appended).
+            LeaseLost: another instance holds the exchange (the entry is still appended).
         """
         lost: LeaseLost | None = None
         errors: list[str] = []

@@ -1,8 +1,8 @@
 """The instance runtime behind `perseus agent`.
 
-An agent owns one exchange slot *on request*: it sits idle (claiming nothing,
-so the slot stays free for another host) until a `start` command arrives,
-then claims the slot, walks the lifecycle to `active` and, when given a
+An agent holds one exchange *on request*: it sits idle (claiming nothing,
+so the exchange stays free for another host) until a `start` command arrives,
+then claims its status key, walks the lifecycle to `active` and, when given a
 command line, runs it as the instance's process. `stop`, a child that dies,
 a lost lease or a signal bring it back to idle.
 
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 
 class Agent:
-    """One exchange slot's agent: `await run()` until a signal or `request_stop()`."""
+    """One exchange's agent: `await run()` until a signal or `request_stop()`."""
 
     def __init__(
         self, settings: Settings, options: AgentOptions, *, clock: Clock = system_clock
@@ -219,7 +219,7 @@ class Agent:
         ctx.ip = ip
         log.info("%s: public IP %s", self.name, ip)
         run = slot.run
-        if run is not None and run.instance.holds_lease:
+        if run is not None and run.instance.lease.held:
             with contextlib.suppress(LeaseLost):  # the heartbeat's report fences the run
                 await run.instance.set_ip(ip)
 

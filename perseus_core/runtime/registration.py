@@ -102,7 +102,7 @@ class Registration:
             )
 
     async def _check_name(self) -> None:
-        """Warn when the operator's catalog entry names this slot differently:
+        """Warn when the operator's catalog entry names this exchange differently:
         the dashboard would show one name and the activity stream another."""
         ctx = self._ctx
         raw = await ctx.redis.hget(keys.CATALOG_KEY, str(ctx.options.exchange_id))

@@ -1,6 +1,6 @@
 """One run of the slot, from claim to release: the steps that walk it back to idle.
 
-Each run gets a fresh `Instance` (a new owner token, a lifecycle that starts
+Each run gets a fresh `Instance` (a new holder token, a lifecycle that starts
 at idle) and, when the agent was given a command line, the child it runs.
 A run ends in one of three ways, each written here once: a stop (stopping,
 the child stopped, stopped, idle, release), its child exiting on its own
@@ -62,8 +62,8 @@ class Run:
         """One lifecycle step, logged. Raises LeaseLost, without writing anything,
         once the run's lease is known to be lost: the caller fences instead."""
         instance = self.instance
-        if instance.lease_lost is not None:
-            raise instance.lease_lost
+        if instance.lease.lost is not None:
+            raise instance.lease.lost
         before = instance.state
         publication = await instance.transition(to)
         self._changed()
@@ -97,8 +97,8 @@ class Run:
     async def release(self) -> None:
         """Give the slot back and end the run. Raises LeaseLost (caller fences)."""
         instance = self.instance
-        if instance.lease_lost is not None:
-            raise instance.lease_lost
+        if instance.lease.lost is not None:
+            raise instance.lease.lost
         await instance.release()
         self._ended(self)
         await instance.close()
@@ -128,8 +128,8 @@ class Run:
         """The child ended on its own (`outcome` says how): record the exit, walk
         back to idle through valid transitions, release."""
         instance = self.instance
-        if instance.lease_lost is not None:
-            return await self.fence(instance.lease_lost)
+        if instance.lease.lost is not None:
+            return await self.fence(instance.lease.lost)
         state = instance.state
         message = f"child command {outcome} while {state.value}"
         await self.stop_child()  # whatever it left in its process group

@@ -81,7 +81,7 @@ class Slot:
             "hostname": self._ctx.hostname,
             "pid": os.getpid(),
             "childPid": child.pid if child is not None and child.returncode is None else None,
-            "epoch": self._run.instance.epoch if self._run is not None else None,
+            "epoch": self._run.instance.lease.epoch if self._run is not None else None,
         }
 
     def reply(self, status: ReplyStatus, message: str) -> Reply:
@@ -101,13 +101,7 @@ class Slot:
 
     def _new_instance(self) -> Instance:
         ctx = self._ctx
-        instance: Instance | None = None
-
-        def lease_lost(exc: LeaseLost) -> None:
-            if instance is not None:
-                self._on_lease_lost(instance, exc)
-
-        instance = Instance(
+        return Instance(
             ctx.redis,
             ctx.settings,
             exchange_id=ctx.options.exchange_id,
@@ -116,10 +110,9 @@ class Slot:
             admin_email=ctx.options.admin_email,
             admin_display_name=ctx.options.admin_display_name,
             symbol_count=0,
-            on_lease_lost=lease_lost,
+            on_lease_lost=self._on_lease_lost,
             clock=ctx.clock,
         )
-        return instance
 
     async def _start_locked(self, origin: str) -> Reply:
         name = self._ctx.name
@@ -141,7 +134,7 @@ class Slot:
             return self.reply(ReplyStatus.ERROR, message)
         run = self._run = Run(self._ctx, instance, changed=self._changed, ended=self._ended)
         self._wake.clear()
-        log.info("%s: claimed the slot, epoch %s (%s)", name, instance.epoch, origin)
+        log.info("%s: claimed the slot, epoch %s (%s)", name, instance.lease.epoch, origin)
         try:
             ip = self._ctx.ip
             if ip is not None and instance.status.ip_address != ip:
@@ -160,15 +153,15 @@ class Slot:
         options = self._ctx.options
         await run.transition(ConnectionState.STARTING)
         if options.command:
-            settings = self._ctx.settings
-            confirmed = run.instance.lease_confirmed_at
+            ttl_ms = self._ctx.settings.heartbeat_ttl_ms
+            lease = run.instance.lease
+            confirmed = lease.confirmed_at
             try:
                 child = await ChildProcess.spawn(
                     options.command,
                     env=child_environment(os.environ, pass_env=options.pass_env),
                     deadline_ms=kill_deadline_ms(
-                        time.monotonic() if confirmed is None else confirmed,
-                        settings.heartbeat_ttl_ms,
+                        time.monotonic() if confirmed is None else confirmed, ttl_ms
                     ),
                 )
             except OSError as exc:
@@ -178,12 +171,16 @@ class Slot:
             run.child = child
             log.info("%s: child started (pid %d)", self._ctx.name, child.pid)
             self._ctx.tasks.spawn(self._watch_child(run, child), f"child {child.pid} watcher")
-            renewing = child.keep_renewing(
-                lambda: run.instance.lease_confirmed_at,
-                settings.heartbeat_ttl_ms,
-                settings.heartbeat_interval_ms / 4000,
-            )
-            self._ctx.tasks.spawn(renewing, f"child {child.pid} watchdog renewals")
+
+            def renew(confirmed_at: float) -> None:
+                child.renew(kill_deadline_ms(confirmed_at, ttl_ms))
+
+            # Every heartbeat Redis confirms moves the watchdog's deadline on; a
+            # frozen agent confirms none, which is the point.
+            run.instance.heartbeat.on_renewal(renew)
+            latest = lease.confirmed_at
+            if latest is not None and latest != confirmed:
+                renew(latest)  # a heartbeat landed while the child was starting
         await run.transition(ConnectionState.WARMING)
         interrupted = await self._warm_up(run)
         if interrupted is not None:
@@ -198,7 +195,7 @@ class Slot:
         deadline = time.monotonic() + self._ctx.options.warmup_s
         child = run.child
         while True:
-            lost = run.instance.lease_lost
+            lost = run.instance.lease.lost
             if lost is not None:
                 return await run.fence(lost)
             if child is not None and child.returncode is not None:
@@ -224,7 +221,7 @@ class Slot:
             run = self._run
             if run is None:
                 raise CommandRejected(f"cannot stop {self._ctx.name}: it is idle")
-            lost = run.instance.lease_lost
+            lost = run.instance.lease.lost
             if lost is not None:  # reported, its fencing queued behind this command
                 return self.reply(ReplyStatus.ERROR, await run.fence(lost))
             message = await run.stop()
@@ -236,7 +233,7 @@ class Slot:
             run = self._run
             if run is None:
                 return
-            lost = run.instance.lease_lost
+            lost = run.instance.lease.lost
             if lost is not None:
                 await run.fence(lost)
             else:
@@ -276,10 +273,14 @@ class Slot:
             message = await run.child_exited(outcome)
             log.info("%s: %s; ready for another start", name, message)
 
-    def _on_lease_lost(self, instance: Instance, exc: LeaseLost) -> None:
-        """From the instance's heartbeat: someone else holds the slot now."""
+    def _on_lease_lost(self, exc: LeaseLost) -> None:
+        """From a run's instance: someone else holds the exchange now.
+
+        The holder token in `exc` says whose lease it was: a report from an
+        earlier run's instance is not about the current run.
+        """
         run = self._run
-        if run is None or run.instance is not instance:
+        if run is None or run.instance.instance_id != exc.instance_id:
             return
         log.error("%s: %s; fencing", self._ctx.name, exc)
         self._wake.set()

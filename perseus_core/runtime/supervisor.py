@@ -8,10 +8,11 @@ The child gets a session (and so a process group) of its own, so that:
   stopped with it instead of being left running as orphans.
 
 The child runs under a watchdog (`perseus_core.runtime.watchdog`), which
-leads that process group. The agent renews a deadline on the watchdog after
-every heartbeat that Redis confirmed; when the agent is frozen, cut off from
-Redis or killed with -9, the renewals stop and the watchdog kills the group
-before the status key can expire and another instance take over. The
+leads that process group. The agent renews a deadline on the watchdog as
+each heartbeat that Redis confirmed lands (the instance's heartbeat tells it;
+nothing polls); when the agent is frozen, cut off from Redis or killed with
+-9, the renewals stop and the watchdog kills the group before the status key
+can expire and another instance take over. The
 deadline is the confirmed heartbeat's send time + the TTL - `margin_ms(ttl)`:
 
 - 2 % of the TTL for clock-rate differences between this host's monotonic
@@ -35,7 +36,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -287,22 +288,6 @@ class ChildProcess:
         code = await self.wait()
         await self._until_group_gone(time.monotonic() + _KILL_LANDS_S)
         return code
-
-    async def keep_renewing(
-        self, confirmed_at: Callable[[], float | None], ttl_ms: int, every_s: float
-    ) -> None:
-        """Until the child ends, renew the watchdog's deadline whenever the lease's
-        last confirmed heartbeat (`confirmed_at`, see `Lease.confirmed_at`) moves on.
-
-        Looks every `every_s`; a frozen agent looks no more, which is the point.
-        """
-        renewed: float | None = None
-        while self.returncode is None:
-            confirmed = confirmed_at()
-            if confirmed is not None and confirmed != renewed:
-                self.renew(kill_deadline_ms(confirmed, ttl_ms))
-                renewed = confirmed
-            await asyncio.sleep(every_s)
 
     def kill_now(self) -> None:
         """SIGKILL the whole group without waiting (forced exit of the agent)."""

@@ -2,19 +2,20 @@
 
 An agent that is frozen (SIGSTOP, a stalled VM) or cut off from Redis stops
 renewing its lease, but it cannot stop its child either: the status key
-expires, another agent claims the slot and starts its own child while the
+expires, another agent claims the exchange and starts its own child while the
 old one still runs. This small process closes that gap. It runs the child
 and kills it, with everything in its process group, when the agent has not
 renewed a local deadline in time. The agent sets that deadline to end before
 the Redis TTL of its last confirmed heartbeat does (see `supervisor`), so the
-child is gone before anyone else can claim the slot.
+child is gone before anyone else can claim the exchange.
 
 Protocol, kept to what a frozen agent cannot get wrong:
 
 - argv: `STATUS_FD DEADLINE_MS -- COMMAND...`, where DEADLINE_MS is a point on the
   system-wide monotonic clock (`time.monotonic()` in ms, the same clock in
   every process of the host; `inf` for none) and COMMAND is the child;
-- stdin: renewals from the agent, one new DEADLINE_MS per line; end of file
+- stdin: renewals from the agent, one new DEADLINE_MS per line, written as
+  each heartbeat Redis confirmed lands (`Heartbeat.on_renewal`); end of file
   means the agent is gone (even after `kill -9`), and the group is killed;
 - STATUS_FD: one status line for the agent, `started PID` or `failed ERRNO`;
 - exit: the child's own exit status (a signal is re-raised on the watchdog),

@@ -74,7 +74,7 @@ async def test_an_agent_cannot_touch_another_exchange(
     try:
         await own.claim(heartbeat=False)
         await own.transition(ConnectionState.STARTING)
-        assert (await own.heartbeat()).value == "refreshed"
+        assert (await own.heartbeat.tick()).value == "refreshed"
         assert await own.release()
         with pytest.raises(NoPermissionError):
             await other.claim(heartbeat=False)

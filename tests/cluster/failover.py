@@ -35,7 +35,7 @@ from perseus_core.runtime.supervisor import kill_deadline_ms
 from perseus_core.store.activity import ActivityLog, ActivityTail
 from perseus_core.store.control.sender import ControlClient
 from perseus_core.store.control.server import CommandServer
-from perseus_core.store.lease.errors import ClaimConflict, LeaseLost
+from perseus_core.store.lease import ClaimConflict, LeaseLost
 from perseus_core.store.network import NetworkReader
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PerseusError
@@ -152,12 +152,12 @@ async def failover_drill(nodes: RedisClusterNodes, settings: Settings) -> Failov
             await asyncio.sleep(WRITE_EVERY_S)
 
     async def rival_loop() -> None:
-        while not rival.holds_lease:
+        while not rival.lease.held:
             with contextlib.suppress(ClaimConflict, PerseusError, *REDIS_ERRORS):
                 await rival.claim()
                 moments["rival"] = time.monotonic()
-                confirmed = instances[2].lease_confirmed_at
-                if confirmed is not None and instances[2].holds_lease:
+                confirmed = instances[2].lease.confirmed_at
+                if confirmed is not None and instances[2].lease.held:
                     victim_deadline.append(
                         kill_deadline_ms(confirmed, settings.heartbeat_ttl_ms) / 1000
                     )

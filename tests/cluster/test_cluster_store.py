@@ -26,7 +26,7 @@ from perseus_core.plumbing.connection import connect
 from perseus_core.store.activity import ActivityLog, ActivityTail, reads
 from perseus_core.store.control.sender import ControlClient
 from perseus_core.store.control.server import CommandServer, HandlerResult
-from perseus_core.store.lease.errors import ClaimConflict, LeaseLost
+from perseus_core.store.lease import ClaimConflict, LeaseLost
 from perseus_core.store.network import NetworkReader
 from perseus_core.store.presence import AgentAnnouncer
 from perseus_core.wire import keys
@@ -92,8 +92,8 @@ async def test_claim_heartbeat_transitions_pages_and_release(
             await instance.claim()
             for state in (S.STARTING, S.WARMING, S.ACTIVE):
                 assert (await instance.transition(state)).ok
-        await eventually(lambda: all(i.heartbeat_count >= 3 for i in fleet), what="heartbeats")
-        assert all(i.heartbeat_failures == 0 for i in fleet)
+        await eventually(lambda: all(i.heartbeat.count >= 3 for i in fleet), what="heartbeats")
+        assert all(i.heartbeat.failures == 0 for i in fleet)
 
         for instance in fleet:
             raw = await cluster_redis.get(keys.status_key(instance.exchange_id))
@@ -143,7 +143,7 @@ async def test_fencing_a_second_claimer_and_a_foreign_overwrite(
         foreign.update(instanceId="other:1:1:1", hostname="host-b")
         await cluster_redis.set(key, json.dumps(foreign), px=5_000)
         await eventually(lambda: lost, what="the holder to fence itself")
-        assert not holder.holds_lease
+        assert not holder.lease.held
         assert json.loads(await cluster_redis.get(key))["hostname"] == "host-b"
 
 

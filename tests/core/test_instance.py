@@ -301,7 +301,7 @@ async def test_heartbeats_and_field_updates_add_no_entries(
     await instance.set_symbol_count(3)
     await instance.set_ip("203.0.113.7")
     for _ in range(3):
-        await instance.heartbeat()
+        await instance.heartbeat.tick()
     assert await redis.xlen(STREAM) == 0
 
 
@@ -401,17 +401,17 @@ async def test_changes_survive_redis_being_down_and_the_gap_is_logged(
     assert result.entry_id is None and not result.ok
     assert "cannot reach Redis at redis://127.0.0.1" in (result.error or "")
     assert "state_transition entry not written" in caplog.text
-    assert instance.last_write_error == result.error
+    assert instance.publisher.last_write_error == result.error
 
     error_result = await instance.record_error("feed down")
     assert instance.status.last_error == "feed down" and not error_result.ok
-    assert instance.unsent_entries == 2
+    assert instance.publisher.unsent_entries == 2
 
     fresh_redis.start()
     clock.advance(seconds=10)
     result = await instance.transition(S.WARMING)
     assert result.ok and result.entry_id is not None
-    assert instance.unsent_entries == 0
+    assert instance.publisher.unsent_entries == 0
 
     client = connect(settings)
     try:
@@ -439,7 +439,7 @@ async def test_claim_with_redis_down_raises_redis_unavailable(
     fresh_redis.stop()
     with pytest.raises(RedisUnavailable, match="cannot reach Redis"):
         await instance.claim()
-    assert not instance.holds_lease and not instance.heartbeat_running
+    assert not instance.lease.held and not instance.heartbeat.running
 
 
 async def test_release_with_redis_down_does_not_raise(
@@ -452,5 +452,5 @@ async def test_release_with_redis_down_does_not_raise(
     await instance.claim()
     fresh_redis.stop()
     assert await instance.release() is False
-    assert not instance.holds_lease and not instance.heartbeat_running
-    assert "expires by TTL" in (instance.last_write_error or "")
+    assert not instance.lease.held and not instance.heartbeat.running
+    assert "expires by TTL" in (instance.publisher.last_write_error or "")

@@ -296,7 +296,7 @@ async def test_claim_writes_the_wire_payload_with_ttl(
     assert data["connectionState"] == "idle"
     assert data["connectedAt"] is None and data["ipAddress"] is None
     assert data["instanceId"] == instance.instance_id
-    assert data["epoch"] == instance.epoch == 1
+    assert data["epoch"] == instance.lease.epoch == 1
     assert data["pid"] == instance.pid
     assert data["version"] == __version__
     assert 0 < await redis.pttl(KEY) <= settings.heartbeat_ttl_ms
@@ -349,7 +349,7 @@ async def test_twenty_concurrent_claimers_one_winner(
         assert "IP unknown" in str(conflict)
         assert "expires in" in str(conflict)
         assert 0 < conflict.ttl_ms <= settings.heartbeat_ttl_ms
-    assert [i.holds_lease for i in instances].count(True) == 1
+    assert [i.lease.held for i in instances].count(True) == 1
     assert (await stored(redis)).instance_id == winner.instance_id
     assert await redis.get(EPOCH_KEY) == "20"  # every claimer drew an epoch; one used it
 
@@ -387,7 +387,7 @@ async def test_conflict_with_a_typescript_holder(
         assert part in message
     assert 0 < info.value.ttl_ms <= 5_000
     assert await redis.get(KEY) == TS_PAYLOAD
-    assert not contender.holds_lease
+    assert not contender.lease.held
 
 
 async def test_conflict_with_an_unreadable_holder(
@@ -415,7 +415,7 @@ async def test_claim_survives_a_lost_reply_on_a_retrying_client(
     proxy.lose_reply_to = (b"\r\nSET\r\n", b"\r\nNX\r\n")
     await instance.claim(heartbeat=False)
     assert proxy.lost_replies == 1
-    assert instance.holds_lease and instance.epoch == 1
+    assert instance.lease.held and instance.lease.epoch == 1
     assert (await stored(redis)).instance_id == instance.instance_id
 
 
@@ -432,12 +432,12 @@ async def test_claim_retried_by_the_caller_after_a_lost_reply(
     proxy.lose_reply_to = (b"\r\nSET\r\n", b"\r\nNX\r\n")
     with pytest.raises(RedisUnavailable):
         await instance.claim(heartbeat=False)
-    assert not instance.holds_lease
+    assert not instance.lease.held
     assert (await stored(redis)).instance_id == instance.instance_id  # it was applied
 
     await instance.claim(heartbeat=False)
-    assert instance.holds_lease
-    assert instance.epoch == 1  # the epoch of the attempt that won, not a new one
+    assert instance.lease.held
+    assert instance.lease.epoch == 1  # the epoch of the attempt that won, not a new one
     assert (await stored(redis)).epoch == 1
     assert await redis.get(EPOCH_KEY) == "2"
 
@@ -473,7 +473,7 @@ async def test_takeover_when_the_holder_pid_is_dead(
     await instance.claim(heartbeat=False)
     now = await stored(redis)
     assert now.instance_id == instance.instance_id
-    assert now.epoch == instance.epoch == 6
+    assert now.epoch == instance.lease.epoch == 6
     assert 0 < await redis.pttl(KEY) <= settings.heartbeat_ttl_ms
 
 
@@ -520,12 +520,12 @@ async def test_epoch_increases_every_time_the_slot_changes_hands(
 
     b = make_instance(settings, hostname="host-b")
     await b.claim(heartbeat=False)
-    assert (await stored(redis)).epoch == b.epoch == 2
+    assert (await stored(redis)).epoch == b.lease.epoch == 2
     await eventually(lambda: _missing(redis), what="b's key to expire")
 
     c = make_instance(settings, hostname="host-c")
     await c.claim(heartbeat=False)
-    assert (await stored(redis)).epoch == c.epoch == 3
+    assert (await stored(redis)).epoch == c.lease.epoch == 3
     assert await redis.get(EPOCH_KEY) == "3"
 
 
@@ -537,9 +537,9 @@ async def test_release_deletes_only_our_key(
 ) -> None:
     instance = make_instance(settings)
     await instance.claim()
-    assert instance.heartbeat_running
+    assert instance.heartbeat.running
     assert await instance.release() is True
-    assert not instance.heartbeat_running and not instance.holds_lease
+    assert not instance.heartbeat.running and not instance.lease.held
     assert not await redis.exists(KEY)
     assert await instance.release() is False
 
@@ -558,8 +558,8 @@ async def test_heartbeat_needs_a_claim(
 ) -> None:
     instance = make_instance(settings)
     with pytest.raises(PerseusError, match="not held"):
-        instance.start_heartbeat()
-    assert await instance.heartbeat() is HeartbeatResult.NOT_HELD
+        instance.heartbeat.start()
+    assert await instance.heartbeat.tick() is HeartbeatResult.NOT_HELD
 
 
 # --- heartbeat ------------------------------------------------------------------
@@ -572,12 +572,31 @@ async def test_heartbeat_keeps_the_key_alive_past_many_ttls(
     await instance.claim()
     registered = instance.status.registered_at
     # 12 ticks at 100 ms span three 400 ms TTLs.
-    await eventually(lambda: instance.heartbeat_count >= 12, what="12 heartbeats")
+    await eventually(lambda: instance.heartbeat.count >= 12, what="12 heartbeats")
     now = await stored(redis)
     assert now.instance_id == instance.instance_id
     assert now.last_heartbeat > registered
     assert now.registered_at == registered
-    assert instance.heartbeat_failures == 0
+    assert instance.heartbeat.failures == 0
+
+
+async def test_each_confirmed_tick_announces_the_renewal(
+    settings: Settings, make_instance: Callable[..., Instance]
+) -> None:
+    """What the agent's child watchdog is told: the send time of every tick
+    Redis confirmed, as it happens, and nothing once the exchange is released."""
+    instance = make_instance(settings)
+    renewals: list[float] = []
+    instance.heartbeat.on_renewal(renewals.append)
+    await instance.claim(heartbeat=False)
+    assert renewals == []  # the claim itself is not a heartbeat
+    for _ in range(3):
+        assert await instance.heartbeat.tick() is HeartbeatResult.REFRESHED
+        assert renewals[-1] == instance.lease.confirmed_at
+    assert len(renewals) == 3 and renewals == sorted(renewals)
+    await instance.release()
+    assert await instance.heartbeat.tick() is HeartbeatResult.NOT_HELD
+    assert len(renewals) == 3
 
 
 async def test_heartbeat_rewrites_only_last_heartbeat(
@@ -590,7 +609,7 @@ async def test_heartbeat_rewrites_only_last_heartbeat(
     before = await redis.get(KEY)
     clock.advance(seconds=15, milliseconds=7)
 
-    assert await instance.heartbeat() is HeartbeatResult.REFRESHED
+    assert await instance.heartbeat.tick() is HeartbeatResult.REFRESHED
     after = await redis.get(KEY)
     assert after == before.replace(
         '"lastHeartbeat":"2026-02-10T18:00:00.000Z"', '"lastHeartbeat":"2026-02-10T18:00:15.007Z"'
@@ -609,7 +628,7 @@ async def test_heartbeat_handles_a_payload_it_cannot_patch_in_place(
     data["lastHeartbeat"] = None
     await redis.set(KEY, json.dumps(data, indent=2), px=10_000)
 
-    assert await instance.heartbeat() is HeartbeatResult.REFRESHED
+    assert await instance.heartbeat.tick() is HeartbeatResult.REFRESHED
     now = await stored(redis)
     assert now.last_heartbeat == instance.status.last_heartbeat
     assert now.instance_id == instance.instance_id
@@ -625,15 +644,15 @@ async def test_heartbeat_is_one_command_per_tick(
     admin = new_client(settings)
     instance = make_instance(settings)
     await instance.claim()
-    await eventually(lambda: instance.heartbeat_count >= 2, what="warm-up ticks")
-    await instance.stop_heartbeat()
+    await eventually(lambda: instance.heartbeat.count >= 2, what="warm-up ticks")
+    await instance.heartbeat.stop()
 
     await admin.config_resetstat()
-    base = instance.heartbeat_count
-    instance.start_heartbeat()
-    await eventually(lambda: instance.heartbeat_count >= base + 5, what="5 ticks")
-    await instance.stop_heartbeat()
-    ticks = instance.heartbeat_count - base
+    base = instance.heartbeat.count
+    instance.heartbeat.start()
+    await eventually(lambda: instance.heartbeat.count >= base + 5, what="5 ticks")
+    await instance.heartbeat.stop()
+    ticks = instance.heartbeat.count - base
 
     stats = await admin.info("commandstats")
     calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
@@ -661,7 +680,7 @@ async def test_heartbeat_recreates_a_vanished_key_and_logs_it(
     await eventually(
         lambda: _stream_has(redis, "error", "had expired"), what="the re-creation entry"
     )
-    assert instance.holds_lease and instance.heartbeat_running
+    assert instance.lease.held and instance.heartbeat.running
 
 
 async def _stream_has(redis: Redis, event: str, text: str) -> bool:
@@ -682,18 +701,18 @@ async def test_a_late_holder_never_touches_the_new_holders_key(
     lost = LostCalls()
     a = make_instance(make_settings(), hostname="host-a", on_lease_lost=lost)
     await a.claim()
-    await a.stop_heartbeat()  # "paused": no more refreshes
+    await a.heartbeat.stop()  # "paused": no more refreshes
     await eventually(lambda: _missing(redis), what="a's key to expire")
 
     b = make_instance(make_settings(heartbeat_ttl_ms=10_000), hostname="host-b")
     await b.claim(heartbeat=False)
     b_raw = await redis.get(KEY)
-    assert b.epoch == 2
+    assert b.lease.epoch == 2
 
     # a wakes up and carries on as if it still held the slot.
-    assert a.holds_lease
+    assert a.lease.held
     if found_by == "heartbeat":
-        assert await a.heartbeat() is HeartbeatResult.LOST
+        assert await a.heartbeat.tick() is HeartbeatResult.LOST
     elif found_by == "update":
         with pytest.raises(LeaseLost):
             await a.transition(ConnectionState.STARTING)
@@ -702,19 +721,19 @@ async def test_a_late_holder_never_touches_the_new_holders_key(
         with pytest.raises(LeaseLost):
             await a.release()
     else:
-        a.start_heartbeat()
-        await eventually(lambda: not a.heartbeat_running, what="a's heartbeat to stop")
+        a.heartbeat.start()
+        await eventually(lambda: not a.heartbeat.running, what="a's heartbeat to stop")
 
     await eventually(lambda: lost.calls, what="on_lease_lost")
     exc = lost.calls[0]
     assert exc.holder is not None and exc.holder.instance_id == b.instance_id
     assert exc.instance_id == a.instance_id
     assert "host-b" in str(exc)
-    assert a.lease_lost is exc and not a.holds_lease
+    assert a.lease.lost is exc and not a.lease.held
     assert a.status.last_error == str(exc)
 
     # Anything else a does afterwards stays away from b's key too.
-    assert await a.heartbeat() is HeartbeatResult.NOT_HELD
+    assert await a.heartbeat.tick() is HeartbeatResult.NOT_HELD
     if a.state is ConnectionState.IDLE:
         result = await a.transition(ConnectionState.STARTING)
     else:
@@ -746,7 +765,7 @@ async def test_an_async_callback_may_close_the_instance(
     await a.claim()
     await redis.set(KEY, holder_payload("host-z", 1).to_json(), px=10_000)
     await asyncio.wait_for(closed.wait(), 5)
-    assert not a.heartbeat_running
+    assert not a.heartbeat.running
     assert (await stored(redis)).hostname == "host-z"
 
 
@@ -764,20 +783,20 @@ async def test_heartbeat_survives_a_redis_restart(
     instance = make_instance(settings)
     await instance.claim()
     await instance.transition(ConnectionState.STARTING)
-    await eventually(lambda: instance.heartbeat_count >= 2, what="heartbeats")
+    await eventually(lambda: instance.heartbeat.count >= 2, what="heartbeats")
 
     fresh_redis.restart()  # every key is gone, the script cache too
     await eventually(lambda: admin.exists(KEY), what="the key to be re-created")
     now = InstanceStatus.from_json(await admin.get(KEY))
     assert now.instance_id == instance.instance_id
     assert now.connection_state is ConnectionState.STARTING
-    assert now.epoch == instance.epoch == 1
+    assert now.epoch == instance.lease.epoch == 1
     # The fencing counter is restored, so the next claimer still gets a larger epoch.
     assert await admin.get(EPOCH_KEY) == "1"
     await eventually(lambda: _stream_has(admin, "error", "had expired"), what="the log entry")
-    count = instance.heartbeat_count
-    await eventually(lambda: instance.heartbeat_count >= count + 3, what="more heartbeats")
-    assert instance.heartbeat_running and instance.holds_lease
+    count = instance.heartbeat.count
+    await eventually(lambda: instance.heartbeat.count >= count + 3, what="more heartbeats")
+    assert instance.heartbeat.running and instance.lease.held
 
 
 async def test_heartbeat_survives_redis_being_down(
@@ -789,18 +808,18 @@ async def test_heartbeat_survives_redis_being_down(
     settings = make_settings(redis_url=fresh_redis.url)
     instance = make_instance(settings, new_client(settings, retry=no_retry()))
     await instance.claim()
-    await eventually(lambda: instance.heartbeat_count >= 1, what="a heartbeat")
+    await eventually(lambda: instance.heartbeat.count >= 1, what="a heartbeat")
 
     fresh_redis.stop()
-    await eventually(lambda: instance.heartbeat_failures >= 3, what="failed ticks")
-    assert instance.heartbeat_running
-    assert "cannot reach Redis at redis://127.0.0.1" in (instance.last_heartbeat_error or "")
+    await eventually(lambda: instance.heartbeat.failures >= 3, what="failed ticks")
+    assert instance.heartbeat.running
+    assert "cannot reach Redis at redis://127.0.0.1" in (instance.heartbeat.last_error or "")
 
     fresh_redis.start()
     admin = new_client(settings)
     await eventually(lambda: admin.exists(KEY), what="the key to be re-created")
     assert (await stored(admin)).instance_id == instance.instance_id
-    await eventually(lambda: instance.last_heartbeat_error is None, what="a clean tick")
+    await eventually(lambda: instance.heartbeat.last_error is None, what="a clean tick")
 
 
 async def test_a_change_made_while_redis_is_unreachable_reaches_the_key(
@@ -821,7 +840,7 @@ async def test_a_change_made_while_redis_is_unreachable_reaches_the_key(
     assert result.status is StatusWrite.DEFERRED
     assert result.entry_id is None and not result.ok
     assert "cannot reach Redis" in (result.error or "")
-    assert instance.unsent_entries == 1
+    assert instance.publisher.unsent_entries == 1
     assert (await stored(redis)).connection_state is ConnectionState.IDLE
 
     await proxy.up()
@@ -832,7 +851,7 @@ async def test_a_change_made_while_redis_is_unreachable_reaches_the_key(
     )
     assert await _stream_has(redis, "error", "idle->starting")
     assert not await _stream_has(redis, "error", "had expired")  # updated, not re-created
-    assert instance.unsent_entries == 0
+    assert instance.publisher.unsent_entries == 0
 
 
 async def _state_is(redis: Redis, state: ConnectionState) -> bool:
@@ -868,7 +887,7 @@ async def test_a_foreign_payload_of_any_shape_fences_the_holder(
     await redis.execute_command("SET", KEY, value, "KEEPTTL")
 
     if found_by == "heartbeat":
-        assert await a.heartbeat() is HeartbeatResult.LOST
+        assert await a.heartbeat.tick() is HeartbeatResult.LOST
     elif found_by == "update":
         with pytest.raises(LeaseLost):
             await a.transition(ConnectionState.STARTING)
@@ -877,9 +896,9 @@ async def test_a_foreign_payload_of_any_shape_fences_the_holder(
             await a.release()
 
     await eventually(lambda: lost.calls, what="on_lease_lost")
-    assert not a.holds_lease and len(lost.calls) == 1
+    assert not a.lease.held and len(lost.calls) == 1
     assert lost.calls[0].holder is None or lost.calls[0].holder.instance_id != a.instance_id
-    assert await a.heartbeat() is HeartbeatResult.NOT_HELD
+    assert await a.heartbeat.tick() is HeartbeatResult.NOT_HELD
     raw = await redis.execute_command("GET", KEY, NEVER_DECODE=True)
     expected = value if isinstance(value, bytes) else value.encode()
     assert raw == expected

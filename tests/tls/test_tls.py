@@ -44,7 +44,7 @@ async def test_a_claim_and_a_read_over_verified_tls(
         instance = Instance(redis, settings, exchange_id=7, exchange_name="kraken")
         await instance.claim(heartbeat=False)
         await instance.transition(ConnectionState.STARTING)
-        assert await instance.heartbeat() is HeartbeatResult.REFRESHED
+        assert await instance.heartbeat.tick() is HeartbeatResult.REFRESHED
         assert '"connectionState":"starting"' in (await redis.get("exchange:7:status") or "")
         assert await instance.release()
     finally:

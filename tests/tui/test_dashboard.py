@@ -103,7 +103,7 @@ async def test_card_goes_offline_when_the_key_expires(
     app = make_app(settings=make_settings(refresh_ms=300))
     async with app.run_test(size=(120, 40)):
         await eventually(lambda: "STARTING" in card_text(app, 2))
-        await instance.stop_heartbeat()  # the process "dies": no more refreshes, the TTL runs out
+        await instance.heartbeat.stop()  # the process "dies": no more refreshes, the TTL runs out
         await eventually(lambda: "OFFLINE" in card_text(app, 2), within=5)
         text = card_text(app, 2)
         assert "beta-host" in text and "starting" in text  # last known host and state

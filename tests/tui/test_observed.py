@@ -36,7 +36,7 @@ async def test_offline_and_back_are_observed_and_never_written(
     async with app.run_test(size=(120, 40)) as pilot:
         feed = app.dashboard.feed
         await eventually(lambda: app.views.get(2) is not None and app.views[2].status is not None)
-        await first.stop_heartbeat()  # killed: nothing written, the key expires
+        await first.heartbeat.stop()  # killed: nothing written, the key expires
 
         async def expired() -> bool:
             return await redis.exists(keys.status_key(2)) == 0

@@ -1,36 +1,21 @@
-"""The slot lease: who owns `exchange:{id}:status`, proven by a key with a TTL.
+"""The lease on an exchange's status key: who holds `exchange:{id}:status`,
+proven by the key's TTL and fenced by a compare-and-set on the holder token.
 
-Only one live process may own an exchange slot. Ownership is the status key
-itself (the TTL is the liveness signal other readers already use), marked with
-an owner token, `instanceId` (docs/wire-format.md 2.2). Every write after the
-claim is a compare-and-set on that token inside one Lua script, so a holder
-that stalled past its TTL and lost the slot can never overwrite or delete the
-new holder's key. A separate counter, `perseus:epoch:{id}`, increases each
-time the slot changes hands and is stored in the payload: it survives expiries
-of the status key, so anything acting on the holder's behalf can be fenced by
-epoch.
-
-Modules: `scripts` (the Lua, one key each), `slot` (the key's round trips),
-`claim` (taking the slot), `heartbeat` (the ticking task), `state` and `lease`
-(the `Lease` its owner holds), `errors`, `identity` (owner tokens).
+Modules: `lease` (the `Lease`, the errors it raises and the holder tokens)
+and `scripts` (its Lua, one key each).
 """
 
-from perseus_core.store.lease.errors import ClaimConflict, LeaseLost
-from perseus_core.store.lease.heartbeat import HeartbeatResult
-from perseus_core.store.lease.identity import make_instance_id, unique_start_ms, wire_now
-from perseus_core.store.lease.lease import Lease
-from perseus_core.store.lease.scripts import (
-    EPOCH_FLOOR_LUA,
-    HEARTBEAT_LUA,
-    RELEASE_LUA,
-    UPDATE_LUA,
+from perseus_core.store.lease.lease import (
+    ClaimConflict,
+    HeartbeatResult,
+    Lease,
+    LeaseLost,
+    make_instance_id,
+    unique_start_ms,
+    wire_now,
 )
 
 __all__ = [
-    "EPOCH_FLOOR_LUA",
-    "HEARTBEAT_LUA",
-    "RELEASE_LUA",
-    "UPDATE_LUA",
     "ClaimConflict",
     "HeartbeatResult",
     "Lease",

@@ -1,5 +1,5 @@
 """The lease's Lua scripts: every write after the claim is a compare-and-set on
-the owner token, so a holder that lost the slot can never touch the new
+the holder token, so a holder that lost the exchange can never touch the new
 holder's key. Every script touches exactly one key, passed in KEYS, so ACLs
 and Redis Cluster routing see it."""
 
@@ -12,13 +12,13 @@ from redis.commands.core import AsyncScript
 from perseus_core.plumbing.scripts import registered_scripts
 from perseus_core.plumbing.topology import RedisClient
 
-# Return codes shared by the owner-checked scripts:
+# Return codes shared by the holder-checked scripts:
 #   1  done (the key held our instanceId)
 #   0  the key does not exist (expired, deleted, or Redis lost its data)
 #  -1  the key holds someone else's payload (or one that is not JSON we wrote)
 
-_OWNER_OF = """
-local function owner_of(raw)
+_HOLDER_OF = """
+local function holder_of(raw)
   local ok, doc = pcall(cjson.decode, raw)
   if ok and type(doc) == 'table' and type(doc['instanceId']) == 'string' then
     return doc['instanceId'], doc
@@ -28,12 +28,12 @@ end
 """
 
 HEARTBEAT_LUA = (
-    _OWNER_OF
+    _HOLDER_OF
     + """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
-local owner, doc = owner_of(raw)
-if owner ~= ARGV[1] then return -1 end
+local holder, doc = holder_of(raw)
+if holder ~= ARGV[1] then return -1 end
 -- Replace only the lastHeartbeat value, byte for byte: re-encoding with cjson
 -- would reorder keys, escape '/' and turn integers above 1e14 into floats.
 local stamp = '"lastHeartbeat":"' .. ARGV[2] .. '"'
@@ -47,14 +47,14 @@ redis.call('SET', KEYS[1], updated, 'PX', ARGV[3])
 return 1
 """
 )
-"""KEYS: status key. ARGV: owner instanceId, lastHeartbeat timestamp, TTL in ms."""
+"""KEYS: status key. ARGV: our instanceId, lastHeartbeat timestamp, TTL in ms."""
 
 UPDATE_LUA = (
-    _OWNER_OF
+    _HOLDER_OF
     + """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
-if owner_of(raw) ~= ARGV[1] then return -1 end
+if holder_of(raw) ~= ARGV[1] then return -1 end
 if ARGV[3] == '' then
   redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 else
@@ -63,21 +63,21 @@ end
 return 1
 """
 )
-"""KEYS: status key. ARGV: expected owner instanceId, new payload, TTL in ms or ''
+"""KEYS: status key. ARGV: expected holder instanceId, new payload, TTL in ms or ''
 (empty: keep the TTL, as docs/wire-format.md 1.1 says status updates do). Also
 the same-host takeover: compare-and-set against the *old* holder's instanceId."""
 
 RELEASE_LUA = (
-    _OWNER_OF
+    _HOLDER_OF
     + """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
-if owner_of(raw) ~= ARGV[1] then return -1 end
+if holder_of(raw) ~= ARGV[1] then return -1 end
 redis.call('DEL', KEYS[1])
 return 1
 """
 )
-"""KEYS: status key. ARGV: owner instanceId. Compare-and-delete."""
+"""KEYS: status key. ARGV: our instanceId. Compare-and-delete."""
 
 EPOCH_FLOOR_LUA = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0

@@ -1,68 +1,60 @@
-"""The heartbeat task: one tick every interval, never cut short, never dead on an error."""
+"""The heartbeat of an instance: its lease's `heartbeat` every interval, in a task.
+
+A tick is one EVALSHA (`Lease.heartbeat`). What a tick that Redis confirmed
+means to the rest of the instance is said here, once: the publisher notes the
+activity entries it could not write, and every renewal listener (the agent's
+child watchdog) hears the lease's new confirmed time.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from enum import StrEnum
+from collections.abc import Callable
 
+from perseus_core.instance.publication import Publisher
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.tasks import wait_event
+from perseus_core.store.lease import HeartbeatResult, Lease
+from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.settings import Settings
 
 log = logging.getLogger(__name__)
 
-
-class HeartbeatResult(StrEnum):
-    """What one heartbeat tick found."""
-
-    REFRESHED = "refreshed"
-    """Our key was there; its TTL and lastHeartbeat were refreshed."""
-    RECREATED = "recreated"
-    """Our key had vanished and nobody held the slot; it was re-created from memory."""
-    LOST = "lost"
-    """Another instance holds the slot; the lease is gone and the heartbeat stops."""
-    NOT_HELD = "not_held"
-    """Nothing to do: the slot was never claimed, or was released or lost earlier."""
+RenewalListener = Callable[[float], None]
+"""Told, after each tick Redis confirmed, the lease's `confirmed_at` (monotonic seconds)."""
 
 
-class HeartbeatLoop:
-    """Runs `tick` every heartbeat interval in a task, and counts how it went.
+class Heartbeat:
+    """Ticks a lease every heartbeat interval, and counts how it went.
 
     Late ticks are skipped rather than burst. A tick that raises is counted,
     logged once per failure streak and retried on the next interval: the
     heartbeat must outlive any failure, since a dead heartbeat silently gives
-    the slot away when the key expires.
+    the exchange away when the key expires. The task ends when the lease is
+    lost or no longer held.
 
     Args:
+        lease: the lease to keep.
+        publisher: told after each confirmed tick that Redis answers again.
         settings: the interval, and the Redis URL for error messages.
-        exchange_id: for log lines.
-        tick: one heartbeat; LOST or NOT_HELD ends the loop.
-        active: whether ticking still makes sense (the slot is held).
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        exchange_id: int,
-        tick: Callable[[], Awaitable[HeartbeatResult]],
-        active: Callable[[], bool],
-    ) -> None:
+    def __init__(self, lease: Lease, publisher: Publisher, settings: Settings) -> None:
+        self._lease = lease
+        self._publisher = publisher
         self._settings = settings
-        self._exchange_id = exchange_id
-        self._tick = tick
-        self._active = active
         self._interval_s = settings.heartbeat_interval_ms / 1000
         self._stop_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listeners: list[RenewalListener] = []
         self._failure_streak = 0
         self.count = 0
-        """Successful ticks (refreshed or re-created) since creation."""
+        """Ticks Redis confirmed (refreshed or re-created) since creation."""
         self.failures = 0
-        """Ticks that failed on an error (and were retried on the next tick)."""
+        """Ticks that failed on an error (and were retried on the next interval)."""
         self.last_error: str | None = None
         """The most recent failure, one line; None after a success."""
 
@@ -71,12 +63,27 @@ class HeartbeatLoop:
         """Whether the heartbeat task is alive."""
         return self._task is not None and not self._task.done()
 
-    def start(self, name: str) -> None:
-        """Start the task called `name` (no-op if it is running)."""
+    def on_renewal(self, listener: RenewalListener) -> None:
+        """Call `listener` after every tick Redis confirmed, for as long as this
+        heartbeat lives. It runs in the heartbeat's task: it must not block."""
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        """Start the task (no-op if it is running).
+
+        Raises:
+            PerseusError: the exchange is not held (claim it first).
+        """
+        if not self._lease.held:
+            raise PerseusError(
+                f"cannot heartbeat {self._lease.key}: the exchange is not held (claim it)"
+            )
         if self.running:
             return
         self._stop_event = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=name)
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"perseus heartbeat {self._lease.key}"
+        )
 
     def stop_soon(self) -> None:
         """Let the task end after the tick in flight (if any)."""
@@ -103,23 +110,43 @@ class HeartbeatLoop:
             if self._task is task:
                 self._task = None
 
-    def succeeded(self) -> None:
-        """Count a successful tick; say so if it ends a failure streak."""
+    async def tick(self) -> HeartbeatResult:
+        """One heartbeat now (the task runs one every interval).
+
+        Raises:
+            redis / OS errors: Redis did not answer.
+        """
+        result = await self._lease.heartbeat()
+        if result in (HeartbeatResult.REFRESHED, HeartbeatResult.RECREATED):
+            self._confirmed()
+        return result
+
+    def _confirmed(self) -> None:
+        """Count a tick Redis confirmed and tell whoever waits for one."""
         self.count += 1
         if self._failure_streak:
             log.info(
                 "exchange %s: heartbeat back after %d failed tick(s)",
-                self._exchange_id,
+                self._lease.exchange_id,
                 self._failure_streak,
             )
         self._failure_streak = 0
         self.last_error = None
+        self._publisher.after_tick()
+        confirmed_at = self._lease.confirmed_at
+        if confirmed_at is None:
+            return
+        for listener in self._listeners:
+            try:
+                listener(confirmed_at)
+            except Exception:
+                log.exception("exchange %s: a renewal listener failed", self._lease.exchange_id)
 
     async def _run(self) -> None:
         """Tick every interval until stopped, released or lost. Never dies on errors."""
         interval = self._interval_s
         next_due = time.monotonic() + interval
-        while self._active() and not self._stop_event.is_set():
+        while self._lease.held and not self._stop_event.is_set():
             if await wait_event(self._stop_event, next_due - time.monotonic()):
                 return
             now = time.monotonic()
@@ -127,7 +154,7 @@ class HeartbeatLoop:
             if next_due <= now:  # late (slow tick, busy loop): skip, do not burst
                 next_due = now + interval
             try:
-                result = await self._tick()
+                result = await self.tick()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the heartbeat must outlive any failure
@@ -144,7 +171,8 @@ class HeartbeatLoop:
         else:
             message = f"{type(exc).__name__}: {exc}"
         self.last_error = message
+        exchange_id = self._lease.exchange_id
         if self._failure_streak == 1:
-            log.warning("exchange %s: heartbeat failed, retrying: %s", self._exchange_id, message)
+            log.warning("exchange %s: heartbeat failed, retrying: %s", exchange_id, message)
         else:
-            log.debug("exchange %s: heartbeat failed again: %s", self._exchange_id, message)
+            log.debug("exchange %s: heartbeat failed again: %s", exchange_id, message)
