@@ -48,7 +48,7 @@ from perseus_core.store.control import (
     Via,
     refused_line,
 )
-from perseus_core.store.network import NetworkReader
+from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.errors import AccessDenied, CommandRejected, RedisUnavailable
 from perseus_core.wire.models import Command, CommandReply, CommandType, ReplyStatus
@@ -92,7 +92,7 @@ async def _refuse_what_cannot_succeed(
     cannot succeed. A user who may send commands but not read the exchange
     skips this check: the agent then has the only word, as before."""
     try:
-        view = await NetworkReader(redis, settings).exchange(exchange_id)
+        view = await FleetReader(redis).exchange(exchange_id)
     except NoPermissionError:
         return
     reason = refusal(view, kind)

@@ -19,7 +19,7 @@ from perseus_core.notify.events import FleetEvent, offline_event, online_event
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.store.activity import ActivityLog
-from perseus_core.store.network import ExchangeView, NetworkReader
+from perseus_core.store.network import ExchangeView, FleetReader
 from perseus_core.wire.models import InstanceStatus, StateTransitionEntry
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
@@ -65,7 +65,7 @@ class PresenceWatch:
 
     def __init__(
         self,
-        reader: NetworkReader,
+        reader: FleetReader,
         activity: ActivityLog,
         settings: Settings,
         *,

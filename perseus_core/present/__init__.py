@@ -6,6 +6,10 @@ badge and words to show and in which tone. Tones are semantic (success,
 warning, error...): the dashboard maps them to theme variables, the CLI to
 terminal styles, so the two can never disagree about what a colour means.
 No UI toolkit is imported here.
+
+- `exchange`: how one exchange looks (kind, badge, heartbeat, last seen).
+- `commands`: whether a start or stop can succeed, judged from a view.
+- `fleet`: the `perseus status --json` shape of an exchange.
 """
 
 from perseus_core.present.commands import refusal, route_of
@@ -25,6 +29,7 @@ from perseus_core.present.exchange import (
     status_word,
     uptime_s,
 )
+from perseus_core.present.fleet import exchange_json
 
 __all__ = [
     "HEARTBEAT_LEGEND",
@@ -34,6 +39,7 @@ __all__ = [
     "HeartbeatThresholds",
     "Tone",
     "badge",
+    "exchange_json",
     "heartbeat",
     "heartbeat_age_s",
     "last_seen_text",
