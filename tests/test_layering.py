@@ -3,7 +3,7 @@
 perseus_core is layered (docs/architecture.md):
 
     wire  <-  plumbing  <-  store  <-  instance  <-  runtime
-                              ^------  present, notify
+                              ^------  present  <-  notify
 
 A module may import its own layer and the layers its row below names; the
 dashboard builds only on perseus_core, the CLI on both. The library never
@@ -30,7 +30,7 @@ CORE_LAYERS: dict[str, set[str]] = {
     "store": {"wire", "plumbing"},
     "present": {"wire", "plumbing", "store"},
     "instance": {"wire", "plumbing", "store"},
-    "notify": {"wire", "plumbing", "store"},
+    "notify": {"wire", "plumbing", "store", "present"},
     "runtime": {"wire", "plumbing", "store", "instance"},
 }
 """Each layer of perseus_core and the layers it may import besides itself."""

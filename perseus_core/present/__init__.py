@@ -9,10 +9,19 @@ No UI toolkit is imported here.
 
 - `exchange`: how one exchange looks (kind, badge, heartbeat, last seen).
 - `commands`: whether a start or stop can succeed, judged from a view.
+- `edges`: whether a vanished status key was lost or released, or is back.
 - `fleet`: the `perseus status --json` shape of an exchange.
 """
 
 from perseus_core.present.commands import refusal, route_of
+from perseus_core.present.edges import (
+    RELEASED_STATES,
+    Edge,
+    EdgeKind,
+    KnownState,
+    newer_state,
+    offline_edge,
+)
 from perseus_core.present.exchange import (
     HEARTBEAT_LEGEND,
     LEGEND,
@@ -34,15 +43,21 @@ from perseus_core.present.fleet import exchange_json
 __all__ = [
     "HEARTBEAT_LEGEND",
     "LEGEND",
+    "RELEASED_STATES",
     "Badge",
+    "Edge",
+    "EdgeKind",
     "Heartbeat",
     "HeartbeatThresholds",
+    "KnownState",
     "Tone",
     "badge",
     "exchange_json",
     "heartbeat",
     "heartbeat_age_s",
     "last_seen_text",
+    "newer_state",
+    "offline_edge",
     "refusal",
     "route_of",
     "skew_warning",
