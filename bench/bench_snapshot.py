@@ -49,7 +49,7 @@ from _common import (
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from perseus_core.plumbing.connection import connect
-from perseus_core.store.network import NetworkReader, NetworkSnapshot
+from perseus_core.store.network import FleetReader, FleetSnapshot
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models import CatalogEntry, InstanceStatus
@@ -86,28 +86,28 @@ async def per_key_snapshot(redis: Redis) -> tuple[int, int]:
     return ok, errors
 
 
-def _count(snapshot: NetworkSnapshot) -> tuple[int, int]:
+def _count(snapshot: FleetSnapshot) -> tuple[int, int]:
     ok = sum(1 for view in snapshot.exchanges if view.status is not None)
     errors = sum(1 for view in snapshot.exchanges if view.error is not None)
     return ok, errors
 
 
 async def perseus_cold(redis: Redis, settings: Settings) -> tuple[int, int]:
-    """Perseus's read as the judged figure: a new NetworkReader, so its payload
+    """Perseus's read as the judged figure: a new FleetReader, so its payload
     cache is empty and every payload is validated, and no keyspace SCAN (the
     per-key side does not look for unlisted exchanges either)."""
-    reader = NetworkReader(redis, settings)
+    reader = FleetReader(redis)
     return _count(await reader.snapshot(discover_online=False))
 
 
 async def perseus_cold_scan(redis: Redis, settings: Settings) -> tuple[int, int]:
     """A new reader with its defaults, as `perseus status` runs it: the first
     snapshot also SCANs for online exchanges missing from the catalog."""
-    reader = NetworkReader(redis, settings)
+    reader = FleetReader(redis)
     return _count(await reader.snapshot())
 
 
-async def perseus_steady(reader: NetworkReader) -> tuple[int, int]:
+async def perseus_steady(reader: FleetReader) -> tuple[int, int]:
     """The dashboard's poll: the same reader again, payloads unchanged since its
     previous snapshot, so validation is served from its cache."""
     return _count(await reader.snapshot(discover_online=False))
@@ -140,7 +140,7 @@ async def measure(settings: Settings, sizes: list[int], runs: int) -> dict[str, 
     try:
         for size in sizes:
             await seed_fleet(redis, size)
-            steady_reader = NetworkReader(redis, settings)
+            steady_reader = FleetReader(redis)
             sides: dict[str, tuple[Any, ...]] = {
                 "perseus": (perseus_cold, redis, settings),
                 "perseus_with_scan": (perseus_cold_scan, redis, settings),
@@ -201,7 +201,7 @@ def main() -> None:
         report.figures = run_async(lambda: measure(settings, sizes, args.runs))
         report.figures["collector_paused"] = PAUSE_COLLECTOR
         report.figures["method"] = (
-            "median wall time; perseus = a new NetworkReader's snapshot(discover_online=False), "
+            "median wall time; perseus = a new FleetReader's snapshot(discover_online=False), "
             "so every payload is validated (with_scan: its default first snapshot, which also "
             "SCANs the keyspace; steady_cached: the same reader again on unchanged payloads, "
             "as the dashboard polls); per_key_get = HGETALL catalog + one GET per exchange "

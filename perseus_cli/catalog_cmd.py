@@ -14,7 +14,7 @@ import click
 from perseus_cli.common import load_settings, open_redis, run_read
 from perseus_cli.options import EXIT_ERROR, MAX_EXCHANGE_ID, fail, json_option, redis_url_option
 from perseus_cli.output import echo_json, print_table
-from perseus_core.store.network import NetworkReader
+from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.models import CatalogEntry, validate_exchange_name
 from perseus_core.wire.text import clean, clean_or
@@ -44,7 +44,7 @@ def catalog_list(as_json: bool, redis_url: str | None) -> None:
 
     async def body() -> None:
         async with open_redis(settings) as redis:
-            reader = NetworkReader(redis, settings)
+            reader = FleetReader(redis)
             entries = await reader.catalog()
         if as_json:
             # Corrupt fields are named with what is wrong (they are also
@@ -126,7 +126,7 @@ def catalog_add(
     async def body() -> None:
         async with open_redis(settings) as redis:
             existed = bool(await redis.hexists(keys.CATALOG_KEY, str(entry.id)))
-            await NetworkReader(redis, settings).add_to_catalog(entry, overwrite=True)
+            await FleetReader(redis).add_to_catalog(entry, overwrite=True)
         verb = "updated" if existed else "added"
         click.echo(f"{verb} {entry.id} {entry.name} ({clean(entry.label, 128)})")
 
@@ -160,7 +160,7 @@ def catalog_set(
 
     async def body() -> CatalogEntry | None:
         async with open_redis(settings) as redis:
-            reader = NetworkReader(redis, settings)
+            reader = FleetReader(redis)
             current = {e.id: e for e in await reader.catalog()}.get(exchange_id)
             if current is None:
                 return None
@@ -184,7 +184,7 @@ def catalog_remove(exchange_id: int, redis_url: str | None) -> None:
 
     async def body() -> bool:
         async with open_redis(settings) as redis:
-            return await NetworkReader(redis, settings).remove_from_catalog(exchange_id)
+            return await FleetReader(redis).remove_from_catalog(exchange_id)
 
     if not run_read(settings, body):
         fail(f"exchange {exchange_id} is not in the catalog", EXIT_ERROR)
@@ -199,7 +199,7 @@ def catalog_discover(redis_url: str | None) -> None:
 
     async def body() -> None:
         async with open_redis(settings) as redis:
-            added = await NetworkReader(redis, settings).discover()
+            added = await FleetReader(redis).discover()
         if not added:
             click.echo("nothing to add: every online exchange is in the catalog")
             return

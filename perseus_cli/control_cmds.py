@@ -41,7 +41,7 @@ from perseus_core.present.commands import refusal, refused_line
 from perseus_core.store.control.livermore import NoLivermoreListener
 from perseus_core.store.control.records import CommandOutcome, NoAgentAnswered, OutcomeUnknown
 from perseus_core.store.control.sender import ControlClient, Route, Via
-from perseus_core.store.network import NetworkReader
+from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.errors import AccessDenied, CommandRejected, RedisUnavailable
 from perseus_core.wire.models import Command, CommandReply, CommandType, ReplyStatus
@@ -85,7 +85,7 @@ async def _refuse_what_cannot_succeed(
     cannot succeed. A user who may send commands but not read the exchange
     skips this check: the agent then has the only word, as before."""
     try:
-        view = await NetworkReader(redis, settings).exchange(exchange_id)
+        view = await FleetReader(redis).exchange(exchange_id)
     except NoPermissionError:
         return
     reason = refusal(view, kind)

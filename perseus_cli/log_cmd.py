@@ -35,7 +35,7 @@ from perseus_core.store.activity import (
     parse_cursor,
     stream_label,
 )
-from perseus_core.store.network import NetworkReader
+from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import (
@@ -104,7 +104,7 @@ def _entry_line(entry: ActivityEntry) -> str:
     return f"{when}  {name}  {_summary(entry)}"
 
 
-async def _activity_names(reader: NetworkReader) -> list[str]:
+async def _activity_names(reader: FleetReader) -> list[str]:
     """Every exchange with an activity stream (either kind), a catalog entry or
     a status key: `exchange_names` scans the streams too (stream-typed keys
     only), so exchanges neither in the catalog nor online any more but with
@@ -112,7 +112,7 @@ async def _activity_names(reader: NetworkReader) -> list[str]:
     return sorted({name.lower() for name in await reader.exchange_names()})
 
 
-async def _require_known(redis: RedisClient, reader: NetworkReader, name: str) -> None:
+async def _require_known(redis: RedisClient, reader: FleetReader, name: str) -> None:
     """Raise PerseusError (exit 1) for a name that is nowhere: a typo must not
     read as "no activity" and exit 0."""
     if await redis.exists(keys.activity_key(name)):
@@ -208,9 +208,9 @@ def log_cmd(
                 names = [exchange.strip().lower()]
                 page = await activity.page(names[0], count=count, before=cursor)
                 if not page.entries:
-                    await _require_known(redis, NetworkReader(redis, settings), names[0])
+                    await _require_known(redis, FleetReader(redis), names[0])
             else:
-                names = await _activity_names(NetworkReader(redis, settings))
+                names = await _activity_names(FleetReader(redis))
                 page = await activity.merged_page(names, count=count, before=cursor)
         if follow:
             await _follow(settings, page, names, single=exchange is not None, as_json=as_json)
@@ -301,7 +301,7 @@ async def _follow(
     # followed from the start mapping either way. Their client fails fast: the
     # tail retries and reports an outage itself.
     names_client = connect(settings, retry=Retry(NoBackoff(), 0))
-    everything = NetworkReader(names_client, settings).exchange_names
+    everything = FleetReader(names_client).exchange_names
     tail = ActivityTail(
         settings, names=only_these if single else everything, start=_resume_points(page, names)
     )

@@ -19,12 +19,13 @@ from perseus_cli.output import Cell, ago, echo_json, print_table, styled
 from perseus_core.present import (
     HeartbeatThresholds,
     badge,
+    exchange_json,
     heartbeat,
     last_seen_text,
     status_word,
     uptime_s,
 )
-from perseus_core.store.network import ExchangeView, NetworkReader, ViewKind
+from perseus_core.store.network import ExchangeView, FleetReader, ViewKind
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import ConnectionState, InstanceStatus
 from perseus_core.wire.text import clean, clean_or
@@ -160,7 +161,7 @@ def status_cmd(as_json: bool, exchange_id: int | None, redis_url: str | None) ->
     async def body() -> None:
         problems: tuple[str, ...] = ()
         async with open_redis(settings) as redis:
-            reader = NetworkReader(redis, settings)
+            reader = FleetReader(redis)
             if exchange_id is not None:
                 view = await reader.exchange(exchange_id)
                 if not (view.in_catalog or view.online or view.agents or view.last_known):
@@ -177,7 +178,7 @@ def status_cmd(as_json: bool, exchange_id: int | None, redis_url: str | None) ->
                 now = snapshot.taken_at
                 problems = snapshot.problems  # also warned about on stderr
         if as_json:
-            data: dict[str, object] = {"instances": [v.to_dict() for v in views]}
+            data: dict[str, object] = {"instances": [exchange_json(v) for v in views]}
             if problems:
                 data["problems"] = list(problems)
             echo_json(data)

@@ -14,7 +14,7 @@ from typing import Literal
 
 from textual.message import Message
 
-from perseus_core.store.network import ExchangeView, NetworkSnapshot
+from perseus_core.store.network import ExchangeView, FleetSnapshot
 from perseus_core.wire.models import ActivityEntry, CommandType
 
 # --- results of the fleet service -------------------------------------------------
@@ -24,7 +24,7 @@ from perseus_core.wire.models import ActivityEntry, CommandType
 class SnapshotLoaded(Message):
     """A full read of the fleet (catalog + every status)."""
 
-    snapshot: NetworkSnapshot
+    snapshot: FleetSnapshot
 
     def can_replace(self, message: Message) -> bool:
         """A newer full read makes this one obsolete."""

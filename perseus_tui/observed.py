@@ -6,6 +6,8 @@ go, and tells the operator in the feed and the exchange's history, marked as
 its own observation. It never writes that into the exchange's activity
 stream: another dashboard may see it at a different moment, and the stream
 is shared with the TypeScript servers, whose admin shows every entry there.
+Whether a vanished key was lost or released is decided by
+`perseus_core.present.edges`, as it is for the notifier.
 """
 
 from __future__ import annotations
@@ -15,32 +17,29 @@ from collections import deque
 from collections.abc import Mapping
 from datetime import datetime
 
+from perseus_core.present.edges import Edge, EdgeKind, offline_edge
 from perseus_core.store.network import ExchangeView
-from perseus_core.wire.models import ConnectionState, OtherEntry
+from perseus_core.wire.models import OtherEntry
 from perseus_core.wire.timeutil import format_ts
 
 OBSERVED_OFFLINE = "observed_offline"
 """The event of an entry saying a status key vanished: while its instance ran
-(an unexpected loss), or after the stream last said it stopped (as expected)."""
+(an unexpected loss), or after the stream last said it stopped (as expected);
+its `edge` field says which (`EdgeKind`)."""
 OBSERVED_ONLINE = "observed_online"
 """The event of an entry saying an exchange seen going offline is back."""
 OBSERVED_EVENTS = frozenset({OBSERVED_OFFLINE, OBSERVED_ONLINE})
 KEPT = 500
 """Observations kept for detail screens opened later (they live as long as the dashboard)."""
 
-RELEASED_STATES = frozenset(
-    {ConnectionState.STOPPING, ConnectionState.STOPPED, ConnectionState.IDLE}
-)
-"""States after which a missing key is a release (the stream says so), not a loss."""
-
 
 class OfflineObserver:
     """Compares each read of the fleet with the previous one and reports the
-    exchanges whose instance vanished without releasing its slot, and their return."""
+    exchanges whose status key vanished, lost or released, and the return of the lost."""
 
     def __init__(self) -> None:
         self._gone: set[int] = set()
-        """Exchanges seen going offline and not back yet."""
+        """Exchanges found lost and not back yet."""
         self._serial = itertools.count(1)
         self.recent: deque[OtherEntry] = deque(maxlen=KEPT)
         """The latest observations, oldest first (a detail screen opened later shows them)."""
@@ -61,23 +60,22 @@ class OfflineObserver:
             old = before.get(exchange_id)
             if old is None:
                 continue
-            if old.online and not view.online:
-                state = old.status.connection_state if old.status is not None else None
-                if state in RELEASED_STATES:
-                    continue  # seen stopping: the stream says it released the slot
-                last = _stopped_since(old, view) or state
-                if last not in RELEASED_STATES:  # lost while running: watch for its return
-                    self._gone.add(exchange_id)
-                found.append(self._entry(OBSERVED_OFFLINE, old, now, last or "unreadable"))
-            elif view.online and exchange_id in self._gone:
+            edge = offline_edge(old, view, lost=exchange_id in self._gone)
+            if edge.kind is EdgeKind.LOST:  # watch for its return
+                self._gone.add(exchange_id)
+                found.append(self._entry(OBSERVED_OFFLINE, old, now, edge))
+            elif edge.kind is EdgeKind.RELEASED and not edge.seen_stopping:
+                # Stopped between two reads: the card went from running to
+                # offline, so say why. Seen stopping, the stream has said it.
+                found.append(self._entry(OBSERVED_OFFLINE, old, now, edge))
+            elif edge.kind is EdgeKind.BACK:
                 self._gone.discard(exchange_id)
-                state = view.status.connection_state if view.status is not None else None
-                found.append(self._entry(OBSERVED_ONLINE, view, now, state or "unreadable"))
+                found.append(self._entry(OBSERVED_ONLINE, view, now, edge))
         self.recent.extend(found)
         return found
 
-    def _entry(self, event: str, view: ExchangeView, now: datetime, state: str) -> OtherEntry:
-        """An observation about `view`'s exchange in `state`, dated `now`."""
+    def _entry(self, event: str, view: ExchangeView, now: datetime, edge: Edge) -> OtherEntry:
+        """An observation of `edge` about `view`'s exchange, dated `now`."""
         status = view.status
         name = view.exchange_name or (status.exchange_name if status is not None else "")
         fields = {
@@ -88,19 +86,7 @@ class OfflineObserver:
             "exchangeId": str(view.exchange_id),
             "exchangeName": name,
             "hostname": status.hostname if status is not None else "",
-            "state": str(state),
+            "state": edge.state or "unreadable",
+            "edge": str(edge.kind),
         }
         return OtherEntry.model_validate(fields)
-
-
-def _stopped_since(old: ExchangeView, new: ExchangeView) -> str | None:
-    """The released state the stream last named, when it is newer than the
-    running state the previous read showed: the instance stopped between two
-    reads (a Livermore server deletes its key right after `stopped`), so its
-    key went as expected. None when the stream says nothing newer."""
-    known = new.last_known
-    if known is None or known.state not in RELEASED_STATES:
-        return None
-    when = known.time
-    since = old.status.last_state_change if old.status is not None else None
-    return known.state if when is None or since is None or when >= since else None

@@ -29,6 +29,7 @@ from perseus_core.present import (
     uptime_s,
 )
 from perseus_core.present import heartbeat as heartbeat_look
+from perseus_core.present.edges import EdgeKind
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire.models import (
     ActivityEntry,
@@ -40,7 +41,7 @@ from perseus_core.wire.models import (
 )
 from perseus_core.wire.text import clean, clean_or
 from perseus_core.wire.timeutil import format_duration, parse_ts_or_none
-from perseus_tui.observed import OBSERVED_EVENTS, OBSERVED_OFFLINE, RELEASED_STATES
+from perseus_tui.observed import OBSERVED_EVENTS, OBSERVED_OFFLINE
 
 TONE_TEXT: Mapping[Tone, str] = {
     Tone.SUCCESS: "$text-success",
@@ -287,7 +288,7 @@ def _observed_body(entry: OtherEntry) -> Content:
     state = label(entry.extra_fields.get("state"), "?", 16)
     if entry.event == OBSERVED_OFFLINE:
         parts: list[str | tuple[str, str] | Content] = [("○ offline", OFFLINE_STYLE)]
-        if entry.extra_fields.get("state") in RELEASED_STATES:
+        if entry.extra_fields.get("edge") == EdgeKind.RELEASED:
             parts.append((f" after {state}, as expected", MUTED))
         else:
             parts.append((f": its status key vanished while {state}, an unexpected loss", ERROR))

@@ -37,7 +37,7 @@ from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog, ActivityPage, ActivityTail
 from perseus_core.store.control.sender import ControlClient
 from perseus_core.store.doctor import probe_roles
-from perseus_core.store.network import NetworkReader, NetworkSnapshot
+from perseus_core.store.network import FleetReader, FleetSnapshot
 from perseus_core.wire.models import ActivityEntry, CommandType
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
@@ -203,7 +203,7 @@ class FleetService:
             )
         self._problems = current
 
-    def _remember(self, snapshot: NetworkSnapshot) -> None:
+    def _remember(self, snapshot: FleetSnapshot) -> None:
         self._ids_by_name = {
             view.exchange_name.lower(): view.exchange_id for view in snapshot.exchanges
         }
@@ -213,7 +213,7 @@ class FleetService:
 
         While Redis is unreachable, retry every `retry_s` and say so each time.
         """
-        reader = NetworkReader(self.redis, self.settings, clock=self._clock)
+        reader = FleetReader(self.redis, clock=self._clock)
         next_full = 0.0
         failing = False
         while True:
@@ -257,7 +257,7 @@ class FleetService:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
 
-    async def _probe_rights(self, snapshot: NetworkSnapshot) -> None:
+    async def _probe_rights(self, snapshot: FleetSnapshot) -> None:
         """Once connected, ask Redis (without writing) whether this user may
         send commands; a viewer's dashboard then starts read-only and never
         offers start or stop."""
@@ -286,7 +286,7 @@ class FleetService:
         # The tail lists the streams to follow itself, on a client that fails fast:
         # it retries and reports an outage on its own.
         names_client = connect(self.settings, retry=Retry(NoBackoff(), 0))
-        names = NetworkReader(names_client, self.settings, clock=self._clock).exchange_names
+        names = FleetReader(names_client, clock=self._clock).exchange_names
         tail = ActivityTail(self.settings, names=names)
         try:
             await tail.start()
@@ -304,7 +304,7 @@ class FleetService:
                 await names_client.aclose()
 
     async def _load_history(self) -> None:
-        reader = NetworkReader(self.redis, self.settings, clock=self._clock)
+        reader = FleetReader(self.redis, clock=self._clock)
         log = ActivityLog(self.redis, self.settings)
         while True:
             try:

@@ -2,7 +2,8 @@
 
 `events` says what is worth a message, `discord` how it reads (and how the
 webhook's secret stays out of logs), `sender` how it is delivered, `presence`
-how offline and online are seen, and `notifier` ties them together.
+when an exchange is lost or back (as `perseus_core.present.edges` decides it
+for every surface), and `notifier` ties them together.
 """
 
 from perseus_core.notify.discord import (
@@ -20,12 +21,10 @@ from perseus_core.notify.events import (
     online_event,
 )
 from perseus_core.notify.notifier import Notifier
-from perseus_core.notify.presence import STOP_STATES
 from perseus_core.notify.sender import NotifierStats, retry_delay
 
 __all__ = [
     "COLOURS",
-    "STOP_STATES",
     "EventKind",
     "FleetEvent",
     "Notifier",

@@ -31,7 +31,7 @@ from perseus_core.notify.sender import NotifierStats, RetryPolicy, Sender
 from perseus_core.plumbing.connection import connect, ping_or_raise
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.store.activity import ActivityLog, ActivityTail, NamesProvider, parse_stream_id
-from perseus_core.store.network import NetworkReader
+from perseus_core.store.network import FleetReader
 from perseus_core.wire.models import ActivityEntry, StateTransitionEntry
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import Clock, system_clock
@@ -166,7 +166,7 @@ class Notifier:
         try:
             await ping_or_raise(redis, self._settings)
             presence = self._presence = PresenceWatch(
-                NetworkReader(redis, self._settings),
+                FleetReader(redis),
                 ActivityLog(redis, self._settings),
                 self._settings,
                 wanted=self._wanted,
@@ -177,9 +177,7 @@ class Notifier:
             sender = asyncio.create_task(self._sender.send_forever(http), name="notify-send")
             tasks = [
                 asyncio.create_task(
-                    self._watch_activity(
-                        self._names_source(NetworkReader(names_client, self._settings))
-                    ),
+                    self._watch_activity(self._names_source(FleetReader(names_client))),
                     name="notify-activity",
                 ),
                 asyncio.create_task(self._watch_presence(presence), name="notify-poll"),
@@ -215,7 +213,7 @@ class Notifier:
     def _wanted(self, name: str) -> bool:
         return self._filter is None or name.lower() in self._filter
 
-    def _names_source(self, everything: NetworkReader) -> NamesProvider:
+    def _names_source(self, everything: FleetReader) -> NamesProvider:
         """The streams to tail: the filter's, or the catalog's and online ones."""
         if self._filter is None:
             return everything.exchange_names

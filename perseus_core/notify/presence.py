@@ -1,8 +1,9 @@
-"""Offline and online, as only the status snapshot can tell.
+"""Lost and back, as only the status snapshot can tell.
 
-No instance can report its own status key expiring without a stop (it went
-offline) or reappearing afterwards (it came back): the notifier compares one
-snapshot with the last to see those edges.
+No instance can report its own status key expiring without a stop (it was
+lost) or reappearing afterwards (it is back): the notifier compares one
+snapshot with the last, and `perseus_core.present.edges` says which edge
+each exchange crossed, as it says for the dashboard.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from redis.exceptions import ResponseError
 
@@ -18,8 +18,9 @@ from perseus_core.notify.discord import describe_error
 from perseus_core.notify.events import FleetEvent, offline_event, online_event
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.present.edges import EdgeKind, KnownState, newer_state, offline_edge
 from perseus_core.store.activity import ActivityLog
-from perseus_core.store.network import ExchangeView, NetworkReader
+from perseus_core.store.network import ExchangeView, FleetReader
 from perseus_core.wire.models import InstanceStatus, StateTransitionEntry
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
@@ -27,35 +28,36 @@ from perseus_core.wire.timeutil import Clock
 
 log = logging.getLogger(__name__)
 
-STOP_STATES = frozenset({"stopping", "stopped", "idle"})
-"""States an instance passes through on its way out: a key that disappears
-after one of them was released (or is being released), not lost."""
-
 
 @dataclass(slots=True)
-class SlotPresence:
-    """What the notifier last knew about one exchange slot."""
+class ExchangePresence:
+    """What the notifier last knew about one exchange.
+
+    Attributes:
+        name: its name, kept from the reads that knew it.
+        view: the latest read of it.
+        status: the last valid status seen while it was online (what a loss
+            is worded from, even if the last read found the payload unreadable).
+        known: the newest state seen, whichever source (poll, tail, stream) saw it first.
+        lost: reported lost and not seen back since.
+    """
 
     name: str
-    online: bool
+    view: ExchangeView
     status: InstanceStatus | None = None
-    state: str | None = None
-    state_at: datetime | None = None
-    offline_notified: bool = False
+    known: KnownState | None = None
+    lost: bool = False
 
-    def note_state(self, state: str, at: datetime | None) -> None:
-        """Keep the newest state seen, whichever source (poll or stream) saw it
-        first: a snapshot taken before a stop must not undo the stop."""
-        if at is None or self.state_at is None or at >= self.state_at:
-            self.state = state
-            self.state_at = at or self.state_at
+    def note(self, state: KnownState | None) -> None:
+        """Keep the newer of the state known and `state` (`newer_state`)."""
+        self.known = newer_state(self.known, state)
 
 
 class PresenceWatch:
-    """Compares status snapshots and reports the offline and online edges.
+    """Compares status snapshots and reports the lost and back edges.
 
     Args:
-        reader: reads the snapshot and single slots.
+        reader: reads the snapshot and single exchanges.
         activity: reads an exchange's newest transition (was it a stop?).
         settings: the Redis target, for messages.
         wanted: whether an exchange name is watched.
@@ -65,7 +67,7 @@ class PresenceWatch:
 
     def __init__(
         self,
-        reader: NetworkReader,
+        reader: FleetReader,
         activity: ActivityLog,
         settings: Settings,
         *,
@@ -79,20 +81,21 @@ class PresenceWatch:
         self._wanted = wanted
         self._clock = clock
         self._submit = submit
-        self._slots: dict[int, SlotPresence] = {}
+        self._exchanges: dict[int, ExchangePresence] = {}
         self._redis_down = False
 
     def counts(self) -> tuple[int, int]:
-        """(slots known, slots online)."""
-        return len(self._slots), sum(1 for p in self._slots.values() if p.online)
+        """(exchanges known, exchanges online)."""
+        known = self._exchanges.values()
+        return len(known), sum(1 for p in known if p.view.online)
 
     def note_transition(self, entry: StateTransitionEntry) -> None:
         """A transition from the stream: it may be newer than the last snapshot."""
         if entry.exchange_id_int is None:
             return
-        presence = self._slots.get(entry.exchange_id_int)
+        presence = self._exchanges.get(entry.exchange_id_int)
         if presence is not None:
-            presence.note_state(entry.to_state, entry.time)
+            presence.note(KnownState(entry.to_state, entry.time))
 
     async def poll(self) -> None:
         """Compare one snapshot with the last; Redis errors skip the round (an
@@ -108,15 +111,15 @@ class PresenceWatch:
                 for view in snapshot.exchanges
                 if view.exchange_id >= 0 and self._wanted(view.exchange_name)
             }
-            for exchange_id in sorted(self._slots.keys() - views.keys()):
+            for exchange_id in sorted(self._exchanges.keys() - views.keys()):
                 # Not listed: gone, or listed only by a SCAN that is not due
                 # (online but not in the catalog). Only a direct read can tell,
-                # and only matters for slots that were online or are awaited back.
-                presence = self._slots[exchange_id]
-                if presence.online or presence.offline_notified:
+                # and only matters for exchanges that were online or are awaited back.
+                presence = self._exchanges[exchange_id]
+                if presence.view.online or presence.lost:
                     views[exchange_id] = await self._reader.exchange(exchange_id)
                 else:
-                    del self._slots[exchange_id]
+                    del self._exchanges[exchange_id]
             for exchange_id, view in sorted(views.items()):
                 await self._observe(exchange_id, view)
         except TRANSIENT_ERRORS as exc:
@@ -129,48 +132,42 @@ class PresenceWatch:
             self._redis_down = False
 
     async def _observe(self, exchange_id: int, view: ExchangeView) -> None:
-        """Move one slot's presence along and submit the edge it crossed, if any."""
-        presence = self._slots.get(exchange_id)
+        """Move one exchange's presence along and submit the edge it crossed, if any."""
+        presence = self._exchanges.get(exchange_id)
+        before = presence.view if presence is not None else None
         if presence is None:  # first sight: a baseline, not news
-            presence = SlotPresence(name=view.exchange_name, online=view.online)
-            self._slots[exchange_id] = presence
+            presence = self._exchanges[exchange_id] = ExchangePresence(view.exchange_name, view)
         if view.online:
             presence.name = view.exchange_name or presence.name
             if view.status is not None:
                 presence.status = view.status
-                presence.note_state(
-                    view.status.connection_state.value, view.status.last_state_change
-                )
-            if not presence.online and presence.offline_notified:
-                self._submit(
-                    online_event(exchange_id, presence.name, view.status, now=self._clock())
-                )
-                presence.offline_notified = False
-            presence.online = True
-        elif presence.online:
-            if not presence.offline_notified and not await self._stopped(presence):
-                self._submit(
-                    offline_event(exchange_id, presence.name, presence.status, now=self._clock())
-                )
-                presence.offline_notified = True
-            presence.online = False
+                presence.note(KnownState.of_status(view.status))
+        edge = offline_edge(before, view, lost=presence.lost, since=presence.known)
+        if edge.kind in (EdgeKind.LOST, EdgeKind.RELEASED):
+            # The tail may lag behind the poll (or be reconnecting): the
+            # stream's own newest transition may say it stopped, or started again.
+            await self._read_newest_transition(presence)
+            edge = offline_edge(before, view, lost=presence.lost, since=presence.known)
+        presence.view = view
+        if edge.kind is EdgeKind.LOST:
+            now = self._clock()
+            self._submit(offline_event(exchange_id, presence.name, presence.status, now=now))
+            presence.lost = True
+        elif edge.kind is EdgeKind.BACK:
+            self._submit(online_event(exchange_id, presence.name, view.status, now=self._clock()))
+            presence.lost = False
 
-    async def _stopped(self, presence: SlotPresence) -> bool:
-        """Whether a vanished key was released by a stop rather than lost.
-
-        The tail may lag behind the poll (or be reconnecting), so the newest
-        transition in the exchange's own stream is read too; whichever of it
-        and the last seen state is newer decides.
-        """
+    async def _read_newest_transition(self, presence: ExchangePresence) -> None:
+        """Note the newest transition in the exchange's own stream, if it can
+        be read (a key of another type leaves only the states seen so far)."""
         try:
             page = await self._activity.page(presence.name, count=20)
-        except ResponseError as exc:  # not a stream: only the state seen so far can tell
+        except ResponseError as exc:
             log.warning(
                 "cannot read the activity of %s: %s", clean(presence.name), describe_error(exc)
             )
-            return presence.state in STOP_STATES
+            return
         for entry in page.entries:
             if isinstance(entry, StateTransitionEntry):
-                presence.note_state(entry.to_state, entry.time)
+                presence.note(KnownState(entry.to_state, entry.time))
                 break
-        return presence.state in STOP_STATES

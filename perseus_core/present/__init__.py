@@ -6,9 +6,22 @@ badge and words to show and in which tone. Tones are semantic (success,
 warning, error...): the dashboard maps them to theme variables, the CLI to
 terminal styles, so the two can never disagree about what a colour means.
 No UI toolkit is imported here.
+
+- `exchange`: how one exchange looks (kind, badge, heartbeat, last seen).
+- `commands`: whether a start or stop can succeed, judged from a view.
+- `edges`: whether a vanished status key was lost or released, or is back.
+- `fleet`: the `perseus status --json` shape of an exchange.
 """
 
 from perseus_core.present.commands import refusal, route_of
+from perseus_core.present.edges import (
+    RELEASED_STATES,
+    Edge,
+    EdgeKind,
+    KnownState,
+    newer_state,
+    offline_edge,
+)
 from perseus_core.present.exchange import (
     HEARTBEAT_LEGEND,
     LEGEND,
@@ -25,18 +38,26 @@ from perseus_core.present.exchange import (
     status_word,
     uptime_s,
 )
+from perseus_core.present.fleet import exchange_json
 
 __all__ = [
     "HEARTBEAT_LEGEND",
     "LEGEND",
+    "RELEASED_STATES",
     "Badge",
+    "Edge",
+    "EdgeKind",
     "Heartbeat",
     "HeartbeatThresholds",
+    "KnownState",
     "Tone",
     "badge",
+    "exchange_json",
     "heartbeat",
     "heartbeat_age_s",
     "last_seen_text",
+    "newer_state",
+    "offline_edge",
     "refusal",
     "route_of",
     "skew_warning",

@@ -15,7 +15,7 @@ from perseus_core.plumbing.retry import Backoff
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.runtime.context import AgentContext
 from perseus_core.runtime.options import StartupFailed
-from perseus_core.store.network import NetworkReader
+from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models import CatalogEntry
@@ -29,7 +29,7 @@ class Registration:
 
     def __init__(self, ctx: AgentContext) -> None:
         self._ctx = ctx
-        self._reader = NetworkReader(ctx.redis, ctx.settings)
+        self._reader = FleetReader(ctx.redis)
 
     def entry(self) -> CatalogEntry:
         """The catalog entry this agent would write for its exchange."""

@@ -19,7 +19,7 @@ moment (Redis server time, ms) that member expires. Why a sorted set:
   member's. Scores come from the server's clock (`TIME`), so agents on hosts
   whose clocks disagree never prune each other's live members.
 - Readers list only the members whose expiry, on the server's clock, has
-  not passed (`store.network.offline`): writers prune expired members only
+  not passed (`store.network.reader`): writers prune expired members only
   when they write, so an agent killed with -9 beside another one would
   otherwise stay listed until that one's next refresh. A reader on the
   agent's own host (same kernel, same pid namespace: `pidScope`) also drops
@@ -34,15 +34,13 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-
 from perseus_core import __version__
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS
 from perseus_core.plumbing.processes import process_scope
 from perseus_core.plumbing.scripts import registered_scripts
 from perseus_core.plumbing.tasks import wait_event
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.lease import unique_start_ms, wire_now
 from perseus_core.wire import keys
 from perseus_core.wire.models import AgentPresence, ConnectionState
@@ -102,9 +100,6 @@ return removed
 )
 """KEYS: presence set. ARGV: agentId. Compare-and-delete: removes only this
 agent's member (the set disappears with its last member)."""
-
-RedisClient = Redis | RedisCluster
-"""Presence is single-key throughout, so a Redis Cluster client works as well."""
 
 
 def make_agent_id(hostname: str, pid: int, start_ms: int) -> str:

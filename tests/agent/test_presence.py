@@ -2,7 +2,7 @@
 
 Real agents (subprocesses) against a real redis-server; what they announce is
 read back the way the dashboard and `perseus status` read it, through
-`NetworkReader`.
+`FleetReader`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from perseus_core.store.network import NetworkReader
+from perseus_core.present.fleet import exchange_json
+from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.models import AgentPresence, CatalogEntry, ReplyStatus
 from perseus_core.wire.settings import Settings
@@ -49,7 +50,7 @@ async def test_an_idle_agent_is_present_and_its_exchange_ready(
 ) -> None:
     agent = spawn_agent(exchange_id=3, name="binance")
     await agent.wait_log("listening for commands")
-    reader = NetworkReader(redis, settings)
+    reader = FleetReader(redis)
 
     async def ready() -> object:
         view = (await reader.snapshot()).get(3)
@@ -62,7 +63,7 @@ async def test_an_idle_agent_is_present_and_its_exchange_ready(
     assert presence.hostname and presence.agent_id.startswith(f"{presence.hostname}:{agent.pid}:")
     assert presence.since is not None and presence.version
     assert 0 < await redis.pttl(keys.agents_key(3)) <= HEARTBEAT_TTL_MS
-    assert view.to_dict()["agents"] == [presence.to_wire()]
+    assert exchange_json(view)["agents"] == [presence.to_wire()]
 
 
 async def test_a_standby_pair_shows_two_agents_and_follows_their_states(
@@ -85,7 +86,7 @@ async def test_a_standby_pair_shows_two_agents_and_follows_their_states(
         agents_are(redis, (holder, "idle"), (standby, "idle")),
         what="both agents idle again",
     )
-    view = await NetworkReader(redis, settings).exchange(1)
+    view = await FleetReader(redis).exchange(1)
     assert view.ready and len(view.agents) == 2
 
 
@@ -153,7 +154,7 @@ async def test_kill_9_on_this_host_is_not_ready_a_moment_later(
 ) -> None:
     # A production TTL: the member itself outlives the agent by 30 s.
     killed = spawn_agent(exchange_id=3, name="binance", env={"PERSEUS_HEARTBEAT_TTL_MS": "30000"})
-    reader = NetworkReader(redis, settings)
+    reader = FleetReader(redis)
 
     async def kind() -> str:
         view = (await reader.snapshot()).get(3)
@@ -178,7 +179,7 @@ async def test_an_agent_whose_pid_cannot_be_checked_here_stays_listed(
             agent_id=f"elsewhere:{dead_pid}:{scope}", exchange_id=4, pid=dead_pid, pid_scope=scope
         )
         await redis.zadd(keys.agents_key(4), {member.to_json(): 2**50})
-    view = (await NetworkReader(redis, settings).snapshot()).get(4)
+    view = (await FleetReader(redis).snapshot()).get(4)
     assert view is not None and len(view.agents) == 2 and view.ready
 
 

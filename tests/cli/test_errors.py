@@ -317,9 +317,9 @@ def test_an_unexpected_error_is_one_line_naming_it(
     person as one line and exit 1; PERSEUS_TRACEBACK=1 shows the traceback."""
     code = (
         "import sys\n"
-        "from perseus_core.store.network import NetworkReader\n"
+        "from perseus_core.store.network import FleetReader\n"
         "async def broken(self): raise RuntimeError('a bug\\nsecond line')\n"
-        "NetworkReader.snapshot = broken\n"
+        "FleetReader.snapshot = broken\n"
         "from perseus_cli.main import main\n"
         f"sys.argv = ['perseus', 'status', '--redis-url', {redis_url!r}]\n"
         "main()\n"

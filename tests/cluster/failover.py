@@ -36,7 +36,7 @@ from perseus_core.store.activity import ActivityLog, ActivityTail
 from perseus_core.store.control.sender import ControlClient
 from perseus_core.store.control.server import CommandServer
 from perseus_core.store.lease import ClaimConflict, LeaseLost
-from perseus_core.store.network import NetworkReader
+from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import (
@@ -98,7 +98,7 @@ async def failover_drill(nodes: RedisClusterNodes, settings: Settings) -> Failov
     assert isinstance(admin, RedisCluster)
     clients = [connect(settings) for _ in range(len(FLEET) + 2)]
     lost_at: list[float] = []  # when the victim learned it lost the slot
-    reader = NetworkReader(admin, settings)
+    reader = FleetReader(admin)
     for exchange_id, name in FLEET:
         await reader.add_to_catalog(CatalogEntry(id=exchange_id, name=name))
 
@@ -277,7 +277,7 @@ async def _beat_since(admin: RedisCluster, exchange_id: int, since_wall: float) 
     return False
 
 
-async def _all_live(reader: NetworkReader) -> bool:
+async def _all_live(reader: FleetReader) -> bool:
     with contextlib.suppress(*REDIS_ERRORS, PerseusError):
         snapshot = await reader.snapshot()
         return len(snapshot.exchanges) == len(FLEET) and all(

@@ -27,7 +27,7 @@ from perseus_core.store.activity import ActivityLog, ActivityTail, reads
 from perseus_core.store.control.sender import ControlClient
 from perseus_core.store.control.server import CommandServer, HandlerResult
 from perseus_core.store.lease import ClaimConflict, LeaseLost
-from perseus_core.store.network import NetworkReader
+from perseus_core.store.network import FleetReader
 from perseus_core.store.presence import AgentAnnouncer
 from perseus_core.wire import keys
 from perseus_core.wire.models import (
@@ -293,7 +293,7 @@ async def test_control_channel_on_every_master(
 async def test_presence_snapshot_catalog_and_discovery(
     cluster_settings: Settings, cluster_redis: RedisCluster
 ) -> None:
-    reader = NetworkReader(cluster_redis, cluster_settings)
+    reader = FleetReader(cluster_redis)
     first_id, first_name = FLEET[0]
     await reader.add_to_catalog(CatalogEntry(id=first_id, name=first_name))
     async with instances(cluster_settings) as fleet:
@@ -326,13 +326,9 @@ async def test_presence_snapshot_catalog_and_discovery(
 async def test_notifier_posts_transitions_from_every_master(
     cluster_settings: Settings, cluster_redis: RedisCluster
 ) -> None:
-    await NetworkReader(cluster_redis, cluster_settings).add_to_catalog(
-        CatalogEntry(id=FLEET[0][0], name=FLEET[0][1])
-    )
+    await FleetReader(cluster_redis).add_to_catalog(CatalogEntry(id=FLEET[0][0], name=FLEET[0][1]))
     for exchange_id, name in FLEET[1:]:
-        await NetworkReader(cluster_redis, cluster_settings).add_to_catalog(
-            CatalogEntry(id=exchange_id, name=name)
-        )
+        await FleetReader(cluster_redis).add_to_catalog(CatalogEntry(id=exchange_id, name=name))
     lines: list[str] = []
     notifier = Notifier(cluster_settings, None, dry_run=True, output=lines.append, interval_ms=100)
     task = asyncio.create_task(notifier.run())

@@ -26,7 +26,7 @@ from perseus_core.store.activity import (
     parse_cursor,
     parse_stream_id,
 )
-from perseus_core.store.network import NetworkReader
+from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.models import (
     ActivityEntry,
@@ -388,7 +388,7 @@ async def test_tail_picks_up_an_exchange_added_to_the_catalog_later(
     await add_catalog(redis, (1, "coinbase"))
     log = ActivityLog(redis, settings)
     # The names every caller of the dashboard, CLI and notifier passes: catalog + online.
-    names = NetworkReader(redis, settings).exchange_names
+    names = FleetReader(redis).exchange_names
     tail = ActivityTail(settings, names, names_every_s=0.1)
     async with collecting(tail) as got:
         assert tail.streams == ["coinbase"]
@@ -418,7 +418,7 @@ async def test_tail_follows_online_exchanges_missing_from_the_catalog(
     ).to_json()
     await redis.set(keys.status_key(9), payload, px=60_000)
     log = ActivityLog(redis, settings)
-    names = NetworkReader(redis, settings).exchange_names
+    names = FleetReader(redis).exchange_names
     async with collecting(ActivityTail(settings, names)) as got:
         entry_id = await log.append("bitstamp", error("b1"))
         await eventually(lambda: got.ids() == [entry_id])

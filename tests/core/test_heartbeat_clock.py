@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from redis.asyncio import Redis
 
 from perseus_core.present import heartbeat_age_s, skew_warning
-from perseus_core.store.network import ExchangeView, NetworkReader
+from perseus_core.store.network import ExchangeView, FleetReader
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import format_ts
 
@@ -60,12 +60,9 @@ def close_to(value: float | None, expected: float, tolerance: float = 1.5) -> bo
     return value is not None and abs(value - expected) <= tolerance
 
 
-async def test_age_comes_from_the_ttl_and_skew_is_named(
-    redis: Redis, make_settings: Callable[..., Settings]
-) -> None:
-    settings = make_settings(heartbeat_interval_ms=15_000, heartbeat_ttl_ms=TTL_MS)
+async def test_age_comes_from_the_ttl_and_skew_is_named(redis: Redis) -> None:
     await seed(redis)
-    reader = NetworkReader(redis, settings)
+    reader = FleetReader(redis)
     snapshot = await reader.snapshot()
     views: dict[int, ExchangeView] = {v.exchange_id: v for v in snapshot.exchanges}
     now = datetime.now(UTC)
@@ -87,12 +84,9 @@ async def test_age_comes_from_the_ttl_and_skew_is_named(
     assert close_to(heartbeat_age_s(single, now), 0) and skew_warning(single) is not None
 
 
-async def test_an_unchanged_payload_keeps_its_view_and_its_date(
-    redis: Redis, make_settings: Callable[..., Settings]
-) -> None:
-    settings = make_settings(heartbeat_interval_ms=15_000, heartbeat_ttl_ms=TTL_MS)
+async def test_an_unchanged_payload_keeps_its_view_and_its_date(redis: Redis) -> None:
     await seed(redis)
-    reader = NetworkReader(redis, settings)
+    reader = FleetReader(redis)
     first = {v.exchange_id: v for v in (await reader.snapshot()).exchanges}
     second = {v.exchange_id: v for v in (await reader.snapshot()).exchanges}
     assert second[2] is first[2]  # the view is reused: dating costs no rebuild
@@ -117,9 +111,7 @@ async def test_the_writers_ttl_dates_the_heartbeat_not_the_readers(
     older.update(instanceId="agent-host:2:43:1")
     await redis.set("exchange:2:status", json.dumps(older), px=500)
     await redis.set("exchange:3:status", payload(3, now), px=TTL_MS - 10_000)  # Livermore
-    reader = NetworkReader(
-        redis, make_settings(heartbeat_interval_ms=15_000, heartbeat_ttl_ms=TTL_MS)
-    )
+    reader = FleetReader(redis)
     views = {v.exchange_id: v for v in (await reader.snapshot()).exchanges}
     now = datetime.now(UTC)
     assert close_to(heartbeat_age_s(views[1], now), 0.1, tolerance=1.0)
@@ -138,7 +130,7 @@ async def test_an_instance_writes_its_ttl(
         await instance.claim()
         raw = await redis.get("exchange:5:status")
         assert raw is not None and json.loads(raw)["ttlMs"] == 400
-        reader = NetworkReader(redis, make_settings(heartbeat_ttl_ms=TTL_MS))
+        reader = FleetReader(redis)
         view = (await reader.snapshot()).get(5)
         assert view is not None and view.heartbeat_at is not None
         assert close_to(heartbeat_age_s(view, datetime.now(UTC)), 0, tolerance=0.5)

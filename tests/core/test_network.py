@@ -23,12 +23,13 @@ from redis.asyncio import Redis
 
 from perseus_cli.apps.redis_cluster import cluster_port
 from perseus_cli.apps.redis_server import find_redis_server
+from perseus_core.present.fleet import exchange_json
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.network import (
     LAST_KNOWN_SCAN,
     ExchangeView,
+    FleetReader,
     LastKnown,
-    NetworkReader,
     parse_catalog_payload,
     parse_status_payload,
 )
@@ -83,8 +84,8 @@ def by_id(views: list[ExchangeView]) -> dict[int, ExchangeView]:
 
 
 @pytest.fixture
-def reader(redis: Redis, settings: Settings) -> NetworkReader:
-    return NetworkReader(redis, settings)
+def reader(redis: Redis, settings: Settings) -> FleetReader:
+    return FleetReader(redis)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,7 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 
 async def test_snapshot_of_a_mixed_fleet(
-    redis: Redis, settings: Settings, reader: NetworkReader
+    redis: Redis, settings: Settings, reader: FleetReader
 ) -> None:
     log = ActivityLog(redis, settings)
     # 1: online, payload exactly as the TypeScript writer produces it.
@@ -226,11 +227,11 @@ async def test_snapshot_of_a_mixed_fleet(
     assert snapshot.get(6) is okx and snapshot.get(4) is None
 
 
-async def test_status_json_shape_of_a_view(redis: Redis, reader: NetworkReader) -> None:
+async def test_status_json_shape_of_a_view(redis: Redis, reader: FleetReader) -> None:
     await catalog(redis, 1, "coinbase")
     await redis.set(keys.status_key(1), WIRE_STATUS, px=TTL_MS)
     view = (await reader.snapshot()).exchanges[0]
-    data = view.to_dict()
+    data = exchange_json(view)
     assert list(data) == [
         "exchangeId",
         "exchangeName",
@@ -249,7 +250,7 @@ async def test_status_json_shape_of_a_view(redis: Redis, reader: NetworkReader) 
 
 
 async def test_last_known_tolerates_missing_fields_and_unknown_events(
-    redis: Redis, reader: NetworkReader
+    redis: Redis, reader: FleetReader
 ) -> None:
     await catalog(redis, 1, "coinbase")
     await catalog(redis, 2, "kraken")
@@ -274,7 +275,7 @@ async def test_last_known_tolerates_missing_fields_and_unknown_events(
 
 
 async def test_last_known_of_an_error_entry_and_opt_out(
-    redis: Redis, settings: Settings, reader: NetworkReader
+    redis: Redis, settings: Settings, reader: FleetReader
 ) -> None:
     await catalog(redis, 1, "coinbase")
     await ActivityLog(redis, settings).append(
@@ -287,7 +288,7 @@ async def test_last_known_of_an_error_entry_and_opt_out(
 
 
 async def test_last_known_skips_entries_without_a_state(
-    redis: Redis, settings: Settings, reader: NetworkReader
+    redis: Redis, settings: Settings, reader: FleetReader
 ) -> None:
     """After a stop the newest entry is the command's audit entry, which names no
     state: the state (and host) come from the newest entry that has one."""
@@ -343,7 +344,7 @@ def test_last_known_pick_names_the_last_holder() -> None:
     assert LastKnown.pick([]) is None
 
 
-async def test_ttl_expiry_makes_an_exchange_offline(redis: Redis, reader: NetworkReader) -> None:
+async def test_ttl_expiry_makes_an_exchange_offline(redis: Redis, reader: FleetReader) -> None:
     await catalog(redis, 1, "coinbase")
     await redis.set(keys.status_key(1), WIRE_STATUS, px=300)
     assert (await reader.snapshot()).exchanges[0].online
@@ -356,7 +357,7 @@ async def test_ttl_expiry_makes_an_exchange_offline(redis: Redis, reader: Networ
 
 
 async def test_changed_payloads_are_never_served_from_the_cache(
-    redis: Redis, reader: NetworkReader
+    redis: Redis, reader: FleetReader
 ) -> None:
     await catalog(redis, 1, "coinbase")
     await online(redis, 1, WIRE_STATUS)
@@ -375,7 +376,7 @@ async def test_changed_payloads_are_never_served_from_the_cache(
 
 
 async def test_unchanged_exchanges_keep_their_view_and_changes_show_at_once(
-    redis: Redis, reader: NetworkReader
+    redis: Redis, reader: FleetReader
 ) -> None:
     await catalog(redis, 1, "coinbase")
     await online(redis, 1, WIRE_STATUS)
@@ -398,7 +399,7 @@ async def test_unchanged_exchanges_keep_their_view_and_changes_show_at_once(
 async def test_online_exchanges_outside_the_catalog_are_found_by_a_cached_scan(
     redis: Redis, settings: Settings
 ) -> None:
-    reader = NetworkReader(redis, settings, scan_every_s=3600)
+    reader = FleetReader(redis, scan_every_s=3600)
     await catalog(redis, 1, "coinbase")
     await online(redis, 2, status_json(2, "kraken"))
     assert [v.exchange_id for v in (await reader.snapshot()).exchanges] == [1, 2]  # first: scans
@@ -419,14 +420,14 @@ async def test_online_exchanges_outside_the_catalog_are_found_by_a_cached_scan(
     assert set(views) == {1, 3} and views[3].in_catalog and not views[3].online
 
 
-async def test_snapshot_without_scanning(redis: Redis, reader: NetworkReader) -> None:
+async def test_snapshot_without_scanning(redis: Redis, reader: FleetReader) -> None:
     await catalog(redis, 1, "coinbase")
     await online(redis, 2, status_json(2, "kraken"))
     snapshot = await reader.snapshot(discover_online=False)
     assert [v.exchange_id for v in snapshot.exchanges] == [1]
 
 
-async def test_a_catalog_that_grows_between_snapshots(redis: Redis, reader: NetworkReader) -> None:
+async def test_a_catalog_that_grows_between_snapshots(redis: Redis, reader: FleetReader) -> None:
     await catalog(redis, 1, "coinbase")
     assert len((await reader.snapshot()).exchanges) == 1
     async with redis.pipeline(transaction=False) as pipe:
@@ -441,7 +442,7 @@ async def test_a_catalog_that_grows_between_snapshots(redis: Redis, reader: Netw
     assert snapshot.exchanges[-1].status.exchange_name == "ex2501"
 
 
-async def test_empty_redis(reader: NetworkReader) -> None:
+async def test_empty_redis(reader: FleetReader) -> None:
     snapshot = await reader.snapshot()
     assert snapshot.exchanges == [] and snapshot.online_count == 0
     assert await reader.catalog() == []
@@ -452,7 +453,7 @@ async def test_empty_redis(reader: NetworkReader) -> None:
 
 
 async def test_exchange_reads_one_whether_online_offline_or_unknown(
-    redis: Redis, settings: Settings, reader: NetworkReader
+    redis: Redis, settings: Settings, reader: FleetReader
 ) -> None:
     await catalog(redis, 1, "coinbase")
     await online(redis, 1, WIRE_STATUS)
@@ -483,7 +484,7 @@ async def test_exchange_reads_one_whether_online_offline_or_unknown(
 
 
 async def test_catalog_lists_valid_entries_and_reports_corrupt_ones(
-    redis: Redis, reader: NetworkReader, caplog: pytest.LogCaptureFixture
+    redis: Redis, reader: FleetReader, caplog: pytest.LogCaptureFixture
 ) -> None:
     await catalog(redis, 2, "kraken")
     await catalog(redis, 1, "coinbase")
@@ -495,7 +496,7 @@ async def test_catalog_lists_valid_entries_and_reports_corrupt_ones(
 
 
 async def test_add_to_catalog_never_overwrites_without_asking(
-    redis: Redis, reader: NetworkReader
+    redis: Redis, reader: FleetReader
 ) -> None:
     operator = CatalogEntry(id=1, name="coinbase", display_name="Coinbase Pro", is_active=False)
     agent = CatalogEntry(id=1, name="coinbase", display_name="coinbase")
@@ -513,7 +514,7 @@ async def test_add_to_catalog_never_overwrites_without_asking(
 
 
 async def test_discover_imports_online_exchanges_missing_from_the_catalog(
-    redis: Redis, reader: NetworkReader
+    redis: Redis, reader: FleetReader
 ) -> None:
     await catalog(redis, 1, "coinbase")
     await online(redis, 1, WIRE_STATUS)
@@ -529,7 +530,7 @@ async def test_discover_imports_online_exchanges_missing_from_the_catalog(
     assert await reader.discover() == []  # once is enough
 
 
-async def test_exchange_names_cover_catalog_and_online(redis: Redis, reader: NetworkReader) -> None:
+async def test_exchange_names_cover_catalog_and_online(redis: Redis, reader: FleetReader) -> None:
     await catalog(redis, 1, "Coinbase")
     await catalog(redis, 2, "kraken", active=False)
     await online(redis, 3, status_json(3, "okx"))
@@ -616,7 +617,7 @@ async def test_works_on_a_redis_cluster(
     settings = make_settings(redis_url=redis_cluster_url)
     client = RedisCluster.from_url(redis_cluster_url, decode_responses=True)
     try:
-        reader = NetworkReader(client, settings)
+        reader = FleetReader(client)
         log = ActivityLog(client, settings)
         for i in range(1, 41):
             await reader.add_to_catalog(CatalogEntry(id=i, name=f"ex{i}"))
@@ -742,7 +743,7 @@ async def test_a_first_snapshot_of_a_large_fleet_reports_each_problem_on_its_own
     )  # type: ignore[misc]
     await redis.delete(keys.status_key(1_450))  # inactive and offline: not listed
 
-    reader = NetworkReader(redis, settings)
+    reader = FleetReader(redis)
     snapshot = await reader.snapshot(discover_online=False)
     views = by_id(snapshot.exchanges)
     ids = [view.exchange_id for view in snapshot.exchanges]
@@ -773,12 +774,12 @@ async def test_a_first_snapshot_of_a_large_fleet_reports_each_problem_on_its_own
     assert all(again[i] is views[i] for i in views if views[i].online)
     assert again == views
     # Another new reader reads the same.
-    fresh = by_id((await NetworkReader(redis, settings).snapshot(discover_online=False)).exchanges)
+    fresh = by_id((await FleetReader(redis).snapshot(discover_online=False)).exchanges)
     assert fresh == views
 
 
 async def test_an_unchanged_payload_keeps_its_status_when_the_catalog_changes(
-    redis: Redis, reader: NetworkReader
+    redis: Redis, reader: FleetReader
 ) -> None:
     await catalog(redis, 1, "coinbase")
     await online(redis, 1, WIRE_STATUS)
@@ -808,7 +809,7 @@ async def test_a_snapshot_never_touches_the_garbage_collector(
 
     async def snapshot_keeps_the_collector() -> None:
         before = collector()
-        await NetworkReader(redis, settings).snapshot(discover_online=False)
+        await FleetReader(redis).snapshot(discover_online=False)
         assert collector() == before
 
     await snapshot_keeps_the_collector()
@@ -829,7 +830,7 @@ async def test_a_cancelled_first_snapshot_leaves_the_reader_usable(
 ) -> None:
     await _seed(redis, 1_200)
     for steps in range(1, 12):
-        reader = NetworkReader(redis, settings)
+        reader = FleetReader(redis)
         task = asyncio.create_task(reader.snapshot(discover_online=False))
         for _ in range(steps):
             await asyncio.sleep(0)

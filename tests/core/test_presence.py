@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_core.plumbing.connection import connect
-from perseus_core.store.network import NetworkReader
+from perseus_core.present.fleet import exchange_json
+from perseus_core.store.network import FleetReader
 from perseus_core.store.presence import AgentAnnouncer
 from perseus_core.wire import keys
 from perseus_core.wire.models import AgentPresence, CatalogEntry, ConnectionState
@@ -186,7 +187,7 @@ async def test_nudge_publishes_a_state_change_at_once(
 async def test_the_reader_lists_agents_of_an_exchange_without_status(
     redis: Redis, settings: Settings
 ) -> None:
-    reader = NetworkReader(redis, settings)
+    reader = FleetReader(redis)
     await reader.add_to_catalog(CatalogEntry(id=1, name="coinbase"))
     await reader.add_to_catalog(CatalogEntry(id=2, name="kraken"))
     b = announcer(redis, settings, "host-b")
@@ -196,7 +197,7 @@ async def test_the_reader_lists_agents_of_an_exchange_without_status(
     view = (await reader.snapshot()).get(1)
     assert view is not None and view.ready and not view.online
     assert [agent.hostname for agent in view.agents] == ["host-a", "host-b"]  # sorted
-    assert view.to_dict()["agents"] == [agent.to_wire() for agent in view.agents]
+    assert exchange_json(view)["agents"] == [agent.to_wire() for agent in view.agents]
     other = (await reader.snapshot()).get(2)
     assert other is not None and other.agents == () and not other.ready
     assert (await reader.exchange(1)).agents == view.agents
@@ -209,7 +210,7 @@ async def test_the_reader_lists_agents_of_an_exchange_without_status(
 async def test_garbage_in_the_presence_set_is_reported_not_raised(
     redis: Redis, settings: Settings
 ) -> None:
-    reader = NetworkReader(redis, settings)
+    reader = FleetReader(redis)
     await reader.add_to_catalog(CatalogEntry(id=1, name="coinbase"))
     await reader.add_to_catalog(CatalogEntry(id=2, name="kraken"))
     good = announcer(redis, settings, "host-a")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from perseus_core.store.network import NetworkReader, ViewKind
+from perseus_core.store.network import FleetReader, ViewKind
 from perseus_core.store.presence import AgentAnnouncer
 from perseus_core.wire.models import CatalogEntry, ConnectionState
 from perseus_core.wire.settings import Settings
@@ -29,8 +29,7 @@ async def test_an_expired_member_beside_a_live_one_is_not_listed(
 ) -> None:
     """A member is pruned only on the set's next write; an agent killed with -9
     beside one that refreshes rarely must still vanish from the view at its expiry."""
-    settings = make_settings()
-    reader = NetworkReader(redis, settings)
+    reader = FleetReader(redis)
     await reader.add_to_catalog(CatalogEntry(id=1, name="coinbase", display_name="Coinbase"))
     await _announcer(redis, make_settings(heartbeat_ttl_ms=60_000), "patient").publish()
     await _announcer(redis, make_settings(heartbeat_ttl_ms=300), "killed").publish()

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from perseus_cli.log_cmd import _entry_line
 from perseus_cli.status_cmd import status_row
 from perseus_core.present import HeartbeatThresholds
-from perseus_core.store.network.parsing import parse_catalog_payload, parse_status_payload
+from perseus_core.store.network.catalog import parse_catalog_payload
+from perseus_core.store.network.reader import parse_status_payload
 from perseus_core.store.network.views import assemble
 from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models import AgentPresence, Command, parse_entry

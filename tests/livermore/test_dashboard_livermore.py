@@ -12,7 +12,8 @@ import redis as sync_redis
 from textual.widgets import Label
 
 from perseus_core.present import last_seen_text
-from perseus_core.store.network import NetworkReader
+from perseus_core.present.fleet import exchange_json
+from perseus_core.store.network import FleetReader
 from perseus_core.wire.settings import Settings
 from perseus_tui import render
 from perseus_tui.app import PerseusApp
@@ -49,7 +50,7 @@ async def test_history_only_exchange_is_listed_offline_by_status_and_discover(
     settings: Settings, r: sync_redis.Redis, redis: object
 ) -> None:
     dead_kucoin(r)
-    reader = NetworkReader(redis, settings)  # type: ignore[arg-type]
+    reader = FleetReader(redis)  # type: ignore[arg-type]
     view = (await reader.snapshot()).get(5)
     assert view is not None and not view.online and not view.in_catalog
     assert view.last_known is not None and view.last_known.hostname == "lm-host-05"
@@ -68,7 +69,7 @@ async def test_last_seen_is_the_heartbeat_a_reader_saw(
 ) -> None:
     writer = livermore(r, 2, "binance", "lm-host-02")
     writer.heartbeat()
-    reader = NetworkReader(redis, settings)  # type: ignore[arg-type]
+    reader = FleetReader(redis)  # type: ignore[arg-type]
     online = (await reader.snapshot()).get(2)
     assert online is not None and online.online and online.last_seen is None
     writer.deregister()
@@ -76,7 +77,7 @@ async def test_last_seen_is_the_heartbeat_a_reader_saw(
     assert view is not None and view.last_seen is not None
     assert view.last_seen.source == "heartbeat"
     assert view.last_seen.at == (online.heartbeat_at or online.status.last_heartbeat)  # type: ignore[union-attr]
-    assert view.to_dict()["lastSeen"]["source"] == "heartbeat"
+    assert exchange_json(view)["lastSeen"]["source"] == "heartbeat"
 
 
 async def test_dashboard_steers_a_livermore_slot_and_lists_a_dead_one(
@@ -129,7 +130,7 @@ async def test_a_stop_between_two_reads_is_observed_as_expected(
     """Livermore deletes its key right after `stopped`: a dashboard whose last
     read showed it active words the loss from the stream, not as an expiry."""
     writer = livermore(r, 2, "binance", "lm-host-02")
-    reader = NetworkReader(redis, settings)  # type: ignore[arg-type]
+    reader = FleetReader(redis)  # type: ignore[arg-type]
     observer = OfflineObserver()
     before = {view.exchange_id: view for view in (await reader.snapshot()).exchanges}
     for state in ("stopping", "stopped"):

@@ -15,7 +15,7 @@ from perseus_cli.main import cli
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.control.sender import ControlClient, Via
 from perseus_core.store.control.server import CommandServer, HandlerResult
-from perseus_core.store.network import NetworkReader
+from perseus_core.store.network import FleetReader
 from perseus_core.wire.models import Command, ErrorEntry, ReplyStatus
 from perseus_core.wire.settings import Settings
 from tests.livermore.shapes import LivermoreResponder, LivermoreWriter, is_uuid
@@ -88,7 +88,7 @@ async def test_offline_card_names_the_real_last_holder_after_refused_claims(
     await ActivityLog(redis, settings).append("binance", refusal, holder=False)
     holder.deregister()
     r.hset("perseus:exchanges", "2", '{"id":2,"name":"binance","displayName":"Binance"}')
-    view = await NetworkReader(redis, settings).exchange(2)
+    view = await FleetReader(redis).exchange(2)
     assert view.status is None and view.last_known is not None
     assert (view.last_known.hostname, view.last_known.state) == ("lm-host-02", "active")
 

@@ -19,7 +19,7 @@ from perseus_cli.apps.redis_cluster import RedisClusterNodes
 from perseus_core.instance import Instance
 from perseus_core.plumbing.connection import connect
 from perseus_core.store.activity import ActivityLog
-from perseus_core.store.network import NetworkReader
+from perseus_core.store.network import FleetReader
 from perseus_core.wire.errors import RedisUnavailable
 from perseus_core.wire.models import ConnectionState
 from perseus_core.wire.settings import Settings
@@ -72,7 +72,7 @@ async def test_a_cluster_dialled_by_ip_is_verified_against_the_server_name(
         for instance in fleet:  # status keys and streams on all three masters
             await instance.claim()
             assert (await instance.transition(ConnectionState.STARTING)).ok
-        snapshot = await NetworkReader(redis, settings).snapshot()
+        snapshot = await FleetReader(redis).snapshot()
         assert sorted(v.exchange_id for v in snapshot.exchanges if v.online) == sorted(
             i for i, _ in FLEET
         )

@@ -13,7 +13,7 @@ named streams resume after the given IDs (for example a previous tail's
 
 Which streams. Each exchange's shared stream and its Perseus-only stream
 (`perseus:activity:{name}`), merged into one feed. The names provider (for
-every catalog and online exchange, `NetworkReader.exchange_names`) is asked
+every catalog and online exchange, `FleetReader.exchange_names`) is asked
 again at most every `names_every_s`, checked on every loop. Streams are added, never dropped:
 an exchange that leaves the catalog or goes offline writes its last
 entries (stopping, stopped) around that moment, and they must not be lost.

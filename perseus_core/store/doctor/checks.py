@@ -19,7 +19,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 from perseus_core.plumbing.connection import is_sentinel_url, is_tls_url
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.doctor.roles import probe_roles
-from perseus_core.store.network import NetworkReader
+from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
@@ -235,7 +235,7 @@ async def check_host_clock(redis: RedisClient, report: Diagnosis) -> None:
 
 async def check_fleet(redis: RedisClient, settings: Settings, report: Diagnosis) -> None:
     """Writers' clocks (lastHeartbeat against PTTL), stream sizes and retention."""
-    reader = NetworkReader(redis, settings)
+    reader = FleetReader(redis)
     snapshot = await reader.snapshot(last_known=False)
     skewed: list[str] = []
     for view in snapshot.exchanges:

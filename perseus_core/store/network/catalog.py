@@ -1,46 +1,95 @@
 """The catalog (docs/wire-format.md 2.1): validating what is read, and editing it.
 
+Everything read from Redis is untrusted: a corrupt catalog value becomes a
+message on its own exchange's view, never an exception, so one bad writer
+cannot blank the whole dashboard.
+
 Catalog values are validated once per distinct value: a reader keeps what
 the latest read parsed, keyed by the exact bytes, so an unchanged catalog
 value is the very same object from one snapshot to the next (which is how
-the snapshot assembly tells an unchanged exchange from a changed one).
+the fleet reader tells an unchanged exchange from a changed one).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
 
-from pydantic import ValidationError
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from pydantic import BaseModel, ValidationError
 from redis.exceptions import ResponseError
 
-from perseus_core.store.network.parsing import (
-    catalog_problem,
-    catalog_unreadable,
-    field_id,
-    id_mismatch,
-    not_an_id,
-    parse_catalog_payload,
-    validate_catalog_json,
-)
+from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.network.views import NOT_AN_ID
 from perseus_core.wire import keys
-from perseus_core.wire.models import (
-    MAX_PAYLOAD_BYTES,
-    CatalogEntry,
-    InstanceStatus,
-    validate_exchange_name,
-)
+from perseus_core.wire.errors import PayloadError
+from perseus_core.wire.models import MAX_PAYLOAD_BYTES, CatalogEntry, validate_exchange_name
 
 log = logging.getLogger(__name__)
 
-RedisClient = Redis | RedisCluster
-"""A single Redis or a Redis Cluster; every read here works on both."""
-
 Token = CatalogEntry | str
 """A parsed catalog value: the valid entry, or what is wrong with it."""
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+validate_catalog_json = CatalogEntry.__pydantic_validator__.validate_json
+"""pydantic-core's JSON parser straight into `CatalogEntry`: the fast path."""
+
+
+def parse_untrusted(
+    raw: str, validate: Callable[[str], Any], from_json: Callable[[str], _Model]
+) -> _Model | str:
+    """A payload validated, or the message of the `PayloadError` its model's
+    `from_json` raises for it.
+
+    Valid payloads go through pydantic-core's JSON parser straight into the
+    model (`validate`: about twice as fast as `json.loads` plus
+    `model_validate`, which matters at 10,000 payloads per poll); both paths
+    are strict, ignore unknown fields and accept the same payloads, and
+    anything the fast path rejects is handed to `from_json` so the reported
+    error is exactly its.
+    """
+    if len(raw) <= MAX_PAYLOAD_BYTES:
+        try:
+            return cast(_Model, validate(raw))
+        except ValidationError:
+            pass
+    try:
+        return from_json(raw)
+    except PayloadError as exc:
+        return str(exc)
+
+
+def parse_catalog_payload(raw: str) -> CatalogEntry | str:
+    """A catalog value validated, or the `CatalogEntry.from_json` error message."""
+    return parse_untrusted(raw, validate_catalog_json, CatalogEntry.from_json)
+
+
+def field_id(field_name: str) -> int:
+    """The exchange id a catalog field names, or `NOT_AN_ID`."""
+    # isdecimal, not isdigit: int() rejects digits such as superscripts.
+    if field_name.isdecimal() and len(field_name) <= 18:
+        return int(field_name)
+    return NOT_AN_ID
+
+
+def not_an_id(field_name: str) -> str:
+    """What is wrong with a catalog field that names no exchange id."""
+    return f"catalog field {field_name[:40]!r} is not an exchange id"
+
+
+def catalog_problem(exchange_id: int, token: Token) -> str | None:
+    """What is wrong with a parsed catalog value stored under `exchange_id`."""
+    if isinstance(token, str):
+        return token
+    if token.id != exchange_id:
+        return f"catalog entry under id {exchange_id} says id {token.id}"
+    return None
+
+
+def catalog_unreadable(error: Exception) -> str:
+    """What is wrong with a catalog key Redis refuses to read as a hash."""
+    return f"catalog {keys.CATALOG_KEY} is unreadable (it must be a hash): {error}"
 
 
 class CatalogParser:
@@ -128,30 +177,6 @@ class CatalogParser:
         return entries
 
 
-def importable(exchange_id: int, status: InstanceStatus | str) -> CatalogEntry | None:
-    """The catalog entry `discover` adds for an online exchange missing from
-    the catalog, or None (logged) when its payload is corrupt, names another
-    exchange or carries a name Perseus would not write."""
-    if isinstance(status, str):
-        log.warning("not importing exchange %d: %s", exchange_id, status)
-        return None
-    if status.exchange_id != exchange_id:
-        log.warning("not importing exchange %d: %s", exchange_id, id_mismatch(status, exchange_id))
-        return None
-    return importable_name(exchange_id, status.exchange_name)
-
-
-def importable_name(exchange_id: int, name: str) -> CatalogEntry | None:
-    """The catalog entry `discover` adds for an exchange of that id and name,
-    or None (logged) when the name is not one Perseus would write."""
-    try:
-        valid = validate_exchange_name(name)
-    except ValueError as exc:
-        log.warning("not importing exchange %d: %s", exchange_id, exc)
-        return None
-    return CatalogEntry(id=exchange_id, name=valid, display_name=valid)
-
-
 async def add_missing(redis: RedisClient, entries: list[CatalogEntry]) -> list[CatalogEntry]:
     """Write each entry unless its id has one already (HSETNX: an entry written
     meanwhile by an operator or agent is kept); the entries written."""
@@ -165,7 +190,7 @@ async def add_missing(redis: RedisClient, entries: list[CatalogEntry]) -> list[C
 
 
 async def write_entry(redis: RedisClient, entry: CatalogEntry, *, overwrite: bool = True) -> bool:
-    """Write one catalog entry (see `NetworkReader.add_to_catalog`)."""
+    """Write one catalog entry (see `FleetReader.add_to_catalog`)."""
     validate_exchange_name(entry.name)
     field_name = str(entry.id)
     if overwrite:

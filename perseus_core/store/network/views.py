@@ -1,7 +1,9 @@
-"""What a reader hands out: one `ExchangeView` per exchange, in a `NetworkSnapshot`.
+"""What the fleet reader hands out: one `ExchangeView` per exchange, in a `FleetSnapshot`.
 
 `ExchangeView.kind` is the one place that decides whether an exchange is live,
-unreadable, ready or offline; every surface shows what it says.
+unreadable, ready or offline; every surface shows what it says. These are
+data only: how they read on screen and in `perseus status --json` is decided
+in `perseus_core.present`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from perseus_core.wire.models import (
     ActivityEntry,
@@ -21,7 +22,7 @@ from perseus_core.wire.models import (
     OtherEntry,
     StateTransitionEntry,
 )
-from perseus_core.wire.timeutil import format_ts, id_time, parse_ts_or_none, system_clock
+from perseus_core.wire.timeutil import id_time, parse_ts_or_none, system_clock
 
 NOT_AN_ID = -1
 """The `exchange_id` of a view made for a catalog field that is not a number."""
@@ -80,10 +81,10 @@ class LastKnown:
 
         The newest `state_transition` names the holder; a newer `error` counts
         only when it comes from that holder (same hostname, and same IP when
-        both name one: a holder's error may be written before its IP is known): an agent
-        or a TypeScript server refused the slot writes an error of its own
-        (its host, state idle) into the holder's stream, and must not take
-        over the offline card. Without a transition among `entries`: the
+        both name one: a holder's error may be written before its IP is
+        known). An agent or a TypeScript server whose claim was refused
+        writes an error of its own (its host, state idle) into the holder's
+        stream, and must not take over the offline card. Without a transition among `entries`: the
         newest entry that carries a state, else the newest one (None if none).
         """
         items = [(entry, cls.from_entry(entry)) for entry in entries]
@@ -100,17 +101,6 @@ class LastKnown:
             return stated[0]
         return items[0][1] if items else None
 
-    def to_dict(self) -> dict[str, str]:
-        """The `lastKnown` object of `perseus status --json`."""
-        return {
-            "hostname": self.hostname,
-            "ip": self.ip,
-            "state": self.state,
-            "timestamp": self.timestamp,
-            "event": self.event,
-            "id": self.id,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class LastSeen:
@@ -124,10 +114,6 @@ class LastSeen:
     def label(self, age: str) -> str:
         """`last heartbeat 3m ago` / `last entry 2d ago`, with `age` as given."""
         return f"last {self.source} {age}"
-
-    def to_dict(self) -> dict[str, str]:
-        """The `lastSeen` object of `perseus status --json`."""
-        return {"at": format_ts(self.at), "source": self.source}
 
 
 class ViewKind(StrEnum):
@@ -151,7 +137,7 @@ class ExchangeView:
     to build).
 
     Attributes:
-        exchange_id: the slot id (`NOT_AN_ID` for a catalog field that is not
+        exchange_id: the exchange id (`NOT_AN_ID` for a catalog field that is not
             a number).
         exchange_name: the catalog name, else the name in the status payload,
             else empty (unknown).
@@ -171,8 +157,8 @@ class ExchangeView:
         seen_at: for an exchange not online, its newest heartbeat this
             reader saw while it was online (see `last_seen`); else None.
         heartbeat_at: when the last heartbeat happened on this host's clock,
-            dated by the key's PTTL on Redis's clock (configured TTL - PTTL
-            before the read); None when the PTTL could not date it. Unlike
+            dated by the key's PTTL on Redis's clock (the writer's TTL minus
+            the PTTL before the read); None when the PTTL could not date it. Unlike
             `status.last_heartbeat` no writer's clock can skew it.
     """
 
@@ -233,23 +219,9 @@ class ExchangeView:
         """The catalog's `isActive` (True when there is no valid entry)."""
         return self.catalog_entry.is_active if self.catalog_entry is not None else True
 
-    def to_dict(self) -> dict[str, Any]:
-        """The per-instance object of `perseus status --json`."""
-        return {
-            "exchangeId": self.exchange_id,
-            "exchangeName": self.exchange_name,
-            "displayName": self.display_name,
-            "online": self.online,
-            "status": self.status.to_wire() if self.status is not None else None,
-            "lastKnown": self.last_known.to_dict() if self.last_known is not None else None,
-            "lastSeen": seen.to_dict() if not self.online and (seen := self.last_seen) else None,
-            "agents": [agent.to_wire() for agent in self.agents],
-            "error": self.error,
-        }
-
 
 @dataclass(frozen=True, slots=True)
-class NetworkSnapshot:
+class FleetSnapshot:
     """Every listed exchange at one moment, sorted by id."""
 
     exchanges: list[ExchangeView] = field(default_factory=list)
