@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -27,9 +26,8 @@ from perseus_core.wire.models import ErrorEntry, StateTransitionEntry
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import format_ts
 from tests.core.test_notify import TOKEN, WebhookServer, status_json
+from tests.helpers import PERSEUS_ARGV
 from tests.waiting import eventually
-
-PERSEUS = [sys.executable, "-c", "from perseus_cli.main import main; main()"]
 
 
 def _entry(name: str, src: str, dst: str, hostname: str = "host-a") -> StateTransitionEntry:
@@ -131,7 +129,7 @@ async def spawn(settings: Settings) -> AsyncIterator[Spawn]:
         )
         full_env.update(env or {})
         proc = await asyncio.create_subprocess_exec(
-            *PERSEUS,
+            *PERSEUS_ARGV,
             "notify",
             "--interval",
             "0.1",
@@ -222,7 +220,7 @@ async def test_real_agents_a_kill_is_offline_a_graceful_stop_is_not(
     agents = {}
     for exchange_id, name in ((11, "gdax"), (12, "ftx")):
         agents[name] = await asyncio.create_subprocess_exec(
-            *PERSEUS,
+            *PERSEUS_ARGV,
             "agent",
             "--exchange-id",
             str(exchange_id),
