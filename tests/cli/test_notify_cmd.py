@@ -27,7 +27,7 @@ from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import format_ts
 from tests.core.test_notify import TOKEN, WebhookServer, status_json
 from tests.helpers import PERSEUS_ARGV
-from tests.waiting import eventually
+from tests.waiting import commands_naming, eventually
 
 
 def _entry(name: str, src: str, dst: str, hostname: str = "host-a") -> StateTransitionEntry:
@@ -259,7 +259,10 @@ async def test_real_agents_a_kill_is_offline_a_graceful_stop_is_not(
         await eventually(
             lambda: "active → offline" in transitions("ftx"), within=20, what="ftx offline"
         )
-        await asyncio.sleep(1.0)  # more snapshots: gdax must stay quiet
+        # More snapshots, each reading gdax's released key (its value, and its
+        # TTL to date it: at most two reads each): gdax must stay quiet.
+        async with commands_naming(settings.redis_url, keys.status_key(11)) as reads:
+            await eventually(lambda: len(reads) >= 20, what="ten more status snapshots")
     finally:
         for proc in agents.values():
             if proc.returncode is None:
