@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis as sync_redis
 from redis.asyncio import Redis
 
 from perseus_cli.apps import redis_cluster, redis_server
@@ -104,6 +105,25 @@ def _leaks_fail_the_test_that_made_them() -> Iterator[None]:
     gc.collect()
 
 
+@pytest.fixture
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy from the environment must not see (or break) requests to 127.0.0.1.
+
+    Modules that serve HTTP on loopback ask for it with
+    `pytestmark = pytest.mark.usefixtures("_no_proxy")`; it starts nothing, so
+    their pure tests stay `unit`.
+    """
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One server for the session; `redis_url` flushes it before each test."""
@@ -114,13 +134,18 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     """URL of a clean database on the shared server."""
-    import redis as sync_redis
-
     if redis_server.pid is None:  # a previous test may have killed it
         redis_server.start()
     with sync_redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
     return redis_server.url
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[sync_redis.Redis]:
+    """A synchronous client for seeding and checking, on the clean database."""
+    with sync_redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        yield client
 
 
 @pytest.fixture
@@ -158,6 +183,12 @@ def make_settings(redis_url: str) -> Callable[..., Settings]:
 def settings(make_settings: Callable[..., Settings]) -> Settings:
     """Default fast settings on a clean database."""
     return make_settings()
+
+
+@pytest.fixture
+def long_ttl(make_settings: Callable[..., Settings]) -> Settings:
+    """Fast settings with a TTL long enough that no key expires by accident."""
+    return make_settings(heartbeat_ttl_ms=10_000)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,9 +150,7 @@ def _demo(instances: int) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     """Start `perseus demo --no-tui` and yield it once it printed its URL."""
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-c",
-            "from perseus_cli.main import main; main()",
+            *perseus_argv(),
             "demo",
             "--no-tui",
             "--instances",

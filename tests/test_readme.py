@@ -9,11 +9,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import redis as sync_redis
 
+from perseus_core.wire.timeutil import parse_ts
 from tests.waiting import eventually
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -39,14 +41,22 @@ def test_readme_embedding_example_claims_runs_and_releases(redis_url: str, tmp_p
     try:
         with sync_redis.Redis.from_url(redis_url, decode_responses=True) as client:
 
-            def active() -> bool:
+            def active() -> dict[str, Any] | None:
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                 raw = client.get("exchange:1:status")
-                return raw is not None and json.loads(raw)["connectionState"] == "active"
+                status = None if raw is None else json.loads(raw)
+                return status if status and status["connectionState"] == "active" else None
 
-            asyncio.run(eventually(active, within=15, what="the example to become active"))
-            time.sleep(0.5)  # longer than the TTL: the heartbeat keeps the key alive
-            assert client.exists("exchange:1:status")
+            def beat_past_the_ttl() -> bool:
+                raw = client.get("exchange:1:status")
+                assert raw is not None, "the key expired: the heartbeat did not keep it alive"
+                return parse_ts(json.loads(raw)["lastHeartbeat"]) >= outlive
+
+            status = asyncio.run(eventually(active, within=15, what="the example to become active"))
+            # The heartbeat keeps the key alive: it is still there, heartbeat after
+            # heartbeat, until the last one is longer than the TTL after the first.
+            outlive = parse_ts(status["lastHeartbeat"]) + timedelta(milliseconds=500)
+            asyncio.run(eventually(beat_past_the_ttl, what="heartbeats past the TTL"))
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) == 0
             assert not client.exists("exchange:1:status")

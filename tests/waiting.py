@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -49,3 +50,32 @@ async def until_blocked(redis: Redis, command: str, count: int = 1, within: floa
         return await blocked_clients(redis, command) >= count
 
     await eventually(enough, within=within, what=f"{count} client(s) blocked in {command}")
+
+
+@contextlib.asynccontextmanager
+async def commands_naming(url: str, key: str) -> AsyncIterator[list[str]]:
+    """Every command a client sends that names `key` (the ones scripts run
+    are left out), from MONITOR, as Redis runs them.
+
+    How a test knows another process went through N more rounds (a notifier
+    polling a status key, say) when that process shows no count of its own:
+    wait until the list is long enough, then check what did not happen.
+    """
+    seen: list[str] = []
+    client = Redis.from_url(url, decode_responses=True)  # no socket timeout: MONITOR idles
+
+    async def watch() -> None:
+        async with client.monitor() as monitor:
+            while True:
+                info = await monitor.next_command()
+                if info["client_type"] != "lua" and key in info["command"].split():
+                    seen.append(info["command"])
+
+    watching = asyncio.create_task(watch())
+    try:
+        yield seen
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        await client.aclose()

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import AGENT_ARGV
 from tests.waiting import eventually
-
-AGENT_ARGV = [sys.executable, "-c", "from perseus_cli.main import main; main()", "agent"]
 
 HEARTBEAT_INTERVAL_MS = 150
 HEARTBEAT_TTL_MS = 600

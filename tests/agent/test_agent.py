@@ -35,7 +35,6 @@ from perseus_core.wire.models import (
 )
 from perseus_core.wire.settings import Settings
 from tests.agent.conftest import (
-    AGENT_ARGV,
     CHILD_IGNORE_TERM,
     CHILD_SLEEP,
     HEARTBEAT_INTERVAL_MS,
@@ -47,6 +46,7 @@ from tests.agent.conftest import (
     read_pid,
     trap_term_child,
 )
+from tests.helpers import AGENT_ARGV, PERSEUS_ARGV, status_gone
 from tests.waiting import eventually
 
 FULL_ROUND_TRIP = [
@@ -160,7 +160,7 @@ async def test_start_stop_round_trip(
 
 async def perseus(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the `perseus` CLI (another process), off the event loop."""
-    argv = [sys.executable, "-c", "from perseus_cli.main import main; main()", *args]
+    argv = [*PERSEUS_ARGV, *args]
     return await asyncio.to_thread(
         subprocess.run, argv, env=agent_env(redis_url), capture_output=True, text=True, timeout=30
     )
@@ -395,15 +395,11 @@ async def test_kill_9_lets_the_key_expire_and_takes_the_child_along(
     await agent.wait_exit()
     ttl_s = HEARTBEAT_TTL_MS / 1000
     await eventually(
-        lambda: _gone(redis),
+        lambda: status_gone(redis),
         within=ttl_s + 2,
         what="the status key to expire",
     )
     await eventually(lambda: not pid_alive(child_pid), what="the orphaned child to die")
-
-
-async def _gone(redis: Redis) -> bool:
-    return await redis.exists(keys.status_key(1)) == 0
 
 
 # --- fencing and outages --------------------------------------------------------
@@ -422,7 +418,9 @@ async def test_paused_agent_fences_itself_without_touching_the_new_holder(
 
     first.signal(signal.SIGSTOP)
     try:
-        await eventually(lambda: _gone(redis), within=5, what="the paused agent's key to expire")
+        await eventually(
+            lambda: status_gone(redis), within=5, what="the paused agent's key to expire"
+        )
         # The frozen agent could not stop its child: its watchdog did, before the key expired.
         assert not pid_alive(first_child)
         second = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(tmp_path / "second.pid"))
@@ -478,7 +476,7 @@ async def test_command_sent_while_the_agent_was_cut_off_still_runs(
     try:
         command = await ControlClient(redis, settings).submit(1, "stop", operator="tests")
         # Out of touch past the TTL: the key expires, nobody else takes the slot.
-        await eventually(lambda: _gone(redis), within=5, what="the key to expire")
+        await eventually(lambda: status_gone(redis), within=5, what="the key to expire")
     finally:
         agent.signal(signal.SIGCONT)
 
@@ -493,7 +491,7 @@ async def test_command_sent_while_the_agent_was_cut_off_still_runs(
         "cannot stop coinbase: it is idle",
     ), outcome.message
     assert not pid_alive(child_pid)
-    await eventually(lambda: _gone(redis), what="the key released")
+    await eventually(lambda: status_gone(redis), what="the key released")
     assert agent.running
 
 

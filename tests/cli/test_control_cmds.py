@@ -20,6 +20,7 @@ from perseus_core.store.control.server import CommandServer, HandlerResult
 from perseus_core.wire.errors import CommandRejected
 from perseus_core.wire.models import Command, ReplyStatus
 from perseus_core.wire.settings import Settings
+from tests.helpers import invoke
 
 HOST = "host-a"
 
@@ -83,13 +84,6 @@ def announce_agent(settings: Settings, exchange_id: int, state: str = "idle") ->
     with sync_redis.Redis.from_url(settings.redis_url) as r:
         seconds, _ = r.time()
         r.zadd(f"perseus:agents:{exchange_id}", {member: (seconds + 60) * 1000})
-
-
-def invoke(settings: Settings, *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, [*args, "--redis-url", settings.redis_url])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_start_prints_sent_ack_and_result_and_exits_0(

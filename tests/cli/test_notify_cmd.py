@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -27,9 +26,8 @@ from perseus_core.wire.models import ErrorEntry, StateTransitionEntry
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import format_ts
 from tests.core.test_notify import TOKEN, WebhookServer, status_json
-from tests.waiting import eventually
-
-PERSEUS = [sys.executable, "-c", "from perseus_cli.main import main; main()"]
+from tests.helpers import PERSEUS_ARGV
+from tests.waiting import commands_naming, eventually
 
 
 def _entry(name: str, src: str, dst: str, hostname: str = "host-a") -> StateTransitionEntry:
@@ -131,7 +129,7 @@ async def spawn(settings: Settings) -> AsyncIterator[Spawn]:
         )
         full_env.update(env or {})
         proc = await asyncio.create_subprocess_exec(
-            *PERSEUS,
+            *PERSEUS_ARGV,
             "notify",
             "--interval",
             "0.1",
@@ -222,7 +220,7 @@ async def test_real_agents_a_kill_is_offline_a_graceful_stop_is_not(
     agents = {}
     for exchange_id, name in ((11, "gdax"), (12, "ftx")):
         agents[name] = await asyncio.create_subprocess_exec(
-            *PERSEUS,
+            *PERSEUS_ARGV,
             "agent",
             "--exchange-id",
             str(exchange_id),
@@ -261,7 +259,10 @@ async def test_real_agents_a_kill_is_offline_a_graceful_stop_is_not(
         await eventually(
             lambda: "active → offline" in transitions("ftx"), within=20, what="ftx offline"
         )
-        await asyncio.sleep(1.0)  # more snapshots: gdax must stay quiet
+        # More snapshots, each reading gdax's released key (its value, and its
+        # TTL to date it: at most two reads each): gdax must stay quiet.
+        async with commands_naming(settings.redis_url, keys.status_key(11)) as reads:
+            await eventually(lambda: len(reads) >= 20, what="ten more status snapshots")
     finally:
         for proc in agents.values():
             if proc.returncode is None:

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,50 +31,13 @@ from perseus_cli.apps.redis_server import RedisServer, free_port
 from perseus_cli.main import cli
 from perseus_core.wire import keys
 from perseus_core.wire.timeutil import format_ts
-
-# --- data exactly as docs/wire-format.md section 3 shows it --------------------
-
-WIRE_STATUS = (
-    '{"exchangeId":1,"exchangeName":"coinbase","hostname":"DESKTOP-ABC",'
-    '"ipAddress":"203.0.113.7","adminEmail":"ops@example.com","adminDisplayName":"Ops Team",'
-    '"connectionState":"active","symbolCount":25,"connectedAt":"2026-02-10T18:22:04.511Z",'
-    '"lastHeartbeat":"2026-02-10T22:45:00.123Z","lastStateChange":"2026-02-10T18:22:04.511Z",'
-    '"registeredAt":"2026-02-10T18:21:58.002Z","lastError":null,"lastErrorAt":null}'
-)
-WIRE_TRANSITION = [
-    ("event", "state_transition"),
-    ("timestamp", "2026-02-10T18:22:04.511Z"),
-    ("fromState", "warming"),
-    ("toState", "active"),
-    ("exchangeId", "1"),
-    ("exchangeName", "coinbase"),
-    ("hostname", "DESKTOP-ABC"),
-    ("ip", "203.0.113.7"),
-    ("adminEmail", "ops@example.com"),
-]
-WIRE_ERROR = [
-    ("event", "error"),
-    ("timestamp", "2026-02-10T19:03:11.870Z"),
-    ("error", "websocket closed (1006)"),
-    ("exchangeId", "1"),
-    ("exchangeName", "coinbase"),
-    ("hostname", "DESKTOP-ABC"),
-    ("ip", ""),
-    ("state", "active"),
-]
+from tests.wire_examples import WIRE_ERROR, WIRE_STATUS, WIRE_TRANSITION
 
 HOSTILE = "\x1b[31mEVIL\x1b[0m[bold red]boom[/]\x1b]0;pwned\x07\u202eev\r\nil\x9b2J"
 ESCAPE_CHARS = ("\x1b", "\x07", "\x9b", "\u202e", "\r")
 
 
 # --- helpers ------------------------------------------------------------------
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[sync_redis.Redis]:
-    """A synchronous client for seeding and checking, on the clean database."""
-    with sync_redis.Redis.from_url(redis_url, decode_responses=True) as client:
-        yield client
 
 
 def invoke(redis_url: str, *args: str) -> Result:
@@ -127,8 +89,8 @@ def seed_wire(r: sync_redis.Redis) -> None:
     """Exchange 1 online exactly as docs/wire-format.md section 3 shows it (no countryCode)."""
     catalog(r, 1, "coinbase", "Coinbase")
     r.set("exchange:1:status", WIRE_STATUS, px=60_000)
-    xadd(r, "coinbase", WIRE_TRANSITION, "1770747724511-0")
-    xadd(r, "coinbase", WIRE_ERROR, "1770750191870-0")
+    xadd(r, "coinbase", list(WIRE_TRANSITION.items()), "1770747724511-0")
+    xadd(r, "coinbase", list(WIRE_ERROR.items()), "1770750191870-0")
 
 
 def assert_clean(text: str) -> None:
@@ -192,8 +154,8 @@ def test_status_offline_shows_last_known_from_the_stream(
     r: sync_redis.Redis, redis_url: str
 ) -> None:
     catalog(r, 1, "coinbase")
-    xadd(r, "coinbase", WIRE_TRANSITION, "1770747724511-0")
-    xadd(r, "coinbase", WIRE_ERROR, "1770750191870-0")
+    xadd(r, "coinbase", list(WIRE_TRANSITION.items()), "1770747724511-0")
+    xadd(r, "coinbase", list(WIRE_ERROR.items()), "1770750191870-0")
     data = json.loads(invoke(redis_url, "status", "--json").stdout)
     (inst,) = data["instances"]
     assert inst["online"] is False
@@ -437,7 +399,7 @@ def test_log_json_merges_all_exchanges_newest_first(r: sync_redis.Redis, redis_u
     assert [e["id"] for e in data["entries"]] == ALL_IDS
     by_id = {e["id"]: e for e in data["entries"]}
     for entry_id, fields in (("1770747724511-0", WIRE_TRANSITION), ("1770750191870-0", WIRE_ERROR)):
-        assert {k: by_id[entry_id][k] for k, _ in fields} == dict(fields)
+        assert {k: by_id[entry_id][k] for k in fields} == fields
         assert by_id[entry_id]["stream"] == "coinbase"
     assert by_id["1770749000000-0"]["event"] == "martian"
     assert by_id["1770749000000-0"]["foo"] == "bar"

@@ -3,22 +3,14 @@ past two intervals (or the configured threshold), with the uptime stopped."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import redis as sync_redis
 from click.testing import CliRunner
 
 from perseus_cli.main import cli
 from perseus_core.wire.timeutil import format_ts
 from tests.cli.test_read_cmds import catalog, status_payload
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[sync_redis.Redis]:
-    with sync_redis.Redis.from_url(redis_url, decode_responses=True) as client:
-        yield client
 
 
 def _status_row(redis_url: str, **env: str) -> str:

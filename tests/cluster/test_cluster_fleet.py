@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 
 from redis.asyncio.cluster import RedisCluster
@@ -18,10 +17,9 @@ from perseus_core.wire.models import ReplyStatus
 from perseus_core.wire.settings import Settings
 from perseus_tui.app import create_app
 from tests.cluster.conftest import FLEET
+from tests.helpers import PERSEUS_ARGV
 from tests.tui.conftest import spawn_agent  # noqa: F401 - the fixture, shared
 from tests.waiting import eventually
-
-CLI = [sys.executable, "-c", "from perseus_cli.main import main; main()"]
 
 
 def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -29,7 +27,7 @@ def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSEUS_")}
     env.update(PERSEUS_REDIS_URL=url, PERSEUS_SOCKET_TIMEOUT_MS="2000")
     return subprocess.run(
-        [*CLI, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        [*PERSEUS_ARGV, *args], env=env, capture_output=True, text=True, timeout=60, check=False
     )
 
 

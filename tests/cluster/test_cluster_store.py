@@ -167,14 +167,17 @@ async def _tail_collects(
     rounds: int,
     after_first_round: Callable[[], Awaitable[object]] | None = None,
 ) -> list[tuple[str, str]]:
-    """Follow the fleet's streams while `rounds` rounds of entries are written;
-    `after_first_round` runs once the tail has delivered the first round."""
+    """Follow the fleet's streams while `rounds` rounds of entries are written,
+    and return what the tail delivered; `after_first_round` runs once the tail
+    has delivered the first round. A closing round (not returned) shows the
+    tail has read every stream past the last of them."""
 
     async def names() -> list[str]:
         return NAMES
 
     log = ActivityLog(redis, settings)
     seen: list[tuple[str, str]] = []
+    closing = {(name, f"round-{rounds}") for name in NAMES}
     async with ActivityTail(settings, names) as tail:
 
         async def consume() -> None:
@@ -189,11 +192,14 @@ async def _tail_collects(
                     await eventually(lambda: len(seen) == len(FLEET), what="the first round")
                     await after_first_round()
             await eventually(lambda: len(seen) >= rounds * len(FLEET), what="the tail")
-            await asyncio.sleep(0.3)  # a duplicate would arrive within a read or two
+            # One more entry on every stream, read through: a duplicate (a stream
+            # read again from an old position) would have arrived before it.
+            await _append_round(log, rounds)
+            await eventually(lambda: closing <= set(seen), what="the closing round")
         finally:
             await tail.aclose()
             await task
-    return seen
+    return [entry for entry in seen if entry not in closing]
 
 
 def _expected(rounds: int) -> list[tuple[str, str]]:

@@ -39,31 +39,9 @@ from perseus_core.wire.models import (
 )
 from perseus_core.wire.settings import Settings
 from tests.waiting import eventually, until_blocked
+from tests.wire_examples import WIRE_ERROR, WIRE_TRANSITION
 
 DAY_MS = 86_400_000
-
-# docs/wire-format.md 3, exactly as the TypeScript writer produces the two stream entries.
-WIRE_TRANSITION = {
-    "event": "state_transition",
-    "timestamp": "2026-02-10T18:22:04.511Z",
-    "fromState": "warming",
-    "toState": "active",
-    "exchangeId": "1",
-    "exchangeName": "coinbase",
-    "hostname": "DESKTOP-ABC",
-    "ip": "203.0.113.7",
-    "adminEmail": "ops@example.com",
-}
-WIRE_ERROR = {
-    "event": "error",
-    "timestamp": "2026-02-10T19:03:11.870Z",
-    "error": "websocket closed (1006)",
-    "exchangeId": "1",
-    "exchangeName": "coinbase",
-    "hostname": "DESKTOP-ABC",
-    "ip": "",
-    "state": "active",
-}
 
 
 def error(text: str) -> ErrorEntry:

@@ -442,14 +442,16 @@ async def test_server_survives_a_redis_pause(
     redis = connect(settings, socket_timeout=30)
     try:
         client = ControlClient(redis, settings)
-        async with serving(settings, handler):
+        async with serving(settings, handler) as server:
             assert (await client.send(EXCHANGE_ID, "ping", operator="o")).ok
             fresh_redis.pause()
             try:
                 sending = asyncio.create_task(
                     client.send(EXCHANGE_ID, "start", operator="o", ack_timeout_ms=20_000)
                 )
-                await asyncio.sleep(0.3)
+                # Paused past the server's own socket timeout: it has lost Redis,
+                # while the sender, on its longer timeout, still waits.
+                await eventually(lambda: not server.connected, what="the server to lose Redis")
                 assert not sending.done()
             finally:
                 fresh_redis.resume()

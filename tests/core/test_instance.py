@@ -24,8 +24,8 @@ from perseus_core.wire import keys
 from perseus_core.wire.errors import InvalidTransition, RedisUnavailable
 from perseus_core.wire.lifecycle import TransitionRecord, can_transition
 from perseus_core.wire.models import ConnectionState as S
-from perseus_core.wire.models import InstanceStatus
 from perseus_core.wire.settings import Settings
+from tests.helpers import StepClock, stored
 
 EXCHANGE_ID = 1
 NAME = "coinbase"
@@ -43,26 +43,6 @@ PATH_TO = {
     S.STOPPED: [S.STARTING, S.WARMING, S.ACTIVE, S.STOPPING, S.STOPPED],
 }
 ALL_PAIRS = list(itertools.product(S, S))
-
-
-class StepClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
-
-
-@pytest.fixture
-def long_ttl(make_settings: Callable[..., Settings]) -> Settings:
-    """No key expires during a test by accident."""
-    return make_settings(heartbeat_ttl_ms=10_000)
 
 
 @pytest.fixture
@@ -83,12 +63,6 @@ async def make_instance() -> AsyncIterator[Callable[..., Instance]]:
     for instance, client in made:
         await instance.close()
         await client.aclose()
-
-
-async def stored(redis: Redis) -> InstanceStatus:
-    raw = await redis.get(KEY)
-    assert raw is not None, f"{KEY} does not exist"
-    return InstanceStatus.from_json(raw)
 
 
 async def stream_rows(redis: Redis) -> list[list[tuple[str, str]]]:
@@ -138,7 +112,7 @@ async def test_every_transition_is_validated(
 async def test_connected_at_is_set_on_entering_active_and_cleared_on_leaving(
     long_ttl: Settings, redis: Redis, make_instance: Callable[..., Instance]
 ) -> None:
-    clock = StepClock()
+    clock = StepClock(T0)
     instance = make_instance(long_ttl, clock=clock)
     await instance.claim(heartbeat=False)
     await walk(instance, [S.STARTING, S.WARMING], clock)
@@ -199,7 +173,7 @@ async def test_updates_keep_the_ttl(
 async def test_record_error_sets_last_error(
     long_ttl: Settings, redis: Redis, make_instance: Callable[..., Instance]
 ) -> None:
-    clock = StepClock()
+    clock = StepClock(T0)
     instance = make_instance(long_ttl, clock=clock)
     await instance.claim(heartbeat=False)
     at = clock.advance(minutes=5)
@@ -225,7 +199,7 @@ async def test_a_huge_error_message_is_cut(
 async def test_state_transition_entries_are_exactly_wire_1_3(
     long_ttl: Settings, redis: Redis, make_instance: Callable[..., Instance]
 ) -> None:
-    clock = StepClock()
+    clock = StepClock(T0)
     instance = make_instance(long_ttl, clock=clock, admin_email="ops@example.com")
     await instance.claim(heartbeat=False)
     await instance.set_ip("203.0.113.7")
@@ -249,7 +223,7 @@ async def test_state_transition_entries_are_exactly_wire_1_3(
 async def test_unknown_values_are_empty_strings(
     long_ttl: Settings, redis: Redis, make_instance: Callable[..., Instance]
 ) -> None:
-    instance = make_instance(long_ttl, clock=StepClock())
+    instance = make_instance(long_ttl, clock=StepClock(T0))
     await instance.transition(S.STARTING)
     await instance.record_error("boom")
     transition, error = await stream_rows(redis)
@@ -335,7 +309,7 @@ async def test_without_the_lease_transitions_are_only_logged(
 async def test_history_is_capped(
     settings: Settings, make_instance: Callable[..., Instance]
 ) -> None:
-    clock = StepClock()
+    clock = StepClock(T0)
     instance = make_instance(settings, clock=clock, history_size=3)
     await walk(instance, PATH_TO[S.STOPPED], clock)
     assert instance.history == [
@@ -348,7 +322,7 @@ async def test_history_is_capped(
 async def test_instances_never_share_an_owner_token(
     settings: Settings, make_instance: Callable[..., Instance]
 ) -> None:
-    clock = StepClock()
+    clock = StepClock(T0)
     ids = {make_instance(settings, clock=clock).instance_id for _ in range(5)}
     assert len(ids) == 5
 
@@ -388,7 +362,7 @@ async def test_changes_survive_redis_being_down_and_the_gap_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = make_settings(redis_url=fresh_redis.url)
-    clock = StepClock()
+    clock = StepClock(T0)
     instance = make_instance(settings, clock=clock, retry=Retry(NoBackoff(), 0))
 
     fresh_redis.stop()

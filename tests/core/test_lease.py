@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -36,37 +36,17 @@ from perseus_core.wire.errors import PerseusError, RedisUnavailable
 from perseus_core.wire.models import ConnectionState, InstanceStatus
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import format_ts
+from tests.helpers import StepClock, status_gone, stored
 from tests.waiting import eventually
+from tests.wire_examples import WIRE_STATUS
 
 EXCHANGE_ID = 1
 NAME = "coinbase"
 KEY = keys.status_key(EXCHANGE_ID)
 EPOCH_KEY = keys.epoch_key(EXCHANGE_ID)
 
-TS_PAYLOAD = (
-    '{"exchangeId":1,"exchangeName":"coinbase","hostname":"DESKTOP-ABC",'
-    '"ipAddress":"203.0.113.7","adminEmail":"ops@example.com","adminDisplayName":"Ops Team",'
-    '"connectionState":"active","symbolCount":25,"connectedAt":"2026-02-10T18:22:04.511Z",'
-    '"lastHeartbeat":"2026-02-10T22:45:00.123Z","lastStateChange":"2026-02-10T18:22:04.511Z",'
-    '"registeredAt":"2026-02-10T18:21:58.002Z","lastError":null,"lastErrorAt":null}'
-)
-
 
 # --- helpers --------------------------------------------------------------------
-
-
-class StepClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 @dataclass
@@ -77,12 +57,6 @@ class LostCalls:
 
     def __call__(self, exc: LeaseLost) -> None:
         self.calls.append(exc)
-
-
-async def stored(redis: Redis) -> InstanceStatus:
-    raw = await redis.get(KEY)
-    assert raw is not None, f"{KEY} does not exist"
-    return InstanceStatus.from_json(raw)
 
 
 def no_retry() -> Retry:
@@ -228,12 +202,6 @@ def holder_payload(hostname: str, pid: int, *, epoch: int = 5) -> InstanceStatus
     )
 
 
-@pytest.fixture
-def long_ttl(make_settings: Callable[..., Settings]) -> Settings:
-    """A TTL long enough that a key never expires during the test by accident."""
-    return make_settings(heartbeat_ttl_ms=10_000)
-
-
 # --- identity -------------------------------------------------------------------
 
 
@@ -309,11 +277,7 @@ async def test_ttl_expiry_makes_the_key_disappear(
     instance = make_instance(settings)
     await instance.claim(heartbeat=False)
     assert await redis.exists(KEY)
-    await eventually(lambda: _missing(redis), what="the status key to expire")
-
-
-async def _missing(redis: Redis) -> bool:
-    return not await redis.exists(KEY)
+    await eventually(lambda: status_gone(redis), what="the status key to expire")
 
 
 async def test_claim_twice_is_a_no_op(
@@ -378,7 +342,7 @@ async def test_conflict_names_the_holder(
 async def test_conflict_with_a_typescript_holder(
     settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
 ) -> None:
-    await redis.set(KEY, TS_PAYLOAD, px=5_000)
+    await redis.set(KEY, WIRE_STATUS, px=5_000)
     contender = make_instance(settings, hostname="DESKTOP-ABC")  # same host, but no pid recorded
     with pytest.raises(ClaimConflict) as info:
         await contender.claim()
@@ -386,7 +350,7 @@ async def test_conflict_with_a_typescript_holder(
     for part in ("DESKTOP-ABC", "IP 203.0.113.7", "connected since 2026-02-10T18:22:04.511Z"):
         assert part in message
     assert 0 < info.value.ttl_ms <= 5_000
-    assert await redis.get(KEY) == TS_PAYLOAD
+    assert await redis.get(KEY) == WIRE_STATUS
     assert not contender.lease.held
 
 
@@ -521,7 +485,7 @@ async def test_epoch_increases_every_time_the_slot_changes_hands(
     b = make_instance(settings, hostname="host-b")
     await b.claim(heartbeat=False)
     assert (await stored(redis)).epoch == b.lease.epoch == 2
-    await eventually(lambda: _missing(redis), what="b's key to expire")
+    await eventually(lambda: status_gone(redis), what="b's key to expire")
 
     c = make_instance(settings, hostname="host-c")
     await c.claim(heartbeat=False)
@@ -702,7 +666,7 @@ async def test_a_late_holder_never_touches_the_new_holders_key(
     a = make_instance(make_settings(), hostname="host-a", on_lease_lost=lost)
     await a.claim()
     await a.heartbeat.stop()  # "paused": no more refreshes
-    await eventually(lambda: _missing(redis), what="a's key to expire")
+    await eventually(lambda: status_gone(redis), what="a's key to expire")
 
     b = make_instance(make_settings(heartbeat_ttl_ms=10_000), hostname="host-b")
     await b.claim(heartbeat=False)
@@ -865,7 +829,7 @@ _FOREIGN_PAYLOADS = {
     "json array": "[1, 2]",
     "json string": '"text"',
     "instanceId not a string": '{"instanceId": 7}',
-    "no instanceId": TS_PAYLOAD,
+    "no instanceId": WIRE_STATUS,
     "deeply nested": "[" * 5_000 + "]" * 5_000,
     "invalid utf-8": b"\xff\xfe{",
 }

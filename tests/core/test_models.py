@@ -28,18 +28,11 @@ from perseus_core.wire.models import (
     validate_exchange_name,
 )
 from perseus_core.wire.timeutil import format_duration, format_ts, parse_ts
-
-TS_EXAMPLE = (
-    '{"exchangeId":1,"exchangeName":"coinbase","hostname":"DESKTOP-ABC",'
-    '"ipAddress":"203.0.113.7","adminEmail":"ops@example.com","adminDisplayName":"Ops Team",'
-    '"connectionState":"active","symbolCount":25,"connectedAt":"2026-02-10T18:22:04.511Z",'
-    '"lastHeartbeat":"2026-02-10T22:45:00.123Z","lastStateChange":"2026-02-10T18:22:04.511Z",'
-    '"registeredAt":"2026-02-10T18:21:58.002Z","lastError":null,"lastErrorAt":null}'
-)
+from tests.wire_examples import WIRE_STATUS
 
 
 def test_reads_the_typescript_example_without_country_code() -> None:
-    status = InstanceStatus.from_json(TS_EXAMPLE)
+    status = InstanceStatus.from_json(WIRE_STATUS)
     assert status.exchange_id == 1
     assert status.connection_state is ConnectionState.ACTIVE
     assert status.country_code is None
@@ -48,16 +41,16 @@ def test_reads_the_typescript_example_without_country_code() -> None:
 
 
 def test_writes_every_core_field_in_typescript_format() -> None:
-    status = InstanceStatus.from_json(TS_EXAMPLE)
+    status = InstanceStatus.from_json(WIRE_STATUS)
     data = json.loads(status.to_json())
-    original = json.loads(TS_EXAMPLE)
+    original = json.loads(WIRE_STATUS)
     assert {k: v for k, v in data.items() if k != "countryCode"} == original
     assert data["countryCode"] is None
     assert "instanceId" not in data  # extras only when set
 
 
 def test_extras_round_trip() -> None:
-    status = InstanceStatus.from_json(TS_EXAMPLE).model_copy(
+    status = InstanceStatus.from_json(WIRE_STATUS).model_copy(
         update={"instance_id": "h:1:42:1000", "epoch": 3, "pid": 42, "version": "0.1.0"}
     )
     again = InstanceStatus.from_json(status.to_json())
@@ -70,7 +63,7 @@ def test_extras_round_trip() -> None:
 
 
 def test_unknown_fields_are_ignored() -> None:
-    data = json.loads(TS_EXAMPLE) | {"somethingNew": [1, 2]}
+    data = json.loads(WIRE_STATUS) | {"somethingNew": [1, 2]}
     assert InstanceStatus.from_json(json.dumps(data)).exchange_name == "coinbase"
 
 
@@ -89,7 +82,7 @@ def test_unknown_fields_are_ignored() -> None:
 )
 def test_invalid_payloads_raise_payload_error(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(PayloadError, match=message):
-        InstanceStatus.from_json(mutate(json.loads(TS_EXAMPLE)))
+        InstanceStatus.from_json(mutate(json.loads(WIRE_STATUS)))
 
 
 @pytest.mark.parametrize(
@@ -269,7 +262,7 @@ def test_json_and_python_reads_accept_the_same_timestamps(text: str) -> None:
     """`model_validate_json` lets pydantic-core parse the canonical UTC form
     itself; every other string takes the same path as `from_json`, so both
     accept exactly the same strings, as the same instants, always in UTC."""
-    payload = json.dumps(json.loads(TS_EXAMPLE) | {"lastHeartbeat": text, "connectedAt": text})
+    payload = json.dumps(json.loads(WIRE_STATUS) | {"lastHeartbeat": text, "connectedAt": text})
     try:
         expected: InstanceStatus | None = InstanceStatus.from_json(payload)
     except PayloadError:
@@ -286,7 +279,7 @@ def test_json_and_python_reads_accept_the_same_timestamps(text: str) -> None:
 
 def test_timestamps_from_json_in_detail() -> None:
     def read(text: str) -> datetime:
-        payload = json.dumps(json.loads(TS_EXAMPLE) | {"lastHeartbeat": text})
+        payload = json.dumps(json.loads(WIRE_STATUS) | {"lastHeartbeat": text})
         return InstanceStatus.model_validate_json(payload).last_heartbeat
 
     # Naive means UTC (docs/wire-format.md), offsets are converted, nanoseconds truncated.
@@ -298,13 +291,13 @@ def test_timestamps_from_json_in_detail() -> None:
     assert read("2026-02-10T23:45:00.5+01:00").utcoffset() == timedelta(0)
     assert read("2026-02-10T22:45:00.123456789Z").microsecond == 123456
     # The canonical form written back byte for byte.
-    status = InstanceStatus.model_validate_json(TS_EXAMPLE)
+    status = InstanceStatus.model_validate_json(WIRE_STATUS)
     assert json.loads(status.to_json())["lastHeartbeat"] == "2026-02-10T22:45:00.123Z"
-    assert status == InstanceStatus.from_json(TS_EXAMPLE)
+    assert status == InstanceStatus.from_json(WIRE_STATUS)
 
 
 def test_python_input_still_goes_through_the_lenient_parser() -> None:
-    data = json.loads(TS_EXAMPLE) | {"connectionState": ConnectionState.ACTIVE}
+    data = json.loads(WIRE_STATUS) | {"connectionState": ConnectionState.ACTIVE}
     status = InstanceStatus.model_validate(data | {"lastHeartbeat": "2026-02-10T23:45:00+01:00"})
     assert status.last_heartbeat == datetime(2026, 2, 10, 22, 45, tzinfo=UTC)
     with pytest.raises(ValidationError, match="not an ISO-8601 timestamp"):
@@ -338,7 +331,7 @@ def test_canonical_timestamps_read_alike_on_both_paths_at_the_edges() -> None:
         texts.append(f"{text}.{fraction}Z" if fraction else f"{text}Z")
     accepted = 0
     for text in texts:
-        payload = json.dumps(json.loads(TS_EXAMPLE) | {"lastHeartbeat": text})
+        payload = json.dumps(json.loads(WIRE_STATUS) | {"lastHeartbeat": text})
         try:
             expected: datetime | None = InstanceStatus.from_json(payload).last_heartbeat
         except PayloadError:
@@ -367,7 +360,7 @@ def test_timestamps_no_time_zone_can_show_are_bad_timestamps(text: str) -> None:
     timestamps (ValueError), never an OverflowError that would take a reader down."""
     with pytest.raises(ValueError, match="out of range"):
         parse_ts(text)
-    payload = json.loads(TS_EXAMPLE)
+    payload = json.loads(WIRE_STATUS)
     payload["lastHeartbeat"] = text
     with pytest.raises(PayloadError, match="lastHeartbeat"):
         InstanceStatus.from_json(json.dumps(payload))

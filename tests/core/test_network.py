@@ -48,15 +48,8 @@ from perseus_core.wire.models import (
 )
 from perseus_core.wire.settings import Settings
 from tests.waiting import eventually
+from tests.wire_examples import WIRE_STATUS
 
-# docs/wire-format.md 3, exactly as the TypeScript writer produces it (no countryCode).
-WIRE_STATUS = (
-    '{"exchangeId":1,"exchangeName":"coinbase","hostname":"DESKTOP-ABC",'
-    '"ipAddress":"203.0.113.7","adminEmail":"ops@example.com","adminDisplayName":"Ops Team",'
-    '"connectionState":"active","symbolCount":25,"connectedAt":"2026-02-10T18:22:04.511Z",'
-    '"lastHeartbeat":"2026-02-10T22:45:00.123Z","lastStateChange":"2026-02-10T18:22:04.511Z",'
-    '"registeredAt":"2026-02-10T18:21:58.002Z","lastError":null,"lastErrorAt":null}'
-)
 TTL_MS = 60_000
 
 

@@ -52,17 +52,11 @@ from perseus_core.wire.models import (
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import format_ts
 from tests.waiting import eventually
+from tests.wire_examples import WIRE_TRANSITION
 
 TOKEN = "s3cr3t-T0KEN"
 FIXED_NOW = datetime(2026, 2, 10, 22, 45, 0, 123000, tzinfo=UTC)
-_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A proxy from the environment must not see (or break) requests to 127.0.0.1."""
-    for name in _PROXY_VARS:
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("_no_proxy")
 
 
 # --- a recording webhook server -------------------------------------------------
@@ -284,21 +278,7 @@ def append(redis: Redis, settings: Settings) -> Appender:
 
 
 def test_transition_payload_has_the_discord_shape() -> None:
-    entry = parse_entry(
-        "1700000000000-0",
-        {
-            "event": "state_transition",
-            "timestamp": "2026-02-10T18:22:04.511Z",
-            "fromState": "warming",
-            "toState": "active",
-            "exchangeId": "1",
-            "exchangeName": "coinbase",
-            "hostname": "DESKTOP-ABC",
-            "ip": "203.0.113.7",
-            "adminEmail": "ops@example.com",
-        },
-        "coinbase",
-    )
+    entry = parse_entry("1700000000000-0", WIRE_TRANSITION, "coinbase")
     event = event_from_entry(entry, now=FIXED_NOW)
     assert event is not None and event.kind is EventKind.TRANSITION
     payload = build_payload(event)

@@ -23,14 +23,7 @@ from perseus_core.runtime.public_ip import (
 )
 from perseus_core.wire.settings import Settings
 
-_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A proxy from the environment must not see (or break) requests to 127.0.0.1."""
-    for name in _PROXY_VARS:
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("_no_proxy")
 
 
 def _settings(public_ip: str = "auto", timeout_ms: int = 3_000) -> Settings:

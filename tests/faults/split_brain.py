@@ -28,14 +28,13 @@ from perseus_core.store.control.sender import ControlClient
 from perseus_core.wire import keys
 from perseus_core.wire.models import InstanceStatus, ReplyStatus
 from perseus_core.wire.settings import Settings
+from tests.helpers import AGENT_ARGV, status_gone
 from tests.waiting import eventually
 
 EXCHANGE_ID = 7
 NAME = "splitbrain"
 HEARTBEAT_INTERVAL_MS = 200
 HEARTBEAT_TTL_MS = 600
-AGENT_ARGV = [sys.executable, "-c", "from perseus_cli.main import main; main()", "agent"]
-
 TICKER = (
     "import os, sys, time\n"
     "path = os.path.join(sys.argv[1], f'{os.getpid()}.ticks')\n"
@@ -193,7 +192,7 @@ async def _one_round(
     before = set(_runs(standby.ticks))
     os.kill(holder.process.pid, signal.SIGSTOP)
     try:
-        await eventually(lambda: _gone(redis), 10, "the key to expire")
+        await eventually(lambda: status_gone(redis, EXCHANGE_ID), 10, "the key to expire")
         alive = _alive(old_pid)
         outcome = await client.send(EXCHANGE_ID, "start", operator="split-brain")
         if outcome.status is not ReplyStatus.SUCCESS:
@@ -206,7 +205,3 @@ async def _one_round(
     [new_child] = set(_runs(standby.ticks)) - before
     new_first, _ = _runs(standby.ticks)[new_child]
     return (new_first - old_last) * 1000, alive
-
-
-async def _gone(redis: Redis) -> bool:
-    return not await redis.exists(keys.status_key(EXCHANGE_ID))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
@@ -21,6 +20,7 @@ from perseus_cli.main import cli
 from perseus_core.wire.settings import Settings, redact_url
 from perseus_tui.app import create_app
 from tests.fuzz.surfaces import screen_text
+from tests.helpers import AGENT_ARGV
 from tests.waiting import eventually
 
 SECRETS = ("userSecret1", "querySecret2", "tokenSecret3")
@@ -79,7 +79,7 @@ def test_cli_error_line_and_notify_banner() -> None:
 def test_agent_log() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSEUS_")}
     env.update(PERSEUS_REDIS_URL=hostile_url(), PERSEUS_PUBLIC_IP="off")
-    argv = [sys.executable, "-c", "from perseus_cli.main import main; main()", "agent"]
+    argv = [*AGENT_ARGV]
     argv += ["--exchange-id", "1"]
     argv += ["--exchange-name", "coinbase", "--startup-timeout", "0.3"]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)

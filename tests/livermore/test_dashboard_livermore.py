@@ -4,10 +4,9 @@ a dead Livermore exchange known only by its history."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-import pytest
 import redis as sync_redis
 from textual.widgets import Label
 
@@ -26,12 +25,6 @@ from tests.tui.test_dashboard import card_text, command_lines
 from tests.waiting import eventually
 
 SUB = "google-oauth2|1234"
-
-
-@pytest.fixture
-def r(settings: Settings) -> Iterator[sync_redis.Redis]:
-    with sync_redis.Redis.from_url(settings.redis_url, decode_responses=True) as client:
-        yield client
 
 
 def livermore(r: sync_redis.Redis, exchange_id: int, name: str, host: str) -> LivermoreWriter:

@@ -4,36 +4,20 @@ beside Perseus's readers, command servers and CLI (the issue's "Done means")."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
 import redis as sync_redis
-from click.testing import CliRunner
 from redis.asyncio import Redis
 
-from perseus_cli.main import cli
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.control.sender import ControlClient, Via
 from perseus_core.store.control.server import CommandServer, HandlerResult
 from perseus_core.store.network import FleetReader
 from perseus_core.wire.models import Command, ErrorEntry, ReplyStatus
 from perseus_core.wire.settings import Settings
+from tests.helpers import invoke
 from tests.livermore.shapes import LivermoreResponder, LivermoreWriter, is_uuid
 
 SUB = "google-oauth2|1234"
-
-
-@pytest.fixture
-def r(settings: Settings) -> Iterator[sync_redis.Redis]:
-    with sync_redis.Redis.from_url(settings.redis_url, decode_responses=True) as client:
-        yield client
-
-
-def invoke(settings: Settings, *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, [*args, "--redis-url", settings.redis_url])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def events(r: sync_redis.Redis, key: str) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,7 @@ import pytest
 from perseus_cli.apps.screenshots import DISPLAY_URL, SCREENSHOT_TZ
 from perseus_core.wire.settings import Settings
 from perseus_tui.app import PerseusApp, create_app
-
-AGENT_ARGV = [sys.executable, "-c", "from perseus_cli.main import main; main()", "agent"]
+from tests.helpers import AGENT_ARGV
 
 
 @pytest.fixture

@@ -1,0 +1,60 @@
+"""Helpers several test modules share: the CLI as a process or in-process, a
+clock that moves only when told, and reads of the test exchange's status key."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta
+
+from click.testing import CliRunner
+from redis.asyncio import Redis
+
+from perseus_cli.main import cli
+from perseus_core.wire import keys
+from perseus_core.wire.models import InstanceStatus
+from perseus_core.wire.settings import Settings
+
+PERSEUS_ARGV = [sys.executable, "-c", "from perseus_cli.main import main; main()"]
+"""The `perseus` console script's entry point, run as a process of its own."""
+
+AGENT_ARGV = [*PERSEUS_ARGV, "agent"]
+"""`perseus agent` as a process of its own; its options follow."""
+
+
+def invoke(settings: Settings, *args: str) -> tuple[int, str, str]:
+    """Run `perseus ARGS --redis-url URL` in-process: exit code, stdout, stderr.
+
+    An exception other than the CLI's own exit is raised, so a crash fails the
+    test with its traceback instead of a bare exit code.
+    """
+    result = CliRunner().invoke(cli, [*args, "--redis-url", settings.redis_url])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+class StepClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+async def stored(redis: Redis, exchange_id: int = 1) -> InstanceStatus:
+    """The exchange's status as stored; fails the test when the key does not exist."""
+    key = keys.status_key(exchange_id)
+    raw = await redis.get(key)
+    assert raw is not None, f"{key} does not exist"
+    return InstanceStatus.from_json(raw)
+
+
+async def status_gone(redis: Redis, exchange_id: int = 1) -> bool:
+    """Whether the exchange's status key is gone (released or expired)."""
+    return not await redis.exists(keys.status_key(exchange_id))
