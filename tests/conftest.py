@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -75,16 +76,21 @@ def _partitioned_free_port() -> int:
 
     Each worker keeps to the ports whose number modulo the worker count is its
     own index, so two workers starting servers at the same moment never race
-    for one port (a redis-server that loses that race exits at start).
+    for one port (a redis-server that loses that race exits at start). Ports
+    are drawn below Linux's ephemeral range (32768+), where outgoing
+    connections take their source ports, and bind(0) is no use here: the
+    kernel hands it only ports of one parity.
     """
     index = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
     count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
     while True:
+        port = random.randrange(12_000 + index, 32_000, count)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port % count == index:
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 if "PYTEST_XDIST_WORKER" in os.environ:
