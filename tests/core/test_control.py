@@ -497,6 +497,49 @@ async def test_stopping_lets_the_running_command_finish_and_answer(
     assert outcome.ok
 
 
+async def test_stopping_answers_the_queued_commands_as_not_run(
+    redis: Redis, settings: Settings
+) -> None:
+    handler = FakeExchange(delay=0.5)
+    client = ControlClient(redis, settings)
+    async with serving(settings, handler) as server:
+        starting = asyncio.create_task(client.send(EXCHANGE_ID, "start", operator="o"))
+        await eventually(lambda: handler.running, what="the slow start to run")
+        queued = await client.submit(EXCHANGE_ID, "stop", operator="o")
+        await eventually(lambda: server.handled == 2, what="the stop to be queued")
+        await server.stop()
+        started = await starting
+        stopped = await client.wait(EXCHANGE_ID, queued.correlation_id)
+    assert started.ok
+    assert (stopped.acked, stopped.status, stopped.message) == (
+        True,
+        ReplyStatus.ERROR,
+        "not run: the agent stopped before this command's turn came",
+    )
+    assert [c.type for c in handler.calls] == ["start"]
+    # The queued stop is answered at once; the start finishes after.
+    assert [(e.command, e.status) for e in await audit(redis, settings)][-2:] == [
+        ("stop", "error"),
+        ("start", "success"),
+    ]
+
+
+async def test_outcomes_past_their_retention_are_pruned(redis: Redis, settings: Settings) -> None:
+    outcomes = keys.outcomes_key(EXCHANGE_ID)
+    stale = {"state": "done", "entry": "1-0", "server": "old", "hostname": HOST, "pid": 1,
+             "at": to_epoch_ms(datetime.now(UTC)) - 700_000}  # fmt: skip
+    await redis.hset(outcomes, "c-stale", json.dumps(stale))
+    sent = await flood(ControlClient(redis, settings), EXCHANGE_ID, 100)
+
+    async def pruned() -> bool:
+        return not await redis.hexists(outcomes, "c-stale")
+
+    async with serving(settings, FakeExchange()):
+        await eventually(pruned, within=30, what="the stale outcome to be pruned")
+    assert await fates(redis, sent) == {"answered": len(sent)}
+    assert await redis.hlen(outcomes) == len(sent)
+
+
 async def test_cancelling_run_closes_cleanly(settings: Settings) -> None:
     server = CommandServer(settings, EXCHANGE_ID, NAME, FakeExchange())
     task = asyncio.create_task(server.run())

@@ -1,12 +1,11 @@
 """The agent's side of the control channel: one exchange's command server.
 
-It reads the exchange's command stream, admits each entry (claims it in the
-outcomes hash, so that it runs at most once; rejects what is malformed,
-unknown, expired or future-dated; acknowledges the rest at once), runs the
-admitted commands one at a time through its handler, answers the sender and
-writes the audit trail, and keeps its hold on Redis through outages
-(`ServerLink`). The records it writes are in `records`, its scripts in
-`scripts`.
+`CommandServer` reads the exchange's command stream, admits each entry (claims
+it in the exchange's `OutcomeBook`, so that it runs at most once; rejects what
+is malformed, unknown, expired or future-dated; acknowledges the rest at
+once), runs the admitted commands one at a time through its handler, answers
+the sender, writes the audit trail, and keeps its hold on Redis through
+outages. The records it writes are in `records`, its scripts in `scripts`.
 """
 
 from __future__ import annotations
@@ -94,6 +93,21 @@ def _default_identity() -> tuple[str, str | None]:
     return socket.gethostname(), None
 
 
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A command that was read, claimed and acknowledged, waiting for its turn."""
+
+    command: Command
+    entry_id: str
+    meta: CommandMeta
+    repeat: bool = False
+    """A second entry of a command queued before it: answered, never run."""
+
+
+class Stopped(Exception):
+    """Raised inside the server when it is closing and Redis is unreachable."""
+
+
 class CommandServer:
     """Serves the command stream of one exchange: one command at a time, in
     the order they were written (the `priority` field does not reorder them).
@@ -103,14 +117,14 @@ class CommandServer:
     command under a used id is rejected); reject malformed, unknown, expired
     and future-dated commands with an `error` reply; otherwise push `ack` at
     once, even while another command runs ("queued behind stop"), and queue
-    it; a runner task runs the queue in order and pushes each outcome.
-    Each step is audited in the
-    exchange's activity stream: an `ack` entry when a command is accepted and
-    one entry with the outcome (a rejected command only has the latter).
+    it; a runner task runs the queue in order and pushes each outcome. Each
+    step is audited in the exchange's Perseus-only activity stream: an `ack`
+    entry when a command is accepted and one entry with the outcome (a
+    rejected command only has the latter).
 
-    It owns two connections, created by `run()`: a blocking one for XREAD and
-    one for writes. Neither lets redis-py retry on its own: a write whose
-    reply was lost is retried here only when a retry is harmless or checked
+    Each run opens two connections: a blocking one for XREAD and one for
+    writes. Neither lets redis-py retry on its own: a write whose reply was
+    lost is retried here (`_retry`) only when a retry is harmless or checked
     (the claim recognises its own record, replies may repeat because senders
     ignore extras, an audit entry is looked for before it is written again).
     When Redis goes away the server reconnects with backoff and goes on from
@@ -127,6 +141,14 @@ class CommandServer:
             another server of the same exchange (for example, the exchange's
             holder) without claiming, acknowledging or auditing it.
     """
+
+    # Each run's own, made by `run()` when it opens its connection for writes.
+    _writer: RedisClient
+    _scripts: ControlScripts
+    _activity: ActivityLog
+    _book: OutcomeBook
+    _queue: asyncio.Queue[_Queued | None]
+    """Admitted commands in the order they were read; None ends the runner."""
 
     def __init__(
         self,
@@ -149,25 +171,22 @@ class CommandServer:
         self._stream_key = keys.commands_key(exchange_id)
         self._token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._last_id: str | None = None
-        self._link = ServerLink(settings, exchange_name)
+        self._closing = asyncio.Event()
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[Any] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._read_task: asyncio.Future[Any] | None = None
+        self._running: CommandMeta | None = None
+        """The command the runner is running, if any."""
+        self._last_queued: CommandMeta | None = None
+        """The command admitted last: what a new one waits behind when the
+        queue is not empty."""
+        self.connected = False
+        """Whether the last Redis call succeeded."""
+        self.last_error: str | None = None
+        """The Redis problem the server is waiting out, if any (one line)."""
         self.handled = 0
         """Stream entries handled so far (including rejected and repeated ones)."""
-
-    # -- state seen from outside --
-
-    @property
-    def connected(self) -> bool:
-        """Whether the last Redis call succeeded."""
-        return self._link.connected
-
-    @property
-    def last_error(self) -> str | None:
-        """The Redis problem the server is waiting out, if any (one line)."""
-        return self._link.last_error
 
     @property
     def last_id(self) -> str | None:
@@ -184,44 +203,23 @@ class CommandServer:
         self._stopped.clear()
         block_s = self._settings.block_ms / 1000
         reader = connect(self._settings, socket_timeout=block_s + 5, retry=NO_RETRY)
-        writer = connect(self._settings, retry=NO_RETRY)
-        book = OutcomeBook(
-            writer,
-            self._link,
-            keys.outcomes_key(self.exchange_id),
-            self._token,
-            self._identity,
-            self._clock,
-        )
-        responder = Responder(
-            writer,
-            self._link,
-            self._settings,
-            exchange_id=self.exchange_id,
-            exchange_name=self.exchange_name,
-            identity=self._identity,
-            clock=self._clock,
-        )
+        self._writer = connect(self._settings, retry=NO_RETRY)
+        self._scripts = ControlScripts.on(self._writer)
+        self._activity = ActivityLog(self._writer, self._settings)
+        self._book = OutcomeBook(self._writer, self.exchange_id, self._clock)
+        self._queue = asyncio.Queue()
+        self._last_queued = None
         try:
-            handling = EntryHandling(
-                self._settings,
-                self._handler,
-                self._should_serve,
-                self._identity,
-                self._clock,
-                book,
-                responder,
-            )
             runner = asyncio.create_task(
-                handling.run_queue(), name=f"commands:{self.exchange_id} runner"
+                self._run_queue(), name=f"commands:{self.exchange_id} runner"
             )
             try:
-                await self._serve(reader, writer, handling)
+                await self._serve(reader)
             finally:
-                await handling.drain(runner)
+                await self._drain(runner)
         finally:
             await reader.aclose()
-            await writer.aclose()
+            await self._writer.aclose()
             self._task = None
             self._stopped.set()
 
@@ -230,7 +228,7 @@ class CommandServer:
 
         Safe to call when the server is not running, or more than once.
         """
-        self._link.closing.set()
+        self._closing.set()
         task = self._task
         if task is None:
             return
@@ -243,7 +241,7 @@ class CommandServer:
         """Run the server in a background task of the current loop (see `stop`)."""
         if self._runner is not None and not self._runner.done():
             raise RuntimeError("this command server is already running")
-        self._link.closing.clear()
+        self._closing.clear()
         self._runner = asyncio.create_task(self.run(), name=f"commands:{self.exchange_id}")
         await asyncio.sleep(0)  # let run() take its connections before the caller goes on
 
@@ -260,124 +258,89 @@ class CommandServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    # -- the loop --
+    # -- reading the stream --
 
-    async def _serve(
-        self, reader: RedisClient, writer: RedisClient, handling: EntryHandling
-    ) -> None:
-        closing = self._link.closing
+    async def _serve(self, reader: RedisClient) -> None:
+        """Read the stream from where the last read ended, through outages, until closing."""
         backoff = new_backoff()
-        while not closing.is_set():
+        while not self._closing.is_set():
             try:
-                if self._last_id is None:
-                    self._last_id = await self._start_id(writer)
-                    log.debug("serving %s from %s", self._stream_key, self._last_id)
-                if closing.is_set():
-                    return
-                # The command is created inside the task: cancelling a task that
-                # has not started yet then never leaves an un-awaited coroutine.
-                self._read_task = asyncio.ensure_future(self._read(reader, self._last_id))
-                try:
-                    response = await self._read_task
-                finally:
-                    self._read_task = None
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if closing.is_set() and task is not None and task.cancelling() == 0:
-                    return  # aclose() interrupted the blocking read
-                raise
+                response = await self._read(reader)
             except TRANSIENT_ERRORS as exc:
-                self._link.mark_down(exc)
-                await self._link.pause(backoff.next_delay())
+                self._mark_down(exc)
+                await self._pause(backoff.next_delay())
                 continue
             except Exception as exc:  # e.g. WRONGTYPE: someone wrote another type at the key
-                self._link.mark_down(exc)
+                self._mark_down(exc)
                 log.error("cannot read %s: %s", self._stream_key, exc)
-                await self._link.pause(BACKOFF_MAX_S)
+                await self._pause(BACKOFF_MAX_S)
                 continue
+            if self._closing.is_set():
+                return
             backoff.reset()
-            self._link.mark_ok()
-            for _key, rows in xread_rows(response):
-                for entry_id, fields in rows:
-                    if closing.is_set():
-                        return
-                    try:
-                        await handling.admit(entry_id, fields)
-                    except Stopped:
-                        return
-                    except Exception:
-                        # A bug or an unexpected reply must not stop the exchange's
-                        # control channel; the entry is not re-run (it was claimed
-                        # or never reached the handler).
-                        log.exception("failed to handle command entry %s", entry_id)
-                    self._last_id = entry_id
-                    self.handled += 1
+            self._mark_ok()
+            if not await self._admit_all(response):
+                return
 
-    async def _read(self, reader: RedisClient, last_id: str) -> Any:
+    async def _read(self, reader: RedisClient) -> Any:
+        """One blocking read after the last entry handled; `aclose()` cuts it short."""
+        if self._last_id is None:
+            self._last_id = await self._start_id()
+            log.debug("serving %s from %s", self._stream_key, self._last_id)
+        if self._closing.is_set():
+            return None
+        # The command is created inside the task: cancelling a task that has
+        # not started yet then never leaves an un-awaited coroutine.
+        self._read_task = asyncio.ensure_future(self._xread(reader, self._last_id))
+        try:
+            return await self._read_task
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closing.is_set() and task is not None and task.cancelling() == 0:
+                return None  # aclose() interrupted the blocking read
+            raise
+        finally:
+            self._read_task = None
+
+    async def _xread(self, reader: RedisClient, last_id: str) -> Any:
         return await reader.xread(
             {self._stream_key: last_id}, count=READ_COUNT, block=self._settings.block_ms
         )
 
-    async def _start_id(self, writer: RedisClient) -> str:
+    async def _start_id(self) -> str:
         """The ID just before the oldest entry that could still be unexpired."""
-        seconds, micros = await writer.time()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        return f"{max(0, now_ms - self._settings.command_expiry_ms)}-0"
+        seconds, micros = await self._writer.time()
+        now = int(seconds) * 1000 + int(micros) // 1000
+        return f"{max(0, now - self._settings.command_expiry_ms)}-0"
 
+    async def _admit_all(self, response: Any) -> bool:
+        """Admit every entry of one read, in order; False when serving must end."""
+        for _key, rows in xread_rows(response):
+            for entry_id, fields in rows:
+                if self._closing.is_set():
+                    return False
+                try:
+                    await self._admit(entry_id, fields)
+                except Stopped:
+                    return False
+                except Exception:
+                    # A bug or an unexpected reply must not stop the exchange's
+                    # control channel; the entry is not re-run (it was claimed
+                    # or never reached the handler).
+                    log.exception("failed to handle command entry %s", entry_id)
+                self._last_id = entry_id
+                self.handled += 1
+        return True
 
-@dataclass(frozen=True, slots=True)
-class _Queued:
-    """A command that was read, claimed and acknowledged, waiting for its turn."""
+    # -- admitting an entry --
 
-    command: Command
-    entry_id: str
-    meta: CommandMeta
-    repeat: bool = False
-    """A second entry of a command queued before it: answered, never run."""
-
-
-class EntryHandling:
-    """What a command server does with each entry it reads (see `CommandServer`).
-
-    Args:
-        settings: the command expiry and the per-call time budget.
-        handler: runs accepted commands.
-        should_serve: optional filter; False leaves a valid command to another server.
-        identity: `(hostname, ip)` of this host.
-        clock: judges expiry.
-        book: the outcomes hash.
-        responder: replies and audit entries.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        handler: CommandHandler,
-        should_serve: Callable[[Command], Awaitable[bool]] | None,
-        identity: IdentityProvider,
-        clock: Clock,
-        book: OutcomeBook,
-        responder: Responder,
-    ) -> None:
-        self._settings = settings
-        self._handler = handler
-        self._should_serve = should_serve
-        self._identity = identity
-        self._clock = clock
-        self._book = book
-        self._responder = responder
-        self._since_prune = 0
-        self._queue: asyncio.Queue[_Queued | None] = asyncio.Queue()
-        self._running: CommandMeta | None = None
-        self._last_queued: CommandMeta | None = None
-
-    async def admit(self, entry_id: str, fields: dict[str, str]) -> None:
+    async def _admit(self, entry_id: str, fields: dict[str, str]) -> None:
         """Read one entry: reject it, or claim it, acknowledge it at once and queue it.
 
         The ack goes out as soon as the command is read, even while another
         command runs (`acknowledged by HOST, queued behind stop`): a busy agent
         must never look absent. A command is run at most once however often it
-        is read; `run_queue` runs the queued ones in order.
+        is read; `_run_queue` runs the queued ones in order.
         """
         raw = fields.get(COMMAND_FIELD)
         try:
@@ -393,9 +356,9 @@ class EntryHandling:
         )
         if why_not is None and not await self._wants(command):
             return
-        existing = await self._book.claim(command.correlation_id, entry_id, meta)
+        existing = await self._claim(command.correlation_id, entry_id, meta)
         if existing is not None:
-            if existing.state == RUNNING and existing.server == self._book.token:
+            if existing.state == RUNNING and existing.server == self._token:
                 # Queued or running here: answered with its outcome once it has one.
                 self._queue.put_nowait(_Queued(command, entry_id, meta, repeat=True))
                 return
@@ -411,14 +374,79 @@ class EntryHandling:
         note = f"acknowledged by {hostname}"
         if ahead is not None and (self._running is not None or not self._queue.empty()):
             note += f", queued behind {clean(ahead.command, 64)}"
-        await self._responder.reply(meta, ReplyStatus.ACK, note, None)
-        await self._responder.audit(meta, ReplyStatus.ACK.value, note)
+        await self._reply(meta, ReplyStatus.ACK, note, None)
+        await self._audit(meta, ReplyStatus.ACK.value, note)
         self._last_queued = meta
         self._queue.put_nowait(_Queued(command, entry_id, meta))
 
-    async def run_queue(self) -> None:
+    async def _wants(self, command: Command) -> bool:
+        if self._should_serve is None:
+            return True
+        try:
+            return bool(await self._should_serve(command))
+        except Exception:
+            log.exception("should_serve failed; serving %s anyway", command.correlation_id)
+            return True
+
+    async def _reject_unparsed(self, entry_id: str, raw: str | None, problem: str) -> None:
+        """A malformed entry: answered (when its correlation id can be read) and
+        audited. It is claimed under its stream ID, since there may be no usable
+        correlation id, so that a re-read does not answer it twice."""
+        meta = CommandMeta.salvage(raw)
+        field = f"entry:{entry_id}"
+        if await self._claim(field, entry_id, meta) is not None:
+            return
+        await self._conclude(field, entry_id, meta, ReplyStatus.ERROR, problem, None)
+
+    async def _repeat(self, meta: CommandMeta, entry_id: str, existing: OutcomeRecord) -> None:
+        """A correlation id that was claimed before: never run it again."""
+        if existing.entry == entry_id:
+            # The same entry read again (reconnect, restart, a second server):
+            # it is or was handled by whoever claimed it, unless that was a
+            # process on this host that has since died in the middle of it.
+            hostname, _ = self._identity()
+            if (
+                existing.state == RUNNING
+                and existing.hostname == hostname
+                and existing.pid != os.getpid()
+                and not pid_is_running(existing.pid)
+            ):
+                await self._conclude(
+                    meta.correlation_id,
+                    entry_id,
+                    meta,
+                    ReplyStatus.ERROR,
+                    INTERRUPTED_MESSAGE,
+                    None,
+                )
+            return
+        if existing.command and meta.command and existing.command != meta.command:
+            # A correlation id names one command: a different one under it is an
+            # error of the sender's (or a forgery), never an alias of the first.
+            note = (
+                f"correlation id already used by a {clean(existing.command, 64)} command; "
+                f"this {clean(meta.command, 64)} is rejected and not run"
+            )
+            await self._reply(meta, ReplyStatus.ERROR, note, None)
+            await self._audit(meta, ReplyStatus.ERROR.value, note)
+            return
+        if existing.state == RUNNING:
+            note = "repeat of a command that is still running; not run again"
+            await self._reply(meta, ReplyStatus.ACK, note, None)
+            await self._audit(meta, ReplyStatus.ACK.value, note)
+            return
+        note = "repeat of a command already handled; not run again"
+        await self._reply(meta, ReplyStatus.ACK, note, None)
+        await self._reply(
+            meta, ReplyStatus(existing.status), existing.message or None, existing.data
+        )
+        await self._audit(meta, existing.status, f"{note}: {existing.message}".rstrip(": "))
+
+    # -- running the queue --
+
+    async def _run_queue(self) -> None:
         """Run the admitted commands one at a time, in the order they were read,
-        until `drain` ends the queue."""
+        until `_drain` ends the queue."""
         while (item := await self._queue.get()) is not None:
             self._running = item.meta
             try:
@@ -432,7 +460,7 @@ class EntryHandling:
             finally:
                 self._running = None
 
-    async def drain(self, runner: asyncio.Task[None]) -> None:
+    async def _drain(self, runner: asyncio.Task[None]) -> None:
         """The server is closing: the command in progress finishes (and is answered);
         queued ones are answered as not run, so that no sender waits in vain."""
         while not self._queue.empty():
@@ -461,7 +489,7 @@ class EntryHandling:
     async def _execute(self, item: _Queued) -> None:
         cid, entry_id, meta = item.meta.correlation_id, item.entry_id, item.meta
         if item.repeat:
-            existing = await self._book.claim(cid, entry_id, meta)
+            existing = await self._claim(cid, entry_id, meta)
             if existing is not None:
                 await self._repeat(meta, entry_id, existing)
             return
@@ -479,69 +507,20 @@ class EntryHandling:
             raise
         await self._conclude(cid, entry_id, meta, status, message, data)
 
-    async def _wants(self, command: Command) -> bool:
-        if self._should_serve is None:
-            return True
-        try:
-            return bool(await self._should_serve(command))
-        except Exception:
-            log.exception("should_serve failed; serving %s anyway", command.correlation_id)
-            return True
+    # -- outcomes, replies and the audit trail --
 
-    async def _reject_unparsed(self, entry_id: str, raw: str | None, problem: str) -> None:
-        """A malformed entry: answered (when its correlation id can be read) and
-        audited. It is claimed under its stream ID, since there may be no usable
-        correlation id, so that a re-read does not answer it twice."""
-        meta = CommandMeta.salvage(raw)
-        field = f"entry:{entry_id}"
-        if await self._book.claim(field, entry_id, meta) is not None:
-            return
-        await self._conclude(field, entry_id, meta, ReplyStatus.ERROR, problem, None)
-
-    async def _repeat(self, meta: CommandMeta, entry_id: str, existing: OutcomeRecord) -> None:
-        """A correlation id that was claimed before: never run it again."""
-        responder = self._responder
-        if existing.entry == entry_id:
-            # The same entry read again (reconnect, restart, a second server):
-            # it is or was handled by whoever claimed it, unless that was a
-            # process on this host that has since died in the middle of it.
-            hostname, _ = self._identity()
-            if (
-                existing.state == RUNNING
-                and existing.hostname == hostname
-                and existing.pid != os.getpid()
-                and not pid_is_running(existing.pid)
-            ):
-                await self._conclude(
-                    meta.correlation_id,
-                    entry_id,
-                    meta,
-                    ReplyStatus.ERROR,
-                    INTERRUPTED_MESSAGE,
-                    None,
-                )
-            return
-        if existing.command and meta.command and existing.command != meta.command:
-            # A correlation id names one command: a different one under it is an
-            # error of the sender's (or a forgery), never an alias of the first.
-            note = (
-                f"correlation id already used by a {clean(existing.command, 64)} command; "
-                f"this {clean(meta.command, 64)} is rejected and not run"
-            )
-            await responder.reply(meta, ReplyStatus.ERROR, note, None)
-            await responder.audit(meta, ReplyStatus.ERROR.value, note)
-            return
-        if existing.state == RUNNING:
-            note = "repeat of a command that is still running; not run again"
-            await responder.reply(meta, ReplyStatus.ACK, note, None)
-            await responder.audit(meta, ReplyStatus.ACK.value, note)
-            return
-        note = "repeat of a command already handled; not run again"
-        await responder.reply(meta, ReplyStatus.ACK, note, None)
-        await responder.reply(
-            meta, ReplyStatus(existing.status), existing.message or None, existing.data
+    def _record(self, state: str, entry_id: str, meta: CommandMeta) -> OutcomeRecord:
+        """This server's record of a command it claims or concludes."""
+        hostname, _ = self._identity()
+        return OutcomeRecord(
+            state, entry_id, self._token, hostname, os.getpid(), now_ms(self._clock), meta.command
         )
-        await responder.audit(meta, existing.status, f"{note}: {existing.message}".rstrip(": "))
+
+    async def _claim(self, field: str, entry_id: str, meta: CommandMeta) -> OutcomeRecord | None:
+        """Claim the command in the outcomes hash: None when it is now this
+        server's to run, else the record of whoever claimed it first."""
+        record = self._record(RUNNING, entry_id, meta)
+        return await self._retry(lambda: self._book.claim(field, record))
 
     async def _conclude(
         self,
@@ -554,13 +533,179 @@ class EntryHandling:
     ) -> None:
         """Record the outcome, answer the sender, write the audit entry."""
         text = (message or "")[:MAX_MESSAGE_CHARS]
-        await self._book.conclude(field, entry_id, meta, status, text, data)
-        await self._responder.reply(meta, status, text or None, data)
-        await self._responder.audit(meta, status.value, text)
-        self._since_prune += 1
-        if self._since_prune >= PRUNE_EVERY:
-            self._since_prune = 0
-            await self._book.prune()
+        record = dataclasses.replace(
+            self._record(DONE, entry_id, meta), status=status.value, message=text, data=data
+        )
+        await self._retry(lambda: self._book.record(field, record))
+        await self._reply(meta, status, text or None, data)
+        await self._audit(meta, status.value, text)
+        await self._book.prune_when_due()
+
+    async def _reply(
+        self,
+        meta: CommandMeta,
+        status: ReplyStatus,
+        message: str | None,
+        data: dict[str, Any] | None,
+    ) -> None:
+        """Push one reply to `perseus:replies:{correlationId}`. A retry may push
+        it twice; senders ignore the extra."""
+        if not meta.correlation_id:
+            return
+        key = keys.replies_key(meta.correlation_id)
+        reply = CommandReply(
+            correlation_id=meta.correlation_id,
+            status=status,
+            message=message,
+            data=data,
+            timestamp=now_ms(self._clock),
+        )
+
+        async def op() -> None:
+            await self._scripts.reply(keys=[key], args=[reply.to_json(), REPLY_TTL_S])
+
+        await self._retry(op)
+
+    async def _audit(self, meta: CommandMeta, status: str, message: str) -> None:
+        """Append an `event=command` entry to the exchange's Perseus-only stream
+        (`perseus:activity:{name}`), at most once even across retries. A ping
+        changes nothing, so it is not audited."""
+        if meta.command == CommandType.PING:
+            return
+        hostname, ip = self._identity()
+        entry = CommandEntry(
+            command=meta.command,
+            correlation_id=meta.correlation_id,
+            operator=meta.operator,
+            status=status,
+            message=message[:MAX_MESSAGE_CHARS],
+            timestamp=format_ts(self._clock()),
+            exchange_id=str(self.exchange_id),
+            exchange_name=self.exchange_name,
+            hostname=hostname,
+            ip=ip or "",
+        )
+        wanted = entry.to_fields()
+        stream = ActivityLog.stream_key(self.exchange_name, entry)
+        attempted = False
+
+        async def op() -> None:
+            nonlocal attempted
+            if attempted:
+                # The previous XADD may have landed before its reply was lost.
+                rows = cast(StreamRows, await self._writer.xrevrange(stream, count=50))
+                if any(fields == wanted for _id, fields in rows):
+                    return
+            attempted = True
+            await self._activity.append(self.exchange_name, entry)
+
+        await self._retry(op)
+
+    # -- the hold on Redis --
+
+    async def _retry(self, op: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a Redis write until it succeeds; give up only when closing.
+
+        Raises:
+            Stopped: the server is closing and Redis did not answer.
+        """
+        backoff = new_backoff()
+        while True:
+            try:
+                result = await op()
+            except TRANSIENT_ERRORS as exc:
+                self._mark_down(exc)
+                if self._closing.is_set():
+                    raise Stopped from exc
+                await self._pause(backoff.next_delay())
+                continue
+            self._mark_ok()
+            return result
+
+    def _mark_ok(self) -> None:
+        """The last call succeeded; say so once after an outage."""
+        if not self.connected and self.last_error is not None:
+            log.info("command server for %s reconnected", self.exchange_name)
+        self.connected = True
+        self.last_error = None
+
+    def _mark_down(self, exc: BaseException) -> None:
+        """The last call failed; log it when it starts an outage."""
+        message = describe_redis_error(self._settings, exc)
+        if self.connected or self.last_error is None:
+            log.warning("command server for %s: %s", self.exchange_name, message)
+        self.connected = False
+        self.last_error = message
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake up at once when the server is closed."""
+        await wait_event(self._closing, seconds)
+
+
+class OutcomeBook:
+    """The exchange's outcomes hash (`perseus:outcomes:{exchangeId}`): for each
+    command ever claimed, who claimed it and, once known, what it came to.
+
+    Claiming is one `HSETNX`, so a command runs at most once however often it
+    is read. Each write is one attempt; the server decides about retrying,
+    which is harmless here (a repeated claim recognises its own record, and a
+    repeated record overwrites itself).
+
+    Args:
+        writer: the server's client for writes.
+        exchange_id: whose outcomes hash.
+        clock: judges the age of records when pruning.
+    """
+
+    def __init__(self, writer: RedisClient, exchange_id: int, clock: Clock) -> None:
+        self._writer = writer
+        self._scripts = ControlScripts.on(writer)
+        self._key = keys.outcomes_key(exchange_id)
+        self._clock = clock
+        self._recorded = 0
+
+    async def claim(self, field: str, record: OutcomeRecord) -> OutcomeRecord | None:
+        """Write the `running` record under `field`, unless someone already did.
+
+        Returns None when this record is now the claim (including a claim of
+        this same record whose reply was lost before a retry), else the
+        existing record.
+        """
+        created, current = await self._scripts.claim(
+            keys=[self._key], args=[field, record.to_json(), OUTCOME_RETENTION_MS]
+        )
+        if int(created):
+            return None
+        existing = OutcomeRecord.from_json(current)
+        if existing.server == record.server and existing.entry == record.entry:
+            return None
+        return existing
+
+    async def record(self, field: str, record: OutcomeRecord) -> None:
+        """Write a command's outcome, replacing its `running` record."""
+        await self._scripts.record(
+            keys=[self._key], args=[field, record.to_json(), OUTCOME_RETENTION_MS]
+        )
+        self._recorded += 1
+
+    async def prune_when_due(self) -> None:
+        """Every `PRUNE_EVERY` outcomes recorded, drop the records past their
+        retention: the hash has no per-field expiry. Called once the sender has
+        its answer, so that no reply waits for the scan."""
+        if self._recorded < PRUNE_EVERY:
+            return
+        self._recorded = 0
+        cutoff = now_ms(self._clock) - OUTCOME_RETENTION_MS
+        try:
+            stale = [
+                field
+                async for field, raw in self._writer.hscan_iter(self._key, count=500)
+                if OutcomeRecord.from_json(raw).at < cutoff
+            ]
+            for start in range(0, len(stale), 500):
+                await self._writer.hdel(self._key, *stale[start : start + 500])
+        except TRANSIENT_ERRORS as exc:
+            log.warning("could not prune %s: %s", self._key, exc)
 
 
 def rejection(command: Command, clock: Clock, expiry_ms: int, skew_ms: int) -> str | None:
@@ -601,254 +746,3 @@ async def run_handler(handler: CommandHandler, command: Command) -> HandlerResul
         return ReplyStatus.ERROR, f"internal error: the handler returned {status!r}", None
     text = message if message is None or isinstance(message, str) else str(message)
     return ReplyStatus(status), text, data if isinstance(data, dict) else None
-
-
-class OutcomeBook:
-    """Claims commands, records their outcomes and prunes old records.
-
-    Args:
-        writer: the server's client for writes.
-        link: retries writes until they succeed (or the server closes).
-        outcomes_key: the exchange's outcomes hash.
-        token: this server's identity in its records.
-        identity: `(hostname, ip)` of this host.
-        clock: stamps records (their age decides pruning).
-    """
-
-    def __init__(
-        self,
-        writer: RedisClient,
-        link: ServerLink,
-        outcomes_key: str,
-        token: str,
-        identity: IdentityProvider,
-        clock: Clock,
-    ) -> None:
-        self._writer = writer
-        self._scripts = ControlScripts.on(writer)
-        self._link = link
-        self._key = outcomes_key
-        self._token = token
-        self._identity = identity
-        self._clock = clock
-
-    @property
-    def token(self) -> str:
-        """This server's identity in its records."""
-        return self._token
-
-    def _record(self, state: str, entry_id: str, meta: CommandMeta) -> OutcomeRecord:
-        hostname, _ = self._identity()
-        return OutcomeRecord(
-            state, entry_id, self._token, hostname, os.getpid(), now_ms(self._clock), meta.command
-        )
-
-    async def claim(self, field: str, entry_id: str, meta: CommandMeta) -> OutcomeRecord | None:
-        """Record the command as running (one `HSETNX`), unless someone already did.
-
-        Returns None when this server has now claimed it, else the existing record.
-        """
-        record = self._record(RUNNING, entry_id, meta)
-
-        async def op() -> tuple[int, str | None]:
-            created, current = await self._scripts.claim(
-                keys=[self._key], args=[field, record.to_json(), OUTCOME_RETENTION_MS]
-            )
-            return int(created), current
-
-        created, current = await self._link.retry(op)
-        if created:
-            return None
-        existing = OutcomeRecord.from_json(current)
-        if existing.server == self._token and existing.entry == entry_id:
-            return None  # our own claim, whose reply was lost before a retry
-        return existing
-
-    async def conclude(
-        self,
-        field: str,
-        entry_id: str,
-        meta: CommandMeta,
-        status: ReplyStatus,
-        text: str,
-        data: dict[str, Any] | None,
-    ) -> None:
-        """Record the command's outcome (replacing its `running` record)."""
-        record = dataclasses.replace(
-            self._record(DONE, entry_id, meta), status=status.value, message=text, data=data
-        )
-
-        async def op() -> None:
-            await self._scripts.record(
-                keys=[self._key], args=[field, record.to_json(), OUTCOME_RETENTION_MS]
-            )
-
-        await self._link.retry(op)
-
-    async def prune(self) -> None:
-        """Drop outcome records past their retention (the hash has no per-field TTL)."""
-        cutoff = now_ms(self._clock) - OUTCOME_RETENTION_MS
-        try:
-            stale = [
-                field
-                async for field, raw in self._writer.hscan_iter(self._key, count=500)
-                if OutcomeRecord.from_json(raw).at < cutoff
-            ]
-            for start in range(0, len(stale), 500):
-                await self._writer.hdel(self._key, *stale[start : start + 500])
-        except TRANSIENT_ERRORS as exc:
-            log.warning("could not prune %s: %s", self._key, exc)
-
-
-class Responder:
-    """Pushes replies to `perseus:replies:{correlationId}` and appends
-    `event=command` entries to the exchange's Perseus-only activity stream
-    (`perseus:activity:{name}`), retrying each
-    write (see `ServerLink.retry`) in a way that is harmless to repeat.
-
-    Args:
-        writer: the server's client for writes.
-        link: retries writes until they succeed (or the server closes).
-        settings: the activity stream's retention.
-        exchange_id: written into audit entries.
-        exchange_name: whose activity stream the audit goes to.
-        identity: `(hostname, ip)` for audit entries.
-        clock: stamps replies and audit entries.
-    """
-
-    def __init__(
-        self,
-        writer: RedisClient,
-        link: ServerLink,
-        settings: Settings,
-        *,
-        exchange_id: int,
-        exchange_name: str,
-        identity: IdentityProvider,
-        clock: Clock,
-    ) -> None:
-        self._writer = writer
-        self._scripts = ControlScripts.on(writer)
-        self._link = link
-        self._activity = ActivityLog(writer, settings)
-        self._exchange_id = exchange_id
-        self._exchange_name = exchange_name
-        self._identity = identity
-        self._clock = clock
-
-    async def reply(
-        self,
-        meta: CommandMeta,
-        status: ReplyStatus,
-        message: str | None,
-        data: dict[str, Any] | None,
-    ) -> None:
-        """Push one reply. A retry may push it twice; senders ignore the extra."""
-        if not meta.correlation_id:
-            return
-        key = keys.replies_key(meta.correlation_id)
-        reply = CommandReply(
-            correlation_id=meta.correlation_id,
-            status=status,
-            message=message,
-            data=data,
-            timestamp=now_ms(self._clock),
-        )
-
-        async def op() -> None:
-            await self._scripts.reply(keys=[key], args=[reply.to_json(), REPLY_TTL_S])
-
-        await self._link.retry(op)
-
-    async def audit(self, meta: CommandMeta, status: str, message: str) -> None:
-        """Append an `event=command` entry to the Perseus-only stream, at most
-        once even across retries. A ping changes nothing, so it is not audited."""
-        if meta.command == CommandType.PING:
-            return
-        hostname, ip = self._identity()
-        entry = CommandEntry(
-            command=meta.command,
-            correlation_id=meta.correlation_id,
-            operator=meta.operator,
-            status=status,
-            message=message[:MAX_MESSAGE_CHARS],
-            timestamp=format_ts(self._clock()),
-            exchange_id=str(self._exchange_id),
-            exchange_name=self._exchange_name,
-            hostname=hostname,
-            ip=ip or "",
-        )
-        wanted = entry.to_fields()
-        stream = ActivityLog.stream_key(self._exchange_name, entry)
-        attempted = False
-
-        async def op() -> None:
-            nonlocal attempted
-            if attempted:
-                # The previous XADD may have landed before its reply was lost.
-                rows = cast(StreamRows, await self._writer.xrevrange(stream, count=50))
-                if any(fields == wanted for _id, fields in rows):
-                    return
-            attempted = True
-            await self._activity.append(self._exchange_name, entry)
-
-        await self._link.retry(op)
-
-
-class Stopped(Exception):
-    """Raised inside the server when it is closing and Redis is unreachable."""
-
-
-class ServerLink:
-    """Tracks whether the last Redis call succeeded, logs each outage once, and
-    retries writes with backoff until they succeed or the server closes.
-
-    Args:
-        settings: for error messages naming the Redis target.
-        exchange_name: for log lines.
-    """
-
-    def __init__(self, settings: Settings, exchange_name: str) -> None:
-        self._settings = settings
-        self._exchange_name = exchange_name
-        self.closing = asyncio.Event()
-        self.connected = False
-        self.last_error: str | None = None
-
-    def mark_ok(self) -> None:
-        """The last call succeeded; say so once after an outage."""
-        if not self.connected and self.last_error is not None:
-            log.info("command server for %s reconnected", self._exchange_name)
-        self.connected = True
-        self.last_error = None
-
-    def mark_down(self, exc: BaseException) -> None:
-        """The last call failed; log it when it starts an outage."""
-        message = describe_redis_error(self._settings, exc)
-        if self.connected or self.last_error is None:
-            log.warning("command server for %s: %s", self._exchange_name, message)
-        self.connected = False
-        self.last_error = message
-
-    async def pause(self, seconds: float) -> None:
-        """Sleep, but wake up at once when the server is closed."""
-        await wait_event(self.closing, seconds)
-
-    async def retry(self, op: Callable[[], Awaitable[_T]]) -> _T:
-        """Run a Redis operation until it succeeds; give up only when closing.
-
-        Raises:
-            Stopped: the server is closing and Redis did not answer.
-        """
-        backoff = new_backoff()
-        while True:
-            try:
-                result = await op()
-            except TRANSIENT_ERRORS as exc:
-                self.mark_down(exc)
-                if self.closing.is_set():
-                    raise Stopped from exc
-                await self.pause(backoff.next_delay())
-                continue
-            self.mark_ok()
-            return result
