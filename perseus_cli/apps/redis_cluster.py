@@ -102,6 +102,10 @@ class RedisClusterNodes:
                 master_id = ids[index % self._masters]
                 _until(deadline, partial(_knows, client, master_id), "nodes meet")
                 _command(client, "CLUSTER", "REPLICATE", master_id)
+            for client in masters:
+                # Something to replicate: Redis 7 hides a replica from CLUSTER
+                # SLOTS while its replication offset is still 0.
+                client.flushall()
             for client in clients:
                 _until(deadline, partial(_ready, client, len(ids)), "the cluster forms")
         finally:
@@ -138,12 +142,13 @@ class RedisClusterNodes:
                             _command(client, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait until every running node says the cluster serves all slots."""
+        """Wait until every running node says the cluster serves all slots and
+        hands every running node to clients (replicas in sync included)."""
         deadline = time.monotonic() + timeout
         running = [node for node in self.nodes if node.pid is not None]
         for node in running:
             with _client(node) as client:
-                _until(deadline, partial(_state_ok, client), "the cluster is ready")
+                _until(deadline, partial(_ready, client, len(running)), "the cluster is ready")
 
     def revive(self, timeout: float = 30.0) -> None:
         """Start every node that was killed again (same port and directory, so
@@ -205,11 +210,27 @@ def _state_ok(client: sync_redis.Redis) -> bool:
     return "cluster_state:ok" in str(_command(client, "CLUSTER", "INFO"))
 
 
+def _serving(client: sync_redis.Redis) -> bool:
+    """All slots served, and this node, when a replica, in sync with its master.
+
+    Redis 7 leaves a replica out of CLUSTER SLOTS (so out of a client's view
+    of the cluster) until it has synced and replicated something.
+    """
+    replication = client.info("replication")
+    synced = replication.get("role") != "slave" or (
+        replication.get("master_link_status") == "up"
+        and int(replication.get("slave_repl_offset", 0)) > 0
+    )
+    return synced and _state_ok(client)
+
+
 def _ready(client: sync_redis.Redis, nodes: int) -> bool:
-    """All slots served and every node known and connected, from this node's view."""
+    """Serving, with every node known and connected, and every node in the
+    slot map this node hands to clients (CLUSTER SLOTS), from this node's view."""
     lines = str(_command(client, "CLUSTER", "NODES")).splitlines()
     connected = [line for line in lines if " connected" in line and "fail" not in line]
-    return _state_ok(client) and len(connected) == nodes
+    in_map = {(str(n[0]), int(n[1])) for r in _command(client, "CLUSTER", "SLOTS") for n in r[2:]}
+    return len(connected) == nodes and len(in_map) == nodes and _serving(client)
 
 
 def _until(deadline: float, condition: Callable[[], bool], what: str) -> None:
