@@ -157,7 +157,7 @@ class Heartbeat:
                 result = await self.tick()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the heartbeat must outlive any failure
+            except Exception as exc:
                 self._failed(exc)
                 continue
             if result in (HeartbeatResult.LOST, HeartbeatResult.NOT_HELD):

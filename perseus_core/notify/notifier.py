@@ -238,7 +238,7 @@ class Notifier:
                     log.info("ready: %d exchange(s) known, %d online", known, online)
                 async for entry in tail:
                     self.handle_entry(entry)
-            except Exception as exc:  # noqa: BLE001 - a tail failure must not end the watching
+            except Exception as exc:
                 log.warning("activity tail failed (%s); reopening", describe_error(exc))
             finally:
                 positions = tail.positions

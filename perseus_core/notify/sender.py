@@ -2,7 +2,7 @@
 
 A slow, rate-limited or dead webhook delays or drops messages (each drop is
 logged) but never stalls the watching. 429 and 5xx answers and network
-errors are retried with `Backoff`, honouring the server's Retry-After up to
+errors are retried with exponential backoff, honouring the server's Retry-After up to
 a cap; other answers are logged and given up on.
 """
 
@@ -19,9 +19,9 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from redis.backoff import ExponentialBackoff
 
 from perseus_core.notify.discord import WebhookSecrets, describe_error
-from perseus_core.plumbing.retry import Backoff
 from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import Clock
 
@@ -84,9 +84,9 @@ class RetryPolicy:
     backoff_s: float = 0.5
     max_retry_delay_s: float = 30.0
 
-    def backoff(self) -> Backoff:
-        """A fresh, exact (jitter-free) backoff for one message."""
-        return Backoff(initial_s=self.backoff_s, max_s=self.max_retry_delay_s, jitter=0.0)
+    def backoff(self) -> ExponentialBackoff:
+        """The exact (jitter-free) backoff between attempts at one message."""
+        return ExponentialBackoff(cap=self.max_retry_delay_s, base=self.backoff_s)
 
 
 class Sender:
@@ -168,13 +168,14 @@ class Sender:
             return self._print(payload)
         scrub = self._secrets.scrub
         backoff = self._retry.backoff()
+        failures = 0
         while True:
             asked: float | None = None
             try:
                 response = await http.post(self._url, json=payload)
             except httpx.HTTPError as exc:  # network trouble: worth another try
                 reason = scrub(describe_error(exc))
-            except Exception as exc:  # noqa: BLE001 - never let one message end the sending
+            except Exception as exc:
                 log.warning(
                     "cannot post to webhook %s (%s); not retrying this message",
                     self._redacted,
@@ -195,7 +196,7 @@ class Sender:
                     return False
                 asked = retry_delay(response, now=self._clock())
                 reason = f"HTTP {status}"
-            attempt = backoff.failures + 1
+            attempt = failures + 1
             if attempt >= self._retry.max_attempts:
                 log.warning(
                     "webhook %s failed %d times (last: %s); giving up on this message",
@@ -204,7 +205,8 @@ class Sender:
                     reason,
                 )
                 return False
-            delay = backoff.next_delay()
+            delay = backoff.compute(failures)
+            failures += 1
             if asked is not None:
                 delay = min(asked, self._retry.max_retry_delay_s)
             log.info(

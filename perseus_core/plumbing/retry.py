@@ -34,7 +34,7 @@ class Backoff:
         base = min(self.max_s, self.initial_s * self.factor**exponent)
         if self.jitter <= 0:
             return base
-        return base * random.uniform(1.0 - self.jitter, 1.0)  # noqa: S311 - jitter, not crypto
+        return base * random.uniform(1.0 - self.jitter, 1.0)
 
     def next_delay(self) -> float:
         """Record one more failure and return how long to wait before retrying."""

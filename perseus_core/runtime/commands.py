@@ -7,7 +7,8 @@ import logging
 import os
 from collections.abc import Callable
 
-from perseus_core.plumbing.retry import Backoff
+from redis.backoff import EqualJitterBackoff
+
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.runtime.context import AgentContext
 from perseus_core.runtime.slot import Reply, Slot
@@ -139,7 +140,8 @@ class Commands:
         the agent never sits READY in silence. Ends on success, on shutdown,
         or once an operator sends a start or stop (their word wins).
         """
-        backoff = Backoff(initial_s=1.0, max_s=AUTOSTART_MAX_DELAY_S)
+        backoff = EqualJitterBackoff(cap=AUTOSTART_MAX_DELAY_S, base=1.0)
+        failures = 0
         while not self._operator_acted:
             try:
                 status, message, _ = await self.run(CommandType.START, "autostart")
@@ -148,9 +150,10 @@ class Commands:
                 break
             if status is not ReplyStatus.ERROR or self._operator_acted:
                 break
-            delay = backoff.next_delay()
+            delay = backoff.compute(failures)
+            failures += 1
             refused = clean(message, 200)
-            note(f"autostart refused ({refused}); retry {backoff.failures} in {delay:.0f}s")
+            note(f"autostart refused ({refused}); retry {failures} in {delay:.0f}s")
             log.error("%s: autostart failed: %s; retrying in %.1fs", self._ctx.name, message, delay)
             if await wait_event(stopping, delay):
                 break

@@ -7,11 +7,11 @@ import asyncio
 import logging
 import time
 
+from redis.backoff import EqualJitterBackoff
 from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
 
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
-from perseus_core.plumbing.retry import Backoff
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.runtime.context import AgentContext
 from perseus_core.runtime.options import StartupFailed
@@ -52,7 +52,8 @@ class Registration:
         """
         ctx = self._ctx
         started = time.monotonic()
-        backoff = Backoff(initial_s=0.2, max_s=5.0)
+        backoff = EqualJitterBackoff(cap=5.0, base=0.2)
+        failures = 0
         entry = self.entry()
         while True:
             try:
@@ -70,19 +71,20 @@ class Registration:
                 problem = describe_redis_error(ctx.settings, exc)
                 if limit is not None and waited >= limit:
                     raise StartupFailed(f"{problem} (gave up after {waited:.1f}s)") from None
-                delay = backoff.next_delay()
+                delay = backoff.compute(failures)
+                failures += 1
                 log.warning(
                     "%s: waiting for Redis (attempt %d): %s; retrying in %.1fs",
                     ctx.name,
-                    backoff.failures,
+                    failures,
                     problem,
                     delay,
                 )
                 if await wait_event(stopping, delay):
                     return False
                 continue
-            if backoff.failures:
-                log.info("%s: Redis reachable after %d attempt(s)", ctx.name, backoff.failures + 1)
+            if failures:
+                log.info("%s: Redis reachable after %d attempt(s)", ctx.name, failures + 1)
             if added:
                 log.info("%s: added exchange %d to the catalog", ctx.name, entry.id)
             return True

@@ -43,9 +43,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import EqualJitterBackoff, NoBackoff
 
-from perseus_core.plumbing.retry import Backoff
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import MAX_PAYLOAD_BYTES, Command, ReplyStatus
 from perseus_core.wire.timeutil import Clock, to_epoch_ms
@@ -92,10 +91,9 @@ def now_ms(clock: Clock) -> int:
     return to_epoch_ms(clock())
 
 
-def new_backoff() -> Backoff:
-    """The retry policy of the control channel: from 0.1 s up to 2 s, with
-    jitter so that servers do not reconnect in lockstep."""
-    return Backoff(initial_s=BACKOFF_FIRST_S, max_s=BACKOFF_MAX_S)
+RETRY_BACKOFF = EqualJitterBackoff(cap=BACKOFF_MAX_S, base=BACKOFF_FIRST_S)
+"""The retry policy of the control channel: from 0.1 s up to 2 s, with jitter
+so that servers do not reconnect in lockstep (`compute(failures)`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,10 +22,10 @@ from perseus_core.store.control.records import (
     COMMAND_FIELD,
     MAX_MESSAGE_CHARS,
     NO_RETRY,
+    RETRY_BACKOFF,
     CommandOutcome,
     NoAgentAnswered,
     OutcomeUnknown,
-    new_backoff,
     now_ms,
 )
 from perseus_core.store.control.scripts import APPEND_COMMAND_LUA
@@ -312,7 +312,7 @@ class ControlClient:
         listener = connect(self._settings, socket_timeout=chunk_s + 5, retry=NO_RETRY)
         deadline = time.monotonic() + ack_ms / 1000
         acked = False
-        backoff = new_backoff()
+        failures = 0
         lost: BaseException | None = None  # any outage during the wait: replies may be gone
         try:
             while (remaining := deadline - time.monotonic()) > 0:
@@ -322,9 +322,10 @@ class ControlClient:
                     item = cast(tuple[str, str] | None, await listener.blpop([key], block))
                 except TRANSIENT_ERRORS as exc:
                     lost = exc
-                    await asyncio.sleep(min(backoff.next_delay(), max(0.0, remaining)))
+                    await asyncio.sleep(min(RETRY_BACKOFF.compute(failures), max(0.0, remaining)))
+                    failures += 1
                     continue
-                backoff.reset()
+                failures = 0
                 if item is None:
                     continue
                 reply = self._parse_reply(item[1], correlation_id)

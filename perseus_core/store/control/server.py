@@ -37,10 +37,10 @@ from perseus_core.store.control.records import (
     NO_RETRY,
     OUTCOME_RETENTION_MS,
     REPLY_TTL_S,
+    RETRY_BACKOFF,
     RUNNING,
     CommandMeta,
     OutcomeRecord,
-    new_backoff,
     now_ms,
 )
 from perseus_core.store.control.scripts import ControlScripts
@@ -262,13 +262,14 @@ class CommandServer:
 
     async def _serve(self, reader: RedisClient) -> None:
         """Read the stream from where the last read ended, through outages, until closing."""
-        backoff = new_backoff()
+        failures = 0
         while not self._closing.is_set():
             try:
                 response = await self._read(reader)
             except TRANSIENT_ERRORS as exc:
                 self._mark_down(exc)
-                await self._pause(backoff.next_delay())
+                await self._pause(RETRY_BACKOFF.compute(failures))
+                failures += 1
                 continue
             except Exception as exc:  # e.g. WRONGTYPE: someone wrote another type at the key
                 self._mark_down(exc)
@@ -277,7 +278,7 @@ class CommandServer:
                 continue
             if self._closing.is_set():
                 return
-            backoff.reset()
+            failures = 0
             self._mark_ok()
             if not await self._admit_all(response):
                 return
@@ -609,7 +610,7 @@ class CommandServer:
         Raises:
             Stopped: the server is closing and Redis did not answer.
         """
-        backoff = new_backoff()
+        failures = 0
         while True:
             try:
                 result = await op()
@@ -617,7 +618,8 @@ class CommandServer:
                 self._mark_down(exc)
                 if self._closing.is_set():
                     raise Stopped from exc
-                await self._pause(backoff.next_delay())
+                await self._pause(RETRY_BACKOFF.compute(failures))
+                failures += 1
                 continue
             self._mark_ok()
             return result
