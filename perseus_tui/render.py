@@ -14,14 +14,12 @@ colour.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
 from textual.content import Content
 
 from perseus_core.present import (
     Badge,
-    HeartbeatThresholds,
     Tone,
     badge,
     state_tone,
@@ -29,6 +27,7 @@ from perseus_core.present import (
     uptime_s,
 )
 from perseus_core.present import heartbeat as heartbeat_look
+from perseus_core.present.exchange import Timing
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire.models import (
     ActivityEntry,
@@ -120,16 +119,6 @@ def agent_state(agent: AgentPresence, now: datetime) -> str:
     """`Idle for 5m 12s` (or just `idle` when the agent did not say since when)."""
     state = label(agent.state, "?", 16)
     return in_state_for(state, agent.since, now) or state
-
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """What heartbeat colours depend on besides the view: the thresholds of the
-    configured timing, and when the fleet was last read (time since then is
-    not held against an agent whose next heartbeat could not be seen yet)."""
-
-    thresholds: HeartbeatThresholds = HeartbeatThresholds()
-    read_at: datetime | None = None
 
 
 def heartbeat_style(tone: Tone) -> str:

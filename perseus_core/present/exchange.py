@@ -10,7 +10,7 @@ from enum import StrEnum
 from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_core.wire.models import ConnectionState
 from perseus_core.wire.settings import Settings
-from perseus_core.wire.text import clean
+from perseus_core.wire.text import clean, clean_or
 from perseus_core.wire.timeutil import format_duration
 
 
@@ -112,6 +112,16 @@ class Heartbeat:
         return f"no heartbeat for {age}" if self.overdue else f"{age} ago"
 
 
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """What heartbeat tones depend on besides the view: the thresholds of the
+    configured timing, and when the fleet was last read (time since then is
+    not held against an agent whose next heartbeat could not be seen yet)."""
+
+    thresholds: HeartbeatThresholds = HeartbeatThresholds()
+    read_at: datetime | None = None
+
+
 def heartbeat(
     view: ExchangeView,
     now: datetime,
@@ -185,6 +195,12 @@ def badge(view: ExchangeView) -> Badge:
     if kind is ViewKind.LIVE and view.status is not None:
         return state_badge(view.status.connection_state)
     return _KIND_BADGES[kind]
+
+
+def title(view: ExchangeView) -> str:
+    """What an exchange is called everywhere: its display name (else its name)
+    and its id, `Coinbase #1`, as one clean line."""
+    return f"{clean_or(view.display_name or view.exchange_name, '?', 40)} #{view.exchange_id}"
 
 
 def status_word(view: ExchangeView) -> str:

@@ -18,6 +18,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from perseus_core.present import heartbeat, last_seen_text
+from perseus_core.present.exchange import Timing
 from perseus_core.store.network import ExchangeView, LastKnown, ViewKind
 from perseus_tui import render
 
@@ -27,7 +28,7 @@ CARD_HEIGHT = 8
 """Six lines of content plus the border."""
 COMPACT_HEIGHT = 4
 """A compact card (short terminals): the title line and one summary line, plus the border."""
-DEFAULT_TIMING = render.Timing()
+DEFAULT_TIMING = Timing()
 """The heartbeat timing of the default settings (what a card shows outside a dashboard)."""
 
 
@@ -52,7 +53,7 @@ def card_content(
     *,
     width: int,
     stale: bool = False,
-    timing: render.Timing = DEFAULT_TIMING,
+    timing: Timing = DEFAULT_TIMING,
 ) -> Content:
     """Everything a card shows, as one `Content` (see `card_lines`)."""
     return Content("\n").join(card_lines(view, now, tz, width=width, stale=stale, timing=timing))
@@ -65,7 +66,7 @@ def card_lines(
     *,
     width: int,
     stale: bool = False,
-    timing: render.Timing = DEFAULT_TIMING,
+    timing: Timing = DEFAULT_TIMING,
     compact: bool = False,
 ) -> list[Content]:
     """Everything a card shows, as up to six lines of `Content` (two when compact).
@@ -114,9 +115,7 @@ def card_lines(
     return lines
 
 
-def _online_lines(
-    view: ExchangeView, now: datetime, width: int, timing: render.Timing
-) -> list[Content]:
+def _online_lines(view: ExchangeView, now: datetime, width: int, timing: Timing) -> list[Content]:
     status = view.status
     assert status is not None
     ip = render.label(status.ip_address, "-", 45)

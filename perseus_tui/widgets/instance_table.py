@@ -27,6 +27,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey
 
 from perseus_core.present import last_seen_text
+from perseus_core.present.exchange import Timing
 from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_tui import render
 
@@ -45,7 +46,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def row_cells(
-    view: ExchangeView, now: datetime, timing: render.Timing, *, stale: bool = False
+    view: ExchangeView, now: datetime, timing: Timing, *, stale: bool = False
 ) -> tuple[Content, ...]:
     """The table cells of one exchange, as safe styled content."""
     name = Content(render.label(view.display_name or view.exchange_name, "?", 40))
@@ -160,7 +161,7 @@ class InstanceTable(DataTable[Text]):
         """Rows whose cells match their view at `_now` (the others are off screen)."""
         self._now: datetime | None = None
         self._stale = False
-        self.timing = render.Timing()
+        self.timing = Timing()
         """Heartbeat thresholds and when the fleet was read (set by the screen)."""
 
     def on_mount(self) -> None:

@@ -8,6 +8,7 @@ from textual.content import Content
 from textual.widget import Widget
 
 from perseus_core.present import last_seen_text
+from perseus_core.present.exchange import Timing
 from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_tui import render
 
@@ -28,7 +29,7 @@ def _time_row(name: str, moment: datetime | None, now: datetime, tz: tzinfo | No
 
 
 def status_lines(
-    view: ExchangeView, now: datetime, tz: tzinfo | None, timing: render.Timing
+    view: ExchangeView, now: datetime, tz: tzinfo | None, timing: Timing
 ) -> list[Content]:
     """The detail screen's field list: identity, then every status field, then problems."""
     title = Content.styled(
@@ -153,7 +154,7 @@ class StatusPanel(Widget):
         view: ExchangeView,
         now: datetime,
         tz: tzinfo | None,
-        timing: render.Timing,
+        timing: Timing,
         *,
         id: str | None = None,
     ) -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from textual.app import App, ComposeResult
 
 from perseus_core.present import Tone
+from perseus_core.present.exchange import Timing
 from perseus_core.store.network import ExchangeView, LastKnown
 from perseus_core.wire.models import (
     AgentPresence,
@@ -118,7 +119,7 @@ def test_heartbeat_colours_and_ages() -> None:
         1, "alpha", "Alpha", True,
         _status(connected_at=NOW - timedelta(hours=4, minutes=23, seconds=5)), key_exists=True,
     )  # fmt: skip
-    assert render.uptime(view, NOW, render.Timing()) == "Running for 4h 23m"
+    assert render.uptime(view, NOW, Timing()) == "Running for 4h 23m"
 
 
 def test_entry_lines_show_what_happened() -> None:
