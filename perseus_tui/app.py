@@ -28,7 +28,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from perseus_core.present import HeartbeatThresholds, refusal, route_of
-from perseus_core.present.exchange import Timing
+from perseus_core.present.exchange import Timing, zone_name
 from perseus_core.store.control import Via
 from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_core.wire.models import ActivityEntry, CommandType
@@ -475,7 +475,7 @@ class PerseusApp(App[None]):
     def watch_utc(self, utc: bool) -> None:
         self.display_tz = UTC if utc else self.local_tz
         self.header = self.header_state()
-        self.notify(f"Times in {render.zone_name(self.display_tz, self.clock())}", timeout=2)
+        self.notify(f"Times in {zone_name(self.display_tz, self.clock())}", timeout=2)
 
     def action_toggle_utc(self) -> None:
         """Switch absolute times between UTC and local time."""

@@ -249,7 +249,7 @@ class DashboardScreen(FilteredScreen):
             shown = [view for view in self._views if view_matches(view, self.query_text)]
             self.table.update_views(shown, self._now, self._tz, stale=self._stale)
         else:
-            self.grid.update_views(self._views, self._now, self._tz)
+            self.grid.update_views(self._views, self._now)
             self.grid.set_stale(self._stale)
 
     def tick(self, now: datetime) -> None:
@@ -258,7 +258,7 @@ class DashboardScreen(FilteredScreen):
         if self.showing_table:
             self.table.tick(now)
         else:
-            self.grid.tick(now, self._tz)
+            self.grid.tick(now)
         self.banner.tick(now)
 
     def add_feed_entries(self, entries: Iterable[ActivityEntry]) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from textual.app import App, ComposeResult
 
 from perseus_core.present import Tone
-from perseus_core.present.exchange import Timing
+from perseus_core.present.exchange import Part, Timing, age_text, uptime_text
 from perseus_core.store.network import ExchangeView, LastKnown
 from perseus_core.wire.models import (
     AgentPresence,
@@ -111,15 +111,15 @@ async def test_reading_older_lines_is_not_disturbed_by_new_ones() -> None:
 
 
 def test_heartbeat_colours_and_ages() -> None:
-    assert render.heartbeat_style(Tone.SUCCESS) == "$text-success"
-    assert render.heartbeat_style(Tone.WARNING) == "$text-warning"
-    assert "bold" in render.heartbeat_style(Tone.ERROR)
-    assert render.age_text(NOW - timedelta(seconds=3), NOW) == "3s ago"
+    assert render.part_style(Part("3s ago", Tone.SUCCESS)) == "$text-success"
+    assert render.part_style(Part("20s ago", Tone.WARNING)) == "$text-warning"
+    assert render.part_style(Part("no heartbeat for 32s", Tone.ERROR, bold=True)).startswith("bold")
+    assert age_text(NOW - timedelta(seconds=3), NOW) == "3s ago"
     view = ExchangeView(
         1, "alpha", "Alpha", True,
         _status(connected_at=NOW - timedelta(hours=4, minutes=23, seconds=5)), key_exists=True,
     )  # fmt: skip
-    assert render.uptime(view, NOW, Timing()) == "Running for 4h 23m"
+    assert uptime_text(view, NOW, Timing()) == "4h 23m"
 
 
 def test_entry_lines_show_what_happened() -> None:
@@ -159,7 +159,7 @@ def test_card_shows_hostile_text_literally_without_control_characters() -> None:
         1, "alpha", hostile, True, _status(hostname=hostile, last_error=hostile,
                                            last_error_at=NOW), key_exists=True,
     )  # fmt: skip
-    content = card_content(view, NOW, UTC, width=60)
+    content = card_content(view, NOW, width=60)
     assert "[b]x[/b][@click=app.quit]q[/]" in content.plain
     assert not any(ch in content.plain for ch in "\x1b\x07\u202e")
     assert all(span.style == "" or "@click" not in str(span.style) for span in content.spans)
@@ -170,12 +170,12 @@ def test_offline_and_corrupt_cards() -> None:
         "old-host", "192.0.2.1", "stopped", "2026-02-10T20:42:00Z", "state_transition", "1-0"
     )
     offline = ExchangeView(7, "bybit", "Bybit", True, last_known=known)
-    text = card_content(offline, NOW, UTC, width=34).plain
+    text = card_content(offline, NOW, width=34).plain
     assert "OFFLINE" in text and "old-host" in text and "stopped" in text and "2h 3m ago" in text
     corrupt = ExchangeView(
         8, "kucoin", "KuCoin", True, error="status payload is not valid JSON", key_exists=True
     )
-    text = card_content(corrupt, NOW, UTC, width=34).plain
+    text = card_content(corrupt, NOW, width=34).plain
     assert "BAD STATUS" in text and "not valid JSON" in text
 
 
@@ -191,26 +191,26 @@ def test_a_card_with_an_idle_agent_says_ready_instead_of_offline() -> None:
         9, "bitfinex", "Bitfinex", True, last_known=known,
         agents=(_agent("bfx-01", 5150, NOW - timedelta(minutes=15)),),
     )  # fmt: skip
-    text = card_content(one, NOW, UTC, width=34).plain
+    text = card_content(one, NOW, width=34).plain
     assert "READY" in text and "OFFLINE" not in text
     assert "agent on bfx-01 · pid 5150" in text and "Idle for 15m 0s" in text
     assert "last" in text and "idle" in text and "agents ready" not in text
     pair = ExchangeView(
         9, "bitfinex", "Bitfinex", True, agents=(_agent("bfx-01", 1), _agent("bfx-02", 2))
     )
-    text = card_content(pair, NOW, UTC, width=34).plain
+    text = card_content(pair, NOW, width=34).plain
     assert "2 agents ready · also bfx-02" in text and "agent on bfx-01" in text
     # An online exchange is shown by its status, whatever agents there are.
     online = ExchangeView(
         9, "bitfinex", "Bitfinex", True, _status(), key_exists=True, agents=(_agent("a", 1),)
     )
-    assert not online.ready and "READY" not in card_content(online, NOW, UTC, width=34).plain
+    assert not online.ready and "READY" not in card_content(online, NOW, width=34).plain
 
 
 def test_an_offline_card_without_a_known_state_says_unknown() -> None:
     known = LastKnown("h", "", "", "2026-02-10T22:30:00Z", "command", "1-0")
     view = ExchangeView(7, "bybit", "Bybit", True, last_known=known)
-    text = card_content(view, NOW, UTC, width=34).plain
+    text = card_content(view, NOW, width=34).plain
     assert "state unknown" in text and "command" not in text
 
 
