@@ -19,7 +19,7 @@ from perseus_core.store.network import ExchangeView, LastKnown, ViewKind
 from perseus_core.wire.models import AgentPresence, ConnectionState, InstanceStatus
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean, clean_or
-from perseus_core.wire.timeutil import format_duration
+from perseus_core.wire.timeutil import format_duration, id_time
 
 
 class Tone(StrEnum):
@@ -227,7 +227,8 @@ def last_seen_text(view: ExchangeView, now: datetime) -> str | None:
     if seen is None:
         return None
     seconds = (now - seen.at).total_seconds()
-    return seen.label("just now" if seconds < 0 else f"{format_duration(seconds)} ago")
+    age = "just now" if seconds < 0 else f"{format_duration(seconds)} ago"
+    return f"last {seen.source} {age}"
 
 
 def heartbeat_age_s(view: ExchangeView, now: datetime) -> float | None:
@@ -679,3 +680,97 @@ def _agent_rows(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[Li
             _detail_row("version", _clean(agent.version)),
         ]
     return lines
+
+
+@dataclass(frozen=True, slots=True)
+class StatusLine:
+    """One line of `perseus status`: each column as a `Part`, the notes as text."""
+
+    exchange_id: int
+    name: str
+    state: Part
+    host: str = "-"
+    ip: str = "-"
+    heartbeat: Part = Part("-")
+    uptime: str = "-"
+    info: tuple[str, ...] = ()
+
+
+def _cli_ago(moment: datetime | None, now: datetime) -> str:
+    """`5m 3s ago`, or `-` for an unknown moment (the CLI's wording: no `just now`)."""
+    if moment is None:
+        return "-"
+    return f"{format_duration((now - moment).total_seconds())} ago"
+
+
+def status_line(view: ExchangeView, now: datetime, thresholds: HeartbeatThresholds) -> StatusLine:
+    """What `perseus status` prints for `view`, read at `now`; every string from
+    Redis cleaned. A one-off read: no time since a poll is discounted.
+
+    Args:
+        view: the exchange.
+        now: when it was read.
+        thresholds: the heartbeat tones of the configured timing.
+    """
+    kind = view.kind
+    status = view.status
+    info: list[str] = []
+    host, ip, beat_part, running = "-", "-", Part("-"), "-"
+    if kind is ViewKind.LIVE and status is not None:
+        host, ip = clean_or(status.hostname, "-", 40), clean_or(status.ip_address, "-", 45)
+        beat = heartbeat(view, now, thresholds)
+        if beat is not None:
+            beat_part = Part(beat.text, beat.tone)
+            if beat.skew:
+                info.append(beat.skew)
+        seconds = uptime_s(view, now, beat)
+        if seconds is not None:
+            running = format_duration(seconds)
+        if status.last_error:
+            when = _cli_ago(status.last_error_at, now) if status.last_error_at else "earlier"
+            info.append(f"last error {when}: {clean(status.last_error, 80)}")
+    elif kind is ViewKind.READY:
+        agent = view.agents[0]
+        host = clean_or(agent.hostname, "-", 40)
+        pid = f" pid {agent.pid}" if agent.pid is not None else ""
+        since = agent.since
+        waiting = f" for {format_duration((now - since).total_seconds())}" if since else ""
+        # An idle agent is what READY means: one vocabulary with the dashboard.
+        state = "ready" if agent.state == ConnectionState.IDLE else clean_or(agent.state, "?", 16)
+        info.append(f"agent{pid} {state}{waiting}")
+        if agent.note:
+            info.append(clean(agent.note, 200))
+        if len(view.agents) > 1:
+            others = ", ".join(clean_or(a.hostname, "?", 40) for a in view.agents[1:])
+            info.append(f"{len(view.agents)} agents ready (also {others})")
+        known = view.last_known
+        if known is not None:
+            seen = _cli_ago(known.time or id_time(known.id), now)
+            info.append(f"last {clean_or(known.state, 'unknown state', 20)} {seen}")
+    else:
+        last = view.last_known
+        host = clean_or(last.hostname if last else None, "-", 40)
+        ip = clean_or(last.ip if last else None, "-", 45)
+        if kind is ViewKind.OFFLINE:
+            said = last_seen_text(view, now)
+            if said is not None:
+                state = f" ({clean_or(last.state, 'unknown state', 20)})" if last else ""
+                info.append(said + state)
+            else:
+                info.append("never seen")
+    if not view.in_catalog:
+        info.append("not in catalog")
+    elif not view.is_active:
+        info.append("inactive in catalog")
+    if view.error:
+        info.append(f"error: {clean(view.error, 120)}")
+    return StatusLine(
+        view.exchange_id,
+        clean_or(view.exchange_name or view.display_name, "?", 32),
+        Part(status_word(view), badge(view).tone),
+        host,
+        ip,
+        beat_part,
+        running,
+        tuple(info),
+    )

@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 from textual.app import App, ComposeResult
 
-from perseus_core.present import Tone
-from perseus_core.present.exchange import Part, Timing, age_text, uptime_text
+from perseus_cli.output import styled
+from perseus_cli.status_cmd import status_row
+from perseus_core.present import HeartbeatThresholds, Tone
+from perseus_core.present.exchange import Part, Timing, age_text, status_line, uptime_text
 from perseus_core.store.network import ExchangeView, LastKnown
 from perseus_core.wire.models import (
     AgentPresence,
@@ -245,3 +247,40 @@ def test_a_narrow_header_drops_whole_counts_and_says_how_many() -> None:
     assert len(narrow) <= 60 and narrow.endswith(" more") and "…" not in narrow
     assert narrow.startswith("5 of 9 online  3 offline")
     assert fit_parts(parts, 8).plain == "5 of 9 …"
+
+
+def test_the_presenters_status_line_says_what_perseus_status_prints() -> None:
+    """`status_line` is ready for the CLI: for every kind of exchange it says
+    word for word, and in the same tone, what `perseus status` prints today."""
+    known = LastKnown(
+        "old-host", "192.0.2.1", "stopped", "2026-02-10T20:42:00Z", "state_transition", "1-0"
+    )
+    views = [
+        ExchangeView(
+            1, "alpha", "Alpha", True,
+            _status(last_error="boom", last_error_at=NOW - timedelta(minutes=2)),
+            key_exists=True, heartbeat_at=NOW - timedelta(seconds=9),
+        ),
+        ExchangeView(2, "beta", "Beta", False, _status(connection_state=ConnectionState.WARMING)),
+        ExchangeView(7, "bybit", "Bybit", True, last_known=known),
+        ExchangeView(7, "never", "Never", True),
+        ExchangeView(8, "kucoin", "KuCoin", True, error="not JSON", key_exists=True),
+        ExchangeView(
+            9, "bitfinex", "Bitfinex", True, last_known=known,
+            agents=(_agent("bfx-01", 1, NOW - timedelta(minutes=15)), _agent("bfx-02", 2)),
+        ),
+    ]  # fmt: skip
+    thresholds = HeartbeatThresholds()
+    for view in views:
+        line = status_line(view, NOW, thresholds)
+        printed = status_row(view, NOW, thresholds)
+        ours = [
+            str(line.exchange_id), line.name, styled(line.state.text, line.state.tone),
+            line.host, line.ip, styled(line.heartbeat.text, line.heartbeat.tone),
+            line.uptime, "; ".join(line.info),
+        ]  # fmt: skip
+        for mine, theirs in zip(ours, printed, strict=True):
+            if isinstance(theirs, str):
+                assert mine == theirs or str(mine) == theirs, (view.exchange_name, mine, theirs)
+            else:
+                assert str(mine) == str(theirs) and mine.style == theirs.style, view.exchange_name
