@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, tzinfo
+from functools import cache
 
 from textual.content import Content
 
@@ -71,27 +72,36 @@ def badge_content(badge: Badge) -> Content:
     return Content.styled(badge.text, f"bold {TONE_TEXT[badge.tone]}")
 
 
+@cache
+def _style(tone: Tone | None, bold: bool, italic: bool) -> str:
+    words = ["bold"] if bold else []
+    if italic:
+        words.append("italic")
+    if tone is not None:
+        words.append(TONE_TEXT[tone])
+    return " ".join(words)
+
+
 def part_style(part: Part) -> str:
     """The style of a part: its emphasis, then its tone's text colour."""
-    words = ["bold"] if part.bold else []
-    if part.italic:
-        words.append("italic")
-    if part.tone is not None:
-        words.append(TONE_TEXT[part.tone])
-    return " ".join(words)
+    return _style(part.tone, part.bold, part.italic)
+
+
+def _piece(part: Part | Badge) -> str | tuple[str, str] | Content:
+    if isinstance(part, Badge):
+        return badge_content(part)
+    style = _style(part.tone, part.bold, part.italic)
+    return (part.text, style) if style else part.text
 
 
 def part_content(part: Part | Badge) -> Content:
     """One part (or badge) of a presenter's line, styled."""
-    if isinstance(part, Badge):
-        return badge_content(part)
-    style = part_style(part)
-    return Content.styled(part.text, style) if style else Content(part.text)
+    return Content.assemble(_piece(part))
 
 
 def line_content(line: Line) -> Content:
     """A presenter's line (or table cell) as one `Content`."""
-    return Content.assemble(*(part_content(part) for part in line))
+    return Content.assemble(*(_piece(part) for part in line))
 
 
 def label(value: object | None, default: str = "-", max_chars: int = 60) -> str:

@@ -112,7 +112,12 @@ class DetailScreen(ExchangeScreen):
         yield PerseusFooter()
 
     def on_mount(self) -> None:
-        feed = self.query_one(ActivityFeed)
+        feeds = self.query(ActivityFeed)
+        if not feeds:
+            # Closed (Esc typed ahead) before its widgets were mounted: Textual
+            # mounts nothing on a screen being removed, so there is nothing to load.
+            return
+        feed = feeds.first()
         self.watch(feed, "scroll_y", self._history_scrolled, init=False)
         feed.focus()
         self._load_page(None)
@@ -221,7 +226,8 @@ class DetailScreen(ExchangeScreen):
 
     def action_back(self) -> None:
         """Back to the dashboard."""
-        self.dismiss(None)
+        if self.is_current:  # an Esc typed ahead can reach a screen already closed
+            self.dismiss(None)
 
     def action_refresh(self) -> None:
         """Re-read every status now."""

@@ -35,6 +35,8 @@ SQUEEZED_MIN = 4
 
 def _fitted(line: Line, width: int) -> Content:
     """A line of the presenter, its squeezable part cut so the rest fits `width`."""
+    if not any(isinstance(part, Part) and part.squeeze for part in line):
+        return render.line_content(line)
     parts = [render.part_content(part) for part in line]
     for index, part in enumerate(line):
         if isinstance(part, Part) and part.squeeze:
