@@ -1,34 +1,42 @@
 """The Perseus dashboard app: turns what the fleet service reports into the state screens watch.
 
-The Redis work lives in `perseus_tui.service`; the state the screens read
-(fleet, header, clock, zone, outage, activity) in `perseus_tui.hub`. This
-module applies the service's messages to that state, answers the screens'
-requests (open, start, stop, refresh) and shows notifications. The clock and
-the time zone are injected, so a snapshot test renders the same screen on
-any machine on any day.
+The Redis work lives in `perseus_tui.service`. The app holds what the
+screens show as reactives (the fleet, the header, the clock's second, the
+time zone, the outage, the activity as it arrives, read-only mode, the
+command lines): it sets them from the service's messages, and each screen
+watches the ones it shows, by name, so no screen imports the app. It also
+answers the screens' requests (open, start, stop, refresh) and shows
+notifications. The clock and the time zone are injected, so a snapshot test
+renders the same screen on any machine on any day.
 """
 
 from __future__ import annotations
 
+import asyncio
+import getpass
+import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from textual import events, on
 from textual.app import App
 from textual.binding import Binding
-from textual.reactive import reactive
+from textual.content import Content
+from textual.reactive import reactive, var
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from perseus_core.present import refusal, route_of
+from perseus_core.present import HeartbeatThresholds, refusal, route_of
+from perseus_core.present.exchange import Timing, zone_name
 from perseus_core.store.control.sender import Via
-from perseus_core.store.network import ExchangeView
-from perseus_core.wire.models import CommandType
+from perseus_core.store.network import ExchangeView, ViewKind
+from perseus_core.wire.models import ActivityEntry, CommandType
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import Clock, system_clock
 from perseus_tui import render
 from perseus_tui.commands import ExchangeCommands
-from perseus_tui.hub import FleetHub, FleetState, Outage, default_operator
+from perseus_tui.fleet import FleetState
 from perseus_tui.messages import (
     CommandProgress,
     CommandRequested,
@@ -42,20 +50,33 @@ from perseus_tui.messages import (
     RefreshRequested,
     SnapshotLoaded,
 )
+from perseus_tui.observed import OfflineObserver
 from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.dashboard import DashboardScreen
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen, help_sections
 from perseus_tui.screens.intro import IntroScreen
+from perseus_tui.service import FleetService
 from perseus_tui.stop_question import StopQuestion, explanation, livermore_question
 from perseus_tui.widgets.activity_feed import DEFAULT_MAX_LINES
-from perseus_tui.widgets.command_bar import FAILED_STAGES, progress
+from perseus_tui.widgets.banner import Outage
+from perseus_tui.widgets.command_bar import FAILED_STAGES, CommandLine, progress
+from perseus_tui.widgets.header import HeaderState, summary_parts
 
 ERROR_TIMEOUT_S = 10.0
 """Error notifications stay longer than progress ones."""
 
 
-class PerseusApp(FleetHub):
+def default_operator() -> str:
+    """Who sends commands from this dashboard, for the audit trail: `user@host`."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class PerseusApp(App[None]):
     """The operator dashboard; build it with `create_app`."""
 
     CSS_PATH = "perseus.tcss"
@@ -76,6 +97,117 @@ class PerseusApp(FleetHub):
     utc: reactive[bool] = reactive(False, init=False)
     """Absolute times in UTC (True) or in the local zone."""
 
+    # What the screens watch (by name; they never call into the app).
+    fleet: var[FleetState] = var(FleetState(), init=False)
+    """The fleet as last read (or marked stale)."""
+    header: var[HeaderState | None] = var(None, init=False, always_update=True)
+    """What every header shows."""
+    clock_tick: var[datetime | None] = var(None, init=False)
+    """The clock, each second: ages, uptimes and countdowns advance."""
+    display_tz: var[tzinfo | None] = var(None, init=False)
+    """The zone absolute times are shown in (None: the machine's local zone)."""
+    outage: var[Outage | None] = var(None, init=False)
+    """Set while Redis is unreachable."""
+    live_entries: var[Sequence[ActivityEntry]] = var((), init=False, always_update=True)
+    """The latest batch of live activity entries, oldest first."""
+    feed_history: var[Sequence[ActivityEntry]] = var((), init=False)
+    """The recent history loaded at start, newest first."""
+    read_only_reason: var[str] = var("", init=False)
+    """Why start and stop are disabled (the flag, or Redis refused a write);
+    empty while they are not."""
+    commands: var[tuple[CommandLine, ...]] = var((), init=False)
+    """The recent commands' progress lines, newest last."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = system_clock,
+        read_only: bool = False,
+        local_tz: tzinfo | None = None,
+        target_label: str | None = None,
+        operator: str | None = None,
+        feed_max_lines: int = DEFAULT_MAX_LINES,
+        intro: str | None = None,
+        initial_selection: int | None = None,
+        expecting: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.intro = intro
+        """Text of the dismissable intro panel (the demo's tour), if any."""
+        self.initial_selection = initial_selection
+        """The exchange selected first, once listed (None: the first one)."""
+        self.expecting = expecting
+        """What an empty fleet says while exchanges are known to be on their way."""
+        self.settings = settings
+        self.clock = clock
+        self.local_tz = local_tz
+        self.set_reactive(PerseusApp.display_tz, local_tz)
+        if read_only:
+            self.set_reactive(
+                PerseusApp.read_only_reason, "the dashboard was started with --read-only"
+            )
+        self.target = target_label or settings.redacted_redis_url
+        self.operator = operator or default_operator()
+        self.feed_max_lines = feed_max_lines
+        thresholds = HeartbeatThresholds.from_settings(settings, polled=True)
+        self.set_reactive(PerseusApp.fleet, FleetState(timing=Timing(thresholds)))
+        self.observer = OfflineObserver()
+        """Exchanges seen vanishing between two reads, and coming back."""
+        self.loaded = asyncio.Event()
+        """Set once the first fleet read has been shown (tests and screenshots wait on it)."""
+        self.history_loaded = asyncio.Event()
+        """Set once the feed's start-up history has been shown."""
+        self.connected: bool | None = None
+        """True: Redis answers; False: unreachable; None: not known yet."""
+        self.service = FleetService(
+            self, settings, clock=clock, operator=self.operator, feed_max_lines=feed_max_lines
+        )
+        self._summary: tuple[Mapping[int, ExchangeView], tuple[Content, ...]] | None = None
+        """The header counts and the views they were counted from (the clock tick
+        reuses them; every read replaces the views)."""
+
+    @property
+    def read_only(self) -> bool:
+        """Start and stop are disabled (see `read_only_reason`)."""
+        return bool(self.read_only_reason)
+
+    @property
+    def views(self) -> Mapping[int, ExchangeView]:
+        """Every listed exchange as last read, by id."""
+        return self.fleet.views
+
+    def redis_option(self) -> str:
+        """`--redis-url <target>` for commands shown to the user ("" for the default Redis)."""
+        if self.settings.redis_url == Settings.model_fields["redis_url"].default:
+            return ""
+        return f"--redis-url {self.target}"
+
+    def header_state(self) -> HeaderState:
+        """What every header shows right now."""
+        views = self.views
+        if self._summary is None or self._summary[0] is not views:
+            states: list[str | None] = []
+            ready = 0
+            for view in views.values():
+                kind = view.kind
+                if kind is ViewKind.LIVE and view.status is not None:
+                    states.append(view.status.connection_state.value)
+                elif kind is ViewKind.UNREADABLE:
+                    states.append(None)
+                elif kind is ViewKind.READY:
+                    ready += 1
+            parts = tuple(summary_parts(states, len(views), ready=ready))
+            self._summary = (views, parts)
+        return HeaderState(
+            target=self.target,
+            connected=self.connected,
+            read_only=self.read_only,
+            summary_parts=self._summary[1],
+            now=self.clock(),
+            tz=self.display_tz,
+        )
+
     _dashboard: DashboardScreen | None = None
     """The main screen, built on first use."""
 
@@ -84,7 +216,16 @@ class PerseusApp(FleetHub):
         """The main screen (always at the bottom of the stack)."""
         if self._dashboard is None:
             self._dashboard = DashboardScreen(
-                self.header_state(), feed_max_lines=self.feed_max_lines, tz=self.display_tz
+                self.header_state(),
+                self.fleet,
+                self.read_only_reason,
+                clock=self.clock,
+                feed_max_lines=self.feed_max_lines,
+                tz=self.display_tz,
+                redis_option=self.redis_option(),
+                expecting=self.expecting,
+                intro=bool(self.intro),
+                initial_selection=self.initial_selection,
             )
         return self._dashboard
 
@@ -161,8 +302,10 @@ class PerseusApp(FleetHub):
             if observed:
                 self.live_entries = observed  # feed and history; never written to Redis
         ordered = sorted(views.values(), key=lambda v: (v.exchange_id, v.exchange_name))
-        read_at = read_at or self.fleet.read_at
-        self.fleet = FleetState(views, ordered, self.clock(), False, True, read_at)
+        timing = previous.timing
+        if read_at is not None and read_at != timing.read_at:
+            timing = replace(timing, read_at=read_at)
+        self.fleet = FleetState(views, ordered, self.clock(), False, True, timing)
         self.header = self.header_state()
 
     def _connection_ok(self) -> None:
@@ -196,9 +339,9 @@ class PerseusApp(FleetHub):
 
     @on(FeedEntries)
     def _feed_entries(self, message: FeedEntries) -> None:
+        self.service.feed_batch_shown(message)  # the next batch may go
         if not self._showing():
             return
-        self.service.feed_batch_shown(message)
         self.live_entries = message.entries
         self.service.refresh_soon(message.entries)
 
@@ -220,13 +363,12 @@ class PerseusApp(FleetHub):
 
     def _command_step(self, exchange_id: int, command: str, stage: str, step: str) -> None:
         """Advance a command's line in the command bar (or start one)."""
-        label = self.exchange_label(exchange_id)
+        label = self.fleet.label(exchange_id)
         self.commands = progress(self.commands, exchange_id, label, command, stage, step)
 
     @on(ReadOnlyDetected)
     def _read_only_detected(self, message: ReadOnlyDetected) -> None:
         self.read_only_reason = message.reason
-        self.read_only = True
         self.notify(
             f"Switched to read-only: {message.reason}",
             title="Read-only",
@@ -235,7 +377,7 @@ class PerseusApp(FleetHub):
             markup=False,
         )
 
-    def watch_read_only(self, _read_only: bool) -> None:
+    def watch_read_only_reason(self, _reason: str) -> None:
         self.refresh_bindings()
         self.header = self.header_state()
 
@@ -269,7 +411,16 @@ class PerseusApp(FleetHub):
         if view is None:
             return
         self.push_screen(
-            DetailScreen(view, self.header_state(), now=self.clock(), tz=self.display_tz)
+            DetailScreen(
+                view,
+                self.header_state(),
+                self.fleet,
+                self.read_only_reason,
+                service=self.service,
+                observer=self.observer,
+                clock=self.clock,
+                tz=self.display_tz,
+            )
         )
 
     @on(CommandRequested)
@@ -293,7 +444,7 @@ class PerseusApp(FleetHub):
         if self.read_only:
             self._command_step(exchange_id, command.value, "refused", self.read_only_reason)
             return
-        self.service.send_command(exchange_id, self.exchange_label(exchange_id), command)
+        self.service.send_command(exchange_id, self.fleet.label(exchange_id), command)
 
     def _confirm_stop(self, exchange_id: int) -> None:
         """Ask, naming who would be asked (counting the Livermore servers that
@@ -313,7 +464,7 @@ class PerseusApp(FleetHub):
         if question.refused is not None:
             self._command_step(exchange_id, "stop", question.stage, question.refused)
             return
-        title = f"Stop {self.exchange_label(exchange_id)}?"
+        title = f"Stop {self.fleet.label(exchange_id)}?"
         self.push_screen(
             ConfirmScreen(title, question.explanation, yes="Stop"),
             lambda yes: self.send_command(exchange_id, CommandType.STOP) if yes else None,
@@ -324,7 +475,7 @@ class PerseusApp(FleetHub):
     def watch_utc(self, utc: bool) -> None:
         self.display_tz = UTC if utc else self.local_tz
         self.header = self.header_state()
-        self.notify(f"Times in {render.zone_name(self.display_tz, self.clock())}", timeout=2)
+        self.notify(f"Times in {zone_name(self.display_tz, self.clock())}", timeout=2)
 
     def action_toggle_utc(self) -> None:
         """Switch absolute times between UTC and local time."""

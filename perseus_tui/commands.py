@@ -15,8 +15,9 @@ from textual.content import Content
 from textual.message import Message
 
 from perseus_core.wire.models import CommandType
-from perseus_tui.hub import FleetHub
+from perseus_tui.fleet import FleetState
 from perseus_tui.messages import CommandRequested, DetailRequested, RefreshRequested
+from perseus_tui.screens.base import ExchangeScreen
 
 MAX_DISCOVERY_EXCHANGES = 30
 """Exchanges listed before anything is typed (typing searches them all)."""
@@ -35,24 +36,28 @@ def safe_highlight(matcher: Matcher, text: str) -> Content:
 
 
 class ExchangeCommands(Provider):
-    """Start <exchange>, Stop <exchange>, Open <exchange>, and the view/time toggles."""
+    """Start <exchange>, Stop <exchange>, Open <exchange>, and the view/time toggles.
 
-    @property
-    def hub(self) -> FleetHub:
-        """The app's shared state (exchanges, read-only)."""
-        app = self.app
-        assert isinstance(app, FleetHub)
-        return app
+    The exchanges, and whether start and stop are offered, are those of the
+    screen the palette was opened on (none on a screen that shows no fleet).
+    """
+
+    def _fleet(self) -> tuple[FleetState, bool]:
+        """The fleet the palette's screen shows, and whether it is read-only."""
+        screen = self.screen
+        if isinstance(screen, ExchangeScreen):
+            return screen.fleet, bool(screen.read_only_reason)
+        return FleetState(), True
 
     def _request(self, message: Message) -> Callable[[], object]:
         """A command that posts `message` to the app, as a screen's key would."""
         return partial(self.app.post_message, message)
 
     def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
-        hub = self.hub
+        fleet, read_only = self._fleet()
         commands: list[tuple[str, Callable[[], object], str]] = []
-        for exchange_id in sorted(hub.views):
-            label = hub.exchange_label(exchange_id)
+        for exchange_id in sorted(fleet.views):
+            label = fleet.label(exchange_id)
             commands.append(
                 (
                     f"Open {label}",
@@ -60,7 +65,7 @@ class ExchangeCommands(Provider):
                     "Every field and the history",
                 )
             )
-            if not hub.read_only:
+            if not read_only:
                 commands.append(
                     (
                         f"Start {label}",
@@ -97,11 +102,11 @@ class ExchangeCommands(Provider):
         ]  # fmt: skip
 
     async def discover(self) -> Hits:
-        hub = self.hub
+        fleet, _read_only = self._fleet()
         for text, command, help_text in self._app_commands():
             yield DiscoveryHit(text, command, help=help_text)
-        for exchange_id in sorted(hub.views)[:MAX_DISCOVERY_EXCHANGES]:
-            label = hub.exchange_label(exchange_id)
+        for exchange_id in sorted(fleet.views)[:MAX_DISCOVERY_EXCHANGES]:
+            label = fleet.label(exchange_id)
             yield DiscoveryHit(
                 Content(f"Open {label}"),
                 self._request(DetailRequested(exchange_id)),

@@ -3,13 +3,17 @@
 The fleet service never touches a widget: it posts a result message and the
 app turns it into the state the screens watch. Screens never call into the
 app either: they post a request (open, start, stop, refresh) that bubbles up
-to it. Results that arrive faster than they can be shown (`can_replace`)
-merge in the queue, so a flood costs one repaint.
+to it. Messages are values: nothing changes one once it is posted. Results
+that arrive faster than they can be shown are dropped in the queue when a
+newer one carries everything they do (`can_replace`), and the live feed
+posts one batch at a time (`FeedEntries`), so a flood costs few repaints and
+loses nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from textual.message import Message
@@ -35,17 +39,16 @@ class SnapshotLoaded(Message):
 class ExchangesRefreshed(Message):
     """A few exchanges re-read because their streams just had activity."""
 
-    views: list[ExchangeView]
+    views: Sequence[ExchangeView]
 
     def can_replace(self, message: Message) -> bool:
-        """A newer read supersedes this one: a full read entirely, a partial one
-        once it carries the views only this one has."""
+        """A newer read supersedes this one when it re-read every exchange this
+        one did: a full read always, a partial one of the same exchanges or more."""
         if isinstance(message, SnapshotLoaded):
             return True
         if isinstance(message, ExchangesRefreshed):
             newer = {view.exchange_id for view in message.views}
-            message.views[:0] = [view for view in self.views if view.exchange_id not in newer]
-            return True
+            return all(view.exchange_id in newer for view in self.views)
         return False
 
 
@@ -63,14 +66,15 @@ class ConnectionLost(Message):
 
 @dataclass
 class FeedEntries(Message):
-    """Activity entries, oldest first.
+    """Live activity entries, oldest first.
 
-    The live feed worker keeps appending to `entries` until the app has
-    handled the message (then it starts a new one), so a burst of thousands
-    of entries costs one message and one repaint, not thousands.
+    The fleet service has at most one batch on its way at a time: entries
+    that arrive meanwhile wait, and go together in the next batch once the
+    app has shown this one (`FleetService.feed_batch_shown`), so a burst of
+    thousands of entries costs a couple of messages and repaints, not thousands.
     """
 
-    entries: list[ActivityEntry] = field(default_factory=list)
+    entries: Sequence[ActivityEntry]
 
 
 @dataclass

@@ -1,10 +1,10 @@
-"""Turn wire values into styled, safe `Content` for cards, the table, the feed and the header.
+"""The presenter's tones as Textual styles, and the activity feed's lines as `Content`.
 
-Everything here is a pure function of its arguments (and the clock value it is
-given), so snapshots are deterministic and the widgets stay small. Every string
-that came from Redis goes through `perseus_core.wire.text.clean` and is placed in
-`Content` as plain text: markup in a hostname stays literal, and control
-characters or escape sequences never reach the terminal.
+What an exchange shows is decided by `perseus_core.present.exchange` as
+typed lines; `line_content` is the one place their tones become styles.
+Every string that came from Redis goes through `perseus_core.wire.text.clean`
+and is placed in `Content` as plain text: markup in a hostname stays
+literal, and control characters or escape sequences never reach the terminal.
 
 Styles are theme variables (`$success`, `$text-error`, ...) resolved when Textual
 renders the content, so every built-in theme works and nothing here names a
@@ -13,34 +13,23 @@ colour.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from collections.abc import Mapping
+from datetime import datetime, tzinfo
+from functools import cache
 
 from textual.content import Content
 
-from perseus_core.present import (
-    Badge,
-    HeartbeatThresholds,
-    Tone,
-    badge,
-    state_tone,
-    status_word,
-    uptime_s,
-)
-from perseus_core.present import heartbeat as heartbeat_look
+from perseus_core.present import Badge, Tone, state_tone
 from perseus_core.present.edges import EdgeKind
-from perseus_core.store.network import ExchangeView
+from perseus_core.present.exchange import Line, Part, clock_time
 from perseus_core.wire.models import (
     ActivityEntry,
-    AgentPresence,
     CommandEntry,
     ErrorEntry,
     OtherEntry,
     StateTransitionEntry,
 )
 from perseus_core.wire.text import clean, clean_or
-from perseus_core.wire.timeutil import format_duration, parse_ts_or_none
 from perseus_tui.observed import OBSERVED_EVENTS, OBSERVED_OFFLINE
 
 TONE_TEXT: Mapping[Tone, str] = {
@@ -70,13 +59,6 @@ ERROR = TONE_TEXT[Tone.ERROR]
 SUCCESS = TONE_TEXT[Tone.SUCCESS]
 PRIMARY = TONE_TEXT[Tone.PRIMARY]
 OFFLINE_STYLE = f"bold {TONE_TEXT[Tone.ERROR]}"
-READY_STYLE = f"bold {TONE_TEXT[Tone.PRIMARY]}"
-STALE_STYLE = f"bold {TONE_TEXT[Tone.WARNING]}"
-
-
-def tone_text(tone: Tone) -> str:
-    """The text colour (theme variable) of a tone."""
-    return TONE_TEXT[tone]
 
 
 def state_colour(state: str | None) -> str:
@@ -91,119 +73,36 @@ def badge_content(badge: Badge) -> Content:
     return Content.styled(badge.text, f"bold {TONE_TEXT[badge.tone]}")
 
 
-def view_badge(view: ExchangeView) -> Content:
-    """The badge of an exchange: ` ● ACTIVE `, ` ✖ BAD STATUS `, ` ◇ READY `, ` ○ OFFLINE `."""
-    return badge_content(badge(view))
+@cache
+def _style(tone: Tone | None, bold: bool, italic: bool) -> str:
+    words = ["bold"] if bold else []
+    if italic:
+        words.append("italic")
+    if tone is not None:
+        words.append(TONE_TEXT[tone])
+    return " ".join(words)
 
 
-def view_word(view: ExchangeView) -> Content:
-    """The one-word status of an exchange (`active`, `ready`...), bold in its badge's tone."""
-    return Content.styled(status_word(view), f"bold {TONE_TEXT[badge(view).tone]}")
+def part_style(part: Part) -> str:
+    """The style of a part: its emphasis, then its tone's text colour."""
+    return _style(part.tone, part.bold, part.italic)
 
 
-def agent_line(agent: AgentPresence) -> Content:
-    """`agent on host · pid 4242`: where a start would run."""
-    line = Content.assemble(("agent on ", MUTED), label(agent.hostname, "?", 40))
-    if agent.pid is not None:
-        line += Content.styled(f" · pid {agent.pid}", MUTED)
-    return line
+def _piece(part: Part | Badge) -> str | tuple[str, str] | Content:
+    if isinstance(part, Badge):
+        return badge_content(part)
+    style = _style(part.tone, part.bold, part.italic)
+    return (part.text, style) if style else part.text
 
 
-def standby_line(agents: Sequence[AgentPresence]) -> Content:
-    """`2 agents ready · also on host-b`: every agent past the first one."""
-    others = ", ".join(label(agent.hostname, "?", 30) for agent in agents[1:])
-    return Content.assemble(
-        (f"{len(agents)} agents ready", READY_STYLE), (f" · also {others}", MUTED)
-    )
+def part_content(part: Part | Badge) -> Content:
+    """One part (or badge) of a presenter's line, styled."""
+    return Content.assemble(_piece(part))
 
 
-def agent_state(agent: AgentPresence, now: datetime) -> str:
-    """`Idle for 5m 12s` (or just `idle` when the agent did not say since when)."""
-    state = label(agent.state, "?", 16)
-    return in_state_for(state, agent.since, now) or state
-
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """What heartbeat colours depend on besides the view: the thresholds of the
-    configured timing, and when the fleet was last read (time since then is
-    not held against an agent whose next heartbeat could not be seen yet)."""
-
-    thresholds: HeartbeatThresholds = HeartbeatThresholds()
-    read_at: datetime | None = None
-
-
-def heartbeat_style(tone: Tone) -> str:
-    """The style of a heartbeat's tone; overdue is bold."""
-    return f"bold {TONE_TEXT[tone]}" if tone is Tone.ERROR else TONE_TEXT[tone]
-
-
-def age_text(moment: datetime | None, now: datetime) -> str:
-    """`3s ago`, `5m 12s ago`; `just now` for clock skew into the future; `-` if unknown."""
-    if moment is None:
-        return "-"
-    seconds = (now - moment).total_seconds()
-    if seconds < 0:
-        return "just now"
-    return f"{format_duration(seconds)} ago"
-
-
-def heartbeat(view: ExchangeView, now: datetime, timing: Timing) -> Content:
-    """The heartbeat age of a live exchange, coloured by how late it is
-    (`no heartbeat for 32s` once overdue)."""
-    beat = heartbeat_look(view, now, timing.thresholds, timing.read_at)
-    if beat is None:
-        return Content.styled("no heartbeat", OFFLINE_STYLE)
-    return Content.styled(beat.text, heartbeat_style(beat.tone))
-
-
-def in_state_for(state: str, since: datetime | None, now: datetime) -> str:
-    """`Warming for 1m 0s`: how long the instance has been in a (non-active) state."""
-    if since is None:
-        return ""
-    return f"{clean(state, 16).capitalize()} for {format_duration((now - since).total_seconds())}"
-
-
-def uptime(view: ExchangeView, now: datetime, timing: Timing) -> str:
-    """`Running for 4h 23m` while active (from connectedAt), else empty; it stops
-    counting once the heartbeat is overdue."""
-    beat = heartbeat_look(view, now, timing.thresholds, timing.read_at)
-    running = uptime_s(view, now, beat)
-    if running is None:
-        return ""
-    return f"Running for {format_duration(running)}"
-
-
-def format_clock(moment: datetime | None, tz: tzinfo | None, now: datetime) -> str:
-    """A feed/detail timestamp in the chosen zone: `14:03:22` today, `02-09 14:03` before.
-
-    Both forms are padded to the same width so feed columns stay aligned.
-    """
-    if moment is None:
-        return "--:--:--".ljust(11)
-    local = moment.astimezone(tz)
-    if local.date() == now.astimezone(tz).date():
-        return local.strftime("%H:%M:%S").ljust(11)
-    return local.strftime("%m-%d %H:%M")
-
-
-def format_full_time(moment: datetime | None, tz: tzinfo | None) -> str:
-    """A complete timestamp with its zone, for the detail screen."""
-    if moment is None:
-        return "-"
-    local = moment.astimezone(tz)
-    return (
-        local.strftime("%Y-%m-%d %H:%M:%S.")
-        + f"{local.microsecond // 1000:03d} {zone_name(tz, local)}"
-    )
-
-
-def zone_name(tz: tzinfo | None, sample: datetime | None = None) -> str:
-    """`UTC`, or the local zone's abbreviation (`CET`), for labels."""
-    if tz is UTC:
-        return "UTC"
-    moment = (sample or datetime.now(UTC)).astimezone(tz)
-    return moment.tzname() or "local"
+def line_content(line: Line) -> Content:
+    """A presenter's line (or table cell) as one `Content`."""
+    return Content.assemble(*(_piece(part) for part in line))
 
 
 def label(value: object | None, default: str = "-", max_chars: int = 60) -> str:
@@ -228,7 +127,7 @@ def entry_line(entry: ActivityEntry, tz: tzinfo | None, now: datetime) -> Conten
 
 def entry_head(entry: ActivityEntry, tz: tzinfo | None, now: datetime) -> Content:
     """The time and exchange columns of a feed line."""
-    when = format_clock(entry.time, tz, now)
+    when = clock_time(entry.time, tz, now)
     return Content.assemble((when, MUTED), " ", (f"{entry_exchange(entry):<12}", "bold"), " ")
 
 
@@ -356,8 +255,3 @@ def entry_matches(entry: ActivityEntry, query: str) -> bool:
 ERROR_MAX_CHARS = 1_000
 """An error's reason is kept whole up to this: the feed cuts it at its width, the
 detail history wraps it."""
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """A wire timestamp as a datetime, or None when missing or unparseable."""
-    return parse_ts_or_none(text)

@@ -92,6 +92,9 @@ class FleetService:
         self._full_due = False
         self._discover_due = False
         self._feed_batch: FeedEntries | None = None
+        """The live entries posted and not yet shown (None: none on their way)."""
+        self._feed_waiting: list[ActivityEntry] = []
+        """Live entries that arrived while a batch was on its way: the next batch."""
         self._ids_by_name: dict[str, int] = {}
         """Stream name -> exchange id of every exchange read so far."""
         self._problems: set[str] = set()
@@ -273,9 +276,17 @@ class FleetService:
     # --- activity ----------------------------------------------------------------------
 
     def feed_batch_shown(self, batch: FeedEntries) -> None:
-        """The host handled `batch`: the follower starts a new one from here on."""
-        if batch is self._feed_batch:
-            self._feed_batch = None
+        """The host handled `batch`: the entries that arrived meanwhile go now, as one batch."""
+        if batch is not self._feed_batch:
+            return
+        self._feed_batch = None
+        if self._feed_waiting:
+            self._post_feed()
+
+    def _post_feed(self) -> None:
+        batch = self._feed_batch = FeedEntries(tuple(self._feed_waiting))
+        self._feed_waiting = []
+        self._host.post_message(batch)
 
     async def _follow_activity(self) -> None:
         """Load the recent history, then follow every stream live (blocking reads).
@@ -292,11 +303,9 @@ class FleetService:
             await tail.start()
             await self._load_history()
             async for entry in tail:
-                batch = self._feed_batch
-                if batch is None:
-                    batch = self._feed_batch = FeedEntries()
-                    self._host.post_message(batch)
-                batch.entries.append(entry)
+                self._feed_waiting.append(entry)
+                if self._feed_batch is None:
+                    self._post_feed()
         finally:
             try:
                 await tail.aclose()

@@ -1,9 +1,9 @@
 """What the stop confirmation says: who would be asked, over which channel,
-and, for a Livermore-held slot, how many servers would stop.
+and, for an exchange a Livermore server holds, how many servers would stop.
 
-A stop published on a Livermore owner's channel reaches every server of that
-owner that listens (`PUBSUB NUMSUB`, one key): the question names how many
-before the operator agrees, and a stop nothing would hear is refused at once
+A stop published on the Livermore holder's channel reaches every server of
+that holder's identity that listens (`PUBSUB NUMSUB`, one key): the question
+names how many before the operator agrees, and a stop nothing would hear is refused at once
 instead of being confirmed, sent and waited for.
 """
 

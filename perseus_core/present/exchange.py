@@ -1,17 +1,26 @@
-"""The presenter of one exchange view: its badge, its status word, its tones."""
+"""The presenter of one exchange view: what a card, a table row, the detail
+screen and a `perseus status` line show of it.
+
+Everything here is a pure function of the view, the time it is shown at and
+the heartbeat timing: its badge, its status word, and typed lines (`Part`s
+with semantic tones, times already turned into ages and zoned clock times).
+A surface only lays the parts out and maps tones to its own styles, so every
+surface says the same thing in the same colour.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
+from typing import NamedTuple
 
-from perseus_core.store.network import ExchangeView, ViewKind
-from perseus_core.wire.models import ConnectionState
+from perseus_core.store.network import ExchangeView, LastKnown, ViewKind
+from perseus_core.wire.models import AgentPresence, ConnectionState, InstanceStatus
 from perseus_core.wire.settings import Settings
-from perseus_core.wire.text import clean
-from perseus_core.wire.timeutil import format_duration
+from perseus_core.wire.text import clean, clean_or
+from perseus_core.wire.timeutil import format_duration, id_time
 
 
 class Tone(StrEnum):
@@ -112,6 +121,16 @@ class Heartbeat:
         return f"no heartbeat for {age}" if self.overdue else f"{age} ago"
 
 
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """What heartbeat tones depend on besides the view: the thresholds of the
+    configured timing, and when the fleet was last read (time since then is
+    not held against an agent whose next heartbeat could not be seen yet)."""
+
+    thresholds: HeartbeatThresholds = HeartbeatThresholds()
+    read_at: datetime | None = None
+
+
 def heartbeat(
     view: ExchangeView,
     now: datetime,
@@ -187,6 +206,12 @@ def badge(view: ExchangeView) -> Badge:
     return _KIND_BADGES[kind]
 
 
+def title(view: ExchangeView) -> str:
+    """What an exchange is called everywhere: its display name (else its name)
+    and its id, `Coinbase #1`, as one clean line."""
+    return f"{clean_or(view.display_name or view.exchange_name, '?', 40)} #{view.exchange_id}"
+
+
 def status_word(view: ExchangeView) -> str:
     """One word for a column: the state when live, else `unreadable`, `ready`, `offline`."""
     if view.kind is ViewKind.LIVE and view.status is not None:
@@ -203,7 +228,8 @@ def last_seen_text(view: ExchangeView, now: datetime) -> str | None:
     if seen is None:
         return None
     seconds = (now - seen.at).total_seconds()
-    return seen.label("just now" if seconds < 0 else f"{format_duration(seconds)} ago")
+    age = "just now" if seconds < 0 else f"{format_duration(seconds)} ago"
+    return f"last {seen.source} {age}"
 
 
 def heartbeat_age_s(view: ExchangeView, now: datetime) -> float | None:
@@ -256,3 +282,502 @@ HEARTBEAT_LEGEND: tuple[tuple[Tone, str], ...] = (
     (Tone.ERROR, "overdue: no heartbeat for longer; offline when the key expires"),
 )
 """The heartbeat colours and what they mean, for the help screen."""
+
+
+# --- what each surface shows, as typed lines -------------------------------------------
+#
+# The presenter decides every word, tone and time of a card, a table row, the
+# detail screen and a `perseus status` line; a surface only lays the parts
+# out and maps their tones to its own styles. Every string from Redis is
+# cleaned here (`clean_or`), and every time is an aware datetime or an age.
+
+
+class Part(NamedTuple):
+    """A run of text in one tone: the unit every surface lays out (a named
+    tuple: a card is thousands of them a second, and tuples build fastest)."""
+
+    text: str
+    tone: Tone | None = None
+    """None: the surface's ordinary text colour."""
+    bold: bool = False
+    italic: bool = False
+    squeeze: bool = False
+    """This part gives way (cut, with an ellipsis) when its line is too wide,
+    so what follows it stays visible."""
+
+
+Line = tuple[Part | Badge, ...]
+"""One line (or one cell): parts and badges, left to right; () is an empty line."""
+
+
+def _muted(text: str) -> Part:
+    return Part(text, Tone.MUTED)
+
+
+def _error(text: str, *, bold: bool = False) -> Part:
+    return Part(text, Tone.ERROR, bold=bold)
+
+
+def _clean(value: object | None, default: str = "-", max_chars: int = 60) -> str:
+    """An untrusted value as one clean printable line (never markup)."""
+    return clean_or(value, default, max_chars)
+
+
+def age_text(moment: datetime | None, now: datetime) -> str:
+    """`3s ago`, `5m 12s ago`; `just now` for clock skew into the future; `-` if unknown."""
+    if moment is None:
+        return "-"
+    seconds = (now - moment).total_seconds()
+    if seconds < 0:
+        return "just now"
+    return f"{format_duration(seconds)} ago"
+
+
+def in_state_for(state: str, since: datetime | None, now: datetime) -> str:
+    """`Warming for 1m 0s`: how long something has been in a (non-active) state."""
+    if since is None:
+        return ""
+    return f"{clean(state, 16).capitalize()} for {format_duration((now - since).total_seconds())}"
+
+
+def zone_name(tz: tzinfo | None, sample: datetime | None = None) -> str:
+    """`UTC`, or the local zone's abbreviation (`CET`), for labels."""
+    if tz is UTC:
+        return "UTC"
+    moment = (sample or datetime.now(UTC)).astimezone(tz)
+    return moment.tzname() or "local"
+
+
+def clock_time(moment: datetime | None, tz: tzinfo | None, now: datetime) -> str:
+    """A feed timestamp in `tz`: `14:03:22` today, `02-09 14:03` before.
+
+    Both forms are padded to the same width so feed columns stay aligned.
+    """
+    if moment is None:
+        return "--:--:--".ljust(11)
+    local = moment.astimezone(tz)
+    if local.date() == now.astimezone(tz).date():
+        return local.strftime("%H:%M:%S").ljust(11)
+    return local.strftime("%m-%d %H:%M")
+
+
+def full_time(moment: datetime | None, tz: tzinfo | None) -> str:
+    """A complete timestamp with its zone, for the detail screen."""
+    if moment is None:
+        return "-"
+    local = moment.astimezone(tz)
+    return (
+        local.strftime("%Y-%m-%d %H:%M:%S.")
+        + f"{local.microsecond // 1000:03d} {zone_name(tz, local)}"
+    )
+
+
+def heartbeat_part(view: ExchangeView, now: datetime, timing: Timing) -> Part:
+    """The heartbeat age of a live exchange in its tone, bold once overdue
+    (`no heartbeat for 32s`); `no heartbeat` without a status."""
+    return _beat_part(heartbeat(view, now, timing.thresholds, timing.read_at))
+
+
+def _beat_part(beat: Heartbeat | None) -> Part:
+    if beat is None:
+        return _error("no heartbeat", bold=True)
+    return Part(beat.text, beat.tone, bold=beat.overdue)
+
+
+def uptime_text(view: ExchangeView, now: datetime, timing: Timing) -> str:
+    """`4h 23m` while active (from connectedAt), else empty; it stops counting
+    once the heartbeat is overdue."""
+    return _uptime(view, now, heartbeat(view, now, timing.thresholds, timing.read_at))
+
+
+def _uptime(view: ExchangeView, now: datetime, beat: Heartbeat | None) -> str:
+    running = uptime_s(view, now, beat)
+    return "" if running is None else format_duration(running)
+
+
+def word_part(view: ExchangeView) -> Part:
+    """The one-word status (`active`, `ready`...), bold in its badge's tone."""
+    return Part(status_word(view), badge(view).tone, bold=True)
+
+
+def _ip(status: InstanceStatus) -> str:
+    ip = _clean(status.ip_address, "-", 45)
+    if status.country_code:
+        ip = f"{ip} ({_clean(status.country_code, '', 4)})"
+    return ip
+
+
+STALE = Part(" STALE ", Tone.WARNING, bold=True)
+"""The mark of a card whose data is the last known (Redis unreachable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """What a card shows under its title line (`title` ... `badge`)."""
+
+    title: str
+    badge: Badge
+    lines: tuple[Line, ...]
+    """Up to six lines under the title."""
+    summary: Line
+    """The one line a compact card keeps: the heartbeat of a live instance,
+    the agent of a ready one, the last state of an offline one."""
+
+
+def _card_field(name: str, *value: Part) -> Line:
+    return (_muted(f"{name:<6}"), *value)
+
+
+def _last_state(known: LastKnown, now: datetime, name: str) -> Line:
+    """`state  stopped  2h 3m ago`: the state the activity stream last named."""
+    return (
+        _muted(f"{name:<6}"),
+        Part(_clean(known.state, "unknown", 16), state_tone(known.state)),
+        _muted(f"  {age_text(known.time, now)}"),
+    )
+
+
+def _live_card(view: ExchangeView, status: InstanceStatus, now: datetime, timing: Timing) -> Line:
+    """The heartbeat line of a live card, then what follows it (see `card`)."""
+    look = heartbeat(view, now, timing.thresholds, timing.read_at)
+    beat: list[Part] = [_muted("♥ "), _beat_part(look)]
+    if look is None or not look.overdue:  # overdue: "no heartbeat for 32s" says it all
+        if status.connection_state == ConnectionState.ACTIVE:
+            running = _uptime(view, now, look)
+            beat += [_muted(" · "), Part(f"Running for {running}" if running else "", Tone.SUCCESS)]
+        else:
+            since = in_state_for(status.connection_state.value, status.last_state_change, now)
+            beat.append(_muted(f" · {since}"))
+    return tuple(beat)
+
+
+def agent_state(agent: AgentPresence, now: datetime) -> str:
+    """`Idle for 5m 12s` (or just `idle` when the agent did not say since when)."""
+    state = _clean(agent.state, "?", 16)
+    return in_state_for(state, agent.since, now) or state
+
+
+def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
+    """Everything a card shows of `view` at `now`.
+
+    Args:
+        view: the exchange as the fleet reader last saw it.
+        now: the current time.
+        timing: heartbeat thresholds and when the fleet was read.
+    """
+    kind = view.kind
+    status = view.status
+    lines: list[Line]
+    if kind is ViewKind.LIVE and status is not None:
+        symbols = _muted(f" · {status.symbol_count} symbols")
+        admin = Part(_clean(status.admin_display_name or status.admin_email), squeeze=True)
+        lines = [
+            _card_field("host", Part(_clean(status.hostname))),
+            _card_field("ip", Part(_ip(status))),
+            _card_field("admin", admin, symbols),
+            _live_card(view, status, now, timing),
+        ]
+        summary = 3  # the heartbeat and uptime
+        if status.last_error:
+            lines.append(
+                (
+                    _error("! ", bold=True),
+                    _error(_clean(status.last_error, "", 120)),
+                    _muted(f" · {age_text(status.last_error_at, now)}"),
+                )
+            )
+    elif kind is ViewKind.UNREADABLE:
+        lines = [
+            (_error("status key unreadable:", bold=True),),
+            (_error(_clean(view.error, "unknown problem", 200)),),
+        ]
+        summary = 0
+    elif kind is ViewKind.READY:
+        agents = view.agents
+        first = agents[0]
+        agent: list[Part] = [_muted("agent on "), Part(_clean(first.hostname, "?", 40))]
+        if first.pid is not None:
+            agent.append(_muted(f" · pid {first.pid}"))
+        lines = [tuple(agent), (Part(agent_state(first, now), state_tone(first.state)),)]
+        if len(agents) > 1:
+            others = ", ".join(_clean(other.hostname, "?", 30) for other in agents[1:])
+            lines.append(
+                (
+                    Part(f"{len(agents)} agents ready", Tone.PRIMARY, bold=True),
+                    _muted(f" · also {others}"),
+                )
+            )
+        if view.last_known is not None:
+            lines.append(_last_state(view.last_known, now, "last"))
+        summary = 0  # where a start would run
+    else:
+        known = view.last_known
+        seen = last_seen_text(view, now)
+        if known is None:
+            lines = [(_muted(seen or "never seen online"),)]
+        else:
+            lines = [
+                (_muted(seen or "last seen"),),
+                _card_field("host", Part(_clean(known.hostname))),
+                _card_field("ip", Part(_clean(known.ip))),
+                _last_state(known, now, "state"),
+            ]
+        summary = len(lines) - 1  # the last known state, or "never seen online"
+    summary_line = lines[summary]
+    if view.error and kind is not ViewKind.UNREADABLE:  # e.g. a key of the wrong type
+        lines.append((_error("! ", bold=True), _error(_clean(view.error))))
+    return Card(title(view), badge(view), tuple(lines), summary_line)
+
+
+def row(
+    view: ExchangeView, now: datetime, timing: Timing, *, stale: bool = False
+) -> tuple[Line, ...]:
+    """The cells of a table row: id, exchange, state, host, ip, admin,
+    symbols, heartbeat, uptime, last error (() for an empty cell)."""
+    name = Part(_clean(view.display_name or view.exchange_name, "?", 40))
+    state: Line = (word_part(view), STALE_NOTE) if stale else (word_part(view),)
+    kind = view.kind
+    status = view.status
+    cells: tuple[Line, ...]
+    if kind is ViewKind.LIVE and status is not None:
+        cells = (
+            (Part(_clean(status.hostname)),),
+            (Part(_ip(status)),),
+            (Part(_clean(status.admin_display_name or status.admin_email)),),
+            (Part(str(status.symbol_count)),),
+            (heartbeat_part(view, now, timing),),
+            (Part(uptime_text(view, now, timing), Tone.SUCCESS),),
+            (_error(_clean(status.last_error, "", 80)),),
+        )
+    elif kind is ViewKind.UNREADABLE:
+        cells = ((), (), (), (), (), (), (_error(_clean(view.error, "unreadable status", 80)),))
+    elif kind is ViewKind.READY:
+        agent = view.agents[0]
+        host = _clean(agent.hostname)
+        if len(view.agents) > 1:
+            host += f" +{len(view.agents) - 1}"
+        cells = ((Part(host),), (), (), (), (_muted(f"agent: {agent_state(agent, now)}"),), (), ())
+    else:
+        known = view.last_known
+        cells = (
+            (_muted(_clean(known.hostname if known else None)),),
+            (_muted(_clean(known.ip if known else None)),),
+            (),
+            (),
+            (_muted(last_seen_text(view, now) or "never seen"),),
+            (),
+            (),
+        )
+    return ((Part(str(view.exchange_id)),), (name,), state, *cells)
+
+
+STALE_NOTE = Part(" (stale)", Tone.WARNING, bold=True)
+"""What a table row's state says while its data is the last known."""
+
+
+def _detail_row(name: str, value: str | Line, note: str | Line = "") -> Line:
+    """`name              value  note`: one field of the detail screen."""
+    values: Line = (Part(value),) if isinstance(value, str) else value
+    notes: Line = ((_muted(note),) if note else ()) if isinstance(note, str) else note
+    line: Line = (_muted(f"{name:<18}"), *values)
+    if any(isinstance(part, Badge) or part.text for part in notes):
+        line += (Part("  "), *notes)
+    return line
+
+
+def _time_row(name: str, moment: datetime | None, now: datetime, tz: tzinfo | None) -> Line:
+    if moment is None:
+        return _detail_row(name, "-")
+    return _detail_row(name, full_time(moment, tz), age_text(moment, now))
+
+
+def detail(
+    view: ExchangeView, now: datetime, tz: tzinfo | None, timing: Timing
+) -> tuple[Line, ...]:
+    """The detail screen's field list: identity, then every status field, then problems.
+
+    Args:
+        view: the exchange.
+        now: the current time.
+        tz: the zone absolute times are shown in (None: the machine's local zone).
+        timing: heartbeat thresholds and when the fleet was read.
+    """
+    name = Part(_clean(view.display_name or view.exchange_name, "?", 80), Tone.PRIMARY, bold=True)
+    kind = view.kind
+    status = view.status
+    lines: list[Line] = [
+        (name, Part(f"  #{view.exchange_id}  "), badge(view)),
+        (),
+        _detail_row("exchangeName", _clean(view.exchange_name)),
+        _detail_row("in catalog", "yes" if view.in_catalog else "no (found online)"),
+    ]
+    if kind is ViewKind.LIVE and status is not None:
+        lines += [
+            _detail_row("hostname", _clean(status.hostname, max_chars=120)),
+            _detail_row("ipAddress", _clean(status.ip_address)),
+            _detail_row("countryCode", _clean(status.country_code)),
+            _detail_row("adminDisplayName", _clean(status.admin_display_name)),
+            _detail_row("adminEmail", _clean(status.admin_email)),
+            _detail_row("connectionState", (word_part(view),)),
+            _detail_row("symbolCount", str(status.symbol_count)),
+            _time_row("connectedAt", status.connected_at, now, tz),
+            _detail_row(
+                "lastHeartbeat",
+                full_time(status.last_heartbeat, tz),
+                (heartbeat_part(view, now, timing),),
+            ),
+            _time_row("lastStateChange", status.last_state_change, now, tz),
+            _time_row("registeredAt", status.registered_at, now, tz),
+            _detail_row(
+                "lastError",
+                (_error(_clean(status.last_error, "-", 200)),) if status.last_error else "-",
+            ),
+            _time_row("lastErrorAt", status.last_error_at, now, tz),
+            _detail_row("instanceId", _clean(status.instance_id, "-", 120)),
+            _detail_row("epoch", "-" if status.epoch is None else str(status.epoch)),
+            _detail_row("pid", "-" if status.pid is None else str(status.pid)),
+            _detail_row("version", _clean(status.version)),
+        ]
+        running = uptime_text(view, now, timing)
+        if running:
+            lines.append(_detail_row("uptime", (Part(f"Running for {running}", Tone.SUCCESS),)))
+    elif kind is ViewKind.UNREADABLE:
+        lines.append(_detail_row("status", (word_part(view),)))
+    else:
+        if kind is ViewKind.READY:
+            said = Part("no instance; an agent is ready", Tone.PRIMARY, bold=True)
+        else:
+            said = _error("offline (no status key)", bold=True)
+        lines.append(_detail_row("status", (said,)))
+        seen = view.last_seen
+        if seen is not None:
+            lines.append(
+                _detail_row("last seen", last_seen_text(view, now) or "", full_time(seen.at, tz))
+            )
+        lines += _agent_rows(view, now, tz)
+        known = view.last_known
+        if known is not None:
+            lines += [
+                (),
+                (Part("Last known, from the activity stream", bold=True),),
+                _detail_row("hostname", _clean(known.hostname)),
+                _detail_row("ip", _clean(known.ip)),
+                _detail_row("state", (Part(_clean(known.state), state_tone(known.state)),)),
+                _detail_row("event", _clean(known.event)),
+                _time_row("at", known.time, now, tz),
+            ]
+    if view.error:
+        lines += [(), _detail_row("problem", (_error(_clean(view.error, "", 300)),))]
+    return tuple(lines)
+
+
+def _agent_rows(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[Line]:
+    """One block per running agent (docs/wire-format.md 2.4): where a start would run."""
+    lines: list[Line] = []
+    for number, agent in enumerate(view.agents, start=1):
+        heading = "Agent" if len(view.agents) == 1 else f"Agent {number} of {len(view.agents)}"
+        lines += [
+            (),
+            (Part(heading, bold=True),),
+            _detail_row("hostname", _clean(agent.hostname, max_chars=120)),
+            _detail_row("pid", "-" if agent.pid is None else str(agent.pid)),
+            _detail_row("state", (Part(_clean(agent.state, "?", 16), state_tone(agent.state)),)),
+            _time_row("since", agent.since, now, tz),
+            _detail_row("agentId", _clean(agent.agent_id, "-", 120)),
+            _detail_row("version", _clean(agent.version)),
+        ]
+    return lines
+
+
+@dataclass(frozen=True, slots=True)
+class StatusLine:
+    """One line of `perseus status`: each column as a `Part`, the notes as text."""
+
+    exchange_id: int
+    name: str
+    state: Part
+    host: str = "-"
+    ip: str = "-"
+    heartbeat: Part = Part("-")
+    uptime: str = "-"
+    info: tuple[str, ...] = ()
+
+
+def _cli_ago(moment: datetime | None, now: datetime) -> str:
+    """`5m 3s ago`, or `-` for an unknown moment (the CLI's wording: no `just now`)."""
+    if moment is None:
+        return "-"
+    return f"{format_duration((now - moment).total_seconds())} ago"
+
+
+def status_line(view: ExchangeView, now: datetime, thresholds: HeartbeatThresholds) -> StatusLine:
+    """What `perseus status` prints for `view`, read at `now`; every string from
+    Redis cleaned. A one-off read: no time since a poll is discounted.
+
+    Args:
+        view: the exchange.
+        now: when it was read.
+        thresholds: the heartbeat tones of the configured timing.
+    """
+    kind = view.kind
+    status = view.status
+    info: list[str] = []
+    host, ip, beat_part, running = "-", "-", Part("-"), "-"
+    if kind is ViewKind.LIVE and status is not None:
+        host, ip = clean_or(status.hostname, "-", 40), clean_or(status.ip_address, "-", 45)
+        beat = heartbeat(view, now, thresholds)
+        if beat is not None:
+            beat_part = Part(beat.text, beat.tone)
+            if beat.skew:
+                info.append(beat.skew)
+        seconds = uptime_s(view, now, beat)
+        if seconds is not None:
+            running = format_duration(seconds)
+        if status.last_error:
+            when = _cli_ago(status.last_error_at, now) if status.last_error_at else "earlier"
+            info.append(f"last error {when}: {clean(status.last_error, 80)}")
+    elif kind is ViewKind.READY:
+        agent = view.agents[0]
+        host = clean_or(agent.hostname, "-", 40)
+        pid = f" pid {agent.pid}" if agent.pid is not None else ""
+        since = agent.since
+        waiting = f" for {format_duration((now - since).total_seconds())}" if since else ""
+        # An idle agent is what READY means: one vocabulary with the dashboard.
+        state = "ready" if agent.state == ConnectionState.IDLE else clean_or(agent.state, "?", 16)
+        info.append(f"agent{pid} {state}{waiting}")
+        if agent.note:
+            info.append(clean(agent.note, 200))
+        if len(view.agents) > 1:
+            others = ", ".join(clean_or(a.hostname, "?", 40) for a in view.agents[1:])
+            info.append(f"{len(view.agents)} agents ready (also {others})")
+        known = view.last_known
+        if known is not None:
+            seen = _cli_ago(known.time or id_time(known.id), now)
+            info.append(f"last {clean_or(known.state, 'unknown state', 20)} {seen}")
+    else:
+        last = view.last_known
+        host = clean_or(last.hostname if last else None, "-", 40)
+        ip = clean_or(last.ip if last else None, "-", 45)
+        if kind is ViewKind.OFFLINE:
+            said = last_seen_text(view, now)
+            if said is not None:
+                state = f" ({clean_or(last.state, 'unknown state', 20)})" if last else ""
+                info.append(said + state)
+            else:
+                info.append("never seen")
+    if not view.in_catalog:
+        info.append("not in catalog")
+    elif not view.is_active:
+        info.append("inactive in catalog")
+    if view.error:
+        info.append(f"error: {clean(view.error, 120)}")
+    return StatusLine(
+        view.exchange_id,
+        clean_or(view.exchange_name or view.display_name, "?", 32),
+        Part(status_word(view), badge(view).tone),
+        host,
+        ip,
+        beat_part,
+        running,
+        tuple(info),
+    )

@@ -11,7 +11,7 @@ from textual.screen import Screen
 
 from perseus_core.present import refusal
 from perseus_core.wire.models import CommandType
-from perseus_tui.hub import FleetHub
+from perseus_tui.fleet import FleetState
 from perseus_tui.messages import CommandRequested
 from perseus_tui.widgets.command_bar import CommandBar, CommandLine
 from perseus_tui.widgets.header import HeaderState
@@ -20,8 +20,10 @@ from perseus_tui.widgets.header import HeaderState
 class ExchangeScreen(Screen[None]):
     """A screen with a header and a current exchange that `s` starts and `x` stops.
 
-    Its data comes from the app's reactives (`FleetHub`), watched from mount;
-    its widgets bind to the screen's own (`header`). Start and stop are gated
+    Its data comes from the app's reactives, watched by name from mount (a
+    screen never imports the app); its widgets bind to the screen's own
+    (`header`). It starts from the fleet and the read-only reason the app
+    had when it built the screen, and follows them from then on. Start and stop are gated
     by `check_action`: in read-only mode, or when what the dashboard already
     knows says the command cannot succeed (`perseus_core.present.refusal`),
     they show as disabled in the Footer, and pressing them falls through to a
@@ -49,21 +51,39 @@ class ExchangeScreen(Screen[None]):
     header: var[HeaderState] = var(HeaderState(target=""), init=False, always_update=True)
     """What the header shows (the header widget binds to it)."""
 
-    def __init__(self, header: HeaderState, *, id: str | None = None) -> None:
+    def __init__(
+        self,
+        header: HeaderState,
+        fleet: FleetState,
+        read_only_reason: str,
+        *,
+        id: str | None = None,
+    ) -> None:
         super().__init__(id=id)
         self.set_reactive(ExchangeScreen.header, header)
+        self.fleet = fleet
+        """The fleet as the app last showed it."""
+        self.read_only_reason = read_only_reason
+        """Why start and stop are disabled (empty: they are not)."""
         self._binding_answers: tuple[bool | None, ...] = ()
 
-    @property
-    def hub(self) -> FleetHub:
-        """The app's shared state."""
-        app = self.app
-        assert isinstance(app, FleetHub)
-        return app
-
     def on_mount(self) -> None:
-        self.watch(self.hub, "header", self._header_changed, init=False)
-        self.watch(self.hub, "commands", self._commands_changed)
+        app = self.app
+        self.watch(app, "header", self._header_changed, init=False)
+        self.watch(app, "commands", self._commands_changed)
+        self.watch(app, "fleet", self._fleet_watched)
+        self.watch(app, "read_only_reason", self._read_only_watched, init=False)
+
+    def _fleet_watched(self, fleet: FleetState) -> None:
+        self.fleet = fleet
+        self.fleet_changed(fleet)
+
+    def fleet_changed(self, fleet: FleetState) -> None:
+        """Show a new read of the fleet (also called once on mount); screens override it."""
+
+    def _read_only_watched(self, reason: str) -> None:
+        self.read_only_reason = reason
+        self.sync_bindings()
 
     def on_unmount(self) -> None:
         """Drop this screen's watchers of the app's state.
@@ -73,7 +93,7 @@ class ExchangeScreen(Screen[None]):
         lines) would keep every closed detail screen, and everything it
         shows, in memory for the rest of the session.
         """
-        watchers: dict[str, list[tuple[object, object]]] = getattr(self.hub, "__watchers", {})
+        watchers: dict[str, list[tuple[object, object]]] = getattr(self.app, "__watchers", {})
         for entries in watchers.values():
             entries[:] = [(node, callback) for node, callback in entries if node is not self]
 
@@ -106,9 +126,9 @@ class ExchangeScreen(Screen[None]):
         exchange_id = self.current_exchange_id()
         if exchange_id is None:
             return None
-        if self.hub.read_only:
-            return self.hub.read_only_reason
-        view = self.hub.views.get(exchange_id)
+        if self.read_only_reason:
+            return self.read_only_reason
+        view = self.fleet.views.get(exchange_id)
         return refusal(view, command) if view is not None else None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

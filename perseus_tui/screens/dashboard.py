@@ -13,12 +13,13 @@ from textual.widgets import ContentSwitcher, Input
 
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire.models import ActivityEntry
-from perseus_tui.hub import FleetState, Outage
+from perseus_core.wire.timeutil import Clock
+from perseus_tui.fleet import FleetState
 from perseus_tui.messages import DetailRequested, IntroRequested, RefreshRequested
 from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.screens.filtered import FilteredScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
-from perseus_tui.widgets.banner import ConnectionBanner
+from perseus_tui.widgets.banner import ConnectionBanner, Outage
 from perseus_tui.widgets.card_grid import CardGrid, view_matches
 from perseus_tui.widgets.command_bar import CommandBar
 from perseus_tui.widgets.empty_fleet import EmptyFleet
@@ -91,10 +92,40 @@ class DashboardScreen(FilteredScreen):
     BINDINGS = DASHBOARD_BINDINGS
     GATED_ACTIONS = (*ExchangeScreen.GATED_ACTIONS, "open_detail", "clear_filter")
 
-    def __init__(self, header: HeaderState, *, feed_max_lines: int, tz: tzinfo | None) -> None:
-        super().__init__(header, id="dashboard")
+    def __init__(
+        self,
+        header: HeaderState,
+        fleet: FleetState,
+        read_only_reason: str,
+        *,
+        clock: Clock,
+        feed_max_lines: int,
+        tz: tzinfo | None,
+        redis_option: str,
+        expecting: str | None,
+        intro: bool,
+        initial_selection: int | None,
+    ) -> None:
+        """Args:
+        header: what the header shows first.
+        fleet: the fleet as the app has it now.
+        read_only_reason: why start and stop are disabled ("" if they are not).
+        clock: "now" for the feed's times.
+        feed_max_lines: how many entries the activity feed keeps.
+        tz: the zone absolute times are shown in first.
+        redis_option: `--redis-url ...` for the commands an empty fleet suggests.
+        expecting: what an empty fleet says while exchanges are on their way.
+        intro: the app has an intro panel (`i` opens it again).
+        initial_selection: the exchange to select first, once it is listed.
+        """
+        super().__init__(header, fleet, read_only_reason, id="dashboard")
+        self._clock = clock
         self._feed_max_lines = feed_max_lines
         self._tz = tz
+        self._redis_option = redis_option
+        self._expecting = expecting
+        self._intro = intro
+        self._initial_selection = initial_selection
         self._views: list[ExchangeView] = []
         self._loaded = False
         self._now: datetime | None = None
@@ -114,10 +145,10 @@ class DashboardScreen(FilteredScreen):
         with ContentSwitcher(initial="cards", id="views"):
             yield CardGrid(id="cards")
             yield InstanceTable(id="table")
-            yield EmptyFleet(self.hub.redis_option(), expecting=self.hub.expecting, id="empty")
+            yield EmptyFleet(self._redis_option, expecting=self._expecting, id="empty")
         yield ActivityFeed(
             max_lines=self._feed_max_lines,
-            clock=self.hub.clock,
+            clock=self._clock,
             tz=self._tz,
             id="feed",
         )
@@ -127,18 +158,16 @@ class DashboardScreen(FilteredScreen):
     def on_mount(self) -> None:
         filter_input = self.query_one("#filter-input", Input)
         filter_input.cursor_blink = self.app.animation_level != "none"
-        hub = self.hub
-        self.watch(hub, "fleet", self._fleet_changed)
-        self.watch(hub, "clock_tick", self._clock_ticked, init=False)
-        self.watch(hub, "outage", self._outage_changed, init=False)
-        self.watch(hub, "display_tz", self.set_timezone, init=False)
-        self.watch(hub, "live_entries", self._entries_arrived, init=False)
-        self.watch(hub, "feed_history", self.add_feed_history)
-        self.watch(hub, "read_only", lambda _read_only: self.sync_bindings(), init=False)
+        app = self.app
+        self.watch(app, "clock_tick", self._clock_ticked, init=False)
+        self.watch(app, "outage", self._outage_changed, init=False)
+        self.watch(app, "display_tz", self.set_timezone, init=False)
+        self.watch(app, "live_entries", self._entries_arrived, init=False)
+        self.watch(app, "feed_history", self.add_feed_history)
 
     # --- data from the app's reactives -------------------------------------------
 
-    def _fleet_changed(self, fleet: FleetState) -> None:
+    def fleet_changed(self, fleet: FleetState) -> None:
         if fleet.loaded and fleet.now is not None:
             self.show_views(fleet.ordered, fleet.now, stale=fleet.stale)
 
@@ -185,8 +214,7 @@ class DashboardScreen(FilteredScreen):
         return self.view_mode == "table"
 
     def current_exchange_id(self) -> int | None:
-        known = self.hub.views
-        if self.selected_id in known:
+        if self.selected_id in self.fleet.views:
             return self.selected_id
         return None
 
@@ -206,7 +234,7 @@ class DashboardScreen(FilteredScreen):
         if self.selected_id is None and views:
             # The first selection: the one asked for (the demo's "try this first"),
             # once it is listed, else the first exchange.
-            wanted = self.hub.initial_selection
+            wanted = self._initial_selection
             if wanted is None or any(view.exchange_id == wanted for view in views):
                 self.selected_id = wanted if wanted is not None else views[0].exchange_id
                 if self.focused is None or isinstance(self.focused, InstanceCard):
@@ -216,12 +244,12 @@ class DashboardScreen(FilteredScreen):
     def _refresh_views(self) -> None:
         if self._now is None:
             return
-        self.grid.timing = self.table.timing = self.hub.timing()
+        self.grid.timing = self.table.timing = self.fleet.timing
         if self.showing_table:
             shown = [view for view in self._views if view_matches(view, self.query_text)]
             self.table.update_views(shown, self._now, self._tz, stale=self._stale)
         else:
-            self.grid.update_views(self._views, self._now, self._tz)
+            self.grid.update_views(self._views, self._now)
             self.grid.set_stale(self._stale)
 
     def tick(self, now: datetime) -> None:
@@ -230,7 +258,7 @@ class DashboardScreen(FilteredScreen):
         if self.showing_table:
             self.table.tick(now)
         else:
-            self.grid.tick(now, self._tz)
+            self.grid.tick(now)
         self.banner.tick(now)
 
     def add_feed_entries(self, entries: Iterable[ActivityEntry]) -> None:
@@ -289,7 +317,7 @@ class DashboardScreen(FilteredScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "show_intro":
-            return bool(self.hub.intro)
+            return self._intro
         if action == "open_detail":
             return True if self.current_exchange_id() is not None else None
         return super().check_action(action, parameters)

@@ -14,9 +14,12 @@ from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire.models import ActivityEntry
-from perseus_tui.hub import FleetState
+from perseus_core.wire.timeutil import Clock
+from perseus_tui.fleet import FleetState
 from perseus_tui.messages import HistoryPage, RefreshRequested
+from perseus_tui.observed import OfflineObserver
 from perseus_tui.screens.base import ExchangeScreen
+from perseus_tui.service import FleetService
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.command_bar import CommandBar
 from perseus_tui.widgets.footer import PerseusFooter
@@ -56,13 +59,37 @@ class DetailScreen(ExchangeScreen):
     ]
 
     def __init__(
-        self, view: ExchangeView, header: HeaderState, *, now: datetime, tz: tzinfo | None
+        self,
+        view: ExchangeView,
+        header: HeaderState,
+        fleet: FleetState,
+        read_only_reason: str,
+        *,
+        service: FleetService,
+        observer: OfflineObserver,
+        clock: Clock,
+        tz: tzinfo | None,
     ) -> None:
-        super().__init__(header)
+        """Args:
+        view: the exchange to show, as last read.
+        header: what the header shows first.
+        fleet: the fleet as the app has it now (`view` is one of it).
+        read_only_reason: why start and stop are disabled ("" if they are not).
+        service: reads the history pages.
+        observer: what this dashboard saw of the exchange itself (merged into
+            the history).
+        clock: "now" for ages and the history's times.
+        tz: the zone absolute times are shown in first.
+        """
+        super().__init__(header, fleet, read_only_reason)
         self.exchange_id = view.exchange_id
         self.exchange_name = view.exchange_name
+        self._opened_with = fleet
+        self._service = service
+        self._observer = observer
+        self._clock = clock
         self._view = view
-        self._now = now
+        self._now = clock()
         self._tz = tz
         self._cursor: str | None = None
         self._loaded_first = False
@@ -72,10 +99,10 @@ class DetailScreen(ExchangeScreen):
         yield PerseusHeader(self.header, id="header").data_bind(state=DetailScreen.header)
         with Horizontal(id="detail-body"):
             with VerticalScroll(id="fields"):
-                yield StatusPanel(self._view, self._now, self._tz, self.hub.timing(), id="status")
+                yield StatusPanel(self._view, self._now, self._tz, self.fleet.timing, id="status")
             yield HistoryFeed(
                 max_lines=HISTORY_MAX_LINES,
-                clock=self.hub.clock,
+                clock=self._clock,
                 tz=self._tz,
                 title=f"History of {self.exchange_name or '?'}",
                 empty_text="Loading history…",
@@ -85,15 +112,19 @@ class DetailScreen(ExchangeScreen):
         yield PerseusFooter()
 
     def on_mount(self) -> None:
-        feed = self.query_one(ActivityFeed)
+        feeds = self.query(ActivityFeed)
+        if not feeds:
+            # Closed (Esc typed ahead) before its widgets were mounted: Textual
+            # mounts nothing on a screen being removed, so there is nothing to load.
+            return
+        feed = feeds.first()
         self.watch(feed, "scroll_y", self._history_scrolled, init=False)
         feed.focus()
         self._load_page(None)
-        hub = self.hub
-        self.watch(hub, "fleet", self._fleet_changed, init=False)
-        self.watch(hub, "clock_tick", self._clock_ticked, init=False)
-        self.watch(hub, "display_tz", self.set_timezone, init=False)
-        self.watch(hub, "live_entries", self.add_live, init=False)
+        app = self.app
+        self.watch(app, "clock_tick", self._clock_ticked, init=False)
+        self.watch(app, "display_tz", self.set_timezone, init=False)
+        self.watch(app, "live_entries", self.add_live, init=False)
 
     def on_resize(self, event: events.Resize) -> None:
         self.set_class(event.size.width < NARROW_WIDTH, "-narrow")
@@ -103,7 +134,9 @@ class DetailScreen(ExchangeScreen):
 
     # --- data from the app's reactives ---------------------------------------------
 
-    def _fleet_changed(self, fleet: FleetState) -> None:
+    def fleet_changed(self, fleet: FleetState) -> None:
+        if fleet is self._opened_with:
+            return  # what the screen was opened with: already shown
         view = fleet.views.get(self.exchange_id)
         if view is not None and fleet.now is not None:
             self.show_view(view, fleet.now)
@@ -118,7 +151,7 @@ class DetailScreen(ExchangeScreen):
         # `query`, not `query_one`: data keeps arriving while the screen is
         # being closed, when its widgets may already be gone.
         for panel in self.query(StatusPanel):
-            panel.timing = self.hub.timing()
+            panel.timing = self.fleet.timing
             panel.show(view, now, self._tz)
         self.sync_bindings()
 
@@ -145,7 +178,7 @@ class DetailScreen(ExchangeScreen):
 
     @work(exclusive=True, group="history", exit_on_error=False)
     async def _load_page(self, before: str | None) -> None:
-        service = self.hub.service
+        service = self._service
         try:
             page = await service.history_page(self.exchange_name, PAGE_SIZE, before)
         except REDIS_ERRORS as exc:
@@ -168,7 +201,7 @@ class DetailScreen(ExchangeScreen):
             self._loaded_first = True
             feed.empty_text = "No activity recorded for this exchange"
             # What this dashboard observed (never in the stream) joins the history in time order.
-            observed = self.hub.observer.about(self.exchange_name.lower())
+            observed = self._observer.about(self.exchange_name.lower())
             if observed:
                 entries = sorted([*entries, *observed], key=_entry_time, reverse=True)
         feed.add_older(entries)
@@ -193,7 +226,8 @@ class DetailScreen(ExchangeScreen):
 
     def action_back(self) -> None:
         """Back to the dashboard."""
-        self.dismiss(None)
+        if self.is_current:  # an Esc typed ahead can reach a screen already closed
+            self.dismiss(None)
 
     def action_refresh(self) -> None:
         """Re-read every status now."""

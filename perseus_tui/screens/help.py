@@ -13,7 +13,8 @@ from textual.geometry import Size
 from textual.screen import ModalScreen
 from textual.widget import Widget
 
-from perseus_core.present import HEARTBEAT_LEGEND, LEGEND
+from perseus_core.present import HEARTBEAT_LEGEND, LEGEND, Tone
+from perseus_core.present.exchange import Part
 from perseus_tui import render
 from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.screens.confirm import ConfirmScreen
@@ -97,7 +98,7 @@ def legend_lines() -> list[Content]:
         lines.append(Content("  ") + shown + pad + Content.styled(meaning, "$foreground"))
     lines += [Content(""), Content.styled("Heartbeat age", "bold $accent")]
     for tone, meaning in HEARTBEAT_LEGEND:
-        sample = Content.styled("♥ 12s ago", render.heartbeat_style(tone))
+        sample = render.part_content(Part("♥ 12s ago", tone, bold=tone is Tone.ERROR))
         pad = Content(" " * max(1, KEY_COLUMN - 1 - sample.cell_length))
         lines.append(Content("   ") + sample + pad + Content.styled(meaning, "$foreground"))
     return lines

@@ -21,6 +21,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from perseus_core.present.exchange import zone_name
 from perseus_core.wire.models import ActivityEntry
 from perseus_core.wire.timeutil import Clock, system_clock
 from perseus_tui import render
@@ -246,7 +247,7 @@ class ActivityFeed(ScrollView, can_focus=True):
         self._cache.clear()
 
     def _update_titles(self) -> None:
-        zone = render.zone_name(self._tz, self._clock())
+        zone = zone_name(self._tz, self._clock())
         title = Content.assemble(
             (self._title, "bold"), (f" · {len(self._visible)} · {zone}", "$text-muted")
         )

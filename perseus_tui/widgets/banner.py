@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
 
 from textual.content import Content
 from textual.widget import Widget
 
 from perseus_tui import render
+
+
+@dataclass(frozen=True)
+class Outage:
+    """Redis cannot be reached: why, and when the next attempt is due."""
+
+    target: str
+    reason: str
+    retry_at: datetime
+    seen_at: datetime
 
 
 class ConnectionBanner(Widget):

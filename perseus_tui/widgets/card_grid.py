@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime
 
 from textual import events, on
 from textual.binding import Binding
@@ -118,7 +118,7 @@ class CardGrid(Container, can_focus=False):
 
     # --- data -----------------------------------------------------------------
 
-    def update_views(self, views: Sequence[ExchangeView], now: datetime, tz: tzinfo | None) -> None:
+    def update_views(self, views: Sequence[ExchangeView], now: datetime) -> None:
         """Show `views` (sorted by id): add new cards, drop vanished ones, repaint changed ones."""
         wanted = {view.exchange_id for view in views}
         for exchange_id in [i for i in self._cards if i not in wanted]:
@@ -128,7 +128,7 @@ class CardGrid(Container, can_focus=False):
         for view in reversed(views):
             card = self._cards.get(view.exchange_id)
             if card is None:
-                card = InstanceCard(view, now=now, tz=tz)
+                card = InstanceCard(view, now=now)
                 card.timing = self.timing
                 card.set_class(self.compact, "-compact")
                 card.stale = self._stale
@@ -138,7 +138,7 @@ class CardGrid(Container, can_focus=False):
             else:
                 card.timing = self.timing  # unchanged cards show it on the next tick
                 if view != card.view:  # unchanged cards only need the clock (tick)
-                    card.show(view, now, tz)
+                    card.show(view, now)
                 card.display = view_matches(view, self._query)
             following = card
         self._mount_new(new_cards)
@@ -163,7 +163,7 @@ class CardGrid(Container, can_focus=False):
             else:
                 self.mount_all(reversed(pending))
 
-    def tick(self, now: datetime, tz: tzinfo | None, *, everything: bool = False) -> None:
+    def tick(self, now: datetime, *, everything: bool = False) -> None:
         """Advance the clock (ages, uptime) of the cards on screen; changed ones repaint.
 
         Cards scrolled out of view are skipped (a 1,000-card grid would spend
@@ -172,7 +172,7 @@ class CardGrid(Container, can_focus=False):
         """
         for card in self._cards.values():
             if everything or card.region:
-                card.show(card.view, now, tz)
+                card.show(card.view, now)
 
     def set_stale(self, stale: bool) -> None:
         """Mark every card as showing last-known data (Redis unreachable) or current data."""

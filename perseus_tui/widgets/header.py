@@ -11,6 +11,7 @@ from textual.geometry import Region
 from textual.reactive import var
 from textual.widget import Widget
 
+from perseus_core.present.exchange import zone_name
 from perseus_core.wire.models import ConnectionState
 from perseus_tui import render
 
@@ -41,7 +42,7 @@ def summary_parts(states: Iterable[str | None], total: int, *, ready: int = 0) -
     if counts.get("unreadable"):
         parts.append(Content.styled(f"{counts['unreadable']} unreadable", render.ERROR))
     if ready:
-        parts.append(Content.styled(f"{ready} ready", render.READY_STYLE))
+        parts.append(Content.styled(f"{ready} ready", f"bold {render.PRIMARY}"))
     for state in (
         ConnectionState.ACTIVE,
         ConnectionState.WARMING,
@@ -144,7 +145,7 @@ class PerseusHeader(Widget):
         clock = ""
         if state.now is not None:
             local = state.now.astimezone(state.tz)
-            clock = f"{local.strftime('%H:%M:%S')} {render.zone_name(state.tz, state.now)}"
+            clock = f"{local.strftime('%H:%M:%S')} {zone_name(state.tz, state.now)}"
         width = self.content_size.width
         for title in ("Perseus Network", "Perseus"):  # the short title on a narrow terminal
             left = Content.assemble(

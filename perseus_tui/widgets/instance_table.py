@@ -26,8 +26,8 @@ from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey
 
-from perseus_core.present import last_seen_text
-from perseus_core.store.network import ExchangeView, ViewKind
+from perseus_core.present import exchange as present
+from perseus_core.store.network import ExchangeView
 from perseus_tui import render
 
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -45,66 +45,11 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def row_cells(
-    view: ExchangeView, now: datetime, timing: render.Timing, *, stale: bool = False
+    view: ExchangeView, now: datetime, timing: present.Timing, *, stale: bool = False
 ) -> tuple[Content, ...]:
-    """The table cells of one exchange, as safe styled content."""
-    name = Content(render.label(view.display_name or view.exchange_name, "?", 40))
-    state = render.view_word(view)
-    kind = view.kind
-    status = view.status
-    if kind is ViewKind.LIVE and status is not None:
-        ip = render.label(status.ip_address, "-", 45)
-        if status.country_code:
-            ip = f"{ip} ({render.label(status.country_code, '', 4)})"
-        cells = (
-            Content(render.label(status.hostname)),
-            Content(ip),
-            Content(render.label(status.admin_display_name or status.admin_email)),
-            Content(str(status.symbol_count)),
-            render.heartbeat(view, now, timing),
-            Content.styled(
-                render.uptime(view, now, timing).removeprefix("Running for "), render.SUCCESS
-            ),
-            Content.styled(render.label(status.last_error, "", 80), render.ERROR),
-        )
-    elif kind is ViewKind.UNREADABLE:
-        cells = (
-            Content(),
-            Content(),
-            Content(),
-            Content(),
-            Content(),
-            Content(),
-            Content.styled(render.label(view.error, "unreadable status", 80), render.ERROR),
-        )
-    elif kind is ViewKind.READY:
-        agent = view.agents[0]
-        host = render.label(agent.hostname)
-        if len(view.agents) > 1:
-            host += f" +{len(view.agents) - 1}"
-        cells = (
-            Content(host),
-            Content(),
-            Content(),
-            Content(),
-            Content.styled(f"agent: {render.agent_state(agent, now)}", render.MUTED),
-            Content(),
-            Content(),
-        )
-    else:
-        known = view.last_known
-        cells = (
-            Content.styled(render.label(known.hostname if known else None), render.MUTED),
-            Content.styled(render.label(known.ip if known else None), render.MUTED),
-            Content(),
-            Content(),
-            Content.styled(last_seen_text(view, now) or "never seen", render.MUTED),
-            Content(),
-            Content(),
-        )
-    if stale:
-        state = state + Content.styled(" (stale)", render.STALE_STYLE)
-    return (Content(str(view.exchange_id)), name, state, *cells)
+    """The table cells of one exchange as the presenter says them
+    (`perseus_core.present.exchange.row`), as safe styled content."""
+    return tuple(render.line_content(cell) for cell in present.row(view, now, timing, stale=stale))
 
 
 class InstanceTable(DataTable[Text]):
@@ -160,7 +105,7 @@ class InstanceTable(DataTable[Text]):
         """Rows whose cells match their view at `_now` (the others are off screen)."""
         self._now: datetime | None = None
         self._stale = False
-        self.timing = render.Timing()
+        self.timing = present.Timing()
         """Heartbeat thresholds and when the fleet was read (set by the screen)."""
 
     def on_mount(self) -> None:

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from perseus_cli.log_cmd import _entry_line
 from perseus_cli.status_cmd import status_row
 from perseus_core.present import HeartbeatThresholds
+from perseus_core.present.exchange import Timing, clock_time, detail, full_time
 from perseus_core.store.network.catalog import parse_catalog_payload
 from perseus_core.store.network.reader import parse_status_payload
 from perseus_core.store.network.views import assemble
@@ -141,8 +142,8 @@ def test_timestamps_parse_or_raise_value_error_and_convert_in_any_zone(text: str
     except ValueError:
         return
     for zone in ZONES:
-        render.format_full_time(moment, zone)
-        render.format_clock(moment, zone, NOW)
+        full_time(moment, zone)
+        clock_time(moment, zone, NOW)
         moment.astimezone(zone)
 
 
@@ -153,9 +154,9 @@ def test_status_payloads_parse_or_report_and_render_safely(raw: str) -> None:
     status = None if isinstance(parsed, str) else parsed
     problem = parsed if isinstance(parsed, str) else None
     view = assemble(2, "2", None, None, raw, status, problem)
-    for zone in ZONES:
-        card = card_content(view, NOW, zone, width=38).plain
-        shows_nothing_raw(card)
+    shows_nothing_raw(card_content(view, NOW, width=38).plain)
+    for zone in ZONES:  # the detail screen's absolute times, in any zone
+        detail(view, NOW, zone, Timing())
     row = status_row(view, NOW, HeartbeatThresholds())
     shows_nothing_raw(" ".join(str(cell) for cell in row))
 

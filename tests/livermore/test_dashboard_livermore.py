@@ -11,6 +11,7 @@ import redis as sync_redis
 from textual.widgets import Label
 
 from perseus_core.present import last_seen_text
+from perseus_core.present.exchange import Timing
 from perseus_core.present.fleet import exchange_json
 from perseus_core.store.network import FleetReader
 from perseus_core.wire.settings import Settings
@@ -51,8 +52,8 @@ async def test_history_only_exchange_is_listed_offline_by_status_and_discover(
     now = datetime.now(UTC)  # the table row and the detail screen label it like the card
     said = last_seen_text(view, now)
     assert said is not None and said.startswith("last entry ") and said.endswith(" ago")
-    assert said in [cell.plain for cell in row_cells(view, now, render.Timing())]
-    assert any(said in line.plain for line in status_lines(view, now, UTC, render.Timing()))
+    assert said in [cell.plain for cell in row_cells(view, now, Timing())]
+    assert any(said in line.plain for line in status_lines(view, now, UTC, Timing()))
     assert (await reader.snapshot(discover_online=False)).get(5) is not None  # remembered
     assert [e.name for e in await reader.discover()] == ["kucoin"]
 

@@ -51,9 +51,9 @@ async def test_the_demo_at_80x24_explains_itself_and_fits(redis_url: str) -> Non
         for card in cards:  # every card whole on screen, none scrolled away
             assert grid.region.contains_region(card.region), card.id
         assert "no heartbeat for 5s" in card_plain(app, 3)  # killed, key not expired yet
-        assert render.heartbeat_style(Tone.SUCCESS) in _beat_style(app, 1)
-        assert render.heartbeat_style(Tone.WARNING) in _beat_style(app, 5)  # lagging
-        assert render.heartbeat_style(Tone.ERROR) in _beat_style(app, 3)
+        assert render.TONE_TEXT[Tone.SUCCESS] in _beat_style(app, 1)
+        assert render.TONE_TEXT[Tone.WARNING] in _beat_style(app, 5)  # lagging
+        assert f"bold {render.TONE_TEXT[Tone.ERROR]}" in _beat_style(app, 3)
         await pilot.press("i")
         await eventually(lambda: isinstance(app.screen, IntroScreen))
         await pilot.press("escape")

@@ -6,7 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 from textual.app import App, ComposeResult
 
-from perseus_core.present import Tone
+from perseus_cli.output import styled
+from perseus_cli.status_cmd import status_row
+from perseus_core.present import HeartbeatThresholds, Tone
+from perseus_core.present.exchange import Part, Timing, age_text, status_line, uptime_text
 from perseus_core.store.network import ExchangeView, LastKnown
 from perseus_core.wire.models import (
     AgentPresence,
@@ -110,15 +113,15 @@ async def test_reading_older_lines_is_not_disturbed_by_new_ones() -> None:
 
 
 def test_heartbeat_colours_and_ages() -> None:
-    assert render.heartbeat_style(Tone.SUCCESS) == "$text-success"
-    assert render.heartbeat_style(Tone.WARNING) == "$text-warning"
-    assert "bold" in render.heartbeat_style(Tone.ERROR)
-    assert render.age_text(NOW - timedelta(seconds=3), NOW) == "3s ago"
+    assert render.part_style(Part("3s ago", Tone.SUCCESS)) == "$text-success"
+    assert render.part_style(Part("20s ago", Tone.WARNING)) == "$text-warning"
+    assert render.part_style(Part("no heartbeat for 32s", Tone.ERROR, bold=True)).startswith("bold")
+    assert age_text(NOW - timedelta(seconds=3), NOW) == "3s ago"
     view = ExchangeView(
         1, "alpha", "Alpha", True,
         _status(connected_at=NOW - timedelta(hours=4, minutes=23, seconds=5)), key_exists=True,
     )  # fmt: skip
-    assert render.uptime(view, NOW, render.Timing()) == "Running for 4h 23m"
+    assert uptime_text(view, NOW, Timing()) == "4h 23m"
 
 
 def test_entry_lines_show_what_happened() -> None:
@@ -158,7 +161,7 @@ def test_card_shows_hostile_text_literally_without_control_characters() -> None:
         1, "alpha", hostile, True, _status(hostname=hostile, last_error=hostile,
                                            last_error_at=NOW), key_exists=True,
     )  # fmt: skip
-    content = card_content(view, NOW, UTC, width=60)
+    content = card_content(view, NOW, width=60)
     assert "[b]x[/b][@click=app.quit]q[/]" in content.plain
     assert not any(ch in content.plain for ch in "\x1b\x07\u202e")
     assert all(span.style == "" or "@click" not in str(span.style) for span in content.spans)
@@ -169,12 +172,12 @@ def test_offline_and_corrupt_cards() -> None:
         "old-host", "192.0.2.1", "stopped", "2026-02-10T20:42:00Z", "state_transition", "1-0"
     )
     offline = ExchangeView(7, "bybit", "Bybit", True, last_known=known)
-    text = card_content(offline, NOW, UTC, width=34).plain
+    text = card_content(offline, NOW, width=34).plain
     assert "OFFLINE" in text and "old-host" in text and "stopped" in text and "2h 3m ago" in text
     corrupt = ExchangeView(
         8, "kucoin", "KuCoin", True, error="status payload is not valid JSON", key_exists=True
     )
-    text = card_content(corrupt, NOW, UTC, width=34).plain
+    text = card_content(corrupt, NOW, width=34).plain
     assert "BAD STATUS" in text and "not valid JSON" in text
 
 
@@ -190,26 +193,26 @@ def test_a_card_with_an_idle_agent_says_ready_instead_of_offline() -> None:
         9, "bitfinex", "Bitfinex", True, last_known=known,
         agents=(_agent("bfx-01", 5150, NOW - timedelta(minutes=15)),),
     )  # fmt: skip
-    text = card_content(one, NOW, UTC, width=34).plain
+    text = card_content(one, NOW, width=34).plain
     assert "READY" in text and "OFFLINE" not in text
     assert "agent on bfx-01 · pid 5150" in text and "Idle for 15m 0s" in text
     assert "last" in text and "idle" in text and "agents ready" not in text
     pair = ExchangeView(
         9, "bitfinex", "Bitfinex", True, agents=(_agent("bfx-01", 1), _agent("bfx-02", 2))
     )
-    text = card_content(pair, NOW, UTC, width=34).plain
+    text = card_content(pair, NOW, width=34).plain
     assert "2 agents ready · also bfx-02" in text and "agent on bfx-01" in text
     # An online exchange is shown by its status, whatever agents there are.
     online = ExchangeView(
         9, "bitfinex", "Bitfinex", True, _status(), key_exists=True, agents=(_agent("a", 1),)
     )
-    assert not online.ready and "READY" not in card_content(online, NOW, UTC, width=34).plain
+    assert not online.ready and "READY" not in card_content(online, NOW, width=34).plain
 
 
 def test_an_offline_card_without_a_known_state_says_unknown() -> None:
     known = LastKnown("h", "", "", "2026-02-10T22:30:00Z", "command", "1-0")
     view = ExchangeView(7, "bybit", "Bybit", True, last_known=known)
-    text = card_content(view, NOW, UTC, width=34).plain
+    text = card_content(view, NOW, width=34).plain
     assert "state unknown" in text and "command" not in text
 
 
@@ -244,3 +247,40 @@ def test_a_narrow_header_drops_whole_counts_and_says_how_many() -> None:
     assert len(narrow) <= 60 and narrow.endswith(" more") and "…" not in narrow
     assert narrow.startswith("5 of 9 online  3 offline")
     assert fit_parts(parts, 8).plain == "5 of 9 …"
+
+
+def test_the_presenters_status_line_says_what_perseus_status_prints() -> None:
+    """`status_line` is ready for the CLI: for every kind of exchange it says
+    word for word, and in the same tone, what `perseus status` prints today."""
+    known = LastKnown(
+        "old-host", "192.0.2.1", "stopped", "2026-02-10T20:42:00Z", "state_transition", "1-0"
+    )
+    views = [
+        ExchangeView(
+            1, "alpha", "Alpha", True,
+            _status(last_error="boom", last_error_at=NOW - timedelta(minutes=2)),
+            key_exists=True, heartbeat_at=NOW - timedelta(seconds=9),
+        ),
+        ExchangeView(2, "beta", "Beta", False, _status(connection_state=ConnectionState.WARMING)),
+        ExchangeView(7, "bybit", "Bybit", True, last_known=known),
+        ExchangeView(7, "never", "Never", True),
+        ExchangeView(8, "kucoin", "KuCoin", True, error="not JSON", key_exists=True),
+        ExchangeView(
+            9, "bitfinex", "Bitfinex", True, last_known=known,
+            agents=(_agent("bfx-01", 1, NOW - timedelta(minutes=15)), _agent("bfx-02", 2)),
+        ),
+    ]  # fmt: skip
+    thresholds = HeartbeatThresholds()
+    for view in views:
+        line = status_line(view, NOW, thresholds)
+        printed = status_row(view, NOW, thresholds)
+        ours = [
+            str(line.exchange_id), line.name, styled(line.state.text, line.state.tone),
+            line.host, line.ip, styled(line.heartbeat.text, line.heartbeat.tone),
+            line.uptime, "; ".join(line.info),
+        ]  # fmt: skip
+        for mine, theirs in zip(ours, printed, strict=True):
+            if isinstance(theirs, str):
+                assert mine == theirs or str(mine) == theirs, (view.exchange_name, mine, theirs)
+            else:
+                assert str(mine) == str(theirs) and mine.style == theirs.style, view.exchange_name

@@ -7,9 +7,12 @@ or at the regenerated SVGs before committing them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
+import redis as sync_redis
+from textual.command import CommandList, CommandPalette
+from textual.pilot import Pilot
 
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_cli.apps.screenshots import (
@@ -17,8 +20,12 @@ from perseus_cli.apps.screenshots import (
     Shot,
     screenshot_app,
     seed_fleet,
+    settle,
     unreachable_run_before,
+    wait_for,
 )
+from perseus_core.wire.keys import activity_key
+from perseus_tui.app import PerseusApp
 
 SnapCompare = Callable[..., bool]
 
@@ -38,3 +45,64 @@ def test_redis_unreachable(snap_compare: SnapCompare, fresh_redis: RedisServer) 
     assert snap_compare(
         app, terminal_size=(120, 40), run_before=unreachable_run_before(fresh_redis.kill)
     )
+
+
+async def _filtered(pilot: Pilot[None]) -> None:
+    """A filter typed and kept: the cards and the feed show only what matches."""
+    await settle(pilot)
+    await pilot.press("slash", *"kraken", "enter")
+    await pilot.pause()
+
+
+def test_active_filter(snap_compare: SnapCompare, redis_url: str) -> None:
+    """`/kraken` then Enter: one card, the feed's kraken lines, the filter kept."""
+    seed_fleet(redis_url)
+    assert snap_compare(screenshot_app(redis_url), terminal_size=(120, 40), run_before=_filtered)
+
+
+def test_read_only(snap_compare: SnapCompare, redis_url: str) -> None:
+    """Started with --read-only: the header says so, start and stop are greyed out."""
+    seed_fleet(redis_url)
+    app = screenshot_app(redis_url, read_only=True)
+    assert snap_compare(app, terminal_size=(120, 40), run_before=settle)
+
+
+def _paused_with_held(redis_url: str) -> Callable[[Pilot[None]], Awaitable[None]]:
+    """Pause the feed, then let two new entries arrive: they are held and counted."""
+
+    async def run(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, PerseusApp)
+        await settle(pilot)
+        await pilot.press("p")
+        with sync_redis.Redis.from_url(redis_url) as client:
+            for n in range(2):
+                fields = {"event": "error", "exchangeName": "kraken", "error": f"held {n}"}
+                client.xadd(activity_key("kraken"), fields)  # type: ignore[arg-type]
+        await wait_for(pilot, lambda: app.dashboard.feed.held_count == 2)
+        await pilot.pause()
+
+    return run
+
+
+def test_paused_feed(snap_compare: SnapCompare, redis_url: str) -> None:
+    """`p` pauses the feed: entries that arrive are held, and the title counts them."""
+    seed_fleet(redis_url)
+    app = screenshot_app(redis_url)
+    assert snap_compare(app, terminal_size=(120, 40), run_before=_paused_with_held(redis_url))
+
+
+async def _palette(pilot: Pilot[None]) -> None:
+    """The command palette, opened and searched: exchanges and dashboard keys."""
+    await settle(pilot)
+    await pilot.press("ctrl+p")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, CommandPalette))
+    await pilot.press(*"stop")
+    await wait_for(pilot, lambda: pilot.app.screen.query_one(CommandList).option_count >= 3)
+    await pilot.pause(0.3)
+
+
+def test_command_palette(snap_compare: SnapCompare, redis_url: str) -> None:
+    """Ctrl+P, `stop`: the matching commands, exchange names highlighted as plain text."""
+    seed_fleet(redis_url)
+    assert snap_compare(screenshot_app(redis_url), terminal_size=(120, 40), run_before=_palette)
