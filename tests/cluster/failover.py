@@ -26,6 +26,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+import redis as sync_redis
 from redis.asyncio.cluster import RedisCluster
 
 from perseus_cli.apps.redis_cluster import RedisClusterNodes
@@ -118,6 +119,9 @@ async def _drill(
     nodes: RedisClusterNodes, settings: Settings, stack: contextlib.AsyncExitStack
 ) -> FailoverFigures:
     figures = FailoverFigures()
+    # A replica still waiting for its first copy would take over empty-handed
+    # (Redis 7 waits 5 s before a diskless copy): that measures no failover.
+    await eventually(lambda: asyncio.to_thread(_replicas_in_sync, nodes), within=30)
     names = [name for _, name in FLEET]
     victim_id, victim_name = FLEET[2]  # status key on the master of FLEET[0]'s stream
     admin = connect(settings)
@@ -296,6 +300,28 @@ _MOMENTS = {
 
 def _all_seen(moments: dict[str, float]) -> bool:
     return all(name in moments for name in _MOMENTS)
+
+
+def _replicas_in_sync(nodes: RedisClusterNodes) -> bool:
+    """Every running master has a replica, and every replica has its first
+    copy and follows the master's writes (`state=online`)."""
+    for node in nodes.nodes:
+        if node.pid is None:
+            continue
+        try:
+            with sync_redis.Redis.from_url(node.url, decode_responses=True) as client:
+                info = client.info("replication")
+        except sync_redis.RedisError:
+            return False
+        if info.get("role") != "master":
+            continue
+        replicas = [value for key, value in info.items() if key.startswith("slave")]
+        if not replicas or any(
+            not isinstance(replica, dict) or replica.get("state") != "online"
+            for replica in replicas
+        ):
+            return False
+    return True
 
 
 async def _moved(nodes: RedisClusterNodes, key: str, killed_port: int) -> bool:
