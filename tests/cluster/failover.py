@@ -118,6 +118,7 @@ async def failover_drill(nodes: RedisClusterNodes, settings: Settings) -> Failov
 async def _drill(
     nodes: RedisClusterNodes, settings: Settings, stack: contextlib.AsyncExitStack
 ) -> FailoverFigures:
+    """The drill itself; whatever it opens is closed by `stack`."""
     figures = FailoverFigures()
     # A replica still waiting for its first copy would take over empty-handed
     # (Redis 7 waits 5 s before a diskless copy): that measures no failover.
