@@ -6,7 +6,9 @@ connection to a URL asks the server (`INFO cluster`, `cluster_enabled:1`)
 and remembers the answer for the life of the process, so every later
 `connect()` is free. On a cluster the client is redis-py's async
 `RedisCluster`, which routes every single-key command to the node that
-owns the key and follows slot moves and failovers.
+owns the key and follows slot moves and failovers; `KeyFinder` makes it
+follow a failover for the commands whose keys it has to ask a node about
+(`XREAD`) as well.
 
 The question is asked with a short synchronous round trip because
 `connect()` is synchronous and called from everywhere; it happens once per
@@ -18,6 +20,7 @@ asks again.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -25,11 +28,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis as sync_redis
+from redis._parsers import AsyncCommandsParser
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from perseus_core.plumbing.tls import (
     SERVER_NAME_OPTION,
@@ -131,9 +136,60 @@ def cluster_client(url: str, options: dict[str, Any]) -> RedisCluster:
     with _lock:
         known = [ClusterNode(host, port) for host, port in _nodes.get(url, [])]
     client = RedisCluster.from_url(url, startup_nodes=known or None, **options)
+    client.commands_parser = KeyFinder(client.nodes_manager)
     if server_name:
         name_cluster_nodes(client, server_name)
     return client
+
+
+class KeyFinder(AsyncCommandsParser):
+    """The cluster client's way of finding a command's keys, which asks another
+    node when the one it asks is gone.
+
+    redis-py finds the keys of a command whose keys are not at fixed positions
+    (`XREAD`: the tail's and the command server's blocking reads) by sending
+    `COMMAND GETKEYS` to one node: the default node of the client's first
+    topology refresh, changed only by a later refresh. When that node dies, the
+    connection error is raised before the command has a node to go to, so it
+    neither marks a node as failed nor asks for a refresh, and nothing ever
+    does: every such command fails for the life of the client, even for a key
+    on a healthy master. That is how a tail and a command server went on
+    dialling a killed master long after its replica had taken over.
+
+    Here the other nodes of the client's current view are asked in turn, and
+    the first that answers is asked from then on. `COMMAND GETKEYS` runs
+    nothing, so asking again is harmless.
+    """
+
+    def __init__(self, nodes: NodesManager) -> None:
+        """Find keys for the client whose current view of the cluster is `nodes`
+        (its nodes manager, not the client: no reference cycle)."""
+        super().__init__()
+        self._nodes = nodes
+
+    async def get_keys(self, *args: Any) -> tuple[str, ...] | None:
+        """The keys of the command `args`, from the first node that answers."""
+        try:
+            return await super().get_keys(*args)
+        except _NODE_DOWN as exc:
+            if isinstance(exc, RedisCluster.NOT_NODE_FAILURE_ERRORS):
+                raise
+            failure: RedisError = exc
+        failed = self.node
+        others = [node for node in self._nodes.nodes_cache.values() if node.name != failed.name]
+        random.shuffle(others)  # clients that lost one node do not all turn to the same next
+        for node in others:
+            self.node = node
+            try:
+                return await super().get_keys(*args)
+            except _NODE_DOWN as exc:
+                if isinstance(exc, RedisCluster.NOT_NODE_FAILURE_ERRORS):
+                    raise
+                failure = exc
+        raise failure
+
+
+_NODE_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 
 def forget(url: str | None = None) -> None:

@@ -2,7 +2,7 @@
 (`test_failover.py`, one kill) and the long form (`bench/failover.py`, JSON).
 
 While three instances heartbeat (one per master), a tail follows their
-streams, a writer appends an entry to every stream each 50 ms and a command
+streams, a writer per stream appends an entry to it each 50 ms and a command
 client pings one agent in a loop, the master that holds one instance's status
 key and another's stream is killed with SIGKILL; its replica takes over after
 the cluster's node timeout. A rival instance tries to claim the victim's slot
@@ -10,7 +10,8 @@ all along, so any moment of two holders is seen.
 
 Measured from the kill, on this host's monotonic clock: when the cluster
 served every slot again, when the victim's heartbeat reached Redis again,
-when the tail delivered an entry written after the kill, when the snapshot
+when the tail delivered an entry written after the kill to a stream of the
+killed master (and to any other stream: those never stop), when the snapshot
 the dashboard reads showed every instance live again, when a command was
 answered again; entries acknowledged by the old master that the new one never
 had (asynchronous replication), entries the tail delivered twice or missed,
@@ -25,6 +26,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+import redis as sync_redis
 from redis.asyncio.cluster import RedisCluster
 
 from perseus_cli.apps.redis_cluster import RedisClusterNodes
@@ -65,6 +67,7 @@ class FailoverFigures:
     cluster_ok_s: float | None = None
     heartbeat_s: float | None = None
     tail_s: float | None = None
+    tail_others_s: float | None = None
     snapshot_s: float | None = None
     command_s: float | None = None
     acknowledged: int = 0
@@ -77,26 +80,58 @@ class FailoverFigures:
 
 
 @contextlib.asynccontextmanager
-async def _background(*loops: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(loop()) for loop in loops]
+async def _background(
+    *loops: Callable[[asyncio.Event], Awaitable[None]], cancel: bool = True
+) -> AsyncIterator[None]:
+    """Run `loops` meanwhile; each is given an event set when they must end.
+
+    On leaving, the event is set and (with `cancel`) the loops are cancelled,
+    then waited for. Cancelling alone is not enough: on Python 3.11 a
+    cancellation that meets a timeout inside redis-py can come out as a Redis
+    TimeoutError, which a loop that carries on after Redis errors swallows,
+    and then it would run (and be waited for) forever. The event ends it at
+    its next turn.
+    """
+    stopping = asyncio.Event()
+    tasks = [asyncio.create_task(loop(stopping)) for loop in loops]
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
+        stopping.set()
+        if cancel:
+            for task in tasks:
+                task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
 
 async def failover_drill(nodes: RedisClusterNodes, settings: Settings) -> FailoverFigures:
-    """Kill one master under load; measure (see the module docstring)."""
+    """Kill one master under load; measure (see the module docstring).
+
+    Every client, server, tail and instance it makes is closed before it
+    returns or raises, whatever failed: nothing it opened outlives it.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        return await _drill(nodes, settings, stack)
+
+
+async def _drill(
+    nodes: RedisClusterNodes, settings: Settings, stack: contextlib.AsyncExitStack
+) -> FailoverFigures:
+    """The drill itself; whatever it opens is closed by `stack`."""
     figures = FailoverFigures()
+    # A replica still waiting for its first copy would take over empty-handed
+    # (Redis 7 waits 5 s before a diskless copy): that measures no failover.
+    await eventually(lambda: asyncio.to_thread(_replicas_in_sync, nodes), within=30)
     names = [name for _, name in FLEET]
     victim_id, victim_name = FLEET[2]  # status key on the master of FLEET[0]'s stream
     admin = connect(settings)
+    stack.push_async_callback(admin.aclose)
     assert isinstance(admin, RedisCluster)
     clients = [connect(settings) for _ in range(len(FLEET) + 2)]
+    for client in clients:
+        stack.push_async_callback(client.aclose)
     lost_at: list[float] = []  # when the victim learned it lost the slot
     reader = FleetReader(admin)
     for exchange_id, name in FLEET:
@@ -123,22 +158,27 @@ async def failover_drill(nodes: RedisClusterNodes, settings: Settings) -> Failov
         exchange_name=victim_name,
         hostname="rival",
     )
+    for instance in [*instances, rival]:
+        stack.push_async_callback(instance.close)  # before its client is closed
     written: set[tuple[str, str]] = set()  # (stream, entry id) acknowledged by Redis
     delivered: list[tuple[str, str]] = []
     moments: dict[str, float] = {}
     before_kill: set[tuple[str, str]] = set()
     victim_deadline: list[float] = []  # the victim's watchdog deadline when the rival claimed
     killed_at = 0.0
-    writing = True
+    killed_streams: set[str] = set()  # the streams the killed master served
 
     async def names_provider() -> list[str]:
         return names
 
-    async def write_loop() -> None:
-        log = ActivityLog(admin, settings)
-        n = 0
-        while writing:
-            for exchange_id, name in FLEET:
+    def writer(exchange_id: int, name: str) -> Callable[[asyncio.Event], Awaitable[None]]:
+        """Appends to one exchange's stream every `WRITE_EVERY_S`: one writer per
+        stream, so a stream on the dead master holds up no other."""
+
+        async def write_loop(stopping: asyncio.Event) -> None:
+            log = ActivityLog(admin, settings)
+            n = 0
+            while not stopping.is_set():
                 n += 1
                 entry = StateTransitionEntry(
                     from_state="idle",
@@ -149,10 +189,12 @@ async def failover_drill(nodes: RedisClusterNodes, settings: Settings) -> Failov
                 )
                 with contextlib.suppress(*REDIS_ERRORS):
                     written.add((keys.activity_key(name), await log.append(name, entry)))
-            await asyncio.sleep(WRITE_EVERY_S)
+                await asyncio.sleep(WRITE_EVERY_S)
 
-    async def rival_loop() -> None:
-        while not rival.lease.held:
+        return write_loop
+
+    async def rival_loop(stopping: asyncio.Event) -> None:
+        while not rival.lease.held and not stopping.is_set():
             with contextlib.suppress(ClaimConflict, PerseusError, *REDIS_ERRORS):
                 await rival.claim()
                 moments["rival"] = time.monotonic()
@@ -163,9 +205,9 @@ async def failover_drill(nodes: RedisClusterNodes, settings: Settings) -> Failov
                     )
             await asyncio.sleep(settings.heartbeat_interval_ms / 1000)
 
-    async def command_loop() -> None:
+    async def command_loop(stopping: asyncio.Event) -> None:
         client = ControlClient(clients[-2], settings)
-        while True:
+        while not stopping.is_set():
             with contextlib.suppress(PerseusError, *REDIS_ERRORS):
                 outcome = await client.send(victim_id, "ping", operator="drill")
                 if outcome.status == ReplyStatus.SUCCESS and killed_at:
@@ -178,27 +220,37 @@ async def failover_drill(nodes: RedisClusterNodes, settings: Settings) -> Failov
     server = CommandServer(
         settings, victim_id, victim_name, handler, identity=lambda: ("holder", "")
     )
+    stack.push_async_callback(server.stop)
     tail = ActivityTail(settings, names_provider)
-    try:
-        for instance in instances:
-            await instance.claim()
-            await instance.transition(ConnectionState.STARTING)
-        await server.start()
-        await tail.start()
-        older = await _present_ids(admin, names)  # before the tail started: not its to deliver
+    stack.push_async_callback(tail.aclose)
+    for instance in instances:
+        await instance.claim()
+        await instance.transition(ConnectionState.STARTING)
+    await server.start()
+    await tail.start()
+    older = await _present_ids(admin, names)  # before the tail started: not its to deliver
 
-        async def tail_loop() -> None:
-            async for entry in tail:
-                found = (entry.key or "", entry.id or "")
-                delivered.append(found)
-                if killed_at and found in written and found not in before_kill:
+    async def tail_loop(stopping: asyncio.Event) -> None:
+        async for entry in tail:  # ends when the tail is closed or this task cancelled
+            found = (entry.key or "", entry.id or "")
+            delivered.append(found)
+            if killed_at and found in written and found not in before_kill:
+                moments.setdefault("tail_others", time.monotonic())
+                if found[0] in killed_streams:
                     moments.setdefault("tail", time.monotonic())
 
-        async with _background(write_loop, tail_loop, rival_loop, command_loop):
+    writers = [writer(exchange_id, name) for exchange_id, name in FLEET]
+    async with _background(tail_loop, rival_loop, command_loop):
+        async with _background(*writers, cancel=False):  # the last appends are let finish
             await asyncio.sleep(0.5)  # everything running
             victim_key = keys.status_key(victim_id)
             victim_master = nodes.master_of(victim_key)
             victim_port = figures.killed_port = victim_master.port
+            killed_streams.update(
+                key
+                for key in map(keys.activity_key, names)
+                if nodes.master_of(key) is victim_master
+            )
             before_kill.update(written)
             killed_at, killed_wall = time.monotonic(), time.time()
             victim_master.kill()
@@ -217,33 +269,24 @@ async def failover_drill(nodes: RedisClusterNodes, settings: Settings) -> Failov
                     moments["snapshot"] = now
                 await asyncio.sleep(0.05)
             await asyncio.sleep(SETTLE_S)
-            writing = False
-            await asyncio.sleep(2 * WRITE_EVERY_S)  # the writer's last round is done
-            present = await _present_ids(admin, names) - older
-            with contextlib.suppress(AssertionError):
-                await eventually(lambda: present <= set(delivered), within=10)
-        for name, attribute in _MOMENTS.items():
-            if name in moments:
-                setattr(figures, attribute, round(moments[name] - killed_at, 3))
-        figures.acknowledged = len(written)
-        figures.lost_by_replication = sorted(f"{k} {i}" for k, i in written - present - older)
-        figures.delivered_twice = len(delivered) - len(set(delivered))
-        figures.missed_by_tail = len(present - set(delivered))
-        figures.victim_lease_lost = bool(lost_at)
-        figures.rival_claimed = "rival" in moments
-        if victim_deadline:
-            # Two holders from the rival's claim until the old holder either
-            # learned it (its next heartbeat) or its watchdog deadline passed
-            # (the agent kills its child then, without hearing from Redis).
-            learned = min([*lost_at, victim_deadline[0]])
-            figures.two_holders_s = round(max(0.0, learned - moments["rival"]), 3)
-    finally:
-        await tail.aclose()
-        await server.stop()
-        for instance in [*instances, rival]:
-            await instance.close()
-        for client in [*clients, admin]:
-            await client.aclose()
+        present = await _present_ids(admin, names) - older
+        with contextlib.suppress(AssertionError):
+            await eventually(lambda: present <= set(delivered), within=10)
+    for name, attribute in _MOMENTS.items():
+        if name in moments:
+            setattr(figures, attribute, round(moments[name] - killed_at, 3))
+    figures.acknowledged = len(written)
+    figures.lost_by_replication = sorted(f"{k} {i}" for k, i in written - present - older)
+    figures.delivered_twice = len(delivered) - len(set(delivered))
+    figures.missed_by_tail = len(present - set(delivered))
+    figures.victim_lease_lost = bool(lost_at)
+    figures.rival_claimed = "rival" in moments
+    if victim_deadline:
+        # Two holders from the rival's claim until the old holder either
+        # learned it (its next heartbeat) or its watchdog deadline passed
+        # (the agent kills its child then, without hearing from Redis).
+        learned = min([*lost_at, victim_deadline[0]])
+        figures.two_holders_s = round(max(0.0, learned - moments["rival"]), 3)
     return figures
 
 
@@ -251,6 +294,7 @@ _MOMENTS = {
     "cluster": "cluster_ok_s",
     "heartbeat": "heartbeat_s",
     "tail": "tail_s",
+    "tail_others": "tail_others_s",
     "snapshot": "snapshot_s",
     "command": "command_s",
 }
@@ -258,6 +302,28 @@ _MOMENTS = {
 
 def _all_seen(moments: dict[str, float]) -> bool:
     return all(name in moments for name in _MOMENTS)
+
+
+def _replicas_in_sync(nodes: RedisClusterNodes) -> bool:
+    """Every running master has a replica, and every replica has its first
+    copy and follows the master's writes (`state=online`)."""
+    for node in nodes.nodes:
+        if node.pid is None:
+            continue
+        try:
+            with sync_redis.Redis.from_url(node.url, decode_responses=True) as client:
+                info = client.info("replication")
+        except sync_redis.RedisError:
+            return False
+        if info.get("role") != "master":
+            continue
+        replicas = [value for key, value in info.items() if key.startswith("slave")]
+        if not replicas or any(
+            not isinstance(replica, dict) or replica.get("state") != "online"
+            for replica in replicas
+        ):
+            return False
+    return True
 
 
 async def _moved(nodes: RedisClusterNodes, key: str, killed_port: int) -> bool:
