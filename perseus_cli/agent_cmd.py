@@ -12,7 +12,7 @@ import click
 
 from perseus_cli.common import load_settings
 from perseus_cli.options import EXIT_UNREACHABLE, EXIT_USAGE, fail, redis_url_option
-from perseus_core.runtime.agent import Agent, AgentOptions, StartupFailed
+from perseus_core.runtime.agent import Agent, AgentOptions, NameContradicted, StartupFailed
 from perseus_core.wire.models import validate_exchange_name
 from perseus_core.wire.text import clean
 
@@ -80,6 +80,12 @@ def configure_logging(verbose: bool) -> None:
     help="Exchange name (letters, digits, '.', '_', '-'), e.g. coinbase.",
 )
 @click.option("--display-name", default=None, help="Name shown in the catalog (default: NAME).")
+@click.option(
+    "--rename",
+    is_flag=True,
+    help="When the catalog names this exchange id differently, rename its entry to NAME "
+    "(without it the agent refuses to start, exit 2).",
+)
 @click.option("--autostart", is_flag=True, help="Run `start` at once instead of waiting idle.")
 @click.option(
     "--symbols",
@@ -125,6 +131,7 @@ def agent(
     exchange_id: int,
     exchange_name: str,
     display_name: str | None,
+    rename: bool,
     autostart: bool,
     symbol_count: int,
     warmup: float,
@@ -155,8 +162,14 @@ def agent(
     keeps retrying; SIGTERM or Ctrl-C stop it gracefully, a second Ctrl-C
     forces it.
 
+    The exchange name must be the catalog's for the id, if it lists one (the
+    dashboard would show one name, the status key and the activity stream
+    another): otherwise the agent refuses to start, unless --rename is given,
+    which renames the catalog entry and says so.
+
     Exit codes: 0 after a graceful stop, 2 bad arguments (a malformed URL, a
-    child command that is not an executable file), 3 Redis unreachable
+    child command that is not an executable file, a name the catalog
+    contradicts without --rename), 3 Redis unreachable
     past --startup-timeout or rejecting the credentials, 130 forced exit.
     """
     problem = child_command_problem(command)
@@ -179,9 +192,12 @@ def agent(
         admin_display_name=admin_name,
         startup_timeout_s=startup_timeout,
         pass_env=pass_env,
+        rename=rename,
     )
     try:
         code = Agent(settings, options).run_forever()
+    except NameContradicted as exc:
+        fail(str(exc), EXIT_USAGE)
     except StartupFailed as exc:
         fail(str(exc), EXIT_UNREACHABLE)
     sys.exit(code)
