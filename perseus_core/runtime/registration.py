@@ -171,7 +171,7 @@ class Registration:
             f"the catalog entry of exchange {exchange_id} kept changing while renaming it"
         )
 
-    async def _rename(self, raw: str, listed: CatalogEntry) -> bool:
+    async def _rename(self, raw: str | bytes, listed: CatalogEntry) -> bool:
         """Write `raw` with this agent's name; False if the entry changed meanwhile.
 
         Every other field of the entry stays as the operator wrote it (unknown
