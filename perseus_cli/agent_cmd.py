@@ -11,10 +11,22 @@ import time
 import click
 
 from perseus_cli.common import load_settings
-from perseus_cli.options import EXIT_UNREACHABLE, EXIT_USAGE, fail, redis_url_option
-from perseus_core.runtime.agent import Agent, AgentOptions, StartupFailed
+from perseus_cli.options import (
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    agent_redis_url_option,
+    fail,
+    password_in,
+)
+from perseus_core.runtime.agent import Agent, AgentOptions, NameContradicted, StartupFailed
 from perseus_core.wire.models import validate_exchange_name
 from perseus_core.wire.text import clean
+
+ARGV_PASSWORD = (
+    "refusing a Redis password on the command line, where every process on this host "
+    "can read it (ps, /proc/PID/cmdline), the agent's child included: put the URL in "
+    "$PERSEUS_REDIS_URL or in a file given with --redis-url-file PATH (mode 600)"
+)
 
 _LOG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)-7s %(message)s"
 _DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -80,6 +92,12 @@ def configure_logging(verbose: bool) -> None:
     help="Exchange name (letters, digits, '.', '_', '-'), e.g. coinbase.",
 )
 @click.option("--display-name", default=None, help="Name shown in the catalog (default: NAME).")
+@click.option(
+    "--rename",
+    is_flag=True,
+    help="When the catalog names this exchange id differently, rename its entry to NAME "
+    "(without it the agent refuses to start, exit 2).",
+)
 @click.option("--autostart", is_flag=True, help="Run `start` at once instead of waiting idle.")
 @click.option(
     "--symbols",
@@ -119,12 +137,13 @@ def configure_logging(verbose: bool) -> None:
     help="Give the child PERSEUS_REDIS_URL and Perseus's other secrets (removed by default).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail too.")
-@redis_url_option
+@agent_redis_url_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND ARGS...]")
 def agent(
     exchange_id: int,
     exchange_name: str,
     display_name: str | None,
+    rename: bool,
     autostart: bool,
     symbol_count: int,
     warmup: float,
@@ -135,6 +154,7 @@ def agent(
     pass_env: bool,
     verbose: bool,
     redis_url: str | None,
+    redis_url_in_argv: bool,
     command: tuple[str, ...],
 ) -> None:
     """Run the agent of one exchange slot.
@@ -155,8 +175,18 @@ def agent(
     keeps retrying; SIGTERM or Ctrl-C stop it gracefully, a second Ctrl-C
     forces it.
 
+    The exchange name must be the catalog's for the id, if it lists one (the
+    dashboard would show one name, the status key and the activity stream
+    another): otherwise the agent refuses to start, unless --rename is given,
+    which renames the catalog entry and says so.
+
+    A Redis password is refused on the command line (--redis-url), where any
+    process on the host can read it: give it in $PERSEUS_REDIS_URL or, better,
+    in a file only the agent's user can read (--redis-url-file, mode 600).
+
     Exit codes: 0 after a graceful stop, 2 bad arguments (a malformed URL, a
-    child command that is not an executable file), 3 Redis unreachable
+    password in --redis-url, a child command that is not an executable file,
+    a name the catalog contradicts without --rename), 3 Redis unreachable
     past --startup-timeout or rejecting the credentials, 130 forced exit.
     """
     problem = child_command_problem(command)
@@ -166,6 +196,8 @@ def agent(
         redis_url,
         stop_grace_ms=None if stop_grace is None else int(stop_grace * 1000),
     )
+    if redis_url_in_argv and password_in(settings.redis_url):
+        fail(ARGV_PASSWORD, EXIT_USAGE)
     configure_logging(verbose)
     options = AgentOptions(
         exchange_id=exchange_id,
@@ -179,9 +211,12 @@ def agent(
         admin_display_name=admin_name,
         startup_timeout_s=startup_timeout,
         pass_env=pass_env,
+        rename=rename,
     )
     try:
         code = Agent(settings, options).run_forever()
+    except NameContradicted as exc:
+        fail(str(exc), EXIT_USAGE)
     except StartupFailed as exc:
         fail(str(exc), EXIT_UNREACHABLE)
     sys.exit(code)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from perseus_core import __version__
+from perseus_core.plumbing.processes import process_scope
 from perseus_core.wire.models import ConnectionState, InstanceStatus, validate_exchange_name
 
 
@@ -48,6 +49,7 @@ def initial_status(
         instance_id=instance_id,
         epoch=None,
         pid=os.getpid(),
+        pid_scope=process_scope(),
         version=__version__,
         **fields,
     )

@@ -42,7 +42,7 @@ from perseus_core.runtime.commands import Commands
 from perseus_core.runtime.context import AgentContext
 from perseus_core.runtime.options import FORCED_EXIT, AgentOptions, StartupFailed
 from perseus_core.runtime.public_ip import detect_public_ip
-from perseus_core.runtime.registration import Registration
+from perseus_core.runtime.registration import NameContradicted, Registration
 from perseus_core.runtime.slot import Slot
 from perseus_core.runtime.supervisor import ChildProcess
 from perseus_core.store.control.server import CommandServer
@@ -52,7 +52,7 @@ from perseus_core.wire.models import ConnectionState
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import Clock, system_clock
 
-__all__ = ["FORCED_EXIT", "Agent", "AgentOptions", "StartupFailed"]
+__all__ = ["FORCED_EXIT", "Agent", "AgentOptions", "NameContradicted", "StartupFailed"]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,8 @@ class Agent:
         Raises:
             StartupFailed: Redis refused the credentials, or stayed unreachable
                 past `AgentOptions.startup_timeout_s`.
+            NameContradicted: the catalog names the exchange id differently
+                and `AgentOptions.rename` is off.
         """
         loop = asyncio.get_running_loop()
         installed = self._install_signal_handlers(loop)

@@ -36,6 +36,8 @@ class AgentOptions:
         hostname: reported hostname; defaults to this machine's.
         pass_env: give the child Perseus's secrets too (`PERSEUS_REDIS_URL`...);
             by default they are removed from its environment.
+        rename: when the catalog names the exchange id differently, rename
+            its entry to `exchange_name` instead of refusing to start.
     """
 
     exchange_id: int
@@ -50,3 +52,4 @@ class AgentOptions:
     startup_timeout_s: float | None = None
     hostname: str | None = None
     pass_env: bool = False
+    rename: bool = False

@@ -1,9 +1,12 @@
 """The agent's exchange in the catalog: added at startup (waiting out a Redis
-that is not up yet), put back when Redis lost it, never overwritten."""
+that is not up yet), put back when Redis lost it, never overwritten, and
+never contradicted: an agent whose name is not the catalog's for its id
+refuses to start unless it was told to rename the entry."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -12,16 +15,35 @@ from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
 
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.scripts import registered_scripts
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.runtime.context import AgentContext
 from perseus_core.runtime.options import StartupFailed
 from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
-from perseus_core.wire.errors import PayloadError
+from perseus_core.wire.errors import PayloadError, PerseusError
 from perseus_core.wire.models import CatalogEntry
 from perseus_core.wire.text import clean
 
 log = logging.getLogger(__name__)
+
+RENAME_LUA = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+"""KEYS: the catalog. ARGV: exchange id, the entry as read, the renamed entry.
+Compare-and-set: an entry an operator changed meanwhile is read again, not
+overwritten."""
+
+RENAME_ATTEMPTS = 3
+"""How often a rename reads the entry again when it changed under it."""
+
+
+class NameContradicted(PerseusError):
+    """The catalog names the agent's exchange id differently, and the agent
+    was not told to rename it: running would write one name into the status
+    key and the activity stream while every reader shows the other."""
 
 
 class Registration:
@@ -104,27 +126,68 @@ class Registration:
             )
 
     async def _check_name(self) -> None:
-        """Warn when the operator's catalog entry names this exchange differently:
-        the dashboard would show one name and the activity stream another."""
+        """Refuse (or, with `rename`, fix) a catalog entry that names this
+        exchange id differently: the dashboard would show one name while the
+        status key and the activity stream carry another.
+
+        Raises:
+            NameContradicted: the names differ and `rename` is off.
+        """
         ctx = self._ctx
-        raw = await ctx.redis.hget(keys.CATALOG_KEY, str(ctx.options.exchange_id))
-        if raw is None:
-            return
-        try:
-            listed = CatalogEntry.from_json(raw)
-        except PayloadError as exc:
-            log.warning(
-                "%s: the catalog entry of exchange %d is unreadable: %s",
-                ctx.name,
-                ctx.options.exchange_id,
-                exc,
-            )
-            return
-        if listed.name.lower() != ctx.name.lower():
-            log.warning(
-                "%s: the catalog lists exchange %d as %r; this agent runs it as %r",
-                ctx.name,
-                ctx.options.exchange_id,
-                clean(listed.name, 64),
-                ctx.name,
-            )
+        exchange_id = ctx.options.exchange_id
+        for _ in range(RENAME_ATTEMPTS):
+            raw = await ctx.redis.hget(keys.CATALOG_KEY, str(exchange_id))
+            if raw is None:
+                return
+            try:
+                listed = CatalogEntry.from_json(raw)
+            except PayloadError as exc:
+                log.warning(
+                    "%s: the catalog entry of exchange %d is unreadable: %s",
+                    ctx.name,
+                    exchange_id,
+                    exc,
+                )
+                return
+            if listed.name.lower() == ctx.name.lower():
+                return
+            shown = clean(listed.name, 64)
+            if not ctx.options.rename:
+                raise NameContradicted(
+                    f"the catalog lists exchange {exchange_id} as {shown!r}, not {ctx.name!r}: "
+                    f"run it as --exchange-name {shown}, or add --rename to rename it "
+                    "in the catalog"
+                )
+            if await self._rename(raw, listed):
+                log.warning(
+                    "%s: renamed exchange %d in the catalog from %r to %r (--rename)",
+                    ctx.name,
+                    exchange_id,
+                    shown,
+                    ctx.name,
+                )
+                return
+        raise StartupFailed(
+            f"the catalog entry of exchange {exchange_id} kept changing while renaming it"
+        )
+
+    async def _rename(self, raw: str | bytes, listed: CatalogEntry) -> bool:
+        """Write `raw` with this agent's name; False if the entry changed meanwhile.
+
+        Every other field of the entry stays as the operator wrote it (unknown
+        ones too); a display name that only repeated the old name follows it.
+        """
+        ctx = self._ctx
+        document = json.loads(raw)
+        document["name"] = ctx.name
+        if ctx.options.display_name is not None:
+            document["displayName"] = ctx.options.display_name
+        elif listed.display_name.lower() in ("", listed.name.lower()):
+            document["displayName"] = ctx.name
+        renamed = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+        CatalogEntry.from_json(renamed)  # still a valid entry
+        (script,) = registered_scripts(ctx.redis, RENAME_LUA)
+        done = await script(
+            keys=[keys.CATALOG_KEY], args=[str(ctx.options.exchange_id), raw, renamed]
+        )
+        return bool(done)

@@ -194,7 +194,8 @@ SpawnAgent = Callable[..., AgentProcess]
 
 @pytest.fixture
 def spawn_agent(tmp_path: Path, redis_url: str) -> Iterator[SpawnAgent]:
-    """Factory: `spawn_agent(exchange_id=1, name="coinbase", args=[...], command=[...])`."""
+    """Factory: `spawn_agent(exchange_id=1, name="coinbase", args=[...], command=[...])`;
+    `wrapper` runs the agent under another program (`unshare ...`)."""
     agents: list[AgentProcess] = []
 
     def spawn(
@@ -205,8 +206,10 @@ def spawn_agent(tmp_path: Path, redis_url: str) -> Iterator[SpawnAgent]:
         command: list[str] | None = None,
         url: str | None = None,
         env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
     ) -> AgentProcess:
         argv = [
+            *(wrapper or []),
             *AGENT_ARGV,
             "--exchange-id",
             str(exchange_id),

@@ -199,14 +199,46 @@ async def test_agent_adds_its_exchange_to_the_catalog(
     listed = CatalogEntry(id=8, name="bitstamp", display_name="Bitstamp", is_active=False)
     await redis.hset(keys.CATALOG_KEY, "8", listed.to_json())
     agent = spawn_agent(exchange_id=7, name="kraken", args=["--display-name", "Kraken"])
-    misnamed = spawn_agent(exchange_id=8, name="gemini")
+    same_name = spawn_agent(exchange_id=8, name="Bitstamp")  # stream keys are lower-cased
     await until_listening(agent)
     entry = CatalogEntry.from_json(await redis.hget(keys.CATALOG_KEY, "7"))
     assert entry == CatalogEntry(id=7, name="kraken", display_name="Kraken", is_active=True)
-
-    await until_listening(misnamed)
+    await until_listening(same_name)
     assert CatalogEntry.from_json(await redis.hget(keys.CATALOG_KEY, "8")) == listed
-    assert "the catalog lists exchange 8 as 'bitstamp'" in misnamed.log()
+
+
+async def test_a_name_the_catalog_contradicts_is_refused_with_exit_2(
+    spawn_agent: SpawnAgent, redis: Redis
+) -> None:
+    listed = CatalogEntry(id=1, name="coinbase", display_name="Coinbase")
+    await redis.hset(keys.CATALOG_KEY, "1", listed.to_json())
+    misnamed = spawn_agent(exchange_id=1, name="kraken", args=["--autostart"])
+    assert await misnamed.wait_exit() == 2
+    last = misnamed.log().splitlines()[-1]
+    assert last == (
+        "perseus: the catalog lists exchange 1 as 'coinbase', not 'kraken': run it as "
+        "--exchange-name coinbase, or add --rename to rename it in the catalog"
+    )
+    assert CatalogEntry.from_json(await redis.hget(keys.CATALOG_KEY, "1")) == listed
+    assert await status_gone(redis, 1)
+    assert not await redis.exists(keys.agents_key(1))
+
+
+async def test_rename_updates_the_catalog_entry_and_says_so(
+    spawn_agent: SpawnAgent, redis: Redis
+) -> None:
+    raw = '{"id":8,"name":"bitstamp","displayName":"Bitstamp","isActive":false,"livermoreSub":"s"}'
+    await redis.hset(keys.CATALOG_KEY, "8", raw)
+    renamed = spawn_agent(exchange_id=8, name="gemini", args=["--rename"])
+    await until_listening(renamed)
+    entry = CatalogEntry.from_json(await redis.hget(keys.CATALOG_KEY, "8"))
+    assert entry == CatalogEntry(
+        id=8, name="gemini", display_name="gemini", is_active=False, livermore_sub="s"
+    )
+    said = [line for line in renamed.log().splitlines() if "catalog" in line]
+    assert len(said) == 1 and said[0].endswith(
+        "gemini: renamed exchange 8 in the catalog from 'bitstamp' to 'gemini' (--rename)"
+    )
 
 
 async def test_claim_conflict_leaves_the_second_agent_idle_and_ready(

@@ -23,7 +23,7 @@ from perseus_cli.apps.redis_server import RedisServer
 from perseus_core import __version__
 from perseus_core.instance import Instance, StatusWrite
 from perseus_core.plumbing.connection import connect
-from perseus_core.plumbing.processes import pid_is_running
+from perseus_core.plumbing.processes import pid_is_running, process_scope
 from perseus_core.store.lease import (
     ClaimConflict,
     HeartbeatResult,
@@ -184,7 +184,10 @@ async def proxy(redis_server: RedisServer, redis_url: str) -> AsyncIterator[TcpP
         await tcp.down()
 
 
-def holder_payload(hostname: str, pid: int, *, epoch: int = 5) -> InstanceStatus:
+def holder_payload(
+    hostname: str, pid: int, *, epoch: int = 5, pid_scope: str | None = None
+) -> InstanceStatus:
+    """A Perseus holder's payload; `pid_scope` defaults to this process's (the same host)."""
     now = datetime.now(UTC)
     return InstanceStatus(
         exchange_id=EXCHANGE_ID,
@@ -198,6 +201,7 @@ def holder_payload(hostname: str, pid: int, *, epoch: int = 5) -> InstanceStatus
         instance_id=make_instance_id(hostname, EXCHANGE_ID, pid, 1_700_000_000_000),
         epoch=epoch,
         pid=pid,
+        pid_scope=pid_scope or process_scope(),
         version="0.0.1",
     )
 
@@ -406,7 +410,7 @@ async def test_claim_retried_by_the_caller_after_a_lost_reply(
     assert await redis.get(EPOCH_KEY) == "2"
 
 
-# --- same-host takeover ---------------------------------------------------------
+# --- takeover of a holder proven gone -----------------------------------------
 
 
 async def _dead_pid() -> int:
@@ -461,10 +465,49 @@ async def test_no_takeover_from_a_live_instance_in_this_process(
     assert (await stored(redis)).instance_id == first.instance_id
 
 
+async def test_no_takeover_by_hostname_alone_from_another_pid_namespace(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    """A holder in another pid namespace (or another boot) with our hostname:
+    its pid is not running *here*, which proves nothing about it."""
+    elsewhere = f"{process_scope()}0"  # same boot id, another namespace inode
+    old = holder_payload("host-a", await _dead_pid(), pid_scope=elsewhere)
+    await redis.set(KEY, old.to_json(), px=30_000)
+    with pytest.raises(ClaimConflict, match="another pid namespace or boot") as info:
+        await make_instance(settings, hostname="host-a").claim()
+    assert "cannot be checked here" in str(info.value)
+    assert await redis.get(KEY) == old.to_json()
+
+
+async def test_no_takeover_of_a_holder_that_recorded_no_pid_scope(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    """A holder from before pidScope (or where it cannot be told) waits out its TTL."""
+    payload = json.loads(holder_payload("host-a", await _dead_pid()).to_json())
+    del payload["pidScope"]
+    await redis.set(KEY, json.dumps(payload), px=30_000)
+    with pytest.raises(ClaimConflict, match="the payload has no pidScope"):
+        await make_instance(settings, hostname="host-a").claim()
+    assert json.loads(await redis.get(KEY)) == payload
+
+
+async def test_takeover_needs_the_scope_not_the_hostname(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    """Same pid namespace and boot under another hostname (a container with its
+    own UTS namespace sharing the host's pids): the dead pid is proof enough."""
+    old = holder_payload("container-name", await _dead_pid(), epoch=2)
+    await redis.set(EPOCH_KEY, 2)
+    await redis.set(KEY, old.to_json(), px=30_000)
+    instance = make_instance(settings, hostname="host-a")
+    await instance.claim(heartbeat=False)
+    assert (await stored(redis)).instance_id == instance.instance_id
+
+
 async def test_no_takeover_across_hosts_even_if_the_pid_is_dead_here(
     settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
 ) -> None:
-    old = holder_payload("host-b", await _dead_pid())
+    old = holder_payload("host-b", await _dead_pid(), pid_scope="another-boot/4026531836")
     await redis.set(KEY, old.to_json(), px=30_000)
     with pytest.raises(ClaimConflict, match="host-b"):
         await make_instance(settings, hostname="host-a").claim()

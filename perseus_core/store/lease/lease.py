@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
-from perseus_core.plumbing.processes import pid_is_running
+from perseus_core.plumbing.processes import gone_from_here, pid_is_running, process_scope
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.lease.scripts import LeaseScripts
 from perseus_core.wire import keys
@@ -194,25 +194,35 @@ class _Found:
     detail: str | None = None
 
 
-def _may_take_over(holder: InstanceStatus, hostname: str) -> bool:
-    """Same host, a recorded pid that is not ours, and that pid is gone."""
-    return (
-        holder.hostname == hostname
-        and holder.pid is not None
-        and holder.pid != os.getpid()
-        and not pid_is_running(holder.pid)
-    )
+def _may_take_over(holder: InstanceStatus) -> bool:
+    """Whether the holder is proven gone: it recorded where its pid means
+    something (`pidScope`), that is where this process runs too, and the pid
+    is not running. A shared hostname proves nothing: a container on the host
+    network, or a process in another pid namespace, has the host's name but
+    pids of its own, so a live holder's pid may simply be invisible here."""
+    return gone_from_here(holder.pid_scope, holder.pid)
 
 
 def _why_not_taken_over(holder: InstanceStatus, hostname: str) -> str | None:
-    """For a same-host holder, why the takeover rule did not apply."""
-    if holder.hostname != hostname or holder.pid is None:
+    """For a holder whose pid this process could have checked, or that shares
+    its hostname, why the takeover rule did not apply; None for any other holder."""
+    pid = holder.pid
+    if pid is None:
         return None
-    if holder.pid == os.getpid():
-        return f"held by this process (pid {holder.pid}) under another holder token"
-    if pid_is_running(holder.pid):
-        return f"pid {holder.pid} is still running on this host"
-    return f"pid {holder.pid} is gone, but the payload has no instanceId to replace safely"
+    if holder.pid_scope is not None and holder.pid_scope == process_scope():
+        if pid == os.getpid():
+            return f"held by this process (pid {pid}) under another holder token"
+        if pid_is_running(pid):
+            return f"pid {pid} is still running on this host"
+        return f"pid {pid} is gone, but the payload has no instanceId to replace safely"
+    if holder.hostname != hostname:
+        return None
+    if holder.pid_scope is None:
+        return f"same hostname, but the payload has no pidScope: pid {pid} cannot be checked here"
+    return (
+        f"same hostname, but another pid namespace or boot (pidScope differs): "
+        f"pid {pid} cannot be checked here"
+    )
 
 
 # --- the lease ----------------------------------------------------------------------
@@ -325,10 +335,11 @@ class Lease:
         """Take the exchange: INCR the epoch, then `SET NX PX` the payload.
 
         Safe to retry after a lost reply: if the key turns out to hold our own
-        holder token, the earlier attempt won and is kept. A holder on this
-        host (same hostname) whose pid is no longer running is replaced at
-        once with a compare-and-set on its token; any other holder is a
-        conflict. Does nothing if the exchange is already held.
+        holder token, the earlier attempt won and is kept. A holder proven
+        gone (its `pidScope` is this process's and its pid is not running) is
+        replaced at once with a compare-and-set on its token; any other
+        holder is a conflict until its key expires, a same-hostname one
+        included. Does nothing if the exchange is already held.
 
         Raises:
             ClaimConflict: another live instance holds the exchange.
@@ -382,15 +393,11 @@ class Lease:
                 if await self._update(self.instance_id, adopted, refresh=True) == 1:
                     return adopted
                 continue
-            if (
-                holder is not None
-                and holder.instance_id
-                and _may_take_over(holder, candidate.hostname)
-            ):
+            if holder is not None and holder.instance_id and _may_take_over(holder):
                 if await self._update(holder.instance_id, candidate, refresh=True) == 1:
                     log.warning(
                         "exchange %s: took over from %s: its pid %s is no longer "
-                        "running on this host",
+                        "running (same pid namespace and boot as this process)",
                         self.exchange_id,
                         holder.instance_id,
                         holder.pid,

@@ -45,6 +45,9 @@ class InstanceStatus(WireModel):
     instance_id: str | None = None
     epoch: int | None = None
     pid: int | None = None
+    pid_scope: str | None = Field(default=None, max_length=256)
+    """Where `pid` means something (`process_scope()` of the holder): only a
+    process of the same scope may conclude from `pid` that the holder is gone."""
     version: str | None = None
     ttl_ms: int | None = None
     """The TTL (ms) the holder gives its status key on every heartbeat, so a
@@ -68,7 +71,7 @@ class InstanceStatus(WireModel):
     def to_wire(self) -> dict[str, Any]:
         """The payload as docs/wire-format.md 1.1 writes it: every core field, extras when set."""
         data = self.model_dump(by_alias=True, mode="json")
-        for extra in ("instanceId", "epoch", "pid", "version", "ttlMs"):
+        for extra in ("instanceId", "epoch", "pid", "pidScope", "version", "ttlMs"):
             if data.get(extra) is None:
                 data.pop(extra, None)
         return data
