@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from redis.exceptions import ResponseError
 
 from perseus_cli.common import load_settings, open_redis, run_read
 from perseus_cli.options import EXIT_ERROR, MAX_EXCHANGE_ID, fail, json_option, redis_url_option
 from perseus_cli.output import echo_json, print_table
+from perseus_core.plumbing.connection import refused
 from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.models import CatalogEntry, validate_exchange_name
@@ -125,7 +127,10 @@ def catalog_add(
 
     async def body() -> None:
         async with open_redis(settings) as redis:
-            existed = bool(await redis.hexists(keys.CATALOG_KEY, str(entry.id)))
+            try:
+                existed = bool(await redis.hexists(keys.CATALOG_KEY, str(entry.id)))
+            except ResponseError as exc:
+                raise refused(exc, "HEXISTS", keys.CATALOG_KEY) from exc
             await FleetReader(redis).add_to_catalog(entry, overwrite=True)
         verb = "updated" if existed else "added"
         click.echo(f"{verb} {entry.id} {entry.name} ({clean(entry.label, 128)})")

@@ -16,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, InvalidResponse, NoPermissionError, RedisError
 
-from perseus_cli.failures import CONNECTION_FAILURES, describe_failure, redis_url_problem
+from perseus_cli.failures import REDIS_FAILURES, describe_failure, redis_url_problem
 from perseus_cli.options import EXIT_USAGE, fail, quiet_closed_stdout
 from perseus_core.plumbing.connection import connect, is_tls_failure, ping_or_raise
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
@@ -50,13 +50,14 @@ def load_settings(redis_url: str | None = None, **overrides: Any) -> Settings:
 
 def run(settings: Settings, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run an async command body; Redis that cannot be used (unreachable, not
-    Redis, refusing the credentials or this user's rights) exits 3 with one
-    line, a closed stdout ends quietly."""
+    Redis, refusing the credentials or this user's rights) or that refuses a
+    command (a key of the wrong type, out of memory) ends in one line with
+    the exit code `describe_failure` gives it, a closed stdout ends quietly."""
     try:
         return asyncio.run(main())
     except BrokenPipeError:
         quiet_closed_stdout()
-    except CONNECTION_FAILURES as exc:
+    except REDIS_FAILURES as exc:
         _fail_with(settings, exc)
 
 

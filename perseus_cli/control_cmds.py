@@ -26,7 +26,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, ResponseError
 
 from perseus_cli.common import load_settings, run
-from perseus_cli.failures import is_acl_denial
 from perseus_cli.options import (
     EXIT_ERROR,
     EXIT_NO_AGENT,
@@ -34,7 +33,12 @@ from perseus_cli.options import (
     fail,
     redis_url_option,
 )
-from perseus_core.plumbing.connection import access_denied, connect, describe_redis_error
+from perseus_core.plumbing.connection import (
+    access_denied,
+    connect,
+    describe_redis_error,
+    is_acl_denial,
+)
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.present.commands import refusal, refused_line

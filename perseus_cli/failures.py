@@ -11,6 +11,7 @@ described, never quoted.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -23,9 +24,14 @@ from redis.exceptions import (
 )
 
 from perseus_cli.options import EXIT_ERROR, EXIT_UNREACHABLE
-from perseus_core.plumbing.connection import connect, describe_redis_error, is_sentinel_url
+from perseus_core.plumbing.connection import (
+    connect,
+    describe_redis_error,
+    is_sentinel_url,
+    refused,
+)
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
-from perseus_core.wire.errors import PerseusError, RedisUnavailable
+from perseus_core.wire.errors import AccessDenied, PerseusError, RedisRefused, RedisUnavailable
 from perseus_core.wire.settings import Settings, redact_url
 from perseus_core.wire.text import clean
 
@@ -47,12 +53,22 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 """Errors of the connection itself (exit 3); a bare OSError too, as a Unix
 socket path that does not exist surfaces as one."""
 
-CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
+REDIS_FAILURES: tuple[type[BaseException], ...] = (
     RedisUnavailable,
-    NoPermissionError,
+    AccessDenied,
+    RedisRefused,
+    ResponseError,
     *_CONNECTION_ERRORS,
 )
-"""What any verb turns into one line and exit 3: Redis could not be used at all."""
+"""What any verb turns into one line (`describe_failure` picks the exit code):
+Redis could not be used at all, or refused a command. A refusal never reads
+as an internal error, whichever verb met it."""
+
+_PIPELINED = re.compile(
+    r"^Command # \d+ \((\S+)(?: (\S+))?[^)]*\) of pipeline caused error: (.*)$", re.S
+)
+"""How redis-py annotates an error reply inside a pipeline: `Command # 2 (GET
+exchange:2:status) of pipeline caused error: WRONGTYPE ...`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,23 +122,15 @@ def redis_url_problem(settings: Settings) -> str | None:
     return None
 
 
-def is_acl_denial(exc: BaseException) -> bool:
-    """Whether Redis refused a command for this user's ACL rights: a NOPERM
-    reply, or the error a Lua script reports when a call inside it is denied
-    (`The user executing the script can't run this command`)."""
-    if isinstance(exc, NoPermissionError):
-        return True
-    text = str(exc)
-    return isinstance(exc, ResponseError) and (
-        "NOPERM" in text or "can't run this command" in text or "no permissions" in text
-    )
-
-
 def describe_failure(settings: Settings, exc: BaseException) -> Failure | None:
     """The line and exit code for an error a verb may meet, or None when it is
     not one this module knows (a bug, reported by the caller as such)."""
-    if isinstance(exc, RedisUnavailable):
+    if isinstance(exc, ResponseError):
+        exc = _named(exc)
+    if isinstance(exc, RedisUnavailable | AccessDenied):
         return Failure(clean(str(exc), 500), EXIT_UNREACHABLE)
+    if isinstance(exc, RedisRefused):
+        return Failure(clean(str(exc), 500), EXIT_UNREACHABLE if exc.unusable else EXIT_ERROR)
     if isinstance(exc, NoPermissionError):
         return Failure(
             f"Redis refused this user: {clean(str(exc), 300)} (check its ACL rights)",
@@ -137,6 +145,18 @@ def describe_failure(settings: Settings, exc: BaseException) -> Failure | None:
     if isinstance(exc, RedisError):
         return Failure(clean(describe_redis_error(settings, exc), 500), EXIT_UNREACHABLE)
     return None
+
+
+def _named(exc: ResponseError) -> BaseException:
+    """A refusal from inside a pipeline as the error naming its command and key
+    (`refused`); any other error reply as it is. The stores name the key of
+    what they refuse themselves; this covers the pipelines they do not wrap."""
+    match = _PIPELINED.match(str(exc))
+    if match is None:
+        return exc
+    command, key, words = match.groups()
+    bare = type(exc)(words)
+    return refused(bare, command, key or "")
 
 
 def unexpected(exc: BaseException) -> str:

@@ -164,7 +164,8 @@ def status_cmd(as_json: bool, exchange_id: int | None, redis_url: str | None) ->
             reader = FleetReader(redis)
             if exchange_id is not None:
                 view = await reader.exchange(exchange_id)
-                if not (view.in_catalog or view.online or view.agents or view.last_known):
+                known = view.in_catalog or view.online or view.agents or view.last_known
+                if not (known or view.error):  # an unreadable key is shown, not "no exchange"
                     raise PerseusError(
                         f"no exchange {exchange_id}: not in the catalog, not online,"
                         " no agent, no activity"

@@ -21,6 +21,7 @@ from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.present.edges import EdgeKind, KnownState, newer_state, offline_edge
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.network import ExchangeView, FleetReader
+from perseus_core.wire.errors import AccessDenied, RedisRefused
 from perseus_core.wire.models import InstanceStatus, StateTransitionEntry
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
@@ -162,7 +163,7 @@ class PresenceWatch:
         be read (a key of another type leaves only the states seen so far)."""
         try:
             page = await self._activity.page(presence.name, count=20)
-        except ResponseError as exc:
+        except (ResponseError, RedisRefused, AccessDenied) as exc:
             log.warning(
                 "cannot read the activity of %s: %s", clean(presence.name), describe_error(exc)
             )

@@ -15,13 +15,20 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    InvalidResponse,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.tls import SERVER_NAME_OPTION, NamedSSLConnection
 from perseus_core.plumbing.topology import RedisClient, cluster_client, is_cluster
-from perseus_core.wire.errors import AccessDenied, PerseusError, RedisUnavailable
+from perseus_core.wire.errors import AccessDenied, PerseusError, RedisRefused, RedisUnavailable
 from perseus_core.wire.settings import Settings, redact_url
 from perseus_core.wire.text import clean
 
@@ -300,6 +307,41 @@ def describe_refusal(exc: ResponseError, command: str, key: str) -> str:
 def access_denied(exc: ResponseError, command: str, key: str) -> AccessDenied:
     """The `AccessDenied` to raise for a NOPERM reply to `command` on `key`."""
     return AccessDenied(describe_refusal(exc, command, key))
+
+
+def is_acl_denial(exc: BaseException) -> bool:
+    """Whether Redis refused a command for this user's ACL rights: a NOPERM
+    reply, or the error a Lua script reports when a call inside it is denied
+    (`The user executing the script can't run this command`)."""
+    if isinstance(exc, NoPermissionError):
+        return True
+    text = str(exc)
+    return isinstance(exc, ResponseError) and (
+        "NOPERM" in text or "can't run this command" in text or "no permissions" in text
+    )
+
+
+def refused(exc: ResponseError, command: str, key: str) -> PerseusError:
+    """The error to raise when Redis refuses `command` on `key`, naming both,
+    so that no refusal reaches a person as Redis's bare words: `AccessDenied`
+    for a missing ACL right, `RedisRefused` for anything else (a key of the
+    wrong type, out of memory, an unknown command, a read-only replica)."""
+    if is_acl_denial(exc):
+        return access_denied(exc, command, key)
+    verb, name = command.upper(), clean(key, 200)
+    words = clean(str(exc), 160)
+    unusable = True
+    if "WRONGTYPE" in str(exc):
+        reason, unusable = "the key holds another type of value (WRONGTYPE)", False
+    elif isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM"):
+        reason = f"Redis is out of memory ({words})"
+    elif isinstance(exc, ReadOnlyError):
+        reason = f"this server is a read-only replica ({words})"
+    elif "unknown command" in str(exc).lower():
+        reason = f"Redis does not know the command: renamed, disabled or too old ({words})"
+    else:
+        reason = words
+    return RedisRefused(f"Redis refused {verb} {name}: {reason}", verb, key, unusable=unusable)
 
 
 _PING_ERRORS: tuple[type[BaseException], ...] = (

@@ -21,7 +21,7 @@ from perseus_core.runtime.context import AgentContext
 from perseus_core.runtime.options import StartupFailed
 from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
-from perseus_core.wire.errors import PayloadError, PerseusError
+from perseus_core.wire.errors import AccessDenied, PayloadError, PerseusError, RedisRefused
 from perseus_core.wire.models import CatalogEntry
 from perseus_core.wire.text import clean
 
@@ -80,9 +80,11 @@ class Registration:
         while True:
             try:
                 await ctx.redis.ping()
-                added = await self._reader.add_to_catalog(entry, overwrite=False)
-                if not added:
+                added = await self._add(entry)
+                if added is False:
                     await self._check_name()
+            except AccessDenied as exc:  # this user may not write the catalog
+                raise StartupFailed(str(exc)) from None
             except (AuthenticationError, ResponseError, InvalidResponse) as exc:
                 # Wrong password, NOAUTH, an ACL denial, a port where no Redis
                 # listens (an HTTP server): waiting will not fix it.
@@ -111,13 +113,26 @@ class Registration:
                 log.info("%s: added exchange %d to the catalog", ctx.name, entry.id)
             return True
 
+    async def _add(self, entry: CatalogEntry) -> bool | None:
+        """Add the exchange to the catalog unless it is there: True if added,
+        False if it was there, None when Redis refused the write (a catalog of
+        the wrong type, out of memory). The catalog is shared by the whole
+        fleet: one broken key must not stop every agent from starting, so
+        this agent runs on unlisted (its status key still shows it online),
+        with one warning."""
+        try:
+            return await self._reader.add_to_catalog(entry, overwrite=False)
+        except RedisRefused as exc:
+            log.warning("%s: not added to the catalog, running without it: %s", self._ctx.name, exc)
+            return None
+
     async def restore(self) -> None:
         """Redis lost this agent's presence: if it lost the catalog too (a restart
         without persistence), put the exchange back so dashboards list it.
 
         Never overwrites: an operator's entry stays as it is.
         """
-        if await self._reader.add_to_catalog(self.entry(), overwrite=False):
+        if await self._add(self.entry()):
             log.warning(
                 "%s: Redis had lost this exchange's catalog entry (restarted without "
                 "persistence?); added exchange %d again",

@@ -485,7 +485,8 @@ def test_log_skips_a_key_that_is_not_a_stream(r: sync_redis.Redis, redis_url: st
     assert len(json.loads(result.stdout)["entries"]) == 2
     single = invoke(redis_url, "log", "--exchange", "broken")
     assert single.exit_code == 1
-    assert "perseus: Redis refused the request: broken: WRONGTYPE" in single.stderr
+    assert "perseus: Redis refused XREVRANGE logs:network:broken: " in single.stderr
+    assert "(WRONGTYPE)" in single.stderr
     assert len(single.stderr.splitlines()) == 1
 
 

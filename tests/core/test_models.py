@@ -386,3 +386,35 @@ def test_deep_nesting_is_a_payload_error(model: Any) -> None:
     nested_field = '{"a": ' + "[" * 20_000 + "]" * 20_000 + "}"
     with pytest.raises(PayloadError):
         model.from_json(nested_field)
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "value"),
+    [
+        (AgentPresence, "pid", 2**70),
+        (AgentPresence, "pid", -1),
+        (AgentPresence, "exchangeId", 10**18),
+        (InstanceStatus, "pid", 2**31),
+        (InstanceStatus, "epoch", 2**63),
+        (InstanceStatus, "ttlMs", 10**12 + 1),
+        (InstanceStatus, "symbolCount", 2**63),
+    ],
+)
+def test_an_integer_out_of_range_is_a_payload_error_naming_its_field(
+    model: type[AgentPresence] | type[InstanceStatus], field: str, value: int
+) -> None:
+    """A pid past `pid_t` overflowed the pid check; a TTL past the year 1
+    overflowed the heartbeat dating: each is reported, never parsed."""
+    if model is AgentPresence:
+        data: dict[str, object] = {"agentId": "h:1:1", "exchangeId": 2}
+    else:
+        data = json.loads(WIRE_STATUS)
+    data[field] = value
+    with pytest.raises(PayloadError, match=field):
+        model.from_json(json.dumps(data))
+
+
+def test_an_entry_id_of_other_digits_is_no_id() -> None:
+    entry = parse_entry("1-0", {"event": "error", "exchangeId": "\u00b2"})
+    assert entry.exchange_id_int is None
+    assert parse_entry("1-0", {"exchangeId": "7"}).exchange_id_int == 7

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import redis as sync_redis
 
+from perseus_core.plumbing.processes import process_scope
 from perseus_core.wire import keys
 from perseus_core.wire.timeutil import format_ts
 
@@ -189,6 +190,13 @@ def _presence(raw: str | bytes) -> Writer:
     return write
 
 
+def _outcome(raw: str | bytes) -> Writer:
+    def write(r: sync_redis.Redis) -> None:
+        r.hset(keys.outcomes_key(VICTIM_ID), "cid-hostile", raw)
+
+    return write
+
+
 def _wrong_type(key: str, kind: str) -> Writer:
     def write(r: sync_redis.Redis) -> None:
         r.delete(key)
@@ -250,6 +258,16 @@ WRONG_TYPES = {
     "presence": (keys.agents_key(VICTIM_ID), ("string", "set")),
 }
 """Every kind of key a reader reads, and types it must not have."""
+
+
+UNREAD_WRONG_TYPES = {
+    keys.outcomes_key(VICTIM_ID): ("string", "stream"),
+    keys.commands_key(VICTIM_ID): ("string", "hash"),
+    keys.perseus_activity_key(VICTIM_NAME): ("string", "hash"),
+    keys.replies_key("cid-hostile"): ("string", "hash"),
+}
+"""Keys of the other families (the control channel's, the Perseus-only stream),
+of the wrong type: no reader surface may fail for them."""
 
 
 def build_corpus() -> list[Hostile]:
@@ -346,6 +364,31 @@ def build_corpus() -> list[Hostile]:
         Hostile("presence-deep-nesting", _presence(DEEP_JSON)),
         Hostile("presence-wrong-types", _presence('{"agentId": 5, "exchangeId": "2"}')),
         Hostile("presence-other-exchange", _presence(_presence_json(exchangeId=9))),
+        # presence members out of range: this host's own pid scope, so that a
+        # reader checks the pid (an out-of-range one overflowed that check)
+        Hostile("presence-pid-overflow", _presence(_here_json(pid=2**70))),
+        Hostile("presence-pid-int64-max", _presence(_here_json(pid=2**63 - 1))),
+        Hostile("presence-pid-negative", _presence(_here_json(pid=-1))),
+        Hostile("presence-pid-float", _presence(_here_json(pid=4242.5))),
+        Hostile("presence-huge-id", _presence(_presence_json(exchangeId=10**30))),
+        Hostile("presence-empty-agent-id", _presence(_presence_json(agentId=""))),
+        Hostile("presence-null", _presence("null")),
+        Hostile("presence-array", _presence("[1, 2]")),
+        Hostile("presence-oversized", _presence(_presence_json(note=MEGABYTE))),
+        Hostile("presence-invalid-utf8", _presence(b'{"agentId": "\xff\xfe", "exchangeId": 2}')),
+        Hostile("presence-scope-markup", _presence(_presence_json(pidScope=MARKUP))),
+        # status extras out of range
+        Hostile("status-pid-overflow", _status(pid=2**70, instanceId="h:2:1:1", epoch=1)),
+        Hostile("status-epoch-overflow", _status(epoch=2**70, instanceId="h:2:1:1")),
+        Hostile("status-ttl-overflow", _status(ttlMs=2**70, instanceId="h:2:1:1")),
+        Hostile("status-ttl-huge", _status(ttlMs=10**17, instanceId="h:2:1:1")),
+        Hostile("entry-id-superscript", _entry(error_entry(VICTIM_NAME, 2, exchangeId="\u00b2"))),
+        # command outcomes: read by the agent only; no reader may trip over them
+        Hostile("outcome-pid-overflow", _outcome(_outcome_json(pid=2**70))),
+        Hostile("outcome-at-overflow", _outcome(_outcome_json(at=2**70))),
+        Hostile("outcome-not-json", _outcome("{not json")),
+        Hostile("outcome-deep-nesting", _outcome(DEEP_JSON)),
+        Hostile("outcome-invalid-utf8", _outcome(b"\xff\xfe{")),
         # keys of the wrong type
         Hostile(
             "type-status-hash-and-stream-string",
@@ -356,6 +399,8 @@ def build_corpus() -> list[Hostile]:
             reported=keys.status_key(VICTIM_ID),
         ),
     ]
+    for key, kinds in UNREAD_WRONG_TYPES.items():
+        cases += [Hostile(f"type-{key}-{kind}", _wrong_type(key, kind)) for kind in kinds]
     for label, (key, kinds) in WRONG_TYPES.items():
         for kind in kinds:
             cases.append(
@@ -377,6 +422,25 @@ def _catalog_json(name: str) -> str:
 
 def _presence_json(**overrides: object) -> str:
     return json.dumps(presence_member(VICTIM_ID, VICTIM_NAME, **overrides))
+
+
+def _here_json(**overrides: object) -> str:
+    """A presence member in this host's pid scope, with `overrides`."""
+    return _presence_json(pidScope=process_scope(), **overrides)
+
+
+def _outcome_json(**overrides: object) -> str:
+    record: dict[str, object] = {
+        "state": "running",
+        "entry": "1-0",
+        "server": "agent-host:4242:abc",
+        "hostname": "agent-host",
+        "pid": 4242,
+        "at": 1,
+        "command": "start",
+    }
+    record.update(overrides)
+    return json.dumps(record)
 
 
 def _nan_payload(token: str) -> str:

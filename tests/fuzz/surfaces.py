@@ -1,4 +1,4 @@
-"""The seven reader surfaces, each run against whatever Redis holds, and the verdict.
+"""The eight reader surfaces, each run against whatever Redis holds, and the verdict.
 
 A surface's run yields a `Reading`: what it printed (or showed on screen),
 whether it crashed, and whether a traceback escaped. `problems` judges a
@@ -31,7 +31,7 @@ from perseus_cli.main import cli
 from perseus_core.notify import Notifier
 from perseus_core.wire.settings import Settings
 from perseus_tui.app import PerseusApp, create_app
-from tests.fuzz.corpus import LIVE_NAME, SECRET, Hostile
+from tests.fuzz.corpus import LIVE_NAME, SECRET, VICTIM_ID, Hostile
 from tests.waiting import eventually
 
 RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -41,6 +41,7 @@ RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e
 CLI_SURFACES: dict[str, tuple[str, ...]] = {
     "status": ("status",),
     "status --json": ("status", "--json"),
+    "status --exchange-id": ("status", "--exchange-id", str(VICTIM_ID)),
     "log": ("log", "--count", "50"),
     "log --json": ("log", "--json", "--count", "50"),
     "catalog list": ("catalog", "list"),
@@ -49,9 +50,10 @@ SURFACES = (*CLI_SURFACES, "notify", "dashboard")
 RELEASE_WITHIN_S = 10.0
 """How long closed screens get to be released (the last one's history read
 may still be finishing when it is closed)."""
-REPORTING = ("status", "status --json", "dashboard")
-"""The surfaces that show every exchange's keys: a key of the wrong type must
-be named there (the feed-only surfaces skip an unreadable stream and warn)."""
+REPORTING = ("status", "status --json", "status --exchange-id", "dashboard")
+"""The surfaces that show every exchange's keys (or, `--exchange-id`, all of
+the victim's): a key of the wrong type must be named there (the feed-only
+surfaces skip an unreadable stream and warn)."""
 
 
 @dataclass
@@ -116,7 +118,9 @@ def run_cli(url: str, surface: str) -> Reading:
         reading.crashed = f"{type(result.exception).__name__}: {result.exception}"
     if result.exit_code not in (0, 1):
         reading.notes.append(f"exit code {result.exit_code}")
-    if surface != "log --json" or result.exit_code == 0:
+    if surface == "status --exchange-id":  # the victim alone: shown, never an error exit
+        reading.shows_live = result.exit_code == 0 and bool(result.stdout.strip())
+    elif surface != "log --json" or result.exit_code == 0:
         reading.shows_live = LIVE_NAME in result.stdout
     return reading
 

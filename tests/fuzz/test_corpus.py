@@ -1,6 +1,6 @@
-"""The hostile corpus against the seven reader surfaces, on a real Redis.
+"""The hostile corpus against the eight reader surfaces, on a real Redis.
 
-Every case is read by the five CLI surfaces (in-process, through click's
+Every case is read by the six CLI surfaces (in-process, through click's
 CliRunner); a sample covering every family of the corpus is also read by the
 notifier and the dashboard (both take a good part of a second per case to
 start and settle). The out-of-range timestamps are read by every surface in two
@@ -27,8 +27,17 @@ from tests.fuzz.surfaces import CLI_SURFACES, SURFACES
 CORPUS = build_corpus()
 ROOT = Path(__file__).resolve().parents[2]
 
-SAMPLE_MARKERS = ("type-", "markup-action", "deep", "osc-hyperlink", "bidi-override", "ansi-clear")
-"""Cases whose names hold one of these are read by all seven surfaces in the suite."""
+SAMPLE_MARKERS = (
+    "type-",
+    "markup-action",
+    "deep",
+    "osc-hyperlink",
+    "bidi-override",
+    "ansi-clear",
+    "overflow",
+    "superscript",
+)
+"""Cases whose names hold one of these are read by all eight surfaces in the suite."""
 
 ZONE_CASES = [c.name for c in CORPUS if "ts-year" in c.name]
 ZONES = ("Asia/Tokyo", "America/New_York")
@@ -47,6 +56,13 @@ def test_the_corpus_covers_what_the_issue_lists() -> None:
     for family in ("state-unknown", "deep-nesting", "ts-year1", "ts-year9999", "type-catalog"):
         assert family in names, family
     for family in ("type-stream", "type-status", "type-presence", "empty", "huge-id", "negative"):
+        assert family in names, family
+    for family in (
+        "presence-pid-overflow",
+        "status-pid-overflow",
+        "outcome-",
+        "type-perseus:outcomes",
+    ):
         assert family in names, family
 
 

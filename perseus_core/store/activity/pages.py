@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from perseus_core.plumbing.connection import refused
 from perseus_core.store.activity.cursors import (
     StreamRows,
     exchange_stream_keys,
@@ -20,6 +21,7 @@ from perseus_core.store.activity.cursors import (
     stream_label,
     stream_name,
 )
+from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import ActivityEntry, parse_entry
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,9 @@ class ActivityPage:
     entries: list[ActivityEntry] = field(default_factory=list)
     next_cursor: str | None = None
     errors: dict[str, str] = field(default_factory=dict)
-    """Streams that could not be read (exchange name -> reason), e.g. a key
-    of the wrong type; the other streams' entries are still returned."""
+    """Streams that could not be read (exchange name -> the refusal, naming
+    command and key), e.g. a key of the wrong type; the other streams'
+    entries are still returned."""
 
 
 async def read_page(
@@ -44,12 +47,14 @@ async def read_page(
     its shared and its Perseus-only stream, merged.
 
     Raises:
-        ResponseError: one of the two streams cannot be read (a key of another
-            type): a page of half the history would pass for all of it.
+        RedisRefused: one of the two streams cannot be read (a key of another
+            type), named with the command: a page of half the history would
+            pass for all of it.
+        AccessDenied: this user may not read one of them.
     """
-    page = await _read_streams(redis, [exchange_name], count=count, before=before)
-    for label, reason in page.errors.items():
-        raise ResponseError(f"{label}: {reason}")
+    page, refusals = await _read_streams(redis, [exchange_name], count=count, before=before)
+    for refusal in refusals:
+        raise refusal
     return page
 
 
@@ -61,7 +66,7 @@ async def read_merged_page(
     before: str | None,
 ) -> ActivityPage:
     """One page across several exchanges' streams (see `ActivityLog.merged_page`)."""
-    page = await _read_streams(redis, exchange_names, count=count, before=before)
+    page, _ = await _read_streams(redis, exchange_names, count=count, before=before)
     for label, reason in page.errors.items():
         log.warning("activity stream %r unreadable: %s", label[:80], reason)
     return page
@@ -73,14 +78,15 @@ async def _read_streams(
     *,
     count: int,
     before: str | None,
-) -> ActivityPage:
-    """Both streams of every named exchange, merged into one page."""
+) -> tuple[ActivityPage, list[PerseusError]]:
+    """Both streams of every named exchange, merged into one page, and what
+    Redis refused to read (each naming its command and key, as in `errors`)."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     cursor_id, cursor_stream = parse_cursor(before) if before else (None, None)
     stream_keys = exchange_stream_keys(exchange_names)
     if not stream_keys:
-        return ActivityPage()
+        return ActivityPage(), []
     async with redis.pipeline(transaction=False) as pipe:
         for key in stream_keys:
             pipe.xrevrange(
@@ -90,11 +96,15 @@ async def _read_streams(
         results = await pipe.execute(raise_on_error=False)
     rows: list[tuple[tuple[int, int], str, str, str, dict[str, str]]] = []
     errors: dict[str, str] = {}
+    refusals: list[PerseusError] = []
     for key, result in zip(stream_keys, results, strict=True):
         label = stream_label(key)
-        if isinstance(result, Exception):
-            errors[label] = str(result)
+        if isinstance(result, ResponseError):
+            refusals.append(refused(result, "XREVRANGE", key))
+            errors[label] = str(refusals[-1])
             continue
+        if isinstance(result, Exception):
+            raise result
         for entry_id, fields in cast(StreamRows, result):
             rows.append((id_order(entry_id), label, key, entry_id, fields or {}))
     rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
@@ -105,7 +115,7 @@ async def _read_streams(
     if len(rows) > count:
         last = entries[-1]
         cursor = format_cursor(last.id, stream_label(last.key))
-    return ActivityPage(entries, cursor, errors)
+    return ActivityPage(entries, cursor, errors), refusals
 
 
 def _page_max(stream: str, cursor_id: str | None, cursor_stream: str | None) -> str:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ResponseError
 
+from perseus_core.plumbing.connection import refused
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.network.views import NOT_AN_ID
 from perseus_core.wire import keys
@@ -185,20 +186,35 @@ async def add_missing(redis: RedisClient, entries: list[CatalogEntry]) -> list[C
     async with redis.pipeline(transaction=False) as pipe:
         for entry in entries:
             pipe.hsetnx(keys.CATALOG_KEY, str(entry.id), entry.to_json())
-        added = await pipe.execute()
-    return [entry for entry, ok in zip(entries, added, strict=True) if ok]
+        added = await pipe.execute(raise_on_error=False)
+    for result in added:
+        if isinstance(result, ResponseError):
+            raise refused(result, "HSETNX", keys.CATALOG_KEY)
+    return [entry for entry, ok in zip(entries, added, strict=True) if ok is True or ok == 1]
 
 
 async def write_entry(redis: RedisClient, entry: CatalogEntry, *, overwrite: bool = True) -> bool:
-    """Write one catalog entry (see `FleetReader.add_to_catalog`)."""
+    """Write one catalog entry (see `FleetReader.add_to_catalog`).
+
+    Raises:
+        RedisRefused, AccessDenied: Redis refused the write (a catalog of the
+            wrong type, out of memory, no right), naming command and key.
+    """
     validate_exchange_name(entry.name)
     field_name = str(entry.id)
-    if overwrite:
-        await redis.hset(keys.CATALOG_KEY, field_name, entry.to_json())
-        return True
-    return bool(await redis.hsetnx(keys.CATALOG_KEY, field_name, entry.to_json()))
+    command = "HSET" if overwrite else "HSETNX"
+    try:
+        if overwrite:
+            await redis.hset(keys.CATALOG_KEY, field_name, entry.to_json())
+            return True
+        return bool(await redis.hsetnx(keys.CATALOG_KEY, field_name, entry.to_json()))
+    except ResponseError as exc:
+        raise refused(exc, command, keys.CATALOG_KEY) from exc
 
 
 async def delete_entry(redis: RedisClient, exchange_id: int) -> bool:
-    """Delete one catalog entry; True if there was one."""
-    return bool(await redis.hdel(keys.CATALOG_KEY, str(exchange_id)))
+    """Delete one catalog entry; True if there was one. Raises as `write_entry`."""
+    try:
+        return bool(await redis.hdel(keys.CATALOG_KEY, str(exchange_id)))
+    except ResponseError as exc:
+        raise refused(exc, "HDEL", keys.CATALOG_KEY) from exc

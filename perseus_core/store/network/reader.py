@@ -69,6 +69,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import NoPermissionError, ResponseError
 
+from perseus_core.plumbing.connection import refused
 from perseus_core.plumbing.processes import gone_from_here
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.network.catalog import (
@@ -457,14 +458,25 @@ class FleetReader:
         """One exchange, listed or not: its catalog entry, status and, when it
         has no valid status, its last-known info and agents. Two round trips
         at most."""
+        status_key = keys.status_key(exchange_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hget(keys.CATALOG_KEY, str(exchange_id))
-            pipe.get(keys.status_key(exchange_id))
-            pipe.pttl(keys.status_key(exchange_id))
-            raw_entry, raw_status, pttl = await pipe.execute()
+            pipe.get(status_key)
+            pipe.pttl(status_key)
+            results = await pipe.execute(raise_on_error=False)
+        commands = (("HGET", keys.CATALOG_KEY), ("GET", status_key), ("PTTL", status_key))
+        raw_entry, raw_status, pttl = (
+            _readable(result, *command) for command, result in zip(commands, results, strict=True)
+        )
+        problem: str | None = None
+        if isinstance(raw_entry, ResponseError):  # a catalog of the wrong type: named on the view
+            problem, raw_entry = catalog_unreadable(raw_entry), None
+        if isinstance(raw_status, ResponseError):  # read as missing: `_fill_offline` names its type
+            raw_status = None
         field_name = str(exchange_id) if raw_entry is not None else None
         token = parse_catalog_payload(raw_entry) if raw_entry is not None else None
-        problem = catalog_problem(exchange_id, token) if token is not None else None
+        if token is not None:
+            problem = catalog_problem(exchange_id, token)
         entry = token if problem is None and isinstance(token, CatalogEntry) else None
         parsed = status_result(exchange_id, raw_status) if raw_status is not None else None
         status = None if isinstance(parsed, str) else parsed
@@ -904,14 +916,10 @@ class FleetReader:
         if not wanted:
             return views
         async with self._redis.pipeline(transaction=False) as pipe:
-            for index, stream, presence in wanted:
-                if stream is not None:
-                    pipe.xrevrange(stream, max="+", min="-", count=1)
-                if presence is not None:
-                    pipe.eval(LIVE_MEMBERS_LUA, 1, presence, MAX_AGENTS)
-                if _checks_type(views[index], presence):
-                    pipe.type(keys.status_key(views[index].exchange_id))
-            results = iter(await pipe.execute(raise_on_error=False))
+            evals = _queue_offline_reads(pipe, views, wanted)
+            replies = await pipe.execute(raise_on_error=False)
+        await self._members_without_eval(replies, evals)
+        results = iter(replies)
 
         entry_cache: dict[tuple[str, str], LastKnown] = {}
         presence_cache: dict[str, AgentPresence | str] = {}
@@ -954,6 +962,29 @@ class FleetReader:
             self._entry_cache = entry_cache
             self._presence_cache = presence_cache
         return _with_details(views, wanted, known, found, problems)
+
+    async def _members_without_eval(self, replies: list[Any], evals: list[tuple[int, str]]) -> None:
+        """Read again, with a plain ZRANGE, the presence sets whose
+        `LIVE_MEMBERS_LUA` Redis refused (a user without EVAL, a server with
+        scripting disabled), replacing those replies in place. Without the
+        script the expiry is judged on this host's clock: a skew only moves
+        the moment an expired member stops being listed. Saying "no agent"
+        because a script was refused would be wrong while an agent runs."""
+        refused_at = [
+            (position, key)
+            for position, key in evals
+            if isinstance(replies[position], ResponseError)
+        ]
+        if not refused_at:
+            return
+        now_ms = int(self._clock().timestamp() * 1000)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _, key in refused_at:
+                pipe.zrevrangebyscore(key, "+inf", f"({now_ms}", start=0, num=MAX_AGENTS)
+            again = await pipe.execute(raise_on_error=False)
+        for (position, _), reply in zip(refused_at, again, strict=True):
+            if not isinstance(reply, Exception):
+                replies[position] = reply
 
     async def _look_deeper(
         self,
@@ -1054,6 +1085,43 @@ def _named_id(result: object) -> int | None:
             if exchange_id != NOT_AN_ID:
                 return exchange_id
     return None
+
+
+def _readable(result: Any, command: str, key: str) -> Any:
+    """One reply of a pipeline run with `raise_on_error=False`: the value, or
+    the WRONGTYPE error of a broken key (the caller reports it on the view).
+    An ACL refusal is raised as it is (the caller decides what a user without
+    the right gets); any other refusal as the error naming command and key."""
+    if not isinstance(result, Exception):
+        return result
+    if isinstance(result, ResponseError) and not isinstance(result, NoPermissionError):
+        if "WRONGTYPE" in str(result):
+            return result
+        raise refused(result, command, key)
+    raise result
+
+
+def _queue_offline_reads(
+    pipe: Any, views: list[ExchangeView], wanted: list[_Wanted]
+) -> list[tuple[int, str]]:
+    """Queue `_fill_offline`'s reads on `pipe`: per wanted view, its stream's
+    newest entry, its live presence members and its status key's TYPE, each
+    when wanted. Returns the position of each presence read among the replies,
+    with its key (for `_members_without_eval`)."""
+    evals: list[tuple[int, str]] = []
+    position = 0
+    for index, stream, presence in wanted:
+        if stream is not None:
+            pipe.xrevrange(stream, max="+", min="-", count=1)
+            position += 1
+        if presence is not None:
+            pipe.eval(LIVE_MEMBERS_LUA, 1, presence, MAX_AGENTS)
+            evals.append((position, presence))
+            position += 1
+        if _checks_type(views[index], presence):
+            pipe.type(keys.status_key(views[index].exchange_id))
+            position += 1
+    return evals
 
 
 def _checks_type(view: ExchangeView, presence: str | None) -> bool:

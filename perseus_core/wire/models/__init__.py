@@ -8,7 +8,11 @@ One module per kind: `base` (states, timestamps, shared validation), `status`,
 """
 
 from perseus_core.wire.models.base import (
+    MAX_COUNT,
+    MAX_EXCHANGE_ID,
     MAX_PAYLOAD_BYTES,
+    MAX_PID,
+    MAX_TTL_MS,
     ConnectionState,
     WireTime,
     describe_validation_error,
@@ -27,7 +31,11 @@ from perseus_core.wire.models.entries import (
 from perseus_core.wire.models.status import InstanceStatus
 
 __all__ = [
+    "MAX_COUNT",
+    "MAX_EXCHANGE_ID",
     "MAX_PAYLOAD_BYTES",
+    "MAX_PID",
+    "MAX_TTL_MS",
     "ActivityEntry",
     "AgentPresence",
     "CatalogEntry",

@@ -26,6 +26,25 @@ from perseus_core.wire.timeutil import format_ts, parse_ts
 MAX_PAYLOAD_BYTES = 64 * 1024
 """Largest status/command/catalog JSON accepted; anything bigger is reported, not parsed."""
 
+MAX_EXCHANGE_ID = 10**18 - 1
+"""Largest exchange id read or written: 18 decimal digits, what a catalog
+field or a status key's id may hold (`catalog.field_id`, `keys.parse_status_key`)."""
+
+MAX_PID = 2**31 - 1
+"""Largest process id a payload may carry (`pid_t` is a signed 32-bit integer
+on every platform Perseus runs on). A bigger one is reported, not parsed: the
+pid check (`os.kill`) would raise OverflowError on it, and no process has it."""
+
+MAX_COUNT = 2**63 - 1
+"""Largest epoch, count, TTL or epoch-millisecond timestamp a payload may carry:
+Redis's own integers (`INCR`, `PEXPIRE`) are signed 64-bit, so anything
+beyond was not written by a Perseus or Livermore writer."""
+
+MAX_TTL_MS = 10**12
+"""Largest key TTL a payload may carry (`ttlMs`: about 31 years). A reader dates
+the last heartbeat as that TTL before now, and a date further back than the
+year 1 cannot be represented."""
+
 _EXCHANGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

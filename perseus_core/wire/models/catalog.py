@@ -11,6 +11,8 @@ from pydantic import (
 )
 
 from perseus_core.wire.models.base import (
+    MAX_EXCHANGE_ID,
+    MAX_PID,
     ConnectionState,
     WireModel,
     WireTime,
@@ -23,7 +25,7 @@ class CatalogEntry(WireModel):
 
     model_config = ConfigDict(cache_strings=False)  # as InstanceStatus
 
-    id: int = Field(ge=0)
+    id: int = Field(ge=0, le=MAX_EXCHANGE_ID)
     name: str = Field(min_length=1, max_length=256)
     display_name: str = ""
     is_active: bool = True
@@ -57,10 +59,10 @@ class AgentPresence(WireModel):
     """
 
     agent_id: str = Field(min_length=1, max_length=256)
-    exchange_id: int = Field(ge=0)
+    exchange_id: int = Field(ge=0, le=MAX_EXCHANGE_ID)
     exchange_name: str = ""
     hostname: str = ""
-    pid: int | None = None
+    pid: int | None = Field(default=None, ge=0, le=MAX_PID)
     state: str = ConnectionState.IDLE.value
     since: WireTime | None = None
     version: str | None = None

@@ -10,6 +10,7 @@ from pydantic import (
 )
 
 from perseus_core.wire.models.base import (
+    MAX_COUNT,
     WireModel,
     load_json_object,
 )
@@ -38,7 +39,7 @@ class Command(WireModel):
     correlation_id: str = Field(min_length=1, max_length=128)
     type: str = Field(max_length=64)
     payload: dict[str, Any] | None = None
-    timestamp: int
+    timestamp: int = Field(ge=0, le=MAX_COUNT)
     priority: int = Field(default=50, ge=1, le=100)
 
     @property
@@ -64,7 +65,7 @@ class CommandReply(WireModel):
     status: ReplyStatus
     message: str | None = None
     data: dict[str, Any] | None = None
-    timestamp: int
+    timestamp: int = Field(ge=0, le=MAX_COUNT)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> CommandReply:

@@ -45,8 +45,13 @@ class _EntryBase(BaseModel):
 
     @property
     def exchange_id_int(self) -> int | None:
-        """The exchange id as an integer, or None if missing or not a number."""
-        return int(self.exchange_id) if self.exchange_id.isdigit() else None
+        """The exchange id as an integer, or None if missing or not an id
+        (only ASCII digits, at most 18 of them: `isdigit` alone would let
+        `²` through, which `int` rejects)."""
+        value = self.exchange_id
+        if value.isascii() and value.isdecimal() and len(value) <= 18:
+            return int(value)
+        return None
 
     _wire_order: ClassVar[tuple[str, ...]] = ()
 

@@ -12,6 +12,10 @@ from pydantic import (
 
 from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models.base import (
+    MAX_COUNT,
+    MAX_EXCHANGE_ID,
+    MAX_PID,
+    MAX_TTL_MS,
     ConnectionState,
     WireModel,
     WireTime,
@@ -26,7 +30,7 @@ class InstanceStatus(WireModel):
     # string cache costs more lookups than it saves allocations.
     model_config = ConfigDict(cache_strings=False)
 
-    exchange_id: int = Field(ge=0)
+    exchange_id: int = Field(ge=0, le=MAX_EXCHANGE_ID)
     exchange_name: str
     hostname: str
     ip_address: str | None = None
@@ -34,7 +38,7 @@ class InstanceStatus(WireModel):
     admin_email: str | None = None
     admin_display_name: str | None = None
     connection_state: ConnectionState
-    symbol_count: int = Field(default=0, ge=0)
+    symbol_count: int = Field(default=0, ge=0, le=MAX_COUNT)
     connected_at: WireTime | None = None
     last_heartbeat: WireTime
     last_state_change: WireTime
@@ -43,13 +47,13 @@ class InstanceStatus(WireModel):
     last_error_at: WireTime | None = None
     # Perseus extras (docs/wire-format.md 2.2): absent in payloads from other writers.
     instance_id: str | None = None
-    epoch: int | None = None
-    pid: int | None = None
+    epoch: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    pid: int | None = Field(default=None, ge=0, le=MAX_PID)
     pid_scope: str | None = Field(default=None, max_length=256)
     """Where `pid` means something (`process_scope()` of the holder): only a
     process of the same scope may conclude from `pid` that the holder is gone."""
     version: str | None = None
-    ttl_ms: int | None = None
+    ttl_ms: int | None = Field(default=None, gt=0, le=MAX_TTL_MS)
     """The TTL (ms) the holder gives its status key on every heartbeat, so a
     reader can date the last heartbeat from the key's PTTL on Redis's clock."""
 
