@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
+from redis.backoff import ExponentialBackoff
+
 from perseus_core.plumbing.connection import describe_redis_error
-from perseus_core.plumbing.retry import Backoff
 from perseus_core.wire.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,8 @@ class TailHealth:
 
     def __init__(self, settings: Settings, max_backoff_s: float) -> None:
         self._settings = settings
-        self._backoff = Backoff(initial_s=0.1, max_s=max_backoff_s, jitter=0)
+        self._backoff = ExponentialBackoff(cap=max_backoff_s, base=0.1)
+        self._failures = 0
         self._retry_at = 0.0
         self._connected = False
         self._last_error: str | None = None
@@ -57,13 +59,14 @@ class TailHealth:
     def _failed(self, exc: BaseException) -> None:
         self._connected = False
         self._last_error = describe_redis_error(self._settings, exc)
-        delay = self._retry_in_s = self._backoff.next_delay()
+        delay = self._retry_in_s = self._backoff.compute(self._failures)
+        self._failures += 1
         self._retry_at = time.monotonic() + delay
         log.info("activity tail: %s; retrying in %.1f s", self._last_error, delay)
 
     def _succeeded(self) -> None:
-        if self._backoff.failures:
+        if self._failures:
             self._reconnects += 1
         self._connected = True
-        self._backoff.reset()
+        self._failures = 0
         self._retry_in_s = None
