@@ -211,7 +211,7 @@ class OutcomeUnknown(PerseusError):
 
 class CommandNotSent(PerseusError):
     """Redis refused to append the command to its stream (a key of the wrong
-    type, out of memory, a missing right): it was not sent, nothing will run.
+    type, out of memory): it was not sent, nothing will run.
     `__cause__` is Redis's error."""
 
     def __init__(self, key: str, exc: BaseException) -> None:

@@ -402,27 +402,39 @@ class CommandServer:
                 return
             await self._repeat(meta, entry_id, existing)
             return
+        if why_not is None:
+            why_not = await self._take(meta, deadline)
         if why_not is not None:
             await self._conclude(
                 command.correlation_id, entry_id, meta, ReplyStatus.ERROR, why_not, None
             )
             return
+        self._last_queued = meta
+        self._queue.put_nowait(_Queued(command, entry_id, meta))
+
+    async def _take(self, meta: CommandMeta, deadline: int) -> str | None:
+        """Write the claimed command's `ack` audit entry, then push the ack:
+        None once it is taken and acknowledged, else why it is not run (a
+        refused write, or an expiry that passed while memory was waited out)."""
+        if self._expired(deadline):
+            return "Command expired"
         hostname, _ = self._identity()
         ahead = self._running if self._running is not None else self._last_queued
         note = f"acknowledged by {hostname}"
         if ahead is not None and (self._running is not None or not self._queue.empty()):
             note += f", queued behind {clean(ahead.command, 64)}"
         try:
-            # Taken means claimed and audited: only then is the sender told so.
             await self._audit(meta, ReplyStatus.ACK.value, note, deadline)
+            if self._expired(deadline):
+                return "Command expired"
             await self._reply(meta, ReplyStatus.ACK, note, None)
         except Refused as problem:
-            await self._conclude(
-                command.correlation_id, entry_id, meta, ReplyStatus.ERROR, not_taken(problem), None
-            )
-            return
-        self._last_queued = meta
-        self._queue.put_nowait(_Queued(command, entry_id, meta))
+            return not_taken(problem)
+        return None
+
+    def _expired(self, deadline_ms: int) -> bool:
+        """Whether a command due to expire at `deadline_ms` has (by this server's clock)."""
+        return now_ms(self._clock) > deadline_ms
 
     async def _wants(self, command: Command) -> bool:
         if self._should_serve is None:
@@ -643,6 +655,7 @@ class CommandServer:
             await self._audit(meta, status.value, text)
         except Refused as problem:
             problems.append(str(problem))
+        problems = [p for p in problems if p not in text]  # a refusal the outcome already names
         if problems:
             log.warning("command server for %s: %s", self.exchange_name, "; ".join(problems))
             text = "; ".join([text, *problems] if text else problems)[: 2 * MAX_MESSAGE_CHARS]
@@ -784,6 +797,8 @@ class CommandServer:
                 if self._closing.is_set():
                     raise Stopped from exc
                 delay = RETRY_BACKOFF.compute(failures)
+                if until_ms is not None:  # try once more right after the expiry, not later
+                    delay = min(delay, (until_ms - now_ms(self._clock)) / 1000 + 0.01)
                 failures += 1
                 self.last_error = str(problem)
                 log.warning(
