@@ -157,24 +157,36 @@ async def _send(
         raise RedisUnavailable(
             f"{describe_redis_error(settings, exc)} (the command was not sent)"
         ) from exc
-    except ResponseError as exc:
-        if not sent:
-            if is_acl_denial(exc):  # the only refusal the append lets through
-                raise access_denied(exc, "XADD", keys.commands_key(exchange_id)) from None
-            raise
-        # Sent: what failed is the wait on the list its replies arrive in.
-        replies = keys.replies_key(sent[0].correlation_id)
-        if is_acl_denial(exc):
-            denied = access_denied(exc, "BLPOP", replies)
-            raise OutcomeUnreadable(
-                f"the command was sent, but its outcome cannot be read: {denied}"
-            ) from None
-        raise CommandRejected(
-            f"the command was sent, but its outcome cannot be read: Redis refused BLPOP "
-            f"{replies}: {refusal_reason(exc)}; correlation id {sent[0].correlation_id}"
-        ) from None
+    except (CommandNotSent, ResponseError) as exc:
+        raise _named_refusal(exc, exchange_id, sent) from None
     finally:
         await redis.aclose()
+
+
+def _named_refusal(
+    exc: CommandNotSent | ResponseError, exchange_id: int, sent: list[Command]
+) -> Exception:
+    """What to raise for a refusal from Redis while sending: one line naming
+    the command and the key (`AccessDenied` for a missing right, exit 3)."""
+    if isinstance(exc, CommandNotSent):
+        cause = exc.__cause__
+        if isinstance(cause, ResponseError) and is_acl_denial(cause):  # denied in the script
+            return access_denied(cause, "XADD", exc.key)
+        return exc
+    # Which right is missing follows from how far the command got: not sent,
+    # the command stream; sent, the list its replies arrive in.
+    if not sent:
+        if is_acl_denial(exc):
+            return access_denied(exc, "XADD", keys.commands_key(exchange_id))
+        return exc
+    replies = keys.replies_key(sent[0].correlation_id)
+    if is_acl_denial(exc):
+        denied = access_denied(exc, "BLPOP", replies)
+        return OutcomeUnreadable(f"the command was sent, but its outcome cannot be read: {denied}")
+    return CommandRejected(
+        f"the command was sent, but its outcome cannot be read: Redis refused BLPOP "
+        f"{replies}: {refusal_reason(exc)}; correlation id {sent[0].correlation_id}"
+    )
 
 
 def _check_reach(route: Route, kind: CommandType, yes: bool) -> None:

@@ -27,6 +27,8 @@ from perseus_core.store.control.sender import ControlClient
 from perseus_core.wire import keys
 from perseus_core.wire.models import Command, CommandReply, ReplyStatus
 from perseus_core.wire.settings import Settings
+from tests.agent.conftest import SpawnAgent
+from tests.agent.test_agent import perseus, until_listening
 from tests.conftest import fast_settings
 from tests.core.test_control import EXCHANGE_ID, NAME, FakeExchange, audit, command_json, serving
 from tests.waiting import eventually
@@ -118,6 +120,24 @@ async def test_an_outcomes_hash_turned_wrong_type_mid_run_still_gets_the_result(
     assert outcome.message is not None
     assert outcome.message.startswith(f"{NAME} is active; outcome record refused (HSET {OUTCOMES})")
     assert [c.type for c in handler.calls] == ["start"]
+
+
+async def test_a_real_agent_reports_a_wrong_type_outcomes_hash_to_the_cli(
+    spawn_agent: SpawnAgent, redis: Redis, redis_url: str
+) -> None:
+    """Not exit 4 "no agent answered" while the agent logs tracebacks: the
+    agent answers, naming the key, and the CLI prints it (exit 1)."""
+    agent = spawn_agent()
+    await until_listening(agent)
+    await redis.set(OUTCOMES, "not a hash")
+    pinged = await perseus(redis_url, "ping", "1")
+    assert pinged.returncode == 1, pinged.stderr
+    assert pinged.stderr == (
+        f"perseus: command claim refused (HSETNX {OUTCOMES}): WRONGTYPE Operation against a "
+        "key holding the wrong kind of value; command not run\n"
+    )
+    await agent.wait_log("command claim refused")
+    assert "Traceback" not in agent.log()
 
 
 # -- out of memory under noeviction --

@@ -949,6 +949,10 @@ async def run_handler(handler: CommandHandler, command: Command) -> HandlerResul
         result = await handler(command)
     except PerseusError as exc:  # CommandRejected, a claim conflict naming the holder, ...
         return ReplyStatus.ERROR, str(exc) or type(exc).__name__, None
+    except ResponseError as exc:  # Redis said no (a key of the wrong type, ...): not a bug
+        log.warning("%s %s: Redis refused: %s", command.type, command.correlation_id, exc)
+        refused = f"Redis refused: {refusal_reason(exc)}; {clean(command.type, 64)} not completed"
+        return ReplyStatus.ERROR, refused, None
     except Exception as exc:
         log.exception("handler failed on %s %s", command.type, command.correlation_id)
         return ReplyStatus.ERROR, f"internal error: {type(exc).__name__}: {exc}", None
