@@ -2,10 +2,12 @@
 
 `CommandServer` reads the exchange's command stream, admits each entry (claims
 it in the exchange's `OutcomeBook`, so that it runs at most once; rejects what
-is malformed, unknown, expired or future-dated; acknowledges the rest at
-once), runs the admitted commands one at a time through its handler, answers
-the sender, writes the audit trail, and keeps its hold on Redis through
-outages. The records it writes are in `records`, its scripts in `scripts`.
+is malformed, oversized, unknown, expired or future-dated; acknowledges the
+rest as soon as they are taken), runs the admitted commands one at a time
+through its handler, answers the sender, writes the audit trail, answers with
+what failed when Redis refuses one of its writes, and keeps its hold on Redis
+through outages. The records it writes are in `records`, its scripts in
+`scripts`.
 """
 
 from __future__ import annotations
@@ -140,12 +142,14 @@ class CommandServer:
     For every entry: parse it; claim its correlation id in the outcomes hash
     (a repeat gets the first outcome again and is not run; a different
     command under a used id is rejected); reject malformed, unknown, expired
-    and future-dated commands with an `error` reply; otherwise push `ack` at
-    once, even while another command runs ("queued behind stop"), and queue
-    it; a runner task runs the queue in order and pushes each outcome. Each
-    step is audited in the exchange's Perseus-only activity stream: an `ack`
-    entry when a command is accepted and one entry with the outcome (a
-    rejected command only has the latter).
+    and future-dated commands with an `error` reply; otherwise write its
+    `ack` audit entry, push `ack` (even while another command runs: "queued
+    behind stop"), and queue it; a runner task runs the queue in order and
+    pushes each outcome. Each step is audited in the exchange's Perseus-only
+    activity stream: an `ack` entry when a command is accepted and one entry
+    with the outcome (a rejected command only has the latter). A write Redis
+    refuses before the ack means the command is not run, and its sender is
+    told which write and why; out of memory is waited out (see `_retry`).
 
     Each run opens two connections: a blocking one for XREAD and one for
     writes. Neither lets redis-py retry on its own: a write whose reply was
