@@ -5,13 +5,16 @@ cannot succeed (no such exchange, no agent, an exchange held by another writer,
 nothing to stop: `perseus_core.present.commands.refusal`, which the dashboard
 uses too). Otherwise it sends one command and prints what comes back, a line
 per step: `sent ...`, `ack: ...`, then the result. Exit codes are for scripts:
-0 success, 1 refused, an error reply (its message on stderr) or no result in
-time, 3 Redis unusable (unreachable, or this user may not write the command or
-read its outcome), 4 no agent acknowledged the command (or no Livermore
-server listens for the owner identity of an exchange steered over Livermore's
-channel), 5 sent, outcome unknown (the connection to Redis was lost after the
-command was written: it may have run, at most once; look before sending it
-again). `--yes` sends a stop that would reach several Livermore servers.
+0 success; 1 refused, an error reply (its message on stderr), no result in
+time, or a key Redis refuses to write or read (of the wrong type, out of
+memory: the line names the command and the key); 3 Redis unusable
+(unreachable, or this user may not write the command or read its outcome);
+4 no agent acknowledged the command (or no Livermore server listens for the
+owner identity of an exchange steered over Livermore's channel); 5 sent,
+outcome unknown (the connection to Redis was lost after the command was
+written, or Redis is out of memory so that no agent could take it: it may
+run, at most once; look before sending it again). `--yes` sends a stop that
+would reach several Livermore servers.
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.present.commands import refusal, refused_line
 from perseus_core.store.control.livermore import NoLivermoreListener
-from perseus_core.store.control.records import CommandOutcome, NoAgentAnswered, OutcomeUnknown
+from perseus_core.store.control.records import (
+    CommandNotSent,
+    CommandOutcome,
+    NoAgentAnswered,
+    OutcomeUnknown,
+    RedisOutOfMemory,
+    refusal_reason,
+)
 from perseus_core.store.control.sender import ControlClient, Route, Via
 from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
@@ -151,19 +161,36 @@ async def _send(
         raise RedisUnavailable(
             f"{describe_redis_error(settings, exc)} (the command was not sent)"
         ) from exc
-    except ResponseError as exc:
-        if not is_acl_denial(exc):
-            raise
-        # Which right is missing follows from how far the command got: not
-        # sent, the command stream; sent, the list its replies arrive in.
-        if not sent:
-            raise access_denied(exc, "XADD", keys.commands_key(exchange_id)) from None
-        denied = access_denied(exc, "BLPOP", keys.replies_key(sent[0].correlation_id))
-        raise OutcomeUnreadable(
-            f"the command was sent, but its outcome cannot be read: {denied}"
-        ) from None
+    except (CommandNotSent, ResponseError) as exc:
+        raise _named_refusal(exc, exchange_id, sent) from None
     finally:
         await redis.aclose()
+
+
+def _named_refusal(
+    exc: CommandNotSent | ResponseError, exchange_id: int, sent: list[Command]
+) -> Exception:
+    """What to raise for a refusal from Redis while sending: one line naming
+    the command and the key (`AccessDenied` for a missing right, exit 3)."""
+    if isinstance(exc, CommandNotSent):
+        cause = exc.__cause__
+        if isinstance(cause, ResponseError) and is_acl_denial(cause):  # denied in the script
+            return access_denied(cause, "XADD", exc.key)
+        return exc
+    # Which right is missing follows from how far the command got: not sent,
+    # the command stream; sent, the list its replies arrive in.
+    if not sent:
+        if is_acl_denial(exc):
+            return access_denied(exc, "XADD", keys.commands_key(exchange_id))
+        return exc
+    replies = keys.replies_key(sent[0].correlation_id)
+    if is_acl_denial(exc):
+        denied = access_denied(exc, "BLPOP", replies)
+        return OutcomeUnreadable(f"the command was sent, but its outcome cannot be read: {denied}")
+    return CommandRejected(
+        f"the command was sent, but its outcome cannot be read: Redis refused BLPOP "
+        f"{replies}: {refusal_reason(exc)}; correlation id {sent[0].correlation_id}"
+    )
 
 
 def _check_reach(route: Route, kind: CommandType, yes: bool) -> None:
@@ -237,11 +264,11 @@ def _control_command(kind: CommandType) -> click.Command:
             )
         except (NoAgentAnswered, NoLivermoreListener) as exc:
             fail(str(exc), EXIT_NO_AGENT)
-        except OutcomeUnknown as exc:
+        except (OutcomeUnknown, RedisOutOfMemory) as exc:
             fail(clean(str(exc), 600), EXIT_OUTCOME_UNKNOWN)
         except AccessDenied as exc:
             fail(clean(str(exc), 600), EXIT_UNREACHABLE)
-        except CommandRejected as exc:
+        except (CommandRejected, CommandNotSent) as exc:
             fail(clean(str(exc), 600), EXIT_ERROR)
         except KeyboardInterrupt:
             fail("interrupted while waiting; the command may still run", EXIT_INTERRUPTED)

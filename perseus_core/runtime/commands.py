@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 
 from redis.backoff import EqualJitterBackoff
+from redis.exceptions import ResponseError
 
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.runtime.context import AgentContext
@@ -42,14 +43,8 @@ class Commands:
         """
         if self._slot.run is not None:
             return True
-        raw = await self._ctx.redis.get(keys.status_key(self._ctx.options.exchange_id))
-        if raw is None:
-            return True
-        try:
-            holder = InstanceStatus.from_json(raw)
-        except PayloadError:
-            return True
-        if holder.instance_id is None:  # another implementation: no agent of ours there
+        holder = await self._holder()
+        if holder is None or holder.instance_id is None:  # none, unreadable, or not ours
             return True
         if holder.hostname == self._ctx.hostname and holder.pid == os.getpid():
             return True  # a key of ours that outlived its run (release did not reach Redis)
@@ -122,16 +117,28 @@ class Commands:
         state, never for a run it does not own."""
         if self._slot.run is not None:
             return None
-        raw = await self._ctx.redis.get(keys.status_key(self._ctx.options.exchange_id))
+        holder = await self._holder()
+        if holder is None or holder.instance_id is not None:
+            return None
+        return clean(holder.hostname, 128) or "an unnamed host"
+
+    async def _holder(self) -> InstanceStatus | None:
+        """The status key's holder, or None when there is none or it cannot be
+        read: a payload that does not parse, or a key Redis refuses to read as
+        a string (the wrong type, an ACL), reported here and then treated as
+        no holder, as the claim will find out for itself."""
+        key = keys.status_key(self._ctx.options.exchange_id)
+        try:
+            raw = await self._ctx.redis.get(key)
+        except ResponseError as exc:
+            log.warning("%s: cannot read %s: %s", self._ctx.name, key, clean(str(exc), 200))
+            return None
         if raw is None:
             return None
         try:
-            holder = InstanceStatus.from_json(raw)
+            return InstanceStatus.from_json(raw)
         except PayloadError:
             return None
-        if holder.instance_id is not None:
-            return None
-        return clean(holder.hostname, 128) or "an unnamed host"
 
     async def autostart(self, stopping: asyncio.Event, note: Callable[[str | None], None]) -> None:
         """`--autostart`: a start as soon as the agent listens, retried with

@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from unittest.mock import patch
 
 import pytest
 import redis as sync_redis
@@ -138,6 +139,51 @@ def test_no_agent_exits_4_and_says_what_to_check(settings: Settings) -> None:
     assert out.startswith("sent start to exchange 9")
     assert err == (
         "perseus: no agent answered in 0.2 s: check that an agent for exchange 9 is running\n"
+    )
+
+
+def test_an_outcomes_hash_of_the_wrong_type_is_named_not_no_agent(
+    settings: Settings, exchange: Exchange
+) -> None:
+    with sync_redis.Redis.from_url(settings.redis_url) as r:
+        r.set("perseus:outcomes:1", "not a hash")
+    code, out, err = invoke(settings, "ping", "1")
+    assert code == 1
+    assert out.startswith("sent ping to exchange 1")
+    assert err == (
+        "perseus: command claim refused (HSETNX perseus:outcomes:1): WRONGTYPE Operation "
+        "against a key holding the wrong kind of value; command not run\n"
+    )
+    assert exchange.calls == []
+
+
+def test_a_command_stream_of_the_wrong_type_names_the_key_and_the_command(
+    settings: Settings,
+) -> None:
+    announce_agent(settings, 1)
+    with sync_redis.Redis.from_url(settings.redis_url) as r:
+        r.set("perseus:commands:1", "not a stream")
+    code, out, err = invoke(settings, "ping", "1")
+    assert (code, out) == (1, "")
+    assert err == (
+        "perseus: Redis refused XADD perseus:commands:1: WRONGTYPE Operation against a key "
+        "holding the wrong kind of value; the command was not sent\n"
+    )
+
+
+def test_a_reply_list_of_the_wrong_type_says_the_command_was_sent(
+    settings: Settings, exchange: Exchange
+) -> None:
+    cid = "00000000-0000-4000-8000-000000000001"
+    with sync_redis.Redis.from_url(settings.redis_url) as r:
+        r.set(f"perseus:replies:{cid}", "not a list")
+    with patch("perseus_core.store.control.sender.uuid.uuid4", return_value=cid):
+        code, out, err = invoke(settings, "ping", "1")
+    assert code == 1
+    assert out.startswith(f"sent ping to exchange 1 (correlation id {cid})")
+    assert err.startswith(
+        "perseus: the command was sent, but its outcome cannot be read: Redis refused BLPOP "
+        f"perseus:replies:{cid}: WRONGTYPE"
     )
 
 

@@ -421,6 +421,25 @@ async def test_a_failing_handler_is_an_internal_error_and_serving_goes_on(
     assert ok.ok
 
 
+async def test_a_redis_refusal_in_the_handler_is_an_error_reply_not_a_bug(
+    redis: Redis, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    await redis.set("not-a-hash", "x")
+
+    async def handler(command: Command) -> HandlerResult:
+        await redis.hget("not-a-hash", "field")  # type: ignore[misc]
+        return ReplyStatus.SUCCESS, "unreachable", None
+
+    async with serving(settings, handler):
+        outcome = await ControlClient(redis, settings).send(EXCHANGE_ID, "start", operator="o")
+    assert outcome.status is ReplyStatus.ERROR
+    assert outcome.message == (
+        "Redis refused: WRONGTYPE Operation against a key holding the wrong kind of value; "
+        "start not completed"
+    )
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+
+
 async def test_server_survives_client_kill(redis: Redis, settings: Settings) -> None:
     handler = FakeExchange()
     client = ControlClient(redis, settings)

@@ -39,14 +39,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_core import from_json
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff, NoBackoff
+from redis.exceptions import NoPermissionError, OutOfMemoryError, ResponseError
 
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import MAX_PAYLOAD_BYTES, Command, ReplyStatus
+from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import Clock, to_epoch_ms
 
 COMMAND_FIELD = "command"
@@ -64,6 +68,22 @@ either answered with the first outcome or, later, `Command expired`: never run.
 
 MAX_MESSAGE_CHARS = 2_000
 """The longest message an audit entry or a recorded outcome keeps."""
+
+MAX_OPERATOR_CHARS = 256
+"""The longest operator name a command may carry; a longer one is rejected
+(the audit trail keeps the name whole, so it must be bounded before it runs)."""
+
+MAX_PAYLOAD_DEPTH = 8
+"""How deeply a command's payload may nest (objects and arrays); deeper is
+rejected. The commands carry flat payloads: depth is only ever an attack."""
+
+SALVAGE_MAX_BYTES = 1024 * 1024
+"""The largest command entry whose JSON is parsed to salvage its correlation id
+after it failed validation (an oversized command still gets its error reply);
+beyond it, and for JSON that does not parse, only its opening is scanned."""
+
+SALVAGE_SCAN_CHARS = 4_096
+"""How much of an unparseable command is scanned for its correlation id."""
 
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 2.0
@@ -94,6 +114,35 @@ def now_ms(clock: Clock) -> int:
 RETRY_BACKOFF = EqualJitterBackoff(cap=BACKOFF_MAX_S, base=BACKOFF_FIRST_S)
 """The retry policy of the control channel: from 0.1 s up to 2 s, with jitter
 so that servers do not reconnect in lockstep (`compute(failures)`)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether Redis refused a write for want of memory (`maxmemory` reached
+    under `noeviction`), also inside a script (Redis 6.2 reports that as a
+    script error quoting `-OOM`). Unlike other refusals it passes by itself
+    once memory is freed, so the server waits it out."""
+    return isinstance(exc, OutOfMemoryError) or (
+        isinstance(exc, ResponseError) and "OOM command not allowed" in str(exc)
+    )
+
+
+_SCRIPT_WRAPPER_RE = re.compile(
+    r"^Error running script \(call to [^)]*\):(?: ?@user_script: ?\d+:)* -?"
+)
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """Redis's refusal in one short line with its error code first (`OOM
+    command not allowed ...`, `WRONGTYPE Operation against ...`, `NOPERM ...`):
+    without the wrapping a script adds (its sha, its line), and with the code
+    redis-py strips from the errors it maps to classes."""
+    text = _SCRIPT_WRAPPER_RE.sub("", str(exc).strip())
+    text = text.split(" script: ")[0].rstrip(". ")
+    if isinstance(exc, OutOfMemoryError) and not text.startswith("OOM"):
+        text = f"OOM {text}"
+    elif isinstance(exc, NoPermissionError) and not text.startswith("NOPERM"):
+        text = f"NOPERM {text}"
+    return clean(text, 200) or type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +209,34 @@ class OutcomeUnknown(PerseusError):
         )
 
 
+class CommandNotSent(PerseusError):
+    """Redis refused to append the command to its stream (a key of the wrong
+    type, out of memory): it was not sent, nothing will run.
+    `__cause__` is Redis's error."""
+
+    def __init__(self, key: str, exc: BaseException) -> None:
+        self.key = key
+        super().__init__(
+            f"Redis refused XADD {clean(key, 200)}: {refusal_reason(exc)}; the command was not sent"
+        )
+
+
+class RedisOutOfMemory(PerseusError):
+    """The command was sent, no agent acknowledged it, and Redis is out of
+    memory: no agent can take or answer a command until memory is freed. The
+    command waits in its stream: it runs if memory is freed before it
+    expires, and is answered `Command expired` (not run) otherwise."""
+
+    def __init__(self, correlation_id: str, timeout_ms: int, memory: str) -> None:
+        self.correlation_id = correlation_id
+        super().__init__(
+            f"sent, but not acknowledged in {timeout_ms / 1000:g} s: Redis is out of memory "
+            f"({memory}), so no agent can take or answer a command; it runs if memory is "
+            f"freed before it expires, else it is answered 'Command expired' (not run); "
+            f"correlation id {correlation_id}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class CommandMeta:
     """What an audit entry and a reply need to know about a command, even a
@@ -171,18 +248,35 @@ class CommandMeta:
 
     @classmethod
     def of(cls, command: Command) -> CommandMeta:
-        return cls(command.correlation_id, command.type, command.operator)
+        return cls(command.correlation_id, command.type, command.operator[:MAX_OPERATOR_CHARS])
 
     @classmethod
     def salvage(cls, raw: str | None) -> CommandMeta:
         """Best-effort fields of an unparseable command, so that its sender
-        still gets an error reply when its correlation id can be read."""
-        data: Any = None
-        if raw is not None and len(raw) <= MAX_PAYLOAD_BYTES:
-            with contextlib.suppress(ValueError):
-                data = json.loads(raw)
-        if not isinstance(data, dict):
+        still gets an error reply when its correlation id can be read.
+
+        Bounded whatever the input: pydantic-core's parser limits nesting
+        depth (a ValueError, never a RecursionError), only entries up to
+        `SALVAGE_MAX_BYTES` are parsed, and what does not parse (too deep,
+        too large, broken) is scanned in its first `SALVAGE_SCAN_CHARS` for
+        `"correlationId":"..."` and `"type":"..."`.
+        """
+        if raw is None:
             return cls("", "", "")
+        data: Any = None
+        if len(raw) <= SALVAGE_MAX_BYTES:
+            with contextlib.suppress(ValueError):
+                data = from_json(raw)
+        if not isinstance(data, dict):
+            head = raw[:SALVAGE_SCAN_CHARS]
+            data = {
+                name: match.group(1)
+                for name, match in (
+                    ("correlationId", _CID_RE.search(head)),
+                    ("type", _TYPE_RE.search(head)),
+                )
+                if match is not None
+            }
         cid = data.get("correlationId")
         kind = data.get("type")
         payload = data.get("payload")
@@ -190,8 +284,12 @@ class CommandMeta:
         return cls(
             cid if isinstance(cid, str) and 0 < len(cid) <= 128 else "",
             kind[:64] if isinstance(kind, str) else "",
-            operator[:256] if isinstance(operator, str) else "",
+            operator[:MAX_OPERATOR_CHARS] if isinstance(operator, str) else "",
         )
+
+
+_CID_RE = re.compile(r'"correlationId"\s*:\s*"([^"\\]{1,128})"')
+_TYPE_RE = re.compile(r'"type"\s*:\s*"([^"\\]{1,64})"')
 
 
 @dataclass(frozen=True, slots=True)

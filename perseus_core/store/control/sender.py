@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeVar, cast
 
+from redis.exceptions import NoPermissionError, ResponseError
+
 from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient, checkout
@@ -21,11 +23,14 @@ from perseus_core.store.control.livermore import LivermoreBridge, NoLivermoreLis
 from perseus_core.store.control.records import (
     COMMAND_FIELD,
     MAX_MESSAGE_CHARS,
+    MAX_OPERATOR_CHARS,
     NO_RETRY,
     RETRY_BACKOFF,
+    CommandNotSent,
     CommandOutcome,
     NoAgentAnswered,
     OutcomeUnknown,
+    RedisOutOfMemory,
     now_ms,
 )
 from perseus_core.store.control.scripts import APPEND_COMMAND_LUA
@@ -183,6 +188,12 @@ async def _xadd_once(
     which would make the single attempt fail for nothing. So the connection is
     first proven with a PING, which may be retried freely (on a fresh
     connection), and only then is the XADD sent, once.
+
+    Raises:
+        RedisUnavailable: Redis could not be reached (the command was not sent).
+        OutcomeUnknown: the connection failed after the command was sent.
+        CommandNotSent: Redis refused the append (its `__cause__` says why).
+        NoPermissionError: this user may not append it.
     """
     args = ["EVAL", APPEND_COMMAND_LUA, "1", key, str(settings.command_expiry_ms)]
     for name, value in fields.items():
@@ -208,6 +219,10 @@ async def _xadd_once(
         try:
             await conn.send_command(*args)
             response = await conn.read_response()
+        except NoPermissionError:
+            raise  # the surfaces name the missing right themselves
+        except ResponseError as exc:  # a stream of the wrong type, out of memory
+            raise CommandNotSent(key, exc) from exc
         except TRANSIENT_ERRORS as exc:
             await conn.disconnect()
             raise OutcomeUnknown(
@@ -261,8 +276,13 @@ class ControlClient:
         Raises:
             RedisUnavailable: Redis could not be reached (the command was not sent).
             OutcomeUnknown: the connection failed after the command was sent.
-            ValueError: the command is too large to be accepted by a server.
+            CommandNotSent: Redis refused to append it (wrong type, out of memory).
+            NoPermissionError: this user may not append it.
+            ValueError: the command is too large to be accepted by a server, or
+                its operator name too long.
         """
+        if len(operator) > MAX_OPERATOR_CHARS:
+            raise ValueError(f"operator name is over the {MAX_OPERATOR_CHARS} character limit")
         body = dict(payload or {})
         body["operator"] = operator
         cmd = Command(
@@ -301,6 +321,8 @@ class ControlClient:
 
         Raises:
             NoAgentAnswered: nothing answered within the ack timeout.
+            RedisOutOfMemory: nothing answered, and Redis is out of memory: no
+                agent could take the command (it may run once memory is freed).
             OutcomeUnknown: the connection to Redis was lost during the wait and
                 no outcome came by the deadline: the command was sent, what
                 came of it is unknown.
@@ -348,8 +370,33 @@ class ControlClient:
             # the connection (a restart without data), or may still be down.
             raise OutcomeUnknown(correlation_id, describe_redis_error(self._settings, lost))
         if not acked:
+            memory = await self._memory_full()
+            if memory is not None:
+                raise RedisOutOfMemory(correlation_id, ack_ms, memory)
             raise NoAgentAnswered(exchange_id, ack_ms, correlation_id)
         return CommandOutcome.no_result(correlation_id, result_ms)
+
+    async def _memory_full(self) -> str | None:
+        """How Redis is over its `maxmemory`, or None when it is not (or this
+        user may not ask: INFO is optional).
+
+        Asked when no agent acknowledged a command, so that an agent refused
+        every write is not mistaken for no agent at all: out of memory, the
+        command the sender could still append (just below the limit) cannot
+        be claimed or answered.
+        """
+        try:
+            info = await self._redis.info("memory")
+        except REDIS_ERRORS:
+            return None
+        try:
+            limit, used = int(info["maxmemory"]), int(info["used_memory"])
+        except (KeyError, TypeError, ValueError):  # a cluster's per-node answer, or none
+            return None
+        if not limit or used <= limit:
+            return None
+        policy = clean(info.get("maxmemory_policy"), 40) or "unknown"
+        return f"used_memory {used:,} bytes over maxmemory {limit:,}, policy {policy}"
 
     @staticmethod
     def _parse_reply(raw: str, correlation_id: str) -> CommandReply | None:

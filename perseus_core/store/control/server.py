@@ -2,10 +2,12 @@
 
 `CommandServer` reads the exchange's command stream, admits each entry (claims
 it in the exchange's `OutcomeBook`, so that it runs at most once; rejects what
-is malformed, unknown, expired or future-dated; acknowledges the rest at
-once), runs the admitted commands one at a time through its handler, answers
-the sender, writes the audit trail, and keeps its hold on Redis through
-outages. The records it writes are in `records`, its scripts in `scripts`.
+is malformed, oversized, unknown, expired or future-dated; acknowledges the
+rest as soon as they are taken), runs the admitted commands one at a time
+through its handler, answers the sender, writes the audit trail, answers with
+what failed when Redis refuses one of its writes, and keeps its hold on Redis
+through outages. The records it writes are in `records`, its scripts in
+`scripts`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from redis.exceptions import NoPermissionError, ResponseError
+
 from perseus_core.plumbing.connection import connect, describe_redis_error
-from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.processes import pid_is_running
 from perseus_core.plumbing.streams import xread_rows
 from perseus_core.plumbing.tasks import wait_event
@@ -34,6 +38,8 @@ from perseus_core.store.control.records import (
     DONE,
     INTERRUPTED_MESSAGE,
     MAX_MESSAGE_CHARS,
+    MAX_OPERATOR_CHARS,
+    MAX_PAYLOAD_DEPTH,
     NO_RETRY,
     OUTCOME_RETENTION_MS,
     REPLY_TTL_S,
@@ -41,7 +47,9 @@ from perseus_core.store.control.records import (
     RUNNING,
     CommandMeta,
     OutcomeRecord,
+    is_out_of_memory,
     now_ms,
+    refusal_reason,
 )
 from perseus_core.store.control.scripts import ControlScripts
 from perseus_core.wire import keys
@@ -108,6 +116,25 @@ class Stopped(Exception):
     """Raised inside the server when it is closing and Redis is unreachable."""
 
 
+class Refused(Exception):
+    """Redis refused one of the server's writes: a key of the wrong type, a
+    missing ACL right, or (past the command's expiry, see `_retry`) out of
+    memory. Its text names the step, the command and the key, and Redis's
+    reason: `audit append refused (XADD perseus:activity:coinbase): WRONGTYPE ...`.
+    """
+
+    def __init__(self, step: str, command: str, key: str, exc: BaseException) -> None:
+        self.out_of_memory = is_out_of_memory(exc)
+        super().__init__(f"{step} refused ({command} {clean(key, 200)}): {refusal_reason(exc)}")
+
+
+def not_taken(problem: Refused) -> str:
+    """The error reply of a command that could not be taken: it never runs."""
+    if problem.out_of_memory:  # refused until the command expired
+        return f"Command expired: not run, {problem}"
+    return f"{problem}; command not run"
+
+
 class CommandServer:
     """Serves the command stream of one exchange: one command at a time, in
     the order they were written (the `priority` field does not reorder them).
@@ -115,12 +142,14 @@ class CommandServer:
     For every entry: parse it; claim its correlation id in the outcomes hash
     (a repeat gets the first outcome again and is not run; a different
     command under a used id is rejected); reject malformed, unknown, expired
-    and future-dated commands with an `error` reply; otherwise push `ack` at
-    once, even while another command runs ("queued behind stop"), and queue
-    it; a runner task runs the queue in order and pushes each outcome. Each
-    step is audited in the exchange's Perseus-only activity stream: an `ack`
-    entry when a command is accepted and one entry with the outcome (a
-    rejected command only has the latter).
+    and future-dated commands with an `error` reply; otherwise write its
+    `ack` audit entry, push `ack` (even while another command runs: "queued
+    behind stop"), and queue it; a runner task runs the queue in order and
+    pushes each outcome. Each step is audited in the exchange's Perseus-only
+    activity stream: an `ack` entry when a command is accepted and one entry
+    with the outcome (a rejected command only has the latter). A write Redis
+    refuses before the ack means the command is not run, and its sender is
+    told which write and why; out of memory is waited out (see `_retry`).
 
     Each run opens two connections: a blocking one for XREAD and one for
     writes. Neither lets redis-py retry on its own: a write whose reply was
@@ -324,6 +353,8 @@ class CommandServer:
                     await self._admit(entry_id, fields)
                 except Stopped:
                     return False
+                except Refused as problem:  # answering a repeat: logged, serving goes on
+                    log.warning("command server for %s: %s", self.exchange_name, problem)
                 except Exception:
                     # A bug or an unexpected reply must not stop the exchange's
                     # control channel; the entry is not re-run (it was claimed
@@ -336,12 +367,17 @@ class CommandServer:
     # -- admitting an entry --
 
     async def _admit(self, entry_id: str, fields: dict[str, str]) -> None:
-        """Read one entry: reject it, or claim it, acknowledge it at once and queue it.
+        """Read one entry: reject it, or take it, acknowledge it at once and queue it.
 
-        The ack goes out as soon as the command is read, even while another
-        command runs (`acknowledged by HOST, queued behind stop`): a busy agent
-        must never look absent. A command is run at most once however often it
-        is read; `_run_queue` runs the queued ones in order.
+        Taking a command is every write due before it runs: its claim in the
+        outcomes hash (so that it runs at most once however often it is read)
+        and its `ack` audit entry. Only then is the ack pushed, even while
+        another command runs (`acknowledged by HOST, queued behind stop`): a
+        busy agent must never look absent. When Redis refuses one of those
+        writes the command is not run and its sender is told which write was
+        refused and why; out of memory, it waits (reading no further) until
+        memory is freed or the command expires. `_run_queue` runs the queued
+        commands in order.
         """
         raw = fields.get(COMMAND_FIELD)
         try:
@@ -357,7 +393,12 @@ class CommandServer:
         )
         if why_not is None and not await self._wants(command):
             return
-        existing = await self._claim(command.correlation_id, entry_id, meta)
+        deadline = command.timestamp + self._settings.command_expiry_ms
+        try:
+            existing = await self._claim(command.correlation_id, entry_id, meta, deadline)
+        except Refused as problem:
+            await self._refuse(meta, not_taken(problem))
+            return
         if existing is not None:
             if existing.state == RUNNING and existing.server == self._token:
                 # Queued or running here: answered with its outcome once it has one.
@@ -365,26 +406,53 @@ class CommandServer:
                 return
             await self._repeat(meta, entry_id, existing)
             return
+        if why_not is None:
+            why_not = await self._take(meta, deadline)
         if why_not is not None:
             await self._conclude(
                 command.correlation_id, entry_id, meta, ReplyStatus.ERROR, why_not, None
             )
             return
+        self._last_queued = meta
+        self._queue.put_nowait(_Queued(command, entry_id, meta))
+
+    async def _take(self, meta: CommandMeta, deadline: int) -> str | None:
+        """Write the claimed command's `ack` audit entry, then push the ack:
+        None once it is taken and acknowledged, else why it is not run (a
+        refused write, or an expiry that passed while memory was waited out)."""
+        if self._expired(deadline):
+            return "Command expired"
         hostname, _ = self._identity()
         ahead = self._running if self._running is not None else self._last_queued
         note = f"acknowledged by {hostname}"
         if ahead is not None and (self._running is not None or not self._queue.empty()):
             note += f", queued behind {clean(ahead.command, 64)}"
-        await self._reply(meta, ReplyStatus.ACK, note, None)
-        await self._audit(meta, ReplyStatus.ACK.value, note)
-        self._last_queued = meta
-        self._queue.put_nowait(_Queued(command, entry_id, meta))
+        try:
+            await self._audit(meta, ReplyStatus.ACK.value, note, deadline)
+            if self._expired(deadline):
+                return "Command expired"
+            await self._reply(meta, ReplyStatus.ACK, note, None)
+        except Refused as problem:
+            return not_taken(problem)
+        return None
+
+    def _expired(self, deadline_ms: int) -> bool:
+        """Whether a command due to expire at `deadline_ms` has (by this server's clock)."""
+        return now_ms(self._clock) > deadline_ms
 
     async def _wants(self, command: Command) -> bool:
         if self._should_serve is None:
             return True
         try:
             return bool(await self._should_serve(command))
+        except REDIS_ERRORS as exc:  # e.g. a status key of the wrong type: no holder to defer to
+            log.warning(
+                "command server for %s: cannot tell who should serve %s (%s); serving it",
+                self.exchange_name,
+                command.correlation_id,
+                refusal_reason(exc),
+            )
+            return True
         except Exception:
             log.exception("should_serve failed; serving %s anyway", command.correlation_id)
             return True
@@ -395,9 +463,33 @@ class CommandServer:
         correlation id, so that a re-read does not answer it twice."""
         meta = CommandMeta.salvage(raw)
         field = f"entry:{entry_id}"
-        if await self._claim(field, entry_id, meta) is not None:
+        try:
+            claimed = await self._claim(field, entry_id, meta, now_ms(self._clock))
+        except Refused as refused:
+            await self._refuse(meta, f"{problem}; {refused}")
+            return
+        if claimed is not None:
             return
         await self._conclude(field, entry_id, meta, ReplyStatus.ERROR, problem, None)
+
+    async def _refuse(self, meta: CommandMeta, message: str) -> None:
+        """Answer a command that could not be claimed: it is never run. Its
+        sender is told why, and the audit trail when it can be written."""
+        log.warning(
+            "command server for %s: %s %s: %s",
+            self.exchange_name,
+            clean(meta.command, 64) or "malformed command",
+            meta.correlation_id or "(no correlation id)",
+            message,
+        )
+        try:
+            await self._reply(meta, ReplyStatus.ERROR, message[:MAX_MESSAGE_CHARS], None)
+        except Refused as again:
+            log.warning("command server for %s: %s", self.exchange_name, again)
+        try:
+            await self._audit(meta, ReplyStatus.ERROR.value, message)
+        except Refused as again:
+            log.warning("command server for %s: %s", self.exchange_name, again)
 
     async def _repeat(self, meta: CommandMeta, entry_id: str, existing: OutcomeRecord) -> None:
         """A correlation id that was claimed before: never run it again."""
@@ -454,6 +546,8 @@ class CommandServer:
                 await self._execute(item)
             except Stopped:
                 return
+            except Refused as problem:  # answering a repeat: logged, serving goes on
+                log.warning("command server for %s: %s", self.exchange_name, problem)
             except Exception:
                 # A bug or an unexpected reply must not stop the exchange's
                 # control channel; the command is not re-run (it was claimed).
@@ -517,11 +611,21 @@ class CommandServer:
             state, entry_id, self._token, hostname, os.getpid(), now_ms(self._clock), meta.command
         )
 
-    async def _claim(self, field: str, entry_id: str, meta: CommandMeta) -> OutcomeRecord | None:
+    async def _claim(
+        self, field: str, entry_id: str, meta: CommandMeta, until_ms: int | None = None
+    ) -> OutcomeRecord | None:
         """Claim the command in the outcomes hash: None when it is now this
-        server's to run, else the record of whoever claimed it first."""
+        server's to run, else the record of whoever claimed it first.
+
+        Raises:
+            Refused: Redis refused the claim (out of memory: past `until_ms`).
+        """
         record = self._record(RUNNING, entry_id, meta)
-        return await self._retry(lambda: self._book.claim(field, record))
+        return await self._retry(
+            lambda: self._book.claim(field, record),
+            ("command claim", "HSETNX", self._book.key),
+            until_ms,
+        )
 
     async def _conclude(
         self,
@@ -532,14 +636,43 @@ class CommandServer:
         message: str | None,
         data: dict[str, Any] | None,
     ) -> None:
-        """Record the outcome, answer the sender, write the audit entry."""
+        """Record the outcome, write the audit entry, answer the sender.
+
+        A write Redis refuses does not stop the others: the reply says what
+        was refused after the outcome (`...; audit append refused (XADD ...):
+        WRONGTYPE ...`), so the sender learns both. Out of memory, each write
+        waits until memory is freed (or the server closes): the command has
+        been taken, and its sender must get its answer.
+        """
         text = (message or "")[:MAX_MESSAGE_CHARS]
         record = dataclasses.replace(
             self._record(DONE, entry_id, meta), status=status.value, message=text, data=data
         )
-        await self._retry(lambda: self._book.record(field, record))
-        await self._reply(meta, status, text or None, data)
-        await self._audit(meta, status.value, text)
+        problems: list[str] = []
+        try:
+            await self._retry(
+                lambda: self._book.record(field, record), ("outcome record", "HSET", self._book.key)
+            )
+        except Refused as problem:
+            problems.append(str(problem))
+        try:
+            await self._audit(meta, status.value, text)
+        except Refused as problem:
+            problems.append(str(problem))
+        problems = [p for p in problems if p not in text]  # a refusal the outcome already names
+        if problems:
+            log.warning("command server for %s: %s", self.exchange_name, "; ".join(problems))
+            text = "; ".join([text, *problems] if text else problems)[: 2 * MAX_MESSAGE_CHARS]
+        try:
+            await self._reply(meta, status, text or None, data)
+        except Refused as problem:
+            log.error(
+                "command server for %s: %s; the sender of %s gets no %s reply",
+                self.exchange_name,
+                problem,
+                meta.correlation_id,
+                status.value,
+            )
         await self._book.prune_when_due()
 
     async def _reply(
@@ -550,7 +683,15 @@ class CommandServer:
         data: dict[str, Any] | None,
     ) -> None:
         """Push one reply to `perseus:replies:{correlationId}`. A retry may push
-        it twice; senders ignore the extra."""
+        it twice; senders ignore the extra.
+
+        An agent whose user may not run scripts pushes it with a plain RPUSH
+        and EXPIRE: the sender must hear why nothing runs (every other write
+        of the server is a script, and refused the same way).
+
+        Raises:
+            Refused: Redis refused the push (never for out of memory: that is waited out).
+        """
         if not meta.correlation_id:
             return
         key = keys.replies_key(meta.correlation_id)
@@ -563,14 +704,26 @@ class CommandServer:
         )
 
         async def op() -> None:
-            await self._scripts.reply(keys=[key], args=[reply.to_json(), REPLY_TTL_S])
+            try:
+                await self._scripts.reply(keys=[key], args=[reply.to_json(), REPLY_TTL_S])
+            except NoPermissionError:
+                async with self._writer.pipeline(transaction=False) as pipe:
+                    pipe.rpush(key, reply.to_json())
+                    pipe.expire(key, REPLY_TTL_S)
+                    await pipe.execute()
 
-        await self._retry(op)
+        await self._retry(op, ("reply push", "RPUSH", key))
 
-    async def _audit(self, meta: CommandMeta, status: str, message: str) -> None:
+    async def _audit(
+        self, meta: CommandMeta, status: str, message: str, until_ms: int | None = None
+    ) -> None:
         """Append an `event=command` entry to the exchange's Perseus-only stream
         (`perseus:activity:{name}`), at most once even across retries. A ping
-        changes nothing, so it is not audited."""
+        changes nothing, so it is not audited.
+
+        Raises:
+            Refused: Redis refused the append (out of memory: past `until_ms`).
+        """
         if meta.command == CommandType.PING:
             return
         hostname, ip = self._identity()
@@ -600,15 +753,33 @@ class CommandServer:
             attempted = True
             await self._activity.append(self.exchange_name, entry)
 
-        await self._retry(op)
+        await self._retry(op, ("audit append", "XADD", stream), until_ms)
 
     # -- the hold on Redis --
 
-    async def _retry(self, op: Callable[[], Awaitable[_T]]) -> _T:
+    async def _retry(
+        self,
+        op: Callable[[], Awaitable[_T]],
+        write: tuple[str, str, str],
+        until_ms: int | None = None,
+    ) -> _T:
         """Run a Redis write until it succeeds; give up only when closing.
 
+        A lost connection is waited out, and so is out of memory (a moment
+        under `maxmemory` with `noeviction`: it passes once memory is freed),
+        reported once per backoff; but only until `until_ms` (the expiry of a
+        command not yet taken), when one is given. Any other refusal (a key of
+        the wrong type, a missing ACL right) would only repeat: it is raised
+        at once.
+
+        Args:
+            op: the write, one attempt per call.
+            write: (step, command, key) naming the write in what is reported.
+            until_ms: when to stop waiting out memory, on the server's clock.
+
         Raises:
-            Stopped: the server is closing and Redis did not answer.
+            Stopped: the server is closing and Redis did not take the write.
+            Refused: Redis refused the write.
         """
         failures = 0
         while True:
@@ -620,6 +791,27 @@ class CommandServer:
                     raise Stopped from exc
                 await self._pause(RETRY_BACKOFF.compute(failures))
                 failures += 1
+                continue
+            except ResponseError as exc:
+                problem = Refused(*write, exc)
+                if not problem.out_of_memory or (
+                    until_ms is not None and now_ms(self._clock) >= until_ms
+                ):
+                    raise problem from exc
+                if self._closing.is_set():
+                    raise Stopped from exc
+                delay = RETRY_BACKOFF.compute(failures)
+                if until_ms is not None:  # try once more right after the expiry, not later
+                    delay = min(delay, (until_ms - now_ms(self._clock)) / 1000 + 0.01)
+                failures += 1
+                self.last_error = str(problem)
+                log.warning(
+                    "command server for %s: %s; retrying in %.1f s",
+                    self.exchange_name,
+                    problem,
+                    delay,
+                )
+                await self._pause(delay)
                 continue
             self._mark_ok()
             return result
@@ -662,7 +854,7 @@ class OutcomeBook:
     def __init__(self, writer: RedisClient, exchange_id: int, clock: Clock) -> None:
         self._writer = writer
         self._scripts = ControlScripts.on(writer)
-        self._key = keys.outcomes_key(exchange_id)
+        self.key = keys.outcomes_key(exchange_id)
         self._clock = clock
         self._recorded = 0
 
@@ -674,7 +866,7 @@ class OutcomeBook:
         existing record.
         """
         created, current = await self._scripts.claim(
-            keys=[self._key], args=[field, record.to_json(), OUTCOME_RETENTION_MS]
+            keys=[self.key], args=[field, record.to_json(), OUTCOME_RETENTION_MS]
         )
         if int(created):
             return None
@@ -686,7 +878,7 @@ class OutcomeBook:
     async def record(self, field: str, record: OutcomeRecord) -> None:
         """Write a command's outcome, replacing its `running` record."""
         await self._scripts.record(
-            keys=[self._key], args=[field, record.to_json(), OUTCOME_RETENTION_MS]
+            keys=[self.key], args=[field, record.to_json(), OUTCOME_RETENTION_MS]
         )
         self._recorded += 1
 
@@ -701,13 +893,13 @@ class OutcomeBook:
         try:
             stale = [
                 field
-                async for field, raw in self._writer.hscan_iter(self._key, count=500)
+                async for field, raw in self._writer.hscan_iter(self.key, count=500)
                 if OutcomeRecord.from_json(raw).at < cutoff
             ]
             for start in range(0, len(stale), 500):
-                await self._writer.hdel(self._key, *stale[start : start + 500])
-        except TRANSIENT_ERRORS as exc:
-            log.warning("could not prune %s: %s", self._key, exc)
+                await self._writer.hdel(self.key, *stale[start : start + 500])
+        except REDIS_ERRORS as exc:
+            log.warning("could not prune %s: %s", self.key, exc)
 
 
 def rejection(command: Command, clock: Clock, expiry_ms: int, skew_ms: int) -> str | None:
@@ -720,6 +912,13 @@ def rejection(command: Command, clock: Clock, expiry_ms: int, skew_ms: int) -> s
     if command.type not in KNOWN_TYPES:
         expected = ", ".join(KNOWN_TYPES)
         return f"unknown command type '{clean(command.type, 64)}' (expected {expected})"
+    if len(command.operator) > MAX_OPERATOR_CHARS:
+        return (
+            f"operator name is {len(command.operator):,} characters, over the "
+            f"{MAX_OPERATOR_CHARS} character limit; not run"
+        )
+    if nesting_depth(command.payload, MAX_PAYLOAD_DEPTH) > MAX_PAYLOAD_DEPTH:
+        return f"payload nested deeper than {MAX_PAYLOAD_DEPTH} levels; not run"
     age_ms = now_ms(clock) - command.timestamp
     if age_ms > expiry_ms:
         return "Command expired"
@@ -731,12 +930,33 @@ def rejection(command: Command, clock: Clock, expiry_ms: int, skew_ms: int) -> s
     return None
 
 
+def nesting_depth(value: Any, limit: int) -> int:
+    """How many levels of objects and arrays `value` nests, counted no
+    further than `limit + 1`: level by level, never by recursion."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            break
+        depth += 1
+        level = [
+            child
+            for item in containers
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+    return depth
+
+
 async def run_handler(handler: CommandHandler, command: Command) -> HandlerResult:
     """Run the handler; whatever it does, return a final status and message."""
     try:
         result = await handler(command)
     except PerseusError as exc:  # CommandRejected, a claim conflict naming the holder, ...
         return ReplyStatus.ERROR, str(exc) or type(exc).__name__, None
+    except ResponseError as exc:  # Redis said no (a key of the wrong type, ...): not a bug
+        log.warning("%s %s: Redis refused: %s", command.type, command.correlation_id, exc)
+        refused = f"Redis refused: {refusal_reason(exc)}; {clean(command.type, 64)} not completed"
+        return ReplyStatus.ERROR, refused, None
     except Exception as exc:
         log.exception("handler failed on %s %s", command.type, command.correlation_id)
         return ReplyStatus.ERROR, f"internal error: {type(exc).__name__}: {exc}", None
