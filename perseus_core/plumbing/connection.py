@@ -261,7 +261,8 @@ def is_tls_failure(exc: BaseException) -> bool:
 
 
 def describe_redis_error(settings_or_url: Settings | str, exc: BaseException) -> str:
-    """One line for a person: `cannot reach Redis at <url>: connection refused`."""
+    """One line for a person: `cannot reach Redis at <url>: connection refused`,
+    or `Redis at <url> refused: <its error>` when Redis answered with an error."""
     url = (
         settings_or_url.redacted_redis_url
         if isinstance(settings_or_url, Settings)
@@ -278,8 +279,8 @@ def describe_redis_error(settings_or_url: Settings | str, exc: BaseException) ->
         reason = "timed out"
         if is_tls_url(url):  # a plain server never answers a TLS hello
             reason += " (in the TLS handshake? a plain-text port needs redis://)"
-    elif isinstance(exc, ResponseError):
-        reason = str(exc) or "error reply"
+    elif isinstance(exc, ResponseError):  # Redis answered: it was reached, and refused
+        return f"Redis at {url} refused: {clean(str(exc) or 'an error reply', 300)}"
     else:
         text = str(exc).lower()
         tls = _tls_reason(exc)

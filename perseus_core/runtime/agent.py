@@ -35,7 +35,9 @@ import os
 import signal
 import socket
 
-from perseus_core.plumbing.connection import connect
+from redis.exceptions import ResponseError
+
+from perseus_core.plumbing.connection import access_denied, connect, is_acl_denial
 from perseus_core.plumbing.errors import REDIS_ERRORS
 from perseus_core.plumbing.tasks import TaskGroup
 from perseus_core.runtime.commands import Commands
@@ -145,7 +147,7 @@ class Agent:
                 log.info("%s: stopped before Redis could be reached", self.name)
                 return 0
             slot = self._slot = Slot(ctx, self._shutdown, changed=self._presence_changed)
-            self._announce(ctx, registration)
+            await self._announce(ctx, registration)
             self._tasks.spawn(self._detect_ip(ctx, slot), "public IP detection")
             await self._serve(ctx, Commands(ctx, slot))
             await self._shutdown.wait()
@@ -161,13 +163,22 @@ class Agent:
 
     # --- startup ----------------------------------------------------------------
 
-    def _announce(self, ctx: AgentContext, registration: Registration) -> None:
+    async def _announce(self, ctx: AgentContext, registration: Registration) -> None:
         """Keep this agent's presence (docs/wire-format.md 2.4) fresh for as long as it runs.
 
         The slot is claimed only on `start`, so without presence an idle agent
         would look exactly like no agent at all: the dashboard could not show
         that a start would work. Should Redis lose the presence, it may have
         lost the catalog too: `registration.restore` puts the exchange back.
+
+        The first write is made here, before any command is served: it is the
+        agent's first script call, and a user that may not run scripts could
+        claim the status key (a plain SET) but never heartbeat or update it.
+        Such an agent stops at once, naming the refused command, instead of
+        retrying for ever.
+
+        Raises:
+            StartupFailed: this user may not run the agent's scripts.
         """
         self._presence = AgentAnnouncer(
             ctx.redis,
@@ -180,6 +191,17 @@ class Agent:
             on_lost=registration.restore,
             note=lambda: self._note,
         )
+        try:
+            await self._presence.publish()
+        except ResponseError as exc:
+            if is_acl_denial(exc):
+                denied = access_denied(exc, "EVALSHA", self._presence.key)
+                raise StartupFailed(
+                    f"{denied}: the agent runs its heartbeat and presence as scripts"
+                    " (docs/production-redis.md lists the rights it needs)"
+                ) from None
+            # Anything else (a wrong-type key, out of memory) is retried and
+            # reported by the presence loop, like an outage.
         self._tasks.spawn(self._presence.run(), "presence")
 
     def _presence_changed(self) -> None:

@@ -157,7 +157,8 @@ class AgentAnnouncer:
         self.agent_id = make_agent_id(self.hostname, self.pid, unique_start_ms(clock()))
         self._state = state
         self._clock = clock
-        self._key = keys.agents_key(exchange_id)
+        self.key = keys.agents_key(exchange_id)
+        """This agent's presence key, `perseus:agents:{id}`."""
         self._publish_script, self._withdraw_script = registered_scripts(
             redis, PUBLISH_LUA, WITHDRAW_LUA
         )
@@ -205,7 +206,7 @@ class AgentAnnouncer:
         member = self.presence().to_json()
         ttl_ms = self._settings.heartbeat_ttl_ms
         expires, found = await self._publish_script(
-            keys=[self._key], args=[self.agent_id, member, ttl_ms]
+            keys=[self.key], args=[self.agent_id, member, ttl_ms]
         )
         if self._written and not int(found) and self._on_lost is not None:
             await self._on_lost()
@@ -236,8 +237,10 @@ class AgentAnnouncer:
         Returns:
             True if a member was removed now.
         """
+        if not self._written:  # never published: there is nothing to remove
+            return False
         try:
-            removed = await self._withdraw_script(keys=[self._key], args=[self.agent_id])
+            removed = await self._withdraw_script(keys=[self.key], args=[self.agent_id])
         except REDIS_ERRORS as exc:
             log.warning(
                 "%s: agent presence not removed (it expires by itself): %s",

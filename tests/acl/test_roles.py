@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis as sync_redis
 from click.testing import CliRunner, Result
 from redis.exceptions import NoPermissionError, ResponseError
 
@@ -129,3 +130,27 @@ async def test_a_viewer_reads_and_is_told_what_it_may_not_do(
         assert any("may not XADD perseus:commands:2" in r for r in roles.refusals)
     finally:
         await viewer.aclose()
+
+
+async def test_an_agent_that_may_not_run_scripts_stops_at_start_naming_evalsha(
+    acl: AclServer, spawn_agent: SpawnAgent
+) -> None:
+    # Without EVALSHA the agent could claim the key (a plain SET NX) but never
+    # heartbeat or update it: it must stop at once with the reason, not retry for ever.
+    with sync_redis.Redis(port=acl.server.port) as admin:
+        admin.execute_command("ACL", "SETUSER", "perseus-agent-1", "-evalsha", "-eval")
+    try:
+        agent = spawn_agent(exchange_id=1, name="coinbase", args=["--autostart"], url=acl.agent)
+        assert await agent.wait_exit(within=15) == 3
+        lines = [line for line in agent.log().splitlines() if line.startswith("perseus:")]
+        assert lines == [
+            "perseus: this user may not EVALSHA perseus:agents:1 (this user has no permissions"
+            " to run the 'evalsha' command): the agent runs its heartbeat and presence as"
+            " scripts (docs/production-redis.md lists the rights it needs)"
+        ], agent.log()
+        assert "Traceback" not in agent.log()
+        with sync_redis.Redis(port=acl.server.port) as admin:
+            assert admin.exists(keys.status_key(1)) == 0  # never claimed
+    finally:
+        with sync_redis.Redis(port=acl.server.port) as admin:
+            admin.execute_command("ACL", "SETUSER", "perseus-agent-1", "+evalsha", "+eval")
