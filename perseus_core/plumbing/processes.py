@@ -30,7 +30,7 @@ def pid_is_running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:
+    except (OSError, OverflowError):  # OverflowError: beyond any pid this OS can hold
         return True
     return not _is_zombie(pid)
 

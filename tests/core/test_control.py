@@ -17,7 +17,13 @@ from redis.asyncio import Redis
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_core.plumbing.connection import connect
 from perseus_core.store.activity import ActivityLog
-from perseus_core.store.control.records import INTERRUPTED_MESSAGE, CommandOutcome, NoAgentAnswered
+from perseus_core.plumbing.processes import pid_is_running
+from perseus_core.store.control.records import (
+    INTERRUPTED_MESSAGE,
+    CommandOutcome,
+    NoAgentAnswered,
+    OutcomeRecord,
+)
 from perseus_core.store.control.sender import ControlClient
 from perseus_core.store.control.server import CommandHandler, CommandServer, HandlerResult
 from perseus_core.wire import keys
@@ -664,3 +670,18 @@ async def test_a_flood_of_commands_is_answered_none_lost(redis: Redis, settings:
         await eventually(all_final, within=60, what="a final reply to every command")
     assert await fates(redis, sent) == {"answered": len(sent)}
     assert len({c.correlation_id for c in handler.calls}) == len(handler.calls) == len(sent)
+
+
+@pytest.mark.parametrize("pid", [2**70, 2**31, -(2**70)])
+def test_a_recorded_pid_out_of_range_is_unknown_not_a_crash(pid: int) -> None:
+    record = {"state": "running", "entry": "1-0", "hostname": "vm", "pid": pid, "at": 2**70}
+    parsed = OutcomeRecord.from_json(json.dumps(record))
+    assert (parsed.state, parsed.pid, parsed.at) == ("running", 0, 0)
+    # ...and a pid check never raises on a pid no OS can hold: it counts as running
+    # (a wrong "not running" would let a command run twice).
+    assert pid_is_running(pid) is True
+
+
+def test_a_deeply_nested_recorded_outcome_reads_as_handled() -> None:
+    parsed = OutcomeRecord.from_json("[" * 100_000 + "]" * 100_000)
+    assert parsed.state == "done" and "unreadable" in parsed.message

@@ -49,7 +49,7 @@ from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.exceptions import NoPermissionError, OutOfMemoryError, ResponseError
 
 from perseus_core.wire.errors import PerseusError
-from perseus_core.wire.models import MAX_PAYLOAD_BYTES, Command, ReplyStatus
+from perseus_core.wire.models import MAX_COUNT, MAX_PAYLOAD_BYTES, MAX_PID, Command, ReplyStatus
 from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import Clock, to_epoch_ms
 
@@ -334,7 +334,7 @@ class OutcomeRecord:
         """Parse a record; an unreadable one counts as handled (never re-run)."""
         data: Any = None
         if raw is not None and len(raw) <= 4 * MAX_PAYLOAD_BYTES:
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, RecursionError):
                 data = json.loads(raw)
         if not isinstance(data, dict):
             return cls(
@@ -352,9 +352,12 @@ class OutcomeRecord:
             value = data.get(name)
             return value if isinstance(value, str) else ""
 
-        def number(name: str) -> int:
+        def number(name: str, limit: int) -> int:
+            """An integer within 0..limit; anything else reads as 0 (unknown)."""
             value = data.get(name)
-            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+            if isinstance(value, bool) or not isinstance(value, int):
+                return 0
+            return value if 0 <= value <= limit else 0
 
         status = text("status")
         if status not in (ReplyStatus.SUCCESS.value, ReplyStatus.ERROR.value):
@@ -365,8 +368,8 @@ class OutcomeRecord:
             text("entry"),
             text("server"),
             text("hostname"),
-            number("pid"),
-            number("at"),
+            number("pid", MAX_PID),
+            number("at", MAX_COUNT),
             text("command"),
             status,
             text("message"),
