@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_core.plumbing.connection import connect
-from perseus_core.store.activity import ActivityLog
 from perseus_core.plumbing.processes import pid_is_running
+from perseus_core.store.activity import ActivityLog
 from perseus_core.store.control.records import (
     INTERRUPTED_MESSAGE,
     CommandOutcome,
