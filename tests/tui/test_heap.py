@@ -12,9 +12,16 @@ from perseus_tui.heap import collector_paused
 
 @pytest.fixture(autouse=True)
 def _collector_restored() -> Iterator[None]:
+    # The suite freezes what collection built (tests/conftest.py); these tests
+    # need the collector as a program starts with it: nothing frozen.
     was_enabled = gc.isenabled()
+    was_frozen = gc.get_freeze_count() > 0
+    gc.unfreeze()
     yield
     gc.unfreeze()
+    if was_frozen:
+        gc.collect()
+        gc.freeze()
     if was_enabled:
         gc.enable()
     else:
