@@ -16,8 +16,6 @@ again). `--yes` sends a stop that would reach several Livermore servers.
 
 from __future__ import annotations
 
-import getpass
-import socket
 from typing import Any
 
 import click
@@ -44,7 +42,7 @@ from perseus_core.plumbing.topology import RedisClient
 from perseus_core.present.commands import refusal, refused_line
 from perseus_core.store.control.livermore import NoLivermoreListener
 from perseus_core.store.control.records import CommandOutcome, NoAgentAnswered, OutcomeUnknown
-from perseus_core.store.control.sender import ControlClient, Route, Via
+from perseus_core.store.control.sender import ControlClient, Route, Via, default_operator
 from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.errors import AccessDenied, CommandRejected, RedisUnavailable
@@ -61,15 +59,6 @@ _HELP = {
     CommandType.STOP: "Bring the exchange down and release its slot (active -> idle).",
     CommandType.PING: "Ask the agent for its current state; changes nothing.",
 }
-
-
-def default_operator() -> str:
-    """`user@host`: who sent a command, as the audit trail records it."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry and no $USER (some containers)
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 def _seconds_to_ms(value: float | None) -> int | None:
