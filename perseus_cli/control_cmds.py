@@ -39,7 +39,7 @@ from perseus_core.plumbing.connection import (
 )
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
-from perseus_core.present.commands import refusal, refused_line
+from perseus_core.present.commands import cannot, refusal, refused_line
 from perseus_core.store.control.livermore import NoLivermoreListener
 from perseus_core.store.control.records import CommandOutcome, NoAgentAnswered, OutcomeUnknown
 from perseus_core.store.control.sender import ControlClient, Route, Via, default_operator
@@ -83,7 +83,7 @@ async def _refuse_what_cannot_succeed(
         return
     reason = refusal(view, kind)
     if reason is not None:
-        raise CommandRejected(f"cannot {kind.value} exchange {exchange_id}: {reason}")
+        raise CommandRejected(cannot(kind.value, exchange_id, reason))
 
 
 async def _send(
