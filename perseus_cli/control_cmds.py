@@ -19,8 +19,6 @@ would reach several Livermore servers.
 
 from __future__ import annotations
 
-import getpass
-import socket
 from typing import Any
 
 import click
@@ -44,7 +42,7 @@ from perseus_core.plumbing.connection import (
 )
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
-from perseus_core.present.commands import refusal, refused_line
+from perseus_core.present.commands import cannot, refusal, refused_line
 from perseus_core.store.control.livermore import NoLivermoreListener
 from perseus_core.store.control.records import (
     CommandNotSent,
@@ -54,7 +52,7 @@ from perseus_core.store.control.records import (
     RedisOutOfMemory,
     refusal_reason,
 )
-from perseus_core.store.control.sender import ControlClient, Route, Via
+from perseus_core.store.control.sender import ControlClient, Route, Via, default_operator
 from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.errors import AccessDenied, CommandRejected, RedisUnavailable
@@ -71,15 +69,6 @@ _HELP = {
     CommandType.STOP: "Bring the exchange down and release its slot (active -> idle).",
     CommandType.PING: "Ask the agent for its current state; changes nothing.",
 }
-
-
-def default_operator() -> str:
-    """`user@host`: who sent a command, as the audit trail records it."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry and no $USER (some containers)
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 def _seconds_to_ms(value: float | None) -> int | None:
@@ -104,7 +93,7 @@ async def _refuse_what_cannot_succeed(
         return
     reason = refusal(view, kind)
     if reason is not None:
-        raise CommandRejected(f"cannot {kind.value} exchange {exchange_id}: {reason}")
+        raise CommandRejected(cannot(kind.value, exchange_id, reason))
 
 
 async def _send(

@@ -83,9 +83,9 @@ async def _dashboard(
     fleet: DemoFleet, notify: Callable[[Callable[[DemoEvent], None]], None]
 ) -> None:
     """Run the dashboard on the fleet; SIGTERM (or a SIGINT from outside) quits it."""
-    from textual.notifications import SeverityLevel  # noqa: PLC0415 - Textual only when needed
+    from textual.notifications import SeverityLevel  # Textual only when needed
 
-    from perseus_tui.app import create_app  # noqa: PLC0415
+    from perseus_tui.app import create_app
 
     app = create_app(
         fleet.settings(),

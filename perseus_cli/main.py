@@ -164,6 +164,6 @@ def main() -> None:
     except Exception as exc:  # the last resort for a bug; see the docstring
         if os.environ.get("PERSEUS_TRACEBACK"):
             raise
-        from perseus_cli.failures import unexpected  # noqa: PLC0415 - only on this path
+        from perseus_cli.failures import unexpected  # only on this path
 
         fail(unexpected(exc), EXIT_ERROR)

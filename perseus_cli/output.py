@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 
 import click
 from rich.cells import cell_len
@@ -22,7 +21,6 @@ from rich.table import Table
 from rich.text import Text
 
 from perseus_core.present import Tone
-from perseus_core.wire.timeutil import format_duration
 
 TONE_STYLES: Mapping[Tone, str] = {
     Tone.SUCCESS: "green",
@@ -76,10 +74,3 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> None:
 def pad(text: str, width: int) -> str:
     """`text` padded with spaces to `width` terminal cells (wide characters count two)."""
     return text + " " * max(0, width - cell_len(text))
-
-
-def ago(moment: datetime | None, now: datetime) -> str:
-    """`5m 3s ago`, or `-` for an unknown moment."""
-    if moment is None:
-        return "-"
-    return f"{format_duration((now - moment).total_seconds())} ago"

@@ -38,7 +38,7 @@ def tui(redis_url: str | None, refresh: float | None, read_only: bool) -> None:
     keeps retrying. One that answers but cannot be used (not Redis, a wrong
     password, a TLS mismatch) is one line and exit 3 instead.
     """
-    from perseus_tui.app import create_app  # noqa: PLC0415 - Textual only for this command
+    from perseus_tui.app import create_app  # Textual only for this command
 
     overrides: dict[str, object] = {}
     if refresh is not None:

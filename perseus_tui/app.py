@@ -13,8 +13,6 @@ renders the same screen on any machine on any day.
 from __future__ import annotations
 
 import asyncio
-import getpass
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -29,7 +27,7 @@ from textual.worker import Worker, WorkerState
 
 from perseus_core.present import HeartbeatThresholds, refusal, route_of
 from perseus_core.present.exchange import Timing, zone_name
-from perseus_core.store.control.sender import Via
+from perseus_core.store.control.sender import Via, default_operator
 from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_core.wire.models import ActivityEntry, CommandType
 from perseus_core.wire.settings import Settings
@@ -65,15 +63,6 @@ from perseus_tui.widgets.header import HeaderState, summary_parts
 
 ERROR_TIMEOUT_S = 10.0
 """Error notifications stay longer than progress ones."""
-
-
-def default_operator() -> str:
-    """Who sends commands from this dashboard, for the audit trail: `user@host`."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 class PerseusApp(App[None]):
@@ -544,4 +533,4 @@ def create_app(
     )
 
 
-__all__ = ["PerseusApp", "create_app", "default_operator"]
+__all__ = ["PerseusApp", "create_app"]

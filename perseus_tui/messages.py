@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from textual.message import Message
 
+from perseus_core.present.commands import CommandStage
 from perseus_core.store.network import ExchangeView, FleetSnapshot
 from perseus_core.wire.models import ActivityEntry, CommandType
 
@@ -82,9 +82,6 @@ class FeedHistory(Message):
     """The recent history loaded at start, newest first."""
 
     entries: list[ActivityEntry]
-
-
-CommandStage = Literal["sent", "acknowledged", "success", "error", "no-agent", "failed"]
 
 
 @dataclass

@@ -7,7 +7,8 @@ must stay on the app's event loop):
   once the exchanges whose streams just had activity;
 - the activity follower loads the recent history, then follows every stream
   with blocking reads (`ActivityTail`), so a new entry shows at once;
-- one worker per start/stop command, reporting sent -> acknowledged -> result.
+- one worker per start/stop command, posting each step (sent -> acknowledged
+  -> result, or why it ended) as `perseus_core.present.commands` words it.
 
 Workers only post messages (`perseus_tui.messages`) to the node that hosts
 them (the app); what a message changes on screen is decided there. A worker
@@ -34,6 +35,14 @@ from textual.worker import Worker
 from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
+from perseus_core.present.commands import (
+    COMMAND_ERRORS,
+    SENT,
+    CommandStep,
+    ack_step,
+    failure_step,
+    outcome_step,
+)
 from perseus_core.store.activity import ActivityLog, ActivityPage, ActivityTail
 from perseus_core.store.control.sender import ControlClient
 from perseus_core.store.doctor import probe_roles
@@ -42,9 +51,9 @@ from perseus_core.wire.models import ActivityEntry, CommandType
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import Clock
-from perseus_tui.command_run import run_command
 from perseus_tui.heap import collector_paused
 from perseus_tui.messages import (
+    CommandProgress,
     ConnectionLost,
     ExchangesRefreshed,
     FeedEntries,
@@ -356,15 +365,29 @@ class FleetService:
         )
 
     async def _send(self, exchange_id: int, label: str, command: CommandType) -> None:
+        """Send `command`, posting each step the presenter words; once an outcome
+        came back, re-read the exchange. Commands carry the real time: the
+        agent judges expiry by it, whatever clock the display uses."""
+
+        def post(step: CommandStep) -> None:
+            if step.read_only is not None:
+                self._host.post_message(ReadOnlyDetected(step.read_only))
+            self._host.post_message(
+                CommandProgress(exchange_id, label, command.value, step.stage, step.detail)
+            )
+
         client = ControlClient(self.redis, self.settings)
-        if await run_command(
-            self._host,
-            client,
-            self.settings,
-            exchange_id=exchange_id,
-            label=label,
-            command=command,
-            operator=self._operator,
-        ):
-            self._dirty.add(exchange_id)
-            self._wake.set()
+        try:
+            outcome = await client.send(
+                exchange_id,
+                command,
+                operator=self._operator,
+                on_ack=lambda reply: post(ack_step(reply)),
+                on_sent=lambda _command: post(SENT),
+            )
+        except COMMAND_ERRORS as exc:
+            post(failure_step(exc, self.settings))
+            return
+        post(outcome_step(outcome))
+        self._dirty.add(exchange_id)
+        self._wake.set()

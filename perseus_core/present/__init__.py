@@ -28,6 +28,7 @@ from perseus_core.present.exchange import (
     Badge,
     Heartbeat,
     HeartbeatThresholds,
+    StatusLine,
     Tone,
     badge,
     heartbeat,
@@ -35,6 +36,7 @@ from perseus_core.present.exchange import (
     last_seen_text,
     skew_warning,
     state_tone,
+    status_line,
     status_word,
     uptime_s,
 )
@@ -49,6 +51,7 @@ __all__ = [
     "EdgeKind",
     "Heartbeat",
     "HeartbeatThresholds",
+    "StatusLine",
     "KnownState",
     "Tone",
     "badge",
@@ -62,6 +65,7 @@ __all__ = [
     "route_of",
     "skew_warning",
     "state_tone",
+    "status_line",
     "status_word",
     "uptime_s",
 ]

@@ -1,5 +1,5 @@
 """Whether a start or stop can succeed, decided from what a reader already
-knows, and how a refusal reads.
+knows, and how a command's refusal, progress and outcome read.
 
 An agent answers a command it cannot carry out with an error, but only after
 the command has travelled to it (or, with no agent at all, after the sender
@@ -8,13 +8,29 @@ view of the exchange: when that view already says the command cannot work,
 they refuse it at once with the reason, and the same words on both surfaces.
 The store decides the route (`perseus_core.store.control.sender.decide`);
 the words for a route nothing can carry are here.
+
+Once a command is sent, every way it can end (a result, an error reply, no
+agent, a refusal, Redis failing or refusing this user) is told as a
+`CommandStep`: its stage and its words, decided here, so the surface that
+runs the command only passes the steps on.
 """
 
 from __future__ import annotations
 
-from perseus_core.store.control.sender import Route, Via, decide
+from dataclasses import dataclass
+from typing import Literal
+
+from redis.exceptions import NoPermissionError
+
+from perseus_core.plumbing.connection import describe_redis_error
+from perseus_core.plumbing.errors import REDIS_ERRORS
+from perseus_core.store.control.livermore import NoLivermoreListener
+from perseus_core.store.control.records import CommandOutcome, NoAgentAnswered
+from perseus_core.store.control.sender import NotSteerable, Route, Via, decide
 from perseus_core.store.network import ExchangeView, ViewKind
-from perseus_core.wire.models import CommandType, ConnectionState
+from perseus_core.wire.errors import PerseusError
+from perseus_core.wire.models import CommandReply, CommandType, ConnectionState, ReplyStatus
+from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
 
 _STOP_REFUSED_STATES = frozenset({ConnectionState.STOPPING, ConnectionState.STOPPED})
@@ -38,10 +54,15 @@ def unsteerable(route: Route) -> str:
     )
 
 
+def cannot(command: str, exchange_id: int, reason: str) -> str:
+    """`cannot stop exchange 2: <reason>`: a command refused before it was
+    sent, as the CLI and the dashboard's command line say it."""
+    return f"cannot {command} exchange {exchange_id}: {reason}"
+
+
 def refused_line(route: Route, command: str) -> str:
-    """`cannot stop exchange 2: ...`: a route nothing can carry, as the CLI and
-    the dashboard's command line say it."""
-    return f"cannot {command} exchange {route.exchange_id}: {unsteerable(route)}"
+    """`cannot stop exchange 2: ...`: a route nothing can carry."""
+    return cannot(command, route.exchange_id, unsteerable(route))
 
 
 def route_of(view: ExchangeView, command: CommandType) -> Route:
@@ -96,3 +117,64 @@ def refusal(view: ExchangeView, command: CommandType) -> str | None:
     if command is CommandType.PING and kind is ViewKind.OFFLINE and route.via is not Via.LIVERMORE:
         return _nobody_there(view)
     return None
+
+
+# --- a sent command, step by step ---------------------------------------------------------
+
+CommandStage = Literal["sent", "acknowledged", "success", "error", "no-agent", "failed"]
+"""How far a sent command got: sent -> acknowledged -> success or error (the
+agent's result), or no-agent / failed (it ended without a result)."""
+
+COMMAND_ERRORS: tuple[type[BaseException], ...] = (PerseusError, *REDIS_ERRORS)
+"""What sending a command can fail with; `failure_step` words each of them."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandStep:
+    """One step of a sent command: its stage, and what it says.
+
+    Attributes:
+        stage: how far the command got.
+        detail: the step's words (an agent's ack or result message, or why it
+            ended); "" when the stage says it all.
+        read_only: set when Redis refused the command for this user: why,
+            so the surface can stop offering commands.
+    """
+
+    stage: CommandStage
+    detail: str = ""
+    read_only: str | None = None
+
+
+SENT = CommandStep("sent")
+"""The command is in the exchange's command stream (or published to Livermore's channel)."""
+
+
+def ack_step(reply: CommandReply) -> CommandStep:
+    """The agent acknowledged the command: its ack message (`acknowledged by vm`)."""
+    return CommandStep("acknowledged", reply.message or "")
+
+
+def outcome_step(outcome: CommandOutcome) -> CommandStep:
+    """The agent's result: success with its message, or the error it reported."""
+    if outcome.status is ReplyStatus.SUCCESS:
+        return CommandStep("success", outcome.message or "")
+    return CommandStep("error", outcome.message or "the agent reported an error")
+
+
+def failure_step(exc: BaseException, settings: Settings) -> CommandStep:
+    """A command that ended without a result, by what `ControlClient.send` raised
+    (one of `COMMAND_ERRORS`).
+
+    Args:
+        exc: the exception.
+        settings: to name the Redis server when the error itself says nothing.
+    """
+    if isinstance(exc, NoAgentAnswered | NoLivermoreListener):
+        return CommandStep("no-agent", str(exc))
+    if isinstance(exc, NotSteerable):
+        return CommandStep("failed", refused_line(exc.route, exc.command))
+    if isinstance(exc, NoPermissionError):
+        reason = f"Redis refuses commands from this user ({str(exc).splitlines()[0]})"
+        return CommandStep("failed", reason, read_only=reason)
+    return CommandStep("failed", str(exc) or describe_redis_error(settings, exc))

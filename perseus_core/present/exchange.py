@@ -710,6 +710,88 @@ def _cli_ago(moment: datetime | None, now: datetime) -> str:
     return f"{format_duration((now - moment).total_seconds())} ago"
 
 
+class _Where(NamedTuple):
+    """The columns of a status line that depend on its kind, and its notes."""
+
+    host: str = "-"
+    ip: str = "-"
+    heartbeat: Part = Part("-")
+    uptime: str = "-"
+    notes: tuple[str, ...] = ()
+
+
+def _live_where(
+    view: ExchangeView, status: InstanceStatus, now: datetime, thresholds: HeartbeatThresholds
+) -> _Where:
+    """An instance that reports: its own host, heartbeat, uptime and last error."""
+    notes: list[str] = []
+    beat = heartbeat(view, now, thresholds)
+    beat_part = Part("-")
+    if beat is not None:
+        beat_part = Part(beat.text, beat.tone)
+        if beat.skew:
+            notes.append(beat.skew)
+    seconds = uptime_s(view, now, beat)
+    if status.last_error:
+        when = _cli_ago(status.last_error_at, now) if status.last_error_at else "earlier"
+        notes.append(f"last error {when}: {clean(status.last_error, 80)}")
+    return _Where(
+        clean_or(status.hostname, "-", 40),
+        clean_or(status.ip_address, "-", 45),
+        beat_part,
+        "-" if seconds is None else format_duration(seconds),
+        tuple(notes),
+    )
+
+
+def _ready_where(view: ExchangeView, now: datetime) -> _Where:
+    """No instance, but an agent that would answer a start: where it waits, since when."""
+    agent = view.agents[0]
+    pid = f" pid {agent.pid}" if agent.pid is not None else ""
+    since = agent.since
+    waiting = f" for {format_duration((now - since).total_seconds())}" if since else ""
+    # An idle agent is what READY means: one vocabulary with the dashboard.
+    state = "ready" if agent.state == ConnectionState.IDLE else clean_or(agent.state, "?", 16)
+    notes = [f"agent{pid} {state}{waiting}"]
+    if agent.note:
+        notes.append(clean(agent.note, 200))
+    if len(view.agents) > 1:
+        others = ", ".join(clean_or(a.hostname, "?", 40) for a in view.agents[1:])
+        notes.append(f"{len(view.agents)} agents ready (also {others})")
+    known = view.last_known
+    if known is not None:
+        seen = _cli_ago(known.time or id_time(known.id), now)
+        notes.append(f"last {clean_or(known.state, 'unknown state', 20)} {seen}")
+    return _Where(clean_or(agent.hostname, "-", 40), notes=tuple(notes))
+
+
+def _absent_where(view: ExchangeView, now: datetime) -> _Where:
+    """Unreadable (alive, payload bad) or offline: the host the stream last named."""
+    last = view.last_known
+    notes: tuple[str, ...] = ()
+    if view.kind is ViewKind.OFFLINE:
+        said = last_seen_text(view, now)
+        if said is None:
+            notes = ("never seen",)
+        else:
+            state = f" ({clean_or(last.state, 'unknown state', 20)})" if last else ""
+            notes = (said + state,)
+    return _Where(
+        clean_or(last.hostname if last else None, "-", 40),
+        clean_or(last.ip if last else None, "-", 45),
+        notes=notes,
+    )
+
+
+def _catalog_note(view: ExchangeView) -> tuple[str, ...]:
+    """What the catalog says of an exchange, when it is not simply listed and active."""
+    if not view.in_catalog:
+        return ("not in catalog",)
+    if not view.is_active:
+        return ("inactive in catalog",)
+    return ()
+
+
 def status_line(view: ExchangeView, now: datetime, thresholds: HeartbeatThresholds) -> StatusLine:
     """What `perseus status` prints for `view`, read at `now`; every string from
     Redis cleaned. A one-off read: no time since a poll is discounted.
@@ -720,64 +802,20 @@ def status_line(view: ExchangeView, now: datetime, thresholds: HeartbeatThreshol
         thresholds: the heartbeat tones of the configured timing.
     """
     kind = view.kind
-    status = view.status
-    info: list[str] = []
-    host, ip, beat_part, running = "-", "-", Part("-"), "-"
-    if kind is ViewKind.LIVE and status is not None:
-        host, ip = clean_or(status.hostname, "-", 40), clean_or(status.ip_address, "-", 45)
-        beat = heartbeat(view, now, thresholds)
-        if beat is not None:
-            beat_part = Part(beat.text, beat.tone)
-            if beat.skew:
-                info.append(beat.skew)
-        seconds = uptime_s(view, now, beat)
-        if seconds is not None:
-            running = format_duration(seconds)
-        if status.last_error:
-            when = _cli_ago(status.last_error_at, now) if status.last_error_at else "earlier"
-            info.append(f"last error {when}: {clean(status.last_error, 80)}")
+    if kind is ViewKind.LIVE and view.status is not None:
+        where = _live_where(view, view.status, now, thresholds)
     elif kind is ViewKind.READY:
-        agent = view.agents[0]
-        host = clean_or(agent.hostname, "-", 40)
-        pid = f" pid {agent.pid}" if agent.pid is not None else ""
-        since = agent.since
-        waiting = f" for {format_duration((now - since).total_seconds())}" if since else ""
-        # An idle agent is what READY means: one vocabulary with the dashboard.
-        state = "ready" if agent.state == ConnectionState.IDLE else clean_or(agent.state, "?", 16)
-        info.append(f"agent{pid} {state}{waiting}")
-        if agent.note:
-            info.append(clean(agent.note, 200))
-        if len(view.agents) > 1:
-            others = ", ".join(clean_or(a.hostname, "?", 40) for a in view.agents[1:])
-            info.append(f"{len(view.agents)} agents ready (also {others})")
-        known = view.last_known
-        if known is not None:
-            seen = _cli_ago(known.time or id_time(known.id), now)
-            info.append(f"last {clean_or(known.state, 'unknown state', 20)} {seen}")
+        where = _ready_where(view, now)
     else:
-        last = view.last_known
-        host = clean_or(last.hostname if last else None, "-", 40)
-        ip = clean_or(last.ip if last else None, "-", 45)
-        if kind is ViewKind.OFFLINE:
-            said = last_seen_text(view, now)
-            if said is not None:
-                state = f" ({clean_or(last.state, 'unknown state', 20)})" if last else ""
-                info.append(said + state)
-            else:
-                info.append("never seen")
-    if not view.in_catalog:
-        info.append("not in catalog")
-    elif not view.is_active:
-        info.append("inactive in catalog")
-    if view.error:
-        info.append(f"error: {clean(view.error, 120)}")
+        where = _absent_where(view, now)
+    problem = (f"error: {clean(view.error, 120)}",) if view.error else ()
     return StatusLine(
         view.exchange_id,
         clean_or(view.exchange_name or view.display_name, "?", 32),
         Part(status_word(view), badge(view).tone),
-        host,
-        ip,
-        beat_part,
-        running,
-        tuple(info),
+        where.host,
+        where.ip,
+        where.heartbeat,
+        where.uptime,
+        (*where.notes, *_catalog_note(view), *problem),
     )

@@ -81,7 +81,7 @@ def test_a_malformed_url_from_the_environment_too() -> None:
 class QuietHandler(http.server.BaseHTTPRequestHandler):
     """Answers every request (here: Redis commands) with an HTTP error, silently."""
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: object) -> None:  # the base's name
         """Keep the test's stderr for what perseus prints."""
 
 

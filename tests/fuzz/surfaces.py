@@ -164,7 +164,7 @@ async def run_notify(settings: Settings, streams: list[str], within: float = 5.0
             await asyncio.sleep(0.02)
         notifier.stop()
         await asyncio.wait_for(asyncio.shield(task), 5)
-    except Exception as exc:  # noqa: BLE001 - whatever escapes the notifier is the finding
+    except Exception as exc:  # whatever escapes the notifier is the finding
         reading.crashed = f"{type(exc).__name__}: {exc}"
     finally:
         logger.removeHandler(records)
@@ -231,7 +231,7 @@ async def run_dashboard(settings: Settings, *, within: float = 5.0) -> Reading:
                 reading.notes.append("says Redis is unreachable")
             if any("Background task failed" in note for note in notes):
                 reading.notes.append("a background task failed")
-    except Exception as exc:  # noqa: BLE001 - whatever escapes the app is the finding
+    except Exception as exc:  # whatever escapes the app is the finding
         reading.crashed = f"{type(exc).__name__}: {exc}"
     if app.return_code not in (0, None):
         reading.crashed = reading.crashed or f"exit code {app.return_code}"

@@ -163,7 +163,7 @@ def test_catalog_add_defaults_the_display_name_and_set_changes_the_identity(
     assert (
         r.hget("perseus:exchanges", "3")
         == '{"id":3,"name":"binance_us","displayName":"Binance Us","isActive":true}'
-    )  # noqa: E501
+    )
     code, out, _ = invoke(settings, "catalog", "set", "3", "--livermore-sub", SUB)
     assert code == 0 and SUB in out
     assert f'"livermoreSub":"{SUB}"' in (r.hget("perseus:exchanges", "3") or "")

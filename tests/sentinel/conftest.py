@@ -39,7 +39,7 @@ class SentinelProcess:
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=parent_death_hook(signal.SIGTERM),  # noqa: PLW1509 - syscalls only
+            preexec_fn=parent_death_hook(signal.SIGTERM),  # syscalls only
         )
         self.client = sync_redis.Redis(port=self.port, decode_responses=True)
         deadline = time.monotonic() + 10

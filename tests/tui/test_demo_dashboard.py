@@ -26,7 +26,7 @@ def _beat_style(app: PerseusApp, exchange_id: int) -> str:
     """The style of a card's heartbeat age (its fourth line, or second when compact)."""
     card = app.dashboard.grid.card(exchange_id)
     assert card is not None
-    line = next(l for l in card.render().split("\n") if l.plain.startswith("♥"))  # noqa: E741
+    line = next(row for row in card.render().split("\n") if row.plain.startswith("♥"))
     return " ".join(str(span.style) for span in line.spans if "text-" in str(span.style))
 
 

@@ -1,13 +1,27 @@
 """The presenter's signals: heartbeat colours from the configured timing, an overdue
-heartbeat that stops the uptime, and commands refused from what is already known."""
+heartbeat that stops the uptime, commands refused from what is already known, and
+the words of each step of a sent command."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoPermissionError
+
 from perseus_core.present import HeartbeatThresholds, Tone, heartbeat, refusal, uptime_s
+from perseus_core.present.commands import CommandStep, failure_step, outcome_step, unsteerable
+from perseus_core.store.control.livermore import NoLivermoreListener
+from perseus_core.store.control.records import CommandOutcome, NoAgentAnswered
+from perseus_core.store.control.sender import NotSteerable, Route, Via
 from perseus_core.store.network import ExchangeView
-from perseus_core.wire.models import AgentPresence, CommandType, ConnectionState, InstanceStatus
+from perseus_core.wire.models import (
+    AgentPresence,
+    CommandType,
+    ConnectionState,
+    InstanceStatus,
+    ReplyStatus,
+)
 from perseus_core.wire.settings import Settings
 
 NOW = datetime(2026, 2, 10, 22, 45, tzinfo=UTC)
@@ -76,3 +90,27 @@ def test_commands_that_cannot_succeed_are_refused_with_the_reason() -> None:
     assert refusal(ready, CommandType.STOP) == "no instance of it is running"
     assert refusal(offline, CommandType.STOP) == "no instance of it is running"
     assert "no agent" in (refusal(offline, CommandType.START) or "")
+
+
+def test_every_way_a_sent_command_ends_is_worded_once() -> None:
+    """The dashboard posts these steps as they are: the stage and the words."""
+    settings = Settings()
+    held = Route(Via.NONE, 2, "beta", holder="ts-host")
+    denied = NoPermissionError("NOPERM this user has no permissions to run 'xadd'\nmore")
+    assert failure_step(NoAgentAnswered(1, 5_000, "c-1"), settings).stage == "no-agent"
+    assert failure_step(NoLivermoreListener("sub-1"), settings) == CommandStep(
+        "no-agent", "no Livermore server is listening for sub-1"
+    )
+    assert failure_step(NotSteerable(held, "stop"), settings) == CommandStep(
+        "failed", "cannot stop exchange 2: " + unsteerable(held)
+    )
+    reason = (
+        "Redis refuses commands from this user (NOPERM this user has no permissions to run 'xadd')"
+    )
+    assert failure_step(denied, settings) == CommandStep("failed", reason, read_only=reason)
+    silent = failure_step(RedisConnectionError(), settings)
+    assert silent.stage == "failed" and silent.detail and silent.read_only is None
+    replied = CommandOutcome("c-1", True, ReplyStatus.ERROR, None, None)
+    assert outcome_step(replied) == CommandStep("error", "the agent reported an error")
+    done = CommandOutcome("c-1", True, ReplyStatus.SUCCESS, "coinbase is active", None)
+    assert outcome_step(done) == CommandStep("success", "coinbase is active")

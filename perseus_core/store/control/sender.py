@@ -5,7 +5,9 @@ channel, or none), sending it there and waiting for its ack and result."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -236,6 +238,17 @@ async def _xadd_once(
     finally:
         await release(conn)
     return response if isinstance(response, str) else str(response)
+
+
+def default_operator() -> str:
+    """`user@host`: who sends a command from this process when nobody says,
+    as the command's `operator` and its audit entry record it (the CLI and
+    the dashboard alike)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no $USER (some containers)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 class ControlClient:

@@ -58,7 +58,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import chain
 from operator import attrgetter
@@ -160,6 +160,25 @@ Reads = tuple[list[str | None], list[int]]
 
 _Wanted = tuple[int, str | None, str | None]
 """(index of the view, its activity stream or None, its presence key or None)."""
+
+
+@dataclass(slots=True)
+class _OfflineRead:
+    """What one round of `_fill_offline`'s reads said, by index of the view."""
+
+    known: dict[int, LastKnown] = field(default_factory=dict)
+    """The last-known info from each stream's newest entry."""
+    found: dict[int, tuple[AgentPresence, ...]] = field(default_factory=dict)
+    """The live agents of each presence set that has any."""
+    problems: dict[int, list[str]] = field(default_factory=dict)
+    """What could not be read, per view."""
+    deeper: list[tuple[int, str, str]] = field(default_factory=list)
+    """(index, stream, newest id) of each stream to read deeper (`_look_deeper`)."""
+    entry_cache: dict[tuple[str, str], LastKnown] = field(default_factory=dict)
+    """The parsed newest entry of each stream, by (stream, entry id), for the next snapshot."""
+    presence_cache: dict[str, AgentPresence | str] = field(default_factory=dict)
+    """Each presence member parsed (or what is wrong with it), for the next snapshot."""
+
 
 _view_order = attrgetter("exchange_id")
 
@@ -786,16 +805,40 @@ class FleetReader:
         the `extra_ids` found online; `field_ids` are the ids the catalog's
         fields name (`field_id`).
 
-        The snapshot's hot loop (10,000 iterations on a large fleet), written
-        for speed. An exchange whose catalog value and status bytes are
-        both unchanged since the previous snapshot gets its previous view.
+        The snapshot's hot path (10,000 exchanges on a large fleet), written
+        for speed: one loop per phase (the catalog's exchanges, then those
+        outside it), no call per exchange that can be avoided. An exchange
+        whose catalog value and status bytes are both unchanged since the
+        previous snapshot gets its previous view.
         """
         statuses = self._statuses(values)
+        view_cache: dict[int, ExchangeView] = {}
+        token_cache: dict[int, Token | None] = {}
+        views, errors = self._catalog_views(
+            raw_catalog, field_ids, tokens, values, statuses, view_cache, token_cache
+        )
+        found = self._outside_views(extra_ids, values, statuses, views, view_cache, token_cache)
+        self._built_views, self._built_tokens, self._built_raws = view_cache, token_cache, values
+        self._catalog.remember(tokens, errors)
+        return views, found
+
+    def _catalog_views(
+        self,
+        raw_catalog: dict[str, str],
+        field_ids: list[int],
+        tokens: dict[str, Token],
+        values: dict[int, str | None],
+        statuses: dict[int, InstanceStatus | str],
+        view_cache: dict[int, ExchangeView],
+        token_cache: dict[int, Token | None],
+    ) -> tuple[list[ExchangeView], dict[str, str]]:
+        """The view of every exchange the catalog lists (an inactive one only
+        while it is online), in catalog order, each also put in `view_cache`
+        and its catalog token in `token_cache`; and what is wrong with each
+        catalog field that is wrong, by field."""
         previous_views, previous_tokens = self._built_views, self._built_tokens
         previous_raws = self._built_raws
         pttls, read_at = self._pttls, self._pttl_read_at
-        view_cache: dict[int, ExchangeView] = {}
-        token_cache: dict[int, Token | None] = {}
         views: list[ExchangeView] = []
         errors: dict[str, str] = {}
         for (field_name, value), exchange_id in zip(raw_catalog.items(), field_ids, strict=True):
@@ -815,31 +858,42 @@ class FleetReader:
             if raw is None and entry is not None and not entry.is_active:
                 continue  # inactive and offline: not listed
             parsed = statuses.get(exchange_id)
+            if isinstance(parsed, str):
+                status, problem = None, parsed
+            else:
+                status, problem = parsed, None
             known = previous_views.get(exchange_id)
             if known is not None and previous_tokens[exchange_id] is token:
                 # The very same status object means the very same bytes.
-                if parsed is None or isinstance(parsed, str):
-                    unchanged = previous_raws[exchange_id] == raw
-                else:
-                    unchanged = known.status is parsed
-                if unchanged:
+                if previous_raws[exchange_id] == raw if status is None else known.status is status:
                     view_cache[exchange_id] = known
                     token_cache[exchange_id] = token
                     views.append(known)
                     continue
-            if parsed is None:
-                status = problem = None
-            elif isinstance(parsed, str):
-                status, problem = None, parsed
-            else:
-                status, problem = parsed, None
-            problems = errors.get(field_name)
-            view = assemble(exchange_id, field_name, entry, problems, raw, status, problem)
+            view = assemble(
+                exchange_id, field_name, entry, errors.get(field_name), raw, status, problem
+            )
             view.heartbeat_at = heartbeat_moment(read_at, status, pttls.get(exchange_id))
             view_cache[exchange_id] = view
             token_cache[exchange_id] = token
             views.append(view)
+        return views, errors
 
+    def _outside_views(
+        self,
+        extra_ids: list[int],
+        values: dict[int, str | None],
+        statuses: dict[int, InstanceStatus | str],
+        views: list[ExchangeView],
+        view_cache: dict[int, ExchangeView],
+        token_cache: dict[int, Token | None],
+    ) -> set[int]:
+        """Append to `views` (and to `view_cache`) the view of each of
+        `extra_ids`, exchanges outside the catalog, that is online; return
+        those ids."""
+        previous_views, previous_tokens = self._built_views, self._built_tokens
+        previous_raws = self._built_raws
+        pttls, read_at = self._pttls, self._pttl_read_at
         found: set[int] = set()
         for exchange_id in extra_ids:
             raw = values.get(exchange_id)
@@ -863,9 +917,7 @@ class FleetReader:
             view_cache[exchange_id] = view
             token_cache[exchange_id] = None
             views.append(view)
-        self._built_views, self._built_tokens, self._built_raws = view_cache, token_cache, values
-        self._catalog.remember(tokens, errors)
-        return views, found
+        return found
 
     # --- exchanges without a valid status: last-known info and agents -------------------
 
@@ -899,41 +951,37 @@ class FleetReader:
             remember: keep what was read for the next call (a snapshot's
                 reads replace the caches; a single lookup does not).
         """
-        wanted: list[_Wanted] = []
-        for index, view in enumerate(views):
-            if view.status is not None:
-                continue
-            stream = (
-                keys.activity_key(view.exchange_name) if last_known and view.exchange_name else None
-            )
-            presence = (
-                keys.agents_key(view.exchange_id)
-                if agents and view.exchange_id != NOT_AN_ID
-                else None
-            )
-            if stream is not None or presence is not None:
-                wanted.append((index, stream, presence))
+        wanted = _offline_wanted(views, last_known=last_known, agents=agents)
         if not wanted:
             return views
         async with self._redis.pipeline(transaction=False) as pipe:
             evals = _queue_offline_reads(pipe, views, wanted)
             replies = await pipe.execute(raise_on_error=False)
         await self._members_without_eval(replies, evals)
-        results = iter(replies)
+        read = self._offline_replies(views, wanted, replies)
+        if read.deeper:
+            await self._look_deeper(read.deeper, read.known, read.entry_cache)
+        if remember:
+            self._entry_cache = read.entry_cache
+            self._presence_cache = read.presence_cache
+        return _with_details(views, wanted, read.known, read.found, read.problems)
 
-        entry_cache: dict[tuple[str, str], LastKnown] = {}
-        presence_cache: dict[str, AgentPresence | str] = {}
-        known: dict[int, LastKnown] = {}
-        found: dict[int, tuple[AgentPresence, ...]] = {}
-        problems: dict[int, list[str]] = {}
-        deeper: list[tuple[int, str, str]] = []  # (index, stream, newest id)
+    def _offline_replies(
+        self, views: list[ExchangeView], wanted: list[_Wanted], replies: list[Any]
+    ) -> _OfflineRead:
+        """What the replies of `_queue_offline_reads` say, in the order they
+        were queued: per wanted view, its stream's newest entry (from the
+        entry cache when already parsed), its agents, and a status key of the
+        wrong type; each unreadable key is a problem of its view's."""
+        read = _OfflineRead()
+        results = iter(replies)
         for index, stream, presence in wanted:
             view = views[index]
             if stream is not None:
                 result = next(results)
                 if isinstance(result, Exception):
                     message = f"{clean(stream, 80)} (activity stream) is unreadable: {result}"
-                    problems.setdefault(index, []).append(message)
+                    read.problems.setdefault(index, []).append(message)
                 elif result:
                     entry_id, fields = result[0]
                     cached = self._entry_cache.get((stream, entry_id))
@@ -941,27 +989,25 @@ class FleetReader:
                         name = stream.removeprefix(keys.ACTIVITY_KEY_PREFIX)
                         cached = LastKnown.from_entry(parse_entry(entry_id, fields or {}, name))
                         if cached.event != "state_transition":  # who held it? look back
-                            deeper.append((index, stream, entry_id))
-                    entry_cache[(stream, entry_id)] = known[index] = cached
+                            read.deeper.append((index, stream, entry_id))
+                    read.entry_cache[(stream, entry_id)] = read.known[index] = cached
             if presence is not None:
                 result = next(results)
                 if isinstance(result, Exception):
                     message = f"{presence} (agent presence) is unreadable: {result}"
-                    problems.setdefault(index, []).append(message)
+                    read.problems.setdefault(index, []).append(message)
                 elif result:
-                    found[index] = self._agents(
-                        view.exchange_id, result, presence_cache, problems.setdefault(index, [])
+                    read.found[index] = self._agents(
+                        view.exchange_id,
+                        result,
+                        read.presence_cache,
+                        read.problems.setdefault(index, []),
                     )
             if _checks_type(view, presence):
                 wrong = _wrong_type(view.exchange_id, next(results))
                 if wrong is not None:  # first: it explains why the exchange looks offline
-                    problems.setdefault(index, []).insert(0, wrong)
-        if deeper:
-            await self._look_deeper(deeper, known, entry_cache)
-        if remember:
-            self._entry_cache = entry_cache
-            self._presence_cache = presence_cache
-        return _with_details(views, wanted, known, found, problems)
+                    read.problems.setdefault(index, []).insert(0, wrong)
+        return read
 
     async def _members_without_eval(self, replies: list[Any], evals: list[tuple[int, str]]) -> None:
         """Read again, with a plain ZRANGE, the presence sets whose
@@ -1099,6 +1145,25 @@ def _readable(result: Any, command: str, key: str) -> Any:
             return result
         raise refused(result, command, key)
     raise result
+
+
+def _offline_wanted(views: list[ExchangeView], *, last_known: bool, agents: bool) -> list[_Wanted]:
+    """Which reads `_fill_offline` makes for each view without a valid status:
+    its activity stream (when `last_known` and it has a name) and its presence
+    set (when `agents` and its id is a number)."""
+    wanted: list[_Wanted] = []
+    for index, view in enumerate(views):
+        if view.status is not None:
+            continue
+        stream = (
+            keys.activity_key(view.exchange_name) if last_known and view.exchange_name else None
+        )
+        presence = (
+            keys.agents_key(view.exchange_id) if agents and view.exchange_id != NOT_AN_ID else None
+        )
+        if stream is not None or presence is not None:
+            wanted.append((index, stream, presence))
+    return wanted
 
 
 def _queue_offline_reads(

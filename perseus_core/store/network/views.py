@@ -110,10 +110,7 @@ class LastSeen:
 
     at: datetime
     source: str
-
-    def label(self, age: str) -> str:
-        """`last heartbeat 3m ago` / `last entry 2d ago`, with `age` as given."""
-        return f"last {self.source} {age}"
+    """`heartbeat` or `entry`: what dated it (`present.last_seen_text` words it)."""
 
 
 class ViewKind(StrEnum):
