@@ -88,12 +88,21 @@ async def active_holder_pid(redis: Redis) -> int | None:
     return holder.pid if holder.connection_state is ConnectionState.ACTIVE else None
 
 
+async def until_active(redis: Redis, agent: AgentProcess) -> None:
+    """Wait until `agent` holds exchange 7 as active (its child ticks while warming)."""
+
+    async def holds() -> bool:
+        return await active_holder_pid(redis) == agent.pid
+
+    await eventually(holds, 20, f"agent {agent.pid} to hold the exchange, active:\n{agent.log()}")
+
+
 async def test_an_agent_in_another_pid_namespace_never_takes_a_live_holders_slot(
     spawn_agent: SpawnAgent, redis: Redis, tmp_path: Path, unshare: list[str]
 ) -> None:
     holder = ticking_agent(spawn_agent, tmp_path / "holder")
     await eventually(lambda: _runs(tmp_path / "holder"), 20, "the holder's child to tick")
-    assert await active_holder_pid(redis) == holder.pid
+    await until_active(redis, holder)
 
     contender = ticking_agent(spawn_agent, tmp_path / "contender", wrapper=unshare)
 
@@ -124,13 +133,13 @@ async def test_a_dead_holder_in_the_same_namespace_is_replaced_at_once(
     same pid namespace and boot sees the pid gone and takes the slot now."""
     old = ticking_agent(spawn_agent, tmp_path / "old")
     await eventually(lambda: _runs(tmp_path / "old"), 20, "the first child to tick")
-    assert await active_holder_pid(redis) == old.pid
+    await until_active(redis, old)
     old.signal(signal.SIGKILL)
     await old.wait_exit()
 
     new = ticking_agent(spawn_agent, tmp_path / "new")
     await eventually(lambda: _runs(tmp_path / "new"), 20, f"the new child:\n{new.log()}")
-    assert await active_holder_pid(redis) == new.pid
+    await until_active(redis, new)
     assert "took over from" in new.log()
     assert 0 < await redis.pttl("exchange:7:status") <= 45_000
     assert overlap_s(tmp_path / "old", tmp_path / "new") == 0.0
