@@ -75,7 +75,7 @@ def spawn_agent(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes
             PERSEUS_SOCKET_TIMEOUT_MS="1000",
             PYTHONUNBUFFERED="1",
         )
-        log = open(tmp_path / f"agent-{len(started)}.log", "wb")  # noqa: SIM115 - closed below
+        log = open(tmp_path / f"agent-{len(started)}.log", "wb")  # closed below
         try:
             process = subprocess.Popen(
                 [*AGENT_ARGV, *args],
