@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from textual import events, on
 from textual.app import App
 from textual.binding import Binding
+from textual.command import CommandPalette
 from textual.content import Content
 from textual.reactive import reactive, var
 from textual.screen import Screen
@@ -35,7 +36,7 @@ from perseus_core.wire.models import ActivityEntry, CommandType
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import Clock, system_clock
 from perseus_tui import render
-from perseus_tui.commands import ExchangeCommands
+from perseus_tui.commands import ExchangeCommands, ExchangePalette
 from perseus_tui.fleet import FleetState
 from perseus_tui.messages import (
     CommandProgress,
@@ -489,6 +490,11 @@ class PerseusApp(App[None]):
         """Open the intro panel over the dashboard, if the dashboard was given one."""
         if self.intro and not isinstance(self.screen, IntroScreen):
             self.push_screen(IntroScreen(self.intro))
+
+    def action_command_palette(self) -> None:
+        """Open the command palette (one that cannot be submitted twice)."""
+        if self.use_command_palette and not isinstance(self.screen, CommandPalette):
+            self.push_screen(ExchangePalette(id="--command-palette"))
 
     def action_help(self) -> None:
         """List every key binding."""

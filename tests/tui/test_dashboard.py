@@ -539,3 +539,29 @@ async def test_command_palette_lists_exchange_commands(
         hits = [hit async for hit in provider.search(query)]
         texts = [hit.text for hit in hits]
         assert any("[b]Alpha[/b] #1" in (t or "") for t in texts), texts
+
+
+@pytest.mark.parametrize("typed", ["", "switch view"])
+async def test_the_palette_runs_one_command_for_enter_pressed_twice(
+    make_app: AppFactory, redis: Redis, typed: str
+) -> None:
+    """Ctrl+P then Enter twice, typed faster than the app handles them: the
+    second Enter reached the palette after the first had closed it, ran the
+    command again and closed the dashboard too (a `ScreenStackError`)."""
+    await add_catalog(redis, 1, "alpha")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: app.dashboard.grid.card(1) is not None)
+        views = []
+        for _ in range(4):
+            # Queued at once, as a terminal delivers them (`pilot.press` would wait).
+            typing = ("space" if char == " " else char for char in typed)
+            for key in ("ctrl+p", *typing, "enter", "enter"):
+                app.simulate_key(key)
+            await eventually(lambda: app.screen is app.dashboard)
+            await pilot.pause()
+            views.append(app.dashboard.showing_table)
+        assert app.screen_stack == [app.dashboard]
+        if typed:  # the one command found ran once per palette: the view toggled each time
+            assert views == [True, False, True, False]
+    assert app.return_code in (None, 0)
