@@ -492,9 +492,15 @@ class PerseusApp(App[None]):
             self.push_screen(IntroScreen(self.intro))
 
     def action_command_palette(self) -> None:
-        """Open the command palette (one that cannot be submitted twice)."""
+        """Open the command palette (one that cannot be submitted twice).
+
+        It has no id, unlike Textual's own: a screen a key asked for before
+        Ctrl+P (Enter: the detail screen) can open above the palette, and
+        Ctrl+P there opens a second palette while the first is still on the
+        stack; two screens with one id end the app (`DuplicateIds`).
+        """
         if self.use_command_palette and not isinstance(self.screen, CommandPalette):
-            self.push_screen(ExchangePalette(id="--command-palette"))
+            self.push_screen(ExchangePalette())
 
     def action_help(self) -> None:
         """List every key binding."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from textual.command import CommandPalette
 from textual.widgets import ContentSwitcher
 from textual.widgets.data_table import ColumnKey
 
@@ -22,6 +23,7 @@ from perseus_core.wire import keys
 from perseus_core.wire.models import CatalogEntry, ConnectionState, ErrorEntry, InstanceStatus
 from perseus_core.wire.settings import Settings
 from perseus_tui.app import PerseusApp
+from perseus_tui.messages import DetailRequested
 from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen
@@ -564,4 +566,27 @@ async def test_the_palette_runs_one_command_for_enter_pressed_twice(
         assert app.screen_stack == [app.dashboard]
         if typed:  # the one command found ran once per palette: the view toggled each time
             assert views == [True, False, True, False]
+    assert app.return_code in (None, 0)
+
+
+async def test_a_second_palette_opens_over_a_screen_above_the_first(
+    make_app: AppFactory, redis: Redis
+) -> None:
+    """Enter then Ctrl+P, queued at once: the palette opens first, then the
+    detail screen the Enter asked for opens above it; Ctrl+P on the detail
+    screen opens a second palette while the first is still in the app (two
+    palettes with one id ended the app: `DuplicateIds`)."""
+    await add_catalog(redis, 1, "alpha")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: app.dashboard.grid.card(1) is not None)
+        await pilot.press("ctrl+p")
+        await eventually(lambda: isinstance(app.screen, CommandPalette))
+        app.post_message(DetailRequested(1))  # what the dashboard's Enter had asked for
+        await eventually(lambda: isinstance(app.screen, DetailScreen))
+        await pilot.press("ctrl+p")
+        await eventually(lambda: isinstance(app.screen, CommandPalette))
+        for _ in range(3):
+            await pilot.press("escape")
+        await eventually(lambda: app.screen is app.dashboard)
     assert app.return_code in (None, 0)
