@@ -26,6 +26,7 @@ from textual.command import CommandPalette
 from textual.content import Content
 from textual.reactive import reactive, var
 from textual.screen import Screen
+from textual.theme import ThemeProvider
 from textual.worker import Worker, WorkerState
 
 from perseus_core.present import HeartbeatThresholds, refusal, route_of
@@ -36,7 +37,7 @@ from perseus_core.wire.models import ActivityEntry, CommandType
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import Clock, system_clock
 from perseus_tui import render
-from perseus_tui.commands import ExchangeCommands, ExchangePalette
+from perseus_tui.commands import ExchangeCommands, Palette
 from perseus_tui.fleet import FleetState
 from perseus_tui.messages import (
     CommandProgress,
@@ -500,7 +501,11 @@ class PerseusApp(App[None]):
         stack; two screens with one id end the app (`DuplicateIds`).
         """
         if self.use_command_palette and not isinstance(self.screen, CommandPalette):
-            self.push_screen(ExchangePalette())
+            self.push_screen(Palette())
+
+    def search_themes(self) -> None:
+        """Pick a theme (the palette's Theme command) in the same safe palette."""
+        self.push_screen(Palette(providers=[ThemeProvider], placeholder="Search for themes…"))
 
     def action_help(self) -> None:
         """List every key binding."""

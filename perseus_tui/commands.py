@@ -3,7 +3,7 @@
 Theme switching comes from Textual's own system commands, which stay enabled.
 Exchange names come from Redis, so hits are built as `Content` (never markup)
 and highlighted here rather than with `Matcher.highlight`, which parses markup.
-The palette itself is Textual's, closed at most once (`ExchangePalette`).
+The palette itself, and the theme picker, are Textual's, made safe for fast keys (`Palette`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from functools import partial
 
 from textual import on
-from textual.command import CommandPalette, DiscoveryHit, Hit, Hits, Matcher, Provider
+from textual.command import CommandList, CommandPalette, DiscoveryHit, Hit, Hits, Matcher, Provider
 from textual.content import Content
 from textual.message import Message
 from textual.widgets import Button, Input, OptionList
@@ -124,23 +124,36 @@ class ExchangeCommands(Provider):
                 yield Hit(score, safe_highlight(matcher, text), command, text=text, help=help_text)
 
 
-class ExchangePalette(CommandPalette):
-    """Textual's command palette, which acts on one submission only.
+class Palette(CommandPalette):
+    """Textual's command palette, made safe for keys typed faster than it handles them
+    (the app opens it for Ctrl+P and for the theme picker).
 
-    Enter pressed twice quickly queues two submissions (or two selections)
-    before the palette handles the first. The first closes the palette and
-    runs its command; a second one, handled by the closed palette, would run
-    the command again and close the screen below it (the dashboard: a
-    `ScreenStackError` that ends the app). Once the palette is no longer the
-    screen on top, it ignores whatever is still queued for it.
+    - It acts on one submission only. Enter pressed twice quickly queues two
+      submissions (or selections) before the palette handles the first. The
+      first closes the palette and runs its command; a second one, handled by
+      the closed palette, would run the command again and close the screen
+      below it (the dashboard: a `ScreenStackError` that ends the app). So once
+      the palette is no longer the screen on top, it ignores whatever is still
+      queued for it: a letter typed just before Escape, too, would start a
+      search in a palette whose list is gone (`NoMatches` from its worker).
+    - Page Up and Page Down move only through a list that has room on screen:
+      `OptionList` pages by the lines it has laid out, and lays none out while
+      it has none (a `KeyError` that ends the app).
     """
 
+    @on(Input.Changed)
     @on(Input.Submitted)
     @on(Button.Pressed)
     @on(OptionList.OptionSelected)
     def _closed_already(
-        self, event: Input.Submitted | Button.Pressed | OptionList.OptionSelected
+        self,
+        event: Input.Changed | Input.Submitted | Button.Pressed | OptionList.OptionSelected,
     ) -> None:
         if not self.is_active:
             event.stop()
-            event.prevent_default()  # the palette's own handlers would close it again
+            event.prevent_default()  # the palette's own handlers would act on it
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "command_list" and parameters in (("page_up",), ("page_down",)):
+            return bool(self.query_one(CommandList).scrollable_content_region)
+        return super().check_action(action, parameters)

@@ -590,3 +590,43 @@ async def test_a_second_palette_opens_over_a_screen_above_the_first(
             await pilot.press("escape")
         await eventually(lambda: app.screen is app.dashboard)
     assert app.return_code in (None, 0)
+
+
+@pytest.mark.parametrize("keys_", [("pageup",), ("pagedown",), ("z", "z", "pagedown")])
+async def test_page_keys_in_a_palette_that_lists_nothing_yet(
+    make_app: AppFactory, redis: Redis, keys_: tuple[str, ...]
+) -> None:
+    """Page Up or Down right after Ctrl+P: the list has no room laid out yet,
+    and `OptionList` paged by lines it did not have (a `KeyError`)."""
+    await add_catalog(redis, 1, "alpha")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: app.dashboard.grid.card(1) is not None)
+        for _ in range(3):
+            for key in ("ctrl+p", *keys_):
+                app.simulate_key(key)
+            await eventually(lambda: isinstance(app.screen, CommandPalette))
+            await pilot.press("escape")
+            await eventually(lambda: app.screen is app.dashboard)
+    assert app.return_code in (None, 0)
+
+
+async def test_the_theme_picker_takes_one_submission_too(
+    make_app: AppFactory, redis: Redis
+) -> None:
+    """The palette's Theme command opens a second palette: Enter pressed three
+    times there closed it, then tried to close the dashboard."""
+    await add_catalog(redis, 1, "alpha")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: app.dashboard.grid.card(1) is not None)
+        for _ in range(3):
+            app.search_themes()
+            await eventually(lambda: isinstance(app.screen, CommandPalette))
+            await pilot.pause()
+            for key in ("enter", "enter", "enter"):
+                app.simulate_key(key)
+            await eventually(lambda: app.screen is app.dashboard)
+            await pilot.pause()
+        assert app.screen_stack == [app.dashboard]
+    assert app.return_code in (None, 0)
