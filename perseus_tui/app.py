@@ -20,9 +20,11 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from textual import events, on
 from textual.app import App
 from textual.binding import Binding
+from textual.command import CommandPalette
 from textual.content import Content
 from textual.reactive import reactive, var
 from textual.screen import Screen
+from textual.theme import ThemeProvider
 from textual.worker import Worker, WorkerState
 
 from perseus_core.present import HeartbeatThresholds, refusal, route_of
@@ -33,7 +35,7 @@ from perseus_core.wire.models import ActivityEntry, CommandType
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import Clock, system_clock
 from perseus_tui import render
-from perseus_tui.commands import ExchangeCommands
+from perseus_tui.commands import ExchangeCommands, Palette
 from perseus_tui.fleet import FleetState
 from perseus_tui.messages import (
     CommandProgress,
@@ -478,6 +480,21 @@ class PerseusApp(App[None]):
         """Open the intro panel over the dashboard, if the dashboard was given one."""
         if self.intro and not isinstance(self.screen, IntroScreen):
             self.push_screen(IntroScreen(self.intro))
+
+    def action_command_palette(self) -> None:
+        """Open the command palette (one that cannot be submitted twice).
+
+        It has no id, unlike Textual's own: a screen a key asked for before
+        Ctrl+P (Enter: the detail screen) can open above the palette, and
+        Ctrl+P there opens a second palette while the first is still on the
+        stack; two screens with one id end the app (`DuplicateIds`).
+        """
+        if self.use_command_palette and not isinstance(self.screen, CommandPalette):
+            self.push_screen(Palette())
+
+    def search_themes(self) -> None:
+        """Pick a theme (the palette's Theme command) in the same safe palette."""
+        self.push_screen(Palette(providers=[ThemeProvider], placeholder="Search for themes…"))
 
     def action_help(self) -> None:
         """List every key binding."""

@@ -1,8 +1,9 @@
-"""Command palette entries: start, stop or open any exchange, and every dashboard-wide key.
+"""The command palette: start, stop or open any exchange, and every dashboard-wide key.
 
 Theme switching comes from Textual's own system commands, which stay enabled.
 Exchange names come from Redis, so hits are built as `Content` (never markup)
 and highlighted here rather than with `Matcher.highlight`, which parses markup.
+The palette itself, and the theme picker, are Textual's, made safe for fast keys (`Palette`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
+from textual import on
+from textual.command import CommandList, CommandPalette, DiscoveryHit, Hit, Hits, Matcher, Provider
 from textual.content import Content
 from textual.message import Message
+from textual.widgets import Button, Input, OptionList
 
 from perseus_core.wire.models import CommandType
 from perseus_tui.fleet import FleetState
@@ -119,3 +122,38 @@ class ExchangeCommands(Provider):
             score = matcher.match(text)
             if score > 0:
                 yield Hit(score, safe_highlight(matcher, text), command, text=text, help=help_text)
+
+
+class Palette(CommandPalette):
+    """Textual's command palette, made safe for keys typed faster than it handles them
+    (the app opens it for Ctrl+P and for the theme picker).
+
+    - It acts on one submission only. Enter pressed twice quickly queues two
+      submissions (or selections) before the palette handles the first. The
+      first closes the palette and runs its command; a second one, handled by
+      the closed palette, would run the command again and close the screen
+      below it (the dashboard: a `ScreenStackError` that ends the app). So once
+      the palette is no longer the screen on top, it ignores whatever is still
+      queued for it: a letter typed just before Escape, too, would start a
+      search in a palette whose list is gone (`NoMatches` from its worker).
+    - Page Up and Page Down move only through a list that has room on screen:
+      `OptionList` pages by the lines it has laid out, and lays none out while
+      it has none (a `KeyError` that ends the app).
+    """
+
+    @on(Input.Changed)
+    @on(Input.Submitted)
+    @on(Button.Pressed)
+    @on(OptionList.OptionSelected)
+    def _closed_already(
+        self,
+        event: Input.Changed | Input.Submitted | Button.Pressed | OptionList.OptionSelected,
+    ) -> None:
+        if not self.is_active:
+            event.stop()
+            event.prevent_default()  # the palette's own handlers would act on it
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "command_list" and parameters in (("page_up",), ("page_down",)):
+            return bool(self.query_one(CommandList).scrollable_content_region)
+        return super().check_action(action, parameters)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, tzinfo
 from typing import Literal
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import ContentSwitcher, Input
@@ -17,7 +17,6 @@ from perseus_core.wire.timeutil import Clock
 from perseus_tui.fleet import FleetState
 from perseus_tui.messages import DetailRequested, IntroRequested, RefreshRequested
 from perseus_tui.screens.base import ExchangeScreen
-from perseus_tui.screens.filtered import FilteredScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.banner import ConnectionBanner, Outage
 from perseus_tui.widgets.card_grid import CardGrid, view_matches
@@ -84,8 +83,13 @@ DASHBOARD_BINDINGS: list[BindingType] = [
 """The dashboard's own keys (start and stop come from `ExchangeScreen`)."""
 
 
-class DashboardScreen(FilteredScreen):
-    """The fleet and its activity. The selection follows focus in either view."""
+class DashboardScreen(ExchangeScreen):
+    """The fleet and its activity. The selection follows focus in either view.
+
+    `/` opens a filter input that keeps every key typed after it; Enter keeps
+    the filter, Escape clears it. It narrows the cards (or the table) and the
+    feed alike.
+    """
 
     AUTO_FOCUS = ""  # the selected card takes the focus once the fleet is loaded
 
@@ -132,6 +136,8 @@ class DashboardScreen(FilteredScreen):
         self._stale = False
         self.view_mode: ViewMode = "auto"
         self.selected_id: int | None = None
+        self.query_text = ""
+        """The filter in force (stripped)."""
 
     def compose(self) -> ComposeResult:
         yield PerseusHeader(self.header, id="header").data_bind(state=DashboardScreen.header)
@@ -156,7 +162,7 @@ class DashboardScreen(FilteredScreen):
         yield PerseusFooter()
 
     def on_mount(self) -> None:
-        filter_input = self.query_one("#filter-input", Input)
+        filter_input = self.filter_input
         filter_input.cursor_blink = self.app.animation_level != "none"
         app = self.app
         self.watch(app, "clock_tick", self._clock_ticked, init=False)
@@ -205,6 +211,11 @@ class DashboardScreen(FilteredScreen):
     def banner(self) -> ConnectionBanner:
         """The connection banner."""
         return self.query_one(ConnectionBanner)
+
+    @property
+    def filter_input(self) -> Input:
+        """The filter's input."""
+        return self.query_one("#filter-input", Input)
 
     @property
     def showing_table(self) -> bool:
@@ -294,6 +305,7 @@ class DashboardScreen(FilteredScreen):
                 self.focus_view()
 
     def focus_view(self) -> None:
+        """Give the keyboard to the fleet: the selected card or the table."""
         if self.showing_table:
             if self.selected_id is not None:
                 self.table.select(self.selected_id)
@@ -320,6 +332,8 @@ class DashboardScreen(FilteredScreen):
             return self._intro
         if action == "open_detail":
             return True if self.current_exchange_id() is not None else None
+        if action == "clear_filter":
+            return bool(self.query_text) or self.filter_input.display
         return super().check_action(action, parameters)
 
     def action_open_detail(self) -> None:
@@ -328,7 +342,64 @@ class DashboardScreen(FilteredScreen):
         if exchange_id is not None:
             self.post_message(DetailRequested(exchange_id))
 
-    def filter_changed(self, query: str) -> None:
+    # --- the filter -------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        """Show the filter input and type into it."""
+        filter_input = self.filter_input
+        filter_input.display = True
+        # Focus now, not after the next refresh (`focus()`): keys typed right after
+        # `/` are already queued, and must reach the input, not the selected card.
+        self.set_focus(filter_input)
+        self.sync_bindings()
+
+    def action_clear_filter(self) -> None:
+        """Drop the filter and hide its input."""
+        filter_input = self.filter_input
+        filter_input.value = ""
+        filter_input.display = False
+        self._apply_filter("")
+        self.focus_view()
+        self.sync_bindings()
+
+    async def on_key(self, event: events.Key) -> None:
+        """Hand the filter the keys typed right after `/`.
+
+        A terminal delivers a burst of keys at once, and the app forwards each
+        to the widget focused when it arrives: the selected card, for every key
+        of `/off⏎`. Bindings run only when a key has bubbled back up to the
+        app, after the whole burst was forwarded; so `/` opens the filter here,
+        on the way up, and the keys behind it are typed into the filter instead
+        of moving the selection or opening a detail screen.
+        """
+        filter_input = self.filter_input
+        if self.focused is not filter_input:
+            if event.key == "slash":
+                self.action_filter()
+            else:
+                return
+        elif event.is_printable and event.character is not None:
+            filter_input.insert_text_at_cursor(event.character)  # the input's own never bubble
+        elif event.key == "enter":
+            await filter_input.action_submit()
+        else:
+            return
+        event.stop()
+        event.prevent_default()
+
+    @on(Input.Changed, "#filter-input")
+    def _filter_typed(self, event: Input.Changed) -> None:
+        self._apply_filter(event.value)
+
+    @on(Input.Submitted, "#filter-input")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        event.input.display = bool(event.value)
+        self.focus_view()
+        self.sync_bindings()
+
+    def _apply_filter(self, query: str) -> None:
+        """Show what matches `query`: cards (or table rows) and feed entries."""
+        self.query_text = query = query.strip()
         self.grid.apply_filter(query)
         self.feed.set_filter(query)
         if self.showing_table:

@@ -24,7 +24,7 @@ from textual.content import Content
 from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, ColumnKey
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
 
 from perseus_core.present import exchange as present
 from perseus_core.store.network import ExchangeView
@@ -252,11 +252,25 @@ class InstanceTable(DataTable[Text]):
 
     @on(DataTable.RowHighlighted)
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key.value is not None:
-            self.post_message(self.Selected(self, int(event.row_key.value)))
+        exchange_id = _exchange_id(event.row_key)
+        if exchange_id is not None:
+            self.post_message(self.Selected(self, exchange_id))
 
     @on(DataTable.RowSelected)
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        if event.row_key.value is not None:
-            self.post_message(self.Opened(self, int(event.row_key.value)))
+        exchange_id = _exchange_id(event.row_key)
+        if exchange_id is not None:
+            self.post_message(self.Opened(self, exchange_id))
+
+
+def _exchange_id(row_key: RowKey | None) -> int | None:
+    """The exchange of a highlighted or selected row; None for no row.
+
+    A table the filter emptied still highlights: `DataTable` clamps its cursor
+    to row -1 and reports that row with no key at all (typed as a `RowKey`),
+    on every cursor key and on the next rebuild.
+    """
+    if row_key is None or row_key.value is None:
+        return None
+    return int(row_key.value)

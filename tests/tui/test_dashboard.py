@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from textual.command import CommandPalette
 from textual.widgets import ContentSwitcher
 from textual.widgets.data_table import ColumnKey
 
@@ -22,6 +23,7 @@ from perseus_core.wire import keys
 from perseus_core.wire.models import CatalogEntry, ConnectionState, ErrorEntry, InstanceStatus
 from perseus_core.wire.settings import Settings
 from perseus_tui.app import PerseusApp
+from perseus_tui.messages import DetailRequested
 from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen
@@ -539,3 +541,92 @@ async def test_command_palette_lists_exchange_commands(
         hits = [hit async for hit in provider.search(query)]
         texts = [hit.text for hit in hits]
         assert any("[b]Alpha[/b] #1" in (t or "") for t in texts), texts
+
+
+@pytest.mark.parametrize("typed", ["", "switch view"])
+async def test_the_palette_runs_one_command_for_enter_pressed_twice(
+    make_app: AppFactory, redis: Redis, typed: str
+) -> None:
+    """Ctrl+P then Enter twice, typed faster than the app handles them: the
+    second Enter reached the palette after the first had closed it, ran the
+    command again and closed the dashboard too (a `ScreenStackError`)."""
+    await add_catalog(redis, 1, "alpha")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: app.dashboard.grid.card(1) is not None)
+        views = []
+        for _ in range(4):
+            # Queued at once, as a terminal delivers them (`pilot.press` would wait).
+            typing = ("space" if char == " " else char for char in typed)
+            for key in ("ctrl+p", *typing, "enter", "enter"):
+                app.simulate_key(key)
+            await eventually(lambda: app.screen is app.dashboard)
+            await pilot.pause()
+            views.append(app.dashboard.showing_table)
+        assert app.screen_stack == [app.dashboard]
+        if typed:  # the one command found ran once per palette: the view toggled each time
+            assert views == [True, False, True, False]
+    assert app.return_code in (None, 0)
+
+
+async def test_a_second_palette_opens_over_a_screen_above_the_first(
+    make_app: AppFactory, redis: Redis
+) -> None:
+    """Enter then Ctrl+P, queued at once: the palette opens first, then the
+    detail screen the Enter asked for opens above it; Ctrl+P on the detail
+    screen opens a second palette while the first is still in the app (two
+    palettes with one id ended the app: `DuplicateIds`)."""
+    await add_catalog(redis, 1, "alpha")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: app.dashboard.grid.card(1) is not None)
+        await pilot.press("ctrl+p")
+        await eventually(lambda: isinstance(app.screen, CommandPalette))
+        app.post_message(DetailRequested(1))  # what the dashboard's Enter had asked for
+        await eventually(lambda: isinstance(app.screen, DetailScreen))
+        await pilot.press("ctrl+p")
+        await eventually(lambda: isinstance(app.screen, CommandPalette))
+        for _ in range(3):
+            await pilot.press("escape")
+        await eventually(lambda: app.screen is app.dashboard)
+    assert app.return_code in (None, 0)
+
+
+@pytest.mark.parametrize("keys_", [("pageup",), ("pagedown",), ("z", "z", "pagedown")])
+async def test_page_keys_in_a_palette_that_lists_nothing_yet(
+    make_app: AppFactory, redis: Redis, keys_: tuple[str, ...]
+) -> None:
+    """Page Up or Down right after Ctrl+P: the list has no room laid out yet,
+    and `OptionList` paged by lines it did not have (a `KeyError`)."""
+    await add_catalog(redis, 1, "alpha")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: app.dashboard.grid.card(1) is not None)
+        for _ in range(3):
+            for key in ("ctrl+p", *keys_):
+                app.simulate_key(key)
+            await eventually(lambda: isinstance(app.screen, CommandPalette))
+            await pilot.press("escape")
+            await eventually(lambda: app.screen is app.dashboard)
+    assert app.return_code in (None, 0)
+
+
+async def test_the_theme_picker_takes_one_submission_too(
+    make_app: AppFactory, redis: Redis
+) -> None:
+    """The palette's Theme command opens a second palette: Enter pressed three
+    times there closed it, then tried to close the dashboard."""
+    await add_catalog(redis, 1, "alpha")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: app.dashboard.grid.card(1) is not None)
+        for _ in range(3):
+            app.search_themes()
+            await eventually(lambda: isinstance(app.screen, CommandPalette))
+            await pilot.pause()
+            for key in ("enter", "enter", "enter"):
+                app.simulate_key(key)
+            await eventually(lambda: app.screen is app.dashboard)
+            await pilot.pause()
+        assert app.screen_stack == [app.dashboard]
+    assert app.return_code in (None, 0)

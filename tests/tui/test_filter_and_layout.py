@@ -85,3 +85,25 @@ async def test_the_detail_history_wraps_a_long_reason(
         text = " ".join(row.strip() for row in rows)
         assert "END" in text and "detail29" in text, rows  # nothing cut off
         assert history.row_count() > 1
+
+
+async def test_cursor_keys_on_a_table_the_filter_emptied(
+    make_app: Callable[..., PerseusApp], redis: Redis
+) -> None:
+    """A filter that matches nothing leaves the table no row; the cursor keys,
+    Enter and another rebuild (a refresh) find nothing to select, and say so
+    by doing nothing."""
+    await _catalog(redis, "alpha", "zulu")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: app.dashboard.grid.card(2) is not None)
+        await pilot.press("t", "slash", "z", "z", "z", "enter")
+        assert app.dashboard.showing_table and app.dashboard.table.row_count == 0
+        await pilot.press("up", "down", "k", "j", "enter", "r", "home", "end", "pageup")
+        await pilot.pause()
+        assert app.is_running and not isinstance(app.screen, DetailScreen)
+        await pilot.press("escape")  # the filter cleared: both rows, and the cursor, are back
+        await eventually(lambda: app.dashboard.table.row_count == 2)
+        await pilot.press("down")
+        await eventually(lambda: app.dashboard.selected_id == 2)
+    assert app.return_code in (None, 0)
