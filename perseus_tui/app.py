@@ -28,6 +28,7 @@ from textual.theme import ThemeProvider
 from textual.worker import Worker, WorkerState
 
 from perseus_core.present import HeartbeatThresholds, refusal, route_of
+from perseus_core.present.commands import CommandStep, step_text
 from perseus_core.present.exchange import Timing, zone_name
 from perseus_core.store.control.sender import Via, default_operator
 from perseus_core.store.network import ExchangeView, ViewKind
@@ -338,15 +339,7 @@ class PerseusApp(App[None]):
 
     @on(CommandProgress)
     def _command_progress(self, message: CommandProgress) -> None:
-        detail = render.label(message.detail, "", 300)
-        if message.stage == "sent":
-            step = "sent"
-        elif message.stage == "acknowledged":
-            step = render.acknowledgement(detail)
-        elif message.stage == "success":
-            step = "done" + (f": {detail}" if detail else "")
-        else:
-            step = detail or "failed"
+        step = step_text(CommandStep(message.stage, render.label(message.detail, "", 300)))
         self._command_step(message.exchange_id, message.command, message.stage, step)
         if message.stage in FAILED_STAGES:
             title = f"{message.command.capitalize()} {message.exchange_label}"

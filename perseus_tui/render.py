@@ -219,16 +219,6 @@ def command_outcome(status: str | None, message: str | None) -> Content:
     return Content.assemble((word, style), (" · ", MUTED), (text, MUTED))
 
 
-def acknowledgement(detail: str) -> str:
-    """The notification for an agent's ack: `Acknowledged by vm`, not `Acknowledged by the
-    agent: acknowledged by vm`."""
-    if not detail:
-        return "Acknowledged by the agent"
-    if detail.lower().startswith("acknowledged"):
-        return detail[0].upper() + detail[1:]
-    return f"Acknowledged: {detail}"
-
-
 def _generic_body(entry: OtherEntry) -> Content:
     fields = {"hostname": entry.hostname, "ip": entry.ip, **entry.extra_fields}
     pairs = " ".join(f"{clean(k, 24)}={clean(v, 40)}" for k, v in fields.items() if v)

@@ -162,6 +162,30 @@ def outcome_step(outcome: CommandOutcome) -> CommandStep:
     return CommandStep("error", outcome.message or "the agent reported an error")
 
 
+def step_text(step: CommandStep) -> str:
+    """How a step reads in one line: `sent`, `Acknowledged by vm`, `done: coinbase
+    is active`, or the error (`failed` when it says nothing). `detail` must be
+    clean text already (the caller shortens and strips it)."""
+    detail = step.detail
+    if step.stage == "sent":
+        return "sent"
+    if step.stage == "acknowledged":
+        return acknowledgement(detail)
+    if step.stage == "success":
+        return "done" + (f": {detail}" if detail else "")
+    return detail or "failed"
+
+
+def acknowledgement(detail: str) -> str:
+    """An agent's ack as a sentence: `Acknowledged by vm`, not `Acknowledged by the
+    agent: acknowledged by vm`."""
+    if not detail:
+        return "Acknowledged by the agent"
+    if detail.lower().startswith("acknowledged"):
+        return detail[0].upper() + detail[1:]
+    return f"Acknowledged: {detail}"
+
+
 def failure_step(exc: BaseException, settings: Settings) -> CommandStep:
     """A command that ended without a result, by what `ControlClient.send` raised
     (one of `COMMAND_ERRORS`).

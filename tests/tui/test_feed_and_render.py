@@ -8,6 +8,7 @@ from textual.app import App, ComposeResult
 
 from perseus_cli.status_cmd import status_row
 from perseus_core.present import HeartbeatThresholds, Tone
+from perseus_core.present.commands import acknowledgement
 from perseus_core.present.exchange import Part, Timing, age_text, status_line, uptime_text
 from perseus_core.store.network import ExchangeView, LastKnown
 from perseus_core.wire.models import (
@@ -231,9 +232,9 @@ def test_command_outcomes_do_not_repeat_themselves() -> None:
     assert render.command_outcome("success", "kraken is active").plain == (
         "success · kraken is active"
     )
-    assert render.acknowledgement("acknowledged by vm") == "Acknowledged by vm"
-    assert render.acknowledgement("") == "Acknowledged by the agent"
-    assert render.acknowledgement("repeat of a command already handled; not run again") == (
+    assert acknowledgement("acknowledged by vm") == "Acknowledged by vm"
+    assert acknowledgement("") == "Acknowledged by the agent"
+    assert acknowledgement("repeat of a command already handled; not run again") == (
         "Acknowledged: repeat of a command already handled; not run again"
     )
 
