@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from textual.command import CommandPalette
+from textual.command import CommandList, CommandPalette
 from textual.widgets import ContentSwitcher
 from textual.widgets.data_table import ColumnKey
 
@@ -543,6 +543,14 @@ async def test_command_palette_lists_exchange_commands(
         assert any("[b]Alpha[/b] #1" in (t or "") for t in texts), texts
 
 
+def _palette_hits(app: PerseusApp) -> int:
+    """How many commands the open palette lists (0 while it is still searching)."""
+    if not isinstance(app.screen, CommandPalette):
+        return 0
+    found = app.screen.query(CommandList)  # not there until the palette is composed
+    return found.first().option_count if found else 0
+
+
 @pytest.mark.parametrize("typed", ["", "switch view"])
 async def test_the_palette_runs_one_command_for_enter_pressed_twice(
     make_app: AppFactory, redis: Redis, typed: str
@@ -558,7 +566,11 @@ async def test_the_palette_runs_one_command_for_enter_pressed_twice(
         for _ in range(4):
             # Queued at once, as a terminal delivers them (`pilot.press` would wait).
             typing = ("space" if char == " " else char for char in typed)
-            for key in ("ctrl+p", *typing, "enter", "enter"):
+            for key in ("ctrl+p", *typing):
+                app.simulate_key(key)
+            if typed:  # the search's hits listed, as a person sees them before Enter
+                await eventually(lambda: _palette_hits(app) > 0)
+            for key in ("enter", "enter"):
                 app.simulate_key(key)
             await eventually(lambda: app.screen is app.dashboard)
             await pilot.pause()
