@@ -166,10 +166,12 @@ async def test_start_and_stop_a_real_agent_through_the_keys(
 
 
 async def test_stop_can_be_cancelled(
-    make_app: AppFactory, redis: Redis, settings: Settings
+    make_app: AppFactory, redis: Redis, long_ttl: Settings
 ) -> None:
     await add_catalog(redis, 3, "delta")
-    instance = Instance(redis, settings, exchange_id=3, exchange_name="delta", hostname="d-host")
+    # A TTL the heartbeat cannot miss on a loaded machine: at the test speed (400 ms)
+    # one stalled tick let the key expire, and the card was offline, not idle.
+    instance = Instance(redis, long_ttl, exchange_id=3, exchange_name="delta", hostname="d-host")
     await instance.claim()
     app = make_app()
     notes = Notes(app)
