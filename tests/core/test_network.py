@@ -703,7 +703,7 @@ async def _seed(redis: Redis, size: int) -> None:
 
 
 async def test_a_first_snapshot_of_a_large_fleet_reports_each_problem_on_its_own(
-    redis: Redis, settings: Settings
+    redis: Redis, settings: Settings, long_ttl: Settings
 ) -> None:
     """1,500 exchanges, a new reader: every payload is validated, and problems
     anywhere in the catalog (which a first snapshot validates in slices while
@@ -723,9 +723,9 @@ async def test_a_first_snapshot_of_a_large_fleet_reports_each_problem_on_its_own
         await ActivityLog(redis, settings).append(
             f"ex{i}", StateTransitionEntry(to_state="stopped", hostname=f"h{i}")
         )
-    await AgentAnnouncer(
+    await AgentAnnouncer(  # a presence that cannot expire while the test reads twice
         redis,
-        settings,
+        long_ttl,
         exchange_id=1_400,
         exchange_name="ex1400",
         state=lambda: ConnectionState.IDLE,

@@ -254,14 +254,16 @@ async def test_first_fails_second_answers_third_not_asked(source: SourceFactory)
 
 async def test_slow_source_beyond_deadline_gives_none(source: SourceFactory) -> None:
     slow = await source(hang=True)
-    assert await _detect(_settings(timeout_ms=300), [slow.url]) is None
+    # A deadline long enough for the request to arrive on a loaded machine.
+    assert await _detect(_settings(timeout_ms=1_500), [slow.url]) is None
     assert slow.hits == 1
 
 
 async def test_timeout_argument_overrides_settings(source: SourceFactory) -> None:
     slow = await source(hang=True)
-    # Settings say 60 s; the argument's 0.3 s wins (the 20 s safety net would fire otherwise).
-    assert await _detect(_settings(timeout_ms=60_000), [slow.url], timeout_s=0.3) is None
+    # Settings say 60 s; the argument's 1.5 s wins (the 20 s safety net would fire
+    # otherwise), long enough for the request to arrive on a loaded machine.
+    assert await _detect(_settings(timeout_ms=60_000), [slow.url], timeout_s=1.5) is None
     assert slow.hits == 1
 
 
