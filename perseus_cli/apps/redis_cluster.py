@@ -18,7 +18,7 @@ from typing import Any
 
 import redis as sync_redis
 
-from perseus_cli.apps.redis_server import RedisServer, free_port
+from perseus_cli.apps.redis_server import PortInUse, RedisServer, free_port
 from perseus_core.plumbing import topology
 from perseus_core.wire.errors import PerseusError
 
@@ -85,8 +85,17 @@ class RedisClusterNodes:
     def start(self, timeout: float = 30.0) -> RedisClusterNodes:
         """Start every node, form the cluster and wait until it serves all slots."""
         deadline = time.monotonic() + timeout
+        taken = {node.port for node in self.nodes}
         for node in self.nodes:
-            node.start()
+            for _ in range(5):
+                try:
+                    node.start()
+                    break
+                except PortInUse:  # taken since it was picked: pick another pair
+                    node.port = cluster_port(taken)
+                    taken.add(node.port)
+            else:
+                node.start()
         clients = [_client(node) for node in self.nodes]
         try:
             ids = [str(_command(c, "CLUSTER", "MYID")) for c in clients]

@@ -86,6 +86,7 @@ class RedisServer:
         extra_args: Sequence[str] = (),
     ) -> None:
         self.binary = binary or find_redis_server()
+        self._port_chosen_here = not port
         self.port = port or free_port()
         self.extra_args = tuple(extra_args)
         self._tmp = tempfile.TemporaryDirectory(prefix="perseus-redis-")
@@ -106,7 +107,16 @@ class RedisServer:
         """Start the server and wait until it accepts connections."""
         if self.pid is not None:
             return self
-        check_port_free(self.port)
+        for _ in range(5):
+            try:
+                check_port_free(self.port)
+                break
+            except PortInUse:
+                if not self._port_chosen_here:
+                    raise
+                self.port = free_port()  # taken since it was picked: pick again
+        else:
+            check_port_free(self.port)
         log = open(self.dir / "redis.log", "ab")  # owned by the process
         try:
             self.process = subprocess.Popen(
