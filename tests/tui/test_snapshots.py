@@ -13,6 +13,7 @@ import pytest
 import redis as sync_redis
 from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_cli.apps.screenshots import (
@@ -98,8 +99,21 @@ async def _palette(pilot: Pilot[None]) -> None:
     await pilot.press("ctrl+p")
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, CommandPalette))
     await pilot.press(*"stop")
-    await wait_for(pilot, lambda: pilot.app.screen.query_one(CommandList).option_count >= 3)
-    await pilot.pause(0.3)
+    await wait_for(pilot, lambda: _searched(pilot.app.screen, "stop"))
+    await pilot.pause()
+
+
+def _searched(palette: object, typed: str) -> bool:
+    """The palette has gathered every hit for `typed`: the list is final, not a batch.
+
+    The palette refreshes its list in batches while its providers still answer, so a
+    count of hits can be reached before the last batch lands (and under load it is).
+    """
+    if not isinstance(palette, CommandPalette) or palette.query_one(Input).value != typed:
+        return False
+    gathering = palette._GATHER_COMMANDS_GROUP
+    busy = any(w.group == gathering and not w.is_finished for w in palette.workers)
+    return not busy and palette.query_one(CommandList).option_count > 0
 
 
 def test_command_palette(snap_compare: SnapCompare, redis_url: str) -> None:
