@@ -9,6 +9,8 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label
 
+from perseus_tui.screens import close
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """Dismisses with True only on an explicit yes; Escape and "No" both mean no.
@@ -62,8 +64,8 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        self.dismiss(event.button.id == "yes")
+        close(self, event.button.id == "yes")
 
     def action_answer(self, answer: bool) -> None:
         """Close with the given answer."""
-        self.dismiss(answer)
+        close(self, answer)

@@ -138,6 +138,8 @@ class DashboardScreen(ExchangeScreen):
         self.selected_id: int | None = None
         self.query_text = ""
         """The filter in force (stripped)."""
+        self._typing_filter = False
+        """`/` was pressed and the filter input has not taken the keyboard yet."""
 
     def compose(self) -> ComposeResult:
         yield PerseusHeader(self.header, id="header").data_bind(state=DashboardScreen.header)
@@ -345,19 +347,29 @@ class DashboardScreen(ExchangeScreen):
     # --- the filter -------------------------------------------------------------
 
     def action_filter(self) -> None:
-        """Show the filter input and type into it."""
-        filter_input = self.filter_input
-        filter_input.display = True
-        # Focus now, not after the next refresh (`focus()`): keys typed right after
-        # `/` are already queued, and must reach the input, not the selected card.
-        self.set_focus(filter_input)
+        """Show the filter input and type into it.
+
+        The input takes the keyboard only once the keys typed before `/` have been
+        handled: their bindings are resolved when they reach the app, against
+        whatever has focus then, and a focused input would swallow them (`t/ok⏎`
+        typed fast would lose its `t`). Until then `on_key` types the keys that
+        follow `/` into the input.
+        """
+        self.filter_input.display = True
+        self._typing_filter = True
+        self.app.call_later(self._filter_takes_keyboard)
         self.sync_bindings()
+
+    def _filter_takes_keyboard(self) -> None:
+        if self._typing_filter:
+            self.set_focus(self.filter_input)
 
     def action_clear_filter(self) -> None:
         """Drop the filter and hide its input."""
         filter_input = self.filter_input
         filter_input.value = ""
         filter_input.display = False
+        self._typing_filter = False
         self._apply_filter("")
         self.focus_view()
         self.sync_bindings()
@@ -373,7 +385,7 @@ class DashboardScreen(ExchangeScreen):
         of moving the selection or opening a detail screen.
         """
         filter_input = self.filter_input
-        if self.focused is not filter_input:
+        if not self._typing_filter and self.focused is not filter_input:
             if event.key == "slash":
                 self.action_filter()
             else:
@@ -393,6 +405,7 @@ class DashboardScreen(ExchangeScreen):
 
     @on(Input.Submitted, "#filter-input")
     def _filter_submitted(self, event: Input.Submitted) -> None:
+        self._typing_filter = False
         event.input.display = bool(event.value)
         self.focus_view()
         self.sync_bindings()

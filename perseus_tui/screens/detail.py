@@ -18,6 +18,7 @@ from perseus_core.wire.timeutil import Clock
 from perseus_tui.fleet import FleetState
 from perseus_tui.messages import HistoryPage, RefreshRequested
 from perseus_tui.observed import OfflineObserver
+from perseus_tui.screens import close
 from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.service import FleetService
 from perseus_tui.widgets.activity_feed import ActivityFeed
@@ -226,8 +227,7 @@ class DetailScreen(ExchangeScreen):
 
     def action_back(self) -> None:
         """Back to the dashboard."""
-        if self.is_current:  # an Esc typed ahead can reach a screen already closed
-            self.dismiss(None)
+        close(self)
 
     def action_refresh(self) -> None:
         """Re-read every status now."""

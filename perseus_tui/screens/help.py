@@ -16,6 +16,7 @@ from textual.widget import Widget
 from perseus_core.present import HEARTBEAT_LEGEND, LEGEND, Tone
 from perseus_core.present.exchange import Part
 from perseus_tui import render
+from perseus_tui.screens import close
 from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.dashboard import DashboardScreen
@@ -190,4 +191,4 @@ class HelpScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         """Back to where help was opened."""
-        self.dismiss(None)
+        close(self)

@@ -15,6 +15,8 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from perseus_tui.screens import close
+
 
 class IntroScreen(ModalScreen[None]):
     """Plain text given by whoever started the dashboard, shown as written (no markup)."""
@@ -61,4 +63,4 @@ class IntroScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         """Back to the dashboard."""
-        self.dismiss(None)
+        close(self)

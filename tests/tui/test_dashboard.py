@@ -187,6 +187,33 @@ async def test_stop_can_be_cancelled(
     await instance.close()
 
 
+async def test_a_key_that_reaches_a_covered_or_closed_question_does_nothing(
+    make_app: AppFactory,
+) -> None:
+    """Keys typed ahead reach a screen late: an answer for a question that another
+    screen covers, or that was answered already. Textual's `dismiss` would pop the
+    screen on top and run the question's callback again (a second stop sent, the
+    dashboard popped, or InvalidStateError); it must do nothing."""
+    answers: list[bool | None] = []
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(app.loaded.is_set)
+        question = ConfirmScreen("Stop?")
+        app.push_screen(question, answers.append)
+        app.action_help()
+        await eventually(lambda: isinstance(app.screen, HelpScreen))
+        question.action_answer(True)  # covered by the help
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen) and answers == []
+        await pilot.press("escape")
+        await eventually(lambda: app.screen is question)
+        question.action_answer(False)
+        question.action_answer(True)  # answered already
+        await eventually(lambda: app.screen is app.dashboard)
+        await pilot.pause()
+        assert answers == [False] and len(app.screen_stack) == 1
+
+
 async def test_commands_that_cannot_succeed_are_refused_at_once(
     make_app: AppFactory, settings: Settings, redis: Redis
 ) -> None:

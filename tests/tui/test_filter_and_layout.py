@@ -44,6 +44,25 @@ async def test_keys_typed_right_after_slash_go_to_the_filter(
         assert app.screen.focused is app.dashboard.grid.card(2)  # Enter kept the filter
 
 
+async def test_a_key_typed_before_slash_in_the_same_burst_keeps_its_binding(
+    make_app: Callable[..., PerseusApp], redis: Redis
+) -> None:
+    """`t/zu⏎` arriving at once: the view switches (the `t` is not swallowed by the
+    filter input that `/` opens) and the filter is `zu`."""
+    await _catalog(redis, "alpha", "zulu")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: app.dashboard.grid.card(2) is not None)
+        await pilot.pause()
+        assert not app.dashboard.showing_table
+        for key, char in (("t", "t"), ("slash", "/"), ("z", "z"), ("u", "u"), ("enter", "\r")):
+            app.post_message(events.Key(key, char))
+        await eventually(lambda: app.dashboard.showing_table)
+        await pilot.pause()
+        assert app.dashboard.filter_input.value == "zu"
+        assert app.screen.focused is app.dashboard.table  # Enter gave the keyboard back
+
+
 async def test_badges_are_never_clipped_from_80_columns(
     make_app: Callable[..., PerseusApp], redis_url: str
 ) -> None:

@@ -1,0 +1,49 @@
+"""No key sequence crashes the dashboard: a minute of random keys, 100 a second.
+
+Every binding, the palette included, in cards and table mode, filtered and
+unfiltered, with a fixed seed (see `tests/fuzz/keyboard.py`; the long form
+with any seed and length is `bench/fuzz_keyboard.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.command import CommandPalette
+
+from perseus_core.wire.settings import Settings
+from perseus_tui.screens.confirm import ConfirmScreen
+from perseus_tui.screens.detail import DetailScreen
+from perseus_tui.screens.help import HelpScreen
+from perseus_tui.screens.intro import IntroScreen
+from tests.fuzz.keyboard import PHASES, RATE, SEED, binding_keys, fuzz, fuzz_app, live_fleet
+from tests.waiting import eventually
+
+PHASE_S = 16.0
+"""Four phases: 64 s of keys."""
+
+
+@pytest.mark.timeout(PHASE_S * len(PHASES) + 120)
+async def test_random_keys_never_crash_the_dashboard(settings: Settings, tmp_path: Path) -> None:
+    with live_fleet(settings.redis_url, tmp_path):
+        app = fuzz_app(settings)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await eventually(lambda: app.loaded.is_set() and app.history_loaded.is_set())
+            report = await fuzz(pilot, app, seed=SEED, phase_s=PHASE_S, rate=RATE)
+
+    print(report)  # shown when the test fails
+    assert report.problems == [], report.problems
+    assert report.keys_sent == int(PHASE_S * RATE) * len(PHASES)
+    # Sent on a fixed schedule: a late tick is caught up with a burst, as a terminal
+    # would deliver it, so only a loop blocked for seconds lowers the average.
+    assert report.rate >= 0.9 * RATE, f"{report.rate:.0f} keys/s"
+    missing = set(binding_keys()) - set(report.pressed)
+    assert not missing, f"bindings never pressed: {sorted(missing)}"
+    # Every view and filter combination, and every kind of screen, got keys (how
+    # many depends on how long the keys leave each screen open: hundreds each).
+    for phase in PHASES:
+        filtered = "filtered" if phase.filter else "unfiltered"
+        assert report.landed_on[f"dashboard {phase.view} {filtered}"] >= 50, report.landed_on
+    for screen in (CommandPalette, DetailScreen, HelpScreen, ConfirmScreen, IntroScreen):
+        assert report.landed_on[screen.__name__] > 0, report.landed_on
