@@ -45,12 +45,15 @@ PROCESS_MODULES = frozenset({"test_demo.py", "test_readme.py", "test_embedded.py
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the pure-logic tests `unit`, and keep the cluster's tests on one worker.
+    """Mark the pure-logic tests `unit`, keep the cluster's tests on one worker, and
+    start the slow ones first.
 
     `pytest -m unit` then runs, in seconds, every test that needs no Redis and
     no process; under xdist (`--dist loadgroup`) every test of tests/cluster
     runs on the worker that started the session's cluster, instead of each
-    worker starting six nodes of its own.
+    worker starting six nodes of its own; and a test marked `slow` (the
+    keyboard fuzz's minute) runs while the rest are spread over the other
+    workers, instead of being handed out last and running alone at the end.
     """
     for item in items:
         path = Path(str(item.fspath))
@@ -69,6 +72,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             and item.get_closest_marker("slow") is None
         ):
             item.add_marker(pytest.mark.unit)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
 def _partitioned_free_port() -> int:

@@ -24,6 +24,7 @@ PHASE_S = 16.0
 """Four phases: 64 s of keys."""
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(PHASE_S * len(PHASES) + 120)
 async def test_random_keys_never_crash_the_dashboard(settings: Settings, tmp_path: Path) -> None:
     with live_fleet(settings.redis_url, tmp_path):
