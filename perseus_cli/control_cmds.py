@@ -13,8 +13,12 @@ memory: the line names the command and the key); 3 Redis unusable
 owner identity of an exchange steered over Livermore's channel); 5 sent,
 outcome unknown (the connection to Redis was lost after the command was
 written, or Redis is out of memory so that no agent could take it: it may
-run, at most once; look before sending it again). `--yes` sends a stop that
-would reach several Livermore servers.
+run, at most once; look before sending it again).
+
+For an exchange steered over Livermore's channel, success is what the
+exchange's status key shows (a `start` reaching warming or active, a `stop`
+leaving active), not what a server replied; a stop that several Livermore
+servers would hear is refused (exit 1): any one of them could take it.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from perseus_core.store.control.records import (
     RedisOutOfMemory,
     refusal_reason,
 )
-from perseus_core.store.control.sender import ControlClient, Route, Via, default_operator
+from perseus_core.store.control.sender import ControlClient, Via, default_operator
 from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.errors import AccessDenied, CommandRejected, RedisUnavailable
@@ -103,7 +107,6 @@ async def _send(
     operator: str,
     ack_timeout_ms: int | None,
     result_timeout_ms: int | None,
-    yes: bool = False,
 ) -> CommandOutcome:
     # No client-level retries: a command append must not be repeated blindly,
     # and an unreachable Redis should be reported at once, not after backoff.
@@ -115,8 +118,6 @@ async def _send(
         if route.via is Via.NONE:
             raise CommandRejected(refused_line(route, kind.value))
         await _refuse_what_cannot_succeed(redis, settings, exchange_id, kind)
-        if route.via is Via.LIVERMORE:
-            _check_reach(route, kind, yes)
 
         def on_sent(command: Command) -> None:
             sent.append(command)
@@ -182,17 +183,6 @@ def _named_refusal(
     )
 
 
-def _check_reach(route: Route, kind: CommandType, yes: bool) -> None:
-    """A stop published to an owner's channel reaches every Livermore server of
-    that owner: with more than one listening, send it only when told to."""
-    if kind is CommandType.STOP and route.listeners > 1 and not yes:
-        raise CommandRejected(
-            f"a stop would reach {route.listeners} Livermore servers listening for "
-            f"{clean(route.identity_sub, 128)}, and each of them would stop; "
-            "pass --yes to send it anyway"
-        )
-
-
 class OutcomeUnreadable(AccessDenied):
     """The command went out, but this user may not read the replies to it."""
 
@@ -222,18 +212,12 @@ def _control_command(kind: CommandType) -> click.Command:
         metavar="NAME",
         help="Who is sending, for the audit trail (default: user@host).",
     )
-    @click.option(
-        "--yes",
-        is_flag=True,
-        help="Send a stop even when it would reach several Livermore servers.",
-    )
     @redis_url_option
     def command(
         exchange_id: int,
         timeout: float | None,
         ack_timeout: float | None,
         operator: str | None,
-        yes: bool,
         redis_url: str | None,
     ) -> None:
         settings = load_settings(redis_url)
@@ -248,7 +232,6 @@ def _control_command(kind: CommandType) -> click.Command:
                     who,
                     _seconds_to_ms(ack_timeout),
                     _seconds_to_ms(timeout),
-                    yes,
                 ),
             )
         except (NoAgentAnswered, NoLivermoreListener) as exc:

@@ -1,10 +1,10 @@
-"""What the stop confirmation says: who would be asked, over which channel,
-and, for an exchange a Livermore server holds, how many servers would stop.
+"""What the stop confirmation says: who would be asked, over which channel.
 
 A stop published on the Livermore holder's channel reaches every server of
-that holder's identity that listens (`PUBSUB NUMSUB`, one key): the question
-names how many before the operator agrees, and a stop nothing would hear is refused at once
-instead of being confirmed, sent and waited for.
+that holder's identity that listens (`PUBSUB NUMSUB`, one key), and any one of
+them takes it. So it is asked about only when exactly one listens; with none,
+or several (`StopNotAimed`), it is refused at once instead of being confirmed,
+sent and waited for.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.control.livermore import NoLivermoreListener
-from perseus_core.store.control.sender import ControlClient, Route, Via
+from perseus_core.store.control.sender import ControlClient, Route, StopNotAimed, Via
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire import keys
 from perseus_core.wire.models import CommandType
@@ -46,13 +46,8 @@ def explanation(view: ExchangeView | None, route: Route | None = None) -> str:
         count = route.listeners
         channel = render.label(keys.livermore_commands_channel(route.identity_sub or ""), "", 160)
         held = f"It is held by {host or 'another writer'}, not a Perseus agent"
-        if count == 1:
-            text = f"{held}: the stop goes to the one Livermore server listening on {channel}."
-        else:
-            text = (
-                f"{held}: the stop goes to the {count} Livermore servers listening on "
-                f"{channel}, and each of them will stop."
-            )
+        servers = "the one Livermore server" if count == 1 else f"the {count} Livermore servers"
+        text = f"{held}: the stop goes to {servers} listening on {channel}."
     elif host:
         text = f"The Perseus agent on {host} will be asked to stop."
     else:
@@ -73,4 +68,6 @@ async def livermore_question(
         return StopQuestion(
             stage="no-agent", refused=str(NoLivermoreListener(route.identity_sub or ""))
         )
+    if route.via is Via.LIVERMORE and route.listeners > 1:
+        return StopQuestion(stage="failed", refused=str(StopNotAimed(route)))
     return StopQuestion(explanation(view, route))

@@ -1,6 +1,7 @@
 """A Python stand-in for the TypeScript (Livermore) server: its Redis writes,
 command for command and byte for byte as docs/wire-format.md ("Sharing Redis
-with Livermore") documents them, and a responder on its pub/sub channel."""
+with Livermore") documents them, and its control-channel service (one exchange
+at a time, a per-identity queue, replies that say what one server did)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,29 +103,51 @@ class LivermoreWriter:
         self.r.delete(self.key)
 
 
-Answer = Callable[[dict[str, Any]], tuple[str, str, dict[str, Any] | None]]
+class LivermoreServer:
+    """One Livermore server of an owner identity, as its control-channel service
+    behaves (docs/wire-format.md 4.1), on a thread of its own.
 
+    Subscribed to `livermore:commands:{sub}`, it acknowledges every command,
+    `ZADD`s it into the identity's shared queue and `ZPOPMIN`s; only a server
+    that pops a command runs it (so with several servers on one identity,
+    usually one does). It runs at most one exchange at a time and keeps its own
+    idle flag: `start` while it runs any exchange answers success with
+    `already_started` (naming the requested exchange), `stop` while it believes
+    it is idle answers success with `already_idle`. A real start claims the
+    exchange's key and brings it up through its `LivermoreWriter`; a real stop
+    takes it down and deletes the key. `autostart` brings an exchange up at
+    once without clearing the idle flag, as Livermore's autostart does.
+    `running` is an exchange it started through the channel before. `start_error`
+    makes every start that would run fail with that message. `races` runs every
+    command it receives, as a server that pops a command before another
+    server's `ZADD` lands does.
+    Every command it receives is recorded in `received`; every one it ran, in `ran`.
+    """
 
-def default_answer(command: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None]:
-    if command["type"] == "start":
-        return "success", "started", {"status": "started"}
-    if command["type"] == "stop":
-        return "success", "stopped", None
-    return "error", f"unknown command type {command['type']}", None
-
-
-class LivermoreResponder:
-    """Subscribed to `livermore:commands:{sub}`: answers `ack`, then the answer's
-    `success` or `error` on `livermore:responses:{sub}`; records each command."""
-
-    def __init__(self, url: str, sub: str, answer: Answer = default_answer) -> None:
-        self.url, self.sub, self.answer = url, sub, answer
+    def __init__(
+        self,
+        url: str,
+        sub: str,
+        hostname: str,
+        exchanges: dict[str, int],
+        *,
+        running: str | None = None,
+        autostart: str | None = None,
+        start_error: str | None = None,
+        races: bool = False,
+    ) -> None:
+        self.url, self.sub, self.hostname, self.exchanges = url, sub, hostname, exchanges
+        self.running, self.autostart, self.start_error = running, autostart, start_error
+        self.races = races
         self.received: list[dict[str, Any]] = []
+        self.ran: list[dict[str, Any]] = []
+        self.idle = True
+        self.writer: LivermoreWriter | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> LivermoreResponder:
+    def __enter__(self) -> LivermoreServer:
         self._thread.start()
         assert self._ready.wait(10)
         return self
@@ -136,6 +158,10 @@ class LivermoreResponder:
 
     def _serve(self) -> None:
         with sync_redis.Redis.from_url(self.url, decode_responses=True) as r:
+            if self.autostart is not None:
+                self.writer = self._bring_up(r, self.autostart)  # the idle flag stays set
+            if self.running is not None:  # started through the channel earlier
+                self.writer, self.idle = self._bring_up(r, self.running), False
             pubsub = r.pubsub()
             pubsub.subscribe(f"livermore:commands:{self.sub}")
             while not self._stop.is_set():
@@ -148,9 +174,65 @@ class LivermoreResponder:
                 command = json.loads(message["data"])
                 self.received.append(command)
                 self._respond(r, command, "ack", None, None)
-                status, text, data = self.answer(command)
-                self._respond(r, command, status, text, data)
+                if self.races:  # popped before another server's ZADD landed
+                    taken = command
+                else:
+                    queue = f"livermore:command-queue:{self.sub}"
+                    r.zadd(queue, {message["data"]: command.get("priority", 50)})
+                    popped = r.zpopmin(queue)
+                    if not popped:
+                        continue  # another server of the identity took it
+                    taken = json.loads(popped[0][0])
+                self.ran.append(taken)
+                self._respond(r, taken, *self._run(r, taken))
             pubsub.close()
+
+    def _bring_up(self, r: sync_redis.Redis, name: str) -> LivermoreWriter:
+        writer = LivermoreWriter(r, self.exchanges[name], name, self.hostname)
+        assert writer.claim(), f"{self.hostname} could not claim {name}"
+        writer.bring_up()
+        return writer
+
+    def _claimed(self, r: sync_redis.Redis, name: str) -> LivermoreWriter | None:
+        """A start's claim and transitions; None when another host holds the slot."""
+        writer = LivermoreWriter(r, self.exchanges[name], name, self.hostname)
+        if not writer.claim():
+            return None
+        for state in ("starting", "warming"):
+            writer.transition(state)
+            time.sleep(0.05)  # a real connection takes its time
+        writer.transition("active")
+        return writer
+
+    def _run(
+        self, r: sync_redis.Redis, command: dict[str, Any]
+    ) -> tuple[str, str | None, dict[str, Any] | None]:
+        if command["type"] == "start":
+            name = (command.get("payload") or {}).get("exchange", "coinbase")
+            if not self.idle:
+                message = "Exchange connection already active"
+                return "success", None, {"status": "already_started", "exchange": name,
+                                         "message": message}  # fmt: skip
+            if self.start_error is not None:
+                return "error", self.start_error, None
+            if name not in self.exchanges:
+                return "error", f"exchange {name} not configured", None
+            self.writer = self._claimed(r, name)
+            if self.writer is None:
+                return "error", f"Exchange {self.exchanges[name]} is already claimed", None
+            self.idle = False
+            return "success", None, {"status": "started", "exchange": name}
+        if command["type"] == "stop":
+            if self.idle:
+                return "success", None, {"status": "already_idle",
+                                         "message": "No active exchange connections"}  # fmt: skip
+            assert self.writer is not None
+            for state in ("stopping", "stopped"):
+                self.writer.transition(state)
+            self.writer.deregister()
+            self.writer, self.idle = None, True
+            return "success", None, {"status": "stopped"}
+        return "error", f"unknown command type {command['type']}", None
 
     def _respond(
         self,

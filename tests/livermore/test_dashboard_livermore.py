@@ -21,7 +21,7 @@ from perseus_tui.observed import OfflineObserver
 from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.widgets.instance_table import row_cells
 from perseus_tui.widgets.status_panel import status_lines
-from tests.livermore.shapes import LivermoreResponder, LivermoreWriter
+from tests.livermore.shapes import LivermoreServer, LivermoreWriter
 from tests.tui.test_dashboard import card_text, command_lines
 from tests.waiting import eventually
 
@@ -77,13 +77,14 @@ async def test_last_seen_is_the_heartbeat_a_reader_saw(
 async def test_dashboard_steers_a_livermore_slot_and_lists_a_dead_one(
     make_app: Callable[..., PerseusApp], settings: Settings, r: sync_redis.Redis
 ) -> None:
-    livermore(r, 2, "binance", "lm-host-02").heartbeat()
     kraken = livermore(r, 4, "kraken", "lm-host-04")  # no identity in the catalog
     kraken.heartbeat()
     dead_kucoin(r)
     r.hset("perseus:exchanges", "2", f'{{"id":2,"name":"binance","livermoreSub":"{SUB}"}}')
     app = make_app()
-    with LivermoreResponder(settings.redis_url, SUB) as responder:
+    with LivermoreServer(
+        settings.redis_url, SUB, "lm-host-02", {"binance": 2}, running="binance"
+    ) as responder:
         async with app.run_test(size=(120, 40)) as pilot:
             await eventually(
                 lambda: "ACTIVE" in card_text(app, 2) and "lm-host-02" in card_text(app, 2)
@@ -110,6 +111,7 @@ async def test_dashboard_steers_a_livermore_slot_and_lists_a_dead_one(
             await pilot.press("y")
             await eventually(lambda: "✔ Stop" in command_lines(app), within=5, what="done")
             assert f"Acknowledged by the Livermore server ({SUB})" in command_lines(app)
+            assert "done: binance is " in command_lines(app)  # what the key showed
             assert [c["type"] for c in responder.received] == ["stop"]
             # A server this dashboard saw online dies: its card says when its heartbeat was seen.
             kraken.deregister()
@@ -134,3 +136,24 @@ async def test_a_stop_between_two_reads_is_observed_as_expected(
     [seen] = observer.compare(before, after, datetime.now(UTC))
     line = render.entry_line(seen, UTC, datetime.now(UTC)).plain
     assert "offline after stopped, as expected" in line and "unexpected" not in line
+
+
+async def test_dashboard_refuses_a_stop_that_two_servers_would_hear(
+    make_app: Callable[..., PerseusApp], settings: Settings, r: sync_redis.Redis
+) -> None:
+    """Two servers on one identity: the stop is refused at once (no question),
+    saying why, and neither server receives anything."""
+    r.hset("perseus:exchanges", "2", f'{{"id":2,"name":"binance","livermoreSub":"{SUB}"}}')
+    exchanges = {"binance": 2, "kraken": 4}
+    app = make_app()
+    with (
+        LivermoreServer(settings.redis_url, SUB, "lm-a", exchanges, running="binance") as one,
+        LivermoreServer(settings.redis_url, SUB, "lm-b", exchanges, running="kraken") as two,
+    ):
+        async with app.run_test(size=(120, 40)) as pilot:
+            await eventually(lambda: "ACTIVE" in card_text(app, 2))
+            app.dashboard.selected_id = 2
+            await pilot.press("x")
+            await eventually(lambda: "any one of them would take it" in command_lines(app))
+            assert not isinstance(app.screen, ConfirmScreen)
+        assert one.received == two.received == []

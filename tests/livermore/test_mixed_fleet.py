@@ -3,6 +3,7 @@ beside Perseus's readers, command servers and CLI (the issue's "Done means")."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import redis as sync_redis
@@ -15,7 +16,7 @@ from perseus_core.store.network import FleetReader
 from perseus_core.wire.models import Command, ErrorEntry, ReplyStatus
 from perseus_core.wire.settings import Settings
 from tests.helpers import invoke
-from tests.livermore.shapes import LivermoreResponder, LivermoreWriter, is_uuid
+from tests.livermore.shapes import LivermoreServer, LivermoreWriter, is_uuid
 
 SUB = "google-oauth2|1234"
 
@@ -77,34 +78,112 @@ async def test_offline_card_names_the_real_last_holder_after_refused_claims(
     assert (view.last_known.hostname, view.last_known.state) == ("lm-host-02", "active")
 
 
-def test_stop_of_a_livermore_slot_with_an_identity_reaches_its_server(
+def _catalog(settings: Settings, *entries: tuple[int, str]) -> None:
+    for exchange_id, name in entries:
+        code = invoke(settings, "catalog", "add", str(exchange_id), name, "--livermore-sub", SUB)[0]
+        assert code == 0
+
+
+EXCHANGES = {"coinbase": 1, "binance": 2, "kraken": 4}
+
+
+def test_stop_of_a_livermore_slot_succeeds_when_its_key_leaves_active(
     settings: Settings, r: sync_redis.Redis
 ) -> None:
-    livermore_on_binance(r)
-    assert invoke(settings, "catalog", "add", "2", "binance", "--livermore-sub", SUB)[0] == 0
-    with LivermoreResponder(settings.redis_url, SUB) as responder:
+    _catalog(settings, (2, "binance"))
+    with LivermoreServer(settings.redis_url, SUB, "lm-host-02", EXCHANGES, running="binance") as lm:
         code, out, err = invoke(settings, "stop", "2", "--operator", "alice")
-    assert (code, err) == (0, "")
-    assert f"via livermore:commands:{SUB}" in out and "success: stopped" in out
-    [command] = responder.received
+    assert (code, err) == (0, ""), out + err
+    assert f"via livermore:commands:{SUB}" in out
+    assert re.search(r"success: binance is (stopping|stopped|offline)", out), out
+    [command] = lm.received
     assert command["type"] == "stop" and "payload" not in command
     assert is_uuid(command["correlationId"]) and 1 <= command["priority"] <= 100
     assert isinstance(command["timestamp"], int)
+    assert r.get("exchange:2:status") is None
     [audit] = r.xrange("perseus:activity:binance")
     assert audit[1]["status"] == "success" and audit[1]["operator"] == "alice"
-    assert events(r, "logs:network:binance") == ["state_transition"] * 3
+    assert audit[1]["correlationId"] == command["correlationId"]
+    assert events(r, "logs:network:binance") == ["state_transition"] * 5
 
 
-def test_start_names_the_exchange_and_an_error_answer_exits_1(
+def test_start_succeeds_when_its_key_comes_up(settings: Settings, r: sync_redis.Redis) -> None:
+    _catalog(settings, (2, "binance"))
+    with LivermoreServer(settings.redis_url, SUB, "lm-host-02", EXCHANGES) as lm:
+        code, out, err = invoke(settings, "start", "2")
+    assert (code, err) == (0, ""), out + err
+    assert lm.ran[0]["payload"] == {"exchange": "binance"}
+    assert "success: binance is" in out and "on lm-host-02" in out
+
+
+def test_an_error_answer_with_no_effect_exits_1(settings: Settings, r: sync_redis.Redis) -> None:
+    _catalog(settings, (2, "binance"))
+    with LivermoreServer(
+        settings.redis_url, SUB, "lm-host-02", EXCHANGES, start_error="exchange not configured"
+    ):
+        code, out, err = invoke(settings, "start", "2")
+    assert "ack" in out and code == 1
+    assert "exchange not configured (binance is offline (no status key))" in err
+
+
+def test_already_started_for_another_exchange_is_not_success(
     settings: Settings, r: sync_redis.Redis
 ) -> None:
-    invoke(settings, "catalog", "add", "2", "binance", "--livermore-sub", SUB)
-    with LivermoreResponder(
-        settings.redis_url, SUB, lambda c: ("error", "exchange not configured", None)
-    ) as responder:
+    """The server runs kraken: it answers success/already_started for binance,
+    which stays offline. Exit 1, naming what the server runs."""
+    _catalog(settings, (2, "binance"), (4, "kraken"))
+    with LivermoreServer(settings.redis_url, SUB, "lm-a", EXCHANGES, running="kraken"):
         code, out, err = invoke(settings, "start", "2")
-    assert responder.received[0]["payload"] == {"exchange": "binance"}
-    assert "ack" in out and code == 1 and "exchange not configured" in err
+    assert code == 1, out + err
+    assert "lm-a is running kraken, not binance" in err
+    assert "already_started" in err and "binance is offline" in err
+    assert r.get("exchange:2:status") is None
+
+
+def test_already_idle_after_an_autostart_is_not_success(
+    settings: Settings, r: sync_redis.Redis
+) -> None:
+    """Started by autostart, the server believes it is idle: `stop` answers
+    already_idle and binance keeps running. Exit 1, saying so."""
+    _catalog(settings, (2, "binance"))
+    with LivermoreServer(settings.redis_url, SUB, "lm-c", EXCHANGES, autostart="binance"):
+        code, out, err = invoke(settings, "stop", "2")
+    assert code == 1, out + err
+    assert "believes it is idle, but binance is active on lm-c" in err
+    assert '"connectionState":"active"' in (r.get("exchange:2:status") or "")
+
+
+def test_two_servers_both_run_a_start_and_the_losers_error_is_listed(
+    settings: Settings, r: sync_redis.Redis
+) -> None:
+    """Both servers pop the start (a race the shared queue allows): one brings
+    binance up, the other's claim is refused at once. Success (exit 0), with the
+    loser's error listed, not taken for the outcome."""
+    _catalog(settings, (2, "binance"))
+    with (
+        LivermoreServer(settings.redis_url, SUB, "lm-a", EXCHANGES, races=True),
+        LivermoreServer(settings.redis_url, SUB, "lm-b", EXCHANGES, races=True),
+    ):
+        code, out, err = invoke(settings, "start", "2")
+    assert (code, err) == (0, ""), out + err
+    assert "success: binance is" in out and "other answers: error" in out
+    assert "already claimed" in out
+
+
+def test_a_stop_that_two_servers_would_hear_is_never_sent(
+    settings: Settings, r: sync_redis.Redis
+) -> None:
+    _catalog(settings, (2, "binance"), (4, "kraken"))
+    with (
+        LivermoreServer(settings.redis_url, SUB, "lm-a", EXCHANGES, running="binance") as one,
+        LivermoreServer(settings.redis_url, SUB, "lm-b", EXCHANGES, running="kraken") as two,
+    ):
+        code, _out, err = invoke(settings, "stop", "2")
+        assert code == 1 and "2 Livermore servers listen for" in err
+        assert "any one of them would take it" in err and "own identity" in err
+        assert one.received == two.received == []
+        assert invoke(settings, "stop", "2", "--yes")[0] == 2  # no override
+    assert '"connectionState":"active"' in (r.get("exchange:4:status") or "")
 
 
 def test_stop_without_an_identity_is_refused_at_once_naming_the_holder(
@@ -126,19 +205,6 @@ def test_nobody_listening_answers_at_once_with_exit_4(
     code, _out, err = invoke(settings, "stop", "2")
     assert time.monotonic() - started < 2.0
     assert (code, err.strip()) == (4, f"perseus: no Livermore server is listening for {SUB}")
-
-
-def test_a_stop_reaching_two_servers_needs_yes(settings: Settings, r: sync_redis.Redis) -> None:
-    livermore_on_binance(r)
-    invoke(settings, "catalog", "add", "2", "binance", "--livermore-sub", SUB)
-    with (
-        LivermoreResponder(settings.redis_url, SUB) as one,
-        LivermoreResponder(settings.redis_url, SUB) as two,
-    ):
-        code, _out, err = invoke(settings, "stop", "2")
-        assert code == 1 and "2 Livermore servers" in err and "--yes" in err
-        assert one.received == two.received == []
-        assert invoke(settings, "stop", "2", "--yes")[0] == 0
 
 
 async def test_routes_by_holder_presence_and_identity(

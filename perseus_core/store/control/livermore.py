@@ -9,6 +9,20 @@ pub/sub operations, so this works on a single Redis and on a cluster alike.
 Pub/sub keeps nothing: the response channel is subscribed (and the
 subscription confirmed) before the command is published, and a PUBLISH that
 reaches no subscriber is answered at once instead of after a timeout.
+
+A Livermore reply says what one server did, not what happened to the exchange
+(docs/wire-format.md 4.1): a server runs one exchange at a time and answers
+`already_started` while it runs another, believes it is idle after an
+autostart, and with several servers on one identity any one of them takes a
+command. So after the ack the outcome is read from the exchange's status key,
+`exchange:{id}:status`, until the result deadline: a `start` has succeeded
+when a Livermore holder of this exchange is warming or active, a `stop` when
+the key has left `active` or is gone. Replies are kept and shown for what they
+are: a reply that contradicts the key, or an error from another server of the
+identity while the exchange comes up, is listed beside the outcome, never
+taken for it. When every server reached has answered and, a moment later
+(`SETTLE_S`), the key still shows no effect, the command has failed: the
+message says what the replies claimed and what the key shows.
 """
 
 from __future__ import annotations
@@ -18,24 +32,41 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.client import PubSub
 
 from perseus_core.plumbing.connection import connect, describe_redis_error
-from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.control.records import NO_RETRY, CommandOutcome, NoAgentAnswered, now_ms
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError, PerseusError, RedisUnavailable
-from perseus_core.wire.models import Command, CommandReply, CommandType, ReplyStatus
+from perseus_core.wire.models import (
+    CatalogEntry,
+    Command,
+    CommandReply,
+    CommandType,
+    ConnectionState,
+    InstanceStatus,
+    ReplyStatus,
+)
 from perseus_core.wire.settings import Settings
+from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import Clock, system_clock
 
 log = logging.getLogger(__name__)
 
 LIVERMORE_PRIORITY = 50
 """The `priority` of commands sent to a Livermore server (it accepts 1..100)."""
+KEY_POLL_S = 0.2
+"""How often the status key is read while a command's outcome is awaited."""
+SETTLE_S = 1.0
+"""After the last server's final reply, how long the key gets to show the effect
+before the command counts as failed (a server writes its state as it goes, and
+a reply can overtake the write it follows)."""
+_UP = frozenset({ConnectionState.WARMING, ConnectionState.ACTIVE})
 
 
 class NoLivermoreListener(PerseusError):
@@ -99,9 +130,8 @@ class LivermoreBridge:
         """Publish one command; wait for its ack, then its success or error.
 
         Returns:
-            The outcome and how many subscribers the PUBLISH reached (when
-            more than one, each of them runs the command and the first final
-            answer is the one returned).
+            The outcome, decided by the status key (see the module docstring),
+            and how many subscribers the PUBLISH reached.
 
         Raises:
             NoLivermoreListener: the PUBLISH reached nobody (no wait).
@@ -128,7 +158,8 @@ class LivermoreBridge:
             if on_sent is not None:
                 on_sent(cmd)
             acked = None if on_ack is None else lambda reply: on_ack(_named(reply, identity_sub))
-            outcome = await self._wait(pubsub, cmd.correlation_id, ack_ms, result_ms, acked)
+            target = Target(command, exchange_id, exchange_name, identity_sub, reached)
+            outcome = await self._wait(pubsub, cmd, target, ack_ms, result_ms, acked)
             if outcome is None:
                 raise NoAgentAnswered(
                     exchange_id,
@@ -155,25 +186,42 @@ class LivermoreBridge:
     async def _wait(
         self,
         pubsub: PubSub,
-        correlation_id: str,
+        cmd: Command,
+        target: Target,
         ack_ms: int,
         result_ms: int,
         on_ack: Callable[[CommandReply], None] | None,
     ) -> CommandOutcome | None:
-        """Read responses until ours is final; None when nothing acknowledged."""
+        """Read replies and the status key until the key shows the command's
+        effect, every server reached has answered without it, or the deadline.
+        None when nothing acknowledged."""
         deadline = time.monotonic() + ack_ms / 1000
         acked = False
+        finals: list[CommandReply] = []
+        last_final = 0.0
+        shown = Shown(False, None)
         while (remaining := deadline - time.monotonic()) > 0:
+            if acked or finals:
+                shown = await self._read_key(target.exchange_id)
+                effect = target.effect(shown)
+                if effect == "done":
+                    return target.succeeded(cmd.correlation_id, acked, shown, finals)
+                settled = time.monotonic() - last_final >= SETTLE_S
+                if len(finals) >= target.reached and settled and effect == "none":
+                    failed = await self._explain(target, shown, finals)
+                    return CommandOutcome(
+                        cmd.correlation_id, acked, ReplyStatus.ERROR, failed, None
+                    )
             try:
                 message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=max(0.01, remaining)
+                    ignore_subscribe_messages=True, timeout=max(0.01, min(remaining, KEY_POLL_S))
                 )
             except TRANSIENT_ERRORS as exc:
                 raise RedisUnavailable(describe_redis_error(self._settings, exc)) from exc
             if message is None or message.get("type") != "message":
                 await asyncio.sleep(0)
                 continue
-            reply = _parse_response(message.get("data"), correlation_id)
+            reply = _parse_response(message.get("data"), cmd.correlation_id)
             if reply is None:
                 continue
             if reply.status is ReplyStatus.ACK:
@@ -183,10 +231,167 @@ class LivermoreBridge:
                     if on_ack is not None:
                         on_ack(reply)
                 continue
-            return CommandOutcome(correlation_id, acked, reply.status, reply.message, reply.data)
-        if not acked:
+            finals.append(reply)
+            last_final = time.monotonic()
+        if not acked and not finals:
             return None
-        return CommandOutcome.no_result(correlation_id, result_ms)
+        waited = CommandOutcome.no_result(cmd.correlation_id, result_ms)
+        return CommandOutcome(
+            cmd.correlation_id,
+            acked,
+            None,
+            f"{waited.message}; {target.name} {shown.words()}{_answers(finals, ' (')}",
+            None,
+        )
+
+    async def _read_key(self, exchange_id: int) -> Shown:
+        """The exchange's status key as it reads now (one GET)."""
+        try:
+            raw = await self._redis.get(keys.status_key(exchange_id))
+        except TRANSIENT_ERRORS as exc:
+            raise RedisUnavailable(describe_redis_error(self._settings, exc)) from exc
+        except REDIS_ERRORS:
+            return Shown(True, None)  # wrong type, denied: there, but unreadable
+        if raw is None:
+            return Shown(False, None)
+        try:
+            return Shown(True, InstanceStatus.from_json(raw))
+        except PayloadError:
+            return Shown(True, None)
+
+    async def _explain(self, target: Target, shown: Shown, finals: list[CommandReply]) -> str:
+        """Why a command whose servers all answered had no effect on the key."""
+        name = target.name
+        statuses = {str((reply.data or {}).get("status", "")) for reply in finals}
+        if target.command is CommandType.START and "already_started" in statuses:
+            elsewhere = await self._running_elsewhere(target)
+            who = (
+                "; ".join(f"{host} is running {other}, not {name}" for host, other in elsewhere)
+                if elsewhere
+                else "the server runs another exchange"
+            )
+            return (
+                f"{who}: the Livermore server answered already_started, but {name} {shown.words()}"
+            )
+        if target.command is CommandType.STOP and "already_idle" in statuses:
+            return (
+                f"the Livermore server believes it is idle, but {name} {shown.words()} "
+                "(started without the control channel, as an autostart is: stop it from "
+                "that server)"
+            )
+        errors = [
+            clean(reply.message, 300) for reply in finals if reply.status is ReplyStatus.ERROR
+        ]
+        if errors and len(errors) == len(finals):
+            return f"{'; '.join(errors)} ({name} {shown.words()})"
+        return f"the Livermore server answered{_answers(finals, ' ')}, but {name} {shown.words()}"
+
+    async def _running_elsewhere(self, target: Target) -> list[tuple[str, str]]:
+        """(host, exchange) for each other exchange of the identity's catalog
+        entries that a Livermore holder runs now: what a server answering
+        `already_started` is busy with (single-key reads)."""
+        try:
+            entries = await self._redis.hgetall(keys.CATALOG_KEY)
+        except REDIS_ERRORS:
+            return []
+        others: list[CatalogEntry] = []
+        for raw in entries.values():
+            try:
+                entry = CatalogEntry.from_json(raw)
+            except PayloadError:
+                continue
+            if entry.livermore_sub == target.identity_sub and entry.id != target.exchange_id:
+                others.append(entry)
+        found: list[tuple[str, str]] = []
+        for entry in sorted(others, key=lambda e: e.id):
+            shown = await self._read_key(entry.id)
+            status = shown.status
+            if status is not None and status.instance_id is None and status.connection_state in _UP:
+                found.append((clean(status.hostname, 128), clean(status.exchange_name, 64)))
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """The exchange's status key as one read found it."""
+
+    exists: bool
+    status: InstanceStatus | None
+
+    def words(self) -> str:
+        """`is active on lm-c`, `is offline (no status key)`, `has an unreadable status key`."""
+        if not self.exists:
+            return "is offline (no status key)"
+        if self.status is None:
+            return "has an unreadable status key"
+        state = self.status.connection_state.value
+        return f"is {state} on {clean(self.status.hostname, 128) or 'an unnamed host'}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a bridge command is meant to do to which exchange, and how many
+    servers it reached."""
+
+    command: CommandType
+    exchange_id: int
+    name: str
+    identity_sub: str
+    reached: int
+
+    def effect(self, shown: Shown) -> str:
+        """`done` when the key shows the command took effect, `progress` while
+        it is on its way (a Livermore holder starting), else `none`."""
+        status = shown.status
+        if self.command is CommandType.STOP:
+            if not shown.exists:
+                return "done"
+            if status is None:
+                return "none"
+            return "none" if status.connection_state is ConnectionState.ACTIVE else "done"
+        if (
+            status is None
+            or status.instance_id is not None
+            or status.exchange_id != self.exchange_id
+        ):
+            return "none"
+        if status.connection_state in _UP:
+            return "done"
+        return "progress" if status.connection_state is ConnectionState.STARTING else "none"
+
+    def succeeded(
+        self, correlation_id: str, acked: bool, shown: Shown, finals: list[CommandReply]
+    ) -> CommandOutcome:
+        """Success, worded from the key; the replies that say otherwise listed."""
+        contrary = [reply for reply in finals if not _agrees(reply)]
+        note = f"; other answers:{_answers(contrary, ' ')}" if contrary else ""
+        return CommandOutcome(
+            correlation_id, acked, ReplyStatus.SUCCESS, f"{self.name} {shown.words()}{note}", None
+        )
+
+
+def _agrees(reply: CommandReply) -> bool:
+    """A plain success: neither an error nor a no-op dressed as success."""
+    status = str((reply.data or {}).get("status", ""))
+    return reply.status is ReplyStatus.SUCCESS and not status.startswith("already_")
+
+
+def _answers(replies: list[CommandReply], lead: str) -> str:
+    """The replies as `error "x", success (already_started)`, after `lead`;
+    "" for none. A `(` lead closes its parenthesis."""
+    if not replies:
+        return ""
+    parts = []
+    for reply in replies:
+        status = reply.status.value if reply.status else "?"
+        data_status = clean((reply.data or {}).get("status"), 40)
+        detail = clean(reply.message, 200)
+        part = status + (f" ({data_status})" if data_status else "")
+        parts.append(part + (f' "{detail}"' if detail else ""))
+    text = ", ".join(parts)
+    if lead == " (":
+        return f" (answers: {text})"
+    return lead + text
 
 
 def _named(reply: CommandReply, identity_sub: str) -> CommandReply:

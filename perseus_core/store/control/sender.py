@@ -37,7 +37,12 @@ from perseus_core.store.control.records import (
 )
 from perseus_core.store.control.scripts import APPEND_COMMAND_LUA
 from perseus_core.wire import keys
-from perseus_core.wire.errors import PayloadError, PerseusError, RedisUnavailable
+from perseus_core.wire.errors import (
+    CommandRejected,
+    PayloadError,
+    PerseusError,
+    RedisUnavailable,
+)
 from perseus_core.wire.models import (
     MAX_PAYLOAD_BYTES,
     CatalogEntry,
@@ -160,6 +165,27 @@ class NotSteerable(PerseusError):
         self.route = route
         self.command = command
         super().__init__(f"no channel can carry {command} to exchange {route.exchange_id}")
+
+
+class StopNotAimed(CommandRejected):
+    """A stop over Livermore's channel that several servers would hear.
+
+    Livermore's `stop` names no exchange, and the servers of one identity share
+    one command queue, so any one of them takes it: not necessarily the one
+    running this exchange (docs/wire-format.md 4.1). It is never sent; there is
+    no override.
+    """
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        sub = clean(route.identity_sub, 128)
+        name = clean(route.exchange_name, 64) or f"exchange {route.exchange_id}"
+        super().__init__(
+            f"cannot stop exchange {route.exchange_id}: {route.listeners} Livermore servers "
+            f"listen for {sub}, and Livermore's stop names no exchange, so any one of them "
+            f"would take it, not necessarily the one running {name}; stop it from that "
+            "server, or give each server its own identity"
+        )
 
 
 _Model = TypeVar("_Model", InstanceStatus, CatalogEntry)
@@ -449,8 +475,12 @@ class ControlClient:
         server's pub/sub channel (`LivermoreBridge`, audited here since no
         agent of ours writes that audit).
 
+        A Livermore command's outcome is what the exchange's status key shows,
+        not what the first reply said (`LivermoreBridge`).
+
         Raises:
             NotSteerable: nothing Perseus can reach would run it (at once).
+            StopNotAimed: a stop several Livermore servers would hear (at once).
             NoLivermoreListener: no Livermore server listens for the owner (at once).
             NoAgentAnswered: nothing acknowledged within the ack timeout
                 (default `settings.ack_timeout_ms`).
@@ -461,6 +491,8 @@ class ControlClient:
             route = await self.route(exchange_id, kind)
         if route.via is Via.NONE:
             raise NotSteerable(route, kind)
+        if route.via is Via.LIVERMORE and kind == CommandType.STOP and route.listeners > 1:
+            raise StopNotAimed(route)
         if route.via is Via.LIVERMORE:
             return await self._send_livermore(
                 route,
@@ -486,7 +518,7 @@ class ControlClient:
 
     async def route(self, exchange_id: int, command: str) -> Route:
         """Where `command` for `exchange_id` would go, with the number of
-        Livermore servers it would reach (ask before a stop reaching several).
+        Livermore servers it would reach (a stop reaching several is refused).
 
         Raises:
             RedisError: Redis could not be read.
