@@ -25,7 +25,7 @@ PHASE_S = 16.0
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(PHASE_S * len(PHASES) + 120)
+@pytest.mark.timeout(PHASE_S * len(PHASES) + 240)
 async def test_random_keys_never_crash_the_dashboard(settings: Settings, tmp_path: Path) -> None:
     with live_fleet(settings.redis_url, tmp_path):
         app = fuzz_app(settings)
@@ -36,8 +36,9 @@ async def test_random_keys_never_crash_the_dashboard(settings: Settings, tmp_pat
     print(report)  # shown when the test fails
     assert report.problems == [], report.problems
     assert report.keys_sent == int(PHASE_S * RATE) * len(PHASES)
-    # Sent on a fixed schedule: a late tick is caught up with a burst, as a terminal
-    # would deliver it, so only a loop blocked for seconds lowers the average.
+    # Sent on a fixed schedule: keys that fell due while the app held the loop are
+    # sent at once, as a terminal delivers what it buffered, so only a loop held
+    # at the very end of a phase lowers the average.
     assert report.rate >= 0.9 * RATE, f"{report.rate:.0f} keys/s"
     missing = set(binding_keys()) - set(report.pressed)
     assert not missing, f"bindings never pressed: {sorted(missing)}"
