@@ -79,7 +79,9 @@ def notify(
     redis_url: str | None,
 ) -> None:
     """Post a webhook message when an instance changes state, reports an error,
-    goes offline (its key expired without a stop) or comes back.
+    goes offline (its key expired without a stop) or comes back. An error
+    another host writes while the holder is healthy (a refused claim) is
+    posted as that host's, not as the exchange's.
 
     Runs until interrupted (Ctrl-C exits 0). Each event is posted once; a
     failing webhook is retried with backoff and never stops the watching.
