@@ -86,9 +86,9 @@ def event_from_entry(
             naming the host, instead of posting the exchange's error.
     """
     # An entry of no exchange (exchangeId 0, `logs:network:unknown`) names none.
-    none = entry.names_no_exchange
-    name = "" if none else entry.exchange_name or entry.stream
-    exchange_id = None if none else entry.exchange_id_int
+    of_none = entry.names_no_exchange
+    name = "" if of_none else entry.exchange_name or entry.stream
+    exchange_id = None if of_none else entry.exchange_id_int
     when = entry.time or now
     if isinstance(entry, ErrorEntry) and other is not None:
         return FleetEvent(

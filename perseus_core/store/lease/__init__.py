@@ -15,7 +15,6 @@ from perseus_core.store.lease.lease import (
     Vanishing,
     make_instance_id,
     unique_start_ms,
-    vanishing,
     wire_now,
 )
 
@@ -29,6 +28,5 @@ __all__ = [
     "Vanishing",
     "make_instance_id",
     "unique_start_ms",
-    "vanishing",
     "wire_now",
 ]

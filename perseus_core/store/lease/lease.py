@@ -113,7 +113,8 @@ class Vanishing(StrEnum):
     DELETED = "deleted"
     """It was gone while its TTL still ran: another writer deleted it (a
     Livermore server's deregistration is a plain `DEL`, docs/wire-format.md
-    part 4)."""
+    part 4), or, under a `maxmemory` policy other than `noeviction`, Redis
+    evicted it."""
     DATA_LOST = "data_lost"
     """The fencing counter was gone (or behind this lease's epoch) as well:
     Redis lost its data (a restart without persistence, a failover, a flush)."""
