@@ -79,12 +79,12 @@ def notify(
     redis_url: str | None,
 ) -> None:
     """Post a webhook message when an instance changes state, reports an error,
-    goes offline (its key expired without a stop) or comes back. An error
-    another host writes while the holder is healthy (a refused claim) is
-    posted as that host's, not as the exchange's.
+    goes offline (its key expired without a stop) or comes back.
 
     Runs until interrupted (Ctrl-C exits 0). Each event is posted once; a
     failing webhook is retried with backoff and never stops the watching.
+    An error another host writes while the holder is healthy (a refused
+    claim) is posted as that host's, not as the exchange's.
 
     \b
     Example:
