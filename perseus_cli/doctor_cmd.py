@@ -49,7 +49,8 @@ def doctor(as_json: bool, exchange_id: int | None, redis_url: str | None) -> Non
 
     Reachable, version, mode (standalone, cluster, Sentinel), TLS, which roles
     this user can act as, latency, keyspace notifications, clock skew (this
-    host and every writer), stream sizes and retention, keys of the wrong
+    host and every writer), stream sizes and retention, entries that belong
+    to no exchange (exchangeId 0 or exchange `unknown`), keys of the wrong
     type. Exit 0 when Perseus will work, 1 with the reasons otherwise.
     """
     settings = load_settings(redis_url)

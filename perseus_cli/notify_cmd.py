@@ -83,6 +83,8 @@ def notify(
 
     Runs until interrupted (Ctrl-C exits 0). Each event is posted once; a
     failing webhook is retried with backoff and never stops the watching.
+    An error another host writes while the holder is healthy (a refused
+    claim) is posted as that host's, not as the exchange's.
 
     \b
     Example:

@@ -194,6 +194,8 @@ class FleetService:
         for entry in entries:
             exchange_id = self._ids_by_name.get(entry.stream)
             if exchange_id is None:
+                if entry.names_no_exchange:
+                    continue  # `logs:network:unknown`: an entry, never an exchange to find
                 # An exchange the dashboard does not list yet: read everything, scan included.
                 self._full_due = self._discover_due = True
             else:

@@ -22,13 +22,17 @@ Failure policy, in one place:
   reach Redis, and the failure is logged (`perseus_core.instance.publication`
   says how the status key and the activity stream catch up).
 - A status key found gone with the exchange free is re-created from memory, and
-  an `error` entry says so (`lastError` is left alone: the incident is Redis's).
+  an `error` entry says so (`lastError` is left alone: the incident is Redis's)
+  and why: it expired, it was deleted by another writer while its TTL still
+  ran (a Livermore server's deregistration; named when the shared stream
+  shows who), or Redis lost its data (`KeyRecreated`).
 - When a write finds another holder of the exchange, the lease is lost: the call
   raises `LeaseLost` (after applying and logging the change), the heartbeat
   stops, `lastError` records it, an `error` entry is appended, and
   `on_lease_lost` is called once, in its own task, so the embedding service
   can fence itself. Later calls no longer touch the status key; transitions
-  and errors are still appended to the activity stream.
+  and errors are still appended, to Perseus's own stream: only the slot's
+  holder writes to `logs:network:{name}` (see `Publisher`).
 
 What an instance is made of is public, so a caller reads each thing where it
 lives: `instance.lease` (held, epoch, lost, confirmed_at), `instance.heartbeat`
@@ -42,7 +46,9 @@ import inspect
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -59,8 +65,10 @@ from perseus_core.plumbing.tasks import TaskGroup
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.lease import (
+    KeyRecreated,
     Lease,
     LeaseLost,
+    Vanishing,
     make_instance_id,
     unique_start_ms,
     wire_now,
@@ -73,6 +81,7 @@ from perseus_core.wire.models import (
     StateTransitionEntry,
 )
 from perseus_core.wire.settings import Settings
+from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import Clock, format_ts, system_clock
 
 log = logging.getLogger(__name__)
@@ -332,18 +341,93 @@ class Instance:
                 log.exception("exchange %s: on_lease_lost callback failed", self.exchange_id)
         await self.publisher.append_quietly(entry)
 
-    def _key_recreated(self, status: InstanceStatus) -> None:
-        """The key had expired with the exchange still free: re-created, and the stream told."""
-        ttl_s = self._settings.heartbeat_ttl_ms / 1000
-        text = (
-            f"status key exchange:{status.exchange_id}:status had expired (no heartbeat reached "
-            f"Redis within the {ttl_s:g}s TTL, or Redis lost its data); re-created it from "
-            f"this instance's state ({status.connection_state.value}, epoch {status.epoch})"
+    def _key_recreated(self, recreated: KeyRecreated) -> None:
+        """The key had vanished with the exchange still free: re-created, and
+        the stream told why (found out in a task: naming a deleter reads the
+        stream)."""
+        now = wire_now(self._clock)
+        found = time.monotonic()
+        self._tasks.spawn(self._note_recreated(recreated, now, found), "key re-created")
+
+    async def _note_recreated(self, recreated: KeyRecreated, now: datetime, found: float) -> None:
+        deleter = None
+        if recreated.cause is Vanishing.DELETED:
+            held_ms = recreated.held_ms + (time.monotonic() - found) * 1000
+            deleter = await self._other_writer(held_ms)
+        text = vanished_text(
+            recreated, self._settings.heartbeat_ttl_ms, self.exchange_name, deleter
         )
-        entry = self.publisher.error_entry(text, wire_now(self._clock))
-        self._tasks.spawn(self.publisher.append_quietly(entry), "key re-created")
+        await self.publisher.append_quietly(self.publisher.error_entry(text, now))
+
+    async def _other_writer(self, within_ms: float) -> str | None:
+        """The host of the newest entry another writer put in the shared stream
+        within the last `within_ms` (while this instance held the key), or None.
+
+        A Livermore server whose claim was refused writes its own error entry
+        there before it gives up and deregisters, and its deregistration is a
+        plain DEL of whatever key is there: the likeliest deleter.
+        """
+        try:
+            entries = await self.activity.shared_since(self.exchange_name, within_ms)
+        except REDIS_ERRORS as exc:
+            log.debug("exchange %s: cannot read who wrote meanwhile: %s", self.exchange_id, exc)
+            return None
+        for entry in entries:
+            if entry.hostname and entry.hostname != self.hostname:
+                return entry.hostname
+        return None
 
     # --- internals --------------------------------------------------------------
 
     def _apply(self, **changes: Any) -> None:
         self.lease.set_status(self.lease.status.model_copy(update=changes))
+
+
+def vanished_text(
+    recreated: KeyRecreated, ttl_ms: int, exchange_name: str, deleter: str | None
+) -> str:
+    """The `error` entry's words for a status key that was found gone and re-created.
+
+    Args:
+        recreated: what the lease knew (`KeyRecreated`).
+        ttl_ms: the TTL every heartbeat sets.
+        exchange_name: names the shared stream searched for the deleter.
+        deleter: the host that wrote to that stream while the key was held
+            (the likeliest deleter), if any.
+    """
+    status = recreated.status
+    key = f"exchange:{status.exchange_id}:status"
+    ttl_s = ttl_ms / 1000
+    since_s = recreated.since_heartbeat_ms / 1000
+    if recreated.cause is Vanishing.DATA_LOST:
+        why = (
+            f"status key {key} was gone, and so was the epoch counter "
+            f"perseus:epoch:{status.exchange_id}: Redis lost its data (a restart without "
+            "persistence, a failover or a flush)"
+        )
+    elif recreated.cause is Vanishing.DELETED:
+        stream = f"logs:network:{exchange_name.lower()}"
+        if deleter is not None:
+            who = (
+                f"probably {clean(deleter, 100)}, which wrote to {stream} while this instance "
+                "held the key: a Livermore server's deregistration is a plain DEL"
+            )
+        else:
+            who = (
+                f"nobody else wrote to {stream} meanwhile; a Livermore server's "
+                "deregistration is a plain DEL and leaves no entry"
+            )
+        why = (
+            f"status key {key} was deleted by another writer {since_s:.1f}s after this "
+            f"instance's last heartbeat, {recreated.ttl_left_ms / 1000:.1f}s before its "
+            f"{ttl_s:g}s TTL could have run out ({who})"
+        )
+    else:
+        why = (
+            f"status key {key} had expired (no heartbeat reached Redis within the {ttl_s:g}s "
+            f"TTL: the last confirmed one was sent {since_s:.1f}s before)"
+        )
+    return (
+        f"{why}; re-created it from this instance's state "
+        f"({status.connection_state.value}, epoch {status.epoch})"
+    )

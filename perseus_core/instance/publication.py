@@ -91,6 +91,15 @@ class Publisher:
     """Writes an instance's status key and appends its entries, keeping an
     outbox of the entries that could not be appended.
 
+    Whether an entry goes to the shared `logs:network:{name}` is decided
+    here, once, from the lease as it stands when the entry is appended: only
+    while the instance holds the status key. Livermore's admin shows every
+    entry of that stream as the exchange's own, so anything written before
+    the claim, after the release, or once the lease is lost (the loss
+    itself, a child killed after it) goes to `perseus:activity:{name}`
+    (docs/wire-format.md part 4). The status key write comes first in
+    `publish`, so a loss it detects already routes the entry that follows.
+
     Args:
         lease: the instance's lease (it writes the status key and holds the status).
         activity: the exchange's activity log.
@@ -148,7 +157,8 @@ class Publisher:
         """Write the status key (if held), then append `entry`.
 
         Raises:
-            LeaseLost: another instance holds the exchange (the entry is still appended).
+            LeaseLost: another instance holds the exchange (the entry is still
+                appended, to Perseus's own stream).
         """
         lost: LeaseLost | None = None
         errors: list[str] = []
@@ -196,7 +206,7 @@ class Publisher:
         name = self._lease.status.exchange_name
         try:
             await self._flush_unsent()
-            return await self._io(self._activity.append(name, entry))
+            return await self._io(self._activity.append(name, entry, holder=self._lease.held))
         except REDIS_ERRORS as exc:
             self._unsent.append(entry)
             self._unsent_total += 1
@@ -219,7 +229,8 @@ class Publisher:
             f"while Redis was unreachable{suffix}"
         )[:MAX_ERROR_CHARS]
         note = self.error_entry(text, wire_now(self._clock))
-        await self._io(self._activity.append(self._lease.status.exchange_name, note))
+        name = self._lease.status.exchange_name
+        await self._io(self._activity.append(name, note, holder=self._lease.held))
         self._unsent.clear()
         self._unsent_total = 0
 

@@ -1,9 +1,11 @@
 """Webhook notifications (Discord-compatible) for what happens in the fleet.
 
-`events` says what is worth a message, `discord` how it reads (and how the
-webhook's secret stays out of logs), `sender` how it is delivered, `presence`
-when an exchange is lost or back (as `perseus_core.present.edges` decides it
-for every surface), and `notifier` ties them together.
+`events` says what is worth a message (another writer's error as that
+writer's, as `perseus_core.present.writers` decides it), `discord` how it
+reads (and how the webhook's secret stays out of logs), `sender` how it is
+delivered, `presence` when an exchange is lost or back (as
+`perseus_core.present.edges` decides it for every surface) and who holds it
+now, and `notifier` ties them together.
 """
 
 from perseus_core.notify.discord import (

@@ -84,6 +84,13 @@ def build_payload(event: FleetEvent) -> dict[str, Any]:
     elif event.kind is EventKind.ERROR:
         content = f"{name}: {transition} on {host}: {discord_text(event.detail, 200)}"
         description = detail or "(no message)"
+    elif event.kind is EventKind.OTHER_WRITER:
+        holder = discord_text(event.holder, 150)
+        content = f"{name}: {transition}: {discord_text(event.detail, 200)} (held by {holder})"
+        description = (
+            f"{detail or '(no message)'}\n\nNot {name}'s error: it is held by {holder}, "
+            f"which is healthy; {host} does not hold it."
+        )
     elif event.kind is EventKind.OFFLINE:
         content = f"{name} went offline ({host})"
         description = detail

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from perseus_core.present.writers import OtherWriter
 from perseus_core.wire.models import (
     ActivityEntry,
     ErrorEntry,
@@ -27,6 +28,9 @@ class EventKind(StrEnum):
     ERROR = "error"
     OFFLINE = "offline"
     ONLINE = "online"
+    OTHER_WRITER = "other_writer"
+    """An error another host wrote while the exchange's holder is healthy
+    (`perseus_core.present.writers`): not the exchange's error."""
 
 
 COLOURS: dict[EventKind, int] = {
@@ -34,6 +38,7 @@ COLOURS: dict[EventKind, int] = {
     EventKind.ERROR: 0xE74C3C,  # red
     EventKind.OFFLINE: 0xE67E22,  # orange
     EventKind.ONLINE: 0x2ECC71,  # green
+    EventKind.OTHER_WRITER: 0x95A5A6,  # grey
 }
 """Embed colour per kind, as the integer Discord expects."""
 
@@ -42,6 +47,7 @@ TITLES: dict[EventKind, str] = {
     EventKind.ERROR: "Error",
     EventKind.OFFLINE: "Offline",
     EventKind.ONLINE: "Back online",
+    EventKind.OTHER_WRITER: "Not the holder",
 }
 
 
@@ -57,6 +63,8 @@ class FleetEvent:
     host: str
     time: datetime
     detail: str = ""
+    holder: str = ""
+    """For `OTHER_WRITER`: the host that holds the exchange (and is healthy)."""
 
 
 def _host(hostname: str, ip: str | None) -> str:
@@ -64,17 +72,40 @@ def _host(hostname: str, ip: str | None) -> str:
     return f"{hostname or '?'} ({ip})" if ip else hostname
 
 
-def event_from_entry(entry: ActivityEntry, *, now: datetime) -> FleetEvent | None:
+def event_from_entry(
+    entry: ActivityEntry, *, now: datetime, other: OtherWriter | None = None
+) -> FleetEvent | None:
     """The event an activity entry announces, or None for entries that are not
-    worth a message (commands, unknown events). `now` stands in for a missing
-    or unparseable entry timestamp."""
-    name = entry.exchange_name or entry.stream
+    worth a message (commands, unknown events).
+
+    Args:
+        entry: the entry.
+        now: stands in for a missing or unparseable entry timestamp.
+        other: for an error another host wrote while the holder is healthy
+            (`perseus_core.present.other_writer`): the message says so,
+            naming the host, instead of posting the exchange's error.
+    """
+    # An entry of no exchange (exchangeId 0, `logs:network:unknown`) names none.
+    of_none = entry.names_no_exchange
+    name = "" if of_none else entry.exchange_name or entry.stream
+    exchange_id = None if of_none else entry.exchange_id_int
     when = entry.time or now
+    if isinstance(entry, ErrorEntry) and other is not None:
+        return FleetEvent(
+            kind=EventKind.OTHER_WRITER,
+            exchange_name=name,
+            exchange_id=exchange_id,
+            transition=other.summary,
+            host=_host(entry.hostname, entry.ip),
+            time=when,
+            detail=entry.error,
+            holder=other.holder,
+        )
     if isinstance(entry, StateTransitionEntry):
         return FleetEvent(
             kind=EventKind.TRANSITION,
             exchange_name=name,
-            exchange_id=entry.exchange_id_int,
+            exchange_id=exchange_id,
             transition=f"{entry.from_state or '?'} → {entry.to_state or '?'}",
             host=_host(entry.hostname, entry.ip),
             time=when,
@@ -83,7 +114,7 @@ def event_from_entry(entry: ActivityEntry, *, now: datetime) -> FleetEvent | Non
         return FleetEvent(
             kind=EventKind.ERROR,
             exchange_name=name,
-            exchange_id=entry.exchange_id_int,
+            exchange_id=exchange_id,
             transition=f"error while {entry.state or 'unknown'}",
             host=_host(entry.hostname, entry.ip),
             time=when,

@@ -30,9 +30,10 @@ from perseus_core.notify.presence import PresenceWatch
 from perseus_core.notify.sender import NotifierStats, RetryPolicy, Sender
 from perseus_core.plumbing.connection import connect, ping_or_raise
 from perseus_core.plumbing.tasks import wait_event
+from perseus_core.present import other_writer
 from perseus_core.store.activity import ActivityLog, ActivityTail, NamesProvider, parse_stream_id
 from perseus_core.store.network import FleetReader
-from perseus_core.wire.models import ActivityEntry, StateTransitionEntry
+from perseus_core.wire.models import ActivityEntry, ErrorEntry, StateTransitionEntry
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import Clock, system_clock
 
@@ -43,7 +44,9 @@ class Notifier:
     """Watch the fleet and post a webhook message per event worth knowing.
 
     Posts on every `state_transition` and `error` entry (once per stream entry
-    ID, also across reconnects of the tail), when a status key disappears
+    ID, also across reconnects of the tail; an error another host wrote while
+    the exchange's holder is healthy, such as a refused claim, is posted as
+    that host's, not as the exchange's), when a status key disappears
     while its instance was not stopping (offline), and when such a key comes
     back (online). 429 and 5xx answers and network errors are retried with
     backoff, honouring Retry-After up to `max_retry_delay_s`; other answers are
@@ -237,6 +240,7 @@ class Notifier:
                     known, online = self._presence.counts() if self._presence else (0, 0)
                     log.info("ready: %d exchange(s) known, %d online", known, online)
                 async for entry in tail:
+                    await self._judge(entry)
                     self.handle_entry(entry)
             except Exception as exc:
                 log.warning("activity tail failed (%s); reopening", describe_error(exc))
@@ -245,6 +249,14 @@ class Notifier:
                 await tail.aclose()
             start = positions or start
             await wait_event(self._stop, min(5.0, self._settings.block_ms / 1000))
+
+    async def _judge(self, entry: ActivityEntry) -> None:
+        """Before an error is worded: read its exchange's holder now, so a
+        refused claimant's error is told from the exchange's own
+        (`handle_entry`) by the holder of the moment, not of the last poll."""
+        stream = (entry.stream or entry.exchange_name).lower()
+        if isinstance(entry, ErrorEntry) and self._presence is not None and self._wanted(stream):
+            await self._presence.recheck(entry)
 
     def handle_entry(self, entry: ActivityEntry) -> bool:
         """Queue the message for one activity entry; returns whether it did.
@@ -270,7 +282,9 @@ class Notifier:
             self._last_ids[source] = key
         if isinstance(entry, StateTransitionEntry) and self._presence is not None:
             self._presence.note_transition(entry)
-        event = event_from_entry(entry, now=self._clock())
+        # Another host's error while the holder is healthy is not the exchange's.
+        view = self._presence.view_of(entry) if self._presence is not None else None
+        event = event_from_entry(entry, now=self._clock(), other=other_writer(entry, view))
         if event is None:
             return False
         self.submit(event)

@@ -8,6 +8,7 @@ each exchange crossed, as it says for the dashboard.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,12 +23,20 @@ from perseus_core.present.edges import EdgeKind, KnownState, newer_state, offlin
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.network import ExchangeView, FleetReader
 from perseus_core.wire.errors import AccessDenied, RedisRefused
-from perseus_core.wire.models import InstanceStatus, StateTransitionEntry
+from perseus_core.wire.models import ActivityEntry, InstanceStatus, StateTransitionEntry
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import Clock
 
 log = logging.getLogger(__name__)
+
+_UNREADABLE: tuple[type[BaseException], ...] = (
+    *TRANSIENT_ERRORS,
+    ResponseError,
+    RedisRefused,
+    AccessDenied,
+)
+"""Why one exchange could not be read now: an outage, or a refused key."""
 
 
 @dataclass(slots=True)
@@ -84,11 +93,48 @@ class PresenceWatch:
         self._submit = submit
         self._exchanges: dict[int, ExchangePresence] = {}
         self._redis_down = False
+        # A poll and a re-read of one exchange may interleave at their awaits:
+        # each moves presences along whole, so no edge is reported twice.
+        self._lock = asyncio.Lock()
 
     def counts(self) -> tuple[int, int]:
         """(exchanges known, exchanges online)."""
         known = self._exchanges.values()
         return len(known), sum(1 for p in known if p.view.online)
+
+    def view_of(self, entry: ActivityEntry) -> ExchangeView | None:
+        """The latest read of the exchange an entry belongs to (by its
+        `exchangeId`, else its stream's name), or None if none is known."""
+        exchange_id = entry.exchange_id_int
+        presence = self._exchanges.get(exchange_id) if exchange_id is not None else None
+        if presence is None:
+            stream = (entry.stream or entry.exchange_name).lower()
+            for candidate in self._exchanges.values():
+                if candidate.name.lower() == stream:
+                    presence = candidate
+                    break
+        return presence.view if presence is not None else None
+
+    async def recheck(self, entry: ActivityEntry) -> None:
+        """Read the exchange an entry belongs to now, and move its presence
+        along: an error is judged against the holder as it is when the error
+        arrives, not as the last poll saw it (a new holder may have claimed
+        since). Failures leave the last read in place (logged)."""
+        if entry.names_no_exchange:
+            return
+        exchange_id = entry.exchange_id_int
+        if exchange_id is None:
+            view = self.view_of(entry)
+            if view is None:
+                return
+            exchange_id = view.exchange_id
+        try:
+            async with self._lock:
+                view = await self._reader.exchange(exchange_id)
+                if self._wanted(view.exchange_name or entry.stream):
+                    await self._observe(exchange_id, view)
+        except _UNREADABLE as exc:
+            log.debug("cannot read exchange %s now: %s", exchange_id, describe_error(exc))
 
     def note_transition(self, entry: StateTransitionEntry) -> None:
         """A transition from the stream: it may be newer than the last snapshot."""
@@ -105,6 +151,10 @@ class PresenceWatch:
         Raises:
             RedisError: an error reply (e.g. a key of the wrong type).
         """
+        async with self._lock:
+            await self._poll()
+
+    async def _poll(self) -> None:
         try:
             snapshot = await self._reader.snapshot(last_known=False)
             views: dict[int, ExchangeView] = {

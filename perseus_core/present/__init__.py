@@ -10,6 +10,8 @@ No UI toolkit is imported here.
 - `exchange`: how one exchange looks (kind, badge, heartbeat, last seen).
 - `commands`: whether a start or stop can succeed, judged from a view.
 - `edges`: whether a vanished status key was lost or released, or is back.
+- `writers`: whether an error entry is the holder's or another writer's
+  (a refused claimant, a fenced agent).
 - `fleet`: the `perseus status --json` shape of an exchange.
 """
 
@@ -41,6 +43,7 @@ from perseus_core.present.exchange import (
     uptime_s,
 )
 from perseus_core.present.fleet import exchange_json
+from perseus_core.present.writers import OtherWriter, other_writer
 
 __all__ = [
     "HEARTBEAT_LEGEND",
@@ -53,6 +56,7 @@ __all__ = [
     "HeartbeatThresholds",
     "StatusLine",
     "KnownState",
+    "OtherWriter",
     "Tone",
     "badge",
     "exchange_json",
@@ -61,6 +65,7 @@ __all__ = [
     "last_seen_text",
     "newer_state",
     "offline_edge",
+    "other_writer",
     "refusal",
     "route_of",
     "skew_warning",

@@ -15,9 +15,9 @@ nothing polls); when the agent is frozen, cut off from Redis or killed with
 can expire and another instance take over. The
 deadline is the confirmed heartbeat's send time + the TTL - `margin_ms(ttl)`:
 
-- 2 % of the TTL for clock-rate differences between this host's monotonic
-  clock and the Redis server's clock (NTP keeps rates within 0.05 %, so this
-  covers a clock running 40 times worse);
+- 2 % of the TTL (`RATE_MARGIN`, the lease's) for clock-rate differences
+  between this host's monotonic clock and the Redis server's clock (NTP
+  keeps rates within 0.05 %, so this covers a clock running 40 times worse);
 - 100 ms for the kill to land (the watchdog waking up, SIGKILL delivered).
 
 The heartbeat's send time, not its reply, starts the count: Redis started
@@ -39,14 +39,14 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from perseus_core.store.lease import RATE_MARGIN
+
 log = logging.getLogger(__name__)
 
 _GROUP_POLL_S = 0.02
 _KILL_LANDS_S = 1.0
 """How long a SIGKILL may take to end every member of a group before we stop waiting."""
 _WATCHDOG = "perseus_core.runtime.watchdog"
-RATE_MARGIN = 0.02
-"""Part of the TTL kept back for clock-rate differences with the Redis server."""
 KILL_MARGIN_MS = 100
 """Time kept back for the watchdog's kill to land."""
 

@@ -65,9 +65,9 @@ async def make_instance() -> AsyncIterator[Callable[..., Instance]]:
         await client.aclose()
 
 
-async def stream_rows(redis: Redis) -> list[list[tuple[str, str]]]:
+async def stream_rows(redis: Redis, key: str = STREAM) -> list[list[tuple[str, str]]]:
     """Every entry's field/value pairs, oldest first, in stream order."""
-    return [list(fields.items()) for _, fields in await redis.xrange(STREAM)]
+    return [list(fields.items()) for _, fields in await redis.xrange(key)]
 
 
 async def walk(instance: Instance, states: list[S], clock: StepClock | None = None) -> None:
@@ -224,6 +224,7 @@ async def test_unknown_values_are_empty_strings(
     long_ttl: Settings, redis: Redis, make_instance: Callable[..., Instance]
 ) -> None:
     instance = make_instance(long_ttl, clock=StepClock(T0))
+    await instance.claim(heartbeat=False)
     await instance.transition(S.STARTING)
     await instance.record_error("boom")
     transition, error = await stream_rows(redis)
@@ -279,9 +280,11 @@ async def test_heartbeats_and_field_updates_add_no_entries(
     assert await redis.xlen(STREAM) == 0
 
 
-async def test_without_the_lease_transitions_are_only_logged(
+async def test_without_the_lease_transitions_go_to_perseus_own_stream(
     long_ttl: Settings, redis: Redis, make_instance: Callable[..., Instance]
 ) -> None:
+    """Only the slot's holder writes to `logs:network:{name}`: before the claim
+    and after the release the entries are Perseus's own."""
     instance = make_instance(long_ttl)
     result = await instance.transition(S.STARTING)
     assert result.status is StatusWrite.NOT_HELD and result.ok
@@ -294,13 +297,9 @@ async def test_without_the_lease_transitions_are_only_logged(
     result = await instance.transition(S.STARTING)  # idle after release
     assert result.status is StatusWrite.NOT_HELD
     assert not await redis.exists(KEY)
-    assert [dict(r)["toState"] for r in await stream_rows(redis)] == [
-        "starting",
-        "stopping",
-        "stopped",
-        "idle",
-        "starting",
-    ]
+    assert [dict(r)["toState"] for r in await stream_rows(redis)] == ["stopping", "stopped", "idle"]
+    ours = await stream_rows(redis, keys.perseus_activity_key(NAME))
+    assert [dict(r)["toState"] for r in ours] == ["starting", "starting"]
 
 
 # --- memory -----------------------------------------------------------------------
@@ -388,8 +387,8 @@ async def test_changes_survive_redis_being_down_and_the_gap_is_logged(
     assert instance.publisher.unsent_entries == 0
 
     client = connect(settings)
-    try:
-        rows = [dict(r) for _, r in await client.xrange(STREAM)]
+    try:  # never claimed: its entries are Perseus's own
+        rows = [dict(r) for _, r in await client.xrange(keys.perseus_activity_key(NAME))]
     finally:
         await client.aclose()
     note, transition = rows

@@ -33,7 +33,7 @@ from perseus_core.store.lease import (
 )
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PerseusError, RedisUnavailable
-from perseus_core.wire.models import ConnectionState, InstanceStatus
+from perseus_core.wire.models import ConnectionState, ErrorEntry, InstanceStatus
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import format_ts
 from tests.helpers import StepClock, status_gone, stored
@@ -671,10 +671,12 @@ async def test_heartbeat_is_one_command_per_tick(
     assert calls == {"evalsha": ticks, "get": ticks, "set": ticks}
 
 
-async def test_heartbeat_recreates_a_vanished_key_and_logs_it(
-    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+async def test_heartbeat_recreates_a_deleted_key_and_says_it_was_deleted(
+    long_ttl: Settings, redis: Redis, make_instance: Callable[..., Instance]
 ) -> None:
-    instance = make_instance(settings)
+    """A plain DEL (a Livermore server's deregistration) while the TTL still
+    ran is not an expiry: the entry says deleted, and by nobody the stream names."""
+    instance = make_instance(long_ttl)
     await instance.claim()
     await instance.transition(ConnectionState.STARTING)
     await redis.delete(KEY)
@@ -684,15 +686,58 @@ async def test_heartbeat_recreates_a_vanished_key_and_logs_it(
     assert now.instance_id == instance.instance_id
     assert now.connection_state is ConnectionState.STARTING
     assert now.epoch == 1
-    await eventually(
-        lambda: _stream_has(redis, "error", "had expired"), what="the re-creation entry"
+    text = await eventually(
+        lambda: _stream_error(redis, "deleted by another writer"), what="the re-creation entry"
     )
+    assert "had expired" not in text and "before its 10s TTL could have run out" in text
+    assert "nobody else wrote to logs:network:coinbase meanwhile" in text
     assert instance.lease.held and instance.heartbeat.running
 
 
-async def _stream_has(redis: Redis, event: str, text: str) -> bool:
-    rows = await redis.xrange(keys.activity_key(NAME))
+async def test_a_deleted_key_names_the_writer_the_stream_shows(
+    long_ttl: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    """A Livermore claimant that was refused writes its own error into the
+    holder's stream, then deregisters with a DEL: the re-creation names it."""
+    instance = make_instance(long_ttl)
+    await instance.claim()
+    refusal = ErrorEntry(
+        error="Exchange 1 is already claimed by host-a", exchange_id="1",
+        exchange_name=NAME, hostname="lm-host-09", state="idle",
+    )  # fmt: skip
+    await redis.xadd(keys.activity_key(NAME), refusal.to_fields())  # type: ignore[arg-type]
+    await redis.delete(KEY)
+
+    text = await eventually(
+        lambda: _stream_error(redis, "deleted by another writer"), what="the re-creation entry"
+    )
+    assert "probably lm-host-09" in text
+
+
+async def test_an_expired_key_is_still_said_to_have_expired(
+    settings: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    instance = make_instance(settings)
+    await instance.claim(heartbeat=False)
+    await eventually(lambda: status_gone(redis), what="the key to expire")
+
+    assert await instance.heartbeat.tick() is HeartbeatResult.RECREATED
+    text = await eventually(lambda: _stream_error(redis, "had expired"), what="the entry")
+    assert "no heartbeat reached Redis within the 0.4s TTL" in text
+    assert "deleted" not in text
+
+
+async def _stream_has(redis: Redis, event: str, text: str, key: str | None = None) -> bool:
+    rows = await redis.xrange(key or keys.activity_key(NAME))
     return any(f.get("event") == event and text in f.get("error", "") for _, f in rows)
+
+
+async def _stream_error(redis: Redis, text: str) -> str | None:
+    """The first error entry of the shared stream that says `text`, whole."""
+    for _, fields in await redis.xrange(keys.activity_key(NAME)):
+        if fields.get("event") == "error" and text in fields.get("error", ""):
+            return str(fields["error"])
+    return None
 
 
 # --- a holder paused past its TTL ------------------------------------------------
@@ -752,9 +797,15 @@ async def test_a_late_holder_never_touches_the_new_holders_key(
     assert await redis.get(KEY) == b_raw
     assert await redis.pttl(KEY) > 5_000
     assert len(lost.calls) == 1
+    # Only the holder writes to the shared stream: a's loss, and the transition
+    # it made afterwards, are Perseus's own entries.
+    ours = keys.perseus_activity_key(NAME)
     await eventually(
-        lambda: _stream_has(redis, "error", "lease on exchange 1 lost"), what="the lease-lost entry"
+        lambda: _stream_has(redis, "error", "lease on exchange 1 lost", ours),
+        what="the lease-lost entry",
     )
+    assert await _stream_has(redis, "state_transition", "", ours)
+    assert await redis.xrange(keys.activity_key(NAME)) == []
 
 
 async def test_an_async_callback_may_close_the_instance(
@@ -800,7 +851,11 @@ async def test_heartbeat_survives_a_redis_restart(
     assert now.epoch == instance.lease.epoch == 1
     # The fencing counter is restored, so the next claimer still gets a larger epoch.
     assert await admin.get(EPOCH_KEY) == "1"
-    await eventually(lambda: _stream_has(admin, "error", "had expired"), what="the log entry")
+    # It had gone too: not an expiry, and no writer deleted the key.
+    await eventually(
+        lambda: _stream_has(admin, "error", "Redis lost its data"), what="the log entry"
+    )
+    assert not await _stream_has(admin, "error", "deleted by another writer")
     count = instance.heartbeat.count
     await eventually(lambda: instance.heartbeat.count >= count + 3, what="more heartbeats")
     assert instance.heartbeat.running and instance.lease.held

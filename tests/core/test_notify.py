@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis as sync_redis
 from redis.asyncio import Redis
 
 from perseus_cli.apps.redis_server import RedisServer, free_port
@@ -38,7 +39,9 @@ from perseus_core.notify import (
     validate_webhook_url,
 )
 from perseus_core.plumbing.connection import connect
+from perseus_core.present import other_writer
 from perseus_core.store.activity import ActivityLog
+from perseus_core.store.network import ExchangeView
 from perseus_core.wire import keys
 from perseus_core.wire.models import (
     CatalogEntry,
@@ -51,6 +54,7 @@ from perseus_core.wire.models import (
 )
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import format_ts
+from tests.livermore.shapes import LivermoreWriter
 from tests.waiting import eventually
 from tests.wire_examples import WIRE_TRANSITION
 
@@ -331,6 +335,54 @@ def test_error_entry_and_missing_fields() -> None:
     assert "websocket closed (1006)" in payload["content"]
 
 
+def test_another_hosts_error_while_the_holder_is_healthy_is_posted_as_its_own() -> None:
+    """docs/wire-format.md part 4: a refused Livermore claimant writes an
+    error (its own host, state idle) into the holder's stream."""
+    holder = ExchangeView(2, "kraken", "Kraken", True, InstanceStatus.from_json(
+        status_json(2, "kraken", "active", hostname="p-host")
+    ), key_exists=True)  # fmt: skip
+    refused = ErrorEntry(
+        error="Exchange 2 is already claimed by p-host", exchange_id="2",
+        exchange_name="kraken", hostname="lm-host-09", ip="203.0.113.9", state="idle",
+    )  # fmt: skip
+    other = other_writer(refused, holder)
+    assert other is not None and other.summary == "refused claim by lm-host-09"
+    event = event_from_entry(refused, now=FIXED_NOW, other=other)
+    assert event is not None and event.kind is EventKind.OTHER_WRITER
+    payload = build_payload(event)
+    embed = payload["embeds"][0]
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["transition"] == "refused claim by lm-host-09"
+    assert fields["host"] == "lm-host-09 (203.0.113.9)"
+    assert "held by p-host" in payload["content"] and "error while" not in payload["content"]
+    assert embed["color"] == COLOURS[EventKind.OTHER_WRITER] != COLOURS[EventKind.ERROR]
+    # A fenced agent (not idle) is another writer too, worded as such.
+    fenced = refused.model_copy(update={"state": "active", "error": "fenced"})
+    assert other_writer(fenced, holder).summary == "error from lm-host-09, not the holder"  # type: ignore[union-attr]
+    # The holder's own error, and any error while no healthy holder speaks for
+    # the exchange (no key, or an unreadable one), are the exchange's.
+    own = refused.model_copy(update={"hostname": "p-host", "ip": ""})
+    assert other_writer(own, holder) is None
+    assert other_writer(refused, ExchangeView(2, "kraken", "Kraken", True)) is None
+    unreadable = ExchangeView(2, "kraken", "Kraken", True, key_exists=True)
+    assert other_writer(refused, unreadable) is None
+    assert other_writer(refused.model_copy(update={"hostname": ""}), holder) is None
+
+
+def test_an_entry_of_no_exchange_names_none() -> None:
+    """A Livermore start that failed early: `logs:network:unknown`, exchangeId 0."""
+    entry = parse_entry(
+        "7-0",
+        {"event": "error", "error": "Missing exchange configuration", "exchangeId": "0",
+         "exchangeName": "unknown", "hostname": "lm-host-09", "state": "idle"},
+        "unknown",
+    )  # fmt: skip
+    event = event_from_entry(entry, now=FIXED_NOW)
+    assert event is not None and event.exchange_id is None
+    fields = {f["name"]: f["value"] for f in build_payload(event)["embeds"][0]["fields"]}
+    assert fields["exchange"] == "unknown exchange" and "#0" not in fields["exchange"]
+
+
 def test_commands_and_unknown_events_are_not_announced() -> None:
     command = CommandEntry(command="start", status="success", exchange_name="x")
     other = parse_entry("1-0", {"event": "custom", "foo": "bar"}, "x")
@@ -480,6 +532,43 @@ async def test_one_post_per_transition_and_error(
     assert transitions == ["idle → starting", "starting → warming", "error while warming"]
     assert webhook.bodies()[2]["embeds"][0]["color"] == COLOURS[EventKind.ERROR]
     assert notifier.stats.delivered == 3
+
+
+async def test_a_refused_claim_is_posted_as_the_claimants_not_the_exchanges(
+    settings: Settings, webhook: WebhookServer, append: Appender, redis: Redis
+) -> None:
+    """The holder claimed after the last status poll (the poll is far off):
+    the notifier reads the holder when the error arrives, so a refused
+    Livermore claimant's error names that host and does not pass for
+    kraken's own; the holder's own error still does."""
+    r = sync_redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    notifier = make_notifier(settings, webhook.url, interval_ms=60_000)
+    try:
+        async with running(notifier):
+            await redis.set(
+                keys.status_key(2), status_json(2, "kraken", "active", hostname="p-host"), px=60_000
+            )
+            assert not LivermoreWriter(r, 2, "kraken", "lm-host-09").claim()  # refused
+            await append(
+                "kraken",
+                ErrorEntry(
+                    error="feed stalled", exchange_id="2", exchange_name="kraken",
+                    hostname="p-host", ip="203.0.113.7", state="active",
+                ),
+            )  # fmt: skip
+            await eventually(lambda: len(webhook.requests) == 2, what="two posts")
+    finally:
+        r.close()
+    refused, own = webhook.bodies()
+    fields = {f["name"]: f["value"] for f in refused["embeds"][0]["fields"]}
+    assert fields["transition"] == "refused claim by lm-host-09"
+    assert fields["host"] == "lm-host-09" and fields["exchange"] == "kraken (#2)"
+    assert refused["embeds"][0]["color"] == COLOURS[EventKind.OTHER_WRITER]
+    assert "held by p-host" in refused["content"]
+    assert {f["name"]: f["value"] for f in own["embeds"][0]["fields"]}["transition"] == (
+        "error while active"
+    )
+    assert own["embeds"][0]["color"] == COLOURS[EventKind.ERROR]
 
 
 async def test_exchange_filter_is_case_insensitive(

@@ -102,6 +102,19 @@ class LivermoreWriter:
         """Plain `DEL`."""
         self.r.delete(self.key)
 
+    def fail_early(self, error: str) -> None:
+        """A start that fails before the server knows its exchange: an `error`
+        entry (its own host, state idle) into `logs:network:unknown`, with
+        exchangeId 0 and the exchange name `unknown`."""
+        self._xadd(
+            "unknown",
+            {
+                "event": "error", "timestamp": iso_now(), "error": error,
+                "exchangeId": "0", "exchangeName": "unknown",
+                "hostname": self.hostname, "ip": self.ip, "state": "idle",
+            },
+        )  # fmt: skip
+
 
 class LivermoreServer:
     """One Livermore server of an owner identity, as its control-channel service

@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
 import redis as sync_redis
 from redis.asyncio import Redis
 
 from perseus_core.store.activity import ActivityLog
+from perseus_core.store.control.livermore import NoLivermoreListener
 from perseus_core.store.control.sender import ControlClient, Via
 from perseus_core.store.control.server import CommandServer, HandlerResult
 from perseus_core.store.network import FleetReader
@@ -17,6 +19,7 @@ from perseus_core.wire.models import Command, ErrorEntry, ReplyStatus
 from perseus_core.wire.settings import Settings
 from tests.helpers import invoke
 from tests.livermore.shapes import LivermoreServer, LivermoreWriter, is_uuid
+from tests.waiting import commands_naming, eventually
 
 SUB = "google-oauth2|1234"
 
@@ -205,6 +208,26 @@ def test_nobody_listening_answers_at_once_with_exit_4(
     code, _out, err = invoke(settings, "stop", "2")
     assert time.monotonic() - started < 2.0
     assert (code, err.strip()) == (4, f"perseus: no Livermore server is listening for {SUB}")
+
+
+async def test_the_audit_of_a_command_nobody_heard_carries_the_published_correlation_id(
+    settings: Settings, redis: Redis, r: sync_redis.Redis
+) -> None:
+    livermore_on_binance(r)
+    r.hset("perseus:exchanges", "2", f'{{"id":2,"name":"binance","livermoreSub":"{SUB}"}}')
+    channel = f"livermore:commands:{SUB}"
+    async with commands_naming(settings.redis_url, channel) as seen:
+        await eventually(lambda: r.publish(channel, "probe") == 0 and seen, what="MONITOR")
+        with pytest.raises(NoLivermoreListener):
+            await ControlClient(redis, settings).send(2, "stop", operator="alice")
+        published = await eventually(
+            lambda: [c for c in seen if "correlationId" in c], what="the PUBLISH"
+        )
+    [command] = published
+    [audit] = r.xrange("perseus:activity:binance")
+    correlation_id = audit[1]["correlationId"]
+    assert is_uuid(correlation_id) and f'"correlationId":"{correlation_id}"' in command
+    assert audit[1]["status"] == "error" and SUB in audit[1]["message"]
 
 
 async def test_routes_by_holder_presence_and_identity(

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from perseus_core.store.activity.cursors import StreamRows, stream_name
 from perseus_core.store.activity.pages import ActivityPage, read_merged_page, read_page
 from perseus_core.wire import keys
-from perseus_core.wire.models import ActivityEntry
+from perseus_core.wire.models import ActivityEntry, parse_entry
 from perseus_core.wire.settings import Settings
 
 DAY_MS = 86_400_000
@@ -54,7 +56,10 @@ class ActivityLog:
         Transitions and errors of the slot's holder go to the shared stream;
         everything else (command audit, a refused claim, a fenced agent's
         note: `holder=False`) to the Perseus-only stream, so the TypeScript
-        servers' admin feed and last-known holder stay theirs.
+        servers' admin feed and last-known holder stay theirs. `holder` is
+        the writer's word that it holds the status key right now: an
+        `Instance` passes its lease's `held` (its `Publisher` decides it),
+        an agent's run that does not hold it passes False.
 
         XADD with an auto ID is not idempotent: callers must not blindly retry
         after a lost reply (an entry could be written twice); they record the
@@ -75,6 +80,22 @@ class ActivityLog:
         if holder and entry.event in SHARED_EVENTS:
             return keys.activity_key(exchange_name)
         return keys.perseus_activity_key(exchange_name)
+
+    async def shared_since(
+        self, exchange_name: str, within_ms: float, *, count: int = 20
+    ) -> list[ActivityEntry]:
+        """The newest entries (at most `count`, newest first) of the shared
+        stream `logs:network:{name}` written within the last `within_ms` by
+        the Redis server's clock (the clock of stream IDs): what other writers
+        of the slot, Livermore servers included, said meanwhile.
+
+        Raises:
+            redis errors: the stream could not be read.
+        """
+        key = keys.activity_key(exchange_name)
+        oldest = max(0, await self._server_now_ms() - int(within_ms))
+        rows = cast(StreamRows, await self._redis.xrevrange(key, "+", f"{oldest}-0", count=count))
+        return [parse_entry(i, fields, stream_name(key), key) for i, fields in rows]
 
     async def page(
         self, exchange_name: str, *, count: int = 50, before: str | None = None

@@ -70,10 +70,17 @@ _UP = frozenset({ConnectionState.WARMING, ConnectionState.ACTIVE})
 
 
 class NoLivermoreListener(PerseusError):
-    """A PUBLISH reached no subscriber: no Livermore server of that owner runs."""
+    """A PUBLISH reached no subscriber: no Livermore server of that owner runs.
 
-    def __init__(self, identity_sub: str) -> None:
+    Attributes:
+        identity_sub: the owner whose channel nobody listens to.
+        correlation_id: the published command's, for its audit entry ("" when
+            not given).
+    """
+
+    def __init__(self, identity_sub: str, correlation_id: str = "") -> None:
         self.identity_sub = identity_sub
+        self.correlation_id = correlation_id
         super().__init__(f"no Livermore server is listening for {identity_sub}")
 
 
@@ -154,7 +161,7 @@ class LivermoreBridge:
             except TRANSIENT_ERRORS as exc:
                 raise RedisUnavailable(describe_redis_error(self._settings, exc)) from exc
             if reached == 0:
-                raise NoLivermoreListener(identity_sub)
+                raise NoLivermoreListener(identity_sub, cmd.correlation_id)
             if on_sent is not None:
                 on_sent(cmd)
             acked = None if on_ack is None else lambda reply: on_ack(_named(reply, identity_sub))

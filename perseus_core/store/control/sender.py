@@ -552,7 +552,7 @@ class ControlClient:
             if on_sent is not None:
                 on_sent(cmd)
 
-        status, message = "error", ""
+        status, message, published = "error", "", ""
         try:
             outcome, reached = await bridge.send(
                 route.exchange_id,
@@ -568,11 +568,13 @@ class ControlClient:
             message = f"{outcome.message or ''} (via {sub}, {reached} server(s))".lstrip()
             return outcome
         except (NoLivermoreListener, NoAgentAnswered) as exc:
-            message = str(exc)
+            message, published = str(exc), exc.correlation_id
             raise
         finally:
             if sent or message:
-                await self._audit_livermore(route, command, operator, status, message, sent)
+                await self._audit_livermore(
+                    route, command, operator, status, message, sent, published
+                )
 
     async def _audit_livermore(
         self,
@@ -582,10 +584,12 @@ class ControlClient:
         status: str,
         message: str,
         sent: list[Command],
+        published: str = "",
     ) -> None:
+        # A command nobody heard was still published: `published` is its id.
         entry = CommandEntry(
             command=command.value,
-            correlation_id=sent[0].correlation_id if sent else "",
+            correlation_id=sent[0].correlation_id if sent else published,
             operator=operator,
             status=status,
             message=message[:MAX_MESSAGE_CHARS],

@@ -290,6 +290,28 @@ async def _check_streams(
     report.checks.append(Check("streams", value, None, notes))
 
 
+async def check_no_exchange(redis: RedisClient, report: Diagnosis) -> None:
+    """Activity entries that belong to no exchange (exchangeId 0, or the
+    exchange `unknown`: a Livermore server whose start failed before it knew
+    its exchange). No reader lists an exchange for them, so this is the one
+    place their number shows; the feed and `perseus log` show the entries."""
+    try:
+        streams = await FleetReader(redis).streams_of_no_exchange()
+    except ResponseError as exc:
+        report.checks.append(Check("entries of no exchange", _refused(exc, "read the streams")))
+        return
+    entries = sum(streams.values())
+    report.facts["streams_of_no_exchange"] = streams
+    value = (
+        f"{entries} entr{'y' if entries == 1 else 'ies'} in {len(streams)} "
+        f"stream{'' if len(streams) == 1 else 's'} (exchangeId 0 or exchange unknown)"
+        if streams
+        else "none"
+    )
+    details = tuple(f"{clean(key, 80)}: {length}" for key, length in sorted(streams.items()))
+    report.checks.append(Check("entries of no exchange", value, None, details[:20]))
+
+
 async def check_types(redis: RedisClient, report: Diagnosis, limit: int = 10_000) -> None:
     """Keys of the wrong type among the shared and Perseus patterns (SCAN,
     never KEYS; at most `limit` keys per pattern)."""
@@ -340,6 +362,7 @@ async def diagnose(redis: RedisClient, settings: Settings, exchange_id: int | No
     await check_notifications(redis, report)
     await check_host_clock(redis, report)
     await check_fleet(redis, settings, report)
+    await check_no_exchange(redis, report)
     await check_types(redis, report)
     return report
 

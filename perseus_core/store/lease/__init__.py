@@ -6,20 +6,26 @@ and `scripts` (its Lua, one key each).
 """
 
 from perseus_core.store.lease.lease import (
+    RATE_MARGIN,
     ClaimConflict,
     HeartbeatResult,
+    KeyRecreated,
     Lease,
     LeaseLost,
+    Vanishing,
     make_instance_id,
     unique_start_ms,
     wire_now,
 )
 
 __all__ = [
+    "RATE_MARGIN",
     "ClaimConflict",
     "HeartbeatResult",
+    "KeyRecreated",
     "Lease",
     "LeaseLost",
+    "Vanishing",
     "make_instance_id",
     "unique_start_ms",
     "wire_now",

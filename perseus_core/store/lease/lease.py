@@ -97,6 +97,71 @@ class HeartbeatResult(StrEnum):
     """Nothing to do: the exchange was never claimed, or was released or lost earlier."""
 
 
+RATE_MARGIN = 0.02
+"""Part of the TTL kept back for clock-rate differences between this host's
+monotonic clock and the Redis server's (NTP keeps rates within 0.05 %, so
+this covers a clock running 40 times worse). The child's watchdog kills this
+much before the key can expire; a key found gone while more than this was
+left of its TTL cannot have expired."""
+
+
+class Vanishing(StrEnum):
+    """Why a held status key was found gone, as far as the lease can prove it."""
+
+    EXPIRED = "expired"
+    """Its TTL could have run out: no write reset it in time."""
+    DELETED = "deleted"
+    """It was gone while its TTL still ran: another writer deleted it (a
+    Livermore server's deregistration is a plain `DEL`, docs/wire-format.md
+    part 4), or, under a `maxmemory` policy other than `noeviction`, Redis
+    evicted it."""
+    DATA_LOST = "data_lost"
+    """The fencing counter was gone (or behind this lease's epoch) as well:
+    Redis lost its data (a restart without persistence, a failover, a flush)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecreated:
+    """What the lease knew when it found its key gone and put it back.
+
+    Every write the lease confirms restarts the key's TTL (`SET ... PX ttl`),
+    so the PTTL right after the last confirmed heartbeat is the TTL itself:
+    the key could not expire before that heartbeat's send time + the TTL,
+    and no extra command is needed to know it.
+
+    Attributes:
+        status: the payload the key was re-created with.
+        cause: expired, deleted, or lost with the rest of Redis's data.
+        ttl_left_ms: how much of its TTL the key had left, by the last
+            confirmed heartbeat, when it was found gone (negative: it could
+            have expired that long before).
+        since_heartbeat_ms: how long before that the last confirmed heartbeat
+            was sent.
+        held_ms: how long before that the claim was sent.
+    """
+
+    status: InstanceStatus
+    cause: Vanishing
+    ttl_left_ms: float
+    since_heartbeat_ms: float
+    held_ms: float
+
+
+def vanishing(ttl_left_ms: float, ttl_ms: int, *, counter_lost: bool | None) -> Vanishing:
+    """Why a key found gone with `ttl_left_ms` of its TTL left vanished.
+
+    Args:
+        ttl_left_ms: see `KeyRecreated.ttl_left_ms`.
+        ttl_ms: the TTL every confirmed write set.
+        counter_lost: whether the epoch counter had gone too (None: unknown).
+    """
+    if counter_lost:
+        return Vanishing.DATA_LOST
+    if ttl_left_ms > ttl_ms * RATE_MARGIN:
+        return Vanishing.DELETED
+    return Vanishing.EXPIRED
+
+
 def _ttl_text(ttl_ms: int) -> str:
     if ttl_ms >= 0:
         return f"its status key expires in {ttl_ms / 1000:.1f}s"
@@ -253,7 +318,8 @@ class Lease:
         status: the initial payload; must carry `instance_id`.
         clock: source of every timestamp written.
         on_lost: called once when another holder is found.
-        on_recreated: called after the key was re-created from memory.
+        on_recreated: called after the key was re-created from memory, with
+            why it had vanished.
     """
 
     def __init__(
@@ -264,7 +330,7 @@ class Lease:
         *,
         clock: Clock = system_clock,
         on_lost: Callable[[LeaseLost], None] | None = None,
-        on_recreated: Callable[[InstanceStatus], None] | None = None,
+        on_recreated: Callable[[KeyRecreated], None] | None = None,
     ) -> None:
         if not status.instance_id:
             raise ValueError("a lease needs a status with an instance_id (its holder token)")
@@ -286,6 +352,7 @@ class Lease:
         self._written_version = 0
         self._held = False
         self._confirmed_at: float | None = None
+        self._claimed_at: float | None = None
         self._lost: LeaseLost | None = None
         self._lock = asyncio.Lock()
 
@@ -361,7 +428,7 @@ class Lease:
         except TRANSIENT_ERRORS as exc:
             raise RedisUnavailable(describe_redis_error(self._settings, exc)) from exc
         self._won(claimed, version)
-        self._confirmed_at = sent_at
+        self._confirmed_at = self._claimed_at = sent_at
 
     async def _take(self, candidate: InstanceStatus, epoch: int) -> InstanceStatus:
         """Write `candidate` (epoch `epoch`) as the exchange's holder.
@@ -516,6 +583,9 @@ class Lease:
 
     async def _recreate(self, via: str) -> HeartbeatResult:
         """The key is gone: put it back from memory, unless someone else took the exchange."""
+        found_gone_at = time.monotonic()  # after the reply: the conservative end
+        confirmed = self._confirmed_at if self._confirmed_at is not None else found_gone_at
+        claimed = self._claimed_at if self._claimed_at is not None else confirmed
         for _ in range(CLAIM_ATTEMPTS):
             version = self._version
             self._status = self._status.model_copy(update={"last_heartbeat": wire_now(self._clock)})
@@ -523,14 +593,25 @@ class Lease:
             if await self._create(self._status):
                 self._written_version = max(self._written_version, version)
                 self._confirmed_at = sent_at
-                await self._restore_epoch_floor()
+                counter_lost = await self._restore_epoch_floor()
+                ttl_left_ms = (confirmed - found_gone_at) * 1000 + self._ttl_ms
+                recreated = KeyRecreated(
+                    self._status,
+                    vanishing(ttl_left_ms, self._ttl_ms, counter_lost=counter_lost),
+                    ttl_left_ms,
+                    (found_gone_at - confirmed) * 1000,
+                    (found_gone_at - claimed) * 1000,
+                )
                 log.warning(
-                    "exchange %s: status key %s had expired; re-created it from memory",
+                    "exchange %s: status key %s was gone (%s, %.1fs of its TTL left); "
+                    "re-created it from memory",
                     self.exchange_id,
                     self.key,
+                    recreated.cause.value,
+                    ttl_left_ms / 1000,
                 )
                 if self._on_recreated is not None:
-                    self._run_hook(functools.partial(self._on_recreated, self._status))
+                    self._run_hook(functools.partial(self._on_recreated, recreated))
                 return HeartbeatResult.RECREATED
             found = await self._read()
             if not found.exists:
@@ -540,18 +621,26 @@ class Lease:
             raise await self._lose(via, found)
         raise RedisError(f"{self.key} kept appearing and vanishing while re-creating it")
 
-    async def _restore_epoch_floor(self) -> None:
+    async def _restore_epoch_floor(self) -> bool | None:
         """After Redis lost its data, raise the epoch counter to at least ours, so
-        the next claimer still gets a larger epoch than the one we carry."""
+        the next claimer still gets a larger epoch than the one we carry.
+
+        Returns:
+            Whether the counter was behind our epoch (gone with the rest of
+            Redis's data: only a claim moves it, and ours had reached our
+            epoch); None when that could not be told.
+        """
         epoch = self._status.epoch
         if epoch is None:
-            return
+            return None
         try:
-            await self._io(self._scripts.epoch_floor(keys=[self.epoch_key], args=[epoch]))
+            before = await self._io(self._scripts.epoch_floor(keys=[self.epoch_key], args=[epoch]))
         except REDIS_ERRORS as exc:
             log.warning(
                 "exchange %s: could not restore the epoch counter: %s", self.exchange_id, exc
             )
+            return None
+        return int(before) < epoch
 
     async def _lose(self, via: str, found: _Found | None = None) -> LeaseLost:
         """Drop the lease for good and tell the holder. Returns the error to raise."""

@@ -20,6 +20,7 @@ from perseus_core.store.network.views import (
     LastKnown,
     LastSeen,
     ViewKind,
+    same_writer,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "ViewKind",
     "parse_catalog_payload",
     "parse_status_payload",
+    "same_writer",
 ]

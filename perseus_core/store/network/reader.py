@@ -96,9 +96,11 @@ from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models import (
     MAX_PAYLOAD_BYTES,
+    NO_EXCHANGE_NAME,
     AgentPresence,
     CatalogEntry,
     InstanceStatus,
+    names_no_exchange,
     parse_entry,
     validate_exchange_name,
 )
@@ -577,8 +579,13 @@ class FleetReader:
         """Exchange id -> name for the given exchange names, from the newest
         `ID_SCAN` entries of their two streams (one pipelined round trip; a
         stream that cannot be read, or whose entries name no id, is left out; of
-        two names claiming one id, the first in order wins)."""
-        ordered = sorted(names)
+        two names claiming one id, the first in order wins).
+
+        Entries that belong to no exchange (`names_no_exchange`: exchangeId 0,
+        or the streams of the name `unknown` a Livermore server logs into when
+        its start fails early) never make one: no phantom "0 unknown" card.
+        """
+        ordered = sorted(name for name in names if name != NO_EXCHANGE_NAME)
         if not ordered:
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -593,6 +600,43 @@ class FleetReader:
                 exchange_id = _named_id(results[2 * index + 1])
             if exchange_id is not None:
                 found.setdefault(exchange_id, name)
+        return found
+
+    async def streams_of_no_exchange(self) -> dict[str, int]:
+        """Activity streams (either kind) whose entries belong to no exchange,
+        with how many entries each holds: the streams of the name `unknown`,
+        and any other whose newest `ID_SCAN` entries name exchange 0 and no
+        other (while neither of its name's two streams names a real id).
+
+        A Livermore server whose start fails before it knows its exchange logs
+        there. No reader lists an exchange for them (`_history_ids`);
+        `perseus doctor` counts them. SCANs the stream keys (every master of a
+        cluster) and reads each name's two streams in one pipelined round trip.
+        """
+        names = sorted(await self._history_names())
+        if not names:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                for key in (keys.activity_key(name), keys.perseus_activity_key(name)):
+                    pipe.xrevrange(key, count=ID_SCAN)
+                    pipe.xlen(key)
+            results = await pipe.execute(raise_on_error=False)
+        found: dict[str, int] = {}
+        for index, name in enumerate(names):
+            shared, shared_len, ours, ours_len = results[4 * index : 4 * index + 4]
+            if name != NO_EXCHANGE_NAME:
+                if _named_id(shared) is not None or _named_id(ours) is not None:
+                    continue
+                if not (_names_nothing_else(shared) or _names_nothing_else(ours)):
+                    continue
+            pairs = (
+                (keys.activity_key(name), shared_len),
+                (keys.perseus_activity_key(name), ours_len),
+            )
+            for key, length in pairs:
+                if isinstance(length, int) and length > 0:
+                    found[key] = length
         return found
 
     def _with_history(self, views: list[ExchangeView]) -> list[ExchangeView]:
@@ -1122,15 +1166,33 @@ def _ungroup(size: int, groups: Iterable[list[int]] | None, results: Sequence[An
 
 
 def _named_id(result: object) -> int | None:
-    """The exchange id the newest entry naming one carries, or None."""
+    """The exchange id the newest entry naming one carries, or None (an entry
+    that names no exchange, `names_no_exchange`, is passed over)."""
     if not isinstance(result, list):
         return None
     for _entry_id, fields in result:
         if isinstance(fields, dict):
-            exchange_id = field_id(str(fields.get("exchangeId", "")))
+            raw_id = str(fields.get("exchangeId", ""))
+            if names_no_exchange(raw_id, str(fields.get("exchangeName", ""))):
+                continue
+            exchange_id = field_id(raw_id)
             if exchange_id != NOT_AN_ID:
                 return exchange_id
     return None
+
+
+def _names_nothing_else(result: object) -> bool:
+    """Whether a stream's newest entries (an XREVRANGE reply) name no exchange
+    but some name none explicitly (`names_no_exchange`)."""
+    if not isinstance(result, list) or _named_id(result) is not None:
+        return False
+    return any(
+        isinstance(fields, dict)
+        and names_no_exchange(
+            str(fields.get("exchangeId", "")), str(fields.get("exchangeName", ""))
+        )
+        for _entry_id, fields in result
+    )
 
 
 def _readable(result: Any, command: str, key: str) -> Any:

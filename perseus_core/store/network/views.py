@@ -28,6 +28,15 @@ NOT_AN_ID = -1
 """The `exchange_id` of a view made for a catalog field that is not a number."""
 
 
+def same_writer(hostname: str, ip: str, other_hostname: str, other_ip: str) -> bool:
+    """Whether two writes (entries, a status payload) come from the same host:
+    the same hostname, and the same IP when both name one (a holder's entry
+    may be written before its IP is known). Raw strings as stored; the one
+    test every reader uses to tell the holder from a refused claimant."""
+    same_ip = not (ip and other_ip) or ip == other_ip
+    return hostname == other_hostname and same_ip
+
+
 @dataclass(frozen=True, slots=True)
 class LastKnown:
     """What the activity stream says about an exchange that is not online: the
@@ -91,8 +100,7 @@ class LastKnown:
         for index, (entry, known) in enumerate(items):
             if isinstance(entry, StateTransitionEntry):
                 for newer, info in items[:index]:
-                    same_ip = not (newer.ip and entry.ip) or newer.ip == entry.ip
-                    same_host = newer.hostname == entry.hostname and same_ip
+                    same_host = same_writer(newer.hostname, newer.ip, entry.hostname, entry.ip)
                     if isinstance(newer, ErrorEntry) and same_host and info.state:
                         return info
                 return known

@@ -21,11 +21,13 @@ from perseus_core.wire.models.base import (
 from perseus_core.wire.models.catalog import AgentPresence, CatalogEntry
 from perseus_core.wire.models.control import Command, CommandReply, CommandType, ReplyStatus
 from perseus_core.wire.models.entries import (
+    NO_EXCHANGE_NAME,
     ActivityEntry,
     CommandEntry,
     ErrorEntry,
     OtherEntry,
     StateTransitionEntry,
+    names_no_exchange,
     parse_entry,
 )
 from perseus_core.wire.models.status import InstanceStatus
@@ -36,6 +38,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "MAX_PID",
     "MAX_TTL_MS",
+    "NO_EXCHANGE_NAME",
     "ActivityEntry",
     "AgentPresence",
     "CatalogEntry",
@@ -51,6 +54,7 @@ __all__ = [
     "StateTransitionEntry",
     "WireTime",
     "describe_validation_error",
+    "names_no_exchange",
     "parse_entry",
     "validate_exchange_name",
 ]

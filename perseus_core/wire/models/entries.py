@@ -17,6 +17,25 @@ from pydantic.alias_generators import to_camel
 
 from perseus_core.wire.timeutil import parse_ts_or_none
 
+NO_EXCHANGE_NAME = "unknown"
+"""The exchange name of entries that belong to no exchange: a Livermore server
+whose start fails before it knows its exchange logs into
+`logs:network:unknown`, with `exchangeId` 0."""
+
+
+def names_no_exchange(exchange_id: str, exchange_name: str) -> bool:
+    """Whether an entry's `exchangeId` and `exchangeName` (raw, as stored) say
+    it belongs to no exchange: id 0, or the name `unknown` (any case).
+
+    No exchange has slot 0 (Livermore's ids start at 1), and no reader may
+    invent one from such an entry: it is shown as an entry, never listed as
+    an exchange (docs/wire-format.md 2.1).
+    """
+    number = exchange_id.strip()
+    if number.isascii() and number.isdecimal() and int(number) == 0:
+        return True
+    return exchange_name.strip().lower() == NO_EXCHANGE_NAME
+
 
 class _EntryBase(BaseModel):
     """Fields every activity entry may carry; all strings, all optional on read.
@@ -52,6 +71,13 @@ class _EntryBase(BaseModel):
         if value.isascii() and value.isdecimal() and len(value) <= 18:
             return int(value)
         return None
+
+    @property
+    def names_no_exchange(self) -> bool:
+        """This entry belongs to no exchange (`names_no_exchange`; its stream's
+        name counts too: `logs:network:unknown`)."""
+        in_unknown_stream = self.stream.lower() == NO_EXCHANGE_NAME
+        return in_unknown_stream or names_no_exchange(self.exchange_id, self.exchange_name)
 
     _wire_order: ClassVar[tuple[str, ...]] = ()
 
