@@ -10,6 +10,7 @@ One module per kind: `base` (states, timestamps, shared validation), `status`,
 from perseus_core.wire.models.base import (
     MAX_COUNT,
     MAX_EXCHANGE_ID,
+    MAX_INTERVAL_MS,
     MAX_PAYLOAD_BYTES,
     MAX_PID,
     MAX_TTL_MS,
@@ -28,11 +29,19 @@ from perseus_core.wire.models.entries import (
     StateTransitionEntry,
     parse_entry,
 )
-from perseus_core.wire.models.status import InstanceStatus
+from perseus_core.wire.models.status import (
+    LIVERMORE_INTERVAL_MS,
+    LIVERMORE_TTL_MS,
+    InstanceStatus,
+    WriterTiming,
+)
 
 __all__ = [
+    "LIVERMORE_INTERVAL_MS",
+    "LIVERMORE_TTL_MS",
     "MAX_COUNT",
     "MAX_EXCHANGE_ID",
+    "MAX_INTERVAL_MS",
     "MAX_PAYLOAD_BYTES",
     "MAX_PID",
     "MAX_TTL_MS",
@@ -50,6 +59,7 @@ __all__ = [
     "ReplyStatus",
     "StateTransitionEntry",
     "WireTime",
+    "WriterTiming",
     "describe_validation_error",
     "parse_entry",
     "validate_exchange_name",
