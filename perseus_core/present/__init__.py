@@ -7,7 +7,8 @@ warning, error...): the dashboard maps them to theme variables, the CLI to
 terminal styles, so the two can never disagree about what a colour means.
 No UI toolkit is imported here.
 
-- `exchange`: how one exchange looks (kind, badge, heartbeat, last seen).
+- `exchange`: how one exchange looks (kind, badge, heartbeat judged by its
+  holder's own timing, last seen).
 - `commands`: whether a start or stop can succeed, judged from a view.
 - `edges`: whether a vanished status key was lost or released, or is back.
 - `fleet`: the `perseus status --json` shape of an exchange.
@@ -29,6 +30,8 @@ from perseus_core.present.exchange import (
     Heartbeat,
     HeartbeatThresholds,
     StatusLine,
+    Timing,
+    TimingSource,
     Tone,
     badge,
     heartbeat,
@@ -53,6 +56,8 @@ __all__ = [
     "HeartbeatThresholds",
     "StatusLine",
     "KnownState",
+    "Timing",
+    "TimingSource",
     "Tone",
     "badge",
     "exchange_json",
