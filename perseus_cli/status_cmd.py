@@ -15,7 +15,7 @@ import click
 from perseus_cli.common import load_settings, open_redis, run_read
 from perseus_cli.options import MAX_EXCHANGE_ID, json_option, redis_url_option
 from perseus_cli.output import Cell, echo_json, print_table, styled
-from perseus_core.present import HeartbeatThresholds, StatusLine, exchange_json, status_line
+from perseus_core.present import StatusLine, Timing, exchange_json, status_line
 from perseus_core.store.network import FleetReader
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.timeutil import system_clock
@@ -79,16 +79,16 @@ def status_cmd(as_json: bool, exchange_id: int | None, redis_url: str | None) ->
                 views = list(snapshot.exchanges)
                 now = snapshot.taken_at
                 problems = snapshot.problems  # also warned about on stderr
+        timing = Timing.from_settings(settings)  # holders are judged by their own timing
         if as_json:
-            data: dict[str, object] = {"instances": [exchange_json(v) for v in views]}
+            data: dict[str, object] = {"instances": [exchange_json(v, now, timing) for v in views]}
             if problems:
                 data["problems"] = list(problems)
             echo_json(data)
         elif not views:
             click.echo("no exchanges known: add one with `perseus catalog add ID NAME`")
         else:
-            thresholds = HeartbeatThresholds.from_settings(settings)
-            rows = [status_row(status_line(view, now, thresholds)) for view in views]
+            rows = [status_row(status_line(view, now, timing)) for view in views]
             print_table(STATUS_HEADERS, rows)
 
     run_read(settings, body)

@@ -27,7 +27,7 @@ from textual.screen import Screen
 from textual.theme import ThemeProvider
 from textual.worker import Worker, WorkerState
 
-from perseus_core.present import HeartbeatThresholds, refusal, route_of
+from perseus_core.present import refusal, route_of
 from perseus_core.present.commands import CommandStep, step_text
 from perseus_core.present.exchange import Timing, zone_name
 from perseus_core.store.control.sender import Via, default_operator
@@ -142,8 +142,9 @@ class PerseusApp(App[None]):
         self.target = target_label or settings.redacted_redis_url
         self.operator = operator or default_operator()
         self.feed_max_lines = feed_max_lines
-        thresholds = HeartbeatThresholds.from_settings(settings, polled=True)
-        self.set_reactive(PerseusApp.fleet, FleetState(timing=Timing(thresholds)))
+        # This dashboard's own timing matters only for holders that do not say theirs.
+        timing = Timing.from_settings(settings, polled=True)
+        self.set_reactive(PerseusApp.fleet, FleetState(timing=timing))
         self.observer = OfflineObserver()
         """Exchanges seen vanishing between two reads, and coming back."""
         self.loaded = asyncio.Event()

@@ -30,7 +30,8 @@ class FleetState:
     loaded: bool = False
     """Redis answered at least once (an empty fleet is then really empty)."""
     timing: Timing = Timing()
-    """The heartbeat thresholds and when the whole fleet was last read (a
+    """This dashboard's heartbeat timing (each holder is judged by its own:
+    `Timing.thresholds`) and when the whole fleet was last read (a
     partial re-read keeps it: a view read since then is only fresher than
     this says)."""
 

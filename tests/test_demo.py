@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +17,19 @@ import pytest
 import redis as sync_redis
 
 from perseus_cli.apps.demo import (
+    FREEZE_S,
     HEARTBEAT_INTERVAL_MS,
     HEARTBEAT_TTL_MS,
     TRY_FIRST,
+    DemoEvent,
     Role,
     plan_fleet,
 )
+from perseus_cli.apps.demo_supervisor import DemoAgent, FleetSupervisor
 from perseus_cli.demo_cmd import perseus_argv
+from perseus_core.runtime.supervisor import margin_ms
+from perseus_core.wire.settings import Settings
+from tests.cli.test_read_cmds import status_payload
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.skipif(
@@ -53,11 +60,60 @@ def test_fleet_plan_shows_every_role_then_adds_active_ones() -> None:
     assert (gemini.role, gemini.exchange_id > 6) == (Role.IDLE, True)
 
 
-def test_the_lagging_agent_beats_slower_than_two_demo_intervals_inside_the_ttl() -> None:
+def test_a_freeze_turns_the_lagging_agent_red_and_never_expires_it() -> None:
+    """Readers judge each agent by its own interval, so the lagging agent keeps
+    the demo's and is frozen instead: a freeze outlasts two intervals (red),
+    and with an interval and the supervision's 1 s poll on top it ends before
+    its TTL and its child's watchdog deadline."""
     lagging = next(m for m in plan_fleet(6) if m.role is Role.LAGGING)
-    assert 2 * HEARTBEAT_INTERVAL_MS < lagging.heartbeat_interval_ms < HEARTBEAT_TTL_MS
+    assert 2 * HEARTBEAT_INTERVAL_MS < FREEZE_S * 1000
+    worst_ms = HEARTBEAT_INTERVAL_MS + (FREEZE_S + 1.0) * 1000
+    assert worst_ms < lagging.heartbeat_ttl_ms - margin_ms(lagging.heartbeat_ttl_ms)
     others = [m for m in plan_fleet(6) if m.role is not Role.LAGGING]
-    assert {m.heartbeat_interval_ms for m in others} == {HEARTBEAT_INTERVAL_MS}
+    assert {m.heartbeat_ttl_ms for m in others} == {HEARTBEAT_TTL_MS}
+
+
+def _process_state(pid: int) -> str:
+    """The kernel's one-letter state of `pid` (`T`: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.fixture
+def stand_in() -> Iterator[subprocess.Popen[bytes]]:
+    """A process standing in for an agent: it only sleeps."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def test_the_supervisor_freezes_the_lagging_agent_and_never_leaves_it_frozen(
+    r: sync_redis.Redis, settings: Settings, stand_in: subprocess.Popen[bytes]
+) -> None:
+    lagging = next(m for m in plan_fleet(6) if m.role is Role.LAGGING)
+    r.set(
+        f"exchange:{lagging.exchange_id}:status",
+        status_payload(lagging.exchange_id, lagging.name, connectionState="active"),
+        ex=60,
+    )
+    agent = DemoAgent(lagging, stand_in, Path("agent.log"))
+    events: list[DemoEvent] = []
+    supervisor = FleetSupervisor([agent], settings, events.append, freeze_s=0.3, thaw_s=0.3)
+    task = asyncio.create_task(supervisor.run(poll_s=0.05))
+
+    def frozen() -> bool:
+        return _process_state(stand_in.pid) == "T"
+
+    await eventually(frozen, what="frozen")
+    await eventually(lambda: not frozen(), what="running on")
+    await eventually(frozen, what="frozen again")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not frozen()  # cancelled while frozen: it runs on
+    assert events == []
 
 
 def test_demo_refuses_a_port_in_use_and_leaves_that_redis_alone(redis_url: str) -> None:

@@ -5,8 +5,8 @@ fleet shows everything the dashboard can show: instances that are active,
 one that stays READY until started (Gemini: the one to try `s` on), one
 warming slowly, one whose child keeps crashing (errors in the feed), one
 killed with SIGKILL so its card goes offline with the last-known
-information, and one whose heartbeats lag, so the heartbeat column shows
-green, yellow and red in turn.
+information, and one whose heartbeats lag (the demo freezes it now and
+then), so the heartbeat column shows green, yellow and red in turn.
 
 Exchange ids follow the ones Livermore seeds (1 coinbase, 2 binance,
 3 binance_us, 4 kraken, 5 kucoin, 6 mexc), so a demo card never shows a
@@ -15,7 +15,7 @@ among them) get ids above 6.
 
 This module is the plan and its timings; `demo_fleet` runs it (a real
 redis-server and one `perseus agent` subprocess per exchange) and
-`demo_supervisor` plays the scripted part (the kill, the restarts).
+`demo_supervisor` plays the scripted part (the kill, the restarts, the freezes).
 """
 
 from __future__ import annotations
@@ -55,16 +55,25 @@ class Role(StrEnum):
     IDLE = "idle"
     """Not started: READY, waits for an operator's `start`."""
     LAGGING = "lagging"
-    """Active, but heartbeats at `LAGGING_INTERVAL_MS`: its age runs past the
-    thresholds the demo's interval sets, so it turns yellow, then red, then
-    green again at the next beat, never offline."""
+    """Active, but frozen (SIGSTOP) for `FREEZE_S` every `THAW_S`, as a stalled
+    host would be: its heartbeats stop, so its age runs past its own interval
+    (yellow), then past two (red), and turns green again once it runs on; its
+    TTL (`LAGGING_TTL_MS`) outlasts every freeze, so it never goes offline."""
 
 
-LAGGING_INTERVAL_MS = 5_000
-"""The lagging agent's heartbeat interval: its age runs beyond two demo
-intervals (red on a dashboard using the demo's settings) yet ends a second
-before the demo's TTL, so its key never expires. Its TTL is the demo's: a
-reader dates a heartbeat by the key's remaining TTL against its own setting."""
+FREEZE_S = 6.0
+"""How long the demo freezes the lagging agent each time: past two of its
+intervals, so its heartbeat turns red. Readers judge a holder by its own
+interval (it writes it into its status), so a slower interval would only
+look healthy: the heartbeats must really stop."""
+
+THAW_S = 6.0
+"""How long the lagging agent then runs before the next freeze."""
+
+LAGGING_TTL_MS = 12_000
+"""The lagging agent's TTL: a freeze plus an interval plus the supervision's
+poll fits well inside it, before its child's watchdog deadline, so its key
+never expires and its child is never killed."""
 
 _ROLE_ORDER = (Role.ACTIVE, Role.IDLE, Role.CRASHING, Role.KILLED, Role.WARMING, Role.LAGGING)
 """Roles given to the first six agents (a smaller fleet takes a prefix); the
@@ -155,9 +164,9 @@ class DemoMember:
         return self.role is not Role.IDLE
 
     @property
-    def heartbeat_interval_ms(self) -> int:
-        """The demo's interval, except for the agent whose heartbeats lag."""
-        return LAGGING_INTERVAL_MS if self.role is Role.LAGGING else HEARTBEAT_INTERVAL_MS
+    def heartbeat_ttl_ms(self) -> int:
+        """The demo's TTL, except for the agent it freezes (`LAGGING_TTL_MS`)."""
+        return LAGGING_TTL_MS if self.role is Role.LAGGING else HEARTBEAT_TTL_MS
 
     @property
     def warmup_s(self) -> float:

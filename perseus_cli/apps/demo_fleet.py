@@ -128,8 +128,8 @@ class DemoFleet:
         env.update(
             {
                 "PERSEUS_REDIS_URL": self.url,
-                "PERSEUS_HEARTBEAT_INTERVAL_MS": str(member.heartbeat_interval_ms),
-                "PERSEUS_HEARTBEAT_TTL_MS": str(HEARTBEAT_TTL_MS),
+                "PERSEUS_HEARTBEAT_INTERVAL_MS": str(HEARTBEAT_INTERVAL_MS),
+                "PERSEUS_HEARTBEAT_TTL_MS": str(member.heartbeat_ttl_ms),
                 "PERSEUS_PUBLIC_IP": member.ip,
                 "PERSEUS_STOP_GRACE_MS": str(int(STOP_GRACE_S * 1000)),
                 "PYTHONUNBUFFERED": "1",
@@ -220,6 +220,7 @@ class DemoFleet:
             family.update(descendants(agent.process.pid))
             with contextlib.suppress(ProcessLookupError):
                 agent.process.send_signal(signal.SIGTERM)
+                agent.process.send_signal(signal.SIGCONT)  # a frozen agent must hear it
         deadline = time.monotonic() + AGENT_EXIT_WAIT_S
         while (
             not self._force

@@ -1,6 +1,6 @@
 """The scripted part of the demo: the agent killed once it is active, the
-crashing one started again after each crash, and a word whenever an agent
-dies on its own.
+crashing one started again after each crash, the lagging one frozen now and
+then, and a word whenever an agent dies on its own.
 
 Everything else in the fleet runs as it would in production; this is the
 only place where the demo does what an operator would not.
@@ -22,8 +22,10 @@ from pathlib import Path
 
 from perseus_cli.apps.demo import (
     DEMO_OPERATOR,
+    FREEZE_S,
     HEARTBEAT_TTL_MS,
     KILL_AFTER_ACTIVE_S,
+    THAW_S,
     DemoEvent,
     DemoMember,
     EventKind,
@@ -61,6 +63,8 @@ class DemoAgent:
     killed_on_purpose: bool = False
     reported_exit: bool = False
     active_since: float | None = None
+    frozen_since: float | None = None
+    """When the supervision froze it (SIGSTOP); None while it runs."""
 
 
 @dataclass
@@ -72,15 +76,20 @@ class FleetSupervisor:
         settings: settings for a client of the demo Redis.
         on_event: called whenever it kills or restarts an agent, or an agent
             dies on its own.
+        freeze_s: how long the lagging agent is frozen each time.
+        thaw_s: how long it then runs before the next freeze.
     """
 
     agents: Sequence[DemoAgent]
     settings: Settings
     on_event: Callable[[DemoEvent], None]
+    freeze_s: float = FREEZE_S
+    thaw_s: float = THAW_S
 
     async def run(self, *, poll_s: float = 1.0) -> None:
         """Kill the `killed` agent once it is active; restart the crashing one after
-        each crash; report agents that die on their own. Runs until cancelled."""
+        each crash; freeze the lagging one now and then; report agents that die on
+        their own. Runs until cancelled, and leaves no agent frozen."""
         settings = self.settings
         redis = connect(settings)
         try:
@@ -95,6 +104,8 @@ class FleetSupervisor:
                         log.debug("demo supervision: %s", exc)
                 await asyncio.sleep(poll_s)
         finally:
+            for agent in self.agents:
+                self._thaw(agent)
             await redis.aclose()
 
     async def _supervise_one(
@@ -120,13 +131,10 @@ class FleetSupervisor:
                     )
             return
         if member.role is Role.KILLED:
-            if agent.active_since is None:
-                if await self._state(redis, member) is ConnectionState.ACTIVE:
-                    agent.active_since = time.monotonic()
-            elif time.monotonic() - agent.active_since >= KILL_AFTER_ACTIVE_S:
-                self._kill(agent)
-            return
-        if member.role is Role.CRASHING:
+            await self._kill_once_active(agent, redis)
+        elif member.role is Role.LAGGING:
+            await self._lag(agent, redis)
+        elif member.role is Role.CRASHING:
             state = await self._state(redis, member)
             now = time.monotonic()
             if state not in (None, ConnectionState.IDLE):
@@ -145,6 +153,42 @@ class FleetSupervisor:
                     )
                 )
                 asyncio.get_running_loop().create_task(self._send_start(control, member))
+
+    async def _kill_once_active(self, agent: DemoAgent, redis: RedisClient) -> None:
+        """SIGKILL the doomed agent once it has been seen active for a while."""
+        if agent.active_since is None:
+            if await self._state(redis, agent.member) is ConnectionState.ACTIVE:
+                agent.active_since = time.monotonic()
+        elif time.monotonic() - agent.active_since >= KILL_AFTER_ACTIVE_S:
+            self._kill(agent)
+
+    async def _lag(self, agent: DemoAgent, redis: RedisClient) -> None:
+        """Freeze the lagging agent for `freeze_s` (SIGSTOP: its heartbeats stop,
+        as on a stalled host), then let it run for `thaw_s`, while it is active."""
+        now = time.monotonic()
+        if agent.frozen_since is not None:
+            if now - agent.frozen_since >= self.freeze_s:
+                self._thaw(agent)
+                agent.active_since = now  # runs on from here
+            return
+        if await self._state(redis, agent.member) is not ConnectionState.ACTIVE:
+            agent.active_since = None
+            return
+        if agent.active_since is None:
+            agent.active_since = now
+        elif now - agent.active_since >= self.thaw_s:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(agent.process.pid, signal.SIGSTOP)
+                agent.frozen_since = now
+
+    @staticmethod
+    def _thaw(agent: DemoAgent) -> None:
+        """Let a frozen agent run on (SIGCONT)."""
+        if agent.frozen_since is None:
+            return
+        agent.frozen_since = None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(agent.process.pid, signal.SIGCONT)
 
     @staticmethod
     async def _state(redis: RedisClient, member: DemoMember) -> ConnectionState | None:

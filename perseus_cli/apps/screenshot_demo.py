@@ -47,7 +47,8 @@ _STATES = {
     Role.WARMING: (ConnectionState.WARMING, 1.0, None),
     Role.LAGGING: (ConnectionState.ACTIVE, 3.0, None),
 }
-"""Role -> (state, heartbeat age in seconds, last error) at the frozen moment."""
+"""Role -> (state, heartbeat age in seconds, last error) at the frozen moment;
+each agent's own interval is the demo's 2 s, so 3 s is late and 5 s overdue."""
 
 HOST = "demo-host"
 
@@ -102,6 +103,7 @@ def seed_demo(url: str) -> None:
                 continue
             state, beat_s, error = _STATES[member.role]
             up = FIXED_NOW - timedelta(seconds=38)
+            pid = 4200 + member.exchange_id
             status = InstanceStatus(
                 exchange_id=member.exchange_id, exchange_name=member.name, hostname=HOST,
                 ip_address=member.ip, admin_email=member.admin_email,
@@ -111,7 +113,9 @@ def seed_demo(url: str) -> None:
                 last_heartbeat=FIXED_NOW - timedelta(seconds=beat_s), last_state_change=up,
                 registered_at=up - timedelta(seconds=2), last_error=error,
                 last_error_at=FIXED_NOW - timedelta(seconds=4) if error else None,
-                pid=4200 + member.exchange_id, version="0.1.0",
+                instance_id=f"{HOST}:{member.exchange_id}:{pid}:1770700000000",
+                epoch=1, pid=pid, version="0.1.0",
+                ttl_ms=member.heartbeat_ttl_ms, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
             )  # fmt: skip
             client.set(keys.status_key(member.exchange_id), status.to_json(), ex=STATUS_TTL_S)
             moment = up

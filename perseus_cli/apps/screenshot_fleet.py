@@ -102,6 +102,8 @@ def _status(item: _Instance) -> InstanceStatus:
         epoch=3,
         pid=4242,
         version="0.1.0",
+        ttl_ms=45_000,  # what an agent at the default timing writes
+        heartbeat_interval_ms=15_000,
     )
 
 

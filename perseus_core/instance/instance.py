@@ -144,6 +144,7 @@ class Instance:
             admin_display_name=admin_display_name,
             symbol_count=symbol_count,
             ttl_ms=settings.heartbeat_ttl_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
         )
         self.activity = ActivityLog(redis, settings)
         """The exchange's activity log, for entries beyond transitions and errors."""

@@ -7,7 +7,8 @@ warning, error...): the dashboard maps them to theme variables, the CLI to
 terminal styles, so the two can never disagree about what a colour means.
 No UI toolkit is imported here.
 
-- `exchange`: how one exchange looks (kind, badge, heartbeat, last seen).
+- `exchange`: how one exchange looks (kind, badge, heartbeat judged by its
+  holder's own timing, last seen).
 - `commands`: whether a start or stop can succeed, judged from a view.
 - `edges`: whether a vanished status key was lost or released, or is back.
 - `writers`: whether an error entry is the holder's or another writer's
@@ -31,6 +32,8 @@ from perseus_core.present.exchange import (
     Heartbeat,
     HeartbeatThresholds,
     StatusLine,
+    Timing,
+    TimingSource,
     Tone,
     badge,
     heartbeat,
@@ -57,6 +60,8 @@ __all__ = [
     "StatusLine",
     "KnownState",
     "OtherWriter",
+    "Timing",
+    "TimingSource",
     "Tone",
     "badge",
     "exchange_json",

@@ -2,8 +2,10 @@
 screen and a `perseus status` line show of it.
 
 Everything here is a pure function of the view, the time it is shown at and
-the heartbeat timing: its badge, its status word, and typed lines (`Part`s
-with semantic tones, times already turned into ages and zoned clock times).
+the reader's timing (`Timing`; a heartbeat is judged by its holder's own
+interval, `Timing.thresholds`): its badge, its status word, and typed lines
+(`Part`s with semantic tones, times already turned into ages and zoned clock
+times).
 A surface only lays the parts out and maps tones to its own styles, so every
 surface says the same thing in the same colour.
 """
@@ -58,9 +60,10 @@ of the interval covers a busy event loop and the write's round trip."""
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatThresholds:
-    """When a heartbeat's age turns from fresh (success) to late (warning) to
-    overdue (error); build it with `from_settings` so the colours follow the
-    configured timing (at the 15 s default: green to 18 s, red from 30 s)."""
+    """When one holder's heartbeat age turns from fresh (success) to late
+    (warning) to overdue (error). `Timing.thresholds` decides them for each
+    view from the holder's own timing (at Livermore's 15 s: green to 18 s,
+    red from 30 s)."""
 
     fresh_s: float = 18.0
     """An age up to this is fresh: the interval plus a grace."""
@@ -71,23 +74,19 @@ class HeartbeatThresholds:
     (a poller's refresh period; 0 for a one-off read)."""
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, polled: bool = False) -> HeartbeatThresholds:
-        """The thresholds for `settings`' heartbeat interval, or their overrides.
-
-        Args:
-            settings: `heartbeat_interval_ms`, and `heartbeat_fresh_ms` /
-                `heartbeat_overdue_ms` when set.
-            polled: the ages are shown between reads every `refresh_ms` (the
-                dashboard): a heartbeat written since the last read cannot
-                have been seen yet, so that time is not counted as late.
-        """
-        interval_s = settings.heartbeat_interval_ms / 1000
-        fresh_ms = settings.heartbeat_fresh_ms
-        overdue_ms = settings.heartbeat_overdue_ms
-        fresh = fresh_ms / 1000 if fresh_ms is not None else interval_s * (1 + GRACE_FRACTION)
-        late = overdue_ms / 1000 if overdue_ms is not None else 2 * interval_s
-        unseen = settings.refresh_ms / 1000 if polled else 0.0
-        return cls(fresh_s=fresh, late_s=max(fresh, late), unseen_max_s=unseen)
+    def for_interval(
+        cls,
+        interval_s: float,
+        *,
+        fresh_s: float | None = None,
+        overdue_s: float | None = None,
+        unseen_max_s: float = 0.0,
+    ) -> HeartbeatThresholds:
+        """Fresh up to the interval plus a grace, late up to two intervals;
+        `fresh_s` / `overdue_s`, when given, replace either."""
+        fresh = fresh_s if fresh_s is not None else interval_s * (1 + GRACE_FRACTION)
+        late = overdue_s if overdue_s is not None else 2 * interval_s
+        return cls(fresh_s=fresh, late_s=max(fresh, late), unseen_max_s=unseen_max_s)
 
     def tone(self, age_s: float, unseen_s: float = 0.0) -> Tone:
         """The tone of a heartbeat `age_s` seconds old, read `unseen_s` seconds ago."""
@@ -97,6 +96,86 @@ class HeartbeatThresholds:
         if judged <= self.late_s:
             return Tone.WARNING
         return Tone.ERROR
+
+
+class TimingSource(StrEnum):
+    """Whose heartbeat timing a holder is judged by."""
+
+    OWN = "own"
+    """The holder's own, from its payload (`heartbeatIntervalMs`, `ttlMs`)."""
+    LIVERMORE = "livermore"
+    """Livermore's fixed 15 s / 45 s: a payload with no `instanceId`."""
+    READER = "reader"
+    """This reader's settings: an older Perseus payload says nothing of its timing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """What heartbeat tones depend on besides the view: this reader's own
+    interval (only for holders that do not say theirs), its explicit
+    overrides, its refresh period, and when the fleet was last read (time
+    since then is not held against an agent whose next heartbeat could not
+    be seen yet).
+
+    Every holder is judged by its own heartbeat timing (`thresholds`): a
+    dashboard configured for 1 s must not call a healthy Livermore server
+    (15 s) overdue, nor one at 15 s keep a dead 5 s agent green.
+    """
+
+    interval_s: float = 15.0
+    """This reader's heartbeat interval (`PERSEUS_HEARTBEAT_INTERVAL_MS`):
+    the timing of holders whose payload says nothing of theirs."""
+    fresh_s: float | None = None
+    """`PERSEUS_HEARTBEAT_FRESH_MS`: when set, fresh up to this for every holder."""
+    overdue_s: float | None = None
+    """`PERSEUS_HEARTBEAT_OVERDUE_MS`: when set, overdue past this for every holder."""
+    unseen_max_s: float = 0.0
+    """The refresh period of a poller (the dashboard); 0 for a one-off read."""
+    read_at: datetime | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, polled: bool = False) -> Timing:
+        """This reader's timing and overrides from its settings.
+
+        Args:
+            settings: `heartbeat_interval_ms` (for holders that do not say
+                theirs), and `heartbeat_fresh_ms` / `heartbeat_overdue_ms`
+                when set (they win over every holder's own timing).
+            polled: the ages are shown between reads every `refresh_ms` (the
+                dashboard): a heartbeat written since the last read cannot
+                have been seen yet, so that time is not counted as late.
+        """
+        fresh_ms = settings.heartbeat_fresh_ms
+        overdue_ms = settings.heartbeat_overdue_ms
+        return cls(
+            interval_s=settings.heartbeat_interval_ms / 1000,
+            fresh_s=fresh_ms / 1000 if fresh_ms is not None else None,
+            overdue_s=overdue_ms / 1000 if overdue_ms is not None else None,
+            unseen_max_s=settings.refresh_ms / 1000 if polled else 0.0,
+        )
+
+    def interval(self, status: InstanceStatus | None) -> tuple[float, TimingSource]:
+        """The heartbeat interval (s) the holder of `status` is judged by, and
+        whose it is: its own (`InstanceStatus.writer_timing`: the payload's,
+        or Livermore's fixed 15 s), this reader's only when the payload says
+        nothing of it."""
+        own = status.writer_timing() if status is not None else None
+        if own is None:
+            return self.interval_s, TimingSource.READER
+        source = TimingSource.LIVERMORE if own.livermore else TimingSource.OWN
+        return own.interval_ms / 1000, source
+
+    def thresholds(self, status: InstanceStatus | None) -> HeartbeatThresholds:
+        """The thresholds the holder of `status` is judged by: from the
+        interval it is judged by (`interval`), with this reader's overrides
+        over either threshold. Every surface asks this, so a holder looks the
+        same everywhere."""
+        return HeartbeatThresholds.for_interval(
+            self.interval(status)[0],
+            fresh_s=self.fresh_s,
+            overdue_s=self.overdue_s,
+            unseen_max_s=self.unseen_max_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,41 +194,70 @@ class Heartbeat:
         return self.tone is Tone.ERROR
 
     @property
+    def health(self) -> str:
+        """`fresh`, `late` or `overdue`: the tone in a word, for scripts."""
+        if self.tone is Tone.SUCCESS:
+            return "fresh"
+        return "late" if self.tone is Tone.WARNING else "overdue"
+
+    @property
     def text(self) -> str:
         """`3s ago`, or `no heartbeat for 32s` once overdue."""
         age = format_duration(self.age_s)
         return f"no heartbeat for {age}" if self.overdue else f"{age} ago"
 
 
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """What heartbeat tones depend on besides the view: the thresholds of the
-    configured timing, and when the fleet was last read (time since then is
-    not held against an agent whose next heartbeat could not be seen yet)."""
-
-    thresholds: HeartbeatThresholds = HeartbeatThresholds()
-    read_at: datetime | None = None
+def _span(seconds: float) -> str:
+    """`0.3s`, `2.4s`, `15s`, `5m 0s`: a timing setting, exact where it is short."""
+    if seconds < 60:
+        return f"{round(seconds, 1):g}s"
+    return format_duration(seconds)
 
 
-def heartbeat(
-    view: ExchangeView,
-    now: datetime,
-    thresholds: HeartbeatThresholds,
-    read_at: datetime | None = None,
-) -> Heartbeat | None:
-    """The heartbeat of a live view at `now` (None without a status).
+_SOURCE_NOTES: Mapping[TimingSource, str] = {
+    TimingSource.OWN: "its own",
+    TimingSource.LIVERMORE: "Livermore's",
+    TimingSource.READER: "this reader's setting",
+}
+
+
+def timing_text(status: InstanceStatus, timing: Timing) -> tuple[str, str]:
+    """The heartbeat timing a holder is judged by, and whose it is, for the
+    detail screen: `every 5s, TTL 15s` and `its own`."""
+    interval_s, source = timing.interval(status)
+    said = f"every {_span(interval_s)}"
+    own = status.writer_timing()
+    if own is not None and own.ttl_ms is not None:
+        said += f", TTL {_span(own.ttl_ms / 1000)}"
+    return said, _SOURCE_NOTES[source]
+
+
+def thresholds_text(status: InstanceStatus, timing: Timing) -> str:
+    """`fresh to 6s, overdue after 10s`: the ages a holder's heartbeat turns
+    late and overdue at (`Timing.thresholds`), for the detail screen."""
+    limits = timing.thresholds(status)
+    said = f"fresh to {_span(limits.fresh_s)}, overdue after {_span(limits.late_s)}"
+    configured = timing.fresh_s is not None or timing.overdue_s is not None
+    return said + " (configured)" if configured else said
+
+
+def heartbeat(view: ExchangeView, now: datetime, timing: Timing) -> Heartbeat | None:
+    """The heartbeat of a live view at `now` (None without a status), judged
+    by its holder's own timing (`Timing.thresholds`).
 
     Args:
         view: the exchange.
         now: the current time.
-        thresholds: from `HeartbeatThresholds.from_settings`.
-        read_at: when `view` was read (None: just now).
+        timing: this reader's timing, its overrides and when `view` was read
+            (`read_at` None: just now).
     """
     age = heartbeat_age_s(view, now)
     if age is None:
         return None
+    read_at = timing.read_at
     unseen = (now - read_at).total_seconds() if read_at is not None else 0.0
-    return Heartbeat(age, thresholds.tone(age, unseen), skew_warning(view))
+    tone = timing.thresholds(view.status).tone(age, unseen)
+    return Heartbeat(age, tone, skew_warning(view))
 
 
 def uptime_s(view: ExchangeView, now: datetime, beat: Heartbeat | None) -> float | None:
@@ -277,8 +385,8 @@ LEGEND: tuple[tuple[Badge, str], ...] = (
 """Every badge and what it means, for the help screen."""
 
 HEARTBEAT_LEGEND: tuple[tuple[Tone, str], ...] = (
-    (Tone.SUCCESS, "fresh: within the interval plus a grace"),
-    (Tone.WARNING, "late: up to two intervals"),
+    (Tone.SUCCESS, "fresh: within its own interval plus a grace"),
+    (Tone.WARNING, "late: up to two of its intervals"),
     (Tone.ERROR, "overdue: no heartbeat for longer; offline when the key expires"),
 )
 """The heartbeat colours and what they mean, for the help screen."""
@@ -375,7 +483,7 @@ def full_time(moment: datetime | None, tz: tzinfo | None) -> str:
 def heartbeat_part(view: ExchangeView, now: datetime, timing: Timing) -> Part:
     """The heartbeat age of a live exchange in its tone, bold once overdue
     (`no heartbeat for 32s`); `no heartbeat` without a status."""
-    return _beat_part(heartbeat(view, now, timing.thresholds, timing.read_at))
+    return _beat_part(heartbeat(view, now, timing))
 
 
 def _beat_part(beat: Heartbeat | None) -> Part:
@@ -387,7 +495,7 @@ def _beat_part(beat: Heartbeat | None) -> Part:
 def uptime_text(view: ExchangeView, now: datetime, timing: Timing) -> str:
     """`4h 23m` while active (from connectedAt), else empty; it stops counting
     once the heartbeat is overdue."""
-    return _uptime(view, now, heartbeat(view, now, timing.thresholds, timing.read_at))
+    return _uptime(view, now, heartbeat(view, now, timing))
 
 
 def _uptime(view: ExchangeView, now: datetime, beat: Heartbeat | None) -> str:
@@ -439,7 +547,7 @@ def _last_state(known: LastKnown, now: datetime, name: str) -> Line:
 
 def _live_card(view: ExchangeView, status: InstanceStatus, now: datetime, timing: Timing) -> Line:
     """The heartbeat line of a live card, then what follows it (see `card`)."""
-    look = heartbeat(view, now, timing.thresholds, timing.read_at)
+    look = heartbeat(view, now, timing)
     beat: list[Part] = [_muted("♥ "), _beat_part(look)]
     if look is None or not look.overdue:  # overdue: "no heartbeat for 32s" says it all
         if status.connection_state == ConnectionState.ACTIVE:
@@ -463,7 +571,8 @@ def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
     Args:
         view: the exchange as the fleet reader last saw it.
         now: the current time.
-        timing: heartbeat thresholds and when the fleet was read.
+        timing: this reader's heartbeat timing and overrides, and when the
+            fleet was read.
     """
     kind = view.kind
     status = view.status
@@ -600,7 +709,8 @@ def detail(
         view: the exchange.
         now: the current time.
         tz: the zone absolute times are shown in (None: the machine's local zone).
-        timing: heartbeat thresholds and when the fleet was read.
+        timing: this reader's heartbeat timing and overrides, and when the
+            fleet was read.
     """
     name = Part(_clean(view.display_name or view.exchange_name, "?", 80), Tone.PRIMARY, bold=True)
     kind = view.kind
@@ -626,6 +736,8 @@ def detail(
                 full_time(status.last_heartbeat, tz),
                 (heartbeat_part(view, now, timing),),
             ),
+            _detail_row("heartbeat timing", *timing_text(status, timing)),
+            _detail_row("thresholds", thresholds_text(status, timing)),
             _time_row("lastStateChange", status.last_state_change, now, tz),
             _time_row("registeredAt", status.registered_at, now, tz),
             _detail_row(
@@ -721,11 +833,11 @@ class _Where(NamedTuple):
 
 
 def _live_where(
-    view: ExchangeView, status: InstanceStatus, now: datetime, thresholds: HeartbeatThresholds
+    view: ExchangeView, status: InstanceStatus, now: datetime, timing: Timing
 ) -> _Where:
     """An instance that reports: its own host, heartbeat, uptime and last error."""
     notes: list[str] = []
-    beat = heartbeat(view, now, thresholds)
+    beat = heartbeat(view, now, timing)
     beat_part = Part("-")
     if beat is not None:
         beat_part = Part(beat.text, beat.tone)
@@ -792,18 +904,19 @@ def _catalog_note(view: ExchangeView) -> tuple[str, ...]:
     return ()
 
 
-def status_line(view: ExchangeView, now: datetime, thresholds: HeartbeatThresholds) -> StatusLine:
+def status_line(view: ExchangeView, now: datetime, timing: Timing) -> StatusLine:
     """What `perseus status` prints for `view`, read at `now`; every string from
     Redis cleaned. A one-off read: no time since a poll is discounted.
 
     Args:
         view: the exchange.
         now: when it was read.
-        thresholds: the heartbeat tones of the configured timing.
+        timing: this reader's timing and overrides (`Timing.from_settings`);
+            the heartbeat is judged by its holder's own timing.
     """
     kind = view.kind
     if kind is ViewKind.LIVE and view.status is not None:
-        where = _live_where(view, view.status, now, thresholds)
+        where = _live_where(view, view.status, now, timing)
     elif kind is ViewKind.READY:
         where = _ready_where(view, now)
     else:

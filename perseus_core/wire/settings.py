@@ -95,7 +95,10 @@ class Settings(BaseSettings):
         description="Redis to connect to. May hold a password; it is redacted whenever shown.",
     )
     heartbeat_interval_ms: int = Field(
-        default=15_000, gt=0, description="How often a holder refreshes its status key."
+        default=15_000,
+        gt=0,
+        description="How often a holder refreshes its status key (and says so in it);"
+        " readers judge a holder that does not say its interval by this one.",
     )
     heartbeat_ttl_ms: int = Field(
         default=45_000,
@@ -141,14 +144,14 @@ class Settings(BaseSettings):
     heartbeat_fresh_ms: int | None = Field(
         default=None,
         gt=0,
-        description="Heartbeat age shown as fresh (green) up to this; default: the interval"
-        " plus a fifth of it (18 s at the 15 s default).",
+        description="Heartbeat age shown as fresh (green) up to this, for every holder;"
+        " default: the holder's own interval plus a fifth (18 s at 15 s).",
     )
     heartbeat_overdue_ms: int | None = Field(
         default=None,
         gt=0,
-        description="Heartbeat age shown as overdue (red) from this on; late (yellow) in"
-        " between; default: two intervals (30 s).",
+        description="Heartbeat age shown as overdue (red) from this on, for every holder;"
+        " late (yellow) in between; default: two of the holder's intervals (30 s at 15 s).",
     )
     tls_ca_file: str | None = Field(
         default=None,

@@ -114,7 +114,7 @@ class CardGrid(Container, can_focus=False):
         self._stale = False
         self.selected_id: int | None = None
         self.timing = DEFAULT_TIMING
-        """Heartbeat thresholds and when the fleet was read (set by the screen)."""
+        """This reader's heartbeat timing and when the fleet was read (set by the screen)."""
 
     # --- data -----------------------------------------------------------------
 

@@ -74,7 +74,7 @@ def card_lines(
         now: The current time, from the app's (injectable) clock.
         width: Content width, so the badge can sit on the right of the title.
         stale: Redis is unreachable: the data is the last known, not current.
-        timing: heartbeat thresholds and when the fleet was read.
+        timing: this reader's heartbeat timing and when the fleet was read.
         compact: only the title and the line that matters most (the heartbeat
             of a live instance, the agent of a ready one, the last state of
             an offline one), for terminals too short for full cards.
@@ -128,7 +128,7 @@ class InstanceCard(Widget, can_focus=True):
         self._content: Content | None = None
         self._content_width = 0
         self.timing = DEFAULT_TIMING
-        """Heartbeat thresholds and when the fleet was read (set by the grid)."""
+        """This reader's heartbeat timing and when the fleet was read (set by the grid)."""
         self._update_classes()
 
     @property

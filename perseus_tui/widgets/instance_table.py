@@ -106,7 +106,7 @@ class InstanceTable(DataTable[Text]):
         self._now: datetime | None = None
         self._stale = False
         self.timing = present.Timing()
-        """Heartbeat thresholds and when the fleet was read (set by the screen)."""
+        """This reader's heartbeat timing and when the fleet was read (set by the screen)."""
 
     def on_mount(self) -> None:
         for key, title in COLUMNS:

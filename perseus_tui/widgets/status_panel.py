@@ -47,7 +47,7 @@ class StatusPanel(Widget):
         self._now = now
         self._tz = tz
         self.timing = timing
-        """Heartbeat thresholds and when the fleet was read (set by the screen)."""
+        """This reader's heartbeat timing and when the fleet was read (set by the screen)."""
         self._content = Content("\n").join(status_lines(view, now, tz, timing))
 
     @property

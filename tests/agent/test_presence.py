@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import cast
 
 from redis.asyncio import Redis
 
+from perseus_core.present.exchange import Timing
 from perseus_core.present.fleet import exchange_json
 from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
@@ -63,7 +65,7 @@ async def test_an_idle_agent_is_present_and_its_exchange_ready(
     assert presence.hostname and presence.agent_id.startswith(f"{presence.hostname}:{agent.pid}:")
     assert presence.since is not None and presence.version
     assert 0 < await redis.pttl(keys.agents_key(3)) <= HEARTBEAT_TTL_MS
-    assert exchange_json(view)["agents"] == [presence.to_wire()]
+    assert exchange_json(view, datetime.now(UTC), Timing())["agents"] == [presence.to_wire()]
 
 
 async def test_a_standby_pair_shows_two_agents_and_follows_their_states(

@@ -101,8 +101,8 @@ async def test_the_writers_ttl_dates_the_heartbeat_not_the_readers(
 ) -> None:
     """A reader at the default 45 s watching writers with other TTLs: a Perseus
     writer says its TTL (`ttlMs`), a Livermore writer (no `instanceId`) always
-    uses 45 s, and an older Perseus writer that says neither is dated by its
-    `lastHeartbeat`, never by the reader's own TTL."""
+    uses 45 s, and an older Perseus writer that says neither (or only its
+    interval) is dated by its `lastHeartbeat`, never by the reader's own TTL."""
     now = datetime.now(UTC)
     fast = json.loads(payload(1, now - timedelta(seconds=60)))  # a slow writer clock
     fast.update(instanceId="agent-host:1:42:1", ttlMs=600)
@@ -111,6 +111,9 @@ async def test_the_writers_ttl_dates_the_heartbeat_not_the_readers(
     older.update(instanceId="agent-host:2:43:1")
     await redis.set("exchange:2:status", json.dumps(older), px=500)
     await redis.set("exchange:3:status", payload(3, now), px=TTL_MS - 10_000)  # Livermore
+    interval_only = json.loads(payload(4, now - timedelta(seconds=3)))
+    interval_only.update(instanceId="agent-host:4:44:1", heartbeatIntervalMs=200)
+    await redis.set("exchange:4:status", json.dumps(interval_only), px=500)
     reader = FleetReader(redis)
     views = {v.exchange_id: v for v in (await reader.snapshot()).exchanges}
     now = datetime.now(UTC)
@@ -118,9 +121,10 @@ async def test_the_writers_ttl_dates_the_heartbeat_not_the_readers(
     assert close_to(views[1].clock_skew_s, -60)
     assert views[2].heartbeat_at is None and close_to(heartbeat_age_s(views[2], now), 3)
     assert close_to(heartbeat_age_s(views[3], now), 10)
+    assert views[4].heartbeat_at is None and close_to(heartbeat_age_s(views[4], now), 3)
 
 
-async def test_an_instance_writes_its_ttl(
+async def test_an_instance_writes_its_ttl_and_interval(
     redis: Redis, make_settings: Callable[..., Settings]
 ) -> None:
     from perseus_core.instance import Instance
@@ -130,6 +134,7 @@ async def test_an_instance_writes_its_ttl(
         await instance.claim()
         raw = await redis.get("exchange:5:status")
         assert raw is not None and json.loads(raw)["ttlMs"] == 400
+        assert json.loads(raw)["heartbeatIntervalMs"] == 100  # judged by it (wire-format 2.2)
         reader = FleetReader(redis)
         view = (await reader.snapshot()).get(5)
         assert view is not None and view.heartbeat_at is not None

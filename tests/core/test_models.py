@@ -12,6 +12,8 @@ from pydantic import ValidationError
 
 from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models import (
+    LIVERMORE_INTERVAL_MS,
+    LIVERMORE_TTL_MS,
     MAX_PAYLOAD_BYTES,
     AgentPresence,
     CatalogEntry,
@@ -24,6 +26,7 @@ from perseus_core.wire.models import (
     OtherEntry,
     ReplyStatus,
     StateTransitionEntry,
+    WriterTiming,
     parse_entry,
     validate_exchange_name,
 )
@@ -412,6 +415,42 @@ def test_an_integer_out_of_range_is_a_payload_error_naming_its_field(
     data[field] = value
     with pytest.raises(PayloadError, match=field):
         model.from_json(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "value", [0, -1, 10**12 + 1, 2**70, 5000.0, "5000", True, [5000], {"ms": 5000}, None]
+)
+def test_a_bad_heartbeat_interval_reads_as_absent_and_keeps_the_status(value: object) -> None:
+    """`heartbeatIntervalMs` is a hint for judging the heartbeat: out of range
+    or of the wrong type it is ignored (the holder is then judged as if it did
+    not say), on both parsing paths, and every other field is kept."""
+    data = json.loads(WIRE_STATUS) | {"instanceId": "h:1:1:1", "ttlMs": 15_000}
+    raw = json.dumps(data | {"heartbeatIntervalMs": value})
+    for status in (InstanceStatus.from_json(raw), InstanceStatus.model_validate_json(raw)):
+        assert status.heartbeat_interval_ms is None
+        assert (status.hostname, status.ttl_ms) == ("DESKTOP-ABC", 15_000)
+        assert status.writer_timing() == WriterTiming(5_000, 15_000)  # a third of its TTL
+        assert "heartbeatIntervalMs" not in status.to_wire()
+
+
+def test_whose_timing_a_payload_says() -> None:
+    """Its own fields first; Livermore's 15 s / 45 s without `instanceId`;
+    nothing for an older Perseus payload (the reader's settings apply)."""
+    livermore = json.loads(WIRE_STATUS)
+    perseus = livermore | {"instanceId": "h:1:1:1"}
+
+    def timing(data: dict[str, Any]) -> WriterTiming | None:
+        return InstanceStatus.from_json(json.dumps(data)).writer_timing()
+
+    assert timing(livermore) == WriterTiming(LIVERMORE_INTERVAL_MS, LIVERMORE_TTL_MS, True)
+    assert (LIVERMORE_INTERVAL_MS, LIVERMORE_TTL_MS) == (15_000, 45_000)
+    assert timing(perseus) is None
+    both = perseus | {"heartbeatIntervalMs": 5_000, "ttlMs": 15_000}
+    assert timing(both) == WriterTiming(5_000, 15_000)
+    assert timing(perseus | {"heartbeatIntervalMs": 5_000}) == WriterTiming(5_000, None)
+    assert timing(perseus | {"ttlMs": 900}) == WriterTiming(300, 900)
+    written = InstanceStatus.from_json(json.dumps(both)).to_json()
+    assert json.loads(written)["heartbeatIntervalMs"] == 5_000
 
 
 def test_an_entry_id_of_other_digits_is_no_id() -> None:

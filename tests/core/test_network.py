@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from perseus_cli.apps.redis_cluster import cluster_port
 from perseus_cli.apps.redis_server import find_redis_server
+from perseus_core.present.exchange import Timing
 from perseus_core.present.fleet import exchange_json
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.network import (
@@ -224,13 +225,14 @@ async def test_status_json_shape_of_a_view(redis: Redis, reader: FleetReader) ->
     await catalog(redis, 1, "coinbase")
     await redis.set(keys.status_key(1), WIRE_STATUS, px=TTL_MS)
     view = (await reader.snapshot()).exchanges[0]
-    data = exchange_json(view)
+    data = exchange_json(view, datetime.now(UTC), Timing())
     assert list(data) == [
         "exchangeId",
         "exchangeName",
         "displayName",
         "online",
         "status",
+        "heartbeat",
         "lastKnown",
         "lastSeen",
         "agents",
@@ -240,6 +242,17 @@ async def test_status_json_shape_of_a_view(redis: Redis, reader: FleetReader) ->
     assert {k: v for k, v in data["status"].items() if k != "countryCode"} == json.loads(
         WIRE_STATUS
     )
+    beat = data["heartbeat"]  # a Livermore payload: judged at its fixed 15 s
+    assert list(beat) == [
+        "at",
+        "ageMs",
+        "health",
+        "intervalMs",
+        "timing",
+        "freshMs",
+        "overdueMs",
+    ]
+    assert (beat["timing"], beat["intervalMs"], beat["overdueMs"]) == ("livermore", 15_000, 30_000)
 
 
 async def test_last_known_tolerates_missing_fields_and_unknown_events(

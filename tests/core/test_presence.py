@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import cast
 
 import pytest
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_core.plumbing.connection import connect
+from perseus_core.present.exchange import Timing
 from perseus_core.present.fleet import exchange_json
 from perseus_core.store.network import FleetReader
 from perseus_core.store.presence import AgentAnnouncer
@@ -197,7 +199,9 @@ async def test_the_reader_lists_agents_of_an_exchange_without_status(
     view = (await reader.snapshot()).get(1)
     assert view is not None and view.ready and not view.online
     assert [agent.hostname for agent in view.agents] == ["host-a", "host-b"]  # sorted
-    assert exchange_json(view)["agents"] == [agent.to_wire() for agent in view.agents]
+    shown = exchange_json(view, datetime.now(UTC), Timing())
+    assert shown["agents"] == [agent.to_wire() for agent in view.agents]
+    assert shown["heartbeat"] is None  # no status, nothing to judge
     other = (await reader.snapshot()).get(2)
     assert other is not None and other.agents == () and not other.ready
     assert (await reader.exchange(1)).agents == view.agents

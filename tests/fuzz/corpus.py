@@ -382,6 +382,12 @@ def build_corpus() -> list[Hostile]:
         Hostile("status-epoch-overflow", _status(epoch=2**70, instanceId="h:2:1:1")),
         Hostile("status-ttl-overflow", _status(ttlMs=2**70, instanceId="h:2:1:1")),
         Hostile("status-ttl-huge", _status(ttlMs=10**17, instanceId="h:2:1:1")),
+        Hostile(
+            "status-interval-overflow", _status(heartbeatIntervalMs=2**70, instanceId="h:2:1:1")
+        ),
+        Hostile("status-interval-zero", _status(heartbeatIntervalMs=0, instanceId="h:2:1:1")),
+        Hostile("status-interval-text", _status(heartbeatIntervalMs="5000", ttlMs=1)),
+        Hostile("status-interval-tiny", _status(heartbeatIntervalMs=1, instanceId="h:2:1:1")),
         Hostile("entry-id-superscript", _entry(error_entry(VICTIM_NAME, 2, exchangeId="\u00b2"))),
         # command outcomes: read by the agent only; no reader may trip over them
         Hostile("outcome-pid-overflow", _outcome(_outcome_json(pid=2**70))),

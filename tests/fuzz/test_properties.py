@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from perseus_cli.log_cmd import _entry_line
 from perseus_cli.status_cmd import status_row
-from perseus_core.present import HeartbeatThresholds, status_line
+from perseus_core.present import status_line
 from perseus_core.present.exchange import Timing, clock_time, detail, full_time
 from perseus_core.store.network.catalog import parse_catalog_payload
 from perseus_core.store.network.reader import parse_status_payload
@@ -157,7 +157,7 @@ def test_status_payloads_parse_or_report_and_render_safely(raw: str) -> None:
     shows_nothing_raw(card_content(view, NOW, width=38).plain)
     for zone in ZONES:  # the detail screen's absolute times, in any zone
         detail(view, NOW, zone, Timing())
-    row = status_row(status_line(view, NOW, HeartbeatThresholds()))
+    row = status_row(status_line(view, NOW, Timing()))
     shows_nothing_raw(" ".join(str(cell) for cell in row))
 
 

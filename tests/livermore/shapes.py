@@ -9,7 +9,7 @@ import json
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis as sync_redis
@@ -76,6 +76,17 @@ class LivermoreWriter:
         self.payload["lastHeartbeat"] = iso_now()
         if not self.r.set(self.key, self._json(), ex=TTL_S, xx=True):
             self.r.set(self.key, self._json(), ex=TTL_S)
+
+    def heartbeat_ago(self, seconds: float, now: datetime) -> None:
+        """The heartbeat as it stands `seconds` after it was written at `now - seconds`:
+        `lastHeartbeat` then, and the TTL that is left of the 45 s (`PX`), so a
+        reader dating it by `PTTL` or by `lastHeartbeat` finds the same age."""
+        self.payload["lastHeartbeat"] = (
+            (now - timedelta(seconds=seconds))
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")
+        )
+        self.r.set(self.key, self._json(), px=int((TTL_S - seconds) * 1000))
 
     def transition(self, to_state: str) -> None:
         """A status update (`SET ... KEEPTTL`) and its `state_transition` entry."""

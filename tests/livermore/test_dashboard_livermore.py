@@ -71,7 +71,7 @@ async def test_last_seen_is_the_heartbeat_a_reader_saw(
     assert view is not None and view.last_seen is not None
     assert view.last_seen.source == "heartbeat"
     assert view.last_seen.at == (online.heartbeat_at or online.status.last_heartbeat)  # type: ignore[union-attr]
-    assert exchange_json(view)["lastSeen"]["source"] == "heartbeat"
+    assert exchange_json(view, datetime.now(UTC), Timing())["lastSeen"]["source"] == "heartbeat"
 
 
 async def test_dashboard_steers_a_livermore_slot_and_lists_a_dead_one(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from textual.app import App, ComposeResult
 
 from perseus_cli.status_cmd import status_row
-from perseus_core.present import HeartbeatThresholds, Tone
+from perseus_core.present import Tone
 from perseus_core.present.commands import acknowledgement
 from perseus_core.present.exchange import Part, Timing, age_text, status_line, uptime_text
 from perseus_core.store.network import ExchangeView, LastKnown
@@ -298,6 +298,6 @@ def test_perseus_status_lays_out_the_presenters_line_word_for_word() -> None:
         ),
     ]  # fmt: skip
     for view, cells in expected:
-        row = status_row(status_line(view, NOW, HeartbeatThresholds()))
+        row = status_row(status_line(view, NOW, Timing()))
         printed = [cell if isinstance(cell, str) else (cell.plain, cell.style) for cell in row]
         assert printed == cells, view.exchange_name

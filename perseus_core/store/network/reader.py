@@ -134,10 +134,6 @@ MAX_AGENTS = 64
 """Presence members read per exchange (the freshest first): more agents than
 this on one exchange is a misconfiguration, not something to list in full."""
 
-LIVERMORE_TTL_MS = 45_000
-"""The status key TTL every Livermore server sets on each heartbeat
-(docs/wire-format.md part 4); its payloads carry no `ttlMs`."""
-
 PTTL_SCRIPT = "local t = {} for i, k in ipairs(KEYS) do t[i] = redis.call('PTTL', k) end return t"
 """The PTTLs of all its KEYS in one command. One PTTL command per key would
 quadruple a 10,000-key steady-state snapshot (the client's per-command cost);
@@ -216,18 +212,16 @@ def id_mismatch(status: InstanceStatus, exchange_id: int) -> str:
 
 
 def writer_ttl_ms(status: InstanceStatus | None) -> int | None:
-    """The TTL the holder of `status` sets on every heartbeat: its own `ttlMs`,
-    Livermore's fixed 45 s for a payload with no `instanceId` (another writer),
-    None when unknown (an older Perseus writer, an unreadable payload).
+    """The TTL the holder of `status` sets on every heartbeat
+    (`InstanceStatus.writer_timing`): its own `ttlMs`, Livermore's fixed 45 s
+    for a payload with no `instanceId` (another writer), None when unknown
+    (an older Perseus writer, an unreadable payload).
 
     Never this reader's own setting: a dashboard at the default 45 s watching
     agents at 6 s would otherwise call every fresh heartbeat 39 s old.
     """
-    if status is None:
-        return None
-    if status.ttl_ms is not None:
-        return status.ttl_ms
-    return LIVERMORE_TTL_MS if status.instance_id is None else None
+    timing = status.writer_timing() if status is not None else None
+    return timing.ttl_ms if timing is not None else None
 
 
 def heartbeat_moment(

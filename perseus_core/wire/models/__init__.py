@@ -10,6 +10,7 @@ One module per kind: `base` (states, timestamps, shared validation), `status`,
 from perseus_core.wire.models.base import (
     MAX_COUNT,
     MAX_EXCHANGE_ID,
+    MAX_INTERVAL_MS,
     MAX_PAYLOAD_BYTES,
     MAX_PID,
     MAX_TTL_MS,
@@ -30,11 +31,19 @@ from perseus_core.wire.models.entries import (
     names_no_exchange,
     parse_entry,
 )
-from perseus_core.wire.models.status import InstanceStatus
+from perseus_core.wire.models.status import (
+    LIVERMORE_INTERVAL_MS,
+    LIVERMORE_TTL_MS,
+    InstanceStatus,
+    WriterTiming,
+)
 
 __all__ = [
+    "LIVERMORE_INTERVAL_MS",
+    "LIVERMORE_TTL_MS",
     "MAX_COUNT",
     "MAX_EXCHANGE_ID",
+    "MAX_INTERVAL_MS",
     "MAX_PAYLOAD_BYTES",
     "MAX_PID",
     "MAX_TTL_MS",
@@ -53,6 +62,7 @@ __all__ = [
     "ReplyStatus",
     "StateTransitionEntry",
     "WireTime",
+    "WriterTiming",
     "describe_validation_error",
     "names_no_exchange",
     "parse_entry",

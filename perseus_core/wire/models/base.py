@@ -45,6 +45,10 @@ MAX_TTL_MS = 10**12
 the last heartbeat as that TTL before now, and a date further back than the
 year 1 cannot be represented."""
 
+MAX_INTERVAL_MS = MAX_TTL_MS
+"""Largest heartbeat interval a payload may carry (`heartbeatIntervalMs`): no
+longer than the longest TTL, so a reader's thresholds stay representable."""
+
 _EXCHANGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -114,6 +118,37 @@ class _WireTimeSchema:
         cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         return {"type": "string", "format": "date-time"}
+
+
+def _absent(_value: Any) -> None:
+    return None
+
+
+class AbsentWhenInvalid:
+    """Marks an optional field a reader can do without: a value its own
+    constraints reject reads as absent (None) instead of making the whole
+    payload invalid. For hints such as a writer's heartbeat timing, where a
+    bad value must never hide the status it came with.
+
+    Built as a union of the constrained schema and a fallback, so a valid
+    value costs no Python call on the bulk JSON path.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        checked = handler(source)
+        fallback = core_schema.no_info_plain_validator_function(_absent)
+        return core_schema.union_schema([checked, fallback], mode="left_to_right")
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        choices = schema.get("choices", [schema])
+        first = choices[0]
+        return handler(first[0] if isinstance(first, tuple) else first)
 
 
 WireTime = Annotated[
