@@ -42,10 +42,12 @@ async def test_random_keys_never_crash_the_dashboard(settings: Settings, tmp_pat
     assert report.rate >= 0.9 * RATE, f"{report.rate:.0f} keys/s"
     missing = set(binding_keys()) - set(report.pressed)
     assert not missing, f"bindings never pressed: {sorted(missing)}"
-    # Every view and filter combination, and every kind of screen, got keys (how
-    # many depends on how long the keys leave each screen open: hundreds each).
+    # Every view and filter combination, and every kind of screen, got keys. How
+    # many depends on how long the keys leave each screen open, and on a loaded
+    # machine keys go out in bursts that all land on one screen: hundreds each
+    # on a quiet machine, tens at least on a busy one.
     for phase in PHASES:
         filtered = "filtered" if phase.filter else "unfiltered"
-        assert report.landed_on[f"dashboard {phase.view} {filtered}"] >= 50, report.landed_on
+        assert report.landed_on[f"dashboard {phase.view} {filtered}"] >= 10, report.landed_on
     for screen in (CommandPalette, DetailScreen, HelpScreen, ConfirmScreen, IntroScreen):
         assert report.landed_on[screen.__name__] > 0, report.landed_on
