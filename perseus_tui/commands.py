@@ -12,7 +12,16 @@ from collections.abc import Callable
 from functools import partial
 
 from textual import on
-from textual.command import CommandList, CommandPalette, DiscoveryHit, Hit, Hits, Matcher, Provider
+from textual.command import (
+    CommandInput,
+    CommandList,
+    CommandPalette,
+    DiscoveryHit,
+    Hit,
+    Hits,
+    Matcher,
+    Provider,
+)
 from textual.content import Content
 from textual.message import Message
 from textual.widgets import Button, Input, OptionList
@@ -140,6 +149,11 @@ class Palette(CommandPalette):
       `OptionList` pages by the lines it has laid out, and lays none out while
       it has none (a `KeyError` that ends the app).
     """
+
+    def on_mount(self) -> None:
+        # Like the filter input: no blinking where animations are off (snapshots
+        # would otherwise catch the cursor on or off by the time they are taken).
+        self.query_one(CommandInput).cursor_blink = self.app.animation_level != "none"
 
     @on(Input.Changed)
     @on(Input.Submitted)
