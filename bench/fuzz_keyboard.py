@@ -30,9 +30,9 @@ async def one_seed(url: str, seed: int, phase_s: float, rate: int, logs: Path) -
     """A fresh fleet and dashboard, fuzzed with `seed`."""
     with live_fleet(url, logs):
         app = fuzz_app(bench_settings(url))
-        async with app.run_test(size=(120, 40)) as pilot:
+        async with app.run_test(size=(120, 40)):
             await eventually(lambda: app.loaded.is_set() and app.history_loaded.is_set())
-            report = await fuzz(pilot, app, seed=seed, phase_s=phase_s, rate=rate)
+            report = await fuzz(app, seed=seed, phase_s=phase_s, rate=rate)
     return report
 
 

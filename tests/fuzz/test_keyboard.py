@@ -17,7 +17,16 @@ from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen
 from perseus_tui.screens.intro import IntroScreen
-from tests.fuzz.keyboard import PHASES, RATE, SEED, binding_keys, fuzz, fuzz_app, live_fleet
+from tests.fuzz.keyboard import (
+    PHASES,
+    RATE,
+    SEED,
+    SETTLE_S,
+    binding_keys,
+    fuzz,
+    fuzz_app,
+    live_fleet,
+)
 from tests.waiting import eventually
 
 PHASE_S = 16.0
@@ -25,13 +34,13 @@ PHASE_S = 16.0
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(PHASE_S * len(PHASES) + 240)
+@pytest.mark.timeout((PHASE_S + SETTLE_S) * len(PHASES) + 60)
 async def test_random_keys_never_crash_the_dashboard(settings: Settings, tmp_path: Path) -> None:
     with live_fleet(settings.redis_url, tmp_path):
         app = fuzz_app(settings)
-        async with app.run_test(size=(120, 40)) as pilot:
+        async with app.run_test(size=(120, 40)):
             await eventually(lambda: app.loaded.is_set() and app.history_loaded.is_set())
-            report = await fuzz(pilot, app, seed=SEED, phase_s=PHASE_S, rate=RATE)
+            report = await fuzz(app, seed=SEED, phase_s=PHASE_S, rate=RATE)
 
     print(report)  # shown when the test fails
     assert report.problems == [], report.problems
