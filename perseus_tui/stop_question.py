@@ -18,6 +18,7 @@ from perseus_core.store.control.livermore import NoLivermoreListener
 from perseus_core.store.control.sender import ControlClient, Route, StopNotAimed, Via
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire import keys
+from perseus_core.wire.errors import AccessDenied
 from perseus_core.wire.models import CommandType
 from perseus_core.wire.settings import Settings
 from perseus_tui import render
@@ -62,6 +63,8 @@ async def livermore_question(
     its listeners now; refused when none listens or Redis cannot be read."""
     try:
         route = await ControlClient(redis, settings).route(view.exchange_id, CommandType.STOP)
+    except AccessDenied as exc:  # it names the refused command (PUBSUB NUMSUB ...)
+        return StopQuestion(stage="failed", refused=str(exc))
     except REDIS_ERRORS as exc:
         return StopQuestion(stage="failed", refused=describe_redis_error(settings, exc))
     if route.via is Via.LIVERMORE and route.listeners == 0:

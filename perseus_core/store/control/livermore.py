@@ -36,8 +36,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.client import PubSub
+from redis.exceptions import ResponseError
 
-from perseus_core.plumbing.connection import connect, describe_redis_error
+from perseus_core.plumbing.connection import (
+    access_denied,
+    connect,
+    describe_redis_error,
+    is_acl_denial,
+)
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.control.records import NO_RETRY, CommandOutcome, NoAgentAnswered, now_ms
@@ -117,9 +123,16 @@ class LivermoreBridge:
 
     async def listeners(self, identity_sub: str) -> int:
         """How many connections are subscribed to the owner's command channel now:
-        how many Livermore servers a command would reach."""
+        how many Livermore servers a command would reach.
+
+        Raises:
+            AccessDenied: this user may not ask (`PUBSUB NUMSUB`), named so.
+        """
         channel = keys.livermore_commands_channel(identity_sub)
-        counts = await self._redis.pubsub_numsub(channel)
+        try:
+            counts = await self._redis.pubsub_numsub(channel)
+        except ResponseError as exc:
+            raise _denied_or(exc, "PUBSUB NUMSUB", channel) from exc
         return sum(int(count) for name, count in counts if str(name) == channel)
 
     async def send(
@@ -144,22 +157,28 @@ class LivermoreBridge:
             NoLivermoreListener: the PUBLISH reached nobody (no wait).
             NoAgentAnswered: reached, but nothing acknowledged in time.
             RedisUnavailable: Redis could not be reached.
+            AccessDenied: this user may not subscribe to the response channel
+                or publish on the command channel; the refused command and
+                channel are named (nothing was sent).
         """
         cmd = livermore_command(command, exchange_name, clock=self._clock)
         ack_ms = ack_timeout_ms or self._settings.ack_timeout_ms
         result_ms = result_timeout_ms or self._settings.result_timeout_ms
         listener = connect(self._settings, retry=NO_RETRY)
         pubsub = listener.pubsub()
+        responses = keys.livermore_responses_channel(identity_sub)
+        commands = keys.livermore_commands_channel(identity_sub)
         try:
             try:
-                await self._subscribe(pubsub, keys.livermore_responses_channel(identity_sub))
-                reached = int(
-                    await self._redis.publish(
-                        keys.livermore_commands_channel(identity_sub), cmd.to_json()
-                    )
-                )
+                await self._subscribe(pubsub, responses)
+            except ResponseError as exc:
+                raise _denied_or(exc, "SUBSCRIBE", responses) from exc
+            try:
+                reached = int(await self._redis.publish(commands, cmd.to_json()))
             except TRANSIENT_ERRORS as exc:
                 raise RedisUnavailable(describe_redis_error(self._settings, exc)) from exc
+            except ResponseError as exc:
+                raise _denied_or(exc, "PUBLISH", commands) from exc
             if reached == 0:
                 raise NoLivermoreListener(identity_sub, cmd.correlation_id)
             if on_sent is not None:
@@ -182,12 +201,15 @@ class LivermoreBridge:
     async def _subscribe(self, pubsub: PubSub, channel: str) -> None:
         """Subscribe and wait for the server's confirmation: only then is a
         response published right after our command sure to reach us."""
-        await pubsub.subscribe(channel)
-        deadline = time.monotonic() + self._settings.ack_timeout_ms / 1000
-        while time.monotonic() < deadline:
-            message = await pubsub.get_message(timeout=max(0.01, deadline - time.monotonic()))
-            if message is not None and message.get("type") == "subscribe":
-                return
+        try:
+            await pubsub.subscribe(channel)
+            deadline = time.monotonic() + self._settings.ack_timeout_ms / 1000
+            while time.monotonic() < deadline:
+                message = await pubsub.get_message(timeout=max(0.01, deadline - time.monotonic()))
+                if message is not None and message.get("type") == "subscribe":
+                    return
+        except TRANSIENT_ERRORS as exc:
+            raise RedisUnavailable(describe_redis_error(self._settings, exc)) from exc
         raise RedisUnavailable(f"the subscription to {channel} was not confirmed in time")
 
     async def _wait(
@@ -399,6 +421,14 @@ def _answers(replies: list[CommandReply], lead: str) -> str:
     if lead == " (":
         return f" (answers: {text})"
     return lead + text
+
+
+def _denied_or(exc: ResponseError, command: str, channel: str) -> Exception:
+    """What to raise for Redis's refusal of `command` on `channel`: the
+    `AccessDenied` naming both when the user lacks the right (never left to
+    the caller, which would name the command it meant to send instead), else
+    the refusal as it came."""
+    return access_denied(exc, command, channel) if is_acl_denial(exc) else exc
 
 
 def _named(reply: CommandReply, identity_sub: str) -> CommandReply:

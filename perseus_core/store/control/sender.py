@@ -485,6 +485,8 @@ class ControlClient:
             NoAgentAnswered: nothing acknowledged within the ack timeout
                 (default `settings.ack_timeout_ms`).
             RedisUnavailable: Redis could not be reached.
+            AccessDenied: this user may not use Livermore's channel (`PUBSUB
+                NUMSUB`, `SUBSCRIBE` or `PUBLISH`, named so; nothing was sent).
         """
         kind = str(command.value if isinstance(command, CommandType) else command)
         if route is None:
@@ -522,6 +524,8 @@ class ControlClient:
 
         Raises:
             RedisError: Redis could not be read.
+            AccessDenied: this user may not count the Livermore listeners
+                (`PUBSUB NUMSUB`), named so.
         """
         route = await read_route(self._redis, exchange_id, command)
         if route.via is Via.LIVERMORE and route.identity_sub:

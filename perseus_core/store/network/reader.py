@@ -4,10 +4,11 @@ One reader holds the whole read and what it remembers between reads:
 
 - **Statuses.** The catalog's `HGETALL` and every status key's payload and
   `PTTL` go out in one pipeline per node (chunked `MGET`s and one small
-  script per chunk for the `PTTL`s; on Redis Cluster each `MGET` holds keys
-  of one hash slot only, so no command ever spans slots). A reader's first
-  snapshot does not know the catalog's ids yet: its `MGET`s follow the
-  `HGETALL` in a second round trip, during which it validates the catalog.
+  read-only script per chunk for the `PTTL`s; on Redis Cluster each `MGET`
+  holds keys of one hash slot only, so no command ever spans slots). A
+  reader's first snapshot does not know the catalog's ids yet: its `MGET`s
+  follow the `HGETALL` in a second round trip, during which it validates the
+  catalog.
 - **Heartbeat dating.** Every writer resets its key's TTL on each heartbeat,
   so the heartbeat happened `TTL - PTTL` ago on Redis's clock, whatever the
   writer's clock says (`heartbeat_moment`; the TTL is the writer's own,
@@ -71,6 +72,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from perseus_core.plumbing.connection import refused
 from perseus_core.plumbing.processes import gone_from_here
+from perseus_core.plumbing.scripts import read_script_command
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.network.catalog import (
     CatalogParser,
@@ -137,8 +139,11 @@ this on one exchange is a misconfiguration, not something to list in full."""
 PTTL_SCRIPT = "local t = {} for i, k in ipairs(KEYS) do t[i] = redis.call('PTTL', k) end return t"
 """The PTTLs of all its KEYS in one command. One PTTL command per key would
 quadruple a 10,000-key steady-state snapshot (the client's per-command cost);
-this adds one small EVAL per MGET. The script runs with the caller's ACL rights,
-so a read-only user can run it and still write nothing."""
+this adds one small script per MGET. It is sent as `EVAL_RO` where the server
+has it (`read_script_command`): Redis 7 judges the keys of a plain `EVAL` as
+written, and refuses it to a user whose keys are read-only (`%R~`). Either
+way it runs with the caller's ACL rights, so a reader can run it and still
+write nothing."""
 
 LIVE_MEMBERS_LUA = """
 local t = redis.call('TIME')
@@ -150,8 +155,8 @@ Redis server ms) has not passed, freshest first. A member is pruned only when
 some agent writes the set again, so an agent killed with -9 beside a live one
 would otherwise be listed (as ready, with its dead pid) until that write:
 the expiry is judged here, on the server's clock, like the writers judge it.
-Sent as EVAL, not EVALSHA: it rides in a pipeline, where a cluster client
-cannot load a script the server lost."""
+Sent as EVAL_RO (or EVAL: `read_script_command`), not by its SHA: it rides in
+a pipeline, where a cluster client cannot load a script the server lost."""
 
 Reads = tuple[list[str | None], list[int]]
 """Status payloads (None: no key) and their PTTLs in milliseconds, by id order."""
@@ -669,9 +674,10 @@ class FleetReader:
 
     # --- statuses: the pipelined reads -------------------------------------------------
 
-    def _queue_mgets(self, pipe: Any, ids: Sequence[int]) -> list[list[int]] | None:
+    def _queue_mgets(self, pipe: Any, ids: Sequence[int], script: str) -> list[list[int]] | None:
         """Queue the MGETs of the given ids' status keys on `pipe`, then their
-        PTTLs in the same chunks (`PTTL_SCRIPT`): in order, `MGET_CHUNK`
+        PTTLs in the same chunks (`PTTL_SCRIPT`, sent with the `script` command:
+        `read_script_command`): in order, `MGET_CHUNK`
         keys each, on a single Redis (returns None); one hash slot per group
         (then chunked) on a cluster, where no command may span slots (returns
         the index groups, for `_ungroup`).
@@ -688,7 +694,7 @@ class FleetReader:
             for chunk in chunks:
                 pipe.execute_command("MGET", *chunk)
             for chunk in chunks:
-                pipe.execute_command("EVAL", PTTL_SCRIPT, len(chunk), *chunk)
+                pipe.execute_command(script, PTTL_SCRIPT, len(chunk), *chunk)
             return None
         by_slot: dict[int, list[int]] = {}
         for index, key in enumerate(status_keys):
@@ -699,7 +705,7 @@ class FleetReader:
         for group in groups:
             pipe.execute_command("MGET", *(status_keys[i] for i in group))
         for group in groups:
-            pipe.execute_command("EVAL", PTTL_SCRIPT, len(group), *(status_keys[i] for i in group))
+            pipe.execute_command(script, PTTL_SCRIPT, len(group), *(status_keys[i] for i in group))
         return groups
 
     async def _catalog_and_statuses(
@@ -712,9 +718,10 @@ class FleetReader:
         returned as its error, not raised: the statuses read in the same
         pipeline still make a snapshot. Any other failure raises.
         """
+        script = await read_script_command(self._redis)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.CATALOG_KEY)
-            groups = self._queue_mgets(pipe, ids)
+            groups = self._queue_mgets(pipe, ids, script)
             results = await pipe.execute(raise_on_error=False)
         catalog = results[0]
         mgets = results[: 1 + (len(results) - 1) // 2]
@@ -726,8 +733,9 @@ class FleetReader:
     async def _mget(self, ids: Sequence[int]) -> Reads:
         """The status payloads of the given ids (None where there is no key)
         and their PTTLs."""
+        script = await read_script_command(self._redis)
         async with self._redis.pipeline(transaction=False) as pipe:
-            groups = self._queue_mgets(pipe, ids)
+            groups = self._queue_mgets(pipe, ids, script)
             results = await pipe.execute(raise_on_error=False)
         return _split(len(ids), groups, results)
 
@@ -992,8 +1000,9 @@ class FleetReader:
         wanted = _offline_wanted(views, last_known=last_known, agents=agents)
         if not wanted:
             return views
+        script = await read_script_command(self._redis)
         async with self._redis.pipeline(transaction=False) as pipe:
-            evals = _queue_offline_reads(pipe, views, wanted)
+            evals = _queue_offline_reads(pipe, views, wanted, script)
             replies = await pipe.execute(raise_on_error=False)
         await self._members_without_eval(replies, evals)
         read = self._offline_replies(views, wanted, replies)
@@ -1049,8 +1058,8 @@ class FleetReader:
 
     async def _members_without_eval(self, replies: list[Any], evals: list[tuple[int, str]]) -> None:
         """Read again, with a plain ZRANGE, the presence sets whose
-        `LIVE_MEMBERS_LUA` Redis refused (a user without EVAL, a server with
-        scripting disabled), replacing those replies in place. Without the
+        `LIVE_MEMBERS_LUA` Redis refused (a user who may not run it, a server
+        with scripting disabled), replacing those replies in place. Without the
         script the expiry is judged on this host's clock: a skew only moves
         the moment an expired member stops being listed. Saying "no agent"
         because a script was refused would be wrong while an agent runs."""
@@ -1135,7 +1144,7 @@ class FleetReader:
 def _split(size: int, groups: list[list[int]] | None, results: Sequence[Any]) -> Reads:
     """The payloads and the PTTLs (both in id order) from a `_queue_mgets`
     pipeline. A failed MGET raises; a refused PTTL script (a user without
-    EVAL) only leaves those keys undated (-1), to be aged by `lastHeartbeat`."""
+    scripts) only leaves those keys undated (-1), to be aged by `lastHeartbeat`."""
     half = len(results) // 2
     for result in results[:half]:
         if isinstance(result, Exception):
@@ -1223,10 +1232,11 @@ def _offline_wanted(views: list[ExchangeView], *, last_known: bool, agents: bool
 
 
 def _queue_offline_reads(
-    pipe: Any, views: list[ExchangeView], wanted: list[_Wanted]
+    pipe: Any, views: list[ExchangeView], wanted: list[_Wanted], script: str
 ) -> list[tuple[int, str]]:
     """Queue `_fill_offline`'s reads on `pipe`: per wanted view, its stream's
-    newest entry, its live presence members and its status key's TYPE, each
+    newest entry, its live presence members (`LIVE_MEMBERS_LUA`, sent with the
+    `script` command: `read_script_command`) and its status key's TYPE, each
     when wanted. Returns the position of each presence read among the replies,
     with its key (for `_members_without_eval`)."""
     evals: list[tuple[int, str]] = []
@@ -1236,7 +1246,7 @@ def _queue_offline_reads(
             pipe.xrevrange(stream, max="+", min="-", count=1)
             position += 1
         if presence is not None:
-            pipe.eval(LIVE_MEMBERS_LUA, 1, presence, MAX_AGENTS)
+            pipe.execute_command(script, LIVE_MEMBERS_LUA, 1, presence, MAX_AGENTS)
             evals.append((position, presence))
             position += 1
         if _checks_type(views[index], presence):
