@@ -353,7 +353,10 @@ class Instance:
     async def _note_recreated(self, recreated: KeyRecreated, now: datetime, found: float) -> None:
         deleter = None
         if recreated.cause is Vanishing.DELETED:
-            held_ms = recreated.held_ms + (time.monotonic() - found) * 1000
+            # A second more than the key was held: the window is cut on the
+            # server's clock after a round trip (on a loaded host, a long one),
+            # and the claimant's entry may follow the claim by milliseconds.
+            held_ms = recreated.held_ms + (time.monotonic() - found) * 1000 + 1_000
             deleter = await self._other_writer(held_ms)
         text = vanished_text(
             recreated, self._settings.heartbeat_ttl_ms, self.exchange_name, deleter
