@@ -3,8 +3,11 @@ clock that moves only when told, and reads of the test exchange's status key."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from click.testing import CliRunner
 from redis.asyncio import Redis
@@ -19,6 +22,29 @@ PERSEUS_ARGV = [sys.executable, "-c", "from perseus_cli.main import main; main()
 
 AGENT_ARGV = [*PERSEUS_ARGV, "agent"]
 """`perseus agent` as a process of its own; its options follow."""
+
+
+def start_agent(
+    redis_url: str, args: list[str], log_path: Path, **env: str
+) -> subprocess.Popen[bytes]:
+    """`perseus agent ARGS` on `redis_url` as a process of its own, in its own
+    session (so its child can be killed with it), its output in `log_path`.
+
+    The environment is this one without any PERSEUS_ setting, then public-IP
+    detection off, then `env` (PERSEUS_HEARTBEAT_INTERVAL_MS and the like).
+    """
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PERSEUS_")}
+    environ.update(PERSEUS_REDIS_URL=redis_url, PERSEUS_PUBLIC_IP="off", PYTHONUNBUFFERED="1")
+    environ.update(env)
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [*AGENT_ARGV, *args],
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def invoke(settings: Settings, *args: str) -> tuple[int, str, str]:

@@ -57,7 +57,7 @@ from perseus_tui.screens.help import HelpScreen
 from perseus_tui.screens.intro import IntroScreen
 from perseus_tui.widgets.card_grid import CardGrid
 from perseus_tui.widgets.instance_table import InstanceTable
-from tests.helpers import AGENT_ARGV
+from tests.helpers import start_agent
 from tests.livermore.shapes import LivermoreWriter
 
 SEED = 1604
@@ -346,23 +346,14 @@ def live_fleet(url: str, log_dir: Path) -> Iterator[None]:
     """The screenshot fleet, a real agent and a Livermore-style writer, all on `url`."""
     seed_fleet(url)
     exchange_id, name = AGENT_EXCHANGE
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSEUS_")}
-    env.update(
-        PERSEUS_REDIS_URL=url,
+    agent = start_agent(
+        url,
+        ["--exchange-id", str(exchange_id), "--exchange-name", name],
+        log_dir / "fuzz-agent.log",
         PERSEUS_HEARTBEAT_INTERVAL_MS="300",
         PERSEUS_HEARTBEAT_TTL_MS="3000",
-        PERSEUS_PUBLIC_IP="off",
         PERSEUS_BLOCK_MS="300",
     )
-    with open(log_dir / "fuzz-agent.log", "wb") as log:
-        agent = subprocess.Popen(
-            [*AGENT_ARGV, "--exchange-id", str(exchange_id), "--exchange-name", name],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
     stop = threading.Event()
     writer = threading.Thread(target=_livermore_server, args=(url, stop), daemon=True)
     writer.start()

@@ -13,7 +13,7 @@ import pytest
 from perseus_cli.apps.screenshots import DISPLAY_URL, SCREENSHOT_TZ
 from perseus_core.wire.settings import Settings
 from perseus_tui.app import PerseusApp, create_app
-from tests.helpers import AGENT_ARGV
+from tests.helpers import start_agent
 
 
 @pytest.fixture
@@ -65,28 +65,15 @@ def spawn_agent(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes
     started: list[subprocess.Popen[bytes]] = []
 
     def spawn(redis_url: str, *args: str) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PERSEUS_")}
-        env.update(
-            PERSEUS_REDIS_URL=redis_url,
+        process = start_agent(
+            redis_url,
+            list(args),
+            tmp_path / f"agent-{len(started)}.log",
             PERSEUS_HEARTBEAT_INTERVAL_MS="150",
             PERSEUS_HEARTBEAT_TTL_MS="600",
-            PERSEUS_PUBLIC_IP="off",
             PERSEUS_BLOCK_MS="200",
             PERSEUS_SOCKET_TIMEOUT_MS="1000",
-            PYTHONUNBUFFERED="1",
         )
-        log = open(tmp_path / f"agent-{len(started)}.log", "wb")  # closed below
-        try:
-            process = subprocess.Popen(
-                [*AGENT_ARGV, *args],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
         started.append(process)
         return process
 
