@@ -173,6 +173,23 @@ def test_two_servers_both_run_a_start_and_the_losers_error_is_listed(
     assert "already claimed" in out
 
 
+def test_at_the_deadline_the_message_says_what_the_key_shows(
+    settings: Settings, r: sync_redis.Redis
+) -> None:
+    """Two idle servers on one identity, one of them running kraken: one pops the
+    start and answers, the other never does (it did not pop it). At the result
+    deadline the outcome is what the key shows, with the answer that came."""
+    _catalog(settings, (2, "binance"), (4, "kraken"))
+    with (
+        LivermoreServer(settings.redis_url, SUB, "lm-a", EXCHANGES, running="kraken"),
+        LivermoreServer(settings.redis_url, SUB, "lm-b", EXCHANGES, running="coinbase"),
+    ):
+        code, out, err = invoke(settings, "start", "2", "--timeout", "1")
+    assert code == 1, out + err
+    assert "no result within 1 s" in err and "binance is offline (no status key)" in err
+    assert "answers: success (already_started)" in err
+
+
 def test_a_stop_that_two_servers_would_hear_is_never_sent(
     settings: Settings, r: sync_redis.Redis
 ) -> None:

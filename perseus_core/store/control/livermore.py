@@ -269,7 +269,8 @@ class LivermoreBridge:
             cmd.correlation_id,
             acked,
             None,
-            f"{waited.message}; {target.name} {shown.words()}{_answers(finals, ' (')}",
+            f"{waited.message}; {target.name} {shown.words()}"
+            + (f" (answers: {_answers(finals)})" if finals else ""),
             None,
         )
 
@@ -313,7 +314,7 @@ class LivermoreBridge:
         ]
         if errors and len(errors) == len(finals):
             return f"{'; '.join(errors)} ({name} {shown.words()})"
-        return f"the Livermore server answered{_answers(finals, ' ')}, but {name} {shown.words()}"
+        return f"the Livermore server answered {_answers(finals)}, but {name} {shown.words()}"
 
     async def _running_elsewhere(self, target: Target) -> list[tuple[str, str]]:
         """(host, exchange) for each other exchange of the identity's catalog
@@ -393,7 +394,7 @@ class Target:
     ) -> CommandOutcome:
         """Success, worded from the key; the replies that say otherwise listed."""
         contrary = [reply for reply in finals if not _agrees(reply)]
-        note = f"; other answers:{_answers(contrary, ' ')}" if contrary else ""
+        note = f"; other answers: {_answers(contrary)}" if contrary else ""
         return CommandOutcome(
             correlation_id, acked, ReplyStatus.SUCCESS, f"{self.name} {shown.words()}{note}", None
         )
@@ -405,11 +406,8 @@ def _agrees(reply: CommandReply) -> bool:
     return reply.status is ReplyStatus.SUCCESS and not status.startswith("already_")
 
 
-def _answers(replies: list[CommandReply], lead: str) -> str:
-    """The replies as `error "x", success (already_started)`, after `lead`;
-    "" for none. A `(` lead closes its parenthesis."""
-    if not replies:
-        return ""
+def _answers(replies: list[CommandReply]) -> str:
+    """The replies as `error "x", success (already_started)`."""
     parts = []
     for reply in replies:
         status = reply.status.value if reply.status else "?"
@@ -417,10 +415,7 @@ def _answers(replies: list[CommandReply], lead: str) -> str:
         detail = clean(reply.message, 200)
         part = status + (f" ({data_status})" if data_status else "")
         parts.append(part + (f' "{detail}"' if detail else ""))
-    text = ", ".join(parts)
-    if lead == " (":
-        return f" (answers: {text})"
-    return lead + text
+    return ", ".join(parts)
 
 
 def _denied_or(exc: ResponseError, command: str, channel: str) -> Exception:
