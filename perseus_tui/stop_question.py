@@ -40,15 +40,14 @@ class StopQuestion:
 
 
 def explanation(view: ExchangeView | None, route: Route | None = None) -> str:
-    """Who a stop would reach: a Perseus agent, or the Livermore servers `route`
-    counted; never a promise when nothing could answer."""
+    """Who a stop would reach: a Perseus agent, or the one Livermore server
+    `route` counted; never a promise when nothing could answer."""
     host = render.label(view.status.hostname) if view is not None and view.status else ""
     if route is not None and route.via is Via.LIVERMORE:
-        count = route.listeners
+        # Asked only with one listener: none, or several, is refused before.
         channel = render.label(keys.livermore_commands_channel(route.identity_sub or ""), "", 160)
         held = f"It is held by {host or 'another writer'}, not a Perseus agent"
-        servers = "the one Livermore server" if count == 1 else f"the {count} Livermore servers"
-        text = f"{held}: the stop goes to {servers} listening on {channel}."
+        text = f"{held}: the stop goes to the one Livermore server listening on {channel}."
     elif host:
         text = f"The Perseus agent on {host} will be asked to stop."
     else:

@@ -361,8 +361,9 @@ class DashboardScreen(ExchangeScreen):
         self.sync_bindings()
 
     def _filter_takes_keyboard(self) -> None:
-        if self._typing_filter:
+        if self._typing_filter:  # not submitted or cleared meanwhile
             self.set_focus(self.filter_input)
+            self._typing_filter = False  # from now on, the focus says where keys go
 
     def action_clear_filter(self) -> None:
         """Drop the filter and hide its input."""
