@@ -47,6 +47,19 @@ def start_agent(
         )
 
 
+def stop_agent(process: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
+    """SIGTERM an agent started by `start_agent`, then, if it has not exited
+    within `grace_s`, SIGKILL its whole session (its child included)."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait(5)
+
+
 def invoke(settings: Settings, *args: str) -> tuple[int, str, str]:
     """Run `perseus ARGS --redis-url URL` in-process: exit code, stdout, stderr.
 

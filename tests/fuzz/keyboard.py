@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -57,7 +55,7 @@ from perseus_tui.screens.help import HelpScreen
 from perseus_tui.screens.intro import IntroScreen
 from perseus_tui.widgets.card_grid import CardGrid
 from perseus_tui.widgets.instance_table import InstanceTable
-from tests.helpers import start_agent
+from tests.helpers import start_agent, stop_agent
 from tests.livermore.shapes import LivermoreWriter
 
 SEED = 1604
@@ -362,12 +360,7 @@ def live_fleet(url: str, log_dir: Path) -> Iterator[None]:
     finally:
         stop.set()
         writer.join(10)
-        agent.terminate()
-        try:
-            agent.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(agent.pid, 9)
-            agent.wait(5)
+        stop_agent(agent, grace_s=10)
 
 
 def _livermore_server(url: str, stop: threading.Event) -> None:

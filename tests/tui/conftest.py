@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from perseus_cli.apps.screenshots import DISPLAY_URL, SCREENSHOT_TZ
 from perseus_core.wire.settings import Settings
 from perseus_tui.app import PerseusApp, create_app
-from tests.helpers import start_agent
+from tests.helpers import start_agent, stop_agent
 
 
 @pytest.fixture
@@ -79,10 +78,4 @@ def spawn_agent(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes
 
     yield spawn
     for process in started:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait(5)
+        stop_agent(process)

@@ -46,7 +46,13 @@ from perseus_core.plumbing.connection import (
 )
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
-from perseus_core.store.control.records import NO_RETRY, CommandOutcome, NoAgentAnswered, now_ms
+from perseus_core.store.control.records import (
+    NO_RETRY,
+    CommandOutcome,
+    NoAgentAnswered,
+    now_ms,
+    parse_or_none,
+)
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError, PerseusError, RedisUnavailable
 from perseus_core.wire.models import (
@@ -282,12 +288,7 @@ class LivermoreBridge:
             raise RedisUnavailable(describe_redis_error(self._settings, exc)) from exc
         except REDIS_ERRORS:
             return Shown(True, None)  # wrong type, denied: there, but unreadable
-        if raw is None:
-            return Shown(False, None)
-        try:
-            return Shown(True, InstanceStatus.from_json(raw))
-        except PayloadError:
-            return Shown(True, None)
+        return Shown(raw is not None, parse_or_none(InstanceStatus, raw))
 
     async def _explain(self, target: Target, shown: Shown, finals: list[CommandReply]) -> str:
         """Why a command whose servers all answered had no effect on the key."""
@@ -324,18 +325,26 @@ class LivermoreBridge:
             entries = await self._redis.hgetall(keys.CATALOG_KEY)
         except REDIS_ERRORS:
             return []
-        others: list[CatalogEntry] = []
-        for raw in entries.values():
-            try:
-                entry = CatalogEntry.from_json(raw)
-            except PayloadError:
-                continue
-            if entry.livermore_sub == target.identity_sub and entry.id != target.exchange_id:
-                others.append(entry)
+        parsed = (parse_or_none(CatalogEntry, raw) for raw in entries.values())
+        others = sorted(
+            entry.id
+            for entry in parsed
+            if entry is not None
+            and entry.livermore_sub == target.identity_sub
+            and entry.id != target.exchange_id
+        )
+        if not others:
+            return []
+        try:  # one round trip; single-key GETs, so a cluster splits them per node
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for exchange_id in others:
+                    pipe.get(keys.status_key(exchange_id))
+                raws = await pipe.execute(raise_on_error=False)
+        except REDIS_ERRORS:
+            return []
         found: list[tuple[str, str]] = []
-        for entry in sorted(others, key=lambda e: e.id):
-            shown = await self._read_key(entry.id)
-            status = shown.status
+        for raw in raws:
+            status = parse_or_none(InstanceStatus, raw)
             if status is not None and status.instance_id is None and status.connection_state in _UP:
                 found.append((clean(status.hostname, 128), clean(status.exchange_name, 64)))
         return found

@@ -41,15 +41,23 @@ import contextlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic_core import from_json
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.exceptions import NoPermissionError, OutOfMemoryError, ResponseError
 
-from perseus_core.wire.errors import PerseusError
-from perseus_core.wire.models import MAX_COUNT, MAX_PAYLOAD_BYTES, MAX_PID, Command, ReplyStatus
+from perseus_core.wire.errors import PayloadError, PerseusError
+from perseus_core.wire.models import (
+    MAX_COUNT,
+    MAX_PAYLOAD_BYTES,
+    MAX_PID,
+    CatalogEntry,
+    Command,
+    InstanceStatus,
+    ReplyStatus,
+)
 from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import Clock, to_epoch_ms
 
@@ -375,3 +383,19 @@ class OutcomeRecord:
             text("message"),
             extra if isinstance(extra, dict) else None,
         )
+
+
+_Payload = TypeVar("_Payload", InstanceStatus, CatalogEntry)
+
+
+def parse_or_none(model: type[_Payload], raw: object) -> _Payload | None:
+    """A status or catalog payload read as part of sending a command, or None
+    for a missing, unreadable or wrong-type key (a read of the exchange's
+    holder or entry that must not stop the command: what it cannot tell is
+    treated as unknown)."""
+    if not isinstance(raw, str | bytes):
+        return None
+    try:
+        return model.from_json(raw)
+    except PayloadError:
+        return None

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from redis.exceptions import NoPermissionError, ResponseError
 
@@ -34,6 +34,7 @@ from perseus_core.store.control.records import (
     OutcomeUnknown,
     RedisOutOfMemory,
     now_ms,
+    parse_or_none,
 )
 from perseus_core.store.control.scripts import APPEND_COMMAND_LUA
 from perseus_core.wire import keys
@@ -109,9 +110,9 @@ async def read_route(redis: RedisClient, exchange_id: int, command: str) -> Rout
     return decide(
         exchange_id,
         command,
-        holder=_parse(InstanceStatus, raw_status),
+        holder=parse_or_none(InstanceStatus, raw_status),
         occupied=raw_status is not None and not isinstance(raw_status, Exception),
-        entry=_parse(CatalogEntry, raw_entry),
+        entry=parse_or_none(CatalogEntry, raw_entry),
         agents=agents if isinstance(agents, int) else 0,
     )
 
@@ -186,19 +187,6 @@ class StopNotAimed(CommandRejected):
             f"would take it, not necessarily the one running {name}; stop it from that "
             "server, or give each server its own identity"
         )
-
-
-_Model = TypeVar("_Model", InstanceStatus, CatalogEntry)
-
-
-def _parse(model: type[_Model], raw: object) -> _Model | None:
-    """The parsed payload, or None for a missing, unreadable or wrong-type key."""
-    if not isinstance(raw, str | bytes):
-        return None
-    try:
-        return model.from_json(raw)
-    except PayloadError:
-        return None
 
 
 async def _xadd_once(
