@@ -32,8 +32,11 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
+# The whole suite on the redis-server found (README: "Which Redis the tests
+# run on"), then the version-dependent tests on the other major (6.2 or 7.x).
 test: lint
 	$(BIN)/pytest -n $(JOBS) --dist loadgroup
+	$(BIN)/python -m tests.other_major -n $(JOBS) --dist loadgroup
 
 # The pure-logic tests alone (no Redis, no processes): seconds, for a quick loop.
 unit: $(BIN)/.installed

@@ -43,10 +43,15 @@ private `_` fixtures), in a module that starts no process of its own, is a
 PROCESS_MODULES = frozenset({"test_demo.py", "test_readme.py", "test_embedded.py"})
 """Modules that start processes or servers without a fixture."""
 
+EVERY_MAJOR_DIRECTORIES = frozenset({"cluster", "sentinel", "tls", "livermore"})
+"""Test directories whose every test `make test` runs on both Redis majors
+(tests/other_major.py); single tests elsewhere carry `every_major` themselves."""
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the pure-logic tests `unit`, keep the cluster's tests on one worker, and
-    start the slow ones first.
+    """Mark the pure-logic tests `unit` and the version-dependent ones
+    `every_major`, keep the cluster's tests on one worker, and start the slow
+    ones first.
 
     `pytest -m unit` then runs, in seconds, every test that needs no Redis and
     no process; under xdist (`--dist loadgroup`) every test of tests/cluster
@@ -59,6 +64,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         path = Path(str(item.fspath))
         if "cluster" in path.parts:
             item.add_marker(pytest.mark.xdist_group("cluster"))
+        if EVERY_MAJOR_DIRECTORIES.intersection(path.parts):
+            item.add_marker(pytest.mark.every_major)
         callspec = getattr(item, "callspec", None)
         parameters = set(callspec.params) if callspec is not None else set()
         fixtures = {

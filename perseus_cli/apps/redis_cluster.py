@@ -26,10 +26,15 @@ SLOTS = 16_384
 
 
 def cluster_port(taken: Collection[int] = ()) -> int:
-    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
+    """A free port whose cluster-bus port (port + 10000) is free and valid too.
+
+    `taken` holds the ports and bus ports of the other nodes of the cluster
+    (see `_pair`): none of them is started yet, so nothing listens on them,
+    and one node's port must not be another's bus port.
+    """
     for _ in range(200):
         port = free_port()
-        if port in taken or port + 10_000 > 65_535:
+        if port in taken or port + 10_000 in taken or port + 10_000 > 65_535:
             continue
         with socket.socket() as probe:
             try:
@@ -38,6 +43,11 @@ def cluster_port(taken: Collection[int] = ()) -> int:
                 continue
         return port
     raise PerseusError("no free port pair for a cluster node")
+
+
+def _pair(port: int) -> tuple[int, int]:
+    """A node's client port and its cluster-bus port."""
+    return port, port + 10_000
 
 
 class RedisClusterNodes:
@@ -61,7 +71,7 @@ class RedisClusterNodes:
         self.nodes: list[RedisServer] = []
         for _ in range(masters * (1 + replicas_per_master)):
             port = cluster_port(taken)
-            taken.add(port)
+            taken.update(_pair(port))
             args = [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
@@ -85,7 +95,7 @@ class RedisClusterNodes:
     def start(self, timeout: float = 30.0) -> RedisClusterNodes:
         """Start every node, form the cluster and wait until it serves all slots."""
         deadline = time.monotonic() + timeout
-        taken = {node.port for node in self.nodes}
+        taken = {port for node in self.nodes for port in _pair(node.port)}
         for node in self.nodes:
             for _ in range(5):
                 try:
@@ -93,7 +103,7 @@ class RedisClusterNodes:
                     break
                 except PortInUse:  # taken since it was picked: pick another pair
                     node.port = cluster_port(taken)
-                    taken.add(node.port)
+                    taken.update(_pair(node.port))
             else:
                 node.start()
         clients = [_client(node) for node in self.nodes]

