@@ -16,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, InvalidResponse, NoPermissionError, RedisError
 
-from perseus_cli.failures import REDIS_FAILURES, describe_failure, redis_url_problem
+from perseus_cli.failures import REDIS_FAILURES, Failure, describe_failure, redis_url_problem
 from perseus_cli.options import EXIT_USAGE, fail, quiet_closed_stdout
 from perseus_core.plumbing.connection import connect, is_tls_failure, ping_or_raise
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
@@ -35,17 +35,23 @@ def load_settings(redis_url: str | None = None, **overrides: Any) -> Settings:
     A bad environment value or a malformed Redis URL is a usage error: one
     line (the variable named, the URL's password never shown) and exit 2.
     """
+    found = settings_or_problem(redis_url, **overrides)
+    if isinstance(found, str):
+        fail(found, EXIT_USAGE)
+    return found
+
+
+def settings_or_problem(redis_url: str | None = None, **overrides: Any) -> Settings | str:
+    """`load_settings`, returning what is wrong (a usage error) instead of exiting."""
     values = {k: v for k, v in overrides.items() if v is not None}
     if redis_url:
         values["redis_url"] = redis_url
     try:
         settings = Settings(**values)
     except ValidationError as exc:
-        fail(f"invalid configuration: {describe_validation_error(exc)}", EXIT_USAGE)
+        return f"invalid configuration: {describe_validation_error(exc)}"
     problem = redis_url_problem(settings)
-    if problem is not None:
-        fail(problem, EXIT_USAGE)
-    return settings
+    return settings if problem is None else problem
 
 
 def run(settings: Settings, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -145,8 +151,25 @@ def run_read(settings: Settings, body: Callable[[], Coroutine[Any, Any, T]]) -> 
     """`run` for the read-side verbs: the library's warnings on stderr, and one
     line (exit 1) for errors Redis or Perseus reports on purpose, such as a key
     of the wrong type or an ACL refusal."""
+    found = attempt_read(settings, body)
+    if isinstance(found, Failure):
+        fail(found.message, found.code)
+    return found
+
+
+_READ_FAILURES: tuple[type[BaseException], ...] = (*REDIS_FAILURES, PerseusError, RedisError)
+
+
+def attempt_read(settings: Settings, body: Callable[[], Coroutine[Any, Any, T]]) -> T | Failure:
+    """`run_read`, returning the failure (its line and exit code) instead of
+    printing it: for a verb that reports it its own way (`doctor --json`)."""
     try:
         with _library_warnings():
-            return run(settings, body)
-    except (PerseusError, RedisError) as exc:
-        _fail_with(settings, exc)
+            return asyncio.run(body())
+    except BrokenPipeError:
+        quiet_closed_stdout()
+    except _READ_FAILURES as exc:
+        failure = describe_failure(settings, exc)
+        if failure is None:
+            raise
+        return failure

@@ -144,9 +144,21 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 """`--json` of every read verb: the same flag, name and help everywhere."""
 
 
+FAILURE_WRITER = "perseus.failure_writer"
+"""`ctx.meta` key of a verb that reports its own failures (`doctor --json`
+prints a JSON document even then): a callable taking the message and exit
+code, which `fail` calls instead of printing the line."""
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    """Print one line to stderr and exit with `code`."""
-    click.echo(f"perseus: {message}", err=True)
+    """Print one line to stderr (or hand it to the verb's `FAILURE_WRITER`)
+    and exit with `code`."""
+    ctx = click.get_current_context(silent=True)
+    writer = ctx.meta.get(FAILURE_WRITER) if ctx is not None else None
+    if writer is not None:
+        writer(message, code)
+    else:
+        click.echo(f"perseus: {message}", err=True)
     sys.exit(code)
 
 

@@ -45,7 +45,7 @@ from perseus_core.present.commands import (
 )
 from perseus_core.store.activity import ActivityLog, ActivityPage, ActivityTail
 from perseus_core.store.control.sender import ControlClient
-from perseus_core.store.doctor import probe_roles
+from perseus_core.store.doctor import command_refusal
 from perseus_core.store.network import FleetReader, FleetSnapshot
 from perseus_core.wire.models import ActivityEntry, CommandType
 from perseus_core.wire.settings import Settings
@@ -276,12 +276,9 @@ class FleetService:
         send commands; a viewer's dashboard then starts read-only and never
         offers start or stop."""
         ids = [view.exchange_id for view in snapshot.exchanges if view.exchange_id >= 0]
-        roles = await probe_roles(self.redis, ids[0] if ids else 1)
+        refusal = await command_refusal(self.redis, ids[0] if ids else 1)
         self._rights_known = True
-        if not roles.operator:
-            refusal = next(
-                (r for r in roles.refusals if " XADD " in r), "no right to send commands"
-            )
+        if refusal is not None:
             self._host.post_message(ReadOnlyDetected(f"Redis refuses commands: {refusal}"))
 
     # --- activity ----------------------------------------------------------------------

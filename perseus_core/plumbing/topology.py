@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import redis as sync_redis
 from redis._parsers import AsyncCommandsParser
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -206,6 +206,15 @@ def forget(url: str | None = None) -> None:
             _known.pop(url, None)
             _nodes.pop(url, None)
             _unknown_until.pop(url, None)
+
+
+def node_client(node: ClusterNode) -> Redis:
+    """A single-server client of one cluster node, with the cluster client's
+    credentials, timeouts and TLS, for what must talk to that node alone (a
+    subscription to its keyspace channels, a question about its ACL rules).
+    The caller closes it."""
+    pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+    return Redis.from_pool(pool)
 
 
 Release = Callable[[Connection], Awaitable[None]]

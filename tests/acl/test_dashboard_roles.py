@@ -2,8 +2,8 @@
 shows the fleet, says it is read-only from the first read (probed without
 writing) and never offers start or stop; an operator's starts and stops an
 agent run as the agent user. Neither is refused anything but what the
-dashboard's probe of its rights asks (refused before it could write). An
-operator short of a Livermore right is told which one."""
+dashboard's probe of its rights asks on Redis 6.2 (refused before it could
+write). An operator short of a Livermore right is told which one."""
 
 from __future__ import annotations
 
@@ -49,11 +49,15 @@ async def test_a_viewer_sees_the_fleet_read_only(
         assert await admin.exists(keys.commands_key(3)) == 0  # nothing was sent
     finally:
         await admin.aclose()
-    # The probe's two write commands, refused before they could write; nothing else.
-    assert set(acl.denials()) == {
-        Denial(VIEWER, "command", "xadd"),
-        Denial(VIEWER, "command", "set"),
-    }
+    # Whether it may send commands was asked without sending any: from a
+    # script on Redis 7 (nothing refused); on 6.2 by probes whose refusals
+    # changed nothing. Nothing else was refused.
+    expected = (
+        set()
+        if acl.version >= (7, 0)
+        else {Denial(VIEWER, "command", "xadd"), Denial(VIEWER, "command", "blpop")}
+    )
+    assert set(acl.denials()) == expected
 
 
 async def test_an_operator_starts_and_stops_an_agent_from_the_dashboard(
@@ -78,8 +82,8 @@ async def test_an_operator_starts_and_stops_an_agent_from_the_dashboard(
         await eventually(lambda: "READY" in card_text(app, 1), within=15)
         await eventually(lambda: command_lines(app).count("done") >= 2, within=10)
     assert agent.running
-    # Only the probe of whether it is an agent too (SET ... PX 0), refused before writing.
-    assert set(acl.denials()) == {Denial(OPERATOR, "command", "set")}
+    # The probe of whether it may send commands: nothing refused.
+    assert acl.denials() == []
 
 
 async def test_an_operator_without_pubsub_numsub_is_told_so_before_a_livermore_stop(

@@ -22,7 +22,7 @@ from perseus_cli.apps.redis_server import RedisServer
 from perseus_cli.main import cli
 from perseus_core.instance import Instance
 from perseus_core.plumbing.connection import connect
-from perseus_core.store.doctor import probe_roles
+from perseus_core.store.doctor import Target, probe_roles
 from perseus_core.store.network import FleetReader, FleetSnapshot
 from perseus_core.store.presence import AgentAnnouncer
 from perseus_core.wire import keys
@@ -251,7 +251,7 @@ async def test_a_viewer_reads_and_is_told_what_it_may_not_do(
         script = "EVAL_RO" if acl.version >= (7, 0) else "EVAL"
         with pytest.raises(ResponseError, match="can't run this command"):  # the caller's rights
             await viewer.execute_command(script, write, 1, keys.status_key(2))
-        roles = await probe_roles(viewer, 2)
+        roles = await probe_roles(viewer, Target(2, "binance", 3))
         assert roles.names == ["viewer"]
         assert any("may not XADD perseus:commands:2" in r for r in roles.refusals)
     finally:

@@ -1,6 +1,8 @@
 """`perseus doctor` against a plain server, a TLS endpoint and a viewer user:
 a table (or JSON) of what it found, exit 0 when Perseus will work, 1 with the
-reasons otherwise, 3 when Redis cannot be reached."""
+reasons otherwise, 3 when Redis cannot be reached; with `--json`, one JSON
+document whatever happens. The documented roles, each version's lines, are
+in tests/acl/test_doctor_roles.py."""
 
 from __future__ import annotations
 
@@ -43,12 +45,19 @@ def test_a_plain_server_that_works(redis_url: str) -> None:
     seed_writer(redis_url, clock_behind_s=30)
     result = doctor(redis_url, "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     checks = {c["check"]: c for c in report["checks"]}
-    assert report["ok"] is True and report["reasons"] == []
+    assert report["ok"] is True and report["reasons"] == [] and report["exitCode"] == 0
     assert checks["mode"]["value"] == "standalone"
     assert checks["TLS"]["value"] == "off (redis://)"
-    assert checks["roles"]["value"].startswith("viewer, operator, agent")
+    # The default user may do anything: Redis 7 says so command by command
+    # (from a script), 6.2 by the user's flags (ACL GETUSER).
+    assert report["facts"]["roles"] == ["viewer", "operator", "agent"]
+    assert report["facts"]["rights"]["method"] in ("redis.acl_check_cmd", "ACL GETUSER")
+    assert checks["role: agent"]["value"] == "can run the agent of exchange 1 (coinbase)"
+    assert checks["memory"]["ok"] is True
+    # One blocking read follows every stream on a single server: it never polls.
+    assert checks["live tail"]["value"].startswith("blocks: one XREAD BLOCK")
     assert report["facts"]["version"].startswith(("6.", "7.", "8."))
     assert set(report["facts"]["latency_ms"]) == {"p50", "p99"}
     # The writer's clock is 30 s behind: named, with its host.
@@ -82,16 +91,51 @@ def test_the_tls_endpoint(tls_proxy: TlsProxy, certs: Certs, redis_url: str) -> 
 def test_a_viewer_user(acl: AclServer) -> None:  # noqa: F811
     result = doctor(acl.viewer, "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
-    roles = next(c for c in report["checks"] if c["check"] == "roles")
+    report = json.loads(result.stdout)
+    operator = next(c for c in report["checks"] if c["check"] == "role: operator")
     assert report["facts"]["roles"] == ["viewer"]
-    assert any("may not XADD perseus:commands:1" in d for d in roles["details"])
-    notifications = next(c for c in report["checks"] if c["check"] == "stream notifications")
-    assert notifications["value"] == "unknown (this user may not CONFIG GET)"
+    assert any("may not XADD perseus:commands:1" in d for d in operator["details"])
     assert "viewer-pw" not in result.output
+
+
+def test_a_full_server_refusing_writes_is_not_fit(redis_url: str) -> None:
+    with sync_redis.Redis.from_url(redis_url) as admin:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        try:
+            result = doctor(redis_url, "--json")
+        finally:
+            admin.config_set("maxmemory", 0)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    memory = next(c for c in report["checks"] if c["check"] == "memory")
+    assert memory["ok"] is False
+    assert memory["value"].startswith("full: used_memory ")
+    assert "over maxmemory 1, policy noeviction; Redis refuses every write" in memory["value"]
+    assert report["reasons"] == [f"memory: {memory['value']}"]
+    table = doctor(redis_url)
+    assert table.exit_code == 0 and "Perseus will work with this Redis." in table.output
 
 
 def test_unreachable_is_one_line_and_exit_3() -> None:
     result = doctor(f"redis://127.0.0.1:{free_port()}/0")
     assert result.exit_code == 3
     assert len(result.output.strip().splitlines()) == 1 and "connection refused" in result.output
+
+
+def test_json_is_json_whatever_happens(redis_url: str) -> None:
+    unreachable = doctor(f"redis://127.0.0.1:{free_port()}/0", "--json")
+    assert unreachable.exit_code == 3
+    report = json.loads(unreachable.stdout)
+    assert report["ok"] is False and report["exitCode"] == 3
+    assert "connection refused" in report["error"] and report["reasons"] == [report["error"]]
+    for args, code, words in [
+        (("--json", "--role", "nobody"), 2, "usage: Invalid value for '--role'"),
+        (("--json", "--redis-url-file", "/nonexistent/url"), 2, "cannot read --redis-url-file"),
+        (("--json", "--redis-url", "redis://host:port/0"), 2, "invalid port in the Redis URL"),
+    ]:
+        result = doctor(redis_url, *args)
+        assert result.exit_code == code, result.output
+        assert result.stderr == ""
+        report = json.loads(result.stdout)
+        assert report["exitCode"] == code and report["error"].startswith(words), report

@@ -28,7 +28,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
@@ -36,7 +36,7 @@ from redis.exceptions import ResponseError
 
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.streams import StreamRow, xread_rows
-from perseus_core.plumbing.topology import RedisClient
+from perseus_core.plumbing.topology import RedisClient, node_client
 
 BLOCKING_GROUPS_MAX = 64
 """Slot groups up to which every group gets its own blocking read (and holds a
@@ -240,17 +240,12 @@ class ClusterStreamReader(StreamReader):
             ]
         except _SUBSCRIBE_ERRORS:  # e.g. a user without CONFIG: poll
             return False
-        for config in configs:
-            flags = str(config.get("notify-keyspace-events", ""))
-            if "K" not in flags or ("t" not in flags and "A" not in flags):
-                return False
+        if not all(notifies_stream_writes(c.get("notify-keyspace-events")) for c in configs):
+            return False
         # One pattern per key prefix (`logs:network:*`...), not every key event.
         patterns = sorted({f"__keyspace@0__:{key.rpartition(':')[0]}:*" for key in streams})
         for master in masters:
-            pool = ConnectionPool(
-                connection_class=master.connection_class, **master.connection_kwargs
-            )
-            listener = self._listen(Redis.from_pool(pool), patterns)
+            listener = self._listen(node_client(master), patterns)
             self._subscribers.append(asyncio.ensure_future(listener))
         return True
 
@@ -274,6 +269,20 @@ class ClusterStreamReader(StreamReader):
         finally:
             await pubsub.aclose()
             await node.aclose()
+
+
+def notifies_stream_writes(flags: object) -> bool:
+    """Whether a server's `notify-keyspace-events` flags announce stream writes
+    on keyspace channels (`K`, and `t` or `A`): what the tail of a large fleet
+    on a cluster needs from every master to wake instead of polling."""
+    text = str(flags or "")
+    return "K" in text and ("t" in text or "A" in text)
+
+
+def slot_group_count(stream_keys: list[str]) -> int:
+    """In how many slot groups a cluster tail reads `stream_keys`: up to
+    `BLOCKING_GROUPS_MAX` it waits in one blocking read per group."""
+    return len({key_slot(key.encode()) for key in stream_keys})
 
 
 def _slot_groups(streams: Mapping[str, str]) -> list[dict[str, str]]:

@@ -19,6 +19,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
+from perseus_core.plumbing.memory import memory_use
 from perseus_core.plumbing.topology import RedisClient, checkout
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.control.livermore import LivermoreBridge, NoLivermoreListener
@@ -416,14 +417,8 @@ class ControlClient:
             info = await self._redis.info("memory")
         except REDIS_ERRORS:
             return None
-        try:
-            limit, used = int(info["maxmemory"]), int(info["used_memory"])
-        except (KeyError, TypeError, ValueError):  # a cluster's per-node answer, or none
-            return None
-        if not limit or used <= limit:
-            return None
-        policy = clean(info.get("maxmemory_policy"), 40) or "unknown"
-        return f"used_memory {used:,} bytes over maxmemory {limit:,}, policy {policy}"
+        use = memory_use(info)
+        return use.describe() if use is not None and use.over else None
 
     @staticmethod
     def _parse_reply(raw: str, correlation_id: str) -> CommandReply | None:

@@ -2,23 +2,35 @@
 
 Each check gives one row: what was found, and whether Perseus will work with
 it (True), will not (False: a reason to exit 1), or it is only worth knowing
-(None). Nothing is written: role probes are refused by Redis before they
-change anything (see `roles`), and the rest only reads.
+(None). Nothing is written: rights are asked of Redis without running
+anything (see `rights`), and the rest only reads. A check this user may not
+make says so and is left unknown: the doctor never fails for a right the
+user's role does not need.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoPermissionError, ResponseError
+from redis.exceptions import ResponseError
 
-from perseus_core.plumbing.connection import is_sentinel_url, is_tls_url
+from perseus_core.plumbing.connection import is_acl_denial, is_sentinel_url, is_tls_url
+from perseus_core.plumbing.memory import MemoryUse, memory_use
 from perseus_core.plumbing.topology import RedisClient
-from perseus_core.store.doctor.roles import probe_roles
+from perseus_core.store.activity import exchange_stream_keys
+from perseus_core.store.activity.reads import (
+    BLOCKING_GROUPS_MAX,
+    POLL_MAX_S,
+    notifies_stream_writes,
+    slot_group_count,
+)
+from perseus_core.store.doctor.rights import Method
+from perseus_core.store.doctor.roles import Role, Roles, find_target, probe_roles
 from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.settings import Settings
@@ -34,6 +46,12 @@ HOST_SKEW_LIMIT_S = 10.0
 WRITER_SKEW_LIMIT_S = 2.0
 """A writer whose clock is further off than this is listed (heartbeat ages
 still come out right: they are dated by PTTL)."""
+
+T = TypeVar("T")
+
+NEAR_FULL = 0.9
+"""Share of `maxmemory` past which a `noeviction` server is said to be close
+to refusing writes."""
 
 PINGS = 100
 """Round trips timed for the latency percentiles."""
@@ -98,9 +116,27 @@ class Diagnosis:
 
 def _refused(exc: ResponseError, command: str) -> str:
     """A check's value when Redis refused to answer it."""
-    if isinstance(exc, NoPermissionError):
+    if is_acl_denial(exc):
         return f"unknown (this user may not {command})"
     return f"unknown ({clean(str(exc), 120)})"
+
+
+async def _guarded(report: Diagnosis, name: str, check: Awaitable[T]) -> T | None:
+    """Run one check; a command Redis refuses (a right this user lacks, a
+    disabled command) leaves its row unknown instead of ending the report."""
+    try:
+        return await check
+    except ResponseError as exc:
+        words = clean(str(exc), 160)
+        why = f"this user may not: {words}" if is_acl_denial(exc) else words
+        report.checks.append(Check(name, f"unknown ({why})"))
+        return None
+
+
+def _not_read(report: Diagnosis, *names: str) -> None:
+    """Rows of checks that read the whole fleet, for a user who may not."""
+    for name in names:
+        report.checks.append(Check(name, "not checked: this user cannot read the fleet"))
 
 
 async def _info(redis: RedisClient, section: str) -> dict[str, Any]:
@@ -136,7 +172,14 @@ async def check_version(redis: RedisClient, report: Diagnosis) -> None:
 async def check_mode(redis: RedisClient, settings: Settings, report: Diagnosis) -> None:
     """Standalone, cluster (nodes, masters, slots, state) or Sentinel."""
     if isinstance(redis, RedisCluster):
-        info = await _call(redis, "CLUSTER", "INFO")
+        try:
+            info = await _call(redis, "CLUSTER", "INFO")
+        except ResponseError as exc:
+            value = (
+                f"cluster: {len(redis.get_nodes())} nodes, state {_refused(exc, 'CLUSTER INFO')}"
+            )
+            report.checks.append(Check("mode", value))
+            return
         text = info if isinstance(info, str) else str(info)
         fields = dict(
             line.split(":", 1) for line in text.splitlines() if ":" in line and line.strip()
@@ -179,13 +222,92 @@ def check_tls(settings: Settings, report: Diagnosis) -> None:
     report.checks.append(Check("TLS", ", ".join(parts), True))
 
 
-async def check_roles(redis: RedisClient, exchange_id: int, report: Diagnosis) -> None:
-    """Which roles the user can act as; it must at least be able to read."""
-    roles = await probe_roles(redis, exchange_id)
+_METHODS = {
+    Method.SCRIPT: "asked with {via}: nothing ran",
+    Method.DRYRUN: "asked with {via}: nothing ran",
+    Method.GETUSER: "read with {via}: this user may run every command on every key",
+    Method.PROBES: "probed with commands Redis refuses after its ACL check, or that change"
+    " nothing (no redis.acl_check_cmd or ACL DRYRUN for this user here); Redis logs the"
+    " refusals in its ACL LOG",
+}
+
+
+async def check_roles(
+    redis: RedisClient,
+    report: Diagnosis,
+    role: Role | None,
+    exchange_id: int | None,
+    exchange_name: str | None,
+) -> Roles:
+    """What the user may do in each role: one row per role, and a failure
+    when it is fit for no role (none asked), or not for the one asked."""
+    target = await find_target(redis, exchange_id, exchange_name)
+    roles = await probe_roles(redis, target)
+    report.facts["rights"] = {
+        "method": roles.method.value,
+        "via": roles.via,
+        "roles": {r.value: result.to_dict() for r, result in roles.results.items()},
+    }
     report.facts["roles"] = roles.names
-    names = ", ".join(roles.names) or "none"
-    value = f"{names} (probed on exchange {exchange_id})"
-    report.checks.append(Check("roles", value, roles.viewer, roles.refusals))
+    report.facts["role"] = role.value if role is not None else None
+    report.facts["summary"] = roles.summary()
+    report.checks.append(Check("rights", _METHODS[roles.method].format(via=roles.via)))
+    shown: set[str] = set()  # an operator reads as a viewer does: said once
+    for each in Role:
+        result = roles.results[each]
+        ok: bool | None = result.fit if each is role else (True if result.fit else None)
+        details = tuple(d for d in result.details if d not in shown)
+        shown.update(details)
+        report.checks.append(Check(f"role: {each}", result.line(), ok, details))
+    if role is None and not roles.names:
+        hint = (
+            "; for an agent's user, name its exchange: --role agent --exchange-id ID"
+            if exchange_id is None
+            else ""
+        )
+        report.checks.append(Check("role", f"fit for no Perseus role{hint}", False))
+    return roles
+
+
+async def check_memory(redis: RedisClient, report: Diagnosis, refused_write: str) -> None:
+    """Used memory against `maxmemory` on every master: a server over it
+    refuses every write, and then no agent can claim, heartbeat or answer."""
+    if isinstance(redis, RedisCluster):
+        infos = [await redis.info("memory", target_nodes=node) for node in redis.get_primaries()]
+    else:
+        infos = [await redis.info("memory")]
+    uses: list[MemoryUse] = []
+    for info in infos:
+        use = memory_use(dict(info))
+        if use is not None:
+            uses.append(use)
+    report.facts["memory"] = [
+        {"used_memory": u.used, "maxmemory": u.limit, "maxmemory_policy": u.policy} for u in uses
+    ]
+    over = [u for u in uses if u.over]
+    if over or refused_write:
+        found = over[0].describe() if over else f"a write was refused ({refused_write})"
+        value = f"full: {found}; Redis refuses every write"
+        report.checks.append(Check("memory", value, False))
+        return
+    if not uses:
+        report.checks.append(Check("memory", "unknown (INFO memory says nothing of it)"))
+        return
+    fullest = max(uses, key=lambda u: u.used / u.limit if u.limit else 0.0)
+    notes: list[str] = []
+    if (
+        fullest.limit
+        and fullest.policy == "noeviction"
+        and fullest.used >= NEAR_FULL * fullest.limit
+    ):
+        notes.append("close to maxmemory: under noeviction every write is refused past it")
+    elif fullest.limit and fullest.policy != "noeviction":
+        notes.append(
+            f"{fullest.policy} may evict status keys (they expire) or streams at maxmemory"
+            if fullest.policy.startswith(("volatile", "allkeys"))
+            else f"policy {fullest.policy}"
+        )
+    report.checks.append(Check("memory", fullest.describe(), True, tuple(notes)))
 
 
 async def check_latency(redis: RedisClient, report: Diagnosis) -> None:
@@ -201,23 +323,48 @@ async def check_latency(redis: RedisClient, report: Diagnosis) -> None:
     report.checks.append(Check("latency", f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({PINGS} PINGs)"))
 
 
-async def check_notifications(redis: RedisClient, report: Diagnosis) -> None:
-    """Whether keyspace notifications of stream writes are on (the live tail
-    of a large fleet wakes on them; it polls without)."""
-    name = "notify-keyspace-events"
-    try:
-        if isinstance(redis, RedisCluster):
-            reply = await redis.config_get(name, target_nodes=RedisCluster.DEFAULT_NODE)
-        else:
-            reply = await redis.config_get(name)
-    except ResponseError as exc:
-        report.checks.append(Check("stream notifications", _refused(exc, "CONFIG GET")))
+async def check_live_tail(redis: RedisClient, names: list[str] | None, report: Diagnosis) -> None:
+    """How the live feed waits for new entries (`activity.reads`): one blocking
+    read on a single Redis; on a cluster a blocking read per slot group up to
+    `BLOCKING_GROUPS_MAX`, past that a wake-up from keyspace notifications
+    when every master sends them, else a poll."""
+    name = "live tail"
+    if not isinstance(redis, RedisCluster):
+        value = "blocks: one XREAD BLOCK follows every stream (no keyspace notifications needed)"
+        report.checks.append(Check(name, value))
         return
-    flags = str(dict(reply).get(name, ""))
-    on = "K" in flags and ("t" in flags or "A" in flags)
+    if names is None:
+        _not_read(report, name)
+        return
+    groups = slot_group_count(exchange_stream_keys(names))
+    report.facts["tail_slot_groups"] = groups
+    if groups <= BLOCKING_GROUPS_MAX:
+        value = (
+            f"blocks: one blocking XREAD per slot group of streams"
+            f" ({groups}, of at most {BLOCKING_GROUPS_MAX} read so)"
+        )
+        report.checks.append(Check(name, value))
+        return
+    flags: dict[str, str] = {}
+    try:
+        for node in redis.get_primaries():
+            reply = await redis.config_get("notify-keyspace-events", target_nodes=node)
+            flags[node.name] = str(dict(reply).get("notify-keyspace-events", ""))
+    except ResponseError as exc:
+        polls = f"polls every {POLL_MAX_S:g} s ({groups} slot groups)"
+        why = "this user may not CONFIG GET to see" if is_acl_denial(exc) else clean(str(exc), 80)
+        report.checks.append(Check(name, f"{polls}: {why} whether keyspace notifications are on"))
+        return
     report.facts["notify_keyspace_events"] = flags
-    value = f"on ({flags})" if on else f"off ({flags or 'none'}): the live tail polls"
-    report.checks.append(Check("stream notifications", value))
+    off = sorted(node for node, value in flags.items() if not notifies_stream_writes(value))
+    if off:
+        value = (
+            f"polls every {POLL_MAX_S:g} s ({groups} slot groups): notify-keyspace-events"
+            f" lacks K and t on {', '.join(off)}"
+        )
+    else:
+        value = f"wakes on keyspace notifications ({groups} slot groups; every master sends them)"
+    report.checks.append(Check(name, value))
 
 
 async def check_host_clock(redis: RedisClient, report: Diagnosis) -> None:
@@ -233,8 +380,9 @@ async def check_host_clock(redis: RedisClient, report: Diagnosis) -> None:
     report.checks.append(Check("clock (this host)", value, None if ok else False))
 
 
-async def check_fleet(redis: RedisClient, settings: Settings, report: Diagnosis) -> None:
-    """Writers' clocks (lastHeartbeat against PTTL), stream sizes and retention."""
+async def check_fleet(redis: RedisClient, settings: Settings, report: Diagnosis) -> list[str]:
+    """Writers' clocks (lastHeartbeat against PTTL), stream sizes and
+    retention; returns the exchanges' names (whose streams the tail follows)."""
     reader = FleetReader(redis)
     snapshot = await reader.snapshot(last_known=False)
     skewed: list[str] = []
@@ -253,6 +401,7 @@ async def check_fleet(redis: RedisClient, settings: Settings, report: Diagnosis)
     report.checks.append(Check("clock (writers)", value, None, tuple(skewed)))
     names = sorted({v.exchange_name.lower() for v in snapshot.exchanges if v.exchange_name})
     await _check_streams(redis, settings, names, report)
+    return names
 
 
 async def _check_streams(
@@ -343,35 +492,42 @@ async def check_types(redis: RedisClient, report: Diagnosis, limit: int = 10_000
     report.checks.append(Check("key types", value, not wrong, tuple(wrong[:20])))
 
 
-async def diagnose(redis: RedisClient, settings: Settings, exchange_id: int | None) -> Diagnosis:
+async def diagnose(
+    redis: RedisClient,
+    settings: Settings,
+    exchange_id: int | None = None,
+    *,
+    role: Role | None = None,
+    exchange_name: str | None = None,
+) -> Diagnosis:
     """Every check against a client that has answered PING.
 
     Args:
         redis: from `connection.connect(settings)`.
         settings: the settings the client was made from.
-        exchange_id: the id role probes name; None for the catalog's first
-            id (1 when the catalog is empty or unreadable).
+        exchange_id: the exchange the roles are checked on (an agent's own);
+            None for the catalog's lowest id (1 when the catalog is empty or
+            this user may not read it).
+        role: the role the user must be fit for; None: any one of them.
+        exchange_name: the exchange's name (its streams are named by it);
+            None to read it from the catalog or its status key.
     """
     report = Diagnosis()
     report.checks.append(Check("reachable", settings.redacted_redis_url, True))
-    await check_version(redis, report)
+    await _guarded(report, "server version", check_version(redis, report))
     await check_mode(redis, settings, report)
     check_tls(settings, report)
-    await check_roles(redis, await _first_id(redis) if exchange_id is None else exchange_id, report)
-    await check_latency(redis, report)
-    await check_notifications(redis, report)
-    await check_host_clock(redis, report)
-    await check_fleet(redis, settings, report)
+    roles = await check_roles(redis, report, role, exchange_id, exchange_name)
+    await _guarded(report, "memory", check_memory(redis, report, roles.out_of_memory))
+    await _guarded(report, "latency", check_latency(redis, report))
+    await _guarded(report, "clock (this host)", check_host_clock(redis, report))
+    if not (roles.fit(Role.VIEWER) or roles.fit(Role.OPERATOR)):
+        _not_read(report, "clock (writers)", "streams")
+        await check_live_tail(redis, None, report)
+        _not_read(report, "entries of no exchange", "key types")
+        return report
+    names = await _guarded(report, "clock (writers)", check_fleet(redis, settings, report))
+    await _guarded(report, "live tail", check_live_tail(redis, names, report))
     await check_no_exchange(redis, report)
-    await check_types(redis, report)
+    await _guarded(report, "key types", check_types(redis, report))
     return report
-
-
-async def _first_id(redis: RedisClient) -> int:
-    """The catalog's lowest numeric id, or 1."""
-    try:
-        fields = await redis.hkeys(keys.CATALOG_KEY)
-    except ResponseError:
-        return 1
-    ids = sorted(int(f) for f in fields if str(f).isdigit())
-    return ids[0] if ids else 1
