@@ -110,6 +110,8 @@ ROWS: dict[str, list[tuple[tuple[str, ...], Expected]]] = {
         (("HSETNX", "perseus:outcomes:1", "c", "{}"), ALLOWED),
         (("HSET", "perseus:outcomes:1", "c", "{}"), ALLOWED),
         (("PEXPIRE", "perseus:outcomes:1", "60000"), ALLOWED),
+        (("HSCAN", "perseus:outcomes:1", "0"), ALLOWED),  # pruning past retention
+        (("HDEL", "perseus:outcomes:1", "c"), ALLOWED),
         (("RPUSH", "perseus:replies:c", "{}"), ALLOWED),
         (("EXPIRE", "perseus:replies:c", "60"), ALLOWED),
         # Its presence.
@@ -122,7 +124,7 @@ ROWS: dict[str, list[tuple[tuple[str, ...], Expected]]] = {
         (("HGET", "perseus:exchanges", "1"), ALLOWED),
         (("HSET", "perseus:exchanges", "2", "{}"), LIMIT_OF_6),
         (("DEL", "perseus:exchanges"), LIMIT_OF_6),
-        (("HDEL", "perseus:exchanges", "2"), REFUSED),
+        (("HDEL", "perseus:exchanges", "2"), LIMIT_OF_6),
         (("INFO", "cluster"), ALLOWED),
         (("TIME",), ALLOWED),
         # Another exchange's slot, streams and commands.
@@ -203,7 +205,7 @@ CONNECTION_6 = frozenset({"auth", "hello", "ping", "echo", "reset", "command"})
 USES: dict[str, frozenset[str]] = {
     AGENT: frozenset(
         "info time get set del incrby pttl hget hset hsetnx xadd xread xrevrange zadd zrem "
-        "zrange zremrangebyscore pexpire expire rpush evalsha script|load".split()
+        "zrange zremrangebyscore pexpire expire rpush hscan hdel evalsha script|load".split()
     ),
     OPERATOR: frozenset(
         "info time get mget hget hgetall hlen exists type pttl scan xrange xrevrange xread "

@@ -10,6 +10,7 @@ command, is in test_role_commands.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -22,12 +23,15 @@ from perseus_cli.apps.redis_server import RedisServer
 from perseus_cli.main import cli
 from perseus_core.instance import Instance
 from perseus_core.plumbing.connection import connect
+from perseus_core.store.control.records import OutcomeRecord, now_ms
+from perseus_core.store.control.server import PRUNE_EVERY, OutcomeBook
 from perseus_core.store.doctor import Target, probe_roles
 from perseus_core.store.network import FleetReader, FleetSnapshot
 from perseus_core.store.presence import AgentAnnouncer
 from perseus_core.wire import keys
 from perseus_core.wire.models import CatalogEntry, ConnectionState
 from perseus_core.wire.settings import Settings
+from perseus_core.wire.timeutil import system_clock
 from tests.acl.conftest import (
     USERS,
     VARIANTS,
@@ -360,3 +364,29 @@ async def test_an_agent_that_may_not_run_scripts_stops_at_start_naming_evalsha(
             assert admin.exists(keys.status_key(1)) == 0  # never claimed
     finally:
         acl.recreate(AGENT)
+
+
+async def test_an_agent_prunes_its_outcomes_on_the_documented_lines(
+    acl: AclServer, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past `PRUNE_EVERY` outcomes the agent drops the records past their
+    retention (HSCAN, HDEL): its lines allow that, so nothing is refused."""
+    settings = make_settings(redis_url=acl.agent)
+    redis = connect(settings)
+    key = keys.outcomes_key(1)
+    stale = OutcomeRecord(state="done", entry="1-0", server="old", hostname="h", pid=1, at=0)
+    with acl.admin() as admin:
+        admin.hset(key, "stale", stale.to_json())
+    book = OutcomeBook(redis, 1, system_clock)
+    try:
+        fresh = dataclasses.replace(stale, at=now_ms(system_clock))
+        for index in range(PRUNE_EVERY):
+            await book.record(f"c-{index}", fresh)
+        await book.prune_when_due()
+    finally:
+        await redis.aclose()
+    with acl.admin() as admin:
+        assert not admin.hexists(key, "stale")
+        assert admin.hlen(key) == PRUNE_EVERY
+    assert "could not prune" not in caplog.text
+    assert acl.denials(AGENT) == []

@@ -469,6 +469,10 @@ def _agent(target: Target) -> tuple[Ability, ...]:
             _right("HGET", outcomes, field),
             _right("HSET", outcomes, field, "{}", probe=("HSET", outcomes, field, "{}", field)),
             _right("PEXPIRE", outcomes, "60000", probe=("PEXPIRE", outcomes, "x")),
+            # Pruning the records past their retention: a scan, and a field
+            # that cannot exist is deleted for the probe.
+            _right("HSCAN", outcomes, "0", "COUNT", "1"),
+            _right("HDEL", outcomes, field),
         ),
     )
     announce = Ability(
