@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import sys
-import time
 
 import click
 
+from perseus_cli.agent_log import configure_logging
 from perseus_cli.common import load_settings
 from perseus_cli.options import (
     EXIT_UNREACHABLE,
@@ -27,9 +26,6 @@ ARGV_PASSWORD = (
     "can read it (ps, /proc/PID/cmdline), the agent's child included: put the URL in "
     "$PERSEUS_REDIS_URL or in a file given with --redis-url-file PATH (mode 600)"
 )
-
-_LOG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)-7s %(message)s"
-_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 
 def _exchange_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -57,21 +53,6 @@ def child_command_problem(command: tuple[str, ...]) -> str | None:
     if os.path.isdir(program):
         return f"child command is a directory: {shown}"
     return f"child command is not executable: {shown} (chmod +x?)"
-
-
-def configure_logging(verbose: bool) -> None:
-    """One timestamped (UTC) line per event on stderr: what an operator tails or a
-    service manager collects. Stdout is left to the supervised child."""
-    handler = logging.StreamHandler(sys.stderr)
-    formatter = logging.Formatter(_LOG_FORMAT, _DATE_FORMAT)
-    formatter.converter = time.gmtime
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    # Libraries' own chatter (HTTP requests of the IP detection) is not the agent's story.
-    for noisy in ("httpx", "httpcore", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @click.command(
@@ -167,13 +148,17 @@ def agent(
     after the grace) on `stop`. A child that exits on its own is reported and
     the slot is released.
 
-    The child runs under a watchdog that kills its process group when the
-    lease has not been renewed in time (the agent frozen, or cut off from
-    Redis for nearly the TTL), so that no two children ever run for one slot.
-    The child's environment lacks PERSEUS_REDIS_URL and Perseus's other
-    secrets unless --pass-env is given. While Redis is unreachable the agent
-    keeps retrying; SIGTERM or Ctrl-C stop it gracefully, a second Ctrl-C
-    forces it.
+    Every process the child starts is stopped with it, setsid and
+    double-forked ones included (a cgroup of its own where the host allows
+    it, PERSEUS_CHILD_CGROUP=off for none; a subreaper otherwise). The child
+    runs under a watchdog that kills all of them when the lease has not been
+    renewed in time (the agent frozen, or cut off from Redis for nearly the
+    TTL) or the agent is gone, so that no two children ever run for one
+    slot. The child's output goes into the agent's log (at a bounded rate),
+    never to the agent's terminal. The child's environment lacks
+    PERSEUS_REDIS_URL and Perseus's other secrets unless --pass-env is given.
+    While Redis is unreachable the agent keeps retrying; SIGTERM, SIGHUP or
+    Ctrl-C stop it gracefully, a second Ctrl-C forces it.
 
     The exchange name must be the catalog's for the id, if it lists one (the
     dashboard would show one name, the status key and the activity stream

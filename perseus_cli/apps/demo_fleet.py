@@ -38,11 +38,10 @@ from perseus_cli.apps.demo import (
     DemoMember,
     plan_fleet,
 )
-from perseus_cli.apps.demo_processes import descendants
 from perseus_cli.apps.demo_supervisor import DemoAgent, FleetSupervisor
 from perseus_cli.apps.redis_cluster import RedisClusterNodes
 from perseus_cli.apps.redis_server import RedisServer
-from perseus_core.plumbing.processes import parent_death_hook, pid_is_running
+from perseus_core.plumbing.processes import descendants, parent_death_hook, pid_is_running
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.settings import Settings
 
@@ -217,7 +216,7 @@ class DemoFleet:
         family: dict[int, int] = {}
         own_group = os.getpgrp()
         for agent in running:
-            family.update(descendants(agent.process.pid))
+            family.update((pid, info.pgid) for pid, info in descendants(agent.process.pid).items())
             with contextlib.suppress(ProcessLookupError):
                 agent.process.send_signal(signal.SIGTERM)
                 agent.process.send_signal(signal.SIGCONT)  # a frozen agent must hear it

@@ -1,8 +1,10 @@
-"""The one pid check, the one parent-death hook for processes Perseus starts,
-and where a pid can be checked at all (`process_scope`)."""
+"""The one pid check, the one process table, the kernel's hooks for processes
+Perseus starts (parent death, subreaper), and where a pid can be checked at
+all (`process_scope`)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def pid_is_running(pid: int) -> bool:
@@ -45,6 +48,21 @@ def _is_zombie(pid: int) -> bool:
     return bool(fields) and fields[0] == "Z"
 
 
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's `prctl`, or None where there is none (not Linux, no libc)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
 def parent_death_hook(sig: signal.Signals = signal.SIGKILL) -> Callable[[], None] | None:
     """A pre-exec hook that makes the kernel send `sig` to the child when its
     parent dies (`PR_SET_PDEATHSIG`), so nothing a Perseus process started
@@ -55,15 +73,9 @@ def parent_death_hook(sig: signal.Signals = signal.SIGKILL) -> Callable[[], None
     makes two system calls, which is safe even with other threads around.
     Returns None where the facility does not exist (not Linux, no libc).
     """
-    if not sys.platform.startswith("linux"):
+    prctl = _prctl()
+    if prctl is None:
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
     parent = os.getpid()
     death_signal = int(sig)
 
@@ -73,6 +85,76 @@ def parent_death_hook(sig: signal.Signals = signal.SIGKILL) -> Callable[[], None
             os._exit(1)
 
     return hook
+
+
+def become_subreaper() -> bool:
+    """Make this process a subreaper (`PR_SET_CHILD_SUBREAPER`): a descendant
+    whose parent dies is handed to it instead of to init, however it left
+    (`setsid`, a double fork), so it can still be found and killed.
+
+    Returns False where the facility does not exist (not Linux, no libc).
+    """
+    prctl = _prctl()
+    return prctl is not None and prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+class ProcessInfo:
+    """One line of the process table: what /proc/PID/stat says of a process.
+
+    A plain class, not a dataclass: the child's watchdog imports this module
+    and must start in a few milliseconds.
+
+    Attributes:
+        ppid: the parent's pid.
+        pgid: the process group.
+        zombie: it has exited and only waits for its parent to reap it.
+    """
+
+    __slots__ = ("ppid", "pgid", "zombie")
+
+    def __init__(self, ppid: int, pgid: int, zombie: bool) -> None:
+        self.ppid = ppid
+        self.pgid = pgid
+        self.zombie = zombie
+
+
+def process_table() -> dict[int, ProcessInfo]:
+    """Every process of this pid namespace, from /proc; empty where there is no /proc."""
+    table: dict[int, ProcessInfo] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                raw = stat.read()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        # `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        fields = raw[raw.rfind(b")") + 1 :].split()
+        with contextlib.suppress(IndexError, ValueError):
+            table[int(name)] = ProcessInfo(int(fields[1]), int(fields[2]), fields[0] == b"Z")
+    return table
+
+
+def descendants(pid: int, table: dict[int, ProcessInfo] | None = None) -> dict[int, ProcessInfo]:
+    """Every process below `pid` (children, grandchildren...), zombies included,
+    from `table` (default: read now). Empty where there is no /proc."""
+    table = process_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for child, info in table.items():
+        children.setdefault(info.ppid, []).append(child)
+    found: dict[int, ProcessInfo] = {}
+    pending = list(children.get(pid, ()))
+    while pending:
+        child = pending.pop()
+        if child not in found:
+            found[child] = table[child]
+            pending.extend(children.get(child, ()))
+    return found
 
 
 @functools.cache

@@ -110,8 +110,10 @@ class Agent:
     async def run(self) -> int:
         """Connect, register in the catalog, serve commands until asked to stop.
 
-        SIGTERM and SIGINT are handled while this runs (when called in the main
-        thread): the first stops gracefully, a second SIGINT exits at once.
+        SIGTERM, SIGHUP and SIGINT are handled while this runs (when called in
+        the main thread): each stops gracefully (a closed SSH session sends
+        SIGHUP: the slot is released and the presence withdrawn, not left to
+        expire), a second SIGINT exits at once.
 
         Returns:
             0 after a graceful stop.
@@ -251,7 +253,7 @@ class Agent:
 
     def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
         installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError, ValueError):  # not Unix / not main thread
@@ -271,7 +273,8 @@ class Agent:
         self.request_stop()
 
     def _force_exit(self) -> None:
-        """Second Ctrl-C: kill the child's group and leave now; the key expires by TTL."""
+        """Second Ctrl-C: kill every process of the child and leave now; the key
+        expires by TTL."""
         log.warning("%s: forced exit: child killed, the slot expires on its own", self.name)
         if self._slot is not None:
             self._slot.kill_child_now()

@@ -105,7 +105,7 @@ class Run:
         log.info("%s: released the slot; idle", self.ctx.name)
 
     async def stop_child(self) -> str | None:
-        """SIGTERM the child's group, SIGKILL after the grace; its exit, described."""
+        """SIGTERM every process of the child, SIGKILL after the grace; its exit, described."""
         child = self.child
         if child is None:
             return None
@@ -118,7 +118,7 @@ class Run:
                 child.pid,
                 self._grace_s,
             )
-        await child.terminate(self._grace_s)  # also clears what it left in its group
+        await child.terminate(self._grace_s)  # also clears whatever it left running
         outcome = child.describe_exit()
         if running:
             log.info("%s: child (pid %d) %s", self.ctx.name, child.pid, outcome)
@@ -132,7 +132,7 @@ class Run:
             return await self.fence(instance.lease.lost)
         state = instance.state
         message = f"child command {outcome} while {state.value}"
-        await self.stop_child()  # whatever it left in its process group
+        await self.stop_child()  # whatever it left running: helpers, a daemon
         try:
             await instance.record_error(message)
             if state is ConnectionState.ACTIVE:

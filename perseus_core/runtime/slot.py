@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from perseus_core.instance import Instance
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.runtime.context import AgentContext
+from perseus_core.runtime.output import OutputDrain, OutputLog
 from perseus_core.runtime.run import Run
 from perseus_core.runtime.supervisor import ChildProcess, child_environment, kill_deadline_ms
 from perseus_core.store.lease import ClaimConflict, LeaseLost
@@ -157,19 +158,24 @@ class Slot:
             lease = run.instance.lease
             confirmed = lease.confirmed_at
             try:
+                lines = OutputLog(self._ctx.name)
                 child = await ChildProcess.spawn(
                     options.command,
                     env=child_environment(os.environ, pass_env=options.pass_env),
                     deadline_ms=kill_deadline_ms(
                         time.monotonic() if confirmed is None else confirmed, ttl_ms
                     ),
+                    drain=OutputDrain(lines, on_end=lines.flush),
+                    cgroup=self._ctx.settings.child_cgroup,
                 )
             except OSError as exc:
                 message = f"cannot run {options.command[0]!r}: {exc.strerror or exc}"
                 await run.abort_start(message)
                 return self.reply(ReplyStatus.ERROR, message)
             run.child = child
-            log.info("%s: child started (pid %d)", self._ctx.name, child.pid)
+            log.info(
+                "%s: child started (pid %d, %s)", self._ctx.name, child.pid, child.tree.describe()
+            )
             self._ctx.tasks.spawn(self._watch_child(run, child), f"child {child.pid} watcher")
 
             def renew(confirmed_at: float) -> None:
@@ -240,7 +246,7 @@ class Slot:
                 log.info("%s: %s", self._ctx.name, await run.stop())
 
     def kill_child_now(self) -> None:
-        """Forced exit: SIGKILL the child's group without waiting."""
+        """Forced exit: SIGKILL every process of the child without waiting."""
         child = self.child
         if child is not None:
             child.kill_now()

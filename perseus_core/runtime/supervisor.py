@@ -1,18 +1,23 @@
-"""Run one child command under the agent: its own process group, watched, stopped for sure.
+"""Run one child command under the agent: contained, watched, stopped for sure.
 
-The child gets a session (and so a process group) of its own, so that:
+The child gets a session (and so a process group) of its own, so that a
+Ctrl-C or a hangup of the agent's terminal reaches the agent only, which then
+decides how to stop the child (graceful stop first, not a signal storm). It
+shares no pipe or terminal with the agent: stdin is closed, stdout and stderr
+are pipes the agent drains (`output`), so a full pipe can never freeze it.
 
-- a Ctrl-C in the agent's terminal reaches the agent only, which then decides
-  how to stop the child (graceful stop first, not a signal storm);
-- a stop can signal the *whole* group: a shell wrapper's grandchildren are
-  stopped with it instead of being left running as orphans.
+Every process the child starts is kept with it (`containment`: a cgroup of
+its own where the host allows it, its watchdog as subreaper otherwise), so a
+stop reaches all of them, `setsid` and double-forked ones included, and
+nothing is left behind: not after a stop, not after the child exits on its
+own, not after the agent is killed.
 
 The child runs under a watchdog (`perseus_core.runtime.watchdog`), which
 leads that process group. The agent renews a deadline on the watchdog as
 each heartbeat that Redis confirmed lands (the instance's heartbeat tells it;
 nothing polls); when the agent is frozen, cut off from Redis or killed with
--9, the renewals stop and the watchdog kills the group before the status key
-can expire and another instance take over. The
+-9, the renewals stop and the watchdog kills every process of the child
+before the status key can expire and another instance take over. The
 deadline is the confirmed heartbeat's send time + the TTL - `margin_ms(ttl)`:
 
 - 2 % of the TTL (`RATE_MARGIN`, the lease's) for clock-rate differences
@@ -37,15 +42,18 @@ import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
+from perseus_core.runtime.containment import ChildCgroup, ChildTree, Containment, cgroup_home
+from perseus_core.runtime.output import OutputDrain, OutputLog
 from perseus_core.store.lease import RATE_MARGIN
+from perseus_core.wire.text import clean
 
 log = logging.getLogger(__name__)
 
 _GROUP_POLL_S = 0.02
-_KILL_LANDS_S = 1.0
-"""How long a SIGKILL may take to end every member of a group before we stop waiting."""
+_KILL_LANDS_S = 5.0
+"""How long the watchdog may take to collect every process of a child after
+SIGKILL before it is killed too (it is alive and only slow: a loaded host)."""
 _WATCHDOG = "perseus_core.runtime.watchdog"
 KILL_MARGIN_MS = 100
 """Time kept back for the watchdog's kill to land."""
@@ -91,37 +99,38 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
-def _running_in_group(pgid: int) -> bool | None:
-    """Whether a non-zombie process is in group `pgid`, from /proc; None if unknown."""
-    proc = Path("/proc")
-    if not proc.is_dir():
+_TOLD: set[str] = set()
+"""Why children get no cgroup, as already logged (once is enough)."""
+
+
+def _new_cgroup() -> ChildCgroup | None:
+    """A cgroup of its own for the next child, where the host allows one."""
+    home = cgroup_home()
+    made = home if isinstance(home, str) else ChildCgroup.create(home)
+    if isinstance(made, str):
+        level = logging.DEBUG if made in _TOLD else logging.INFO
+        _TOLD.add(made)
+        log.log(level, "no cgroup for the child (%s): its watchdog keeps its processes", made)
         return None
-    try:
-        entries = [e for e in proc.iterdir() if e.name.isdigit()]
-    except OSError:
-        return None
-    for entry in entries:
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile, or not ours to read
-        # `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            return True
-    return False
+    return made
 
 
 class ChildProcess:
-    """One supervised child command.
+    """One supervised child command, with every process it starts.
 
     Create it with `await ChildProcess.spawn(argv)`. `wait()` resolves with
-    the exit code however the child ends; `terminate(grace_s)` stops the whole
-    process group and returns the exit code.
+    the child's exit code however it ends; `terminate(grace_s)` stops every
+    process of the child (`containment`) and returns the exit code.
     """
 
     def __init__(
-        self, process: asyncio.subprocess.Process, argv: Sequence[str], pid: int, deadline_ms: float
+        self,
+        process: asyncio.subprocess.Process,
+        argv: Sequence[str],
+        pid: int,
+        tree: ChildTree,
+        drain: OutputDrain,
+        deadline_ms: float,
     ) -> None:
         self._process = process
         self.argv: tuple[str, ...] = tuple(argv)
@@ -129,9 +138,15 @@ class ChildProcess:
         """The child command's own pid."""
         # The watchdog leads a session of its own, so the group id is its pid.
         self.pgid: int = process.pid
+        self.tree = tree
+        """Every process of the child: how it is kept, found and killed."""
+        self._drain = drain
         self.deadline_ms = deadline_ms
         """The watchdog's current deadline, in monotonic ms (`inf`: none)."""
         self._stopping = False
+        self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._watchdog_left = asyncio.Event()
+        self._reports = asyncio.create_task(self._read_reports(), name=f"child {pid} watchdog")
 
     @classmethod
     async def spawn(
@@ -140,49 +155,134 @@ class ChildProcess:
         *,
         env: dict[str, str] | None = None,
         deadline_ms: float = math.inf,
+        drain: OutputDrain | None = None,
+        cgroup: bool = True,
     ) -> ChildProcess:
-        """Start `argv` under a watchdog in a new session, stdin closed, stdout/stderr
-        shared with the agent; the watchdog kills it at `deadline_ms` (monotonic ms)
-        unless `renew` moves the deadline first.
+        """Start `argv` under a watchdog in a new session, stdin closed, stdout and
+        stderr into pipes that `drain` reads (by default: lines into this log, at a
+        bounded rate); the watchdog kills it at `deadline_ms` (monotonic ms)
+        unless `renew` moves the deadline first. With `cgroup`, the child gets a
+        cgroup of its own where the host allows it.
 
         Raises OSError (for example FileNotFoundError) when it cannot be started.
         """
         if not argv:
             raise ValueError("no command to run")
-        status_r, status_w = os.pipe()
+        if drain is None:
+            lines = OutputLog("child")
+            drain = OutputDrain(lines, on_end=lines.flush)
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        await drain.attach("stdout", out_read)
+        await drain.attach("stderr", err_read)
+        contained = _new_cgroup() if cgroup else None
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 _WATCHDOG,
-                str(status_w),
                 repr(deadline_ms),
+                str(out_write),
+                str(err_write),
+                "-" if contained is None else str(contained.path),
                 "--",
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                pass_fds=(status_w,),
+                pass_fds=(out_write, err_write),
                 env=env,
             )
         except BaseException:
-            os.close(status_r)
+            drain.close()
+            if contained is not None:
+                contained.remove()
             raise
         finally:
-            os.close(status_w)
-        report = await asyncio.to_thread(_read_all, status_r)
-        word, _, number = report.partition(" ")
-        if word == "started" and number.strip().isdigit():
-            return cls(process, argv, int(number), deadline_ms)
+            os.close(out_write)
+            os.close(err_write)
+        try:
+            pid, how = await cls._started(process, argv[0])
+        except BaseException:
+            drain.close()
+            if contained is not None:
+                contained.remove()
+            raise
+        tree = ChildTree(
+            how,
+            process.pid,
+            contained if how is Containment.CGROUP else None,
+            watchdog_running=lambda: process.returncode is None,
+        )
+        return cls(process, argv, pid, tree, drain, deadline_ms)
+
+    @staticmethod
+    async def _started(
+        process: asyncio.subprocess.Process, program: str
+    ) -> tuple[int, Containment]:
+        """The watchdog's first report: the child's pid and how it is kept.
+
+        Raises OSError when the command could not be run.
+        """
+        assert process.stdout is not None
+        while True:
+            try:
+                line = await process.stdout.readline()
+            except ValueError:  # a line over the reader's limit: skipped, not fatal
+                continue
+            if not line:
+                break
+            words = line.decode(errors="replace").split()
+            if not words:
+                continue
+            how = {c.value: c for c in Containment}.get(words[2]) if len(words) == 3 else None
+            if words[0] == "started" and words[1].isdigit() and how is not None:
+                return int(words[1]), how
+            if words[0] == "failed" and words[1:2] and words[1].isdigit():
+                await process.wait()
+                code = int(words[1])
+                if words[2:] == ["cgroup"]:
+                    raise OSError(
+                        code,
+                        f"its cgroup refused it ({os.strerror(code)});"
+                        " PERSEUS_CHILD_CGROUP=off runs children without one",
+                        program,
+                    )
+                raise OSError(code, os.strerror(code), program)
+            log.warning("%s", clean(" ".join(words), 1000))
         await process.wait()
-        if word == "failed" and number.strip().isdigit():
-            code = int(number)
-            raise OSError(code, os.strerror(code), argv[0])
-        raise OSError(f"the watchdog for {argv[0]!r} did not start (exit {process.returncode})")
+        raise OSError(f"the watchdog for {program!r} did not start (exit {process.returncode})")
+
+    async def _read_reports(self) -> None:
+        """The watchdog's reports until it leaves: the child's exit, its messages."""
+        stdout = self._process.stdout
+        assert stdout is not None
+        while True:
+            try:
+                line = await stdout.readline()
+            except ValueError:  # a line over the reader's limit: skipped, not fatal
+                continue
+            if not line:
+                break
+            words = line.decode(errors="replace").split()
+            if len(words) == 2 and words[0] == "exited" and words[1].lstrip("-").isdigit():
+                if not self._exit.done():
+                    self._exit.set_result(int(words[1]))
+            elif words:
+                log.warning("%s", clean(" ".join(words), 1000))
+        code = await self._process.wait()
+        if not self._exit.done():  # it died without a word: killed from outside
+            self._exit.set_result(code)
+        if self._process.stdin is not None:
+            self._process.stdin.close()  # after it left: an earlier close kills the child
+        self.tree.remove()
+        self._watchdog_left.set()
 
     def renew(self, deadline_ms: float) -> None:
         """Move the watchdog's deadline (it only ever kills; a late renewal is harmless)."""
         stdin = self._process.stdin
-        if stdin is None or stdin.is_closing() or self.returncode is not None:
+        if stdin is None or stdin.is_closing() or self._process.returncode is not None:
             return
         self.deadline_ms = deadline_ms
         stdin.write(f"{deadline_ms!r}\n".encode())
@@ -203,8 +303,11 @@ class ChildProcess:
 
     @property
     def returncode(self) -> int | None:
-        """The exit code once the child has ended (negative: killed by that signal)."""
-        return self._process.returncode
+        """The exit code once the child has ended (negative: killed by that signal).
+
+        The child's own: what it started may still run (`running`).
+        """
+        return self._exit.result() if self._exit.done() else None
 
     @property
     def stopping(self) -> bool:
@@ -212,97 +315,98 @@ class ChildProcess:
         return self._stopping
 
     async def wait(self) -> int:
-        """Wait for the child to end and return its exit code."""
-        code = await self._process.wait()
-        if self._process.stdin is not None:
-            self._process.stdin.close()  # after the exit: closing it earlier kills the group
-        return code
+        """Wait for the child itself to end and return its exit code."""
+        return await asyncio.shield(self._exit)
 
-    def _signal_group(self, sig: signal.Signals) -> bool:
-        """Send `sig` to the child's process group; False if nothing is left in it."""
-        try:
-            os.killpg(self.pgid, sig)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            # The group id was reused by someone else's process: never signal it.
-            return False
-        return True
+    def running(self) -> bool:
+        """True while any process of the child, or its watchdog, is still running.
 
-    def group_alive(self) -> bool:
-        """True while any process of the child's group is still running.
-
-        Zombies do not count: an orphaned grandchild that has exited waits for
-        init to reap it, which can take a while, and it no longer does anything.
+        Zombies do not count: an exited process whose parent has not reaped it
+        yet no longer does anything.
         """
-        try:
-            os.killpg(self.pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        running = _running_in_group(self.pgid)
-        return True if running is None else running
+        return not self._watchdog_left.is_set() or self.tree.running()
 
     async def terminate(self, grace_s: float) -> int:
-        """SIGTERM the whole group; SIGKILL it if the child outlives `grace_s`.
+        """SIGTERM every process of the child; SIGKILL them all if any outlives `grace_s`.
 
-        Also used after the child ended on its own: whatever it left behind in
-        its group (a shell's background jobs) gets the same treatment.
-        Returns the child's exit code.
+        Also used after the child ended on its own: whatever it left behind
+        (a shell's background jobs, a daemon it forked) gets the same treatment.
+        Returns the child's exit code once nothing of it is left.
         """
         self._stopping = True
         deadline = time.monotonic() + grace_s
-        if self._signal_group(signal.SIGTERM):
-            log.debug("sent SIGTERM to process group %d", self.pgid)
-        try:
-            await asyncio.wait_for(self.wait(), timeout=max(0.0, grace_s))
-        except TimeoutError:
+        sent = self.tree.signal(signal.SIGTERM)
+        if sent:
+            log.debug("sent SIGTERM to %d process(es) of child %d", sent, self.pid)
+        if not await self._gone_by(deadline):
             log.warning(
-                "child (pid %d) still running %.1fs after SIGTERM: sending SIGKILL to its group",
+                "child (pid %d) %s %.1fs after SIGTERM: sending SIGKILL to every process of it",
                 self.pid,
+                "still running" if self.returncode is None else "ended, but what it started runs",
                 grace_s,
             )
-            self._signal_group(signal.SIGKILL)
-            return await self._reaped()
-        # The leader is gone; give the rest of its group what is left of the grace.
-        await self._until_group_gone(deadline)
-        if self._signal_group(signal.SIGKILL):
-            log.debug("sent SIGKILL to the remains of process group %d", self.pgid)
-        return await self._reaped()
+            await self._kill_all()
+        code = await self.wait()
+        await self._finish()
+        return code
 
-    async def _until_group_gone(self, deadline: float) -> bool:
-        """Poll until nothing of the group runs or `deadline` (monotonic) passes.
+    async def _gone_by(self, deadline: float) -> bool:
+        """Wait until nothing of the child is left, or `deadline` (monotonic) passes.
 
-        Nothing notifies about processes that are not our children (the child
-        is the watchdog's): poll. True when the group is gone.
+        The watchdog leaves only once every process it knows of is gone; what
+        it cannot know of (the rest of its group, should it have been killed
+        from outside) is looked at here. True when all is gone.
         """
-        while self.group_alive():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self._watchdog_left.wait(), max(0.0, deadline - time.monotonic())
+            )
+        if not self._watchdog_left.is_set():
+            return False
+        while self.tree.running():
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(_GROUP_POLL_S)
         return True
 
-    async def _reaped(self) -> int:
-        """The exit code once the watchdog has ended and a SIGKILL sent to the
-        group has landed on every member: the watchdog can die of the signal a
-        moment before the child it runs does."""
-        code = await self.wait()
-        await self._until_group_gone(time.monotonic() + _KILL_LANDS_S)
-        return code
+    async def _kill_all(self) -> None:
+        """SIGKILL every process of the child (again, for any forked meanwhile)
+        until its watchdog has collected them all and left; a watchdog that
+        does not is killed too."""
+        deadline = time.monotonic() + _KILL_LANDS_S
+        while time.monotonic() < deadline:
+            self.tree.kill()
+            if await self._gone_by(min(deadline, time.monotonic() + _GROUP_POLL_S)):
+                return
+        log.error(
+            "child (pid %d): its watchdog did not leave %.1fs after SIGKILL: killing it too",
+            self.pid,
+            _KILL_LANDS_S,
+        )
+        self.tree.kill_watchdog()
+        await self._gone_by(time.monotonic() + _KILL_LANDS_S)
+
+    async def _finish(self) -> None:
+        """Once nothing of the child runs: read what it wrote last (stop reading
+        if something still holds a pipe), collect the watchdog's last report,
+        remove the cgroup."""
+        if not await self._drain.wait_closed(_KILL_LANDS_S):
+            self._drain.close()
+        if not self._reports.done():
+            self._reports.cancel()  # only a watchdog that could not be killed
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reports
+        self.tree.remove()
 
     def kill_now(self) -> None:
-        """SIGKILL the whole group without waiting (forced exit of the agent)."""
+        """SIGKILL every process of the child without waiting (forced exit of the
+        agent: its watchdog, hearing the agent leave, kills what is forked meanwhile)."""
         self._stopping = True
-        self._signal_group(signal.SIGKILL)
+        self.tree.kill()
 
     async def aclose(self) -> None:
         """Make sure nothing of the child is left running (used on every exit path)."""
-        if self.returncode is None or self.group_alive():
-            with contextlib.suppress(ProcessLookupError):
-                self.kill_now()
-            await self.wait()
-
-
-def _read_all(fd: int) -> str:
-    """Everything written to the pipe `fd` until its writer closes it (a few bytes)."""
-    with os.fdopen(fd, "rb") as pipe:
-        return pipe.read(256).decode(errors="replace")
+        if self.running():
+            self._stopping = True
+            await self._kill_all()
+        await self._finish()

@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     stop_grace_ms: int = Field(
         default=10_000, ge=0, description="SIGTERM-to-SIGKILL grace for a supervised child."
     )
+    child_cgroup: bool = Field(
+        default=True,
+        description="Run each supervised child in a cgroup v2 of its own where the host lets"
+        " the agent make one (root, or a delegated subtree such as systemd's Delegate=yes);"
+        " off, or where it cannot, the child's watchdog keeps its processes as a subreaper.",
+    )
     socket_timeout_ms: int = Field(
         default=5_000, gt=0, description="Socket timeout of ordinary (non-blocking) Redis calls."
     )

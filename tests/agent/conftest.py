@@ -8,15 +8,21 @@ the agent alone would leave it behind.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import select
 import signal
 import subprocess
 import sys
+import termios
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from perseus_core.plumbing.processes import descendants
 from tests.helpers import AGENT_ARGV
 from tests.waiting import eventually
 
@@ -49,6 +55,75 @@ with open(pidfile, "w") as f:
 while True:
     time.sleep(0.05)
 """
+
+
+# A family of processes that ignore SIGTERM, each recording its pid in
+# `<role>-<pid>.pid`: with `stay`, a child that starts a helper in its group
+# (`stubborn`), one in a session of its own (`setsid`) and a double-forked
+# daemon (`daemon`: a session of its own, its parent gone), then works until
+# killed; with `leave`, a child that starts only the daemon and exits 0, as a
+# daemonising service's launcher does. The child records itself (`main`) once
+# the others have.
+FAMILY_SCRIPT = """
+import os, signal, sys, time
+piddir, mode = sys.argv[1], sys.argv[2]
+ready_read, ready_write = os.pipe()
+
+def record(role):
+    path = os.path.join(piddir, f"{role}-{os.getpid()}.pid")
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(path + ".tmp", path)
+
+def linger(role):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    record(role)
+    os.write(ready_write, b"x")
+    while True:
+        time.sleep(1)
+
+def start(role, setsid, double):
+    pid = os.fork()
+    if pid == 0:
+        if setsid:
+            os.setsid()
+        if double and os.fork() != 0:
+            os._exit(0)
+        linger(role)
+    if double:
+        os.waitpid(pid, 0)
+
+roles = [("daemon", True, True)]
+if mode == "stay":
+    roles += [("stubborn", False, False), ("setsid", True, False)]
+for role, setsid, double in roles:
+    start(role, setsid, double)
+for _ in roles:
+    os.read(ready_read, 1)
+if mode == "leave":
+    record("main")
+    sys.exit(0)
+linger("main")
+"""
+
+FAMILY_ROLES = frozenset({"main", "stubborn", "setsid", "daemon"})
+
+
+def family_child(tmp_path: Path, mode: str = "stay") -> list[str]:
+    """argv of the `FAMILY_SCRIPT` child, recording pids in `tmp_path`."""
+    script = tmp_path / "family.py"
+    script.write_text(FAMILY_SCRIPT)
+    return [sys.executable, str(script), str(tmp_path), mode]
+
+
+def family_pids(tmp_path: Path) -> dict[str, list[int]]:
+    """role -> the pids recorded so far under that role."""
+    found: dict[str, list[int]] = {}
+    for path in sorted(tmp_path.glob("*-*.pid")):
+        role, _, pid = path.stem.rpartition("-")
+        if pid.isdigit():
+            found.setdefault(role, []).append(int(pid))
+    return found
 
 
 def trap_term_child(tmp_path: Path, pidfile: Path) -> list[str]:
@@ -86,26 +161,6 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (children, grandchildren...), from /proc."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def read_pid(path: Path) -> int | None:
     """The pid a child wrote, or None if it has not yet."""
     try:
@@ -116,17 +171,73 @@ def read_pid(path: Path) -> int | None:
 
 
 class AgentProcess:
-    """One `perseus agent` subprocess, its stderr captured to a file."""
+    """One `perseus agent` subprocess, its stderr captured to a file; its stdout
+    too, unless `stdout_pipe` asks for a pipe (that the test may leave unread;
+    with `log_into_pipe`, stderr goes into it too, as with `2>&1 | ...`).
+    With `terminal`, stdin, stdout and stderr are a pseudo-terminal that is the
+    agent's controlling terminal, as in an SSH session: what it shows is
+    copied to the file, and `hang_up` closes it as a dropped session does."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        stdout_pipe: bool = False,
+        terminal: bool = False,
+        log_into_pipe: bool = False,
+    ) -> None:
         self.argv = argv
         self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+        self._terminal: int | None = None
+        self._copying = threading.Event()
+        self._copier: threading.Thread | None = None
+        if terminal:
+            self._terminal, tty = os.openpty()
+            try:
+                self.process = subprocess.Popen(
+                    argv, env=env, stdin=tty, stdout=tty, stderr=tty, preexec_fn=_take_terminal
+                )
+            finally:
+                os.close(tty)
+            self._copying.set()
+            self._copier = threading.Thread(target=self._copy_terminal, daemon=True)
+            self._copier.start()
+        else:
+            with open(log_path, "wb") as log:
+                self.process = subprocess.Popen(
+                    argv,
+                    env=env,
+                    stdout=subprocess.PIPE if stdout_pipe else log,
+                    stderr=subprocess.STDOUT if log_into_pipe else log,
+                    stdin=subprocess.DEVNULL,
+                )
         self.pid = self.process.pid
         self._known: set[tuple[int, str]] = set()
+
+    def _copy_terminal(self) -> None:
+        assert self._terminal is not None
+        with open(self.log_path, "wb") as log:
+            while self._copying.is_set():
+                ready, _, _ = select.select([self._terminal], [], [], 0.05)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(self._terminal, 65536)
+                except OSError:  # EIO: nothing holds the terminal open any more
+                    return
+                log.write(data)
+                log.flush()
+
+    def hang_up(self) -> None:
+        """Close the agent's terminal: the kernel sends it SIGHUP."""
+        if self._terminal is None:
+            return
+        self._copying.clear()
+        if self._copier is not None:
+            self._copier.join(10)
+        os.close(self._terminal)
+        self._terminal = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -162,22 +273,40 @@ class AgentProcess:
         """Note the agent's descendants now, so teardown can kill them later
         even after they were orphaned."""
         if self.running:
-            for pid in descendants(self.pid):
+            for pid in descendants(self.pid):  # zombies too: their start time tells them
                 started = _start_time(pid)
                 if started is not None:
                     self._known.add((pid, started))
 
     def kill_everything(self) -> None:
+        """Kill the agent; give its child's watchdog a moment to kill (and reap,
+        and remove the cgroup of) everything it supervised, as it does when its
+        agent is gone; then kill whatever is left of what was seen."""
         self.remember_descendants()
         if self.running:
             os.kill(self.pid, signal.SIGCONT)  # a stopped process dies only once resumed
             self.process.kill()
         self.process.wait(10)
+        self.hang_up()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        # Only the very processes seen earlier: a pid may have been reused since.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(
+            _start_time(pid) == started and pid_alive(pid) for pid, started in self._known
+        ):
+            time.sleep(0.02)
         for pid, started in self._known:
-            # Only the very process seen earlier: its pid may have been reused since.
             if _start_time(pid) == started:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGCONT)
                     os.kill(pid, signal.SIGKILL)
+
+
+def _take_terminal() -> None:
+    """In the agent before exec: a session of its own, its stdin its controlling terminal."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def _start_time(pid: int) -> str | None:
@@ -195,7 +324,10 @@ SpawnAgent = Callable[..., AgentProcess]
 @pytest.fixture
 def spawn_agent(tmp_path: Path, redis_url: str) -> Iterator[SpawnAgent]:
     """Factory: `spawn_agent(exchange_id=1, name="coinbase", args=[...], command=[...])`;
-    `wrapper` runs the agent under another program (`unshare ...`)."""
+    `wrapper` runs the agent under another program (`unshare ...`); `stdout_pipe`
+    gives it a stdout pipe nobody reads (its log still goes to the file, unless
+    `log_into_pipe`);
+    `terminal` a controlling terminal (`AgentProcess.hang_up`)."""
     agents: list[AgentProcess] = []
 
     def spawn(
@@ -207,6 +339,9 @@ def spawn_agent(tmp_path: Path, redis_url: str) -> Iterator[SpawnAgent]:
         url: str | None = None,
         env: dict[str, str] | None = None,
         wrapper: list[str] | None = None,
+        stdout_pipe: bool = False,
+        terminal: bool = False,
+        log_into_pipe: bool = False,
     ) -> AgentProcess:
         argv = [
             *(wrapper or []),
@@ -220,7 +355,14 @@ def spawn_agent(tmp_path: Path, redis_url: str) -> Iterator[SpawnAgent]:
         if command:
             argv += ["--", *command]
         log_path = tmp_path / f"agent-{len(agents)}-{name}.log"
-        proc = AgentProcess(argv, agent_env(url or redis_url, **(env or {})), log_path)
+        proc = AgentProcess(
+            argv,
+            agent_env(url or redis_url, **(env or {})),
+            log_path,
+            stdout_pipe=stdout_pipe,
+            terminal=terminal,
+            log_into_pipe=log_into_pipe,
+        )
         agents.append(proc)
         return proc
 

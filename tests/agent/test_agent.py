@@ -370,7 +370,7 @@ async def test_stop_kills_a_child_that_ignores_sigterm_after_the_grace(
 # --- signals and death --------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 async def test_signal_stops_gracefully(
     sig: signal.Signals,
     spawn_agent: SpawnAgent,
@@ -488,7 +488,7 @@ async def test_paused_agent_fences_itself_without_touching_the_new_holder(
     assert len([e for e in reported if e.error.startswith("lease on exchange 1 lost")]) == 1
     [fenced] = [e for e in reported if e.error.startswith("fenced")]
     assert fenced.state == "active"
-    assert "perseus watchdog: the agent did not renew its lease deadline in time" in first.log()
+    await first.wait_log("perseus watchdog: the agent did not renew its lease deadline in time")
     # The standby steps aside: the holder answers.
     ping = await send(redis, settings, "ping")
     assert ping.status is ReplyStatus.SUCCESS

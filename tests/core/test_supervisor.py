@@ -1,4 +1,4 @@
-"""The child supervisor on real processes: start, stop of the whole group, exits described.
+"""The child supervisor on real processes: start, stop of every process, exits, output.
 
 Every process here is real; every wait is for a condition (a pid file written,
 a process gone), never a guessed sleep. Whatever a test started is killed in
@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -18,8 +21,23 @@ from pathlib import Path
 
 import pytest
 
+from perseus_core.runtime.containment import (
+    CGROUP_PREFIX,
+    Containment,
+    cgroup_home,
+    remove_stale_cgroups,
+)
+from perseus_core.runtime.output import MAX_LINE_BYTES, OutputDrain, OutputLog
 from perseus_core.runtime.supervisor import ChildProcess, describe_exit
-from tests.agent.conftest import CHILD_IGNORE_TERM, CHILD_SLEEP, pid_alive, read_pid
+from tests.agent.conftest import (
+    CHILD_IGNORE_TERM,
+    CHILD_SLEEP,
+    FAMILY_ROLES,
+    family_child,
+    family_pids,
+    pid_alive,
+    read_pid,
+)
 from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -61,7 +79,7 @@ async def test_spawn_runs_the_command_in_a_group_of_its_own(
     assert child.returncode is None and not child.stopping
     # The watchdog leads the group; the child is in it.
     assert os.getpgid(child.pid) == child.pgid != os.getpgid(0)
-    assert child.group_alive()
+    assert child.running()
 
 
 async def test_a_child_that_ends_on_its_own_reports_its_exit_code(
@@ -83,7 +101,7 @@ async def test_terminate_sends_sigterm_to_the_group(
     code = await child.terminate(grace_s=5.0)
     assert code == -signal.SIGTERM
     assert time.monotonic() - started < 4.0  # ended by SIGTERM, not by the grace's SIGKILL
-    assert child.stopping and not child.group_alive()
+    assert child.stopping and not child.running()
     assert describe_exit(code) == "killed by SIGTERM"
 
 
@@ -113,7 +131,7 @@ async def test_a_shell_wrappers_grandchild_is_stopped_with_the_group(
     assert os.getpgid(grandchild) == child.pgid
     await child.terminate(grace_s=5.0)
     await eventually(lambda: not pid_alive(grandchild), what="the grandchild to be stopped")
-    assert not child.group_alive()
+    assert not child.running()
 
 
 async def test_kill_now_kills_the_group_without_waiting(
@@ -173,3 +191,185 @@ async def test_a_child_started_with_the_parent_death_hook_dies_with_its_parent(
         if child_pid is not None and pid_alive(child_pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child_pid, signal.SIGKILL)
+
+
+# --- every process of the child -----------------------------------------------
+
+_HOME = cgroup_home()
+
+CONTAINMENT = [
+    pytest.param(
+        True,
+        id="cgroup",
+        marks=pytest.mark.skipif(
+            isinstance(_HOME, str), reason=f"this host gives no cgroup v2 to write into: {_HOME}"
+        ),
+    ),
+    pytest.param(
+        False,
+        id="subreaper",
+        marks=pytest.mark.skipif(
+            not sys.platform.startswith("linux"), reason="PR_SET_CHILD_SUBREAPER is Linux's"
+        ),
+    ),
+]
+
+
+async def _family(tmp_path: Path, roles: frozenset[str] = FAMILY_ROLES) -> list[int]:
+    def recorded() -> dict[str, list[int]] | None:
+        pids = family_pids(tmp_path)
+        return pids if roles <= pids.keys() else None
+
+    pids = await eventually(recorded, what=f"the child's family {sorted(roles)}")
+    return [pid for role in roles for pid in pids[role]]
+
+
+@pytest.mark.parametrize("cgroup", CONTAINMENT)
+async def test_terminate_reaches_every_process_of_the_child_and_nothing_else(
+    cgroup: bool, children: list[ChildProcess], tmp_path: Path
+) -> None:
+    # A process of the agent's own (here: the test's), which must be left alone.
+    own = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(120)")
+    try:
+        child = await ChildProcess.spawn(family_child(tmp_path), cgroup=cgroup)
+        children.append(child)
+        family = await _family(tmp_path)
+        assert child.tree.how is (Containment.CGROUP if cgroup else Containment.SUBREAPER)
+        assert sorted(child.tree.pids()) == sorted(family)
+        code = await child.terminate(grace_s=0.3)
+        assert code == -signal.SIGKILL  # it ignores SIGTERM, like all of its family
+        assert [pid for pid in family if pid_alive(pid)] == []
+        assert not child.running() and child.tree.pids() == []
+        if child.tree.cgroup is not None:
+            assert not child.tree.cgroup.path.exists()
+        assert own.returncode is None and pid_alive(own.pid)
+    finally:
+        own.kill()
+        await own.wait()
+
+
+@pytest.mark.parametrize("cgroup", CONTAINMENT)
+async def test_a_child_that_daemonises_ends_but_its_daemon_is_still_the_childs(
+    cgroup: bool, children: list[ChildProcess], tmp_path: Path
+) -> None:
+    child = await ChildProcess.spawn(family_child(tmp_path, "leave"), cgroup=cgroup)
+    children.append(child)
+    assert await child.wait() == 0
+    [daemon] = await _family(tmp_path, frozenset({"daemon"}))
+    # The child has ended; what it started has not, and is still within reach.
+    assert pid_alive(daemon) and child.running()
+    assert child.tree.pids() == [daemon]
+    assert await child.terminate(grace_s=0.3) == 0  # the child's own exit code
+    assert not pid_alive(daemon) and not child.running()
+
+
+@pytest.mark.parametrize("cgroup", CONTAINMENT)
+async def test_the_watchdog_deadline_kills_every_process_of_the_child(
+    cgroup: bool, children: list[ChildProcess], tmp_path: Path
+) -> None:
+    child = await ChildProcess.spawn(family_child(tmp_path), cgroup=cgroup)
+    children.append(child)
+    family = await _family(tmp_path)
+    child.renew(time.monotonic() * 1000)  # a deadline that has passed
+    assert await child.wait() == -signal.SIGKILL
+    assert child.killed_by_watchdog
+    await eventually(lambda: not child.running(), what="the watchdog to leave")
+    assert [pid for pid in family if pid_alive(pid)] == []
+
+
+def test_the_watchdog_says_when_the_cgroup_refuses_the_child(tmp_path: Path) -> None:
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    watchdog = subprocess.run(
+        [sys.executable, "-m", "perseus_core.runtime.watchdog", "inf", str(out_write)]
+        + [str(err_write), str(tmp_path / "no-such-cgroup"), "--", "true"],
+        pass_fds=(out_write, err_write),
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    for fd in (out_read, out_write, err_read, err_write):
+        os.close(fd)
+    assert watchdog.returncode == 127
+    assert watchdog.stdout.decode().split() == ["failed", str(errno.ENOENT), "cgroup"]
+
+
+def test_stale_cgroups_of_agents_gone_are_removed(tmp_path: Path) -> None:
+    # A plain directory stands for the cgroup v2 hierarchy: rmdir is the same.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f"{CGROUP_PREFIX}{gone.pid}-00000000"
+    ours = tmp_path / f"{CGROUP_PREFIX}{os.getpid()}-00000000"
+    other = tmp_path / "someone-elses"
+    busy = tmp_path / f"{CGROUP_PREFIX}{gone.pid}-11111111"
+    for path in (stale, ours, other, busy):
+        path.mkdir()
+    (busy / "cgroup.procs").write_text("")  # not empty: left alone
+    remove_stale_cgroups(tmp_path)
+    assert not stale.exists()
+    assert ours.exists() and other.exists() and busy.exists()
+
+
+# --- the child's output -------------------------------------------------------
+
+
+async def test_the_drain_hands_on_lines_of_both_streams() -> None:
+    lines: list[tuple[str, bytes]] = []
+    ended = asyncio.Event()
+    drain = OutputDrain(lambda stream, line: lines.append((stream, line)), on_end=ended.set)
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    await drain.attach("stdout", out_read)
+    await drain.attach("stderr", err_read)
+    os.write(out_write, b"one\ntw")
+    os.write(err_write, b"oops\n")
+    os.write(out_write, b"o\n" + b"y" * (MAX_LINE_BYTES + 5) + b"\nlast, unfinished")
+    os.close(out_write)
+    os.close(err_write)
+    assert await drain.wait_closed(10)
+    assert ended.is_set()
+    assert [line for stream, line in lines if stream == "stderr"] == [b"oops"]
+    assert [line for stream, line in lines if stream == "stdout"] == [
+        b"one",
+        b"two",
+        b"y" * MAX_LINE_BYTES,
+        b"yyyyy",
+        b"last, unfinished",
+    ]
+
+
+async def test_a_child_writes_into_the_drain_not_into_the_agents_stdout(
+    children: list[ChildProcess],
+) -> None:
+    lines: list[tuple[str, bytes]] = []
+    drain = OutputDrain(lambda stream, line: lines.append((stream, line)))
+    script = "import sys; print('to stdout'); print('to stderr', file=sys.stderr)"
+    child = await ChildProcess.spawn([sys.executable, "-c", script], drain=drain)
+    children.append(child)
+    assert await child.wait() == 0
+    await child.terminate(grace_s=1)
+    assert sorted(lines) == [("stderr", b"to stderr"), ("stdout", b"to stdout")]
+
+
+def test_the_output_log_keeps_to_its_rate_and_counts_what_it_leaves_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = [100.0]
+    output = OutputLog("coinbase", rate=2, burst=3, max_chars=10, clock=lambda: clock[0])
+    with caplog.at_level(logging.INFO, logger="perseus_core.runtime.output"):
+        for n in range(5):
+            output("stdout", f"line {n}".encode())
+        clock[0] += 1.0  # two more lines' worth
+        output("stderr", b"\x1b[31mred\x1b[0m and far too long")
+        output("stdout", b"kept too")
+        output("stdout", b"left out")
+        output.flush()
+    assert [r.getMessage() for r in caplog.records] == [
+        "coinbase: child stdout: line 0",
+        "coinbase: child stdout: line 1",
+        "coinbase: child stdout: line 2",
+        "coinbase: 2 lines of the child's output not logged (more than 2 a second)",
+        "coinbase: child stderr: red and f…",
+        "coinbase: child stdout: kept too",
+        "coinbase: 1 lines of the child's output not logged (more than 2 a second)",
+    ]
