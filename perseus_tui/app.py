@@ -291,7 +291,9 @@ class PerseusApp(App[None]):
     def _show(self, views: dict[int, ExchangeView], *, read_at: datetime | None = None) -> None:
         previous = self.fleet
         if previous.loaded and not previous.stale:
-            observed = self.observer.compare(previous.views, views, self.clock())
+            # Dated when the read was taken: the feed places it among the entries by that time.
+            seen_at = read_at or self.clock()
+            observed = self.observer.compare(previous.views, views, seen_at)
             if observed:
                 self.live_entries = observed  # feed and history; never written to Redis
         ordered = sorted(views.values(), key=lambda v: (v.exchange_id, v.exchange_name))
