@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from textual.app import App, ComposeResult
 
+from perseus_cli.log_cmd import _summary
 from perseus_cli.status_cmd import status_row
 from perseus_core.present import Tone
 from perseus_core.present.commands import acknowledgement
@@ -215,6 +216,21 @@ def test_entry_lines_show_what_happened() -> None:
     )
     bare = parse_entry("3-0", {}, "x")  # no fields at all: still a line
     assert "(no event)" in render.entry_line(bare, UTC, NOW).plain
+
+
+def test_a_crash_line_names_its_state_once() -> None:
+    """An agent's crash message already says `while active`: neither the feed
+    nor `perseus log` adds the state again; a message that does not say it
+    gets it from the entry's state."""
+    crash = ErrorEntry(error="child command exited with code 75 while active", state="active")
+    line = render.entry_line(crash, UTC, NOW).plain
+    assert line.count("active") == 1 and " in active" not in line
+    assert _summary(crash).count("active") == 1
+    plain = ErrorEntry(error="websocket closed (1006)", state="warming")
+    assert "websocket closed (1006)  in warming" in render.entry_line(plain, UTC, NOW).plain
+    assert _summary(plain) == "error: websocket closed (1006) (while warming)"
+    inactive = ErrorEntry(error="catalog entry is inactive", state="active")
+    assert "in active" in render.entry_line(inactive, UTC, NOW).plain  # a word, not a substring
 
 
 def _status(**overrides: object) -> InstanceStatus:
