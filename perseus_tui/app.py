@@ -462,7 +462,16 @@ class PerseusApp(App[None]):
     def watch_utc(self, utc: bool) -> None:
         self.display_tz = UTC if utc else self.local_tz
         self.header = self.header_state()
-        self.notify(f"Times in {zone_name(self.display_tz, self.clock())}", timeout=2)
+        self.notify(self.zone_note(), timeout=2, markup=False)
+
+    def zone_note(self) -> str:
+        """What `u` says it switched to: UTC, or local time and its zone. Where
+        local time is UTC, the two would read alike: it says so."""
+        now = self.clock()
+        local_is_utc = now.astimezone(self.local_tz).utcoffset() == timedelta(0)
+        if self.utc:
+            return "Times in UTC" + (" (local time here is UTC too)" if local_is_utc else "")
+        return f"Times in local time ({zone_name(self.local_tz, now)})"
 
     def action_toggle_utc(self) -> None:
         """Switch absolute times between UTC and local time."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from redis.asyncio import Redis
@@ -570,6 +571,36 @@ async def test_command_palette_lists_exchange_commands(
         hits = [hit async for hit in provider.search(query)]
         texts = [hit.text for hit in hits]
         assert any("[b]Alpha[/b] #1" in (t or "") for t in texts), texts
+
+
+@pytest.mark.parametrize(
+    ("zone", "local_word"),
+    [(UTC, "local time (UTC)"), (ZoneInfo("Asia/Tokyo"), "local time (JST)")],
+    ids=["utc-host", "tokyo-host"],
+)
+async def test_u_says_which_times_it_switched_to(
+    make_app: AppFactory, redis: Redis, zone: tzinfo, local_word: str
+) -> None:
+    """On a host whose local time is UTC, `u` said "Times in UTC" both ways;
+    each press now names what it switched to. The palette describes the
+    switch as its key does."""
+    from perseus_tui.commands import ExchangeCommands
+
+    await add_catalog(redis, 1, "alpha")
+    app = make_app(local_tz=zone)
+    async with app.run_test(size=(120, 40)) as pilot:
+        notes = Notes(app)
+        await eventually(app.loaded.is_set)
+        await pilot.press("u")
+        await pilot.press("u")
+        said = [message for _title, message, _severity in notes.items]
+        assert said[1] == f"Times in {local_word}"
+        assert said[0].startswith("Times in UTC") and said[0] != said[1]
+        assert ("local time here is UTC too" in said[0]) == (zone is UTC)
+
+        provider = ExchangeCommands(app.screen)
+        helps = {text: help_text for text, _command, help_text in provider._app_commands()}
+        assert helps["Switch time zone: UTC / local"] == "Show times in UTC or in local time"
 
 
 def _palette_hits(app: PerseusApp) -> int:
