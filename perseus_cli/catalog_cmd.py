@@ -13,6 +13,7 @@ import click
 from redis.exceptions import ResponseError
 
 from perseus_cli.common import load_settings, open_redis, run_read
+from perseus_cli.groups import SuggestingGroup
 from perseus_cli.options import EXIT_ERROR, MAX_EXCHANGE_ID, fail, json_option, redis_url_option
 from perseus_cli.output import echo_json, print_table
 from perseus_core.plumbing.connection import refused
@@ -22,7 +23,7 @@ from perseus_core.wire.models import CatalogEntry, validate_exchange_name
 from perseus_core.wire.text import clean, clean_or
 
 
-@click.group("catalog")
+@click.group("catalog", cls=SuggestingGroup)
 def catalog_group() -> None:
     """List and edit the known exchanges (the `perseus:exchanges` hash)."""
 
