@@ -627,6 +627,38 @@ def test_catalog_add_list_remove(r: sync_redis.Redis, redis_url: str) -> None:
     assert missing.stderr == "perseus: exchange 1 is not in the catalog\n"
 
 
+def test_catalog_add_of_a_listed_id_under_another_name_is_refused_unless_renamed(
+    r: sync_redis.Redis, redis_url: str
+) -> None:
+    """`catalog add 7 NAME` silently renamed whatever 7 was: a typo in the id
+    renamed another exchange. Now it says what 7 is, and --rename renames."""
+    invoke(redis_url, "catalog", "add", "7", "bitstamp", "--display-name", "Bitstamp EU")
+    before = r.hget("perseus:exchanges", "7")
+    refused = invoke(redis_url, "catalog", "add", "7", "kraken")
+    assert (refused.exit_code, refused.stdout) == (1, "")
+    assert refused.stderr == (
+        "perseus: exchange 7 is already in the catalog as bitstamp (Bitstamp EU): add --rename"
+        " to rename it to kraken, or choose another ID (`perseus catalog list`)\n"
+    )
+    assert r.hget("perseus:exchanges", "7") == before
+    same = invoke(redis_url, "catalog", "add", "7", "BITSTAMP")  # the same name, any case
+    assert same.exit_code == 0 and same.stdout == "updated 7 BITSTAMP (Bitstamp)\n"
+    renamed = invoke(redis_url, "catalog", "add", "7", "kraken", "--rename")
+    assert renamed.exit_code == 0
+    assert renamed.stdout == "renamed 7 from BITSTAMP to kraken (Kraken)\n"
+    assert json.loads(r.hget("perseus:exchanges", "7") or "")["name"] == "kraken"
+
+
+def test_catalog_add_replaces_an_unreadable_entry_saying_so(
+    r: sync_redis.Redis, redis_url: str
+) -> None:
+    r.hset("perseus:exchanges", "7", "not json")
+    result = invoke(redis_url, "catalog", "add", "7", "kraken")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("updated 7 kraken (Kraken); the entry it replaces was")
+    assert json.loads(r.hget("perseus:exchanges", "7") or "")["name"] == "kraken"
+
+
 @pytest.mark.parametrize(
     "args",
     [
