@@ -426,6 +426,25 @@ async def test_online_exchanges_outside_the_catalog_are_found_by_a_cached_scan(
     assert set(views) == {1, 3} and views[3].in_catalog and not views[3].online
 
 
+async def test_an_exchange_removed_from_the_catalog_while_online_stays_listed(
+    redis: Redis, settings: Settings
+) -> None:
+    """`perseus catalog remove` of a running exchange made it vanish from the
+    dashboard until the next scan (up to `scan_every_s`) found its key."""
+    reader = FleetReader(redis, scan_every_s=3600)
+    await catalog(redis, 1, "coinbase")
+    await catalog(redis, 2, "kraken")
+    await online(redis, 1, status_json(1, "coinbase"))
+    assert [v.exchange_id for v in (await reader.snapshot()).exchanges] == [1, 2]
+    assert await reader.remove_from_catalog(1) and await reader.remove_from_catalog(2)
+    views = by_id((await reader.snapshot()).exchanges)
+    assert list(views) == [1]  # kraken was offline: gone with its entry
+    assert views[1].online and not views[1].in_catalog
+    assert "coinbase" in await reader.exchange_names()  # its stream is still followed
+    await redis.delete(keys.status_key(1))
+    assert (await reader.snapshot(last_known=False)).exchanges == []
+
+
 async def test_snapshot_without_scanning(redis: Redis, reader: FleetReader) -> None:
     await catalog(redis, 1, "coinbase")
     await online(redis, 2, status_json(2, "kraken"))
