@@ -62,6 +62,7 @@ from perseus_tui.stop_question import StopQuestion, explanation, livermore_quest
 from perseus_tui.widgets.activity_feed import DEFAULT_MAX_LINES
 from perseus_tui.widgets.banner import Outage
 from perseus_tui.widgets.command_bar import FAILED_STAGES, CommandLine, progress
+from perseus_tui.widgets.empty_fleet import RedisHint, redis_hint
 from perseus_tui.widgets.header import HeaderState, summary_parts
 
 ERROR_TIMEOUT_S = 10.0
@@ -123,8 +124,11 @@ class PerseusApp(App[None]):
         intro: str | None = None,
         initial_selection: int | None = None,
         expecting: str | None = None,
+        redis_url_file: str | None = None,
     ) -> None:
         super().__init__()
+        self.redis_url_file = redis_url_file
+        """The file the Redis URL was read from, if it was (`--redis-url-file`)."""
         self.intro = intro
         """Text of the dismissable intro panel (the demo's tour), if any."""
         self.initial_selection = initial_selection
@@ -170,11 +174,10 @@ class PerseusApp(App[None]):
         """Every listed exchange as last read, by id."""
         return self.fleet.views
 
-    def redis_option(self) -> str:
-        """`--redis-url <target>` for commands shown to the user ("" for the default Redis)."""
-        if self.settings.redis_url == Settings.model_fields["redis_url"].default:
-            return ""
-        return f"--redis-url {self.target}"
+    def redis_hint(self) -> RedisHint:
+        """How commands shown to the user reach this Redis when copied (never
+        with its password: `perseus_tui.widgets.empty_fleet.redis_hint`)."""
+        return redis_hint(self.settings, self.target, self.redis_url_file)
 
     def header_state(self) -> HeaderState:
         """What every header shows right now."""
@@ -215,7 +218,7 @@ class PerseusApp(App[None]):
                 clock=self.clock,
                 feed_max_lines=self.feed_max_lines,
                 tz=self.display_tz,
-                redis_option=self.redis_option(),
+                redis_hint=self.redis_hint(),
                 expecting=self.expecting,
                 intro=bool(self.intro),
                 initial_selection=self.initial_selection,
@@ -519,6 +522,7 @@ def create_app(
     intro: str | None = None,
     initial_selection: int | None = None,
     expecting: str | None = None,
+    redis_url_file: str | None = None,
 ) -> PerseusApp:
     """Build the dashboard; the CLI, the tests and the screenshot tool all start here.
 
@@ -540,6 +544,9 @@ def create_app(
         expecting: what the fleet area says while it is empty because its
             exchanges are on their way (the demo's agents starting), instead
             of how to add a first exchange.
+        redis_url_file: the `--redis-url-file` the URL was read from, if it
+            was: the commands the dashboard suggests name it, never a URL
+            holding a password.
     """
     return PerseusApp(
         settings,
@@ -552,6 +559,7 @@ def create_app(
         intro=intro,
         initial_selection=initial_selection,
         expecting=expecting,
+        redis_url_file=redis_url_file,
     )
 
 
