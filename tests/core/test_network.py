@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from perseus_cli.apps.redis_cluster import cluster_port
 from perseus_cli.apps.redis_server import find_redis_server
-from perseus_core.present.exchange import Timing
+from perseus_core.present.exchange import Timing, status_line
 from perseus_core.present.fleet import exchange_json
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.network import (
@@ -231,8 +231,12 @@ async def test_status_json_shape_of_a_view(redis: Redis, reader: FleetReader) ->
         "exchangeName",
         "displayName",
         "online",
+        "state",
+        "tone",
         "status",
         "heartbeat",
+        "uptimeMs",
+        "uptime",
         "lastKnown",
         "lastSeen",
         "agents",
@@ -247,12 +251,53 @@ async def test_status_json_shape_of_a_view(redis: Redis, reader: FleetReader) ->
         "at",
         "ageMs",
         "health",
+        "tone",
+        "text",
         "intervalMs",
         "timing",
         "freshMs",
         "overdueMs",
     ]
     assert (beat["timing"], beat["intervalMs"], beat["overdueMs"]) == ("livermore", 15_000, 30_000)
+
+
+async def test_status_json_and_the_status_table_say_the_same(
+    redis: Redis, reader: FleetReader, settings: Settings
+) -> None:
+    """The JSON's verdict is the presenter's, word for word and tone for tone,
+    as `perseus status` lays it out: live (overdue, healthy), ready, offline."""
+    now = datetime.now(UTC)
+    await catalog(redis, 1, "coinbase")
+    await redis.set(keys.status_key(1), WIRE_STATUS, px=TTL_MS)
+    await catalog(redis, 2, "kraken")
+    fresh = status_json(2, "kraken", connectedAt="2026-02-10T18:00:00.000Z")
+    await redis.set(keys.status_key(2), fresh, px=TTL_MS)
+    await catalog(redis, 3, "okx")
+    await AgentAnnouncer(
+        redis,
+        settings.model_copy(update={"heartbeat_ttl_ms": 60_000}),  # no expiry while read
+        exchange_id=3,
+        exchange_name="okx",
+        state=lambda: ConnectionState.IDLE,
+        hostname="okx-host",
+    ).publish()
+    await catalog(redis, 4, "gemini")
+    snapshot = await reader.snapshot()
+    timing = Timing.from_settings(settings)
+    for view in snapshot.exchanges:
+        data = exchange_json(view, now, timing)
+        line = status_line(view, now, timing)
+        assert (data["state"], data["tone"]) == (line.state.text, line.state.tone)
+        beat = data["heartbeat"]
+        said = (beat["text"], beat["tone"]) if beat is not None else ("-", None)
+        assert said == (line.heartbeat.text, line.heartbeat.tone)
+        assert (data["uptime"] or "-") == line.uptime
+    assert [exchange_json(v, now, timing)["state"] for v in snapshot.exchanges] == [
+        "active",
+        "active",
+        "ready",
+        "offline",
+    ]
 
 
 async def test_last_known_tolerates_missing_fields_and_unknown_events(
