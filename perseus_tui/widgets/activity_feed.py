@@ -49,6 +49,10 @@ def entry_key(entry: ActivityEntry) -> EntryKey:
     return (entry.key or entry.stream, entry.id)
 
 
+def _time(item: tuple[float, ActivityEntry]) -> float:
+    return item[0]
+
+
 def _newer_count(entries: deque[ActivityEntry], times: dict[EntryKey, float], at: float) -> int:
     """How many of `entries` (newest first) are newer than `at`: where an entry
     of that time goes, above the ones of its own time."""
@@ -171,11 +175,15 @@ class ActivityFeed(ScrollView, can_focus=True):
         above: list[ActivityEntry] = []
         """Visible entries put above the first one on screen (the view keeps its lines)."""
         times = self._times
-        for entry in entries:
+        # In time order first (stable: arrival order among equal times): a
+        # read of many streams hands each stream's entries together, and
+        # sorted, each new entry is again the newest, placed at the top at once.
+        fresh = [(self._time_of(entry), entry) for entry in entries]
+        fresh.sort(key=_time)
+        for at, entry in fresh:
             key = entry_key(entry)
             if key in times:
                 continue
-            at = self._time_of(entry)
             index = _newer_count(self._entries, times, at)
             if len(self._entries) == self.max_lines:
                 if index == len(self._entries):
