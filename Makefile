@@ -23,8 +23,15 @@ $(BIN)/.installed: $(BIN)/.runtime
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
+# The demo installs `perseus` into the virtualenv, which is not on PATH: say
+# how to reach it afterwards (unless a `perseus` already is on PATH).
+PATH_HINT = perseus is $(BIN)/perseus; to have it on your PATH, run: . $(BIN)/activate \
+	(or install it for good: pipx install 'perseus-network[app]')
+
 demo: $(BIN)/.runtime
-	$(BIN)/perseus demo
+	@$(BIN)/perseus demo; status=$$?; \
+	command -v perseus >/dev/null 2>&1 || echo "$(PATH_HINT)"; \
+	exit $$status
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

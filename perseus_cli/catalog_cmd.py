@@ -7,22 +7,24 @@ validated first (a bad name or display name is a usage error, exit 2).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import click
 from redis.exceptions import ResponseError
 
 from perseus_cli.common import load_settings, open_redis, run_read
+from perseus_cli.groups import SuggestingGroup
 from perseus_cli.options import EXIT_ERROR, MAX_EXCHANGE_ID, fail, json_option, redis_url_option
 from perseus_cli.output import echo_json, print_table
 from perseus_core.plumbing.connection import refused
-from perseus_core.store.network import FleetReader
+from perseus_core.store.network import FleetReader, parse_catalog_payload
 from perseus_core.wire import keys
+from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.models import CatalogEntry, validate_exchange_name
 from perseus_core.wire.text import clean, clean_or
 
 
-@click.group("catalog")
+@click.group("catalog", cls=SuggestingGroup)
 def catalog_group() -> None:
     """List and edit the known exchanges (the `perseus:exchanges` hash)."""
 
@@ -104,15 +106,26 @@ _SUB_HELP = (
 @click.argument("name", metavar="NAME")
 @click.option("--display-name", metavar="TEXT", help="Name to show (default: NAME title-cased).")
 @click.option("--livermore-sub", metavar="SUB", help=_SUB_HELP)
+@click.option(
+    "--rename",
+    is_flag=True,
+    help="When the catalog lists ID under another name, rename it to NAME (else refused).",
+)
 @redis_url_option
 def catalog_add(
     exchange_id: int,
     name: str,
     display_name: str | None,
     livermore_sub: str | None,
+    rename: bool,
     redis_url: str | None,
 ) -> None:
-    """Add an exchange to the catalog, or replace the entry with this ID."""
+    """Add an exchange to the catalog, or replace the entry with this ID.
+
+    An ID the catalog lists under another name is refused (exit 1), naming
+    the entry, unless --rename: a typo in ID must not silently rename
+    another exchange.
+    """
     try:
         validate_exchange_name(name)
     except ValueError as exc:
@@ -125,17 +138,34 @@ def catalog_add(
     )
     settings = load_settings(redis_url)
 
-    async def body() -> None:
+    async def body() -> str:
         async with open_redis(settings) as redis:
             try:
-                existed = bool(await redis.hexists(keys.CATALOG_KEY, str(entry.id)))
+                raw = await redis.hget(keys.CATALOG_KEY, str(entry.id))
             except ResponseError as exc:
-                raise refused(exc, "HEXISTS", keys.CATALOG_KEY) from exc
+                raise refused(exc, "HGET", keys.CATALOG_KEY) from exc
+            # `connect` decodes replies: the value is a str.
+            listed = parse_catalog_payload(cast(str, raw)) if raw is not None else None
+            renamed = isinstance(listed, CatalogEntry) and listed.name.lower() != name.lower()
+            if isinstance(listed, CatalogEntry) and renamed and not rename:
+                raise PerseusError(
+                    f"exchange {entry.id} is already in the catalog as "
+                    f"{clean(listed.name, 64)} ({clean(listed.label, 128)}): add --rename to "
+                    f"rename it to {name}, or choose another ID (`perseus catalog list`)"
+                )
             await FleetReader(redis).add_to_catalog(entry, overwrite=True)
-        verb = "updated" if existed else "added"
-        click.echo(f"{verb} {entry.id} {entry.name} ({clean(entry.label, 128)})")
+        named = f"{entry.name} ({clean(entry.label, 128)})"
+        shown = f"{entry.id} {named}"
+        if listed is None:
+            return f"added {shown}"
+        if isinstance(listed, str):
+            return f"updated {shown}; the entry it replaces was unreadable: {clean(listed, 200)}"
+        if renamed:
+            assert isinstance(listed, CatalogEntry)
+            return f"renamed {entry.id} from {clean(listed.name, 64)} to {named}"
+        return f"updated {shown}"
 
-    run_read(settings, body)
+    click.echo(run_read(settings, body))
 
 
 @catalog_group.command("set")

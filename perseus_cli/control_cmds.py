@@ -1,4 +1,9 @@
-"""`perseus start|stop|ping ID`: steer one exchange's agent from a shell or a script.
+"""`perseus start|stop|ping EXCHANGE`: steer one exchange's agent from a shell or a script.
+
+The exchange is named by its id (`perseus start 1`) or by its name
+(`perseus start coinbase`, any case; else its display name), looked up in
+the catalog and among the exchanges online or with history: a name no
+exchange has, or that several have, is refused (exit 1) saying so.
 
 Each verb first reads the exchange and refuses at once a command that
 cannot succeed (no such exchange, no agent, an exchange held by another writer,
@@ -23,6 +28,7 @@ servers would hear is refused (exit 1): any one of them could take it.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import click
@@ -35,6 +41,7 @@ from perseus_cli.options import (
     EXIT_ERROR,
     EXIT_NO_AGENT,
     EXIT_UNREACHABLE,
+    MAX_EXCHANGE_ID,
     fail,
     redis_url_option,
 )
@@ -73,6 +80,58 @@ _HELP = {
     CommandType.STOP: "Bring the exchange down and release its slot (active -> idle).",
     CommandType.PING: "Ask the agent for its current state; changes nothing.",
 }
+_EXCHANGE_HELP = "EXCHANGE is its id (1) or its name (coinbase, any case)."
+
+
+def exchange_argument(_ctx: click.Context, _param: click.Parameter, value: str) -> int | str:
+    """EXCHANGE as given: an id, or a name to look up (`resolve_exchange`)."""
+    text = value.strip()
+    if text.isascii() and text.isdecimal():
+        if len(text) > 18 or int(text) > MAX_EXCHANGE_ID:
+            raise click.BadParameter(f"{text} is not an exchange id (at most 18 digits)")
+        return int(text)
+    if not text or text.startswith("-") or clean(text, 256) != text:
+        raise click.BadParameter(
+            f"{clean(text, 64)!r} is neither an exchange id (1) nor a name (coinbase)"
+        )
+    return text
+
+
+async def resolve_exchange(redis: RedisClient, exchange: int | str) -> int:
+    """The id of the exchange `exchange` names: an id as it is; a name by the
+    exchange name (any case) of a catalog entry or of an exchange online or
+    with history, else by a display name.
+
+    Raises:
+        CommandRejected: no exchange has that name, or several have.
+    """
+    if isinstance(exchange, int):
+        return exchange
+    reader = FleetReader(redis)
+    known: dict[int, tuple[str, str]] = {
+        entry.id: (entry.name, entry.display_name) for entry in await reader.catalog()
+    }
+    snapshot = await reader.snapshot(last_known=False, agents=False)
+    for view in snapshot.exchanges:
+        if view.exchange_id >= 0 and view.exchange_name:
+            known.setdefault(view.exchange_id, (view.exchange_name, view.display_name))
+    wanted = exchange.lower()
+    ids = sorted(i for i, (name, _) in known.items() if name.lower() == wanted)
+    if not ids:
+        ids = sorted(i for i, (_, display) in known.items() if display.lower() == wanted)
+    if len(ids) == 1:
+        return ids[0]
+    shown = clean(exchange, 64)
+    if ids:
+        which = ", ".join(f"{i} ({clean(known[i][0], 64)})" for i in ids)
+        raise CommandRejected(f"{shown!r} names {len(ids)} exchanges: {which}; give the id")
+    names = sorted({name for name, _ in known.values()})
+    close = difflib.get_close_matches(exchange, names, n=3)
+    hint = f" (did you mean {' or '.join(repr(clean(n, 64)) for n in close)}?)" if close else ""
+    raise CommandRejected(
+        f"no exchange named {shown!r} in the catalog, online or with history{hint}: "
+        "give its id, or a name `perseus status` lists"
+    )
 
 
 def _seconds_to_ms(value: float | None) -> int | None:
@@ -103,7 +162,7 @@ async def _refuse_what_cannot_succeed(
 async def _send(
     settings: Settings,
     kind: CommandType,
-    exchange_id: int,
+    exchange: int | str,
     operator: str,
     ack_timeout_ms: int | None,
     result_timeout_ms: int | None,
@@ -113,7 +172,9 @@ async def _send(
     redis = connect(settings, retry=Retry(NoBackoff(), 0))
     sent: list[Command] = []
     client = ControlClient(redis, settings)
+    exchange_id = exchange if isinstance(exchange, int) else -1
     try:
+        exchange_id = await resolve_exchange(redis, exchange)
         route = await client.route(exchange_id, kind)
         if route.via is Via.NONE:
             raise CommandRejected(refused_line(route, kind.value))
@@ -188,8 +249,8 @@ class OutcomeUnreadable(AccessDenied):
 
 
 def _control_command(kind: CommandType) -> click.Command:
-    @click.command(name=kind.value, help=_HELP[kind])
-    @click.argument("exchange_id", metavar="ID", type=click.IntRange(min=0))
+    @click.command(name=kind.value, help=f"{_HELP[kind]}\n\n{_EXCHANGE_HELP}")
+    @click.argument("exchange", metavar="EXCHANGE", callback=exchange_argument)
     @click.option(
         "--timeout",
         "timeout",
@@ -214,7 +275,7 @@ def _control_command(kind: CommandType) -> click.Command:
     )
     @redis_url_option
     def command(
-        exchange_id: int,
+        exchange: int | str,
         timeout: float | None,
         ack_timeout: float | None,
         operator: str | None,
@@ -228,7 +289,7 @@ def _control_command(kind: CommandType) -> click.Command:
                 lambda: _send(
                     settings,
                     kind,
-                    exchange_id,
+                    exchange,
                     who,
                     _seconds_to_ms(ack_timeout),
                     _seconds_to_ms(timeout),

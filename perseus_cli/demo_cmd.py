@@ -30,7 +30,7 @@ _ROLE_NOTES = {
     Role.CRASHING: "its child crashes every few seconds; the demo starts it again",
     Role.KILLED: "killed with SIGKILL once active: goes offline",
     Role.WARMING: "warming slowly (5 min)",
-    Role.IDLE: "READY: start it with `s` in the dashboard (or `perseus start ID`)",
+    Role.IDLE: "READY: start it with `s` in the dashboard (or `perseus start NAME`)",
     Role.LAGGING: "active, heartbeats lag: green, yellow and red in turn",
 }
 

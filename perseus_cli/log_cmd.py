@@ -16,7 +16,6 @@ import stat
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
 
 import click
 from redis.asyncio.retry import Retry
@@ -27,6 +26,7 @@ from perseus_cli.options import json_option, redis_url_option
 from perseus_cli.output import echo_json, pad
 from perseus_core.plumbing.connection import connect
 from perseus_core.plumbing.topology import RedisClient
+from perseus_core.present import error_state
 from perseus_core.store.activity import (
     ActivityLog,
     ActivityPage,
@@ -47,7 +47,6 @@ from perseus_core.wire.models import (
 )
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean, clean_or
-from perseus_core.wire.timeutil import id_time
 
 _NAME_WIDTH = 12
 """Minimum width (in terminal cells) of the exchange column, so followed lines stay aligned."""
@@ -59,11 +58,6 @@ def _entry_json(entry: ActivityEntry) -> dict[str, str]:
     for key, value in entry.to_fields().items():
         data.setdefault(key, value)
     return data
-
-
-def _entry_time(entry: ActivityEntry) -> datetime | None:
-    """The entry's timestamp, else the time encoded in its stream ID."""
-    return entry.time or id_time(entry.id)
 
 
 def _where(entry: ActivityEntry) -> str:
@@ -78,8 +72,9 @@ def _summary(entry: ActivityEntry) -> str:
         return text + _where(entry)
     if isinstance(entry, ErrorEntry):
         text = f"error: {clean_or(entry.error, '(no message)')}"
-        if entry.state and f"while {entry.state}" not in (entry.error or ""):
-            text += f" (while {clean(entry.state, 20)})"
+        state = error_state(entry)
+        if state is not None:
+            text += f" (while {clean(state, 20)})"
         return text + _where(entry)
     if isinstance(entry, CommandEntry):
         text = f"command {clean_or(entry.command, '?', 20)}: {clean_or(entry.status, '?', 20)}"
@@ -98,7 +93,7 @@ def _summary(entry: ActivityEntry) -> str:
 
 def _entry_line(entry: ActivityEntry) -> str:
     """`2026-02-10 19:22:04  coinbase      warming -> active on DESKTOP-ABC 203.0.113.7`."""
-    moment = _entry_time(entry)
+    moment = entry.moment
     when = moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "????-??-?? ??:??:??"
     name = pad(clean_or(entry.exchange_name or entry.stream, "?", 32), _NAME_WIDTH)
     return f"{when}  {name}  {_summary(entry)}"

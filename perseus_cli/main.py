@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import click
 
+from perseus_cli.groups import SuggestingGroup
 from perseus_cli.options import EXIT_ERROR, fail, quiet_closed_stdout, redis_url_option
 from perseus_core import __version__
 
@@ -86,9 +87,10 @@ VERBS: dict[str, Verb] = {
 """Every verb, by name."""
 
 
-class LazyGroup(click.Group):
+class LazyGroup(SuggestingGroup):
     """A group whose verbs are imported on demand, and whose `--help` lists
-    them from `VERBS` without importing any."""
+    them from `VERBS` without importing any (a mistyped verb gets the closest
+    ones named, still without importing any)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(VERBS)

@@ -13,7 +13,8 @@ import click
 
 from perseus_cli.common import load_settings, run
 from perseus_cli.options import redis_url_option
-from perseus_core.notify import Notifier, validate_webhook_url
+from perseus_core.notify import EventKind, Notifier, validate_webhook_url
+from perseus_core.wire.text import clean
 
 
 @contextlib.contextmanager
@@ -45,6 +46,27 @@ def _log_to_stderr() -> Iterator[None]:
             other.setLevel(old)
 
 
+_KIND_NAMES = tuple(kind.value for kind in EventKind)
+
+
+def _kinds(values: tuple[str, ...]) -> frozenset[EventKind] | None:
+    """The kinds `--only` names (comma-separated, repeatable, any case, `-`
+    for `_`); None when it is not given."""
+    if not values:
+        return None
+    kinds: set[EventKind] = set()
+    for value in values:
+        for word in value.split(","):
+            name = word.strip().lower().replace("-", "_")
+            if name not in _KIND_NAMES:
+                raise click.BadParameter(
+                    f"{clean(word.strip(), 40)!r} is not a kind: use {', '.join(_KIND_NAMES)}",
+                    param_hint="--only",
+                )
+            kinds.add(EventKind(name))
+    return frozenset(kinds)
+
+
 @click.command("notify")
 @click.option(
     "--webhook",
@@ -62,6 +84,25 @@ def _log_to_stderr() -> Iterator[None]:
     metavar="NAME",
     help="Only this exchange (case-insensitive); repeat for several. Default: all.",
 )
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="KINDS",
+    callback=lambda _ctx, _param, values: _kinds(values),
+    help=f"Post only these kinds, comma-separated ({', '.join(_KIND_NAMES)}); "
+    "a crash, with its stop and restart, is an error. Default: all.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Tell an exchange's transitions and errors that come together as one message, "
+    "once it is at rest (active; idle after a clean stop) or quiet this long; 0 posts "
+    "each at once.",
+)
 @click.option("--dry-run", is_flag=True, help="Print each JSON payload on stdout; post nothing.")
 @click.option(
     "--interval",
@@ -74,6 +115,8 @@ def _log_to_stderr() -> Iterator[None]:
 def notify(
     webhook: str | None,
     exchanges: tuple[str, ...],
+    only: frozenset[EventKind] | None,
+    settle: float,
     dry_run: bool,
     interval: float | None,
     redis_url: str | None,
@@ -83,13 +126,17 @@ def notify(
 
     Runs until interrupted (Ctrl-C exits 0). Each event is posted once; a
     failing webhook is retried with backoff and never stops the watching.
-    An error another host writes while the holder is healthy (a refused
-    claim) is posted as that host's, not as the exchange's.
+    What an exchange does in one go is one message: a crash, the stop that
+    follows and the restart are one error, a start is `idle -> starting ->
+    warming -> active` (see --settle). An error another host writes while
+    the holder is healthy (a refused claim) is posted as that host's, not
+    as the exchange's.
 
     \b
     Example:
       PERSEUS_NOTIFY_WEBHOOK=https://discord.com/api/webhooks/ID/TOKEN perseus notify
       perseus notify --dry-run --exchange coinbase
+      perseus notify --only error,offline
     """
     if webhook is None and not dry_run:
         raise click.UsageError("--webhook URL is required (or use --dry-run)")
@@ -106,8 +153,12 @@ def notify(
         dry_run=dry_run,
         output=click.echo,
         interval_ms=round(interval * 1000) if interval is not None else None,
+        settle_s=settle,
+        only=only,
     )
     scope = ", ".join(exchanges) if exchanges else "all exchanges"
+    if only is not None:
+        scope += f" ({', '.join(sorted(only))} only)"
     target = "stdout (dry run)" if dry_run else notifier.webhook
     click.echo(
         f"perseus notify: watching {scope} on {settings.redacted_redis_url}, posting to {target}",
@@ -127,8 +178,9 @@ def notify(
         except KeyboardInterrupt:  # a signal that arrived before the handlers were installed
             pass
     stats = notifier.stats
+    skipped = f", {stats.skipped} left out by --only" if only is not None else ""
     click.echo(
         f"perseus notify: stopped ({stats.delivered} sent, {stats.failed} failed, "
-        f"{stats.dropped} dropped)",
+        f"{stats.dropped} dropped{skipped})",
         err=True,
     )

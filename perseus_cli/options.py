@@ -122,6 +122,15 @@ def read_redis_url_file(path: str) -> str:
     return url
 
 
+def redis_url_file_of(url: str) -> str | None:
+    """The `--redis-url-file` this invocation read `url` from, or None when
+    it came from elsewhere: what to name, instead of a URL holding a
+    password, in a command shown for a person to copy."""
+    ctx = click.get_current_context(silent=True)
+    read: dict[str, str] = ctx.find_root().meta.get(_READ, {}) if ctx is not None else {}
+    return next((path for path, value in read.items() if value == url), None)
+
+
 def password_in(url: str) -> bool:
     """Whether `url` holds a password: in its userinfo (`redis://:pw@host`,
     `redis://user:pw@host`) or in a query parameter (`?password=pw`,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from perseus_cli.common import load_settings, preflight
-from perseus_cli.options import redis_url_option
+from perseus_cli.options import redis_url_file_of, redis_url_option
 from perseus_core import __version__
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import format_ts, system_clock
@@ -45,7 +45,8 @@ def tui(redis_url: str | None, refresh: float | None, read_only: bool) -> None:
         overrides["refresh_ms"] = int(refresh * 1000)
     settings = load_settings(redis_url, **overrides)
     preflight(settings)  # not Redis, a wrong password, TLS: one line, before the App
-    run_app(create_app(settings, read_only=read_only), settings)
+    url_file = redis_url_file_of(settings.redis_url)
+    run_app(create_app(settings, read_only=read_only, redis_url_file=url_file), settings)
 
 
 def run_app(

@@ -62,6 +62,7 @@ from perseus_tui.stop_question import StopQuestion, explanation, livermore_quest
 from perseus_tui.widgets.activity_feed import DEFAULT_MAX_LINES
 from perseus_tui.widgets.banner import Outage
 from perseus_tui.widgets.command_bar import FAILED_STAGES, CommandLine, progress
+from perseus_tui.widgets.empty_fleet import RedisHint, redis_hint
 from perseus_tui.widgets.header import HeaderState, summary_parts
 
 ERROR_TIMEOUT_S = 10.0
@@ -123,8 +124,11 @@ class PerseusApp(App[None]):
         intro: str | None = None,
         initial_selection: int | None = None,
         expecting: str | None = None,
+        redis_url_file: str | None = None,
     ) -> None:
         super().__init__()
+        self.redis_url_file = redis_url_file
+        """The file the Redis URL was read from, if it was (`--redis-url-file`)."""
         self.intro = intro
         """Text of the dismissable intro panel (the demo's tour), if any."""
         self.initial_selection = initial_selection
@@ -170,11 +174,10 @@ class PerseusApp(App[None]):
         """Every listed exchange as last read, by id."""
         return self.fleet.views
 
-    def redis_option(self) -> str:
-        """`--redis-url <target>` for commands shown to the user ("" for the default Redis)."""
-        if self.settings.redis_url == Settings.model_fields["redis_url"].default:
-            return ""
-        return f"--redis-url {self.target}"
+    def redis_hint(self) -> RedisHint:
+        """How commands shown to the user reach this Redis when copied (never
+        with its password: `perseus_tui.widgets.empty_fleet.redis_hint`)."""
+        return redis_hint(self.settings, self.target, self.redis_url_file)
 
     def header_state(self) -> HeaderState:
         """What every header shows right now."""
@@ -215,7 +218,7 @@ class PerseusApp(App[None]):
                 clock=self.clock,
                 feed_max_lines=self.feed_max_lines,
                 tz=self.display_tz,
-                redis_option=self.redis_option(),
+                redis_hint=self.redis_hint(),
                 expecting=self.expecting,
                 intro=bool(self.intro),
                 initial_selection=self.initial_selection,
@@ -291,7 +294,9 @@ class PerseusApp(App[None]):
     def _show(self, views: dict[int, ExchangeView], *, read_at: datetime | None = None) -> None:
         previous = self.fleet
         if previous.loaded and not previous.stale:
-            observed = self.observer.compare(previous.views, views, self.clock())
+            # Dated when the read was taken: the feed places it among the entries by that time.
+            seen_at = read_at or self.clock()
+            observed = self.observer.compare(previous.views, views, seen_at)
             if observed:
                 self.live_entries = observed  # feed and history; never written to Redis
         ordered = sorted(views.values(), key=lambda v: (v.exchange_id, v.exchange_name))
@@ -460,7 +465,16 @@ class PerseusApp(App[None]):
     def watch_utc(self, utc: bool) -> None:
         self.display_tz = UTC if utc else self.local_tz
         self.header = self.header_state()
-        self.notify(f"Times in {zone_name(self.display_tz, self.clock())}", timeout=2)
+        self.notify(self.zone_note(), timeout=2, markup=False)
+
+    def zone_note(self) -> str:
+        """What `u` says it switched to: UTC, or local time and its zone. Where
+        local time is UTC, the two would read alike: it says so."""
+        now = self.clock()
+        local_is_utc = now.astimezone(self.local_tz).utcoffset() == timedelta(0)
+        if self.utc:
+            return "Times in UTC" + (" (local time here is UTC too)" if local_is_utc else "")
+        return f"Times in local time ({zone_name(self.local_tz, now)})"
 
     def action_toggle_utc(self) -> None:
         """Switch absolute times between UTC and local time."""
@@ -508,6 +522,7 @@ def create_app(
     intro: str | None = None,
     initial_selection: int | None = None,
     expecting: str | None = None,
+    redis_url_file: str | None = None,
 ) -> PerseusApp:
     """Build the dashboard; the CLI, the tests and the screenshot tool all start here.
 
@@ -529,6 +544,9 @@ def create_app(
         expecting: what the fleet area says while it is empty because its
             exchanges are on their way (the demo's agents starting), instead
             of how to add a first exchange.
+        redis_url_file: the `--redis-url-file` the URL was read from, if it
+            was: the commands the dashboard suggests name it, never a URL
+            holding a password.
     """
     return PerseusApp(
         settings,
@@ -541,6 +559,7 @@ def create_app(
         intro=intro,
         initial_selection=initial_selection,
         expecting=expecting,
+        redis_url_file=redis_url_file,
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from functools import partial
 
 from textual import on
+from textual.binding import Binding
 from textual.command import (
     CommandInput,
     CommandList,
@@ -30,6 +31,7 @@ from perseus_core.wire.models import CommandType
 from perseus_tui.fleet import FleetState
 from perseus_tui.messages import CommandRequested, DetailRequested, RefreshRequested
 from perseus_tui.screens.base import ExchangeScreen
+from perseus_tui.screens.dashboard import DASHBOARD_BINDINGS
 
 MAX_DISCOVERY_EXCHANGES = 30
 """Exchanges listed before anything is typed (typing searches them all)."""
@@ -95,22 +97,24 @@ class ExchangeCommands(Provider):
         return commands + self._app_commands()
 
     def _app_commands(self) -> list[tuple[str, Callable[[], object], str]]:
-        """The keys a narrow footer may leave out, reachable from here too."""
+        """The keys a narrow footer may leave out, reachable from here too,
+        each described as its key's tooltip says (the footer's and the help's words)."""
         app = self.app
+        tooltips = {
+            binding.id: binding.tooltip
+            for binding in (*app.BINDINGS, *DASHBOARD_BINDINGS)
+            if isinstance(binding, Binding) and binding.id
+        }
         return [
             ("Switch view: cards / table", partial(app.run_action, "toggle_view"),
-             "Toggle the fleet view"),
+             tooltips["toggle-view"]),
             ("Switch time zone: UTC / local", partial(app.run_action, "toggle_utc"),
-             "Toggle absolute times"),
+             tooltips["toggle-utc"]),
             ("Refresh every status now", self._request(RefreshRequested()),
-             "Re-read the whole fleet"),
-            (
-                "Pause / resume the activity feed",
-                partial(app.run_action, "screen.pause_feed"),
-                "Hold new entries (counted) or show them again",
-            ),
-            ("Help: every key, by screen", partial(app.run_action, "help"),
-             "The keys of every screen"),
+             tooltips["refresh"]),
+            ("Pause / resume the activity feed", partial(app.run_action, "screen.pause_feed"),
+             tooltips["pause-feed"]),
+            ("Help: every key, by screen", partial(app.run_action, "help"), tooltips["help"]),
         ]  # fmt: skip
 
     async def discover(self) -> Hits:

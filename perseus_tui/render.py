@@ -19,7 +19,7 @@ from functools import cache
 
 from textual.content import Content
 
-from perseus_core.present import Badge, Tone, state_tone
+from perseus_core.present import Badge, Tone, error_state, state_tone
 from perseus_core.present.edges import EdgeKind
 from perseus_core.present.exchange import Line, Part, clock_time
 from perseus_core.wire.models import (
@@ -163,8 +163,9 @@ def _entry_body(entry: ActivityEntry) -> Content:
             ("✖ ", OFFLINE_STYLE),
             (label(entry.error, "(no message)", ERROR_MAX_CHARS), ERROR),
         ]
-        if entry.state:
-            parts += ["  ", (f"in {label(entry.state, '?', 12)}", MUTED)]
+        state = error_state(entry)
+        if state is not None:
+            parts += ["  ", (f"in {label(state, '?', 12)}", MUTED)]
         if entry.hostname:
             parts += ["  ", (label(entry.hostname), MUTED)]
         return Content.assemble(*parts)

@@ -73,3 +73,27 @@ def _name(spec: str) -> str:
     for mark in "<>=![; ":
         spec = spec.split(mark)[0]
     return spec.lower()
+
+
+def test_make_demo_says_how_to_put_perseus_on_the_path(tmp_path: Path) -> None:
+    """After `make demo`, `perseus` is in the virtualenv, which is not on PATH:
+    the demo's end says where it is and how to get it there. A stand-in
+    virtualenv whose `perseus demo` only exits keeps this to the Makefile."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    script = venv / "bin" / "perseus"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    (venv / "bin" / ".runtime").touch()  # newer than pyproject.toml: nothing to install
+    path = "/usr/bin:/bin"  # where no `perseus` is
+    done = subprocess.run(
+        ["make", "--no-print-directory", "demo", f"VENV={venv}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PATH": path, "HOME": str(tmp_path)},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f". {venv}/bin/activate" in done.stdout
+    assert "pipx install 'perseus-network[app]'" in done.stdout

@@ -73,10 +73,16 @@ def build_payload(event: FleetEvent) -> dict[str, Any]:
     """
     name = discord_text(event.exchange_name, 100, default="unknown exchange")
     exchange = f"{name} (#{event.exchange_id})" if event.exchange_id is not None else name
-    transition = discord_text(event.transition, 100)
+    transition = discord_text(event.transition, 300)
     host = discord_text(event.host, 150)
     detail = discord_text(event.detail, 1000, default="")
     when = format_ts(event.time)
+    fields = [
+        {"name": "exchange", "value": exchange, "inline": True},
+        {"name": "transition", "value": transition, "inline": True},
+        {"name": "host", "value": host, "inline": True},
+        {"name": "time", "value": when, "inline": False},
+    ]
 
     if event.kind is EventKind.TRANSITION:
         content = f"{name}: {transition} on {host}"
@@ -84,6 +90,11 @@ def build_payload(event: FleetEvent) -> dict[str, Any]:
     elif event.kind is EventKind.ERROR:
         content = f"{name}: {transition} on {host}: {discord_text(event.detail, 200)}"
         description = detail or "(no message)"
+        if event.states:  # told with the transitions around it (`episodes`)
+            walked = discord_text(" → ".join(event.states), 300)
+            content += f"; {walked}"
+            description += f"\n\n{name} went {walked}."
+            fields.insert(2, {"name": "states", "value": walked, "inline": False})
     elif event.kind is EventKind.OTHER_WRITER:
         holder = discord_text(event.holder, 150)
         content = f"{name}: {transition}: {discord_text(event.detail, 200)} (held by {holder})"
@@ -106,12 +117,7 @@ def build_payload(event: FleetEvent) -> dict[str, Any]:
                 "description": description,
                 "color": COLOURS[event.kind],
                 "timestamp": when,
-                "fields": [
-                    {"name": "exchange", "value": exchange, "inline": True},
-                    {"name": "transition", "value": transition, "inline": True},
-                    {"name": "host", "value": host, "inline": True},
-                    {"name": "time", "value": when, "inline": False},
-                ],
+                "fields": fields,
             }
         ],
         "allowed_mentions": {"parse": []},

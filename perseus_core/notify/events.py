@@ -65,6 +65,12 @@ class FleetEvent:
     detail: str = ""
     holder: str = ""
     """For `OTHER_WRITER`: the host that holds the exchange (and is healthy)."""
+    states: tuple[str, ...] = ()
+    """The states walked, oldest first: a transition's two, or, for several
+    entries told as one (`perseus_core.notify.episodes`), every state they
+    walked (an error's message names the ones around it)."""
+    count: int = 1
+    """How many stream entries this event tells."""
 
 
 def _host(hostname: str, ip: str | None) -> str:
@@ -109,6 +115,7 @@ def event_from_entry(
             transition=f"{entry.from_state or '?'} → {entry.to_state or '?'}",
             host=_host(entry.hostname, entry.ip),
             time=when,
+            states=(entry.from_state or "?", entry.to_state or "?"),
         )
     if isinstance(entry, ErrorEntry):
         return FleetEvent(

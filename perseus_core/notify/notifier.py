@@ -4,13 +4,17 @@ Two sources feed it. The activity streams, tailed live, carry every state
 transition and error an instance reports about itself (`handle_entry`). The
 status snapshot, polled, reveals what no instance can report: its status key
 expiring without a stop and reappearing afterwards (`PresenceWatch`).
-Delivery goes through `Sender`'s bounded queue.
+An exchange's transitions and errors that come together are told as one
+message (`Episodes`: a crash and its restart are one post, not seven), the
+kinds not asked for are left out, and delivery goes through `Sender`'s
+bounded queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 import httpx
@@ -25,7 +29,8 @@ from perseus_core.notify.discord import (
     describe_error,
     validate_webhook_url,
 )
-from perseus_core.notify.events import FleetEvent, event_from_entry
+from perseus_core.notify.episodes import Episodes
+from perseus_core.notify.events import EventKind, FleetEvent, event_from_entry
 from perseus_core.notify.presence import PresenceWatch
 from perseus_core.notify.sender import NotifierStats, RetryPolicy, Sender
 from perseus_core.plumbing.connection import connect, ping_or_raise
@@ -43,12 +48,14 @@ log = logging.getLogger(__name__)
 class Notifier:
     """Watch the fleet and post a webhook message per event worth knowing.
 
-    Posts on every `state_transition` and `error` entry (once per stream entry
-    ID, also across reconnects of the tail; an error another host wrote while
-    the exchange's holder is healthy, such as a refused claim, is posted as
-    that host's, not as the exchange's), when a status key disappears
-    while its instance was not stopping (offline), and when such a key comes
-    back (online). 429 and 5xx answers and network errors are retried with
+    Posts on `state_transition` and `error` entries (each entry once, by its
+    stream entry ID, also across reconnects of the tail; an exchange's
+    entries that come together are one message, see `Episodes`; an error
+    another host wrote while the exchange's holder is healthy, such as a
+    refused claim, is posted at once as that host's, not as the exchange's),
+    when a status key disappears while its instance was not stopping
+    (offline), and when such a key comes back (online). 429 and 5xx answers
+    and network errors are retried with
     backoff, honouring Retry-After up to `max_retry_delay_s`; other answers are
     logged and given up on. Messages wait in a queue of `queue_size`; when it
     is full the oldest is dropped and logged.
@@ -72,6 +79,12 @@ class Notifier:
         drain_timeout_s: How long queued messages may still go out on stop.
         start: Where the tail starts: "$" (only new entries) or a mapping of
             exchange name to the last ID already handled (`ActivityTail`).
+        settle_s: An exchange's transitions and errors are held while they
+            keep coming and told as one message once it is at rest, or after
+            this long without a new one (`Episodes`); 0 tells each at once.
+        longest_s: An episode is told at the latest this long after it began.
+        only: Post only messages of these kinds (an episode with an error is
+            an error); all by default.
 
     One `run` per instance.
     """
@@ -94,6 +107,9 @@ class Notifier:
         request_timeout_s: float = 10.0,
         drain_timeout_s: float = 3.0,
         start: str | dict[str, str] = "$",
+        settle_s: float = 10.0,
+        longest_s: float = 60.0,
+        only: Iterable[EventKind] | None = None,
     ) -> None:
         if webhook_url is None and not dry_run:
             raise ValueError("a webhook URL is required unless dry_run is set")
@@ -114,6 +130,9 @@ class Notifier:
         self._ready = asyncio.Event()
         self._tail: ActivityTail | None = None
         self._presence: PresenceWatch | None = None
+        self._episodes = Episodes(settle_s, longest_s)
+        self._episode_opened = asyncio.Event()
+        self._only = frozenset(only) if only is not None else None
         self.stats = NotifierStats()
         self._sender = Sender(
             None if dry_run else webhook_url,
@@ -134,9 +153,11 @@ class Notifier:
         return self._redacted
 
     def stop(self) -> None:
-        """Ask `run` to finish: watching stops, queued messages get a short
-        chance to go out. Safe to call from a signal handler."""
+        """Ask `run` to finish: watching stops, held episodes are told, and
+        queued messages get a short chance to go out. Safe to call from a
+        signal handler."""
         self._stop.set()
+        self._episode_opened.set()
 
     async def wait_ready(self) -> None:
         """Return once the first snapshot has been taken (the baseline against
@@ -144,8 +165,32 @@ class Notifier:
         await self._ready.wait()
 
     def submit(self, event: FleetEvent) -> None:
-        """Queue the payload for `event`; a full queue loses its oldest message."""
+        """Tell `event`: at once, or with the other events of its exchange's
+        episode once that ends (`Episodes`)."""
+        for told in self._episodes.add(event, time.monotonic()):
+            self._post(told)
+        if self._episodes:
+            self._episode_opened.set()
+
+    def _post(self, event: FleetEvent) -> None:
+        """Queue the payload for `event` unless its kind is left out; a full
+        queue loses its oldest message."""
+        if self._only is not None and event.kind not in self._only:
+            self.stats.skipped += 1
+            return
         self._sender.submit(build_payload(event))
+
+    async def _tell_episodes(self) -> None:
+        """Tell each held episode when it falls due, until stopped."""
+        while not self._stop.is_set():
+            for event in self._episodes.due(time.monotonic()):
+                self._post(event)
+            due = self._episodes.next_due()
+            self._episode_opened.clear()
+            if due is None:
+                await self._episode_opened.wait()
+            else:
+                await wait_event(self._episode_opened, due - time.monotonic())
 
     async def run(self) -> None:
         """Watch until `stop()` or cancellation.
@@ -184,6 +229,7 @@ class Notifier:
                     name="notify-activity",
                 ),
                 asyncio.create_task(self._watch_presence(presence), name="notify-poll"),
+                asyncio.create_task(self._tell_episodes(), name="notify-episodes"),
             ]
             done, _ = await asyncio.wait(
                 [*tasks, sender, stop], return_when=asyncio.FIRST_COMPLETED
@@ -202,6 +248,8 @@ class Notifier:
             for task in pending:
                 task.cancel()
             await asyncio.gather(stop, *tasks, return_exceptions=True)
+            for event in self._episodes.close_all():
+                self._post(event)
             if sender is not None:
                 await self._sender.drain(sender, self._drain_timeout_s)
             if self._http is None:

@@ -62,11 +62,12 @@ def retry_delay(response: httpx.Response, *, now: datetime) -> float | None:
 @dataclass(slots=True)
 class NotifierStats:
     """Counters for logs and tests: what was delivered, given up on or dropped,
-    and how many status snapshots were compared."""
+    left out (a kind not asked for), and how many status snapshots were compared."""
 
     delivered: int = 0
     failed: int = 0
     dropped: int = 0
+    skipped: int = 0
     polls: int = 0
 
 

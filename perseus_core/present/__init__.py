@@ -13,6 +13,8 @@ No UI toolkit is imported here.
 - `edges`: whether a vanished status key was lost or released, or is back.
 - `writers`: whether an error entry is the holder's or another writer's
   (a refused claimant, a fenced agent).
+- `entries`: how an activity entry's words read (an error's state named
+  once).
 - `fleet`: the `perseus status --json` shape of an exchange.
 """
 
@@ -25,6 +27,7 @@ from perseus_core.present.edges import (
     newer_state,
     offline_edge,
 )
+from perseus_core.present.entries import error_state
 from perseus_core.present.exchange import (
     HEARTBEAT_LEGEND,
     LEGEND,
@@ -64,6 +67,7 @@ __all__ = [
     "TimingSource",
     "Tone",
     "badge",
+    "error_state",
     "exchange_json",
     "heartbeat",
     "heartbeat_age_s",

@@ -641,8 +641,10 @@ def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
 def row(
     view: ExchangeView, now: datetime, timing: Timing, *, stale: bool = False
 ) -> tuple[Line, ...]:
-    """The cells of a table row: id, exchange, state, host, ip, admin,
-    symbols, heartbeat, uptime, last error (() for an empty cell)."""
+    """The cells of a table row, most telling first (`TABLE_COLUMNS`): id,
+    exchange, state, heartbeat, uptime, host, ip, admin, symbols, last error
+    (() for an empty cell). On a narrow terminal the columns past its edge are
+    cut: what tells whether an exchange is alive comes before where it runs."""
     name = Part(_clean(view.display_name or view.exchange_name, "?", 40))
     state: Line = (word_part(view), STALE_NOTE) if stale else (word_part(view),)
     kind = view.kind
@@ -650,12 +652,12 @@ def row(
     cells: tuple[Line, ...]
     if kind is ViewKind.LIVE and status is not None:
         cells = (
+            (heartbeat_part(view, now, timing),),
+            (Part(uptime_text(view, now, timing), Tone.SUCCESS),),
             (Part(_clean(status.hostname)),),
             (Part(_ip(status)),),
             (Part(_clean(status.admin_display_name or status.admin_email)),),
             (Part(str(status.symbol_count)),),
-            (heartbeat_part(view, now, timing),),
-            (Part(uptime_text(view, now, timing), Tone.SUCCESS),),
             (_error(_clean(status.last_error, "", 80)),),
         )
     elif kind is ViewKind.UNREADABLE:
@@ -665,19 +667,34 @@ def row(
         host = _clean(agent.hostname)
         if len(view.agents) > 1:
             host += f" +{len(view.agents) - 1}"
-        cells = ((Part(host),), (), (), (), (_muted(f"agent: {agent_state(agent, now)}"),), (), ())
+        cells = ((_muted(f"agent: {agent_state(agent, now)}"),), (), (Part(host),), (), (), (), ())
     else:
         known = view.last_known
         cells = (
+            (_muted(last_seen_text(view, now) or "never seen"),),
+            (),
             (_muted(_clean(known.hostname if known else None)),),
             (_muted(_clean(known.ip if known else None)),),
             (),
             (),
-            (_muted(last_seen_text(view, now) or "never seen"),),
-            (),
             (),
         )
     return ((Part(str(view.exchange_id)),), (name,), state, *cells)
+
+
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "ID"),
+    ("exchange", "Exchange"),
+    ("state", "State"),
+    ("heartbeat", "Heartbeat"),
+    ("uptime", "Uptime"),
+    ("host", "Host"),
+    ("ip", "IP"),
+    ("admin", "Admin"),
+    ("symbols", "Symbols"),
+    ("error", "Last error"),
+)
+"""The table's columns (key, title), in the order `row` gives its cells."""
 
 
 STALE_NOTE = Part(" (stale)", Tone.WARNING, bold=True)

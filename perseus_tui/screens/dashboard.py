@@ -21,7 +21,7 @@ from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.banner import ConnectionBanner, Outage
 from perseus_tui.widgets.card_grid import CardGrid, view_matches
 from perseus_tui.widgets.command_bar import CommandBar
-from perseus_tui.widgets.empty_fleet import EmptyFleet
+from perseus_tui.widgets.empty_fleet import EmptyFleet, RedisHint
 from perseus_tui.widgets.footer import PerseusFooter
 from perseus_tui.widgets.header import HeaderState, PerseusHeader
 from perseus_tui.widgets.instance_card import InstanceCard
@@ -105,7 +105,7 @@ class DashboardScreen(ExchangeScreen):
         clock: Clock,
         feed_max_lines: int,
         tz: tzinfo | None,
-        redis_option: str,
+        redis_hint: RedisHint,
         expecting: str | None,
         intro: bool,
         initial_selection: int | None,
@@ -117,7 +117,7 @@ class DashboardScreen(ExchangeScreen):
         clock: "now" for the feed's times.
         feed_max_lines: how many entries the activity feed keeps.
         tz: the zone absolute times are shown in first.
-        redis_option: `--redis-url ...` for the commands an empty fleet suggests.
+        redis_hint: how the commands an empty fleet suggests reach this Redis.
         expecting: what an empty fleet says while exchanges are on their way.
         intro: the app has an intro panel (`i` opens it again).
         initial_selection: the exchange to select first, once it is listed.
@@ -126,7 +126,7 @@ class DashboardScreen(ExchangeScreen):
         self._clock = clock
         self._feed_max_lines = feed_max_lines
         self._tz = tz
-        self._redis_option = redis_option
+        self._redis_hint = redis_hint
         self._expecting = expecting
         self._intro = intro
         self._initial_selection = initial_selection
@@ -153,7 +153,7 @@ class DashboardScreen(ExchangeScreen):
         with ContentSwitcher(initial="cards", id="views"):
             yield CardGrid(id="cards")
             yield InstanceTable(id="table")
-            yield EmptyFleet(self._redis_option, expecting=self._expecting, id="empty")
+            yield EmptyFleet(self._redis_hint, expecting=self._expecting, id="empty")
         yield ActivityFeed(
             max_lines=self._feed_max_lines,
             clock=self._clock,

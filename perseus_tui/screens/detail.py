@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 
 from textual import events, on, work
 from textual.app import ComposeResult
@@ -27,11 +27,6 @@ from perseus_tui.widgets.footer import PerseusFooter
 from perseus_tui.widgets.header import HeaderState, PerseusHeader
 from perseus_tui.widgets.history_feed import HistoryFeed
 from perseus_tui.widgets.status_panel import StatusPanel
-
-
-def _entry_time(entry: ActivityEntry) -> datetime:
-    return entry.time or datetime.min.replace(tzinfo=UTC)
-
 
 PAGE_SIZE = 50
 """History entries read per page."""
@@ -201,10 +196,9 @@ class DetailScreen(ExchangeScreen):
         if message.first:
             self._loaded_first = True
             feed.empty_text = "No activity recorded for this exchange"
-            # What this dashboard observed (never in the stream) joins the history in time order.
-            observed = self._observer.about(self.exchange_name.lower())
-            if observed:
-                entries = sorted([*entries, *observed], key=_entry_time, reverse=True)
+            # What this dashboard observed (never in the stream) joins the
+            # history; the feed puts each at its time.
+            entries = [*entries, *self._observer.about(self.exchange_name.lower())]
         feed.add_older(entries)
         self._cursor = message.next_cursor
         self._exhausted = message.next_cursor is None or feed.is_full

@@ -6,12 +6,21 @@ deque it controls: inserting at the top is O(1), the bound drops the oldest
 entry, and only the lines on screen are ever rendered (each one cached), so a
 burst of thousands of entries a second costs a few deque operations per entry
 and one repaint per batch.
+
+The feed is in time order, whatever order entries arrive in: an exchange has
+two streams, the live tail reads many streams per call (each stream's entries
+together), and the dashboard's own observations (`perseus_tui.observed`) are
+made between reads. Each entry is placed by its `moment` (its timestamp, else
+its stream ID's time; the time of an observation is when it was observed),
+newest on top; entries of one moment keep the order they arrived in. Almost
+every entry is the newest and goes on top at once; a late one is walked down
+to its place.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import tzinfo
 
 from textual.cache import LRUCache
@@ -38,6 +47,32 @@ DEFAULT_MAX_LINES = 1000
 def entry_key(entry: ActivityEntry) -> EntryKey:
     """The identity of an entry across reads (history, live tail, re-reads)."""
     return (entry.key or entry.stream, entry.id)
+
+
+def _time(item: tuple[float, ActivityEntry]) -> float:
+    return item[0]
+
+
+def _newer_count(entries: deque[ActivityEntry], times: dict[EntryKey, float], at: float) -> int:
+    """How many of `entries` (newest first) are newer than `at`: where an entry
+    of that time goes, above the ones of its own time."""
+    index = 0
+    for other in entries:
+        if times[entry_key(other)] <= at:
+            break
+        index += 1
+    return index
+
+
+def _older_start(entries: deque[ActivityEntry], times: dict[EntryKey, float], at: float) -> int:
+    """Where an older entry of time `at` goes: below every entry not older than
+    it (counted from the bottom, where history pages land)."""
+    index = len(entries)
+    for other in reversed(entries):
+        if times[entry_key(other)] >= at:
+            break
+        index -= 1
+    return index
 
 
 class ActivityFeed(ScrollView, can_focus=True):
@@ -82,7 +117,8 @@ class ActivityFeed(ScrollView, can_focus=True):
         self._empty_text = empty_text
         self._entries: deque[ActivityEntry] = deque(maxlen=self.max_lines)
         self._visible: deque[ActivityEntry] = self._entries
-        self._keys: set[EntryKey] = set()
+        self._times: dict[EntryKey, float] = {}
+        """The time each kept entry is ordered by (`ActivityEntry.moment`, POSIX seconds)."""
         self._held: deque[ActivityEntry] = deque(maxlen=self.max_lines)
         self._held_count = 0
         self._query = ""
@@ -119,8 +155,10 @@ class ActivityFeed(ScrollView, can_focus=True):
     def add_new(self, entries: Iterable[ActivityEntry]) -> int:
         """Insert entries that just happened, given oldest first; returns how many were new.
 
-        Duplicates (same stream and ID) are ignored, so a re-read after a
-        reconnect can never show an entry twice.
+        Each goes to its place in time (normally the top). Duplicates (same
+        stream and ID) are ignored, so a re-read after a reconnect can never
+        show an entry twice. While the reader looks at older lines, the lines
+        on screen stay where they are.
         """
         if self.paused:
             count = 0
@@ -130,63 +168,88 @@ class ActivityFeed(ScrollView, can_focus=True):
             self._held_count += count
             self._update_titles()
             return count
-        added_visible = 0
         added = 0
+        changed = False
         filtered = self._visible is not self._entries
-        for entry in entries:
+        anchor = self.entry_index_at_row(round(self.scroll_y)) if self.scroll_y > 0 else None
+        above: list[ActivityEntry] = []
+        """Visible entries put above the first one on screen (the view keeps its lines)."""
+        times = self._times
+        # In time order first (stable: arrival order among equal times): a
+        # read of many streams hands each stream's entries together, and
+        # sorted, each new entry is again the newest, placed at the top at once.
+        fresh = [(self._time_of(entry), entry) for entry in entries]
+        fresh.sort(key=_time)
+        for at, entry in fresh:
             key = entry_key(entry)
-            if key in self._keys:
+            if key in times:
                 continue
+            index = _newer_count(self._entries, times, at)
             if len(self._entries) == self.max_lines:
+                if index == len(self._entries):
+                    continue  # older than everything kept in a full feed
                 dropped = self._entries.pop()
-                self._keys.discard(entry_key(dropped))
+                del times[entry_key(dropped)]
                 if filtered and self._visible and self._visible[-1] is dropped:
                     self._visible.pop()
-            self._entries.appendleft(entry)
-            self._keys.add(key)
+                changed = True
+            times[key] = at
+            self._entries.insert(index, entry)
             added += 1
-            if not filtered:
-                added_visible += 1
-            elif render.entry_matches(entry, self._query):
-                self._visible.appendleft(entry)
-                added_visible += 1
-        if added_visible:
-            self._content_changed(shift=added_visible)
+            if filtered:
+                if not render.entry_matches(entry, self._query):
+                    continue
+                index = _newer_count(self._visible, times, at)
+                self._visible.insert(index, entry)
+            changed = True
+            if anchor is not None and index <= anchor:
+                anchor += 1
+                above.append(entry)
+        if changed:
+            self._content_changed(shift=above)
         return added
 
     def add_older(self, entries: Iterable[ActivityEntry]) -> int:
-        """Append older entries (a history page, newest first) below the others.
+        """Add older entries (a history page, newest first), below the others
+        unless their time places them higher.
 
         Older entries never push newer ones out: once the feed is full, the
         rest of the page is dropped. Returns how many were added.
         """
         added = 0
         filtered = self._visible is not self._entries
+        times = self._times
         for entry in entries:
             if len(self._entries) >= self.max_lines:
                 break
             key = entry_key(entry)
-            if key in self._keys:
+            if key in times:
                 continue
-            self._entries.append(entry)
-            self._keys.add(key)
+            at = self._time_of(entry)
+            times[key] = at
+            self._entries.insert(_older_start(self._entries, times, at), entry)
             added += 1
             if filtered and render.entry_matches(entry, self._query):
-                self._visible.append(entry)
+                self._visible.insert(_older_start(self._visible, times, at), entry)
         if added:
-            self._content_changed(shift=0)
+            self._content_changed(shift=())
         return added
+
+    def _time_of(self, entry: ActivityEntry) -> float:
+        """What `entry` is ordered by: its moment, else when it arrived."""
+        moment = entry.moment or self._clock()
+        return moment.timestamp()
 
     def clear(self) -> None:
         """Forget every entry (held ones too)."""
         self._entries.clear()
-        self._keys.clear()
+        self._times.clear()
         self._held.clear()
         self._held_count = 0
         self._visible = self._entries
         if self._query:
             self._visible = deque(maxlen=self.max_lines)
-        self._content_changed(shift=0)
+        self._content_changed(shift=())
 
     @property
     def is_full(self) -> bool:
@@ -206,7 +269,7 @@ class ActivityFeed(ScrollView, can_focus=True):
         else:
             self._visible = self._entries
         self.scroll_to(y=0, animate=False)
-        self._content_changed(shift=0)
+        self._content_changed(shift=())
 
     def set_timezone(self, tz: tzinfo | None) -> None:
         """Show times in `tz` (None: the machine's local zone)."""
@@ -225,7 +288,7 @@ class ActivityFeed(ScrollView, can_focus=True):
 
     def on_mount(self) -> None:
         self._update_titles()
-        self._content_changed(shift=0)
+        self._content_changed(shift=())
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self._restyle())
 
     def on_unmount(self) -> None:
@@ -267,15 +330,21 @@ class ActivityFeed(ScrollView, can_focus=True):
         """Screen rows the visible entries take (one each here; more when wrapped)."""
         return len(self._visible)
 
-    def rows_of_newest(self, count: int) -> int:
-        """Screen rows the `count` newest visible entries take."""
-        return count
+    def rows_of(self, entries: Sequence[ActivityEntry]) -> int:
+        """Screen rows these visible entries take (one each here; more when wrapped)."""
+        return len(entries)
 
-    def _content_changed(self, *, shift: int) -> None:
+    def entry_index_at_row(self, row: int) -> int:
+        """The index among the visible entries of the one shown on screen row `row`."""
+        return row
+
+    def _content_changed(self, *, shift: Sequence[ActivityEntry]) -> None:
+        """Re-measure after entries came or went; `shift`: the entries that
+        went in above the lines on screen, which move down by their rows."""
         self.virtual_size = Size(self.scrollable_content_region.width, self.row_count())
         if shift and self.scroll_y > 0:
             # Keep the lines the reader is looking at in place while newer ones arrive above.
-            rows = self.rows_of_newest(shift)
+            rows = self.rows_of(shift)
             self.scroll_to(y=self.scroll_y + rows, animate=False, immediate=True)
         self._update_titles()
         self.refresh()

@@ -241,6 +241,14 @@ class CardGrid(Container, can_focus=False):
 
     def on_resize(self, event: events.Resize) -> None:
         self.columns = max(1, (event.size.width - 2) // self._MIN_COLUMN)
+        self.call_after_refresh(self.show_selection)
+
+    def show_selection(self) -> None:
+        """Scroll the selected card into view: after a resize or a refit the
+        cards reflow, and the selection must not be left off screen."""
+        card = self._cards.get(self.selected_id) if self.selected_id is not None else None
+        if card is not None and card.display and card.is_mounted:
+            self.scroll_to_widget(card, animate=False, immediate=True)
 
     def watch_columns(self, columns: int) -> None:
         self.styles.grid_size_columns = columns
@@ -261,3 +269,4 @@ class CardGrid(Container, can_focus=False):
         self.compact = rows * CARD_HEIGHT > room
         row = COMPACT_HEIGHT if self.compact else CARD_HEIGHT
         self.styles.max_height = max(row, room // row * row)
+        self.call_after_refresh(self.show_selection)

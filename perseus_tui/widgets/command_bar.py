@@ -3,7 +3,9 @@
 A command goes sent → acknowledged by the agent → done or failed; a refused
 one never leaves the dashboard. Each step rewrites its command's line instead
 of stacking notifications over the cards and the feed; only failures also
-raise a notification.
+raise a notification. A line too long for the terminal (a refusal's reason
+at 80 columns) wraps at a word onto a second row, rather than being cut in
+the middle of one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from textual.content import Content
+from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widget import Widget
 
@@ -19,6 +22,8 @@ from perseus_tui import render
 
 MAX_LINES = 2
 """Commands shown at once: the newest ones (older finished ones drop off)."""
+ROWS_PER_LINE = 2
+"""Screen rows one command's line may wrap onto; beyond them it ends in an ellipsis."""
 
 FAILED_STAGES = frozenset({"error", "failed", "no-agent"})
 """Stages that end a command unsuccessfully (they are also notified)."""
@@ -81,20 +86,31 @@ def line_content(line: CommandLine) -> Content:
     return Content.assemble((mark, style), (title, "bold"), (": ", render.MUTED), steps)
 
 
+def fitted(content: Content, width: int, rows: int = ROWS_PER_LINE) -> list[Content]:
+    """`content` wrapped at words to `width`, on at most `rows` rows; what
+    does not fit ends the last row in an ellipsis."""
+    if width <= 0:
+        return [content]
+    wrapped = content.wrap(width)
+    if len(wrapped) <= rows:
+        return wrapped
+    rest = Content(" ").join(wrapped[rows - 1 :])
+    return [*wrapped[: rows - 1], rest.truncate(width, ellipsis=True)]
+
+
 class CommandBar(Widget):
     """The recent commands' lines, newest last; hidden while there are none."""
 
-    DEFAULT_CSS = """
-    CommandBar {
+    DEFAULT_CSS = f"""
+    CommandBar {{
         height: auto;
-        max-height: 2;
+        max-height: {MAX_LINES * ROWS_PER_LINE};
         padding: 0 1;
         background: $boost;
         text-wrap: nowrap;
-        text-overflow: ellipsis;
         display: none;
-        &.-shown { display: block; }
-    }
+        &.-shown {{ display: block; }}
+    }}
     """
 
     lines: reactive[tuple[CommandLine, ...]] = reactive((), layout=True)
@@ -103,5 +119,11 @@ class CommandBar(Widget):
     def watch_lines(self, lines: tuple[CommandLine, ...]) -> None:
         self.set_class(bool(lines), "-shown")
 
+    def _rows(self, width: int) -> list[Content]:
+        return [row for line in self.lines for row in fitted(line_content(line), width)]
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._rows(width))
+
     def render(self) -> Content:
-        return Content("\n").join(line_content(line) for line in self.lines)
+        return Content("\n").join(self._rows(self.content_region.width))

@@ -8,6 +8,7 @@ the time and exchange columns.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import tzinfo
 from typing import Any
 
@@ -59,12 +60,19 @@ class HistoryFeed(ActivityFeed):
         self._rows_stale = True
         return len(self._layout())
 
-    def rows_of_newest(self, count: int) -> int:
+    def rows_of(self, entries: Sequence[ActivityEntry]) -> int:
         width = self.scrollable_content_region.width
-        return sum(len(self._strips(entry, width)) for entry in list(self._visible)[:count])
+        return sum(len(self._strips(entry, width)) for entry in entries)
+
+    def entry_index_at_row(self, row: int) -> int:
+        rows = self._layout()
+        if not rows:
+            return 0
+        entry = rows[min(row, len(rows) - 1)][0]
+        return next(index for index, shown in enumerate(self._visible) if shown is entry)
 
     def on_resize(self) -> None:
-        self._content_changed(shift=0)
+        self._content_changed(shift=())
 
     def _restyle(self) -> None:
         self._wrapped.clear()

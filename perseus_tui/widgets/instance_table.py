@@ -30,18 +30,8 @@ from perseus_core.present import exchange as present
 from perseus_core.store.network import ExchangeView
 from perseus_tui import render
 
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("id", "ID"),
-    ("exchange", "Exchange"),
-    ("state", "State"),
-    ("host", "Host"),
-    ("ip", "IP"),
-    ("admin", "Admin"),
-    ("symbols", "Symbols"),
-    ("heartbeat", "Heartbeat"),
-    ("uptime", "Uptime"),
-    ("error", "Last error"),
-)
+COLUMNS = present.TABLE_COLUMNS
+"""The columns, keyed, in the order the presenter gives a row's cells."""
 
 
 def row_cells(

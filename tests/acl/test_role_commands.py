@@ -152,7 +152,6 @@ ROWS: dict[str, list[tuple[tuple[str, ...], Expected]]] = {
         # The catalog, and the audit of commands sent to Livermore servers.
         (("HSET", "perseus:exchanges", "9", "{}"), ALLOWED),
         (("HSETNX", "perseus:exchanges", "9", "{}"), ALLOWED),
-        (("HEXISTS", "perseus:exchanges", "9"), ALLOWED),
         (("HDEL", "perseus:exchanges", "9"), ALLOWED),
         (("XADD", "perseus:activity:binance", "*", "event", "command"), ALLOWED),
         # The Livermore bridge: count the listeners, publish a command, hear the answers.
@@ -209,7 +208,7 @@ USES: dict[str, frozenset[str]] = {
     ),
     OPERATOR: frozenset(
         "info time get mget hget hgetall hlen exists type pttl scan xrange xrevrange xread "
-        "xlen zrange zcard zrevrangebyscore eval xadd blpop hset hsetnx hexists hdel "
+        "xlen zrange zcard zrevrangebyscore eval xadd blpop hset hsetnx hdel "
         "pubsub|numsub publish subscribe".split()
     ),
     VIEWER: frozenset(

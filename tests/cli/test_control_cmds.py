@@ -19,7 +19,7 @@ from perseus_cli.apps.redis_server import free_port
 from perseus_cli.main import cli
 from perseus_core.store.control.server import CommandServer, HandlerResult
 from perseus_core.wire.errors import CommandRejected
-from perseus_core.wire.models import Command, ReplyStatus
+from perseus_core.wire.models import CatalogEntry, Command, ReplyStatus
 from perseus_core.wire.settings import Settings
 from tests.helpers import invoke
 
@@ -197,6 +197,47 @@ def test_unreachable_redis_exits_3() -> None:
 
 
 def test_bad_arguments_are_usage_errors(settings: Settings) -> None:
-    for args in (["start", "one"], ["start", "-1"], ["stop", "1", "--timeout", "0"]):
+    for args in (["start", ""], ["start", "-1"], ["stop", "1", "--timeout", "0"]):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 2, args
+
+
+def add_to_catalog(settings: Settings, exchange_id: int, name: str, display: str = "") -> None:
+    entry = CatalogEntry(id=exchange_id, name=name, display_name=display or name.title())
+    with sync_redis.Redis.from_url(settings.redis_url) as r:
+        r.hset("perseus:exchanges", str(exchange_id), entry.to_json())
+
+
+@pytest.mark.parametrize("named", ["coinbase", "COINBASE", "Coinbase Pro"])
+def test_an_exchange_is_named_by_its_name_or_display_name(
+    settings: Settings, exchange: Exchange, named: str
+) -> None:
+    """`perseus start coinbase` answered "'coinbase' is not a valid integer range"."""
+    add_to_catalog(settings, 1, "coinbase", "Coinbase Pro")
+    add_to_catalog(settings, 2, "kraken")
+    code, out, err = invoke(settings, "start", named)
+    assert (code, err) == (0, "")
+    assert out.startswith("sent start to exchange 1 (correlation id ")
+    assert [c.type for c in exchange.calls] == ["start"]
+
+
+def test_an_unknown_name_is_refused_with_the_closest_names(settings: Settings) -> None:
+    add_to_catalog(settings, 1, "coinbase")
+    code, out, err = invoke(settings, "start", "coinbsae")
+    assert (code, out) == (1, "")
+    assert err == (
+        "perseus: no exchange named 'coinbsae' in the catalog, online or with history"
+        " (did you mean 'coinbase'?): give its id, or a name `perseus status` lists\n"
+    )
+    with sync_redis.Redis.from_url(settings.redis_url) as r:
+        assert not r.exists("perseus:commands:1")
+
+
+def test_a_name_several_exchanges_have_is_refused_naming_them(settings: Settings) -> None:
+    add_to_catalog(settings, 1, "coinbase")
+    add_to_catalog(settings, 9, "CoinBase")
+    code, out, err = invoke(settings, "stop", "coinbase")
+    assert (code, out) == (1, "")
+    assert err == (
+        "perseus: 'coinbase' names 2 exchanges: 1 (coinbase), 9 (CoinBase); give the id\n"
+    )

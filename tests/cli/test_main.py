@@ -64,3 +64,26 @@ def test_an_unknown_verb_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["frobnicate"])
     assert result.exit_code == 2
     assert "No such command 'frobnicate'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "typed", "suggested"),
+    [
+        (["stauts"], "stauts", "'status' or 'start'"),
+        (["strat", "1"], "strat", "'start' or 'status'"),
+        (["catalog", "lsit"], "lsit", "'list'"),
+    ],
+    ids=["stauts", "strat", "catalog lsit"],
+)
+def test_a_mistyped_verb_is_told_the_closest_one(
+    args: list[str], typed: str, suggested: str
+) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert f"No such command '{typed}'. Did you mean {suggested}?" in result.stderr
+
+
+def test_a_mistyped_verb_imports_no_verb() -> None:
+    """Naming the closest verbs reads their names only."""
+    loaded = modules_loaded_by("stauts")
+    assert not any(name.startswith("perseus_cli.") and name.endswith("_cmd") for name in loaded)

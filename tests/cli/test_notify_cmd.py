@@ -152,7 +152,7 @@ async def spawn(settings: Settings) -> AsyncIterator[Spawn]:
 async def test_dry_run_prints_payloads_and_exits_0_on_ctrl_c(
     spawn: Spawn, redis: Redis, settings: Settings
 ) -> None:
-    process = await spawn("--dry-run", "--exchange", "COINBASE")
+    process = await spawn("--dry-run", "--exchange", "COINBASE", "--settle", "0")
     await process.ready()
     activity = ActivityLog(redis, settings)
     await activity.append("kraken", _entry("kraken", "idle", "starting"))
@@ -203,7 +203,8 @@ async def test_real_agents_a_kill_is_offline_a_graceful_stop_is_not(
     spawn: Spawn, settings: Settings
 ) -> None:
     """Two `perseus agent` processes: SIGTERM one (graceful stop, key released),
-    kill -9 the other (key left to expire). Only the second is offline."""
+    kill -9 the other (key left to expire). Only the second is offline. Each
+    start, and the stop, is one message (the agents' entries told together)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSEUS_")}
     env.update(
         {
@@ -245,8 +246,9 @@ async def test_real_agents_a_kill_is_offline_a_graceful_stop_is_not(
                     out.append(fields["transition"])
             return out
 
+        started = "idle → starting → warming → active"
         await eventually(
-            lambda: all("warming → active" in transitions(n) for n in agents),
+            lambda: all(started in transitions(n) for n in agents),
             within=20,
             what="every agent active",
         )
@@ -269,17 +271,38 @@ async def test_real_agents_a_kill_is_offline_a_graceful_stop_is_not(
                 proc.kill()
                 await proc.wait()
     assert await notifier.interrupt() == 0
-    assert transitions("gdax") == [
-        "idle → starting",
-        "starting → warming",
-        "warming → active",
-        "active → stopping",
-        "stopping → stopped",
-        "stopped → idle",
-    ]
-    assert transitions("ftx") == [
-        "idle → starting",
-        "starting → warming",
-        "warming → active",
-        "active → offline",
-    ]
+    # One message for each thing that happened, not one per entry.
+    assert transitions("gdax") == [started, "active → stopping → stopped → idle"]
+    assert transitions("ftx") == [started, "active → offline"]
+
+
+async def test_only_the_kinds_asked_for_are_posted(
+    spawn: Spawn, redis: Redis, settings: Settings
+) -> None:
+    """`--only error,offline`: a clean stop is left out, a crash is posted,
+    as one message with the states walked around it."""
+    process = await spawn(
+        "--dry-run", "--only", "error,OFFLINE", "--exchange", "coinbase", "--exchange", "kraken"
+    )
+    await process.ready()
+    activity = ActivityLog(redis, settings)
+    for src, dst in (("active", "stopping"), ("stopping", "stopped"), ("stopped", "idle")):
+        await activity.append("kraken", _entry("kraken", src, dst))
+    crash = ErrorEntry(error="child command exited with code 75 while active", state="active")
+    await activity.append("coinbase", crash)
+    for src, dst in (("active", "stopping"), ("stopping", "stopped"), ("stopped", "idle")):
+        await activity.append("coinbase", _entry("coinbase", src, dst))
+    for src, dst in (("idle", "starting"), ("starting", "active")):
+        await activity.append("coinbase", _entry("coinbase", src, dst))
+    await eventually(lambda: len(process.stdout) == 1, what="the crash's message")
+    assert await process.interrupt() == 0
+    (told,) = (json.loads(line) for line in process.stdout)
+    assert told["embeds"][0]["title"] == "Error: coinbase"
+    assert told["content"].endswith("active → stopping → stopped → idle → starting → active")
+    assert any("1 left out by --only" in line for line in process.stderr)
+
+
+def test_only_names_known_kinds() -> None:
+    result = CliRunner().invoke(cli, ["notify", "--dry-run", "--only", "error,crash"])
+    assert result.exit_code == 2
+    assert "'crash' is not a kind: use transition, error, offline, online" in result.stderr

@@ -150,6 +150,50 @@ def test_status_heartbeat_age_and_uptime(r: sync_redis.Redis, redis_url: str) ->
     assert "2h 5m" in row
 
 
+def test_status_json_carries_the_verdict_the_table_shows(
+    r: sync_redis.Redis, redis_url: str
+) -> None:
+    """A script reads the heartbeat's age, health, tone and words, the state's
+    word and tone, and the uptime from `--json`: it never judges a status
+    itself (that they are the table's words is checked in tests/core). The
+    wire example's heartbeat is long overdue (its uptime stopped at it);
+    kraken is healthy."""
+    seed_wire(r)
+    now = datetime.now(UTC)
+    catalog(r, 2, "kraken")
+    payload = status_payload(
+        2,
+        "kraken",
+        connectionState="active",
+        connectedAt=format_ts(now - timedelta(hours=2, minutes=5)),
+        heartbeatIntervalMs=15_000,
+        instanceId="kraken-host:1:2:3",
+    )
+    r.set("exchange:2:status", payload, px=45_000)
+    catalog(r, 3, "okx")  # offline, never seen
+    instances = json.loads(invoke(redis_url, "status", "--json").stdout)["instances"]
+    coinbase, kraken, okx = instances
+    assert (kraken["state"], kraken["tone"]) == ("active", "success")
+    beat = kraken["heartbeat"]
+    assert (beat["health"], beat["tone"]) == ("fresh", "success")
+    assert beat["text"].endswith("s ago") and beat["ageMs"] < 15_000
+    assert 2 * 3600_000 + 5 * 60_000 <= kraken["uptimeMs"] < 2 * 3600_000 + 7 * 60_000
+    assert kraken["uptime"].startswith("2h ")
+    assert coinbase["heartbeat"]["tone"] == "error"
+    assert coinbase["heartbeat"]["text"].startswith("no heartbeat for ")
+    wire = json.loads(WIRE_STATUS)
+    stopped_at = datetime.fromisoformat(wire["lastHeartbeat"]) - datetime.fromisoformat(
+        wire["connectedAt"]
+    )
+    assert coinbase["uptimeMs"] == round(stopped_at.total_seconds() * 1000)
+    assert (okx["state"], okx["tone"], okx["heartbeat"], okx["uptimeMs"]) == (
+        "offline",
+        "error",
+        None,
+        None,
+    )
+
+
 def test_status_offline_shows_last_known_from_the_stream(
     r: sync_redis.Redis, redis_url: str
 ) -> None:
@@ -625,6 +669,38 @@ def test_catalog_add_list_remove(r: sync_redis.Redis, redis_url: str) -> None:
     missing = invoke(redis_url, "catalog", "remove", "1")
     assert missing.exit_code == 1
     assert missing.stderr == "perseus: exchange 1 is not in the catalog\n"
+
+
+def test_catalog_add_of_a_listed_id_under_another_name_is_refused_unless_renamed(
+    r: sync_redis.Redis, redis_url: str
+) -> None:
+    """`catalog add 7 NAME` silently renamed whatever 7 was: a typo in the id
+    renamed another exchange. Now it says what 7 is, and --rename renames."""
+    invoke(redis_url, "catalog", "add", "7", "bitstamp", "--display-name", "Bitstamp EU")
+    before = r.hget("perseus:exchanges", "7")
+    refused = invoke(redis_url, "catalog", "add", "7", "kraken")
+    assert (refused.exit_code, refused.stdout) == (1, "")
+    assert refused.stderr == (
+        "perseus: exchange 7 is already in the catalog as bitstamp (Bitstamp EU): add --rename"
+        " to rename it to kraken, or choose another ID (`perseus catalog list`)\n"
+    )
+    assert r.hget("perseus:exchanges", "7") == before
+    same = invoke(redis_url, "catalog", "add", "7", "BITSTAMP")  # the same name, any case
+    assert same.exit_code == 0 and same.stdout == "updated 7 BITSTAMP (Bitstamp)\n"
+    renamed = invoke(redis_url, "catalog", "add", "7", "kraken", "--rename")
+    assert renamed.exit_code == 0
+    assert renamed.stdout == "renamed 7 from BITSTAMP to kraken (Kraken)\n"
+    assert json.loads(r.hget("perseus:exchanges", "7") or "")["name"] == "kraken"
+
+
+def test_catalog_add_replaces_an_unreadable_entry_saying_so(
+    r: sync_redis.Redis, redis_url: str
+) -> None:
+    r.hset("perseus:exchanges", "7", "not json")
+    result = invoke(redis_url, "catalog", "add", "7", "kraken")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("updated 7 kraken (Kraken); the entry it replaces was")
+    assert json.loads(r.hget("perseus:exchanges", "7") or "")["name"] == "kraken"
 
 
 @pytest.mark.parametrize(

@@ -99,7 +99,7 @@ def test_a_catalog_write_to_a_key_of_the_wrong_type_names_command_and_key(
     result = perseus(redis_url, "catalog", "add", "7", "bitstamp")
     assert result.exit_code == 1
     line = one_line(result)
-    assert f"HEXISTS {keys.CATALOG_KEY}" in line and "WRONGTYPE" in line
+    assert f"HGET {keys.CATALOG_KEY}" in line and "WRONGTYPE" in line
     removed = perseus(redis_url, "catalog", "remove", "7")
     assert removed.exit_code == 1
     assert f"HDEL {keys.CATALOG_KEY}" in one_line(removed)

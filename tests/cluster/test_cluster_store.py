@@ -336,7 +336,9 @@ async def test_notifier_posts_transitions_from_every_master(
     for exchange_id, name in FLEET[1:]:
         await FleetReader(cluster_redis).add_to_catalog(CatalogEntry(id=exchange_id, name=name))
     lines: list[str] = []
-    notifier = Notifier(cluster_settings, None, dry_run=True, output=lines.append, interval_ms=100)
+    notifier = Notifier(
+        cluster_settings, None, dry_run=True, output=lines.append, interval_ms=100, settle_s=0
+    )
     task = asyncio.create_task(notifier.run())
     try:
         await asyncio.wait_for(notifier.wait_ready(), 10)

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from perseus_cli.apps.redis_cluster import cluster_port
 from perseus_cli.apps.redis_server import find_redis_server
-from perseus_core.present.exchange import Timing
+from perseus_core.present.exchange import Timing, status_line
 from perseus_core.present.fleet import exchange_json
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.network import (
@@ -231,8 +231,12 @@ async def test_status_json_shape_of_a_view(redis: Redis, reader: FleetReader) ->
         "exchangeName",
         "displayName",
         "online",
+        "state",
+        "tone",
         "status",
         "heartbeat",
+        "uptimeMs",
+        "uptime",
         "lastKnown",
         "lastSeen",
         "agents",
@@ -247,12 +251,53 @@ async def test_status_json_shape_of_a_view(redis: Redis, reader: FleetReader) ->
         "at",
         "ageMs",
         "health",
+        "tone",
+        "text",
         "intervalMs",
         "timing",
         "freshMs",
         "overdueMs",
     ]
     assert (beat["timing"], beat["intervalMs"], beat["overdueMs"]) == ("livermore", 15_000, 30_000)
+
+
+async def test_status_json_and_the_status_table_say_the_same(
+    redis: Redis, reader: FleetReader, settings: Settings
+) -> None:
+    """The JSON's verdict is the presenter's, word for word and tone for tone,
+    as `perseus status` lays it out: live (overdue, healthy), ready, offline."""
+    now = datetime.now(UTC)
+    await catalog(redis, 1, "coinbase")
+    await redis.set(keys.status_key(1), WIRE_STATUS, px=TTL_MS)
+    await catalog(redis, 2, "kraken")
+    fresh = status_json(2, "kraken", connectedAt="2026-02-10T18:00:00.000Z")
+    await redis.set(keys.status_key(2), fresh, px=TTL_MS)
+    await catalog(redis, 3, "okx")
+    await AgentAnnouncer(
+        redis,
+        settings.model_copy(update={"heartbeat_ttl_ms": 60_000}),  # no expiry while read
+        exchange_id=3,
+        exchange_name="okx",
+        state=lambda: ConnectionState.IDLE,
+        hostname="okx-host",
+    ).publish()
+    await catalog(redis, 4, "gemini")
+    snapshot = await reader.snapshot()
+    timing = Timing.from_settings(settings)
+    for view in snapshot.exchanges:
+        data = exchange_json(view, now, timing)
+        line = status_line(view, now, timing)
+        assert (data["state"], data["tone"]) == (line.state.text, line.state.tone)
+        beat = data["heartbeat"]
+        said = (beat["text"], beat["tone"]) if beat is not None else ("-", None)
+        assert said == (line.heartbeat.text, line.heartbeat.tone)
+        assert (data["uptime"] or "-") == line.uptime
+    assert [exchange_json(v, now, timing)["state"] for v in snapshot.exchanges] == [
+        "active",
+        "active",
+        "ready",
+        "offline",
+    ]
 
 
 async def test_last_known_tolerates_missing_fields_and_unknown_events(
@@ -424,6 +469,25 @@ async def test_online_exchanges_outside_the_catalog_are_found_by_a_cached_scan(
     await redis.delete(keys.status_key(3))
     views = by_id((await reader.snapshot(discover_online=False)).exchanges)
     assert set(views) == {1, 3} and views[3].in_catalog and not views[3].online
+
+
+async def test_an_exchange_removed_from_the_catalog_while_online_stays_listed(
+    redis: Redis, settings: Settings
+) -> None:
+    """`perseus catalog remove` of a running exchange made it vanish from the
+    dashboard until the next scan (up to `scan_every_s`) found its key."""
+    reader = FleetReader(redis, scan_every_s=3600)
+    await catalog(redis, 1, "coinbase")
+    await catalog(redis, 2, "kraken")
+    await online(redis, 1, status_json(1, "coinbase"))
+    assert [v.exchange_id for v in (await reader.snapshot()).exchanges] == [1, 2]
+    assert await reader.remove_from_catalog(1) and await reader.remove_from_catalog(2)
+    views = by_id((await reader.snapshot()).exchanges)
+    assert list(views) == [1]  # kraken was offline: gone with its entry
+    assert views[1].online and not views[1].in_catalog
+    assert "coinbase" in await reader.exchange_names()  # its stream is still followed
+    await redis.delete(keys.status_key(1))
+    assert (await reader.snapshot(last_known=False)).exchanges == []
 
 
 async def test_snapshot_without_scanning(redis: Redis, reader: FleetReader) -> None:

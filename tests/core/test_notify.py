@@ -238,7 +238,14 @@ async def running(notifier: Notifier) -> AsyncIterator[Notifier]:
 
 
 def make_notifier(settings: Settings, url: str | None, **options: Any) -> Notifier:
-    values: dict[str, Any] = {"interval_ms": 100, "backoff_s": 0.05, "max_retry_delay_s": 2.0}
+    """A notifier at test speed that tells each entry at once (`settle_s=0`),
+    unless a test asks for episodes (`test_one_post_per_crash...`)."""
+    values: dict[str, Any] = {
+        "interval_ms": 100,
+        "backoff_s": 0.05,
+        "max_retry_delay_s": 2.0,
+        "settle_s": 0,
+    }
     values.update(options)
     return Notifier(settings, url, **values)
 
@@ -532,6 +539,75 @@ async def test_one_post_per_transition_and_error(
     assert transitions == ["idle → starting", "starting → warming", "error while warming"]
     assert webhook.bodies()[2]["embeds"][0]["color"] == COLOURS[EventKind.ERROR]
     assert notifier.stats.delivered == 3
+
+
+def crash_and_restart(name: str, exchange_id: int) -> list[Any]:
+    """What the stream holds for one crash of a supervised child and its
+    restart: an error, the walk down to idle, the walk back up to active."""
+    walk = ["active", "stopping", "stopped", "idle", "starting", "warming", "active"]
+    crash = ErrorEntry(
+        error="child command exited with code 75 while active",
+        state="active",
+        exchange_id=str(exchange_id),
+        exchange_name=name,
+        hostname="host-a",
+    )
+    steps = [transition(name, exchange_id, a, b) for a, b in zip(walk, walk[1:], strict=False)]
+    return [crash, *steps]
+
+
+async def test_one_post_per_crash_and_only_the_kinds_asked_for(
+    settings: Settings, webhook: WebhookServer, append: Appender
+) -> None:
+    """A crash and its restart are seven entries; they were seven posts. Told
+    as one episode they are one error, naming the states walked; a plain
+    start is one transition. `only` leaves the other kinds out."""
+    async with httpx.AsyncClient(trust_env=False) as http:
+        notifier = make_notifier(settings, webhook.url, http=http, settle_s=30)
+        async with running(notifier):
+            for entry in crash_and_restart("coinbase", 1):
+                await append("coinbase", entry)
+            await eventually(lambda: len(webhook.requests) == 1, what="the crash's post")
+            for a, b in (("idle", "starting"), ("starting", "warming"), ("warming", "active")):
+                await append("kraken", transition("kraken", 2, a, b))
+            await eventually(lambda: len(webhook.requests) == 2, what="kraken's start")
+            await settle(notifier)
+    crash, start = webhook.bodies()
+    assert len(webhook.requests) == 2
+    assert crash["embeds"][0]["title"] == "Error: coinbase"
+    walked = "active → stopping → stopped → idle → starting → warming → active"
+    fields = {f["name"]: f["value"] for f in crash["embeds"][0]["fields"]}
+    assert fields["transition"] == "error while active" and fields["states"] == walked
+    assert crash["content"].endswith(f"while active; {walked}")
+    assert start["embeds"][0]["title"] == "State change: kraken"
+    assert start["content"] == "kraken: idle → starting → warming → active on host-a (203.0.113.7)"
+
+    errors_only = make_notifier(
+        settings, webhook.url, settle_s=30, only={EventKind.ERROR, EventKind.OFFLINE}
+    )
+    async with running(errors_only):
+        for a, b in (("active", "stopping"), ("stopping", "stopped"), ("stopped", "idle")):
+            await append("kraken", transition("kraken", 2, a, b))  # a clean stop: told at idle
+        for entry in crash_and_restart("coinbase", 1):
+            await append("coinbase", entry)
+        await eventually(lambda: len(webhook.requests) == 3, what="the second crash's post")
+        await settle(errors_only)
+    assert len(webhook.requests) == 3 and errors_only.stats.skipped == 1
+    assert webhook.bodies()[2]["embeds"][0]["title"] == "Error: coinbase"
+
+
+async def test_an_episode_still_open_is_told_when_the_notifier_stops(
+    settings: Settings, webhook: WebhookServer, append: Appender
+) -> None:
+    notifier = make_notifier(settings, webhook.url, settle_s=30)
+    async with running(notifier):
+        for entry in crash_and_restart("coinbase", 1)[:4]:  # idle after a crash: not at rest
+            await append("coinbase", entry)
+        await settle(notifier)
+        assert webhook.requests == []
+    (body,) = webhook.bodies()
+    fields = {f["name"]: f["value"] for f in body["embeds"][0]["fields"]}
+    assert fields["states"] == "active → stopping → stopped → idle"
 
 
 async def test_a_refused_claim_is_posted_as_the_claimants_not_the_exchanges(

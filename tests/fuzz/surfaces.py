@@ -152,6 +152,7 @@ async def run_notify(settings: Settings, streams: list[str], within: float = 5.0
         output=lines.append,
         interval_ms=20,
         start={name: "0-0" for name in streams},
+        settle_s=0,  # each entry its own message: each hostile value is read on its own
     )
     reading = Reading("notify")
     task = asyncio.create_task(notifier.run())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from redis.asyncio import Redis
@@ -28,7 +29,7 @@ from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
-from perseus_tui.widgets.command_bar import line_content
+from perseus_tui.widgets.command_bar import CommandBar, line_content
 from perseus_tui.widgets.empty_fleet import EmptyFleet
 from perseus_tui.widgets.instance_card import InstanceCard
 from perseus_tui.widgets.instance_table import InstanceTable
@@ -526,7 +527,7 @@ async def test_table_rows_off_screen_catch_up_when_scrolled_to(
         table.move_cursor(row=99)  # scrolls the last row into view
         await pilot.pause()
         row = table.get_row("100")
-        assert row[2].plain == "active" and row[3].plain == "x100-host"
+        assert row[2].plain == "active" and row[5].plain == "x100-host"
         assert row[9].plain == error
         assert table.columns[ColumnKey("error")].content_width >= len(error)
 
@@ -556,6 +557,69 @@ async def test_a_narrow_footer_keeps_help_quit_and_the_commands(
         assert {"toggle_utc", "pause_feed", "toggle_view", "refresh"} <= shown()
 
 
+async def test_at_80_columns_a_refusal_wraps_at_a_word(make_app: AppFactory, redis: Redis) -> None:
+    """`s` on an exchange no agent runs: the reason is longer than 80 columns
+    and was cut mid-word; it now goes on over a second row, whole."""
+    await add_catalog(redis, 3, "binance_us", "Binance.US")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await eventually(lambda: "OFFLINE" in card_text(app, 3))
+        await pilot.press("s")
+        await eventually(lambda: bool(app.commands))
+        await pilot.pause()
+        bar = app.dashboard.query_one(CommandBar)
+        rows = [row.rstrip() for row in bar.render().plain.splitlines()]
+        said = line_content(app.commands[-1]).plain
+        assert len(said) > 80 - 2 and len(rows) == 2 and bar.size.height == 2
+        assert " ".join(rows) == said and said.endswith("(start one with `perseus agent`)")
+
+
+async def test_at_80_columns_the_table_shows_heartbeat_and_uptime_whole(
+    make_app: AppFactory, redis_url: str
+) -> None:
+    """The columns that tell whether an exchange is alive come before where it
+    runs, so the edge of an 80-column terminal cuts neither, nor the agent
+    words of a ready row."""
+    seed_fleet(redis_url)
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await eventually(app.loaded.is_set)
+        await pilot.press("t")
+        await pilot.pause()
+        table = app.dashboard.table
+        shown = 0
+        for column in table.ordered_columns:
+            shown += column.get_render_width(table)
+            if column.key.value == "uptime":
+                break
+        assert shown <= table.scrollable_content_region.width
+        ready = [cell.plain for cell in table.get_row("9")]
+        assert ready[3].startswith("agent: Idle for")
+
+
+async def test_the_selected_card_stays_on_screen_when_the_terminal_shrinks(
+    make_app: AppFactory, redis_url: str
+) -> None:
+    """At 80x24 every card shows; shrunk to 60x20 the grid scrolls, and the
+    selected card (the last one) was left out of view."""
+    seed_fleet(redis_url)
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await eventually(lambda: app.loaded.is_set() and app.focused is not None)
+        grid = app.dashboard.grid
+        last = grid.visible_cards[-1]
+        grid.select(last.exchange_id)
+        await pilot.pause()
+        assert app.focused is last
+        await pilot.resize_terminal(60, 20)
+
+        def on_screen() -> bool:
+            return bool(last.region) and grid.region.contains_region(last.region)
+
+        await eventually(on_screen, what="the selected card scrolled into view")
+        assert grid.max_scroll_y > 0  # the grid scrolls: not every card fits
+
+
 @pytest.mark.parametrize("query", ["Stop", "Open Alp"])
 async def test_command_palette_lists_exchange_commands(
     make_app: AppFactory, redis: Redis, query: str
@@ -570,6 +634,36 @@ async def test_command_palette_lists_exchange_commands(
         hits = [hit async for hit in provider.search(query)]
         texts = [hit.text for hit in hits]
         assert any("[b]Alpha[/b] #1" in (t or "") for t in texts), texts
+
+
+@pytest.mark.parametrize(
+    ("zone", "local_word"),
+    [(UTC, "local time (UTC)"), (ZoneInfo("Asia/Tokyo"), "local time (JST)")],
+    ids=["utc-host", "tokyo-host"],
+)
+async def test_u_says_which_times_it_switched_to(
+    make_app: AppFactory, redis: Redis, zone: tzinfo, local_word: str
+) -> None:
+    """On a host whose local time is UTC, `u` said "Times in UTC" both ways;
+    each press now names what it switched to. The palette describes the
+    switch as its key does."""
+    from perseus_tui.commands import ExchangeCommands
+
+    await add_catalog(redis, 1, "alpha")
+    app = make_app(local_tz=zone)
+    async with app.run_test(size=(120, 40)) as pilot:
+        notes = Notes(app)
+        await eventually(app.loaded.is_set)
+        await pilot.press("u")
+        await pilot.press("u")
+        said = [message for _title, message, _severity in notes.items]
+        assert said[1] == f"Times in {local_word}"
+        assert said[0].startswith("Times in UTC") and said[0] != said[1]
+        assert ("local time here is UTC too" in said[0]) == (zone is UTC)
+
+        provider = ExchangeCommands(app.screen)
+        helps = {text: help_text for text, _command, help_text in provider._app_commands()}
+        assert helps["Switch time zone: UTC / local"] == "Show times in UTC or in local time"
 
 
 def _palette_hits(app: PerseusApp) -> int:

@@ -6,12 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 from textual.app import App, ComposeResult
 
+from perseus_cli.log_cmd import _summary
 from perseus_cli.status_cmd import status_row
 from perseus_core.present import Tone
 from perseus_core.present.commands import acknowledgement
 from perseus_core.present.exchange import Part, Timing, age_text, status_line, uptime_text
 from perseus_core.store.network import ExchangeView, LastKnown
 from perseus_core.wire.models import (
+    ActivityEntry,
     AgentPresence,
     CommandEntry,
     ConnectionState,
@@ -21,6 +23,7 @@ from perseus_core.wire.models import (
     parse_entry,
 )
 from perseus_tui import render
+from perseus_tui.observed import OfflineObserver
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.header import fit_parts, summary_parts
 from perseus_tui.widgets.instance_card import card_content
@@ -112,6 +115,77 @@ async def test_reading_older_lines_is_not_disturbed_by_new_ones() -> None:
         assert feed.visible_entries[int(feed.scroll_y)].id == top
 
 
+def at(moment: str, n: int, stream: str, event: str = "error") -> ActivityEntry:
+    """An entry of `stream` stamped `moment` (today at NOW's date), with its own ID."""
+    fields = {"event": event, "error": f"e{n}", "exchangeName": stream}
+    fields["timestamp"] = f"2026-02-10T{moment}.000Z"
+    return parse_entry(f"{2_000 + n}-0", fields, stream, f"logs:network:{stream}")
+
+
+async def test_entries_read_from_several_streams_are_shown_in_time_order() -> None:
+    """One read of the tail hands each stream's entries together: alpha's two,
+    then beta's one, which happened between them. The feed shows them by time."""
+    app = FeedApp()
+    async with app.run_test(size=(100, 10)):
+        feed = app.query_one(ActivityFeed)
+        feed.add_new([at("03:11:40", 1, "alpha"), at("03:12:02", 2, "alpha")])
+        feed.add_new([at("03:11:49", 3, "beta")])
+        times = [e.timestamp[11:19] for e in feed.entries]
+        assert times == ["03:12:02", "03:11:49", "03:11:40"]
+        feed.set_filter("beta")
+        feed.add_new([at("03:11:45", 4, "beta"), at("03:11:50", 5, "beta")])
+        assert [e.timestamp[11:19] for e in feed.visible_entries] == [
+            "03:11:50",
+            "03:11:49",
+            "03:11:45",
+        ]
+
+
+async def test_an_observation_sits_above_the_entries_it_came_after() -> None:
+    """The dashboard saw beta's key gone at 03:12:05; the stream's entries of
+    the stop (03:12:04) reach the feed only afterwards: they go below it."""
+    observer = OfflineObserver()
+    status = InstanceStatus(
+        exchange_id=2,
+        exchange_name="beta",
+        hostname="h",
+        ip_address="203.0.113.2",
+        connection_state=ConnectionState.ACTIVE,
+        symbol_count=1,
+        connected_at=NOW,
+        last_heartbeat=NOW,
+        last_state_change=NOW,
+        registered_at=NOW,
+    )
+    running = ExchangeView(2, "beta", "Beta", True, status=status)
+    gone = ExchangeView(2, "beta", "Beta", True)
+    (observed,) = observer.compare(
+        {2: running}, {2: gone}, NOW.replace(hour=3, minute=12, second=5)
+    )
+    app = FeedApp()
+    async with app.run_test(size=(100, 10)):
+        feed = app.query_one(ActivityFeed)
+        feed.add_new([at("03:12:01", 1, "beta", "state_transition")])
+        feed.add_new([observed])
+        feed.add_new([at("03:12:04", 2, "beta"), at("03:12:04", 3, "beta", "state_transition")])
+        assert [e.id for e in feed.entries] == [observed.id, "2003-0", "2002-0", "2001-0"]
+
+
+async def test_a_late_entry_above_the_lines_read_keeps_them_in_place() -> None:
+    app = FeedApp()
+    async with app.run_test(size=(100, 12)) as pilot:
+        feed = app.query_one(ActivityFeed)
+        feed.add_new([entry(n) for n in range(0, 100, 2)])
+        await pilot.pause()
+        feed.scroll_to(y=10, animate=False, immediate=True)
+        top = feed.visible_entries[int(feed.scroll_y)].id
+        feed.add_new([entry(97), entry(1)])  # one above the lines read, one below them
+        await pilot.pause()
+        assert feed.visible_entries[int(feed.scroll_y)].id == top
+        assert [e.id for e in feed.entries[:3]] == ["1098-0", "1097-0", "1096-0"]
+        assert feed.entries[-2].id == "1001-0"
+
+
 def test_heartbeat_colours_and_ages() -> None:
     assert render.part_style(Part("3s ago", Tone.SUCCESS)) == "$text-success"
     assert render.part_style(Part("20s ago", Tone.WARNING)) == "$text-warning"
@@ -142,6 +216,21 @@ def test_entry_lines_show_what_happened() -> None:
     )
     bare = parse_entry("3-0", {}, "x")  # no fields at all: still a line
     assert "(no event)" in render.entry_line(bare, UTC, NOW).plain
+
+
+def test_a_crash_line_names_its_state_once() -> None:
+    """An agent's crash message already says `while active`: neither the feed
+    nor `perseus log` adds the state again; a message that does not say it
+    gets it from the entry's state."""
+    crash = ErrorEntry(error="child command exited with code 75 while active", state="active")
+    line = render.entry_line(crash, UTC, NOW).plain
+    assert line.count("active") == 1 and " in active" not in line
+    assert _summary(crash).count("active") == 1
+    plain = ErrorEntry(error="websocket closed (1006)", state="warming")
+    assert "websocket closed (1006)  in warming" in render.entry_line(plain, UTC, NOW).plain
+    assert _summary(plain) == "error: websocket closed (1006) (while warming)"
+    inactive = ErrorEntry(error="catalog entry is inactive", state="active")
+    assert "in active" in render.entry_line(inactive, UTC, NOW).plain  # a word, not a substring
 
 
 def _status(**overrides: object) -> InstanceStatus:

@@ -612,7 +612,7 @@ def _operator(target: Target) -> tuple[Ability, ...]:
                 probe=("HSET", keys.CATALOG_KEY, str(n), "{}", "x"),
             ),
             _right("HSETNX", keys.CATALOG_KEY, str(n), "{}", probe=None),
-            _right("HEXISTS", keys.CATALOG_KEY, str(n)),
+            _right("HGET", keys.CATALOG_KEY, str(n)),
             _right("HDEL", keys.CATALOG_KEY, str(n), probe=("HDEL", keys.CATALOG_KEY, field)),
         ),
     )

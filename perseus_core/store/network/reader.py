@@ -399,10 +399,11 @@ class FleetReader:
             self._stream_names = await self._history_names()
         raw_catalog = await self._read_catalog(strict=False)
         entries = sorted(self._catalog.entries(raw_catalog), key=_entry_order)
+        previous = self._catalog_ids
         self._catalog_ids = [entry.id for entry in entries]
         names = {name: name for name in self._stream_names}
         names.update((entry.name.lower(), entry.name) for entry in entries)
-        extra = sorted(self._extra_ids.difference(self._catalog_ids))
+        extra = sorted(self._outside(previous))
         if extra:
             values, _ = await self._mget(extra)
             found = set()
@@ -764,9 +765,21 @@ class FleetReader:
             tokens = await self._tokens_while_reading(raw_catalog, missing, values)
         else:
             tokens = self._catalog.tokens(raw_catalog.values(), {})
+        previous = self._catalog_ids
         self._catalog_ids = catalog_ids
-        extra = sorted(extra_ids.difference(catalog_ids))
+        extra = sorted(self._outside(previous, extra_ids))
         return self._build_views(raw_catalog, field_ids, tokens, values, extra)
+
+    def _outside(self, previous: Sequence[int], extra_ids: set[int] | None = None) -> set[int]:
+        """The ids to read outside the catalog just read: the online ones the
+        last scan found (`extra_ids`, default `_extra_ids`), and those the
+        `previous` catalog listed and this one does not. An exchange removed
+        from the catalog while it runs stays listed (as not in the catalog)
+        until its key goes, instead of vanishing until the next scan finds it.
+        """
+        ids = self._extra_ids if extra_ids is None else extra_ids
+        listed = set(self._catalog_ids)
+        return ids.union(previous).difference(listed)
 
     async def _tokens_while_reading(
         self, raw_catalog: dict[str, str], missing: list[int], values: dict[int, str | None]

@@ -15,7 +15,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from perseus_core.wire.timeutil import parse_ts_or_none
+from perseus_core.wire.timeutil import id_time, parse_ts_or_none
 
 NO_EXCHANGE_NAME = "unknown"
 """The exchange name of entries that belong to no exchange: a Livermore server
@@ -61,6 +61,13 @@ class _EntryBase(BaseModel):
     def time(self) -> datetime | None:
         """The entry's timestamp, or None if missing or unparseable."""
         return parse_ts_or_none(self.timestamp)
+
+    @property
+    def moment(self) -> datetime | None:
+        """When the entry happened, as every reader orders entries: its own
+        timestamp, else when Redis stored it (its stream ID); None if neither
+        says."""
+        return parse_ts_or_none(self.timestamp) or id_time(self.id)
 
     @property
     def exchange_id_int(self) -> int | None:
