@@ -28,6 +28,7 @@ from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.streams import StreamRow, xread_rows
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.plumbing.topology import RedisClient
+from perseus_core.store.activity.guard import Closed, CloseGuard
 from perseus_core.wire import keys
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
@@ -241,7 +242,8 @@ async def recent_output(redis: RedisClient, exchange_id: int, count: int) -> lis
 class OutputFollower:
     """New entries of an exchange's output as they arrive (a blocking XREAD on
     a connection of its own), across outages: a failed read is retried with
-    backoff and `last_error` says why meanwhile.
+    backoff and `last_error` says why meanwhile. `aclose`, from any task,
+    interrupts a read in flight and ends the iteration.
 
     Args:
         settings: the Redis target and block time.
@@ -254,39 +256,51 @@ class OutputFollower:
         self._key = keys.output_key(exchange_id)
         self._after = after
         self._redis: RedisClient | None = None
-        self._closed = asyncio.Event()
+        self._guard = CloseGuard()
         self.last_error: str | None = None
 
     async def __aiter__(self) -> AsyncIterator[OutputLine]:
         delay = _RETRY_MIN_S
-        while not self._closed.is_set():
-            if self._redis is None:
-                self._redis = connect_blocking(self._settings)
-            try:
-                if self._after == "$":  # pin the position now, or a reconnect would skip lines
-                    last = await self._redis.xrevrange(self._key, "+", "-", count=1)
-                    self._after = str(last[0][0]) if last else "0-0"
-                reply = await self._redis.xread(
-                    {self._key: self._after}, count=500, block=self._settings.block_ms
-                )
-            except TRANSIENT_ERRORS as exc:
-                if self._closed.is_set():
+        try:
+            while True:
+                try:
+                    reply = await self._guard.run(self._read)
+                except Closed:
                     return
-                self.last_error = describe_redis_error(self._settings, exc)
-                await wait_event(self._closed, delay)
-                delay = min(_RETRY_MAX_S, delay * 2)
-                continue
-            delay = _RETRY_MIN_S
-            self.last_error = None
-            for _key, rows in xread_rows(reply):
-                for entry_id, fields in rows:
-                    self._after = entry_id
-                    yield OutputLine.from_fields(entry_id, fields)
+                except TRANSIENT_ERRORS as exc:
+                    if self._guard.closed:
+                        return
+                    self.last_error = describe_redis_error(self._settings, exc)
+                    await self._drop_client()  # a fresh connection on the next try
+                    await self._guard.sleep(delay)
+                    delay = min(_RETRY_MAX_S, delay * 2)
+                    continue
+                delay = _RETRY_MIN_S
+                self.last_error = None
+                for _key, rows in xread_rows(reply):
+                    for entry_id, fields in rows:
+                        self._after = entry_id
+                        yield OutputLine.from_fields(entry_id, fields)
+        finally:
+            await self._drop_client()
 
-    async def aclose(self) -> None:
-        """Stop following; an iteration in progress ends."""
-        self._closed.set()
+    async def _read(self) -> object:
+        if self._redis is None:
+            self._redis = connect_blocking(self._settings)
+        if self._after == "$":  # pin the position now, or a reconnect would skip lines
+            last = await self._redis.xrevrange(self._key, "+", "-", count=1)
+            self._after = str(last[0][0]) if last else "0-0"
+        return await self._redis.xread(
+            {self._key: self._after}, count=500, block=self._settings.block_ms
+        )
+
+    async def _drop_client(self) -> None:
         redis, self._redis = self._redis, None
         if redis is not None:
             with contextlib.suppress(Exception):
                 await redis.aclose()
+
+    async def aclose(self) -> None:
+        """Stop following: a read in flight is interrupted, the connection closed."""
+        await self._guard.close()
+        await self._drop_client()
