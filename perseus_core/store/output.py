@@ -10,7 +10,8 @@ or away the queue fills and further lines are dropped and counted; once there
 is room again, the count goes into the stream as an entry of its own, where
 the lines would have been. A batch whose write failed is counted the same way:
 its XADDs may or may not have landed, and re-sending them could write them
-twice.
+twice. A user whose ACL rights do not cover the key (lines older than the
+key) is told once in the agent's log, and the writer stops.
 """
 
 from __future__ import annotations
@@ -23,8 +24,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
 
-from perseus_core.plumbing.connection import connect_blocking, describe_redis_error
-from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from redis.exceptions import ResponseError
+
+from perseus_core.plumbing.connection import (
+    connect_blocking,
+    describe_redis_error,
+    describe_refusal,
+    is_acl_denial,
+)
+from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.streams import StreamRow, xread_rows
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.plumbing.topology import RedisClient
@@ -206,7 +214,10 @@ class OutputWriter:
             batch = [self._queue.popleft() for _ in range(min(BATCH_LINES, len(self._queue)))]
             try:
                 await self._send(batch)
-            except TRANSIENT_ERRORS as exc:
+            except REDIS_ERRORS as exc:
+                if isinstance(exc, ResponseError) and is_acl_denial(exc):
+                    self._refuse(exc)
+                    return
                 lost = sum(int(entry.get("dropped", "1")) for entry in batch)
                 self._uncounted += lost
                 self.dropped += sum(1 for entry in batch if "dropped" not in entry)
@@ -223,6 +234,16 @@ class OutputWriter:
                 continue
             delay = _RETRY_MIN_S
             self.written += len(batch)
+
+    def _refuse(self, exc: ResponseError) -> None:
+        """This user may not write the key: say so once, and keep no more lines."""
+        self._closing = True
+        self._queue.clear()
+        log.error(
+            "%s: the child's output stays in the agent's log only"
+            " (docs/production-redis.md lists the agent's rights)",
+            describe_refusal(exc, "XADD", self.key),
+        )
 
     async def _send(self, batch: list[dict[str, str]]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
