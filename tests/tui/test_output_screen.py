@@ -5,32 +5,12 @@ from __future__ import annotations
 import redis as sync_redis
 from textual.widgets import Log
 
+from perseus_cli.apps.screenshot_fleet import OUTPUT_HOSTILE, seed_output
 from perseus_cli.apps.screenshots import screenshot_app, seed_fleet, settle, wait_for
 from perseus_core.wire import keys
 from perseus_tui.screens.dashboard import DashboardScreen
 from perseus_tui.screens.help import binding_rows, help_sections
 from perseus_tui.screens.output import OutputScreen
-
-HOSTILE = "[bold red]boom[/] [@click=app.quit]quit[/]"
-
-
-def seed_output(url: str, exchange_id: int) -> None:
-    """A run's output as an agent writes it (docs/wire-format.md 2.5)."""
-    with sync_redis.Redis.from_url(url, decode_responses=True) as client:
-        key = keys.output_key(exchange_id)
-        rows = [
-            ("perseus", "child starting (epoch 3)", "2026-02-10T22:40:00.000Z"),
-            ("stdout", "feed: connected to wss://ws-feed.example", "2026-02-10T22:40:01.250Z"),
-            ("stdout", "feed: subscribed to 25 symbols", "2026-02-10T22:40:01.900Z"),
-            ("stderr", "WARN feed: slow consumer, 3 messages behind", "2026-02-10T22:43:12.004Z"),
-            ("stderr", HOSTILE, "2026-02-10T22:44:00.000Z"),
-            ("perseus", "212 lines of output dropped: Redis was slow or unreachable", ""),
-        ]
-        for stream, line, at in rows:
-            fields = {"stream": stream, "line": line, "at": at}
-            if line.startswith("212 "):
-                fields["dropped"] = "212"
-            client.xadd(key, fields)  # type: ignore[arg-type]
 
 
 async def test_o_opens_the_output_live_and_escape_closes_it(redis_url: str) -> None:
@@ -46,7 +26,7 @@ async def test_o_opens_the_output_live_and_escape_closes_it(redis_url: str) -> N
         await wait_for(pilot, lambda: log.line_count == 6)
         assert log.lines[0].endswith("perseus child starting (epoch 3)")
         assert log.lines[3].endswith("stderr  WARN feed: slow consumer, 3 messages behind")
-        assert log.lines[4].endswith(HOSTILE)  # shown as written, never as markup
+        assert log.lines[4].endswith(OUTPUT_HOSTILE)  # shown as written, never as markup
         assert log.lines[5].startswith("??:??:?? perseus 212 lines of output dropped")
 
         # Live: what the agent writes now appears below.

@@ -13,7 +13,7 @@ import pytest
 import redis as sync_redis
 from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
-from textual.widgets import Input, Log
+from textual.widgets import Input
 
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_cli.apps.screenshots import (
@@ -27,8 +27,6 @@ from perseus_cli.apps.screenshots import (
 )
 from perseus_core.wire.keys import activity_key
 from perseus_tui.app import PerseusApp
-from perseus_tui.screens.output import OutputScreen
-from tests.tui.test_output_screen import seed_output
 
 SnapCompare = Callable[..., bool]
 
@@ -122,21 +120,3 @@ def test_command_palette(snap_compare: SnapCompare, redis_url: str) -> None:
     """Ctrl+P, `stop`: the matching commands, exchange names highlighted as plain text."""
     seed_fleet(redis_url)
     assert snap_compare(screenshot_app(redis_url), terminal_size=(120, 40), run_before=_palette)
-
-
-async def _output(pilot: Pilot[None]) -> None:
-    """`o` on the first card: its child's output, every line loaded, the read live."""
-    await settle(pilot)
-    await pilot.press("o")
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, OutputScreen))
-    log = pilot.app.screen.query_one(Log)
-    await wait_for(pilot, lambda: log.line_count == 6 and "live" in str(log.border_subtitle))
-    await pilot.pause()
-
-
-def test_output_screen(snap_compare: SnapCompare, redis_url: str) -> None:
-    """`o`: the lines Redis keeps of coinbase's child, stdout, stderr and the
-    agent's own notes marked, markup in a line shown as written."""
-    seed_fleet(redis_url)
-    seed_output(redis_url, 1)
-    assert snap_compare(screenshot_app(redis_url), terminal_size=(120, 40), run_before=_output)
