@@ -117,6 +117,13 @@ def child_command_problem(command: tuple[str, ...]) -> str | None:
     is_flag=True,
     help="Give the child PERSEUS_REDIS_URL and Perseus's other secrets (removed by default).",
 )
+@click.option(
+    "--no-output",
+    "no_output",
+    is_flag=True,
+    help="Keep the child's output out of Redis (perseus:output:ID): only in this log"
+    " (default: $PERSEUS_CHILD_OUTPUT, on).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail too.")
 @agent_redis_url_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND ARGS...]")
@@ -133,6 +140,7 @@ def agent(
     stop_grace: float | None,
     startup_timeout: float | None,
     pass_env: bool,
+    no_output: bool,
     verbose: bool,
     redis_url: str | None,
     redis_url_in_argv: bool,
@@ -155,7 +163,8 @@ def agent(
     renewed in time (the agent frozen, or cut off from Redis for nearly the
     TTL) or the agent is gone, so that no two children ever run for one
     slot. The child's output goes into the agent's log (at a bounded rate),
-    never to the agent's terminal. The child's environment lacks
+    never to the agent's terminal, and its last lines into Redis for
+    `perseus output ID` and the dashboard (--no-output: not there). The child's environment lacks
     PERSEUS_REDIS_URL and Perseus's other secrets unless --pass-env is given.
     While Redis is unreachable the agent keeps retrying; SIGTERM, SIGHUP or
     Ctrl-C stop it gracefully, a second Ctrl-C forces it.
@@ -180,6 +189,7 @@ def agent(
     settings = load_settings(
         redis_url,
         stop_grace_ms=None if stop_grace is None else int(stop_grace * 1000),
+        child_output=False if no_output else None,
     )
     if redis_url_in_argv and password_in(settings.redis_url):
         fail(ARGV_PASSWORD, EXIT_USAGE)

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import stat
-import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 
 import click
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from perseus_cli.common import load_settings, open_redis, run_read
+from perseus_cli.follow import close_when_stdout_closes, stop_on_ctrl_c
 from perseus_cli.options import json_option, redis_url_option
 from perseus_cli.output import echo_json, pad
 from perseus_core.plumbing.connection import connect
@@ -244,31 +240,6 @@ async def _watch_connection(tail: ActivityTail) -> None:
             lost = True
 
 
-async def _close_when_stdout_closes(tail: ActivityTail) -> None:
-    """End the tail as soon as the reader of our stdout pipe goes away
-    (`perseus log -f | head -1`), rather than at the next entry's write, which
-    on a quiet fleet may never come.
-
-    The write end of a pipe never becomes readable; the poller reports it
-    (as an error) only once the read end is closed. A terminal or a file is
-    not watched: nothing can close it under us that way.
-    """
-    loop = asyncio.get_running_loop()
-    closed = asyncio.Event()
-    try:
-        fd = sys.stdout.fileno()
-        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-            return
-        loop.add_reader(fd, closed.set)
-    except (OSError, ValueError):  # stdout captured in-process, or a poller that refuses it
-        return
-    try:
-        await closed.wait()
-    finally:
-        loop.remove_reader(fd)
-    await tail.aclose()
-
-
 async def _follow(
     settings: Settings,
     page: ActivityPage,
@@ -302,9 +273,9 @@ async def _follow(
     )
     watchers = [
         asyncio.create_task(_watch_connection(tail)),
-        asyncio.create_task(_close_when_stdout_closes(tail)),
+        asyncio.create_task(close_when_stdout_closes(tail)),
     ]
-    async with _stop_on_ctrl_c(tail):
+    async with stop_on_ctrl_c(tail):
         try:
             async for entry in tail:
                 show(entry)
@@ -314,39 +285,3 @@ async def _follow(
             await asyncio.gather(*watchers, return_exceptions=True)
             await tail.aclose()
             await names_client.aclose()
-
-
-@asynccontextmanager
-async def _stop_on_ctrl_c(tail: ActivityTail) -> AsyncIterator[None]:
-    """Ctrl-C closes the tail, so the loop over it simply ends (exit 0).
-
-    Cancelling the task that iterates, which is what `asyncio.run` does on
-    Ctrl-C, is not reliable here: on Python 3.11 redis-py sends commands under
-    `asyncio.wait_for`, which loses a cancellation that lands just as the send
-    completes, and the follow loop would then run on. `aclose()` stops the
-    tail whatever the in-flight read does. A second Ctrl-C cancels the task
-    outright. Where the loop cannot take over SIGINT (not the main thread, or
-    no signal support), `asyncio.run`'s own handling stays in place.
-    """
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    closers: set[asyncio.Task[None]] = set()
-
-    def on_sigint() -> None:
-        if not closers:
-            closers.add(loop.create_task(tail.aclose()))
-        elif main is not None:
-            main.cancel()
-
-    try:
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-    except (NotImplementedError, RuntimeError, ValueError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)
-        # Let the close finish: asyncio.run would cancel it half-way and
-        # leave a connection open.
-        await asyncio.gather(*closers, return_exceptions=True)

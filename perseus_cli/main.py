@@ -57,6 +57,11 @@ VERBS: dict[str, Verb] = {
         "Post a webhook message when an instance changes state, reports an error,"
         " goes offline (its key expired without a stop) or comes back.",
     ),
+    "output": Verb(
+        "perseus_cli.output_cmd",
+        "output_cmd",
+        "Show the last lines an exchange's child wrote to stdout and stderr.",
+    ),
     "ping": Verb(
         "perseus_cli.control_cmds",
         "ping",

@@ -47,6 +47,7 @@ from perseus_tui.messages import (
     FeedEntries,
     FeedHistory,
     IntroRequested,
+    OutputRequested,
     ReadOnlyDetected,
     RefreshRequested,
     SnapshotLoaded,
@@ -57,6 +58,7 @@ from perseus_tui.screens.dashboard import DashboardScreen
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen, help_sections
 from perseus_tui.screens.intro import IntroScreen
+from perseus_tui.screens.output import OutputScreen
 from perseus_tui.service import FleetService
 from perseus_tui.stop_question import StopQuestion, explanation, livermore_question
 from perseus_tui.widgets.activity_feed import DEFAULT_MAX_LINES
@@ -412,6 +414,16 @@ class PerseusApp(App[None]):
                 tz=self.display_tz,
             )
         )
+
+    @on(OutputRequested)
+    def _output_requested(self, message: OutputRequested) -> None:
+        view = self.views.get(message.exchange_id)
+        if view is not None:
+            self.push_screen(
+                OutputScreen(
+                    view.exchange_id, view.display_name, service=self.service, tz=self.display_tz
+                )
+            )
 
     @on(CommandRequested)
     def _command_requested(self, message: CommandRequested) -> None:

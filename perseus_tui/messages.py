@@ -19,6 +19,7 @@ from textual.message import Message
 
 from perseus_core.present.commands import CommandStage
 from perseus_core.store.network import ExchangeView, FleetSnapshot
+from perseus_core.store.output import OutputLine
 from perseus_core.wire.models import ActivityEntry, CommandType
 
 # --- results of the fleet service -------------------------------------------------
@@ -113,6 +114,13 @@ class DetailRequested(Message):
 
 
 @dataclass
+class OutputRequested(Message):
+    """Show the last lines of one exchange's child output, live."""
+
+    exchange_id: int
+
+
+@dataclass
 class CommandRequested(Message):
     """Send start (at once) or stop (after a confirmation) to an exchange's agent."""
 
@@ -129,6 +137,13 @@ class IntroRequested(Message):
 
 
 # --- for one screen ---------------------------------------------------------------------
+
+
+@dataclass
+class OutputArrived(Message):
+    """Lines of one exchange's child output for the output screen, oldest first."""
+
+    lines: list[OutputLine]
 
 
 @dataclass

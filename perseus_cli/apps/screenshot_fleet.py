@@ -244,6 +244,35 @@ def seed_fleet(url: str) -> None:
         _seed_agents(client)
 
 
+OUTPUT_HOSTILE = "[bold red]boom[/] [@click=app.quit]quit[/]"
+"""A line of child output that looks like markup: shown as written."""
+
+
+def seed_output(url: str, exchange_id: int = 1) -> None:
+    """A run of one exchange's child output, as its agent writes it
+    (docs/wire-format.md 2.5): the agent's notes, stdout, stderr, a line that
+    looks like markup, a count of dropped lines without a time."""
+    rows = [
+        ("perseus", "child starting (epoch 3)", "2026-02-10T22:40:00.000Z"),
+        ("stdout", "feed: connected to wss://ws-feed.example", "2026-02-10T22:40:01.250Z"),
+        ("stdout", "feed: subscribed to 25 symbols", "2026-02-10T22:40:01.900Z"),
+        ("stderr", "WARN feed: slow consumer, 3 messages behind", "2026-02-10T22:43:12.004Z"),
+        ("stderr", OUTPUT_HOSTILE, "2026-02-10T22:44:00.000Z"),
+    ]
+    with sync_redis.Redis.from_url(url, decode_responses=True) as client:
+        key = keys.output_key(exchange_id)
+        for stream, line, at in rows:
+            client.xadd(key, {"stream": stream, "line": line, "at": at})
+        dropped = "212 lines of output dropped: Redis was slow or unreachable"
+        client.xadd(key, {"stream": "perseus", "line": dropped, "at": "", "dropped": "212"})
+
+
+def seed_fleet_with_output(url: str) -> None:
+    """`seed_fleet`, and the output of its first exchange's child."""
+    seed_fleet(url)
+    seed_output(url)
+
+
 def seed_hostile(url: str) -> None:
     """One exchange whose every string tries markup, links and escape sequences."""
     item = _Instance(9, "evil", "[red]Evil[/red] \x1b]8;;http://x\x07link", ConnectionState.ACTIVE,

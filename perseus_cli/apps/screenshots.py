@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textual.pilot import Pilot
+from textual.widgets import Log
 
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_cli.apps.screenshot_demo import (
@@ -34,10 +35,12 @@ from perseus_cli.apps.screenshot_fleet import (
     SCREENSHOT_TZ,
     seed_empty,
     seed_fleet,
+    seed_fleet_with_output,
     seed_hostile,
 )
 from perseus_core.wire.settings import Settings
 from perseus_tui.app import PerseusApp, create_app
+from perseus_tui.screens.output import OutputScreen
 
 __all__ = [
     "DISPLAY_URL",
@@ -127,6 +130,22 @@ async def _help(pilot: Pilot[None]) -> None:
     await _press_then_settle(pilot, "question_mark")
 
 
+def _output_live(app: object) -> bool:
+    """The output screen is open, every seeded line shown, the live read on."""
+    if not isinstance(app, PerseusApp) or not isinstance(app.screen, OutputScreen):
+        return False
+    log = app.screen.query_one(Log)
+    return log.line_count == 6 and "live" in str(log.border_subtitle)
+
+
+async def _output(pilot: Pilot[None]) -> None:
+    """`o` on the first card: its child's output."""
+    await settle(pilot)
+    await pilot.press("o")
+    await wait_for(pilot, lambda: _output_live(pilot.app))
+    await pilot.pause()
+
+
 async def _stop_confirmation(pilot: Pilot[None]) -> None:
     await _press_then_settle(pilot, "x")
 
@@ -176,6 +195,13 @@ SHOTS: tuple[Shot, ...] = (
     Shot("dashboard_80x24", (80, 24), seed_fleet, settle, "the same fleet on a small terminal"),
     Shot("detail", (120, 40), seed_fleet, _open_detail, "every field and the history"),
     Shot("help", (120, 40), seed_fleet, _help, "every key binding"),
+    Shot(
+        "output",
+        (120, 40),
+        seed_fleet_with_output,
+        _output,
+        "a child's output, markup in a line shown as written",
+    ),
     Shot("stop_confirmation", (120, 40), seed_fleet, _stop_confirmation, "stop asks first"),
     Shot("table", (120, 40), seed_fleet, _table, "the table view for large fleets"),
     Shot("hostile_hostname", (120, 40), seed_hostile, settle, "markup shown literally"),

@@ -5,8 +5,11 @@ unread, the child's writes fill it, and the agent's next line of its own
 blocks it, heartbeat and all. So the child writes into pipes that only the
 agent reads (`OutputDrain`), without blocking and in bounded memory: every
 line is handed on as it comes, (stream name, bytes), and what keeps it is the
-callback's business. `OutputLog` is the callback the agent uses: the lines go
-into its log, at most so many a second, with a count of the ones left out.
+callback's business. `OutputLog` puts the lines into the agent's log, at most
+so many a second, with a count of the ones left out; `ChildOutput`, the
+callback the agent uses, hands them to that log, to the exchange's output
+stream in Redis (`perseus_core.store.output`, unless turned off) and keeps
+the last lines of stderr for the error entry of a crash.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 
+from perseus_core.store.output import OutputWriter
 from perseus_core.wire.text import clean
 
 log = logging.getLogger(__name__)
@@ -180,3 +185,44 @@ class OutputLog:
                 self._rate,
             )
             self.dropped = 0
+
+
+LAST_STDERR_LINES = 3
+"""Lines of stderr an error entry about a crash quotes."""
+
+LAST_STDERR_CHARS = 200
+"""Longest stderr line quoted in an error entry."""
+
+
+class ChildOutput:
+    """The `on_line` of one child: each line to the agent's log (`OutputLog`),
+    to the exchange's output stream (`writer`, None when turned off), and the
+    last few lines of stderr kept for the error entry of a crash.
+
+    Nothing here waits: the log is rate-limited, the writer only queues.
+    """
+
+    def __init__(self, lines: OutputLog, writer: OutputWriter | None) -> None:
+        self._lines = lines
+        self.writer = writer
+        self._stderr: deque[str] = deque(maxlen=LAST_STDERR_LINES)
+
+    def __call__(self, stream: str, line: bytes) -> None:
+        self._lines(stream, line)
+        if self.writer is not None:
+            self.writer.add(stream, line)
+        if stream == "stderr":
+            text = clean(line.decode(errors="replace"), LAST_STDERR_CHARS).strip()
+            if text:
+                self._stderr.append(text)
+
+    @property
+    def last_stderr(self) -> list[str]:
+        """The child's last (non-blank) stderr lines, oldest first, cleaned and bounded."""
+        return list(self._stderr)
+
+    def ended(self) -> None:
+        """Every pipe is closed: log the count of lines left out, let the writer finish."""
+        self._lines.flush()
+        if self.writer is not None:
+            self.writer.close()

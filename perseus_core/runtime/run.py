@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from perseus_core.instance import Instance
 from perseus_core.runtime.context import AgentContext
+from perseus_core.runtime.output import ChildOutput
 from perseus_core.runtime.supervisor import ChildProcess
 from perseus_core.store.lease import LeaseLost
 from perseus_core.wire.models import ConnectionState
@@ -49,6 +50,8 @@ class Run:
         self.ctx = ctx
         self.instance = instance
         self.child: ChildProcess | None = None
+        self.output: ChildOutput | None = None
+        """Where the child's lines go (and its last stderr lines), once spawned."""
         self._changed = changed
         self._ended = ended
         self._grace_s = ctx.settings.stop_grace_ms / 1000
@@ -131,8 +134,11 @@ class Run:
         if instance.lease.lost is not None:
             return await self.fence(instance.lease.lost)
         state = instance.state
+        await self.stop_child()  # whatever it left running: helpers, a daemon (and its pipes)
         message = f"child command {outcome} while {state.value}"
-        await self.stop_child()  # whatever it left running: helpers, a daemon
+        last = self.output.last_stderr if self.output is not None else []
+        if last:
+            message += "; last stderr: " + " | ".join(last)
         try:
             await instance.record_error(message)
             if state is ConnectionState.ACTIVE:

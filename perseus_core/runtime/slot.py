@@ -21,10 +21,11 @@ from redis.exceptions import RedisError
 from perseus_core.instance import Instance
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.runtime.context import AgentContext
-from perseus_core.runtime.output import OutputDrain, OutputLog
+from perseus_core.runtime.output import ChildOutput, OutputDrain, OutputLog
 from perseus_core.runtime.run import Run
 from perseus_core.runtime.supervisor import ChildProcess, child_environment, kill_deadline_ms
 from perseus_core.store.lease import ClaimConflict, LeaseLost
+from perseus_core.store.output import OutputWriter
 from perseus_core.wire.errors import CommandRejected, RedisUnavailable
 from perseus_core.wire.models import ConnectionState, ReplyStatus
 
@@ -157,18 +158,19 @@ class Slot:
             ttl_ms = self._ctx.settings.heartbeat_ttl_ms
             lease = run.instance.lease
             confirmed = lease.confirmed_at
+            output = run.output = self._child_output(run)
             try:
-                lines = OutputLog(self._ctx.name)
                 child = await ChildProcess.spawn(
                     options.command,
                     env=child_environment(os.environ, pass_env=options.pass_env),
                     deadline_ms=kill_deadline_ms(
                         time.monotonic() if confirmed is None else confirmed, ttl_ms
                     ),
-                    drain=OutputDrain(lines, on_end=lines.flush),
+                    drain=OutputDrain(output, on_end=output.ended),
                     cgroup=self._ctx.settings.child_cgroup,
                 )
             except OSError as exc:
+                output.ended()
                 message = f"cannot run {options.command[0]!r}: {exc.strerror or exc}"
                 await run.abort_start(message)
                 return self.reply(ReplyStatus.ERROR, message)
@@ -195,6 +197,18 @@ class Slot:
         await run.transition(ConnectionState.ACTIVE)
         suffix = f" (child pid {run.child.pid})" if run.child is not None else ""
         return ReplyStatus.SUCCESS, f"{self._ctx.name} is active{suffix}", self.describe()
+
+    def _child_output(self, run: Run) -> ChildOutput:
+        """Where the child's lines go: the agent's log, and unless turned off
+        (`perseus agent --no-output`) the exchange's output stream, written by
+        a task of its own that ends once the child's pipes are closed."""
+        ctx = self._ctx
+        writer = None
+        if ctx.settings.child_output:
+            writer = OutputWriter(ctx.redis, ctx.settings, ctx.options.exchange_id, clock=ctx.clock)
+            writer.note(f"child starting (epoch {run.instance.lease.epoch})")
+            ctx.tasks.spawn(writer.run(), "child output writer")
+        return ChildOutput(OutputLog(ctx.name), writer)
 
     async def _warm_up(self, run: Run) -> str | None:
         """Wait out the warm-up. Returns why the run ended meanwhile, or None."""

@@ -98,3 +98,12 @@ def agents_key(exchange_id: int) -> str:
     can still be started, and by how many agents.
     """
     return f"perseus:agents:{exchange_id}"
+
+
+def output_key(exchange_id: int) -> str:
+    """The last lines of one exchange's child output (docs/wire-format.md 2.5).
+
+    A capped stream the agent writes as its child prints: `perseus output ID`
+    and the dashboard read it.
+    """
+    return f"perseus:output:{exchange_id}"

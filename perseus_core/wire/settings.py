@@ -138,6 +138,24 @@ class Settings(BaseSettings):
         " the agent make one (root, or a delegated subtree such as systemd's Delegate=yes);"
         " off, or where it cannot, the child's watchdog keeps its processes as a subreaper.",
     )
+    child_output: bool = Field(
+        default=True,
+        description="Keep the last lines of each child's stdout and stderr in Redis"
+        " (`perseus:output:{id}`, for `perseus output` and the dashboard); off keeps them"
+        " only in the agent's log (`perseus agent --no-output`).",
+    )
+    output_lines: int = Field(
+        default=500,
+        ge=10,
+        le=100_000,
+        description="About how many lines of a child's output Redis keeps (the stream's"
+        " MAXLEN ~: a few more may stay until the next trim).",
+    )
+    output_keep_days: float = Field(
+        default=7,
+        gt=0,
+        description="A child's output expires this long after its last line was written.",
+    )
     socket_timeout_ms: int = Field(
         default=5_000, gt=0, description="Socket timeout of ordinary (non-blocking) Redis calls."
     )

@@ -15,7 +15,12 @@ from perseus_core.store.network import ExchangeView
 from perseus_core.wire.models import ActivityEntry
 from perseus_core.wire.timeutil import Clock
 from perseus_tui.fleet import FleetState
-from perseus_tui.messages import DetailRequested, IntroRequested, RefreshRequested
+from perseus_tui.messages import (
+    DetailRequested,
+    IntroRequested,
+    OutputRequested,
+    RefreshRequested,
+)
 from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.banner import ConnectionBanner, Outage
@@ -42,6 +47,13 @@ DASHBOARD_BINDINGS: list[BindingType] = [
         "Details",
         tooltip="Every field and the history of the selected exchange",
         id="open",
+    ),
+    Binding(
+        "o",
+        "open_output",
+        "Output",
+        tooltip="The last lines the selected exchange's child wrote, live",
+        id="output",
     ),
     Binding(
         "slash",
@@ -94,7 +106,7 @@ class DashboardScreen(ExchangeScreen):
     AUTO_FOCUS = ""  # the selected card takes the focus once the fleet is loaded
 
     BINDINGS = DASHBOARD_BINDINGS
-    GATED_ACTIONS = (*ExchangeScreen.GATED_ACTIONS, "open_detail", "clear_filter")
+    GATED_ACTIONS = (*ExchangeScreen.GATED_ACTIONS, "open_detail", "open_output", "clear_filter")
 
     def __init__(
         self,
@@ -332,7 +344,7 @@ class DashboardScreen(ExchangeScreen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "show_intro":
             return self._intro
-        if action == "open_detail":
+        if action in ("open_detail", "open_output"):
             return True if self.current_exchange_id() is not None else None
         if action == "clear_filter":
             return bool(self.query_text) or self.filter_input.display
@@ -343,6 +355,12 @@ class DashboardScreen(ExchangeScreen):
         exchange_id = self.current_exchange_id()
         if exchange_id is not None:
             self.post_message(DetailRequested(exchange_id))
+
+    def action_open_output(self) -> None:
+        """Open the child output of the selected exchange."""
+        exchange_id = self.current_exchange_id()
+        if exchange_id is not None:
+            self.post_message(OutputRequested(exchange_id))
 
     # --- the filter -------------------------------------------------------------
 

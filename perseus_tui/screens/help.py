@@ -21,6 +21,7 @@ from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.dashboard import DashboardScreen
 from perseus_tui.screens.detail import DetailScreen
+from perseus_tui.screens.output import OutputScreen
 from perseus_tui.widgets.card_grid import CardGrid
 from perseus_tui.widgets.instance_table import InstanceTable
 
@@ -135,6 +136,7 @@ def help_sections(anywhere: Sequence[BindingType]) -> list[HelpSection]:
         ("Cards", [*CardGrid.BINDINGS, focus]),
         ("Table", [*InstanceTable.BINDINGS]),
         ("Detail screen", [*DetailScreen.BINDINGS]),
+        ("Output screen", [*OutputScreen.BINDINGS]),
         ("Stop confirmation", [*ConfirmScreen.BINDINGS]),
     ]
 

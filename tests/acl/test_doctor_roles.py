@@ -169,6 +169,7 @@ async def test_an_agent_of_another_exchange_is_told_to_name_it(acl: AclServer) -
             "HSETNX perseus:outcomes:1",
         ),
         ("~perseus:agents:1", "announce its presence", "ZADD perseus:agents:1"),
+        ("~perseus:output:1", "keep its child's output", "XADD perseus:output:1"),
     ],
 )
 async def test_an_agent_short_of_a_right_is_not_fit_and_told_which(

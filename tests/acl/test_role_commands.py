@@ -76,6 +76,8 @@ READS: list[tuple[tuple[str, ...], Expected]] = [
     (("ZRANGE", "perseus:agents:1", "0", "-1"), ALLOWED),
     (("ZREVRANGEBYSCORE", "perseus:agents:1", "+inf", "0"), ALLOWED),
     (("ZCARD", "perseus:agents:1"), ALLOWED),
+    (("XREVRANGE", "perseus:output:1", "+", "-", "COUNT", "500"), ALLOWED),
+    (("XREAD", "COUNT", "1", "BLOCK", "1", "STREAMS", "perseus:output:1", "$"), ALLOWED),
     (("EVAL_RO", PTTL_SCRIPT, "1", "exchange:1:status"), {"6.2": UNKNOWN, "7": ALLOWED}),
     (("EVAL_RO", LIVE_MEMBERS_LUA, "1", "perseus:agents:1", "64"), {"6.2": UNKNOWN, "7": ALLOWED}),
     (("INFO", "cluster"), ALLOWED),
@@ -119,6 +121,9 @@ ROWS: dict[str, list[tuple[tuple[str, ...], Expected]]] = {
         (("ZRANGE", "perseus:agents:1", "0", "-1"), ALLOWED),
         (("ZREM", "perseus:agents:1", "m"), ALLOWED),
         (("ZREMRANGEBYSCORE", "perseus:agents:1", "-inf", "0"), ALLOWED),
+        # Its child's output.
+        (("XADD", "perseus:output:1", "MAXLEN", "~", "500", "*", "stream", "stdout"), ALLOWED),
+        (("PEXPIRE", "perseus:output:1", "60000"), ALLOWED),
         # The catalog: its own entry, never overwriting or deleting one (7).
         (("HSETNX", "perseus:exchanges", "1", "{}"), ALLOWED),
         (("HGET", "perseus:exchanges", "1"), ALLOWED),
@@ -133,6 +138,7 @@ ROWS: dict[str, list[tuple[tuple[str, ...], Expected]]] = {
         (("XADD", "logs:network:binance", "*", "event", "error"), REFUSED),
         (("XADD", "perseus:commands:2", "*", "command", "{}"), REFUSED),
         (("ZADD", "perseus:agents:2", "1", "m"), REFUSED),
+        (("XADD", "perseus:output:2", "*", "stream", "stdout"), REFUSED),
         (("EVAL", WRITE, "1", "exchange:2:status"), REFUSED),
         # Whatever it does not use.
         (("PUBLISH", "livermore:commands:x", "{}"), REFUSED),
@@ -176,6 +182,7 @@ ROWS: dict[str, list[tuple[tuple[str, ...], Expected]]] = {
         (("XDEL", "logs:network:coinbase", "1-1"), REFUSED),
         (("UNLINK", "perseus:exchanges"), REFUSED),
         (("RPUSH", "perseus:replies:c", "{}"), REFUSED),
+        (("XADD", "perseus:output:1", "*", "stream", "stdout"), LIMIT_OF_6),
         *NO_KEYSPACE,
         *NEVER,
     ],
@@ -189,6 +196,7 @@ ROWS: dict[str, list[tuple[tuple[str, ...], Expected]]] = {
         (("HSETNX", "perseus:exchanges", "9", "{}"), REFUSED),
         (("SET", "exchange:1:status", "{}"), REFUSED),
         (("DEL", "exchange:1:status"), REFUSED),
+        (("XADD", "perseus:output:1", "*", "stream", "stdout"), REFUSED),
         (("PUBSUB", "NUMSUB", "livermore:commands:x"), REFUSED),
         (("PUBLISH", "livermore:commands:x", "{}"), REFUSED),
         (("SUBSCRIBE", "livermore:responses:x"), REFUSED),

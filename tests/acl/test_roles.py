@@ -13,6 +13,8 @@ import asyncio
 import dataclasses
 import json
 import re
+import signal
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -42,6 +44,7 @@ from tests.acl.conftest import (
 )
 from tests.agent.conftest import SpawnAgent
 from tests.livermore.shapes import LivermoreServer
+from tests.waiting import eventually
 
 AGENT, OPERATOR, VIEWER = USERS
 SUB = "google-oauth2|1234"
@@ -390,3 +393,39 @@ async def test_an_agent_prunes_its_outcomes_on_the_documented_lines(
         assert admin.hlen(key) == PRUNE_EVERY
     assert "could not prune" not in caplog.text
     assert acl.denials(AGENT) == []
+
+
+CHATTY_CHILD = [
+    sys.executable,
+    "-c",
+    "import sys, time; print('hello from the child', flush=True); time.sleep(120)",
+]
+
+
+async def test_an_agent_keeps_its_childs_output_on_the_documented_lines(
+    acl: AclServer, spawn_agent: SpawnAgent
+) -> None:
+    """Lines from before the output key lack its pattern: the child runs all the
+    same and the agent's log names the missing right, once."""
+    short = acl.user_without(AGENT, "agent-no-output", "~perseus:output:1")
+    for url, kept in ((acl.agent, True), (short, False)):
+        with acl.admin() as admin:
+            admin.delete(keys.output_key(1))
+        agent = spawn_agent(args=["--warmup", "0.1", "--autostart"], command=CHATTY_CHILD, url=url)
+        await agent.wait_log("child stdout: hello from the child")
+        if kept:
+            with acl.admin() as admin:
+
+                def written() -> bool:
+                    lines = [f.get("line") for _, f in admin.xrange(keys.output_key(1))]
+                    return "hello from the child" in lines
+
+                await eventually(written, what="the child's line in its output stream")
+            assert acl.denials(AGENT) == []
+        else:
+            await agent.wait_log("this user may not XADD perseus:output:1")
+            assert agent.log().count("this user may not XADD perseus:output:1") == 1
+            with acl.admin() as admin:
+                assert not admin.exists(keys.output_key(1))
+        agent.signal(signal.SIGTERM)
+        assert await agent.wait_exit() == 0

@@ -28,6 +28,7 @@ from perseus_core.store.control.sender import ControlClient
 from perseus_core.store.control.server import CommandServer, HandlerResult
 from perseus_core.store.lease import ClaimConflict, LeaseLost
 from perseus_core.store.network import FleetReader
+from perseus_core.store.output import OutputFollower, OutputWriter, recent_output
 from perseus_core.store.presence import AgentAnnouncer
 from perseus_core.wire import keys
 from perseus_core.wire.models import (
@@ -378,3 +379,41 @@ async def test_tail_follows_a_stream_whose_slot_moves(
     cluster.move_slot(moved, source)  # the next tests expect the launcher's layout
     assert sorted(seen) == sorted(_expected(4))
     assert [h for n, h in seen if n == NAMES[0]] == [f"round-{r}" for r in range(4)]
+
+
+async def test_child_output_written_read_and_followed_on_every_master(
+    cluster_settings: Settings, cluster_redis: RedisCluster
+) -> None:
+    """The output writer's pipelined batches (XADD MAXLEN ~ and PEXPIRE on one
+    key), the last lines and the follower's blocking read, on each master."""
+    # One exchange per master.
+    ids = list({master_index(keys.output_key(i)): i for i in range(30, 0, -1)}.values())
+    assert {master_index(keys.output_key(i)) for i in ids} == {0, 1, 2}
+    for exchange_id in ids:
+        writer = OutputWriter(cluster_redis, cluster_settings, exchange_id)
+        task = asyncio.create_task(writer.run())
+        for n in range(250):
+            writer.add("stderr" if n % 2 else "stdout", f"line {n} of {exchange_id}".encode())
+        writer.close()
+        await asyncio.wait_for(task, 30)
+        assert writer.written == 250 and writer.dropped == 0
+        lines = await recent_output(cluster_redis, exchange_id, 3)
+        assert [(x.stream, x.line) for x in lines] == [
+            ("stderr", f"line 247 of {exchange_id}"),
+            ("stdout", f"line 248 of {exchange_id}"),
+            ("stderr", f"line 249 of {exchange_id}"),
+        ]
+        assert await cluster_redis.pttl(keys.output_key(exchange_id)) > 0
+
+        follower = OutputFollower(cluster_settings, exchange_id, lines[-1].id)
+        seen: list[str] = []
+
+        async def follow(into: list[str] = seen, following: OutputFollower = follower) -> None:
+            async for line in following:
+                into.append(line.line)
+
+        reading = asyncio.create_task(follow())
+        await cluster_redis.xadd(keys.output_key(exchange_id), {"stream": "stdout", "line": "new"})
+        await eventually(lambda s=seen: s == ["new"], what="the followed line")
+        await follower.aclose()
+        await asyncio.wait_for(reading, 10)

@@ -342,6 +342,18 @@ def test_error_entry_and_missing_fields() -> None:
     assert "websocket closed (1006)" in payload["content"]
 
 
+def test_a_crash_posts_the_childs_last_stderr_lines() -> None:
+    """The agent quotes a crashed child's last three stderr lines (200
+    characters each at most) in its error entry: the post shows all three."""
+    last = [f"{n}: " + "e" * 197 for n in range(3)]
+    message = "child command exited with code 3 while active; last stderr: " + " | ".join(last)
+    entry = parse_entry("5-0", {"event": "error", "error": message, "state": "active"}, "kraken")
+    event = event_from_entry(entry, now=FIXED_NOW)
+    assert event is not None
+    description = build_payload(event)["embeds"][0]["description"]
+    assert all(line in description for line in last)
+
+
 def test_another_hosts_error_while_the_holder_is_healthy_is_posted_as_its_own() -> None:
     """docs/wire-format.md part 4: a refused Livermore claimant writes an
     error (its own host, state idle) into the holder's stream."""

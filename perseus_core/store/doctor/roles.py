@@ -493,6 +493,24 @@ def _agent(target: Target) -> tuple[Ability, ...]:
             _right("PEXPIRE", presence, "60000", probe=("PEXPIRE", presence, "x")),
         ),
     )
+    output = keys.output_key(n)
+    keep = Ability(
+        "keep its child's output",
+        (
+            _right(
+                "XADD",
+                output,
+                "MAXLEN",
+                "~",
+                "500",
+                "*",
+                "stream",
+                "stdout",
+                probe=("XADD", output, "0-0", "stream", "stdout"),
+            ),
+            _right("PEXPIRE", output, "60000", probe=("PEXPIRE", output, "x")),
+        ),
+    )
     register = Ability(
         "add its exchange to the catalog",
         (
@@ -500,7 +518,7 @@ def _agent(target: Target) -> tuple[Ability, ...]:
             _right("HSETNX", keys.CATALOG_KEY, str(n), "{}", probe=None),
         ),
     )
-    return (hold, write, read, answer, announce, register)
+    return (hold, write, read, answer, announce, keep, register)
 
 
 def _reader(target: Target, script: str) -> tuple[Ability, ...]:
@@ -524,7 +542,7 @@ def _reader(target: Target, script: str) -> tuple[Ability, ...]:
         ),
     )
     activity = Ability(
-        "read the activity",
+        "read the activity and the children's output",
         (
             *(
                 right
@@ -535,6 +553,7 @@ def _reader(target: Target, script: str) -> tuple[Ability, ...]:
                     _right("XLEN", key),
                 )
             ),
+            _right("XREVRANGE", keys.output_key(n), "+", "-", "COUNT", "1"),
             _right("TIME"),
         ),
     )
