@@ -7,12 +7,14 @@ import gc
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
+import pytest
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from perseus_cli.apps.redis_cluster import RedisClusterNodes
-from perseus_core.plumbing.connection import connect_blocking
+from perseus_cli.apps.redis_server import free_port
+from perseus_core.plumbing.connection import connect, connect_blocking, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS
 from perseus_core.wire import keys
 from perseus_core.wire.settings import Settings
@@ -80,3 +82,21 @@ async def test_reads_go_on_when_the_node_asked_for_keys_dies(
     finally:
         await client.aclose()
         cluster.revive()
+
+
+async def test_the_node_that_failed_is_named(cluster_settings: Settings) -> None:
+    """The line a person reads names the cluster node that could not be
+    reached when the URL names another: after a failover the URL's node may
+    be alive and well, and the dead one is the one to look at."""
+    client = connect(cluster_settings, retry=Retry(NoBackoff(), 0))
+    gone = ClusterNode("127.0.0.1", free_port())  # nothing listens there any more
+    try:
+        with pytest.raises(REDIS_ERRORS) as failed:
+            await client.ping(target_nodes=gone)
+    finally:
+        await client.aclose()
+    message = describe_redis_error(cluster_settings, failed.value)
+    assert message == (
+        f"cannot reach Redis at {cluster_settings.redis_url} "
+        f"(cluster node 127.0.0.1:{gone.port}): connection refused"
+    )
