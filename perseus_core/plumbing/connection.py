@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import (
     AuthenticationError,
@@ -262,12 +263,17 @@ def is_tls_failure(exc: BaseException) -> bool:
 
 def describe_redis_error(settings_or_url: Settings | str, exc: BaseException) -> str:
     """One line for a person: `cannot reach Redis at <url>: connection refused`,
-    or `Redis at <url> refused: <its error>` when Redis answered with an error."""
-    url = (
-        settings_or_url.redacted_redis_url
-        if isinstance(settings_or_url, Settings)
-        else redact_url(settings_or_url)
-    )
+    or `Redis at <url> refused: <its error>` when Redis answered with an error.
+
+    On a Redis Cluster the node that failed is named too when it is not the
+    one the URL names (`cannot reach Redis at <url> (cluster node
+    10.0.0.7:6379): ...`): after a failover the URL's node may be the one
+    alive, and the dead one is what an operator needs to know. A cluster
+    node that closes the connection is not suspected of being a TLS port:
+    the client learnt of it from the cluster, in plain Redis.
+    """
+    url = _address(settings_or_url, exc)
+    from_node = isinstance(getattr(exc, "connection", None), ClusterNode)
     if isinstance(exc, AuthenticationError):
         if "required" in str(exc).lower():  # NOAUTH: a password is needed, none was given
             reason = "authentication required: the URL gives no password"
@@ -293,10 +299,40 @@ def describe_redis_error(settings_or_url: Settings | str, exc: BaseException) ->
         elif not is_tls_url(url) and (
             "closed by server" in text or _caused_by(exc, ConnectionResetError)
         ):
-            reason = "connection closed by the server (a TLS port? use rediss://)"
+            reason = "connection closed by the server"
+            if not from_node:
+                reason += " (a TLS port? use rediss://)"
         else:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"cannot reach Redis at {url}: {clean(reason, 300)}"
+
+
+def _address(settings_or_url: Settings | str, exc: BaseException) -> str:
+    """The redacted URL, and the cluster node `exc` came from when it is not
+    the one the URL names."""
+    url = (
+        settings_or_url.redacted_redis_url
+        if isinstance(settings_or_url, Settings)
+        else redact_url(settings_or_url)
+    )
+    node = _failed_cluster_node(url, exc)
+    return url if node is None else f"{url} (cluster node {node})"
+
+
+def _failed_cluster_node(url: str, exc: BaseException) -> str | None:
+    """`host:port` of the cluster node `exc` came from (redis-py's cluster
+    client attaches it), or None when unknown or the node the URL names."""
+    node = getattr(exc, "connection", None)
+    if not isinstance(node, ClusterNode):
+        return None
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # a port the URL parser rejects: not the node's
+        port = None
+    # redis-py names a `localhost` node by its address.
+    same_host = parts.hostname in (node.host, "localhost")
+    return None if same_host and port == int(node.port) else clean(node.name, 100)
 
 
 def describe_refusal(exc: ResponseError, command: str, key: str) -> str:

@@ -158,7 +158,9 @@ class KeyFinder(AsyncCommandsParser):
 
     Here the other nodes of the client's current view are asked in turn, and
     the first that answers is asked from then on. `COMMAND GETKEYS` runs
-    nothing, so asking again is harmless.
+    nothing, so asking again is harmless. Many reads may look for keys at
+    once (the tail's, one per slot group): each remembers the node it asked
+    itself, since another may have moved on to the next node meanwhile.
     """
 
     def __init__(self, nodes: NodesManager) -> None:
@@ -169,14 +171,14 @@ class KeyFinder(AsyncCommandsParser):
 
     async def get_keys(self, *args: Any) -> tuple[str, ...] | None:
         """The keys of the command `args`, from the first node that answers."""
+        asked = self.node  # read by the parser before its first await
         try:
             return await super().get_keys(*args)
         except _NODE_DOWN as exc:
             if isinstance(exc, RedisCluster.NOT_NODE_FAILURE_ERRORS):
                 raise
             failure: RedisError = exc
-        failed = self.node
-        others = [node for node in self._nodes.nodes_cache.values() if node.name != failed.name]
+        others = [node for node in self._nodes.nodes_cache.values() if node.name != asked.name]
         random.shuffle(others)  # clients that lost one node do not all turn to the same next
         for node in others:
             self.node = node

@@ -8,6 +8,11 @@ key and another's stream is killed with SIGKILL; its replica takes over after
 the cluster's node timeout. A rival instance tries to claim the victim's slot
 all along, so any moment of two holders is seen.
 
+Which node the settings' URL names is chosen, not left to the cluster's
+layout: the killed master itself (`kill_startup_node`, the harder case: every
+client was made from that address, and it is often the node a cluster client
+asks for a command's keys as well) or a master that survives.
+
 Measured from the kill, on this host's monotonic clock: when the cluster
 served every slot again, when the victim's heartbeat reached Redis again,
 when the tail delivered an entry written after the kill to a stream of the
@@ -30,6 +35,7 @@ import redis as sync_redis
 from redis.asyncio.cluster import RedisCluster
 
 from perseus_cli.apps.redis_cluster import RedisClusterNodes
+from perseus_cli.apps.redis_server import RedisServer
 from perseus_core.instance import Instance
 from perseus_core.plumbing.connection import connect
 from perseus_core.plumbing.errors import REDIS_ERRORS
@@ -57,6 +63,18 @@ WRITE_EVERY_S = 0.05
 SETTLE_S = 1.0
 """How long the drill keeps going after everything resumed, so late
 duplicates or a late second holder would still be seen."""
+IN_SYNC_WITHIN_S = 20.0
+"""How long the replicas may take to have their copy before the kill (Redis 7
+waits 5 s before a diskless copy to a node that rejoined)."""
+WATCH_S = 20.0
+"""How long after the kill the drill waits for every part to be back (the
+target is 10 s)."""
+DELIVERED_WITHIN_S = 5.0
+"""How long the tail may take to deliver what Redis kept, once writing ended.
+
+With these three the drill ends by itself, also when something never comes
+back, within about 50 s: before the suite's per-test timeout would cut it off
+mid-way and leave its sockets open for the next test to trip over."""
 
 
 @dataclass
@@ -64,6 +82,7 @@ class FailoverFigures:
     """What one drill measured (seconds from the kill; None: never happened)."""
 
     killed_port: int = 0
+    startup_node_killed: bool = False
     cluster_ok_s: float | None = None
     heartbeat_s: float | None = None
     tail_s: float | None = None
@@ -106,26 +125,46 @@ async def _background(
                 await task
 
 
-async def failover_drill(nodes: RedisClusterNodes, settings: Settings) -> FailoverFigures:
+async def failover_drill(
+    nodes: RedisClusterNodes, settings: Settings, *, kill_startup_node: bool
+) -> FailoverFigures:
     """Kill one master under load; measure (see the module docstring).
+
+    Args:
+        nodes: the running cluster.
+        settings: timings and timeouts; their URL is replaced by the address
+            of the node the drill chooses.
+        kill_startup_node: the settings' URL names the master that is killed
+            (True) or a master that survives (False).
 
     Every client, server, tail and instance it makes is closed before it
     returns or raises, whatever failed: nothing it opened outlives it.
     """
     async with contextlib.AsyncExitStack() as stack:
-        return await _drill(nodes, settings, stack)
+        return await _drill(nodes, settings, kill_startup_node, stack)
 
 
 async def _drill(
-    nodes: RedisClusterNodes, settings: Settings, stack: contextlib.AsyncExitStack
+    nodes: RedisClusterNodes,
+    settings: Settings,
+    kill_startup_node: bool,
+    stack: contextlib.AsyncExitStack,
 ) -> FailoverFigures:
     """The drill itself; whatever it opens is closed by `stack`."""
-    figures = FailoverFigures()
+    figures = FailoverFigures(startup_node_killed=kill_startup_node)
     # A replica still waiting for its first copy would take over empty-handed
     # (Redis 7 waits 5 s before a diskless copy): that measures no failover.
-    await eventually(lambda: asyncio.to_thread(_replicas_in_sync, nodes), within=30)
+    await eventually(
+        lambda: asyncio.to_thread(_replicas_in_sync, nodes),
+        within=IN_SYNC_WITHIN_S,
+        what="every replica in sync",
+    )
     names = [name for _, name in FLEET]
     victim_id, victim_name = FLEET[2]  # status key on the master of FLEET[0]'s stream
+    victim_key = keys.status_key(victim_id)
+    victim_master = nodes.master_of(victim_key)
+    startup = victim_master if kill_startup_node else _other_master(nodes, victim_master)
+    settings = settings.model_copy(update={"redis_url": startup.url})
     admin = connect(settings)
     stack.push_async_callback(admin.aclose)
     assert isinstance(admin, RedisCluster)
@@ -243,8 +282,6 @@ async def _drill(
     async with _background(tail_loop, rival_loop, command_loop):
         async with _background(*writers, cancel=False):  # the last appends are let finish
             await asyncio.sleep(0.5)  # everything running
-            victim_key = keys.status_key(victim_id)
-            victim_master = nodes.master_of(victim_key)
             victim_port = figures.killed_port = victim_master.port
             killed_streams.update(
                 key
@@ -254,7 +291,7 @@ async def _drill(
             before_kill.update(written)
             killed_at, killed_wall = time.monotonic(), time.time()
             victim_master.kill()
-            deadline = killed_at + 30
+            deadline = killed_at + WATCH_S
             while time.monotonic() < deadline and not _all_seen(moments):
                 now = time.monotonic()
                 if "cluster" not in moments and await _moved(nodes, victim_key, victim_port):
@@ -271,7 +308,7 @@ async def _drill(
             await asyncio.sleep(SETTLE_S)
         present = await _present_ids(admin, names) - older
         with contextlib.suppress(AssertionError):
-            await eventually(lambda: present <= set(delivered), within=10)
+            await eventually(lambda: present <= set(delivered), within=DELIVERED_WITHIN_S)
     for name, attribute in _MOMENTS.items():
         if name in moments:
             setattr(figures, attribute, round(moments[name] - killed_at, 3))
@@ -302,6 +339,13 @@ _MOMENTS = {
 
 def _all_seen(moments: dict[str, float]) -> bool:
     return all(name in moments for name in _MOMENTS)
+
+
+def _other_master(nodes: RedisClusterNodes, victim: RedisServer) -> RedisServer:
+    """A master other than `victim`: the one of another exchange's status key
+    (the fleet's status keys are spread over every master)."""
+    masters = (nodes.master_of(keys.status_key(exchange_id)) for exchange_id, _ in FLEET)
+    return next(master for master in masters if master is not victim)
 
 
 def _replicas_in_sync(nodes: RedisClusterNodes) -> bool:
