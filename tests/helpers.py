@@ -3,11 +3,17 @@ clock that moves only when told, and reads of the test exchange's status key."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 from redis.asyncio import Redis
@@ -97,3 +103,65 @@ async def stored(redis: Redis, exchange_id: int = 1) -> InstanceStatus:
 async def status_gone(redis: Redis, exchange_id: int = 1) -> bool:
     """Whether the exchange's status key is gone (released or expired)."""
     return not await redis.exists(keys.status_key(exchange_id))
+
+
+def perseus_argv(*args: str) -> list[str]:
+    """A real `perseus` process (the console script's entry point), showing
+    any ResourceWarning (an unclosed connection) on its stderr."""
+    code = "from perseus_cli.main import main; main()"
+    return [sys.executable, "-W", "default::ResourceWarning", "-c", code, *args]
+
+
+@contextlib.contextmanager
+def following(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """`perseus ARGS` (a verb that follows, `--follow`) as a process of its
+    own, unbuffered, its blocking reads 200 ms long; killed if it still runs
+    when the block ends, and its pipes closed."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PERSEUS_BLOCK_MS": "200"}
+    proc = subprocess.Popen(
+        perseus_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+class LineReader:
+    """Collects a subprocess's output lines on a thread, for reads with a deadline."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+
+    def drain(self) -> list[str]:
+        """Every line left, once the process has exited."""
+        self._thread.join(timeout=10)
+        lines = []
+        while not self.lines.empty():
+            lines.append(self.lines.get())
+        return lines
+
+    def wait_for(self, needle: str, timeout: float = 15.0) -> list[str]:
+        """Lines read until one contains `needle`; fails after `timeout`."""
+        got: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            got.append(line)
+            if needle in line:
+                return got
+        raise AssertionError(f"{needle!r} not printed within {timeout} s; got {got}")

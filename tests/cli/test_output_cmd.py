@@ -5,20 +5,12 @@ process, ended with Ctrl-C."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 
 import redis as sync_redis
 
-from tests.cli.test_read_cmds import (
-    ESCAPE_CHARS,
-    HOSTILE,
-    LineReader,
-    catalog,
-    invoke,
-    perseus_argv,
-)
+from tests.cli.test_read_cmds import ESCAPE_CHARS, HOSTILE, catalog, invoke
+from tests.helpers import LineReader, following
 
 KEY = "perseus:output:1"
 
@@ -99,15 +91,7 @@ def test_bad_arguments_exit_2(redis_url: str) -> None:
 
 def test_follow_prints_new_lines_until_ctrl_c(r: sync_redis.Redis, redis_url: str) -> None:
     seed(r, lines=2)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PERSEUS_BLOCK_MS": "200"}
-    proc = subprocess.Popen(
-        perseus_argv("output", "1", "--follow", "--json", "--redis-url", redis_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
+    with following("output", "1", "--follow", "--json", "--redis-url", redis_url) as proc:
         out = LineReader(proc.stdout)
         first = out.wait_for('"line 1"')
         assert json.loads(first[0])["line"] == "child starting (epoch 3)"
@@ -118,13 +102,6 @@ def test_follow_prints_new_lines_until_ctrl_c(r: sync_redis.Redis, redis_url: st
         proc.wait(timeout=15)
         assert proc.stderr is not None
         stderr = proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert "ResourceWarning" not in stderr

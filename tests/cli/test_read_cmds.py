@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +28,7 @@ from perseus_cli.apps.redis_server import RedisServer, free_port
 from perseus_cli.main import cli
 from perseus_core.wire import keys
 from perseus_core.wire.timeutil import format_ts
+from tests.helpers import LineReader, following, perseus_argv
 from tests.wire_examples import WIRE_ERROR, WIRE_STATUS, WIRE_TRANSITION
 
 HOSTILE = "\x1b[31mEVIL\x1b[0m[bold red]boom[/]\x1b]0;pwned\x07\u202eev\r\nil\x9b2J"
@@ -43,13 +41,6 @@ ESCAPE_CHARS = ("\x1b", "\x07", "\x9b", "\u202e", "\r")
 def invoke(redis_url: str, *args: str) -> Result:
     """Run `perseus ARGS --redis-url URL` in-process."""
     return CliRunner().invoke(cli, [*args, "--redis-url", redis_url], catch_exceptions=False)
-
-
-def perseus_argv(*args: str) -> list[str]:
-    """A real `perseus` process (the console script's entry point), showing
-    any ResourceWarning (an unclosed connection) on its stderr."""
-    code = "from perseus_cli.main import main; main()"
-    return [sys.executable, "-W", "default::ResourceWarning", "-c", code, *args]
 
 
 def xadd(r: sync_redis.Redis, name: str, fields: list[tuple[str, str]], entry_id: str) -> None:
@@ -542,52 +533,9 @@ def test_log_empty(redis_url: str) -> None:
     assert invoke(redis_url, "log").stdout == ""
 
 
-class LineReader:
-    """Collects a subprocess's output lines on a thread, for reads with a deadline."""
-
-    def __init__(self, stream: Any) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _pump(self, stream: Any) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
-
-    def drain(self) -> list[str]:
-        """Every line left, once the process has exited."""
-        self._thread.join(timeout=10)
-        lines = []
-        while not self.lines.empty():
-            lines.append(self.lines.get())
-        return lines
-
-    def wait_for(self, needle: str, timeout: float = 15.0) -> list[str]:
-        """Lines read until one contains `needle`; fails after `timeout`."""
-        got: list[str] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            got.append(line)
-            if needle in line:
-                return got
-        raise AssertionError(f"{needle!r} not printed within {timeout} s; got {got}")
-
-
 def test_log_follow_prints_new_entries_until_ctrl_c(r: sync_redis.Redis, redis_url: str) -> None:
     seed_wire(r)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PERSEUS_BLOCK_MS": "200"}
-    proc = subprocess.Popen(
-        perseus_argv("log", "--follow", "--redis-url", redis_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
+    with following("log", "--follow", "--redis-url", redis_url) as proc:
         out = LineReader(proc.stdout)
         # The page first, oldest first so new entries land below it.
         first = out.wait_for("websocket closed")
@@ -609,13 +557,6 @@ def test_log_follow_prints_new_entries_until_ctrl_c(r: sync_redis.Redis, redis_u
         proc.wait(timeout=15)
         assert proc.stderr is not None
         stderr = proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert "ResourceWarning" not in stderr
@@ -811,15 +752,7 @@ def test_log_follow_survives_a_redis_restart(fresh_redis: RedisServer) -> None:
     url = fresh_redis.url
     with sync_redis.Redis.from_url(url, decode_responses=True) as client:
         seed_wire(client)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PERSEUS_BLOCK_MS": "200"}
-    proc = subprocess.Popen(
-        perseus_argv("log", "--follow", "--redis-url", url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
+    with following("log", "--follow", "--redis-url", url) as proc:
         out, err = LineReader(proc.stdout), LineReader(proc.stderr)
         out.wait_for("websocket closed")
         fresh_redis.stop()
@@ -832,13 +765,6 @@ def test_log_follow_survives_a_redis_restart(fresh_redis: RedisServer) -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=15)
         err_lines = err.drain()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
     assert proc.returncode == 0
     assert not [line for line in err_lines if "Traceback" in line or "ResourceWarning" in line]
 
@@ -847,14 +773,7 @@ def test_log_follow_into_a_closed_pipe_exits_quietly(r: sync_redis.Redis, redis_
     """`perseus log -f | head -1`: the reader goes away; the command ends at
     once (not at the next entry), with no error about Redis."""
     seed_wire(r)
-    proc = subprocess.Popen(
-        perseus_argv("log", "--follow", "--redis-url", redis_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PERSEUS_BLOCK_MS": "200"},
-    )
-    try:
+    with following("log", "--follow", "--redis-url", redis_url) as proc:
         assert proc.stdout is not None
         assert "warming -> active" in proc.stdout.readline()
         proc.stdout.close()  # as `head -1` does after its line
@@ -862,12 +781,6 @@ def test_log_follow_into_a_closed_pipe_exits_quietly(r: sync_redis.Redis, redis_
         proc.wait(timeout=15)
         assert proc.stderr is not None
         stderr = proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
     assert proc.returncode == 0, stderr
     assert stderr == ""
 
