@@ -13,6 +13,7 @@ import json
 import click
 
 from perseus_cli.common import load_settings, open_redis, run_read
+from perseus_cli.control_cmds import exchange_argument, resolve_exchange
 from perseus_cli.follow import close_when_stdout_closes, stop_on_ctrl_c
 from perseus_cli.options import json_option, redis_url_option
 from perseus_cli.output import echo_json
@@ -64,7 +65,7 @@ async def _follow(settings: Settings, exchange_id: int, after: str, as_json: boo
 
 
 @click.command("output")
-@click.argument("exchange_id", metavar="ID", type=click.IntRange(min=0))
+@click.argument("exchange", metavar="EXCHANGE", callback=exchange_argument)
 @click.option(
     "--lines",
     "-n",
@@ -81,9 +82,11 @@ async def _follow(settings: Settings, exchange_id: int, after: str, as_json: boo
 @json_option
 @redis_url_option
 def output_cmd(
-    exchange_id: int, count: int, follow: bool, as_json: bool, redis_url: str | None
+    exchange: int | str, count: int, follow: bool, as_json: bool, redis_url: str | None
 ) -> None:
     """Show the last lines an exchange's child wrote to stdout and stderr.
+
+    EXCHANGE is its id (1) or its name (coinbase, any case).
 
     Its agent keeps them in Redis (about 500 lines, for 7 days after the last
     one; none with `perseus agent --no-output`). Each line shows when the
@@ -94,8 +97,9 @@ def output_cmd(
     """
     settings = load_settings(redis_url)
 
-    async def body() -> list[OutputLine]:
+    async def body() -> tuple[int, list[OutputLine]]:
         async with open_redis(settings) as redis:
+            exchange_id = await resolve_exchange(redis, exchange)
             lines = await recent_output(redis, exchange_id, count)
             if not lines:
                 view = await FleetReader(redis).exchange(exchange_id)
@@ -104,9 +108,9 @@ def output_cmd(
                         f"no exchange {exchange_id}: not in the catalog, not online,"
                         " no agent, no activity"
                     )
-        return lines
+        return exchange_id, lines
 
-    lines = run_read(settings, body)
+    exchange_id, lines = run_read(settings, body)
     if as_json and not follow:
         echo_json({"exchangeId": exchange_id, "lines": [line.to_json() for line in lines]})
         return

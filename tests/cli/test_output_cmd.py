@@ -84,8 +84,22 @@ def test_a_known_exchange_without_output_says_so(r: sync_redis.Redis, redis_url:
     assert json.loads(invoke(redis_url, "output", "1", "--json").stdout)["lines"] == []
 
 
+def test_an_exchange_by_its_name(r: sync_redis.Redis, redis_url: str) -> None:
+    """As start, stop and ping: the name in any case; an unknown one is one
+    line naming the closest, exit 1."""
+    seed(r, lines=2)
+    by_id = invoke(redis_url, "output", "1")
+    by_name = invoke(redis_url, "output", "Coinbase")
+    assert by_name.exit_code == 0, by_name.output
+    assert by_name.stdout == by_id.stdout
+    unknown = invoke(redis_url, "output", "coinbse")
+    assert unknown.exit_code == 1
+    assert unknown.stderr.startswith("perseus: no exchange named 'coinbse'")
+    assert "did you mean 'coinbase'" in unknown.stderr
+
+
 def test_bad_arguments_exit_2(redis_url: str) -> None:
-    assert invoke(redis_url, "output", "x").exit_code == 2
+    assert invoke(redis_url, "output", "-x").exit_code == 2
     assert invoke(redis_url, "output", "1", "--lines", "0").exit_code == 2
 
 
