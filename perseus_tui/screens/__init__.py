@@ -18,6 +18,10 @@ def close(screen: Screen[Result], result: Result | None = None) -> None:
     callback again: a second stop sent, the dashboard popped
     (ScreenStackError), the screen above closed in its place, or a result
     set twice (InvalidStateError). Every screen closes through here.
+
+    A key can also arrive while the app shuts down, after the screens below
+    this one were taken off the stack: this one is then on top but alone,
+    and popping it raises ScreenStackError. Nothing is left to go back to.
     """
-    if screen.is_active:
+    if screen.is_active and len(screen.app.screen_stack) > 1:
         screen.dismiss(result)
