@@ -1,4 +1,4 @@
-"""The one interruptible wait and the one group of background tasks."""
+"""The one interruptible wait, the one group of background tasks, and a hidden cancellation."""
 
 from __future__ import annotations
 
@@ -22,6 +22,19 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout_s)
     return event.is_set()
+
+
+def raise_if_cancelling() -> None:
+    """Raise CancelledError when the current task is being cancelled.
+
+    A cancellation that lands while redis-py is inside a timeout of its own
+    can come out of the call as a Redis error instead (Python 3.11). A loop
+    that retries after Redis errors calls this first, so that a cancelled task
+    ends instead of retrying until something else stops it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class TaskGroup:

@@ -29,7 +29,7 @@ from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.processes import pid_is_running
 from perseus_core.plumbing.streams import xread_rows
-from perseus_core.plumbing.tasks import wait_event
+from perseus_core.plumbing.tasks import raise_if_cancelling, wait_event
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog, StreamRows
 from perseus_core.store.control.records import (
@@ -296,11 +296,13 @@ class CommandServer:
             try:
                 response = await self._read(reader)
             except TRANSIENT_ERRORS as exc:
+                raise_if_cancelling()
                 self._mark_down(exc)
                 await self._pause(RETRY_BACKOFF.compute(failures))
                 failures += 1
                 continue
             except Exception as exc:  # e.g. WRONGTYPE: someone wrote another type at the key
+                raise_if_cancelling()
                 self._mark_down(exc)
                 log.error("cannot read %s: %s", self._stream_key, exc)
                 await self._pause(BACKOFF_MAX_S)
