@@ -8,15 +8,68 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+import click
+
+from perseus_core.wire.text import clean
+
+T_co = TypeVar("T_co", covariant=True)
 
 
 class Closable(Protocol):
     """A follower: closing it ends the loop that iterates over it."""
 
     async def aclose(self) -> None: ...
+
+
+class Follower(Closable, AsyncIterable[T_co], Protocol):
+    """What `follow` prints from: items as they arrive, and how its
+    connection fares meanwhile."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+
+async def follow(follower: Follower[T_co], show: Callable[[T_co], None]) -> None:
+    """Show every item `follower` yields until Ctrl-C or until our stdout's
+    reader leaves; then close it. Losing Redis and getting it back are said
+    on stderr meanwhile."""
+    watchers = [
+        asyncio.create_task(_report_connection(follower)),
+        asyncio.create_task(close_when_stdout_closes(follower)),
+    ]
+    async with stop_on_ctrl_c(follower):
+        try:
+            async for item in follower:
+                show(item)
+        finally:
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+            await follower.aclose()
+
+
+async def _report_connection(follower: Follower[object]) -> None:
+    """While the follower retries, nothing arrives, and silence would look
+    like a quiet fleet (or child): say when Redis is lost and when it is back.
+    A failed call leaves `connected` false with `last_error` set, which also
+    covers Redis going away before the follower's first call."""
+    lost = False
+    while True:
+        await asyncio.sleep(0.2)
+        if follower.connected:
+            if lost:
+                click.echo("perseus: reconnected", err=True)
+                lost = False
+        elif follower.last_error is not None and not lost:
+            click.echo(f"perseus: {clean(follower.last_error, 300)}; retrying", err=True)
+            lost = True
 
 
 async def close_when_stdout_closes(tail: Closable) -> None:

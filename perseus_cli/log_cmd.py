@@ -8,7 +8,6 @@ character keeps the columns of followed lines aligned.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 
@@ -17,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from perseus_cli.common import load_settings, open_redis, run_read
-from perseus_cli.follow import close_when_stdout_closes, stop_on_ctrl_c
+from perseus_cli.follow import follow
 from perseus_cli.options import json_option, redis_url_option
 from perseus_cli.output import echo_json, pad
 from perseus_core.plumbing.connection import connect
@@ -221,25 +220,6 @@ def log_cmd(
             raise
 
 
-async def _watch_connection(tail: ActivityTail) -> None:
-    """Say on stderr when the tail loses Redis and when it is back: while it
-    retries, no entries arrive, and silence would look like a quiet fleet.
-
-    A failed call leaves `connected` false with `last_error` set; that also
-    covers Redis going away between the page read and the tail's first call.
-    """
-    lost = False
-    while True:
-        await asyncio.sleep(0.2)
-        if tail.connected:
-            if lost:
-                click.echo("perseus: reconnected", err=True)
-                lost = False
-        elif tail.last_error is not None and not lost:
-            click.echo(f"perseus: {clean(tail.last_error, 300)}; retrying", err=True)
-            lost = True
-
-
 async def _follow(
     settings: Settings,
     page: ActivityPage,
@@ -271,17 +251,7 @@ async def _follow(
     tail = ActivityTail(
         settings, names=only_these if single else everything, start=_resume_points(page, names)
     )
-    watchers = [
-        asyncio.create_task(_watch_connection(tail)),
-        asyncio.create_task(close_when_stdout_closes(tail)),
-    ]
-    async with stop_on_ctrl_c(tail):
-        try:
-            async for entry in tail:
-                show(entry)
-        finally:
-            for watcher in watchers:
-                watcher.cancel()
-            await asyncio.gather(*watchers, return_exceptions=True)
-            await tail.aclose()
-            await names_client.aclose()
+    try:
+        await follow(tail, show)
+    finally:
+        await names_client.aclose()

@@ -7,21 +7,19 @@ exchange's agent writes; every value is cleaned again as read and printed with
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import click
 
 from perseus_cli.common import load_settings, open_redis, run_read
 from perseus_cli.control_cmds import exchange_argument, resolve_exchange
-from perseus_cli.follow import close_when_stdout_closes, stop_on_ctrl_c
+from perseus_cli.follow import follow
 from perseus_cli.options import json_option, redis_url_option
 from perseus_cli.output import echo_json
 from perseus_core.store.network import FleetReader
 from perseus_core.store.output import OutputFollower, OutputLine, recent_output
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.settings import Settings
-from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import parse_ts_or_none
 
 
@@ -32,36 +30,13 @@ def output_line(line: OutputLine) -> str:
     return f"{when}  {line.stream:<7}  {line.line}"
 
 
-async def _watch_connection(follower: OutputFollower) -> None:
-    """Say on stderr when following loses Redis and when it is back: silence
-    would look like a quiet child."""
-    told: str | None = None
-    while True:
-        await asyncio.sleep(0.2)
-        error = follower.last_error
-        if error is not None and told is None:
-            click.echo(f"perseus: {clean(error, 300)}; retrying", err=True)
-        elif error is None and told is not None:
-            click.echo("perseus: reconnected", err=True)
-        told = error
-
-
 async def _follow(settings: Settings, exchange_id: int, after: str, as_json: bool) -> None:
     """Print every new line after `after` until Ctrl-C (or stdout's reader leaves)."""
-    follower = OutputFollower(settings, exchange_id, after)
-    watchers = [
-        asyncio.create_task(_watch_connection(follower)),
-        asyncio.create_task(close_when_stdout_closes(follower)),
-    ]
-    async with stop_on_ctrl_c(follower):
-        try:
-            async for line in follower:
-                click.echo(json.dumps(line.to_json()) if as_json else output_line(line))
-        finally:
-            for watcher in watchers:
-                watcher.cancel()
-            await asyncio.gather(*watchers, return_exceptions=True)
-            await follower.aclose()
+
+    def show(line: OutputLine) -> None:
+        click.echo(json.dumps(line.to_json()) if as_json else output_line(line))
+
+    await follow(OutputFollower(settings, exchange_id, after), show)
 
 
 @click.command("output")

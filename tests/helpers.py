@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -130,6 +131,18 @@ def following(*args: str) -> Iterator[subprocess.Popen[str]]:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def interrupt_cleanly(proc: subprocess.Popen[str]) -> None:
+    """Ctrl-C a following `perseus`: it must end with exit 0, no traceback and
+    no unclosed connection on its stderr (Ctrl-C is how `--follow` ends)."""
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=15)
+    assert proc.stderr is not None
+    stderr = proc.stderr.read()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "ResourceWarning" not in stderr
 
 
 class LineReader:

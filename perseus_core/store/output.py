@@ -280,6 +280,11 @@ class OutputFollower:
         self._guard = CloseGuard()
         self.last_error: str | None = None
 
+    @property
+    def connected(self) -> bool:
+        """The last read succeeded (or none has failed yet)."""
+        return self.last_error is None
+
     async def __aiter__(self) -> AsyncIterator[OutputLine]:
         delay = _RETRY_MIN_S
         try:

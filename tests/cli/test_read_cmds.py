@@ -28,7 +28,7 @@ from perseus_cli.apps.redis_server import RedisServer, free_port
 from perseus_cli.main import cli
 from perseus_core.wire import keys
 from perseus_core.wire.timeutil import format_ts
-from tests.helpers import LineReader, following, perseus_argv
+from tests.helpers import LineReader, following, interrupt_cleanly, perseus_argv
 from tests.wire_examples import WIRE_ERROR, WIRE_STATUS, WIRE_TRANSITION
 
 HOSTILE = "\x1b[31mEVIL\x1b[0m[bold red]boom[/]\x1b]0;pwned\x07\u202eev\r\nil\x9b2J"
@@ -553,13 +553,7 @@ def test_log_follow_prints_new_entries_until_ctrl_c(r: sync_redis.Redis, redis_u
             except AssertionError:
                 if time.monotonic() > deadline:
                     raise
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=15)
-        assert proc.stderr is not None
-        stderr = proc.stderr.read()
-    assert proc.returncode == 0, stderr
-    assert "Traceback" not in stderr
-    assert "ResourceWarning" not in stderr
+        interrupt_cleanly(proc)
 
 
 def test_log_bad_arguments_exit_2(redis_url: str) -> None:
