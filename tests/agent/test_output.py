@@ -3,8 +3,10 @@ children, a real redis-server, paused while the child writes."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -192,5 +194,73 @@ async def test_a_slow_redis_drops_lines_counted_never_the_child_or_the_heartbeat
             line.line == f"{line.dropped} lines of output dropped: Redis was slow or unreachable"
             for line in markers
         )
+    finally:
+        await redis.aclose()
+
+
+FLOOD = r"""
+import os, sys
+pidfile, done, megabytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+open(pidfile, "w").write(str(os.getpid()))
+block = (b"y" * 1023 + b"\n") * 1024  # 1 MiB of 1 KiB lines
+for _ in range(megabytes):
+    view = memoryview(block)
+    while view:
+        view = view[os.write(1, view):]
+open(done, "w").write("done")
+os.close(1)
+import time
+time.sleep(120)
+"""
+
+
+def _rss_kib(pid: int, field: str) -> int:
+    """`VmRSS` or `VmHWM` (the peak) of a process, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+async def test_a_child_writing_100_mb_costs_the_agent_bounded_memory_and_no_late_heartbeat(
+    spawn_agent: SpawnAgent, redis_url: str, tmp_path: Path
+) -> None:
+    """100 MiB on the child's stdout, as fast as the pipe takes it: the agent
+    reads it all (the child is never blocked for good), its peak memory grows
+    by a bounded amount (lines are dropped, not queued, when Redis cannot keep
+    up), and no heartbeat is late by more than one interval meanwhile."""
+    interval_ms = 1000
+    script = tmp_path / "flood.py"
+    script.write_text(FLOOD)
+    done, pidfile = tmp_path / "done", tmp_path / "child.pid"
+    agent = spawn_agent(
+        args=[*FAST, "--autostart"],
+        command=[sys.executable, str(script), str(pidfile), str(done), "100"],
+        env={
+            "PERSEUS_HEARTBEAT_INTERVAL_MS": str(interval_ms),
+            "PERSEUS_HEARTBEAT_TTL_MS": str(interval_ms * 6),
+        },
+    )
+    settings = Settings(redis_url=redis_url)
+    redis = connect(settings)
+    try:
+        # Measured from the first heartbeat on: a start's own work is not the flood's.
+        await eventually(lambda: state_is(redis, "active"), what="active")
+        baseline_kib = _rss_kib(agent.pid, "VmRSS")
+        worst_age_ms = 0.0
+        while not done.exists():
+            now = await status(redis)
+            assert now is not None, "the status key vanished during the flood"
+            age_ms = (datetime.now(UTC) - now.last_heartbeat).total_seconds() * 1000
+            worst_age_ms = max(worst_age_ms, age_ms)
+            await asyncio.sleep(0.02)
+            assert agent.process.poll() is None, agent.log()[-2000:]
+        growth_mib = (_rss_kib(agent.pid, "VmHWM") - baseline_kib) / 1024
+        # Due every interval; late by more than one interval is an age over two.
+        assert worst_age_ms < 2 * interval_ms, f"a heartbeat {worst_age_ms:.0f} ms old"
+        assert growth_mib < 40, f"the agent grew by {growth_mib:.0f} MiB"
+        final = await status(redis)
+        assert final is not None and final.connection_state == "active"
     finally:
         await redis.aclose()
