@@ -261,6 +261,46 @@ async def test_tail_sweeps_every_stream_when_notifications_go_missing(
     assert sorted(seen) == sorted(_expected(3))
 
 
+async def test_tail_takes_up_notifications_turned_on_while_it_polls(
+    cluster_settings: Settings, cluster_redis: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tail that polls because the masters announce no stream writes asks
+    them again now and then: once an operator turns notifications on, it
+    subscribes on every master, and no entry is missed or read twice."""
+    monkeypatch.setattr(reads, "BLOCKING_GROUPS_MAX", 1)
+    monkeypatch.setattr(reads, "RECHECK_S", 0.3)
+    every_node = RedisCluster.ALL_NODES
+    await cluster_redis.config_set("notify-keyspace-events", "", target_nodes=every_node)
+    masters = cluster_redis.get_primaries()
+    assert len(masters) == 3
+
+    async def subscribed_masters() -> int:
+        counts = [
+            await cluster_redis.execute_command("PUBSUB", "NUMPAT", target_nodes=master)
+            for master in masters
+        ]
+        return sum(1 for count in counts if int(count) > 0)
+
+    async def notifications_turned_on() -> None:
+        assert await subscribed_masters() == 0  # polling so far
+        await cluster_redis.config_set("notify-keyspace-events", "Kt", target_nodes=every_node)
+        await eventually(
+            lambda: _equals(subscribed_masters(), len(masters)), what="a subscription per master"
+        )
+
+    try:
+        seen = await _tail_collects(
+            cluster_settings, cluster_redis, rounds=3, after_first_round=notifications_turned_on
+        )
+    finally:
+        await cluster_redis.config_set("notify-keyspace-events", "", target_nodes=every_node)
+    assert sorted(seen) == sorted(_expected(3))
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
 class Handler:
     """Answers every command with success; counts calls."""
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,6 +47,10 @@ POLL_MAX_S = 0.5
 """Longest wait between two reads of every stream on a cluster without
 keyspace notifications."""
 
+RECHECK_S = 60.0
+"""While polling because the servers announce no stream writes, how often to
+ask them again: an operator may turn keyspace notifications on meanwhile."""
+
 SWEEP_CHUNK = 250
 """With keyspace notifications, streams read per quiet block time (`block_ms`
 without a wake-up) in case a notification was lost: the fleet is swept a
@@ -53,7 +58,6 @@ slice at a time, so the sweep never holds the event loop for long (reading
 2,000 streams at once took about 100 ms, and an event arriving meanwhile
 waited for it)."""
 
-_SUBSCRIBE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, ResponseError)
 
 StreamReply = list[tuple[str, list[StreamRow]]]
 """What `XREAD` returns (RESP2 shape): (stream key, rows) per stream."""
@@ -122,6 +126,7 @@ class ClusterStreamReader(StreamReader):
         self._wake = asyncio.Event()
         self._subscribers: list[asyncio.Task[None]] = []
         self._notifications: bool | None = None
+        self._recheck_at = 0.0
         self._sweep_at = 0
 
     async def read(self, streams: Mapping[str, str], *, count: int, block_ms: int) -> Any:
@@ -129,13 +134,19 @@ class ClusterStreamReader(StreamReader):
         groups = _slot_groups(streams)
         if len(groups) <= BLOCKING_GROUPS_MAX:
             return await self._read_blocking(groups, count, block_ms)
-        if self._notifications is None or (
-            self._notifications and any(task.done() for task in self._subscribers)
+        if (
+            self._notifications is None
+            or (self._notifications and any(task.done() for task in self._subscribers))
+            or (self._notifications is False and time.monotonic() >= self._recheck_at)
         ):
             # (Re)subscribe, e.g. after a failover ended a subscription, then
-            # read everything once: nothing written meanwhile is missed.
+            # read everything once: nothing written meanwhile is missed. A
+            # failure to reach a master leaves the question open for the next
+            # read; polling is chosen only for what the servers answered.
             await self._unsubscribe()
+            self._notifications = None
             self._notifications = await self._subscribe(streams)
+            self._recheck_at = time.monotonic() + RECHECK_S
             return await self._read_now(streams, count, only=None)
         changed = self._take_changed()
         if changed:
@@ -238,7 +249,7 @@ class ClusterStreamReader(StreamReader):
                 )
                 for master in masters
             ]
-        except _SUBSCRIBE_ERRORS:  # e.g. a user without CONFIG: poll
+        except ResponseError:  # e.g. a user without CONFIG: poll
             return False
         if not all(notifies_stream_writes(c.get("notify-keyspace-events")) for c in configs):
             return False
