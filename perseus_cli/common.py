@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, NoReturn, TypeVar
@@ -173,3 +174,33 @@ def attempt_read(settings: Settings, body: Callable[[], Coroutine[Any, Any, T]])
         if failure is None:
             raise
         return failure
+
+
+@contextmanager
+def log_to_stderr(verb: str) -> Iterator[None]:
+    """Perseus's own log lines on stderr (`12:00:00 perseus notify: ...`)
+    while a long-running verb runs; third-party loggers stay quiet. The
+    previous configuration is restored afterwards (the command may run
+    inside a larger program or a test).
+
+    httpx logs every request URL at INFO level, and a webhook URL carries its
+    secret token: keeping httpx at WARNING keeps it out of the logs (the
+    notifier also rewrites such records, should anyone lower the level).
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s perseus {verb}: %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("perseus_core")
+    quiet = [logging.getLogger(name) for name in ("httpx", "httpcore")]
+    saved = (logger.handlers[:], logger.level, logger.propagate, [q.level for q in quiet])
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for other in quiet:
+        other.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.handlers[:], level, logger.propagate, levels = saved
+        logger.setLevel(level)
+        for other, old in zip(quiet, levels, strict=True):
+            other.setLevel(old)

@@ -72,15 +72,37 @@ async def _supervised(fleet: DemoFleet, on_stop: Callable[[], object]) -> AsyncI
             await supervisor
 
 
-async def _headless(fleet: DemoFleet) -> None:
+@contextlib.asynccontextmanager
+async def _exporting(
+    fleet: DemoFleet, enabled: bool, tell: Callable[[str], object]
+) -> AsyncIterator[None]:
+    """With `--exporter`: `perseus exporter` on the fleet, on a free local
+    port, in this loop while the body runs; `tell` gets its URL."""
+    if not enabled:
+        yield
+        return
+    from perseus_core.export import Exporter  # prometheus_client only when asked
+
+    exporter = Exporter(fleet.settings(), listen="127.0.0.1:0")
+    await exporter.start()
+    try:
+        tell(f"Prometheus metrics: {exporter.url}")
+        yield
+    finally:
+        await exporter.aclose()
+
+
+async def _headless(fleet: DemoFleet, exporter: bool = False) -> None:
     """Supervise the fleet until SIGINT or SIGTERM."""
     stop = asyncio.Event()
-    async with _supervised(fleet, stop.set):
+    async with _supervised(fleet, stop.set), _exporting(fleet, exporter, click.echo):
         await stop.wait()
 
 
 async def _dashboard(
-    fleet: DemoFleet, notify: Callable[[Callable[[DemoEvent], None]], None]
+    fleet: DemoFleet,
+    notify: Callable[[Callable[[DemoEvent], None]], None],
+    exporter: bool = False,
 ) -> None:
     """Run the dashboard on the fleet; SIGTERM (or a SIGINT from outside) quits it."""
     from textual.notifications import SeverityLevel  # Textual only when needed
@@ -102,8 +124,11 @@ async def _dashboard(
             severity: SeverityLevel = "warning" if event.kind is EventKind.KILLED else "error"
             app.notify(event.text, title="demo", severity=severity, timeout=8, markup=False)
 
+    def tell_url(text: str) -> None:
+        app.notify(text, title="demo", timeout=30, markup=False)
+
     notify(tell)
-    async with _supervised(fleet, app.exit):
+    async with _supervised(fleet, app.exit), _exporting(fleet, exporter, tell_url):
         await app.run_async()
 
 
@@ -136,7 +161,13 @@ def _echo_event(event: DemoEvent) -> None:
     is_flag=True,
     help="Run on a local Redis Cluster (3 masters, 3 replicas) instead of one server.",
 )
-def demo(instances: int, no_tui: bool, port: int | None, cluster: bool) -> None:
+@click.option(
+    "--exporter",
+    is_flag=True,
+    help="Also serve the fleet's Prometheus metrics (`perseus exporter`) on a free local "
+    "port, and print its URL.",
+)
+def demo(instances: int, no_tui: bool, port: int | None, cluster: bool, exporter: bool) -> None:
     """Try Perseus on a throw-away Redis with a fleet of real agents.
 
     Starts redis-server (no persistence, in a temporary directory) and one
@@ -176,10 +207,10 @@ def demo(instances: int, no_tui: bool, port: int | None, cluster: bool) -> None:
             fail(f"cannot start the demo: {exc}", EXIT_ERROR)
         if no_tui:
             _print_banner(fleet)
-            asyncio.run(_headless(fleet))
+            asyncio.run(_headless(fleet, exporter))
             click.echo("Stopping the demo fleet...")
         else:
-            asyncio.run(_dashboard(fleet, listeners.append))
+            asyncio.run(_dashboard(fleet, listeners.append, exporter))
     except KeyboardInterrupt:
         if no_tui:
             click.echo("Stopping the demo fleet...")

@@ -46,6 +46,11 @@ VERBS: dict[str, Verb] = {
         "doctor",
         "Check a Redis target the way Perseus will use it.",
     ),
+    "exporter": Verb(
+        "perseus_cli.exporter_cmd",
+        "exporter",
+        "Serve the fleet's metrics for Prometheus on /metrics.",
+    ),
     "log": Verb(
         "perseus_cli.log_cmd",
         "log_cmd",

@@ -4,47 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
-import sys
-from collections.abc import Iterator
 
 import click
 
-from perseus_cli.common import load_settings, run
+from perseus_cli.common import load_settings, log_to_stderr, run
 from perseus_cli.options import redis_url_option
 from perseus_core.notify import EventKind, Notifier, validate_webhook_url
 from perseus_core.wire.text import clean
-
-
-@contextlib.contextmanager
-def _log_to_stderr() -> Iterator[None]:
-    """Perseus's own log lines on stderr while the command runs; third-party
-    loggers stay quiet. The previous configuration is restored afterwards
-    (the command may run inside a larger program or a test).
-
-    httpx logs every request URL at INFO level, and a webhook URL carries its
-    secret token: keeping httpx at WARNING keeps it out of the logs (the
-    notifier also rewrites such records, should anyone lower the level).
-    """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s perseus notify: %(message)s", "%H:%M:%S"))
-    logger = logging.getLogger("perseus_core")
-    quiet = [logging.getLogger(name) for name in ("httpx", "httpcore")]
-    saved = (logger.handlers[:], logger.level, logger.propagate, [q.level for q in quiet])
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for other in quiet:
-        other.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.handlers[:], level, logger.propagate, levels = saved
-        logger.setLevel(level)
-        for other, old in zip(quiet, levels, strict=True):
-            other.setLevel(old)
-
 
 _KIND_NAMES = tuple(kind.value for kind in EventKind)
 
@@ -172,7 +139,7 @@ def notify(
                 loop.add_signal_handler(sig, notifier.stop)
         await notifier.run()
 
-    with _log_to_stderr():
+    with log_to_stderr("notify"):
         try:
             run(settings, main)
         except KeyboardInterrupt:  # a signal that arrived before the handlers were installed

@@ -165,6 +165,17 @@ class Settings(BaseSettings):
     refresh_ms: int = Field(
         default=5_000, gt=0, description="How often the dashboard re-reads every status."
     )
+    exporter_listen: str = Field(
+        default="127.0.0.1:9464",
+        description="Where `perseus exporter` serves /metrics: HOST:PORT ([::1]:PORT for IPv6;"
+        " port 0 picks a free one).",
+    )
+    exporter_cache_ms: int = Field(
+        default=1_000,
+        ge=0,
+        description="How long one fleet read answers `perseus exporter`'s scrapes, so that"
+        " several Prometheus servers cost Redis one read per this period (0: read per scrape).",
+    )
     heartbeat_fresh_ms: int | None = Field(
         default=None,
         gt=0,
