@@ -13,18 +13,29 @@ the holder's own timing (`heartbeat`, `Heartbeat.health`), its uptime
 (`uptime_s`), exactly as `perseus status --json` and the dashboard say them.
 
 Every label value is cleaned (`clean`: control characters and escape
-sequences removed, cut to `NAME_CHARS`); prometheus_client escapes what the
-text format needs (backslash, quote, newline). Markup means nothing to
+sequences removed, cut to `NAME_CHARS`) and escaped as both exposition
+formats want (backslash, quote, newline). Markup means nothing to
 Prometheus, so it is left as text.
+
+The families with a sample per exchange (17 samples an exchange: 170,000 at
+10,000 exchanges) are written by `PerExchange`, not by prometheus_client's
+encoders: those build a labels dict per sample and escape and validate every
+label name and value per sample, about 35 us a sample here (6 s at 10,000
+exchanges), where `PerExchange` escapes each exchange's labels once and
+writes a line per sample. Its text is what the library's encoders write for
+the same families, in either format (a test compares them); the few fleet-
+wide families still go through the library.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 
 from perseus_core.export.counters import NAME_CHARS, StreamCounters
 from perseus_core.export.reading import FleetReading, ReadHealth
@@ -51,6 +62,63 @@ INITIALISED_COMMANDS: tuple[str, ...] = (CommandType.START.value, CommandType.ST
 so that the first failure is an increase (`increase()` needs a sample before it)."""
 
 EXCHANGE_LABELS = ("exchange_id", "exchange_name")
+
+_VALUES = {0: "0.0", 1: "1.0", 2: "2.0"}
+"""The text of the commonest values, as `floatToGoString` writes them."""
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str, openmetrics: bool) -> str:
+    text = text.replace("\\", "\\\\").replace("\n", "\\n")
+    return text.replace('"', '\\"') if openmetrics else text
+
+
+_go_float: Callable[[float], str] = floatToGoString
+
+
+def _value(value: float) -> str:
+    known = _VALUES.get(value) if isinstance(value, int) else None
+    return known if known is not None else _go_float(value)
+
+
+class PerExchange:
+    """One family with a sample per exchange (or per exchange and label),
+    written as exposition text line by line (see the module docstring).
+
+    Args:
+        name: the family's name (a counter's without `_total`).
+        documentation: its HELP text.
+        kind: `gauge` or `counter`.
+    """
+
+    def __init__(self, name: str, documentation: str, kind: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.kind = kind
+        self._sample = f"{name}_total" if kind == "counter" else name
+        self._lines: list[str] = []
+
+    def add(self, labels: str, value: float) -> None:
+        """A sample; `labels` is already escaped (`label_text`)."""
+        self._lines.append(f"{self._sample}{{{labels}}} {_value(value)}\n")
+
+    def text(self, openmetrics: bool) -> str:
+        """The family in the text format 0.0.4, or in OpenMetrics."""
+        # The text format names a counter's HELP and TYPE with its suffix, OpenMetrics without.
+        named = self.name if openmetrics else self._sample
+        head = (
+            f"# HELP {named} {_escape_help(self.documentation, openmetrics)}\n"
+            f"# TYPE {named} {self.kind}\n"
+        )
+        return head + "".join(self._lines)
+
+
+def label_text(names: tuple[str, ...], values: list[str]) -> str:
+    """`a="x",b="y"`: label values escaped for both formats."""
+    return ",".join(f'{n}="{_escape_label(v)}"' for n, v in zip(names, values, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,119 +170,148 @@ class FleetCollector:
         self._health = health
         self._timing = timing
 
+    def page(self, accept: str) -> bytes:
+        """The whole metrics page for a scrape's Accept header: OpenMetrics when
+        asked, else the text format 0.0.4 (`choose_encoder` decides, as for
+        the content type)."""
+        encoder, content_type = choose_encoder(accept)
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        text = "".join(family.text(openmetrics) for family in self.per_exchange())
+        # The library's page comes last: in OpenMetrics it ends with `# EOF`.
+        return text.encode() + encoder(self)
+
     def collect(self) -> Iterator[Metric]:
-        """Every family: the exchanges', the stream counters', the exporter's."""
-        names: dict[int, str] = {}
+        """The fleet-wide families (a prometheus_client collector's method);
+        `per_exchange` has the others."""
         if self._reading is not None:
-            yield from self._exchange_families(self._reading, names)
-        yield from self._counter_families(names)
+            reading = self._reading
+            if reading.clock_skew_s is not None:
+                yield GaugeMetricFamily(
+                    "perseus_redis_clock_skew_seconds",
+                    "Redis's clock minus the exporter host's clock (positive: Redis is ahead).",
+                    value=reading.clock_skew_s,
+                )
+            yield GaugeMetricFamily(
+                "perseus_exporter_fleet_read_duration_seconds",
+                "How long the latest successful fleet read took.",
+                value=reading.read_s,
+            )
+        yield CounterMetricFamily(
+            "perseus_exporter_entries_skipped",
+            "Activity entries that name no exchange (not counted per exchange).",
+            value=self._counters.skipped,
+        )
         yield from self._exporter_families()
 
-    def _exchange_families(self, reading: FleetReading, names: dict[int, str]) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
+    def per_exchange(self) -> list[PerExchange]:
+        """The families with a sample per exchange: the exchanges' own, then
+        the stream counters."""
+        labels: dict[int, str] = {}
+        families = self._exchange_families(self._reading, labels) if self._reading else []
+        return [*families, *self._counter_families(labels)]
+
+    def _exchange_families(
+        self, reading: FleetReading, labels_of: dict[int, str]
+    ) -> list[PerExchange]:
+        """Fills `labels_of` with each listed exchange's label text."""
+        up = PerExchange(
             "perseus_exchange_up",
             "1 while the exchange's status key exists and its payload is valid, else 0.",
-            labels=EXCHANGE_LABELS,
+            "gauge",
         )
-        state = GaugeMetricFamily(
+        state = PerExchange(
             "perseus_exchange_state",
             "1 for the exchange's current state (a live instance's lifecycle state, or "
             "unreadable, ready, offline), 0 for the others.",
-            labels=(*EXCHANGE_LABELS, "state"),
+            "gauge",
         )
-        age = GaugeMetricFamily(
+        age = PerExchange(
             "perseus_exchange_heartbeat_age_seconds",
             "Seconds since the holder's last heartbeat (dated by the key's TTL on Redis's clock).",
-            labels=EXCHANGE_LABELS,
+            "gauge",
         )
-        late = GaugeMetricFamily(
+        late = PerExchange(
             "perseus_exchange_heartbeat_late",
             "0 fresh, 1 late, 2 overdue: the heartbeat age judged by the holder's own timing.",
-            labels=EXCHANGE_LABELS,
+            "gauge",
         )
-        uptime = GaugeMetricFamily(
+        uptime = PerExchange(
             "perseus_exchange_uptime_seconds",
             "Seconds an active instance has run (stops at its last heartbeat once overdue).",
-            labels=EXCHANGE_LABELS,
+            "gauge",
         )
-        agents = GaugeMetricFamily(
+        agents = PerExchange(
             "perseus_exchange_agents_present",
             "Perseus agents running for the exchange (unexpired presence members).",
-            labels=EXCHANGE_LABELS,
+            "gauge",
         )
         now = reading.snapshot.taken_at
+        state_labels = [f',state="{word}"' for word in STATE_WORDS]
         for view in reading.snapshot.exchanges:
             if view.exchange_id == NOT_AN_ID:  # a catalog field that names no exchange
                 continue
-            labels = [str(view.exchange_id), exchange_label(view)]
-            names[view.exchange_id] = labels[1]
-            up.add_metric(labels, 1 if view.status is not None else 0)
+            labels = labels_of[view.exchange_id] = label_text(
+                EXCHANGE_LABELS, [str(view.exchange_id), exchange_label(view)]
+            )
+            up.add(labels, 1 if view.status is not None else 0)
             word = status_word(view)
-            for candidate in STATE_WORDS:
-                state.add_metric([*labels, candidate], 1 if candidate == word else 0)
-            agents.add_metric(labels, reading.agents.get(view.exchange_id, len(view.agents)))
+            for candidate, suffix in zip(STATE_WORDS, state_labels, strict=True):
+                state.add(labels + suffix, 1 if candidate == word else 0)
+            agents.add(labels, reading.agents.get(view.exchange_id, len(view.agents)))
             beat = heartbeat(view, now, self._timing)
             if beat is None:
                 continue
-            age.add_metric(labels, beat.age_s)
-            late.add_metric(labels, HEARTBEAT_LATENESS[beat.health])
+            age.add(labels, beat.age_s)
+            late.add(labels, HEARTBEAT_LATENESS[beat.health])
             running = uptime_s(view, now, beat)
             if running is not None:
-                uptime.add_metric(labels, running)
-        yield from (up, state, age, late, uptime, agents)
-        if reading.clock_skew_s is not None:
-            yield GaugeMetricFamily(
-                "perseus_redis_clock_skew_seconds",
-                "Redis's clock minus the exporter host's clock (positive: Redis is ahead).",
-                value=reading.clock_skew_s,
-            )
-        yield GaugeMetricFamily(
-            "perseus_exporter_fleet_read_duration_seconds",
-            "How long the latest successful fleet read took.",
-            value=reading.read_s,
-        )
+                uptime.add(labels, running)
+        return [up, state, age, late, uptime, agents]
 
-    def _counter_families(self, names: dict[int, str]) -> Iterator[Metric]:
+    def _counter_families(self, labels_of: dict[int, str]) -> list[PerExchange]:
         """The stream counters. Every listed exchange gets its errors and its
         failed starts and stops at 0 (so the first one is an increase); other
         series appear at their first entry."""
         counters = self._counters
 
-        def labels(exchange_id: int) -> list[str]:
-            return [str(exchange_id), names.get(exchange_id) or counters.names.get(exchange_id, "")]
+        def labels(exchange_id: int) -> str:
+            known = labels_of.get(exchange_id)
+            if known is None:
+                name = counters.names.get(exchange_id, "")
+                known = labels_of[exchange_id] = label_text(
+                    EXCHANGE_LABELS, [str(exchange_id), name]
+                )
+            return known
 
-        transitions = CounterMetricFamily(
+        listed = list(labels_of)
+        transitions = PerExchange(
             "perseus_exchange_transitions",
             "State transitions written to the exchange's activity stream since the exporter "
             "started, by the state entered.",
-            labels=(*EXCHANGE_LABELS, "to_state"),
+            "counter",
         )
         for (exchange_id, to_state), count in sorted(counters.transitions.items()):
-            transitions.add_metric([*labels(exchange_id), to_state], count)
-        errors = CounterMetricFamily(
+            transitions.add(f'{labels(exchange_id)},to_state="{_escape_label(to_state)}"', count)
+        errors = PerExchange(
             "perseus_exchange_errors",
             "Error entries written to the exchange's activity stream since the exporter started.",
-            labels=EXCHANGE_LABELS,
+            "counter",
         )
-        for exchange_id in sorted(set(names) | set(counters.errors)):
-            errors.add_metric(labels(exchange_id), counters.errors.get(exchange_id, 0))
-        commands = CounterMetricFamily(
+        for exchange_id in sorted(set(listed) | set(counters.errors)):
+            errors.add(labels(exchange_id), counters.errors.get(exchange_id, 0))
+        commands = PerExchange(
             "perseus_commands",
             "Audited command outcomes (success, error, no_result) since the exporter started.",
-            labels=(*EXCHANGE_LABELS, "command", "outcome"),
+            "counter",
         )
         counted = dict(counters.commands)
-        for exchange_id in names:
+        for exchange_id in listed:
             for command in INITIALISED_COMMANDS:
                 counted.setdefault((exchange_id, command, "error"), 0)
         for (exchange_id, command, outcome), count in sorted(counted.items()):
-            commands.add_metric([*labels(exchange_id), command, outcome], count)
-        yield from (transitions, errors, commands)
-        yield CounterMetricFamily(
-            "perseus_exporter_entries_skipped",
-            "Activity entries that name no exchange (not counted per exchange).",
-            value=counters.skipped,
-        )
+            extra = f',command="{_escape_label(command)}",outcome="{_escape_label(outcome)}"'
+            commands.add(labels(exchange_id) + extra, count)
+        return [transitions, errors, commands]
 
     def _exporter_families(self) -> Iterator[Metric]:
         health = self._health

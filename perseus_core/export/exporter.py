@@ -151,7 +151,7 @@ class Exporter:
         started = time.monotonic()
         await self.readings.latest()
         waited = time.monotonic() - started
-        encoder, content_type = choose_encoder(accept)
+        content_type = choose_encoder(accept)[1]
         generation = self.readings.health.reads
         if generation != self._pages_of:
             self._pages_of, self._pages = generation, {}
@@ -162,6 +162,6 @@ class Exporter:
             collector = FleetCollector(
                 self.readings.current, self.counters.copy(), health, self._timing
             )
-            page = asyncio.create_task(asyncio.to_thread(encoder, collector))
+            page = asyncio.create_task(asyncio.to_thread(collector.page, accept))
             self._pages[content_type] = page
         return await asyncio.shield(page), content_type
