@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from perseus_cli.apps.redis_cluster import RedisClusterNodes
+from perseus_core.export import Exporter
 from perseus_core.instance import Instance
 from perseus_core.notify import Notifier
 from perseus_core.plumbing.connection import connect
@@ -41,6 +42,7 @@ from perseus_core.wire.models import (
 )
 from perseus_core.wire.settings import Settings
 from tests.cluster.conftest import FLEET, master_index
+from tests.export.conftest import livermore_status, sample, scrape
 from tests.waiting import eventually
 
 S = ConnectionState
@@ -457,3 +459,35 @@ async def test_child_output_written_read_and_followed_on_every_master(
         await eventually(lambda s=seen: s == ["new"], what="the followed line")
         await follower.aclose()
         await asyncio.wait_for(reading, 10)
+
+
+async def test_the_exporter_reads_a_fleet_spread_over_every_master(
+    cluster_settings: Settings, cluster_redis: RedisCluster
+) -> None:
+    """Statuses, catalog and streams on three masters: one scrape shows every
+    exchange, and an entry appended on each master is counted once."""
+    for exchange_id, name in FLEET:
+        await cluster_redis.hset(
+            keys.CATALOG_KEY, str(exchange_id), CatalogEntry(id=exchange_id, name=name).to_json()
+        )
+        await cluster_redis.set(
+            keys.status_key(exchange_id), livermore_status(exchange_id, name), px=45_000
+        )
+    exporter = Exporter(cluster_settings, listen="127.0.0.1:0", cache_ms=0)
+    await exporter.start()
+    try:
+        log = ActivityLog(cluster_redis, cluster_settings)
+        for exchange_id, name in FLEET:
+            await log.append(
+                name, ErrorEntry(error="boom", state="active", exchange_id=str(exchange_id),
+                                 exchange_name=name)
+            )  # fmt: skip
+        await eventually(lambda: len(exporter.counters.errors) == len(FLEET), what="the errors")
+        samples = await scrape(exporter.url)
+    finally:
+        await exporter.aclose()
+    for exchange_id, name in FLEET:
+        labels = {"exchange_id": str(exchange_id), "exchange_name": name}
+        assert samples[sample("perseus_exchange_up", **labels)] == 1
+        assert samples[sample("perseus_exchange_errors_total", **labels)] == 1
+    assert samples[sample("perseus_exporter_redis_up")] == 1
