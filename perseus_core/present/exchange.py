@@ -306,11 +306,19 @@ def state_badge(state: str | None) -> Badge:
     return Badge("●", clean(state or "unknown", 16).upper(), state_tone(state), filled=True)
 
 
+STOPPED_BADGE = Badge("■", "STOPPED", Tone.WARNING, filled=False)
+"""An exchange an operator stopped (`ExchangeView.stopped_by`): nothing runs
+it, and no agent starts it on its own until a `start`."""
+
+
 def badge(view: ExchangeView) -> Badge:
-    """The badge of `view`, by its kind (and state, when live)."""
+    """The badge of `view`, by its kind (and state, when live); hollow STOPPED
+    while an operator's stop keeps it down."""
     kind = view.kind
     if kind is ViewKind.LIVE and view.status is not None:
         return state_badge(view.status.connection_state)
+    if view.stopped_by is not None:
+        return STOPPED_BADGE
     return _KIND_BADGES[kind]
 
 
@@ -321,10 +329,26 @@ def title(view: ExchangeView) -> str:
 
 
 def status_word(view: ExchangeView) -> str:
-    """One word for a column: the state when live, else `unreadable`, `ready`, `offline`."""
+    """One word for a column: the state when live, else `unreadable`,
+    `stopped` (by an operator, nothing runs), `ready`, `offline`."""
     if view.kind is ViewKind.LIVE and view.status is not None:
         return str(view.status.connection_state)
+    if view.stopped_by is not None:
+        return "stopped"
     return str(view.kind)
+
+
+def stopped_text(view: ExchangeView, now: datetime) -> str | None:
+    """`stopped by root@vm 3m 12s ago` while an operator's stop keeps the
+    exchange down (`ExchangeView.stopped_by`), else None."""
+    stopped = view.stopped_by
+    return stopped.describe(now) if stopped is not None else None
+
+
+def standby_text(agent: AgentPresence) -> str:
+    """`vm-b pid 29183`: one standby agent (present, not holding), where it runs."""
+    pid = f" pid {agent.pid}" if agent.pid is not None else ""
+    return f"{_clean(agent.hostname, '?', 40)}{pid}"
 
 
 def last_seen_text(view: ExchangeView, now: datetime) -> str | None:
@@ -379,6 +403,7 @@ LEGEND: tuple[tuple[Badge, str], ...] = (
     (state_badge(ConnectionState.STOPPED), "stopped, about to release its slot"),
     (state_badge(ConnectionState.IDLE), "holds its slot, not running"),
     (_KIND_BADGES[ViewKind.READY], "no instance; an agent waits: `s` starts it"),
+    (STOPPED_BADGE, "stopped by an operator: no agent starts it until `s`"),
     (_KIND_BADGES[ViewKind.OFFLINE], "no instance, no agent: nothing would answer"),
     (_KIND_BADGES[ViewKind.UNREADABLE], "alive, but its status cannot be read"),
 )
@@ -587,6 +612,12 @@ def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
             _live_card(view, status, now, timing),
         ]
         summary = 3  # the heartbeat and uptime
+        standbys = view.standbys
+        if standbys:
+            more = f" +{len(standbys) - 1}" if len(standbys) > 1 else ""
+            lines.append(
+                (_muted("standby "), Part(standby_text(standbys[0]), squeeze=True), _muted(more))
+            )
         if status.last_error:
             lines.append(
                 (
@@ -632,6 +663,10 @@ def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
                 _last_state(known, now, "state"),
             ]
         summary = len(lines) - 1  # the last known state, or "never seen online"
+    stopped = stopped_text(view, now)
+    if stopped is not None:  # what keeps it down comes first
+        lines.insert(0, (Part(stopped, Tone.WARNING, bold=True),))
+        summary = 0
     summary_line = lines[summary]
     if view.error and kind is not ViewKind.UNREADABLE:  # e.g. a key of the wrong type
         lines.append((_error("! ", bold=True), _error(_clean(view.error))))
@@ -679,6 +714,9 @@ def row(
             (),
             (),
         )
+    stopped = stopped_text(view, now)
+    if stopped is not None:  # in the heartbeat column: what keeps it down
+        cells = ((Part(stopped, Tone.WARNING),), *cells[1:])
     return ((Part(str(view.exchange_id)),), (name,), state, *cells)
 
 
@@ -770,10 +808,14 @@ def detail(
         running = uptime_text(view, now, timing)
         if running:
             lines.append(_detail_row("uptime", (Part(f"Running for {running}", Tone.SUCCESS),)))
+        lines += _agent_rows(view.standbys, now, tz, "Standby")
     elif kind is ViewKind.UNREADABLE:
         lines.append(_detail_row("status", (word_part(view),)))
     else:
-        if kind is ViewKind.READY:
+        stopped = stopped_text(view, now)
+        if stopped is not None:
+            said = Part(f"no instance; {stopped}", Tone.WARNING, bold=True)
+        elif kind is ViewKind.READY:
             said = Part("no instance; an agent is ready", Tone.PRIMARY, bold=True)
         else:
             said = _error("offline (no status key)", bold=True)
@@ -783,7 +825,7 @@ def detail(
             lines.append(
                 _detail_row("last seen", last_seen_text(view, now) or "", full_time(seen.at, tz))
             )
-        lines += _agent_rows(view, now, tz)
+        lines += _agent_rows(view.agents, now, tz, "Agent")
         known = view.last_known
         if known is not None:
             lines += [
@@ -800,11 +842,14 @@ def detail(
     return tuple(lines)
 
 
-def _agent_rows(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[Line]:
-    """One block per running agent (docs/wire-format.md 2.4): where a start would run."""
+def _agent_rows(
+    agents: tuple[AgentPresence, ...], now: datetime, tz: tzinfo | None, label: str
+) -> list[Line]:
+    """One block per agent (docs/wire-format.md 2.4): where a start would run,
+    or (`label` `Standby`) who would take over the slot once it is free."""
     lines: list[Line] = []
-    for number, agent in enumerate(view.agents, start=1):
-        heading = "Agent" if len(view.agents) == 1 else f"Agent {number} of {len(view.agents)}"
+    for number, agent in enumerate(agents, start=1):
+        heading = label if len(agents) == 1 else f"{label} {number} of {len(agents)}"
         lines += [
             (),
             (Part(heading, bold=True),),
@@ -812,6 +857,10 @@ def _agent_rows(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[Li
             _detail_row("pid", "-" if agent.pid is None else str(agent.pid)),
             _detail_row("state", (Part(_clean(agent.state, "?", 16), state_tone(agent.state)),)),
             _time_row("since", agent.since, now, tz),
+        ]
+        if agent.note:
+            lines.append(_detail_row("note", (Part(_clean(agent.note, "", 200), Tone.WARNING),)))
+        lines += [
             _detail_row("agentId", _clean(agent.agent_id, "-", 120)),
             _detail_row("version", _clean(agent.version)),
         ]
@@ -864,6 +913,9 @@ def _live_where(
     if status.last_error:
         when = _cli_ago(status.last_error_at, now) if status.last_error_at else "earlier"
         notes.append(f"last error {when}: {clean(status.last_error, 80)}")
+    for agent in view.standbys:
+        note = f" ({clean(agent.note, 120)})" if agent.note else ""
+        notes.append(f"standby {standby_text(agent)}{note}")
     return _Where(
         clean_or(status.hostname, "-", 40),
         clean_or(status.ip_address, "-", 45),
@@ -938,6 +990,9 @@ def status_line(view: ExchangeView, now: datetime, timing: Timing) -> StatusLine
         where = _ready_where(view, now)
     else:
         where = _absent_where(view, now)
+    stopped = stopped_text(view, now)
+    if stopped is not None:  # what keeps it down comes first
+        where = where._replace(notes=(stopped, *where.notes))
     problem = (f"error: {clean(view.error, 120)}",) if view.error else ()
     return StatusLine(
         view.exchange_id,

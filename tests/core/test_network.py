@@ -240,6 +240,9 @@ async def test_status_json_shape_of_a_view(redis: Redis, reader: FleetReader) ->
         "lastKnown",
         "lastSeen",
         "agents",
+        "standbys",
+        "wanted",
+        "stoppedBy",
         "error",
     ]
     assert data["agents"] == []

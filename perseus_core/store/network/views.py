@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from perseus_core.store.wanted import Wanted
 from perseus_core.wire.models import (
     ActivityEntry,
     AgentPresence,
@@ -156,9 +157,13 @@ class ExchangeView:
         key_exists: the status key exists (the instance is alive), even if its
             payload could not be read.
         catalog_entry: the valid catalog entry, if any.
-        agents: the agents running for it (docs/wire-format.md 2.4), read only
-            when there is no valid status; sorted by hostname and pid. A
-            tuple: views are shared between snapshots.
+        agents: the agents running for it (docs/wire-format.md 2.4), sorted
+            by hostname and pid: with a valid status, the holder's agent and
+            its standbys (`standbys`). A tuple: views are shared between
+            snapshots.
+        wanted: what the operators last asked of it (docs/wire-format.md
+            2.6), read only when there is no valid status; None when nothing
+            readable is recorded.
         seen_at: for an exchange not online, its newest heartbeat this
             reader saw while it was online (see `last_seen`); else None.
         heartbeat_at: when the last heartbeat happened on this host's clock,
@@ -179,6 +184,24 @@ class ExchangeView:
     agents: tuple[AgentPresence, ...] = ()
     heartbeat_at: datetime | None = None
     seen_at: datetime | None = None
+    wanted: Wanted | None = None
+
+    @property
+    def standbys(self) -> tuple[AgentPresence, ...]:
+        """The agents present that do not hold the slot (idle), while an
+        instance holds it: each would take over if started once the slot is free."""
+        if not self.online:
+            return ()
+        return tuple(agent for agent in self.agents if agent.state == "idle")
+
+    @property
+    def stopped_by(self) -> Wanted | None:
+        """The operator's stop that keeps this exchange down, when nothing
+        runs it: the record, else None (running, or not stopped)."""
+        wanted = self.wanted
+        if self.online or wanted is None or not wanted.stopped:
+            return None
+        return wanted
 
     @property
     def last_seen(self) -> LastSeen | None:
