@@ -241,7 +241,7 @@ async def test_rename_updates_the_catalog_entry_and_says_so(
     )
 
 
-async def test_claim_conflict_leaves_the_second_agent_idle_and_ready(
+async def test_a_second_autostart_agent_waits_as_a_standby_and_takes_over(
     spawn_agent: SpawnAgent, redis: Redis, settings: Settings
 ) -> None:
     first = spawn_agent(args=[*FAST, "--autostart"])
@@ -250,30 +250,29 @@ async def test_claim_conflict_leaves_the_second_agent_idle_and_ready(
     assert holder is not None
 
     second = spawn_agent(args=[*FAST, "--autostart"])
-    await second.wait_log("autostart failed")
-    conflict = await errors(redis, settings)
-    assert conflict and {e.state for e in conflict} == {"idle"}
-    assert holder.hostname in conflict[0].error
+    await second.wait_log("standby: coinbase is held by")
+    said = [line for line in second.log().splitlines() if "standby:" in line]
+    assert len(said) == 1 and f"held by {holder.hostname} pid {holder.pid}" in said[0]
+    assert await errors(redis, settings) == []  # it never tried a claim it would lose
     assert second.running
     after = await status(redis)
     assert after is not None and after.instance_id == holder.instance_id  # untouched
 
-    # It says so where dashboards read it: its presence note, while it retries.
-    async def refusal_noted() -> bool:
+    # It says so where dashboards read it: its presence note.
+    async def standby_noted() -> bool:
         members = await redis.zrange(keys.agents_key(1), 0, -1)
         notes = [json.loads(m).get("note") or "" for m in members]
-        return any("autostart refused" in note and holder.hostname in note for note in notes)
+        return any(note.startswith("standby: ") and holder.hostname in note for note in notes)
 
-    await eventually(refusal_noted, what="the refused autostart in the presence note")
+    await eventually(standby_noted, what="the standby in the presence note")
 
-    # Once the first agent is gone, the second one's retry takes the slot,
-    # and its note is cleared.
+    # Once the first agent is gone, the standby takes the slot, and its note is cleared.
     first.signal(signal.SIGTERM)
     assert await first.wait_exit() == 0
-    await eventually(lambda: state_is(redis, "active"), what="the retried autostart", within=15)
+    await eventually(lambda: state_is(redis, "active"), what="the standby's start", within=15)
     now = await status(redis)
     assert now is not None and now.instance_id != holder.instance_id
-    await eventually(lambda: _not(refusal_noted), what="the note cleared after the start", within=5)
+    await eventually(lambda: _not(standby_noted), what="the note cleared after the start", within=5)
 
 
 # --- the child process --------------------------------------------------------
