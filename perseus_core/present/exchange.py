@@ -12,6 +12,7 @@ surface says the same thing in the same colour.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -19,6 +20,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from perseus_core.store.network import ExchangeView, LastKnown, ViewKind
+from perseus_core.store.network.views import CHILD_EXIT_PREFIX
 from perseus_core.wire.models import AgentPresence, ConnectionState, InstanceStatus
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean, clean_or
@@ -345,6 +347,26 @@ def stopped_text(view: ExchangeView, now: datetime) -> str | None:
     return stopped.describe(now) if stopped is not None else None
 
 
+_EXIT_CODE = re.compile(r"exited with code (-?\d+)")
+_STDERR_MARK = "; last stderr: "
+
+
+def crash_text(view: ExchangeView, now: datetime) -> tuple[str, str] | None:
+    """`crashed: exit 3, 12s ago` and its reason (the child's last stderr
+    lines, else the agent's whole error) when the last run of an exchange
+    that is not online ended with its child exiting on its own
+    (`LastKnown.crash`); None otherwise."""
+    known = view.last_known
+    if view.online or known is None or not known.crash:
+        return None
+    said = known.crash.removeprefix(CHILD_EXIT_PREFIX)
+    head, _, stderr = said.partition(_STDERR_MARK)
+    code = _EXIT_CODE.search(head)
+    how = f"exit {code.group(1)}" if code else head.split(" while ", 1)[0]
+    when = age_text(known.crash_time, now)
+    return f"crashed: {clean(how, 60)}, {when}", clean(stderr or said, 200)
+
+
 def standby_text(agent: AgentPresence) -> str:
     """`vm-b pid 29183`: one standby agent (present, not holding), where it runs."""
     pid = f" pid {agent.pid}" if agent.pid is not None else ""
@@ -590,6 +612,20 @@ def agent_state(agent: AgentPresence, now: datetime) -> str:
     return in_state_for(state, agent.since, now) or state
 
 
+def _down_lines(view: ExchangeView, now: datetime) -> list[Line]:
+    """What keeps an exchange down, for the top of its card: the operator's
+    stop (`stopped by root@vm 3m ago`), then how its last run ended when its
+    child crashed (`crashed: exit 3, 12s ago` and the reason)."""
+    lines: list[Line] = []
+    stopped = stopped_text(view, now)
+    if stopped is not None:
+        lines.append((Part(stopped, Tone.WARNING, bold=True),))
+    crashed = crash_text(view, now)
+    if crashed is not None:
+        lines += [(_error(crashed[0], bold=True),), (_error(crashed[1]),)]
+    return lines
+
+
 def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
     """Everything a card shows of `view` at `now`.
 
@@ -663,9 +699,9 @@ def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
                 _last_state(known, now, "state"),
             ]
         summary = len(lines) - 1  # the last known state, or "never seen online"
-    stopped = stopped_text(view, now)
-    if stopped is not None:  # what keeps it down comes first
-        lines.insert(0, (Part(stopped, Tone.WARNING, bold=True),))
+    down = _down_lines(view, now)
+    if down:
+        lines[0:0] = down
         summary = 0
     summary_line = lines[summary]
     if view.error and kind is not ViewKind.UNREADABLE:  # e.g. a key of the wrong type
@@ -717,6 +753,9 @@ def row(
     stopped = stopped_text(view, now)
     if stopped is not None:  # in the heartbeat column: what keeps it down
         cells = ((Part(stopped, Tone.WARNING),), *cells[1:])
+    crashed = crash_text(view, now)
+    if crashed is not None:  # the last-error column
+        cells = (*cells[:-1], (_error(f"{crashed[0]}: {crashed[1]}"),))
     return ((Part(str(view.exchange_id)),), (name,), state, *cells)
 
 
@@ -820,6 +859,10 @@ def detail(
         else:
             said = _error("offline (no status key)", bold=True)
         lines.append(_detail_row("status", (said,)))
+        crashed = crash_text(view, now)
+        if crashed is not None:
+            lines.append(_detail_row("last run", (_error(crashed[0], bold=True),)))
+            lines.append(_detail_row("reason", (_error(crashed[1]),)))
         seen = view.last_seen
         if seen is not None:
             lines.append(
@@ -990,6 +1033,9 @@ def status_line(view: ExchangeView, now: datetime, timing: Timing) -> StatusLine
         where = _ready_where(view, now)
     else:
         where = _absent_where(view, now)
+    crashed = crash_text(view, now)
+    if crashed is not None:
+        where = where._replace(notes=(f"{crashed[0]}: {crashed[1]}", *where.notes))
     stopped = stopped_text(view, now)
     if stopped is not None:  # what keeps it down comes first
         where = where._replace(notes=(stopped, *where.notes))

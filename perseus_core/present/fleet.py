@@ -19,6 +19,7 @@ from perseus_core.present.exchange import (
     Heartbeat,
     Timing,
     badge,
+    crash_text,
     heartbeat,
     status_word,
     stopped_text,
@@ -29,7 +30,7 @@ from perseus_core.store.wanted import Wanted
 from perseus_core.wire.timeutil import format_duration, format_ts
 
 
-def last_known_json(known: LastKnown) -> dict[str, str]:
+def last_known_json(known: LastKnown) -> dict[str, str | None]:
     """The `lastKnown` object: the stream's raw strings, as read."""
     return {
         "hostname": known.hostname,
@@ -38,6 +39,8 @@ def last_known_json(known: LastKnown) -> dict[str, str]:
         "timestamp": known.timestamp,
         "event": known.event,
         "id": known.id,
+        "crash": known.crash or None,
+        "crashTimestamp": known.crash_timestamp or None,
     }
 
 
@@ -111,5 +114,6 @@ def exchange_json(view: ExchangeView, now: datetime, timing: Timing) -> dict[str
         "standbys": [agent.to_wire() for agent in view.standbys],
         "wanted": wanted_json(view.wanted) if view.wanted is not None else None,
         "stoppedBy": stopped_text(view, now),
+        "crashed": " ".join(crashed) if (crashed := crash_text(view, now)) else None,
         "error": view.error,
     }

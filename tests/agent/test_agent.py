@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,11 @@ from redis.asyncio import Redis
 
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_core.plumbing.connection import connect
+from perseus_core.present import EdgeKind, Timing, offline_edge, status_line
+from perseus_core.present.exchange import card, crash_text, row
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.control.sender import ControlClient
+from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.models import (
     CatalogEntry,
@@ -283,13 +288,28 @@ async def test_child_crash_while_active_returns_to_idle_and_can_start_again(
 ) -> None:
     crash = [sys.executable, "-c", "import sys, time; time.sleep(0.6); sys.exit(3)"]
     agent = spawn_agent(args=[*FAST, "--autostart"], command=crash)
-    await eventually(lambda: state_is(redis, "active"), what="active")
+    holder = await eventually(lambda: state_is(redis, "active"), what="active")
     await agent.wait_log("released the slot")
     assert await status(redis) is None
     assert await transitions(redis, settings) == FULL_ROUND_TRIP
     [error] = await errors(redis, settings)
     assert "exited with code 3" in error.error and error.state == "active"
     assert agent.running
+
+    # Never a ready slot in silence: the card, the table's last-error column,
+    # `perseus status` and the dashboard's feed line all say it crashed.
+    before = await FleetReader(redis).exchange(1)
+    view = await FleetReader(redis).exchange(1)
+    now = datetime.now(UTC)
+    crashed = crash_text(view, now)
+    assert crashed is not None and crashed[0].startswith("crashed: exit 3, ")
+    assert card(view, now, Timing()).lines[0][0].text == crashed[0]
+    last_error = row(view, now, Timing())[-1]
+    assert last_error and last_error[0].text.startswith("crashed: exit 3, ")
+    assert status_line(view, now, Timing()).info[0].startswith("crashed: exit 3, ")
+    running = replace(before, status=holder, key_exists=True, last_known=None)
+    edge = offline_edge(running, view, lost=False)
+    assert edge.kind is EdgeKind.RELEASED and "exited with code 3" in edge.crash
 
     restarted = await send(redis, settings, "start")
     assert restarted.status is ReplyStatus.SUCCESS, restarted.message

@@ -243,6 +243,7 @@ async def test_status_json_shape_of_a_view(redis: Redis, reader: FleetReader) ->
         "standbys",
         "wanted",
         "stoppedBy",
+        "crashed",
         "error",
     ]
     assert data["agents"] == []

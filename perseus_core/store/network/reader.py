@@ -1084,7 +1084,8 @@ class FleetReader:
         if cached is None:
             name = stream.removeprefix(keys.ACTIVITY_KEY_PREFIX)
             cached = LastKnown.from_entry(parse_entry(entry_id, fields or {}, name))
-            if cached.event != "state_transition":  # who held it? look back
+            if cached.event != "state_transition" or cached.state == "idle":
+                # Who held it? Or, back to idle: did its child crash? Look back.
                 read.deeper.append((index, stream, entry_id))
         read.entry_cache[(stream, entry_id)] = read.known[index] = cached
 
