@@ -41,9 +41,10 @@ One reader holds the whole read and what it remembers between reads:
   newer error of that same host; a refused claimant's error never counts)
   and the agents running for them (docs/wire-format.md 2.4: an idle agent
   holds no status key, and its presence is what tells "a start would work"
-  apart from "nobody runs this"). Presence is read only for those: reading
-  it for every listed exchange would add 10,000 commands to a large fleet's
-  first pipeline for what only cards without a status show.
+  apart from "nobody runs this") and what the operators want of them
+  (docs/wire-format.md 2.6: `stopped by root@vm`). Presence is also read,
+  in the same round trip, for exchanges with a holder, to list its standbys:
+  one small read-only script per listed exchange.
 - **Last seen.** For an exchange that is not online: the newest heartbeat
   this reader saw while it was online (`ExchangeView.seen_at`), else its
   stream's.
