@@ -64,7 +64,7 @@ class OfflineObserver:
             if edge.kind is EdgeKind.LOST:  # watch for its return
                 self._gone.add(exchange_id)
                 found.append(self._entry(OBSERVED_OFFLINE, old, now, edge))
-            elif edge.kind is EdgeKind.RELEASED and not edge.seen_stopping:
+            elif edge.kind is EdgeKind.RELEASED and (edge.crash or not edge.seen_stopping):
                 # Stopped between two reads: the card went from running to
                 # offline, so say why. Seen stopping, the stream has said it.
                 found.append(self._entry(OBSERVED_OFFLINE, old, now, edge))
@@ -89,4 +89,6 @@ class OfflineObserver:
             "state": edge.state or "unreadable",
             "edge": str(edge.kind),
         }
+        if edge.crash:
+            fields["crash"] = edge.crash
         return OtherEntry.model_validate(fields)

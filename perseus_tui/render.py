@@ -188,7 +188,10 @@ def _observed_body(entry: OtherEntry) -> Content:
     state = label(entry.extra_fields.get("state"), "?", 16)
     if entry.event == OBSERVED_OFFLINE:
         parts: list[str | tuple[str, str] | Content] = [("○ offline", OFFLINE_STYLE)]
-        if entry.extra_fields.get("edge") == EdgeKind.RELEASED:
+        crash = entry.extra_fields.get("crash")
+        if crash:  # a crash is never an expected exit
+            parts.append((f": its {label(crash, '?', 120)}", ERROR))
+        elif entry.extra_fields.get("edge") == EdgeKind.RELEASED:
             parts.append((f" after {state}, as expected", MUTED))
         else:
             parts.append((f": its status key vanished while {state}, an unexpected loss", ERROR))

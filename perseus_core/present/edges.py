@@ -98,6 +98,9 @@ class Edge:
     kind: EdgeKind
     state: str | None = None
     seen_stopping: bool = False
+    crash: str = ""
+    """For released: the child-exit error that started the way out
+    (`LastKnown.crash`), when its child crashed: never an expected exit."""
 
 
 NO_EDGE = Edge(EdgeKind.NONE)
@@ -131,7 +134,9 @@ def offline_edge(
         if state in RELEASED_STATES:
             status = before.status
             shown = status is not None and status.connection_state in RELEASED_STATES
-            return Edge(EdgeKind.RELEASED, state, seen_stopping=shown)
+            known = after.last_known
+            crash = known.crash if known is not None else ""
+            return Edge(EdgeKind.RELEASED, state, seen_stopping=shown, crash=crash)
         return Edge(EdgeKind.LOST, state)
     if after.online and not before.online and lost:
         status = after.status

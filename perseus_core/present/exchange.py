@@ -12,6 +12,7 @@ surface says the same thing in the same colour.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -19,6 +20,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from perseus_core.store.network import ExchangeView, LastKnown, ViewKind
+from perseus_core.store.network.views import CHILD_EXIT_PREFIX
 from perseus_core.wire.models import AgentPresence, ConnectionState, InstanceStatus
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean, clean_or
@@ -306,11 +308,19 @@ def state_badge(state: str | None) -> Badge:
     return Badge("●", clean(state or "unknown", 16).upper(), state_tone(state), filled=True)
 
 
+STOPPED_BADGE = Badge("■", "STOPPED", Tone.WARNING, filled=False)
+"""An exchange an operator stopped (`ExchangeView.stopped_by`): nothing runs
+it, and no agent starts it on its own until a `start`."""
+
+
 def badge(view: ExchangeView) -> Badge:
-    """The badge of `view`, by its kind (and state, when live)."""
+    """The badge of `view`, by its kind (and state, when live); hollow STOPPED
+    while an operator's stop keeps it down."""
     kind = view.kind
     if kind is ViewKind.LIVE and view.status is not None:
         return state_badge(view.status.connection_state)
+    if view.stopped_by is not None:
+        return STOPPED_BADGE
     return _KIND_BADGES[kind]
 
 
@@ -321,10 +331,46 @@ def title(view: ExchangeView) -> str:
 
 
 def status_word(view: ExchangeView) -> str:
-    """One word for a column: the state when live, else `unreadable`, `ready`, `offline`."""
+    """One word for a column: the state when live, else `unreadable`,
+    `stopped` (by an operator, nothing runs), `ready`, `offline`."""
     if view.kind is ViewKind.LIVE and view.status is not None:
         return str(view.status.connection_state)
+    if view.stopped_by is not None:
+        return "stopped"
     return str(view.kind)
+
+
+def stopped_text(view: ExchangeView, now: datetime) -> str | None:
+    """`stopped by root@vm 3m 12s ago` while an operator's stop keeps the
+    exchange down (`ExchangeView.stopped_by`), else None."""
+    stopped = view.stopped_by
+    return stopped.describe(now) if stopped is not None else None
+
+
+_EXIT_CODE = re.compile(r"exited with code (-?\d+)")
+_STDERR_MARK = "; last stderr: "
+
+
+def crash_text(view: ExchangeView, now: datetime) -> tuple[str, str] | None:
+    """`crashed: exit 3, 12s ago` and its reason (the child's last stderr
+    lines, else the agent's whole error) when the last run of an exchange
+    that is not online ended with its child exiting on its own
+    (`LastKnown.crash`); None otherwise."""
+    known = view.last_known
+    if view.online or known is None or not known.crash:
+        return None
+    said = known.crash.removeprefix(CHILD_EXIT_PREFIX)
+    head, _, stderr = said.partition(_STDERR_MARK)
+    code = _EXIT_CODE.search(head)
+    how = f"exit {code.group(1)}" if code else head.split(" while ", 1)[0]
+    when = age_text(known.crash_time, now)
+    return f"crashed: {clean(how, 60)}, {when}", clean(stderr or said, 200)
+
+
+def standby_text(agent: AgentPresence) -> str:
+    """`vm-b pid 29183`: one standby agent (present, not holding), where it runs."""
+    pid = f" pid {agent.pid}" if agent.pid is not None else ""
+    return f"{_clean(agent.hostname, '?', 40)}{pid}"
 
 
 def last_seen_text(view: ExchangeView, now: datetime) -> str | None:
@@ -379,6 +425,7 @@ LEGEND: tuple[tuple[Badge, str], ...] = (
     (state_badge(ConnectionState.STOPPED), "stopped, about to release its slot"),
     (state_badge(ConnectionState.IDLE), "holds its slot, not running"),
     (_KIND_BADGES[ViewKind.READY], "no instance; an agent waits: `s` starts it"),
+    (STOPPED_BADGE, "stopped by an operator: no agent starts it until `s`"),
     (_KIND_BADGES[ViewKind.OFFLINE], "no instance, no agent: nothing would answer"),
     (_KIND_BADGES[ViewKind.UNREADABLE], "alive, but its status cannot be read"),
 )
@@ -565,6 +612,20 @@ def agent_state(agent: AgentPresence, now: datetime) -> str:
     return in_state_for(state, agent.since, now) or state
 
 
+def _down_lines(view: ExchangeView, now: datetime) -> list[Line]:
+    """What keeps an exchange down, for the top of its card: the operator's
+    stop (`stopped by root@vm 3m ago`), then how its last run ended when its
+    child crashed (`crashed: exit 3, 12s ago` and the reason)."""
+    lines: list[Line] = []
+    stopped = stopped_text(view, now)
+    if stopped is not None:
+        lines.append((Part(stopped, Tone.WARNING, bold=True),))
+    crashed = crash_text(view, now)
+    if crashed is not None:
+        lines += [(_error(crashed[0], bold=True),), (_error(crashed[1]),)]
+    return lines
+
+
 def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
     """Everything a card shows of `view` at `now`.
 
@@ -587,6 +648,12 @@ def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
             _live_card(view, status, now, timing),
         ]
         summary = 3  # the heartbeat and uptime
+        standbys = view.standbys
+        if standbys:
+            more = f" +{len(standbys) - 1}" if len(standbys) > 1 else ""
+            lines.append(
+                (_muted("standby "), Part(standby_text(standbys[0]), squeeze=True), _muted(more))
+            )
         if status.last_error:
             lines.append(
                 (
@@ -632,6 +699,10 @@ def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
                 _last_state(known, now, "state"),
             ]
         summary = len(lines) - 1  # the last known state, or "never seen online"
+    down = _down_lines(view, now)
+    if down:
+        lines[0:0] = down
+        summary = 0
     summary_line = lines[summary]
     if view.error and kind is not ViewKind.UNREADABLE:  # e.g. a key of the wrong type
         lines.append((_error("! ", bold=True), _error(_clean(view.error))))
@@ -679,6 +750,12 @@ def row(
             (),
             (),
         )
+    stopped = stopped_text(view, now)
+    if stopped is not None:  # in the heartbeat column: what keeps it down
+        cells = ((Part(stopped, Tone.WARNING),), *cells[1:])
+    crashed = crash_text(view, now)
+    if crashed is not None:  # the last-error column
+        cells = (*cells[:-1], (_error(f"{crashed[0]}: {crashed[1]}"),))
     return ((Part(str(view.exchange_id)),), (name,), state, *cells)
 
 
@@ -770,20 +847,28 @@ def detail(
         running = uptime_text(view, now, timing)
         if running:
             lines.append(_detail_row("uptime", (Part(f"Running for {running}", Tone.SUCCESS),)))
+        lines += _agent_rows(view.standbys, now, tz, "Standby")
     elif kind is ViewKind.UNREADABLE:
         lines.append(_detail_row("status", (word_part(view),)))
     else:
-        if kind is ViewKind.READY:
+        stopped = stopped_text(view, now)
+        if stopped is not None:
+            said = Part(f"no instance; {stopped}", Tone.WARNING, bold=True)
+        elif kind is ViewKind.READY:
             said = Part("no instance; an agent is ready", Tone.PRIMARY, bold=True)
         else:
             said = _error("offline (no status key)", bold=True)
         lines.append(_detail_row("status", (said,)))
+        crashed = crash_text(view, now)
+        if crashed is not None:
+            lines.append(_detail_row("last run", (_error(crashed[0], bold=True),)))
+            lines.append(_detail_row("reason", (_error(crashed[1]),)))
         seen = view.last_seen
         if seen is not None:
             lines.append(
                 _detail_row("last seen", last_seen_text(view, now) or "", full_time(seen.at, tz))
             )
-        lines += _agent_rows(view, now, tz)
+        lines += _agent_rows(view.agents, now, tz, "Agent")
         known = view.last_known
         if known is not None:
             lines += [
@@ -800,11 +885,14 @@ def detail(
     return tuple(lines)
 
 
-def _agent_rows(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[Line]:
-    """One block per running agent (docs/wire-format.md 2.4): where a start would run."""
+def _agent_rows(
+    agents: tuple[AgentPresence, ...], now: datetime, tz: tzinfo | None, label: str
+) -> list[Line]:
+    """One block per agent (docs/wire-format.md 2.4): where a start would run,
+    or (`label` `Standby`) who would take over the slot once it is free."""
     lines: list[Line] = []
-    for number, agent in enumerate(view.agents, start=1):
-        heading = "Agent" if len(view.agents) == 1 else f"Agent {number} of {len(view.agents)}"
+    for number, agent in enumerate(agents, start=1):
+        heading = label if len(agents) == 1 else f"{label} {number} of {len(agents)}"
         lines += [
             (),
             (Part(heading, bold=True),),
@@ -812,6 +900,10 @@ def _agent_rows(view: ExchangeView, now: datetime, tz: tzinfo | None) -> list[Li
             _detail_row("pid", "-" if agent.pid is None else str(agent.pid)),
             _detail_row("state", (Part(_clean(agent.state, "?", 16), state_tone(agent.state)),)),
             _time_row("since", agent.since, now, tz),
+        ]
+        if agent.note:
+            lines.append(_detail_row("note", (Part(_clean(agent.note, "", 200), Tone.WARNING),)))
+        lines += [
             _detail_row("agentId", _clean(agent.agent_id, "-", 120)),
             _detail_row("version", _clean(agent.version)),
         ]
@@ -864,6 +956,9 @@ def _live_where(
     if status.last_error:
         when = _cli_ago(status.last_error_at, now) if status.last_error_at else "earlier"
         notes.append(f"last error {when}: {clean(status.last_error, 80)}")
+    for agent in view.standbys:
+        note = f" ({clean(agent.note, 120)})" if agent.note else ""
+        notes.append(f"standby {standby_text(agent)}{note}")
     return _Where(
         clean_or(status.hostname, "-", 40),
         clean_or(status.ip_address, "-", 45),
@@ -938,6 +1033,12 @@ def status_line(view: ExchangeView, now: datetime, timing: Timing) -> StatusLine
         where = _ready_where(view, now)
     else:
         where = _absent_where(view, now)
+    crashed = crash_text(view, now)
+    if crashed is not None:
+        where = where._replace(notes=(f"{crashed[0]}: {crashed[1]}", *where.notes))
+    stopped = stopped_text(view, now)
+    if stopped is not None:  # what keeps it down comes first
+        where = where._replace(notes=(stopped, *where.notes))
     problem = (f"error: {clean(view.error, 120)}",) if view.error else ()
     return StatusLine(
         view.exchange_id,

@@ -19,15 +19,18 @@ from perseus_core.present.exchange import (
     Heartbeat,
     Timing,
     badge,
+    crash_text,
     heartbeat,
     status_word,
+    stopped_text,
     uptime_s,
 )
 from perseus_core.store.network import ExchangeView, LastKnown, LastSeen
+from perseus_core.store.wanted import Wanted
 from perseus_core.wire.timeutil import format_duration, format_ts
 
 
-def last_known_json(known: LastKnown) -> dict[str, str]:
+def last_known_json(known: LastKnown) -> dict[str, str | None]:
     """The `lastKnown` object: the stream's raw strings, as read."""
     return {
         "hostname": known.hostname,
@@ -36,6 +39,8 @@ def last_known_json(known: LastKnown) -> dict[str, str]:
         "timestamp": known.timestamp,
         "event": known.event,
         "id": known.id,
+        "crash": known.crash or None,
+        "crashTimestamp": known.crash_timestamp or None,
     }
 
 
@@ -72,6 +77,15 @@ def heartbeat_json(
     }
 
 
+def wanted_json(wanted: Wanted) -> dict[str, Any]:
+    """The `wanted` object: what the operators last asked (docs/wire-format.md 2.6)."""
+    return {
+        "want": wanted.want.value,
+        "operator": wanted.operator,
+        "at": format_ts(wanted.at) if wanted.at is not None else None,
+    }
+
+
 def exchange_json(view: ExchangeView, now: datetime, timing: Timing) -> dict[str, Any]:
     """The per-exchange object of `perseus status --json` (the `instances` list),
     read at `now`; `timing` is this reader's (`Timing.from_settings`).
@@ -97,5 +111,9 @@ def exchange_json(view: ExchangeView, now: datetime, timing: Timing) -> dict[str
         "lastKnown": last_known_json(view.last_known) if view.last_known is not None else None,
         "lastSeen": last_seen_json(seen) if not view.online and (seen := view.last_seen) else None,
         "agents": [agent.to_wire() for agent in view.agents],
+        "standbys": [agent.to_wire() for agent in view.standbys],
+        "wanted": wanted_json(view.wanted) if view.wanted is not None else None,
+        "stoppedBy": stopped_text(view, now),
+        "crashed": " ".join(crashed) if (crashed := crash_text(view, now)) else None,
         "error": view.error,
     }

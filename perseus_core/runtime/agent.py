@@ -230,6 +230,10 @@ class Agent:
         )
         if self.options.autostart:
             self._tasks.spawn(commands.autostart(self._shutdown, self._set_note), "autostart")
+        else:
+            standby = await commands.standby(" (a start is left to that holder)")
+            if standby is not None:
+                log.warning("%s: %s", self.name, standby)
 
     def _set_note(self, note: str | None) -> None:
         """Show `note` in this agent's presence (where dashboards read it) now."""

@@ -14,6 +14,7 @@ from perseus_core.plumbing.tasks import wait_event
 from perseus_core.runtime.context import AgentContext
 from perseus_core.runtime.slot import Reply, Slot
 from perseus_core.store.control.server import HandlerResult
+from perseus_core.store.wanted import may_start_on_its_own
 from perseus_core.wire import keys
 from perseus_core.wire.errors import CommandRejected, PayloadError
 from perseus_core.wire.models import Command, CommandType, InstanceStatus, ReplyStatus
@@ -141,19 +142,44 @@ class Commands:
             return None
 
     async def autostart(self, stopping: asyncio.Event, note: Callable[[str | None], None]) -> None:
-        """`--autostart`: a start as soon as the agent listens, retried with
-        backoff while it is refused (another agent holds the slot, Redis is
-        down), each refusal shown through `note` (the agent's presence), so
-        the agent never sits READY in silence. Ends on success, on shutdown,
-        or once an operator sends a start or stop (their word wins).
+        """`--autostart`: a start as soon as the agent listens, unless an
+        operator stopped the exchange, and never over another holder.
+
+        Before each attempt the agent asks what the operators want
+        (`store.wanted`): while the exchange is stopped it does not start it,
+        and says so in its presence (`not starting: stopped by root@vm 3m ago`)
+        until a `start` lifts the stop, on whichever host it was sent. While
+        another instance holds the slot it waits as a standby (`standby: held
+        by vm pid 28770`), reading the holder every heartbeat interval, and
+        claims the slot once it is free. A start refused anyway (Redis down,
+        a claim lost to another agent) is retried with backoff, each refusal
+        shown through `note`, so the agent never sits READY in silence. Ends
+        on success, on shutdown, or once an operator sends this agent a start
+        or stop (their word wins).
         """
+        ctx = self._ctx
         backoff = EqualJitterBackoff(cap=AUTOSTART_MAX_DELAY_S, base=1.0)
+        poll_s = ctx.settings.heartbeat_interval_ms / 1000
         failures = 0
+        told: str | None = None  # what the log last said of a wait, said once
         while not self._operator_acted:
+            waiting = await self._why_not_start()
+            if waiting is not None:
+                note(waiting)
+                kind = waiting.split(":", 1)[0]
+                if kind != told:
+                    told = kind
+                    log.warning("%s: %s", ctx.name, waiting)
+                if await wait_event(stopping, poll_s):
+                    break
+                continue
+            if told is not None:
+                log.info("%s: autostart: starting now", ctx.name)
+                told = None
             try:
                 status, message, _ = await self.run(CommandType.START, "autostart")
             except CommandRejected as exc:  # a command got there first, or shutting down
-                log.warning("%s: autostart not run: %s", self._ctx.name, exc)
+                log.warning("%s: autostart not run: %s", ctx.name, exc)
                 break
             if status is not ReplyStatus.ERROR or self._operator_acted:
                 break
@@ -161,7 +187,33 @@ class Commands:
             failures += 1
             refused = clean(message, 200)
             note(f"autostart refused ({refused}); retry {failures} in {delay:.0f}s")
-            log.error("%s: autostart failed: %s; retrying in %.1fs", self._ctx.name, message, delay)
+            log.error("%s: autostart failed: %s; retrying in %.1fs", ctx.name, message, delay)
             if await wait_event(stopping, delay):
                 break
         note(None)
+
+    async def _why_not_start(self) -> str | None:
+        """Why an autostart must wait now, in one line for the agent's note:
+        an operator stopped the exchange, or another instance holds its slot
+        (this agent is its standby); None when it may start."""
+        ctx = self._ctx
+        stopped = await may_start_on_its_own(ctx.redis, ctx.options.exchange_id)
+        if stopped is not None:
+            return f"not starting: {stopped.describe(ctx.clock())}"
+        return await self.standby(", starting it once the slot is free")
+
+    async def standby(self, then: str = "") -> str | None:
+        """`standby: coinbase is held by vm pid 28770` when another instance
+        holds the slot (this agent, idle, is its standby), else None.
+
+        Args:
+            then: what the agent will do about it, appended to the line.
+        """
+        holder = await self._holder()
+        if holder is None:
+            return None
+        if holder.hostname == self._ctx.hostname and holder.pid == os.getpid():
+            return None  # a key of ours that outlived its run: the claim sorts it out
+        host = clean(holder.hostname, 128) or "an unnamed host"
+        pid = f" pid {holder.pid}" if holder.pid is not None else ""
+        return f"standby: {self._ctx.name} is held by {host}{pid}{then}"

@@ -22,6 +22,7 @@ from perseus_core.runtime.context import AgentContext
 from perseus_core.runtime.output import ChildOutput
 from perseus_core.runtime.supervisor import ChildProcess
 from perseus_core.store.lease import LeaseLost
+from perseus_core.store.network.views import CHILD_EXIT_PREFIX
 from perseus_core.wire.models import ConnectionState
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class Run:
             return await self.fence(instance.lease.lost)
         state = instance.state
         await self.stop_child()  # whatever it left running: helpers, a daemon (and its pipes)
-        message = f"child command {outcome} while {state.value}"
+        message = f"{CHILD_EXIT_PREFIX}{outcome} while {state.value}"
         last = self.output.last_stderr if self.output is not None else []
         if last:
             message += "; last stderr: " + " | ".join(last)

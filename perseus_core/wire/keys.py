@@ -107,3 +107,14 @@ def output_key(exchange_id: int) -> str:
     and the dashboard read it.
     """
     return f"perseus:output:{exchange_id}"
+
+
+def wanted_key(exchange_id: int) -> str:
+    """What the operators last asked of one exchange: started or stopped
+    (docs/wire-format.md 2.6).
+
+    A hash whose one field `record` holds one JSON record, written by the sender of every `start`
+    and `stop` (the CLI, the dashboard), read by every agent before it starts
+    the exchange on its own (`--autostart`, a restart after a crash).
+    """
+    return f"perseus:wanted:{exchange_id}"

@@ -55,7 +55,11 @@ async def test_a_viewer_sees_the_fleet_read_only(
     expected = (
         set()
         if acl.version >= (7, 0)
-        else {Denial(VIEWER, "command", "xadd"), Denial(VIEWER, "command", "blpop")}
+        else {
+            Denial(VIEWER, "command", "xadd"),
+            Denial(VIEWER, "command", "blpop"),
+            Denial(VIEWER, "command", "hset"),  # recording what it wants
+        }
     )
     assert set(acl.denials()) == expected
 
@@ -79,7 +83,8 @@ async def test_an_operator_starts_and_stops_an_agent_from_the_dashboard(
         await pilot.press("x")
         await eventually(lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
-        await eventually(lambda: "READY" in card_text(app, 1), within=15)
+        await eventually(lambda: "STOPPED" in card_text(app, 1), within=15)
+        assert "stopped by " in card_text(app, 1)  # the operator's stop holds, and says who
         await eventually(lambda: command_lines(app).count("done") >= 2, within=10)
     assert agent.running
     # The probe of whether it may send commands: nothing refused.

@@ -62,6 +62,7 @@ library on the server), other clients."""
 READS: list[tuple[tuple[str, ...], Expected]] = [
     (("GET", "exchange:1:status"), ALLOWED),
     (("MGET", "exchange:1:status", "exchange:2:status"), ALLOWED),
+    (("HGET", "perseus:wanted:1", "record"), ALLOWED),
     (("PTTL", "exchange:1:status"), ALLOWED),
     (("TYPE", "exchange:1:status"), ALLOWED),
     (("EXISTS", "logs:network:coinbase"), ALLOWED),
@@ -121,6 +122,10 @@ ROWS: dict[str, list[tuple[tuple[str, ...], Expected]]] = {
         (("ZRANGE", "perseus:agents:1", "0", "-1"), ALLOWED),
         (("ZREM", "perseus:agents:1", "m"), ALLOWED),
         (("ZREMRANGEBYSCORE", "perseus:agents:1", "-inf", "0"), ALLOWED),
+        # What the operators want of its exchange: read only (on 7).
+        (("HGET", "perseus:wanted:1", "record"), ALLOWED),
+        (("HSET", "perseus:wanted:1", "record", "{}"), LIMIT_OF_6),
+        (("HGET", "perseus:wanted:2", "record"), REFUSED),
         # Its child's output.
         (("XADD", "perseus:output:1", "MAXLEN", "~", "500", "*", "stream", "stdout"), ALLOWED),
         (("PEXPIRE", "perseus:output:1", "60000"), ALLOWED),
@@ -155,6 +160,8 @@ ROWS: dict[str, list[tuple[tuple[str, ...], Expected]]] = {
         (("EVAL", APPEND_COMMAND_LUA, "1", "perseus:commands:1", "30000", "c", "{}"), ALLOWED),
         (("XADD", "perseus:commands:1", "*", "command", "{}"), ALLOWED),
         (("BLPOP", "perseus:replies:c", "0.01"), ALLOWED),
+        # What it wants of an exchange.
+        (("HSET", "perseus:wanted:1", "record", "{}"), ALLOWED),
         # The catalog, and the audit of commands sent to Livermore servers.
         (("HSET", "perseus:exchanges", "9", "{}"), ALLOWED),
         (("HSETNX", "perseus:exchanges", "9", "{}"), ALLOWED),

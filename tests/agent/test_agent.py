@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,11 @@ from redis.asyncio import Redis
 
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_core.plumbing.connection import connect
+from perseus_core.present import EdgeKind, Timing, offline_edge, status_line
+from perseus_core.present.exchange import card, crash_text, row
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.control.sender import ControlClient
+from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
 from perseus_core.wire.models import (
     CatalogEntry,
@@ -241,7 +246,7 @@ async def test_rename_updates_the_catalog_entry_and_says_so(
     )
 
 
-async def test_claim_conflict_leaves_the_second_agent_idle_and_ready(
+async def test_a_second_autostart_agent_waits_as_a_standby_and_takes_over(
     spawn_agent: SpawnAgent, redis: Redis, settings: Settings
 ) -> None:
     first = spawn_agent(args=[*FAST, "--autostart"])
@@ -250,30 +255,29 @@ async def test_claim_conflict_leaves_the_second_agent_idle_and_ready(
     assert holder is not None
 
     second = spawn_agent(args=[*FAST, "--autostart"])
-    await second.wait_log("autostart failed")
-    conflict = await errors(redis, settings)
-    assert conflict and {e.state for e in conflict} == {"idle"}
-    assert holder.hostname in conflict[0].error
+    await second.wait_log("standby: coinbase is held by")
+    said = [line for line in second.log().splitlines() if "standby:" in line]
+    assert len(said) == 1 and f"held by {holder.hostname} pid {holder.pid}" in said[0]
+    assert await errors(redis, settings) == []  # it never tried a claim it would lose
     assert second.running
     after = await status(redis)
     assert after is not None and after.instance_id == holder.instance_id  # untouched
 
-    # It says so where dashboards read it: its presence note, while it retries.
-    async def refusal_noted() -> bool:
+    # It says so where dashboards read it: its presence note.
+    async def standby_noted() -> bool:
         members = await redis.zrange(keys.agents_key(1), 0, -1)
         notes = [json.loads(m).get("note") or "" for m in members]
-        return any("autostart refused" in note and holder.hostname in note for note in notes)
+        return any(note.startswith("standby: ") and holder.hostname in note for note in notes)
 
-    await eventually(refusal_noted, what="the refused autostart in the presence note")
+    await eventually(standby_noted, what="the standby in the presence note")
 
-    # Once the first agent is gone, the second one's retry takes the slot,
-    # and its note is cleared.
+    # Once the first agent is gone, the standby takes the slot, and its note is cleared.
     first.signal(signal.SIGTERM)
     assert await first.wait_exit() == 0
-    await eventually(lambda: state_is(redis, "active"), what="the retried autostart", within=15)
+    await eventually(lambda: state_is(redis, "active"), what="the standby's start", within=15)
     now = await status(redis)
     assert now is not None and now.instance_id != holder.instance_id
-    await eventually(lambda: _not(refusal_noted), what="the note cleared after the start", within=5)
+    await eventually(lambda: _not(standby_noted), what="the note cleared after the start", within=5)
 
 
 # --- the child process --------------------------------------------------------
@@ -284,13 +288,28 @@ async def test_child_crash_while_active_returns_to_idle_and_can_start_again(
 ) -> None:
     crash = [sys.executable, "-c", "import sys, time; time.sleep(0.6); sys.exit(3)"]
     agent = spawn_agent(args=[*FAST, "--autostart"], command=crash)
-    await eventually(lambda: state_is(redis, "active"), what="active")
+    holder = await eventually(lambda: state_is(redis, "active"), what="active")
     await agent.wait_log("released the slot")
     assert await status(redis) is None
     assert await transitions(redis, settings) == FULL_ROUND_TRIP
     [error] = await errors(redis, settings)
     assert "exited with code 3" in error.error and error.state == "active"
     assert agent.running
+
+    # Never a ready slot in silence: the card, the table's last-error column,
+    # `perseus status` and the dashboard's feed line all say it crashed.
+    before = await FleetReader(redis).exchange(1)
+    view = await FleetReader(redis).exchange(1)
+    now = datetime.now(UTC)
+    crashed = crash_text(view, now)
+    assert crashed is not None and crashed[0].startswith("crashed: exit 3, ")
+    assert card(view, now, Timing()).lines[0][0].text == crashed[0]
+    last_error = row(view, now, Timing())[-1]
+    assert last_error and last_error[0].text.startswith("crashed: exit 3, ")
+    assert status_line(view, now, Timing()).info[0].startswith("crashed: exit 3, ")
+    running = replace(before, status=holder, key_exists=True, last_known=None)
+    edge = offline_edge(running, view, lost=False)
+    assert edge.kind is EdgeKind.RELEASED and "exited with code 3" in edge.crash
 
     restarted = await send(redis, settings, "start")
     assert restarted.status is ReplyStatus.SUCCESS, restarted.message

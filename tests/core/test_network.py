@@ -240,6 +240,10 @@ async def test_status_json_shape_of_a_view(redis: Redis, reader: FleetReader) ->
         "lastKnown",
         "lastSeen",
         "agents",
+        "standbys",
+        "wanted",
+        "stoppedBy",
+        "crashed",
         "error",
     ]
     assert data["agents"] == []

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import redis as sync_redis
 
 from perseus_core.plumbing.processes import process_scope
+from perseus_core.store.wanted import WANTED_FIELD
 from perseus_core.wire import keys
 from perseus_core.wire.timeutil import format_ts
 
@@ -186,6 +187,13 @@ def _presence(raw: str | bytes) -> Writer:
     def write(r: sync_redis.Redis) -> None:
         r.zadd(keys.agents_key(VICTIM_ID), {raw: 10**13})
         r.pexpire(keys.agents_key(VICTIM_ID), STATUS_TTL_MS)
+
+    return write
+
+
+def _wanted(raw: str | bytes) -> Writer:
+    def write(r: sync_redis.Redis) -> None:
+        r.hset(keys.wanted_key(VICTIM_ID), WANTED_FIELD, raw)
 
     return write
 
@@ -389,6 +397,18 @@ def build_corpus() -> list[Hostile]:
         Hostile("status-interval-text", _status(heartbeatIntervalMs="5000", ttlMs=1)),
         Hostile("status-interval-tiny", _status(heartbeatIntervalMs=1, instanceId="h:2:1:1")),
         Hostile("entry-id-superscript", _entry(error_entry(VICTIM_NAME, 2, exchangeId="\u00b2"))),
+        # what the operators want: unreadable records read as none
+        Hostile("wanted-not-json", _wanted("{not json")),
+        Hostile("wanted-wrong-types", _wanted('{"want": 5, "operator": [], "at": "soon"}')),
+        Hostile("wanted-unknown-want", _wanted('{"want": "pause", "operator": "x", "at": 1}')),
+        Hostile("wanted-at-overflow", _wanted('{"want": "stop", "operator": "x", "at": 1e40}')),
+        Hostile("wanted-huge", _wanted(json.dumps({"want": "stop", "operator": MEGABYTE}))),
+        Hostile(
+            "wanted-markup", _wanted(json.dumps({"operator": MARKUP, "want": "stop", "at": 1}))
+        ),
+        Hostile("wanted-deep-nesting", _wanted(DEEP_JSON)),
+        Hostile("wanted-invalid-utf8", _wanted(b"\xff\xfe{")),
+        Hostile("type-wanted-string", _wrong_type(keys.wanted_key(VICTIM_ID), "string")),
         # command outcomes: read by the agent only; no reader may trip over them
         Hostile("outcome-pid-overflow", _outcome(_outcome_json(pid=2**70))),
         Hostile("outcome-at-overflow", _outcome(_outcome_json(at=2**70))),

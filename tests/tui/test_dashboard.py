@@ -149,9 +149,11 @@ async def test_start_and_stop_a_real_agent_through_the_keys(
         await eventually(lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
         # The agent stops, goes back to idle and releases the slot, and keeps
-        # running: the card is READY again, the last state read from the stream
-        # (whose newest entry, the stop's audit entry, names none).
-        await eventually(lambda: "READY" in card_text(app, 5), within=15)
+        # running: the card says who stopped it (the stop holds), the last
+        # state read from the stream (whose newest entry, the stop's audit
+        # entry, names none).
+        await eventually(lambda: "STOPPED" in card_text(app, 5), within=15)
+        assert "stopped by tester@ci" in card_text(app, 5)
         states = [
             getattr(e, "to_state", "") for e in app.dashboard.feed.entries if e.stream == "gamma"
         ]

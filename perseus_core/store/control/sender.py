@@ -38,6 +38,7 @@ from perseus_core.store.control.records import (
     parse_or_none,
 )
 from perseus_core.store.control.scripts import APPEND_COMMAND_LUA
+from perseus_core.store.wanted import Want, write_wanted
 from perseus_core.wire import keys
 from perseus_core.wire.errors import (
     CommandRejected,
@@ -478,6 +479,8 @@ class ControlClient:
             raise NotSteerable(route, kind)
         if route.via is Via.LIVERMORE and kind == CommandType.STOP and route.listeners > 1:
             raise StopNotAimed(route)
+        if kind in (CommandType.START, CommandType.STOP):
+            await self._record_wanted(exchange_id, Want(kind), operator)
         if route.via is Via.LIVERMORE:
             return await self._send_livermore(
                 route,
@@ -500,6 +503,26 @@ class ControlClient:
             result_timeout_ms=result_timeout_ms,
             on_ack=on_ack,
         )
+
+    async def _record_wanted(self, exchange_id: int, want: Want, operator: str) -> None:
+        """Record the operator's word before sending it (`store.wanted`): a stop
+        then holds against every agent that would start the exchange on its
+        own, and a start lifts it, whether or not an agent hears the command.
+
+        A record Redis refuses is logged, not raised: the command itself still
+        goes out (an agent answers it), only its holding is lost.
+        """
+        try:
+            await write_wanted(self._redis, exchange_id, want, operator, clock=self._clock)
+        except REDIS_ERRORS as exc:
+            log.warning(
+                "%s of exchange %d not recorded in %s (%s): an agent started with"
+                " --autostart may act against it",
+                want.value,
+                exchange_id,
+                keys.wanted_key(exchange_id),
+                describe_redis_error(self._settings, exc),
+            )
 
     async def route(self, exchange_id: int, command: str) -> Route:
         """Where `command` for `exchange_id` would go, with the number of

@@ -4,13 +4,14 @@ about every command a role sends, grouped by what the role does with them.
 
 - agent (of one exchange): hold its status key (claim, heartbeat and release
   scripts, the fencing epoch), write its activity streams, read its command
-  stream, answer commands and record their outcomes, announce its presence,
-  add its exchange to the catalog;
+  stream and what the operators want of its exchange, answer commands and
+  record their outcomes, announce its presence, add its exchange to the catalog;
 - viewer: list the exchanges, read every exchange's status, its agents and
   its activity; dating heartbeats on Redis's clock takes read-only scripts,
   which a reader does without (less precisely) when refused;
-- operator: all a viewer does, plus send commands to agents, edit the
-  catalog and steer Livermore servers over their channels.
+- operator: all a viewer does, plus send commands to agents (recording
+  what it wants of the exchange), edit the catalog and steer Livermore
+  servers over their channels.
 
 A role is fit for its purpose when nothing it requires is refused. The
 commands are the ones the library sends; docs/production-redis.md grants
@@ -41,6 +42,7 @@ from perseus_core.store.lease.scripts import EPOCH_FLOOR_LUA, HEARTBEAT_LUA
 from perseus_core.store.network.catalog import field_id, parse_catalog_payload
 from perseus_core.store.network.reader import LIVE_MEMBERS_LUA, PTTL_SCRIPT
 from perseus_core.store.presence import PUBLISH_LUA
+from perseus_core.store.wanted import WANTED_FIELD
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models import CatalogEntry, InstanceStatus
@@ -443,6 +445,7 @@ def _agent(target: Target) -> tuple[Ability, ...]:
     read = Ability(
         "read its commands",
         (
+            _right("HGET", keys.wanted_key(n), WANTED_FIELD),
             _right(
                 "XREAD",
                 "COUNT",
@@ -539,6 +542,7 @@ def _reader(target: Target, script: str) -> tuple[Ability, ...]:
             _right("MGET", keys.status_key(other)),
             _right("TYPE", status),
             _right("ZREVRANGEBYSCORE", presence, "+inf", "0", "LIMIT", "0", "1"),
+            _right("HGET", keys.wanted_key(n), WANTED_FIELD),
         ),
     )
     activity = Ability(
@@ -617,6 +621,13 @@ def _operator(target: Target) -> tuple[Ability, ...]:
                 "BLPOP", replies, "1", probe=("BLPOP", replies, "x"), shown=keys.replies_key("*")
             ),
             _right("ZCARD", keys.agents_key(n)),
+            _right(
+                "HSET",
+                keys.wanted_key(n),
+                WANTED_FIELD,
+                "{}",
+                probe=("HSET", keys.wanted_key(n), WANTED_FIELD, "{}", "x"),
+            ),
         ),
     )
     field = _random()

@@ -41,9 +41,10 @@ One reader holds the whole read and what it remembers between reads:
   newer error of that same host; a refused claimant's error never counts)
   and the agents running for them (docs/wire-format.md 2.4: an idle agent
   holds no status key, and its presence is what tells "a start would work"
-  apart from "nobody runs this"). Presence is read only for those: reading
-  it for every listed exchange would add 10,000 commands to a large fleet's
-  first pipeline for what only cards without a status show.
+  apart from "nobody runs this") and what the operators want of them
+  (docs/wire-format.md 2.6: `stopped by root@vm`). Presence is also read,
+  in the same round trip, for exchanges with a holder, to list its standbys:
+  one small read-only script per listed exchange.
 - **Last seen.** For an exchange that is not online: the newest heartbeat
   this reader saw while it was online (`ExchangeView.seen_at`), else its
   stream's.
@@ -94,6 +95,7 @@ from perseus_core.store.network.views import (
     LastKnown,
     assemble,
 )
+from perseus_core.store.wanted import WANTED_FIELD, Wanted, parse_wanted
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models import (
@@ -161,8 +163,9 @@ a pipeline, where a cluster client cannot load a script the server lost."""
 Reads = tuple[list[str | None], list[int]]
 """Status payloads (None: no key) and their PTTLs in milliseconds, by id order."""
 
-_Wanted = tuple[int, str | None, str | None]
-"""(index of the view, its activity stream or None, its presence key or None)."""
+_Wanted = tuple[int, str | None, str | None, str | None]
+"""(index of the view, its activity stream or None, its presence key or None,
+its wanted-state key or None)."""
 
 
 @dataclass(slots=True)
@@ -173,6 +176,8 @@ class _OfflineRead:
     """The last-known info from each stream's newest entry."""
     found: dict[int, tuple[AgentPresence, ...]] = field(default_factory=dict)
     """The live agents of each presence set that has any."""
+    wanted: dict[int, Wanted] = field(default_factory=dict)
+    """What the operators last asked, for each view with a readable record."""
     problems: dict[int, list[str]] = field(default_factory=dict)
     """What could not be read, per view."""
     deeper: list[tuple[int, str, str]] = field(default_factory=list)
@@ -1024,7 +1029,7 @@ class FleetReader:
         if remember:
             self._entry_cache = read.entry_cache
             self._presence_cache = read.presence_cache
-        return _with_details(views, wanted, read.known, read.found, read.problems)
+        return _with_details(views, wanted, read)
 
     def _offline_replies(
         self, views: list[ExchangeView], wanted: list[_Wanted], replies: list[Any]
@@ -1035,22 +1040,10 @@ class FleetReader:
         wrong type; each unreadable key is a problem of its view's."""
         read = _OfflineRead()
         results = iter(replies)
-        for index, stream, presence in wanted:
+        for index, stream, presence, wanted_key in wanted:
             view = views[index]
             if stream is not None:
-                result = next(results)
-                if isinstance(result, Exception):
-                    message = f"{clean(stream, 80)} (activity stream) is unreadable: {result}"
-                    read.problems.setdefault(index, []).append(message)
-                elif result:
-                    entry_id, fields = result[0]
-                    cached = self._entry_cache.get((stream, entry_id))
-                    if cached is None:
-                        name = stream.removeprefix(keys.ACTIVITY_KEY_PREFIX)
-                        cached = LastKnown.from_entry(parse_entry(entry_id, fields or {}, name))
-                        if cached.event != "state_transition":  # who held it? look back
-                            read.deeper.append((index, stream, entry_id))
-                    read.entry_cache[(stream, entry_id)] = read.known[index] = cached
+                self._newest_entry(read, index, stream, next(results))
             if presence is not None:
                 result = next(results)
                 if isinstance(result, Exception):
@@ -1063,11 +1056,39 @@ class FleetReader:
                         read.presence_cache,
                         read.problems.setdefault(index, []),
                     )
+            if wanted_key is not None:
+                result = next(results)
+                record = parse_wanted(view.exchange_id, result)
+                if record is not None:
+                    read.wanted[index] = record
+                elif isinstance(result, Exception):
+                    message = f"{wanted_key} (wanted state) is unreadable: {result}"
+                    read.problems.setdefault(index, []).append(message)
             if _checks_type(view, presence):
                 wrong = _wrong_type(view.exchange_id, next(results))
                 if wrong is not None:  # first: it explains why the exchange looks offline
                     read.problems.setdefault(index, []).insert(0, wrong)
         return read
+
+    def _newest_entry(self, read: _OfflineRead, index: int, stream: str, result: Any) -> None:
+        """Note what a stream's newest entry (an XREVRANGE COUNT 1 reply) says
+        in `read`: its last-known info (parsed once per entry id), or the
+        stream as a problem of its view's when Redis refused to read it."""
+        if isinstance(result, Exception):
+            message = f"{clean(stream, 80)} (activity stream) is unreadable: {result}"
+            read.problems.setdefault(index, []).append(message)
+            return
+        if not result:
+            return
+        entry_id, fields = result[0]
+        cached = self._entry_cache.get((stream, entry_id))
+        if cached is None:
+            name = stream.removeprefix(keys.ACTIVITY_KEY_PREFIX)
+            cached = LastKnown.from_entry(parse_entry(entry_id, fields or {}, name))
+            if cached.event != "state_transition" or cached.state == "idle":
+                # Who held it? Or, back to idle: did its child crash? Look back.
+                read.deeper.append((index, stream, entry_id))
+        read.entry_cache[(stream, entry_id)] = read.known[index] = cached
 
     async def _members_without_eval(self, replies: list[Any], evals: list[tuple[int, str]]) -> None:
         """Read again, with a plain ZRANGE, the presence sets whose
@@ -1226,21 +1247,25 @@ def _readable(result: Any, command: str, key: str) -> Any:
 
 
 def _offline_wanted(views: list[ExchangeView], *, last_known: bool, agents: bool) -> list[_Wanted]:
-    """Which reads `_fill_offline` makes for each view without a valid status:
-    its activity stream (when `last_known` and it has a name) and its presence
-    set (when `agents` and its id is a number)."""
+    """Which reads `_fill_offline` makes for each view: for a view without a
+    valid status, its activity stream (when `last_known` and it has a name),
+    its presence set and its wanted state (when `agents` and its id is a
+    number); for a view with one, its presence set only (when `agents`: the
+    holder's standbys)."""
     wanted: list[_Wanted] = []
     for index, view in enumerate(views):
+        numbered = agents and view.exchange_id != NOT_AN_ID
         if view.status is not None:
+            if numbered:
+                wanted.append((index, None, keys.agents_key(view.exchange_id), None))
             continue
         stream = (
             keys.activity_key(view.exchange_name) if last_known and view.exchange_name else None
         )
-        presence = (
-            keys.agents_key(view.exchange_id) if agents and view.exchange_id != NOT_AN_ID else None
-        )
+        presence = keys.agents_key(view.exchange_id) if numbered else None
+        intent = keys.wanted_key(view.exchange_id) if numbered else None
         if stream is not None or presence is not None:
-            wanted.append((index, stream, presence))
+            wanted.append((index, stream, presence, intent))
     return wanted
 
 
@@ -1254,13 +1279,16 @@ def _queue_offline_reads(
     with its key (for `_members_without_eval`)."""
     evals: list[tuple[int, str]] = []
     position = 0
-    for index, stream, presence in wanted:
+    for index, stream, presence, intent in wanted:
         if stream is not None:
             pipe.xrevrange(stream, max="+", min="-", count=1)
             position += 1
         if presence is not None:
             pipe.execute_command(script, LIVE_MEMBERS_LUA, 1, presence, MAX_AGENTS)
             evals.append((position, presence))
+            position += 1
+        if intent is not None:
+            pipe.hget(intent, WANTED_FIELD)
             position += 1
         if _checks_type(views[index], presence):
             pipe.type(keys.status_key(views[index].exchange_id))
@@ -1285,24 +1313,19 @@ def _wrong_type(exchange_id: int, key_type: object) -> str | None:
 
 
 def _with_details(
-    views: list[ExchangeView],
-    wanted: list[_Wanted],
-    known: dict[int, LastKnown],
-    found: dict[int, tuple[AgentPresence, ...]],
-    problems: dict[int, list[str]],
+    views: list[ExchangeView], wanted: list[_Wanted], read: _OfflineRead
 ) -> list[ExchangeView]:
     """`views` with what was read for the wanted ones; a view that gained
     nothing is kept as it is (the very same object)."""
     out = list(views)
-    for index, _, _ in wanted:
+    for index, _, _, _ in wanted:
         view = views[index]
-        issues = problems.get(index, [])
-        if index not in known and index not in found and not issues:
+        issues = read.problems.get(index, [])
+        known, found, record = read.known.get(index), read.found.get(index), read.wanted.get(index)
+        if known is None and found is None and record is None and not issues:
             continue
         error = "; ".join([view.error, *issues] if view.error else issues) or None
-        out[index] = replace(
-            view, last_known=known.get(index), agents=found.get(index, ()), error=error
-        )
+        out[index] = replace(view, last_known=known, agents=found or (), error=error, wanted=record)
     return out
 
 

@@ -9,10 +9,11 @@ in `perseus_core.present`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
+from perseus_core.store.wanted import Wanted
 from perseus_core.wire.models import (
     ActivityEntry,
     AgentPresence,
@@ -52,11 +53,23 @@ class LastKnown:
     timestamp: str
     event: str
     id: str
+    crash: str = ""
+    """The holder's own error entry that ended its last run, when its child
+    exited on its own (`child command exited with code 3 while active; last
+    stderr: ...`), found just below the transitions that walked it back to
+    idle; empty for a run that was stopped."""
+    crash_timestamp: str = ""
+    """When that error was written (raw, as `timestamp`)."""
 
     @property
     def time(self) -> datetime | None:
         """`timestamp` parsed, or None if missing or unparseable."""
         return parse_ts_or_none(self.timestamp)
+
+    @property
+    def crash_time(self) -> datetime | None:
+        """`crash_timestamp` parsed, or None."""
+        return parse_ts_or_none(self.crash_timestamp)
 
     @classmethod
     def from_entry(cls, entry: ActivityEntry) -> LastKnown:
@@ -103,11 +116,40 @@ class LastKnown:
                     same_host = same_writer(newer.hostname, newer.ip, entry.hostname, entry.ip)
                     if isinstance(newer, ErrorEntry) and same_host and info.state:
                         return info
+                crash = _crash_below(entry, [older for older, _ in items[index:]])
+                if crash is not None:
+                    return replace(known, crash=crash.error, crash_timestamp=crash.timestamp)
                 return known
         stated = [known for _, known in items if known.state]
         if stated:
             return stated[0]
         return items[0][1] if items else None
+
+
+CHILD_EXIT_PREFIX = "child command "
+"""How a Perseus agent's error entry for a child that exited on its own begins
+(`child command exited with code 3 while active`)."""
+
+_WAY_OUT = frozenset({"stopping", "stopped", "idle"})
+
+
+def _crash_below(newest: StateTransitionEntry, older: list[ActivityEntry]) -> ErrorEntry | None:
+    """The holder's child-exit error that started its walk back to idle, when
+    `newest` (a transition, then the entries below it, newest first) ends one:
+    below the transitions into stopping, stopped and idle of the same host
+    lies its error entry. A stop has a transition out of a running state
+    there instead."""
+    if newest.to_state not in _WAY_OUT:
+        return None
+    for entry in older:
+        if not same_writer(entry.hostname, entry.ip, newest.hostname, newest.ip):
+            continue
+        if isinstance(entry, StateTransitionEntry) and entry.to_state in _WAY_OUT:
+            continue
+        if isinstance(entry, ErrorEntry) and entry.error.startswith(CHILD_EXIT_PREFIX):
+            return entry
+        return None
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +198,13 @@ class ExchangeView:
         key_exists: the status key exists (the instance is alive), even if its
             payload could not be read.
         catalog_entry: the valid catalog entry, if any.
-        agents: the agents running for it (docs/wire-format.md 2.4), read only
-            when there is no valid status; sorted by hostname and pid. A
-            tuple: views are shared between snapshots.
+        agents: the agents running for it (docs/wire-format.md 2.4), sorted
+            by hostname and pid: with a valid status, the holder's agent and
+            its standbys (`standbys`). A tuple: views are shared between
+            snapshots.
+        wanted: what the operators last asked of it (docs/wire-format.md
+            2.6), read only when there is no valid status; None when nothing
+            readable is recorded.
         seen_at: for an exchange not online, its newest heartbeat this
             reader saw while it was online (see `last_seen`); else None.
         heartbeat_at: when the last heartbeat happened on this host's clock,
@@ -179,6 +225,24 @@ class ExchangeView:
     agents: tuple[AgentPresence, ...] = ()
     heartbeat_at: datetime | None = None
     seen_at: datetime | None = None
+    wanted: Wanted | None = None
+
+    @property
+    def standbys(self) -> tuple[AgentPresence, ...]:
+        """The agents present that do not hold the slot (idle), while an
+        instance holds it: each would take over if started once the slot is free."""
+        if not self.online:
+            return ()
+        return tuple(agent for agent in self.agents if agent.state == "idle")
+
+    @property
+    def stopped_by(self) -> Wanted | None:
+        """The operator's stop that keeps this exchange down, when nothing
+        runs it: the record, else None (running, or not stopped)."""
+        wanted = self.wanted
+        if self.online or wanted is None or not wanted.stopped:
+            return None
+        return wanted
 
     @property
     def last_seen(self) -> LastSeen | None:
