@@ -174,6 +174,11 @@ def _nearest(key: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def _where(index: int, name: Any) -> str:
+    """How a problem names its slot: `slot 2 (kraken)`, by position and, once known, name."""
+    return f"slot {index + 1}" + (f" ({clean(name, 64)})" if isinstance(name, str) else "")
+
+
 def _shown(value: Any) -> str:
     return clean(repr(value), 60)
 
@@ -257,8 +262,8 @@ class _Checker:
         if not raw_slots:
             self._add(None, f"no [[{SLOT}]] table: nothing to run")
         slots = [self._slot(index, raw, defaults) for index, raw in enumerate(raw_slots)]
-        self._duplicates(slots)
-        return tuple(slot for slot in slots if slot is not None)
+        self._duplicates([values for _, values in slots])
+        return tuple(options for options, _ in slots if options is not None)
 
     def _defaults(self, raw: Any) -> dict[str, Any]:
         line = self._lines.table(DEFAULTS)
@@ -278,10 +283,10 @@ class _Checker:
 
     def _slot(
         self, index: int, raw: dict[str, Any], defaults: dict[str, Any]
-    ) -> AgentOptions | None:
+    ) -> tuple[AgentOptions | None, dict[str, Any]]:
+        """The slot's options (None if anything is wrong) and the values that passed."""
         line = self._lines.table(SLOT, index)
-        name = raw.get("exchange_name")
-        where = f"slot {index + 1}" + (f" ({clean(name, 64)})" if isinstance(name, str) else "")
+        where = _where(index, raw.get("exchange_name"))
         values = dict(defaults)
         valid = True
         for key, value in raw.items():
@@ -294,16 +299,7 @@ class _Checker:
             if required and key not in raw:
                 self._add(line, f"{where}: {key} is missing")
                 valid = False
-        if not valid:
-            return None
-        options = AgentOptions(**values)
-        problem = child_command_problem(options.command)
-        if problem is not None:
-            self._add(
-                self._lines.key(line, _COMMAND) if _COMMAND in raw else line, f"{where}: {problem}"
-            )
-            return None
-        return options
+        return (AgentOptions(**values) if valid else None), values
 
     def _value(self, line: int | None, where: str, key: str, value: Any) -> Any:
         """`value` as the field `key` takes it, or `_INVALID` (the problem recorded)."""
@@ -330,30 +326,29 @@ class _Checker:
         if problem is not None:
             self._add(line, f"{where}: {key} = {_shown(value)}: {problem}")
             return _INVALID
-        return tuple(checked) if key == _COMMAND else checked
+        if key == _COMMAND:
+            checked = tuple(checked)
+            problem = child_command_problem(checked)
+            if problem is not None:
+                self._add(line, f"{where}: {problem}")
+                return _INVALID
+        return checked
 
-    def _duplicates(self, slots: list[AgentOptions | None]) -> None:
+    def _duplicates(self, slots: list[dict[str, Any]]) -> None:
         """An exchange id or name (any case, as the catalog compares them) twice
         would be two agents fighting over one slot, or two slots one name."""
-        ids: dict[int, int] = {}
-        names: dict[str, int] = {}
-        for index, slot in enumerate(slots):
-            if slot is None:
-                continue
-            line = self._lines.table(SLOT, index)
-            first = ids.setdefault(slot.exchange_id, index)
-            if first != index:
-                self._add(
-                    self._lines.key(line, "exchange_id"),
-                    f"slot {index + 1}: exchange_id {slot.exchange_id} is slot {first + 1}'s too",
-                )
-            first = names.setdefault(slot.exchange_name.casefold(), index)
-            if first != index:
-                self._add(
-                    self._lines.key(line, "exchange_name"),
-                    f"slot {index + 1}: exchange_name {slot.exchange_name}"
-                    f" is slot {first + 1}'s too",
-                )
+        for key, same in (("exchange_id", lambda v: v), ("exchange_name", str.casefold)):
+            first: dict[Any, int] = {}
+            for index, values in enumerate(slots):
+                if key not in values:
+                    continue
+                seen = first.setdefault(same(values[key]), index)
+                if seen != index:
+                    self._add(
+                        self._lines.key(self._lines.table(SLOT, index), key),
+                        f"{_where(index, values.get('exchange_name'))}:"
+                        f" {key} {values[key]} is slot {seen + 1}'s too",
+                    )
 
 
 _INVALID = object()
