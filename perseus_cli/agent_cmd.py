@@ -186,8 +186,9 @@ def agent(
     in a file only the agent's user can read (--redis-url-file, mode 600).
 
     Exit codes: 0 after a graceful stop, 2 bad arguments (a malformed URL, a
-    password in --redis-url, a child command that is not an executable file,
-    a name the catalog contradicts without --rename), 3 Redis unreachable
+    host file with problems, a password in --redis-url, a child command that
+    is not an executable file, a name the catalog contradicts without
+    --rename), 3 Redis unreachable
     past --startup-timeout or rejecting the credentials, 130 forced exit.
     """
     if config is not None:
