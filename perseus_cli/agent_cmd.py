@@ -153,7 +153,7 @@ def agent(
     redis_url_in_argv: bool,
     command: tuple[str, ...],
 ) -> None:
-    """Run the agent of one exchange slot (or of several: --config FILE).
+    """Run the agent of one exchange slot, or of every slot of a host file.
 
     It registers the exchange in the catalog, waits for `start`/`stop`/`ping`
     commands (from `perseus start ID`, or the dashboard) and drives the
