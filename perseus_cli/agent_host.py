@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -63,6 +64,8 @@ def run_host(path: str, settings: Settings, *, verbose: bool) -> NoReturn:
     try:
         code = host.run_forever()
     except AllSlotsFailed as exc:
+        for handler in logging.getLogger().handlers:
+            handler.flush()  # the log's last lines before the verdict, not after it
         causes = list(exc.failures.values())
         if any(isinstance(cause, StartupFailed) for cause in causes):
             fail(str(exc), EXIT_UNREACHABLE)

@@ -105,11 +105,6 @@ class Host:
 
     # --- public surface ---------------------------------------------------------
 
-    @property
-    def agents(self) -> dict[int, Agent]:
-        """exchange id -> the agent of that slot (running or ended)."""
-        return {exchange_id: member.agent for exchange_id, member in self._members.items()}
-
     def request_stop(self) -> None:
         """Stop every slot gracefully and return from `run()`."""
         if not self._shutdown.is_set():
@@ -117,7 +112,8 @@ class Host:
         self._shutdown.set()
         self._wake.set()
         for member in self._members.values():
-            member.agent.request_stop()
+            if member.running:
+                member.agent.request_stop()
 
     def request_reload(self) -> None:
         """Apply the host file again (in the background, after any reload under way)."""
@@ -167,7 +163,7 @@ class Host:
                 for m in self._members.values()
                 if m.failure is not None
             }
-            self.request_stop()
+            self._shutdown.set()  # no reload may start a slot from now on
             await self._settle()
             if failures and not requested:
                 raise AllSlotsFailed(failures)
