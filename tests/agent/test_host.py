@@ -15,9 +15,12 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from perseus_core.plumbing.processes import descendants
+from perseus_core.runtime.agent import Agent, AgentOptions
+from perseus_core.runtime.host import Host
 from perseus_core.wire import keys
 from perseus_core.wire.models import CatalogEntry
 from perseus_core.wire.settings import Settings
@@ -157,3 +160,32 @@ async def test_sighup_applies_the_file_again_and_a_bad_file_changes_nothing(
     host.signal(signal.SIGTERM)
     assert await host.wait_exit() == 0
     assert not any(pid_alive(p) for p in (kept, new, added))
+
+
+async def test_an_agent_that_crashes_ends_alone(
+    settings: Settings,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """In process: a bug in one slot's agent is logged and leaves the others running."""
+    real_run = Agent.run
+
+    async def run(self: Agent, *, signals: bool = True) -> int:
+        if self.name == "broken":
+            raise RuntimeError("a bug")
+        return await real_run(self, signals=signals)
+
+    monkeypatch.setattr(Agent, "run", run)
+    slots = [
+        AgentOptions(1, "coinbase", autostart=True, warmup_s=0.1),
+        AgentOptions(2, "broken", autostart=True),
+    ]
+    host = Host(settings, slots)
+    running = asyncio.create_task(host.run())
+    await eventually(lambda: state_is(redis, "active", 1), what="coinbase active")
+    assert not running.done()
+    assert "broken: agent failed; the other slots run on" in caplog.text
+    host.request_stop()
+    assert await asyncio.wait_for(running, 20) == 0
+    assert await status_gone(redis, 1)
