@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 
 import click
 
+from perseus_cli.agent_host import refuse_slot_options, run_host
 from perseus_cli.agent_log import configure_logging
 from perseus_cli.common import load_settings
 from perseus_cli.options import (
@@ -18,8 +17,8 @@ from perseus_cli.options import (
     password_in,
 )
 from perseus_core.runtime.agent import Agent, AgentOptions, NameContradicted, StartupFailed
+from perseus_core.runtime.options import child_command_problem
 from perseus_core.wire.models import validate_exchange_name
-from perseus_core.wire.text import clean
 
 ARGV_PASSWORD = (
     "refusing a Redis password on the command line, where every process on this host "
@@ -28,31 +27,13 @@ ARGV_PASSWORD = (
 )
 
 
-def _exchange_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def _exchange_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:  # --config
+        return None
     try:
         return validate_exchange_name(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
-
-
-def child_command_problem(command: tuple[str, ...]) -> str | None:
-    """Why the child command cannot run, or None: checked at start, so a typo
-    is one line and exit 2 now rather than an error at the first `start`
-    while the agent sits READY. A name is looked up on PATH, a path (with a
-    `/`) is taken as it is; either must be an executable file."""
-    if not command:
-        return None
-    program = command[0]
-    if shutil.which(program) is not None:
-        return None
-    shown = clean(program, 200)
-    if "/" not in program:
-        return f"child command not found on PATH: {shown}"
-    if not os.path.exists(program):
-        return f"child command not found: {shown}"
-    if os.path.isdir(program):
-        return f"child command is a directory: {shown}"
-    return f"child command is not executable: {shown} (chmod +x?)"
 
 
 @click.command(
@@ -60,15 +41,40 @@ def child_command_problem(command: tuple[str, ...]) -> str | None:
     context_settings={"allow_interspersed_args": False},
     epilog=(
         "Example: perseus agent --exchange-id 1 --exchange-name coinbase --warmup 5 "
-        "-- ./run-feed --exchange coinbase"
+        "-- ./run-feed --exchange coinbase\n\n"
+        "Several slots in one process: perseus agent --config host.toml, a file such as"
+        " (docs/host.example.toml has every key):\n\n"
+        "\b\n"
+        "  [defaults]                  # optional: any slot key, for every slot\n"
+        "  warmup_s = 5\n"
+        "  [[slot]]                    # one per exchange slot\n"
+        "  exchange_id = 1\n"
+        '  exchange_name = "coinbase"\n'
+        '  command = "./run-feed --exchange coinbase"\n'
+        "  [[slot]]\n"
+        "  exchange_id = 4\n"
+        '  exchange_name = "kraken"\n'
+        '  command = ["./run-feed", "--exchange", "kraken"]\n'
+        "  autostart = true"
     ),
 )
 @click.option(
-    "--exchange-id", type=click.IntRange(min=0), required=True, help="The slot this agent runs."
+    "--config",
+    default=None,
+    metavar="FILE",
+    help="Run every exchange slot of this TOML file in one process, each its own agent"
+    " (a slot's keys: exchange_id, exchange_name, command, warmup_s, symbol_count,"
+    " autostart...; example below). Checked before anything starts (exit 2, every"
+    " problem with its line). SIGHUP re-reads it:"
+    " added slots start, removed ones stop, changed ones restart, the others run on."
+    " Replaces --exchange-id, --exchange-name and the other slot options.",
+)
+@click.option(
+    "--exchange-id", type=click.IntRange(min=0), default=None, help="The slot this agent runs."
 )
 @click.option(
     "--exchange-name",
-    required=True,
+    default=None,
     callback=_exchange_name,
     help="Exchange name (letters, digits, '.', '_', '-'), e.g. coinbase.",
 )
@@ -128,8 +134,9 @@ def child_command_problem(command: tuple[str, ...]) -> str | None:
 @agent_redis_url_option
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND ARGS...]")
 def agent(
-    exchange_id: int,
-    exchange_name: str,
+    config: str | None,
+    exchange_id: int | None,
+    exchange_name: str | None,
     display_name: str | None,
     rename: bool,
     autostart: bool,
@@ -146,7 +153,7 @@ def agent(
     redis_url_in_argv: bool,
     command: tuple[str, ...],
 ) -> None:
-    """Run the agent of one exchange slot.
+    """Run the agent of one exchange slot, or of every slot of a host file.
 
     It registers the exchange in the catalog, waits for `start`/`stop`/`ping`
     commands (from `perseus start ID`, or the dashboard) and drives the
@@ -179,10 +186,17 @@ def agent(
     in a file only the agent's user can read (--redis-url-file, mode 600).
 
     Exit codes: 0 after a graceful stop, 2 bad arguments (a malformed URL, a
-    password in --redis-url, a child command that is not an executable file,
-    a name the catalog contradicts without --rename), 3 Redis unreachable
+    host file with problems, a password in --redis-url, a child command that
+    is not an executable file, a name the catalog contradicts without
+    --rename), 3 Redis unreachable
     past --startup-timeout or rejecting the credentials, 130 forced exit.
     """
+    if config is not None:
+        refuse_slot_options(click.get_current_context())
+    else:
+        for value, option in ((exchange_id, "--exchange-id"), (exchange_name, "--exchange-name")):
+            if value is None:
+                raise click.UsageError(f"Missing option '{option}' (or give --config FILE).")
     problem = child_command_problem(command)
     if problem is not None:
         fail(problem, EXIT_USAGE)
@@ -193,6 +207,9 @@ def agent(
     )
     if redis_url_in_argv and password_in(settings.redis_url):
         fail(ARGV_PASSWORD, EXIT_USAGE)
+    if config is not None:
+        run_host(config, settings, verbose=verbose)
+    assert exchange_id is not None and exchange_name is not None  # checked above
     configure_logging(verbose)
     options = AgentOptions(
         exchange_id=exchange_id,

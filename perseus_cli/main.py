@@ -30,7 +30,11 @@ class Verb:
 
 
 VERBS: dict[str, Verb] = {
-    "agent": Verb("perseus_cli.agent_cmd", "agent", "Run the agent of one exchange slot."),
+    "agent": Verb(
+        "perseus_cli.agent_cmd",
+        "agent",
+        "Run the agent of one exchange slot, or of every slot of a host file.",
+    ),
     "catalog": Verb(
         "perseus_cli.catalog_cmd",
         "catalog_group",

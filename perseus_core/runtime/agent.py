@@ -99,6 +99,12 @@ class Agent:
         if self._slot is not None:
             self._slot.wake()
 
+    def kill_child_now(self) -> None:
+        """SIGKILL every process of the current run's child without waiting
+        (a forced exit: the slot is left to expire on its own)."""
+        if self._slot is not None:
+            self._slot.kill_child_now()
+
     def run_forever(self) -> int:
         """Run in a fresh event loop; returns the process exit code (0 after a graceful stop).
 
@@ -107,13 +113,20 @@ class Agent:
         """
         return asyncio.run(self.run())
 
-    async def run(self) -> int:
+    async def run(self, *, signals: bool = True) -> int:
         """Connect, register in the catalog, serve commands until asked to stop.
 
         SIGTERM, SIGHUP and SIGINT are handled while this runs (when called in
         the main thread): each stops gracefully (a closed SSH session sends
         SIGHUP: the slot is released and the presence withdrawn, not left to
         expire), a second SIGINT exits at once.
+
+        Args:
+            signals: handle the process's signals as above. An agent embedded
+                beside others in one event loop (`perseus_core.runtime.host`)
+                leaves them to its caller: a loop has one handler per signal,
+                and the caller decides what a signal means for every agent
+                (`request_stop`, `kill_child_now`) and when the process exits.
 
         Returns:
             0 after a graceful stop.
@@ -125,7 +138,7 @@ class Agent:
                 and `AgentOptions.rename` is off.
         """
         loop = asyncio.get_running_loop()
-        installed = self._install_signal_handlers(loop)
+        installed = self._install_signal_handlers(loop) if signals else []
         try:
             command = " ".join(self.options.command)
             log.info(
@@ -280,8 +293,7 @@ class Agent:
         """Second Ctrl-C: kill every process of the child and leave now; the key
         expires by TTL."""
         log.warning("%s: forced exit: child killed, the slot expires on its own", self.name)
-        if self._slot is not None:
-            self._slot.kill_child_now()
+        self.kill_child_now()
         logging.shutdown()
         os._exit(FORCED_EXIT)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from perseus_core.wire.errors import PerseusError
+from perseus_core.wire.text import clean
 
 FORCED_EXIT = 130
 """Exit code after a second Ctrl-C (128 + SIGINT, as shells report it)."""
@@ -53,3 +56,23 @@ class AgentOptions:
     hostname: str | None = None
     pass_env: bool = False
     rename: bool = False
+
+
+def child_command_problem(command: Sequence[str]) -> str | None:
+    """Why the child command cannot run, or None: checked at start, so a typo
+    is one line and exit 2 now rather than an error at the first `start`
+    while the agent sits READY. A name is looked up on PATH, a path (with a
+    `/`) is taken as it is; either must be an executable file."""
+    if not command:
+        return None
+    program = command[0]
+    if shutil.which(program) is not None:
+        return None
+    shown = clean(program, 200)
+    if "/" not in program:
+        return f"child command not found on PATH: {shown}"
+    if not os.path.exists(program):
+        return f"child command not found: {shown}"
+    if os.path.isdir(program):
+        return f"child command is a directory: {shown}"
+    return f"child command is not executable: {shown} (chmod +x?)"

@@ -371,3 +371,25 @@ def spawn_agent(tmp_path: Path, redis_url: str) -> Iterator[SpawnAgent]:
     finally:
         for proc in agents:
             proc.kill_everything()
+
+
+SpawnHost = Callable[[Path], AgentProcess]
+
+
+@pytest.fixture
+def spawn_host(tmp_path: Path, redis_url: str) -> Iterator[SpawnHost]:
+    """Factory: `spawn_host(config_path)` runs `perseus agent --config PATH`, killed
+    with everything it supervised in teardown, as `spawn_agent`'s agents are."""
+    hosts: list[AgentProcess] = []
+
+    def spawn(config: Path) -> AgentProcess:
+        log_path = tmp_path / f"host-{len(hosts)}.log"
+        proc = AgentProcess([*AGENT_ARGV, "--config", str(config)], agent_env(redis_url), log_path)
+        hosts.append(proc)
+        return proc
+
+    try:
+        yield spawn
+    finally:
+        for proc in hosts:
+            proc.kill_everything()
