@@ -165,6 +165,13 @@ class Settings(BaseSettings):
     refresh_ms: int = Field(
         default=5_000, gt=0, description="How often the dashboard re-reads every status."
     )
+    flap_transitions: int = Field(
+        default=6,
+        ge=1,
+        description="An exchange with more state transitions than this in the last hour"
+        " counts as flapping (the dashboard's header counts them): a healthy start or stop"
+        " is 3 or 4 transitions, so more than 6 is at least two round trips in an hour.",
+    )
     heartbeat_fresh_ms: int | None = Field(
         default=None,
         gt=0,
