@@ -289,9 +289,7 @@ def build(
     for index in range(cells):
         low, high = bounds[index], bounds[index + 1]
         kind, state = _dominant(changes, starts, low, high)
-        slices.append(
-            Slice(low, high, kind, state, transitions[index], tuple(by_slice[index]))
-        )
+        slices.append(Slice(low, high, kind, state, transitions[index], tuple(by_slice[index])))
     return Timeline(start, end, tuple(slices))
 
 
@@ -479,9 +477,7 @@ class TimelineBook:
 
     def unloaded(self, names: Iterable[str]) -> list[str]:
         """The names whose history no window read has filled yet."""
-        return [
-            name for name in names if (found := self.history(name)) is None or not found.loaded
-        ]
+        return [name for name in names if (found := self.history(name)) is None or not found.loaded]
 
     def reload_all(self) -> None:
         """Every history must be read again (the tail restarted: it may have missed entries)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -71,35 +71,38 @@ async def read_windows(
                 pipe.xrevrange(key, max="+", min=low, count=count)
             pipe.xrevrange(keys.activity_key(name), max=f"({low}", min="-", count=EDGE_SCAN)
         results = await pipe.execute(raise_on_error=False)
-    windows: dict[str, Window] = {}
-    for index, name in enumerate(wanted):
-        shared, ours, before = results[3 * index : 3 * index + 3]
-        stream_keys = (keys.activity_key(name), keys.perseus_activity_key(name))
-        entries: list[ActivityEntry] = []
-        known_from: datetime | None = None
-        error: str | None = None
-        for key, result in zip(stream_keys, (shared, ours), strict=True):
-            if isinstance(result, ResponseError):
-                error = str(refused(result, "XREVRANGE", key))
-                continue
-            if isinstance(result, Exception):
-                raise result
-            rows = cast(StreamRows, result)
-            read = [parse_entry(i, fields or {}, stream_name(key), key) for i, fields in rows]
-            entries += read
-            if len(rows) >= count and read:
-                oldest = read[-1].moment
-                if oldest is not None and (known_from is None or oldest > known_from):
-                    known_from = oldest
-        if isinstance(before, ResponseError):
-            error = error or str(refused(before, "XREVRANGE", stream_keys[0]))
-        elif isinstance(before, Exception):
-            raise before
-        elif known_from is None:
-            for entry_id, fields in cast(StreamRows, before):
-                entry = parse_entry(entry_id, fields or {}, name, stream_keys[0])
-                if isinstance(entry, StateTransitionEntry):
-                    entries.append(entry)
-                    break
-        windows[name] = Window(entries, known_from, error)
-    return windows
+    return {
+        name: _window(name, results[3 * index : 3 * index + 3], count)
+        for index, name in enumerate(wanted)
+    }
+
+
+def _window(name: str, results: list[Any], count: int) -> Window:
+    """One exchange's window from its three replies (shared, Perseus, before)."""
+    shared, ours, before = results
+    stream_keys = (keys.activity_key(name), keys.perseus_activity_key(name))
+    entries: list[ActivityEntry] = []
+    known_from: datetime | None = None
+    error: str | None = None
+    for key, result in zip(stream_keys, (shared, ours), strict=True):
+        if isinstance(result, ResponseError):
+            error = str(refused(result, "XREVRANGE", key))
+            continue
+        if isinstance(result, Exception):
+            raise result
+        rows = cast(StreamRows, result)
+        read = [parse_entry(i, fields or {}, stream_name(key), key) for i, fields in rows]
+        entries += read
+        oldest = read[-1].moment if read and len(rows) >= count else None
+        if oldest is not None and (known_from is None or oldest > known_from):
+            known_from = oldest  # a stream cut short: before its oldest, nothing is known
+    if isinstance(before, ResponseError):
+        error = error or str(refused(before, "XREVRANGE", stream_keys[0]))
+    elif isinstance(before, Exception):
+        raise before
+    elif known_from is None:
+        edge = (parse_entry(i, f or {}, name, stream_keys[0]) for i, f in cast(StreamRows, before))
+        newest = next((e for e in edge if isinstance(e, StateTransitionEntry)), None)
+        if newest is not None:
+            entries.append(newest)
+    return Window(entries, known_from, error)
