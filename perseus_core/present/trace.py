@@ -127,12 +127,16 @@ class TraceBook:
 
     def record(self, views: Iterable[ExchangeView], now: datetime) -> None:
         """Note every view's heartbeat age at `now`."""
-        traces = self._traces
         for view in views:
-            trace = traces.get(view.exchange_id)
-            if trace is None:
-                trace = traces[view.exchange_id] = AgeTrace(now, slots=self._slots)
-            trace.record(now, heartbeat_age_s(view, now))
+            self.note(view.exchange_id, now, heartbeat_age_s(view, now))
+
+    def note(self, exchange_id: int, at: datetime, age_s: float | None) -> None:
+        """Note one exchange's heartbeat age at `at` (None: it had no status);
+        its trace begins at the first moment noted."""
+        trace = self._traces.get(exchange_id)
+        if trace is None:
+            trace = self._traces[exchange_id] = AgeTrace(at, slots=self._slots)
+        trace.record(at, age_s)
 
     def forget(self, keep: Iterable[int]) -> None:
         """Drop the traces of exchanges no longer listed."""

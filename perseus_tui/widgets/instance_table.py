@@ -35,18 +35,21 @@ from perseus_tui.widgets.age_sparkline import TABLE_WIDTH, spark_line
 from perseus_tui.widgets.timeline_strip import hour_strip
 
 STRIP_COLUMN = ("timeline", "Last hour")
-"""The one-hour state strip, after the state (`timeline_strip.hour_strip`)."""
+"""The one-hour state strip (`timeline_strip.hour_strip`)."""
 TREND_COLUMN = ("trend", "Trend")
-"""The heartbeat-age sparkline, after the heartbeat (`age_sparkline.spark_line`)."""
+"""The heartbeat-age sparkline (`age_sparkline.spark_line`)."""
+HISTORY_AT = 5
+"""Where the strip and the trend go: after id, exchange, state, heartbeat and
+uptime, which tell whether an exchange is alive and must stay whole at 80
+columns; before where it runs."""
 COLUMNS = (
-    *present.TABLE_COLUMNS[:3],
+    *present.TABLE_COLUMNS[:HISTORY_AT],
     STRIP_COLUMN,
-    present.TABLE_COLUMNS[3],
     TREND_COLUMN,
-    *present.TABLE_COLUMNS[4:],
+    *present.TABLE_COLUMNS[HISTORY_AT:],
 )
 """The columns, keyed: the presenter's (`TABLE_COLUMNS`, in the order it gives
-a row's cells), with the strip after the state and the trend after the heartbeat."""
+a row's cells), with the strip and the trend at `HISTORY_AT`."""
 
 
 def row_cells(
@@ -67,7 +70,7 @@ def row_cells(
     trend = Content()
     if trace is not None:
         trend = spark_line(trace.values(), timing.thresholds(view.status), TABLE_WIDTH)
-    return (*cells[:3], strip, cells[3], trend, *cells[4:])
+    return (*cells[:HISTORY_AT], strip, trend, *cells[HISTORY_AT:])
 
 
 class InstanceTable(DataTable[Text]):
