@@ -174,6 +174,13 @@ class PerseusApp(App[None]):
         return bool(self.read_only_reason)
 
     @property
+    def timelines_read(self) -> bool:
+        """Every listed exchange's timeline window has been read, so its strips
+        are final (tests and screenshots wait on it)."""
+        names = [view.exchange_name for view in self.fleet.ordered]
+        return not self.fleet.timelines.unloaded(names)
+
+    @property
     def views(self) -> Mapping[int, ExchangeView]:
         """Every listed exchange as last read, by id."""
         return self.fleet.views

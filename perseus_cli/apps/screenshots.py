@@ -97,10 +97,11 @@ async def wait_for(
 
 
 async def settle(pilot: Pilot[None]) -> None:
-    """Wait until the fleet and the feed history are on screen."""
+    """Wait until the fleet, the feed history and the timelines are on screen."""
     app = pilot.app
     assert isinstance(app, PerseusApp)
     await wait_for(pilot, lambda: app.loaded.is_set() and app.history_loaded.is_set())
+    await wait_for(pilot, lambda: app.timelines_read)
     await wait_for(pilot, lambda: app.focused is not None)  # the first card, once mounted
     await pilot.pause()
 
