@@ -30,6 +30,7 @@ from textual.worker import Worker, WorkerState
 from perseus_core.present import refusal, route_of
 from perseus_core.present.commands import CommandStep, step_text
 from perseus_core.present.exchange import Timing, zone_name
+from perseus_core.present.timeline import DAY
 from perseus_core.store.control.sender import Via, default_operator
 from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_core.wire.models import ActivityEntry, CommandType
@@ -51,6 +52,7 @@ from perseus_tui.messages import (
     ReadOnlyDetected,
     RefreshRequested,
     SnapshotLoaded,
+    TimelineWindows,
 )
 from perseus_tui.observed import OfflineObserver
 from perseus_tui.screens.confirm import ConfirmScreen
@@ -162,14 +164,21 @@ class PerseusApp(App[None]):
         self.service = FleetService(
             self, settings, clock=clock, operator=self.operator, feed_max_lines=feed_max_lines
         )
-        self._summary: tuple[Mapping[int, ExchangeView], tuple[Content, ...]] | None = None
-        """The header counts and the views they were counted from (the clock tick
-        reuses them; every read replaces the views)."""
+        self._summary: tuple[tuple[object, ...], tuple[Content, ...]] | None = None
+        """The header counts and what they were counted from (the views, the
+        timelines' version, the minute: the clock tick reuses them)."""
 
     @property
     def read_only(self) -> bool:
         """Start and stop are disabled (see `read_only_reason`)."""
         return bool(self.read_only_reason)
+
+    @property
+    def timelines_read(self) -> bool:
+        """Every listed exchange's timeline window has been read, so its strips
+        are final (tests and screenshots wait on it)."""
+        names = [view.exchange_name for view in self.fleet.ordered]
+        return not self.fleet.timelines.unloaded(names)
 
     @property
     def views(self) -> Mapping[int, ExchangeView]:
@@ -184,7 +193,11 @@ class PerseusApp(App[None]):
     def header_state(self) -> HeaderState:
         """What every header shows right now."""
         views = self.views
-        if self._summary is None or self._summary[0] is not views:
+        fleet = self.fleet
+        now = self.clock()
+        basis = (views, fleet.timelines.version, now.replace(second=0, microsecond=0))
+        known = self._summary[0] if self._summary is not None else None
+        if known is None or known[0] is not views or known[1:] != basis[1:]:
             states: list[str | None] = []
             ready = 0
             for view in views.values():
@@ -195,14 +208,20 @@ class PerseusApp(App[None]):
                     states.append(None)
                 elif kind is ViewKind.READY:
                     ready += 1
-            parts = tuple(summary_parts(states, len(views), ready=ready))
-            self._summary = (views, parts)
+            names = (view.exchange_name for view in views.values())
+            flapping = fleet.timelines.flapping(names, now, self.settings.flap_transitions)
+            self._summary = (
+                basis,
+                tuple(summary_parts(states, len(views), ready=ready, flapping=flapping)),
+            )
+        summary = self._summary
+        assert summary is not None  # set just above
         return HeaderState(
             target=self.target,
             connected=self.connected,
             read_only=self.read_only,
-            summary_parts=self._summary[1],
-            now=self.clock(),
+            summary_parts=summary[1],
+            now=now,
             tz=self.display_tz,
         )
 
@@ -266,8 +285,10 @@ class PerseusApp(App[None]):
     def _tick(self) -> None:
         if not self._showing():
             return
+        now = self.clock()
+        self.fleet.traces.record(self.fleet.ordered, now)
         self.header = self.header_state()
-        self.clock_tick = self.clock()
+        self.clock_tick = now
 
     # --- results of the fleet service ------------------------------------------------
 
@@ -300,12 +321,19 @@ class PerseusApp(App[None]):
             seen_at = read_at or self.clock()
             observed = self.observer.compare(previous.views, views, seen_at)
             if observed:
+                previous.timelines.add(observed)  # marks in the strip's slices
                 self.live_entries = observed  # feed and history; never written to Redis
         ordered = sorted(views.values(), key=lambda v: (v.exchange_id, v.exchange_name))
         timing = previous.timing
         if read_at is not None and read_at != timing.read_at:
             timing = replace(timing, read_at=read_at)
-        self.fleet = FleetState(views, ordered, self.clock(), False, True, timing)
+        now = self.clock()
+        previous.timelines.trim(now - DAY)
+        previous.traces.forget(views)
+        previous.traces.record(ordered, now)
+        self.fleet = FleetState(
+            views, ordered, now, False, True, timing, previous.timelines, previous.traces
+        )
         self.header = self.header_state()
 
     def _connection_ok(self) -> None:
@@ -330,6 +358,12 @@ class PerseusApp(App[None]):
             self.fleet = replace(fleet, stale=True)
         self.header = self.header_state()
 
+    @on(TimelineWindows)
+    def _timeline_windows(self, message: TimelineWindows) -> None:
+        timelines = self.fleet.timelines
+        for name, window in message.windows.items():
+            timelines.load(name, window.entries, known_from=window.known_from)
+
     @on(FeedHistory)
     def _feed_history(self, message: FeedHistory) -> None:
         if not self._showing():
@@ -342,6 +376,7 @@ class PerseusApp(App[None]):
         self.service.feed_batch_shown(message)  # the next batch may go
         if not self._showing():
             return
+        self.fleet.timelines.add(message.entries)
         self.live_entries = message.entries
         self.service.refresh_soon(message.entries)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from perseus_core.present.exchange import Timing, title
+from perseus_core.present.timeline import TimelineBook
+from perseus_core.present.trace import TraceBook
 from perseus_core.store.network import ExchangeView
 
 
@@ -34,6 +36,11 @@ class FleetState:
     `Timing.thresholds`) and when the whole fleet was last read (a
     partial re-read keeps it: a view read since then is only fresher than
     this says)."""
+    timelines: TimelineBook = field(default_factory=TimelineBook)
+    """Every exchange's entries for its state timelines (one object for the
+    dashboard's life: the app keeps it up to date, surfaces only read it)."""
+    traces: TraceBook = field(default_factory=TraceBook)
+    """Every exchange's heartbeat ages since the dashboard began watching (the same way)."""
 
     def label(self, exchange_id: int) -> str:
         """A safe, human name for an exchange: `Coinbase #1` (`exchange #7` if unlisted)."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from perseus_core.present.commands import CommandStage
+from perseus_core.store.activity.windows import Window
 from perseus_core.store.network import ExchangeView, FleetSnapshot
 from perseus_core.store.output import OutputLine
 from perseus_core.wire.models import ActivityEntry, CommandType
@@ -83,6 +84,13 @@ class FeedHistory(Message):
     """The recent history loaded at start, newest first."""
 
     entries: list[ActivityEntry]
+
+
+@dataclass
+class TimelineWindows(Message):
+    """The window reads of some exchanges' state timelines, by stream name."""
+
+    windows: dict[str, Window]
 
 
 @dataclass

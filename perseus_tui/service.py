@@ -43,7 +43,9 @@ from perseus_core.present.commands import (
     failure_step,
     outcome_step,
 )
+from perseus_core.present.timeline import DAY
 from perseus_core.store.activity import ActivityLog, ActivityPage, ActivityTail
+from perseus_core.store.activity.windows import read_windows
 from perseus_core.store.control.sender import ControlClient
 from perseus_core.store.doctor import command_refusal
 from perseus_core.store.network import FleetReader, FleetSnapshot
@@ -60,12 +62,19 @@ from perseus_tui.messages import (
     FeedHistory,
     ReadOnlyDetected,
     SnapshotLoaded,
+    TimelineWindows,
 )
 
 RETRY_MAX_S = 4.0
 """Longest wait between reconnect attempts (shorter when --refresh is shorter)."""
 PARTIAL_REFRESH_MAX = 20
 """More exchanges than this with fresh activity: re-read the whole fleet instead."""
+TIMELINE_READ_COUNT = 500
+"""Entries read per stream for an exchange's state timeline (the window read);
+an exchange that wrote more in a day shows the time before them as unknown."""
+TIMELINE_BATCH = 200
+"""Exchanges whose windows are read in one pipeline: the fleet's first reads
+go out a batch at a time, so the dashboard keeps answering keys meanwhile."""
 POLL_GROUP = "poll"
 ACTIVITY_GROUP = "activity"
 COMMAND_GROUP = "commands"
@@ -110,6 +119,10 @@ class FleetService:
         """What the latest fleet read could not read (shown once each)."""
         self._rights_known = False
         """Whether this user's right to send commands was probed yet."""
+        self._tail_started = False
+        """The live tail follows every stream: a window read now misses nothing."""
+        self._windows_read: set[str] = set()
+        """Stream names whose timeline window was read since the tail (re)started."""
 
     @property
     def redis(self) -> RedisClient:
@@ -258,6 +271,7 @@ class FleetService:
                     for view in views:
                         self._ids_by_name[view.exchange_name.lower()] = view.exchange_id
                     self._host.post_message(ExchangesRefreshed(views))
+                await self._read_windows(self._ids_by_name)
                 failing = False
                 timeout = max(0.0, next_full - time.monotonic())
             except TRANSIENT_ERRORS as exc:
@@ -280,6 +294,21 @@ class FleetService:
         self._rights_known = True
         if refusal is not None:
             self._host.post_message(ReadOnlyDetected(f"Redis refuses commands: {refusal}"))
+
+    async def _read_windows(self, names: Iterable[str]) -> None:
+        """Read the timeline window of every exchange not read yet, once the
+        tail runs (so no entry falls between the read and the tail); the tail
+        keeps them up to date from then on. At most one read per exchange per
+        tail: a poll re-reads none of them."""
+        if not self._tail_started:
+            return
+        wanted = sorted({name.lower() for name in names if name} - self._windows_read)
+        since = self._clock() - DAY
+        for start in range(0, len(wanted), TIMELINE_BATCH):
+            batch = wanted[start : start + TIMELINE_BATCH]
+            windows = await read_windows(self.redis, batch, since=since, count=TIMELINE_READ_COUNT)
+            self._windows_read.update(batch)
+            self._host.post_message(TimelineWindows(windows))
 
     # --- activity ----------------------------------------------------------------------
 
@@ -307,14 +336,19 @@ class FleetService:
         names_client = connect(self.settings, retry=Retry(NoBackoff(), 0))
         names = FleetReader(names_client, clock=self._clock).exchange_names
         tail = ActivityTail(self.settings, names=names)
+        self._tail_started = False
+        self._windows_read.clear()  # a new tail starts at "$": what came between is read again
         try:
             await tail.start()
+            self._tail_started = True
+            self._wake.set()  # the poller reads the windows now
             await self._load_history()
             async for entry in tail:
                 self._feed_waiting.append(entry)
                 if self._feed_batch is None:
                     self._post_feed()
         finally:
+            self._tail_started = False
             try:
                 await tail.aclose()
             finally:  # even when closing the tail was interrupted

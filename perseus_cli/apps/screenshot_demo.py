@@ -144,7 +144,7 @@ async def settle_demo(pilot: Pilot[None]) -> None:
     """The fleet loaded behind the intro panel, which is still open."""
     app = pilot.app
     assert isinstance(app, PerseusApp)
-    while not (app.loaded.is_set() and app.history_loaded.is_set()):
+    while not (app.loaded.is_set() and app.history_loaded.is_set() and app.timelines_read):
         await pilot.pause(0.05)
     await pilot.pause(0.2)
 

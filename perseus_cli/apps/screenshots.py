@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from textual.pilot import Pilot
@@ -96,10 +97,11 @@ async def wait_for(
 
 
 async def settle(pilot: Pilot[None]) -> None:
-    """Wait until the fleet and the feed history are on screen."""
+    """Wait until the fleet, the feed history and the timelines are on screen."""
     app = pilot.app
     assert isinstance(app, PerseusApp)
     await wait_for(pilot, lambda: app.loaded.is_set() and app.history_loaded.is_set())
+    await wait_for(pilot, lambda: app.timelines_read)
     await wait_for(pilot, lambda: app.focused is not None)  # the first card, once mounted
     await pilot.pause()
 
@@ -111,12 +113,41 @@ async def _settle_empty(pilot: Pilot[None]) -> None:
     await pilot.pause()
 
 
+WATCHED_S = 3_600
+"""The detail screenshot's heartbeat sparkline: an hour of watching, simulated."""
+STRIP_CURSOR_STEPS = 18
+"""Slices the detail screenshot moves its strip's cursor back: onto coinbase's start."""
+
+
+def watched_an_hour(app: PerseusApp) -> None:
+    """Record an hour of heartbeat ages before the frozen "now", as a dashboard
+    watching that long would have: every exchange beats every 15 s, and the
+    first one was late once (25 s) forty minutes in."""
+    traces = app.fleet.traces
+    views = app.fleet.ordered
+    traces.forget(())  # begun at the frozen "now": begin again an hour earlier
+    for second in range(WATCHED_S + 1):
+        at = FIXED_NOW - timedelta(seconds=WATCHED_S - second)
+        for view in views:
+            age: float | None = None
+            if view.status is not None:
+                age = float(second % 15)
+                if view.exchange_id == 1 and 2_400 <= second < 2_410:
+                    age = float(second - 2_375)  # 25 s to 34 s: late, then overdue
+            traces.note(view.exchange_id, at, age)
+
+
 async def _open_detail(pilot: Pilot[None]) -> None:
     await settle(pilot)
+    app = pilot.app
+    assert isinstance(app, PerseusApp)
+    watched_an_hour(app)
     await pilot.press("enter")
     await wait_for(
         pilot, lambda: "History" in str(pilot.app.screen.query_one("#history").border_title)
     )
+    pilot.app.screen.query_one("#timeline").focus()
+    await pilot.press(*["left"] * STRIP_CURSOR_STEPS)
     await pilot.pause(0.3)
 
 
@@ -193,7 +224,14 @@ class Shot:
 SHOTS: tuple[Shot, ...] = (
     Shot("dashboard_120x40", (120, 40), seed_fleet, settle, "every state, offline, corrupt, ready"),
     Shot("dashboard_80x24", (80, 24), seed_fleet, settle, "the same fleet on a small terminal"),
-    Shot("detail", (120, 40), seed_fleet, _open_detail, "every field and the history"),
+    Shot(
+        "detail",
+        (120, 40),
+        seed_fleet,
+        _open_detail,
+        "the 24-hour strip (cursor on the start), an hour's heartbeat ages, every field,"
+        " the history",
+    ),
     Shot("help", (120, 40), seed_fleet, _help, "every key binding"),
     Shot(
         "output",

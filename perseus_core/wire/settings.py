@@ -176,6 +176,13 @@ class Settings(BaseSettings):
         description="How long one fleet read answers `perseus exporter`'s scrapes, so that"
         " several Prometheus servers cost Redis one read per this period (0: read per scrape).",
     )
+    flap_transitions: int = Field(
+        default=6,
+        ge=1,
+        description="An exchange with more state transitions than this in the last hour"
+        " counts as flapping (the dashboard's header counts them): a healthy start or stop"
+        " is 3 or 4 transitions, so more than 6 is at least two round trips in an hour.",
+    )
     heartbeat_fresh_ms: int | None = Field(
         default=None,
         gt=0,

@@ -269,7 +269,10 @@ class DashboardScreen(ExchangeScreen):
     def _refresh_views(self) -> None:
         if self._now is None:
             return
-        self.grid.timing = self.table.timing = self.fleet.timing
+        fleet = self.fleet
+        self.grid.timing = self.table.timing = fleet.timing
+        self.grid.timelines = self.table.timelines = fleet.timelines
+        self.table.traces = fleet.traces
         if self.showing_table:
             shown = [view for view in self._views if view_matches(view, self.query_text)]
             self.table.update_views(shown, self._now, self._tz, stale=self._stale)

@@ -1,4 +1,5 @@
-"""One exchange in full: every status field and its activity history, paged backwards."""
+"""One exchange in full: its last 24 hours as a state strip, its heartbeat
+ages while watched, every status field and its activity history, paged backwards."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ from perseus_tui.screens import close
 from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.service import FleetService
 from perseus_tui.widgets.activity_feed import ActivityFeed
+from perseus_tui.widgets.age_sparkline import AgeSparkline
 from perseus_tui.widgets.command_bar import CommandBar
 from perseus_tui.widgets.footer import PerseusFooter
 from perseus_tui.widgets.header import HeaderState, PerseusHeader
 from perseus_tui.widgets.history_feed import HistoryFeed
 from perseus_tui.widgets.status_panel import StatusPanel
+from perseus_tui.widgets.timeline_strip import TimelineStrip
 
 PAGE_SIZE = 50
 """History entries read per page."""
@@ -37,7 +40,8 @@ NARROW_WIDTH = 110
 
 
 class DetailScreen(ExchangeScreen):
-    """The status panel on the left (or top), the exchange's history on the right (or below)."""
+    """The 24-hour strip across the top; the heartbeat sparkline and the status
+    panel on the left (or top), the exchange's history on the right (or below)."""
 
     DEFAULT_CSS = """
     DetailScreen #detail-body { height: 1fr; }
@@ -93,9 +97,12 @@ class DetailScreen(ExchangeScreen):
 
     def compose(self) -> ComposeResult:
         yield PerseusHeader(self.header, id="header").data_bind(state=DetailScreen.header)
+        fleet = self.fleet
+        yield TimelineStrip(fleet.timelines, self._view, self._now, self._tz, id="timeline")
         with Horizontal(id="detail-body"):
             with VerticalScroll(id="fields"):
-                yield StatusPanel(self._view, self._now, self._tz, self.fleet.timing, id="status")
+                yield AgeSparkline(fleet.traces, self._view, self._now, fleet.timing, id="trend")
+                yield StatusPanel(self._view, self._now, self._tz, fleet.timing, id="status")
             yield HistoryFeed(
                 max_lines=HISTORY_MAX_LINES,
                 clock=self._clock,
@@ -149,6 +156,11 @@ class DetailScreen(ExchangeScreen):
         for panel in self.query(StatusPanel):
             panel.timing = self.fleet.timing
             panel.show(view, now, self._tz)
+        for strip in self.query(TimelineStrip):
+            strip.show(view, now, self._tz)
+        for trend in self.query(AgeSparkline):
+            trend.timing = self.fleet.timing
+            trend.show(view, now)
         self.sync_bindings()
 
     def tick(self, now: datetime) -> None:
@@ -169,6 +181,8 @@ class DetailScreen(ExchangeScreen):
             feed.set_timezone(tz)
         for panel in self.query(StatusPanel):
             panel.show(self._view, self._now, tz)
+        for strip in self.query(TimelineStrip):
+            strip.show(self._view, self._now, tz)
 
     # --- history paging ------------------------------------------------------------
 

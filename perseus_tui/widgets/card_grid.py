@@ -13,6 +13,7 @@ from textual.message import Message
 from textual.reactive import reactive
 
 from perseus_core.present import status_word
+from perseus_core.present.timeline import TimelineBook
 from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_tui.widgets.instance_card import (
     CARD_HEIGHT,
@@ -115,6 +116,8 @@ class CardGrid(Container, can_focus=False):
         self.selected_id: int | None = None
         self.timing = DEFAULT_TIMING
         """This reader's heartbeat timing and when the fleet was read (set by the screen)."""
+        self.timelines: TimelineBook | None = None
+        """Every exchange's entries, for the cards' strips (set by the screen)."""
 
     # --- data -----------------------------------------------------------------
 
@@ -130,6 +133,7 @@ class CardGrid(Container, can_focus=False):
             if card is None:
                 card = InstanceCard(view, now=now)
                 card.timing = self.timing
+                card.timelines = self.timelines
                 card.set_class(self.compact, "-compact")
                 card.stale = self._stale
                 card.display = view_matches(view, self._query)
@@ -137,6 +141,7 @@ class CardGrid(Container, can_focus=False):
                 new_cards.append((card, following))
             else:
                 card.timing = self.timing  # unchanged cards show it on the next tick
+                card.timelines = self.timelines
                 if view != card.view:  # unchanged cards only need the clock (tick)
                     card.show(view, now)
                 card.display = view_matches(view, self._query)

@@ -11,7 +11,7 @@ from textual.geometry import Region
 from textual.reactive import var
 from textual.widget import Widget
 
-from perseus_core.present.exchange import zone_name
+from perseus_core.present.exchange import Tone, zone_name
 from perseus_core.wire.models import ConnectionState
 from perseus_tui import render
 
@@ -19,7 +19,9 @@ SUMMARY_SEPARATOR = "  "
 """Between the counts of the header summary."""
 
 
-def summary_parts(states: Iterable[str | None], total: int, *, ready: int = 0) -> list[Content]:
+def summary_parts(
+    states: Iterable[str | None], total: int, *, ready: int = 0, flapping: int = 0
+) -> list[Content]:
     """`5 of 8 online`, `1 offline`, `1 ready`, `2 active`...: the header summary's counts,
     most urgent first, so a narrow header drops the least important ones.
 
@@ -28,6 +30,8 @@ def summary_parts(states: Iterable[str | None], total: int, *, ready: int = 0) -
         total: how many exchanges are listed.
         ready: how many of the offline ones have an agent that would start them;
             counted apart from the offline ones, which nothing would start.
+        flapping: how many changed state more often in the last hour than
+            `Settings.flap_transitions` allows.
     """
     counts: dict[str, int] = {}
     online = 0
@@ -41,6 +45,10 @@ def summary_parts(states: Iterable[str | None], total: int, *, ready: int = 0) -
         parts.append(Content.styled(f"{offline} offline", render.OFFLINE_STYLE))
     if counts.get("unreadable"):
         parts.append(Content.styled(f"{counts['unreadable']} unreadable", render.ERROR))
+    if flapping:
+        parts.append(
+            Content.styled(f"{flapping} flapping", f"bold {render.TONE_TEXT[Tone.WARNING]}")
+        )
     if ready:
         parts.append(Content.styled(f"{ready} ready", f"bold {render.PRIMARY}"))
     for state in (

@@ -18,8 +18,10 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from perseus_core.present.exchange import STALE, Line, Part, Timing, card
+from perseus_core.present.timeline import TimelineBook
 from perseus_core.store.network import ExchangeView, ViewKind
 from perseus_tui import render
+from perseus_tui.widgets.timeline_strip import hour_strip
 
 CARD_WIDTH = 38
 """Width a card needs (border included); the grid fits as many columns as this allows."""
@@ -31,6 +33,18 @@ DEFAULT_TIMING = Timing()
 """The heartbeat timing of the default settings (what a card shows outside a dashboard)."""
 SQUEEZED_MIN = 4
 """A part that gives way to the rest of its line keeps at least this many cells."""
+CARD_LINES = CARD_HEIGHT - 3
+"""Lines under a full card's title (its height less the border and the title);
+the last hour's strip takes the last one when it is free."""
+STRIP_LABEL = "1h "
+CARD_STRIP_CELLS = (60, 30, 20, 12)
+"""Slice counts of a card's strip (whole minutes each): the most that fit."""
+
+
+def _strip_line(timelines: TimelineBook, view: ExchangeView, now: datetime, width: int) -> Content:
+    room = width - len(STRIP_LABEL)
+    cells = next((n for n in CARD_STRIP_CELLS if n <= room), CARD_STRIP_CELLS[-1])
+    return Content.styled(STRIP_LABEL, render.MUTED) + hour_strip(timelines, view, now, cells)
 
 
 def _fitted(line: Line, width: int) -> Content:
@@ -65,6 +79,7 @@ def card_lines(
     stale: bool = False,
     timing: Timing = DEFAULT_TIMING,
     compact: bool = False,
+    timelines: TimelineBook | None = None,
 ) -> list[Content]:
     """What the presenter says a card shows (`perseus_core.present.exchange.card`),
     laid out: the title on the left, the badge on the right, the lines below.
@@ -78,6 +93,8 @@ def card_lines(
         compact: only the title and the line that matters most (the heartbeat
             of a live instance, the agent of a ready one, the last state of
             an offline one), for terminals too short for full cards.
+        timelines: every exchange's entries: a full card with a line to
+            spare ends with its last hour's state strip.
     """
     look = card(view, now, timing)
     badge = render.badge_content(look.badge)
@@ -88,7 +105,11 @@ def card_lines(
     gap = max(1, width - title.cell_length - badge.cell_length)
     head = title + Content(" " * gap) + badge
     body = (look.summary,) if compact else look.lines
-    return [head, *(_fitted(line, width) for line in body)]
+    lines = [head, *(_fitted(line, width) for line in body)]
+    if timelines is not None and not compact and len(body) < CARD_LINES:
+        lines += [Content()] * (CARD_LINES - len(body) - 1)
+        lines.append(_strip_line(timelines, view, now, width))
+    return lines
 
 
 class InstanceCard(Widget, can_focus=True):
@@ -129,6 +150,8 @@ class InstanceCard(Widget, can_focus=True):
         self._content_width = 0
         self.timing = DEFAULT_TIMING
         """This reader's heartbeat timing and when the fleet was read (set by the grid)."""
+        self.timelines: TimelineBook | None = None
+        """Every exchange's entries, for the strip line (set by the grid)."""
         self._update_classes()
 
     @property
@@ -155,6 +178,7 @@ class InstanceCard(Widget, can_focus=True):
             stale=self.stale,
             timing=self.timing,
             compact=self.has_class("-compact"),
+            timelines=self.timelines,
         )
 
     def set_compact(self, compact: bool) -> None:

@@ -27,19 +27,50 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
 
 from perseus_core.present import exchange as present
+from perseus_core.present.timeline import TimelineBook
+from perseus_core.present.trace import TraceBook
 from perseus_core.store.network import ExchangeView
 from perseus_tui import render
+from perseus_tui.widgets.age_sparkline import TABLE_WIDTH, spark_line
+from perseus_tui.widgets.timeline_strip import hour_strip
 
-COLUMNS = present.TABLE_COLUMNS
-"""The columns, keyed, in the order the presenter gives a row's cells."""
+STRIP_COLUMN = ("timeline", "Last hour")
+"""The one-hour state strip (`timeline_strip.hour_strip`)."""
+TREND_COLUMN = ("trend", "Trend")
+"""The heartbeat-age sparkline (`age_sparkline.spark_line`)."""
+HISTORY_AT = 5
+"""Where the strip and the trend go: after id, exchange, state, heartbeat and
+uptime, which tell whether an exchange is alive and must stay whole at 80
+columns; before where it runs."""
+COLUMNS = (
+    *present.TABLE_COLUMNS[:HISTORY_AT],
+    STRIP_COLUMN,
+    TREND_COLUMN,
+    *present.TABLE_COLUMNS[HISTORY_AT:],
+)
+"""The columns, keyed: the presenter's (`TABLE_COLUMNS`, in the order it gives
+a row's cells), with the strip and the trend at `HISTORY_AT`."""
 
 
 def row_cells(
-    view: ExchangeView, now: datetime, timing: present.Timing, *, stale: bool = False
+    view: ExchangeView,
+    now: datetime,
+    timing: present.Timing,
+    *,
+    stale: bool = False,
+    timelines: TimelineBook | None = None,
+    traces: TraceBook | None = None,
 ) -> tuple[Content, ...]:
     """The table cells of one exchange as the presenter says them
-    (`perseus_core.present.exchange.row`), as safe styled content."""
-    return tuple(render.line_content(cell) for cell in present.row(view, now, timing, stale=stale))
+    (`perseus_core.present.exchange.row`), as safe styled content, with its
+    last hour's strip and its heartbeat trend (empty without their books)."""
+    cells = [render.line_content(cell) for cell in present.row(view, now, timing, stale=stale)]
+    strip = hour_strip(timelines, view, now) if timelines is not None else Content()
+    trace = traces.trace(view.exchange_id) if traces is not None else None
+    trend = Content()
+    if trace is not None:
+        trend = spark_line(trace.values(), timing.thresholds(view.status), TABLE_WIDTH)
+    return (*cells[:HISTORY_AT], strip, trend, *cells[HISTORY_AT:])
 
 
 class InstanceTable(DataTable[Text]):
@@ -97,6 +128,10 @@ class InstanceTable(DataTable[Text]):
         self._stale = False
         self.timing = present.Timing()
         """This reader's heartbeat timing and when the fleet was read (set by the screen)."""
+        self.timelines: TimelineBook | None = None
+        """Every exchange's entries, for the strip column (set by the screen)."""
+        self.traces: TraceBook | None = None
+        """Every exchange's heartbeat ages, for the trend column (set by the screen)."""
 
     def on_mount(self) -> None:
         for key, title in COLUMNS:
@@ -155,7 +190,7 @@ class InstanceTable(DataTable[Text]):
             added = False
             for key, view in wanted.items():
                 if key not in self._cells:
-                    cells = row_cells(view, now, self.timing, stale=stale)
+                    cells = self._row(view, now)
                     self.add_row(*(self._to_text(c) for c in cells), key=key)
                     self._cells[key] = cells
                     self._current.add(key)
@@ -193,13 +228,23 @@ class InstanceTable(DataTable[Text]):
         for key in self._visible_keys():
             if key in self._current or key not in self._views:
                 continue
-            cells = row_cells(self._views[key], now, self.timing, stale=self._stale)
+            cells = self._row(self._views[key], now)
             old = self._cells[key]
             for index, (column, _title) in enumerate(COLUMNS):
                 if old is None or not old[index].is_same(cells[index]):
                     self._write_cell(key, column, cells[index])
             self._cells[key] = cells
             self._current.add(key)
+
+    def _row(self, view: ExchangeView, now: datetime) -> tuple[Content, ...]:
+        return row_cells(
+            view,
+            now,
+            self.timing,
+            stale=self._stale,
+            timelines=self.timelines,
+            traces=self.traces,
+        )
 
     def _write_cell(self, key: str, column: str, content: Content) -> None:
         text = self._to_text(content)
