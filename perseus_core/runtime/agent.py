@@ -19,6 +19,8 @@ next heartbeat, and the command server reconnects and resumes where it was.
 An outage (or a freeze of the agent) that outlasts the lease, less the
 watchdog's margin (`supervisor`), costs the child: its watchdog kills it
 before another agent could claim the slot, and the run ends as after a crash.
+Like a crash, it is then restarted by the restart policy (`restarts`), with a
+fresh claim once Redis answers again, unless an operator stopped it.
 
 Idle or not, the agent announces itself for as long as it runs (presence,
 docs/wire-format.md 2.4: refreshed every heartbeat interval and on every
@@ -191,7 +193,7 @@ class Agent:
             hostname=self.hostname,
             clock=self._clock,
             on_lost=registration.restore,
-            note=lambda: self._note,
+            note=self._current_note,
         )
         try:
             await self._presence.publish()
@@ -230,6 +232,12 @@ class Agent:
         )
         if self.options.autostart:
             self._tasks.spawn(commands.autostart(self._shutdown, self._set_note), "autostart")
+
+    def _current_note(self) -> str | None:
+        """The presence note: what the restart policy does (a pending restart,
+        FATAL) comes first, then autostart's refusals."""
+        slot_note = self._slot.note if self._slot is not None else None
+        return slot_note or self._note
 
     def _set_note(self, note: str | None) -> None:
         """Show `note` in this agent's presence (where dashboards read it) now."""
