@@ -36,7 +36,7 @@ REASON_CHARS = 200
 """Longest reason a probe reports (error entries are bounded, and one line)."""
 
 _OUTPUT_BYTES = 4096
-"""How much of a probe command's output is kept (its last line is the reason)."""
+"""How much of the end of a probe command's output is kept (its last line is the reason)."""
 
 
 class ProbeFailed(Exception):
@@ -97,6 +97,8 @@ class Probe:
             raise ProbeFailed(f"no answer within {timeout_s:g}s") from None
         except OSError as exc:
             raise ProbeFailed(clean(exc.strerror or exc, REASON_CHARS)) from None
+        except ValueError as exc:  # a malformed target that reached here unchecked
+            raise ProbeFailed(clean(exc, REASON_CHARS)) from None
 
 
 def probes(cmd: str | None, tcp: str | None, http: str | None, file: str | None) -> list[Probe]:
@@ -129,7 +131,9 @@ async def _check_cmd(command: str) -> None:
     )
     try:
         assert process.stdout is not None
-        output = await process.stdout.read(_OUTPUT_BYTES)
+        output = b""
+        while chunk := await process.stdout.read(65536):  # to its end: a full pipe would stall it
+            output = (output + chunk)[-_OUTPUT_BYTES:]
         code = await process.wait()
     finally:
         if process.returncode is None:
