@@ -4,7 +4,8 @@ An agent holds one exchange *on request*: it sits idle (claiming nothing,
 so the exchange stays free for another host) until a `start` command arrives,
 then claims its status key, walks the lifecycle to `active` and, when given a
 command line, runs it as the instance's process. `stop`, a child that dies,
-a lost lease or a signal bring it back to idle.
+a lost lease or a signal bring it back to idle; after a child that dies or a
+lost lease, the restart policy (`restarts`) may start it again.
 
 The parts, each in its own module: `Registration` (the catalog entry,
 waiting out a Redis that is not up yet), `Slot` (one run at a time, under

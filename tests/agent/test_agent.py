@@ -465,6 +465,9 @@ async def test_paused_agent_fences_itself_without_touching_the_new_holder(
 
     await first.wait_log("fenced")
     await eventually(lambda: not pid_alive(first_child), what="the first agent's child to stop")
+    # Its restart policy tries again only where the slot is free: the claim is
+    # refused, and the new holder is left alone (below).
+    await first.wait_log("claim refused")
     # Let a few of the first agent's heartbeat periods pass (the new holder's
     # heartbeats measure them): it must stay off the key.
     before = await status(redis)
