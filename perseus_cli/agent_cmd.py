@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -18,7 +20,11 @@ from perseus_cli.options import (
 )
 from perseus_core.runtime.agent import Agent, AgentOptions, NameContradicted, StartupFailed
 from perseus_core.runtime.options import child_command_problem
+from perseus_core.runtime.probes import check_http_url, parse_host_port
+from perseus_core.runtime.restarts import RestartMode
 from perseus_core.wire.models import validate_exchange_name
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 ARGV_PASSWORD = (
     "refusing a Redis password on the command line, where every process on this host "
@@ -34,6 +40,67 @@ def _exchange_name(ctx: click.Context, param: click.Parameter, value: str | None
         return validate_exchange_name(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def _host_port(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parse_host_port(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
+def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_http_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def _probe_options(stage: str, when: str) -> list[Callable[[F], F]]:
+    """--{stage}-cmd/-tcp/-http/-file: the same four probes for readiness and health."""
+    return [
+        click.option(
+            f"--{stage}-cmd",
+            default=None,
+            metavar="CMD",
+            help=f"{when} this shell command exits 0, e.g. --{stage}-cmd 'curl -fs localhost:8080/'"
+            " (run without Perseus's secrets in its environment).",
+        ),
+        click.option(
+            f"--{stage}-tcp",
+            default=None,
+            metavar="HOST:PORT",
+            callback=_host_port,
+            help=f"{when} HOST:PORT accepts a connection, e.g. --{stage}-tcp 127.0.0.1:9000.",
+        ),
+        click.option(
+            f"--{stage}-http",
+            default=None,
+            metavar="URL",
+            callback=_http_url,
+            help=f"{when} a GET of URL answers 2xx, e.g. --{stage}-http http://127.0.0.1:8080/health.",
+        ),
+        click.option(
+            f"--{stage}-file",
+            default=None,
+            metavar="PATH",
+            help=f"{when} PATH exists, e.g. --{stage}-file /run/feed/ready.",
+        ),
+    ]
+
+
+def _apply(decorators: list[Callable[[F], F]]) -> Callable[[F], F]:
+    def apply(function: F) -> F:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
 
 
 @click.command(
@@ -100,7 +167,84 @@ def _exchange_name(ctx: click.Context, param: click.Parameter, value: str | None
     default=2.0,
     show_default=True,
     metavar="SECONDS",
-    help="Time in `warming` (the child must stay alive that long) before `active`.",
+    help="Time in `warming` (the child must stay alive that long) before `active`, when no"
+    " --ready-* check is given.",
+)
+@click.option(
+    "--restart",
+    type=click.Choice([m.value for m in RestartMode]),
+    default=RestartMode.ON_FAILURE.value,
+    show_default=True,
+    help="When a run that ends on its own is started again: never; on-failure (a non-zero"
+    " exit, a signal, the watchdog, a lost lease, a failed check); always (even after exit 0)."
+    " E.g. --restart always.",
+)
+@click.option(
+    "--backoff-max",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest wait between automatic starts (exponential backoff with jitter from 1 s),"
+    " e.g. --backoff-max 60.",
+)
+@click.option(
+    "--start-secs",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A run that fails sooner than this after its claim, or before it was active, is a"
+    " quick failure, e.g. --start-secs 30.",
+)
+@click.option(
+    "--start-retries",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    metavar="N",
+    help="Quick failures in a row before giving up (FATAL, shown on the dashboard) until an"
+    " operator's start or stop, e.g. --start-retries 3.",
+)
+@_apply(_probe_options("ready", "Warming ends once"))
+@click.option(
+    "--ready-timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A start whose --ready-* checks have not passed after this long fails (warming ->"
+    " idle, the check's last reason in the error), e.g. --ready-timeout 120.",
+)
+@click.option(
+    "--probe-interval",
+    type=click.FloatRange(min=0.001),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time between two rounds of --ready-* or --health-* checks, e.g. --probe-interval 5.",
+)
+@click.option(
+    "--probe-timeout",
+    type=click.FloatRange(min=0.001),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long one check may take before it counts as failed, e.g. --probe-timeout 2.",
+)
+@_apply(_probe_options("health", "While active, healthy while"))
+@click.option(
+    "--health-failures",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    metavar="N",
+    help="Failed --health-* rounds in a row that make an error entry, e.g. --health-failures 5.",
+)
+@click.option(
+    "--health-restart",
+    is_flag=True,
+    help="After --health-failures failed rounds, also restart the child (through --restart).",
 )
 @click.option("--admin-email", default=None, help="Operator identity written in the status.")
 @click.option("--admin-name", default=None, help="Operator display name written in the status.")
@@ -142,6 +286,23 @@ def agent(
     autostart: bool,
     symbol_count: int,
     warmup: float,
+    restart: str,
+    backoff_max: float,
+    start_secs: float,
+    start_retries: int,
+    ready_cmd: str | None,
+    ready_tcp: str | None,
+    ready_http: str | None,
+    ready_file: str | None,
+    ready_timeout: float,
+    probe_interval: float,
+    probe_timeout: float,
+    health_cmd: str | None,
+    health_tcp: str | None,
+    health_http: str | None,
+    health_file: str | None,
+    health_failures: int,
+    health_restart: bool,
     admin_email: str | None,
     admin_name: str | None,
     stop_grace: float | None,
@@ -161,7 +322,17 @@ def agent(
     idle. With a COMMAND it runs that command as the instance's process while
     the slot is held: started on `start`, stopped with SIGTERM (then SIGKILL
     after the grace) on `stop`. A child that exits on its own is reported and
-    the slot is released.
+    the slot is released; by the restart policy (--restart, default
+    on-failure) it is then started again after a backoff (--backoff-max),
+    with a fresh claim, until --start-retries quick failures in a row
+    (--start-secs) make it give up (FATAL, on the dashboard) until an
+    operator's start or stop. A child killed by its watchdog, or a run lost
+    in a Redis outage, is restarted the same way once Redis answers.
+
+    Warming lasts --warmup, or with --ready-cmd/-tcp/-http/-file until the
+    check passes (--ready-timeout fails the start). --health-cmd/-tcp/-http/
+    -file run the same checks while active: --health-failures failed rounds
+    in a row make an error entry, and with --health-restart a restart.
 
     Every process the child starts is stopped with it, setsid and
     double-forked ones included (a cgroup of its own where the host allows
@@ -224,6 +395,23 @@ def agent(
         startup_timeout_s=startup_timeout,
         pass_env=pass_env,
         rename=rename,
+        restart=RestartMode(restart),
+        backoff_max_s=backoff_max,
+        start_secs=start_secs,
+        start_retries=start_retries,
+        ready_cmd=ready_cmd,
+        ready_tcp=ready_tcp,
+        ready_http=ready_http,
+        ready_file=ready_file,
+        ready_timeout_s=ready_timeout,
+        probe_interval_s=probe_interval,
+        probe_timeout_s=probe_timeout,
+        health_cmd=health_cmd,
+        health_tcp=health_tcp,
+        health_http=health_http,
+        health_file=health_file,
+        health_failures=health_failures,
+        health_restart=health_restart,
     )
     try:
         code = Agent(settings, options).run_forever()

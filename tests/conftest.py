@@ -40,7 +40,9 @@ PURE_FIXTURES = frozenset(
 private `_` fixtures), in a module that starts no process of its own, is a
 `unit` test; any other fixture counts as needing Redis or a process."""
 
-PROCESS_MODULES = frozenset({"test_demo.py", "test_readme.py", "test_embedded.py"})
+PROCESS_MODULES = frozenset(
+    {"test_demo.py", "test_readme.py", "test_embedded.py", "test_probes.py"}
+)
 """Modules that start processes or servers without a fixture."""
 
 EVERY_MAJOR_DIRECTORIES = frozenset({"cluster", "sentinel", "tls", "livermore"})

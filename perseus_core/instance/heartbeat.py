@@ -27,14 +27,28 @@ RenewalListener = Callable[[float], None]
 """Told, after each tick Redis confirmed, the lease's `confirmed_at` (monotonic seconds)."""
 
 
+FAILED_TICK_RETRY_MAX_S = 1.0
+"""Longest wait before retrying a failed tick."""
+
+
+def retry_delay_s(interval_s: float) -> float:
+    """How soon a failed tick is retried: a quarter of the interval, at most
+    `FAILED_TICK_RETRY_MAX_S` (a refused connection costs next to nothing; a
+    hung Redis makes each try last its socket timeout anyway), at least 50 ms."""
+    return max(0.05, min(interval_s / 4, FAILED_TICK_RETRY_MAX_S))
+
+
 class Heartbeat:
     """Ticks a lease every heartbeat interval, and counts how it went.
 
     Late ticks are skipped rather than burst. A tick that raises is counted,
-    logged once per failure streak and retried on the next interval: the
-    heartbeat must outlive any failure, since a dead heartbeat silently gives
-    the exchange away when the key expires. The task ends when the lease is
-    lost or no longer held.
+    logged once per failure streak and retried soon (`retry_delay_s`), not a
+    whole interval later: when Redis answers again, the lease is renewed at
+    once, and so is the child watchdog's deadline, which an outage has
+    brought close (the watchdog must not kill a child when Redis came back
+    in time). The heartbeat must outlive any failure, since a dead heartbeat
+    silently gives the exchange away when the key expires. The task ends
+    when the lease is lost or no longer held.
 
     Args:
         lease: the lease to keep.
@@ -47,6 +61,7 @@ class Heartbeat:
         self._publisher = publisher
         self._settings = settings
         self._interval_s = settings.heartbeat_interval_ms / 1000
+        self._retry_s = retry_delay_s(self._interval_s)
         self._stop_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[RenewalListener] = []
@@ -159,6 +174,7 @@ class Heartbeat:
                 raise
             except Exception as exc:
                 self._failed(exc)
+                next_due = min(next_due, time.monotonic() + self._retry_s)
                 continue
             if result in (HeartbeatResult.LOST, HeartbeatResult.NOT_HELD):
                 return

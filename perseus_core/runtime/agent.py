@@ -4,7 +4,8 @@ An agent holds one exchange *on request*: it sits idle (claiming nothing,
 so the exchange stays free for another host) until a `start` command arrives,
 then claims its status key, walks the lifecycle to `active` and, when given a
 command line, runs it as the instance's process. `stop`, a child that dies,
-a lost lease or a signal bring it back to idle.
+a lost lease or a signal bring it back to idle; after a child that dies or a
+lost lease, the restart policy (`restarts`) may start it again.
 
 The parts, each in its own module: `Registration` (the catalog entry,
 waiting out a Redis that is not up yet), `Slot` (one run at a time, under
@@ -19,6 +20,8 @@ next heartbeat, and the command server reconnects and resumes where it was.
 An outage (or a freeze of the agent) that outlasts the lease, less the
 watchdog's margin (`supervisor`), costs the child: its watchdog kills it
 before another agent could claim the slot, and the run ends as after a crash.
+Like a crash, it is then restarted by the restart policy (`restarts`), with a
+fresh claim once Redis answers again, unless an operator stopped it.
 
 Idle or not, the agent announces itself for as long as it runs (presence,
 docs/wire-format.md 2.4: refreshed every heartbeat interval and on every
@@ -204,7 +207,7 @@ class Agent:
             hostname=self.hostname,
             clock=self._clock,
             on_lost=registration.restore,
-            note=lambda: self._note,
+            note=self._current_note,
         )
         try:
             await self._presence.publish()
@@ -247,6 +250,12 @@ class Agent:
             standby = await commands.standby(" (a start is left to that holder)")
             if standby is not None:
                 log.warning("%s: %s", self.name, standby)
+
+    def _current_note(self) -> str | None:
+        """The presence note: what the restart policy does (a pending restart,
+        FATAL) comes first, then autostart's refusals."""
+        slot_note = self._slot.note if self._slot is not None else None
+        return slot_note or self._note
 
     def _set_note(self, note: str | None) -> None:
         """Show `note` in this agent's presence (where dashboards read it) now."""

@@ -183,6 +183,8 @@ class Commands:
                 break
             if status is not ReplyStatus.ERROR or self._operator_acted:
                 break
+            if self._slot.last_start_claimed:
+                break  # the run failed after its claim: the restart policy's to handle
             delay = backoff.compute(failures)
             failures += 1
             refused = clean(message, 200)

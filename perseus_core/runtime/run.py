@@ -14,7 +14,9 @@ never interleave.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from perseus_core.instance import Instance
@@ -54,8 +56,14 @@ class Run:
         self.output: ChildOutput | None = None
         """Where the child's lines go (and its last stderr lines), once spawned."""
         self._changed = changed
-        self._ended = ended
+        self._ended_callback = ended
         self._grace_s = ctx.settings.stop_grace_ms / 1000
+        self.claimed_at = time.monotonic()
+        """When the run began (its claim), for the restart policy's quick failures."""
+        self.reached_active = False
+        """Whether the run was ever active (a start that fails before is a quick failure)."""
+        self.over = asyncio.Event()
+        """Set once the run no longer holds the slot: what watches it (health) ends."""
 
     @property
     def state(self) -> ConnectionState:
@@ -70,6 +78,8 @@ class Run:
             raise instance.lease.lost
         before = instance.state
         publication = await instance.transition(to)
+        if to is ConnectionState.ACTIVE:
+            self.reached_active = True
         self._changed()
         log.info(
             "%s: %s -> %s%s",
@@ -104,7 +114,7 @@ class Run:
         if instance.lease.lost is not None:
             raise instance.lease.lost
         await instance.release()
-        self._ended(self)
+        self._ended()
         await instance.close()
         log.info("%s: released the slot; idle", self.ctx.name)
 
@@ -128,6 +138,15 @@ class Run:
             log.info("%s: child (pid %d) %s", self.ctx.name, child.pid, outcome)
         return outcome
 
+    def _ended(self) -> None:
+        self.over.set()
+        self._ended_callback(self)
+
+    @property
+    def ran_s(self) -> float:
+        """Seconds since the claim."""
+        return time.monotonic() - self.claimed_at
+
     async def child_exited(self, outcome: str) -> str:
         """The child ended on its own (`outcome` says how): record the exit, walk
         back to idle through valid transitions, release."""
@@ -140,6 +159,25 @@ class Run:
         last = self.output.last_stderr if self.output is not None else []
         if last:
             message += "; last stderr: " + " | ".join(last)
+        await self._back_to_idle(message, state)
+        return message
+
+    async def fail(self, why: str) -> str:
+        """The agent ends the run itself (not ready in time, unhealthy): the child
+        stopped, an error entry saying `why`, back to idle, release."""
+        instance = self.instance
+        if instance.lease.lost is not None:
+            return await self.fence(instance.lease.lost)
+        state = instance.state
+        outcome = await self.stop_child()
+        message = why + (f" (child {outcome})" if outcome else "")
+        log.error("%s: %s", self.ctx.name, message)
+        await self._back_to_idle(message, state)
+        return message
+
+    async def _back_to_idle(self, message: str, state: ConnectionState) -> None:
+        """Record `message` as an error while `state`, then the valid way back to idle."""
+        instance = self.instance
         try:
             await instance.record_error(message)
             if state is ConnectionState.ACTIVE:
@@ -149,7 +187,6 @@ class Run:
             await self.release()
         except LeaseLost as exc:
             await self.fence(exc)
-        return message
 
     async def fence(self, exc: LeaseLost) -> str:
         """Stop the child at once and drop the run without touching the status key.
@@ -161,7 +198,7 @@ class Run:
         agent did about it.
         """
         state = self.instance.state
-        self._ended(self)
+        self._ended()
         outcome = await self.stop_child()
         await self.instance.close()  # heartbeat already stopped; no write to the key
         message = f"fenced after losing the slot while {state.value}" + (
@@ -174,7 +211,7 @@ class Run:
     async def abandon(self) -> None:
         """Leave nothing of the run behind after a bug or a cancellation half-way
         through a start: the agent is then idle (and startable), not stuck."""
-        self._ended(self)
+        self._ended()
         await self.stop_child()
         await self.instance.close()
 

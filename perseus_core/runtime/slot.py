@@ -1,15 +1,23 @@
 """The slot as one agent holds it: at most one run at a time, changed under one lock.
 
 Everything that changes the lifecycle (start, stop, recovery after a child
-exit, fencing after a lost lease, shutdown) runs under `Slot.lock`, so two of
-them never interleave. The long wait inside a start (the warm-up) is
-interruptible: a lost lease, a dying child or a shutdown is acted on at once,
-not after the warm-up.
+exit, fencing after a lost lease, shutdown, an automatic restart) runs under
+`Slot.lock`, so two of them never interleave. The long wait inside a start
+(the warm-up, or the readiness probes) is interruptible: a lost lease, a
+dying child or a shutdown is acted on at once, not after the warm-up.
+
+Every run that ends without an operator (or a shutdown) asking for it is
+put to the restart policy (`restarts`): the slot then waits out the backoff
+with the slot released (another host's agent may take it meanwhile), and
+starts again with a fresh claim, which decides whether the slot is still
+free. An operator's `start` or `stop` cancels a pending restart and clears
+FATAL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -22,12 +30,15 @@ from perseus_core.instance import Instance
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.runtime.context import AgentContext
 from perseus_core.runtime.output import ChildOutput, OutputDrain, OutputLog
+from perseus_core.runtime.probes import Probe, ProbeFailed, check_all, probes
+from perseus_core.runtime.restarts import Action, Decision, RestartPolicy, Restarts
 from perseus_core.runtime.run import Run
 from perseus_core.runtime.supervisor import ChildProcess, child_environment, kill_deadline_ms
 from perseus_core.store.lease import ClaimConflict, LeaseLost
 from perseus_core.store.output import OutputWriter
 from perseus_core.wire.errors import CommandRejected, RedisUnavailable
 from perseus_core.wire.models import ConnectionState, ReplyStatus
+from perseus_core.wire.text import clean
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +66,29 @@ class Slot:
         # Set by anything a warm-up must react to: child exit, lost lease, shutdown.
         self._wake = asyncio.Event()
         self._run: Run | None = None
+        options = ctx.options
+        self.restarts = Restarts(
+            RestartPolicy(
+                options.restart,
+                options.backoff_max_s,
+                options.start_secs,
+                options.start_retries,
+            )
+        )
+        self.note: str | None = None
+        """What the restart policy is doing (a pending restart, FATAL), for the
+        agent's presence note; None when nothing."""
+        self.last_start_claimed = False
+        """Whether the latest start claimed the slot (its failure is then the
+        restart policy's to handle, not autostart's)."""
+        self._generation = 0
+        self._pending: asyncio.Event | None = None
+        self._ready = probes(
+            options.ready_cmd, options.ready_tcp, options.ready_http, options.ready_file
+        )
+        self._health = probes(
+            options.health_cmd, options.health_tcp, options.health_http, options.health_file
+        )
 
     @property
     def run(self) -> Run | None:
@@ -74,6 +108,8 @@ class Slot:
     def wake(self) -> None:
         """Interrupt a warm-up so it looks again at what it must react to."""
         self._wake.set()
+        if self._shutdown.is_set():
+            self.cancel_restart()
 
     def describe(self) -> dict[str, Any]:
         """The `data` of every reply: state, host, pids and the run's epoch."""
@@ -98,7 +134,13 @@ class Slot:
         Raises:
             CommandRejected: the agent is shutting down, or the slot is not idle.
         """
+        # An operator's (or autostart's) word wins over a pending restart: its
+        # wait ends now, and one that a start in progress schedules is dropped.
+        self.cancel_restart()
         async with self.lock:
+            if self._run is None:
+                self.cancel_restart()
+                self.restarts.reset()
             return await self._start_locked(origin)
 
     def _new_instance(self) -> Instance:
@@ -116,12 +158,13 @@ class Slot:
             clock=ctx.clock,
         )
 
-    async def _start_locked(self, origin: str) -> Reply:
+    async def _start_locked(self, origin: str, *, automatic: bool = False) -> Reply:
         name = self._ctx.name
         if self._shutdown.is_set():
             raise CommandRejected(f"cannot start {name}: the agent is shutting down")
         if self._run is not None:
             raise CommandRejected(f"cannot start {name}: it is {self.state.value}")
+        self.last_start_claimed = False
         instance = self._new_instance()
         if self._ctx.ip is not None:
             await instance.set_ip(self._ctx.ip)  # memory only until the claim writes it
@@ -133,7 +176,10 @@ class Slot:
             log.error("%s: %s", name, message)
             if isinstance(exc, ClaimConflict):
                 await self._ctx.append_error(message, ConnectionState.IDLE)
+            if automatic:
+                await self._act(self.restarts.claim_refused(clean(exc, 200)))
             return self.reply(ReplyStatus.ERROR, message)
+        self.last_start_claimed = True
         run = self._run = Run(self._ctx, instance, changed=self._changed, ended=self._ended)
         self._wake.clear()
         log.info("%s: claimed the slot, epoch %s (%s)", name, instance.lease.epoch, origin)
@@ -143,7 +189,8 @@ class Slot:
                 await instance.set_ip(ip)  # detected while the claim was in flight
             return await self._bring_up_locked(run)
         except LeaseLost as exc:
-            return self.reply(ReplyStatus.ERROR, await run.fence(exc))
+            message = await run.fence(exc)
+            return self.reply(ReplyStatus.ERROR, message + await self._after(run, True, message))
         except BaseException as exc:
             if not isinstance(exc, asyncio.CancelledError):
                 log.exception("%s: start failed unexpectedly; undoing it", name)
@@ -173,7 +220,9 @@ class Slot:
                 output.ended()
                 message = f"cannot run {options.command[0]!r}: {exc.strerror or exc}"
                 await run.abort_start(message)
-                return self.reply(ReplyStatus.ERROR, message)
+                return self.reply(
+                    ReplyStatus.ERROR, message + await self._after(run, True, message)
+                )
             run.child = child
             log.info(
                 "%s: child started (pid %d, %s)", self._ctx.name, child.pid, child.tree.describe()
@@ -195,6 +244,8 @@ class Slot:
             return self.reply(ReplyStatus.ERROR, interrupted)
         await run.instance.set_symbol_count(options.symbol_count)
         await run.transition(ConnectionState.ACTIVE)
+        if self._health:
+            self._ctx.tasks.spawn(self._watch_health(run), "health probes")
         suffix = f" (child pid {run.child.pid})" if run.child is not None else ""
         return ReplyStatus.SUCCESS, f"{self._ctx.name} is active{suffix}", self.describe()
 
@@ -211,23 +262,193 @@ class Slot:
         return ChildOutput(OutputLog(ctx.name), writer)
 
     async def _warm_up(self, run: Run) -> str | None:
-        """Wait out the warm-up. Returns why the run ended meanwhile, or None."""
-        deadline = time.monotonic() + self._ctx.options.warmup_s
+        """Wait out the warm-up, or until the readiness probes pass. Returns why
+        the run ended meanwhile (with what the restart policy does about it), or None."""
+        options = self._ctx.options
+        timeout_s = options.ready_timeout_s if self._ready else options.warmup_s
+        started = time.monotonic()
+        deadline = started + timeout_s
         child = run.child
-        while True:
-            lost = run.instance.lease.lost
-            if lost is not None:
-                return await run.fence(lost)
-            if child is not None and child.returncode is not None:
-                return await run.child_exited(child.describe_exit())
+        probing: asyncio.Task[None] | None = None
+        next_probe = started
+        reason = "no probe has answered yet"
+        try:
+            while True:
+                self._wake.clear()
+                lost = run.instance.lease.lost
+                if lost is not None:
+                    message = await run.fence(lost)
+                    return message + await self._after(run, True, message)
+                if child is not None and child.returncode is not None:
+                    message = await run.child_exited(child.describe_exit())
+                    return message + await self._after(run, child.returncode != 0, message)
+                if self._shutdown.is_set():
+                    await run.stop()
+                    return f"start of {self._ctx.name} interrupted: the agent is shutting down"
+                now = time.monotonic()
+                if probing is not None and probing.done():
+                    failure = probing.exception()
+                    probing = None
+                    if failure is None:
+                        log.info("%s: ready after %.1fs", self._ctx.name, now - started)
+                        return None
+                    reason = clean(failure, 300)
+                    next_probe = now + options.probe_interval_s
+                if now >= deadline:
+                    if not self._ready:
+                        return None
+                    message = await run.fail(f"not ready after {timeout_s:g}s: {reason}")
+                    return message + await self._after(run, True, message)
+                if self._ready and probing is None and now >= next_probe:
+                    probing = asyncio.create_task(self._probe(self._ready))
+                    probing.add_done_callback(lambda _: self._wake.set())
+                wait = deadline - now
+                if self._ready and probing is None:
+                    wait = min(wait, next_probe - now)
+                await wait_event(self._wake, wait)
+        finally:
+            if probing is not None and not probing.done():
+                probing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ProbeFailed):
+                    await probing
+
+    async def _probe(self, checks: list[Probe]) -> None:
+        """One round of `checks`. Raises ProbeFailed, with anything unexpected
+        turned into one (a probe must not end the run by a bug of its own)."""
+        try:
+            await check_all(checks, self._ctx.options.probe_timeout_s)
+        except ProbeFailed:
+            raise
+        except Exception as exc:
+            log.exception("%s: a probe failed unexpectedly", self._ctx.name)
+            raise ProbeFailed(f"{type(exc).__name__}: {clean(exc, 200)}") from None
+
+    async def _watch_health(self, run: Run) -> None:
+        """While `run` is active: the health probes every interval; after
+        `health_failures` failed rounds in a row an error entry and, with
+        `health_restart`, the run ended and put to the restart policy."""
+        options = self._ctx.options
+        failures = 0
+        while not await wait_event(run.over, options.probe_interval_s):
+            try:
+                await self._probe(self._health)
+            except ProbeFailed as exc:
+                failures += 1
+                if failures == options.health_failures:
+                    message = f"health check failed {failures} times in a row: {clean(exc, 300)}"
+                    log.error("%s: %s", self._ctx.name, message)
+                    if options.health_restart:
+                        self._ctx.tasks.spawn(self._unhealthy(run, message), "health restart")
+                        return
+                    async with self.lock:
+                        if self._run is run and run.state is ConnectionState.ACTIVE:
+                            with contextlib.suppress(LeaseLost):  # the heartbeat fences it
+                                await run.instance.record_error(message)
+                continue
+            if failures >= options.health_failures:
+                log.info("%s: health check passes again", self._ctx.name)
+            failures = 0
+
+    async def _unhealthy(self, run: Run, message: str) -> None:
+        async with self.lock:
+            if self._run is not run or run.state is not ConnectionState.ACTIVE:
+                return
+            ended = await run.fail(message + "; restarting the child")
+            await self._after(run, True, ended)
+
+    # --- the restart policy -------------------------------------------------------
+
+    async def _may_restart(self) -> bool:
+        """Whether an automatic (re)start may go ahead now; asked before each one.
+
+        This is where the fleet-wide wanted state is to be consulted (an
+        operator who wants the exchange stopped, whichever agent runs it):
+        returning False drops the pending restart. Today nothing says so.
+        """
+        return True
+
+    async def _after(self, run: Run, failed: bool, outcome: str) -> str:
+        """A run ended on its own (`failed`, `outcome` say how): ask the restart
+        policy and act on it. Returns what it does, to append to a reply."""
+        if self._shutdown.is_set():
+            return ""
+        return await self._act(
+            self.restarts.run_ended(
+                failed=failed,
+                outcome=clean(outcome, 300),
+                ran_s=run.ran_s,
+                reached_active=run.reached_active,
+            )
+        )
+
+    async def _act(self, decision: Decision) -> str:
+        name = self._ctx.name
+        if decision.action is Action.RESTART:
+            delay = decision.delay_s
+            log.warning("%s: %s; restarting in %.1fs", name, decision.reason, delay)
+            self._set_note(f"{decision.reason}; restarting in {delay:.1f}s")
+            self._schedule_restart(delay)
+            return f"; restarting in {delay:.1f}s"
+        if decision.action is Action.FATAL:
+            log.error("%s: FATAL: %s", name, decision.reason)
+            self._set_note(
+                f"FATAL: {decision.reason}; `perseus start {self._ctx.options.exchange_id}`"
+                " tries again"
+            )
+            await self._ctx.append_error(decision.reason, ConnectionState.IDLE)
+            return f"; {decision.reason}"
+        log.info("%s: %s", name, decision.reason)
+        self._set_note(None)
+        return ""
+
+    def _set_note(self, note: str | None) -> None:
+        if note != self.note:
+            self.note = note
+            self._changed()
+
+    def _schedule_restart(self, delay_s: float) -> None:
+        self.cancel_restart(clear_note=False)
+        cancelled = self._pending = asyncio.Event()
+        self._ctx.tasks.spawn(
+            self._restart_after(self._generation, cancelled, delay_s), "automatic restart"
+        )
+
+    def cancel_restart(self, *, clear_note: bool = True) -> bool:
+        """Drop a pending restart (its backoff wait ends at once). Returns
+        whether one was pending or the policy had given up (FATAL)."""
+        self._generation += 1
+        pending = self._pending
+        self._pending = None
+        if pending is not None:
+            pending.set()
+        if clear_note:
+            self._set_note(None)
+        return pending is not None or self.restarts.fatal is not None
+
+    async def _restart_after(self, generation: int, cancelled: asyncio.Event, delay: float) -> None:
+        if await wait_event(cancelled, delay):
+            return
+        if not await self._may_restart():
+            log.info("%s: automatic restart called off", self._ctx.name)
+            if generation == self._generation:
+                self.cancel_restart()
+            return
+        async with self.lock:
+            if cancelled.is_set() or generation != self._generation or self._run is not None:
+                return
             if self._shutdown.is_set():
-                await run.stop()
-                return f"start of {self._ctx.name} interrupted: the agent is shutting down"
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            self._wake.clear()
-            await wait_event(self._wake, remaining)
+                return
+            self._pending = None
+            log.info("%s: restarting", self._ctx.name)
+            status, message, _ = await self._start_locked("restart", automatic=True)
+            if status is ReplyStatus.SUCCESS:
+                self._set_note(None)
+            log.log(
+                logging.INFO if status is ReplyStatus.SUCCESS else logging.WARNING,
+                "%s: restart: %s",
+                self._ctx.name,
+                message,
+            )
 
     # --- stop -------------------------------------------------------------------
 
@@ -237,9 +458,15 @@ class Slot:
         Raises:
             CommandRejected: the slot is idle.
         """
+        had_restart = self.cancel_restart()
         async with self.lock:
+            had_restart = self.cancel_restart() or had_restart
+            self.restarts.reset()
             run = self._run
             if run is None:
+                if had_restart:
+                    message = f"{self._ctx.name} stays idle: its automatic restart is called off"
+                    return ReplyStatus.SUCCESS, message, self.describe()
                 raise CommandRejected(f"cannot stop {self._ctx.name}: it is idle")
             lost = run.instance.lease.lost
             if lost is not None:  # reported, its fencing queued behind this command
@@ -291,7 +518,8 @@ class Slot:
             if self._run is not run or run.child is not child:
                 return  # the start that was warming it up has dealt with it
             message = await run.child_exited(outcome)
-            log.info("%s: %s; ready for another start", name, message)
+            log.info("%s: %s", name, message)
+            await self._after(run, child.returncode != 0, outcome)
 
     def _on_lease_lost(self, exc: LeaseLost) -> None:
         """From a run's instance: someone else holds the exchange now.
@@ -309,4 +537,4 @@ class Slot:
     async def _fence(self, run: Run, exc: LeaseLost) -> None:
         async with self.lock:
             if self._run is run:
-                await run.fence(exc)
+                await self._after(run, True, await run.fence(exc))

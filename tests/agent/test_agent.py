@@ -64,6 +64,7 @@ FULL_ROUND_TRIP = [
 ]
 
 FAST = ["--warmup", "0.2"]
+NO_RESTART = ["--restart", "never"]
 
 
 def sleeper(pidfile: Path) -> list[str]:
@@ -287,7 +288,7 @@ async def test_child_crash_while_active_returns_to_idle_and_can_start_again(
     spawn_agent: SpawnAgent, redis: Redis, settings: Settings
 ) -> None:
     crash = [sys.executable, "-c", "import sys, time; time.sleep(0.6); sys.exit(3)"]
-    agent = spawn_agent(args=[*FAST, "--autostart"], command=crash)
+    agent = spawn_agent(args=[*FAST, *NO_RESTART, "--autostart"], command=crash)
     holder = await eventually(lambda: state_is(redis, "active"), what="active")
     await agent.wait_log("released the slot")
     assert await status(redis) is None
@@ -319,7 +320,7 @@ async def test_child_crash_during_warmup_goes_straight_back_to_idle(
     spawn_agent: SpawnAgent, redis: Redis, settings: Settings
 ) -> None:
     crash = [sys.executable, "-c", "import sys; sys.exit(4)"]
-    agent = spawn_agent(args=["--warmup", "5"], command=crash)
+    agent = spawn_agent(args=["--warmup", "5", *NO_RESTART], command=crash)
     await until_listening(agent)
     outcome = await send(redis, settings, "start")
     assert outcome.status is ReplyStatus.ERROR
@@ -343,7 +344,7 @@ async def test_a_command_that_cannot_run_is_reported(
     program = tmp_path / "vanishing-program"
     program.write_text("#!/bin/sh\nexit 0\n")
     program.chmod(0o755)
-    agent = spawn_agent(args=FAST, command=[str(program)])
+    agent = spawn_agent(args=[*FAST, *NO_RESTART], command=[str(program)])
     await until_listening(agent)
     program.unlink()
     outcome = await send(redis, settings, "start")
@@ -483,6 +484,9 @@ async def test_paused_agent_fences_itself_without_touching_the_new_holder(
 
     await first.wait_log("fenced")
     await eventually(lambda: not pid_alive(first_child), what="the first agent's child to stop")
+    # Its restart policy tries again only where the slot is free: the claim is
+    # refused, and the new holder is left alone (below).
+    await first.wait_log("claim refused")
     # Let a few of the first agent's heartbeat periods pass (the new holder's
     # heartbeats measure them): it must stay off the key.
     before = await status(redis)
@@ -518,7 +522,7 @@ async def test_command_sent_while_the_agent_was_cut_off_still_runs(
     spawn_agent: SpawnAgent, redis: Redis, settings: Settings, tmp_path: Path
 ) -> None:
     pidfile = tmp_path / "child.pid"
-    agent = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(pidfile))
+    agent = spawn_agent(args=[*FAST, *NO_RESTART, "--autostart"], command=sleeper(pidfile))
     await eventually(lambda: state_is(redis, "active"), what="active")
     child_pid = read_pid(pidfile)
     assert child_pid is not None

@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_core import __version__
 from perseus_core.instance import MAX_ERROR_CHARS, Instance, StatusWrite
+from perseus_core.instance.heartbeat import retry_delay_s
 from perseus_core.plumbing.connection import connect
 from perseus_core.wire import keys
 from perseus_core.wire.errors import InvalidTransition, RedisUnavailable
@@ -26,6 +27,7 @@ from perseus_core.wire.lifecycle import TransitionRecord, can_transition
 from perseus_core.wire.models import ConnectionState as S
 from perseus_core.wire.settings import Settings
 from tests.helpers import StepClock, stored
+from tests.waiting import eventually
 
 EXCHANGE_ID = 1
 NAME = "coinbase"
@@ -427,3 +429,31 @@ async def test_release_with_redis_down_does_not_raise(
     assert await instance.release() is False
     assert not instance.lease.held and not instance.heartbeat.running
     assert "expires by TTL" in (instance.publisher.last_write_error or "")
+
+
+def test_a_failed_heartbeat_is_retried_within_a_quarter_interval() -> None:
+    assert retry_delay_s(15.0) == 1.0
+    assert retry_delay_s(3.0) == 0.75
+    assert retry_delay_s(0.1) == 0.05
+
+
+async def test_the_heartbeat_retries_quickly_and_renews_as_soon_as_redis_answers(
+    fresh_redis: RedisServer,
+    make_settings: Callable[..., Settings],
+    make_instance: Callable[..., Instance],
+) -> None:
+    # Interval 1 s, retries every 0.25 s: after a failure, two more come well
+    # within the 2 s that ticks at the interval would take.
+    settings = make_settings(
+        redis_url=fresh_redis.url, heartbeat_interval_ms=1000, heartbeat_ttl_ms=10_000
+    )
+    instance = make_instance(settings, retry=Retry(NoBackoff(), 0))
+    await instance.claim()
+    heartbeat = instance.heartbeat
+    fresh_redis.stop()
+    await eventually(lambda: heartbeat.failures >= 1, within=5, what="a failed tick")
+    await eventually(lambda: heartbeat.failures >= 3, within=1.5, what="two quick retries")
+    confirmed = heartbeat.count
+    fresh_redis.start()
+    await eventually(lambda: heartbeat.count > confirmed, within=5, what="a renewal")
+    assert instance.lease.held
