@@ -37,6 +37,7 @@ import tomllib
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,16 @@ def _fields() -> dict[str, tuple[TypeAdapter[Any], bool]]:
         )
         for field in dataclasses.fields(AgentOptions)
     }
+
+
+@functools.cache
+def _named_choices() -> frozenset[str]:
+    """Fields whose type is an enumeration (`restart`): a file names the
+    choice as a string, which strict validation would refuse."""
+    hints = typing.get_type_hints(AgentOptions)
+    return frozenset(
+        name for name, hint in hints.items() if isinstance(hint, type) and issubclass(hint, Enum)
+    )
 
 
 def _nearest(key: str, known: Iterable[str]) -> str:
@@ -315,7 +326,7 @@ class _Checker:
                 return _INVALID
         adapter, _ = fields[key]
         try:
-            checked = adapter.validate_python(value, strict=True)
+            checked = adapter.validate_python(value, strict=key not in _named_choices())
         except ValidationError as exc:
             error = exc.errors()[0]
             at = "".join(f"[{part}]" for part in error["loc"])

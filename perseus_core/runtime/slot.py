@@ -36,6 +36,7 @@ from perseus_core.runtime.run import Run
 from perseus_core.runtime.supervisor import ChildProcess, child_environment, kill_deadline_ms
 from perseus_core.store.lease import ClaimConflict, LeaseLost
 from perseus_core.store.output import OutputWriter
+from perseus_core.store.wanted import may_start_on_its_own
 from perseus_core.wire.errors import CommandRejected, RedisUnavailable
 from perseus_core.wire.models import ConnectionState, ReplyStatus
 from perseus_core.wire.text import clean
@@ -361,11 +362,17 @@ class Slot:
     async def _may_restart(self) -> bool:
         """Whether an automatic (re)start may go ahead now; asked before each one.
 
-        This is where the fleet-wide wanted state is to be consulted (an
-        operator who wants the exchange stopped, whichever agent runs it):
-        returning False drops the pending restart. Today nothing says so.
+        An operator who stopped the exchange, from any host and whichever
+        agent ran it (`perseus:wanted:{id}`, docs/wire-format.md 2.6), calls
+        it off: returning False drops the pending restart, until their
+        `start`. A record that cannot be read says nothing (`read_wanted`).
         """
-        return True
+        ctx = self._ctx
+        stopped = await may_start_on_its_own(ctx.redis, ctx.options.exchange_id)
+        if stopped is None:
+            return True
+        log.info("%s: not restarting: %s", ctx.name, stopped.describe(ctx.clock()))
+        return False
 
     async def _after(self, run: Run, failed: bool, outcome: str) -> str:
         """A run ended on its own (`failed`, `outcome` say how): ask the restart

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from perseus_cli.apps.redis_server import RedisServer, free_port
 from perseus_core.plumbing.connection import connect
+from perseus_core.store.wanted import Want, write_wanted
 from perseus_core.wire import keys
 from perseus_core.wire.models import ErrorEntry, StateTransitionEntry
 from perseus_core.wire.settings import Settings
@@ -131,6 +132,31 @@ async def test_stop_calls_off_a_pending_restart(
     assert await redis.get(keys.status_key(1)) is None
     assert read_pid(pidfile) is None
     assert not [n for n in await notes(redis) if n]
+
+
+async def test_a_stop_recorded_anywhere_calls_off_the_next_restart(
+    spawn_agent: SpawnAgent, redis: Redis, settings: Settings, tmp_path: Path
+) -> None:
+    """An operator's stop is recorded fleet-wide (docs/wire-format.md 2.6): an
+    agent whose child keeps failing asks before each restart, and stops
+    restarting once the record says stopped, whoever wrote it."""
+    marker, pidfile = tmp_path / "fail", tmp_path / "child.pid"
+    marker.touch()
+    agent = spawn_agent(
+        args=["--warmup", "0.3", "--autostart", "--backoff-max", "0.5", "--start-retries", "100"],
+        command=[sys.executable, "-c", FAILS_WHILE_MARKED, str(marker), str(pidfile)],
+    )
+    await eventually(lambda: len(restart_delays(agent)) >= 1, what="a restart")
+    await write_wanted(redis, 1, Want.STOP, "ops@elsewhere")
+    await agent.wait_log("not restarting: stopped by ops@elsewhere")
+    marker.unlink()  # a restart now would succeed: none must come
+    claims = len(await transitions(redis, settings))
+    await asyncio.sleep(1.5)  # longer than the longest backoff
+    assert len(await transitions(redis, settings)) == claims
+    assert await redis.get(keys.status_key(1)) is None
+    started = await send(redis, settings, "start")  # the operator's word lifts it
+    assert started.status.value == "success", started.message
+    assert read_pid(pidfile) is not None
 
 
 @pytest.fixture
