@@ -88,7 +88,10 @@ def refusal(view: ExchangeView, command: CommandType) -> str | None:
       no Livermore owner to ask (`route_of`, the same words as the CLI's);
     - start: an instance already holds the slot (live or unreadable), or no
       agent runs for the exchange (and no Livermore owner is named for it);
-    - stop: no instance runs (ready or offline), or it is already stopping;
+    - stop: no instance runs and no agent would answer (offline), an operator
+      already stopped it, or it is already stopping; an idle agent (ready)
+      answers a stop itself (it calls off a pending restart, and the stop
+      keeps its autostart and restarts from starting it);
     - ping: nobody could answer (offline: no instance and no agent).
 
     Args:
@@ -110,7 +113,9 @@ def refusal(view: ExchangeView, command: CommandType) -> str | None:
     if command is CommandType.STOP:
         if kind is ViewKind.OFFLINE and not view.in_catalog:
             return _nobody_there(view)
-        if kind in (ViewKind.READY, ViewKind.OFFLINE):
+        if kind in (ViewKind.READY, ViewKind.OFFLINE) and view.stopped_by is not None:
+            return "an operator already stopped it: its agents start it only on a `start`"
+        if kind is ViewKind.OFFLINE:
             return "no instance of it is running"
         if view.status is not None and view.status.connection_state in _STOP_REFUSED_STATES:
             return f"it is already {view.status.connection_state.value}"

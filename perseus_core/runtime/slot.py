@@ -474,12 +474,31 @@ class Slot:
                 if had_restart:
                     message = f"{self._ctx.name} stays idle: its automatic restart is called off"
                     return ReplyStatus.SUCCESS, message, self.describe()
-                raise CommandRejected(f"cannot stop {self._ctx.name}: it is idle")
+                return await self._stop_idle()
             lost = run.instance.lease.lost
             if lost is not None:  # reported, its fencing queued behind this command
                 return self.reply(ReplyStatus.ERROR, await run.fence(lost))
             message = await run.stop()
             return ReplyStatus.SUCCESS, message, self.describe()
+
+    async def _stop_idle(self) -> Reply:
+        """A stop while nothing runs: it succeeds when the operators' stop is on
+        record (the sender writes it first, docs/wire-format.md 2.6), since
+        that is what keeps every agent from starting the exchange on its own;
+        without the record there is nothing this stop changed.
+
+        Raises:
+            CommandRejected: no stop is on record (the sender could not write it).
+        """
+        ctx = self._ctx
+        stopped = await may_start_on_its_own(ctx.redis, ctx.options.exchange_id)
+        if stopped is None:
+            raise CommandRejected(f"cannot stop {ctx.name}: it is idle")
+        message = (
+            f"{ctx.name} is idle and stays stopped ({stopped.describe(ctx.clock())}):"
+            " no agent starts it on its own until an operator's start"
+        )
+        return ReplyStatus.SUCCESS, message, self.describe()
 
     async def shut_down(self) -> None:
         """The agent is leaving: stop the run if any (fence it if its lease is lost)."""

@@ -134,9 +134,11 @@ async def test_start_stop_round_trip(
     assert await status(redis) is None
     ping = await send(redis, settings, "ping")
     assert ping.status is ReplyStatus.SUCCESS and ping.data["state"] == "idle"
-    rejected = await send(redis, settings, "stop")
-    assert rejected.status is ReplyStatus.ERROR
-    assert rejected.message == "cannot stop coinbase: it is idle"
+    # A stop while idle holds: recorded by the sender, it keeps every agent
+    # from starting the exchange on its own until an operator's start.
+    kept = await send(redis, settings, "stop")
+    assert kept.status is ReplyStatus.SUCCESS, kept.message
+    assert kept.message.startswith("coinbase is idle and stays stopped (stopped by ")
 
     started = await send(redis, settings, "start")
     assert started.status is ReplyStatus.SUCCESS, started.message
@@ -189,8 +191,8 @@ async def test_round_trip_through_the_cli(
 
     again = await perseus(redis_url, "stop", "1", "--operator", "alice")
     assert again.returncode == 1
-    # Refused before sending: nothing runs, so a stop cannot succeed.
-    assert "cannot stop exchange 1: no instance of it is running" in again.stderr
+    # Refused before sending: nothing runs, and the stop is on record already.
+    assert "cannot stop exchange 1: an operator already stopped it" in again.stderr
 
     assert await transitions(redis, settings) == FULL_ROUND_TRIP
     audit = [e for e in await entries(redis, settings) if isinstance(e, CommandEntry)]
