@@ -9,10 +9,8 @@ at most one fleet read per `cache_ms`.
 
 A reading is the fleet reader's snapshot (`FleetReader.snapshot`: the
 catalog and every status key with its PTTL in one pipeline per node, the
-agents of the exchanges without a status in one more), plus, in one more
-pipelined round trip, the agents present for the exchanges that have a
-status (the reader reads those only where there is no status), and Redis's
-clock against this host's.
+agents present of every exchange in one more), and Redis's clock against
+this host's.
 
 When Redis cannot be read, the previous reading is kept (Prometheus keeps
 seeing the last values), `redis_up` turns False and `redis_errors` counts
@@ -29,11 +27,8 @@ from dataclasses import dataclass, field
 
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS
-from perseus_core.plumbing.scripts import read_script_command
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.network import FleetReader, FleetSnapshot
-from perseus_core.store.network.reader import LIVE_MEMBERS_LUA, MAX_AGENTS
-from perseus_core.wire import keys
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
@@ -144,7 +139,7 @@ class FleetReadings:
         started = time.monotonic()
         try:
             snapshot = await self._reader.snapshot(last_known=False, agents=True)
-            agents, skew = await self._agents_and_clock(snapshot)
+            skew = await self._clock_skew()
         except READ_ERRORS as exc:
             health.redis_errors += 1
             health.redis_up = False
@@ -158,6 +153,7 @@ class FleetReadings:
             log.info("reading the fleet again")
         health.redis_up, health.problem = True, None
         self._read_at = time.monotonic()
+        agents = {view.exchange_id: len(view.agents) for view in snapshot.exchanges}
         self._reading = FleetReading(snapshot, agents, skew, self._read_at - started)
         return self._reading
 
@@ -166,28 +162,9 @@ class FleetReadings:
             return str(exc)
         return describe_redis_error(self._settings, exc)
 
-    async def _agents_and_clock(self, snapshot: FleetSnapshot) -> tuple[dict[int, int], float]:
-        """The agents present of every listed exchange, and Redis's clock skew.
-
-        The snapshot carries the agents of the exchanges without a status;
-        those with one are counted here with the reader's own presence
-        script (`LIVE_MEMBERS_LUA`: members unexpired on Redis's clock), one
-        single-key script per exchange in one pipeline, so it runs on a
-        cluster too. A presence key that cannot be read counts as no agents.
-        """
-        agents = {view.exchange_id: len(view.agents) for view in snapshot.exchanges}
-        live = [view.exchange_id for view in snapshot.exchanges if view.online]
+    async def _clock_skew(self) -> float:
+        """Redis's clock minus this host's, judged at the middle of the round trip."""
         before = self._clock().timestamp()
         seconds, micros = await self._redis.time()
         after = self._clock().timestamp()
-        skew = int(seconds) + int(micros) / 1e6 - (before + after) / 2
-        if live:
-            script = await read_script_command(self._redis)
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for exchange_id in live:
-                    key = keys.agents_key(exchange_id)
-                    pipe.execute_command(script, LIVE_MEMBERS_LUA, 1, key, MAX_AGENTS)
-                replies = await pipe.execute(raise_on_error=False)
-            for exchange_id, reply in zip(live, replies, strict=True):
-                agents[exchange_id] = len(reply) if isinstance(reply, list) else 0
-        return agents, skew
+        return int(seconds) + int(micros) / 1e6 - (before + after) / 2

@@ -435,7 +435,8 @@ class FleetReader:
         Args:
             last_known: read the last-known info of every exchange that has no
                 valid status (one more pipelined round trip).
-            agents: read the agent presence of every exchange that has no valid
+            agents: read the agent presence of every exchange (a holder's
+                standbys too) and the wanted state of those without a valid
                 status; None (default) does so whenever `last_known` is read,
                 in the same round trip.
             discover_online: True to SCAN for online exchanges that are not in
@@ -443,8 +444,8 @@ class FleetReader:
                 the last scan is older than `scan_every_s`.
 
         Round trips on a single Redis, steady state: one for the catalog and
-        every status, one for the last-known entries and agents of the
-        exchanges without a status (none when every exchange is online). Extra
+        every status, one for the agents of every exchange and the last-known
+        entries of those without a status. Extra
         ones only when the catalog gained ids since the previous snapshot, and
         for a SCAN.
         """
