@@ -11,6 +11,7 @@ import functools
 import os
 import signal
 import sys
+from asyncio import AbstractEventLoop
 from collections.abc import Callable
 from pathlib import Path
 
@@ -182,3 +183,19 @@ def gone_from_here(scope: str | None, pid: int | None) -> bool:
     if scope is None or pid is None or scope != process_scope():
         return False
     return not pid_is_running(pid)
+
+
+def install_signal_handlers(
+    loop: AbstractEventLoop, handler: Callable[[signal.Signals], None]
+) -> list[signal.Signals]:
+    """Send SIGTERM, SIGHUP and SIGINT to `handler` in `loop`, where the loop can
+    take them (Unix, the main thread); returns those installed, for
+    `loop.remove_signal_handler` when the process stops handling them."""
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, handler, sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not Unix / not main thread
+            continue
+        installed.append(sig)
+    return installed

@@ -42,6 +42,7 @@ from redis.exceptions import ResponseError
 
 from perseus_core.plumbing.connection import access_denied, connect, is_acl_denial
 from perseus_core.plumbing.errors import REDIS_ERRORS
+from perseus_core.plumbing.processes import install_signal_handlers
 from perseus_core.plumbing.tasks import TaskGroup
 from perseus_core.runtime.commands import Commands
 from perseus_core.runtime.context import AgentContext
@@ -141,7 +142,7 @@ class Agent:
                 and `AgentOptions.rename` is off.
         """
         loop = asyncio.get_running_loop()
-        installed = self._install_signal_handlers(loop) if signals else []
+        installed = install_signal_handlers(loop, self._on_signal) if signals else []
         try:
             command = " ".join(self.options.command)
             log.info(
@@ -276,16 +277,6 @@ class Agent:
                 await run.instance.set_ip(ip)
 
     # --- signals and exit -------------------------------------------------------
-
-    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
-        installed = []
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            except (NotImplementedError, RuntimeError, ValueError):  # not Unix / not main thread
-                continue
-            installed.append(sig)
-        return installed
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if sig == signal.SIGINT:

@@ -24,6 +24,7 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from perseus_core.plumbing.processes import install_signal_handlers
 from perseus_core.runtime.agent import Agent
 from perseus_core.runtime.host_config import HostConfigInvalid
 from perseus_core.runtime.options import FORCED_EXIT, AgentOptions
@@ -141,7 +142,7 @@ class Host:
             AllSlotsFailed: every slot's agent ended on its own.
         """
         loop = asyncio.get_running_loop()
-        installed = self._install_signal_handlers(loop)
+        installed = install_signal_handlers(loop, self._on_signal)
         try:
             log.info(
                 "%s: %d slot(s): %s",
@@ -267,16 +268,6 @@ class Host:
             self._start(options)
 
     # --- signals and exit -------------------------------------------------------
-
-    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
-        installed = []
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-            except (NotImplementedError, RuntimeError, ValueError):  # not Unix / not main thread
-                continue
-            installed.append(sig)
-        return installed
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if sig == signal.SIGINT:
