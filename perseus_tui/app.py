@@ -363,6 +363,14 @@ class PerseusApp(App[None]):
         timelines = self.fleet.timelines
         for name, window in message.windows.items():
             timelines.load(name, window.entries, known_from=window.known_from)
+        # Redraw the strips and the flapping count now rather than at the next
+        # second's tick (which a frozen clock, as in screenshots, never brings).
+        self.header = self.header_state()
+        now = self.clock()
+        if self.clock_tick == now:
+            self.mutate_reactive(PerseusApp.clock_tick)
+        else:
+            self.clock_tick = now
 
     @on(FeedHistory)
     def _feed_history(self, message: FeedHistory) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 from textual.widgets import Log
+from textual.widgets._footer import FooterKey
 
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_cli.apps.screenshot_demo import (
@@ -42,6 +43,7 @@ from perseus_cli.apps.screenshot_fleet import (
 from perseus_core.wire.settings import Settings
 from perseus_tui.app import PerseusApp, create_app
 from perseus_tui.screens.output import OutputScreen
+from perseus_tui.widgets.footer import PerseusFooter
 
 __all__ = [
     "DISPLAY_URL",
@@ -94,6 +96,42 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise TimeoutError("the dashboard did not reach the expected state in time")
         await pilot.pause(0.05)
+
+
+def keys_drawn(app: PerseusApp) -> bool:
+    """Whether the key bar shows each key greyed out exactly as `check_action`
+    answers now: the footer recomposes a frame or two after the answers
+    change (an agent's presence read a moment after the first paint), and a
+    screenshot taken in between would show either bar by chance."""
+    try:
+        footers = list(app.screen.query(PerseusFooter))
+    except Exception:  # a screen being replaced: ask again
+        return False
+    enabled = {
+        binding.action: is_enabled
+        for _node, binding, is_enabled, _tooltip in app.screen.active_bindings.values()
+    }
+    return all(
+        key.has_class("-disabled") != enabled[key.action]
+        for footer in footers
+        for key in footer.query(FooterKey)
+        if key.action in enabled
+    )
+
+
+def drawn(
+    run_before: Callable[[Pilot[None]], Awaitable[None]],
+) -> Callable[[Pilot[None]], Awaitable[None]]:
+    """`run_before`, then wait until the key bar is drawn as it stands (`keys_drawn`)."""
+
+    async def run(pilot: Pilot[None]) -> None:
+        await run_before(pilot)
+        app = pilot.app
+        assert isinstance(app, PerseusApp)
+        await wait_for(pilot, lambda: keys_drawn(app))
+        await pilot.pause()
+
+    return run
 
 
 async def settle(pilot: Pilot[None]) -> None:
@@ -272,7 +310,7 @@ async def _capture(
     app: PerseusApp, size: tuple[int, int], run_before: Callable[[Pilot[None]], Awaitable[None]]
 ) -> str:
     async with app.run_test(size=size) as pilot:
-        await run_before(pilot)
+        await drawn(run_before)(pilot)
         await pilot.wait_for_scheduled_animations()
         await pilot.pause()
         return app.export_screenshot(title="Perseus")

@@ -19,6 +19,7 @@ from perseus_cli.apps.redis_server import RedisServer
 from perseus_cli.apps.screenshots import (
     SHOTS,
     Shot,
+    drawn,
     screenshot_app,
     seed_fleet,
     settle,
@@ -36,7 +37,7 @@ def test_screen(shot: Shot, snap_compare: SnapCompare, redis_url: str) -> None:
     """Each screen as `make screenshots` renders it (see Shot.description)."""
     shot.seed(redis_url)
     app = shot.make_app(redis_url)
-    assert snap_compare(app, terminal_size=shot.size, run_before=shot.run_before)
+    assert snap_compare(app, terminal_size=shot.size, run_before=drawn(shot.run_before))
 
 
 def test_redis_unreachable(snap_compare: SnapCompare, fresh_redis: RedisServer) -> None:
@@ -44,7 +45,7 @@ def test_redis_unreachable(snap_compare: SnapCompare, fresh_redis: RedisServer) 
     seed_fleet(fresh_redis.url)
     app = screenshot_app(fresh_redis.url)
     assert snap_compare(
-        app, terminal_size=(120, 40), run_before=unreachable_run_before(fresh_redis.kill)
+        app, terminal_size=(120, 40), run_before=drawn(unreachable_run_before(fresh_redis.kill))
     )
 
 
@@ -58,14 +59,16 @@ async def _filtered(pilot: Pilot[None]) -> None:
 def test_active_filter(snap_compare: SnapCompare, redis_url: str) -> None:
     """`/kraken` then Enter: one card, the feed's kraken lines, the filter kept."""
     seed_fleet(redis_url)
-    assert snap_compare(screenshot_app(redis_url), terminal_size=(120, 40), run_before=_filtered)
+    assert snap_compare(
+        screenshot_app(redis_url), terminal_size=(120, 40), run_before=drawn(_filtered)
+    )
 
 
 def test_read_only(snap_compare: SnapCompare, redis_url: str) -> None:
     """Started with --read-only: the header says so, start and stop are greyed out."""
     seed_fleet(redis_url)
     app = screenshot_app(redis_url, read_only=True)
-    assert snap_compare(app, terminal_size=(120, 40), run_before=settle)
+    assert snap_compare(app, terminal_size=(120, 40), run_before=drawn(settle))
 
 
 def _paused_with_held(redis_url: str) -> Callable[[Pilot[None]], Awaitable[None]]:
@@ -90,7 +93,9 @@ def test_paused_feed(snap_compare: SnapCompare, redis_url: str) -> None:
     """`p` pauses the feed: entries that arrive are held, and the title counts them."""
     seed_fleet(redis_url)
     app = screenshot_app(redis_url)
-    assert snap_compare(app, terminal_size=(120, 40), run_before=_paused_with_held(redis_url))
+    assert snap_compare(
+        app, terminal_size=(120, 40), run_before=drawn(_paused_with_held(redis_url))
+    )
 
 
 async def _palette(pilot: Pilot[None]) -> None:
@@ -119,4 +124,6 @@ def _searched(palette: object, typed: str) -> bool:
 def test_command_palette(snap_compare: SnapCompare, redis_url: str) -> None:
     """Ctrl+P, `stop`: the matching commands, exchange names highlighted as plain text."""
     seed_fleet(redis_url)
-    assert snap_compare(screenshot_app(redis_url), terminal_size=(120, 40), run_before=_palette)
+    assert snap_compare(
+        screenshot_app(redis_url), terminal_size=(120, 40), run_before=drawn(_palette)
+    )
