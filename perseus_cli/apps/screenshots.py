@@ -38,10 +38,12 @@ from perseus_cli.apps.screenshot_fleet import (
     seed_fleet,
     seed_fleet_with_output,
     seed_hostile,
+    seed_incidents,
 )
 from perseus_core.wire.settings import Settings
 from perseus_tui.app import PerseusApp, create_app
 from perseus_tui.screens.output import OutputScreen
+from perseus_tui.widgets.header import PerseusHeader
 
 __all__ = [
     "DISPLAY_URL",
@@ -103,6 +105,29 @@ async def settle(pilot: Pilot[None]) -> None:
     await wait_for(pilot, lambda: app.loaded.is_set() and app.history_loaded.is_set())
     await wait_for(pilot, lambda: app.timelines_read)
     await wait_for(pilot, lambda: app.focused is not None)  # the first card, once mounted
+    await pilot.pause()
+
+
+async def _settle_incidents(pilot: Pilot[None]) -> None:
+    """`settle`, then until the stopped card's hour strip and the header's
+    flapping count show the timelines read (both are drawn when they next
+    render)."""
+    await settle(pilot)
+    app = pilot.app
+    assert isinstance(app, PerseusApp)
+
+    def drawn() -> bool:
+        card = app.dashboard.grid.card(2)
+        if card is None:
+            return False
+        card.refresh()
+        header = app.query_one(PerseusHeader)
+        header.refresh()
+        shown = "".join(strip.text for strip in header.render_lines(header.region.reset_offset))
+        strip = "█" in card.render().plain or app.size.height < 30  # short cards: no strip
+        return strip and "flapping" in shown
+
+    await wait_for(pilot, drawn)
     await pilot.pause()
 
 
@@ -224,6 +249,20 @@ class Shot:
 SHOTS: tuple[Shot, ...] = (
     Shot("dashboard_120x40", (120, 40), seed_fleet, settle, "every state, offline, corrupt, ready"),
     Shot("dashboard_80x24", (80, 24), seed_fleet, settle, "the same fleet on a small terminal"),
+    Shot(
+        "incidents_120x40",
+        (120, 40),
+        seed_incidents,
+        _settle_incidents,
+        "stopped by an operator, crashed, FATAL, standbys after a takeover",
+    ),
+    Shot(
+        "incidents_80x24",
+        (80, 24),
+        seed_incidents,
+        _settle_incidents,
+        "the incidents on a small terminal",
+    ),
     Shot(
         "detail",
         (120, 40),
