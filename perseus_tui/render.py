@@ -19,13 +19,14 @@ from functools import cache
 
 from textual.content import Content
 
-from perseus_core.present import Badge, Tone, error_state, state_tone
+from perseus_core.present import Badge, Tone, error_state, holder_text, state_tone
 from perseus_core.present.edges import EdgeKind
 from perseus_core.present.exchange import Line, Part, clock_time
 from perseus_core.wire.models import (
     ActivityEntry,
     CommandEntry,
     ErrorEntry,
+    HolderEntry,
     OtherEntry,
     StateTransitionEntry,
 )
@@ -178,6 +179,10 @@ def _entry_body(entry: ActivityEntry) -> Content:
             (": ", MUTED),
             command_outcome(entry.status, entry.message),
         )
+    if isinstance(entry, HolderEntry):
+        # A change of holder stands out; the first holder on record is only noted.
+        style = f"bold {TONE_TEXT[Tone.WARNING]}" if entry.changed else MUTED
+        return Content.assemble(("⇄ ", style), (holder_text(entry), style))
     if entry.event in OBSERVED_EVENTS:
         return _observed_body(entry)
     return _generic_body(entry)
@@ -241,6 +246,8 @@ def entry_matches(entry: ActivityEntry, query: str) -> bool:
     haystack: list[str] = [entry.exchange_name, entry.stream, entry.hostname]
     if isinstance(entry, CommandEntry):
         haystack.append(entry.operator)
+    if isinstance(entry, HolderEntry):
+        haystack.append(entry.previous_hostname)
     if isinstance(entry, StateTransitionEntry):
         haystack.append(entry.admin_email)
     return any(needle in value.lower() for value in haystack if value)

@@ -5,11 +5,13 @@ its agents, a hostile hostname and an empty fleet, all dated from one frozen
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
 import redis as sync_redis
 
+from perseus_core.store.wanted import WANTED_FIELD
 from perseus_core.wire import keys
 from perseus_core.wire.models import (
     AgentPresence,
@@ -17,6 +19,7 @@ from perseus_core.wire.models import (
     CommandEntry,
     ConnectionState,
     ErrorEntry,
+    HolderEntry,
     InstanceStatus,
     OtherEntry,
     StateTransitionEntry,
@@ -291,3 +294,133 @@ def seed_empty(url: str) -> None:
     """No catalog entry, nothing online: the first run against a fresh Redis."""
     with sync_redis.Redis.from_url(url, decode_responses=True) as client:
         client.flushall()
+
+
+# --- incidents: what a card says after a stop, a crash, a give-up, a takeover ----------
+
+INCIDENT_OPERATOR = "root@vm"
+CRASH_STDERR = "ERROR feed: connection refused | retrying in 1s | giving up after 3 tries"
+FATAL_NOTE = (
+    "FATAL: gave up after 5 quick failures: child command exited with code 1 while starting"
+)
+STANDBY_HOLDER = ("okx-a", 4242)
+STANDBYS = (("okx-b", 5150), ("okx-c", 5151))
+
+
+def _incidents_history() -> list[tuple[str, dict[str, str]]]:
+    """A stop by an operator (kraken), a crash (coinbase), repeated failures
+    (binance) and a takeover (okx), oldest first."""
+    rows: list[tuple[str, dict[str, str]]] = []
+    walk = (("idle", "starting"), ("starting", "warming"), ("warming", "active"))
+    for i, (src, dst) in enumerate(walk):
+        rows.append(
+            ("coinbase", _transition("coinbase", 1, "cb-01", src, dst, _ago(minutes=9 - i)))
+        )
+        rows.append(("kraken", _transition("kraken", 2, "kr-01", src, dst, _ago(minutes=50 - i))))
+    rows.append(("kraken", CommandEntry(
+        command="stop", correlation_id="5e1d", operator=INCIDENT_OPERATOR, status="success",
+        message="kraken stopped", timestamp=_ts(_ago(minutes=3)), exchange_id="2",
+        exchange_name="kraken", hostname="kr-01",
+    ).to_fields()))  # fmt: skip
+    for i, (src, dst) in enumerate(
+        (("active", "stopping"), ("stopping", "stopped"), ("stopped", "idle"))
+    ):
+        rows.append(("kraken", _transition("kraken", 2, "kr-01", src, dst, _ago(seconds=180 - i))))
+    for attempt in range(5):
+        at = _ago(minutes=6, seconds=-10 * attempt)
+        rows.append(("binance", _transition("binance", 3, "bn-01", "idle", "starting", at)))
+        rows.append(("binance", ErrorEntry(
+            timestamp=_ts(at + timedelta(seconds=1)), exchange_id="3", exchange_name="binance",
+            hostname="bn-01", state="starting",
+            error="child command exited with code 1 while starting; last stderr: bad API key",
+        ).to_fields()))  # fmt: skip
+        rows.append(("binance", _transition(
+            "binance", 3, "bn-01", "starting", "idle", at + timedelta(seconds=1)
+        )))  # fmt: skip
+    rows.append(("coinbase", ErrorEntry(
+        timestamp=_ts(_ago(seconds=12)), exchange_id="1", exchange_name="coinbase",
+        hostname="cb-01", state="active",
+        error=f"child command exited with code 3 while active; last stderr: {CRASH_STDERR}",
+    ).to_fields()))  # fmt: skip
+    for i, (src, dst) in enumerate(
+        (("active", "stopping"), ("stopping", "stopped"), ("stopped", "idle"))
+    ):
+        rows.append(
+            ("coinbase", _transition("coinbase", 1, "cb-01", src, dst, _ago(seconds=12 - i / 10)))
+        )
+    okx_up = _ago(minutes=1)
+    for i, (src, dst) in enumerate(walk):
+        rows.append(
+            (
+                "okx",
+                _transition("okx", 4, STANDBY_HOLDER[0], src, dst, okx_up + timedelta(seconds=i)),
+            )
+        )
+    return rows
+
+
+def _incident_holder_entry() -> dict[str, str]:
+    """The okx standby that took over, as its claim noted it (docs/wire-format.md 2.7)."""
+    host, pid = STANDBY_HOLDER
+    return HolderEntry(
+        timestamp=_ts(_ago(minutes=1, seconds=1)), exchange_id="4", exchange_name="okx",
+        hostname=host, instance_id=f"{host}:4:{pid}:1770700000000", pid=str(pid), epoch="4",
+        via="claim", previous_instance_id="okx-b:4:4100:1770600000000",
+        previous_hostname="okx-b", previous_pid="4100",
+    ).to_fields()  # fmt: skip
+
+
+def _incident_agents(client: sync_redis.Redis) -> None:
+    """Every incident exchange's agents: idle ones with what keeps them idle,
+    and okx's holder with its two standbys."""
+    seconds, micros = client.time()
+    expires_ms = seconds * 1000 + micros // 1000 + STATUS_TTL_S * 1000
+    stopped_note = f"not starting: stopped by {INCIDENT_OPERATOR} 3m ago"
+    agents = (
+        (1, "coinbase", "cb-01", 3100, "idle", None, _ago(seconds=12)),
+        (2, "kraken", "kr-01", 3200, "idle", stopped_note, _ago(seconds=178)),
+        (3, "binance", "bn-01", 3300, "idle", FATAL_NOTE, _ago(minutes=5, seconds=19)),
+        (4, "okx", *STANDBY_HOLDER, "active", None, _ago(minutes=1)),
+        *(
+            (4, "okx", host, pid, "idle", f"standby: okx is held by {STANDBY_HOLDER[0]} pid "
+             f"{STANDBY_HOLDER[1]}", _ago(minutes=1))
+            for host, pid in STANDBYS
+        ),
+    )  # fmt: skip
+    for exchange_id, name, host, pid, state, note, since in agents:
+        member = AgentPresence(
+            agent_id=f"{host}:{pid}:1770700000000", exchange_id=exchange_id, exchange_name=name,
+            hostname=host, pid=pid, state=state, since=since, version="0.1.0", note=note,
+        )  # fmt: skip
+        client.zadd(keys.agents_key(exchange_id), {member.to_json(): expires_ms})
+        client.expire(keys.agents_key(exchange_id), STATUS_TTL_S)
+
+
+def seed_incidents(url: str) -> None:
+    """Write four exchanges after four incidents: kraken stopped by an operator,
+    coinbase's child crashed, binance's restart policy gave up (FATAL), okx
+    taken over by a standby, with two more standbys waiting."""
+    okx = _Instance(4, "okx", "OKX", ConnectionState.ACTIVE, STANDBY_HOLDER[0], "203.0.113.99",
+                    "SG", None, 9, 2, timedelta(minutes=1) - timedelta(seconds=2))  # fmt: skip
+    with sync_redis.Redis.from_url(url, decode_responses=True) as client:
+        client.flushall()
+        for exchange_id, name, display in (
+            (1, "coinbase", "Coinbase"), (2, "kraken", "Kraken"), (3, "binance", "Binance"),
+            (4, "okx", "OKX"),
+        ):  # fmt: skip
+            entry = CatalogEntry(id=exchange_id, name=name, display_name=display)
+            client.hset(keys.CATALOG_KEY, str(exchange_id), entry.to_json())
+        status = _status(okx).model_copy(
+            update={"instance_id": f"okx-a:4:{STANDBY_HOLDER[1]}:1770700000000", "epoch": 4}
+        )
+        client.set(keys.status_key(4), status.to_json(), ex=STATUS_TTL_S)
+        stop = {"want": "stop", "operator": INCIDENT_OPERATOR, "at": to_epoch_ms(_ago(minutes=3))}
+        client.hset(keys.wanted_key(2), WANTED_FIELD, json.dumps(stop))
+        _append_history(client, _incidents_history())
+        holder_at = to_epoch_ms(_ago(minutes=1, seconds=1))
+        client.xadd(
+            keys.perseus_activity_key("okx"),
+            _incident_holder_entry(),
+            id=f"{holder_at}-0",
+        )
+        _incident_agents(client)

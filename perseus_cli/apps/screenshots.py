@@ -39,6 +39,7 @@ from perseus_cli.apps.screenshot_fleet import (
     seed_fleet,
     seed_fleet_with_output,
     seed_hostile,
+    seed_incidents,
 )
 from perseus_core.wire.settings import Settings
 from perseus_tui.app import PerseusApp, create_app
@@ -262,6 +263,20 @@ class Shot:
 SHOTS: tuple[Shot, ...] = (
     Shot("dashboard_120x40", (120, 40), seed_fleet, settle, "every state, offline, corrupt, ready"),
     Shot("dashboard_80x24", (80, 24), seed_fleet, settle, "the same fleet on a small terminal"),
+    Shot(
+        "incidents_120x40",
+        (120, 40),
+        seed_incidents,
+        settle,
+        "stopped by an operator, crashed, FATAL, standbys after a takeover",
+    ),
+    Shot(
+        "incidents_80x24",
+        (80, 24),
+        seed_incidents,
+        settle,
+        "the incidents on a small terminal",
+    ),
     Shot(
         "detail",
         (120, 40),

@@ -15,6 +15,10 @@ Typical use::
 
 Failure policy, in one place:
 
+- A claim that makes this instance the exchange's holder after another process
+  (the last holder on record, or the one whose key it took over) is noted
+  in a `holder` entry in Perseus's own stream (`_note_holder`,
+  docs/wire-format.md 2.7); a failure to write it is only logged.
 - An invalid transition raises `InvalidTransition` and changes nothing.
 - Every valid transition and every recorded error is applied in memory first;
   Redis only hears about it afterwards. When Redis is unreachable the caller is
@@ -42,6 +46,7 @@ lives: `instance.lease` (held, epoch, lost, confirmed_at), `instance.heartbeat`
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -75,16 +80,22 @@ from perseus_core.store.lease import (
 )
 from perseus_core.wire.lifecycle import DEFAULT_HISTORY_SIZE, Lifecycle, TransitionRecord
 from perseus_core.wire.models import (
+    MAX_PID,
     ConnectionState,
     ErrorEntry,
+    HolderEntry,
     InstanceStatus,
     StateTransitionEntry,
+    holder_process,
 )
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import Clock, format_ts, system_clock
 
 log = logging.getLogger(__name__)
+
+MAX_TOKEN_CHARS = 400
+"""Longest previous holder token copied from the stream into a `holder` entry."""
 
 LeaseLostCallback = Callable[[LeaseLost], Awaitable[None] | None]
 """`on_lease_lost`: a plain function or a coroutine function."""
@@ -199,6 +210,58 @@ class Instance:
         await self.lease.claim()
         if heartbeat:
             self.heartbeat.start()
+        await self._note_holder()
+
+    async def _note_holder(self) -> None:
+        """After a claim: write a `holder` entry when this process follows
+        another holder, or when no holder is on record yet (so the next
+        claimant can name this one).
+
+        The predecessor is the holder whose key the lease took over (its
+        process proven gone), else the last `holder` entry of Perseus's
+        stream. One naming this very process (an agent that claims again
+        for its next run, with a new `startMs`) is no change: nothing is
+        written. Never raises: the claim stands whatever the stream says.
+        """
+        status = self.lease.status
+        entry = HolderEntry(
+            timestamp=format_ts(wire_now(self._clock)),
+            exchange_id=str(self.exchange_id),
+            exchange_name=self.exchange_name,
+            hostname=self.hostname,
+            ip=status.ip_address or "",
+            instance_id=self.instance_id,
+            pid=str(self.pid),
+            epoch="" if status.epoch is None else str(status.epoch),
+            via="claim",
+        )
+        replaced = self.lease.replaced
+        if replaced is not None:
+            previous = (replaced.instance_id or "", replaced.hostname, replaced.pid)
+            entry.via = "takeover"
+        else:
+            try:
+                async with asyncio.timeout(self._settings.socket_timeout_ms / 1000):
+                    last = await self.activity.last_holder(self.exchange_name)
+            except REDIS_ERRORS as exc:
+                log.warning(
+                    "exchange %s: cannot read the last holder on record, no holder entry: %s",
+                    self.exchange_id,
+                    describe_failure(exc, self._settings),
+                )
+                return
+            if last is None or not last.instance_id:
+                previous = ("", "", None)
+            elif holder_process(last.instance_id) == holder_process(self.instance_id):
+                return
+            else:  # read from Redis: copied bounded, a pid only if it is one
+                number = last.pid
+                pid = int(number) if number.isascii() and number.isdecimal() else None
+                pid = pid if pid is not None and pid <= MAX_PID else None
+                previous = (last.instance_id[:MAX_TOKEN_CHARS], last.hostname[:255], pid)
+        entry.previous_instance_id, entry.previous_hostname = previous[0], previous[1]
+        entry.previous_pid = "" if previous[2] is None else str(previous[2])
+        await self.publisher.append_quietly(entry)
 
     async def release(self) -> bool:
         """Stop the heartbeat and delete the status key if it is still ours.

@@ -24,7 +24,7 @@ from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.tasks import TaskGroup
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.lease import Lease, LeaseLost, wire_now
-from perseus_core.wire.models import ErrorEntry, StateTransitionEntry
+from perseus_core.wire.models import ErrorEntry, HolderEntry, StateTransitionEntry
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import Clock, format_ts
 
@@ -38,7 +38,7 @@ MAX_ERROR_CHARS = 2_000
 MAX_UNSENT_DETAILS = 20
 """How many unwritten activity entries are described individually in the gap note."""
 
-Entry = StateTransitionEntry | ErrorEntry
+Entry = StateTransitionEntry | ErrorEntry | HolderEntry
 """The activity entries an instance writes about itself."""
 
 
@@ -84,6 +84,8 @@ def describe_failure(exc: BaseException, settings: Settings) -> str:
 def _summarise(entry: Entry) -> str:
     if isinstance(entry, StateTransitionEntry):
         return f"{entry.from_state}->{entry.to_state} at {entry.timestamp}"
+    if isinstance(entry, HolderEntry):
+        return f"holder {entry.instance_id} at {entry.timestamp}"
     return f"error {entry.error[:80]!r} at {entry.timestamp}"
 
 
@@ -185,8 +187,9 @@ class Publisher:
             self.note_failure(error)
         return Publication(write, entry_id, error)
 
-    async def append_quietly(self, entry: ErrorEntry) -> None:
-        """Append `entry`, only logging a failure (for incidents the heartbeat found)."""
+    async def append_quietly(self, entry: Entry) -> None:
+        """Append `entry`, only logging a failure (for incidents the heartbeat
+        found, and the note of a change of holder after a claim)."""
         errors: list[str] = []
         await self._append(entry, errors)
         if errors:

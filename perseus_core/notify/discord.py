@@ -102,6 +102,9 @@ def build_payload(event: FleetEvent) -> dict[str, Any]:
             f"{detail or '(no message)'}\n\nNot {name}'s error: it is held by {holder}, "
             f"which is healthy; {host} does not hold it."
         )
+    elif event.kind is EventKind.HOLDER:
+        content = f"{name}: {discord_text(event.detail, 300)}"
+        description = detail
     elif event.kind is EventKind.OFFLINE:
         content = f"{name} went offline ({host})"
         description = detail

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from perseus_core.present.entries import holder_text
 from perseus_core.present.writers import OtherWriter
 from perseus_core.wire.models import (
     ActivityEntry,
     ErrorEntry,
+    HolderEntry,
     InstanceStatus,
     StateTransitionEntry,
 )
@@ -31,6 +33,9 @@ class EventKind(StrEnum):
     OTHER_WRITER = "other_writer"
     """An error another host wrote while the exchange's holder is healthy
     (`perseus_core.present.writers`): not the exchange's error."""
+    HOLDER = "holder"
+    """Another process became the exchange's holder (docs/wire-format.md 2.7):
+    information, so that a takeover by a standby leaves a trace."""
 
 
 COLOURS: dict[EventKind, int] = {
@@ -39,6 +44,7 @@ COLOURS: dict[EventKind, int] = {
     EventKind.OFFLINE: 0xE67E22,  # orange
     EventKind.ONLINE: 0x2ECC71,  # green
     EventKind.OTHER_WRITER: 0x95A5A6,  # grey
+    EventKind.HOLDER: 0x9B59B6,  # purple
 }
 """Embed colour per kind, as the integer Discord expects."""
 
@@ -48,6 +54,7 @@ TITLES: dict[EventKind, str] = {
     EventKind.OFFLINE: "Offline",
     EventKind.ONLINE: "Back online",
     EventKind.OTHER_WRITER: "Not the holder",
+    EventKind.HOLDER: "Holder changed",
 }
 
 
@@ -82,7 +89,7 @@ def event_from_entry(
     entry: ActivityEntry, *, now: datetime, other: OtherWriter | None = None
 ) -> FleetEvent | None:
     """The event an activity entry announces, or None for entries that are not
-    worth a message (commands, unknown events).
+    worth a message (commands, unknown events, a first holder on record).
 
     Args:
         entry: the entry.
@@ -126,6 +133,16 @@ def event_from_entry(
             host=_host(entry.hostname, entry.ip),
             time=when,
             detail=entry.error,
+        )
+    if isinstance(entry, HolderEntry) and entry.changed:
+        return FleetEvent(
+            kind=EventKind.HOLDER,
+            exchange_name=name,
+            exchange_id=exchange_id,
+            transition="holder changed",
+            host=_host(entry.hostname, entry.ip),
+            time=when,
+            detail=holder_text(entry),
         )
     return None
 

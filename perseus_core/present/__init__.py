@@ -27,7 +27,7 @@ from perseus_core.present.edges import (
     newer_state,
     offline_edge,
 )
-from perseus_core.present.entries import error_state
+from perseus_core.present.entries import error_state, holder_text
 from perseus_core.present.exchange import (
     HEARTBEAT_LEGEND,
     LEGEND,
@@ -68,6 +68,7 @@ __all__ = [
     "Tone",
     "badge",
     "error_state",
+    "holder_text",
     "exchange_json",
     "heartbeat",
     "heartbeat_age_s",

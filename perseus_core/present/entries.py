@@ -5,13 +5,15 @@ Perseus agent's message often names that state already (`child command
 exited with code 75 while active`). Whether a surface adds the state beside
 the message is decided here once, so the dashboard's feed, `perseus log`
 and the notifier never print it twice (`... while active  in active`).
+A holder entry reads the same everywhere too (`holder_text`).
 """
 
 from __future__ import annotations
 
 import re
 
-from perseus_core.wire.models import ErrorEntry
+from perseus_core.wire.models import ErrorEntry, HolderEntry
+from perseus_core.wire.text import clean
 
 
 def error_state(entry: ErrorEntry) -> str | None:
@@ -23,3 +25,26 @@ def error_state(entry: ErrorEntry) -> str | None:
         return None
     named = re.compile(rf"\b(?:while|in) {re.escape(state)}\b", re.IGNORECASE)
     return None if named.search(entry.error) else state
+
+
+def _who(hostname: str, pid: str) -> str:
+    host = clean(hostname, 100) or "?"
+    number = clean(pid, 12)
+    return f"{host} pid {number}" if number else host
+
+
+def holder_text(entry: HolderEntry) -> str:
+    """What a holder entry says, cleaned, for every surface alike:
+    `holder changed: vm pid 29183 took over from vm pid 28770`, with
+    `(its process was gone)` after a takeover, or `holder: vm pid 28770
+    (no earlier holder on record)` for the first holder on record."""
+    new = _who(entry.hostname, entry.pid)
+    if not entry.previous_instance_id and not entry.previous_hostname:
+        return f"holder: {new} (no earlier holder on record)"
+    old = _who(entry.previous_hostname, entry.previous_pid)
+    if not entry.changed:
+        return f"holder: {new} claimed again after {old}"
+    text = f"holder changed: {new} took over from {old}"
+    if entry.via == "takeover":
+        text += " (its process was gone)"
+    return text

@@ -620,10 +620,36 @@ def _down_lines(view: ExchangeView, now: datetime) -> list[Line]:
     stopped = stopped_text(view, now)
     if stopped is not None:
         lines.append((Part(stopped, Tone.WARNING, bold=True),))
+    fatal = fatal_text(view)
+    if fatal is not None:
+        # The restart policy gave up: that says more than the last crash it names.
+        lines += [(_error(fatal[0], bold=True),), (_error(fatal[1]),)]
+        return lines
     crashed = crash_text(view, now)
     if crashed is not None:
         lines += [(_error(crashed[0], bold=True),), (_error(crashed[1]),)]
     return lines
+
+
+FATAL_PREFIX = "FATAL: "
+"""How an agent's presence note starts once its restart policy gave up (docs/wire-format.md 2.4)."""
+
+
+def fatal_text(view: ExchangeView) -> tuple[str, str] | None:
+    """`FATAL: gave up` and `after 5 quick failures`, from the note of an
+    agent of an exchange that is not online whose restart policy gave up
+    (two short lines: a card is narrow; the whole note, reason included, is
+    on the detail screen); None otherwise."""
+    if view.online:
+        return None
+    for agent in view.agents:
+        note = agent.note or ""
+        if note.startswith(FATAL_PREFIX):
+            head, _, reason = note.removeprefix(FATAL_PREFIX).partition(": ")
+            what, after, count = head.partition(" after ")
+            more = f"{after.strip()} {count}" if after else reason
+            return clean(f"{FATAL_PREFIX}{what}", 80), clean(more, 200)
+    return None
 
 
 def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:

@@ -34,11 +34,14 @@ from perseus_core.wire.models import (
     CatalogEntry,
     CommandEntry,
     ErrorEntry,
+    HolderEntry,
     InstanceStatus,
     ReplyStatus,
     StateTransitionEntry,
+    parse_entry,
 )
 from perseus_core.wire.settings import Settings
+from perseus_tui.app import create_app
 from tests.agent.conftest import (
     CHILD_IGNORE_TERM,
     CHILD_SLEEP,
@@ -51,7 +54,7 @@ from tests.agent.conftest import (
     read_pid,
     trap_term_child,
 )
-from tests.helpers import AGENT_ARGV, PERSEUS_ARGV, status_gone
+from tests.helpers import AGENT_ARGV, PERSEUS_ARGV, invoke, status_gone
 from tests.waiting import eventually
 
 FULL_ROUND_TRIP = [
@@ -281,6 +284,56 @@ async def test_a_second_autostart_agent_waits_as_a_standby_and_takes_over(
     now = await status(redis)
     assert now is not None and now.instance_id != holder.instance_id
     await eventually(lambda: _not(standby_noted), what="the note cleared after the start", within=5)
+
+    # The change of holder left a trace, once, naming both (docs/wire-format.md 2.7).
+    await holder_change_is_shown(redis, settings, old=holder, new=now)
+
+
+async def holder_change_is_shown(
+    redis: Redis, settings: Settings, *, old: InstanceStatus, new: InstanceStatus
+) -> None:
+    """One `holder` entry in Perseus's stream says `new` followed `old`, and
+    reads the same in `perseus log` and on the dashboard's feed."""
+    rows = await redis.xrange(keys.perseus_activity_key("coinbase"))
+    holders = [parse_entry(i, f) for i, f in rows if f.get("event") == "holder"]
+    assert all(isinstance(e, HolderEntry) for e in holders)
+    changes = [e for e in holders if isinstance(e, HolderEntry) and e.changed]
+    assert len(changes) == 1, holders
+    [change] = changes
+    assert change.instance_id == new.instance_id and change.pid == str(new.pid)
+    assert change.previous_instance_id == old.instance_id
+    assert change.previous_hostname == old.hostname and change.previous_pid == str(old.pid)
+    assert change.epoch == str(new.epoch) and change.via == "claim"
+    shared = await redis.xrange(keys.activity_key("coinbase"))
+    assert all(f.get("event") != "holder" for _, f in shared)
+
+    text = (
+        f"holder changed: {new.hostname} pid {new.pid} took over from {old.hostname} pid {old.pid}"
+    )
+    code, out, _ = await asyncio.to_thread(invoke, settings, "log", "--exchange", "coinbase")
+    assert code == 0 and sum(text in line for line in out.splitlines()) == 1
+    code, out, _ = await asyncio.to_thread(
+        invoke, settings, "log", "--exchange", "coinbase", "--json"
+    )
+    entries = json.loads(out)["entries"]
+    [listed] = [e for e in entries if e.get("event") == "holder" and e.get("previousPid")]
+    assert listed["pid"] == str(new.pid) and listed["previousPid"] == str(old.pid)
+
+    app = create_app(settings.model_copy(update={"refresh_ms": 60_000}))
+    app.animation_level = "none"
+    async with app.run_test(size=(120, 40)):
+        await eventually(app.history_loaded.is_set)
+        feed = app.dashboard.feed
+
+        def shown() -> str | None:
+            for y in range(feed.size.height):
+                line = feed.render_line(y).text
+                if "holder changed" in line:
+                    return line
+            return None
+
+        line = await eventually(shown, what="the change of holder on the feed")
+        assert text in line
 
 
 # --- the child process --------------------------------------------------------

@@ -300,8 +300,74 @@ async def test_without_the_lease_transitions_go_to_perseus_own_stream(
     assert result.status is StatusWrite.NOT_HELD
     assert not await redis.exists(KEY)
     assert [dict(r)["toState"] for r in await stream_rows(redis)] == ["stopping", "stopped", "idle"]
-    ours = await stream_rows(redis, keys.perseus_activity_key(NAME))
-    assert [dict(r)["toState"] for r in ours] == ["starting", "starting"]
+    ours = [dict(r) for r in await stream_rows(redis, keys.perseus_activity_key(NAME))]
+    assert [r["event"] for r in ours] == ["state_transition", "holder", "state_transition"]
+    assert [r["toState"] for r in ours if r["event"] == "state_transition"] == [
+        "starting",
+        "starting",
+    ]
+
+
+# --- holder changes (docs/wire-format.md 2.7) -------------------------------------
+
+
+async def holder_rows(redis: Redis) -> list[dict[str, str]]:
+    rows = await stream_rows(redis, keys.perseus_activity_key(NAME))
+    return [dict(r) for r in rows if dict(r).get("event") == "holder"]
+
+
+async def test_a_claim_names_the_holder_it_followed_once(
+    long_ttl: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    """The first holder is put on record; the same process claiming again (a
+    new token, a new `startMs`) is no change; another process is, once, and
+    the entry names both."""
+    first = make_instance(long_ttl, hostname="host-a")
+    await first.claim(heartbeat=False)
+    [record] = await holder_rows(redis)
+    assert record["instanceId"] == first.instance_id
+    assert record["previousInstanceId"] == "" and record["via"] == "claim"
+    assert record["epoch"] == str(first.status.epoch)
+    await first.release()
+
+    again = make_instance(long_ttl, hostname="host-a")  # same pid: one process
+    assert again.instance_id != first.instance_id
+    await again.claim(heartbeat=False)
+    assert len(await holder_rows(redis)) == 1
+    await again.release()
+
+    # The logs of other entries in between do not hide the record.
+    for _ in range(3):
+        await again.transition(S.STARTING)
+        await again.transition(S.IDLE)
+    other = make_instance(long_ttl, hostname="host-b")
+    await other.claim(heartbeat=False)
+    rows = await holder_rows(redis)
+    assert len(rows) == 2
+    change = rows[-1]
+    assert change["instanceId"] == other.instance_id
+    assert change["previousInstanceId"] == first.instance_id  # the same process on record
+    assert change["previousHostname"] == "host-a"
+    assert change["previousPid"] == str(again.pid)
+    shared = [dict(r).get("event") for r in await stream_rows(redis)]
+    assert "holder" not in shared
+
+
+async def test_a_hostile_record_is_copied_bounded(
+    long_ttl: Settings, redis: Redis, make_instance: Callable[..., Instance]
+) -> None:
+    """The last record is untrusted: a huge token is cut, a pid that is not
+    one is left out, and the claim stands."""
+    await redis.xadd(
+        keys.perseus_activity_key(NAME),
+        {"event": "holder", "instanceId": "x" * 5000, "hostname": "[b]h\x1b", "pid": "-1e9"},
+    )
+    instance = make_instance(long_ttl)
+    await instance.claim(heartbeat=False)
+    change = (await holder_rows(redis))[-1]
+    assert len(change["previousInstanceId"]) <= 400
+    assert change["previousPid"] == ""
+    assert instance.lease.held
 
 
 # --- memory -----------------------------------------------------------------------

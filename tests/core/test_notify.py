@@ -946,3 +946,38 @@ async def test_a_redis_restart_is_survived(
         await eventually(lambda: len(webhook.requests) == 2, within=15)
     transitions = [b["embeds"][0]["fields"][1]["value"] for b in webhook.bodies()]
     assert transitions == ["idle → starting", "starting → warming"]
+
+
+# --- holder changes (docs/wire-format.md 2.7) -----------------------------------------
+
+
+def test_a_change_of_holder_is_posted_and_a_first_holder_is_not() -> None:
+    """A holder entry naming another process is posted as information, with
+    the same words as the feed; the first holder on record is not."""
+    fields = {
+        "event": "holder",
+        "timestamp": "2026-02-10T22:45:00.123Z",
+        "exchangeId": "1",
+        "exchangeName": "coinbase",
+        "hostname": "vm",
+        "instanceId": "vm:1:29183:1770763500000",
+        "pid": "29183",
+        "via": "takeover",
+        "previousInstanceId": "vm:1:28770:1770700000000",
+        "previousHostname": "vm",
+        "previousPid": "28770",
+    }
+    now = datetime(2026, 2, 10, tzinfo=UTC)
+    event = event_from_entry(parse_entry("1-0", fields), now=now)
+    assert event is not None and event.kind is EventKind.HOLDER
+    said = "holder changed: vm pid 29183 took over from vm pid 28770 (its process was gone)"
+    assert event.detail == said
+    payload = build_payload(event)
+    assert payload["content"] == f"coinbase: {said}"
+    assert payload["embeds"][0]["title"] == "Holder changed: coinbase"
+
+    first = fields | {"previousInstanceId": "", "previousHostname": "", "previousPid": ""}
+    assert event_from_entry(parse_entry("2-0", first), now=now) is None
+    # The same process with a new start time claimed again: no change.
+    again = fields | {"previousInstanceId": "vm:1:29183:1770700000000"}
+    assert event_from_entry(parse_entry("3-0", again), now=now) is None

@@ -176,6 +176,13 @@ def _entry(fields: dict[str, str | bytes]) -> Writer:
     return write
 
 
+def _perseus_entry(fields: dict[str, str | bytes]) -> Writer:
+    def write(r: sync_redis.Redis) -> None:
+        r.xadd(keys.perseus_activity_key(VICTIM_NAME), fields)  # type: ignore[arg-type]
+
+    return write
+
+
 def _catalog(raw: str | bytes, field: str = str(VICTIM_ID)) -> Writer:
     def write(r: sync_redis.Redis) -> None:
         r.hset(keys.CATALOG_KEY, field, raw)
@@ -357,6 +364,29 @@ def build_corpus() -> list[Hostile]:
         ),
         Hostile(
             "entry-many-fields", _entry({f"f{i}": "v" for i in range(1_000)} | {"event": "error"})
+        ),
+        # holder changes (docs/wire-format.md 2.7): every field read
+        Hostile(
+            "entry-holder-hostile",
+            _perseus_entry(
+                {
+                    "event": "holder",
+                    "hostname": MARKUP + "\x1b[31m",
+                    "pid": "-" + "9" * 40,
+                    "instanceId": MARKUP,
+                    "previousInstanceId": MEGABYTE,
+                    "previousHostname": "\x1b]0;owned\x07" + MARKUP,
+                    "previousPid": MARKUP,
+                    "via": "takeover",
+                    "exchangeId": "2",
+                    "exchangeName": VICTIM_NAME,
+                }
+            ),
+        ),
+        Hostile("entry-holder-bare", _perseus_entry({"event": "holder"})),
+        Hostile(
+            "entry-holder-bad-bytes",
+            _perseus_entry({"event": "holder", "previousHostname": b"\xff\xfe", "pid": b"\xc0"}),
         ),
         # catalog values
         Hostile("catalog-not-json", _catalog("{not json")),

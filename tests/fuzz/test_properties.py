@@ -109,6 +109,12 @@ COMMAND = {
 }
 ENTRY_FIELDS = (
     "event",
+    "instanceId",
+    "pid",
+    "via",
+    "previousInstanceId",
+    "previousHostname",
+    "previousPid",
     "timestamp",
     "fromState",
     "toState",
@@ -124,7 +130,9 @@ ENTRY_FIELDS = (
 )
 entry_fields = st.dictionaries(
     st.one_of(st.sampled_from(ENTRY_FIELDS), st.text(max_size=10)),
-    st.one_of(hostile_text, st.sampled_from(["state_transition", "error", "command", "x"])),
+    st.one_of(
+        hostile_text, st.sampled_from(["state_transition", "error", "command", "holder", "x"])
+    ),
     max_size=10,
 )
 

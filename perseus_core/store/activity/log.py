@@ -12,10 +12,14 @@ from redis.asyncio.cluster import RedisCluster
 from perseus_core.store.activity.cursors import StreamRows, stream_name
 from perseus_core.store.activity.pages import ActivityPage, read_merged_page, read_page
 from perseus_core.wire import keys
-from perseus_core.wire.models import ActivityEntry, parse_entry
+from perseus_core.wire.models import ActivityEntry, HolderEntry, parse_entry
 from perseus_core.wire.settings import Settings
 
 DAY_MS = 86_400_000
+
+HOLDER_LOOKBACK = 500
+"""How many of the newest entries of `perseus:activity:{name}` a claimant
+searches for the last holder on record (docs/wire-format.md 2.7)."""
 
 SHARED_EVENTS = frozenset({"state_transition", "error"})
 """The entry kinds the TypeScript servers' readers understand: the only ones
@@ -96,6 +100,23 @@ class ActivityLog:
         oldest = max(0, await self._server_now_ms() - int(within_ms))
         rows = cast(StreamRows, await self._redis.xrevrange(key, "+", f"{oldest}-0", count=count))
         return [parse_entry(i, fields, stream_name(key), key) for i, fields in rows]
+
+    async def last_holder(
+        self, exchange_name: str, *, count: int = HOLDER_LOOKBACK
+    ) -> HolderEntry | None:
+        """The newest `holder` entry among the newest `count` entries of the
+        exchange's Perseus stream: the last Perseus holder on record, or None.
+
+        Raises:
+            redis errors: the stream could not be read.
+        """
+        key = keys.perseus_activity_key(exchange_name)
+        rows = cast(StreamRows, await self._redis.xrevrange(key, "+", "-", count=count))
+        for entry_id, fields in rows:
+            entry = parse_entry(entry_id, fields, stream_name(key), key)
+            if isinstance(entry, HolderEntry):
+                return entry
+        return None
 
     async def page(
         self, exchange_name: str, *, count: int = 50, before: str | None = None

@@ -354,6 +354,9 @@ class Lease:
         self._confirmed_at: float | None = None
         self._claimed_at: float | None = None
         self._lost: LeaseLost | None = None
+        self.replaced: InstanceStatus | None = None
+        """The holder whose key the last claim replaced (its process proven
+        gone), or None when the key was free: who this holder took over from."""
         self._lock = asyncio.Lock()
 
     # --- state -------------------------------------------------------------------
@@ -442,6 +445,7 @@ class Lease:
             ClaimConflict: another live instance holds the exchange.
         """
         found = _Found(exists=False)
+        self.replaced = None
         for _ in range(CLAIM_ATTEMPTS):
             if await self._create(candidate):
                 return candidate
@@ -469,6 +473,7 @@ class Lease:
                         holder.instance_id,
                         holder.pid,
                     )
+                    self.replaced = holder
                     return candidate
                 continue  # it changed under us: look again
             raise ClaimConflict(

@@ -1,4 +1,4 @@
-"""Activity stream entries (docs/wire-format.md 1.3 and 2.3)."""
+"""Activity stream entries (docs/wire-format.md 1.3, 2.3 and 2.7)."""
 
 from __future__ import annotations
 
@@ -139,6 +139,53 @@ class CommandEntry(_EntryBase):
     message: str = ""
 
 
+def holder_process(instance_id: str) -> str:
+    """The process part of a holder token `{hostname}:{exchangeId}:{pid}:{startMs}`:
+    all but its `startMs`.
+
+    An agent makes a new token for every run (a new `startMs`) in the same
+    process, so two tokens that differ only there name one holder re-claiming
+    its exchange, not a change of holder (docs/wire-format.md 2.7). A token
+    without a colon is its own process part.
+    """
+    return instance_id.rsplit(":", 1)[0]
+
+
+class HolderEntry(_EntryBase):
+    """`event=holder`: a Perseus instance claimed the exchange, and the last
+    holder on record was another process (or none was on record).
+
+    `hostname`, `ip`, `instanceId`, `pid` and `epoch` are the new holder's;
+    the `previous*` fields the holder it followed, empty when none was on
+    record; `via` says how the slot was taken: `claim` (the key was free) or
+    `takeover` (the holder's process was proven gone and its key replaced).
+    """
+
+    _wire_order = (
+        "event", "timestamp", "exchangeId", "exchangeName", "hostname", "ip", "instanceId",
+        "pid", "epoch", "via", "previousInstanceId", "previousHostname", "previousPid",
+    )  # fmt: skip
+
+    event: Literal["holder"] = "holder"
+    instance_id: str = ""
+    pid: str = ""
+    epoch: str = ""
+    via: str = ""
+    previous_instance_id: str = ""
+    previous_hostname: str = ""
+    previous_pid: str = ""
+
+    @property
+    def changed(self) -> bool:
+        """Whether it names a previous holder that was another process: a
+        holder change, not the first holder on record. A previous holder
+        named only by its host (no token: not a Perseus writer) is another."""
+        previous = self.previous_instance_id
+        if not previous:
+            return bool(self.previous_hostname)
+        return holder_process(previous) != holder_process(self.instance_id)
+
+
 class OtherEntry(_EntryBase):
     """Any other event (or none): kept whole so it can be shown generically."""
 
@@ -150,7 +197,7 @@ class OtherEntry(_EntryBase):
         return {k: str(v) for k, v in (self.model_extra or {}).items()}
 
 
-_KNOWN_EVENTS = ("state_transition", "error", "command")
+_KNOWN_EVENTS = ("state_transition", "error", "command", "holder")
 
 
 def _entry_tag(value: Any) -> str:
@@ -162,6 +209,7 @@ ActivityEntry = Annotated[
     Annotated[StateTransitionEntry, Tag("state_transition")]
     | Annotated[ErrorEntry, Tag("error")]
     | Annotated[CommandEntry, Tag("command")]
+    | Annotated[HolderEntry, Tag("holder")]
     | Annotated[OtherEntry, Tag("other")],
     Discriminator(_entry_tag),
 ]
