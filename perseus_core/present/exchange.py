@@ -612,6 +612,16 @@ def agent_state(agent: AgentPresence, now: datetime) -> str:
     return in_state_for(state, agent.since, now) or state
 
 
+def _agent_doing(agent: AgentPresence, now: datetime) -> Line:
+    """A ready card's line about its agent: what its restart policy does (a
+    restart waiting out its backoff, FATAL) when its note says, else its state
+    and since when (`Idle for 12s`)."""
+    if agent.note:
+        tone = Tone.ERROR if agent.fatal else Tone.WARNING
+        return (Part(_clean(agent.note, "", 200), tone, bold=agent.fatal),)
+    return (Part(agent_state(agent, now), state_tone(agent.state)),)
+
+
 def _down_lines(view: ExchangeView, now: datetime) -> list[Line]:
     """What keeps an exchange down, for the top of its card: the operator's
     stop (`stopped by root@vm 3m ago`), then how its last run ended when its
@@ -674,7 +684,7 @@ def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
         agent: list[Part] = [_muted("agent on "), Part(_clean(first.hostname, "?", 40))]
         if first.pid is not None:
             agent.append(_muted(f" · pid {first.pid}"))
-        lines = [tuple(agent), (Part(agent_state(first, now), state_tone(first.state)),)]
+        lines = [tuple(agent), _agent_doing(first, now)]
         if len(agents) > 1:
             others = ", ".join(_clean(other.hostname, "?", 30) for other in agents[1:])
             lines.append(
