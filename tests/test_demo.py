@@ -31,7 +31,9 @@ from perseus_cli.apps.demo import (
     plan_fleet,
 )
 from perseus_cli.apps.demo_fleet import DemoFleet
+from perseus_cli.apps.demo_intro import intro_text
 from perseus_cli.apps.demo_supervisor import DemoAgent, FleetSupervisor
+from perseus_cli.apps.screenshot_demo import HOST_FILE
 from perseus_cli.demo_cmd import perseus_argv
 from perseus_core.plumbing.connection import connect
 from perseus_core.present.exchange import Timing, card
@@ -165,6 +167,17 @@ async def test_the_supervisor_says_once_when_the_crashing_exchange_goes_fatal(
             await task
     assert [(e.kind, e.exchange_name) for e in events] == [(EventKind.FATAL, "binance")] * 2
     assert "press s" in events[0].text
+
+
+def test_the_intro_says_what_to_try_within_80_columns() -> None:
+    """The panel is 70 characters wide inside at 80 columns: a longer line wraps
+    and breaks its table."""
+    for instances in (1, 6, 30):
+        text = intro_text(plan_fleet(instances), host_file=HOST_FILE)
+        assert max(len(line) for line in text.splitlines()) <= 70, text
+    text = intro_text(plan_fleet(6), DemoTimings(start_retries=7, ready_after_s=12))
+    for words in ("s starts it", "o on a card", "FATAL after 7 tries; s clears it", "(~12 s)"):
+        assert words in text, words
 
 
 def test_every_member_but_the_killed_and_the_lagging_runs_in_the_host_file() -> None:

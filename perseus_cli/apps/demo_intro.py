@@ -16,11 +16,14 @@ _ON_SCREEN = {
     Role.ACTIVE: "active and healthy: its heartbeat stays green",
     Role.IDLE: "READY: an agent waits and nothing runs yet",
     Role.CRASHING: "its feed crashes: restarted with backoff, then FATAL",
-    Role.KILLED: "own agent, killed with SIGKILL: no heartbeat, then offline",
+    Role.KILLED: "own agent, SIGKILLed: no heartbeat, then offline",
     Role.WARMING: "warming until its feed opens its port (ready_tcp)",
-    Role.LAGGING: "own agent, frozen now and then: heartbeat yellow, red, green",
+    Role.LAGGING: "own agent, frozen at times: heartbeat yellow, red",
 }
-"""What each role's card is there to show."""
+"""What each role's card is there to show.
+
+Every line of the intro stays within 70 characters: the panel is that wide
+inside on an 80-column terminal, and a wrapped line breaks the table."""
 
 
 def first_selection(members: Sequence[DemoMember]) -> int | None:
@@ -48,13 +51,15 @@ def intro_text(
     width = max((len(f"{m.display_name} #{m.exchange_id}") for m in members[:6]), default=0)
     in_host = sum(not m.separate for m in members)
     alone = len(members) - in_host
-    how = f"{in_host} run by one `perseus agent --config`"
-    if alone:
-        how += f",\n{alone} by agents of their own"
-    lines = [f"{len(members)} exchanges on a throw-away Redis: {how}."]
+    plural = "s" * (len(members) != 1)
+    runs = f"runs {in_host}, {alone} run alone." if alone else f"runs {in_host}."
     if host_file is not None:
-        lines[-1] += f" Host file: {host_file}"
-    lines.append("")
+        runs += f" Host file: {host_file}"
+    lines = [
+        f"{len(members)} exchange{plural} on a throw-away Redis: one `perseus agent --config`",
+        runs,
+        "",
+    ]
     for member in members[:6]:
         name = f"{member.display_name} #{member.exchange_id}"
         lines.append(f"  {name:<{width}}  {_ON_SCREEN[member.role]}")
@@ -68,14 +73,14 @@ def intro_text(
     crashing = _named(members, Role.CRASHING)
     if crashing is not None:
         lines.append(
-            f"{crashing.display_name} crashes, backs off, and after {timings.start_retries}"
-            " quick failures is FATAL: s clears it."
+            f"{crashing.display_name}: restarts with backoff, then FATAL after"
+            f" {timings.start_retries} tries; s clears it."
         )
     warming = _named(members, Role.WARMING)
     if warming is not None:
         lines.append(
             f"{warming.display_name} warms until its port opens (~{timings.ready_after_s:g} s);"
-            " x, then s, to watch it again."
+            " x then s to see it again."
         )
-    lines.append("Enter opens a card's history, ? lists every key and what the colours mean.")
+    lines.append("Enter opens a card's history; ? lists every key and the colours.")
     return "\n".join(lines)

@@ -648,6 +648,7 @@ def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
     kind = view.kind
     status = view.status
     lines: list[Line]
+    pinned: Line = ()  # the summary, whatever lines come first
     if kind is ViewKind.LIVE and status is not None:
         symbols = _muted(f" · {status.symbol_count} symbols")
         admin = Part(_clean(status.admin_display_name or status.admin_email), squeeze=True)
@@ -684,7 +685,9 @@ def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
         agent: list[Part] = [_muted("agent on "), Part(_clean(first.hostname, "?", 40))]
         if first.pid is not None:
             agent.append(_muted(f" · pid {first.pid}"))
-        lines = [tuple(agent), _agent_doing(first, now)]
+        doing = _agent_doing(first, now)
+        lines = [tuple(agent), doing]
+        pinned = doing if first.fatal else ()  # FATAL outweighs the crash it ended
         if len(agents) > 1:
             others = ", ".join(_clean(other.hostname, "?", 30) for other in agents[1:])
             lines.append(
@@ -713,7 +716,7 @@ def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
     if down:
         lines[0:0] = down
         summary = 0
-    summary_line = lines[summary]
+    summary_line = pinned or lines[summary]
     if view.error and kind is not ViewKind.UNREADABLE:  # e.g. a key of the wrong type
         lines.append((_error("! ", bold=True), _error(_clean(view.error))))
     return Card(title(view), badge(view), tuple(lines), summary_line)
