@@ -63,7 +63,7 @@ class DemoAgent:
     frozen_since: float | None = None
     """When the supervision froze it (SIGSTOP); None while it runs."""
     fatal: set[int] = field(default_factory=set)
-    """Exchanges of it the supervision has seen FATAL (and said so), until cleared."""
+    """Exchanges of it the supervision has said are FATAL, until seen running again."""
 
     @property
     def role(self) -> Role | None:
@@ -133,11 +133,12 @@ class FleetSupervisor:
 
     async def _watch_fatal(self, agent: DemoAgent, member: DemoMember, redis: RedisClient) -> None:
         """Say once when the crashing exchange's agent gives up (FATAL), and what
-        clears it; again the next time after an operator cleared it."""
-        if not await self._fatal(redis, member):
+        clears it; again only after it ran since (an operator's start): a note
+        read in between (a presence being rewritten) is not a new episode."""
+        if await self._state(redis, member) is not None:
             agent.fatal.discard(member.exchange_id)
             return
-        if member.exchange_id in agent.fatal:
+        if member.exchange_id in agent.fatal or not await self._fatal(redis, member):
             return
         agent.fatal.add(member.exchange_id)
         self.on_event(
