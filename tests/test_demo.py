@@ -33,11 +33,14 @@ from perseus_cli.apps.demo import (
 from perseus_cli.apps.demo_fleet import DemoFleet
 from perseus_cli.apps.demo_intro import intro_text
 from perseus_cli.apps.demo_supervisor import DemoAgent, FleetSupervisor
+from perseus_cli.apps.host_file import host_file_text
 from perseus_cli.apps.screenshot_demo import HOST_FILE
 from perseus_cli.demo_cmd import perseus_argv
 from perseus_core.plumbing.connection import connect
 from perseus_core.present.exchange import Timing, card
-from perseus_core.runtime.host_config import load_host_config
+from perseus_core.runtime.host_config import load_host_config, parse_host_config
+from perseus_core.runtime.options import AgentOptions
+from perseus_core.runtime.restarts import RestartMode
 from perseus_core.runtime.supervisor import margin_ms
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.network import FleetReader
@@ -182,6 +185,24 @@ def test_the_intro_says_what_to_try_within_80_columns() -> None:
     text = intro_text(plan_fleet(6), DemoTimings(start_retries=7, ready_after_s=12))
     for words in ("s starts it", "o on a card", "FATAL after 7 tries; s clears it", "(~12 s)"):
         assert words in text, words
+
+
+def test_a_written_host_file_reads_back_as_its_slots() -> None:
+    tricky = AgentOptions(
+        exchange_id=9,
+        exchange_name="bybit",
+        display_name='By"bit\\ \n\x7f\x01 é 😀',
+        command=(sys.executable, "-c", "print('a b')"),
+        autostart=True,
+        warmup_s=0.25,
+        restart=RestartMode.ALWAYS,
+        ready_tcp="127.0.0.1:9000",
+    )
+    plain = AgentOptions(exchange_id=10, exchange_name="bitstamp")
+    text = host_file_text([tricky, plain], "two slots\nof a test", {9: "the tricky one"})
+    assert parse_host_config(text) == (tricky, plain)
+    assert text.startswith("# two slots\n# of a test\n\n# the tricky one\n[[slot]]\n")
+    assert "warmup_s" not in text.split("bitstamp")[1]  # defaults are left out
 
 
 def test_every_member_but_the_killed_and_the_lagging_runs_in_the_host_file() -> None:
