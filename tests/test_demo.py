@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -381,16 +382,10 @@ def _cmdline(pid: int) -> str:
 
 
 @contextlib.contextmanager
-def _demo(instances: int) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+def _demo(instances: int, *options: str) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     """Start `perseus demo --no-tui` and yield it once it printed its URL."""
     proc = subprocess.Popen(
-        [
-            *perseus_argv(),
-            "demo",
-            "--no-tui",
-            "--instances",
-            str(instances),
-        ],
+        [*perseus_argv(), "demo", "--no-tui", "--instances", str(instances), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -474,3 +469,21 @@ def test_demo_stops_every_process_and_removes_its_directory(
         assert _strays(url) == {}
         assert not directory.exists()
         assert not redis_dir.exists()
+
+
+def test_the_demo_serves_its_fleets_metrics_with_exporter() -> None:
+    with _demo(1, "--exporter") as (proc, _url, _directory):
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        while line and "Prometheus metrics:" not in line:  # after the banner
+            line = proc.stdout.readline()
+        metrics_url = line.rsplit(" ", 1)[-1].strip()
+
+        def coinbase_up() -> bool:
+            with urllib.request.urlopen(metrics_url, timeout=5) as response:
+                text = response.read().decode()
+            return 'perseus_exchange_up{exchange_id="1",exchange_name="coinbase"} 1.0' in text
+
+        asyncio.run(eventually(coinbase_up, within=15, what="coinbase up in the metrics"))
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
