@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -394,8 +395,9 @@ def _demo(instances: int, *options: str) -> Iterator[tuple[subprocess.Popen[str]
     )
     seen: list[str] = []
     leftovers: set[int] = set()
+    url: str | None = None
+    directory: Path | None = None
     try:
-        url = directory = None
         assert proc.stdout is not None
         deadline = time.monotonic() + 15
         while url is None and time.monotonic() < deadline:
@@ -419,6 +421,8 @@ def _demo(instances: int, *options: str) -> Iterator[tuple[subprocess.Popen[str]
         for pid in _running(leftovers | _family(proc.pid)):  # never leak, even on failure
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if directory is not None:  # what a demo killed by the failure could not remove
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.mark.slow
