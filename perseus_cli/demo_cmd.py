@@ -26,12 +26,12 @@ from perseus_cli.options import EXIT_ERROR, EXIT_USAGE, fail
 from perseus_core.wire.errors import PerseusError
 
 _ROLE_NOTES = {
-    Role.ACTIVE: "active, streaming",
-    Role.CRASHING: "its child crashes every few seconds; the demo starts it again",
-    Role.KILLED: "killed with SIGKILL once active: goes offline",
-    Role.WARMING: "warming slowly (5 min)",
-    Role.IDLE: "READY: start it with `s` in the dashboard (or `perseus start NAME`)",
-    Role.LAGGING: "active, heartbeats lag: green, yellow and red in turn",
+    Role.ACTIVE: "active, its child writes output (`perseus output ID`)",
+    Role.CRASHING: "its child crashes: restarted with backoff, then FATAL; `perseus start ID`",
+    Role.KILLED: "own agent, killed with SIGKILL once active: goes offline",
+    Role.WARMING: "warming until its child opens its port (ready_tcp)",
+    Role.IDLE: "READY: start it with `s` in the dashboard (or `perseus start ID`)",
+    Role.LAGGING: "own agent, heartbeats lag: green, yellow and red in turn",
 }
 
 
@@ -111,7 +111,7 @@ async def _dashboard(
 
     app = create_app(
         fleet.settings(),
-        intro=intro_text(fleet.members),
+        intro=intro_text(fleet.members, fleet.timings, str(fleet.host_file)),
         initial_selection=first_selection(fleet.members),
         expecting="Starting the demo's agents: their cards appear in a moment…",
     )
@@ -120,8 +120,8 @@ async def _dashboard(
     app.update_keymap({"quit": "q,ctrl+c"})
 
     def tell(event: DemoEvent) -> None:
-        if app.is_running and event.kind is not EventKind.RESTART:  # restarts are in the feed
-            severity: SeverityLevel = "warning" if event.kind is EventKind.KILLED else "error"
+        if app.is_running:
+            severity: SeverityLevel = "error" if event.kind is EventKind.EXITED else "warning"
             app.notify(event.text, title="demo", severity=severity, timeout=8, markup=False)
 
     def tell_url(text: str) -> None:
@@ -143,7 +143,7 @@ def _echo_event(event: DemoEvent) -> None:
     type=click.IntRange(1, 100),
     default=6,
     show_default=True,
-    help="How many agents to run (the first six show one state each).",
+    help="How many exchanges to run (the first six show one state each).",
 )
 @click.option(
     "--no-tui",
@@ -170,12 +170,16 @@ def _echo_event(event: DemoEvent) -> None:
 def demo(instances: int, no_tui: bool, port: int | None, cluster: bool, exporter: bool) -> None:
     """Try Perseus on a throw-away Redis with a fleet of real agents.
 
-    Starts redis-server (no persistence, in a temporary directory) and one
-    `perseus agent` per exchange, scripted so that every state is on screen
-    within seconds: active instances, one READY to start (Gemini: try `s` on
-    it), one warming slowly, one whose child keeps crashing, one killed with
-    SIGKILL that goes offline and one whose heartbeats lag. Then opens the
-    dashboard on it: start (`s`) and stop (`x`) work for real.
+    Starts redis-server (no persistence, in a temporary directory), one
+    `perseus agent --config host.toml` process for most exchanges (the file
+    is written into that directory) and an agent of its own for the two the
+    demo kills or freezes, scripted so that every state is on screen within
+    half a minute: active instances whose child writes output (`o`), one
+    READY to start (Gemini: try `s` on it), one warming until its child opens
+    a port (a readiness check), one whose child keeps crashing (restarted
+    with backoff, then FATAL until `s`), one killed with SIGKILL that goes
+    offline and one whose heartbeats lag. Then opens the dashboard on it:
+    start (`s`) and stop (`x`) work for real.
 
     Quitting (q, Ctrl-C, SIGTERM) stops every agent and the Redis server and
     removes the temporary directory.
@@ -228,7 +232,7 @@ def demo(instances: int, no_tui: bool, port: int | None, cluster: bool, exporter
 
 def _print_banner(fleet: DemoFleet) -> None:
     """What is running and how to attach, for the headless mode."""
-    click.echo(f"Perseus demo: {len(fleet.members)} agents on {fleet.url}")
+    click.echo(f"Perseus demo: {len(fleet.members)} exchanges on {fleet.url}")
     for member in fleet.members:
         click.echo(
             f"  {member.exchange_id:>3}  {member.name:<12} {member.symbols:>4} symbols  "
@@ -238,6 +242,7 @@ def _print_banner(fleet: DemoFleet) -> None:
         f"Heartbeat every {HEARTBEAT_INTERVAL_MS // 1000} s, offline after "
         f"{HEARTBEAT_TTL_MS // 1000} s. Temporary directory (agent logs): {fleet.directory}"
     )
+    click.echo(f"Host file of the `perseus agent --config` process: {fleet.host_file}")
     click.echo("Attach from another terminal:")
     click.echo(f"  perseus --redis-url {fleet.url}")
     click.echo(f"  perseus --redis-url {fleet.url} status")

@@ -1,12 +1,20 @@
 """The demo fleet's plan: which agents it runs and what each is there to show.
 
-`perseus demo` is what a newcomer runs first, so within a few seconds the
-fleet shows everything the dashboard can show: instances that are active,
-one that stays READY until started (Gemini: the one to try `s` on), one
-warming slowly, one whose child keeps crashing (errors in the feed), one
+`perseus demo` is what a newcomer runs first, so within half a minute the
+fleet shows everything the dashboard and the agent can show: instances that
+are active and writing output (`o`), one that stays READY until started
+(Gemini: the one to try `s` on), one whose readiness check keeps it warming
+until its feed opens a port, one whose child keeps crashing (the agent backs
+off, restarts it, then gives up: FATAL, until an operator's start), one
 killed with SIGKILL so its card goes offline with the last-known
 information, and one whose heartbeats lag (the demo freezes it now and
 then), so the heartbeat column shows green, yellow and red in turn.
+
+Most of the fleet is one `perseus agent --config host.toml` process, as a
+host that runs several exchanges would be: the killed and the lagging ones
+run as agents of their own (`DemoMember.separate`), because what the demo
+does to them (SIGKILL, SIGSTOP) acts on a whole process and would take every
+slot of the host with it.
 
 Exchange ids follow the ones Livermore seeds (1 coinbase, 2 binance,
 3 binance_us, 4 kraken, 5 kucoin, 6 mexc), so a demo card never shows a
@@ -14,14 +22,18 @@ real exchange under another's id; exchanges Livermore does not seed (Gemini
 among them) get ids above 6.
 
 This module is the plan and its timings; `demo_fleet` runs it (a real
-redis-server and one `perseus agent` subprocess per exchange) and
-`demo_supervisor` plays the scripted part (the kill, the restarts, the freezes).
+redis-server, the host file and the agent processes), `demo_feed` is the
+child every agent supervises, and `demo_supervisor` plays the scripted part
+(the kill, the freezes).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
+
+from perseus_core.runtime.options import AgentOptions
+from perseus_core.runtime.restarts import RestartMode
 
 DEMO_OPERATOR = "perseus-demo"
 """Operator name on the commands the demo itself sends (visible in the feed)."""
@@ -45,13 +57,18 @@ class Role(StrEnum):
     """What a demo agent is there to show."""
 
     ACTIVE = "active"
-    """Autostarted, runs a long-lived child: the normal, healthy case."""
+    """Autostarted, its feed writes a line of output every few seconds: the
+    normal, healthy case."""
     CRASHING = "crashing"
-    """Its child exits non-zero after a few seconds; the demo starts it again."""
+    """Its child exits non-zero a few seconds after each start: the agent's
+    restart policy starts it again after a growing backoff, and gives up
+    (FATAL) after `DemoTimings.start_retries` quick failures in a row, until
+    an operator's start."""
     KILLED = "killed"
     """SIGKILLed once active: its key expires and the card goes offline."""
     WARMING = "warming"
-    """Autostarted with a long warm-up: stays in `warming` for minutes."""
+    """Autostarted with a readiness check (`ready_tcp`): stays in `warming`
+    until its child opens its port, `DemoTimings.ready_after_s` after it starts."""
     IDLE = "idle"
     """Not started: READY, waits for an operator's `start`."""
     LAGGING = "lagging"
@@ -59,6 +76,38 @@ class Role(StrEnum):
     host would be: its heartbeats stop, so its age runs past its own interval
     (yellow), then past two (red), and turns green again once it runs on; its
     TTL (`LAGGING_TTL_MS`) outlasts every freeze, so it never goes offline."""
+
+
+_SEPARATE = frozenset({Role.KILLED, Role.LAGGING})
+"""Roles whose agent is a process of its own, outside the host file: the demo
+kills or freezes that process, which would take every slot of the host with
+it (and the lagging one needs a longer TTL, a process-wide setting)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoTimings:
+    """How fast the scripted behaviours play out: the live demo's by default,
+    so that each is on screen within half a minute; tests pass shorter ones.
+
+    Attributes:
+        output_every_s: time between two lines of each feed's output.
+        crash_after_s: how long the crashing feed runs before it exits non-zero.
+        start_secs: the crashing slot's `start_secs`: a crash sooner than this
+            is a quick failure (every one of the demo's is).
+        backoff_max_s: the crashing slot's longest wait before a restart (the
+            waits double from about a second: with four tries, 1, 2 and 4 s,
+            long enough to be seen on its card).
+        start_retries: quick failures in a row before it is FATAL (about 25 s
+            after the demo starts, with these timings).
+        ready_after_s: how long the warming feed takes to open its port.
+    """
+
+    output_every_s: float = 3.0
+    crash_after_s: float = 4.0
+    start_secs: float = 10.0
+    backoff_max_s: float = 8.0
+    start_retries: int = 4
+    ready_after_s: float = 15.0
 
 
 FREEZE_S = 6.0
@@ -74,6 +123,9 @@ LAGGING_TTL_MS = 12_000
 """The lagging agent's TTL: a freeze plus an interval plus the supervision's
 poll fits well inside it, before its child's watchdog deadline, so its key
 never expires and its child is never killed."""
+
+HOST_IP = "203.0.113.10"
+"""The public IP the host process reports for every slot of the host file."""
 
 _ROLE_ORDER = (Role.ACTIVE, Role.IDLE, Role.CRASHING, Role.KILLED, Role.WARMING, Role.LAGGING)
 """Roles given to the first six agents (a smaller fleet takes a prefix); the
@@ -105,35 +157,17 @@ _ADMINS = (
     ("kenji.sato@example.com", "Kenji Sato"),
 )
 
-WARMING_SLOW_S = 300.0
-"""Warm-up of the slow one: long enough to be seen warming for the whole visit."""
-
-# The children are tiny Python programs standing in for a market-data feed, so
-# the demo needs nothing but the interpreter that runs it.
-_FEED_CHILD = (
-    "import signal, sys, time\n"
-    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
-    "print('feed: connected, streaming quotes', flush=True)\n"
-    "while True:\n"
-    "    time.sleep(3600)\n"
-)
-_CRASHING_CHILD = (
-    "import random, sys, time\n"
-    "time.sleep(random.uniform(4.0, 12.0))\n"
-    "reason = random.choice(['websocket closed (1006)', 'order book checksum mismatch',"
-    " 'rate limited (429) on REST snapshot'])\n"
-    "print(f'feed: {reason}', file=sys.stderr, flush=True)\n"
-    "sys.exit(random.choice([1, 2, 75]))\n"
-)
+FEED_MODULE = "perseus_cli.apps.demo_feed"
+"""The child every demo agent supervises (`python -m` it): a stand-in for a
+market-data feed, so the demo needs nothing but the interpreter that runs it."""
 
 
 class EventKind(StrEnum):
     """What the demo's supervision reports."""
 
     KILLED = "killed"
-    RESTART = "restart"
-    RESTART_FAILED = "restart_failed"
     EXITED = "exited"
+    FATAL = "fatal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,27 +198,92 @@ class DemoMember:
         return self.role is not Role.IDLE
 
     @property
+    def separate(self) -> bool:
+        """Whether its agent is a process of its own rather than a slot of the
+        host file (see `_SEPARATE`)."""
+        return self.role in _SEPARATE
+
+    @property
     def heartbeat_ttl_ms(self) -> int:
         """The demo's TTL, except for the agent it freezes (`LAGGING_TTL_MS`)."""
         return LAGGING_TTL_MS if self.role is Role.LAGGING else HEARTBEAT_TTL_MS
 
     @property
     def warmup_s(self) -> float:
-        """Long for the slow one, short for the rest so they are active quickly."""
-        if self.role is Role.WARMING:
-            return WARMING_SLOW_S
-        if self.role is Role.CRASHING:
-            return 1.5
-        return 1.0
+        """Short, so that the fleet is active quickly; the warming one's readiness
+        check makes it wait longer than this."""
+        return 1.5 if self.role is Role.CRASHING else 1.0
 
-    def child_argv(self, python: str) -> list[str]:
-        """The child command the agent supervises (none for the killed one, so that
-        killing its agent leaves nothing behind to reap)."""
-        if self.role is Role.CRASHING:
-            return [python, "-c", _CRASHING_CHILD]
+    def feed_argv(
+        self, python: str, timings: DemoTimings, ready_port: int | None = None
+    ) -> list[str]:
+        """The child command its agent supervises: none for the killed one (killing
+        its agent then leaves nothing behind to reap), a feed for every other.
+
+        Args:
+            python: the interpreter to run the feed with.
+            timings: how often it writes and, by role, when it crashes or opens its port.
+            ready_port: the port the warming one's feed opens once ready.
+        """
         if self.role is Role.KILLED:
             return []
-        return [python, "-c", _FEED_CHILD]
+        argv = [
+            python,
+            "-m",
+            FEED_MODULE,
+            "--exchange",
+            self.name,
+            "--symbols",
+            str(self.symbols),
+            "--every",
+            f"{timings.output_every_s:g}",
+        ]
+        if self.role is Role.CRASHING:
+            argv += ["--crash-after", f"{timings.crash_after_s:g}"]
+        if self.role is Role.WARMING and ready_port is not None:
+            argv += [
+                "--listen-port",
+                str(ready_port),
+                "--listen-after",
+                f"{timings.ready_after_s:g}",
+            ]
+        return argv
+
+    def slot_options(
+        self, python: str, timings: DemoTimings, ready_port: int | None = None
+    ) -> AgentOptions:
+        """Its slot in the host file (see `feed_argv` for the arguments): the
+        crashing one with a restart policy fast enough to go FATAL within half
+        a minute, the warming one with a readiness and a health check on its
+        feed's port."""
+        options = AgentOptions(
+            exchange_id=self.exchange_id,
+            exchange_name=self.name,
+            display_name=self.display_name,
+            command=tuple(self.feed_argv(python, timings, ready_port)),
+            autostart=self.autostart,
+            symbol_count=self.symbols,
+            warmup_s=self.warmup_s,
+            admin_email=self.admin_email,
+            admin_display_name=self.admin_name,
+        )
+        if self.role is Role.CRASHING:
+            return replace(
+                options,
+                restart=RestartMode.ON_FAILURE,
+                start_secs=timings.start_secs,
+                backoff_max_s=timings.backoff_max_s,
+                start_retries=timings.start_retries,
+            )
+        if self.role is Role.WARMING and ready_port is not None:
+            address = f"127.0.0.1:{ready_port}"
+            return replace(
+                options,
+                ready_tcp=address,
+                ready_timeout_s=timings.ready_after_s + 60.0,
+                health_tcp=address,
+            )
+        return options
 
 
 def plan_fleet(instances: int) -> list[DemoMember]:
@@ -210,7 +309,8 @@ def plan_fleet(instances: int) -> list[DemoMember]:
                 role=role,
                 admin_email=email,
                 admin_name=admin,
-                ip=f"203.0.113.{10 + index % 240}",  # TEST-NET-3: never a real host
+                # TEST-NET-3, never a real host: the host file's slots share the host's address.
+                ip=f"203.0.113.{10 + index % 240}" if role in _SEPARATE else HOST_IP,
             )
         )
     return members

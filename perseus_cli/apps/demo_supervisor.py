@@ -1,9 +1,10 @@
 """The scripted part of the demo: the agent killed once it is active, the
-crashing one started again after each crash, the lagging one frozen now and
-then, and a word whenever an agent dies on its own.
+lagging one frozen now and then, and a word whenever an exchange goes FATAL
+or an agent dies on its own.
 
-Everything else in the fleet runs as it would in production; this is the
-only place where the demo does what an operator would not.
+Everything else in the fleet runs as it would in production (the crashing
+exchange is restarted, backed off and given up on by its agent's own restart
+policy); this is the only place where the demo does what an operator would not.
 """
 
 from __future__ import annotations
@@ -12,16 +13,14 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from perseus_cli.apps.demo import (
-    DEMO_OPERATOR,
     FREEZE_S,
     HEARTBEAT_TTL_MS,
     KILL_AFTER_ACTIVE_S,
@@ -34,30 +33,28 @@ from perseus_cli.apps.demo import (
 from perseus_core.plumbing.connection import connect
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.topology import RedisClient
-from perseus_core.store.activity import ActivityLog
-from perseus_core.store.control.sender import ControlClient
 from perseus_core.wire import keys
-from perseus_core.wire.errors import PayloadError, PerseusError
-from perseus_core.wire.models import (
-    CommandEntry,
-    CommandType,
-    ConnectionState,
-    ErrorEntry,
-    InstanceStatus,
-)
+from perseus_core.wire.errors import PayloadError
+from perseus_core.wire.models import AgentPresence, ConnectionState, InstanceStatus
 from perseus_core.wire.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_SEND_ERRORS: tuple[type[BaseException], ...] = (PerseusError, *TRANSIENT_ERRORS)
-
 
 @dataclass
 class DemoAgent:
-    """One running `perseus agent` process of the fleet, and what the
-    supervision has seen of it."""
+    """One running `perseus agent` process of the fleet (the host process, or a
+    member's own), and what the supervision has seen of it.
 
-    member: DemoMember
+    Attributes:
+        name: how the demo's messages name it (the host file, or the exchange).
+        members: the exchanges it runs.
+        process: the agent process.
+        log_path: where its output goes.
+    """
+
+    name: str
+    members: tuple[DemoMember, ...]
     process: subprocess.Popen[bytes]
     log_path: Path
     killed_on_purpose: bool = False
@@ -65,6 +62,14 @@ class DemoAgent:
     active_since: float | None = None
     frozen_since: float | None = None
     """When the supervision froze it (SIGSTOP); None while it runs."""
+    fatal: set[int] = field(default_factory=set)
+    """Exchanges of it the supervision has said are FATAL, until seen running again."""
+
+    @property
+    def role(self) -> Role | None:
+        """What the demo does to this process: its member's role when it runs
+        one exchange alone, None for the host process."""
+        return self.members[0].role if len(self.members) == 1 else None
 
 
 @dataclass
@@ -74,8 +79,8 @@ class FleetSupervisor:
     Args:
         agents: the fleet's agents (the list the fleet appends to).
         settings: settings for a client of the demo Redis.
-        on_event: called whenever it kills or restarts an agent, or an agent
-            dies on its own.
+        on_event: called whenever it kills an agent, an exchange goes FATAL,
+            or an agent dies on its own.
         freeze_s: how long the lagging agent is frozen each time.
         thaw_s: how long it then runs before the next freeze.
     """
@@ -87,19 +92,15 @@ class FleetSupervisor:
     thaw_s: float = THAW_S
 
     async def run(self, *, poll_s: float = 1.0) -> None:
-        """Kill the `killed` agent once it is active; restart the crashing one after
-        each crash; freeze the lagging one now and then; report agents that die on
+        """Kill the `killed` agent once it is active; freeze the lagging one now
+        and then; say when an exchange goes FATAL; report agents that die on
         their own. Runs until cancelled, and leaves no agent frozen."""
-        settings = self.settings
-        redis = connect(settings)
+        redis = connect(self.settings)
         try:
-            control = ControlClient(redis, settings)
-            activity = ActivityLog(redis, settings)
-            restart_due: dict[int, float] = {}
             while True:
                 for agent in self.agents:
                     try:
-                        await self._supervise_one(agent, redis, control, activity, restart_due)
+                        await self._supervise_one(agent, redis)
                     except TRANSIENT_ERRORS as exc:
                         log.debug("demo supervision: %s", exc)
                 await asyncio.sleep(poll_s)
@@ -108,15 +109,7 @@ class FleetSupervisor:
                 self._thaw(agent)
             await redis.aclose()
 
-    async def _supervise_one(
-        self,
-        agent: DemoAgent,
-        redis: RedisClient,
-        control: ControlClient,
-        activity: ActivityLog,
-        restart_due: dict[int, float],
-    ) -> None:
-        member = agent.member
+    async def _supervise_one(self, agent: DemoAgent, redis: RedisClient) -> None:
         code = agent.process.poll()
         if code is not None:
             if not agent.reported_exit:
@@ -125,39 +118,42 @@ class FleetSupervisor:
                     self.on_event(
                         DemoEvent(
                             EventKind.EXITED,
-                            member.name,
-                            f"agent {member.name} exited with code {code} (log: {agent.log_path})",
+                            agent.name,
+                            f"agent {agent.name} exited with code {code} (log: {agent.log_path})",
                         )
                     )
             return
-        if member.role is Role.KILLED:
+        if agent.role is Role.KILLED:
             await self._kill_once_active(agent, redis)
-        elif member.role is Role.LAGGING:
+        elif agent.role is Role.LAGGING:
             await self._lag(agent, redis)
-        elif member.role is Role.CRASHING:
-            state = await self._state(redis, member)
-            now = time.monotonic()
-            if state not in (None, ConnectionState.IDLE):
-                restart_due.pop(member.exchange_id, None)
-                return
-            if not await self._crashed_last(activity, member):
-                return  # idle because someone stopped it: leave it so
-            due = restart_due.setdefault(member.exchange_id, now + random.uniform(2.0, 5.0))
-            if now >= due:
-                restart_due.pop(member.exchange_id, None)
-                self.on_event(
-                    DemoEvent(
-                        EventKind.RESTART,
-                        member.name,
-                        f"sending start to {member.name} again after its child crashed",
-                    )
-                )
-                asyncio.get_running_loop().create_task(self._send_start(control, member))
+        for member in agent.members:
+            if member.role is Role.CRASHING:
+                await self._watch_fatal(agent, member, redis)
+
+    async def _watch_fatal(self, agent: DemoAgent, member: DemoMember, redis: RedisClient) -> None:
+        """Say once when the crashing exchange's agent gives up (FATAL), and what
+        clears it; again only after it ran since (an operator's start): a note
+        read in between (a presence being rewritten) is not a new episode."""
+        if await self._state(redis, member) is not None:
+            agent.fatal.discard(member.exchange_id)
+            return
+        if member.exchange_id in agent.fatal or not await self._fatal(redis, member):
+            return
+        agent.fatal.add(member.exchange_id)
+        self.on_event(
+            DemoEvent(
+                EventKind.FATAL,
+                member.name,
+                f"{member.display_name} is FATAL: its agent gave up after quick failures in a"
+                " row and restarts it no more. Select it and press s to start it again.",
+            )
+        )
 
     async def _kill_once_active(self, agent: DemoAgent, redis: RedisClient) -> None:
         """SIGKILL the doomed agent once it has been seen active for a while."""
         if agent.active_since is None:
-            if await self._state(redis, agent.member) is ConnectionState.ACTIVE:
+            if await self._state(redis, agent.members[0]) is ConnectionState.ACTIVE:
                 agent.active_since = time.monotonic()
         elif time.monotonic() - agent.active_since >= KILL_AFTER_ACTIVE_S:
             self._kill(agent)
@@ -171,7 +167,7 @@ class FleetSupervisor:
                 self._thaw(agent)
                 agent.active_since = now  # runs on from here
             return
-        if await self._state(redis, agent.member) is not ConnectionState.ACTIVE:
+        if await self._state(redis, agent.members[0]) is not ConnectionState.ACTIVE:
             agent.active_since = None
             return
         if agent.active_since is None:
@@ -201,26 +197,17 @@ class FleetSupervisor:
             return None
 
     @staticmethod
-    async def _crashed_last(activity: ActivityLog, member: DemoMember) -> bool:
-        """True if the newest error is newer than the newest `stop` command: the
-        agent is idle because its child crashed, not because an operator stopped it."""
-        page = await activity.page(member.name, count=30)
-        for entry in page.entries:
-            if isinstance(entry, ErrorEntry):
-                return True
-            if isinstance(entry, CommandEntry) and entry.command == "stop":
-                return False
+    async def _fatal(redis: RedisClient, member: DemoMember) -> bool:
+        """Whether the member's agent says its restart policy has given up."""
+        for raw in await redis.zrange(keys.agents_key(member.exchange_id), 0, -1):
+            if not isinstance(raw, str | bytes):
+                continue
+            try:
+                if AgentPresence.from_json(raw).fatal:
+                    return True
+            except PayloadError:
+                continue
         return False
-
-    async def _send_start(self, control: ControlClient, member: DemoMember) -> None:
-        try:
-            await control.send(member.exchange_id, CommandType.START, operator=DEMO_OPERATOR)
-        except _SEND_ERRORS as exc:
-            self.on_event(
-                DemoEvent(
-                    EventKind.RESTART_FAILED, member.name, f"restart of {member.name} failed: {exc}"
-                )
-            )
 
     def _kill(self, agent: DemoAgent) -> None:
         agent.killed_on_purpose = True
@@ -230,8 +217,8 @@ class FleetSupervisor:
         self.on_event(
             DemoEvent(
                 EventKind.KILLED,
-                agent.member.name,
-                f"killed agent {agent.member.name} (pid {agent.process.pid}) with SIGKILL: "
+                agent.name,
+                f"killed agent {agent.name} (pid {agent.process.pid}) with SIGKILL: "
                 f"its card goes offline within {HEARTBEAT_TTL_MS // 1000} s",
             )
         )

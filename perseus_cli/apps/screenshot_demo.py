@@ -4,17 +4,28 @@ The live demo (`perseus demo`) moves on its own: real agents, crashes, a kill,
 a lagging heartbeat. Its screenshots show the same fleet, planned by the same
 code and explained by the same intro, at one frozen moment that has each
 heartbeat colour on screen: fresh (Coinbase), late (the lagging KuCoin) and
-overdue (Binance.US, killed, its key not yet expired).
+overdue (Binance.US, killed, its key not yet expired); Kraken warming on its
+readiness port, and Binance given up on by its agent's restart policy
+(FATAL, its last crash above).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import itertools
+from datetime import datetime, timedelta
+from typing import Any
 
 import redis as sync_redis
 from textual.pilot import Pilot
 
-from perseus_cli.apps.demo import HEARTBEAT_INTERVAL_MS, HEARTBEAT_TTL_MS, Role, plan_fleet
+from perseus_cli.apps.demo import (
+    HEARTBEAT_INTERVAL_MS,
+    HEARTBEAT_TTL_MS,
+    DemoMember,
+    DemoTimings,
+    Role,
+    plan_fleet,
+)
 from perseus_cli.apps.demo_intro import first_selection, intro_text
 from perseus_cli.apps.screenshot_fleet import (
     DISPLAY_URL,
@@ -25,6 +36,7 @@ from perseus_cli.apps.screenshot_fleet import (
 )
 from perseus_core.wire import keys
 from perseus_core.wire.models import (
+    ActivityEntry,
     AgentPresence,
     CatalogEntry,
     ConnectionState,
@@ -33,7 +45,7 @@ from perseus_core.wire.models import (
     StateTransitionEntry,
 )
 from perseus_core.wire.settings import Settings
-from perseus_core.wire.timeutil import format_ts, to_epoch_ms
+from perseus_core.wire.timeutil import format_ts, parse_ts, to_epoch_ms
 from perseus_tui.app import PerseusApp, create_app
 from perseus_tui.messages import CommandProgress
 
@@ -42,7 +54,6 @@ MEMBERS = plan_fleet(6)
 
 _STATES = {
     Role.ACTIVE: (ConnectionState.ACTIVE, 1.0, None),
-    Role.CRASHING: (ConnectionState.ACTIVE, 1.0, "websocket closed (1006)"),
     Role.KILLED: (ConnectionState.ACTIVE, 5.0, None),
     Role.WARMING: (ConnectionState.WARMING, 1.0, None),
     Role.LAGGING: (ConnectionState.ACTIVE, 3.0, None),
@@ -51,6 +62,18 @@ _STATES = {
 each agent's own interval is the demo's 2 s, so 3 s is late and 5 s overdue."""
 
 HOST = "demo-host"
+
+HOST_FILE = "/tmp/perseus-demo-k3v9x2qd/host.toml"
+"""Where the intro says the host file is (the live demo names its own directory)."""
+
+_CRASH = (
+    "child command exited with code 1 while active;"
+    " last stderr: feed: websocket closed (1006) by wss://stream.example"
+)
+_GAVE_UP = f"gave up after {DemoTimings().start_retries} quick failures: exited with code 1"
+_FATAL_NOTE = f"FATAL: {_GAVE_UP}; `perseus start 2` tries again"
+"""The crashing exchange's last crash, the error entry its agent wrote when it
+gave up, and its presence note since, as the live demo's agent writes them."""
 
 
 def demo_settings(url: str) -> Settings:
@@ -74,7 +97,7 @@ def demo_app(url: str) -> PerseusApp:
         local_tz=SCREENSHOT_TZ,
         target_label=DISPLAY_URL,
         operator=OPERATOR,
-        intro=intro_text(MEMBERS),
+        intro=intro_text(MEMBERS, host_file=HOST_FILE),
         initial_selection=first_selection(MEMBERS),
     )
     app.animation_level = "none"
@@ -82,7 +105,8 @@ def demo_app(url: str) -> PerseusApp:
 
 
 def seed_demo(url: str) -> None:
-    """Write the demo fleet at its frozen moment: catalog, statuses, Gemini's agent, history."""
+    """Write the demo fleet at its frozen moment: catalog, statuses, the agents
+    of Gemini (READY) and Binance (FATAL), history."""
     with sync_redis.Redis.from_url(url, decode_responses=True) as client:
         client.flushall()
         seconds, micros = client.time()
@@ -92,17 +116,22 @@ def seed_demo(url: str) -> None:
                 id=member.exchange_id, name=member.name, display_name=member.display_name
             )
             client.hset(keys.CATALOG_KEY, str(member.exchange_id), entry.to_json())
-            if member.role is Role.IDLE:
+            up = FIXED_NOW - timedelta(seconds=38)
+            if member.role in (Role.IDLE, Role.CRASHING):
+                fatal = member.role is Role.CRASHING
+                idle_since = FIXED_NOW - timedelta(seconds=9 if fatal else 40)
                 agent = AgentPresence(
                     agent_id=f"{HOST}:4300:1770700000000", exchange_id=member.exchange_id,
                     exchange_name=member.name, hostname=HOST, pid=4300,
-                    state=ConnectionState.IDLE.value, since=FIXED_NOW - timedelta(seconds=40),
-                    version="0.1.0",
+                    state=ConnectionState.IDLE.value, since=idle_since, version="0.1.0",
+                    note=_FATAL_NOTE if fatal else None,
                 )  # fmt: skip
                 client.zadd(keys.agents_key(member.exchange_id), {agent.to_json(): expires_ms})
+                if fatal:
+                    _seed_history(client, member, up, ConnectionState.ACTIVE)
+                    _seed_crash(client, member, idle_since)
                 continue
             state, beat_s, error = _STATES[member.role]
-            up = FIXED_NOW - timedelta(seconds=38)
             pid = 4200 + member.exchange_id
             status = InstanceStatus(
                 exchange_id=member.exchange_id, exchange_name=member.name, hostname=HOST,
@@ -118,26 +147,71 @@ def seed_demo(url: str) -> None:
                 ttl_ms=member.heartbeat_ttl_ms, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
             )  # fmt: skip
             client.set(keys.status_key(member.exchange_id), status.to_json(), ex=STATUS_TTL_S)
-            moment = up
-            for src, dst in (("idle", "starting"), ("starting", "warming"), ("warming", state)):
-                if src == state:
-                    break
-                fields = StateTransitionEntry(
-                    timestamp=format_ts(moment), from_state=src, to_state=str(dst),
-                    exchange_id=str(member.exchange_id), exchange_name=member.name,
-                    hostname=HOST, ip=member.ip, admin_email=member.admin_email,
-                ).to_fields()  # fmt: skip
-                ms = to_epoch_ms(moment) * 10 + member.exchange_id  # unique, in time order
-                client.xadd(keys.activity_key(member.name), fields, id=f"{ms}-0")
-                moment += timedelta(seconds=1)
-            if error:
-                fields = ErrorEntry(
-                    timestamp=format_ts(FIXED_NOW - timedelta(seconds=4)), error=error,
-                    exchange_id=str(member.exchange_id), exchange_name=member.name,
-                    hostname=HOST, ip=member.ip, state="active",
-                ).to_fields()  # fmt: skip
-                ms = to_epoch_ms(FIXED_NOW - timedelta(seconds=4)) * 10 + member.exchange_id
-                client.xadd(keys.activity_key(member.name), fields, id=f"{ms}-0")
+            _seed_history(client, member, up, state)
+
+
+def _add(
+    client: sync_redis.Redis, member: DemoMember, entry: ActivityEntry, *, own: bool = False
+) -> None:
+    """Append `entry` to the member's stream (`own`: Perseus's own stream) under an
+    id in time order, unique in the fleet."""
+    ms = to_epoch_ms(parse_ts(entry.timestamp)) * 10 + member.exchange_id
+    fields: dict[Any, Any] = entry.to_fields()  # redis-py's narrower field types
+    key = keys.perseus_activity_key if own else keys.activity_key
+    client.xadd(key(member.name), fields, id=f"{ms}-0")
+
+
+def _moves(
+    client: sync_redis.Redis, member: DemoMember, moment: datetime, path: tuple[str, ...]
+) -> datetime:
+    """The transitions along `path` a second apart from `moment`; returns the next second."""
+    for src, dst in itertools.pairwise(path):
+        _add(
+            client, member,
+            StateTransitionEntry(
+                timestamp=format_ts(moment), from_state=src, to_state=dst,
+                exchange_id=str(member.exchange_id), exchange_name=member.name,
+                hostname=HOST, ip=member.ip, admin_email=member.admin_email,
+            ),
+        )  # fmt: skip
+        moment += timedelta(seconds=1)
+    return moment
+
+
+def _seed_history(
+    client: sync_redis.Redis, member: DemoMember, up: datetime, state: ConnectionState
+) -> None:
+    """Its walk from idle to `state`, from `up` on, and its last error, if any."""
+    path = ("idle", "starting", "warming", "active")
+    _moves(client, member, up, path[: path.index(state.value) + 1])
+    error = _STATES[member.role][2] if member.role in _STATES else None
+    if error:
+        _add(
+            client, member,
+            ErrorEntry(
+                timestamp=format_ts(FIXED_NOW - timedelta(seconds=4)), error=error,
+                exchange_id=str(member.exchange_id), exchange_name=member.name,
+                hostname=HOST, ip=member.ip, state="active",
+            ),
+        )  # fmt: skip
+
+
+def _seed_crash(client: sync_redis.Redis, member: DemoMember, at: datetime) -> None:
+    """Its child's last crash, the walk back to idle, and at `at` the agent giving
+    up (in Perseus's own stream, where the agent writes it)."""
+    crash = ErrorEntry(
+        timestamp=format_ts(at - timedelta(seconds=3)), error=_CRASH,
+        exchange_id=str(member.exchange_id), exchange_name=member.name,
+        hostname=HOST, ip=member.ip, state="active",
+    )  # fmt: skip
+    _add(client, member, crash)
+    _moves(client, member, at - timedelta(seconds=2.5), ("active", "stopping", "stopped", "idle"))
+    gave_up = ErrorEntry(
+        timestamp=format_ts(at), error=_GAVE_UP,
+        exchange_id=str(member.exchange_id), exchange_name=member.name,
+        hostname=HOST, ip=member.ip, state="idle",
+    )  # fmt: skip
+    _add(client, member, gave_up, own=True)  # Livermore reads no such entry
 
 
 async def settle_demo(pilot: Pilot[None]) -> None:

@@ -303,7 +303,7 @@ SHOTS: tuple[Shot, ...] = (
         (80, 24),
         seed_demo,
         demo_dismissed,
-        "every demo card at 80x24; heartbeats fresh, late and overdue",
+        "every demo card at 80x24: heartbeats fresh, late and overdue, one FATAL",
         demo_app,
     ),
     Shot(

@@ -22,6 +22,7 @@ from typing import NamedTuple
 from perseus_core.store.network import ExchangeView, LastKnown, ViewKind
 from perseus_core.store.network.views import CHILD_EXIT_PREFIX
 from perseus_core.wire.models import AgentPresence, ConnectionState, InstanceStatus
+from perseus_core.wire.models.catalog import FATAL_NOTE_PREFIX
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean, clean_or
 from perseus_core.wire.timeutil import format_duration, id_time
@@ -612,6 +613,16 @@ def agent_state(agent: AgentPresence, now: datetime) -> str:
     return in_state_for(state, agent.since, now) or state
 
 
+def _agent_doing(view: ExchangeView, agent: AgentPresence, now: datetime) -> Line:
+    """A ready card's line about its agent: what its restart policy does (a
+    restart waiting out its backoff) when its note says, else its state and
+    since when (`Idle for 12s`). FATAL and an operator's stop head the card
+    already (`_down_lines`): their notes are not said twice."""
+    if agent.note and not agent.fatal and view.stopped_by is None:
+        return (Part(_clean(agent.note, "", 200), Tone.WARNING),)
+    return (Part(agent_state(agent, now), state_tone(agent.state)),)
+
+
 def _down_lines(view: ExchangeView, now: datetime) -> list[Line]:
     """What keeps an exchange down, for the top of its card: the operator's
     stop (`stopped by root@vm 3m ago`), then how its last run ended when its
@@ -631,10 +642,6 @@ def _down_lines(view: ExchangeView, now: datetime) -> list[Line]:
     return lines
 
 
-FATAL_PREFIX = "FATAL: "
-"""How an agent's presence note starts once its restart policy gave up (docs/wire-format.md 2.4)."""
-
-
 def fatal_text(view: ExchangeView) -> tuple[str, str] | None:
     """`FATAL: gave up` and `after 5 quick failures`, from the note of an
     agent of an exchange that is not online whose restart policy gave up
@@ -643,12 +650,11 @@ def fatal_text(view: ExchangeView) -> tuple[str, str] | None:
     if view.online:
         return None
     for agent in view.agents:
-        note = agent.note or ""
-        if note.startswith(FATAL_PREFIX):
-            head, _, reason = note.removeprefix(FATAL_PREFIX).partition(": ")
+        if agent.fatal and agent.note is not None:
+            head, _, reason = agent.note.removeprefix(FATAL_NOTE_PREFIX).partition(": ")
             what, after, count = head.partition(" after ")
             more = f"{after.strip()} {count}" if after else reason
-            return clean(f"{FATAL_PREFIX}{what}", 80), clean(more, 200)
+            return clean(f"{FATAL_NOTE_PREFIX}{what}", 80), clean(more, 200)
     return None
 
 
@@ -700,7 +706,7 @@ def card(view: ExchangeView, now: datetime, timing: Timing) -> Card:
         agent: list[Part] = [_muted("agent on "), Part(_clean(first.hostname, "?", 40))]
         if first.pid is not None:
             agent.append(_muted(f" · pid {first.pid}"))
-        lines = [tuple(agent), (Part(agent_state(first, now), state_tone(first.state)),)]
+        lines = [tuple(agent), _agent_doing(view, first, now)]
         if len(agents) > 1:
             others = ", ".join(_clean(other.hostname, "?", 30) for other in agents[1:])
             lines.append(

@@ -39,6 +39,7 @@ from perseus_core.store.output import OutputWriter
 from perseus_core.store.wanted import may_start_on_its_own
 from perseus_core.wire.errors import CommandRejected, RedisUnavailable
 from perseus_core.wire.models import ConnectionState, ReplyStatus
+from perseus_core.wire.models.catalog import FATAL_NOTE_PREFIX
 from perseus_core.wire.text import clean
 
 log = logging.getLogger(__name__)
@@ -398,9 +399,9 @@ class Slot:
             return f"; restarting in {delay:.1f}s"
         if decision.action is Action.FATAL:
             log.error("%s: FATAL: %s", name, decision.reason)
+            exchange_id = self._ctx.options.exchange_id
             self._set_note(
-                f"FATAL: {decision.reason}; `perseus start {self._ctx.options.exchange_id}`"
-                " tries again"
+                f"{FATAL_NOTE_PREFIX}{decision.reason}; `perseus start {exchange_id}` tries again"
             )
             await self._ctx.append_error(decision.reason, ConnectionState.IDLE)
             return f"; {decision.reason}"

@@ -126,9 +126,12 @@ class OutputScreen(ModalScreen[None]):
         if not self._loaded:
             self._loaded = True
             if not message.lines:
-                log.write_line(
-                    "(no output kept: its agent runs no child, runs it with --no-output,"
-                    " or its output expired; new lines appear here as they come)"
+                # Two short lines: a Log does not wrap, and a narrow terminal cut one.
+                log.write_lines(
+                    [
+                        "(no output kept: its agent runs no child, runs it with --no-output,",
+                        " or its output expired; new lines appear here as they come)",
+                    ]
                 )
             self._show_connection()
         log.write_lines(screen_line(line, self._tz) for line in message.lines)

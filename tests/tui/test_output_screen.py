@@ -59,8 +59,9 @@ async def test_an_exchange_without_output_says_so(redis_url: str) -> None:
         await pilot.press("o")
         await wait_for(pilot, lambda: isinstance(app.screen, OutputScreen))
         log = app.screen.query_one(Log)
-        await wait_for(pilot, lambda: log.line_count == 1)
+        await wait_for(pilot, lambda: log.line_count == 2)
         assert log.lines[0].startswith("(no output kept:")
+        assert max(len(line) for line in log.lines) < 72  # whole at 80 columns: a Log never wraps
 
 
 def test_help_lists_the_output_keys() -> None:

@@ -49,6 +49,10 @@ class CatalogEntry(WireModel):
         return self.display_name or self.name
 
 
+FATAL_NOTE_PREFIX = "FATAL: "
+"""How an agent's presence note starts while its restart policy has given up."""
+
+
 class AgentPresence(WireModel):
     """One running agent, as it announces itself in `perseus:agents:{exchangeId}`.
 
@@ -74,6 +78,12 @@ class AgentPresence(WireModel):
     """Where `pid` means something (kernel boot id and pid namespace): a
     reader in the same scope checks the pid and does not list an agent whose
     process is gone (killed with -9), without waiting for its expiry."""
+
+    @property
+    def fatal(self) -> bool:
+        """Whether its restart policy has given up (FATAL) until an operator's
+        start: its note says so first (docs/wire-format.md 2.4)."""
+        return self.note is not None and self.note.startswith(FATAL_NOTE_PREFIX)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> AgentPresence:
