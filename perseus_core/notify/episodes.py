@@ -85,7 +85,7 @@ def fold(events: Sequence[FleetEvent]) -> FleetEvent:
     moves = [event for event in events if event.kind is EventKind.TRANSITION]
     if not moves:
         latest = restarts[-1]
-        return replace(latest, transition=latest.transition + note, count=len(events))
+        return replace(latest, transition=f"{len(restarts)} automatic restarts", count=len(events))
     return replace(
         moves[0],
         transition=" → ".join(states) + note,
