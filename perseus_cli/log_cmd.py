@@ -21,7 +21,7 @@ from perseus_cli.options import json_option, redis_url_option
 from perseus_cli.output import echo_json, pad
 from perseus_core.plumbing.connection import connect
 from perseus_core.plumbing.topology import RedisClient
-from perseus_core.present import error_state, holder_text
+from perseus_core.present import error_state, holder_text, restart_text
 from perseus_core.store.activity import (
     ActivityLog,
     ActivityPage,
@@ -39,6 +39,7 @@ from perseus_core.wire.models import (
     ErrorEntry,
     HolderEntry,
     OtherEntry,
+    RestartEntry,
     StateTransitionEntry,
 )
 from perseus_core.wire.settings import Settings
@@ -81,6 +82,8 @@ def _summary(entry: ActivityEntry) -> str:
         return text
     if isinstance(entry, HolderEntry):
         return holder_text(entry)
+    if isinstance(entry, RestartEntry):
+        return restart_text(entry) + _where(entry)
     assert isinstance(entry, OtherEntry)
     text = clean_or(entry.event, "(no event)", 40)
     extra = " ".join(f"{clean(k, 30)}={clean(v, 60)}" for k, v in entry.extra_fields.items())

@@ -19,7 +19,14 @@ from functools import cache
 
 from textual.content import Content
 
-from perseus_core.present import Badge, Tone, error_state, holder_text, state_tone
+from perseus_core.present import (
+    Badge,
+    Tone,
+    error_state,
+    holder_text,
+    restart_text,
+    state_tone,
+)
 from perseus_core.present.edges import EdgeKind
 from perseus_core.present.exchange import Line, Part, clock_time
 from perseus_core.wire.models import (
@@ -28,6 +35,7 @@ from perseus_core.wire.models import (
     ErrorEntry,
     HolderEntry,
     OtherEntry,
+    RestartEntry,
     StateTransitionEntry,
 )
 from perseus_core.wire.text import clean, clean_or
@@ -183,6 +191,12 @@ def _entry_body(entry: ActivityEntry) -> Content:
         # A change of holder stands out; the first holder on record is only noted.
         style = f"bold {TONE_TEXT[Tone.WARNING]}" if entry.changed else MUTED
         return Content.assemble(("⇄ ", style), (holder_text(entry), style))
+    if isinstance(entry, RestartEntry):
+        # The crash's error entry is the alarm; the restart it led to is its follow-up.
+        parts = [("↻ ", f"bold {TONE_TEXT[Tone.WARNING]}"), (restart_text(entry), MUTED)]
+        if entry.hostname:
+            parts += ["  ", (label(entry.hostname), MUTED)]
+        return Content.assemble(*parts)
     if entry.event in OBSERVED_EVENTS:
         return _observed_body(entry)
     return _generic_body(entry)

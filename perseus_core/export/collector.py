@@ -269,9 +269,9 @@ class FleetCollector:
         return [up, state, age, late, uptime, agents]
 
     def _counter_families(self, labels_of: dict[int, str]) -> list[PerExchange]:
-        """The stream counters. Every listed exchange gets its errors and its
-        failed starts and stops at 0 (so the first one is an increase); other
-        series appear at their first entry."""
+        """The stream counters. Every listed exchange gets its errors, its
+        restarts and its failed starts and stops at 0 (so the first one is an
+        increase); other series appear at their first entry."""
         counters = self._counters
 
         def labels(exchange_id: int) -> str:
@@ -299,6 +299,14 @@ class FleetCollector:
         )
         for exchange_id in sorted(set(listed) | set(counters.errors)):
             errors.add(labels(exchange_id), counters.errors.get(exchange_id, 0))
+        restarts = PerExchange(
+            "perseus_exchange_restarts",
+            "Automatic restarts the exchange's agent scheduled (restart entries in its "
+            "activity stream) since the exporter started.",
+            "counter",
+        )
+        for exchange_id in sorted(set(listed) | set(counters.restarts)):
+            restarts.add(labels(exchange_id), counters.restarts.get(exchange_id, 0))
         commands = PerExchange(
             "perseus_commands",
             "Audited command outcomes (success, error, no_result) since the exporter started.",
@@ -311,7 +319,7 @@ class FleetCollector:
         for (exchange_id, command, outcome), count in sorted(counted.items()):
             extra = f',command="{_escape_label(command)}",outcome="{_escape_label(outcome)}"'
             commands.add(labels(exchange_id) + extra, count)
-        return [transitions, errors, commands]
+        return [transitions, errors, restarts, commands]
 
     def _exporter_families(self) -> Iterator[Metric]:
         health = self._health

@@ -1,5 +1,6 @@
 """What the activity streams add up to since the exporter started: transitions,
-errors and command outcomes per exchange, for Prometheus counters.
+errors, automatic restarts and command outcomes per exchange, for Prometheus
+counters.
 
 The exporter tails every exchange's two streams (`ActivityTail`) from their
 end at its start and feeds each entry to `StreamCounters.count`. Counting
@@ -34,6 +35,7 @@ from perseus_core.wire.models import (
     ConnectionState,
     ErrorEntry,
     ReplyStatus,
+    RestartEntry,
     StateTransitionEntry,
 )
 from perseus_core.wire.text import clean
@@ -67,6 +69,8 @@ class StreamCounters:
     Attributes:
         transitions: (exchange id, to state) -> transitions into that state.
         errors: exchange id -> error entries.
+        restarts: exchange id -> `restart` entries: automatic restarts an
+            agent scheduled (docs/wire-format.md 2.8).
         commands: (exchange id, command, outcome) -> audited command outcomes.
         names: exchange id -> the name its latest entry carried, for
             exchanges the fleet read does not list.
@@ -75,6 +79,7 @@ class StreamCounters:
 
     transitions: Counter[tuple[int, str]] = field(default_factory=Counter)
     errors: Counter[int] = field(default_factory=Counter)
+    restarts: Counter[int] = field(default_factory=Counter)
     commands: Counter[tuple[int, str, str]] = field(default_factory=Counter)
     names: dict[int, str] = field(default_factory=dict)
     skipped: int = 0
@@ -84,13 +89,15 @@ class StreamCounters:
         other kinds, and `ack` audit entries, change nothing)."""
         exchange_id = entry.exchange_id_int
         if exchange_id is None or entry.names_no_exchange:
-            if isinstance(entry, StateTransitionEntry | ErrorEntry | CommandEntry):
+            if isinstance(entry, StateTransitionEntry | ErrorEntry | RestartEntry | CommandEntry):
                 self.skipped += 1
             return
         if isinstance(entry, StateTransitionEntry):
             self.transitions[exchange_id, _known(entry.to_state, STATES)] += 1
         elif isinstance(entry, ErrorEntry):
             self.errors[exchange_id] += 1
+        elif isinstance(entry, RestartEntry):
+            self.restarts[exchange_id] += 1
         elif isinstance(entry, CommandEntry):
             if entry.status == ReplyStatus.ACK.value:
                 return
@@ -105,9 +112,10 @@ class StreamCounters:
     def copy(self) -> StreamCounters:
         """A copy to render from while the tail goes on counting."""
         return StreamCounters(
-            Counter(self.transitions),
-            Counter(self.errors),
-            Counter(self.commands),
-            dict(self.names),
-            self.skipped,
+            transitions=Counter(self.transitions),
+            errors=Counter(self.errors),
+            restarts=Counter(self.restarts),
+            commands=Counter(self.commands),
+            names=dict(self.names),
+            skipped=self.skipped,
         )

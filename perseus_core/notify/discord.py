@@ -102,7 +102,7 @@ def build_payload(event: FleetEvent) -> dict[str, Any]:
             f"{detail or '(no message)'}\n\nNot {name}'s error: it is held by {holder}, "
             f"which is healthy; {host} does not hold it."
         )
-    elif event.kind is EventKind.HOLDER:
+    elif event.kind in (EventKind.HOLDER, EventKind.RESTART):
         content = f"{name}: {discord_text(event.detail, 300)}"
         description = detail
     elif event.kind is EventKind.OFFLINE:

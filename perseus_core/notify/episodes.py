@@ -4,8 +4,10 @@ A crash is one event to a person, but seven entries in the stream: the error,
 `active → stopping → stopped → idle`, and, once someone starts it again,
 `idle → starting → warming → active`. Posted one by one they are seven
 webhook messages for one crash. An `Episodes` holds each exchange's
-transitions and errors while they keep coming and tells them as one
-`FleetEvent` (`fold`):
+transitions, errors and automatic restarts while they keep coming and tells
+them as one `FleetEvent` (`fold`). An automatic restart is no message of
+its own: it adds "and restarted automatically" to the crash it follows
+(with `settle_s` 0, where every entry is told at once, it is told alone):
 
 - an episode ends as soon as its exchange is at rest: `active`, or `idle`
   when nothing went wrong (a plain stop); after an error, `idle` is not rest
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field, replace
 
 from perseus_core.notify.events import EventKind, FleetEvent
 
-FOLDED_KINDS = frozenset({EventKind.TRANSITION, EventKind.ERROR})
+FOLDED_KINDS = frozenset({EventKind.TRANSITION, EventKind.ERROR, EventKind.RESTART})
 """The kinds an episode gathers; the others are told at once."""
 
 AT_REST = "active"
@@ -55,21 +57,41 @@ def walk(events: Sequence[FleetEvent]) -> tuple[str, ...]:
     return tuple(states)
 
 
+def _restarted(restarts: Sequence[FleetEvent]) -> str:
+    """` and restarted automatically 3 times`: what an episode's restarts add."""
+    if not restarts:
+        return ""
+    return " and restarted automatically" + (f" {len(restarts)} times" if len(restarts) > 1 else "")
+
+
 def fold(events: Sequence[FleetEvent]) -> FleetEvent:
     """The one event that tells an episode's `events` (one exchange's,
     oldest first): an error, with the states walked around it, when there
-    was one; else the transition through every state walked."""
+    was one; else the transition through every state walked; else (only
+    restarts, their transitions not seen) the latest restart. Automatic
+    restarts are named in the told event's `transition`."""
     if len(events) == 1:
         return events[0]
     states = walk(events)
     errors = [event for event in events if event.kind is EventKind.ERROR]
+    restarts = [event for event in events if event.kind is EventKind.RESTART]
+    note = _restarted(restarts)
     if errors:
         first = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        return replace(first, transition=first.transition + more, states=states, count=len(events))
-    first, last = events[0], events[-1]
+        return replace(
+            first, transition=first.transition + more + note, states=states, count=len(events)
+        )
+    moves = [event for event in events if event.kind is EventKind.TRANSITION]
+    if not moves:
+        latest = restarts[-1]
+        return replace(latest, transition=f"{len(restarts)} automatic restarts", count=len(events))
     return replace(
-        first, transition=" → ".join(states), host=last.host, states=states, count=len(events)
+        moves[0],
+        transition=" → ".join(states) + note,
+        host=moves[-1].host,
+        states=states,
+        count=len(events),
     )
 
 
@@ -84,8 +106,8 @@ class _Episode:
     def add(self, event: FleetEvent, now: float) -> None:
         self.events.append(event)
         self.last = now
-        if event.kind is EventKind.ERROR:
-            self.failed = True
+        if event.kind in (EventKind.ERROR, EventKind.RESTART):
+            self.failed = True  # idle is no rest: a restart follows
         elif event.states:
             self.states.append(event.states[-1])
 

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from perseus_core.present.entries import holder_text
+from perseus_core.present.entries import holder_text, restart_text
 from perseus_core.present.writers import OtherWriter
 from perseus_core.wire.models import (
     ActivityEntry,
     ErrorEntry,
     HolderEntry,
     InstanceStatus,
+    RestartEntry,
     StateTransitionEntry,
 )
 from perseus_core.wire.timeutil import format_ts
@@ -36,6 +37,10 @@ class EventKind(StrEnum):
     HOLDER = "holder"
     """Another process became the exchange's holder (docs/wire-format.md 2.7):
     information, so that a takeover by a standby leaves a trace."""
+    RESTART = "restart"
+    """An agent scheduled an automatic restart after a run ended on its own
+    (docs/wire-format.md 2.8). It follows the crash's error, so it is told
+    within that episode (`perseus_core.notify.episodes`), not on its own."""
 
 
 COLOURS: dict[EventKind, int] = {
@@ -45,6 +50,7 @@ COLOURS: dict[EventKind, int] = {
     EventKind.ONLINE: 0x2ECC71,  # green
     EventKind.OTHER_WRITER: 0x95A5A6,  # grey
     EventKind.HOLDER: 0x9B59B6,  # purple
+    EventKind.RESTART: 0xF1C40F,  # yellow
 }
 """Embed colour per kind, as the integer Discord expects."""
 
@@ -55,6 +61,7 @@ TITLES: dict[EventKind, str] = {
     EventKind.ONLINE: "Back online",
     EventKind.OTHER_WRITER: "Not the holder",
     EventKind.HOLDER: "Holder changed",
+    EventKind.RESTART: "Restarting",
 }
 
 
@@ -143,6 +150,16 @@ def event_from_entry(
             host=_host(entry.hostname, entry.ip),
             time=when,
             detail=holder_text(entry),
+        )
+    if isinstance(entry, RestartEntry):
+        return FleetEvent(
+            kind=EventKind.RESTART,
+            exchange_name=name,
+            exchange_id=exchange_id,
+            transition="automatic restart",
+            host=_host(entry.hostname, entry.ip),
+            time=when,
+            detail=restart_text(entry),
         )
     return None
 

@@ -27,7 +27,7 @@ from perseus_core.present.edges import (
     newer_state,
     offline_edge,
 )
-from perseus_core.present.entries import error_state, holder_text
+from perseus_core.present.entries import error_state, holder_text, restart_text
 from perseus_core.present.exchange import (
     HEARTBEAT_LEGEND,
     LEGEND,
@@ -69,6 +69,7 @@ __all__ = [
     "badge",
     "error_state",
     "holder_text",
+    "restart_text",
     "exchange_json",
     "heartbeat",
     "heartbeat_age_s",

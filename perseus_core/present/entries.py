@@ -5,14 +5,15 @@ Perseus agent's message often names that state already (`child command
 exited with code 75 while active`). Whether a surface adds the state beside
 the message is decided here once, so the dashboard's feed, `perseus log`
 and the notifier never print it twice (`... while active  in active`).
-A holder entry reads the same everywhere too (`holder_text`).
+A holder entry and a restart entry read the same everywhere too
+(`holder_text`, `restart_text`).
 """
 
 from __future__ import annotations
 
 import re
 
-from perseus_core.wire.models import ErrorEntry, HolderEntry
+from perseus_core.wire.models import ErrorEntry, HolderEntry, RestartEntry
 from perseus_core.wire.text import clean
 
 
@@ -48,3 +49,22 @@ def holder_text(entry: HolderEntry) -> str:
     if entry.via == "takeover":
         text += " (its process was gone)"
     return text
+
+
+RESTART_REASON_CHARS = 300
+"""Longest reason a restart entry's words carry (what the agent writes is shorter)."""
+
+
+def restart_text(entry: RestartEntry) -> str:
+    """What a restart entry says, cleaned, for every surface alike:
+    `restarting in 1.4s (quick failure 2 of 5): child command exited with
+    code 2`. A restart after a run that lasted (attempt 0) names no
+    failure count; a field missing or malformed is left out, never guessed."""
+    delay = entry.delay_s
+    text = "restarting" if delay is None else f"restarting in {delay:.1f}s"
+    attempt = entry.attempt_count
+    if attempt:
+        retries = entry.retries_count
+        text += f" (quick failure {attempt}" + (f" of {retries})" if retries else ")")
+    reason = clean(entry.reason, RESTART_REASON_CHARS)
+    return f"{text}: {reason}" if reason else text

@@ -10,11 +10,15 @@ from perseus_core.plumbing.tasks import TaskGroup
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.runtime.options import AgentOptions
 from perseus_core.store.activity import ActivityLog
-from perseus_core.wire.models import ConnectionState, ErrorEntry
+from perseus_core.wire.models import ActivityEntry, ConnectionState, ErrorEntry, RestartEntry
 from perseus_core.wire.settings import Settings
+from perseus_core.wire.text import clean
 from perseus_core.wire.timeutil import Clock, format_ts
 
 log = logging.getLogger(__name__)
+
+MAX_REASON_CHARS = 300
+"""Longest `reason` a restart entry carries (how the run ended, one line)."""
 
 
 class AgentContext:
@@ -66,11 +70,43 @@ class AgentContext:
             ip=self.ip or "",
             state=state.value,
         )
+        await self._append(entry, "error")
+
+    async def append_restart(
+        self, *, attempt: int, start_retries: int, delay_s: float, reason: str
+    ) -> None:
+        """A `restart` entry: the restart policy scheduled an automatic
+        restart after a run ended on its own (docs/wire-format.md 2.8). It is
+        Perseus's alone, so it goes to the Perseus-only stream.
+
+        Args:
+            attempt: quick failures in a row so far (0 after a run that lasted).
+            start_retries: quick failures in a row that make the policy give up.
+            delay_s: the wait before the restart.
+            reason: how the run ended; cleaned to one bounded line here.
+        """
+        entry = RestartEntry(
+            timestamp=format_ts(self.clock()),
+            exchange_id=str(self.options.exchange_id),
+            exchange_name=self.name,
+            hostname=self.hostname,
+            ip=self.ip or "",
+            attempt=str(attempt),
+            start_retries=str(start_retries),
+            delay_ms=str(max(0, round(delay_s * 1000))),
+            reason=clean(reason, MAX_REASON_CHARS),
+        )
+        await self._append(entry, "restart")
+
+    async def _append(self, entry: ActivityEntry, what: str) -> None:
+        """Append to the Perseus-only stream (`holder=False`); a Redis failure
+        is logged, never raised: the agent acts on what it decided either way."""
         try:
             await self.activity.append(self.name, entry, holder=False)
         except TRANSIENT_ERRORS as exc:
             log.error(
-                "%s: error not recorded in the activity stream: %s",
+                "%s: %s not recorded in the activity stream: %s",
                 self.name,
+                what,
                 describe_redis_error(self.settings, exc),
             )

@@ -70,11 +70,18 @@ class Decision:
         delay_s: the wait before the restart (0 unless `action` is RESTART).
         reason: one line for the log, the presence note and, when FATAL, the
             error entry ("gave up after 5 quick failures: exited with code 2").
+        attempt: the quick failures in a row so far, for a restart after a
+            run (0 after a run that lasted, or one that ended well).
+        outcome: how the run ended ("exited with code 2"), for the
+            `restart` entry (docs/wire-format.md 2.8); empty when no run
+            ended (a refused claim).
     """
 
     action: Action
     delay_s: float = 0.0
     reason: str = ""
+    attempt: int = 0
+    outcome: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,14 +152,18 @@ class Restarts:
             self.quick_failures = 0
             self.failures = 0
             if policy.mode is RestartMode.ALWAYS:
-                return Decision(Action.RESTART, self._delay(), f"restart after it {outcome}")
+                return Decision(
+                    Action.RESTART, self._delay(), f"restart after it {outcome}", outcome=outcome
+                )
             return Decision(Action.IDLE, reason=f"not restarted after it {outcome}")
         if policy.mode is RestartMode.NEVER:
             return Decision(Action.IDLE, reason=f"not restarted (--restart never): {outcome}")
         if reached_active and ran_s >= policy.start_secs:
             self.quick_failures = 0
             self.failures = 0
-            return Decision(Action.RESTART, self._delay(), f"restart after it {outcome}")
+            return Decision(
+                Action.RESTART, self._delay(), f"restart after it {outcome}", outcome=outcome
+            )
         self.quick_failures += 1
         if self.quick_failures >= policy.start_retries:
             count = self.quick_failures
@@ -163,6 +174,8 @@ class Restarts:
             self._delay(),
             f"restart after quick failure {self.quick_failures} of {policy.start_retries}:"
             f" {outcome}",
+            attempt=self.quick_failures,
+            outcome=outcome,
         )
 
     def claim_refused(self, why: str) -> Decision:

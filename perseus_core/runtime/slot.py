@@ -380,22 +380,32 @@ class Slot:
         policy and act on it. Returns what it does, to append to a reply."""
         if self._shutdown.is_set():
             return ""
-        return await self._act(
-            self.restarts.run_ended(
-                failed=failed,
-                outcome=clean(outcome, 300),
-                ran_s=run.ran_s,
-                reached_active=run.reached_active,
-            )
+        decision = self.restarts.run_ended(
+            failed=failed,
+            outcome=clean(outcome, 300),
+            ran_s=run.ran_s,
+            reached_active=run.reached_active,
         )
+        return await self._act(decision, run_ended=True)
 
-    async def _act(self, decision: Decision) -> str:
+    async def _act(self, decision: Decision, *, run_ended: bool = False) -> str:
+        """Carry out the policy's decision. A restart after a run that ended
+        (`run_ended`) is recorded in a `restart` entry, which the feed, `perseus
+        log` and the exporter's restart counter read; a retried refused
+        claim is not (no run ended: its error entry, if any, says why)."""
         name = self._ctx.name
         if decision.action is Action.RESTART:
             delay = decision.delay_s
             log.warning("%s: %s; restarting in %.1fs", name, decision.reason, delay)
             self._set_note(f"{decision.reason}; restarting in {delay:.1f}s")
             self._schedule_restart(delay)
+            if run_ended:
+                await self._ctx.append_restart(
+                    attempt=decision.attempt,
+                    start_retries=self.restarts.policy.start_retries,
+                    delay_s=delay,
+                    reason=decision.outcome,
+                )
             return f"; restarting in {delay:.1f}s"
         if decision.action is Action.FATAL:
             log.error("%s: FATAL: %s", name, decision.reason)

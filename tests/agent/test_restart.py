@@ -18,10 +18,12 @@ from perseus_cli.apps.redis_server import RedisServer, free_port
 from perseus_core.plumbing.connection import connect
 from perseus_core.store.wanted import Want, write_wanted
 from perseus_core.wire import keys
-from perseus_core.wire.models import ErrorEntry, StateTransitionEntry
+from perseus_core.wire.models import ErrorEntry, RestartEntry, StateTransitionEntry
 from perseus_core.wire.settings import Settings
+from perseus_tui.app import create_app
 from tests.agent.conftest import AgentProcess, SpawnAgent, pid_alive, read_pid
 from tests.agent.test_agent import entries, errors, send, sleeper, state_is, transitions
+from tests.helpers import invoke
 from tests.waiting import eventually
 
 PROBE_FAST = ["--probe-interval", "0.05", "--probe-timeout", "2"]
@@ -100,6 +102,7 @@ async def test_quick_failures_back_off_then_fatal_until_an_operator_starts(
         gap = datetime.fromisoformat(again.timestamp) - datetime.fromisoformat(back.timestamp)
         assert gap.total_seconds() >= 0.09, (back, again)
     assert await redis.get(keys.status_key(1)) is None
+    await restarts_are_recorded(redis, settings, delays)
 
     # An operator's start clears FATAL; the service works again.
     marker.unlink()
@@ -107,6 +110,55 @@ async def test_quick_failures_back_off_then_fatal_until_an_operator_starts(
     assert outcome.status.value == "success", outcome.message
     await eventually(lambda: state_is(redis, "active"), what="active after the start")
     assert not await note_with(redis, "FATAL")
+
+
+async def restarts_are_recorded(redis: Redis, settings: Settings, delays: list[float]) -> None:
+    """Each restart the policy scheduled (3 retries: after quick failures 1
+    and 2, not after the FATAL third) left one `restart` entry in Perseus's
+    stream, between a run's way back to idle and the next start, with the
+    delay the agent logged; it reads the same in `perseus log`, its --json
+    and the dashboard's feed (docs/wire-format.md 2.8)."""
+    listed = await entries(redis, settings)
+    restarts = [e for e in listed if isinstance(e, RestartEntry)]
+    assert [(e.attempt, e.start_retries) for e in restarts] == [("1", "3"), ("2", "3")]
+    for entry, logged in zip(restarts, delays, strict=True):
+        assert entry.key == keys.perseus_activity_key("coinbase")
+        assert (entry.exchange_id, entry.exchange_name) == ("1", "coinbase") and entry.hostname
+        assert entry.time is not None
+        assert entry.reason.startswith("child command exited with code 2"), entry.reason
+        assert entry.delay_s is not None and abs(entry.delay_s - logged) <= 0.051, entry
+        moves = [e for e in listed if isinstance(e, StateTransitionEntry)]
+        at = listed.index(entry)
+        before = [m for m in moves if listed.index(m) < at][-1]
+        after = next(m for m in moves if listed.index(m) > at)
+        assert (before.from_state, before.to_state) == ("warming", "idle")
+        assert (after.from_state, after.to_state) == ("idle", "starting")
+    shared = await redis.xrange(keys.activity_key("coinbase"))
+    assert all(fields.get("event") != "restart" for _, fields in shared)
+
+    first = restarts[0].delay_s
+    text = f"restarting in {first:.1f}s (quick failure 1 of 3): child command exited with code 2"
+    code, out, _ = await asyncio.to_thread(invoke, settings, "log", "--exchange", "coinbase")
+    assert code == 0 and sum(text in line for line in out.splitlines()) == 1, out
+    code, out, _ = await asyncio.to_thread(
+        invoke, settings, "log", "--exchange", "coinbase", "--json"
+    )
+    raw = [e for e in json.loads(out)["entries"] if e.get("event") == "restart"]
+    assert [e["attempt"] for e in raw] == ["2", "1"]  # newest first
+    assert raw[1]["delayMs"] == restarts[0].delay_ms and raw[1]["startRetries"] == "3"
+
+    app = create_app(settings.model_copy(update={"refresh_ms": 60_000}))
+    app.animation_level = "none"
+    async with app.run_test(size=(160, 40)):
+        await eventually(app.history_loaded.is_set)
+        feed = app.dashboard.feed
+
+        def shown() -> str | None:
+            lines = (feed.render_line(y).text for y in range(feed.size.height))
+            return next((line for line in lines if "(quick failure 1 of 3)" in line), None)
+
+        line = await eventually(shown, what="the restart on the feed")
+        assert f"↻ restarting in {first:.1f}s (quick failure 1 of 3)" in line
 
 
 async def test_stop_calls_off_a_pending_restart(

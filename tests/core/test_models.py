@@ -25,6 +25,7 @@ from perseus_core.wire.models import (
     InstanceStatus,
     OtherEntry,
     ReplyStatus,
+    RestartEntry,
     StateTransitionEntry,
     WriterTiming,
     parse_entry,
@@ -140,6 +141,22 @@ def test_entry_fields_follow_wire_order() -> None:
         "exchangeName", "hostname", "ip", "adminEmail",
     ]  # fmt: skip
     assert all(isinstance(v, str) for v in entry.to_fields().values())
+
+
+def test_restart_entries_round_trip_and_read_bad_counts_as_none() -> None:
+    entry = RestartEntry(timestamp="t", exchange_id="1", attempt="2", start_retries="5",
+                         delay_ms="1400", reason="exited with code 2")  # fmt: skip
+    assert list(entry.to_fields()) == [
+        "event", "timestamp", "exchangeId", "exchangeName", "hostname", "ip",
+        "attempt", "startRetries", "delayMs", "reason",
+    ]  # fmt: skip
+    read = parse_entry("1-0", entry.to_fields())
+    assert read == entry.model_copy(update={"id": "1-0"})
+    assert (read.attempt_count, read.retries_count, read.delay_s) == (2, 5, 1.4)  # type: ignore[union-attr]
+    for bad in ("", "-1", "1.5", "²", "9" * 19, "NaN"):
+        odd = parse_entry("1-1", {"event": "restart", "attempt": bad, "delayMs": bad})
+        assert isinstance(odd, RestartEntry)
+        assert odd.attempt_count is None and odd.delay_s is None
 
 
 def test_command_and_reply_round_trip_and_reject_bad_input() -> None:

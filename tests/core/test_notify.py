@@ -39,7 +39,7 @@ from perseus_core.notify import (
     validate_webhook_url,
 )
 from perseus_core.plumbing.connection import connect
-from perseus_core.present import other_writer
+from perseus_core.present import other_writer, restart_text
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.network import ExchangeView
 from perseus_core.wire import keys
@@ -49,6 +49,7 @@ from perseus_core.wire.models import (
     ConnectionState,
     ErrorEntry,
     InstanceStatus,
+    RestartEntry,
     StateTransitionEntry,
     parse_entry,
 )
@@ -981,3 +982,45 @@ def test_a_change_of_holder_is_posted_and_a_first_holder_is_not() -> None:
     # The same process with a new start time claimed again: no change.
     again = fields | {"previousInstanceId": "vm:1:29183:1770700000000"}
     assert event_from_entry(parse_entry("3-0", again), now=now) is None
+
+
+# --- automatic restarts (docs/wire-format.md 2.8) -----------------------------------------
+
+
+def test_a_restart_reads_the_same_everywhere_and_tolerates_bad_fields() -> None:
+    """A restart entry is an event with the feed's words; missing or malformed
+    fields are left out of them, never guessed, and never raise."""
+    fields = {
+        "event": "restart",
+        "timestamp": "2026-02-10T22:45:00.123Z",
+        "exchangeId": "1",
+        "exchangeName": "coinbase",
+        "hostname": "vm",
+        "attempt": "2",
+        "startRetries": "5",
+        "delayMs": "1400",
+        "reason": "child command exited with code 2",
+    }
+    now = datetime(2026, 2, 10, tzinfo=UTC)
+    event = event_from_entry(parse_entry("1-0", fields), now=now)
+    said = "restarting in 1.4s (quick failure 2 of 5): child command exited with code 2"
+    assert event is not None and event.kind is EventKind.RESTART and event.detail == said
+    payload = build_payload(event)
+    assert payload["content"] == f"coinbase: {said}"
+    assert payload["embeds"][0]["title"] == "Restarting: coinbase"
+
+    def words(**changes: str) -> str:
+        entry = parse_entry("2-0", fields | changes)
+        return restart_text(entry)  # type: ignore[arg-type]
+
+    assert words(attempt="0") == "restarting in 1.4s: child command exited with code 2"
+    assert words(startRetries="") == (
+        "restarting in 1.4s (quick failure 2): child command exited with code 2"
+    )
+    assert words(delayMs="-5", attempt="²", reason="") == "restarting"
+    assert words(delayMs="9" * 40, attempt="1" * 40) == (
+        "restarting: child command exited with code 2"
+    )
+    hostile = words(reason="[bold]x[/]\x1b[31m\n" + "y" * 10_000)
+    assert "\x1b" not in hostile and "\n" not in hostile and len(hostile) < 400
+    assert restart_text(RestartEntry()) == "restarting"

@@ -44,6 +44,34 @@ def test_a_crash_and_its_restart_are_one_error() -> None:
     assert crash.count == 7 and len(episodes) == 0
 
 
+def restarting(name: str = "binance") -> FleetEvent:
+    return FleetEvent(
+        EventKind.RESTART, name, 2, "automatic restart", "vm", NOW, detail="restarting in 1.4s"
+    )
+
+
+def test_an_automatic_restart_is_told_within_the_crash_it_follows() -> None:
+    episodes = Episodes(settle_s=10, longest_s=60)
+    told: list[FleetEvent] = []
+    for event in [failed("exited with code 2"), *steps("active", "stopping", "stopped", "idle"),
+                  restarting(), *steps("idle", "starting", "warming", "active")]:  # fmt: skip
+        told += episodes.add(event, 1.0)
+    (crash,) = told
+    assert crash.kind is EventKind.ERROR and crash.count == 8
+    assert crash.transition == "error while active and restarted automatically"
+    # A clean exit restarted (--restart always): idle ended the stop's episode
+    # before the restart came; the restart and the start it led to are one.
+    assert episodes.add(restarting(), 2.0) == []
+    assert episodes.add(moved("idle", "starting"), 2.0) == []  # after a restart idle is no rest
+    (start,) = episodes.add(moved("starting", "active"), 2.0)
+    assert start.kind is EventKind.TRANSITION
+    assert start.transition == "idle → starting → active and restarted automatically"
+    # Restarts alone (their transitions filtered out): the latest, counted.
+    alone = fold([restarting(), restarting()])
+    assert alone.kind is EventKind.RESTART and alone.count == 2
+    assert alone.transition == "2 automatic restarts"
+
+
 def test_a_clean_stop_and_a_start_are_told_when_at_rest() -> None:
     episodes = Episodes(settle_s=10, longest_s=60)
     assert episodes.add(moved("active", "stopping"), 0.0) == []

@@ -32,6 +32,7 @@ from perseus_core.wire.models import (
     CommandEntry,
     ConnectionState,
     ErrorEntry,
+    RestartEntry,
     StateTransitionEntry,
 )
 from perseus_core.wire.settings import Settings
@@ -93,6 +94,7 @@ async def test_a_known_fleet_scrapes_to_exact_values(
     for labels in (one, two, three):
         assert samples[sample("perseus_exchange_agents_present", **labels)] == 0
         assert samples[sample("perseus_exchange_errors_total", **labels)] == 0
+        assert samples[sample("perseus_exchange_restarts_total", **labels)] == 0
         for command in ("start", "stop"):
             key = sample("perseus_commands_total", **labels, command=command, outcome="error")
             assert samples[key] == 0
@@ -128,6 +130,14 @@ async def test_counters_grow_by_exactly_the_entries_appended(
                 hostname="host-a",
             ),  # fmt: skip
         )
+        # Automatic restarts (Perseus's stream), hostile fields counted all the same.
+        restart = RestartEntry(attempt="1", start_retries="5", delay_ms="1400",
+                               reason="child command exited with code 2", exchange_id="1",
+                               exchange_name="coinbase")  # fmt: skip
+        for update in ({}, {"attempt": "x" * 1000, "delay_ms": "-1", "reason": "\x1b[31m"}):
+            await log.append("coinbase", restart.model_copy(update=update))
+        other = restart.model_copy(update={"exchange_id": "2", "exchange_name": "binance"})
+        await log.append("binance", other)
         audit = CommandEntry(command="start", correlation_id="c1", status="ack", exchange_id="1",
                              exchange_name="coinbase")  # fmt: skip
         for status in ("ack", "success", "error"):  # an ack is no outcome: not counted
@@ -146,6 +156,11 @@ async def test_counters_grow_by_exactly_the_entries_appended(
             key = sample("perseus_exchange_transitions_total", **one, to_state=to_state)
             assert samples[key] == 1, to_state  # the entry from before the start is not counted
         assert samples[sample("perseus_exchange_errors_total", **one)] == 1
+        assert samples[sample("perseus_exchange_restarts_total", **one)] == 2
+        two = {"exchange_id": "2", "exchange_name": "binance"}
+        assert samples[sample("perseus_exchange_restarts_total", **two)] == 1
+        three = {"exchange_id": "3", "exchange_name": "kraken"}
+        assert samples[sample("perseus_exchange_restarts_total", **three)] == 0
         success = sample("perseus_commands_total", **one, command="start", outcome="success")
         assert samples[success] == 1
         assert (

@@ -388,6 +388,29 @@ def build_corpus() -> list[Hostile]:
             "entry-holder-bad-bytes",
             _perseus_entry({"event": "holder", "previousHostname": b"\xff\xfe", "pid": b"\xc0"}),
         ),
+        # automatic restarts (docs/wire-format.md 2.8): every field read
+        Hostile(
+            "entry-restart-hostile",
+            _perseus_entry(
+                {
+                    "event": "restart",
+                    "hostname": MARKUP + "\x1b[31m",
+                    "attempt": "9" * 40,
+                    "startRetries": "-3",
+                    "delayMs": "NaN",
+                    "reason": MEGABYTE,
+                    "exchangeId": "2",
+                    "exchangeName": VICTIM_NAME,
+                }
+            ),
+        ),
+        Hostile("entry-restart-bare", _perseus_entry({"event": "restart"})),
+        Hostile(
+            "entry-restart-bad-bytes",
+            _perseus_entry(
+                {"event": "restart", "reason": b"\xff\xfe", "delayMs": b"\xc0", "attempt": "²"}
+            ),
+        ),
         # catalog values
         Hostile("catalog-not-json", _catalog("{not json")),
         Hostile("catalog-deep-nesting", _catalog(DEEP_JSON)),

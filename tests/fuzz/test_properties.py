@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 
 from perseus_cli.log_cmd import _entry_line
 from perseus_cli.status_cmd import status_row
+from perseus_core.export.counters import StreamCounters
+from perseus_core.notify import build_payload, event_from_entry
 from perseus_core.present import status_line
 from perseus_core.present.exchange import Timing, clock_time, detail, full_time
 from perseus_core.store.network.catalog import parse_catalog_payload
@@ -115,6 +117,10 @@ ENTRY_FIELDS = (
     "previousInstanceId",
     "previousHostname",
     "previousPid",
+    "attempt",
+    "startRetries",
+    "delayMs",
+    "reason",
     "timestamp",
     "fromState",
     "toState",
@@ -131,7 +137,8 @@ ENTRY_FIELDS = (
 entry_fields = st.dictionaries(
     st.one_of(st.sampled_from(ENTRY_FIELDS), st.text(max_size=10)),
     st.one_of(
-        hostile_text, st.sampled_from(["state_transition", "error", "command", "holder", "x"])
+        hostile_text,
+        st.sampled_from(["state_transition", "error", "command", "holder", "restart", "x"]),
     ),
     max_size=10,
 )
@@ -188,6 +195,10 @@ def test_catalog_presence_and_commands_parse_or_report(
 def test_stream_entries_parse_and_render_safely(fields: dict[str, str], entry_id: str) -> None:
     entry = parse_entry(entry_id, fields, "kraken")
     shows_nothing_raw(_entry_line(entry))
+    StreamCounters().count(entry)  # counted or skipped, never raising
+    event = event_from_entry(entry, now=NOW)
+    if event is not None:
+        build_payload(event)
     for zone in ZONES:
         for line in render.entry_lines(entry, zone, NOW, 80):
             shows_nothing_raw(line.plain)

@@ -1,4 +1,4 @@
-"""Activity stream entries (docs/wire-format.md 1.3, 2.3 and 2.7)."""
+"""Activity stream entries (docs/wire-format.md 1.3, 2.3, 2.7 and 2.8)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,15 @@ def names_no_exchange(exchange_id: str, exchange_name: str) -> bool:
     return exchange_name.strip().lower() == NO_EXCHANGE_NAME
 
 
+def _natural(value: str) -> int | None:
+    """A count or id written as a string, or None if it is not one: only
+    ASCII digits, at most 18 of them (`isdigit` alone would let `²` through,
+    which `int` rejects, and a huge string would make a huge integer)."""
+    if value.isascii() and value.isdecimal() and len(value) <= 18:
+        return int(value)
+    return None
+
+
 class _EntryBase(BaseModel):
     """Fields every activity entry may carry; all strings, all optional on read.
 
@@ -72,12 +81,8 @@ class _EntryBase(BaseModel):
     @property
     def exchange_id_int(self) -> int | None:
         """The exchange id as an integer, or None if missing or not an id
-        (only ASCII digits, at most 18 of them: `isdigit` alone would let
-        `²` through, which `int` rejects)."""
-        value = self.exchange_id
-        if value.isascii() and value.isdecimal() and len(value) <= 18:
-            return int(value)
-        return None
+        (`_natural`)."""
+        return _natural(self.exchange_id)
 
     @property
     def names_no_exchange(self) -> bool:
@@ -186,6 +191,46 @@ class HolderEntry(_EntryBase):
         return holder_process(previous) != holder_process(self.instance_id)
 
 
+class RestartEntry(_EntryBase):
+    """`event=restart`: an agent's restart policy scheduled an automatic
+    restart after a run ended on its own (docs/wire-format.md 2.8).
+
+    `attempt` is the quick failures in a row so far (0 after a run that
+    lasted, or one that ended well under `--restart always`), `startRetries`
+    how many of them make the policy give up (FATAL), `delayMs` the wait
+    before the restart, `reason` how the run ended. Read from Redis, any of
+    them may be missing or malformed: the properties then read None.
+    """
+
+    _wire_order = (
+        "event", "timestamp", "exchangeId", "exchangeName", "hostname", "ip",
+        "attempt", "startRetries", "delayMs", "reason",
+    )  # fmt: skip
+
+    event: Literal["restart"] = "restart"
+    attempt: str = ""
+    start_retries: str = ""
+    delay_ms: str = ""
+    reason: str = ""
+
+    @property
+    def attempt_count(self) -> int | None:
+        """The quick failures in a row, or None if missing or not a count."""
+        return _natural(self.attempt)
+
+    @property
+    def retries_count(self) -> int | None:
+        """The quick failures that make the policy give up, or None."""
+        return _natural(self.start_retries)
+
+    @property
+    def delay_s(self) -> float | None:
+        """The wait before the restart in seconds, or None if missing or not
+        a number of milliseconds."""
+        ms = _natural(self.delay_ms)
+        return None if ms is None else ms / 1000
+
+
 class OtherEntry(_EntryBase):
     """Any other event (or none): kept whole so it can be shown generically."""
 
@@ -197,7 +242,7 @@ class OtherEntry(_EntryBase):
         return {k: str(v) for k, v in (self.model_extra or {}).items()}
 
 
-_KNOWN_EVENTS = ("state_transition", "error", "command", "holder")
+_KNOWN_EVENTS = ("state_transition", "error", "command", "holder", "restart")
 
 
 def _entry_tag(value: Any) -> str:
@@ -210,6 +255,7 @@ ActivityEntry = Annotated[
     | Annotated[ErrorEntry, Tag("error")]
     | Annotated[CommandEntry, Tag("command")]
     | Annotated[HolderEntry, Tag("holder")]
+    | Annotated[RestartEntry, Tag("restart")]
     | Annotated[OtherEntry, Tag("other")],
     Discriminator(_entry_tag),
 ]
