@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
 import platform
+import random
 import resource
 import signal
 import statistics
@@ -35,8 +37,16 @@ from redis.asyncio import Redis  # noqa: E402
 
 from perseus_cli.apps.redis_server import RedisServer  # noqa: E402
 from perseus_core.wire import keys  # noqa: E402
-from perseus_core.wire.models import CatalogEntry, ConnectionState, InstanceStatus  # noqa: E402
+from perseus_core.wire.models import (  # noqa: E402
+    CatalogEntry,
+    CommandEntry,
+    ConnectionState,
+    ErrorEntry,
+    InstanceStatus,
+    StateTransitionEntry,
+)
 from perseus_core.wire.settings import Settings  # noqa: E402
+from perseus_core.wire.timeutil import format_ts, to_epoch_ms  # noqa: E402
 
 EXCHANGES = ("coinbase", "kraken", "binance", "bitstamp", "gemini", "okx", "bybit", "kucoin")
 _STATES = (ConnectionState.ACTIVE,) * 6 + (ConnectionState.WARMING, ConnectionState.IDLE)
@@ -134,13 +144,124 @@ async def seed_fleet(
             await pipe.execute()
 
 
-async def touch_fleet(redis: Redis, size: int, *, ttl_ms: int = 3_600_000) -> None:
-    """Rewrite every status with a new lastHeartbeat, as a round of heartbeats would."""
-    now = datetime.now(UTC)
+async def touch_fleet(
+    redis: Redis, size: int, *, ttl_ms: int = 3_600_000, now: datetime | None = None
+) -> None:
+    """Rewrite every status with a new lastHeartbeat (`now`, default the real
+    time), as a round of heartbeats would."""
+    now = now or datetime.now(UTC)
     async with redis.pipeline(transaction=False) as pipe:
         for i in range(1, size + 1):
             pipe.set(keys.status_key(i), status_payload(i, now), px=ttl_ms)
         await pipe.execute()
+
+
+RESTART = ("active", "stopping", "stopped", "idle", "starting", "warming", "active")
+"""The transitions of an operator's restart: the run ends at `stopped`, a new one warms up."""
+FLAP = ("active", "warming", "active")
+"""A reconnect: the feed dropped, the instance warmed up again."""
+ERRORS = (
+    "websocket closed: 1006 abnormal closure",
+    "rate limited (429): retry after 2 s",
+    "order book checksum mismatch on BTC-USD, resubscribing",
+    "REST snapshot timed out after 10000 ms",
+)
+
+
+def _hour_of_activity(
+    exchange_id: int, start: datetime, span: timedelta
+) -> tuple[list[tuple[datetime, dict[str, str]]], list[tuple[datetime, dict[str, str]]]]:
+    """One exchange's entries over [start, start + span): (shared stream, Perseus stream).
+
+    The mix, fixed per exchange id (seeded), per hour: one in twenty flaps
+    (about 15 reconnects, 30 transitions, and 20 errors), three in twenty are
+    restarted by an operator (stop and start commands, each sent and
+    answered, the 7 transitions of a restart, a few errors), the rest are
+    quiet (0-3 errors, one in four reconnects once). Every exchange also has
+    the transition into `active` four hours earlier that tells its state at
+    the window's start.
+    """
+    rng = random.Random(exchange_id)
+    name = exchange_name(exchange_id)
+    who = {"exchange_id": str(exchange_id), "exchange_name": name,
+           "hostname": f"trader-{exchange_id % 97:02d}.eu-west.internal",
+           "ip": f"203.0.113.{exchange_id % 250 + 1}"}  # fmt: skip
+    hours = span / timedelta(hours=1)
+    shared: list[tuple[datetime, dict[str, str]]] = []
+    ours: list[tuple[datetime, dict[str, str]]] = []
+
+    def at(fraction: float) -> datetime:
+        return start + span * fraction
+
+    def moves(states: Sequence[str], first: datetime, step: timedelta) -> None:
+        for index, (src, dst) in enumerate(itertools.pairwise(states)):
+            moment = first + step * index
+            fields = StateTransitionEntry(
+                timestamp=format_ts(moment), from_state=src, to_state=dst, **who
+            ).to_fields()
+            shared.append((moment, fields))
+
+    def error(moment: datetime, state: str = "active") -> None:
+        fields = ErrorEntry(
+            timestamp=format_ts(moment), error=rng.choice(ERRORS), state=state, **who
+        ).to_fields()
+        shared.append((moment, fields))
+
+    moves(("warming", "active"), start - timedelta(hours=4), timedelta(0))
+    profile = exchange_id % 20
+    if profile == 0:
+        for _ in range(round(15 * hours)):
+            moves(FLAP, at(rng.uniform(0, 0.95)), timedelta(seconds=rng.uniform(2, 20)))
+        for _ in range(round(20 * hours)):
+            error(at(rng.random()))
+    elif profile <= 3:
+        first = at(rng.uniform(0.05, 0.9))
+        moves(RESTART, first, timedelta(seconds=3))
+        for offset_s, command in ((-1, "stop"), (8, "start")):
+            moment = first + timedelta(seconds=offset_s)
+            correlation = f"{exchange_id:08x}-{command}-{rng.getrandbits(64):016x}"
+            for status, delay_s in (("ack", 0.05), ("success", 0.9)):
+                fields = CommandEntry(
+                    command=command, correlation_id=correlation, operator="ops@bastion-1",
+                    status=status, message="" if status == "ack" else f"{command} done",
+                    timestamp=format_ts(moment + timedelta(seconds=delay_s)), **who,
+                ).to_fields()  # fmt: skip
+                ours.append((moment + timedelta(seconds=delay_s), fields))
+        for _ in range(rng.randint(1, 4)):
+            error(at(rng.random()))
+    else:
+        for _ in range(rng.randint(0, 3)):
+            error(at(rng.random()))
+        if rng.random() < 0.25:
+            moves(FLAP, at(rng.uniform(0, 0.95)), timedelta(seconds=rng.uniform(2, 20)))
+    return shared, ours
+
+
+async def seed_history(
+    redis: Redis, size: int, *, end: datetime, span: timedelta = timedelta(hours=1)
+) -> int:
+    """Fill the two activity streams of exchanges 1..size with `span` of
+    realistic activity ending at `end` (`_hour_of_activity`), each entry under
+    a stream ID of its own time, as its writer would have added it. Returns
+    how many entries were written."""
+    written = 0
+    batch = 100
+    for first in range(1, size + 1, batch):
+        async with redis.pipeline(transaction=False) as pipe:
+            for exchange_id in range(first, min(size, first + batch - 1) + 1):
+                shared, ours = _hour_of_activity(exchange_id, end - span, span)
+                name = exchange_name(exchange_id)
+                for key, entries in ((keys.activity_key(name), shared),
+                                     (keys.perseus_activity_key(name), ours)):  # fmt: skip
+                    last_ms, seq = -1, 0
+                    for moment, fields in sorted(entries, key=lambda pair: pair[0]):
+                        stamp = to_epoch_ms(min(moment, end))
+                        seq = seq + 1 if stamp == last_ms else 0
+                        last_ms = stamp
+                        pipe.xadd(key, fields, id=f"{stamp}-{seq}")  # type: ignore[arg-type]
+                        written += 1
+            await pipe.execute()
+    return written
 
 
 def bench_settings(url: str, **overrides: Any) -> Settings:
@@ -309,6 +430,20 @@ def environment(server: RedisServer | None = None) -> dict[str, Any]:
         with sync_redis.Redis.from_url(server.url) as client:
             env["redis_version"] = client.info("server").get("redis_version")
     return env
+
+
+async def wait_until(condition: Callable[[], bool], limit_s: float, step_s: float = 0.01) -> bool:
+    """Poll `condition` until it holds (True) or `limit_s` passed (False).
+
+    For conditions nothing signals (an app's state between frames); the poll
+    costs the benchmark a little CPU, never the measured cycle.
+    """
+    deadline = time.perf_counter() + limit_s
+    while not condition():
+        if time.perf_counter() > deadline:
+            return False
+        await asyncio.sleep(step_s)
+    return True
 
 
 def run_async(main: Callable[[], Any]) -> Any:

@@ -15,10 +15,17 @@ measured too (after `t`), for information.
 - Clock tick cycle: once a second the dashboard advances every heartbeat age;
   CPU from the tick to the frame that shows it.
 
+With `--history`, every exchange's two activity streams first get an hour of
+realistic transitions, errors and commands (`_common.seed_history`), and the
+cycles are measured once the dashboard has read every exchange's timeline
+window, so each row's strip is drawn from real entries. A dashboard without
+timelines (an older tree) just reads the same streams into its feed: the
+same script measures both.
+
 Targets: first full paint < 1.5 s; each refresh cycle < 100 ms of CPU (judged
 on the full refresh and on the clock tick, in the default view).
 
-Usage: `.venv/bin/python bench/bench_scale.py [--exchanges N] [--cycles N]`
+Usage: `.venv/bin/python bench/bench_scale.py [--exchanges N] [--cycles N] [--history]`
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from _common import (
@@ -38,7 +46,9 @@ from _common import (
     redis_server,
     run_async,
     seed_fleet,
+    seed_history,
     touch_fleet,
+    wait_until,
 )
 from textual.css.query import NoMatches
 
@@ -64,7 +74,9 @@ def _summary(values: list[float]) -> dict[str, Any]:
     }
 
 
-async def measure(settings: Settings, exchanges: int, cycles: int) -> dict[str, Any]:
+async def measure(
+    settings: Settings, exchanges: int, cycles: int, *, history: bool = False
+) -> dict[str, Any]:
     """First paint, refresh cycles and tick cycles, table then cards."""
     from _tui import FrameClock, running_dashboard
 
@@ -79,6 +91,9 @@ async def measure(settings: Settings, exchanges: int, cycles: int) -> dict[str, 
 
     try:
         await seed_fleet(redis, exchanges)
+        if history:
+            written = await seed_history(redis, exchanges, end=datetime.now(UTC))
+            figures["history_entries"] = written
 
         def install(app: Any) -> None:
             nonlocal clock, first_paint
@@ -122,6 +137,11 @@ async def measure(settings: Settings, exchanges: int, cycles: int) -> dict[str, 
             painted = await asyncio.wait_for(first_paint, 30)
             figures["first_full_paint_ms"] = ms(painted.wall - launched)
             figures["view_at_start"] = "table" if app.dashboard.showing_table else "cards"
+            if history and hasattr(app, "timelines_read"):
+                read_from = time.perf_counter()
+                if not await wait_until(lambda: app.timelines_read, CYCLE_LIMIT_S):
+                    problems.append("the timeline windows were not all read in time")
+                figures["timelines_read_after_paint_ms"] = ms(time.perf_counter() - read_from)
 
             async def refresh_cycles() -> dict[str, Any]:
                 costs: list[float] = []
@@ -213,12 +233,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exchanges", type=int, default=1_000)
     parser.add_argument("--cycles", type=int, default=10)
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="seed an hour of activity per exchange and wait for the timelines first",
+    )
     args = parser.parse_args()
     report = Report("scale")
     with redis_server() as server:
         # Refreshes happen on request only, so each measured cycle is one we asked for.
         settings = bench_settings(server.url, refresh_ms=3_600_000)
-        figures = run_async(lambda: measure(settings, args.exchanges, args.cycles))
+        figures = run_async(
+            lambda: measure(settings, args.exchanges, args.cycles, history=args.history)
+        )
         report.figures = figures
         _check(
             report, "first full paint", figures["first_full_paint_ms"] / 1000, TARGET_PAINT_S, "s"

@@ -13,7 +13,7 @@ colour.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, tzinfo
 from functools import cache
 
@@ -107,6 +107,22 @@ def _piece(part: Part | Badge) -> str | tuple[str, str] | Content:
 def part_content(part: Part | Badge) -> Content:
     """One part (or badge) of a presenter's line, styled."""
     return Content.assemble(_piece(part))
+
+
+def runs(pieces: Iterable[tuple[str, str]]) -> Content:
+    """Glyphs and their styles as one `Content`, neighbours of one style joined.
+
+    A strip or sparkline is a character per slice, mostly in one style; as one
+    span a run is styled, measured and drawn once instead of once a character,
+    which the table does for every visible row on every poll and tick.
+    """
+    joined: list[tuple[str, str]] = []
+    for text, style in pieces:
+        if joined and joined[-1][1] == style:
+            joined[-1] = (joined[-1][0] + text, style)
+        else:
+            joined.append((text, style))
+    return Content.assemble(*joined)
 
 
 def line_content(line: Line) -> Content:

@@ -334,10 +334,6 @@ before the oldest kept becomes unknown (memory stays bounded whatever an
 exchange writes)."""
 
 
-def _order(entry: ActivityEntry) -> tuple[datetime, str, str]:
-    return (_moment(entry) or EARLIEST, entry.id, entry.key)
-
-
 class History:
     """The entries one exchange's timelines are built from: those of the
     window, and the newest transition before it (the state across its start).
@@ -345,13 +341,26 @@ class History:
     Loaded once from a window read (`load`), then kept up to date with the
     live tail's entries (`add`); entries that arrive before the read lands
     are kept and merged with it, each entry once.
+
+    Every entry's place in time is worked out once, when it is kept (its
+    timestamp parsed), and the last timeline built for each window shape is
+    kept until the entries, the status or the window change: the dashboard
+    asks for every row's strip on each poll and each clock tick, and a strip
+    only changes when one of those does.
     """
 
-    __slots__ = ("_entries", "_seen", "known_from", "loaded")
+    __slots__ = ("_built", "_changes", "_entries", "_orders", "_seen", "known_from", "loaded")
 
     def __init__(self) -> None:
         self._entries: list[ActivityEntry] = []
+        self._orders: list[tuple[datetime, str, str]] = []
+        """Each entry's (time, stream ID, stream key), in the same positions: what
+        the entries are ordered by, bisected without a key function."""
         self._seen: set[tuple[str, str]] = set()
+        self._changes = 0
+        """Moves whenever the entries kept change (the built timelines are then stale)."""
+        self._built: dict[tuple[timedelta, int], tuple[tuple[object, ...], Timeline]] = {}
+        """The last timeline built per (span, cells), with what it was built from."""
         self.loaded = False
         """A window read has filled it (entries added before are the tail's only)."""
         self.known_from: datetime | None = None
@@ -367,21 +376,32 @@ class History:
         """Keep one entry (once; an entry without a time is left out).
         Returns whether it was new."""
         mark = (entry.key, entry.id)
-        if _moment(entry) is None or (entry.id and mark in self._seen):
+        moment = _moment(entry)
+        if moment is None or (entry.id and mark in self._seen):
             return False
         if entry.id:
             self._seen.add(mark)
-        order = _order(entry)
-        if not self._entries or _order(self._entries[-1]) <= order:
+        order = (moment, entry.id, entry.key)
+        if not self._orders or self._orders[-1] <= order:
             self._entries.append(entry)  # the tail's usual case
+            self._orders.append(order)
         else:
-            bisect.insort(self._entries, entry, key=_order)
+            index = bisect.bisect_right(self._orders, order)
+            self._entries.insert(index, entry)
+            self._orders.insert(index, order)
         if len(self._entries) > KEPT_PER_EXCHANGE:
-            dropped = self._entries[: len(self._entries) - KEPT_PER_EXCHANGE]
-            del self._entries[: len(dropped)]
-            self._seen.difference_update((old.key, old.id) for old in dropped)
-            self.known_from = _moment(self._entries[0])
+            self._drop(len(self._entries) - KEPT_PER_EXCHANGE)
+            self.known_from = self._orders[0][0]
+        self._changes += 1
         return True
+
+    def _drop(self, count: int) -> None:
+        """Forget the `count` oldest entries."""
+        dropped = self._entries[:count]
+        del self._entries[:count]
+        del self._orders[:count]
+        self._seen.difference_update((old.key, old.id) for old in dropped)
+        self._changes += 1
 
     def load(self, entries: Iterable[ActivityEntry], *, known_from: datetime | None) -> None:
         """Merge a window read's entries with what the tail added meanwhile."""
@@ -391,42 +411,44 @@ class History:
             self.known_from = known_from
         self.loaded = True
 
-    def trim(self, start: datetime) -> None:
-        """Forget entries before `start`, except the newest transition among them."""
-        cut = bisect.bisect_left(self._entries, (start, "", ""), key=_order)
-        if cut == 0:
-            return
-        keep = next(
+    def _newest_transition_before(self, cut: int) -> int:
+        """The index of the newest transition before index `cut` (`cut` if none)."""
+        entries = self._entries
+        return next(
             (
                 index
                 for index in range(cut - 1, -1, -1)
-                if isinstance(self._entries[index], StateTransitionEntry)
+                if isinstance(entries[index], StateTransitionEntry)
             ),
             cut,
         )
-        dropped = self._entries[:keep]
-        del self._entries[:keep]
-        self._seen.difference_update((old.key, old.id) for old in dropped)
+
+    def trim(self, start: datetime) -> None:
+        """Forget entries before `start`, except the newest transition among them."""
+        if not self._orders or self._orders[0][0] >= start:
+            return  # the usual case: nothing is that old (the app trims on every read)
+        cut = bisect.bisect_left(self._orders, (start, "", ""))
+        keep = self._newest_transition_before(cut)
+        if keep:
+            self._drop(keep)
 
     def since(self, moment: datetime) -> Sequence[ActivityEntry]:
         """The entries at or after `moment`, oldest first."""
-        return self._entries[bisect.bisect_left(self._entries, (moment, "", ""), key=_order) :]
+        return self._entries[bisect.bisect_left(self._orders, (moment, "", "")) :]
 
     def timeline(
         self, presence: Presence, *, end: datetime, span: timedelta, cells: int
     ) -> Timeline:
-        """This exchange's timeline over [end - span, end) (see `build`)."""
+        """This exchange's timeline over [end - span, end) (see `build`); the
+        same object again while nothing it is built from changed."""
+        basis = (self._changes, self.known_from, presence, end)
+        shape = (span, cells)
+        built = self._built.get(shape)
+        if built is not None and built[0] == basis:
+            return built[1]
         start = end - span
-        cut = bisect.bisect_left(self._entries, (start, "", ""), key=_order)
-        edge = next(
-            (
-                index
-                for index in range(cut - 1, -1, -1)
-                if isinstance(self._entries[index], StateTransitionEntry)
-            ),
-            cut,
-        )
-        return build(
+        edge = self._newest_transition_before(bisect.bisect_left(self._orders, (start, "", "")))
+        timeline = build(
             self._entries[edge:],
             presence,
             end=end,
@@ -434,10 +456,12 @@ class History:
             cells=cells,
             known_from=self.known_from,
         )
+        self._built[shape] = (basis, timeline)
+        return timeline
 
     def transitions_since(self, moment: datetime) -> int:
         """How many transitions happened at or after `moment`."""
-        return transitions_since(self.since(moment), moment)
+        return sum(1 for entry in self.since(moment) if isinstance(entry, StateTransitionEntry))
 
 
 class TimelineBook:

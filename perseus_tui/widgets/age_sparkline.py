@@ -60,7 +60,7 @@ def spark_line(values: list[float], limits: HeartbeatThresholds, width: int) -> 
         else:
             eighths = max(1, min(8, round(value / top * 8)))
             pieces.append((BARS[eighths], _tone_style(value, limits)))
-    return Content.assemble(*pieces)
+    return render.runs(pieces)
 
 
 def spark_rows(

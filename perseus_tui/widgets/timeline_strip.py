@@ -59,7 +59,7 @@ def _cell(piece: Slice, *, marks: bool) -> tuple[str, str]:
 
 def strip_content(timeline: Timeline, *, marks: bool = True) -> Content:
     """A timeline as one line, a character a slice (errors as crosses when `marks`)."""
-    return Content.assemble(*(_cell(piece, marks=marks) for piece in timeline.slices))
+    return render.runs(_cell(piece, marks=marks) for piece in timeline.slices)
 
 
 def window_end(now: datetime, span: timedelta, cells: int) -> datetime:

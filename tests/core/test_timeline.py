@@ -175,6 +175,32 @@ def test_history_merges_the_read_with_the_tail_once_and_stays_bounded() -> None:
     assert history.known_from is not None
 
 
+def test_history_rebuilds_a_timeline_only_when_what_it_shows_changed() -> None:
+    """The last timeline per window shape is reused while nothing it is built
+    from changed, and built again on a new entry, a trim, another status or
+    another window end; entries added out of order land in time order."""
+    history = History()
+    history.load([move("warming", "active", 2.0)], known_from=None)
+    online = Presence(True, "active", NOW - timedelta(hours=2))
+    first = history.timeline(online, end=NOW, span=HOUR, cells=4)
+    assert history.timeline(online, end=NOW, span=HOUR, cells=4) is first
+    assert cells(first.slices) == "AAAA"
+    stop = move("active", "stopped", 0.3)
+    history.add(stop)
+    history.add(error(0.6))  # older than the stop: placed before it
+    assert [e.id for e in history.entries][-2:] == [error(0.6).id, stop.id]
+    gone = Presence(False, last_beat=NOW - timedelta(hours=0.3))
+    after = history.timeline(gone, end=NOW, span=HOUR, cells=4)
+    assert cells(after.slices) == "AAA." and after.slices[1].errors == 1
+    assert history.timeline(gone, end=NOW, span=HOUR, cells=4) is after
+    assert history.timeline(gone, end=NOW, span=HOUR, cells=2) is not after  # another shape
+    later = history.timeline(gone, end=NOW + HOUR, span=HOUR, cells=4)
+    assert cells(later.slices) == "...."
+    history.trim(NOW - timedelta(minutes=10))  # drops all but the stop (the newest transition)
+    assert [e.id for e in history.entries] == [stop.id]
+    assert history.timeline(gone, end=NOW, span=HOUR, cells=4) is not after
+
+
 def test_book_counts_flapping_exchanges() -> None:
     book = TimelineBook()
     flaps = []

@@ -390,3 +390,14 @@ def test_perseus_status_lays_out_the_presenters_line_word_for_word() -> None:
         row = status_row(status_line(view, NOW, Timing()))
         printed = [cell if isinstance(cell, str) else (cell.plain, cell.style) for cell in row]
         assert printed == cells, view.exchange_name
+
+
+def test_runs_join_neighbours_of_one_style_and_keep_every_character() -> None:
+    """A strip's cells in one style become one span (the table draws each span
+    on its own); styles keep their places and unstyled text gets no span."""
+    pieces = [("█", "$success")] * 5 + [("✖", "$error"), ("█", "$success"), (" ", ""), ("·", "")]
+    joined = render.runs(pieces)
+    assert joined.plain == "".join(text for text, _ in pieces)
+    spans = [(span.start, span.end, span.style) for span in joined.spans]
+    assert spans == [(0, 5, "$success"), (5, 6, "$error"), (6, 7, "$success")]
+    assert render.runs([]).plain == ""
