@@ -10,6 +10,7 @@ from collections.abc import Callable
 from redis.backoff import EqualJitterBackoff
 from redis.exceptions import ResponseError
 
+from perseus_core.plumbing.processes import gone_from_here
 from perseus_core.plumbing.tasks import wait_event
 from perseus_core.runtime.context import AgentContext
 from perseus_core.runtime.slot import Reply, Slot
@@ -216,6 +217,8 @@ class Commands:
             return None
         if holder.hostname == self._ctx.hostname and holder.pid == os.getpid():
             return None  # a key of ours that outlived its run: the claim sorts it out
+        if holder.instance_id is not None and gone_from_here(holder.pid_scope, holder.pid):
+            return None  # its process is proven gone: the claim takes the slot over
         host = clean(holder.hostname, 128) or "an unnamed host"
         pid = f" pid {holder.pid}" if holder.pid is not None else ""
         return f"standby: {self._ctx.name} is held by {host}{pid}{then}"

@@ -164,15 +164,15 @@ def test_a_user_who_may_not_read_replies_is_told_the_command_went_out(
     acl_server: RedisServer,
 ) -> None:
     announce_ready_agent(acl_server, 2)
-    result = invoke("stop", "2", "--redis-url", url_for(acl_server, "noreply:noreply-pw"))
-    # Stop on a READY exchange is refused before sending: use start instead.
-    assert result.exit_code == 1
-    result = invoke("start", "2", "--redis-url", url_for(acl_server, "noreply:noreply-pw"))
-    assert_one_line(
-        result, 3, contains="the command was sent, but its outcome cannot be read: this user"
-    )
-    assert "may not BLPOP perseus:replies:" in result.stderr
-    assert result.stdout.startswith("sent start to exchange 2")
+    # A READY exchange's agent answers start and stop (a stop keeps it from
+    # starting on its own): both go out, and neither outcome can be read.
+    for verb in ("start", "stop"):
+        result = invoke(verb, "2", "--redis-url", url_for(acl_server, "noreply:noreply-pw"))
+        assert_one_line(
+            result, 3, contains="the command was sent, but its outcome cannot be read: this user"
+        )
+        assert "may not BLPOP perseus:replies:" in result.stderr
+        assert result.stdout.startswith(f"sent {verb} to exchange 2")
 
 
 def test_tls_to_a_plain_server_says_tls(redis_url: str) -> None:
