@@ -159,7 +159,7 @@ async def test_the_supervisor_says_once_when_the_crashing_exchange_goes_fatal(
         r.zadd(keys.agents_key(binance.exchange_id), {member.to_json(): 2**40})
 
     try:
-        presence("restart after quick failure 1 of 4: exited with code 1; restarting in 0.7s")
+        presence("restarting in 0.7s (quick failure 1 of 4): exited with code 1")
         presence("FATAL: gave up after 4 quick failures: exited with code 1")
         await eventually(lambda: events, what="the FATAL event")
         presence(None)  # a presence read between two writes: the same episode

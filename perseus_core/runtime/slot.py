@@ -397,7 +397,13 @@ class Slot:
         if decision.action is Action.RESTART:
             delay = decision.delay_s
             log.warning("%s: %s; restarting in %.1fs", name, decision.reason, delay)
-            self._set_note(f"{decision.reason}; restarting in {delay:.1f}s")
+            # The countdown first: a card shows the note's start.
+            if decision.attempt:
+                retries = self.restarts.policy.start_retries
+                failure = f"quick failure {decision.attempt} of {retries}"
+                self._set_note(f"restarting in {delay:.1f}s ({failure}): {decision.outcome}")
+            else:
+                self._set_note(f"restarting in {delay:.1f}s: {decision.reason}")
             self._schedule_restart(delay)
             if run_ended:
                 await self._ctx.append_restart(
