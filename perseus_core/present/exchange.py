@@ -426,7 +426,7 @@ LEGEND: tuple[tuple[Badge, str], ...] = (
     (state_badge(ConnectionState.STOPPED), "stopped, about to release its slot"),
     (state_badge(ConnectionState.IDLE), "holds its slot, not running"),
     (_KIND_BADGES[ViewKind.READY], "no instance; an agent waits: `s` starts it"),
-    (STOPPED_BADGE, "stopped by an operator: no agent starts it until `s`"),
+    (STOPPED_BADGE, "an operator stopped it: held down until `s`"),
     (_KIND_BADGES[ViewKind.OFFLINE], "no instance, no agent: nothing would answer"),
     (_KIND_BADGES[ViewKind.UNREADABLE], "alive, but its status cannot be read"),
 )
