@@ -75,6 +75,12 @@ an exchange that wrote more in a day shows the time before them as unknown."""
 TIMELINE_BATCH = 200
 """Exchanges whose windows are read in one pipeline: the fleet's first reads
 go out a batch at a time, so the dashboard keeps answering keys meanwhile."""
+WORKERS_CLOSE_S = 15.0
+"""How long closing waits for the workers to close their own connections: a
+worker still closing when the app's loop ends is cancelled a second time,
+which cuts its clean-up short (5 s was not always enough on a loaded CI
+machine)."""
+
 POLL_GROUP = "poll"
 ACTIVITY_GROUP = "activity"
 COMMAND_GROUP = "commands"
@@ -183,7 +189,7 @@ class FleetService:
                 worker.cancel()
         waits = [asyncio.ensure_future(worker.wait()) for worker in workers]
         if waits:
-            done, _ = await asyncio.wait(waits, timeout=5)
+            done, _ = await asyncio.wait(waits, timeout=WORKERS_CLOSE_S)
             for future in done:
                 future.exception()  # a cancelled or failed worker has nothing left to report
         reads = list(self._reads)

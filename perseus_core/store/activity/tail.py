@@ -200,14 +200,21 @@ class ActivityTail(TailHealth):
         """Stop: interrupt any read in flight and close the connection.
 
         Safe to call more than once and from another task than the one
-        iterating (whose loop then ends).
+        iterating (whose loop then ends). The connections are closed even when
+        this close is itself cancelled while it waits for the read in flight
+        (a second cancellation at shutdown): a client left open would be
+        finalised after its event loop is gone.
         """
-        await self._guard.close()
-        if self._reader is not None:
-            await self._reader.aclose()
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        try:
+            await self._guard.close()
+        finally:
+            try:
+                if self._reader is not None:
+                    await self._reader.aclose()
+            finally:
+                client, self._client = self._client, None
+                if client is not None:
+                    await client.aclose()
 
     async def __aenter__(self) -> ActivityTail:
         await self.start()
