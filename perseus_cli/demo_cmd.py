@@ -108,6 +108,7 @@ async def _dashboard(
     from textual.notifications import SeverityLevel  # Textual only when needed
 
     from perseus_tui.app import create_app
+    from perseus_tui.screens.intro import IntroScreen
 
     app = create_app(
         fleet.settings(),
@@ -119,17 +120,45 @@ async def _dashboard(
     # (as it does in the headless mode) by adding it to the quit binding's keys.
     app.update_keymap({"quit": "q,ctrl+c"})
 
+    # What the demo does is told in notifications, but not over the intro
+    # panel: on a small terminal they would cover what it says to try. They
+    # wait until the panel is closed.
+    held: list[tuple[str, SeverityLevel, float]] = []
+
+    def intro_open() -> bool:
+        screens = app.screen_stack
+        return bool(screens) and isinstance(screens[-1], IntroScreen)
+
+    def say(text: str, severity: SeverityLevel, timeout: float) -> None:
+        if not app.is_running:
+            return
+        if intro_open():
+            held.append((text, severity, timeout))
+        else:
+            app.notify(text, title="demo", severity=severity, timeout=timeout, markup=False)
+
+    async def release_held() -> None:
+        while True:
+            await asyncio.sleep(0.3)
+            if held and app.is_running and not intro_open():
+                for text, severity, timeout in held:
+                    app.notify(text, title="demo", severity=severity, timeout=timeout, markup=False)
+                held.clear()
+
     def tell(event: DemoEvent) -> None:
-        if app.is_running:
-            severity: SeverityLevel = "error" if event.kind is EventKind.EXITED else "warning"
-            app.notify(event.text, title="demo", severity=severity, timeout=8, markup=False)
+        say(event.text, "error" if event.kind is EventKind.EXITED else "warning", 8)
 
     def tell_url(text: str) -> None:
-        app.notify(text, title="demo", timeout=30, markup=False)
+        say(text, "information", 30)
 
     notify(tell)
-    async with _supervised(fleet, app.exit), _exporting(fleet, exporter, tell_url):
-        await app.run_async()
+    releasing = asyncio.create_task(release_held())
+    try:
+        async with _supervised(fleet, app.exit), _exporting(fleet, exporter, tell_url):
+            await app.run_async()
+    finally:
+        releasing.cancel()
+        await asyncio.gather(releasing, return_exceptions=True)
 
 
 def _echo_event(event: DemoEvent) -> None:
