@@ -67,9 +67,16 @@ async def _supervised(fleet: DemoFleet, on_stop: Callable[[], object]) -> AsyncI
     finally:
         for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
-        supervisor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await supervisor
+        # Cancelled again if a cancellation got lost in redis-py (Python 3.11):
+        # the demo stops its agents only once this task has ended.
+        for _ in range(3):
+            supervisor.cancel()
+            done, _pending = await asyncio.wait({supervisor}, timeout=2)
+            if done:
+                break
+        if supervisor.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
 
 
 @contextlib.asynccontextmanager

@@ -32,6 +32,7 @@ from perseus_cli.apps.demo import (
 )
 from perseus_core.plumbing.connection import connect
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.tasks import raise_if_cancelling
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError
@@ -102,7 +103,12 @@ class FleetSupervisor:
                     try:
                         await self._supervise_one(agent, redis)
                     except TRANSIENT_ERRORS as exc:
+                        # A cancellation can come out of redis-py as a Redis
+                        # error (Python 3.11): then end, never retry (the demo
+                        # waits for this task before it stops its agents).
+                        raise_if_cancelling()
                         log.debug("demo supervision: %s", exc)
+                raise_if_cancelling()  # or one redis-py swallowed whole
                 await asyncio.sleep(poll_s)
         finally:
             for agent in self.agents:

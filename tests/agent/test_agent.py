@@ -652,7 +652,7 @@ async def test_redis_restart_the_agent_reclaims_and_heartbeats_again(
     for exchange_id in (1, 2):
         await eventually(
             lambda: redis.exists(keys.agents_key(exchange_id)),  # noqa: B023 - awaited at once
-            within=10,
+            within=20,  # on a loaded machine the idle agent's reconnect can lag behind
             what=f"exchange {exchange_id}'s agent presence after the restart",
         )
     # The catalog was lost with everything else: both agents put their exchange back,
