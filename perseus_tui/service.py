@@ -34,6 +34,7 @@ from textual.worker import Worker
 
 from perseus_core.plumbing.connection import connect, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
+from perseus_core.plumbing.tasks import raise_if_cancelling
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.present.commands import (
     COMMAND_ERRORS,
@@ -281,10 +282,12 @@ class FleetService:
                 failing = False
                 timeout = max(0.0, next_full - time.monotonic())
             except TRANSIENT_ERRORS as exc:
+                raise_if_cancelling()  # a cancellation redis-py turned into an error
                 failing = True
                 reason = describe_redis_error(self.settings, exc)
                 self._host.post_message(ConnectionLost(reason, self.retry_s))
             except RedisError as exc:  # an error reply: Redis answers, it refuses this read
+                raise_if_cancelling()
                 failing = True
                 self._tell_once([f"the fleet read was refused: {exc}"])
             with contextlib.suppress(TimeoutError):
@@ -370,6 +373,7 @@ class FleetService:
                 per_stream = max(50, 20_000 // max(1, len(names)))
                 page = await log.merged_page(names, count=min(self._feed_max_lines, per_stream))
             except REDIS_ERRORS:
+                raise_if_cancelling()
                 await asyncio.sleep(self.retry_s)  # the poller reports the outage
                 continue
             self._host.post_message(FeedHistory(page.entries))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from perseus_core.instance.publication import Publisher
 from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
-from perseus_core.plumbing.tasks import wait_event
+from perseus_core.plumbing.tasks import raise_if_cancelling, wait_event
 from perseus_core.store.lease import HeartbeatResult, Lease
 from perseus_core.wire.errors import PerseusError
 from perseus_core.wire.settings import Settings
@@ -173,6 +173,7 @@ class Heartbeat:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelling()  # a cancellation redis-py turned into an error
                 self._failed(exc)
                 next_due = min(next_due, time.monotonic() + self._retry_s)
                 continue

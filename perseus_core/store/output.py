@@ -34,7 +34,7 @@ from perseus_core.plumbing.connection import (
 )
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.streams import StreamRow, xread_rows
-from perseus_core.plumbing.tasks import wait_event
+from perseus_core.plumbing.tasks import raise_if_cancelling, wait_event
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity.guard import Closed, CloseGuard
 from perseus_core.wire import keys
@@ -215,6 +215,7 @@ class OutputWriter:
             try:
                 await self._send(batch)
             except REDIS_ERRORS as exc:
+                raise_if_cancelling()  # a cancellation redis-py turned into an error
                 if isinstance(exc, ResponseError) and is_acl_denial(exc):
                     self._refuse(exc)
                     return

@@ -39,7 +39,7 @@ from perseus_core.plumbing.connection import describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS
 from perseus_core.plumbing.processes import process_scope
 from perseus_core.plumbing.scripts import registered_scripts
-from perseus_core.plumbing.tasks import wait_event
+from perseus_core.plumbing.tasks import raise_if_cancelling, wait_event
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.lease import unique_start_ms, wire_now
 from perseus_core.wire import keys
@@ -221,6 +221,7 @@ class AgentAnnouncer:
             try:
                 await self.publish()
             except REDIS_ERRORS as exc:
+                raise_if_cancelling()  # a cancellation redis-py turned into an error
                 self._report(describe_redis_error(self._settings, exc))
             except Exception as exc:  # a bug must not silence presence for the agent's lifetime
                 self._report(f"{type(exc).__name__}: {exc}", unexpected=True)
