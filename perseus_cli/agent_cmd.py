@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from perseus_cli.agent_host import refuse_slot_options, run_host
-from perseus_cli.agent_log import configure_logging
+from perseus_cli.agent_log import configure_logging, flush_log
 from perseus_cli.common import load_settings
 from perseus_cli.options import (
     EXIT_UNREACHABLE,
@@ -416,7 +416,9 @@ def agent(
     try:
         code = Agent(settings, options).run_forever()
     except NameContradicted as exc:
+        flush_log()
         fail(str(exc), EXIT_USAGE)
     except StartupFailed as exc:
+        flush_log()
         fail(str(exc), EXIT_UNREACHABLE)
     sys.exit(code)

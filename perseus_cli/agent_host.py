@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -10,7 +9,7 @@ from typing import NoReturn
 import click
 from click.core import ParameterSource
 
-from perseus_cli.agent_log import configure_logging
+from perseus_cli.agent_log import configure_logging, flush_log
 from perseus_cli.options import EXIT_ERROR, EXIT_UNREACHABLE, EXIT_USAGE, fail
 from perseus_core.runtime.host import AllSlotsFailed, Host
 from perseus_core.runtime.host_config import HostConfigInvalid, load_host_config
@@ -64,8 +63,7 @@ def run_host(path: str, settings: Settings, *, verbose: bool) -> NoReturn:
     try:
         code = host.run_forever()
     except AllSlotsFailed as exc:
-        for handler in logging.getLogger().handlers:
-            handler.flush()  # the log's last lines before the verdict, not after it
+        flush_log()
         causes = list(exc.failures.values())
         if any(isinstance(cause, StartupFailed) for cause in causes):
             fail(str(exc), EXIT_UNREACHABLE)

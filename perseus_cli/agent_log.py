@@ -118,3 +118,10 @@ def configure_logging(verbose: bool) -> None:
     # Libraries' own chatter (HTTP requests of the IP detection) is not the agent's story.
     for noisy in ("httpx", "httpcore", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def flush_log() -> None:
+    """Write out the log's backlog: an agent's last lines come before the one
+    line of its verdict (`perseus: ...` on the way out), never after it."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
