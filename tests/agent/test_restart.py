@@ -67,14 +67,27 @@ def restart_delays(agent: AgentProcess) -> list[float]:
     return [float(d) for d in re.findall(pattern, agent.log())]
 
 
-async def test_quick_failures_back_off_then_fatal_until_an_operator_starts(
-    spawn_agent: SpawnAgent, redis: Redis, settings: Settings, tmp_path: Path
-) -> None:
+def failing_agent(
+    spawn_agent: SpawnAgent, tmp_path: Path, *, backoff_max: str, start_retries: str
+) -> tuple[AgentProcess, Path, Path]:
+    """An autostarted agent whose child exits 2 at once while the returned
+    marker file exists (remove it and the next start succeeds), restarted by
+    the policy with these settings; also the child's pid file."""
     marker, pidfile = tmp_path / "fail", tmp_path / "child.pid"
     marker.touch()
     agent = spawn_agent(
-        args=["--warmup", "0.3", "--autostart", "--backoff-max", "0.2", "--start-retries", "3"],
+        args=["--warmup", "0.3", "--autostart", "--backoff-max", backoff_max,
+              "--start-retries", start_retries],
         command=[sys.executable, "-c", FAILS_WHILE_MARKED, str(marker), str(pidfile)],
+    )  # fmt: skip
+    return agent, marker, pidfile
+
+
+async def test_quick_failures_back_off_then_fatal_until_an_operator_starts(
+    spawn_agent: SpawnAgent, redis: Redis, settings: Settings, tmp_path: Path
+) -> None:
+    agent, marker, pidfile = failing_agent(
+        spawn_agent, tmp_path, backoff_max="0.2", start_retries="3"
     )
     fatal = await eventually(
         lambda: note_with(redis, "FATAL"), within=20, what="FATAL in the presence note"
@@ -164,11 +177,8 @@ async def restarts_are_recorded(redis: Redis, settings: Settings, delays: list[f
 async def test_stop_calls_off_a_pending_restart(
     spawn_agent: SpawnAgent, redis: Redis, settings: Settings, tmp_path: Path
 ) -> None:
-    marker, pidfile = tmp_path / "fail", tmp_path / "child.pid"
-    marker.touch()
-    agent = spawn_agent(
-        args=["--warmup", "0.3", "--autostart", "--backoff-max", "1", "--start-retries", "100"],
-        command=[sys.executable, "-c", FAILS_WHILE_MARKED, str(marker), str(pidfile)],
+    agent, marker, pidfile = failing_agent(
+        spawn_agent, tmp_path, backoff_max="1", start_retries="100"
     )
     await eventually(lambda: len(restart_delays(agent)) >= 2, what="two restarts")
     stopped = await send(redis, settings, "stop")
@@ -192,11 +202,8 @@ async def test_a_stop_recorded_anywhere_calls_off_the_next_restart(
     """An operator's stop is recorded fleet-wide (docs/wire-format.md 2.6): an
     agent whose child keeps failing asks before each restart, and stops
     restarting once the record says stopped, whoever wrote it."""
-    marker, pidfile = tmp_path / "fail", tmp_path / "child.pid"
-    marker.touch()
-    agent = spawn_agent(
-        args=["--warmup", "0.3", "--autostart", "--backoff-max", "0.5", "--start-retries", "100"],
-        command=[sys.executable, "-c", FAILS_WHILE_MARKED, str(marker), str(pidfile)],
+    agent, marker, pidfile = failing_agent(
+        spawn_agent, tmp_path, backoff_max="0.5", start_retries="100"
     )
     await eventually(lambda: len(restart_delays(agent)) >= 1, what="a restart")
     await write_wanted(redis, 1, Want.STOP, "ops@elsewhere")
