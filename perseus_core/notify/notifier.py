@@ -34,7 +34,7 @@ from perseus_core.notify.events import EventKind, FleetEvent, event_from_entry
 from perseus_core.notify.presence import PresenceWatch
 from perseus_core.notify.sender import NotifierStats, RetryPolicy, Sender
 from perseus_core.plumbing.connection import connect, ping_or_raise
-from perseus_core.plumbing.tasks import wait_event
+from perseus_core.plumbing.tasks import raise_if_cancelling, wait_event
 from perseus_core.present import other_writer
 from perseus_core.store.activity import ActivityLog, ActivityTail, NamesProvider, parse_stream_id
 from perseus_core.store.network import FleetReader
@@ -291,6 +291,7 @@ class Notifier:
                     await self._judge(entry)
                     self.handle_entry(entry)
             except Exception as exc:
+                raise_if_cancelling()  # a cancellation redis-py turned into an error
                 log.warning("activity tail failed (%s); reopening", describe_error(exc))
             finally:
                 positions = tail.positions

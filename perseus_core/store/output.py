@@ -295,6 +295,7 @@ class OutputFollower:
                 except Closed:
                     return
                 except TRANSIENT_ERRORS as exc:
+                    raise_if_cancelling()  # a cancellation redis-py turned into an error
                     if self._guard.closed:
                         return
                     self.last_error = describe_redis_error(self._settings, exc)

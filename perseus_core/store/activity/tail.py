@@ -42,6 +42,7 @@ from redis.exceptions import ResponseError
 from perseus_core.plumbing.connection import connect_blocking, describe_redis_error
 from perseus_core.plumbing.errors import REDIS_ERRORS, TRANSIENT_ERRORS
 from perseus_core.plumbing.streams import xread_rows
+from perseus_core.plumbing.tasks import raise_if_cancelling
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity.cursors import (
     exchange_stream_keys,
@@ -178,6 +179,7 @@ class ActivityTail(TailHealth):
                 streams.floor = just_before(int(seconds) * 1000 + int(micros) // 1000)
                 self._succeeded()
             except REDIS_ERRORS as exc:
+                raise_if_cancelling()  # a cancellation redis-py turned into an error
                 streams.floor = just_before(int(time.time() * 1000))
                 self._floor_guessed_at = time.monotonic()
                 results = [None] + [[] for _ in unresolved]
@@ -276,6 +278,7 @@ class ActivityTail(TailHealth):
                 self._failed(exc)
             return
         except TRANSIENT_ERRORS as exc:
+            raise_if_cancelling()  # a cancellation redis-py turned into an error
             self._failed(exc)
             return
         self._succeeded()
@@ -327,6 +330,7 @@ class ActivityTail(TailHealth):
         try:
             seconds, micros = await self._guard.run(client.time)
         except REDIS_ERRORS as exc:
+            raise_if_cancelling()  # a cancellation redis-py turned into an error
             self._failed(exc)
             return
         elapsed_ms = int((time.monotonic() - guessed_at) * 1000)
@@ -346,6 +350,7 @@ class ActivityTail(TailHealth):
         try:
             kinds = await self._guard.run(lambda: key_types(client, stream_keys))
         except TRANSIENT_ERRORS as exc:
+            raise_if_cancelling()  # a cancellation redis-py turned into an error
             self._failed(exc)
             return
         for key, kind in zip(stream_keys, kinds, strict=True):
