@@ -19,7 +19,10 @@ from tests.export.conftest import livermore_status, sample, scrape
 async def test_the_exporter_runs_as_a_viewer(
     acl: AclServer, make_settings: Callable[..., Settings]
 ) -> None:
-    admin_settings = make_settings(redis_url=acl.admin_url)
+    # The member lives a minute: published once, it must outlast a slow scrape.
+    admin_settings = make_settings(
+        redis_url=acl.admin_url, heartbeat_interval_ms=20_000, heartbeat_ttl_ms=60_000
+    )
     admin = connect(admin_settings)
     announcer = AgentAnnouncer(
         admin,
