@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from perseus_core.wire.models import ErrorEntry, HolderEntry, RestartEntry
+from perseus_core.wire.models import ErrorEntry, HolderEntry, RestartEntry, restart_words
 from perseus_core.wire.text import clean
 
 
@@ -56,15 +56,7 @@ RESTART_REASON_CHARS = 300
 
 
 def restart_text(entry: RestartEntry) -> str:
-    """What a restart entry says, cleaned, for every surface alike:
-    `restarting in 1.4s (quick failure 2 of 5): child command exited with
-    code 2`. A restart after a run that lasted (attempt 0) names no
-    failure count; a field missing or malformed is left out, never guessed."""
-    delay = entry.delay_s
-    text = "restarting" if delay is None else f"restarting in {delay:.1f}s"
-    attempt = entry.attempt_count
-    if attempt:
-        retries = entry.retries_count
-        text += f" (quick failure {attempt}" + (f" of {retries})" if retries else ")")
+    """What a restart entry says, cleaned, in the agent's own words
+    (`restart_words`); a field missing or malformed is left out."""
     reason = clean(entry.reason, RESTART_REASON_CHARS)
-    return f"{text}: {reason}" if reason else text
+    return restart_words(entry.delay_s, entry.attempt_count, entry.retries_count, reason)

@@ -38,7 +38,7 @@ from perseus_core.store.lease import ClaimConflict, LeaseLost
 from perseus_core.store.output import OutputWriter
 from perseus_core.store.wanted import may_start_on_its_own
 from perseus_core.wire.errors import CommandRejected, RedisUnavailable
-from perseus_core.wire.models import ConnectionState, ReplyStatus
+from perseus_core.wire.models import ConnectionState, ReplyStatus, restart_words
 from perseus_core.wire.models.catalog import FATAL_NOTE_PREFIX
 from perseus_core.wire.text import clean
 
@@ -398,12 +398,9 @@ class Slot:
             delay = decision.delay_s
             log.warning("%s: %s; restarting in %.1fs", name, decision.reason, delay)
             # The countdown first: a card shows the note's start.
-            if decision.attempt:
-                retries = self.restarts.policy.start_retries
-                failure = f"quick failure {decision.attempt} of {retries}"
-                self._set_note(f"restarting in {delay:.1f}s ({failure}): {decision.outcome}")
-            else:
-                self._set_note(f"restarting in {delay:.1f}s: {decision.reason}")
+            retries = self.restarts.policy.start_retries
+            reason = decision.outcome or decision.reason  # a refused claim ended no run
+            self._set_note(restart_words(delay, decision.attempt, retries, reason))
             self._schedule_restart(delay)
             if run_ended:
                 await self._ctx.append_restart(

@@ -33,6 +33,7 @@ from perseus_core.wire.models.entries import (
     holder_process,
     names_no_exchange,
     parse_entry,
+    restart_words,
 )
 from perseus_core.wire.models.status import (
     LIVERMORE_INTERVAL_MS,
@@ -72,5 +73,6 @@ __all__ = [
     "holder_process",
     "names_no_exchange",
     "parse_entry",
+    "restart_words",
     "validate_exchange_name",
 ]

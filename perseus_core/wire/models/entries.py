@@ -231,6 +231,20 @@ class RestartEntry(_EntryBase):
         return None if ms is None else ms / 1000
 
 
+def restart_words(
+    delay_s: float | None, attempt: int | None, retries: int | None, reason: str
+) -> str:
+    """How a scheduled restart reads, said once for the agent's presence note
+    and for every surface that shows a restart entry: `restarting in 1.4s
+    (quick failure 2 of 5): child command exited with code 2`. A restart
+    after a run that lasted (attempt 0 or None) names no failure count; an
+    unknown delay or retry count is left out, never guessed."""
+    text = "restarting" if delay_s is None else f"restarting in {delay_s:.1f}s"
+    if attempt:
+        text += f" (quick failure {attempt}" + (f" of {retries})" if retries else ")")
+    return f"{text}: {reason}" if reason else text
+
+
 class OtherEntry(_EntryBase):
     """Any other event (or none): kept whole so it can be shown generically."""
 
