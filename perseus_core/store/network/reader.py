@@ -59,7 +59,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import chain
@@ -149,16 +149,33 @@ write nothing."""
 
 LIVE_MEMBERS_LUA = """
 local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZRANGE', KEYS[1], '+inf', '(' .. now_ms, 'BYSCORE', 'REV', 'LIMIT', 0, ARGV[1])
+local after = '(' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.pcall('ZRANGE', key, '+inf', after, 'BYSCORE', 'REV', 'LIMIT', 0, ARGV[1])
+end
+return out
 """
-"""KEYS: presence set. ARGV: how many. The members whose expiry (their score,
-Redis server ms) has not passed, freshest first. A member is pruned only when
-some agent writes the set again, so an agent killed with -9 beside a live one
-would otherwise be listed (as ready, with its dead pid) until that write:
-the expiry is judged here, on the server's clock, like the writers judge it.
-Sent as EVAL_RO (or EVAL: `read_script_command`), not by its SHA: it rides in
-a pipeline, where a cluster client cannot load a script the server lost."""
+"""KEYS: presence sets (one hash slot on a cluster). ARGV: how many members
+each. Per set, the members whose expiry (their score, Redis server ms) has
+not passed, freshest first, or the error of a set Redis cannot read (a key of
+another type: `pcall`, so one bad key never hides the others). A member is
+pruned only when some agent writes the set again, so an agent killed with -9
+beside a live one would otherwise be listed (as ready, with its dead pid)
+until that write: the expiry is judged here, on the server's clock, like the
+writers judge it.
+
+One script reads `PRESENCE_CHUNK` sets: a holder's standbys are read for
+every listed exchange, and one script per exchange cost a 10,000-exchange
+snapshot 10,000 replies, each with the client's per-reply cost (about 60% of
+the whole snapshot); a set that does not exist costs Redis one lookup and the
+reply four bytes. Sent as EVAL_RO (or EVAL: `read_script_command`), not by
+its SHA: it rides in a pipeline, where a cluster client cannot load a script
+the server lost."""
+
+PRESENCE_CHUNK = 1_000
+"""Presence sets per `LIVE_MEMBERS_LUA` call: like `MGET_CHUNK`, few commands,
+none holding the server for long."""
 
 Reads = tuple[list[str | None], list[int]]
 """Status payloads (None: no key) and their PTTLs in milliseconds, by id order."""
@@ -703,12 +720,7 @@ class FleetReader:
             for chunk in chunks:
                 pipe.execute_command(script, PTTL_SCRIPT, len(chunk), *chunk)
             return None
-        by_slot: dict[int, list[int]] = {}
-        for index, key in enumerate(status_keys):
-            by_slot.setdefault(key_slot(key), []).append(index)
-        groups: list[list[int]] = []
-        for indexes in by_slot.values():
-            groups.extend(indexes[i : i + MGET_CHUNK] for i in range(0, len(indexes), MGET_CHUNK))
+        groups = _slot_groups(status_keys, MGET_CHUNK)
         for group in groups:
             pipe.execute_command("MGET", *(status_keys[i] for i in group))
         for group in groups:
@@ -997,8 +1009,8 @@ class FleetReader:
         """Fill `last_known` and `agents` of every view without a valid status.
 
         One pipelined round trip: the newest entry of each stream (XREVRANGE
-        COUNT 1) and the unexpired members of the presence set
-        (`LIVE_MEMBERS_LUA`). Only a stream whose newest
+        COUNT 1) and the unexpired members of the presence sets
+        (`LIVE_MEMBERS_LUA`, `PRESENCE_CHUNK` sets a call). Only a stream whose newest
         entry is new since the previous snapshot and names no state (the
         audit entry of a stop) is read deeper, `LAST_KNOWN_SCAN` entries, in
         one more round trip. Reading ten entries of every offline stream on
@@ -1020,11 +1032,17 @@ class FleetReader:
         if not wanted:
             return views
         script = await read_script_command(self._redis)
+        presence_keys = [presence.encode() for _, _, presence, _ in wanted if presence is not None]
+        groups = self._presence_groups(presence_keys)
         async with self._redis.pipeline(transaction=False) as pipe:
-            evals = _queue_offline_reads(pipe, views, wanted, script)
+            _queue_offline_reads(pipe, views, wanted)
+            for group in groups:
+                chunk = [presence_keys[i] for i in group]
+                pipe.execute_command(script, LIVE_MEMBERS_LUA, len(chunk), *chunk, MAX_AGENTS)
             replies = await pipe.execute(raise_on_error=False)
-        await self._members_without_eval(replies, evals)
-        read = self._offline_replies(views, wanted, replies)
+        own = len(replies) - len(groups)
+        members = await self._live_members(presence_keys, groups, replies[own:])
+        read = self._offline_replies(views, wanted, replies[:own], iter(members))
         if read.deeper:
             await self._look_deeper(read.deeper, read.known, read.entry_cache)
         if remember:
@@ -1033,11 +1051,16 @@ class FleetReader:
         return _with_details(views, wanted, read)
 
     def _offline_replies(
-        self, views: list[ExchangeView], wanted: list[_Wanted], replies: list[Any]
+        self,
+        views: list[ExchangeView],
+        wanted: list[_Wanted],
+        replies: list[Any],
+        members: Iterator[Any],
     ) -> _OfflineRead:
         """What the replies of `_queue_offline_reads` say, in the order they
-        were queued: per wanted view, its stream's newest entry (from the
-        entry cache when already parsed), its agents, and a status key of the
+        were queued, with the live `members` of each presence set in `wanted`
+        order: per wanted view, its stream's newest entry (from the entry
+        cache when already parsed), its agents, and a status key of the
         wrong type; each unreadable key is a problem of its view's."""
         read = _OfflineRead()
         results = iter(replies)
@@ -1046,7 +1069,7 @@ class FleetReader:
             if stream is not None:
                 self._newest_entry(read, index, stream, next(results))
             if presence is not None:
-                result = next(results)
+                result = next(members)
                 if isinstance(result, Exception):
                     message = f"{presence} (agent presence) is unreadable: {result}"
                     read.problems.setdefault(index, []).append(message)
@@ -1091,28 +1114,53 @@ class FleetReader:
                 read.deeper.append((index, stream, entry_id))
         read.entry_cache[(stream, entry_id)] = read.known[index] = cached
 
-    async def _members_without_eval(self, replies: list[Any], evals: list[tuple[int, str]]) -> None:
-        """Read again, with a plain ZRANGE, the presence sets whose
-        `LIVE_MEMBERS_LUA` Redis refused (a user who may not run it, a server
-        with scripting disabled), replacing those replies in place. Without the
+    def _presence_groups(self, presence_keys: list[bytes]) -> list[list[int]]:
+        """The presence keys' indexes, `PRESENCE_CHUNK` to a `LIVE_MEMBERS_LUA`
+        call, one hash slot per call on a cluster."""
+        if self._cluster:
+            return _slot_groups(presence_keys, PRESENCE_CHUNK)
+        size = len(presence_keys)
+        return [
+            list(range(start, min(size, start + PRESENCE_CHUNK)))
+            for start in range(0, size, PRESENCE_CHUNK)
+        ]
+
+    async def _live_members(
+        self, presence_keys: list[bytes], groups: list[list[int]], replies: list[Any]
+    ) -> list[Any]:
+        """Each presence set's live members (or the error of a set Redis could
+        not read), in `presence_keys` order, from the `LIVE_MEMBERS_LUA` calls
+        on `groups`.
+
+        The sets of a call Redis refused as a whole (a user who may not run
+        scripts, or may not read one of its keys; a server with scripting
+        disabled) are read again, each with a plain ZRANGE. Without the
         script the expiry is judged on this host's clock: a skew only moves
         the moment an expired member stops being listed. Saying "no agent"
-        because a script was refused would be wrong while an agent runs."""
-        refused_at = [
-            (position, key)
-            for position, key in evals
-            if isinstance(replies[position], ResponseError)
-        ]
-        if not refused_at:
-            return
+        because a script was refused would be wrong while an agent runs.
+        """
+        members: list[Any] = [None] * len(presence_keys)
+        refused: list[int] = []
+        for group, reply in zip(groups, replies, strict=True):
+            if isinstance(reply, Exception):  # kept where the plain read fails too
+                refused.extend(group)
+                for index in group:
+                    members[index] = reply
+                continue
+            for index, result in zip(group, reply, strict=True):
+                members[index] = result
+        if not refused:
+            return members
         now_ms = int(self._clock().timestamp() * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
-            for _, key in refused_at:
+            for index in refused:
+                key = presence_keys[index].decode()
                 pipe.zrevrangebyscore(key, "+inf", f"({now_ms}", start=0, num=MAX_AGENTS)
             again = await pipe.execute(raise_on_error=False)
-        for (position, _), reply in zip(refused_at, again, strict=True):
-            if not isinstance(reply, Exception):
-                replies[position] = reply
+        for index, result in zip(refused, again, strict=True):
+            if not isinstance(result, Exception):
+                members[index] = result
+        return members
 
     async def _look_deeper(
         self,
@@ -1270,31 +1318,30 @@ def _offline_wanted(views: list[ExchangeView], *, last_known: bool, agents: bool
     return wanted
 
 
-def _queue_offline_reads(
-    pipe: Any, views: list[ExchangeView], wanted: list[_Wanted], script: str
-) -> list[tuple[int, str]]:
-    """Queue `_fill_offline`'s reads on `pipe`: per wanted view, its stream's
-    newest entry, its live presence members (`LIVE_MEMBERS_LUA`, sent with the
-    `script` command: `read_script_command`) and its status key's TYPE, each
-    when wanted. Returns the position of each presence read among the replies,
-    with its key (for `_members_without_eval`)."""
-    evals: list[tuple[int, str]] = []
-    position = 0
+def _queue_offline_reads(pipe: Any, views: list[ExchangeView], wanted: list[_Wanted]) -> None:
+    """Queue `_fill_offline`'s reads on `pipe` but the presence sets (read
+    `PRESENCE_CHUNK` at a time after these): per wanted view, its stream's
+    newest entry, its wanted state and its status key's TYPE, each when
+    wanted."""
     for index, stream, presence, intent in wanted:
         if stream is not None:
             pipe.xrevrange(stream, max="+", min="-", count=1)
-            position += 1
-        if presence is not None:
-            pipe.execute_command(script, LIVE_MEMBERS_LUA, 1, presence, MAX_AGENTS)
-            evals.append((position, presence))
-            position += 1
         if intent is not None:
             pipe.hget(intent, WANTED_FIELD)
-            position += 1
         if _checks_type(views[index], presence):
             pipe.type(keys.status_key(views[index].exchange_id))
-            position += 1
-    return evals
+
+
+def _slot_groups(key_list: list[bytes], size: int) -> list[list[int]]:
+    """The keys' indexes grouped by hash slot, then cut to `size`: on a
+    cluster a multi-key command (or script) holds keys of one slot only."""
+    by_slot: dict[int, list[int]] = {}
+    for index, key in enumerate(key_list):
+        by_slot.setdefault(key_slot(key), []).append(index)
+    groups: list[list[int]] = []
+    for indexes in by_slot.values():
+        groups.extend(indexes[i : i + size] for i in range(0, len(indexes), size))
+    return groups
 
 
 def _checks_type(view: ExchangeView, presence: str | None) -> bool:
