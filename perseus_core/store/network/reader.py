@@ -498,6 +498,53 @@ class FleetReader:
         problems = (self._catalog.unreadable,) if self._catalog.unreadable else ()
         return FleetSnapshot(views, self._clock(), problems)
 
+    async def refresh(self, exchange_ids: Iterable[int]) -> list[ExchangeView] | None:
+        """Re-read only these exchanges (those a `StatusWatcher` saw change)
+        and return their new views, by id; the latest snapshot's other views
+        stay as they are, heartbeat moments included: a key not written
+        since was not heartbeated since, so the moment its PTTL dated then
+        has not moved.
+
+        Two round trips: the statuses (MGETs and PTTLs of these keys only),
+        then their agents, wanted state and last-known info. Returns None
+        when only a full snapshot can answer: none was taken yet, or one of
+        the exchanges is not listed, or listed only while online (outside
+        the catalog, inactive in it), so that whether it is listed may have
+        changed too.
+        """
+        ids = sorted(set(exchange_ids))
+        listed = {view.exchange_id: view for view in self._previous}
+        for exchange_id in ids:
+            before = listed.get(exchange_id)
+            if before is None or before.catalog_entry is None or not before.catalog_entry.is_active:
+                return None
+        if not ids:
+            return []
+        values, pttls = await self._mget(ids)
+        read_at = self._clock()
+        built: list[ExchangeView] = []
+        for exchange_id, raw, pttl in zip(ids, values, pttls, strict=True):
+            known = self._built_views.get(exchange_id)
+            if known is not None and raw is not None and self._built_raws.get(exchange_id) == raw:
+                parsed: InstanceStatus | str | None = known.status or status_result(
+                    exchange_id, raw
+                )
+            else:
+                parsed = status_result(exchange_id, raw) if raw is not None else None
+            status = parsed if isinstance(parsed, InstanceStatus) else None
+            problem = parsed if isinstance(parsed, str) else None
+            entry = listed[exchange_id].catalog_entry
+            view = assemble(exchange_id, str(exchange_id), entry, None, raw, status, problem)
+            view.heartbeat_at = heartbeat_moment(read_at, status, pttl)
+            self._built_views[exchange_id] = view
+            self._built_raws[exchange_id] = raw
+            built.append(view)
+        views = await self._fill_offline(built, last_known=True, agents=True)
+        self._note_seen(views, [listed[exchange_id] for exchange_id in ids])
+        fresh = {view.exchange_id: view for view in views}
+        self._previous = [fresh.get(view.exchange_id, view) for view in self._previous]
+        return views
+
     async def exchange(self, exchange_id: int) -> ExchangeView:
         """One exchange, listed or not: its catalog entry, status and, when it
         has no valid status, its last-known info and agents. Two round trips
