@@ -44,7 +44,11 @@ One reader holds the whole read and what it remembers between reads:
   apart from "nobody runs this") and what the operators want of them
   (docs/wire-format.md 2.6: `stopped by root@vm`). Presence is also read,
   in the same round trip, for exchanges with a holder, to list its standbys:
-  one small read-only script per listed exchange.
+  one read-only script per `PRESENCE_CHUNK` presence sets.
+- **Changes only.** `refresh` re-reads just the exchanges a `StatusWatcher`
+  was told changed (keyspace notifications) and keeps every other view of
+  the latest snapshot, so a steady dashboard reads what changed, not the
+  fleet.
 - **Last seen.** For an exchange that is not online: the newest heartbeat
   this reader saw while it was online (`ExchangeView.seen_at`), else its
   stream's.
