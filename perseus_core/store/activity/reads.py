@@ -37,6 +37,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.scripts import read_script_command
 from perseus_core.plumbing.streams import StreamRow, xread_rows
 from perseus_core.plumbing.topology import RedisClient, node_client
 
@@ -262,6 +263,20 @@ STREAM_CLASSES = "t"
 KEYSPACE_SUBSCRIBE_S = 5.0
 """Longest wait for a master to confirm a keyspace subscription."""
 
+MAY_SUBSCRIBE_LUA = """
+if redis.acl_check_cmd == nil then return -1 end
+if not redis.acl_check_cmd('config', 'get', 'notify-keyspace-events') then return 0 end
+for _, pattern in ipairs(ARGV) do
+  if not redis.acl_check_cmd('psubscribe', pattern) then return 0 end
+end
+return 1
+"""
+"""ARGV: keyspace patterns. 1 when the caller may ask whether notifications
+are on and subscribe to every pattern, 0 when not, -1 before Redis 7 (which
+has no `redis.acl_check_cmd`). Asked first, because a refused `CONFIG GET`
+is recorded in the server's ACL log, and the documented roles may not run
+it: their dashboards and tails must leave no refusal behind."""
+
 KeyEvent = Callable[[str, str], None]
 """Told of one keyspace event: the key, and what happened to it (`set`, `del`,
 `expired`, `xadd`, ...)."""
@@ -299,6 +314,8 @@ async def subscribe_keyspace(
     failed, the connection dropped) ends its task: callers check their
     tasks and subscribe again.
     """
+    if not await _may_subscribe(client, patterns):
+        return None
     if isinstance(client, RedisCluster):
         masters = client.get_primaries()
         try:
@@ -336,6 +353,26 @@ async def subscribe_keyspace(
         asyncio.ensure_future(_listen(node if own else None, pubsub, note))
         for node, pubsub in zip(nodes, subscriptions, strict=True)
     ]
+
+
+async def _may_subscribe(client: RedisClient, patterns: list[str]) -> bool:
+    """Whether this user may ask for the notifications and subscribe, found
+    out without a refusal where the server can tell (`MAY_SUBSCRIBE_LUA`).
+    Redis 6.2 cannot: there only the default user (no user name) asks; a
+    named user (one of the documented roles) is taken to be refused."""
+    try:
+        verdict = await client.execute_command(
+            await read_script_command(client), MAY_SUBSCRIBE_LUA, 0, *patterns
+        )
+    except ResponseError:  # may not run scripts: a restricted user
+        return False
+    if verdict != -1:
+        return bool(verdict == 1)
+    if isinstance(client, RedisCluster):
+        kwargs = client.get_connection_kwargs()
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+    return not kwargs.get("username")
 
 
 async def _confirmed(node: Redis, patterns: list[str]) -> PubSub:
