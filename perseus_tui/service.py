@@ -49,7 +49,7 @@ from perseus_core.store.activity import ActivityLog, ActivityPage, ActivityTail
 from perseus_core.store.activity.windows import read_windows
 from perseus_core.store.control.sender import ControlClient
 from perseus_core.store.doctor import command_refusal
-from perseus_core.store.network import FleetReader, FleetSnapshot
+from perseus_core.store.network import ExchangeView, FleetReader, FleetSnapshot, StatusWatcher
 from perseus_core.wire.models import ActivityEntry, CommandType
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
@@ -70,6 +70,12 @@ RETRY_MAX_S = 4.0
 """Longest wait between reconnect attempts (shorter when --refresh is shorter)."""
 PARTIAL_REFRESH_MAX = 20
 """More exchanges than this with fresh activity: re-read the whole fleet instead."""
+WATCH_BATCH_S = 1.0
+"""Shortest time between two re-reads of the exchanges Redis said changed: a
+large fleet's heartbeats come by the hundred a second, and are read together."""
+WATCH_RECHECK_S = 60.0
+"""While Redis tells no changes (notifications off, or refused to this user),
+how often to ask it again."""
 TIMELINE_READ_COUNT = 500
 """Entries read per stream for an exchange's state timeline (the window read);
 an exchange that wrote more in a day shows the time before them as unknown."""
@@ -245,54 +251,96 @@ class FleetService:
     async def _poll_fleet(self) -> None:
         """Read the fleet every `refresh_s`, and changed exchanges as soon as they change.
 
-        While Redis is unreachable, retry every `retry_s` and say so each time.
+        When Redis tells which keys change (keyspace notifications:
+        `StatusWatcher`), the exchanges whose status, presence or wanted
+        state was written, expired or deleted are re-read on their own, a
+        batch at most every `WATCH_BATCH_S`, and the whole fleet only every
+        `full_refresh_ms` in case a notification was lost: an idle fleet then
+        costs the dashboard and Redis nothing between events. While Redis is
+        unreachable, retry every `retry_s` and say so each time.
         """
         reader = FleetReader(self.redis, clock=self._clock)
-        next_full = 0.0
+        watcher = StatusWatcher(self.redis, on_change=self._wake.set)
+        next_full = next_watched = recheck_at = 0.0
         failing = False
-        while True:
-            timeout = self.retry_s
-            try:
-                if failing or self._full_due or time.monotonic() >= next_full:
-                    # After an outage (Redis may have restarted empty) or activity
-                    # from an unlisted exchange, look for online exchanges now
-                    # instead of at the reader's next periodic scan.
-                    discover = True if failing or self._discover_due else None
-                    self._full_due = self._discover_due = False
-                    self._dirty.clear()
-                    with collector_paused():  # see perseus_tui.heap
-                        snapshot = await reader.snapshot(discover_online=discover)
-                    next_full = time.monotonic() + self.refresh_s
-                    self._remember(snapshot)
-                    self._tell_once(snapshot.problems)
-                    self._host.post_message(SnapshotLoaded(snapshot))
-                    if not self._rights_known:
-                        await self._probe_rights(snapshot)
-                elif self._dirty:
-                    ids = sorted(self._dirty)
-                    self._dirty.clear()
-                    if len(ids) > PARTIAL_REFRESH_MAX:
-                        self._full_due = True
-                        continue
-                    views = [await reader.exchange(exchange_id) for exchange_id in ids]
-                    for view in views:
-                        self._ids_by_name[view.exchange_name.lower()] = view.exchange_id
-                    self._host.post_message(ExchangesRefreshed(views))
-                await self._read_windows(self._ids_by_name)
-                failing = False
-                timeout = max(0.0, next_full - time.monotonic())
-            except TRANSIENT_ERRORS as exc:
-                raise_if_cancelling()  # a cancellation redis-py turned into an error
-                failing = True
-                reason = describe_redis_error(self.settings, exc)
-                self._host.post_message(ConnectionLost(reason, self.retry_s))
-            except RedisError as exc:  # an error reply: Redis answers, it refuses this read
-                raise_if_cancelling()
-                failing = True
-                self._tell_once([f"the fleet read was refused: {exc}"])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
+        try:
+            while True:
+                timeout = self.retry_s
+                try:
+                    now = time.monotonic()
+                    if failing or self._full_due or now >= next_full:
+                        if watcher.lost or (not watcher.watching and now >= recheck_at):
+                            # Subscribed before the read, so no change after it goes
+                            # untold; asked again now and then (an operator may turn
+                            # notifications on), never on every poll: a refused
+                            # CONFIG GET lands in the server's ACL log.
+                            recheck_at = now + WATCH_RECHECK_S
+                            await watcher.start()
+                        watcher.take()  # the full read covers them
+                        await self._read_fleet(reader, after_outage=failing)
+                        full_s = self.settings.full_refresh_ms / 1000
+                        next_full = time.monotonic() + (
+                            full_s if watcher.watching else self.refresh_s
+                        )
+                    elif self._dirty:
+                        ids = sorted(self._dirty)
+                        self._dirty.clear()
+                        if len(ids) > PARTIAL_REFRESH_MAX:
+                            self._full_due = True
+                            continue
+                        views = [await reader.exchange(exchange_id) for exchange_id in ids]
+                        self._refreshed(views)
+                    elif watcher.pending and now >= next_watched:
+                        changed, catalog_changed = watcher.take()
+                        fresh = None if catalog_changed else await reader.refresh(changed)
+                        if fresh is None:  # the catalog, or which exchanges are listed
+                            self._full_due = True
+                            continue
+                        next_watched = time.monotonic() + WATCH_BATCH_S
+                        self._refreshed(fresh)
+                    await self._read_windows(self._ids_by_name)
+                    failing = False
+                    timeout = max(0.0, next_full - time.monotonic())
+                    if watcher.pending:
+                        timeout = min(timeout, max(0.0, next_watched - time.monotonic()))
+                except TRANSIENT_ERRORS as exc:
+                    raise_if_cancelling()  # a cancellation redis-py turned into an error
+                    failing = True
+                    reason = describe_redis_error(self.settings, exc)
+                    self._host.post_message(ConnectionLost(reason, self.retry_s))
+                except RedisError as exc:  # an error reply: Redis answers, it refuses this read
+                    raise_if_cancelling()
+                    failing = True
+                    self._tell_once([f"the fleet read was refused: {exc}"])
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                self._wake.clear()
+        finally:
+            await watcher.aclose()
+
+    async def _read_fleet(self, reader: FleetReader, *, after_outage: bool) -> None:
+        """Read the whole fleet and post it."""
+        # After an outage (Redis may have restarted empty) or activity from an
+        # unlisted exchange, look for online exchanges now instead of at the
+        # reader's next periodic scan.
+        discover = True if after_outage or self._discover_due else None
+        self._full_due = self._discover_due = False
+        self._dirty.clear()
+        with collector_paused():  # see perseus_tui.heap
+            snapshot = await reader.snapshot(discover_online=discover)
+        self._remember(snapshot)
+        self._tell_once(snapshot.problems)
+        self._host.post_message(SnapshotLoaded(snapshot))
+        if not self._rights_known:
+            await self._probe_rights(snapshot)
+
+    def _refreshed(self, views: list[ExchangeView]) -> None:
+        """Post the views of exchanges re-read on their own."""
+        if not views:
+            return
+        for view in views:
+            self._ids_by_name[view.exchange_name.lower()] = view.exchange_id
+        self._host.post_message(ExchangesRefreshed(views))
 
     async def _probe_rights(self, snapshot: FleetSnapshot) -> None:
         """Once connected, ask Redis (without writing) whether this user may

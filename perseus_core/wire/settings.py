@@ -165,6 +165,15 @@ class Settings(BaseSettings):
     refresh_ms: int = Field(
         default=5_000, gt=0, description="How often the dashboard re-reads every status."
     )
+    full_refresh_ms: int = Field(
+        default=60_000,
+        gt=0,
+        description="While Redis tells the dashboard which keys change (keyspace"
+        " notifications on, `notify-keyspace-events` with `K$gxzh` or `KA`), how often it"
+        " still re-reads every status, in case a notification was lost; between those"
+        " reads it re-reads only what changed. Without notifications every read is full,"
+        " every `refresh_ms`.",
+    )
     exporter_listen: str = Field(
         default="127.0.0.1:9464",
         description="Where `perseus exporter` serves /metrics: HOST:PORT ([::1]:PORT for IPv6;"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from redis.asyncio import Redis
@@ -34,8 +34,10 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from perseus_core.plumbing.errors import TRANSIENT_ERRORS
+from perseus_core.plumbing.scripts import read_script_command
 from perseus_core.plumbing.streams import StreamRow, xread_rows
 from perseus_core.plumbing.topology import RedisClient, node_client
 
@@ -240,54 +242,174 @@ class ClusterStreamReader(StreamReader):
         notifications for streams on: a master without them would never
         wake the reader for its streams.
         """
-        masters = self._cluster.get_primaries()
-        try:
-            configs = [
-                await self._cluster.config_get(
-                    "notify-keyspace-events",
-                    target_nodes=master,
-                )
-                for master in masters
-            ]
-        except ResponseError:  # e.g. a user without CONFIG: poll
-            return False
-        if not all(notifies_stream_writes(c.get("notify-keyspace-events")) for c in configs):
-            return False
         # One pattern per key prefix (`logs:network:*`...), not every key event.
         patterns = sorted({f"__keyspace@0__:{key.rpartition(':')[0]}:*" for key in streams})
-        for master in masters:
-            listener = self._listen(node_client(master), patterns)
-            self._subscribers.append(asyncio.ensure_future(listener))
+        listeners = await subscribe_keyspace(self._cluster, patterns, STREAM_CLASSES, self._note)
+        if listeners is None:
+            return False
+        self._subscribers.extend(listeners)
         return True
 
-    async def _listen(self, node: Redis, patterns: list[str]) -> None:
-        """Note every stream written on one master until cancelled.
+    def _note(self, key: str, event: str) -> None:
+        """A keyspace event: a followed stream was written (`xadd`)."""
+        if event == "xadd":
+            self._changed.add(key)
+            self._wake.set()
 
-        A lost subscription (its master failed) ends the task; the next read
-        notices and subscribes again on the masters of the moment.
-        """
-        pubsub: PubSub = node.pubsub()
-        try:
-            await pubsub.psubscribe(*patterns)
-            async for message in pubsub.listen():
-                if message.get("type") != "pmessage" or message.get("data") != "xadd":
-                    continue
-                channel = str(message.get("channel", ""))
-                self._changed.add(channel.split(":", 1)[1])
-                self._wake.set()
-        except TRANSIENT_ERRORS:
-            return
-        finally:
-            await pubsub.aclose()
-            await node.aclose()
+
+STREAM_CLASSES = "t"
+"""The `notify-keyspace-events` class of stream commands (`XADD`)."""
+
+KEYSPACE_SUBSCRIBE_S = 5.0
+"""Longest wait for a master to confirm a keyspace subscription."""
+
+MAY_SUBSCRIBE_LUA = """
+if redis.acl_check_cmd == nil then return -1 end
+if not redis.acl_check_cmd('config', 'get', 'notify-keyspace-events') then return 0 end
+for _, pattern in ipairs(ARGV) do
+  if not redis.acl_check_cmd('psubscribe', pattern) then return 0 end
+end
+return 1
+"""
+"""ARGV: keyspace patterns. 1 when the caller may ask whether notifications
+are on and subscribe to every pattern, 0 when not, -1 before Redis 7 (which
+has no `redis.acl_check_cmd`). Asked first, because a refused `CONFIG GET`
+is recorded in the server's ACL log, and the documented roles may not run
+it: their dashboards and tails must leave no refusal behind."""
+
+KeyEvent = Callable[[str, str], None]
+"""Told of one keyspace event: the key, and what happened to it (`set`, `del`,
+`expired`, `xadd`, ...)."""
+
+
+def keyspace_announces(flags: object, classes: str) -> bool:
+    """Whether a server's `notify-keyspace-events` flags announce events of
+    every class in `classes` on keyspace channels (`K`, and each class or
+    `A`, which stands for all of them)."""
+    text = str(flags or "")
+    return "K" in text and ("A" in text or all(c in text for c in classes))
 
 
 def notifies_stream_writes(flags: object) -> bool:
     """Whether a server's `notify-keyspace-events` flags announce stream writes
     on keyspace channels (`K`, and `t` or `A`): what the tail of a large fleet
     on a cluster needs from every master to wake instead of polling."""
-    text = str(flags or "")
-    return "K" in text and ("t" in text or "A" in text)
+    return keyspace_announces(flags, STREAM_CLASSES)
+
+
+async def subscribe_keyspace(
+    client: RedisClient, patterns: list[str], classes: str, note: KeyEvent
+) -> list[asyncio.Task[None]] | None:
+    """Subscribe to the keyspace channels `patterns` on every master (the one
+    server of a single Redis), each on a connection of its own, and tell
+    `note` of every event until the returned tasks are cancelled.
+
+    Returns None, subscribing nowhere, unless every master announces events
+    of `classes` (`keyspace_announces`) and accepts the subscription: a
+    master without them would never tell of its keys. A user refused
+    `CONFIG GET` (it also shows secrets) or `PSUBSCRIBE` gets None too; a
+    master out of reach raises (the question stays open). Once this returns,
+    every master has confirmed its subscription, so a read made afterwards
+    misses no event. A lost subscription (its master
+    failed, the connection dropped) ends its task: callers check their
+    tasks and subscribe again.
+    """
+    if not await _may_subscribe(client, patterns):
+        return None
+    if isinstance(client, RedisCluster):
+        masters = client.get_primaries()
+        try:
+            configs = [
+                await client.config_get("notify-keyspace-events", target_nodes=master)
+                for master in masters
+            ]
+        except ResponseError:
+            return None
+    else:
+        try:
+            configs = [await client.config_get("notify-keyspace-events")]
+        except ResponseError:
+            return None
+    if not all(keyspace_announces(c.get("notify-keyspace-events"), classes) for c in configs):
+        return None
+    # A cluster's masters each on a client of their own (closed with the
+    # subscription); a single Redis (Sentinel's master included) on a
+    # connection of its client's pool.
+    nodes = [node_client(m) for m in masters] if isinstance(client, RedisCluster) else [client]
+    subscriptions: list[PubSub] = []
+    try:
+        for node in nodes:
+            subscriptions.append(await _confirmed(node, patterns))
+    except BaseException as exc:
+        for pubsub in subscriptions:
+            await pubsub.aclose()
+        if isinstance(client, RedisCluster):
+            await asyncio.gather(*(node.aclose() for node in nodes))
+        if isinstance(exc, ResponseError):  # refused (NOPERM): the answer is no
+            return None
+        raise  # out of reach now: the question stays open for the next attempt
+    own = isinstance(client, RedisCluster)
+    return [
+        asyncio.ensure_future(_listen(node if own else None, pubsub, note))
+        for node, pubsub in zip(nodes, subscriptions, strict=True)
+    ]
+
+
+async def _may_subscribe(client: RedisClient, patterns: list[str]) -> bool:
+    """Whether this user may ask for the notifications and subscribe, found
+    out without a refusal where the server can tell (`MAY_SUBSCRIBE_LUA`).
+    Redis 6.2 cannot: there only the default user (no user name) asks; a
+    named user (one of the documented roles) is taken to be refused."""
+    try:
+        verdict = await client.execute_command(
+            await read_script_command(client), MAY_SUBSCRIBE_LUA, 0, *patterns
+        )
+    except ResponseError:  # may not run scripts: a restricted user
+        return False
+    if verdict != -1:
+        return bool(verdict == 1)
+    if isinstance(client, RedisCluster):
+        kwargs = client.get_connection_kwargs()
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+    return not kwargs.get("username")
+
+
+async def _confirmed(node: Redis, patterns: list[str]) -> PubSub:
+    """A subscription to `patterns` on `node`, once the server confirmed each
+    (a refusal, an ACL's NOPERM, raises ResponseError)."""
+    pubsub: PubSub = node.pubsub()
+    try:
+        await pubsub.psubscribe(*patterns)
+        confirmed = 0
+        deadline = time.monotonic() + KEYSPACE_SUBSCRIBE_S
+        while confirmed < len(patterns):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RedisTimeoutError("no keyspace subscription confirmed")
+            message = await pubsub.get_message(timeout=left)
+            if message is not None and message.get("type") == "psubscribe":
+                confirmed += 1
+    except BaseException:
+        await pubsub.aclose()
+        raise
+    return pubsub
+
+
+async def _listen(node: Redis | None, pubsub: PubSub, note: KeyEvent) -> None:
+    """Tell `note` of every keyspace event of one subscription until cancelled
+    or lost, then close it (and `node`, the client made for it, if any)."""
+    try:
+        async for message in pubsub.listen():
+            if message.get("type") == "pmessage":
+                channel = str(message.get("channel", ""))
+                note(channel.split(":", 1)[1], str(message.get("data", "")))
+    except TRANSIENT_ERRORS:
+        return
+    finally:
+        await pubsub.aclose()
+        if node is not None:
+            await node.aclose()
 
 
 def slot_group_count(stream_keys: list[str]) -> int:

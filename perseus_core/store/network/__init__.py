@@ -6,6 +6,8 @@
   status key in one round trip per node, discovery of exchanges outside the
   catalog, last-known info and agents of exchanges without a status, and
   single exchanges.
+- `watch`: `StatusWatcher`, which exchanges changed, from keyspace
+  notifications, so that a poll re-reads only those (`FleetReader.refresh`).
 """
 
 from perseus_core.store.network.catalog import parse_catalog_payload
@@ -22,6 +24,7 @@ from perseus_core.store.network.views import (
     ViewKind,
     same_writer,
 )
+from perseus_core.store.network.watch import StatusWatcher
 
 __all__ = [
     "LAST_KNOWN_SCAN",
@@ -30,6 +33,7 @@ __all__ = [
     "FleetSnapshot",
     "LastKnown",
     "LastSeen",
+    "StatusWatcher",
     "ViewKind",
     "parse_catalog_payload",
     "parse_status_payload",

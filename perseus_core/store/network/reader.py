@@ -4,8 +4,9 @@ One reader holds the whole read and what it remembers between reads:
 
 - **Statuses.** The catalog's `HGETALL` and every status key's payload and
   `PTTL` go out in one pipeline per node (chunked `MGET`s and one small
-  read-only script per chunk for the `PTTL`s; on Redis Cluster each `MGET`
-  holds keys of one hash slot only, so no command ever spans slots). A
+  read-only script per chunk for the `PTTL`s; on Redis Cluster one
+  read-only script per hash slot returns both, so no command ever spans
+  slots and a slot costs one command, not two). A
   reader's first snapshot does not know the catalog's ids yet: its `MGET`s
   follow the `HGETALL` in a second round trip, during which it validates the
   catalog.
@@ -44,7 +45,11 @@ One reader holds the whole read and what it remembers between reads:
   apart from "nobody runs this") and what the operators want of them
   (docs/wire-format.md 2.6: `stopped by root@vm`). Presence is also read,
   in the same round trip, for exchanges with a holder, to list its standbys:
-  one small read-only script per listed exchange.
+  one read-only script per `PRESENCE_CHUNK` presence sets.
+- **Changes only.** `refresh` re-reads just the exchanges a `StatusWatcher`
+  was told changed (keyspace notifications) and keeps every other view of
+  the latest snapshot, so a steady dashboard reads what changed, not the
+  fleet.
 - **Last seen.** For an exchange that is not online: the newest heartbeat
   this reader saw while it was online (`ExchangeView.seen_at`), else its
   stream's.
@@ -59,7 +64,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import chain
@@ -147,18 +152,57 @@ written, and refuses it to a user whose keys are read-only (`%R~`). Either
 way it runs with the caller's ACL rights, so a reader can run it and still
 write nothing."""
 
+SLOT_STATUS_LUA = """
+local n = #KEYS
+local t = {}
+for i, key in ipairs(KEYS) do
+  local value = redis.pcall('GET', key)
+  if type(value) == 'table' then value = false end
+  t[i] = value
+  t[n + i] = redis.call('PTTL', key)
+end
+return t
+"""
+"""On a cluster: the payloads of all its KEYS (one hash slot), then their
+PTTLs, in one command; a key of another type reads as missing (nil), as
+MGET reads it. The status keys carry no hash tag, so 10,000 of them fall in
+some 7,400 slots and an MGET per slot is almost a GET: an MGET and a
+`PTTL_SCRIPT` per slot sent 7,400 commands more, a quarter of a cold
+snapshot's time there (1,371 against 1,040 ms, measured side by side). A
+single Redis keeps the MGETs: there they are few, and this script would
+cost about 80 ms more on 10,000 payloads (Redis copies each into Lua and
+back). Sent like `PTTL_SCRIPT`; a user who may not run it gets the payloads
+by MGET, undated (`_status_reads`)."""
+
 LIVE_MEMBERS_LUA = """
 local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZRANGE', KEYS[1], '+inf', '(' .. now_ms, 'BYSCORE', 'REV', 'LIMIT', 0, ARGV[1])
+local after = '(' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.pcall('ZRANGE', key, '+inf', after, 'BYSCORE', 'REV', 'LIMIT', 0, ARGV[1])
+end
+return out
 """
-"""KEYS: presence set. ARGV: how many. The members whose expiry (their score,
-Redis server ms) has not passed, freshest first. A member is pruned only when
-some agent writes the set again, so an agent killed with -9 beside a live one
-would otherwise be listed (as ready, with its dead pid) until that write:
-the expiry is judged here, on the server's clock, like the writers judge it.
-Sent as EVAL_RO (or EVAL: `read_script_command`), not by its SHA: it rides in
-a pipeline, where a cluster client cannot load a script the server lost."""
+"""KEYS: presence sets (one hash slot on a cluster). ARGV: how many members
+each. Per set, the members whose expiry (their score, Redis server ms) has
+not passed, freshest first, or the error of a set Redis cannot read (a key of
+another type: `pcall`, so one bad key never hides the others). A member is
+pruned only when some agent writes the set again, so an agent killed with -9
+beside a live one would otherwise be listed (as ready, with its dead pid)
+until that write: the expiry is judged here, on the server's clock, like the
+writers judge it.
+
+One script reads `PRESENCE_CHUNK` sets: a holder's standbys are read for
+every listed exchange, and one script per exchange cost a 10,000-exchange
+snapshot 10,000 replies, each with the client's per-reply cost (about 60% of
+the whole snapshot); a set that does not exist costs Redis one lookup and the
+reply four bytes. Sent as EVAL_RO (or EVAL: `read_script_command`), not by
+its SHA: it rides in a pipeline, where a cluster client cannot load a script
+the server lost."""
+
+PRESENCE_CHUNK = 1_000
+"""Presence sets per `LIVE_MEMBERS_LUA` call: like `MGET_CHUNK`, few commands,
+none holding the server for long."""
 
 Reads = tuple[list[str | None], list[int]]
 """Status payloads (None: no key) and their PTTLs in milliseconds, by id order."""
@@ -481,6 +525,53 @@ class FleetReader:
         problems = (self._catalog.unreadable,) if self._catalog.unreadable else ()
         return FleetSnapshot(views, self._clock(), problems)
 
+    async def refresh(self, exchange_ids: Iterable[int]) -> list[ExchangeView] | None:
+        """Re-read only these exchanges (those a `StatusWatcher` saw change)
+        and return their new views, by id; the latest snapshot's other views
+        stay as they are, heartbeat moments included: a key not written
+        since was not heartbeated since, so the moment its PTTL dated then
+        has not moved.
+
+        Two round trips: the statuses (MGETs and PTTLs of these keys only),
+        then their agents, wanted state and last-known info. Returns None
+        when only a full snapshot can answer: none was taken yet, or one of
+        the exchanges is not listed, or listed only while online (outside
+        the catalog, inactive in it), so that whether it is listed may have
+        changed too.
+        """
+        ids = sorted(set(exchange_ids))
+        listed = {view.exchange_id: view for view in self._previous}
+        for exchange_id in ids:
+            before = listed.get(exchange_id)
+            if before is None or before.catalog_entry is None or not before.catalog_entry.is_active:
+                return None
+        if not ids:
+            return []
+        values, pttls = await self._mget(ids)
+        read_at = self._clock()
+        built: list[ExchangeView] = []
+        for exchange_id, raw, pttl in zip(ids, values, pttls, strict=True):
+            known = self._built_views.get(exchange_id)
+            if known is not None and raw is not None and self._built_raws.get(exchange_id) == raw:
+                parsed: InstanceStatus | str | None = known.status or status_result(
+                    exchange_id, raw
+                )
+            else:
+                parsed = status_result(exchange_id, raw) if raw is not None else None
+            status = parsed if isinstance(parsed, InstanceStatus) else None
+            problem = parsed if isinstance(parsed, str) else None
+            entry = listed[exchange_id].catalog_entry
+            view = assemble(exchange_id, str(exchange_id), entry, None, raw, status, problem)
+            view.heartbeat_at = heartbeat_moment(read_at, status, pttl)
+            self._built_views[exchange_id] = view
+            self._built_raws[exchange_id] = raw
+            built.append(view)
+        views = await self._fill_offline(built, last_known=True, agents=True)
+        self._note_seen(views, [listed[exchange_id] for exchange_id in ids])
+        fresh = {view.exchange_id: view for view in views}
+        self._previous = [fresh.get(view.exchange_id, view) for view in self._previous]
+        return views
+
     async def exchange(self, exchange_id: int) -> ExchangeView:
         """One exchange, listed or not: its catalog entry, status and, when it
         has no valid status, its last-known info and agents. Two round trips
@@ -682,12 +773,12 @@ class FleetReader:
     # --- statuses: the pipelined reads -------------------------------------------------
 
     def _queue_mgets(self, pipe: Any, ids: Sequence[int], script: str) -> list[list[int]] | None:
-        """Queue the MGETs of the given ids' status keys on `pipe`, then their
-        PTTLs in the same chunks (`PTTL_SCRIPT`, sent with the `script` command:
-        `read_script_command`): in order, `MGET_CHUNK`
-        keys each, on a single Redis (returns None); one hash slot per group
-        (then chunked) on a cluster, where no command may span slots (returns
-        the index groups, for `_ungroup`).
+        """Queue the reads of the given ids' status keys on `pipe` (scripts sent
+        with the `script` command: `read_script_command`): on a single Redis
+        the MGETs, in order, `MGET_CHUNK` keys each, then their PTTLs in the
+        same chunks (`PTTL_SCRIPT`; returns None); on a cluster, where no
+        command may span slots, one `SLOT_STATUS_LUA` per hash slot (then
+        chunked; returns the index groups, for `_ungroup`).
 
         Keys are passed as bytes: redis-py would otherwise encode each one
         while packing the command, a tenth of a 10,000-key read.
@@ -703,17 +794,37 @@ class FleetReader:
             for chunk in chunks:
                 pipe.execute_command(script, PTTL_SCRIPT, len(chunk), *chunk)
             return None
-        by_slot: dict[int, list[int]] = {}
-        for index, key in enumerate(status_keys):
-            by_slot.setdefault(key_slot(key), []).append(index)
-        groups: list[list[int]] = []
-        for indexes in by_slot.values():
-            groups.extend(indexes[i : i + MGET_CHUNK] for i in range(0, len(indexes), MGET_CHUNK))
+        groups = _slot_groups(status_keys, MGET_CHUNK)
         for group in groups:
-            pipe.execute_command("MGET", *(status_keys[i] for i in group))
-        for group in groups:
-            pipe.execute_command(script, PTTL_SCRIPT, len(group), *(status_keys[i] for i in group))
+            chunk = [status_keys[i] for i in group]
+            pipe.execute_command(script, SLOT_STATUS_LUA, len(chunk), *chunk)
         return groups
+
+    async def _status_reads(
+        self, ids: Sequence[int], groups: list[list[int]] | None, replies: list[Any]
+    ) -> Reads:
+        """The payloads and PTTLs (both in id order) from the replies of
+        `_queue_mgets`: on a single Redis its MGETs and PTTL scripts (a
+        failed MGET raises; a refused PTTL script, a user without scripts,
+        leaves those keys undated: -1, aged by `lastHeartbeat`); on a
+        cluster its `SLOT_STATUS_LUA` calls, a refused one read again by
+        MGET in one more round trip, undated too (a refused MGET raises)."""
+        if groups is None:
+            return _split(len(ids), groups, replies)
+        refused = [n for n, reply in enumerate(replies) if isinstance(reply, Exception)]
+        if refused:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for n in refused:
+                    pipe.execute_command("MGET", *(keys.status_key(ids[i]) for i in groups[n]))
+                again = await pipe.execute(raise_on_error=False)
+            for n, reply in zip(refused, again, strict=True):
+                if isinstance(reply, Exception):
+                    raise reply
+                replies[n] = [*reply, *([-1] * len(reply))]
+        sizes = [len(group) for group in groups]
+        values = [reply[:size] for reply, size in zip(replies, sizes, strict=True)]
+        pttls = [reply[size:] for reply, size in zip(replies, sizes, strict=True)]
+        return _ungroup(len(ids), groups, values), _ungroup(len(ids), groups, pttls)
 
     async def _catalog_and_statuses(
         self, ids: Sequence[int]
@@ -731,11 +842,9 @@ class FleetReader:
             groups = self._queue_mgets(pipe, ids, script)
             results = await pipe.execute(raise_on_error=False)
         catalog = results[0]
-        mgets = results[: 1 + (len(results) - 1) // 2]
-        for result in mgets[1:] if isinstance(catalog, ResponseError) else mgets:
-            if isinstance(result, Exception):
-                raise result
-        return catalog, _split(len(ids), groups, results[1:])
+        if isinstance(catalog, Exception) and not isinstance(catalog, ResponseError):
+            raise catalog
+        return catalog, await self._status_reads(ids, groups, results[1:])
 
     async def _mget(self, ids: Sequence[int]) -> Reads:
         """The status payloads of the given ids (None where there is no key)
@@ -744,7 +853,7 @@ class FleetReader:
         async with self._redis.pipeline(transaction=False) as pipe:
             groups = self._queue_mgets(pipe, ids, script)
             results = await pipe.execute(raise_on_error=False)
-        return _split(len(ids), groups, results)
+        return await self._status_reads(ids, groups, results)
 
     # --- statuses: building the views -------------------------------------------------
 
@@ -997,8 +1106,8 @@ class FleetReader:
         """Fill `last_known` and `agents` of every view without a valid status.
 
         One pipelined round trip: the newest entry of each stream (XREVRANGE
-        COUNT 1) and the unexpired members of the presence set
-        (`LIVE_MEMBERS_LUA`). Only a stream whose newest
+        COUNT 1) and the unexpired members of the presence sets
+        (`LIVE_MEMBERS_LUA`, `PRESENCE_CHUNK` sets a call). Only a stream whose newest
         entry is new since the previous snapshot and names no state (the
         audit entry of a stop) is read deeper, `LAST_KNOWN_SCAN` entries, in
         one more round trip. Reading ten entries of every offline stream on
@@ -1020,11 +1129,17 @@ class FleetReader:
         if not wanted:
             return views
         script = await read_script_command(self._redis)
+        presence_keys = [presence.encode() for _, _, presence, _ in wanted if presence is not None]
+        groups = self._presence_groups(presence_keys)
         async with self._redis.pipeline(transaction=False) as pipe:
-            evals = _queue_offline_reads(pipe, views, wanted, script)
+            _queue_offline_reads(pipe, views, wanted)
+            for group in groups:
+                chunk = [presence_keys[i] for i in group]
+                pipe.execute_command(script, LIVE_MEMBERS_LUA, len(chunk), *chunk, MAX_AGENTS)
             replies = await pipe.execute(raise_on_error=False)
-        await self._members_without_eval(replies, evals)
-        read = self._offline_replies(views, wanted, replies)
+        own = len(replies) - len(groups)
+        members = await self._live_members(presence_keys, groups, replies[own:])
+        read = self._offline_replies(views, wanted, replies[:own], iter(members))
         if read.deeper:
             await self._look_deeper(read.deeper, read.known, read.entry_cache)
         if remember:
@@ -1033,11 +1148,16 @@ class FleetReader:
         return _with_details(views, wanted, read)
 
     def _offline_replies(
-        self, views: list[ExchangeView], wanted: list[_Wanted], replies: list[Any]
+        self,
+        views: list[ExchangeView],
+        wanted: list[_Wanted],
+        replies: list[Any],
+        members: Iterator[Any],
     ) -> _OfflineRead:
         """What the replies of `_queue_offline_reads` say, in the order they
-        were queued: per wanted view, its stream's newest entry (from the
-        entry cache when already parsed), its agents, and a status key of the
+        were queued, with the live `members` of each presence set in `wanted`
+        order: per wanted view, its stream's newest entry (from the entry
+        cache when already parsed), its agents, and a status key of the
         wrong type; each unreadable key is a problem of its view's."""
         read = _OfflineRead()
         results = iter(replies)
@@ -1046,7 +1166,7 @@ class FleetReader:
             if stream is not None:
                 self._newest_entry(read, index, stream, next(results))
             if presence is not None:
-                result = next(results)
+                result = next(members)
                 if isinstance(result, Exception):
                     message = f"{presence} (agent presence) is unreadable: {result}"
                     read.problems.setdefault(index, []).append(message)
@@ -1091,28 +1211,53 @@ class FleetReader:
                 read.deeper.append((index, stream, entry_id))
         read.entry_cache[(stream, entry_id)] = read.known[index] = cached
 
-    async def _members_without_eval(self, replies: list[Any], evals: list[tuple[int, str]]) -> None:
-        """Read again, with a plain ZRANGE, the presence sets whose
-        `LIVE_MEMBERS_LUA` Redis refused (a user who may not run it, a server
-        with scripting disabled), replacing those replies in place. Without the
+    def _presence_groups(self, presence_keys: list[bytes]) -> list[list[int]]:
+        """The presence keys' indexes, `PRESENCE_CHUNK` to a `LIVE_MEMBERS_LUA`
+        call, one hash slot per call on a cluster."""
+        if self._cluster:
+            return _slot_groups(presence_keys, PRESENCE_CHUNK)
+        size = len(presence_keys)
+        return [
+            list(range(start, min(size, start + PRESENCE_CHUNK)))
+            for start in range(0, size, PRESENCE_CHUNK)
+        ]
+
+    async def _live_members(
+        self, presence_keys: list[bytes], groups: list[list[int]], replies: list[Any]
+    ) -> list[Any]:
+        """Each presence set's live members (or the error of a set Redis could
+        not read), in `presence_keys` order, from the `LIVE_MEMBERS_LUA` calls
+        on `groups`.
+
+        The sets of a call Redis refused as a whole (a user who may not run
+        scripts, or may not read one of its keys; a server with scripting
+        disabled) are read again, each with a plain ZRANGE. Without the
         script the expiry is judged on this host's clock: a skew only moves
         the moment an expired member stops being listed. Saying "no agent"
-        because a script was refused would be wrong while an agent runs."""
-        refused_at = [
-            (position, key)
-            for position, key in evals
-            if isinstance(replies[position], ResponseError)
-        ]
-        if not refused_at:
-            return
+        because a script was refused would be wrong while an agent runs.
+        """
+        members: list[Any] = [None] * len(presence_keys)
+        refused: list[int] = []
+        for group, reply in zip(groups, replies, strict=True):
+            if isinstance(reply, Exception):  # kept where the plain read fails too
+                refused.extend(group)
+                for index in group:
+                    members[index] = reply
+                continue
+            for index, result in zip(group, reply, strict=True):
+                members[index] = result
+        if not refused:
+            return members
         now_ms = int(self._clock().timestamp() * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
-            for _, key in refused_at:
+            for index in refused:
+                key = presence_keys[index].decode()
                 pipe.zrevrangebyscore(key, "+inf", f"({now_ms}", start=0, num=MAX_AGENTS)
             again = await pipe.execute(raise_on_error=False)
-        for (position, _), reply in zip(refused_at, again, strict=True):
-            if not isinstance(reply, Exception):
-                replies[position] = reply
+        for index, result in zip(refused, again, strict=True):
+            if not isinstance(result, Exception):
+                members[index] = result
+        return members
 
     async def _look_deeper(
         self,
@@ -1177,9 +1322,10 @@ class FleetReader:
 
 
 def _split(size: int, groups: list[list[int]] | None, results: Sequence[Any]) -> Reads:
-    """The payloads and the PTTLs (both in id order) from a `_queue_mgets`
-    pipeline. A failed MGET raises; a refused PTTL script (a user without
-    scripts) only leaves those keys undated (-1), to be aged by `lastHeartbeat`."""
+    """The payloads and the PTTLs (both in id order) from the MGETs and PTTL
+    scripts of `_queue_mgets`. A failed MGET raises; a refused PTTL script (a
+    user without scripts) only leaves those keys undated (-1), to be aged by
+    `lastHeartbeat`."""
     half = len(results) // 2
     for result in results[:half]:
         if isinstance(result, Exception):
@@ -1270,31 +1416,30 @@ def _offline_wanted(views: list[ExchangeView], *, last_known: bool, agents: bool
     return wanted
 
 
-def _queue_offline_reads(
-    pipe: Any, views: list[ExchangeView], wanted: list[_Wanted], script: str
-) -> list[tuple[int, str]]:
-    """Queue `_fill_offline`'s reads on `pipe`: per wanted view, its stream's
-    newest entry, its live presence members (`LIVE_MEMBERS_LUA`, sent with the
-    `script` command: `read_script_command`) and its status key's TYPE, each
-    when wanted. Returns the position of each presence read among the replies,
-    with its key (for `_members_without_eval`)."""
-    evals: list[tuple[int, str]] = []
-    position = 0
+def _queue_offline_reads(pipe: Any, views: list[ExchangeView], wanted: list[_Wanted]) -> None:
+    """Queue `_fill_offline`'s reads on `pipe` but the presence sets (read
+    `PRESENCE_CHUNK` at a time after these): per wanted view, its stream's
+    newest entry, its wanted state and its status key's TYPE, each when
+    wanted."""
     for index, stream, presence, intent in wanted:
         if stream is not None:
             pipe.xrevrange(stream, max="+", min="-", count=1)
-            position += 1
-        if presence is not None:
-            pipe.execute_command(script, LIVE_MEMBERS_LUA, 1, presence, MAX_AGENTS)
-            evals.append((position, presence))
-            position += 1
         if intent is not None:
             pipe.hget(intent, WANTED_FIELD)
-            position += 1
         if _checks_type(views[index], presence):
             pipe.type(keys.status_key(views[index].exchange_id))
-            position += 1
-    return evals
+
+
+def _slot_groups(key_list: list[bytes], size: int) -> list[list[int]]:
+    """The keys' indexes grouped by hash slot, then cut to `size`: on a
+    cluster a multi-key command (or script) holds keys of one slot only."""
+    by_slot: dict[int, list[int]] = {}
+    for index, key in enumerate(key_list):
+        by_slot.setdefault(key_slot(key), []).append(index)
+    groups: list[list[int]] = []
+    for indexes in by_slot.values():
+        groups.extend(indexes[i : i + size] for i in range(0, len(indexes), size))
+    return groups
 
 
 def _checks_type(view: ExchangeView, presence: str | None) -> bool:
