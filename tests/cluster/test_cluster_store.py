@@ -244,6 +244,53 @@ async def test_tail_large_fleet_pipelined_reads(
     assert sorted(seen) == sorted(_expected(4))
 
 
+async def test_tail_keeps_up_with_a_flood_over_two_thousand_streams(
+    cluster_settings: Settings, cluster_redis: RedisCluster
+) -> None:
+    """1,000 exchanges (2,000 streams, far more slot groups than blocking
+    reads), woken by keyspace notifications: a few thousand entries written
+    in floods reach the tail each once, in each stream's order."""
+    names = [f"flood-{n}" for n in range(1_000)]
+    stream_keys = [
+        key_of(name) for name in names for key_of in (keys.activity_key, keys.perseus_activity_key)
+    ]
+    every_node = RedisCluster.ALL_NODES
+    await cluster_redis.config_set("notify-keyspace-events", "Kt", target_nodes=every_node)
+
+    async def provider() -> list[str]:
+        return names
+
+    written: dict[str, list[str]] = {key: [] for key in stream_keys}
+    seen: dict[str, list[str]] = {key: [] for key in stream_keys}
+    try:
+        async with ActivityTail(cluster_settings, provider) as tail:
+
+            async def consume() -> None:
+                async for entry in tail:
+                    seen[entry.key].append(entry.id)
+
+            task = asyncio.create_task(consume())
+            try:
+                for round_no in range(2):
+                    async with cluster_redis.pipeline() as pipe:
+                        for key in stream_keys:
+                            pipe.xadd(key, ErrorEntry(error=f"flood {round_no}").to_fields())
+                        for key, entry_id in zip(stream_keys, await pipe.execute(), strict=True):
+                            written[key].append(entry_id)
+                total = sum(len(ids) for ids in written.values())
+                await eventually(
+                    lambda: sum(len(ids) for ids in seen.values()) >= total,
+                    within=60,
+                    what="every entry",
+                )
+            finally:
+                await tail.aclose()
+                await task
+    finally:
+        await cluster_redis.config_set("notify-keyspace-events", "", target_nodes=every_node)
+    assert seen == written  # each entry once, in its stream's order
+
+
 async def test_tail_sweeps_every_stream_when_notifications_go_missing(
     cluster_settings: Settings, cluster_redis: RedisCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
