@@ -76,6 +76,11 @@ an exchange that wrote more in a day shows the time before them as unknown."""
 TIMELINE_BATCH = 200
 """Exchanges whose windows are read in one pipeline: the fleet's first reads
 go out a batch at a time, so the dashboard keeps answering keys meanwhile."""
+FEED_WAITING_MAX = 2_000
+"""Live entries that may wait while a feed batch is on its way: beyond it
+the tail stops reading until the app has shown that batch. Under a flood the
+entries then wait in Redis, not in this process, and no batch grows so large
+that handling it keeps key presses waiting."""
 WORKERS_CLOSE_S = 15.0
 """How long closing waits for the workers to close their own connections: a
 worker still closing when the app's loop ends is cancelled a second time,
@@ -120,6 +125,8 @@ class FleetService:
         """The live entries posted and not yet shown (None: none on their way)."""
         self._feed_waiting: list[ActivityEntry] = []
         """Live entries that arrived while a batch was on its way: the next batch."""
+        self._feed_shown = asyncio.Event()
+        """Set when the app has shown the batch on its way (see `FEED_WAITING_MAX`)."""
         self._ids_by_name: dict[str, int] = {}
         """Stream name -> exchange id of every exchange read so far."""
         self._problems: set[str] = set()
@@ -326,6 +333,7 @@ class FleetService:
         if batch is not self._feed_batch:
             return
         self._feed_batch = None
+        self._feed_shown.set()
         if self._feed_waiting:
             self._post_feed()
 
@@ -356,6 +364,9 @@ class FleetService:
                 self._feed_waiting.append(entry)
                 if self._feed_batch is None:
                     self._post_feed()
+                elif len(self._feed_waiting) >= FEED_WAITING_MAX:
+                    self._feed_shown.clear()
+                    await self._feed_shown.wait()
         finally:
             self._tail_started = False
             try:

@@ -75,6 +75,33 @@ def _older_start(entries: deque[ActivityEntry], times: dict[EntryKey, float], at
     return index
 
 
+def _newest_unseen(
+    fresh: list[tuple[float, ActivityEntry]],
+    times: dict[EntryKey, float],
+    room: int,
+    floor: float | None,
+) -> tuple[list[tuple[float, ActivityEntry]], int]:
+    """The newest `room` entries of `fresh` (time order) not shown yet, still
+    in time order, and how many unseen ones were left out that are new all
+    the same: not older than `floor` (the oldest line of a full feed; None
+    when it has room), as placing them one by one would have counted them
+    before the newer ones pushed them out."""
+    kept: list[tuple[float, ActivityEntry]] = []
+    chosen: set[EntryKey] = set()
+    left_out = 0
+    for item in reversed(fresh):
+        key = entry_key(item[1])
+        if key in times or key in chosen:
+            continue
+        chosen.add(key)
+        if len(kept) < room:
+            kept.append(item)
+        elif floor is None or item[0] >= floor:
+            left_out += 1
+    kept.reverse()
+    return kept, left_out
+
+
 class ActivityFeed(ScrollView, can_focus=True):
     """Activity entries, newest first, at most `max_lines` of them.
 
@@ -158,16 +185,12 @@ class ActivityFeed(ScrollView, can_focus=True):
         Each goes to its place in time (normally the top). Duplicates (same
         stream and ID) are ignored, so a re-read after a reconnect can never
         show an entry twice. While the reader looks at older lines, the lines
-        on screen stay where they are.
+        on screen stay where they are. Of a batch larger than the feed only
+        the newest `max_lines` are placed (the others would be pushed out by
+        them at once), so a flood costs the feed no more than a full screen.
         """
         if self.paused:
-            count = 0
-            for entry in entries:
-                self._held.append(entry)
-                count += 1
-            self._held_count += count
-            self._update_titles()
-            return count
+            return self._hold(entries)
         added = 0
         changed = False
         filtered = self._visible is not self._entries
@@ -180,6 +203,10 @@ class ActivityFeed(ScrollView, can_focus=True):
         # sorted, each new entry is again the newest, placed at the top at once.
         fresh = [(self._time_of(entry), entry) for entry in entries]
         fresh.sort(key=_time)
+        if len(fresh) > self.max_lines:
+            full = len(self._entries) == self.max_lines
+            floor = times[entry_key(self._entries[-1])] if full else None
+            fresh, added = _newest_unseen(fresh, times, self.max_lines, floor)
         for at, entry in fresh:
             key = entry_key(entry)
             if key in times:
@@ -208,6 +235,16 @@ class ActivityFeed(ScrollView, can_focus=True):
         if changed:
             self._content_changed(shift=above)
         return added
+
+    def _hold(self, entries: Iterable[ActivityEntry]) -> int:
+        """Keep entries that arrive while paused (the newest `max_lines`), counted."""
+        count = 0
+        for entry in entries:
+            self._held.append(entry)
+            count += 1
+        self._held_count += count
+        self._update_titles()
+        return count
 
     def add_older(self, entries: Iterable[ActivityEntry]) -> int:
         """Add older entries (a history page, newest first), below the others
