@@ -19,6 +19,7 @@ to its place.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import tzinfo
@@ -51,6 +52,10 @@ def entry_key(entry: ActivityEntry) -> EntryKey:
 
 def _time(item: tuple[float, ActivityEntry]) -> float:
     return item[0]
+
+
+def _arrival_in_time(item: tuple[float, int, ActivityEntry]) -> tuple[float, int]:
+    return item[0], item[1]
 
 
 def _newer_count(entries: deque[ActivityEntry], times: dict[EntryKey, float], at: float) -> int:
@@ -146,7 +151,11 @@ class ActivityFeed(ScrollView, can_focus=True):
         self._visible: deque[ActivityEntry] = self._entries
         self._times: dict[EntryKey, float] = {}
         """The time each kept entry is ordered by (`ActivityEntry.moment`, POSIX seconds)."""
-        self._held: deque[ActivityEntry] = deque(maxlen=self.max_lines)
+        self._held: list[tuple[float, int, ActivityEntry]] = []
+        """Entries that arrived while paused: a heap of the newest `max_lines`
+        in time (not in arrival: a read of many streams hands them over out of
+        time order, and the newest of a stream must not give way to an older
+        entry of another that arrived later)."""
         self._held_count = 0
         self._query = ""
         self._cache: LRUCache[tuple[EntryKey, int], Strip] = LRUCache(512)
@@ -239,8 +248,13 @@ class ActivityFeed(ScrollView, can_focus=True):
     def _hold(self, entries: Iterable[ActivityEntry]) -> int:
         """Keep entries that arrive while paused (the newest `max_lines`), counted."""
         count = 0
+        held = self._held
         for entry in entries:
-            self._held.append(entry)
+            item = (self._time_of(entry), self._held_count + count, entry)
+            if len(held) < self.max_lines:
+                heapq.heappush(held, item)
+            elif item[:2] > held[0][:2]:
+                heapq.heapreplace(held, item)
             count += 1
         self._held_count += count
         self._update_titles()
@@ -317,7 +331,7 @@ class ActivityFeed(ScrollView, can_focus=True):
 
     def watch_paused(self, paused: bool) -> None:
         if not paused:
-            held = list(self._held)
+            held = [entry for _, _, entry in sorted(self._held, key=_arrival_in_time)]
             self._held.clear()
             self._held_count = 0
             self.add_new(held)

@@ -416,3 +416,23 @@ async def test_a_batch_larger_than_the_feed_places_only_its_newest_unseen_entrie
         ids = [e.id for e in feed.entries]
         assert ids == [f"{1_000 + n}-0" for n in range(399, 299, -1)]
         assert feed.add_new(flood) == 0
+
+
+async def test_a_paused_feed_holds_the_newest_entries_in_time_not_the_last_to_arrive() -> None:
+    """A read of many streams hands entries over out of time order: while
+    paused the feed keeps the newest `max_lines` by time, so on resume a
+    stream's newest entry is there even though older ones arrived after it."""
+    app = FeedApp(max_lines=3)
+    async with app.run_test(size=(100, 10)) as pilot:
+        feed = app.query_one(ActivityFeed)
+        feed.paused = True
+        feed.add_new([entry(10, "alpha")])
+        feed.add_new([entry(1, "beta"), entry(2, "gamma"), entry(3, "delta")])
+        assert feed.held_count == 4
+        feed.paused = False
+        await pilot.pause()
+        assert [(e.stream, e.id) for e in feed.entries] == [
+            ("alpha", "1010-0"),
+            ("delta", "1003-0"),
+            ("gamma", "1002-0"),
+        ]
