@@ -244,12 +244,18 @@ async def test_tail_large_fleet_pipelined_reads(
     assert sorted(seen) == sorted(_expected(4))
 
 
+@pytest.mark.parametrize("read_max", [reads.READ_MAX_STREAMS, 7], ids=["default", "small-reads"])
 async def test_tail_keeps_up_with_a_flood_over_two_thousand_streams(
-    cluster_settings: Settings, cluster_redis: RedisCluster
+    read_max: int,
+    cluster_settings: Settings,
+    cluster_redis: RedisCluster,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """1,000 exchanges (2,000 streams, far more slot groups than blocking
     reads), woken by keyspace notifications: a few thousand entries written
-    in floods reach the tail each once, in each stream's order."""
+    in floods reach the tail each once, in each stream's order, also when
+    each turn reads only a few of the streams that changed."""
+    monkeypatch.setattr(reads, "READ_MAX_STREAMS", read_max)
     names = [f"flood-{n}" for n in range(1_000)]
     stream_keys = [
         key_of(name) for name in names for key_of in (keys.activity_key, keys.perseus_activity_key)

@@ -59,6 +59,13 @@ slice at a time, so the sweep never holds the event loop for long (reading
 waited for it)."""
 
 
+READ_MAX_STREAMS = 500
+"""Streams read in one turn on a large fleet; more that changed are read on
+the next turns. A flood over 10,000 exchanges changes thousands of streams
+between two turns, and reading and parsing them all at once held the event
+loop (and every key press) for close to a second."""
+
+
 StreamReply = list[tuple[str, list[StreamRow]]]
 """What `XREAD` returns (RESP2 shape): (stream key, rows) per stream."""
 
@@ -238,8 +245,15 @@ class ClusterStreamReader(StreamReader):
     async def _read_now(
         self, streams: Mapping[str, str], count: int, only: set[str] | None
     ) -> StreamReply:
-        """One pipelined, non-blocking read (a round trip per node)."""
-        groups = self._slot_groups(streams, only)
+        """One pipelined, non-blocking read (a round trip per node) of at most
+        `READ_MAX_STREAMS` of the streams in `only` (None: every stream); the
+        others are read on the next turns, at once."""
+        wanted = [key for key in (streams if only is None else only) if key in streams]
+        if len(wanted) > READ_MAX_STREAMS:
+            self._changed.update(wanted[READ_MAX_STREAMS:])
+            self._wake.set()
+            wanted = wanted[:READ_MAX_STREAMS]
+        groups = self._slot_groups(streams, set(wanted))
         if not groups:
             return []
         async with self._cluster.pipeline() as pipe:
