@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -129,7 +130,10 @@ class ClusterStreamReader(StreamReader):
         super().__init__(client)
         self._cluster = client
         self._waiting: dict[tuple[tuple[str, str], ...], asyncio.Task[Any]] = {}
-        self._changed: set[str] = set()
+        self._changed: dict[str, None] = {}
+        """Streams to read on the next turns, in the order they changed (a
+        turn takes the oldest `READ_MAX_STREAMS`: none waits behind streams
+        that keep changing)."""
         self._wake = asyncio.Event()
         self._subscribers: list[asyncio.Task[None]] = []
         self._notifications: bool | None = None
@@ -245,15 +249,13 @@ class ClusterStreamReader(StreamReader):
     async def _read_now(
         self, streams: Mapping[str, str], count: int, only: set[str] | None
     ) -> StreamReply:
-        """One pipelined, non-blocking read (a round trip per node) of at most
-        `READ_MAX_STREAMS` of the streams in `only` (None: every stream); the
-        others are read on the next turns, at once."""
-        wanted = [key for key in (streams if only is None else only) if key in streams]
-        if len(wanted) > READ_MAX_STREAMS:
-            self._changed.update(wanted[READ_MAX_STREAMS:])
-            self._wake.set()
-            wanted = wanted[:READ_MAX_STREAMS]
-        groups = self._slot_groups(streams, set(wanted))
+        """One pipelined, non-blocking read (a round trip per node) of the
+        streams in `only`; None: every stream, `READ_MAX_STREAMS` now and the
+        others on the next turns, at once."""
+        if only is None:
+            self._changed.update(dict.fromkeys(streams))
+            only = self._take_changed()
+        groups = self._slot_groups(streams, only)
         if not groups:
             return []
         async with self._cluster.pipeline() as pipe:
@@ -262,7 +264,7 @@ class ClusterStreamReader(StreamReader):
             replies = await pipe.execute()
         found = [pair for reply in replies for pair in xread_rows(reply)]
         # A stream with `count` new rows may have more: read it again next turn.
-        self._changed.update(key for key, rows in found if len(rows) >= count)
+        self._changed.update((key, None) for key, rows in found if len(rows) >= count)
         if self._changed:
             self._wake.set()
         return found
@@ -278,9 +280,17 @@ class ClusterStreamReader(StreamReader):
         return set(ordered[start : start + SWEEP_CHUNK]) | self._take_changed()
 
     def _take_changed(self) -> set[str]:
-        changed, self._changed = self._changed, set()
-        self._wake.clear()
-        return changed
+        """The `READ_MAX_STREAMS` streams that changed first; the wake-up
+        stays set while others wait."""
+        pending = self._changed
+        if len(pending) <= READ_MAX_STREAMS:
+            self._changed = {}
+            self._wake.clear()
+            return set(pending)
+        taken = set(itertools.islice(pending, READ_MAX_STREAMS))
+        for key in taken:
+            del pending[key]
+        return taken
 
     async def _subscribe(self, streams: Mapping[str, str]) -> bool:
         """Subscribe to writes of the followed streams on every master.
@@ -331,7 +341,7 @@ class ClusterStreamReader(StreamReader):
                     and message[0] == "pmessage"
                     and message[3] == "xadd"
                 ):
-                    self._changed.add(str(message[2]).split(":", 1)[1])
+                    self._changed[str(message[2]).split(":", 1)[1]] = None
                     self._wake.set()
         except TRANSIENT_ERRORS:
             return
