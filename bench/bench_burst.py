@@ -208,11 +208,15 @@ async def measure(
             delivered = 0
             original_add = dashboard.add_feed_entries
 
+            adding: list[float] = []
+
             def counting_add(entries: Any) -> None:
                 nonlocal delivered
                 batch = list(entries)
                 delivered += len(batch)
+                started = time.perf_counter()
                 original_add(batch)
+                adding.append(time.perf_counter() - started)
 
             dashboard.add_feed_entries = counting_add  # type: ignore[method-assign]
             handled_at: list[float] = []
@@ -341,6 +345,9 @@ async def measure(
         "drain_after_burst_s": round(max(0.0, drain_s), 2),
         "dashboard_cpu_s_burst_and_drain": round(cpu_s, 2),
         "dashboard_cpu_ms_per_1000_entries": round(cpu_s * 1e6 / max(1, summary["sent"]), 1),
+        "feed_batches": len(adding),
+        "feed_batch_add_p99_ms": ms(percentile(adding, 99)),
+        "feed_batch_add_max_ms": ms(max(adding)) if adding else None,
         "key_presses": len(handled) + missed_keys,
         "key_presses_unhandled_after_2s": missed_keys,
         "key_handled_p50_ms": ms(percentile(handled, 50)),
