@@ -24,6 +24,7 @@ from perseus_core.export import Exporter
 from perseus_core.instance import Instance
 from perseus_core.notify import Notifier
 from perseus_core.plumbing.connection import connect
+from perseus_core.plumbing.streams import xread_rows
 from perseus_core.store.activity import ActivityLog, ActivityTail, reads
 from perseus_core.store.control.sender import ControlClient
 from perseus_core.store.control.server import CommandServer, HandlerResult
@@ -242,6 +243,22 @@ async def test_tail_large_fleet_pipelined_reads(
             "notify-keyspace-events", "", target_nodes=RedisCluster.ALL_NODES
         )
     assert sorted(seen) == sorted(_expected(4))
+
+
+async def test_xread_on_a_cluster_finds_its_keys_without_asking_a_node(
+    cluster_redis: RedisCluster,
+) -> None:
+    """The keys of an XREAD are read from its own arguments: a large fleet's
+    tail sends one per slot group, and a COMMAND GETKEYS round trip before
+    each would double its cost."""
+    key = keys.activity_key("binance_us")
+    entry_id = await cluster_redis.xadd(key, ErrorEntry(error="once").to_fields())
+    every_node = RedisCluster.ALL_NODES
+    await cluster_redis.config_resetstat(target_nodes=every_node)
+    reply = await cluster_redis.xread({key: "0-0"}, count=5)
+    assert [row[0] for _, rows in xread_rows(reply) for row in rows] == [entry_id]
+    stats = await cluster_redis.info("commandstats", target_nodes=every_node)
+    assert not any("cmdstat_command|getkeys" in node_stats for node_stats in stats.values())
 
 
 @pytest.mark.parametrize("read_max", [reads.READ_MAX_STREAMS, 7], ids=["default", "small-reads"])
