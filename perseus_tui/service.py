@@ -82,6 +82,11 @@ an exchange that wrote more in a day shows the time before them as unknown."""
 TIMELINE_BATCH = 200
 """Exchanges whose windows are read in one pipeline: the fleet's first reads
 go out a batch at a time, so the dashboard keeps answering keys meanwhile."""
+FEED_WAITING_MAX = 2_000
+"""Live entries that may wait while a feed batch is on its way: beyond it
+the tail stops reading until the app has shown that batch. Under a flood the
+entries then wait in Redis, not in this process, and no batch grows so large
+that handling it keeps key presses waiting."""
 WORKERS_CLOSE_S = 15.0
 """How long closing waits for the workers to close their own connections: a
 worker still closing when the app's loop ends is cancelled a second time,
@@ -126,6 +131,8 @@ class FleetService:
         """The live entries posted and not yet shown (None: none on their way)."""
         self._feed_waiting: list[ActivityEntry] = []
         """Live entries that arrived while a batch was on its way: the next batch."""
+        self._feed_shown = asyncio.Event()
+        """Set when the app has shown the batch on its way (see `FEED_WAITING_MAX`)."""
         self._ids_by_name: dict[str, int] = {}
         """Stream name -> exchange id of every exchange read so far."""
         self._problems: set[str] = set()
@@ -216,7 +223,15 @@ class FleetService:
         self._wake.set()
 
     def refresh_soon(self, entries: Iterable[ActivityEntry]) -> None:
-        """Re-read the exchanges these entries belong to without waiting for the poll."""
+        """Re-read the exchanges these entries belong to without waiting for the poll.
+
+        Activity on more exchanges than a partial refresh reads
+        (`PARTIAL_REFRESH_MAX`) does not wake the poller, unless an unlisted
+        exchange is to be found: under a flood it would read and show the
+        whole fleet after every feed batch, each time holding the screen
+        (160 ms at 1,000 exchanges) while key presses wait. The regular poll
+        reads them instead.
+        """
         for entry in entries:
             exchange_id = self._ids_by_name.get(entry.stream)
             if exchange_id is None:
@@ -226,7 +241,8 @@ class FleetService:
                 self._full_due = self._discover_due = True
             else:
                 self._dirty.add(exchange_id)
-        self._wake.set()
+        if self._full_due or len(self._dirty) <= PARTIAL_REFRESH_MAX:
+            self._wake.set()
 
     def _tell_once(self, problems: Iterable[str]) -> None:
         """Show each problem that the previous read did not have, one line
@@ -374,6 +390,7 @@ class FleetService:
         if batch is not self._feed_batch:
             return
         self._feed_batch = None
+        self._feed_shown.set()
         if self._feed_waiting:
             self._post_feed()
 
@@ -404,6 +421,9 @@ class FleetService:
                 self._feed_waiting.append(entry)
                 if self._feed_batch is None:
                     self._post_feed()
+                elif len(self._feed_waiting) >= FEED_WAITING_MAX:
+                    self._feed_shown.clear()
+                    await self._feed_shown.wait()
         finally:
             self._tail_started = False
             try:

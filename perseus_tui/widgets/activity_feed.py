@@ -19,6 +19,7 @@ to its place.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import tzinfo
@@ -53,6 +54,10 @@ def _time(item: tuple[float, ActivityEntry]) -> float:
     return item[0]
 
 
+def _arrival_in_time(item: tuple[float, int, ActivityEntry]) -> tuple[float, int]:
+    return item[0], item[1]
+
+
 def _newer_count(entries: deque[ActivityEntry], times: dict[EntryKey, float], at: float) -> int:
     """How many of `entries` (newest first) are newer than `at`: where an entry
     of that time goes, above the ones of its own time."""
@@ -73,6 +78,33 @@ def _older_start(entries: deque[ActivityEntry], times: dict[EntryKey, float], at
             break
         index -= 1
     return index
+
+
+def _newest_unseen(
+    fresh: list[tuple[float, ActivityEntry]],
+    times: dict[EntryKey, float],
+    room: int,
+    floor: float | None,
+) -> tuple[list[tuple[float, ActivityEntry]], int]:
+    """The newest `room` entries of `fresh` (time order) not shown yet, still
+    in time order, and how many unseen ones were left out that are new all
+    the same: not older than `floor` (the oldest line of a full feed; None
+    when it has room), as placing them one by one would have counted them
+    before the newer ones pushed them out."""
+    kept: list[tuple[float, ActivityEntry]] = []
+    chosen: set[EntryKey] = set()
+    left_out = 0
+    for item in reversed(fresh):
+        key = entry_key(item[1])
+        if key in times or key in chosen:
+            continue
+        chosen.add(key)
+        if len(kept) < room:
+            kept.append(item)
+        elif floor is None or item[0] >= floor:
+            left_out += 1
+    kept.reverse()
+    return kept, left_out
 
 
 class ActivityFeed(ScrollView, can_focus=True):
@@ -119,7 +151,11 @@ class ActivityFeed(ScrollView, can_focus=True):
         self._visible: deque[ActivityEntry] = self._entries
         self._times: dict[EntryKey, float] = {}
         """The time each kept entry is ordered by (`ActivityEntry.moment`, POSIX seconds)."""
-        self._held: deque[ActivityEntry] = deque(maxlen=self.max_lines)
+        self._held: list[tuple[float, int, ActivityEntry]] = []
+        """Entries that arrived while paused: a heap of the newest `max_lines`
+        in time (not in arrival: a read of many streams hands them over out of
+        time order, and the newest of a stream must not give way to an older
+        entry of another that arrived later)."""
         self._held_count = 0
         self._query = ""
         self._cache: LRUCache[tuple[EntryKey, int], Strip] = LRUCache(512)
@@ -158,16 +194,12 @@ class ActivityFeed(ScrollView, can_focus=True):
         Each goes to its place in time (normally the top). Duplicates (same
         stream and ID) are ignored, so a re-read after a reconnect can never
         show an entry twice. While the reader looks at older lines, the lines
-        on screen stay where they are.
+        on screen stay where they are. Of a batch larger than the feed only
+        the newest `max_lines` are placed (the others would be pushed out by
+        them at once), so a flood costs the feed no more than a full screen.
         """
         if self.paused:
-            count = 0
-            for entry in entries:
-                self._held.append(entry)
-                count += 1
-            self._held_count += count
-            self._update_titles()
-            return count
+            return self._hold(entries)
         added = 0
         changed = False
         filtered = self._visible is not self._entries
@@ -180,6 +212,10 @@ class ActivityFeed(ScrollView, can_focus=True):
         # sorted, each new entry is again the newest, placed at the top at once.
         fresh = [(self._time_of(entry), entry) for entry in entries]
         fresh.sort(key=_time)
+        if len(fresh) > self.max_lines:
+            full = len(self._entries) == self.max_lines
+            floor = times[entry_key(self._entries[-1])] if full else None
+            fresh, added = _newest_unseen(fresh, times, self.max_lines, floor)
         for at, entry in fresh:
             key = entry_key(entry)
             if key in times:
@@ -208,6 +244,21 @@ class ActivityFeed(ScrollView, can_focus=True):
         if changed:
             self._content_changed(shift=above)
         return added
+
+    def _hold(self, entries: Iterable[ActivityEntry]) -> int:
+        """Keep entries that arrive while paused (the newest `max_lines`), counted."""
+        count = 0
+        held = self._held
+        for entry in entries:
+            item = (self._time_of(entry), self._held_count + count, entry)
+            if len(held) < self.max_lines:
+                heapq.heappush(held, item)
+            elif item[:2] > held[0][:2]:
+                heapq.heapreplace(held, item)
+            count += 1
+        self._held_count += count
+        self._update_titles()
+        return count
 
     def add_older(self, entries: Iterable[ActivityEntry]) -> int:
         """Add older entries (a history page, newest first), below the others
@@ -280,7 +331,7 @@ class ActivityFeed(ScrollView, can_focus=True):
 
     def watch_paused(self, paused: bool) -> None:
         if not paused:
-            held = list(self._held)
+            held = [entry for _, _, entry in sorted(self._held, key=_arrival_in_time)]
             self._held.clear()
             self._held_count = 0
             self.add_new(held)

@@ -24,6 +24,7 @@ from perseus_core.export import Exporter
 from perseus_core.instance import Instance
 from perseus_core.notify import Notifier
 from perseus_core.plumbing.connection import connect
+from perseus_core.plumbing.streams import xread_rows
 from perseus_core.store.activity import ActivityLog, ActivityTail, reads
 from perseus_core.store.control.sender import ControlClient
 from perseus_core.store.control.server import CommandServer, HandlerResult
@@ -242,6 +243,75 @@ async def test_tail_large_fleet_pipelined_reads(
             "notify-keyspace-events", "", target_nodes=RedisCluster.ALL_NODES
         )
     assert sorted(seen) == sorted(_expected(4))
+
+
+async def test_xread_on_a_cluster_finds_its_keys_without_asking_a_node(
+    cluster_redis: RedisCluster,
+) -> None:
+    """The keys of an XREAD are read from its own arguments: a large fleet's
+    tail sends one per slot group, and a COMMAND GETKEYS round trip before
+    each would double its cost."""
+    key = keys.activity_key("binance_us")
+    entry_id = await cluster_redis.xadd(key, ErrorEntry(error="once").to_fields())
+    every_node = RedisCluster.ALL_NODES
+    await cluster_redis.config_resetstat(target_nodes=every_node)
+    reply = await cluster_redis.xread({key: "0-0"}, count=5)
+    assert [row[0] for _, rows in xread_rows(reply) for row in rows] == [entry_id]
+    stats = await cluster_redis.info("commandstats", target_nodes=every_node)
+    assert not any("cmdstat_command|getkeys" in node_stats for node_stats in stats.values())
+
+
+@pytest.mark.parametrize("read_max", [reads.READ_MAX_STREAMS, 7], ids=["default", "small-reads"])
+async def test_tail_keeps_up_with_a_flood_over_two_thousand_streams(
+    read_max: int,
+    cluster_settings: Settings,
+    cluster_redis: RedisCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1,000 exchanges (2,000 streams, far more slot groups than blocking
+    reads), woken by keyspace notifications: a few thousand entries written
+    in floods reach the tail each once, in each stream's order, also when
+    each turn reads only a few of the streams that changed."""
+    monkeypatch.setattr(reads, "READ_MAX_STREAMS", read_max)
+    names = [f"flood-{n}" for n in range(1_000)]
+    stream_keys = [
+        key_of(name) for name in names for key_of in (keys.activity_key, keys.perseus_activity_key)
+    ]
+    every_node = RedisCluster.ALL_NODES
+    await cluster_redis.config_set("notify-keyspace-events", "Kt", target_nodes=every_node)
+
+    async def provider() -> list[str]:
+        return names
+
+    written: dict[str, list[str]] = {key: [] for key in stream_keys}
+    seen: dict[str, list[str]] = {key: [] for key in stream_keys}
+    try:
+        async with ActivityTail(cluster_settings, provider) as tail:
+
+            async def consume() -> None:
+                async for entry in tail:
+                    seen[entry.key].append(entry.id)
+
+            task = asyncio.create_task(consume())
+            try:
+                for round_no in range(2):
+                    async with cluster_redis.pipeline() as pipe:
+                        for key in stream_keys:
+                            pipe.xadd(key, ErrorEntry(error=f"flood {round_no}").to_fields())
+                        for key, entry_id in zip(stream_keys, await pipe.execute(), strict=True):
+                            written[key].append(entry_id)
+                total = sum(len(ids) for ids in written.values())
+                await eventually(
+                    lambda: sum(len(ids) for ids in seen.values()) >= total,
+                    within=60,
+                    what="every entry",
+                )
+            finally:
+                await tail.aclose()
+                await task
+    finally:
+        await cluster_redis.config_set("notify-keyspace-events", "", target_nodes=every_node)
+    assert seen == written  # each entry once, in its stream's order
 
 
 async def test_tail_sweeps_every_stream_when_notifications_go_missing(

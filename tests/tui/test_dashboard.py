@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,8 +21,15 @@ from perseus_core.plumbing.connection import connect
 from perseus_core.store.activity import ActivityLog
 from perseus_core.store.presence import AgentAnnouncer
 from perseus_core.wire import keys
-from perseus_core.wire.models import CatalogEntry, ConnectionState, ErrorEntry, InstanceStatus
+from perseus_core.wire.models import (
+    ActivityEntry,
+    CatalogEntry,
+    ConnectionState,
+    ErrorEntry,
+    InstanceStatus,
+)
 from perseus_core.wire.settings import Settings
+from perseus_tui import service
 from perseus_tui.app import PerseusApp
 from perseus_tui.messages import DetailRequested
 from perseus_tui.screens.confirm import ConfirmScreen
@@ -772,3 +779,51 @@ async def test_the_theme_picker_takes_one_submission_too(
             await pilot.pause()
         assert app.screen_stack == [app.dashboard]
     assert app.return_code in (None, 0)
+
+
+async def test_a_flood_of_entries_reaches_the_feed_bounded_and_in_order(
+    make_app: AppFactory, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands of entries over many streams, faster than batches are shown
+    (the tail waits after a few dozen): the feed ends with the newest entry of
+    every stream, newest first per stream, each once, within its bound, and
+    every entry was handed to it."""
+    monkeypatch.setattr(service, "FEED_WAITING_MAX", 40)
+    streams = [f"flood-{n}" for n in range(60)]
+    for exchange_id, name in enumerate(streams, start=1):
+        await add_catalog(redis, exchange_id, name)
+    app = make_app(feed_max_lines=200)
+    async with app.run_test(size=(120, 40)):
+        await eventually(app.history_loaded.is_set)
+        handed: list[ActivityEntry] = []
+        original = app.dashboard.add_feed_entries
+
+        def counting(entries: Iterable[ActivityEntry]) -> None:
+            batch = list(entries)
+            handed.extend(batch)
+            original(batch)
+
+        app.dashboard.add_feed_entries = counting  # type: ignore[method-assign]
+        newest: dict[str, str] = {}
+        for round_no in range(50):
+            async with redis.pipeline(transaction=False) as pipe:
+                for name in streams:
+                    pipe.xadd(keys.activity_key(name), ErrorEntry(error=f"e{round_no}").to_fields())
+                for name, entry_id in zip(streams, await pipe.execute(), strict=True):
+                    newest[name] = entry_id
+        await eventually(lambda: len(handed) >= 50 * len(streams), within=20)
+        feed = app.dashboard.feed
+        entries = feed.entries
+        shown = [(e.stream, e.id) for e in entries]
+        assert len(entries) == 200
+        assert len(set(shown)) == len(shown)
+        assert set(newest.items()) <= set(shown)
+        for name in streams:
+            ids = [_id_order(entry_id) for stream, entry_id in shown if stream == name]
+            assert ids == sorted(ids, reverse=True)
+        assert len(handed) == 50 * len(streams)  # nothing handed twice
+
+
+def _id_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)

@@ -401,3 +401,38 @@ def test_runs_join_neighbours_of_one_style_and_keep_every_character() -> None:
     spans = [(span.start, span.end, span.style) for span in joined.spans]
     assert spans == [(0, 5, "$success"), (5, 6, "$error"), (6, 7, "$success")]
     assert render.runs([]).plain == ""
+
+
+async def test_a_batch_larger_than_the_feed_places_only_its_newest_unseen_entries() -> None:
+    """A flood hands the feed more than it keeps: the newest entries not shown
+    yet fill it, in time order, each once, and all the unseen ones count as new."""
+    app = FeedApp(max_lines=100)
+    async with app.run_test(size=(100, 10)):
+        feed = app.query_one(ActivityFeed)
+        assert feed.add_new([entry(n, f"s{n % 7}") for n in range(50)]) == 50
+        flood = [entry(n, f"s{n % 7}") for n in range(30, 400)]
+        flood += flood[-20:]  # the same entries twice in one batch
+        assert feed.add_new(flood) == 350  # 370 in the batch, 20 of them shown already
+        ids = [e.id for e in feed.entries]
+        assert ids == [f"{1_000 + n}-0" for n in range(399, 299, -1)]
+        assert feed.add_new(flood) == 0
+
+
+async def test_a_paused_feed_holds_the_newest_entries_in_time_not_the_last_to_arrive() -> None:
+    """A read of many streams hands entries over out of time order: while
+    paused the feed keeps the newest `max_lines` by time, so on resume a
+    stream's newest entry is there even though older ones arrived after it."""
+    app = FeedApp(max_lines=3)
+    async with app.run_test(size=(100, 10)) as pilot:
+        feed = app.query_one(ActivityFeed)
+        feed.paused = True
+        feed.add_new([entry(10, "alpha")])
+        feed.add_new([entry(1, "beta"), entry(2, "gamma"), entry(3, "delta")])
+        assert feed.held_count == 4
+        feed.paused = False
+        await pilot.pause()
+        assert [(e.stream, e.id) for e in feed.entries] == [
+            ("alpha", "1010-0"),
+            ("delta", "1003-0"),
+            ("gamma", "1002-0"),
+        ]

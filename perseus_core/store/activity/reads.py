@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -59,6 +60,13 @@ without a wake-up) in case a notification was lost: the fleet is swept a
 slice at a time, so the sweep never holds the event loop for long (reading
 2,000 streams at once took about 100 ms, and an event arriving meanwhile
 waited for it)."""
+
+
+READ_MAX_STREAMS = 500
+"""Streams read in one turn on a large fleet; more that changed are read on
+the next turns. A flood over 10,000 exchanges changes thousands of streams
+between two turns, and reading and parsing them all at once held the event
+loop (and every key press) for close to a second."""
 
 
 StreamReply = list[tuple[str, list[StreamRow]]]
@@ -124,18 +132,27 @@ class ClusterStreamReader(StreamReader):
         super().__init__(client)
         self._cluster = client
         self._waiting: dict[tuple[tuple[str, str], ...], asyncio.Task[Any]] = {}
-        self._changed: set[str] = set()
+        self._changed: dict[str, None] = {}
+        """Streams to read on the next turns, in the order they changed (a
+        turn takes the oldest `READ_MAX_STREAMS`: none waits behind streams
+        that keep changing)."""
         self._wake = asyncio.Event()
         self._subscribers: list[asyncio.Task[None]] = []
         self._notifications: bool | None = None
         self._recheck_at = 0.0
         self._sweep_at = 0
+        self._sweep_order: list[str] = []
+        self._slots: dict[str, int] = {}
+        """Hash slot of every stream key seen: a fleet of 10,000 exchanges has
+        20,000 keys, and hashing them all again on every turn took 50 ms."""
+        self._group_count = (0, 0)
+        """(streams, slot groups) of the last read: recounted when the number
+        of streams changes (they are only ever added, or set aside)."""
 
     async def read(self, streams: Mapping[str, str], *, count: int, block_ms: int) -> Any:
         """New entries after each stream's ID, waiting up to `block_ms` for one."""
-        groups = _slot_groups(streams)
-        if len(groups) <= BLOCKING_GROUPS_MAX:
-            return await self._read_blocking(groups, count, block_ms)
+        if self._groups_in(streams) <= BLOCKING_GROUPS_MAX:
+            return await self._read_blocking(self._slot_groups(streams), count, block_ms)
         if (
             self._notifications is None
             or (self._notifications and any(task.done() for task in self._subscribers))
@@ -161,6 +178,33 @@ class ClusterStreamReader(StreamReader):
         except TimeoutError:  # the safety net: a notification may have been lost
             return await self._read_now(streams, count, only=self._next_sweep(streams))
         return await self._read_now(streams, count, only=self._take_changed())
+
+    def _groups_in(self, streams: Mapping[str, str]) -> int:
+        """How many slot groups `streams` make (see `_group_count`)."""
+        size, groups = self._group_count
+        if size != len(streams):
+            groups = len({self._slot(key) for key in streams})
+            self._group_count = (len(streams), groups)
+        return groups
+
+    def _slot(self, key: str) -> int:
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = key_slot(key.encode())
+        return slot
+
+    def _slot_groups(
+        self, streams: Mapping[str, str], only: set[str] | None = None
+    ) -> list[dict[str, str]]:
+        """The streams (those in `only`, when given) split by hash slot: one
+        multi-key XREAD is allowed per group. With `only` the work is in
+        proportion to the streams that changed, not to the fleet."""
+        groups: dict[int, dict[str, str]] = {}
+        for key in streams if only is None else only:
+            last_id = streams.get(key)
+            if last_id is not None:
+                groups.setdefault(self._slot(key), {})[key] = last_id
+        return list(groups.values())
 
     async def aclose(self) -> None:
         """Cancel every read left waiting and every subscription."""
@@ -207,8 +251,13 @@ class ClusterStreamReader(StreamReader):
     async def _read_now(
         self, streams: Mapping[str, str], count: int, only: set[str] | None
     ) -> StreamReply:
-        """One pipelined, non-blocking read (a round trip per node)."""
-        groups = _slot_groups({k: v for k, v in streams.items() if only is None or k in only})
+        """One pipelined, non-blocking read (a round trip per node) of the
+        streams in `only`; None: every stream, `READ_MAX_STREAMS` now and the
+        others on the next turns, at once."""
+        if only is None:
+            self._changed.update(dict.fromkeys(streams))
+            only = self._take_changed()
+        groups = self._slot_groups(streams, only)
         if not groups:
             return []
         async with self._cluster.pipeline() as pipe:
@@ -217,7 +266,7 @@ class ClusterStreamReader(StreamReader):
             replies = await pipe.execute()
         found = [pair for reply in replies for pair in xread_rows(reply)]
         # A stream with `count` new rows may have more: read it again next turn.
-        self._changed.update(key for key, rows in found if len(rows) >= count)
+        self._changed.update((key, None) for key, rows in found if len(rows) >= count)
         if self._changed:
             self._wake.set()
         return found
@@ -225,15 +274,25 @@ class ClusterStreamReader(StreamReader):
     def _next_sweep(self, streams: Mapping[str, str]) -> set[str]:
         """The next `SWEEP_CHUNK` streams of the safety net, in key order,
         round the fleet (and whatever changed meanwhile)."""
-        ordered = sorted(streams)
+        if len(self._sweep_order) != len(streams):
+            self._sweep_order = sorted(streams)
+        ordered = self._sweep_order
         start = self._sweep_at if self._sweep_at < len(ordered) else 0
         self._sweep_at = start + SWEEP_CHUNK
         return set(ordered[start : start + SWEEP_CHUNK]) | self._take_changed()
 
     def _take_changed(self) -> set[str]:
-        changed, self._changed = self._changed, set()
-        self._wake.clear()
-        return changed
+        """The `READ_MAX_STREAMS` streams that changed first; the wake-up
+        stays set while others wait."""
+        pending = self._changed
+        if len(pending) <= READ_MAX_STREAMS:
+            self._changed = {}
+            self._wake.clear()
+            return set(pending)
+        taken = set(itertools.islice(pending, READ_MAX_STREAMS))
+        for key in taken:
+            del pending[key]
+        return taken
 
     async def _subscribe(self, streams: Mapping[str, str]) -> bool:
         """Subscribe to writes of the followed streams on every master.
@@ -253,7 +312,7 @@ class ClusterStreamReader(StreamReader):
     def _note(self, key: str, event: str) -> None:
         """A keyspace event: a followed stream was written (`xadd`)."""
         if event == "xadd":
-            self._changed.add(key)
+            self._changed[key] = None
             self._wake.set()
 
 
@@ -398,12 +457,18 @@ async def _confirmed(node: Redis, patterns: list[str]) -> PubSub:
 
 async def _listen(node: Redis | None, pubsub: PubSub, note: KeyEvent) -> None:
     """Tell `note` of every keyspace event of one subscription until cancelled
-    or lost, then close it (and `node`, the client made for it, if any)."""
+    or lost, then close it (and `node`, the client made for it, if any).
+
+    Each notification is taken as the raw reply (`parse_response`), not as
+    the message dict `listen()` builds: a fleet under load sends tens of
+    thousands a second, and only the channel and the event are needed.
+    """
     try:
-        async for message in pubsub.listen():
-            if message.get("type") == "pmessage":
-                channel = str(message.get("channel", ""))
-                note(channel.split(":", 1)[1], str(message.get("data", "")))
+        while True:
+            message = await pubsub.parse_response(block=True)
+            # ["pmessage", pattern, "__keyspace@0__:{key}", event]
+            if isinstance(message, list) and len(message) == 4 and message[0] == "pmessage":
+                note(str(message[2]).split(":", 1)[1], str(message[3]))
     except TRANSIENT_ERRORS:
         return
     finally:
@@ -416,14 +481,6 @@ def slot_group_count(stream_keys: list[str]) -> int:
     """In how many slot groups a cluster tail reads `stream_keys`: up to
     `BLOCKING_GROUPS_MAX` it waits in one blocking read per group."""
     return len({key_slot(key.encode()) for key in stream_keys})
-
-
-def _slot_groups(streams: Mapping[str, str]) -> list[dict[str, str]]:
-    """The streams split by hash slot: one multi-key XREAD is allowed per group."""
-    groups: dict[int, dict[str, str]] = {}
-    for key, last_id in streams.items():
-        groups.setdefault(key_slot(key.encode()), {})[key] = last_id
-    return list(groups.values())
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]] | list[asyncio.Task[None]]) -> None:
