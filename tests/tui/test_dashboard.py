@@ -612,14 +612,15 @@ async def test_the_selected_card_stays_on_screen_when_the_terminal_shrinks(
     async with app.run_test(size=(80, 24)) as pilot:
         await eventually(lambda: app.loaded.is_set() and app.focused is not None)
         grid = app.dashboard.grid
-        last = grid.visible_cards[-1]
-        grid.select(last.exchange_id)
+        last = grid.visible_cards[-1].exchange_id
+        grid.select(last)
         await pilot.pause()
-        assert app.focused is last
+        assert app.focused is grid and grid.card(last).has_class("-cursor")  # type: ignore[union-attr]
         await pilot.resize_terminal(60, 20)
 
         def on_screen() -> bool:
-            return bool(last.region) and grid.region.contains_region(last.region)
+            card = grid.card(last)
+            return card is not None and grid.region.contains_region(card.region)
 
         await eventually(on_screen, what="the selected card scrolled into view")
         assert grid.max_scroll_y > 0  # the grid scrolls: not every card fits
