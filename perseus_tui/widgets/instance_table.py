@@ -85,8 +85,7 @@ class _Built:
     """One row's cells as last built, and what they were built from."""
 
     view: ExchangeView
-    now: datetime
-    stale: bool
+    generation: int
     cells: tuple[Content, ...]
     texts: tuple[Text, ...]
 
@@ -226,6 +225,9 @@ class InstanceTable(ScrollView, can_focus=True):
         """The exchange under the cursor, as last announced."""
         self._now: datetime | None = None
         self._stale = False
+        self._generation = 0
+        """Bumped when every row must be built again (a tick, staleness): rows built
+        in an older one are rebuilt when drawn."""
         self.timing = present.Timing()
         """This reader's heartbeat timing and when the fleet was read (set by the screen)."""
         self.timelines: TimelineBook | None = None
@@ -252,24 +254,42 @@ class InstanceTable(ScrollView, can_focus=True):
         *,
         stale: bool = False,
     ) -> None:
-        """Show `views` as the rows, in their order; the rows on screen are redrawn."""
+        """Show `views` as the rows, in their order.
+
+        When the rows are the same exchanges in the same order, only the
+        lines on screen whose view changed are redrawn (an unchanged one
+        advances its ages on the next tick); otherwise every line on screen.
+        """
         del tz  # the table shows ages, not absolute times
+        old = self._views
         self._now = now
-        self._stale = stale
+        if stale != self._stale:
+            self._stale = stale
+            self._generation += 1
         self._views = list(views)
-        self._index = {view.exchange_id: n for n, view in enumerate(self._views)}
-        keep = self._cursor_id
-        if keep is not None and keep in self._index:
-            self._cursor = self._index[keep]
-        self._resize_virtual()
-        self._move_cursor(self._cursor)
-        self.refresh()
+        same_rows = len(old) == len(self._views) and all(
+            a.exchange_id == b.exchange_id for a, b in zip(old, self._views, strict=True)
+        )
+        if not same_rows:
+            self._index = {view.exchange_id: n for n, view in enumerate(self._views)}
+            keep = self._cursor_id
+            if keep is not None and keep in self._index:
+                self._cursor = self._index[keep]
+            self._resize_virtual()
+            self._move_cursor(self._cursor)
+            self.refresh()
+            return
+        first = int(self.scroll_y)
+        for index in range(first, min(len(old), first + self.size.height)):
+            if old[index] is not self._views[index]:
+                self.refresh_line(index + 1)  # virtual lines: the header is line 0
 
     def tick(self, now: datetime) -> None:
         """Advance ages to `now` in the rows on screen."""
         if self._now is None:
             return
         self._now = now
+        self._generation += 1
         self.refresh()
 
     @property
@@ -287,22 +307,24 @@ class InstanceTable(ScrollView, can_focus=True):
         return self._build(self._index[exchange_id]).cells
 
     def _build(self, index: int) -> _Built:
-        """The cells of row `index`, from the cache when its view, time and staleness hold."""
+        """The cells of row `index`, from the cache unless its view changed or a tick passed."""
         view = self._views[index]
         now = self._now
         assert now is not None  # rows exist only once a read was shown
         built = self._built.get(view.exchange_id)
-        if (
-            built is None
-            or built.view is not view
-            or built.now != now
-            or built.stale != self._stale
-        ):
+        if built is None or built.view is not view or built.generation != self._generation:
             cells = row_cells(
                 view, now, self.timing, stale=self._stale, timelines=self.timelines,
                 traces=self.traces,
             )  # fmt: skip
-            built = _Built(view, now, self._stale, cells, tuple(map(self._to_text, cells)))
+            if built is None:
+                texts = tuple(map(self._to_text, cells))
+            else:  # a tick changes an age or two: the other cells keep their resolved text
+                texts = tuple(
+                    text if old.is_same(cell) else self._to_text(cell)
+                    for old, cell, text in zip(built.cells, cells, built.texts, strict=True)
+                )
+            built = _Built(view, self._generation, cells, texts)
             self._built[view.exchange_id] = built
             self._grow(built.texts)
         return built
