@@ -250,6 +250,7 @@ class DashboardScreen(ExchangeScreen):
         """Show the fleet as last read."""
         self._loaded = True
         self._views = list(views)
+        self.grid.filter.forget_others(self._views)
         self._now = now
         self._stale = stale
         self._sync_view_mode()

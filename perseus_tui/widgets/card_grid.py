@@ -50,7 +50,7 @@ def _haystack(view: ExchangeView) -> str:
         fields += [agent.hostname for agent in view.agents]
         if view.last_known is not None:
             fields.append(view.last_known.hostname)
-    return "\n".join((value or "").lower() for value in fields)
+    return "\n".join(filter(None, fields)).lower()
 
 
 def view_matches(view: ExchangeView, query: str) -> bool:
@@ -80,11 +80,14 @@ class ViewFilter:
             self._texts[view.exchange_id] = known
         return query.lower() in known[1]
 
-    def matching(self, views: Sequence[ExchangeView], query: str) -> list[ExchangeView]:
-        """The views that pass `query`, in their order; drops what it kept for vanished ones."""
-        if len(self._texts) > len(views):
-            wanted = {view.exchange_id for view in views}
+    def forget_others(self, fleet: Sequence[ExchangeView]) -> None:
+        """Drop what is kept for exchanges no longer in `fleet` (the whole fleet)."""
+        if len(self._texts) > len(fleet):
+            wanted = {view.exchange_id for view in fleet}
             self._texts = {k: v for k, v in self._texts.items() if k in wanted}
+
+    def matching(self, views: Sequence[ExchangeView], query: str) -> list[ExchangeView]:
+        """The views that pass `query`, in their order."""
         if not query:
             return list(views)
         return [view for view in views if self.matches(view, query)]
@@ -159,7 +162,22 @@ class CardGrid(Container, can_focus=True):
             tooltip="Select the card to the right",
             id="card-right",
         ),
-    ]
+        Binding(
+            "pagedown", "page(1)", "Page down", show=False,
+            tooltip="Select the card a screenful below", id="card-page-down",
+        ),
+        Binding(
+            "pageup", "page(-1)", "Page up", show=False,
+            tooltip="Select the card a screenful above", id="card-page-up",
+        ),
+        Binding(
+            "home", "first", "First", show=False, tooltip="Select the first card",
+            id="card-first",
+        ),
+        Binding(
+            "end", "last", "Last", show=False, tooltip="Select the last card", id="card-last"
+        ),
+    ]  # fmt: skip
 
     @dataclass
     class Selected(Message):
@@ -272,10 +290,6 @@ class CardGrid(Container, can_focus=True):
         """Lines one row of cards takes."""
         return COMPACT_HEIGHT if self.compact else CARD_HEIGHT
 
-    def _viewport_height(self) -> int:
-        """Lines of cards in view (before the first layout: the terminal's)."""
-        return self.scrollable_content_region.height or self.app.size.height
-
     def _place(self) -> None:
         """Bind the pool's cards to the rows in view and size the spacers around them."""
         if not self.is_mounted or self._now is None:
@@ -283,14 +297,18 @@ class CardGrid(Container, can_focus=True):
         columns = max(1, self.columns)
         row_height = self.row_height
         total_rows = -(-len(self._matching) // columns)
-        in_view = -(-self._viewport_height() // row_height) + 1  # a partly shown row each end
-        window_rows = min(total_rows, in_view + ROWS_BEYOND)
+        # Before the first layout there is no height yet: the spacers alone give
+        # the grid its height, and the resize that follows binds the cards.
+        height = self.scrollable_content_region.height
+        in_view = -(-height // row_height) + 1 if height else 0  # a partly shown row each end
+        capacity = (in_view + ROWS_BEYOND) * columns if height else 0
+        window_rows = min(total_rows, capacity // columns)
         first = min(int(self.scroll_y) // row_height, total_rows - window_rows)
         self._top.styles.height = first * row_height
         self._bottom.styles.height = (total_rows - first - window_rows) * row_height
         start = first * columns
         ids = self._matching[start : start + window_rows * columns]
-        self._grow_pool(len(ids))
+        self._size_pool(len(ids), capacity)
         self._bound = {}
         for card, exchange_id in zip(self._pool, ids, strict=False):
             card.timing = self.timing  # a card whose view is unchanged shows it on the next tick
@@ -302,7 +320,12 @@ class CardGrid(Container, can_focus=True):
             card.display = False
         self._mark_selection()
 
-    def _grow_pool(self, size: int) -> None:
+    def _size_pool(self, size: int, capacity: int) -> None:
+        """Have at least `size` cards, and none beyond what fills the grid (`capacity`):
+        hidden extras are kept while the filter shows fewer, dropped when the grid shrinks."""
+        if len(self._pool) > capacity:
+            extra, self._pool = self._pool[capacity:], self._pool[:capacity]
+            self._window.remove_children(extra)
         if len(self._pool) >= size or self._now is None:
             return
         first = self._views[self._matching[0]]
@@ -362,6 +385,23 @@ class CardGrid(Container, can_focus=True):
         target = min(max(target, 0), len(self._matching) - 1)
         self._choose(self._matching[target])
         self.show_selection()
+
+    def action_page(self, pages: int) -> None:
+        """Move the selection by as many rows as are in view, down (1) or up (-1)."""
+        rows = max(1, self.scrollable_content_region.height // self.row_height)
+        self.action_move(0, pages * rows)
+
+    def action_first(self) -> None:
+        """Select the first card the filter shows."""
+        if self._matching:
+            self._choose(self._matching[0])
+            self.show_selection()
+
+    def action_last(self) -> None:
+        """Select the last card the filter shows."""
+        if self._matching:
+            self._choose(self._matching[-1])
+            self.show_selection()
 
     def watch_has_focus(self, has_focus: bool) -> None:
         super().watch_has_focus(has_focus)
