@@ -53,13 +53,9 @@ def _haystack(view: ExchangeView) -> str:
     return "\n".join(filter(None, fields)).lower()
 
 
-def view_matches(view: ExchangeView, query: str) -> bool:
-    """Case-insensitive filter on name, display name, id, host and state."""
-    return not query or query.lower() in _haystack(view)
-
-
 class ViewFilter:
-    """`view_matches` over a whole fleet, fast enough for every key typed at 10,000.
+    """The dashboard's filter: case-insensitive, on name, display name, id, host
+    and state; fast enough over 10,000 exchanges for every key typed.
 
     Each view's searchable text is built once and kept until the view
     changes (compared by identity: the app hands over the same object for
@@ -70,15 +66,12 @@ class ViewFilter:
     def __init__(self) -> None:
         self._texts: dict[int, tuple[ExchangeView, str]] = {}
 
-    def matches(self, view: ExchangeView, query: str) -> bool:
-        """Whether `view` passes `query` (see `view_matches`)."""
-        if not query:
-            return True
+    def _text(self, view: ExchangeView) -> str:
         known = self._texts.get(view.exchange_id)
         if known is None or known[0] is not view:
             known = (view, _haystack(view))
             self._texts[view.exchange_id] = known
-        return query.lower() in known[1]
+        return known[1]
 
     def forget_others(self, fleet: Sequence[ExchangeView]) -> None:
         """Drop what is kept for exchanges no longer in `fleet` (the whole fleet)."""
@@ -90,7 +83,8 @@ class ViewFilter:
         """The views that pass `query`, in their order."""
         if not query:
             return list(views)
-        return [view for view in views if self.matches(view, query)]
+        needle = query.lower()
+        return [view for view in views if needle in self._text(view)]
 
 
 class _Spacer(Widget):

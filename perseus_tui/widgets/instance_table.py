@@ -430,11 +430,6 @@ class InstanceTable(ScrollView, can_focus=True):
             return None
         return self._views[self._cursor].exchange_id
 
-    @property
-    def cursor_row(self) -> int:
-        """The index of the cursor's row."""
-        return self._cursor
-
     def select(self, exchange_id: int) -> None:
         """Move the cursor to an exchange's row."""
         index = self._index.get(exchange_id)
