@@ -256,8 +256,15 @@ class CardGrid(Container, can_focus=True):
             card.stale = stale
 
     def apply_filter(self, query: str) -> None:
-        """Show only the exchanges that match `query` (name, host, state)."""
+        """Show only the exchanges that match `query` (name, host, state).
+
+        A hidden grid (the table shows) only keeps the query for its next
+        update: its views are older than the table's, and searching them
+        would replace the filter's text for the table's with theirs.
+        """
         self._query = query
+        if not self.display:
+            return
         self._refilter()
         if self.is_mounted:
             self.scroll_to(y=0, animate=False, immediate=True)
