@@ -24,12 +24,11 @@ from perseus_tui.messages import (
 from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.banner import ConnectionBanner, Outage
-from perseus_tui.widgets.card_grid import CardGrid, view_matches
+from perseus_tui.widgets.card_grid import CardGrid
 from perseus_tui.widgets.command_bar import CommandBar
 from perseus_tui.widgets.empty_fleet import EmptyFleet, RedisHint
 from perseus_tui.widgets.footer import PerseusFooter
 from perseus_tui.widgets.header import HeaderState, PerseusHeader
-from perseus_tui.widgets.instance_card import InstanceCard
 from perseus_tui.widgets.instance_table import InstanceTable
 
 FEED_MIN_HEIGHT = 6
@@ -96,14 +95,14 @@ DASHBOARD_BINDINGS: list[BindingType] = [
 
 
 class DashboardScreen(ExchangeScreen):
-    """The fleet and its activity. The selection follows focus in either view.
+    """The fleet and its activity. The selection is the grid's or the table's, whichever shows.
 
     `/` opens a filter input that keeps every key typed after it; Enter keeps
     the filter, Escape clears it. It narrows the cards (or the table) and the
     feed alike.
     """
 
-    AUTO_FOCUS = ""  # the selected card takes the focus once the fleet is loaded
+    AUTO_FOCUS = ""  # the fleet takes the focus once it is loaded
 
     BINDINGS = DASHBOARD_BINDINGS
     GATED_ACTIONS = (*ExchangeScreen.GATED_ACTIONS, "open_detail", "open_output", "clear_filter")
@@ -251,6 +250,7 @@ class DashboardScreen(ExchangeScreen):
         """Show the fleet as last read."""
         self._loaded = True
         self._views = list(views)
+        self.grid.filter.forget_others(self._views)
         self._now = now
         self._stale = stale
         self._sync_view_mode()
@@ -262,7 +262,7 @@ class DashboardScreen(ExchangeScreen):
             wanted = self._initial_selection
             if wanted is None or any(view.exchange_id == wanted for view in views):
                 self.selected_id = wanted if wanted is not None else views[0].exchange_id
-                if self.focused is None or isinstance(self.focused, InstanceCard):
+                if self.focused is None or isinstance(self.focused, CardGrid):
                     self.call_after_refresh(self.focus_view)  # once the cards are mounted
         self.sync_bindings()
 
@@ -274,7 +274,7 @@ class DashboardScreen(ExchangeScreen):
         self.grid.timelines = self.table.timelines = fleet.timelines
         self.table.traces = fleet.traces
         if self.showing_table:
-            shown = [view for view in self._views if view_matches(view, self.query_text)]
+            shown = self.grid.filter.matching(self._views, self.query_text)
             self.table.update_views(shown, self._now, self._tz, stale=self._stale)
         else:
             self.grid.update_views(self._views, self._now)
@@ -314,15 +314,15 @@ class DashboardScreen(ExchangeScreen):
             wanted = "table" if self.showing_table else "cards"
         self.set_class(wanted != "cards", "-fill")
         if switcher.current != wanted:
-            # Keep the keyboard on the fleet if it was there (a card or the table).
-            had_focus = isinstance(self.focused, InstanceCard | InstanceTable)
+            # Keep the keyboard on the fleet if it was there (the cards or the table).
+            had_focus = isinstance(self.focused, CardGrid | InstanceTable)
             switcher.current = wanted
             self._refresh_views()
             if had_focus:
                 self.focus_view()
 
     def focus_view(self) -> None:
-        """Give the keyboard to the fleet: the selected card or the table."""
+        """Give the keyboard to the fleet: the cards or the table, on the selection."""
         if self.showing_table:
             if self.selected_id is not None:
                 self.table.select(self.selected_id)

@@ -112,8 +112,8 @@ def card_lines(
     return lines
 
 
-class InstanceCard(Widget, can_focus=True):
-    """A focusable card for one exchange; the grid moves focus between cards.
+class InstanceCard(Widget):
+    """One exchange as a card; the grid rebinds its cards to the exchanges in view.
 
     `show()` rebuilds the card's text (cheap) and compares it with what is on
     screen; only a card whose text or styles changed is repainted.
@@ -133,7 +133,7 @@ class InstanceCard(Widget, can_focus=True):
         &.-stale { text-opacity: 70%; }
         &.-selected { border: round $accent; }
         &.-compact { height: 4; }
-        &:focus { border: heavy $accent; background-tint: $foreground 5%; }
+        &.-cursor { border: heavy $accent; background-tint: $foreground 5%; }
     }
     """
 
@@ -141,7 +141,7 @@ class InstanceCard(Widget, can_focus=True):
     """Redis is unreachable: the card shows the last known data, marked STALE."""
 
     def __init__(self, view: ExchangeView, *, now: datetime) -> None:
-        super().__init__(id=f"card-{view.exchange_id}")
+        super().__init__()
         self._view = view
         self._now = now
         self._lines: list[Content] | None = None
@@ -187,6 +187,23 @@ class InstanceCard(Widget, can_focus=True):
             self.set_class(compact, "-compact")
             self._lines = None
             self.refresh(layout=True)
+
+    def bind(self, view: ExchangeView, now: datetime) -> None:
+        """Show `view`, of this card's exchange or of another one (the grid scrolled).
+
+        The same view object as before is left alone: its card only needs the
+        clock, which `show` advances on the next tick.
+        """
+        if view is self._view:
+            return
+        if view.exchange_id == self._view.exchange_id:
+            self.show(view, now)
+            return
+        self._view = view
+        self._now = now
+        self._update_classes()
+        self._lines = None
+        self.refresh()
 
     def show(self, view: ExchangeView, now: datetime) -> None:
         """Show a newer view (or the same one at a later time); repaint only what changed."""

@@ -12,7 +12,6 @@ import pytest
 from redis.asyncio import Redis
 from textual.command import CommandList, CommandPalette
 from textual.widgets import ContentSwitcher
-from textual.widgets.data_table import ColumnKey
 
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_cli.apps.screenshots import HOSTILE_HOSTNAME, seed_fleet, seed_hostile
@@ -39,7 +38,7 @@ from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.command_bar import CommandBar, line_content
 from perseus_tui.widgets.empty_fleet import EmptyFleet
 from perseus_tui.widgets.instance_card import InstanceCard
-from perseus_tui.widgets.instance_table import InstanceTable
+from perseus_tui.widgets.instance_table import CELL_PADDING, InstanceTable
 from tests.tui.conftest import Notes
 from tests.waiting import eventually
 
@@ -531,17 +530,20 @@ async def test_table_rows_off_screen_catch_up_when_scrolled_to(
         app.request_refresh()
         await eventually(lambda: app.views[100].online and app.views[1].online)
         await pilot.pause()
-        assert table.get_row("1")[2].plain == "active"  # on screen: rewritten at once
+        assert table.get_row(1)[2].plain == "active"  # on screen: rewritten at once
 
         table.move_cursor(row=99)  # scrolls the last row into view
         await pilot.pause()
+        assert table.column_widths["error"] >= len(error)  # widened when the row was drawn
+        lines = [table.render_line(y).text for y in range(table.size.height)]
+        row = next(line for line in lines if " x100 " in line)
+        assert " active " in row and " x100-host " in row
 
         def cell(column: str) -> str:
-            return str(table.get_cell("100", column).plain)
+            return table.get_row(100)[list(table.column_widths).index(column)].plain
 
         assert cell("state") == "active" and cell("host") == "x100-host"
         assert cell("error") == error
-        assert table.columns[ColumnKey("error")].content_width >= len(error)
 
 
 async def test_a_narrow_footer_keeps_help_quit_and_the_commands(
@@ -600,12 +602,12 @@ async def test_at_80_columns_the_table_shows_heartbeat_and_uptime_whole(
         await pilot.pause()
         table = app.dashboard.table
         shown = 0
-        for column in table.ordered_columns:
-            shown += column.get_render_width(table)
-            if column.key.value == "uptime":
+        for key, width in table.column_widths.items():
+            shown += width + 2 * CELL_PADDING
+            if key == "uptime":
                 break
         assert shown <= table.scrollable_content_region.width
-        ready = [cell.plain for cell in table.get_row("9")]
+        ready = [cell.plain for cell in table.get_row(9)]
         assert ready[3].startswith("agent: Idle for")
 
 
@@ -619,14 +621,15 @@ async def test_the_selected_card_stays_on_screen_when_the_terminal_shrinks(
     async with app.run_test(size=(80, 24)) as pilot:
         await eventually(lambda: app.loaded.is_set() and app.focused is not None)
         grid = app.dashboard.grid
-        last = grid.visible_cards[-1]
-        grid.select(last.exchange_id)
+        last = grid.visible_cards[-1].exchange_id
+        grid.select(last)
         await pilot.pause()
-        assert app.focused is last
+        assert app.focused is grid and grid.card(last).has_class("-cursor")  # type: ignore[union-attr]
         await pilot.resize_terminal(60, 20)
 
         def on_screen() -> bool:
-            return bool(last.region) and grid.region.contains_region(last.region)
+            card = grid.card(last)
+            return card is not None and grid.region.contains_region(card.region)
 
         await eventually(on_screen, what="the selected card scrolled into view")
         assert grid.max_scroll_y > 0  # the grid scrolls: not every card fits

@@ -17,8 +17,9 @@ from perseus_tui import render
 from perseus_tui.app import PerseusApp
 from perseus_tui.screens.help import HelpScreen, Legend
 from perseus_tui.screens.intro import IntroScreen
+from perseus_tui.widgets.card_grid import CardGrid
 from perseus_tui.widgets.empty_fleet import EmptyFleet
-from perseus_tui.widgets.instance_card import CARD_HEIGHT, InstanceCard
+from perseus_tui.widgets.instance_card import CARD_HEIGHT
 from tests.waiting import eventually
 
 
@@ -34,7 +35,7 @@ async def _past_the_intro(app: PerseusApp, pilot: Pilot[None]) -> None:
     """The intro opens over the loaded fleet; Enter closes it onto the selected card."""
     await eventually(lambda: app.loaded.is_set() and isinstance(app.screen, IntroScreen))
     await pilot.press("enter")
-    await eventually(lambda: isinstance(app.screen.focused, InstanceCard))
+    await eventually(lambda: isinstance(app.screen.focused, CardGrid))
     await pilot.pause()
 
 
@@ -44,7 +45,8 @@ async def test_the_demo_at_80x24_explains_itself_and_fits(redis_url: str) -> Non
     async with app.run_test(size=(80, 24)) as pilot:
         await _past_the_intro(app, pilot)
         grid = app.dashboard.grid
-        assert app.screen.focused is grid.card(7) and app.dashboard.selected_id == 7  # Gemini
+        assert app.screen.focused is grid and app.dashboard.selected_id == 7  # Gemini
+        assert grid.card(7) is not None and grid.card(7).has_class("-cursor")
         assert grid.compact
         cards = grid.visible_cards
         assert len(cards) == len(MEMBERS) == 6

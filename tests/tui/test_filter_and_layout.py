@@ -41,7 +41,8 @@ async def test_keys_typed_right_after_slash_go_to_the_filter(
         assert app.dashboard.query_one("#filter-input", Input).value == "zu"
         shown = [card.exchange_id for card in app.dashboard.grid.visible_cards]
         assert shown == [2]
-        assert app.screen.focused is app.dashboard.grid.card(2)  # Enter kept the filter
+        grid = app.dashboard.grid
+        assert app.screen.focused is grid and grid.selected_id == 2  # Enter kept the filter
 
 
 async def test_a_key_typed_before_slash_in_the_same_burst_keeps_its_binding(
