@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from _common import exchange_name, summary_ms
+from _common import exchange_name, summary_ms, wait_until
 from textual.pilot import Pilot
 from textual.strip import Strip
 
@@ -309,8 +309,10 @@ async def event_to_screen(
     handed = dashboard.add_feed_entries
     wanted: dict[str, tuple[float, asyncio.Event]] = {}
     """Markers appended and not yet handed to the feed -> when, and their event."""
+    appended: dict[str, float] = {}
+    """When each counted marker was appended (t0)."""
     delivered: dict[str, float] = {}
-    """When each marker was handed to the feed."""
+    """When each marker was handed to the feed, however late."""
     framed: dict[str, float] = {}
     """When the first frame after each marker's hand-off was rendered."""
 
@@ -338,7 +340,6 @@ async def event_to_screen(
 
     dashboard.add_feed_entries = add_feed_entries  # type: ignore[method-assign]
     latencies: list[float] = []
-    reads: list[float] = []
     in_view = 0
     missing = 0
     phase_end = time.perf_counter() + phase_limit_s
@@ -361,20 +362,22 @@ async def event_to_screen(
             shown = probe.expect(marker)
             start = time.perf_counter()
             wanted[marker] = (start, shown)
+            if index >= warmup:
+                appended[marker] = start
             await log.append(name, entry)
             try:
                 await asyncio.wait_for(shown.wait(), missing_after_s)
             except TimeoutError:
-                probe.forget(marker)
-                wanted.pop(marker, None)
+                probe.forget(marker)  # still watched for its hand-off to the feed
                 missing += index >= warmup
                 continue
             if index >= warmup:
                 seen = probe.seen.get(marker, math.inf)
                 in_view += seen < math.inf
                 latencies.append(min(seen, framed.get(marker, math.inf)) - start)
-                reads.append(delivered[marker] - start)
             await asyncio.sleep(random.uniform(0.02, 0.06))
+        # The late ones a little longer, to tell late from lost.
+        await wait_until(lambda: all(m in delivered for m in appended), missing_after_s)
     finally:
         dashboard.add_feed_entries = handed  # type: ignore[method-assign]
     return {
@@ -383,7 +386,11 @@ async def event_to_screen(
         "missing": missing,
         "missing_after_s": missing_after_s,
         **summary_ms(latencies + [math.inf] * missing),
-        # Where the time went: appended to handed to the feed (the read).
-        "handed_to_feed": summary_ms(reads),
+        # Where the time went: appended to handed to the feed (the read),
+        # late ones included; "never": not handed by the end of the phase.
+        "handed_to_feed": {
+            **summary_ms([delivered[m] - t0 for m, t0 in appended.items() if m in delivered]),
+            "never": sum(m not in delivered for m in appended),
+        },
         "rendered_in_the_feed_s_view": in_view,
     }
