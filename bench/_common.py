@@ -398,9 +398,11 @@ class Report:
             out["notes"] = self.notes
         return out
 
-    def emit(self, server: RedisServer | None = None) -> None:
-        """Print the report as one JSON object."""
-        print(json.dumps(_json_safe(self.as_dict(server)), indent=2, allow_nan=False))
+    def emit(self, server: RedisServer | None = None, *, one_line: bool = False) -> None:
+        """Print the report as one JSON object; `one_line` prints it on one
+        line, so runs collected in one file stay one line each."""
+        indent = None if one_line else 2
+        print(json.dumps(_json_safe(self.as_dict(server)), indent=indent, allow_nan=False))
 
 
 def _json_safe(value: Any) -> Any:

@@ -30,6 +30,8 @@ reached within its limit is reported as null, and its check as not met):
 7. RSS after `--minutes` more with the feed at `--feed-rate`: resident memory
    at the end (sampled every 10 s along the way).
 
+The report is one JSON line (runs collected in one file stay one line each).
+
 Targets (the first column for N <= 1,000, else the second): first paint
 < 1 s / < 2 s; event to screen p99 < 50 / < 100 ms; refresh cycle CPU median
 < 10 / < 30 ms; key press p99 < 50 / < 100 ms; RSS < 150 / < 300 MB; Redis CPU
@@ -342,7 +344,7 @@ def main() -> None:
                 f"shortened run: RSS phase {args.minutes:g} min (goal: 10),"
                 f" burst {args.burst_seconds:g} s (default 60)"
             )
-        report.emit(target.servers[0])
+        report.emit(target.servers[0], one_line=True)
 
 
 if __name__ == "__main__":
