@@ -542,6 +542,7 @@ def produce_activity(
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # Ctrl-C reaches the producers too: the parent ends them
     templates: dict[int, tuple[str, dict[str, str], dict[str, str]]] = {}
 
     def template(exchange_id: int) -> tuple[str, dict[str, str], dict[str, str]]:
