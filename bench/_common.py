@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:  # run as `python bench/bench_x.py` from a checkou
 from redis.asyncio import Redis  # noqa: E402
 
 from perseus_cli.apps.redis_server import RedisServer  # noqa: E402
+from perseus_core.plumbing.topology import RedisClient  # noqa: E402
 from perseus_core.wire import keys  # noqa: E402
 from perseus_core.wire.models import (  # noqa: E402
     CatalogEntry,
@@ -116,12 +117,14 @@ def status_payload(exchange_id: int, now: datetime | None = None) -> str:
 
 
 async def seed_fleet(
-    redis: Redis, size: int, *, ttl_ms: int = 3_600_000, flush: bool = True
+    redis: RedisClient, size: int, *, ttl_ms: int = 3_600_000, flush: bool = True
 ) -> None:
     """A catalog of `size` exchanges (ids 1..size), each with a live status key.
 
     The keys get a long TTL so they stay online for the whole run without
     anyone heartbeating (which would add its own CPU to the measurement).
+    On a cluster the flush empties every master and the pipeline is split
+    per node by the client: one key per command, so no slot is crossed.
     """
     if flush:
         await redis.flushall()
@@ -145,7 +148,7 @@ async def seed_fleet(
 
 
 async def touch_fleet(
-    redis: Redis, size: int, *, ttl_ms: int = 3_600_000, now: datetime | None = None
+    redis: RedisClient, size: int, *, ttl_ms: int = 3_600_000, now: datetime | None = None
 ) -> None:
     """Rewrite every status with a new lastHeartbeat (`now`, default the real
     time), as a round of heartbeats would."""
@@ -395,9 +398,11 @@ class Report:
             out["notes"] = self.notes
         return out
 
-    def emit(self, server: RedisServer | None = None) -> None:
-        """Print the report as one JSON object."""
-        print(json.dumps(_json_safe(self.as_dict(server)), indent=2, allow_nan=False))
+    def emit(self, server: RedisServer | None = None, *, one_line: bool = False) -> None:
+        """Print the report as one JSON object; `one_line` prints it on one
+        line, so runs collected in one file stay one line each."""
+        indent = None if one_line else 2
+        print(json.dumps(_json_safe(self.as_dict(server)), indent=indent, allow_nan=False))
 
 
 def _json_safe(value: Any) -> Any:
@@ -450,3 +455,247 @@ def run_async(main: Callable[[], Any]) -> Any:
     """asyncio.run with the event loop's debug mode off, whatever the environment says."""
     os.environ.pop("PYTHONASYNCIODEBUG", None)
     return asyncio.run(main())
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, Any]:
+    """Median, p90, p99 and max of durations in seconds, as milliseconds."""
+    return {
+        "median_ms": ms(median(values)),
+        "p90_ms": ms(percentile(values, 90)),
+        "p99_ms": ms(percentile(values, 99)),
+        "max_ms": ms(max(values)) if values else None,
+        "samples": len(values),
+    }
+
+
+@dataclass
+class RedisTarget:
+    """Where a benchmark's Redis runs: one server, or every node of a local cluster."""
+
+    url: str
+    servers: list[RedisServer]
+    cluster: bool
+
+    def cpu_seconds(self) -> float:
+        """used_cpu_sys + used_cpu_user (INFO cpu) summed over every server.
+
+        Every node counts, replicas included: a replica applies what its
+        master writes, and a cluster's nodes ping each other on their own.
+        """
+        import redis as sync_redis
+
+        total = 0.0
+        for server in self.servers:
+            with sync_redis.Redis.from_url(server.url) as client:
+                info = client.info("cpu")
+            total += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        return total
+
+
+@contextlib.contextmanager
+def redis_target(*, cluster: bool, keyspace_events: str = "") -> Iterator[RedisTarget]:
+    """One private redis-server, or a local Redis Cluster of 3 masters and 3
+    replicas, with `notify-keyspace-events` set to `keyspace_events`; removed
+    however the run ends (SIGTERM included), like `redis_server`."""
+    if not cluster:
+        config = ("notify-keyspace-events", keyspace_events) if keyspace_events else ()
+        with redis_server(*config) as server:
+            yield RedisTarget(server.url, [server], cluster=False)
+        return
+    from perseus_cli.apps.redis_cluster import RedisClusterNodes
+
+    signal.signal(signal.SIGTERM, _raise_exit)
+    with RedisClusterNodes(keyspace_events=keyspace_events) as nodes:
+        yield RedisTarget(nodes.url, list(nodes.nodes), cluster=True)
+
+
+# --- activity producers (each in its own process) ------------------------------------
+
+_PRODUCER_TICK_S = 0.01
+_PRODUCER_MAXLEN = 500
+"""Approximate length each stream is trimmed to, so a long run's streams do not
+fill Redis's memory (an agent trims by age instead; the dashboard reads the same)."""
+
+
+def produce_activity(
+    url: str, *, cluster: bool, rate: float, seconds: float, exchanges: int, part: int, parts: int
+) -> dict[str, Any]:
+    """Append `rate` entries/s to the activity streams of exchanges 1..`exchanges`
+    for `seconds` (or until SIGTERM), pipelined on a 10 ms schedule. A producer
+    that falls behind still stops after `seconds`: the rate it reaches is
+    reported, not stretched over a longer run.
+
+    Producer `part` of `parts` writes every `parts`-th entry of the sequence
+    that cycles over the fleet, so several processes together spread their
+    entries evenly over every stream. Entries alternate between errors and
+    transitions (the only kinds `logs:network:*` holds); each entry's fields
+    come from a template built once per exchange, so the producer's own cost
+    stays small next to Redis's.
+    """
+    import redis as sync_redis
+    from redis.cluster import RedisCluster
+
+    stopping = False
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # Ctrl-C reaches the producers too: the parent ends them
+    templates: dict[int, tuple[str, dict[str, str], dict[str, str]]] = {}
+
+    def template(exchange_id: int) -> tuple[str, dict[str, str], dict[str, str]]:
+        if exchange_id not in templates:
+            name = exchange_name(exchange_id)
+            host, ip = "trader-01.eu-west.internal", "203.0.113.7"
+            error = ErrorEntry(
+                timestamp="", error="", state="active", exchange_id=str(exchange_id),
+                exchange_name=name, hostname=host, ip=ip,
+            ).to_fields()  # fmt: skip
+            move = StateTransitionEntry(
+                timestamp="", from_state="warming", to_state="active",
+                exchange_id=str(exchange_id), exchange_name=name, hostname=host, ip=ip,
+            ).to_fields()  # fmt: skip
+            templates[exchange_id] = (keys.activity_key(name), error, move)
+        return templates[exchange_id]
+
+    per_tick = max(1, round(rate * _PRODUCER_TICK_S))
+    total = int(rate * seconds)
+    sent = 0
+    late_ticks = 0
+    client: sync_redis.Redis | RedisCluster = (
+        RedisCluster.from_url(url, decode_responses=True)
+        if cluster
+        else sync_redis.Redis.from_url(url, decode_responses=True)
+    )
+    start = time.perf_counter()
+    try:
+        tick = 0
+        while sent < total and not stopping and time.perf_counter() - start < seconds:
+            delay = start + tick * _PRODUCER_TICK_S - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -_PRODUCER_TICK_S:
+                late_ticks += 1
+            stamp = format_ts(datetime.now(UTC))
+            pipe = client.pipeline(transaction=False)
+            for _ in range(int(min(per_tick, total - sent))):
+                sequence = sent * parts + part
+                key, error, move = template(sequence % exchanges + 1)
+                if sequence % 2:
+                    fields = {**error, "timestamp": stamp, "error": f"load-{sequence:08d} lag"}
+                else:
+                    fields = {**move, "timestamp": stamp}
+                pipe.xadd(key, fields, maxlen=_PRODUCER_MAXLEN, approximate=True)  # type: ignore[arg-type]
+                sent += 1
+            pipe.execute()
+            tick += 1
+    finally:
+        client.close()
+    elapsed = time.perf_counter() - start
+    return {
+        "sent": sent,
+        "seconds": round(elapsed, 3),
+        "rate_per_s": round(sent / elapsed, 1) if elapsed else None,
+        "late_ticks": late_ticks,
+    }
+
+
+class Producers:
+    """Producer processes appending activity together at a combined rate.
+
+    Separate processes, so the measured dashboard shares nothing with them
+    but the machine. Used as an async context manager, which kills any
+    producer still running on the way out, however the block ends; `stop`
+    ends them early and collects what they sent. A producer also ends by
+    itself after its `seconds`, so none outlives a benchmark killed outright
+    for long.
+    """
+
+    PER_PROCESS_RATE = 5_000
+    """Entries/s one producer is asked for at most; above it, more processes."""
+
+    def __init__(self, target: RedisTarget, rate: float, seconds: float, exchanges: int) -> None:
+        self.target = target
+        self.rate = rate
+        self.seconds = seconds
+        self.exchanges = exchanges
+        self.parts = max(1, math.ceil(rate / self.PER_PROCESS_RATE))
+        self._processes: list[asyncio.subprocess.Process] = []
+        self.started = 0.0
+
+    async def start(self) -> Producers:
+        """Start every producer process."""
+        self.started = time.perf_counter()
+        for part in range(self.parts):
+            self._processes.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable, __file__, "produce", self.target.url,
+                    "cluster" if self.target.cluster else "single",
+                    str(self.rate / self.parts), str(self.seconds),
+                    str(self.exchanges), str(part), str(self.parts),
+                    stdout=asyncio.subprocess.PIPE,
+                )
+            )  # fmt: skip
+        return self
+
+    @property
+    def running(self) -> bool:
+        """Whether any producer is still appending."""
+        return any(process.returncode is None for process in self._processes)
+
+    async def stop(self, *, limit_s: float = 30.0) -> dict[str, Any]:
+        """Ask every producer to stop (SIGTERM), collect what each sent, and
+        kill any that does not end within `limit_s`. The combined figures."""
+        outputs: list[dict[str, Any]] = []
+        for process in self._processes:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+        for process in self._processes:
+            try:
+                out, _ = await asyncio.wait_for(process.communicate(), limit_s)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+                continue
+            lines = out.decode().strip().splitlines()
+            if lines:
+                outputs.append(json.loads(lines[-1]))
+        self._processes.clear()
+        sent = sum(output["sent"] for output in outputs)
+        seconds = max((output["seconds"] for output in outputs), default=0.0)
+        return {
+            "asked_rate_per_s": self.rate,
+            "processes": self.parts,
+            "processes_reporting": len(outputs),
+            "sent": sent,
+            "seconds": seconds,
+            "achieved_rate_per_s": round(sent / seconds, 1) if seconds else None,
+            "late_ticks": sum(output["late_ticks"] for output in outputs),
+        }
+
+    async def __aenter__(self) -> Producers:
+        return await self.start()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        # Whatever happened: no producer outlives the measurement.
+        for process in self._processes:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["produce"]:
+    _url, _mode, _rate, _seconds, _exchanges, _part, _parts = sys.argv[2:9]
+    print(
+        json.dumps(
+            produce_activity(
+                _url, cluster=_mode == "cluster", rate=float(_rate), seconds=float(_seconds),
+                exchanges=int(_exchanges), part=int(_part), parts=int(_parts),
+            )
+        ),
+        flush=True,
+    )  # fmt: skip
