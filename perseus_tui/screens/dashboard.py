@@ -321,6 +321,13 @@ class DashboardScreen(ExchangeScreen):
             if had_focus:
                 self.focus_view()
 
+    def on_screen_resume(self) -> None:
+        """Back from a panel (the intro, help, the detail screen): the keyboard
+        goes to the fleet when nothing here holds it. The first read may have
+        come while the intro was open, before the cards could take it."""
+        if self.focused is None and self._views:
+            self.call_after_refresh(self.focus_view)
+
     def focus_view(self) -> None:
         """Give the keyboard to the fleet: the cards or the table, on the selection."""
         if self.showing_table:

@@ -47,7 +47,8 @@ async def test_the_demo_at_80x24_explains_itself_and_fits(redis_url: str) -> Non
         grid = app.dashboard.grid
         assert app.screen.focused is grid and app.dashboard.selected_id == 7  # Gemini
         assert grid.card(7) is not None and grid.card(7).has_class("-cursor")
-        assert grid.compact
+        await eventually(lambda: grid.compact, what="two-line cards, to fit 80x24")
+        await pilot.pause()
         cards = grid.visible_cards
         assert len(cards) == len(MEMBERS) == 6
         for card in cards:  # every card whole on screen, none scrolled away
