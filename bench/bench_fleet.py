@@ -320,7 +320,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exchanges", type=int, default=10_000)
     parser.add_argument("--cluster", action="store_true", help="on a local Redis Cluster (3+3)")
-    parser.add_argument("--notify", action="store_true", help="keyspace notifications on (Kt)")
+    parser.add_argument(
+        "--notify",
+        action="store_true",
+        help="keyspace notifications on: K$gxzht, what the dashboard's tail (t) and its"
+        " status watcher ($gxzh) use",
+    )
     parser.add_argument("--minutes", type=float, default=10.0, help="the RSS phase")
     parser.add_argument("--burst-seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=20_000, help="burst entries/s")
@@ -330,7 +335,7 @@ def main() -> None:
         "--paint-limit", type=float, default=300.0, help="seconds allowed for the first paint"
     )
     args = parser.parse_args()
-    args.keyspace_events = "Kt" if args.notify else ""
+    args.keyspace_events = "K$gxzht" if args.notify else ""
     report = Report("fleet")
     with redis_target(cluster=args.cluster, keyspace_events=args.keyspace_events) as target:
         report.figures = run_async(lambda: measure(target, args))

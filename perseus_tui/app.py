@@ -13,9 +13,11 @@ renders the same screen on any machine on any day.
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, tzinfo
+from operator import attrgetter
 
 from textual import events, on
 from textual.app import App
@@ -71,6 +73,10 @@ from perseus_tui.widgets.header import HeaderState, summary_parts
 
 ERROR_TIMEOUT_S = 10.0
 """Error notifications stay longer than progress ones."""
+
+
+_view_order = attrgetter("exchange_id")
+"""How the cards and the table list exchanges (ids are unique in a fleet's views)."""
 
 
 class PerseusApp(App[None]):
@@ -306,31 +312,49 @@ class PerseusApp(App[None]):
         if not self._showing():
             return
         views = dict(self.views)  # a new mapping: the header counts again
+        changed: dict[int, ExchangeView] = {}
         for view in message.views:
             if view.exchange_id in views:
-                views[view.exchange_id] = view
+                views[view.exchange_id] = changed[view.exchange_id] = view
             else:
                 self.request_refresh()  # a new exchange: let a full read place it
         self._connection_ok()
-        self._show(views)
+        self._show(views, changed=changed)
 
-    def _show(self, views: dict[int, ExchangeView], *, read_at: datetime | None = None) -> None:
+    def _show(
+        self,
+        views: dict[int, ExchangeView],
+        *,
+        read_at: datetime | None = None,
+        changed: dict[int, ExchangeView] | None = None,
+    ) -> None:
+        """Show `views`. With `changed` (a partial re-read: the same
+        exchanges, these few read again) the work follows them, not the
+        fleet: a 10,000-exchange dashboard re-reads a few at a time."""
         previous = self.fleet
         if previous.loaded and not previous.stale:
             # Dated when the read was taken: the feed places it among the entries by that time.
             seen_at = read_at or self.clock()
-            observed = self.observer.compare(previous.views, views, seen_at)
+            observed = self.observer.compare(
+                previous.views, views if changed is None else changed, seen_at
+            )
             if observed:
                 previous.timelines.add(observed)  # marks in the strip's slices
                 self.live_entries = observed  # feed and history; never written to Redis
-        ordered = sorted(views.values(), key=lambda v: (v.exchange_id, v.exchange_name))
+        now = self.clock()
+        if changed is None:
+            ordered = sorted(views.values(), key=_view_order)
+            previous.traces.forget(views)
+            previous.traces.record(ordered, now)
+        else:
+            ordered = list(previous.ordered)
+            for view in changed.values():
+                ordered[bisect.bisect_left(ordered, _view_order(view), key=_view_order)] = view
+            previous.traces.record(changed.values(), now)
         timing = previous.timing
         if read_at is not None and read_at != timing.read_at:
             timing = replace(timing, read_at=read_at)
-        now = self.clock()
         previous.timelines.trim(now - DAY)
-        previous.traces.forget(views)
-        previous.traces.record(ordered, now)
         self.fleet = FleetState(
             views, ordered, now, False, True, timing, previous.timelines, previous.traces
         )

@@ -333,6 +333,16 @@ KEPT_PER_EXCHANGE = 2_000
 before the oldest kept becomes unknown (memory stays bounded whatever an
 exchange writes)."""
 
+KEPT_IN_FLEET = 20_000
+"""Entries kept across the whole fleet, about 3 KB each with their model:
+a `TimelineBook` of many exchanges shares this out (`TimelineBook.limit`),
+so the dashboard of a 10,000-exchange flood holds tens of megabytes of
+history, not gigabytes. An exchange past its share shows the time before
+its oldest kept entry as unknown, as it does past `KEPT_PER_EXCHANGE`."""
+
+KEPT_AT_LEAST = 3
+"""The smallest share: enough for the newest transition and what followed it."""
+
 
 class History:
     """The entries one exchange's timelines are built from: those of the
@@ -372,9 +382,9 @@ class History:
         """The entries kept, oldest first."""
         return self._entries
 
-    def add(self, entry: ActivityEntry) -> bool:
-        """Keep one entry (once; an entry without a time is left out).
-        Returns whether it was new."""
+    def add(self, entry: ActivityEntry, limit: int = KEPT_PER_EXCHANGE) -> bool:
+        """Keep one entry (once; an entry without a time is left out), and
+        at most `limit` in all, the newest. Returns whether it was new."""
         mark = (entry.key, entry.id)
         moment = _moment(entry)
         if moment is None or (entry.id and mark in self._seen):
@@ -389,8 +399,8 @@ class History:
             index = bisect.bisect_right(self._orders, order)
             self._entries.insert(index, entry)
             self._orders.insert(index, order)
-        if len(self._entries) > KEPT_PER_EXCHANGE:
-            self._drop(len(self._entries) - KEPT_PER_EXCHANGE)
+        if len(self._entries) > limit:
+            self._drop(len(self._entries) - limit)
             self.known_from = self._orders[0][0]
         self._changes += 1
         return True
@@ -403,10 +413,16 @@ class History:
         self._seen.difference_update((old.key, old.id) for old in dropped)
         self._changes += 1
 
-    def load(self, entries: Iterable[ActivityEntry], *, known_from: datetime | None) -> None:
+    def load(
+        self,
+        entries: Iterable[ActivityEntry],
+        *,
+        known_from: datetime | None,
+        limit: int = KEPT_PER_EXCHANGE,
+    ) -> None:
         """Merge a window read's entries with what the tail added meanwhile."""
         for entry in entries:
-            self.add(entry)
+            self.add(entry, limit)
         if known_from is not None and (self.known_from is None or known_from > self.known_from):
             self.known_from = known_from
         self.loaded = True
@@ -483,12 +499,21 @@ class TimelineBook:
             found = self._histories[key] = History()
         return found
 
+    @property
+    def limit(self) -> int:
+        """Entries each exchange may keep: its share of `KEPT_IN_FLEET`. A
+        history over a share that shrank (more exchanges came) sheds its
+        oldest at its next entry."""
+        share = KEPT_IN_FLEET // max(1, len(self._histories))
+        return max(KEPT_AT_LEAST, min(KEPT_PER_EXCHANGE, share))
+
     def add(self, entries: Iterable[ActivityEntry]) -> None:
         """Live entries (any exchanges, oldest first)."""
         changed = False
+        limit = self.limit
         for entry in entries:
             if entry.stream:
-                changed = self._of(entry.stream).add(entry) or changed
+                changed = self._of(entry.stream).add(entry, limit) or changed
         if changed:
             self.version += 1
 
@@ -496,7 +521,8 @@ class TimelineBook:
         self, name: str, entries: Iterable[ActivityEntry], *, known_from: datetime | None
     ) -> None:
         """The result of one exchange's window read."""
-        self._of(name).load(entries, known_from=known_from)
+        history = self._of(name)
+        history.load(entries, known_from=known_from, limit=self.limit)
         self.version += 1
 
     def unloaded(self, names: Iterable[str]) -> list[str]:
@@ -531,5 +557,6 @@ class TimelineBook:
             1
             for name in names
             if (found := self.history(name)) is not None
+            and len(found.entries) > threshold  # most cannot: skip their walk
             and found.transitions_since(since) > threshold
         )

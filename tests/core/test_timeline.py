@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from perseus_core.present.timeline import (
     DAY,
     HOUR,
+    KEPT_AT_LEAST,
+    KEPT_IN_FLEET,
     KEPT_PER_EXCHANGE,
     History,
     Presence,
@@ -234,3 +236,21 @@ def test_age_trace_keeps_the_worst_age_in_bounded_slots() -> None:
     assert values[0] == 40.0  # the late heartbeat is still there, a day later
     assert values[-1] == 1.0 or values[-1] == OFFLINE
     assert resample([1.0, 5.0, 2.0, 2.0], 2) == [5.0, 2.0]
+
+
+def test_a_large_fleet_shares_out_the_entries_kept() -> None:
+    """However many exchanges write, the book keeps about `KEPT_IN_FLEET`
+    entries: each exchange its share, the newest, with the time before them
+    unknown."""
+    book = TimelineBook()
+    exchanges = KEPT_IN_FLEET // 10
+    for n in range(exchanges - 1):
+        book.load(f"ex{n}", [], known_from=None)
+    book.load("kraken", [], known_from=None)
+    share = book.limit
+    assert share == max(KEPT_AT_LEAST, KEPT_IN_FLEET // exchanges) < KEPT_PER_EXCHANGE
+    newest = [error(n / 3600) for n in range(share)]
+    book.add([error((share + n) / 3600) for n in range(5)][::-1] + newest[::-1])
+    history = book.history("kraken")
+    assert history is not None and [e.id for e in history.entries] == [e.id for e in newest[::-1]]
+    assert history.known_from is not None
