@@ -70,6 +70,8 @@ RETRY_MAX_S = 4.0
 """Longest wait between reconnect attempts (shorter when --refresh is shorter)."""
 PARTIAL_REFRESH_MAX = 20
 """More exchanges than this with fresh activity: re-read the whole fleet instead."""
+TAIL_YIELD_EVERY = 200
+"""Entries taken from the tail between two turns of the event loop."""
 WATCH_BATCH_S = 1.0
 """Shortest time between two re-reads of the exchanges Redis said changed: a
 large fleet's heartbeats come by the hundred a second, and are read together."""
@@ -417,6 +419,7 @@ class FleetService:
             self._tail_started = True
             self._wake.set()  # the poller reads the windows now
             await self._load_history()
+            taken = 0
             async for entry in tail:
                 self._feed_waiting.append(entry)
                 if self._feed_batch is None:
@@ -424,6 +427,11 @@ class FleetService:
                 elif len(self._feed_waiting) >= FEED_WAITING_MAX:
                     self._feed_shown.clear()
                     await self._feed_shown.wait()
+                taken += 1
+                if taken % TAIL_YIELD_EVERY == 0:
+                    # The tail hands over a read's entries without waiting; under a
+                    # flood one read holds thousands: let key presses in between.
+                    await asyncio.sleep(0)
         finally:
             self._tail_started = False
             try:

@@ -127,7 +127,10 @@ class ActivityTail(TailHealth):
         self._streams = StreamPositions(parse_start(start))
         self._client: RedisClient | None = None
         self._reader: StreamReader | None = None
-        self._buffer: deque[ActivityEntry] = deque()
+        self._buffer: deque[tuple[str, dict[str, str], str]] = deque()
+        """Rows read and not yet delivered: (entry ID, fields, stream key), each
+        parsed only as it is delivered, so a reply of thousands of entries
+        never holds the event loop for the time it takes to parse them all."""
         self._floor_guessed_at: float | None = None
         self._names_at: float | None = None
         self._started = False
@@ -246,7 +249,8 @@ class ActivityTail(TailHealth):
             raise StopAsyncIteration from None
         if self._guard.closed:
             raise StopAsyncIteration
-        entry = self._buffer.popleft()
+        eid, fields, key = self._buffer.popleft()
+        entry = parse_entry(eid, fields, stream_name(key), key)
         self._streams.delivered(entry)
         return entry
 
@@ -291,9 +295,7 @@ class ActivityTail(TailHealth):
             self._streams.reading[key] = rows[-1][0]
         # Within one reply, order across streams by ID: the order they were written.
         batch.sort(key=lambda row: (row[0], row[1]))
-        self._buffer.extend(
-            parse_entry(eid, fields, stream_name(key), key) for _, _, key, eid, fields in batch
-        )
+        self._buffer.extend((eid, fields, key) for _, _, key, eid, fields in batch)
 
     async def _refresh_names(self) -> None:
         for key in exchange_stream_keys(await self._read_names() or []):
