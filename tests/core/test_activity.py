@@ -25,6 +25,7 @@ from perseus_core.store.activity import (
     format_cursor,
     parse_cursor,
     parse_stream_id,
+    reads,
 )
 from perseus_core.store.network import FleetReader
 from perseus_core.wire import keys
@@ -333,6 +334,30 @@ async def test_tail_drains_a_burst_larger_than_one_read(redis: Redis, settings: 
             written = await pipe.execute()
         await eventually(lambda: len(got.entries) >= 400)
         assert got.ids() == written
+
+
+async def test_tail_over_many_streams_reads_a_share_of_each_and_drains_them_all(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over many streams one read takes only a share of each (`per_stream`):
+    a flood comes back in small replies, and every entry still arrives once,
+    in its stream's order."""
+    monkeypatch.setattr(reads, "READ_TOTAL", 12)  # 24 streams: one entry each per read
+    names = [f"ex{n}" for n in range(12)]
+    assert reads.per_stream(500, 2 * len(names)) == 1
+    tail = ActivityTail(settings, names=fixed(*names))
+    async with collecting(tail) as got:
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in range(10):
+                for name in names:
+                    pipe.xadd(keys.activity_key(name), {"event": "error", "error": f"{name}-{i}"})
+            written = await pipe.execute()
+        await eventually(lambda: len(got.entries) >= len(written))
+        assert sorted(e.id for e in got.entries) == sorted(written)
+        for name in names:
+            assert [e.error for e in got.entries if e.stream == name] == [  # type: ignore[union-attr]
+                f"{name}-{i}" for i in range(10)
+            ]
 
 
 async def test_tail_resumes_from_given_ids(redis: Redis, settings: Settings) -> None:

@@ -98,6 +98,19 @@ async def time_and_newest(client: RedisClient, stream_keys: list[str]) -> list[A
         return list(await pipe.execute(raise_on_error=False))
 
 
+READ_TOTAL = 5_000
+"""Entries one read may return across all its streams: XREAD's COUNT is per
+stream, and over 20,000 streams a flood would come back as one reply of
+millions of entries, held in memory and handed over all at once."""
+
+
+def per_stream(count: int, streams: int) -> int:
+    """The COUNT for one XREAD of `streams` streams: at most `count` each and
+    `READ_TOTAL` in all, at least one each. A stream that had more is read
+    again from its new position on the next turn."""
+    return max(1, min(count, READ_TOTAL // max(1, streams)))
+
+
 def stream_reader(client: RedisClient) -> StreamReader:
     """The reader that suits `client`: one XREAD, or per slot group on a cluster."""
     if isinstance(client, RedisCluster):
@@ -114,6 +127,7 @@ class StreamReader:
 
     async def read(self, streams: Mapping[str, str], *, count: int, block_ms: int) -> Any:
         """New entries after each stream's ID, waiting up to `block_ms` for one."""
+        count = per_stream(count, len(streams))
         return await self._client.xread(dict(streams), count=count, block=block_ms)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
@@ -152,6 +166,7 @@ class ClusterStreamReader(StreamReader):
     async def read(self, streams: Mapping[str, str], *, count: int, block_ms: int) -> Any:
         """New entries after each stream's ID, waiting up to `block_ms` for one."""
         if self._groups_in(streams) <= BLOCKING_GROUPS_MAX:
+            count = per_stream(count, len(streams))
             return await self._read_blocking(self._slot_groups(streams), count, block_ms)
         if (
             self._notifications is None
@@ -260,6 +275,7 @@ class ClusterStreamReader(StreamReader):
         groups = self._slot_groups(streams, only)
         if not groups:
             return []
+        count = per_stream(count, sum(map(len, groups)))
         async with self._cluster.pipeline() as pipe:
             for group in groups:
                 pipe.xread(group, count=count)  # type: ignore[arg-type]

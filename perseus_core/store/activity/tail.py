@@ -109,7 +109,8 @@ class ActivityTail(TailHealth):
                 stream key) to the last ID already seen ("$" as a value means
                 "new only" for that stream).
             count: most entries read per stream per call; large, so a burst is
-                drained in few round trips.
+                drained in few round trips. Over many streams the reader
+                shares out fewer (`reads.per_stream`), so one reply stays small.
             names_every_s: how often the names provider is asked again.
             max_backoff_s: cap of the reconnect backoff. One connection
                 attempt a second costs Redis nothing, and a tail that waits
