@@ -486,3 +486,4 @@ class DashboardScreen(ExchangeScreen):
         self.view_mode = "cards" if self.showing_table else "table"
         self._sync_view_mode()
         self.focus_view()
+        self.call_after_refresh(self.fit_cards)  # full or compact, before the next key

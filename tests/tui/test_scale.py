@@ -124,6 +124,8 @@ async def test_cards_reach_every_exchange_by_keys_and_by_scrolling(
         await _loaded(pilot, size)
         grid = await _to_cards(pilot, app)
         assert len(grid.matching_ids) == size
+        await pilot.pause()
+        assert grid.compact  # fitted on the switch: no row of the cards is cut off
         _cards_bounded(app, grid)
 
         await pilot.press("end")
