@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import logging
 import re
 import time
@@ -190,11 +191,11 @@ def recording(app: PerseusApp) -> list[str]:
     return notes
 
 
-async def open_and_close(app: PerseusApp, key: str, kind: type[Any], rounds: int) -> int:
+async def open_and_close(app: PerseusApp, key: str, kind: type[Any], rounds: int) -> list[str]:
     """Open a `kind` screen with `key` and close it with Esc, `rounds` times,
-    each time waiting for it to show and to go; how many of the closed
-    screens are still in memory once the app has had `RELEASE_WITHIN_S` to
-    let go of them."""
+    each time waiting for it to show and to go; what holds each of the closed
+    screens still in memory once the app has had `RELEASE_WITHIN_S` to let go
+    of them (`holders`), empty when every one was released."""
     refs: list[weakref.ref[Any]] = []
     for _ in range(rounds):
         app.simulate_key(key)
@@ -210,7 +211,21 @@ async def open_and_close(app: PerseusApp, key: str, kind: type[Any], rounds: int
 
     with contextlib.suppress(AssertionError):
         await eventually(released, within=RELEASE_WITHIN_S)
-    return sum(ref() is not None for ref in refs)
+    return [holders(kept) for ref in refs if (kept := ref()) is not None]
+
+
+def holders(obj: object, depth: int = 3) -> str:
+    """What keeps `obj` alive, `depth` referrers up: `Task <- dict <- ...`,
+    so that a leak names its cause in the failure instead of only its count."""
+    chain: list[str] = []
+    current = obj
+    for _ in range(depth):
+        found = [r for r in gc.get_referrers(current) if not inspect.isframe(r) and r is not chain]
+        if not found:
+            break
+        current = found[0]
+        chain.append(f"{type(current).__name__} {repr(current)[:120]}")
+    return " <- ".join(chain) or "nothing found"
 
 
 async def run_dashboard(settings: Settings, *, within: float = 5.0) -> Reading:

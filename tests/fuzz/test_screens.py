@@ -124,7 +124,10 @@ async def test_closed_screens_are_released(
     async with app.run_test(size=(120, 40)):
         await eventually(lambda: 1 in app.views and app.history_loaded.is_set())
         kept = await open_and_close(app, key, kind, RELEASE_ROUNDS)
-        assert kept == 0, f"{kept} of {RELEASE_ROUNDS} closed {kind.__name__}s are still in memory"
+        assert not kept, (
+            f"{len(kept)} of {RELEASE_ROUNDS} closed {kind.__name__}s are still in memory,"
+            f" held by: {'; '.join(kept)}"
+        )
 
 
 def live_widgets() -> Counter[str]:
