@@ -63,7 +63,7 @@ KEY_EVERY_S = 0.05
 TARGET_KEY_P99_MS = 150.0
 TARGET_RSS_MB = 50.0
 TARGET_CLUSTER_KEY_P99_MS = {1_000: 50.0, 10_000: 100.0}
-"""Issue 21's key-press targets on a cluster, by fleet size (up to)."""
+"""The large-fleet key-press targets on a cluster, by fleet size (up to)."""
 TARGET_CLUSTER_RSS_MB = 300.0
 
 

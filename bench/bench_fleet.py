@@ -79,7 +79,7 @@ from perseus_tui.app import PerseusApp
 
 @dataclass(frozen=True)
 class Goals:
-    """The goals of one fleet size (issue 21's table)."""
+    """The goals of one fleet size (the large-fleet table in bench/README.md)."""
 
     first_paint_s: float
     event_p99_ms: float
