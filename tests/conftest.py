@@ -180,7 +180,8 @@ def r(redis_url: str) -> Iterator[sync_redis.Redis]:
 
 @pytest.fixture
 def fresh_redis() -> Iterator[RedisServer]:
-    """A server of this test's own, for tests that stop, kill or pause it."""
+    """A server of this test's own, for tests that stop, kill or pause it, or
+    change its configuration (keyspace notifications are the server's setting)."""
     with RedisServer() as server:
         yield server
 

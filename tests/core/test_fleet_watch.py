@@ -7,7 +7,7 @@ setting. `watched_changes` is shared with the cluster's test
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis as sync_redis
@@ -106,16 +106,9 @@ async def expiry_told(client: RedisClient, watcher: StatusWatcher, exchange_id: 
 
 
 @pytest.fixture
-def own_server() -> Iterator[RedisServer]:
-    """A server of this test's own (the setting is the server's), notifications off."""
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def own_redis(own_server: RedisServer) -> AsyncIterator[Redis]:
-    """A client of `own_server`, made as every Perseus component makes it."""
-    client = connect(fast_settings(own_server.url))
+async def own_redis(fresh_redis: RedisServer) -> AsyncIterator[Redis]:
+    """A client of `fresh_redis`, made as every Perseus component makes it."""
+    client = connect(fast_settings(fresh_redis.url))
     assert isinstance(client, Redis)
     try:
         yield client
@@ -124,10 +117,10 @@ async def own_redis(own_server: RedisServer) -> AsyncIterator[Redis]:
 
 
 async def test_changed_exchanges_are_read_on_their_own(
-    own_server: RedisServer, own_redis: Redis
+    fresh_redis: RedisServer, own_redis: Redis
 ) -> None:
     await own_redis.config_set("notify-keyspace-events", NOTIFY)
-    await watched_changes(own_redis, fast_settings(own_server.url))
+    await watched_changes(own_redis, fast_settings(fresh_redis.url))
 
 
 async def test_all_keyspace_events_are_enough(own_redis: Redis) -> None:
@@ -167,10 +160,10 @@ def _user(server: RedisServer, rules: str) -> str:
     ],
 )
 async def test_a_user_refused_config_get_or_psubscribe_gets_no_subscription(
-    own_server: RedisServer, own_redis: Redis, rules: str
+    fresh_redis: RedisServer, own_redis: Redis, rules: str
 ) -> None:
     await own_redis.config_set("notify-keyspace-events", NOTIFY)
-    client = connect(fast_settings(_user(own_server, rules)))
+    client = connect(fast_settings(_user(fresh_redis, rules)))
     watcher = StatusWatcher(client)
     try:
         assert not await watcher.start()

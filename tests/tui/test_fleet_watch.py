@@ -3,7 +3,7 @@ read as Redis tells of them, the whole fleet only at the safety net's interval."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -19,16 +19,9 @@ from tests.waiting import eventually
 
 
 @pytest.fixture
-def own_server() -> Iterator[RedisServer]:
-    """A server of this test's own: notifications are the server's setting."""
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def own_redis(own_server: RedisServer) -> AsyncIterator[Redis]:
-    """A client of `own_server`, notifications on, one exchange online."""
-    client = connect(fast_settings(own_server.url))
+async def own_redis(fresh_redis: RedisServer) -> AsyncIterator[Redis]:
+    """A client of `fresh_redis`, notifications on, one exchange online."""
+    client = connect(fast_settings(fresh_redis.url))
     assert isinstance(client, Redis)
     await client.config_set("notify-keyspace-events", NOTIFY)
     await catalog(client, 1, "alpha")
@@ -40,9 +33,9 @@ async def own_redis(own_server: RedisServer) -> AsyncIterator[Redis]:
 
 
 async def test_a_change_is_shown_without_waiting_for_a_full_read(
-    make_app: AppFactory, own_server: RedisServer, own_redis: Redis
+    make_app: AppFactory, fresh_redis: RedisServer, own_redis: Redis
 ) -> None:
-    settings = fast_settings(own_server.url, refresh_ms=600_000, full_refresh_ms=600_000)
+    settings = fast_settings(fresh_redis.url, refresh_ms=600_000, full_refresh_ms=600_000)
     app = make_app(settings=settings)
     async with app.run_test(size=(120, 40)):
         await eventually(lambda: "STARTING" in card_text(app, 1), what="the first read")
@@ -53,9 +46,9 @@ async def test_a_change_is_shown_without_waiting_for_a_full_read(
 
 
 async def test_the_full_read_still_runs_as_the_safety_net(
-    make_app: AppFactory, own_server: RedisServer, own_redis: Redis
+    make_app: AppFactory, fresh_redis: RedisServer, own_redis: Redis
 ) -> None:
-    settings = fast_settings(own_server.url, refresh_ms=600_000, full_refresh_ms=300)
+    settings = fast_settings(fresh_redis.url, refresh_ms=600_000, full_refresh_ms=300)
     app = make_app(settings=settings)
     async with app.run_test(size=(120, 40)):
         await eventually(lambda: "STARTING" in card_text(app, 1), what="the first read")
