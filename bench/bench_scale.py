@@ -101,14 +101,13 @@ async def measure(
     start_view: str = "auto",
 ) -> dict[str, Any]:
     """First paint, refresh cycles, tick cycles and key presses, table then cards."""
-    from _tui import FrameClock, running_dashboard
+    from _tui import FrameClock, ShowCounter, refresh_cycle_cpu, running_dashboard
 
     redis = connect(settings)
     figures: dict[str, Any] = {"exchanges": exchanges, "terminal": "120x40 headless"}
     problems: list[str] = []
     clock: FrameClock | None = None
     first_paint: asyncio.Future[Any] | None = None
-    shown_calls = 0
     tick_samples: list[tuple[float, asyncio.Future[Any]]] = []
     sample_ticks = False
 
@@ -136,13 +135,7 @@ async def measure(
                     return False
 
             first_paint = clock.when(everything_shown)
-            original_show = dashboard.show_views
             original_tick = dashboard.tick
-
-            def show_views(*args: Any, **kwargs: Any) -> None:
-                nonlocal shown_calls
-                original_show(*args, **kwargs)
-                shown_calls += 1
 
             def tick(now: Any) -> None:
                 cpu = time.process_time()
@@ -150,7 +143,6 @@ async def measure(
                 if sample_ticks and clock is not None:
                     tick_samples.append((cpu, clock.when(lambda: True)))
 
-            dashboard.show_views = show_views
             dashboard.tick = tick
 
         launched = time.perf_counter()
@@ -159,6 +151,7 @@ async def measure(
             pilot,
         ):
             assert clock is not None and first_paint is not None
+            shows = ShowCounter(app)
             painted = await asyncio.wait_for(first_paint, 30)
             figures["first_full_paint_ms"] = ms(painted.wall - launched)
             figures["view_at_start"] = "table" if app.dashboard.showing_table else "cards"
@@ -167,34 +160,6 @@ async def measure(
                 if not await wait_until(lambda: app.timelines_read, CYCLE_LIMIT_S):
                     problems.append("the timeline windows were not all read in time")
                 figures["timelines_read_after_paint_ms"] = ms(time.perf_counter() - read_from)
-
-            async def refresh_cycles() -> dict[str, Any]:
-                costs: list[float] = []
-                walls: list[float] = []
-                phase_end = time.perf_counter() + PHASE_BUDGET_S
-                for _ in range(cycles):
-                    if time.perf_counter() > phase_end:
-                        break  # enough to judge; a pathological app would take forever
-                    await touch_fleet(redis, exchanges)
-                    await asyncio.sleep(0.3)
-                    calls = shown_calls
-
-                    def shown_again(calls: int = calls) -> bool:
-                        return shown_calls > calls
-
-                    done = clock.when(shown_again)
-                    start_cpu, start_wall = time.process_time(), time.perf_counter()
-                    app.request_refresh()
-                    try:
-                        frame = await asyncio.wait_for(done, CYCLE_LIMIT_S)
-                    except TimeoutError:
-                        # Counted at what it cost so far; a stuck app is not sampled again.
-                        costs.append(time.process_time() - start_cpu)
-                        walls.append(time.perf_counter() - start_wall)
-                        return {**_summary(costs), "wall": _summary(walls), "timed_out": True}
-                    costs.append(frame.cpu - start_cpu)
-                    walls.append(frame.wall - start_wall)
-                return {**_summary(costs), "wall": _summary(walls), "timed_out": False}
 
             async def tick_cycles(seconds: float) -> list[float]:
                 nonlocal sample_ticks
@@ -265,7 +230,15 @@ async def measure(
 
             async def view_figures() -> dict[str, Any]:
                 return {
-                    "full_refresh_cycle_cpu": await refresh_cycles(),
+                    "full_refresh_cycle_cpu": await refresh_cycle_cpu(
+                        app,
+                        clock,
+                        shows,
+                        lambda: touch_fleet(redis, exchanges),
+                        cycles=cycles,
+                        cycle_limit_s=CYCLE_LIMIT_S,
+                        phase_limit_s=PHASE_BUDGET_S,
+                    ),
                     "clock_tick_cycle_cpu": _summary(await tick_cycles(cycles + 0.5)),
                     "one_exchange_changed_cpu": await one_exchange_changed(),
                     "filter_key_wall": await filter_keys(),
