@@ -549,15 +549,10 @@ class FleetReader:
             return []
         values, pttls = await self._mget(ids)
         read_at = self._clock()
+        statuses = self._statuses(dict(zip(ids, values, strict=True)))
         built: list[ExchangeView] = []
         for exchange_id, raw, pttl in zip(ids, values, pttls, strict=True):
-            known = self._built_views.get(exchange_id)
-            if known is not None and raw is not None and self._built_raws.get(exchange_id) == raw:
-                parsed: InstanceStatus | str | None = known.status or status_result(
-                    exchange_id, raw
-                )
-            else:
-                parsed = status_result(exchange_id, raw) if raw is not None else None
+            parsed = statuses.get(exchange_id)
             status = parsed if isinstance(parsed, InstanceStatus) else None
             problem = parsed if isinstance(parsed, str) else None
             entry = listed[exchange_id].catalog_entry
