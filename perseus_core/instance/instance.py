@@ -57,6 +57,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from perseus_core import __version__
 from perseus_core.instance.heartbeat import Heartbeat
 from perseus_core.instance.publication import (
     MAX_ERROR_CHARS,
@@ -64,8 +65,8 @@ from perseus_core.instance.publication import (
     Publisher,
     describe_failure,
 )
-from perseus_core.instance.status import initial_status, validate_identity
 from perseus_core.plumbing.errors import REDIS_ERRORS
+from perseus_core.plumbing.processes import process_scope
 from perseus_core.plumbing.tasks import TaskGroup
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import ActivityLog
@@ -87,6 +88,7 @@ from perseus_core.wire.models import (
     InstanceStatus,
     StateTransitionEntry,
     holder_process,
+    validate_exchange_name,
 )
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.text import clean
@@ -99,6 +101,50 @@ MAX_TOKEN_CHARS = 400
 
 LeaseLostCallback = Callable[[LeaseLost], Awaitable[None] | None]
 """`on_lease_lost`: a plain function or a coroutine function."""
+
+
+def validate_identity(exchange_id: int, exchange_name: str, symbol_count: int) -> None:
+    """Refuse what would make a bad status key or activity stream.
+
+    Raises:
+        ValueError: a bad exchange name, a negative exchange id or symbol count.
+    """
+    validate_exchange_name(exchange_name)
+    if exchange_id < 0:
+        raise ValueError(f"exchange_id must be >= 0, got {exchange_id}")
+    if symbol_count < 0:
+        raise ValueError(f"symbol_count must be >= 0, got {symbol_count}")
+
+
+def initial_status(
+    exchange_id: int,
+    exchange_name: str,
+    hostname: str,
+    instance_id: str,
+    now: datetime,
+    **fields: Any,
+) -> InstanceStatus:
+    """The status of a new instance: idle, nothing claimed, no error."""
+    return InstanceStatus(
+        exchange_id=exchange_id,
+        exchange_name=exchange_name,
+        hostname=hostname,
+        ip_address=None,
+        country_code=None,
+        connection_state=ConnectionState.IDLE,
+        connected_at=None,
+        last_heartbeat=now,
+        last_state_change=now,
+        registered_at=now,
+        last_error=None,
+        last_error_at=None,
+        instance_id=instance_id,
+        epoch=None,
+        pid=os.getpid(),
+        pid_scope=process_scope(),
+        version=__version__,
+        **fields,
+    )
 
 
 class Instance:
