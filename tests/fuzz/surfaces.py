@@ -211,14 +211,17 @@ async def open_and_close(app: PerseusApp, key: str, kind: type[Any], rounds: int
 
     with contextlib.suppress(AssertionError):
         await eventually(released, within=RELEASE_WITHIN_S)
-    return [holders(kept) for ref in refs if (kept := ref()) is not None]
+    kept = [holders(ref) for ref in refs if ref() is not None]
+    return kept
 
 
-def holders(obj: object, depth: int = 3) -> str:
-    """What keeps `obj` alive, `depth` referrers up: `Task <- dict <- ...`,
-    so that a leak names its cause in the failure instead of only its count."""
+def holders(ref: weakref.ref[Any], depth: int = 3) -> str:
+    """What keeps `ref`'s object alive, `depth` referrers up: `Task <- dict
+    <- ...`, so that a leak names its cause in the failure instead of only
+    its count (held through the weak reference only, so that no local of
+    this module is among the referrers)."""
     chain: list[str] = []
-    current = obj
+    current = ref()
     for _ in range(depth):
         found = [r for r in gc.get_referrers(current) if not inspect.isframe(r) and r is not chain]
         if not found:
@@ -226,6 +229,13 @@ def holders(obj: object, depth: int = 3) -> str:
         current = found[0]
         chain.append(f"{type(current).__name__} {repr(current)[:120]}")
     return " <- ".join(chain) or "nothing found"
+
+
+def _drawn(app: PerseusApp) -> bool:
+    """Whether the fleet read is on screen: the table, or cards bound to it (the
+    card grid binds its cards once it is laid out, a frame after the read)."""
+    dashboard = app.dashboard
+    return not app.views or dashboard.showing_table or bool(dashboard.grid.visible_cards)
 
 
 async def run_dashboard(settings: Settings, *, within: float = 5.0) -> Reading:
@@ -238,7 +248,8 @@ async def run_dashboard(settings: Settings, *, within: float = 5.0) -> Reading:
     try:
         async with app.run_test(size=(160, 50)) as pilot:
             await eventually(
-                lambda: app.loaded.is_set() and app.history_loaded.is_set(), within=within
+                lambda: app.loaded.is_set() and app.history_loaded.is_set() and _drawn(app),
+                within=within,
             )
             await pilot.pause()
             reading.output = "\n".join([screen_text(app), *notes])
