@@ -279,15 +279,20 @@ class FleetService:
         """
         reader = FleetReader(self.redis, clock=self._clock)
         watcher = StatusWatcher(self.redis, on_change=self._wake.set)
-        next_full = next_watched = recheck_at = 0.0
+        next_full = next_watched = recheck_at = relisten_at = 0.0
         failing = False
         try:
             while True:
                 timeout = self.retry_s
                 try:
                     now = time.monotonic()
-                    if failing or self._full_due or now >= next_full:
+                    # A lost subscription (Redis went away, a failover) is taken up
+                    # at once, with a full read, but at most every `retry_s`: a
+                    # subscription that keeps dropping must not become a busy loop.
+                    relisten = watcher.lost and now >= relisten_at
+                    if failing or self._full_due or relisten or now >= next_full:
                         if watcher.lost or (not watcher.watching and now >= recheck_at):
+                            relisten_at = now + self.retry_s
                             # Subscribed before the read, so no change after it goes
                             # untold; asked again now and then (an operator may turn
                             # notifications on), never on every poll: a refused
@@ -321,6 +326,8 @@ class FleetService:
                     timeout = max(0.0, next_full - time.monotonic())
                     if watcher.pending:
                         timeout = min(timeout, max(0.0, next_watched - time.monotonic()))
+                    if watcher.lost:
+                        timeout = min(timeout, max(0.0, relisten_at - time.monotonic()))
                 except TRANSIENT_ERRORS as exc:
                     raise_if_cancelling()  # a cancellation redis-py turned into an error
                     failing = True

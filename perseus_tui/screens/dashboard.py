@@ -25,7 +25,7 @@ from perseus_tui.screens.base import ExchangeScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.banner import ConnectionBanner, Outage
 from perseus_tui.widgets.card_grid import CardGrid
-from perseus_tui.widgets.command_bar import CommandBar
+from perseus_tui.widgets.command_bar import CommandBar, CommandLine
 from perseus_tui.widgets.empty_fleet import EmptyFleet, RedisHint
 from perseus_tui.widgets.footer import PerseusFooter
 from perseus_tui.widgets.header import HeaderState, PerseusHeader
@@ -202,6 +202,7 @@ class DashboardScreen(ExchangeScreen):
             self.banner.hide()
         else:
             self.banner.show_failure(outage.target, outage.reason, outage.retry_at, outage.seen_at)
+        self.call_after_refresh(self.fit_cards)
 
     # --- queries ---------------------------------------------------------------
 
@@ -327,6 +328,7 @@ class DashboardScreen(ExchangeScreen):
         come while the intro was open, before the cards could take it."""
         if self.focused is None and self._views:
             self.call_after_refresh(self.focus_view)
+        self.call_after_refresh(self.fit_cards)
 
     def focus_view(self) -> None:
         """Give the keyboard to the fleet: the cards or the table, on the selection."""
@@ -384,6 +386,7 @@ class DashboardScreen(ExchangeScreen):
         follow `/` into the input.
         """
         self.filter_input.display = True
+        self.call_after_refresh(self.fit_cards)
         self._typing_filter = True
         self.app.call_later(self._filter_takes_keyboard)
         self.sync_bindings()
@@ -436,6 +439,7 @@ class DashboardScreen(ExchangeScreen):
     def _filter_submitted(self, event: Input.Submitted) -> None:
         self._typing_filter = False
         event.input.display = bool(event.value)
+        self.call_after_refresh(self.fit_cards)
         self.focus_view()
         self.sync_bindings()
 
@@ -453,11 +457,22 @@ class DashboardScreen(ExchangeScreen):
     def on_resize(self) -> None:
         self.call_after_refresh(self.fit_cards)
 
+    def on_card_grid_reflowed(self) -> None:
+        self.call_after_refresh(self.fit_cards)
+
+    def _commands_changed(self, lines: tuple[CommandLine, ...]) -> None:
+        super()._commands_changed(lines)
+        self.call_after_refresh(self.fit_cards)
+
     def fit_cards(self) -> None:
         """Give the cards the rows they need, leaving the feed the rest.
 
         The cards never take more than leaves the feed `FEED_MIN_HEIGHT` rows
-        (`CardGrid.fit`).
+        (`CardGrid.fit`). Called again whenever what it depends on changes: the
+        screen's size, the rows the banner, the filter or the command bar take,
+        how many cards match, the grid's column count (the grid learns it from
+        its own size, which may come after the screen's refit), and on coming
+        back from a panel (laid out under it, maybe before the rows were known).
         """
         if not self.is_attached or not self.size.height:
             return

@@ -185,6 +185,18 @@ class CardGrid(Container, can_focus=True):
             """The grid whose selection moved."""
             return self.grid
 
+    @dataclass
+    class Reflowed(Message):
+        """The column count changed, so the rows the cards need did too: whoever
+        gave the grid its room (`fit`) gives it again."""
+
+        grid: CardGrid
+
+        @property
+        def control(self) -> CardGrid:
+            """The grid whose columns changed."""
+            return self.grid
+
     columns: reactive[int] = reactive(3, init=False)
     """How many cards fit side by side at the current width."""
     compact: reactive[bool] = reactive(False, init=False)
@@ -443,6 +455,7 @@ class CardGrid(Container, can_focus=True):
     def watch_columns(self, columns: int) -> None:
         self._window.styles.grid_size_columns = columns
         self._place()
+        self.post_message(self.Reflowed(self))
 
     def watch_compact(self, compact: bool) -> None:
         self._window.set_class(compact, "-compact")

@@ -182,6 +182,8 @@ async def test_a_lost_subscription_is_noticed(own_redis: Redis) -> None:
         await own_redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
         await eventually(lambda: watcher.lost, what="the subscription's end")
         assert not watcher.watching
+        assert woken == [True]  # the poll loop hears of it at once, not at its next read
+        woken.clear()
         assert await watcher.start() and watcher.watching and not watcher.lost
         await own_redis.set(keys.status_key(7), "{}")
         await own_redis.set(keys.status_key(8), "{}")

@@ -32,12 +32,13 @@ from perseus_tui import service
 from perseus_tui.app import PerseusApp
 from perseus_tui.messages import DetailRequested
 from perseus_tui.screens.confirm import ConfirmScreen
+from perseus_tui.screens.dashboard import FEED_MIN_HEIGHT
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.command_bar import CommandBar, line_content
 from perseus_tui.widgets.empty_fleet import EmptyFleet
-from perseus_tui.widgets.instance_card import InstanceCard
+from perseus_tui.widgets.instance_card import CARD_HEIGHT, InstanceCard
 from perseus_tui.widgets.instance_table import CELL_PADDING, InstanceTable
 from tests.tui.conftest import Notes
 from tests.waiting import eventually
@@ -357,6 +358,34 @@ async def test_banner_on_redis_loss_and_recovery(
             within=10,
         )
     await client.aclose()
+
+
+async def test_the_banner_takes_its_rows_from_the_cards_and_gives_them_back(
+    make_app: AppFactory, make_settings: Callable[..., Settings], fresh_redis: RedisServer
+) -> None:
+    # 120x25: two rows of three full cards fit exactly; the banner's rows do not.
+    # With keyspace notifications on, the fleet is read in full only every
+    # minute: the lost subscription must bring the banner, not the next read.
+    settings = make_settings(redis_url=fresh_redis.url, full_refresh_ms=60_000)
+    client = connect(settings)
+    await client.config_set("notify-keyspace-events", "K$gxzh")
+    for exchange_id in range(1, 7):
+        await add_catalog(client, exchange_id, f"x{exchange_id}")
+    await client.aclose()
+    app = make_app(settings=settings)
+    async with app.run_test(size=(120, 25)):
+        grid = app.dashboard.grid
+        await eventually(lambda: bool(card_text(app, 6)))
+        await eventually(lambda: not grid.compact and grid.region.height == 2 * CARD_HEIGHT)
+        fresh_redis.kill()
+        await eventually(lambda: app.dashboard.banner.has_class("-shown"), within=5)
+        await eventually(
+            lambda: grid.compact and app.dashboard.feed.region.height >= FEED_MIN_HEIGHT,
+            what="compact cards under the banner, and the feed its rows",
+        )
+        fresh_redis.start()  # notifications off again: the reads are whole every refresh_ms
+        await eventually(lambda: app.connected is True, within=10)
+        await eventually(lambda: not grid.compact, what="full cards once the banner is gone")
 
 
 async def test_hostile_strings_show_literally_and_do_nothing(

@@ -68,9 +68,10 @@ class StatusWatcher:
         Args:
             redis: the client whose servers are watched.
             on_change: called when a change arrives while none is pending
-                (nothing collected since the last `take`): a poll loop's
-                wake-up. Events come by the hundred a second on a large
-                fleet; the loop is woken once per batch it takes.
+                (nothing collected since the last `take`), and when a
+                subscription is lost: a poll loop's wake-up. Events come by
+                the hundred a second on a large fleet; the loop is woken
+                once per batch it takes.
         """
         self._redis = redis
         self._on_change = on_change
@@ -120,6 +121,8 @@ class StatusWatcher:
         patterns = [f"__keyspace@{db or 0}__:{pattern}" for pattern in watched]
         listeners = await subscribe_keyspace(self._redis, patterns, WATCH_CLASSES, self._note)
         self._listeners = listeners or []
+        for task in self._listeners:
+            task.add_done_callback(self._ended)
         self.take()
         return bool(listeners)
 
@@ -137,6 +140,13 @@ class StatusWatcher:
             task.cancel()
         if listeners:
             await asyncio.gather(*listeners, return_exceptions=True)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A subscription ended: unless `aclose` ended it, changes may go
+        untold from now on, which the poll loop must hear at once (a Redis
+        that went away says so here first, between full reads)."""
+        if task in self._listeners and self._on_change is not None:
+            self._on_change()
 
     def _note(self, key: str, _event: str) -> None:
         """One keyspace event: any event of a watched key is a change."""
