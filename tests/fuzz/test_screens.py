@@ -57,19 +57,24 @@ async def busy_fleet(redis: Redis) -> AsyncIterator[None]:
     """Exchange 1 live, with a new activity entry and heartbeat every 30 ms."""
     await seed(redis)
 
+    stop = asyncio.Event()
+
     async def write() -> None:
-        while True:
+        while not stop.is_set():
             await redis.set(keys.status_key(1), json.dumps(status_payload(1, "coinbase")), px=5000)
             await redis.xadd(keys.activity_key("coinbase"), error_entry("coinbase", 1))  # type: ignore[arg-type]
-            await asyncio.sleep(0.03)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.03)
 
+    # Stopped between commands, never cancelled in one: a client cancelled while
+    # it waits for a reply has once left this fixture's task pending for good,
+    # and the test's event loop with it.
     writer = asyncio.create_task(write())
     try:
         yield
     finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        stop.set()
+        await asyncio.wait_for(writer, 10)
 
 
 def failures(app: PerseusApp, notes: list[str]) -> list[str]:

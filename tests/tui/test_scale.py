@@ -40,6 +40,11 @@ def host(exchange_id: int) -> str:
     return f"node-{exchange_id:05d}.example"
 
 
+def host_part(exchange_id: int) -> str:
+    """Part of the host, in no name: what an operator types to find a machine."""
+    return host(exchange_id).split(".")[0]
+
+
 def seed_large_fleet(url: str, size: int) -> None:
     """`size` exchanges (ids 1..size) against the screenshot clock, in batches."""
     with sync_redis.Redis.from_url(url, decode_responses=True) as client:
@@ -183,7 +188,7 @@ async def test_the_filter_finds_any_one_exchange_by_name_or_host(redis_url: str,
         await _loaded(pilot, size)
         dashboard = app.dashboard
         table = dashboard.table
-        for typed in (name(wanted), host(wanted)):
+        for typed in (name(wanted), host_part(wanted)):
             await pilot.press("slash", *typed, "enter")
             assert table.row_count == 1 and table.selected_id == wanted, typed
             assert dashboard.selected_id == wanted
@@ -191,7 +196,7 @@ async def test_the_filter_finds_any_one_exchange_by_name_or_host(redis_url: str,
             assert table.row_count == size
 
         grid = await _to_cards(pilot, app)
-        for typed in (name(wanted), host(wanted)):
+        for typed in (name(wanted), host_part(wanted)):
             await pilot.press("slash", *typed, "enter")
             assert grid.matching_ids == [wanted], typed
             await wait_for(pilot, lambda: _on_screen(grid, wanted))
