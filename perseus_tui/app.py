@@ -79,6 +79,24 @@ _view_order = attrgetter("exchange_id")
 """How the cards and the table list exchanges (ids are unique in a fleet's views)."""
 
 
+def _count_states(
+    views: Mapping[int, ExchangeView],
+) -> tuple[list[str | None], int, frozenset[str]]:
+    """For the header: the state of every online exchange (None: unreadable),
+    how many offline ones an agent would start, and every stream name."""
+    states: list[str | None] = []
+    ready = 0
+    for view in views.values():
+        kind = view.kind
+        if kind is ViewKind.LIVE and view.status is not None:
+            states.append(view.status.connection_state.value)
+        elif kind is ViewKind.UNREADABLE:
+            states.append(None)
+        elif kind is ViewKind.READY:
+            ready += 1
+    return states, ready, frozenset(view.exchange_name.lower() for view in views.values())
+
+
 class PerseusApp(App[None]):
     """The operator dashboard; build it with `create_app`."""
 
@@ -173,6 +191,10 @@ class PerseusApp(App[None]):
         self._summary: tuple[tuple[object, ...], tuple[Content, ...]] | None = None
         """The header counts and what they were counted from (the views, the
         timelines' version, the minute: the clock tick reuses them)."""
+        self._counted: tuple[object, list[str | None], int, frozenset[str]] | None = None
+        """The states, the ready count and the stream names of the views they
+        were counted from: they change with a read only, not with the feed,
+        whose every batch moves the timelines' version."""
 
     @property
     def read_only(self) -> bool:
@@ -204,17 +226,10 @@ class PerseusApp(App[None]):
         basis = (views, fleet.timelines.version, now.replace(second=0, microsecond=0))
         known = self._summary[0] if self._summary is not None else None
         if known is None or known[0] is not views or known[1:] != basis[1:]:
-            states: list[str | None] = []
-            ready = 0
-            for view in views.values():
-                kind = view.kind
-                if kind is ViewKind.LIVE and view.status is not None:
-                    states.append(view.status.connection_state.value)
-                elif kind is ViewKind.UNREADABLE:
-                    states.append(None)
-                elif kind is ViewKind.READY:
-                    ready += 1
-            names = (view.exchange_name for view in views.values())
+            counted = self._counted
+            if counted is None or counted[0] is not views:
+                counted = self._counted = (views, *_count_states(views))
+            _views, states, ready, names = counted
             flapping = fleet.timelines.flapping(names, now, self.settings.flap_transitions)
             self._summary = (
                 basis,

@@ -213,6 +213,7 @@ def test_book_counts_flapping_exchanges() -> None:
     book.add([move("warming", "active", 0.5).model_copy(update={"stream": "calm"})])
     assert book.flapping(["kraken", "calm", "absent"], NOW, threshold=6) == 1
     assert book.flapping(["kraken"], NOW, threshold=8) == 0
+    assert book.flapping({"calm", "absent"}, NOW, threshold=6) == 0  # kraken is not asked about
     assert cells(book.timeline("absent", Presence(False), end=NOW, span=HOUR, cells=2).slices) == (
         "??"
     )
