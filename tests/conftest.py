@@ -119,9 +119,16 @@ def _leaks_fail_the_test_that_made_them() -> Iterator[None]:
     collector next runs, and its ResourceWarning fails some later, innocent
     test (pyproject.toml turns ResourceWarning and unraisable exceptions into
     errors; pytest reports them in the phase in which they surface).
+
+    What survives the collection is still referenced (caches, session
+    fixtures) and is frozen with the rest, so the next test's collection walks
+    only what that test made. Without the freeze every collection walked all
+    that earlier tests left alive, and the collections took a quarter of the
+    suite's CPU (about 130 ms after each test by the end of a run).
     """
     yield
     gc.collect()
+    gc.freeze()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -129,7 +136,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     The collection after each test then walks only what tests made since,
     a few milliseconds instead of a few hundred: a leaked client is still
-    made by a test, after the freeze, so it is still found.
+    made by a test, after the freeze, so it is still found (and each test's
+    collection freezes what survives it: `_leaks_fail_the_test_that_made_them`).
     """
     gc.collect()
     gc.freeze()
