@@ -26,6 +26,11 @@ _depth = 0
 """Scopes open now (they may overlap in one event loop)."""
 _resume = False
 """Whether the outermost scope turned the collector off, so must turn it on."""
+_program_froze = False
+"""Whether the program was once seen with frozen objects: then it manages the
+collector itself, and is taken to go on doing so. Asked once, not per scope:
+`gc.get_freeze_count()` walks every frozen object (a test suite that freezes
+after each test spent 40 s of CPU here)."""
 
 
 @contextmanager
@@ -37,9 +42,10 @@ def collector_paused() -> Iterator[None]:
     off already (the program manages it), or objects frozen by the program
     (`gc.get_freeze_count()`), are left as they are.
     """
-    global _depth, _resume
+    global _depth, _resume, _program_froze
     if _depth == 0:
-        _resume = gc.isenabled() and gc.get_freeze_count() == 0
+        _program_froze = _program_froze or gc.get_freeze_count() > 0  # cheap while none
+        _resume = gc.isenabled() and not _program_froze
         if _resume:
             gc.disable()
     _depth += 1

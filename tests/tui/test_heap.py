@@ -7,13 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from perseus_tui import heap
 from perseus_tui.heap import collector_paused
 
 
 @pytest.fixture(autouse=True)
-def _collector_restored() -> Iterator[None]:
+def _collector_restored(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # The suite freezes what collection built (tests/conftest.py); these tests
-    # need the collector as a program starts with it: nothing frozen.
+    # need the collector as a program starts with it: nothing frozen, and never
+    # seen frozen.
+    monkeypatch.setattr(heap, "_program_froze", False)
     was_enabled = gc.isenabled()
     was_frozen = gc.get_freeze_count() > 0
     gc.unfreeze()
@@ -65,6 +68,9 @@ def test_a_program_that_manages_the_collector_is_left_alone() -> None:
     with collector_paused():
         assert gc.isenabled()  # its frozen objects are its own: not unfrozen here
     assert gc.get_freeze_count() == frozen and kept
+    gc.unfreeze()
+    with collector_paused():  # once seen freezing, taken to go on managing it
+        assert gc.isenabled()
 
 
 def test_the_collector_resumes_when_the_read_fails() -> None:
