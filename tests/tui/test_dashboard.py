@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 from textual.command import CommandList, CommandPalette
 from textual.widgets import ContentSwitcher
+from textual.widgets._footer import FooterKey
 
 from perseus_cli.apps.redis_server import RedisServer
 from perseus_cli.apps.screenshots import HOSTILE_HOSTNAME, seed_fleet, seed_hostile
@@ -598,6 +599,31 @@ async def test_a_narrow_footer_keeps_help_quit_and_the_commands(
         await pilot.resize_terminal(140, 40)
         await pilot.pause()
         assert {"toggle_utc", "pause_feed", "toggle_view", "refresh"} <= shown()
+
+
+async def test_the_footer_greys_keys_in_place_as_the_selection_moves(
+    make_app: AppFactory, redis_url: str
+) -> None:
+    """Moving between exchanges that may start and ones that may stop greys
+    `s` and `x` out and back on the same key widgets: no recompose per move."""
+    seed_fleet(redis_url)
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: app.loaded.is_set() and app.focused is not None)
+        await pilot.pause()
+        keys = {key.action: key for key in app.screen.query(FooterKey)}
+        seen: set[tuple[bool, bool]] = set()
+        for move in ["right"] * 5 + ["down", "left", "left"]:
+            await pilot.press(move)
+            await pilot.pause()
+            answers = tuple(
+                app.screen.check_action(action, ()) is True for action in ("start", "stop")
+            )
+            greyed = tuple(not keys[action].has_class("-disabled") for action in ("start", "stop"))
+            assert greyed == answers, (app.dashboard.selected_id, greyed, answers)
+            seen.add(answers)
+        assert len(seen) > 1  # the moves did change what start and stop may do
+        assert {key.action: key for key in app.screen.query(FooterKey)} == keys  # same widgets
 
 
 async def test_at_80_columns_a_refusal_wraps_at_a_word(make_app: AppFactory, redis: Redis) -> None:
