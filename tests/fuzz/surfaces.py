@@ -215,19 +215,29 @@ async def open_and_close(app: PerseusApp, key: str, kind: type[Any], rounds: int
     return kept
 
 
-def holders(ref: weakref.ref[Any], depth: int = 3) -> str:
+def holders(ref: weakref.ref[Any], depth: int = 4) -> str:
     """What keeps `ref`'s object alive, `depth` referrers up: `Task <- dict
     <- ...`, so that a leak names its cause in the failure instead of only
-    its count (held through the weak reference only, so that no local of
-    this module is among the referrers)."""
+    its count. At each step every referrer's type is listed and the first
+    that is not this function's own bookkeeping is followed (held through
+    the weak reference only, so that no local of this module is among the
+    referrers)."""
     chain: list[str] = []
+    ours: list[int] = []  # ids of this function's own lists, never a cause
     current = ref()
     for _ in range(depth):
-        found = [r for r in gc.get_referrers(current) if not inspect.isframe(r) and r is not chain]
+        referrers = gc.get_referrers(current)
+        ours.append(id(referrers))
+        found = [
+            r for r in referrers if not inspect.isframe(r) and r is not chain and id(r) not in ours
+        ]
+        ours.append(id(found))
         if not found:
             break
+        kinds = ", ".join(sorted({type(r).__name__ for r in found}))
         current = found[0]
-        chain.append(f"{type(current).__name__} {repr(current)[:120]}")
+        chain.append(f"{type(current).__name__} {repr(current)[:100]} (all: {kinds})")
+    del current
     return " <- ".join(chain) or "nothing found"
 
 
