@@ -170,6 +170,14 @@ def read_pid(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+async def written_pid(path: Path) -> int:
+    """The pid a child wrote, once it has: an agent may report its child
+    active before the child's first line (a warm-up shorter than the child's
+    start on a loaded machine)."""
+    pid: int = await eventually(lambda: read_pid(path), what=f"a pid in {path.name}")
+    return pid
+
+
 class AgentProcess:
     """One `perseus agent` subprocess, its stderr captured to a file; its stdout
     too, unless `stdout_pipe` asks for a pipe (that the test may leave unread;

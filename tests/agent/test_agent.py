@@ -53,6 +53,7 @@ from tests.agent.conftest import (
     pid_alive,
     read_pid,
     trap_term_child,
+    written_pid,
 )
 from tests.helpers import AGENT_ARGV, PERSEUS_ARGV, invoke, status_gone
 from tests.waiting import eventually
@@ -150,8 +151,8 @@ async def test_start_stop_round_trip(
     assert active.symbol_count == 25 and active.connected_at is not None
     assert active.admin_email == "ops@example.com" and active.admin_display_name == "Ops"
     assert active.ip_address == "203.0.113.7"
-    child_pid = read_pid(pidfile)
-    assert child_pid is not None and pid_alive(child_pid)
+    child_pid = await written_pid(pidfile)
+    assert pid_alive(child_pid)
 
     again = await send(redis, settings, "start")
     assert again.status is ReplyStatus.ERROR
@@ -432,8 +433,7 @@ async def test_stop_kills_a_child_that_ignores_sigterm_after_the_grace(
         command=[sys.executable, "-c", CHILD_IGNORE_TERM, str(pidfile)],
     )
     await eventually(lambda: state_is(redis, "active"), what="active")
-    child_pid = read_pid(pidfile)
-    assert child_pid is not None
+    child_pid = await written_pid(pidfile)
     outcome = await send(redis, settings, "stop")
     assert outcome.status is ReplyStatus.SUCCESS, outcome.message
     assert "SIGKILL" in (outcome.message or "")
@@ -456,8 +456,7 @@ async def test_signal_stops_gracefully(
     pidfile = tmp_path / "child.pid"
     agent = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(pidfile))
     await eventually(lambda: state_is(redis, "active"), what="active")
-    child_pid = read_pid(pidfile)
-    assert child_pid is not None
+    child_pid = await written_pid(pidfile)
     agent.signal(sig)
     assert await agent.wait_exit() == 0
     assert await status(redis) is None
@@ -481,8 +480,7 @@ async def test_second_sigint_forces_exit(
         command=[sys.executable, "-c", CHILD_IGNORE_TERM, str(pidfile)],
     )
     await eventually(lambda: state_is(redis, "active"), what="active")
-    child_pid = read_pid(pidfile)
-    assert child_pid is not None
+    child_pid = await written_pid(pidfile)
     agent.signal(signal.SIGINT)
     await eventually(lambda: state_is(redis, "stopping"), what="stopping")
     agent.signal(signal.SIGINT)
@@ -496,8 +494,7 @@ async def test_kill_9_lets_the_key_expire_and_takes_the_child_along(
     pidfile = tmp_path / "child.pid"
     agent = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(pidfile))
     await eventually(lambda: state_is(redis, "active"), what="active")
-    child_pid = read_pid(pidfile)
-    assert child_pid is not None
+    child_pid = await written_pid(pidfile)
     agent.signal(signal.SIGKILL)
     await agent.wait_exit()
     ttl_s = HEARTBEAT_TTL_MS / 1000
@@ -518,8 +515,7 @@ async def test_paused_agent_fences_itself_without_touching_the_new_holder(
     first_pidfile = tmp_path / "first.pid"
     first = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(first_pidfile))
     await eventually(lambda: state_is(redis, "active"), what="the first agent active")
-    first_child = read_pid(first_pidfile)
-    assert first_child is not None
+    first_child = await written_pid(first_pidfile)
     first_holder = await status(redis)
     assert first_holder is not None
 
@@ -579,8 +575,7 @@ async def test_command_sent_while_the_agent_was_cut_off_still_runs(
     pidfile = tmp_path / "child.pid"
     agent = spawn_agent(args=[*FAST, *NO_RESTART, "--autostart"], command=sleeper(pidfile))
     await eventually(lambda: state_is(redis, "active"), what="active")
-    child_pid = read_pid(pidfile)
-    assert child_pid is not None
+    child_pid = await written_pid(pidfile)
 
     agent.signal(signal.SIGSTOP)
     try:
@@ -635,8 +630,7 @@ async def test_redis_restart_the_agent_reclaims_and_heartbeats_again(
     standby = spawn_agent(exchange_id=2, name="kraken", url=fresh_redis.url)
     await eventually(lambda: state_is(redis, "active"), what="active")
     await standby.wait_log("listening for commands")
-    child_pid = read_pid(pidfile)
-    assert child_pid is not None
+    child_pid = await written_pid(pidfile)
 
     fresh_redis.restart()  # all data lost, as after a crash without persistence
     await redis.connection_pool.disconnect()
@@ -755,8 +749,7 @@ async def test_an_unparseable_payload_from_another_writer_fences_the_agent(
     pidfile = tmp_path / "child.pid"
     agent = spawn_agent(args=[*FAST, "--autostart"], command=sleeper(pidfile))
     await eventually(lambda: state_is(redis, "active"), what="active")
-    child_pid = read_pid(pidfile)
-    assert child_pid is not None
+    child_pid = await written_pid(pidfile)
 
     await redis.execute_command("SET", keys.status_key(1), "not json", "KEEPTTL")
     await agent.wait_log("fenced")

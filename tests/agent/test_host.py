@@ -24,7 +24,7 @@ from perseus_core.runtime.host import Host
 from perseus_core.wire import keys
 from perseus_core.wire.models import CatalogEntry
 from perseus_core.wire.settings import Settings
-from tests.agent.conftest import CHILD_SLEEP, SpawnHost, pid_alive, read_pid
+from tests.agent.conftest import CHILD_SLEEP, SpawnHost, pid_alive, read_pid, written_pid
 from tests.agent.test_agent import state_is, status, transitions
 from tests.helpers import invoke, status_gone
 from tests.waiting import eventually
@@ -39,11 +39,6 @@ def slot(exchange_id: int, name: str, pidfile: Path | None = None, extra: str = 
         # A JSON array of strings is a TOML array of strings.
         text += f"command = {json.dumps([sys.executable, '-c', CHILD_SLEEP, str(pidfile)])}\n"
     return text + extra
-
-
-async def child_of(pidfile: Path) -> int:
-    pid: int = await eventually(lambda: read_pid(pidfile), what=f"a pid in {pidfile.name}")
-    return pid
 
 
 async def all_active(redis: Redis, *exchange_ids: int) -> None:
@@ -66,7 +61,7 @@ async def test_each_slot_runs_apart_in_one_process(
     )
     host = spawn_host(config)
     await all_active(redis, 1, 2, 3)
-    children = {i: await child_of(path) for i, path in pidfiles.items()}
+    children = {i: await written_pid(path) for i, path in pidfiles.items()}
     assert set(children.values()) <= set(descendants(host.pid))  # one process supervises all
     await host.wait_log("bitstamp: the catalog lists exchange 9 as 'gemini'")
     assert await status_gone(redis, 9)
@@ -117,7 +112,7 @@ async def test_sighup_applies_the_file_again_and_a_bad_file_changes_nothing(
     )
     host = spawn_host(config)
     await all_active(redis, 1, 2, 3)
-    kept, removed, old = [await child_of(pid[n]) for n in ("kept", "removed", "old")]
+    kept, removed, old = [await written_pid(pid[n]) for n in ("kept", "removed", "old")]
     coinbase = await status(redis, 1)
     assert coinbase is not None
 
@@ -129,11 +124,11 @@ async def test_sighup_applies_the_file_again_and_a_bad_file_changes_nothing(
     )
     config.write_text(applied)
     host.signal(signal.SIGHUP)
-    added = await child_of(pid["added"])
+    added = await written_pid(pid["added"])
     await all_active(redis, 4)
     await eventually(lambda: status_gone(redis, 2), what="the removed slot released")
     assert not pid_alive(removed) and not await redis.exists(keys.agents_key(2))
-    new = await child_of(pid["new"])
+    new = await written_pid(pid["new"])
     await eventually(lambda: state_is(redis, "active", 3), what="the changed slot active again")
     binance = await status(redis, 3)
     assert binance is not None and binance.symbol_count == 7 and not pid_alive(old)

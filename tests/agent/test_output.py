@@ -17,7 +17,7 @@ from perseus_core.plumbing.connection import connect
 from perseus_core.store.output import LINE_CHARS, OutputLine, recent_output
 from perseus_core.wire import keys
 from perseus_core.wire.settings import Settings
-from tests.agent.conftest import SpawnAgent, pid_alive, read_pid
+from tests.agent.conftest import SpawnAgent, pid_alive, written_pid
 from tests.agent.test_agent import FAST, errors, state_is, status
 from tests.waiting import eventually
 
@@ -144,8 +144,7 @@ async def test_a_slow_redis_drops_lines_counted_never_the_child_or_the_heartbeat
     redis = connect(settings)
     try:
         before = await eventually(lambda: state_is(redis, "active"), what="active")
-        child_pid = read_pid(tmp_path / "child.pid")
-        assert child_pid is not None
+        child_pid = await written_pid(tmp_path / "child.pid")
         paused_server.pause()
         try:
             (tmp_path / "go").write_text("go")
