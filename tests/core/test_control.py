@@ -4,6 +4,7 @@ at-most-once execution, ordering, late listeners and Redis outages."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -570,6 +571,16 @@ async def test_cancelling_run_closes_cleanly(settings: Settings) -> None:
     task = asyncio.create_task(server.run())
     await eventually(lambda: server.last_id is not None)
     task.cancel()
+    # Once in dozens of loaded runs the task had not ended 60 s later: say where
+    # it waits, so that the next occurrence names the cause.
+    done, _ = await asyncio.wait({task}, timeout=20)
+    if not done:
+        where = io.StringIO()
+        task.print_stack(file=where)
+        inner = server._read_task  # what it waits for, where redis-py is
+        if inner is not None:
+            inner.print_stack(file=where)
+        pytest.fail(f"run() still running 20 s after its cancellation:\n{where.getvalue()}")
     with pytest.raises(asyncio.CancelledError):
         await task
     await server.aclose()  # harmless after the fact

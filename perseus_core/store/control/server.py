@@ -325,7 +325,7 @@ class CommandServer:
         # not started yet then never leaves an un-awaited coroutine.
         self._read_task = asyncio.ensure_future(self._xread(reader, self._last_id))
         try:
-            return await self._read_task
+            response = await self._read_task
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._closing.is_set() and task is not None and task.cancelling() == 0:
@@ -333,6 +333,11 @@ class CommandServer:
             raise
         finally:
             self._read_task = None
+        # Cancelling this task cancels the read it awaits; redis-py can swallow
+        # that cancellation and return the reply, and this task would then read
+        # on for ever, cancelled in name only.
+        raise_if_cancelling()
+        return response
 
     async def _xread(self, reader: RedisClient, last_id: str) -> Any:
         return await reader.xread(
