@@ -51,7 +51,6 @@ from tests.agent.conftest import (
     SpawnAgent,
     agent_env,
     pid_alive,
-    read_pid,
     trap_term_child,
     written_pid,
 )
@@ -416,7 +415,7 @@ async def test_stop_sends_sigterm_to_the_whole_process_group(
     pidfile = tmp_path / "child.pid"
     agent = spawn_agent(args=[*FAST, "--autostart"], command=trap_term_child(tmp_path, pidfile))
     await eventually(lambda: state_is(redis, "active"), what="active")
-    await eventually(lambda: read_pid(Path(f"{pidfile}.grandchild")), what="the grandchild")
+    await written_pid(Path(f"{pidfile}.grandchild"))
     agent.remember_descendants()
     outcome = await send(redis, settings, "stop")
     assert outcome.status is ReplyStatus.SUCCESS, outcome.message

@@ -19,7 +19,7 @@ from perseus_core.runtime.probes import (
     parse_host_port,
     probes,
 )
-from tests.agent.conftest import pid_alive, read_pid
+from tests.agent.conftest import pid_alive, written_pid
 from tests.waiting import eventually
 
 
@@ -69,7 +69,7 @@ async def test_cmd_probe_timeout_kills_its_whole_group(tmp_path: Path) -> None:
     with pytest.raises(ProbeFailed, match=r"no answer within 0.3s"):
         await Probe("cmd", f"sleep 30 & echo $! > {pidfile}; wait").check(0.3)
     assert time.monotonic() - started < 10
-    pid = await eventually(lambda: read_pid(pidfile), what="the background sleep's pid")
+    pid = await written_pid(pidfile)
     await eventually(lambda: not pid_alive(pid), what="the timed-out command's group killed")
 
 

@@ -203,10 +203,7 @@ async def _one_round(
             async def standby_active() -> bool:
                 return await _active_pid(redis) == standby.process.pid
 
-            try:
-                await eventually(standby_active, 5, "the standby to be active")
-            except AssertionError:
-                raise AssertionError(f"the standby did not start: {outcome.message}") from None
+            await eventually(standby_active, 5, f"the standby to start ({outcome.message})")
     finally:
         os.kill(holder.process.pid, signal.SIGCONT)
     await eventually(lambda: holder.fenced_count() > fenced, 20, "the old holder to fence")

@@ -223,15 +223,17 @@ def holders(ref: weakref.ref[Any], depth: int = 4) -> str:
     the weak reference only, so that no local of this module is among the
     referrers)."""
     chain: list[str] = []
-    ours: list[int] = []  # ids of this function's own lists, never a cause
+    ours: list[object] = []  # this function's own lists (kept alive), never a cause
     current = ref()
     for _ in range(depth):
         referrers = gc.get_referrers(current)
-        ours.append(id(referrers))
+        ours.append(referrers)
         found = [
-            r for r in referrers if not inspect.isframe(r) and r is not chain and id(r) not in ours
+            r
+            for r in referrers
+            if not inspect.isframe(r) and r is not chain and not any(r is o for o in ours)
         ]
-        ours.append(id(found))
+        ours.append(found)
         if not found:
             break
         kinds = ", ".join(sorted({type(r).__name__ for r in found}))

@@ -619,8 +619,8 @@ async def test_the_footer_greys_keys_in_place_as_the_selection_moves(
             answers = tuple(
                 app.screen.check_action(action, ()) is True for action in ("start", "stop")
             )
-            greyed = tuple(not keys[action].has_class("-disabled") for action in ("start", "stop"))
-            assert greyed == answers, (app.dashboard.selected_id, greyed, answers)
+            lit = tuple(not keys[action].has_class("-disabled") for action in ("start", "stop"))
+            assert lit == answers, (app.dashboard.selected_id, lit, answers)
             seen.add(answers)
         assert len(seen) > 1  # the moves did change what start and stop may do
         assert {key.action: key for key in app.screen.query(FooterKey)} == keys  # same widgets
