@@ -6,6 +6,12 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test unit lint snapshots screenshots bench clean
 
+# Python caches compiled modules in __pycache__ even where the environment asks
+# it not to: the suite starts hundreds of `perseus` processes and four workers,
+# and without the cache each compiles the project's sources (and pytest
+# rewrites every test module) again, a sixth of the suite's CPU.
+unexport PYTHONDONTWRITEBYTECODE
+
 # pytest-xdist workers; the suite waits on real Redis and real processes more
 # than it computes, so a couple of workers per core keeps both cores busy.
 JOBS ?= 4

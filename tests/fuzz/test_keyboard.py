@@ -1,4 +1,4 @@
-"""No key sequence crashes the dashboard: a minute of random keys, 100 a second.
+"""No key sequence crashes the dashboard: 24 s of random keys, 100 a second.
 
 Every binding, the palette included, in cards and table mode, filtered and
 unfiltered, with a fixed seed (see `tests/fuzz/keyboard.py`; the long form
@@ -29,8 +29,8 @@ from tests.fuzz.keyboard import (
 )
 from tests.waiting import eventually
 
-PHASE_S = 16.0
-"""Four phases: 64 s of keys."""
+PHASE_S = 6.0
+"""Four phases: 24 s of keys."""
 
 
 @pytest.mark.slow
@@ -51,10 +51,9 @@ async def test_random_keys_never_crash_the_dashboard(settings: Settings, tmp_pat
     assert report.rate >= 0.9 * RATE, f"{report.rate:.0f} keys/s"
     missing = set(binding_keys()) - set(report.pressed)
     assert not missing, f"bindings never pressed: {sorted(missing)}"
-    # Every view and filter combination, and every kind of screen, got keys. How
-    # many depends on how long the keys leave each screen open, and on a loaded
-    # machine keys go out in bursts that all land on one screen: hundreds each
-    # on a quiet machine, tens at least on a busy one.
+    # Every view and filter combination, and every kind of screen, took keys: how
+    # many depends on how long the keys leave each screen open (tens to hundreds
+    # each, quiet or beside CPU hogs).
     for phase in PHASES:
         filtered = "filtered" if phase.filter else "unfiltered"
         assert report.landed_on[f"dashboard {phase.view} {filtered}"] >= 10, report.landed_on
