@@ -3,6 +3,7 @@ clock that moves only when told, and reads of the test exchange's status key."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import queue
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,12 @@ from click.testing import CliRunner
 from redis.asyncio import Redis
 
 from perseus_cli.main import cli
+from perseus_core.plumbing.topology import RedisClient
+from perseus_core.store.activity import ActivityLog, ActivityTail
 from perseus_core.wire import keys
-from perseus_core.wire.models import InstanceStatus
+from perseus_core.wire.models import InstanceStatus, StateTransitionEntry
 from perseus_core.wire.settings import Settings
+from tests.waiting import eventually
 
 PERSEUS_ARGV = [sys.executable, "-c", "from perseus_cli.main import main; main()"]
 """The `perseus` console script's entry point, run as a process of its own."""
@@ -178,3 +182,67 @@ class LineReader:
             if needle in line:
                 return got
         raise AssertionError(f"{needle!r} not printed within {timeout} s; got {got}")
+
+
+async def append_round(log: ActivityLog, fleet: Sequence[tuple[int, str]], round_no: int) -> None:
+    """One transition entry on each exchange of `fleet`, its host naming the round."""
+    for exchange_id, name in fleet:
+        await log.append(
+            name,
+            StateTransitionEntry(
+                from_state="idle",
+                to_state="starting",
+                exchange_id=str(exchange_id),
+                exchange_name=name,
+                hostname=f"round-{round_no}",
+            ),
+        )
+
+
+async def tail_collects(
+    settings: Settings,
+    redis: RedisClient,
+    fleet: Sequence[tuple[int, str]],
+    rounds: int,
+    after_first_round: Callable[[], Awaitable[object]] | None = None,
+) -> list[tuple[str, str]]:
+    """Follow `fleet`'s streams while `rounds` rounds of entries are written
+    (`append_round`), and return what the tail delivered as (exchange, round);
+    `after_first_round` runs once the tail has delivered the first round. A
+    closing round (not returned) shows the tail has read every stream past
+    the last of them."""
+    names = [name for _, name in fleet]
+
+    async def provider() -> list[str]:
+        return names
+
+    log = ActivityLog(redis, settings)
+    seen: list[tuple[str, str]] = []
+    closing = {(name, f"round-{rounds}") for name in names}
+    async with ActivityTail(settings, provider) as tail:
+
+        async def consume() -> None:
+            async for entry in tail:
+                seen.append((entry.exchange_name or "", entry.hostname or ""))
+
+        task = asyncio.create_task(consume())
+        try:
+            for round_no in range(rounds):
+                await append_round(log, fleet, round_no)
+                if round_no == 0 and after_first_round is not None:
+                    await eventually(lambda: len(seen) == len(fleet), what="the first round")
+                    await after_first_round()
+            await eventually(lambda: len(seen) >= rounds * len(fleet), what="the tail")
+            # One more entry on every stream, read through: a duplicate (a stream
+            # read again from an old position) would have arrived before it.
+            await append_round(log, fleet, rounds)
+            await eventually(lambda: closing <= set(seen), what="the closing round")
+        finally:
+            await tail.aclose()
+            await task
+    return [entry for entry in seen if entry not in closing]
+
+
+def expected_rounds(fleet: Sequence[tuple[int, str]], rounds: int) -> list[tuple[str, str]]:
+    """What `tail_collects` returns when every entry arrived once."""
+    return [(name, f"round-{r}") for r in range(rounds) for _, name in fleet]

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import redis as sync_redis
 from click.testing import CliRunner, Result
 
 from perseus_cli.apps.redis_server import free_port
 from perseus_cli.main import cli
+from perseus_core.store.doctor import checks
 from perseus_core.wire.timeutil import format_ts
 from tests.acl.conftest import AclServer, acl, acl_module_server  # noqa: F401 - fixtures
 from tests.tls.certs import Certs
@@ -66,6 +68,33 @@ def test_a_plain_server_that_works(redis_url: str) -> None:
     table = doctor(redis_url)
     assert table.exit_code == 0 and "Perseus will work with this Redis." in table.output
     assert "skewed-host" in table.output
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("", "blocks: one XREAD BLOCK of all 2 streams, each key sent again every turn: "
+         "notify-keyspace-events lacks K and t on the server"),
+        ("Kt", "wakes on keyspace notifications (2 streams; the server sends them)"),
+    ],
+    ids=["without-notifications", "keyspace-notifications"],
+)  # fmt: skip
+def test_the_live_tail_of_a_large_fleet_on_one_server(
+    redis_url: str, flags: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `BLOCKING_STREAMS_MAX` streams (here 1) the doctor says whether
+    keyspace notifications let the tail read only the streams written."""
+    monkeypatch.setattr(checks, "BLOCKING_STREAMS_MAX", 1)
+    seed_writer(redis_url, clock_behind_s=0)
+    with sync_redis.Redis.from_url(redis_url) as admin:
+        admin.config_set("notify-keyspace-events", flags)
+        try:
+            result = doctor(redis_url, "--json")
+        finally:
+            admin.config_set("notify-keyspace-events", "")
+    assert result.exit_code == 0, result.output
+    tail = next(c for c in json.loads(result.stdout)["checks"] if c["check"] == "live tail")
+    assert tail["value"] == expected
 
 
 def test_keys_of_the_wrong_type_fail_with_the_reason(redis_url: str) -> None:

@@ -44,6 +44,7 @@ from perseus_core.wire.models import (
 from perseus_core.wire.settings import Settings
 from tests.cluster.conftest import FLEET, master_index
 from tests.export.conftest import livermore_status, sample, scrape
+from tests.helpers import append_round, expected_rounds, tail_collects
 from tests.waiting import eventually
 
 S = ConnectionState
@@ -154,70 +155,11 @@ async def test_fencing_a_second_claimer_and_a_foreign_overwrite(
         assert json.loads(await cluster_redis.get(key))["hostname"] == "host-b"
 
 
-async def _append_round(log: ActivityLog, round_no: int) -> None:
-    for exchange_id, name in FLEET:
-        await log.append(
-            name,
-            StateTransitionEntry(
-                from_state="idle",
-                to_state="starting",
-                exchange_id=str(exchange_id),
-                exchange_name=name,
-                hostname=f"round-{round_no}",
-            ),
-        )
-
-
-async def _tail_collects(
-    settings: Settings,
-    redis: RedisCluster,
-    rounds: int,
-    after_first_round: Callable[[], Awaitable[object]] | None = None,
-) -> list[tuple[str, str]]:
-    """Follow the fleet's streams while `rounds` rounds of entries are written,
-    and return what the tail delivered; `after_first_round` runs once the tail
-    has delivered the first round. A closing round (not returned) shows the
-    tail has read every stream past the last of them."""
-
-    async def names() -> list[str]:
-        return NAMES
-
-    log = ActivityLog(redis, settings)
-    seen: list[tuple[str, str]] = []
-    closing = {(name, f"round-{rounds}") for name in NAMES}
-    async with ActivityTail(settings, names) as tail:
-
-        async def consume() -> None:
-            async for entry in tail:
-                seen.append((entry.exchange_name or "", entry.hostname or ""))
-
-        task = asyncio.create_task(consume())
-        try:
-            for round_no in range(rounds):
-                await _append_round(log, round_no)
-                if round_no == 0 and after_first_round is not None:
-                    await eventually(lambda: len(seen) == len(FLEET), what="the first round")
-                    await after_first_round()
-            await eventually(lambda: len(seen) >= rounds * len(FLEET), what="the tail")
-            # One more entry on every stream, read through: a duplicate (a stream
-            # read again from an old position) would have arrived before it.
-            await _append_round(log, rounds)
-            await eventually(lambda: closing <= set(seen), what="the closing round")
-        finally:
-            await tail.aclose()
-            await task
-    return [entry for entry in seen if entry not in closing]
-
-
-def _expected(rounds: int) -> list[tuple[str, str]]:
-    return [(name, f"round-{r}") for r in range(rounds) for _, name in FLEET]
-
-
 async def test_tail_small_fleet_blocking_read_per_slot(
     cluster_settings: Settings, cluster_redis: RedisCluster
 ) -> None:
-    seen = await _tail_collects(cluster_settings, cluster_redis, rounds=5)
-    assert sorted(seen) == sorted(_expected(5))  # no gap, no duplicate
+    seen = await tail_collects(cluster_settings, cluster_redis, FLEET, rounds=5)
+    assert sorted(seen) == sorted(expected_rounds(FLEET, 5))  # no gap, no duplicate
     for name in NAMES:  # each stream's own order is kept
         assert [h for n, h in seen if n == name] == [f"round-{r}" for r in range(5)]
 
@@ -237,12 +179,12 @@ async def test_tail_large_fleet_pipelined_reads(
         "notify-keyspace-events", notifications, target_nodes=RedisCluster.ALL_NODES
     )
     try:
-        seen = await _tail_collects(cluster_settings, cluster_redis, rounds=4)
+        seen = await tail_collects(cluster_settings, cluster_redis, FLEET, rounds=4)
     finally:
         await cluster_redis.config_set(
             "notify-keyspace-events", "", target_nodes=RedisCluster.ALL_NODES
         )
-    assert sorted(seen) == sorted(_expected(4))
+    assert sorted(seen) == sorted(expected_rounds(FLEET, 4))
 
 
 async def test_xread_on_a_cluster_finds_its_keys_without_asking_a_node(
@@ -328,12 +270,16 @@ async def test_tail_sweeps_every_stream_when_notifications_go_missing(
         await cluster_redis.config_set("notify-keyspace-events", "", target_nodes=every_node)
 
     try:
-        seen = await _tail_collects(
-            cluster_settings, cluster_redis, rounds=3, after_first_round=notifications_go_missing
+        seen = await tail_collects(
+            cluster_settings,
+            cluster_redis,
+            FLEET,
+            rounds=3,
+            after_first_round=notifications_go_missing,
         )
     finally:
         await cluster_redis.config_set("notify-keyspace-events", "", target_nodes=every_node)
-    assert sorted(seen) == sorted(_expected(3))
+    assert sorted(seen) == sorted(expected_rounds(FLEET, 3))
 
 
 async def test_tail_takes_up_notifications_turned_on_while_it_polls(
@@ -364,12 +310,16 @@ async def test_tail_takes_up_notifications_turned_on_while_it_polls(
         )
 
     try:
-        seen = await _tail_collects(
-            cluster_settings, cluster_redis, rounds=3, after_first_round=notifications_turned_on
+        seen = await tail_collects(
+            cluster_settings,
+            cluster_redis,
+            FLEET,
+            rounds=3,
+            after_first_round=notifications_turned_on,
         )
     finally:
         await cluster_redis.config_set("notify-keyspace-events", "", target_nodes=every_node)
-    assert sorted(seen) == sorted(_expected(3))
+    assert sorted(seen) == sorted(expected_rounds(FLEET, 3))
 
 
 async def _equals(value: Awaitable[int], expected: int) -> bool:
@@ -459,7 +409,7 @@ async def test_notifier_posts_transitions_from_every_master(
     try:
         await asyncio.wait_for(notifier.wait_ready(), 10)
         log = ActivityLog(cluster_redis, cluster_settings)
-        await _append_round(log, 0)
+        await append_round(log, FLEET, 0)
         for name in NAMES:
             await log.append(
                 name, ErrorEntry(error="feed down", state="active", exchange_name=name)
@@ -484,15 +434,16 @@ async def test_tail_follows_a_stream_whose_slot_moves(
     source = cluster.master_of(moved)
     target = cluster.master_of(keys.activity_key(NAMES[1]))
 
-    seen = await _tail_collects(
+    seen = await tail_collects(
         cluster_settings,
         cluster_redis,
+        FLEET,
         rounds=4,
         after_first_round=lambda: asyncio.to_thread(cluster.move_slot, moved, target),
     )
     assert cluster.master_of(moved).port == target.port
     cluster.move_slot(moved, source)  # the next tests expect the launcher's layout
-    assert sorted(seen) == sorted(_expected(4))
+    assert sorted(seen) == sorted(expected_rounds(FLEET, 4))
     assert [h for n, h in seen if n == NAMES[0]] == [f"round-{r}" for r in range(4)]
 
 

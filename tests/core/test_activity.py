@@ -39,7 +39,8 @@ from perseus_core.wire.models import (
     StateTransitionEntry,
 )
 from perseus_core.wire.settings import Settings
-from tests.waiting import eventually, until_blocked
+from tests.helpers import expected_rounds, tail_collects
+from tests.waiting import blocked_clients, eventually, until_blocked
 from tests.wire_examples import WIRE_ERROR, WIRE_TRANSITION
 
 DAY_MS = 86_400_000
@@ -358,6 +359,60 @@ async def test_tail_over_many_streams_reads_a_share_of_each_and_drains_them_all(
             assert [e.error for e in got.entries if e.stream == name] == [  # type: ignore[union-attr]
                 f"{name}-{i}" for i in range(10)
             ]
+
+
+LARGE_FLEET = [(n, f"large{n}") for n in range(1, 9)]
+"""Sixteen streams: a large fleet once `reads.BLOCKING_STREAMS_MAX` is set below that."""
+
+
+@pytest.mark.parametrize("notifications", ["", "Kt"], ids=["blocking", "keyspace-notifications"])
+async def test_tail_of_a_large_fleet_on_one_server(
+    notifications: str, redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `BLOCKING_STREAMS_MAX` streams the tail is woken by keyspace
+    notifications where the server sends them, and reads only the streams
+    written (no XREAD BLOCK of every stream); without them it waits in the
+    one blocking XREAD. Either way every entry arrives once."""
+    monkeypatch.setattr(reads, "BLOCKING_STREAMS_MAX", 2)
+    await redis.config_set("notify-keyspace-events", notifications)
+
+    async def waits_as_it_should() -> None:
+        patterns = int(await redis.execute_command("PUBSUB", "NUMPAT"))
+        if notifications:
+            assert patterns == 2  # logs:network:* and perseus:activity:*
+            assert await blocked_clients(redis, "xread") == 0
+        else:
+            assert patterns == 0
+            await until_blocked(redis, "xread")
+
+    try:
+        seen = await tail_collects(
+            settings, redis, LARGE_FLEET, rounds=3, after_first_round=waits_as_it_should
+        )
+    finally:
+        await redis.config_set("notify-keyspace-events", "")
+    assert sorted(seen) == sorted(expected_rounds(LARGE_FLEET, 3))
+
+
+async def test_tail_of_a_large_fleet_sweeps_when_notifications_go_missing(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries whose notification never comes still arrive: each quiet block
+    time reads the next slice of the streams (here four a turn)."""
+    monkeypatch.setattr(reads, "BLOCKING_STREAMS_MAX", 2)
+    monkeypatch.setattr(reads, "SWEEP_CHUNK", 4)
+    await redis.config_set("notify-keyspace-events", "Kt")
+
+    async def notifications_go_missing() -> None:  # the subscription stays, silent
+        await redis.config_set("notify-keyspace-events", "")
+
+    try:
+        seen = await tail_collects(
+            settings, redis, LARGE_FLEET, rounds=3, after_first_round=notifications_go_missing
+        )
+    finally:
+        await redis.config_set("notify-keyspace-events", "")
+    assert sorted(seen) == sorted(expected_rounds(LARGE_FLEET, 3))
 
 
 async def test_tail_resumes_from_given_ids(redis: Redis, settings: Settings) -> None:

@@ -3,7 +3,7 @@ by keys and by the filter, in cards and table, with a bounded number of cards.""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 
 import pytest
@@ -43,6 +43,22 @@ def host(exchange_id: int) -> str:
 def host_part(exchange_id: int) -> str:
     """Part of the host, in no name: what an operator types to find a machine."""
     return host(exchange_id).split(".")[0]
+
+
+NOTIFY = "K$gxzht"
+"""The keyspace notifications docs/production-redis.md asks of a large fleet's
+server: the feed and the status watcher then read only what changed."""
+
+
+@pytest.fixture
+def fleet_url(redis_url: str) -> Iterator[str]:
+    """The shared server set up as a large fleet's should be (`NOTIFY`), and back."""
+    with sync_redis.Redis.from_url(redis_url) as admin:
+        admin.config_set("notify-keyspace-events", NOTIFY)
+        try:
+            yield redis_url
+        finally:
+            admin.config_set("notify-keyspace-events", "")
 
 
 def seed_large_fleet(url: str, size: int) -> None:
@@ -121,10 +137,10 @@ def _table_lines(app: PerseusApp) -> list[str]:
 
 @pytest.mark.parametrize("size", SIZES)
 async def test_cards_reach_every_exchange_by_keys_and_by_scrolling(
-    redis_url: str, size: int
+    fleet_url: str, size: int
 ) -> None:
-    seed_large_fleet(redis_url, size)
-    app = screenshot_app(redis_url)
+    seed_large_fleet(fleet_url, size)
+    app = screenshot_app(fleet_url)
     async with app.run_test(size=(120, 40)) as pilot:
         await _loaded(pilot, size)
         grid = await _to_cards(pilot, app)
@@ -156,9 +172,9 @@ async def test_cards_reach_every_exchange_by_keys_and_by_scrolling(
 
 
 @pytest.mark.parametrize("size", SIZES)
-async def test_the_table_reaches_every_exchange_by_keys(redis_url: str, size: int) -> None:
-    seed_large_fleet(redis_url, size)
-    app = screenshot_app(redis_url)
+async def test_the_table_reaches_every_exchange_by_keys(fleet_url: str, size: int) -> None:
+    seed_large_fleet(fleet_url, size)
+    app = screenshot_app(fleet_url)
     async with app.run_test(size=(120, 40)) as pilot:
         await _loaded(pilot, size)
         table = app.dashboard.table
@@ -180,10 +196,10 @@ async def test_the_table_reaches_every_exchange_by_keys(redis_url: str, size: in
 
 
 @pytest.mark.parametrize("size", SIZES)
-async def test_the_filter_finds_any_one_exchange_by_name_or_host(redis_url: str, size: int) -> None:
+async def test_the_filter_finds_any_one_exchange_by_name_or_host(fleet_url: str, size: int) -> None:
     wanted = size - 1
-    seed_large_fleet(redis_url, size)
-    app = screenshot_app(redis_url)
+    seed_large_fleet(fleet_url, size)
+    app = screenshot_app(fleet_url)
     async with app.run_test(size=(120, 40)) as pilot:
         await _loaded(pilot, size)
         dashboard = app.dashboard
@@ -224,12 +240,12 @@ def _at_the_end(keys_to_end: tuple[str, ...]) -> Callable[[Pilot[None]], Awaitab
     ("view", "keys_to_end"), [("table", ("ctrl+end",)), ("cards", ("t", "end"))]
 )
 def test_the_last_exchanges(
-    snap_compare: SnapCompare, redis_url: str, size: int, view: str, keys_to_end: tuple[str, ...]
+    snap_compare: SnapCompare, fleet_url: str, size: int, view: str, keys_to_end: tuple[str, ...]
 ) -> None:
     """The fleet scrolled to its end: the last exchanges, the last one selected."""
-    seed_large_fleet(redis_url, size)
+    seed_large_fleet(fleet_url, size)
     assert snap_compare(
-        screenshot_app(redis_url),
+        screenshot_app(fleet_url),
         terminal_size=(120, 40),
         run_before=drawn(_at_the_end(keys_to_end)),
     )

@@ -1,19 +1,26 @@
 """Reading many activity streams at once, on a single Redis or a Redis Cluster.
 
-On a single Redis one `XREAD BLOCK` covers every stream. A cluster refuses a
-multi-key command whose keys hash to different slots, even when one node owns
-them all, and the stream names are fixed by the TypeScript servers (no hash
-tags), so the tail reads there in one of three ways:
+On a single Redis one `XREAD BLOCK` covers every stream of a fleet of up to
+`BLOCKING_STREAMS_MAX` streams. Each turn of it sends every stream's key and
+ID again, so a larger fleet on a server whose `notify-keyspace-events`
+include stream events (`K` and `t`, or `A`) is followed by a subscription
+that wakes the reader when a followed stream is written, then one read
+fetches just the streams that changed; a quiet block time reads a slice of
+every stream in turn, in case a notification was lost. A server without the
+notifications is still read with the one blocking XREAD.
+
+A cluster refuses a multi-key command whose keys hash to different slots,
+even when one node owns them all, and the stream names are fixed by the
+TypeScript servers (no hash tags), so the tail reads there in one of three
+ways:
 
 - a small fleet (up to `BLOCKING_GROUPS_MAX` slot groups): one blocking
   `XREAD` per group of streams that share a slot, each kept waiting across
   turns (a read that returns is re-issued from its new IDs; the others are
   left blocking, so no connection is torn down per event);
-- a larger fleet on servers whose `notify-keyspace-events` include stream
-  events (`K` and `t`, or `A`): one subscription per master wakes the reader
-  when a followed stream is written, then one pipelined read (a round trip per
-  node) fetches just the streams that changed; a quiet block time reads a
-  slice of every stream in turn, in case a notification was lost;
+- a larger fleet on servers that announce stream writes: as on a single
+  Redis, with one subscription per master and one pipelined read (a round
+  trip per node) of the streams that changed;
 - otherwise a pipelined read of every stream at a bounded interval.
 
 Every read starts from the last ID delivered per stream, so a slot that moves
@@ -41,6 +48,14 @@ from perseus_core.plumbing.errors import TRANSIENT_ERRORS
 from perseus_core.plumbing.scripts import read_script_command
 from perseus_core.plumbing.streams import StreamRow, xread_rows
 from perseus_core.plumbing.topology import RedisClient, node_client
+
+BLOCKING_STREAMS_MAX = 1_000
+"""Streams up to which a single Redis follows them all in one `XREAD BLOCK`
+(500 exchanges). Past that, with keyspace notifications, the tail is woken
+and reads only the streams written: every turn of one blocking XREAD sends
+every stream's key and ID again, and over 20,000 streams packing and
+parsing that took about 150 ms of the dashboard's CPU, several times a
+second under a feed."""
 
 BLOCKING_GROUPS_MAX = 64
 """Slot groups up to which every group gets its own blocking read (and holds a
@@ -119,33 +134,18 @@ def stream_reader(client: RedisClient) -> StreamReader:
 
 
 class StreamReader:
-    """Many streams in one blocking `XREAD` (a single Redis)."""
+    """Many streams on a single Redis (Sentinel's master included).
+
+    Up to `BLOCKING_STREAMS_MAX` streams, one `XREAD BLOCK` of them all. A
+    larger fleet is woken by keyspace notifications where the server sends
+    them and reads only the streams written (see the module docstring); a
+    server without them is still read with the one blocking XREAD, which
+    then costs in proportion to the fleet on every turn.
+    """
 
     def __init__(self, client: RedisClient) -> None:
         """Read through `client` (a blocking client: see `connect_blocking`)."""
         self._client = client
-
-    async def read(self, streams: Mapping[str, str], *, count: int, block_ms: int) -> Any:
-        """New entries after each stream's ID, waiting up to `block_ms` for one."""
-        count = per_stream(count, len(streams))
-        return await self._client.xread(dict(streams), count=count, block=block_ms)  # type: ignore[arg-type]
-
-    async def aclose(self) -> None:
-        """Stop any read left waiting (none here)."""
-
-
-class ClusterStreamReader(StreamReader):
-    """Many streams on a Redis Cluster, never with one command across slots.
-
-    See the module docstring for the three ways it waits. `read` returns the
-    same shape as `XREAD`, so the tail handles both alike.
-    """
-
-    def __init__(self, client: RedisCluster) -> None:
-        """Read through the cluster `client`."""
-        super().__init__(client)
-        self._cluster = client
-        self._waiting: dict[tuple[tuple[str, str], ...], asyncio.Task[Any]] = {}
         self._changed: dict[str, None] = {}
         """Streams to read on the next turns, in the order they changed (a
         turn takes the oldest `READ_MAX_STREAMS`: none waits behind streams
@@ -156,18 +156,11 @@ class ClusterStreamReader(StreamReader):
         self._recheck_at = 0.0
         self._sweep_at = 0
         self._sweep_order: list[str] = []
-        self._slots: dict[str, int] = {}
-        """Hash slot of every stream key seen: a fleet of 10,000 exchanges has
-        20,000 keys, and hashing them all again on every turn took 50 ms."""
-        self._group_count = (0, 0)
-        """(streams, slot groups) of the last read: recounted when the number
-        of streams changes (they are only ever added, or set aside)."""
 
     async def read(self, streams: Mapping[str, str], *, count: int, block_ms: int) -> Any:
         """New entries after each stream's ID, waiting up to `block_ms` for one."""
-        if self._groups_in(streams) <= BLOCKING_GROUPS_MAX:
-            count = per_stream(count, len(streams))
-            return await self._read_blocking(self._slot_groups(streams), count, block_ms)
+        if self._blocks(streams):
+            return await self._read_blocking(streams, count, block_ms)
         if (
             self._notifications is None
             or (self._notifications and any(task.done() for task in self._subscribers))
@@ -175,8 +168,9 @@ class ClusterStreamReader(StreamReader):
         ):
             # (Re)subscribe, e.g. after a failover ended a subscription, then
             # read everything once: nothing written meanwhile is missed. A
-            # failure to reach a master leaves the question open for the next
-            # read; polling is chosen only for what the servers answered.
+            # failure to reach a server leaves the question open for the next
+            # read; waiting without notifications is chosen only for what the
+            # servers answered.
             await self._unsubscribe()
             self._notifications = None
             self._notifications = await self._subscribe(streams)
@@ -186,101 +180,69 @@ class ClusterStreamReader(StreamReader):
         if changed:
             return await self._read_now(streams, count, only=changed)
         if not self._notifications:
-            await asyncio.sleep(min(block_ms / 1000, POLL_MAX_S))
-            return await self._read_now(streams, count, only=None)
+            return await self._read_unannounced(streams, count, block_ms)
         try:
             await asyncio.wait_for(self._wake.wait(), block_ms / 1000)
         except TimeoutError:  # the safety net: a notification may have been lost
             return await self._read_now(streams, count, only=self._next_sweep(streams))
         return await self._read_now(streams, count, only=self._take_changed())
 
-    def _groups_in(self, streams: Mapping[str, str]) -> int:
-        """How many slot groups `streams` make (see `_group_count`)."""
-        size, groups = self._group_count
-        if size != len(streams):
-            groups = len({self._slot(key) for key in streams})
-            self._group_count = (len(streams), groups)
-        return groups
-
-    def _slot(self, key: str) -> int:
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = key_slot(key.encode())
-        return slot
-
-    def _slot_groups(
-        self, streams: Mapping[str, str], only: set[str] | None = None
-    ) -> list[dict[str, str]]:
-        """The streams (those in `only`, when given) split by hash slot: one
-        multi-key XREAD is allowed per group. With `only` the work is in
-        proportion to the streams that changed, not to the fleet."""
-        groups: dict[int, dict[str, str]] = {}
-        for key in streams if only is None else only:
-            last_id = streams.get(key)
-            if last_id is not None:
-                groups.setdefault(self._slot(key), {})[key] = last_id
-        return list(groups.values())
-
     async def aclose(self) -> None:
-        """Cancel every read left waiting and every subscription."""
-        tasks = list(self._waiting.values())
-        self._waiting.clear()
-        await _cancel(tasks)
+        """End every subscription."""
         await self._unsubscribe()
 
-    async def _unsubscribe(self) -> None:
-        tasks, self._subscribers = self._subscribers, []
-        await _cancel(tasks)
+    # --- what differs on a cluster -------------------------------------------
 
-    # --- small fleet: a blocking read per slot group -------------------------
+    def _blocks(self, streams: Mapping[str, str]) -> bool:
+        """Whether `streams` are few enough to wait for in blocking reads."""
+        return len(streams) <= BLOCKING_STREAMS_MAX
 
     async def _read_blocking(
-        self, groups: list[dict[str, str]], count: int, block_ms: int
+        self, streams: Mapping[str, str], count: int, block_ms: int
     ) -> StreamReply:
-        wanted = {tuple(sorted(group.items())): group for group in groups}
-        for stale in [key for key in self._waiting if key not in wanted]:
-            self._waiting.pop(stale).cancel()  # its streams moved on (or were set aside)
-        for key, group in wanted.items():
-            if key not in self._waiting:
-                self._waiting[key] = asyncio.ensure_future(
-                    self._cluster.xread(group, count=count, block=block_ms)  # type: ignore[arg-type]
-                )
-        done, _ = await asyncio.wait(self._waiting.values(), return_when=asyncio.FIRST_COMPLETED)
-        reply: StreamReply = []
-        failure: BaseException | None = None
-        for key in [key for key, task in self._waiting.items() if task in done]:
-            task = self._waiting.pop(key)
-            if task.cancelled():
-                continue
-            error = task.exception()
-            if error is not None:
-                failure = failure or error
-                continue
-            reply.extend(xread_rows(task.result()))
-        if failure is not None and not reply:
-            raise failure
-        return reply
+        """Every stream in one `XREAD BLOCK`."""
+        count = per_stream(count, len(streams))
+        reply = await self._client.xread(dict(streams), count=count, block=block_ms)  # type: ignore[arg-type]
+        return xread_rows(reply)
 
-    # --- larger fleet: wake-ups from keyspace notifications, or a poll --------
+    async def _read_unannounced(
+        self, streams: Mapping[str, str], count: int, block_ms: int
+    ) -> StreamReply:
+        """A large fleet on a server that announces no stream writes: the one
+        blocking XREAD of every stream still waits best."""
+        return await self._read_blocking(streams, count, block_ms)
+
+    async def _fetch(self, groups: list[dict[str, str]], count: int) -> StreamReply:
+        """One non-blocking read of `groups` (one group on a single Redis)."""
+        (group,) = groups
+        return xread_rows(await self._client.xread(group, count=count))  # type: ignore[arg-type]
+
+    def _groups(self, streams: Mapping[str, str], only: set[str]) -> list[dict[str, str]]:
+        """The streams of `only` with their IDs, as the groups one `_fetch` reads."""
+        group = {key: streams[key] for key in only if key in streams}
+        return [group] if group else []
+
+    def _keyspace_db(self) -> int:
+        """The database whose keyspace channels tell of the streams."""
+        kwargs = self._client.connection_pool.connection_kwargs  # type: ignore[union-attr]
+        return int(kwargs.get("db") or 0)
+
+    # --- a large fleet: wake-ups from keyspace notifications ------------------
 
     async def _read_now(
         self, streams: Mapping[str, str], count: int, only: set[str] | None
     ) -> StreamReply:
-        """One pipelined, non-blocking read (a round trip per node) of the
-        streams in `only`; None: every stream, `READ_MAX_STREAMS` now and the
-        others on the next turns, at once."""
+        """One non-blocking read (a round trip per node) of the streams in
+        `only`; None: every stream, `READ_MAX_STREAMS` now and the others on
+        the next turns, at once."""
         if only is None:
             self._changed.update(dict.fromkeys(streams))
             only = self._take_changed()
-        groups = self._slot_groups(streams, only)
+        groups = self._groups(streams, only)
         if not groups:
             return []
         count = per_stream(count, sum(map(len, groups)))
-        async with self._cluster.pipeline() as pipe:
-            for group in groups:
-                pipe.xread(group, count=count)  # type: ignore[arg-type]
-            replies = await pipe.execute()
-        found = [pair for reply in replies for pair in xread_rows(reply)]
+        found = await self._fetch(groups, count)
         # A stream with `count` new rows may have more: read it again next turn.
         self._changed.update((key, None) for key, rows in found if len(rows) >= count)
         if self._changed:
@@ -313,23 +275,129 @@ class ClusterStreamReader(StreamReader):
     async def _subscribe(self, streams: Mapping[str, str]) -> bool:
         """Subscribe to writes of the followed streams on every master.
 
-        Returns False (poll instead) unless every master has keyspace
+        Returns False (wait without them) unless every master has keyspace
         notifications for streams on: a master without them would never
         wake the reader for its streams.
         """
         # One pattern per key prefix (`logs:network:*`...), not every key event.
-        patterns = sorted({f"__keyspace@0__:{key.rpartition(':')[0]}:*" for key in streams})
-        listeners = await subscribe_keyspace(self._cluster, patterns, STREAM_CLASSES, self._note)
+        db = self._keyspace_db()
+        patterns = sorted({f"__keyspace@{db}__:{key.rpartition(':')[0]}:*" for key in streams})
+        listeners = await subscribe_keyspace(self._client, patterns, STREAM_CLASSES, self._note)
         if listeners is None:
             return False
         self._subscribers.extend(listeners)
         return True
+
+    async def _unsubscribe(self) -> None:
+        tasks, self._subscribers = self._subscribers, []
+        await _cancel(tasks)
 
     def _note(self, key: str, event: str) -> None:
         """A keyspace event: a followed stream was written (`xadd`)."""
         if event == "xadd":
             self._changed[key] = None
             self._wake.set()
+
+
+class ClusterStreamReader(StreamReader):
+    """Many streams on a Redis Cluster, never with one command across slots.
+
+    See the module docstring for the three ways it waits. `read` returns the
+    same shape as on a single Redis, so the tail handles both alike.
+    """
+
+    def __init__(self, client: RedisCluster) -> None:
+        """Read through the cluster `client`."""
+        super().__init__(client)
+        self._cluster = client
+        self._waiting: dict[tuple[tuple[str, str], ...], asyncio.Task[Any]] = {}
+        self._slots: dict[str, int] = {}
+        """Hash slot of every stream key seen: a fleet of 10,000 exchanges has
+        20,000 keys, and hashing them all again on every turn took 50 ms."""
+        self._group_count = (0, 0)
+        """(streams, slot groups) of the last read: recounted when the number
+        of streams changes (they are only ever added, or set aside)."""
+
+    async def aclose(self) -> None:
+        """Cancel every read left waiting and every subscription."""
+        tasks = list(self._waiting.values())
+        self._waiting.clear()
+        await _cancel(tasks)
+        await super().aclose()
+
+    def _blocks(self, streams: Mapping[str, str]) -> bool:
+        """Whether `streams` make few enough slot groups (see `_group_count`)
+        for a blocking read each."""
+        size, groups = self._group_count
+        if size != len(streams):
+            groups = len({self._slot(key) for key in streams})
+            self._group_count = (len(streams), groups)
+        return groups <= BLOCKING_GROUPS_MAX
+
+    def _slot(self, key: str) -> int:
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = key_slot(key.encode())
+        return slot
+
+    def _groups(self, streams: Mapping[str, str], only: set[str]) -> list[dict[str, str]]:
+        """The streams of `only` split by hash slot: one multi-key XREAD is
+        allowed per group. The work is in proportion to the streams that
+        changed, not to the fleet."""
+        groups: dict[int, dict[str, str]] = {}
+        for key in only:
+            last_id = streams.get(key)
+            if last_id is not None:
+                groups.setdefault(self._slot(key), {})[key] = last_id
+        return list(groups.values())
+
+    def _keyspace_db(self) -> int:
+        return 0  # a cluster has database 0 only
+
+    async def _read_blocking(
+        self, streams: Mapping[str, str], count: int, block_ms: int
+    ) -> StreamReply:
+        """A blocking read per slot group, each kept waiting across turns."""
+        count = per_stream(count, len(streams))
+        groups = self._groups(streams, set(streams))
+        wanted = {tuple(sorted(group.items())): group for group in groups}
+        for stale in [key for key in self._waiting if key not in wanted]:
+            self._waiting.pop(stale).cancel()  # its streams moved on (or were set aside)
+        for key, group in wanted.items():
+            if key not in self._waiting:
+                self._waiting[key] = asyncio.ensure_future(
+                    self._cluster.xread(group, count=count, block=block_ms)  # type: ignore[arg-type]
+                )
+        done, _ = await asyncio.wait(self._waiting.values(), return_when=asyncio.FIRST_COMPLETED)
+        reply: StreamReply = []
+        failure: BaseException | None = None
+        for key in [key for key, task in self._waiting.items() if task in done]:
+            task = self._waiting.pop(key)
+            if task.cancelled():
+                continue
+            error = task.exception()
+            if error is not None:
+                failure = failure or error
+                continue
+            reply.extend(xread_rows(task.result()))
+        if failure is not None and not reply:
+            raise failure
+        return reply
+
+    async def _read_unannounced(
+        self, streams: Mapping[str, str], count: int, block_ms: int
+    ) -> StreamReply:
+        """Too many slot groups to block on each, and no notifications: poll."""
+        await asyncio.sleep(min(block_ms / 1000, POLL_MAX_S))
+        return await self._read_now(streams, count, only=None)
+
+    async def _fetch(self, groups: list[dict[str, str]], count: int) -> StreamReply:
+        """One pipeline of a non-blocking XREAD per slot group (a round trip per node)."""
+        async with self._cluster.pipeline() as pipe:
+            for group in groups:
+                pipe.xread(group, count=count)  # type: ignore[arg-type]
+            replies = await pipe.execute()
+        return [pair for reply in replies for pair in xread_rows(reply)]
 
 
 STREAM_CLASSES = "t"

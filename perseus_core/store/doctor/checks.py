@@ -25,6 +25,7 @@ from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.activity import exchange_stream_keys
 from perseus_core.store.activity.reads import (
     BLOCKING_GROUPS_MAX,
+    BLOCKING_STREAMS_MAX,
     POLL_MAX_S,
     notifies_stream_writes,
     slot_group_count,
@@ -325,46 +326,62 @@ async def check_latency(redis: RedisClient, report: Diagnosis) -> None:
 
 async def check_live_tail(redis: RedisClient, names: list[str] | None, report: Diagnosis) -> None:
     """How the live feed waits for new entries (`activity.reads`): one blocking
-    read on a single Redis; on a cluster a blocking read per slot group up to
-    `BLOCKING_GROUPS_MAX`, past that a wake-up from keyspace notifications
-    when every master sends them, else a poll."""
+    read on a single Redis of up to `BLOCKING_STREAMS_MAX` streams; on a
+    cluster a blocking read per slot group up to `BLOCKING_GROUPS_MAX`; past
+    either, a wake-up from keyspace notifications when every master sends
+    them, else one blocking read of every stream (single) or a poll (cluster)."""
     name = "live tail"
-    if not isinstance(redis, RedisCluster):
-        value = "blocks: one XREAD BLOCK follows every stream (no keyspace notifications needed)"
-        report.checks.append(Check(name, value))
-        return
+    cluster = isinstance(redis, RedisCluster)
     if names is None:
-        _not_read(report, name)
+        if cluster:
+            _not_read(report, name)
+        else:
+            report.checks.append(Check(name, SINGLE_BLOCKS))
         return
-    groups = slot_group_count(exchange_stream_keys(names))
-    report.facts["tail_slot_groups"] = groups
-    if groups <= BLOCKING_GROUPS_MAX:
-        value = (
-            f"blocks: one blocking XREAD per slot group of streams"
-            f" ({groups}, of at most {BLOCKING_GROUPS_MAX} read so)"
-        )
-        report.checks.append(Check(name, value))
-        return
+    stream_keys = exchange_stream_keys(names)
+    if cluster:
+        groups = slot_group_count(stream_keys)
+        report.facts["tail_slot_groups"] = groups
+        if groups <= BLOCKING_GROUPS_MAX:
+            value = (
+                f"blocks: one blocking XREAD per slot group of streams"
+                f" ({groups}, of at most {BLOCKING_GROUPS_MAX} read so)"
+            )
+            report.checks.append(Check(name, value))
+            return
+        size = f"{groups} slot groups"
+        without = f"polls every {POLL_MAX_S:g} s ({size})"
+    else:
+        if len(stream_keys) <= BLOCKING_STREAMS_MAX:
+            report.checks.append(Check(name, SINGLE_BLOCKS))
+            return
+        size = f"{len(stream_keys)} streams"
+        without = f"blocks: one XREAD BLOCK of all {size}, each key sent again every turn"
     flags: dict[str, str] = {}
     try:
-        for node in redis.get_primaries():
-            reply = await redis.config_get("notify-keyspace-events", target_nodes=node)
-            flags[node.name] = str(dict(reply).get("notify-keyspace-events", ""))
+        if isinstance(redis, RedisCluster):
+            for node in redis.get_primaries():
+                reply = await redis.config_get("notify-keyspace-events", target_nodes=node)
+                flags[node.name] = str(dict(reply).get("notify-keyspace-events", ""))
+        else:
+            reply = await redis.config_get("notify-keyspace-events")
+            flags["the server"] = str(dict(reply).get("notify-keyspace-events", ""))
     except ResponseError as exc:
-        polls = f"polls every {POLL_MAX_S:g} s ({groups} slot groups)"
         why = "this user may not CONFIG GET to see" if is_acl_denial(exc) else clean(str(exc), 80)
-        report.checks.append(Check(name, f"{polls}: {why} whether keyspace notifications are on"))
+        report.checks.append(Check(name, f"{without}: {why} whether keyspace notifications are on"))
         return
     report.facts["notify_keyspace_events"] = flags
     off = sorted(node for node, value in flags.items() if not notifies_stream_writes(value))
     if off:
-        value = (
-            f"polls every {POLL_MAX_S:g} s ({groups} slot groups): notify-keyspace-events"
-            f" lacks K and t on {', '.join(off)}"
-        )
+        value = f"{without}: notify-keyspace-events lacks K and t on {', '.join(off)}"
     else:
-        value = f"wakes on keyspace notifications ({groups} slot groups; every master sends them)"
+        every = "every master sends them" if cluster else "the server sends them"
+        value = f"wakes on keyspace notifications ({size}; {every})"
     report.checks.append(Check(name, value))
+
+
+SINGLE_BLOCKS = "blocks: one XREAD BLOCK follows every stream (no keyspace notifications needed)"
+"""How a single Redis's tail waits for a fleet of up to `BLOCKING_STREAMS_MAX` streams."""
 
 
 async def check_host_clock(redis: RedisClient, report: Diagnosis) -> None:
