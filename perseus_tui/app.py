@@ -307,7 +307,6 @@ class PerseusApp(App[None]):
         if not self._showing():
             return
         now = self.clock()
-        self.fleet.traces.record(self.fleet.ordered, now)
         self.header = self.header_state()
         self.clock_tick = now
 

@@ -387,8 +387,8 @@ def last_seen_text(view: ExchangeView, now: datetime) -> str | None:
     return f"last {seen.source} {age}"
 
 
-def heartbeat_age_s(view: ExchangeView, now: datetime) -> float | None:
-    """Seconds since the last heartbeat of a live view (never negative), else None.
+def beat_at(view: ExchangeView) -> datetime | None:
+    """When a live view's holder last heartbeat, else None.
 
     Dated by the status key's PTTL on Redis's clock when the read could
     (`ExchangeView.heartbeat_at`), so neither the writer's clock nor this
@@ -397,8 +397,14 @@ def heartbeat_age_s(view: ExchangeView, now: datetime) -> float | None:
     """
     if view.status is None:
         return None
-    beat = view.heartbeat_at if view.heartbeat_at is not None else view.status.last_heartbeat
-    return max(0.0, (now - beat).total_seconds())
+    return view.heartbeat_at if view.heartbeat_at is not None else view.status.last_heartbeat
+
+
+def heartbeat_age_s(view: ExchangeView, now: datetime) -> float | None:
+    """Seconds since the last heartbeat of a live view (never negative), else
+    None (`beat_at`)."""
+    beat = beat_at(view)
+    return None if beat is None else max(0.0, (now - beat).total_seconds())
 
 
 SKEW_WARNING_S = 2.0

@@ -135,7 +135,7 @@ class AgeSparkline(Widget):
         self.refresh(layout=True)
 
     def render(self) -> Content:
-        trace: AgeTrace | None = self._traces.trace(self._view.exchange_id)
+        trace: AgeTrace | None = self._traces.trace(self._view.exchange_id, self._now)
         limits = self.timing.thresholds(self._view.status)
         width = max(8, self.content_size.width or 60)
         values = trace.values() if trace is not None else []

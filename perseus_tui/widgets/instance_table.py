@@ -73,7 +73,7 @@ def row_cells(
     last hour's strip and its heartbeat trend (empty without their books)."""
     cells = [render.line_content(cell) for cell in present.row(view, now, timing, stale=stale)]
     strip = hour_strip(timelines, view, now) if timelines is not None else Content()
-    trace = traces.trace(view.exchange_id) if traces is not None else None
+    trace = traces.trace(view.exchange_id, now) if traces is not None else None
     trend = Content()
     if trace is not None:
         trend = spark_line(trace.values(), timing.thresholds(view.status), TABLE_WIDTH)

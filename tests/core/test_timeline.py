@@ -239,6 +239,34 @@ def test_age_trace_keeps_the_worst_age_in_bounded_slots() -> None:
     assert resample([1.0, 5.0, 2.0, 2.0], 2) == [5.0, 2.0]
 
 
+def test_a_followed_heartbeat_is_written_in_when_the_trace_is_drawn() -> None:
+    """Told the heartbeat moment, a trace writes the growing age into each slot
+    when caught up (the age at the slot's end, the worst there); a new
+    heartbeat starts again from zero, no status reads as offline, and another
+    read's dating of the same heartbeat changes nothing."""
+    from perseus_core.present.trace import OFFLINE, AgeTrace
+
+    def at(seconds: float) -> datetime:
+        return NOW + timedelta(seconds=seconds)
+
+    trace = AgeTrace(NOW, slots=8)
+    trace.follow(NOW, at(-2))
+    assert trace.values() == [2.0]
+    trace.catch_up(at(3.5))
+    assert trace.values() == [3.0, 4.0, 5.0, 5.5]
+    assert trace.follows(at(-1.9)) and not trace.follows(at(4)) and not trace.follows(None)
+    trace.follow(at(4), at(4))  # a new heartbeat at 4 s
+    trace.catch_up(at(6))
+    assert trace.values() == [3.0, 4.0, 5.0, 6.0, 1.0, 2.0]
+    trace.follow(at(7), None)  # the key is gone
+    assert trace.follows(None)
+    trace.catch_up(at(9))  # past the 8 slots: merged once
+    assert trace.step_s == 2.0
+    assert trace.values() == [4.0, 6.0, 2.0, 3.0, OFFLINE]
+    trace.catch_up(at(8))  # a clock that stepped back changes nothing
+    assert trace.values() == [4.0, 6.0, 2.0, 3.0, OFFLINE]
+
+
 def test_a_large_fleet_shares_out_the_entries_kept() -> None:
     """However many exchanges write, the book keeps about `KEPT_IN_FLEET`
     entries: each exchange its share, the newest, with the time before them

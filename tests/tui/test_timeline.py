@@ -159,11 +159,11 @@ async def test_a_late_heartbeat_shows_in_the_trend_and_the_detail_sparkline(
         await eventually(app.loaded.is_set)
 
         def recorded() -> list[float]:
-            trace = app.fleet.traces.trace(1)
+            trace = app.fleet.traces.trace(1, app.clock())
             return trace.values() if trace is not None else []
 
         await eventually(lambda: any(v >= 25 for v in recorded()))
-        gone = app.fleet.traces.trace(2)
+        gone = app.fleet.traces.trace(2, app.clock())
         assert gone is not None and set(gone.values()) == {OFFLINE}
         fleet = app.fleet
         cells = row_cells(fleet.views[1], datetime.now(UTC), fleet.timing, traces=fleet.traces)
