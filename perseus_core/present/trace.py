@@ -11,8 +11,8 @@ after a month, and a late heartbeat is never averaged away.
 Between two reads of an exchange its heartbeat age only grows, by the
 second, so a trace is told the heartbeat moment when a read brings a new one
 (`AgeTrace.follow`) and writes the ages in when it is drawn (`catch_up`):
-the work follows the reads and the rows on screen, not the fleet once a
-second (at 10,000 exchanges that was 30 to 50 ms of every second).
+the work follows the heartbeats and the rows on screen, not a pass over the
+whole fleet every second.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from perseus_core.present.exchange import beat_at
 from perseus_core.store.network import ExchangeView
@@ -28,11 +28,13 @@ from perseus_core.store.network import ExchangeView
 TRACE_SLOTS = 120
 """Slots per trace: enough for the widest sparkline the detail screen draws."""
 FIRST_STEP_S = 1.0
-"""What one slot covers at first (the dashboard records once a second)."""
+"""What one slot covers at first."""
 SAME_BEAT_S = 0.25
 """How far apart two reads may date one heartbeat: a PTTL-dated moment moves
 with each read's own timing (milliseconds, tens under load), and following
 every such move would write each exchange's slots in at every full read."""
+PENDING_MAX = 16
+"""Heartbeats a trace keeps unwritten (`AgeTrace._pending`) before it writes them in."""
 OFFLINE = -1.0
 """A slot in which the exchange was only seen without a status (no heartbeat to age)."""
 _EMPTY = math.nan
@@ -46,18 +48,38 @@ class AgeTrace:
     was recorded (the reader was not watching, or the slot lies ahead).
     """
 
-    __slots__ = ("_beat", "_followed_to", "_last", "_origin", "_step_s", "_values")
+    __slots__ = (
+        "_beat",
+        "_followed_to",
+        "_last",
+        "_origin",
+        "_origin_s",
+        "_pending",
+        "_step_s",
+        "_values",
+    )
 
     def __init__(self, origin: datetime, *, slots: int = TRACE_SLOTS) -> None:
         self._origin = origin
+        self._origin_s = origin.timestamp()
         self._step_s = FIRST_STEP_S
         self._values = array("d", [_EMPTY]) * max(2, slots)
         self._last = -1
         """The newest slot recorded (-1: none)."""
-        self._beat: datetime | None = None
-        """The heartbeat followed (None: the exchange had no status)."""
-        self._followed_to: datetime | None = None
-        """Up to when the followed heartbeat's ages are written in (None: none followed)."""
+        self._beat: float | None = None
+        """The heartbeat followed, in seconds from the origin (None: the
+        exchange had no status). Times are kept as such offsets, and taken
+        as epoch seconds (`follow_s`): a fleet's full read follows every
+        exchange, and datetime arithmetic cost several times as much."""
+        self._followed_to: float | None = None
+        """Up to when the followed heartbeats are accounted for, in seconds
+        from the origin (None: none followed)."""
+        self._pending: list[tuple[float, float, float | None]] = []
+        """Stretches (from, to, heartbeat) of earlier heartbeats not yet
+        written into the slots: a full read follows every exchange whose
+        heartbeat moved, and writing each one's slots then would cost the
+        read in proportion to the time since the last; they are written when
+        the trace is drawn, or once `PENDING_MAX` pile up."""
 
     @property
     def step_s(self) -> float:
@@ -72,63 +94,106 @@ class AgeTrace:
     def record(self, at: datetime, age_s: float | None) -> None:
         """Note the heartbeat age at `at` (None: no status, offline). A moment
         before the origin is ignored (a clock that stepped back)."""
-        index = self._index(at)
-        if index is not None:
-            self._put(index, age_s)
+        self._flush()
+        offset = at.timestamp() - self._origin_s
+        if offset >= 0:
+            self._put(self._slot(offset), OFFLINE if age_s is None else max(0.0, age_s))
 
     def follows(self, beat: datetime | None) -> bool:
         """Whether `beat` is the heartbeat followed already (`SAME_BEAT_S`)."""
-        followed = self._beat
-        if self._followed_to is None:
-            return False
-        if beat is None or followed is None:
-            return beat is None and followed is None
-        return abs((beat - followed).total_seconds()) < SAME_BEAT_S
+        return self.follows_s(None if beat is None else beat.timestamp())
 
     def follow(self, at: datetime, beat: datetime | None) -> None:
         """From `at` on, the exchange's last heartbeat was at `beat` (None: it
-        has no status). The time since the previous `follow` is written in
-        first, with the heartbeat followed then, up to the new heartbeat: the
-        old one's age stopped growing when the new one came, not when it was
+        has no status). The heartbeat followed until then counts up to the new
+        one: its age stopped growing when the new one came, not when it was
         read."""
-        self.catch_up(at if beat is None else min(at, beat))
-        self._beat = beat
-        if self._followed_to is None:  # the first heartbeat followed
-            self._followed_to = at
-        self.record(at, _age_s(at, beat))
-        self.catch_up(at)
+        self.follow_s(at.timestamp(), None if beat is None else beat.timestamp())
+
+    def follows_s(self, beat_s: float | None) -> bool:
+        """`follows`, the heartbeat in epoch seconds."""
+        if self._followed_to is None:
+            return False
+        followed = self._beat
+        if beat_s is None or followed is None:
+            return beat_s is None and followed is None
+        return abs(beat_s - self._origin_s - followed) < SAME_BEAT_S
+
+    def follow_s(self, at_s: float, beat_s: float | None) -> None:
+        """`follow`, the moments in epoch seconds."""
+        now = at_s - self._origin_s
+        new = None if beat_s is None else beat_s - self._origin_s
+        since = self._followed_to
+        if since is None:  # the first heartbeat followed
+            if now >= 0:
+                self._followed_to = now
+                self._put(self._slot(now), OFFLINE if new is None else max(0.0, now - new))
+            self._beat = new
+            return
+        cut = now if new is None else min(now, new)
+        if cut > since:
+            self._pending.append((since, cut, self._beat))
+            self._followed_to = cut
+            if len(self._pending) >= PENDING_MAX:
+                self._flush()
+        self._beat = new
 
     def catch_up(self, now: datetime) -> None:
-        """Write the followed heartbeat's ages in up to `now`: each slot gets
+        """Write the followed heartbeats' ages in up to `now`: each slot gets
         the age at its end (or at `now`), the worst it reached there."""
+        self._flush()
         since = self._followed_to
-        if since is None or now <= since:
-            return
-        last = self._index(now)  # merges first, when `now` is past the slots
-        if last is None:
-            return
-        step = timedelta(seconds=self._step_s)
-        first = max(0, int((since - self._origin) / step))
-        for index in range(first, last + 1):
-            if index > first and self._origin + index * step >= now:
-                break  # `now` only touches this slot's start: nothing of it has passed
-            end = self._origin + (index + 1) * step
-            self._put(index, _age_s(min(end, now), self._beat))
-        self._followed_to = now
+        offset = now.timestamp() - self._origin_s
+        if since is not None and offset > since:
+            self._fill(since, offset, self._beat)
+            self._followed_to = offset
 
-    def _index(self, at: datetime) -> int | None:
-        """The slot of `at`, merging until it fits; None before the origin."""
-        offset = (at - self._origin).total_seconds()
-        if offset < 0:
-            return None
+    def values(self) -> list[float]:
+        """The slots from the origin to the newest recorded (see the class docstring)."""
+        self._flush()
+        return list(self._values[: self._last + 1])
+
+    def _flush(self) -> None:
+        """Write the pending stretches in, oldest first."""
+        pending, self._pending = self._pending, []
+        for since, until, beat in pending:
+            self._fill(since, until, beat)
+
+    def _fill(self, since: float, now: float, beat: float | None) -> None:
+        """Write in the ages of the heartbeat `beat` from `since` to `now`."""
+        if now <= since or now < 0:
+            return
+        last = self._slot(now)  # merges first, when `now` is past the slots
+        step, values = self._step_s, self._values
+        first = max(0, int(since / step))
+        if last > first and last * step >= now:
+            last -= 1  # `now` only touches that slot's start: nothing of it has passed
+        self._last = max(self._last, last)
+        if first == last:  # the usual case (slots grow as the watch does): no lists
+            age = OFFLINE if beat is None else max(0.0, now - beat)
+            old = values[first]
+            if old != old or age > old:  # NaN: nothing recorded there yet
+                values[first] = age
+            return
+        if beat is None:
+            ages = [OFFLINE] * (last - first + 1)
+        else:  # each slot's worst: the age at its end, the last one's at `now`
+            ages = [end * step - beat for end in range(first + 1, last + 1)]
+            ages.append(now - beat)
+            if beat > first * step:  # a heartbeat dated after a slot began (skewed clocks)
+                ages = [max(0.0, age) for age in ages]
+        # `max(age, old)` is the age where nothing was recorded (NaN compares false).
+        values[first : last + 1] = array("d", map(max, ages, values[first : last + 1]))
+
+    def _slot(self, offset: float) -> int:
+        """The slot of `offset` (not negative), merging until it fits."""
         index = int(offset / self._step_s)
         while index >= len(self._values):
             self._merge()
             index = int(offset / self._step_s)
         return index
 
-    def _put(self, index: int, age_s: float | None) -> None:
-        value = OFFLINE if age_s is None else max(0.0, age_s)
+    def _put(self, index: int, value: float) -> None:
         old = self._values[index]
         if math.isnan(old) or value > old:
             self._values[index] = value
@@ -144,14 +209,6 @@ class AgeTrace:
         self._values = merged
         self._step_s *= 2
         self._last = self._last // 2
-
-    def values(self) -> list[float]:
-        """The slots from the origin to the newest recorded (see the class docstring)."""
-        return list(self._values[: self._last + 1])
-
-
-def _age_s(at: datetime, beat: datetime | None) -> float | None:
-    return None if beat is None else max(0.0, (at - beat).total_seconds())
 
 
 def _worst(a: float, b: float) -> float:
@@ -199,14 +256,16 @@ class TraceBook:
     def record(self, views: Iterable[ExchangeView], now: datetime) -> None:
         """Follow each view's heartbeat from `now` on (the views just read);
         a heartbeat followed already goes on (its ages are written in when drawn)."""
+        now_s = now.timestamp()
         for view in views:
             beat = beat_at(view)
+            beat_s = None if beat is None else beat.timestamp()
             trace = self._traces.get(view.exchange_id)
             if trace is None:
                 trace = self._traces[view.exchange_id] = AgeTrace(now, slots=self._slots)
-            elif trace.follows(beat):
+            elif trace.follows_s(beat_s):
                 continue
-            trace.follow(now, beat)
+            trace.follow_s(now_s, beat_s)
 
     def note(self, exchange_id: int, at: datetime, age_s: float | None) -> None:
         """Note one exchange's heartbeat age at `at` (None: it had no status);

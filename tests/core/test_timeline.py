@@ -267,6 +267,27 @@ def test_a_followed_heartbeat_is_written_in_when_the_trace_is_drawn() -> None:
     assert trace.values() == [4.0, 6.0, 2.0, 3.0, OFFLINE]
 
 
+def test_heartbeats_followed_unseen_are_written_in_alike() -> None:
+    """A trace followed through many heartbeats and drawn only at the end
+    shows what one drawn after each heartbeat shows (merged slots included),
+    and keeps at most `PENDING_MAX` of them unwritten meanwhile."""
+    from perseus_core.present.trace import PENDING_MAX, AgeTrace
+
+    drawn, unseen = AgeTrace(NOW, slots=16), AgeTrace(NOW, slots=16)
+    for n in range(60):
+        at = NOW + timedelta(seconds=2 * n)
+        beat = at - timedelta(seconds=0.5 + n % 3) if n % 7 else None  # now and then no key
+        for trace in (drawn, unseen):
+            trace.follow(at, beat)
+        drawn.catch_up(at)
+        assert len(unseen._pending) <= PENDING_MAX
+    end = NOW + timedelta(seconds=121)
+    drawn.catch_up(end)
+    unseen.catch_up(end)
+    assert unseen.step_s == drawn.step_s == 8.0
+    assert unseen.values() == drawn.values()
+
+
 def test_a_large_fleet_shares_out_the_entries_kept() -> None:
     """However many exchanges write, the book keeps about `KEPT_IN_FLEET`
     entries: each exchange its share, the newest, with the time before them
