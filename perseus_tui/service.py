@@ -204,10 +204,14 @@ class FleetService:
             if not worker.is_cancelled:
                 worker.cancel()
         waits = [asyncio.ensure_future(worker.wait()) for worker in workers]
+        for future in waits:
+            # A cancelled or failed worker has nothing left to report, also when
+            # it ends after this wait gave up or was itself cancelled (the app's
+            # shutdown): unretrieved, its WorkerCancelled was printed as a
+            # traceback when the loop closed.
+            future.add_done_callback(_retrieve)
         if waits:
-            done, _ = await asyncio.wait(waits, timeout=WORKERS_CLOSE_S)
-            for future in done:
-                future.exception()  # a cancelled or failed worker has nothing left to report
+            await asyncio.wait(waits, timeout=WORKERS_CLOSE_S)
         reads = list(self._reads)
         for read in reads:
             read.cancel()
@@ -339,6 +343,9 @@ class FleetService:
                     self._tell_once([f"the fleet read was refused: {exc}"])
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
+                # Python 3.11's wait_for returns the result when the wake-up and
+                # a cancellation land together, and the cancellation is lost.
+                raise_if_cancelling()
                 self._wake.clear()
         finally:
             await watcher.aclose()
@@ -517,3 +524,9 @@ class FleetService:
         post(outcome_step(outcome))
         self._dirty.add(exchange_id)
         self._wake.set()
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    """Mark a finished future's outcome as seen (see `FleetService.aclose`)."""
+    if not future.cancelled():
+        future.exception()

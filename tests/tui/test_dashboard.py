@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, tzinfo
@@ -885,3 +888,32 @@ async def test_a_flood_of_entries_reaches_the_feed_bounded_and_in_order(
 def _id_order(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq)
+
+
+async def test_closing_cut_short_leaves_no_worker_outcome_unread(make_app: AppFactory) -> None:
+    """The service's close cancels its workers and waits for them: they end
+    at once (a cancellation landing as a wait ends was lost, and the worker
+    slept on until its next poll), and when the wait is itself cancelled (the
+    app's shutdown) their WorkerCancelled is not left unread (asyncio printed
+    it as a traceback when the loop closed)."""
+    loop = asyncio.get_running_loop()
+    unread: list[dict[str, Any]] = []
+    default_handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unread.append(context))
+    try:
+        app = make_app()
+        async with app.run_test(size=(100, 30)):
+            await eventually(app.loaded.is_set)
+            workers = [worker for worker in app.workers if worker.node is app]  # the service's
+            assert workers
+            closing = asyncio.ensure_future(app.service.aclose())
+            await asyncio.sleep(0)  # it has cancelled the workers and waits for them
+            closing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await closing
+            await eventually(lambda: all(worker.is_finished for worker in workers))
+        await asyncio.sleep(0)
+        gc.collect()  # an unread task outcome is reported when the task is collected
+    finally:
+        loop.set_exception_handler(default_handler)
+    assert unread == []
