@@ -341,14 +341,23 @@ class FleetService:
                     raise_if_cancelling()
                     failing = True
                     self._tell_once([f"the fleet read was refused: {exc}"])
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                # Python 3.11's wait_for returns the result when the wake-up and
-                # a cancellation land together, and the cancellation is lost.
-                raise_if_cancelling()
-                self._wake.clear()
+                await self._sleep(timeout)
         finally:
             await watcher.aclose()
+
+    async def _sleep(self, seconds: float) -> None:
+        """The poll's wait: until woken (`_wake`) or for `seconds`.
+
+        As `wait_event` waits: never while cancelled (redis-py can swallow a
+        cancellation and return the reply), and not with `wait_for`, which on
+        Python 3.11 loses a cancellation that lands with the wake-up. With
+        `seconds` at 0 it still yields to the loop once.
+        """
+        raise_if_cancelling()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        self._wake.clear()
 
     async def _read_fleet(self, reader: FleetReader, *, after_outage: bool) -> None:
         """Read the whole fleet and post it."""

@@ -15,12 +15,18 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     This is how every Perseus loop sleeps: a stop, a close or a lost lease
     sets the event and the sleeper wakes at once instead of finishing its nap.
     """
+    # A task being cancelled never sleeps: redis-py can swallow a cancellation
+    # and return the reply, and the loop would then sleep on, cancelled in name.
+    raise_if_cancelling()
     if event.is_set():
         return True
     if timeout_s <= 0:
         return False
+    # Not `wait_for`: on Python 3.11 it returns when the event is set as a
+    # cancellation lands, and the cancellation is lost (the loop sleeps on).
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
     return event.is_set()
 
 

@@ -892,10 +892,11 @@ def _id_order(entry_id: str) -> tuple[int, int]:
 
 async def test_closing_cut_short_leaves_no_worker_outcome_unread(make_app: AppFactory) -> None:
     """The service's close cancels its workers and waits for them: they end
-    at once (a cancellation landing as a wait ends was lost, and the worker
-    slept on until its next poll), and when the wait is itself cancelled (the
-    app's shutdown) their WorkerCancelled is not left unread (asyncio printed
-    it as a traceback when the loop closed)."""
+    at once (redis-py swallowed a cancellation that landed in a read of the
+    exchanges' names and returned the reply, and the worker slept on until its
+    next poll), and when the wait is itself cancelled (the app's shutdown)
+    their WorkerCancelled is not left unread (asyncio printed it as a
+    traceback when the loop closed)."""
     loop = asyncio.get_running_loop()
     unread: list[dict[str, Any]] = []
     default_handler = loop.get_exception_handler()

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from perseus_core.plumbing.tasks import raise_if_cancelling, wait_event
+from perseus_core.plumbing.tasks import wait_event
 
 _T = TypeVar("_T")
 
@@ -59,10 +59,8 @@ class CloseGuard:
         return result
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep, but wake at once when closed (or cancelled: Python 3.11's
-        `wait_for` loses a cancellation that lands as the sleep ends)."""
+        """Sleep, but wake at once when closed."""
         await wait_event(self._closing, seconds)
-        raise_if_cancelling()
 
     async def close(self) -> None:
         """Mark closed, wake any sleeper and cancel the operation in flight."""

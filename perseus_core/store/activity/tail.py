@@ -310,6 +310,7 @@ class ActivityTail(TailHealth):
         try:
             names = await self._guard.run(self._names_provider)
         except _PROVIDER_ERRORS as exc:
+            raise_if_cancelling()  # a cancellation redis-py turned into an error
             reason = (
                 describe_redis_error(self._settings, exc)
                 if isinstance(exc, REDIS_ERRORS)
@@ -368,6 +369,7 @@ class ActivityTail(TailHealth):
         try:
             kinds = await self._guard.run(lambda: key_types(client, excluded))
         except TRANSIENT_ERRORS:
+            raise_if_cancelling()  # a cancellation redis-py turned into an error
             return  # the next XREAD reports the outage
         for key, kind in zip(excluded, kinds, strict=True):
             if kind in ("stream", "none"):
