@@ -348,15 +348,14 @@ class FleetService:
     async def _sleep(self, seconds: float) -> None:
         """The poll's wait: until woken (`_wake`) or for `seconds`.
 
-        As `wait_event` waits: never while cancelled (redis-py can swallow a
-        cancellation and return the reply), and not with `wait_for`, which on
-        Python 3.11 loses a cancellation that lands with the wake-up. With
-        `seconds` at 0 it still yields to the loop once.
+        As `wait_event` waits: never while cancelled, before and after (redis-py
+        can swallow a cancellation and return the reply, and Python 3.11's
+        `wait_for` loses one that lands with the wake-up).
         """
         raise_if_cancelling()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        raise_if_cancelling()
         self._wake.clear()
 
     async def _read_fleet(self, reader: FleetReader, *, after_outage: bool) -> None:

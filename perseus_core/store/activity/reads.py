@@ -182,8 +182,7 @@ class StreamReader:
         if not self._notifications:
             return await self._read_unannounced(streams, count, block_ms)
         try:
-            async with asyncio.timeout(block_ms / 1000):  # not wait_for: see wait_event
-                await self._wake.wait()
+            await asyncio.wait_for(self._wake.wait(), block_ms / 1000)
         except TimeoutError:  # the safety net: a notification may have been lost
             return await self._read_now(streams, count, only=self._next_sweep(streams))
         return await self._read_now(streams, count, only=self._take_changed())
