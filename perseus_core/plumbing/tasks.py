@@ -15,17 +15,10 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     This is how every Perseus loop sleeps: a stop, a close or a lost lease
     sets the event and the sleeper wakes at once instead of finishing its nap.
     """
-    # A task being cancelled never sleeps: redis-py can swallow a cancellation
-    # and return the reply, and the loop would then sleep on, cancelled in name.
-    raise_if_cancelling()
     if event.is_set():
         return True
     if timeout_s <= 0:
         return False
-    # `wait_for`, not `asyncio.timeout`: with the latter, Python 3.11 let the
-    # failover drill leave cluster connections open (2 runs in 14 beside CPU
-    # hogs, none in 8 with this). A cancellation that `wait_for` loses as the
-    # event is set is caught by the check above on the next wait.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout_s)
     return event.is_set()

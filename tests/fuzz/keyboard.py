@@ -20,7 +20,7 @@ so is the palette's Screenshot (it would write a file into the downloads folder)
 
 A problem is: an exception escaping the app, a background worker failing, an
 "internal error" shown, or the app not answering a key once the burst is over.
-The suite runs it for 24 s (`tests/fuzz/test_keyboard.py`); the long
+The suite runs it for about a minute (`tests/fuzz/test_keyboard.py`); the long
 form, any seed and length, is `bench/fuzz_keyboard.py`.
 """
 

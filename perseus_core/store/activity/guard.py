@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from perseus_core.plumbing.tasks import wait_event
+from perseus_core.plumbing.tasks import raise_if_cancelling, wait_event
 
 _T = TypeVar("_T")
 
@@ -59,8 +59,12 @@ class CloseGuard:
         return result
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep, but wake at once when closed."""
+        """Sleep, but wake at once when closed; never while cancelled (redis-py
+        can swallow a cancellation and return the reply, and Python 3.11's
+        `wait_for` loses one that lands as the sleep ends)."""
+        raise_if_cancelling()
         await wait_event(self._closing, seconds)
+        raise_if_cancelling()
 
     async def close(self) -> None:
         """Mark closed, wake any sleeper and cancel the operation in flight."""
