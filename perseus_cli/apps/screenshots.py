@@ -135,13 +135,14 @@ def drawn(
     return run
 
 
-async def settle(pilot: Pilot[None]) -> None:
-    """Wait until the fleet, the feed history and the timelines are on screen."""
+async def settle(pilot: Pilot[None], limit_s: float = 10.0) -> None:
+    """Wait until the fleet, the feed history and the timelines are on screen
+    (each within `limit_s`)."""
     app = pilot.app
     assert isinstance(app, PerseusApp)
-    await wait_for(pilot, lambda: app.loaded.is_set() and app.history_loaded.is_set())
-    await wait_for(pilot, lambda: app.timelines_read)
-    await wait_for(pilot, lambda: app.focused is not None)  # the first card, once mounted
+    await wait_for(pilot, lambda: app.loaded.is_set() and app.history_loaded.is_set(), limit_s)
+    await wait_for(pilot, lambda: app.timelines_read, limit_s)
+    await wait_for(pilot, lambda: app.focused is not None, limit_s)  # the first card, mounted
     await pilot.pause()
 
 

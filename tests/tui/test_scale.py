@@ -104,7 +104,9 @@ async def _loaded(pilot: Pilot[None], size: int) -> PerseusApp:
     app = pilot.app
     assert isinstance(app, PerseusApp)
     await wait_for(pilot, lambda: len(app.views) == size, limit_s=60)
-    await settle(pilot)
+    # The history and the timelines of 10,000 exchanges take more than the
+    # screenshots' 10 s on a machine whose cores are busy with other work.
+    await settle(pilot, limit_s=60)
     return app
 
 
@@ -228,7 +230,7 @@ def _at_the_end(keys_to_end: tuple[str, ...]) -> Callable[[Pilot[None]], Awaitab
         app = pilot.app
         assert isinstance(app, PerseusApp)
         await wait_for(pilot, lambda: len(app.views) > 0 and app.loaded.is_set(), limit_s=60)
-        await settle(pilot)
+        await settle(pilot, limit_s=60)
         await pilot.press(*keys_to_end)
         await pilot.pause()
 
