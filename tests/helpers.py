@@ -1,5 +1,6 @@
 """Helpers several test modules share: the CLI as a process or in-process, a
-clock that moves only when told, and reads of the test exchange's status key."""
+clock that moves only when told, reads of the test exchange's status key, and
+rounds of entries followed by a live tail (single server and cluster alike)."""
 
 from __future__ import annotations
 
