@@ -348,9 +348,9 @@ class FleetService:
     async def _sleep(self, seconds: float) -> None:
         """The poll's wait: until woken (`_wake`) or for `seconds`.
 
-        As `wait_event` waits: never while cancelled, before and after (redis-py
-        can swallow a cancellation and return the reply, and Python 3.11's
-        `wait_for` loses one that lands with the wake-up).
+        Never while cancelled, before and after, as the tail's sleep
+        (`CloseGuard.sleep`): redis-py can swallow a cancellation and return the
+        reply, and Python 3.11's `wait_for` loses one that lands with the wake-up.
         """
         raise_if_cancelling()
         with contextlib.suppress(TimeoutError):

@@ -365,6 +365,16 @@ LARGE_FLEET = [(n, f"large{n}") for n in range(1, 9)]
 """Sixteen streams: a large fleet once `reads.BLOCKING_STREAMS_MAX` is set below that."""
 
 
+@asynccontextmanager
+async def keyspace_events(redis: Redis, flags: str) -> AsyncIterator[None]:
+    """The shared server's `notify-keyspace-events` set to `flags`, then off again."""
+    await redis.config_set("notify-keyspace-events", flags)
+    try:
+        yield
+    finally:
+        await redis.config_set("notify-keyspace-events", "")
+
+
 @pytest.mark.parametrize("notifications", ["", "Kt"], ids=["blocking", "keyspace-notifications"])
 async def test_tail_of_a_large_fleet_on_one_server(
     notifications: str, redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
@@ -374,7 +384,6 @@ async def test_tail_of_a_large_fleet_on_one_server(
     written (no XREAD BLOCK of every stream); without them it waits in the
     one blocking XREAD. Either way every entry arrives once."""
     monkeypatch.setattr(reads, "BLOCKING_STREAMS_MAX", 2)
-    await redis.config_set("notify-keyspace-events", notifications)
 
     async def waits_as_it_should() -> None:
         patterns = int(await redis.execute_command("PUBSUB", "NUMPAT"))
@@ -385,12 +394,10 @@ async def test_tail_of_a_large_fleet_on_one_server(
             assert patterns == 0
             await until_blocked(redis, "xread")
 
-    try:
+    async with keyspace_events(redis, notifications):
         seen = await tail_collects(
             settings, redis, LARGE_FLEET, rounds=3, after_first_round=waits_as_it_should
         )
-    finally:
-        await redis.config_set("notify-keyspace-events", "")
     assert sorted(seen) == sorted(expected_rounds(LARGE_FLEET, 3))
 
 
@@ -401,17 +408,14 @@ async def test_tail_of_a_large_fleet_sweeps_when_notifications_go_missing(
     time reads the next slice of the streams (here four a turn)."""
     monkeypatch.setattr(reads, "BLOCKING_STREAMS_MAX", 2)
     monkeypatch.setattr(reads, "SWEEP_CHUNK", 4)
-    await redis.config_set("notify-keyspace-events", "Kt")
 
     async def notifications_go_missing() -> None:  # the subscription stays, silent
         await redis.config_set("notify-keyspace-events", "")
 
-    try:
+    async with keyspace_events(redis, "Kt"):
         seen = await tail_collects(
             settings, redis, LARGE_FLEET, rounds=3, after_first_round=notifications_go_missing
         )
-    finally:
-        await redis.config_set("notify-keyspace-events", "")
     assert sorted(seen) == sorted(expected_rounds(LARGE_FLEET, 3))
 
 
