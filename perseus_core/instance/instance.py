@@ -269,22 +269,11 @@ class Instance:
         for its next run, with a new `startMs`) is no change: nothing is
         written. Never raises: the claim stands whatever the stream says.
         """
-        status = self.lease.status
-        entry = HolderEntry(
-            timestamp=format_ts(wire_now(self._clock)),
-            exchange_id=str(self.exchange_id),
-            exchange_name=self.exchange_name,
-            hostname=self.hostname,
-            ip=status.ip_address or "",
-            instance_id=self.instance_id,
-            pid=str(self.pid),
-            epoch="" if status.epoch is None else str(status.epoch),
-            via="claim",
-        )
         replaced = self.lease.replaced
+        via = "claim"
         if replaced is not None:
             previous = (replaced.instance_id or "", replaced.hostname, replaced.pid)
-            entry.via = "takeover"
+            via = "takeover"
         else:
             try:
                 async with asyncio.timeout(self._settings.socket_timeout_ms / 1000):
@@ -305,8 +294,21 @@ class Instance:
                 pid = int(number) if number.isascii() and number.isdecimal() else None
                 pid = pid if pid is not None and pid <= MAX_PID else None
                 previous = (last.instance_id[:MAX_TOKEN_CHARS], last.hostname[:255], pid)
-        entry.previous_instance_id, entry.previous_hostname = previous[0], previous[1]
-        entry.previous_pid = "" if previous[2] is None else str(previous[2])
+        status = self.lease.status
+        entry = HolderEntry(
+            timestamp=format_ts(wire_now(self._clock)),
+            exchange_id=str(self.exchange_id),
+            exchange_name=self.exchange_name,
+            hostname=self.hostname,
+            ip=status.ip_address or "",
+            instance_id=self.instance_id,
+            pid=str(self.pid),
+            epoch="" if status.epoch is None else str(status.epoch),
+            via=via,
+            previous_instance_id=previous[0],
+            previous_hostname=previous[1],
+            previous_pid="" if previous[2] is None else str(previous[2]),
+        )
         await self.publisher.append_quietly(entry)
 
     async def release(self) -> bool:

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from perseus_core.store.network.catalog import validate_catalog_json
+from perseus_core.store.network.reader import validate_status_json
 from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models import (
     LIVERMORE_INTERVAL_MS,
@@ -31,6 +33,7 @@ from perseus_core.wire.models import (
     parse_entry,
     validate_exchange_name,
 )
+from perseus_core.wire.models import base as base_models
 from perseus_core.wire.timeutil import format_duration, format_ts, parse_ts
 from tests.wire_examples import WIRE_STATUS
 
@@ -474,3 +477,49 @@ def test_an_entry_id_of_other_digits_is_no_id() -> None:
     entry = parse_entry("1-0", {"event": "error", "exchangeId": "\u00b2"})
     assert entry.exchange_id_int is None
     assert parse_entry("1-0", {"exchangeId": "7"}).exchange_id_int == 7
+
+
+def test_statuses_and_entries_read_share_their_sets_of_provided_fields() -> None:
+    """A fleet's reader keeps one status per exchange and thousands of entries:
+    each read one points at one set of provided field names, shared by every
+    one read with the same fields, instead of a set of its own (2 KB a status)."""
+    livermore = json.loads(WIRE_STATUS)
+    perseus = {**livermore, "instanceId": "h:1:42:1", "epoch": 1, "pid": 42, "version": "0"}
+    read = [
+        validate_status_json(json.dumps({**payload, "exchangeId": exchange_id}))
+        for exchange_id in range(1, 4)
+        for payload in (livermore, perseus)
+    ]
+    livermore_sets = {id(status.__pydantic_fields_set__) for status in read[::2]}
+    perseus_sets = {id(status.__pydantic_fields_set__) for status in read[1::2]}
+    assert len(livermore_sets) == len(perseus_sets) == 1
+    assert livermore_sets != perseus_sets
+    fields = InstanceStatus.model_fields
+    assert read[1].model_fields_set == {name for name in fields if fields[name].alias in perseus}
+    # Nobody can add to a shared set: what is read cannot be assigned to.
+    with pytest.raises(ValidationError, match="frozen"):
+        read[0].hostname = "elsewhere"  # type: ignore[misc]
+    copied = read[0].model_copy(update={"hostname": "elsewhere"})
+    assert copied.__pydantic_fields_set__ is not read[0].__pydantic_fields_set__
+
+    raw = {"event": "error", "error": "x", "exchangeId": "1"}
+    entries = [parse_entry(f"{n}-0", raw, "coinbase", "logs:network:coinbase") for n in (1, 2)]
+    assert entries[0].__pydantic_fields_set__ is entries[1].__pydantic_fields_set__
+    with pytest.raises(ValidationError, match="frozen"):
+        entries[0].error = "y"  # type: ignore[misc]
+
+    entry_json = CatalogEntry(id=1, name="coinbase").to_json()
+    assert (
+        validate_catalog_json(entry_json).__pydantic_fields_set__
+        is validate_catalog_json(entry_json).__pydantic_fields_set__
+    )
+
+
+def test_a_writer_varying_its_fields_without_end_cannot_grow_the_shared_sets() -> None:
+    """Past `SHARED_FIELD_SETS_MAX` distinct sets a model keeps its own: a
+    hostile writer cannot make every reader keep what it invents."""
+    most = base_models.SHARED_FIELD_SETS_MAX
+    for n in range(most + 20):
+        parse_entry(f"{n}-0", {"event": "other", **{f"f{n}x{i}": "v" for i in range(n % 7)}})
+    shared = base_models._shared_field_sets
+    assert sum(map(len, shared.values())) == most

@@ -24,7 +24,12 @@ from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.network.views import NOT_AN_ID
 from perseus_core.wire import keys
 from perseus_core.wire.errors import PayloadError
-from perseus_core.wire.models import MAX_PAYLOAD_BYTES, CatalogEntry, validate_exchange_name
+from perseus_core.wire.models import (
+    MAX_PAYLOAD_BYTES,
+    CatalogEntry,
+    share_fields_set,
+    validate_exchange_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +38,15 @@ Token = CatalogEntry | str
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
-validate_catalog_json = CatalogEntry.__pydantic_validator__.validate_json
-"""pydantic-core's JSON parser straight into `CatalogEntry`: the fast path."""
+_validate_catalog_json = CatalogEntry.__pydantic_validator__.validate_json
+
+
+def validate_catalog_json(raw: str) -> CatalogEntry:
+    """pydantic-core's JSON parser straight into `CatalogEntry`, the entry
+    sharing its set of provided fields with the others (`share_fields_set`)."""
+    entry: CatalogEntry = _validate_catalog_json(raw)
+    share_fields_set(entry)
+    return entry
 
 
 def parse_untrusted(

@@ -111,6 +111,7 @@ from perseus_core.wire.models import (
     InstanceStatus,
     names_no_exchange,
     parse_entry,
+    share_fields_set,
     validate_exchange_name,
 )
 from perseus_core.wire.text import clean
@@ -237,8 +238,16 @@ _view_order = attrgetter("exchange_id")
 
 # --- status payloads --------------------------------------------------------------
 
-validate_status_json = InstanceStatus.__pydantic_validator__.validate_json
-"""pydantic-core's JSON parser straight into `InstanceStatus`: the fast path."""
+_validate_status_json = InstanceStatus.__pydantic_validator__.validate_json
+
+
+def validate_status_json(raw: str) -> InstanceStatus:
+    """pydantic-core's JSON parser straight into `InstanceStatus` (the fast
+    path), the status sharing its set of provided fields with the others
+    (`share_fields_set`): a reader keeps one per exchange of the fleet."""
+    status: InstanceStatus = _validate_status_json(raw)
+    share_fields_set(status)
+    return status
 
 
 def parse_status_payload(raw: str) -> InstanceStatus | str:

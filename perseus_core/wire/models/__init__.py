@@ -17,6 +17,7 @@ from perseus_core.wire.models.base import (
     ConnectionState,
     WireTime,
     describe_validation_error,
+    share_fields_set,
     validate_exchange_name,
 )
 from perseus_core.wire.models.catalog import AgentPresence, CatalogEntry
@@ -74,5 +75,6 @@ __all__ = [
     "names_no_exchange",
     "parse_entry",
     "restart_words",
+    "share_fields_set",
     "validate_exchange_name",
 ]

@@ -187,6 +187,37 @@ def load_json_object(raw: str | bytes, what: str) -> dict[str, Any]:
     return data
 
 
+SHARED_FIELD_SETS_MAX = 64
+"""How many distinct sets of provided fields `share_fields_set` keeps (a
+hostile writer could vary them without end: past this, a model keeps its own)."""
+
+_shared_field_sets: dict[int, list[set[str]]] = {}
+"""The sets shared so far, by size."""
+
+
+def share_fields_set(model: BaseModel) -> None:
+    """Point `model`'s set of provided field names at one set shared by every
+    model that was given the same fields.
+
+    pydantic gives each validated model a set of its own: about 2 KB for a
+    status payload's 22 fields and 700 bytes for a stream entry's 11, which
+    was more than half of what a validated status holds. A 10,000-exchange
+    fleet keeps 10,000 statuses and up to 20,000 entries (`timeline.KEPT_IN_FLEET`),
+    all with one of a few sets. Only for models that are never assigned to:
+    pydantic adds a field's name to this set when the field is assigned
+    (frozen models refuse it), and copies it in `model_copy`.
+    """
+    fields = model.__pydantic_fields_set__
+    candidates = _shared_field_sets.get(len(fields))
+    if candidates is not None:
+        for shared in candidates:
+            if shared == fields:
+                object.__setattr__(model, "__pydantic_fields_set__", shared)
+                return
+    if sum(map(len, _shared_field_sets.values())) < SHARED_FIELD_SETS_MAX:
+        _shared_field_sets.setdefault(len(fields), []).append(fields)
+
+
 class WireModel(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,

@@ -23,7 +23,7 @@ from perseus_core.wire.models.base import (
 class CatalogEntry(WireModel):
     """One known exchange in the `perseus:exchanges` hash."""
 
-    model_config = ConfigDict(cache_strings=False)  # as InstanceStatus
+    model_config = ConfigDict(cache_strings=False, frozen=True)  # as InstanceStatus
 
     id: int = Field(ge=0, le=MAX_EXCHANGE_ID)
     name: str = Field(min_length=1, max_length=256)

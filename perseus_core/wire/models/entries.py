@@ -15,6 +15,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from perseus_core.wire.models.base import share_fields_set
 from perseus_core.wire.timeutil import id_time, parse_ts_or_none
 
 NO_EXCHANGE_NAME = "unknown"
@@ -54,7 +55,10 @@ class _EntryBase(BaseModel):
     not wire fields: they say where the entry was read from.
     """
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    # Frozen: the entries read share their sets of provided fields (`share_fields_set`).
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
 
     id: str = Field(default="", exclude=True)
     stream: str = Field(default="", exclude=True)
@@ -248,7 +252,9 @@ def restart_words(
 class OtherEntry(_EntryBase):
     """Any other event (or none): kept whole so it can be shown generically."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="allow", frozen=True
+    )
 
     @property
     def extra_fields(self) -> dict[str, str]:
@@ -287,4 +293,6 @@ def parse_entry(
     data["id"] = entry_id
     data["stream"] = stream
     data["key"] = key
-    return _ENTRY_ADAPTER.validate_python(data)
+    entry = _ENTRY_ADAPTER.validate_python(data)
+    share_fields_set(entry)
+    return entry

@@ -65,8 +65,10 @@ class InstanceStatus(WireModel):
     """The JSON object in `exchange:{id}:status` (docs/wire-format.md 1.1 and 2.2)."""
 
     # Read 10,000 at a time from JSON, with few repeated strings: pydantic's
-    # string cache costs more lookups than it saves allocations.
-    model_config = ConfigDict(cache_strings=False)
+    # string cache costs more lookups than it saves allocations. Frozen: a
+    # reader shares one set of provided fields among its statuses
+    # (`share_fields_set`), and nobody changes a status once read or built.
+    model_config = ConfigDict(cache_strings=False, frozen=True)
 
     exchange_id: int = Field(ge=0, le=MAX_EXCHANGE_ID)
     exchange_name: str
