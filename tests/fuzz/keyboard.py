@@ -20,8 +20,9 @@ so is the palette's Screenshot (it would write a file into the downloads folder)
 
 A problem is: an exception escaping the app, a background worker failing, an
 "internal error" shown, or the app not answering a key once the burst is over.
-The suite runs it for about a minute (`tests/fuzz/test_keyboard.py`); the long
-form, any seed and length, is `bench/fuzz_keyboard.py`.
+The suite runs it for 12 s (`tests/fuzz/test_keyboard.py`), with each screen
+it asserts on opening a stretch of keys (`OPENERS`); the long form, any seed
+and length, is `bench/fuzz_keyboard.py`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import redis as sync_redis
 from textual import events
@@ -118,6 +119,32 @@ class Phase:
 
 
 PHASES = (Phase("cards", ""), Phase("table", ""), Phase("cards", "o"), Phase("table", "co"))
+
+
+@dataclass(frozen=True)
+class Opener:
+    """A screen a stretch of keys starts on, and the keys that open it from the dashboard."""
+
+    screen: type[Screen[Any]]
+    keys: tuple[str, ...]
+
+
+OPENERS = (
+    Opener(CommandPalette, ("ctrl+p",)),
+    Opener(DetailScreen, ("enter",)),
+    Opener(HelpScreen, ("question_mark",)),
+    Opener(ConfirmScreen, ("x",)),
+    Opener(IntroScreen, ("i",)),
+)
+"""The screens `fuzz(..., openers=OPENERS)` starts a stretch of keys on (one
+screen a phase, round again), so that each takes keys whatever the random keys
+and the load do: left to them, a screen is reached only when a key that opens
+it lands on the dashboard, and the command palette, which keeps every key but
+Escape (and an Enter that picks a command), can hold the keyboard for hundreds
+of keys."""
+OPEN_TRIES = 8
+"""How often an opener is tried, the selection moved down between tries (a stop
+is refused on some exchanges: its confirmation opens on another)."""
 
 
 def fuzz_app(settings: Settings) -> PerseusApp:
@@ -298,6 +325,36 @@ def send(app: PerseusApp, *keys: str) -> None:
         app.post_message(key_event(key))
 
 
+async def opened(app: PerseusApp, phase: Phase, opener: Opener, deadline: float) -> bool:
+    """Press keys as a person would until `opener`'s screen is on top of `phase`'s
+    dashboard and stays there for a moment (False: not before `deadline`).
+
+    From the phase's dashboard at rest, its keys are pressed; when the screen does
+    not open (a stop refused on the selected exchange), the selection moves down
+    and the keys are pressed again.
+    """
+    for attempt in range(OPEN_TRIES):
+        if not await reach(app, phase, deadline):
+            return False
+        if attempt:
+            send(app, "down")
+        send(app, *opener.keys)
+        answered_by = min(deadline, time.monotonic() + SETUP_S)
+        held_since: float | None = None
+        while time.monotonic() < answered_by and not crashed(app):
+            now = time.monotonic()
+            if isinstance(app.screen, opener.screen):
+                held_since = held_since or now
+                if now - held_since >= HOLD_S:
+                    return True
+            else:
+                held_since = None
+            await asyncio.sleep(0.02)
+        if crashed(app) or time.monotonic() >= deadline:
+            return False
+    return False
+
+
 async def fuzz(
     app: PerseusApp,
     *,
@@ -306,6 +363,7 @@ async def fuzz(
     rate: int = RATE,
     phases: tuple[Phase, ...] = PHASES,
     settle_s: float = SETTLE_S,
+    openers: tuple[Opener, ...] = (),
 ) -> FuzzReport:
     """Send `rate` keys a second for `phase_s` in each phase; what happened.
 
@@ -315,29 +373,40 @@ async def fuzz(
     terminal delivers what it buffered; they queue in the app. The rate is the
     schedule's, whatever the load. After each phase the app must answer a key
     within `settle_s` (the queue drained).
+
+    With `openers`, each one opens a stretch of a phase (the first opener in the
+    first phase, the second in the second, and round again): a phase's keys are
+    split into a stretch that starts on its dashboard and one for each of its
+    openers, which starts on the opener's screen, opened over that dashboard
+    (`opened`) once the stretch before is handled. Every stretch then goes
+    wherever its keys lead. (Each stretch ends on the schedule's last key: the
+    fewer the stretches, the less a loop held at their ends lowers the rate.)
     """
     report = FuzzReport(seed=seed)
     watch_for_problems(app, report)
     per_phase = int(phase_s * rate)
     sequence = key_sequence(seed, per_phase * len(phases))
     for number, phase in enumerate(phases):
-        if not await reach(app, phase, time.monotonic() + settle_s):
-            report.problems.append(f"could not set up the phase {phase.name} ({where(app)})")
-            break
         keys = sequence[number * per_phase : (number + 1) * per_phase]
-        started = time.monotonic()
-        for index, key in enumerate(keys):
+        starts: tuple[Opener | None, ...] = (None, *openers[number :: len(phases)])
+        for part, opener in enumerate(starts):
+            deadline = time.monotonic() + settle_s
+            ready = (
+                await reach(app, phase, deadline)
+                if opener is None
+                else await opened(app, phase, opener, deadline)
+            )
+            if not ready:
+                on = "" if opener is None else f" with {opener.screen.__name__} open"
+                report.problems.append(
+                    f"could not set up the phase {phase.name}{on} ({where(app)})"
+                )
+                break
+            stretch = keys[part * per_phase // len(starts) : (part + 1) * per_phase // len(starts)]
+            await press(app, report, stretch, rate)
             if crashed(app):
                 break
-            if (due_in := started + index / rate - time.monotonic()) > 0:
-                await asyncio.sleep(due_in)  # behind: no yield until caught up
-            report.pressed[key] += 1
-            event = key_event(key)
-            report.in_flight[id(event)] = event
-            app.post_message(event)
-            report.keys_sent += 1
-        report.seconds += time.monotonic() - started + 1 / rate  # to the next key's slot
-        if crashed(app):
+        if report.problems or crashed(app):
             break
         answered = await answers(app, settle_s)
         if answered is None:
@@ -352,6 +421,22 @@ async def fuzz(
     if error is not None:
         report.problems.append(f"crashed: {type(error).__name__}: {error}")
     return report
+
+
+async def press(app: PerseusApp, report: FuzzReport, keys: list[str], rate: int) -> None:
+    """Post `keys`, `rate` a second on a fixed schedule, each counted where the app takes it."""
+    started = time.monotonic()
+    for index, key in enumerate(keys):
+        if crashed(app):
+            break
+        if (due_in := started + index / rate - time.monotonic()) > 0:
+            await asyncio.sleep(due_in)  # behind: no yield until caught up
+        report.pressed[key] += 1
+        event = key_event(key)
+        report.in_flight[id(event)] = event
+        app.post_message(event)
+        report.keys_sent += 1
+    report.seconds += time.monotonic() - started + 1 / rate  # to the next key's slot
 
 
 @contextlib.contextmanager
