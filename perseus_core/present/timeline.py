@@ -334,10 +334,10 @@ before the oldest kept becomes unknown (memory stays bounded whatever an
 exchange writes)."""
 
 KEPT_IN_FLEET = 20_000
-"""Entries kept across the whole fleet, about 3 KB each with their model:
-a `TimelineBook` of many exchanges shares this out (`TimelineBook.limit`),
-so the dashboard of a 10,000-exchange flood holds tens of megabytes of
-history, not gigabytes. An exchange past its share shows the time before
+"""Entries kept across the whole fleet, about 1.6 KB each with their model
+and their place in the book: a `TimelineBook` of many exchanges shares this
+out (`TimelineBook.limit`), so the dashboard of a 10,000-exchange flood holds
+about 30 MB of history, not gigabytes. An exchange past its share shows the time before
 its oldest kept entry as unknown, as it does past `KEPT_PER_EXCHANGE`."""
 
 KEPT_AT_LEAST = 3
