@@ -19,11 +19,13 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Sequence
-
-import httpx
+from typing import TYPE_CHECKING
 
 from perseus_core import __version__
 from perseus_core.wire.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +129,10 @@ async def _ask(client: httpx.AsyncClient, url: str, timeout_s: float) -> str | N
 
 
 async def _detect(urls: Sequence[str], deadline: float) -> str | None:
+    # httpx (and the rich it loads) is imported only for a lookup: every agent
+    # imports this module, and most run with detection off or a fixed address.
+    import httpx
+
     loop = asyncio.get_running_loop()
     headers = {"User-Agent": f"perseus/{__version__}", "Accept": "text/plain"}
     async with httpx.AsyncClient(headers=headers, follow_redirects=True) as client:
