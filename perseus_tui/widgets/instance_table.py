@@ -325,6 +325,8 @@ class InstanceTable(ScrollView, can_focus=True):
                     for old, cell, text in zip(built.cells, cells, built.texts, strict=True)
                 )
             built = _Built(view, self._generation, cells, texts)
+            # Textual's LRUCache keeps the first value set for a key: replace it.
+            self._built.discard(view.exchange_id)
             self._built[view.exchange_id] = built
             self._grow(built.texts)
         return built

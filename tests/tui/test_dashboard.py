@@ -22,6 +22,7 @@ from perseus_cli.apps.screenshots import HOSTILE_HOSTNAME, seed_fleet, seed_host
 from perseus_core.instance import Instance
 from perseus_core.plumbing.connection import connect
 from perseus_core.store.activity import ActivityLog
+from perseus_core.store.network import ExchangeView
 from perseus_core.store.presence import AgentAnnouncer
 from perseus_core.wire import keys
 from perseus_core.wire.models import (
@@ -39,6 +40,7 @@ from perseus_tui.screens.confirm import ConfirmScreen
 from perseus_tui.screens.dashboard import FEED_MIN_HEIGHT
 from perseus_tui.screens.detail import DetailScreen
 from perseus_tui.screens.help import HelpScreen
+from perseus_tui.widgets import instance_table
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.command_bar import CommandBar, line_content
 from perseus_tui.widgets.empty_fleet import EmptyFleet
@@ -577,6 +579,62 @@ async def test_table_rows_off_screen_catch_up_when_scrolled_to(
 
         assert cell("state") == "active" and cell("host") == "x100-host"
         assert cell("error") == error
+
+
+async def test_a_table_row_is_built_once_per_change_however_often_it_is_drawn(
+    make_app: AppFactory, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table keeps each row's cells until its view changes or a tick
+    passes: drawing the screen again builds nothing, a tick builds each row on
+    screen once, and one exchange read again builds its row alone."""
+    now = datetime(2026, 2, 10, 22, 45, tzinfo=UTC)
+    async with redis.pipeline(transaction=False) as pipe:
+        for exchange_id in range(1, 62):
+            name = f"x{exchange_id}"
+            pipe.hset(
+                keys.CATALOG_KEY,
+                str(exchange_id),
+                CatalogEntry(id=exchange_id, name=name).to_json(),
+            )
+            pipe.set(
+                keys.status_key(exchange_id), _status_json(exchange_id, name, last_heartbeat=now)
+            )
+        await pipe.execute()
+    app = make_app(clock=lambda: now)  # frozen: no tick but the test's own
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(app.loaded.is_set)
+        await pilot.pause()
+        table = app.dashboard.table
+        assert app.dashboard.showing_table
+        built: list[int] = []
+        row_cells = instance_table.row_cells
+
+        def counted(view: ExchangeView, *args: Any, **kwargs: Any) -> Any:
+            built.append(view.exchange_id)
+            return row_cells(view, *args, **kwargs)
+
+        monkeypatch.setattr(instance_table, "row_cells", counted)
+        table.tick(now)
+        await pilot.pause()
+        on_screen = sorted(built)
+        assert on_screen == list(range(1, len(on_screen) + 1)) and len(on_screen) > 20
+
+        built.clear()
+        table.refresh()
+        await pilot.pause()
+        assert built == []  # drawn again from the rows kept
+
+        await redis.set(
+            keys.status_key(2), _status_json(2, "x2", last_heartbeat=now, symbol_count=7)
+        )
+        app.request_refresh()
+        await eventually(
+            lambda: app.views[2].status is not None and app.views[2].status.symbol_count == 7
+        )
+        await pilot.pause()
+        table.refresh()
+        await pilot.pause()
+        assert built == [2]
 
 
 async def test_a_narrow_footer_keeps_help_quit_and_the_commands(
