@@ -34,13 +34,13 @@ from perseus_core.present.commands import CommandStep, step_text
 from perseus_core.present.exchange import Timing, zone_name
 from perseus_core.present.timeline import DAY
 from perseus_core.store.control.sender import Via, default_operator
-from perseus_core.store.network import ExchangeView, ViewKind
+from perseus_core.store.network import ExchangeView
 from perseus_core.wire.models import ActivityEntry, CommandType
 from perseus_core.wire.settings import Settings
 from perseus_core.wire.timeutil import Clock, system_clock
 from perseus_tui import render
 from perseus_tui.commands import ExchangeCommands, Palette
-from perseus_tui.fleet import FleetState
+from perseus_tui.fleet import FleetCounts, FleetState
 from perseus_tui.messages import (
     CommandProgress,
     CommandRequested,
@@ -77,24 +77,6 @@ ERROR_TIMEOUT_S = 10.0
 
 _view_order = attrgetter("exchange_id")
 """How the cards and the table list exchanges (ids are unique in a fleet's views)."""
-
-
-def _count_states(
-    views: Mapping[int, ExchangeView],
-) -> tuple[list[str | None], int, frozenset[str]]:
-    """For the header: the state of every online exchange (None: unreadable),
-    how many offline ones an agent would start, and every stream name."""
-    states: list[str | None] = []
-    ready = 0
-    for view in views.values():
-        kind = view.kind
-        if kind is ViewKind.LIVE and view.status is not None:
-            states.append(view.status.connection_state.value)
-        elif kind is ViewKind.UNREADABLE:
-            states.append(None)
-        elif kind is ViewKind.READY:
-            ready += 1
-    return states, ready, frozenset(view.exchange_name.lower() for view in views.values())
 
 
 class PerseusApp(App[None]):
@@ -191,10 +173,10 @@ class PerseusApp(App[None]):
         self._summary: tuple[tuple[object, ...], tuple[Content, ...]] | None = None
         """The header counts and what they were counted from (the views, the
         timelines' version, the minute: the clock tick reuses them)."""
-        self._counted: tuple[object, list[str | None], int, frozenset[str]] | None = None
-        """The states, the ready count and the stream names of the views they
-        were counted from: they change with a read only, not with the feed,
-        whose every batch moves the timelines' version."""
+        self._counts = FleetCounts(self.fleet.views)
+        """The header's counts of the views shown: they change with a read only,
+        not with the feed, whose every batch moves the timelines' version; a
+        partial re-read updates them for the exchanges it read (`_show`)."""
 
     @property
     def read_only(self) -> bool:
@@ -226,15 +208,12 @@ class PerseusApp(App[None]):
         basis = (views, fleet.timelines.version, now.replace(second=0, microsecond=0))
         known = self._summary[0] if self._summary is not None else None
         if known is None or known[0] is not views or known[1:] != basis[1:]:
-            counted = self._counted
-            if counted is None or counted[0] is not views:
-                counted = self._counted = (views, *_count_states(views))
-            _views, states, ready, names = counted
-            flapping = fleet.timelines.flapping(names, now, self.settings.flap_transitions)
-            self._summary = (
-                basis,
-                tuple(summary_parts(states, len(views), ready=ready, flapping=flapping)),
-            )
+            counts = self._counts
+            if counts.views is not views:  # not shown through `_show`: count them all
+                counts = self._counts = FleetCounts(views)
+            flapping = fleet.timelines.flapping(counts.names, now, self.settings.flap_transitions)
+            parts = summary_parts(counts.online, len(views), ready=counts.ready, flapping=flapping)
+            self._summary = (basis, tuple(parts))
         summary = self._summary
         assert summary is not None  # set just above
         return HeaderState(
@@ -360,15 +339,19 @@ class PerseusApp(App[None]):
             ordered = sorted(views.values(), key=_view_order)
             previous.traces.forget(views)
             previous.traces.record(ordered, now)
+            self._counts = FleetCounts(views)
+            # Old entries go at a full read (they are bounded by KEPT_IN_FLEET between).
+            previous.timelines.trim(now - DAY)
         else:
             ordered = list(previous.ordered)
             for view in changed.values():
                 ordered[bisect.bisect_left(ordered, _view_order(view), key=_view_order)] = view
             previous.traces.record(changed.values(), now)
+            if self._counts.views is previous.views:
+                self._counts.update(views, changed)
         timing = previous.timing
         if read_at is not None and read_at != timing.read_at:
             timing = replace(timing, read_at=read_at)
-        previous.timelines.trim(now - DAY)
         self.fleet = FleetState(
             views, ordered, now, False, True, timing, previous.timelines, previous.traces
         )

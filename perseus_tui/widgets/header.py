@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 
@@ -20,31 +20,27 @@ SUMMARY_SEPARATOR = "  "
 
 
 def summary_parts(
-    states: Iterable[str | None], total: int, *, ready: int = 0, flapping: int = 0
+    online: Mapping[str, int], total: int, *, ready: int = 0, flapping: int = 0
 ) -> list[Content]:
     """`5 of 8 online`, `1 offline`, `1 ready`, `2 active`...: the header summary's counts,
     most urgent first, so a narrow header drops the least important ones.
 
     Args:
-        states: the state of every online exchange (None: unreadable status).
+        online: how many online exchanges are in each state (`unreadable`:
+            no valid status; `FleetCounts.online`).
         total: how many exchanges are listed.
         ready: how many of the offline ones have an agent that would start them;
             counted apart from the offline ones, which nothing would start.
         flapping: how many changed state more often in the last hour than
             `Settings.flap_transitions` allows.
     """
-    counts: dict[str, int] = {}
-    online = 0
-    for state in states:
-        online += 1
-        key = state or "unreadable"
-        counts[key] = counts.get(key, 0) + 1
-    parts = [Content.styled(f"{online} of {total} online", "bold")]
-    offline = total - online - ready
+    online_count = sum(online.values())
+    parts = [Content.styled(f"{online_count} of {total} online", "bold")]
+    offline = total - online_count - ready
     if offline > 0:
         parts.append(Content.styled(f"{offline} offline", render.OFFLINE_STYLE))
-    if counts.get("unreadable"):
-        parts.append(Content.styled(f"{counts['unreadable']} unreadable", render.ERROR))
+    if online.get("unreadable"):
+        parts.append(Content.styled(f"{online['unreadable']} unreadable", render.ERROR))
     if flapping:
         parts.append(
             Content.styled(f"{flapping} flapping", f"bold {render.TONE_TEXT[Tone.WARNING]}")
@@ -59,9 +55,9 @@ def summary_parts(
         ConnectionState.STOPPED,
         ConnectionState.IDLE,
     ):
-        if counts.get(state):
+        if online.get(state):
             parts.append(
-                Content.styled(f"{counts[state]} {state.value}", render.state_colour(state))
+                Content.styled(f"{online[state]} {state.value}", render.state_colour(state))
             )
     return parts
 

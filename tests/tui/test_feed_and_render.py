@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from textual.app import App, ComposeResult
@@ -23,6 +24,7 @@ from perseus_core.wire.models import (
     parse_entry,
 )
 from perseus_tui import render
+from perseus_tui.fleet import FleetCounts
 from perseus_tui.observed import OfflineObserver
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.header import fit_parts, summary_parts
@@ -306,9 +308,53 @@ def test_an_offline_card_without_a_known_state_says_unknown() -> None:
 
 
 def test_header_counts_ready_exchanges_apart_from_offline_ones() -> None:
-    summary = fit_parts(summary_parts(["active", None], 5, ready=2), 200).plain
+    summary = fit_parts(summary_parts({"active": 1, "unreadable": 1}, 5, ready=2), 200).plain
     assert "2 of 5 online" in summary and "1 offline" in summary and "2 ready" in summary
-    assert "offline" not in fit_parts(summary_parts(["active"], 2, ready=1), 200).plain
+    assert "offline" not in fit_parts(summary_parts({"active": 1}, 2, ready=1), 200).plain
+
+
+def _fleet_view(exchange_id: int, kind: str) -> ExchangeView:
+    """A view of each kind the header counts: a state, `unreadable`, `ready`, `offline`."""
+    name = f"Ex{exchange_id % 3}"  # names shared by several views
+    if kind in ("unreadable", "ready", "offline"):
+        agents = (AgentPresence(agent_id="a", exchange_id=exchange_id),) if kind == "ready" else ()
+        return ExchangeView(
+            exchange_id, name, name, True, key_exists=kind == "unreadable", agents=agents
+        )
+    status = _status(
+        exchange_id=exchange_id, exchange_name=name, connection_state=ConnectionState(kind)
+    )
+    return ExchangeView(exchange_id, name, name, True, status=status)
+
+
+def test_header_counts_follow_a_partial_read_as_a_full_count_would() -> None:
+    """`FleetCounts.update` recounts only the exchanges read again, and ends
+    where counting the whole fleet again would."""
+    kinds = ("active", "warming", "idle", "unreadable", "ready", "offline")
+    views = {n: _fleet_view(n, kinds[n % len(kinds)]) for n in range(1, 31)}
+    counts = FleetCounts(views)
+    assert counts.online == {"active": 5, "warming": 5, "idle": 5, "unreadable": 5}
+    assert counts.ready == 5 and counts.names == {"ex0": 10, "ex1": 10, "ex2": 10}
+
+    changed = {
+        1: _fleet_view(1, "offline"),
+        4: _fleet_view(4, "stopping"),
+        5: _fleet_view(5, "active"),
+    }
+    changed[5] = replace(changed[5], exchange_name="Renamed")
+    after = {**views, **changed}
+    counts.update(after, changed)
+    recounted = FleetCounts(after)
+    assert counts.views is after
+    assert (
+        counts.online
+        == recounted.online
+        == {"active": 6, "warming": 4, "idle": 5, "unreadable": 5, "stopping": 1}
+    )
+    assert counts.ready == recounted.ready == 4
+    assert (
+        counts.names == recounted.names and counts.names["ex2"] == 9 and "renamed" in counts.names
+    )
 
 
 def test_command_outcomes_do_not_repeat_themselves() -> None:
@@ -329,7 +375,8 @@ def test_command_outcomes_do_not_repeat_themselves() -> None:
 
 
 def test_a_narrow_header_drops_whole_counts_and_says_how_many() -> None:
-    parts = summary_parts(["active", "warming", "starting", "stopping", None], 9, ready=1)
+    online = {"active": 1, "warming": 1, "starting": 1, "stopping": 1, "unreadable": 1}
+    parts = summary_parts(online, 9, ready=1)
     full = fit_parts(parts, 200).plain
     assert full.startswith("5 of 9 online  3 offline  1 unreadable  1 ready  1 active")
     narrow = fit_parts(parts, 60).plain
