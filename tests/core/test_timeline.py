@@ -219,6 +219,30 @@ def test_book_counts_flapping_exchanges() -> None:
     )
 
 
+def test_the_flapping_count_follows_entries_added_loaded_and_trimmed_after_it_was_asked() -> None:
+    """The histories long enough to flap are kept apart once asked about: entries
+    added, a window loaded and a trim afterwards count as if every history
+    were looked at again."""
+    book = TimelineBook()
+    calm = [move("warming", "active", 0.5).model_copy(update={"stream": "calm"})]
+    book.add(calm)
+    assert book.flapping({"kraken", "calm"}, NOW, threshold=3) == 0
+    flaps = [
+        move(*(("warming", "active") if n % 2 else ("active", "warming")), 0.9 - n * 0.1)
+        for n in range(5)
+    ]
+    book.add(flaps[:3])
+    assert book.flapping({"kraken", "calm"}, NOW, threshold=3) == 0
+    book.add(flaps[3:])
+    assert book.flapping({"kraken", "calm"}, NOW, threshold=3) == 1
+    restless = [e.model_copy(update={"stream": "restless"}) for e in flaps]
+    book.load("restless", restless, known_from=NOW - DAY)
+    assert book.flapping({"kraken", "calm", "restless"}, NOW, threshold=3) == 2
+    book.trim(NOW - timedelta(minutes=40))  # three of five left: too few to flap at 3
+    assert book.flapping({"kraken", "calm", "restless"}, NOW, threshold=3) == 0
+    assert book.flapping({"kraken", "calm", "restless"}, NOW, threshold=1) == 2
+
+
 def test_age_trace_keeps_the_worst_age_in_bounded_slots() -> None:
     """A day of samples each second fits the same 8 slots; a late beat survives merging."""
     from perseus_core.present.trace import OFFLINE, AgeTrace, resample
