@@ -137,6 +137,10 @@ class FleetService:
         """Set when the app has shown the batch on its way (see `FEED_WAITING_MAX`)."""
         self._ids_by_name: dict[str, int] = {}
         """Stream name -> exchange id of every exchange read so far."""
+        self._online: set[int] = set()
+        """The exchanges with a status key as last read: while Redis tells
+        status writes (`StatusWatcher`), a flood of their activity needs no
+        re-read of its own (see `_poll_fleet`)."""
         self._problems: set[str] = set()
         """What the latest fleet read could not read (shown once each)."""
         self._rights_known = False
@@ -269,6 +273,7 @@ class FleetService:
         self._ids_by_name = {
             view.exchange_name.lower(): view.exchange_id for view in snapshot.exchanges
         }
+        self._online = {view.exchange_id for view in snapshot.exchanges if view.key_exists}
 
     async def _poll_fleet(self) -> None:
         """Read the fleet every `refresh_s`, and changed exchanges as soon as they change.
@@ -312,6 +317,13 @@ class FleetService:
                     elif self._dirty:
                         ids = sorted(self._dirty)
                         self._dirty.clear()
+                        if len(ids) > PARTIAL_REFRESH_MAX and watcher.watching:
+                            # Activity on many exchanges (a flood): Redis tells the
+                            # status writes of those online, so only the others
+                            # (their last-known entry) need reading; a full read
+                            # after every batch cost a 10,000-exchange dashboard
+                            # about 200 ms of CPU each time.
+                            ids = [i for i in ids if i not in self._online]
                         if len(ids) > PARTIAL_REFRESH_MAX:
                             self._full_due = True
                             continue
@@ -380,6 +392,10 @@ class FleetService:
             return
         for view in views:
             self._ids_by_name[view.exchange_name.lower()] = view.exchange_id
+            if view.key_exists:
+                self._online.add(view.exchange_id)
+            else:
+                self._online.discard(view.exchange_id)
         self._host.post_message(ExchangesRefreshed(views))
 
     async def _probe_rights(self, snapshot: FleetSnapshot) -> None:
