@@ -3,6 +3,7 @@ by keys and by the filter, in cards and table, with a bounded number of cards.""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 
@@ -63,18 +64,36 @@ def fleet_url(redis_url: str) -> Iterator[str]:
 
 def seed_large_fleet(url: str, size: int) -> None:
     """`size` exchanges (ids 1..size) against the screenshot clock, in batches."""
+    catalog, statuses = _large_fleet(size)
     with sync_redis.Redis.from_url(url, decode_responses=True) as client:
         client.flushall()
-        for start in range(1, size + 1, 1_000):
+        for start in range(0, size, 1_000):
             pipe = client.pipeline(transaction=False)
-            for exchange_id in range(start, min(size, start + 999) + 1):
-                entry = CatalogEntry(
-                    id=exchange_id, name=name(exchange_id), display_name=f"Ex {exchange_id}"
-                )
-                pipe.hset(keys.CATALOG_KEY, str(exchange_id), entry.to_json())
-                if exchange_id % OFFLINE_EVERY:
-                    pipe.set(keys.status_key(exchange_id), _status(exchange_id), ex=3_600)
+            pipe.hset(keys.CATALOG_KEY, mapping=dict(catalog[start : start + 1_000]))
+            for key, status in statuses[start : start + 1_000]:
+                pipe.set(key, status, ex=3_600)
             pipe.execute()
+
+
+@functools.cache
+def _large_fleet(size: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The catalog's fields and the status keys of `size` exchanges, made once
+    per size: each test at a size seeds the same fleet again."""
+    catalog = [
+        (
+            str(exchange_id),
+            CatalogEntry(
+                id=exchange_id, name=name(exchange_id), display_name=f"Ex {exchange_id}"
+            ).to_json(),
+        )
+        for exchange_id in range(1, size + 1)
+    ]
+    statuses = [
+        (keys.status_key(exchange_id), _status(exchange_id))
+        for exchange_id in range(1, size + 1)
+        if exchange_id % OFFLINE_EVERY
+    ]
+    return catalog, statuses
 
 
 def _status(exchange_id: int) -> str:
