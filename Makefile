@@ -18,16 +18,23 @@ JOBS ?= 4
 
 # Two stamps: the demo needs only the application (the library plus the `app`
 # extra: a newcomer's first paint should not wait for pytest, mypy and ruff);
-# everything else adds the dev tools.
+# everything else installs the dev tools, which include the `app` extra, in
+# one pip run (a second run resolves and builds Perseus again: seconds), and
+# so stands for the demo's stamp too.
+define NEW_VENV
+@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Perseus needs Python 3.11+; run make PYTHON=python3.11 ...")'
+$(PYTHON) -m venv $(VENV)
+endef
+
 $(BIN)/.runtime: pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Perseus needs Python 3.11+; run make PYTHON=python3.11 ...")'
-	$(PYTHON) -m venv $(VENV)
+	$(NEW_VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[app]'
 	@touch $@
 
-$(BIN)/.installed: $(BIN)/.runtime
+$(BIN)/.installed: pyproject.toml
+	$(NEW_VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	@touch $@
+	@touch $(BIN)/.runtime $@
 
 # The demo installs `perseus` into the virtualenv, which is not on PATH: say
 # how to reach it afterwards (unless a `perseus` already is on PATH).
