@@ -13,7 +13,10 @@ CI (`CI` set, running as root, apt-get present) installs Debian's
 `redis-server` package; anywhere else the run says in a banner that Redis 7
 was not tested, and passes on the strength of the suite alone.
 
-    python -m tests.other_major [pytest options]
+    python -m tests.other_major [pytest options] [paths]
+
+Without paths, it collects only the directories and modules where
+`every_major` tests live (`every_major_paths`), not the whole suite again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -32,8 +36,23 @@ from perseus_cli.apps.redis_server import (
     redis_server_version,
 )
 from perseus_core.wire.errors import PerseusError
+from tests.conftest import EVERY_MAJOR_DIRECTORIES
 
 SYSTEM_BINARIES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
+TESTS = Path(__file__).parent
+
+
+def every_major_paths() -> list[str]:
+    """The test directories marked `every_major` as a whole (tests/conftest.py),
+    and the other test modules that mark tests `every_major` themselves."""
+    directories = sorted(d for d in EVERY_MAJOR_DIRECTORIES if (TESTS / d).is_dir())
+    modules = sorted(
+        path
+        for path in TESTS.rglob("test_*.py")
+        if not EVERY_MAJOR_DIRECTORIES.intersection(path.relative_to(TESTS).parts)
+        and "every_major" in path.read_text(encoding="utf-8")
+    )
+    return [str(TESTS / d) for d in directories] + [str(path) for path in modules]
 
 
 def _version(binary: str | None) -> tuple[int, int] | None:
@@ -102,7 +121,8 @@ def main(pytest_args: Sequence[str]) -> int:
         flush=True,
     )
     env = {**os.environ, "PERSEUS_REDIS_SERVER": other}
-    command = [sys.executable, "-m", "pytest", "-m", "every_major", *pytest_args]
+    paths = [] if any(Path(arg).exists() for arg in pytest_args) else every_major_paths()
+    command = [sys.executable, "-m", "pytest", "-m", "every_major", *pytest_args, *paths]
     returncode = subprocess.run(command, env=env, check=False).returncode
     if returncode == pytest.ExitCode.NO_TESTS_COLLECTED:
         _banner(["No test is marked every_major: the other major was not tested."])
