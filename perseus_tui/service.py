@@ -315,16 +315,8 @@ class FleetService:
                             full_s if watcher.watching else self.refresh_s
                         )
                     elif self._dirty:
-                        ids = sorted(self._dirty)
-                        self._dirty.clear()
-                        if len(ids) > PARTIAL_REFRESH_MAX and watcher.watching:
-                            # Activity on many exchanges (a flood): Redis tells the
-                            # status writes of those online, so only the others
-                            # (their last-known entry) need reading; a full read
-                            # after every batch cost a 10,000-exchange dashboard
-                            # about 200 ms of CPU each time.
-                            ids = [i for i in ids if i not in self._online]
-                        if len(ids) > PARTIAL_REFRESH_MAX:
+                        ids = self._to_reread(watching=watcher.watching)
+                        if ids is None:
                             self._full_due = True
                             continue
                         views = [await reader.exchange(exchange_id) for exchange_id in ids]
@@ -356,6 +348,21 @@ class FleetService:
                 await self._sleep(timeout)
         finally:
             await watcher.aclose()
+
+    def _to_reread(self, *, watching: bool) -> list[int] | None:
+        """The exchanges with fresh activity to read again (taken), or None
+        when there are more than a partial re-read takes: read the fleet.
+
+        Activity on many exchanges (a flood): while Redis tells the status
+        writes (`watching`), those online need no read of their own, only
+        the others do (their last-known entry); a full read after every
+        batch cost a 10,000-exchange dashboard about 200 ms of CPU each time.
+        """
+        ids = sorted(self._dirty)
+        self._dirty.clear()
+        if len(ids) > PARTIAL_REFRESH_MAX and watching:
+            ids = [exchange_id for exchange_id in ids if exchange_id not in self._online]
+        return None if len(ids) > PARTIAL_REFRESH_MAX else ids
 
     async def _sleep(self, seconds: float) -> None:
         """The poll's wait: until woken (`_wake`) or for `seconds`.
