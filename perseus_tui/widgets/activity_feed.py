@@ -19,6 +19,7 @@ to its place.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -60,24 +61,19 @@ def _arrival_in_time(item: tuple[float, int, ActivityEntry]) -> tuple[float, int
 
 def _newer_count(entries: deque[ActivityEntry], times: dict[EntryKey, float], at: float) -> int:
     """How many of `entries` (newest first) are newer than `at`: where an entry
-    of that time goes, above the ones of its own time."""
-    index = 0
-    for other in entries:
-        if times[entry_key(other)] <= at:
-            break
-        index += 1
-    return index
+    of that time goes, above the ones of its own time.
+
+    A binary search (the feed is kept in time order): a flood read from
+    many streams hands over entries older than hundreds already shown, and
+    walking down to each one's place held the event loop for a tenth of a
+    second when a paused feed resumed."""
+    return bisect.bisect_left(entries, -at, key=lambda other: -times[entry_key(other)])
 
 
 def _older_start(entries: deque[ActivityEntry], times: dict[EntryKey, float], at: float) -> int:
     """Where an older entry of time `at` goes: below every entry not older than
-    it (counted from the bottom, where history pages land)."""
-    index = len(entries)
-    for other in reversed(entries):
-        if times[entry_key(other)] >= at:
-            break
-        index -= 1
-    return index
+    it (where history pages land); a binary search, as `_newer_count`."""
+    return bisect.bisect_right(entries, -at, key=lambda other: -times[entry_key(other)])
 
 
 def _newest_unseen(

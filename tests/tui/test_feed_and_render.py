@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -141,6 +142,41 @@ async def test_entries_read_from_several_streams_are_shown_in_time_order() -> No
             "03:11:49",
             "03:11:45",
         ]
+
+
+async def test_entries_in_any_arrival_order_are_kept_in_time_order() -> None:
+    """Batches from many streams, older and newer than what is shown, new
+    entries and history pages, in a shuffled order: the feed holds the newest
+    `max_lines` in time order, each moment's entries in the order they came
+    (the place of each is found by a binary search, `_newer_count`)."""
+    rng = random.Random(7)
+    seconds = [rng.randrange(3_600) for _ in range(600)]  # ties among them
+    made = [
+        at(f"{s // 3600 + 3:02d}:{s // 60 % 60:02d}:{s % 60:02d}", n, f"s{n % 9}")
+        for n, s in enumerate(seconds)
+    ]
+    app = FeedApp(max_lines=250)
+    async with app.run_test(size=(100, 10)):
+        feed = app.query_one(ActivityFeed)
+        rest = list(made)
+        while rest:
+            size = rng.randrange(1, 40)
+            batch, rest = rest[:size], rest[size:]
+            if rng.random() < 0.3:
+                feed.add_older(sorted(batch, key=lambda e: e.timestamp, reverse=True))
+            else:
+                feed.add_new(sorted(batch, key=lambda e: e.timestamp))
+        kept = [e.timestamp for e in feed.entries]
+        assert kept == sorted(kept, reverse=True)
+        assert len(kept) == 250
+        feed.set_filter("s3")
+        feed.add_new([at("04:00:00", 10_000, "s3"), at("04:00:00", 10_001, "s3")])
+        visible = feed.visible_entries
+        assert [e.timestamp for e in visible] == sorted(
+            (e.timestamp for e in visible), reverse=True
+        )
+        both = [e.error for e in visible if e.timestamp.endswith("04:00:00.000Z")]
+        assert both[:2] == ["e10001", "e10000"]  # the later arrival above its twin
 
 
 async def test_an_observation_sits_above_the_entries_it_came_after() -> None:
