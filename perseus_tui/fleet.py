@@ -73,13 +73,15 @@ class FleetCounts:
     def __init__(self, views: Mapping[int, ExchangeView]) -> None:
         self.views = views
         """The views counted (the app's current mapping)."""
-        self._of: dict[int, tuple[str, str]] = {}
+        self._of: dict[int, tuple[str, str]] = {
+            exchange_id: (_counted_as(view), view.exchange_name.lower())
+            for exchange_id, view in views.items()
+        }
         """What each exchange adds: (`_counted_as`, its stream name)."""
-        self._tally: Counter[str] = Counter()
-        self.names: Counter[str] = Counter()
+        parts = self._of.values()
+        self._tally: Counter[str] = Counter(counted for counted, _name in parts)
+        self.names: Counter[str] = Counter(name for _counted, name in parts)
         """Every stream name (lower case), with how many views have it."""
-        for exchange_id, view in views.items():
-            self._add(exchange_id, view)
 
     @property
     def online(self) -> dict[str, int]:
