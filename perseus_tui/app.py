@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -41,6 +42,7 @@ from perseus_core.wire.timeutil import Clock, system_clock
 from perseus_tui import render
 from perseus_tui.commands import ExchangeCommands, Palette
 from perseus_tui.fleet import FleetCounts, FleetState
+from perseus_tui.heap import dashboard_collector
 from perseus_tui.messages import (
     CommandProgress,
     CommandRequested,
@@ -170,6 +172,8 @@ class PerseusApp(App[None]):
         self.service = FleetService(
             self, settings, clock=clock, operator=self.operator, feed_max_lines=feed_max_lines
         )
+        self._collector = contextlib.ExitStack()
+        """The garbage collector's thresholds while the dashboard runs (`dashboard_collector`)."""
         self._summary: tuple[tuple[object, ...], tuple[Content, ...]] | None = None
         """The header counts and what they were counted from (the views, the
         timelines' version, the minute: the clock tick reuses them)."""
@@ -275,12 +279,14 @@ class PerseusApp(App[None]):
         return self.dashboard
 
     def on_mount(self) -> None:
+        self._collector.enter_context(dashboard_collector())
         self.service.start()
         self.show_intro()
         self.set_interval(1.0, self._tick, name="clock")
 
     async def on_unmount(self) -> None:
         await self.service.aclose()
+        self._collector.close()
 
     def _tick(self) -> None:
         if not self._showing():

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from perseus_tui import heap
+from perseus_tui.app import PerseusApp
 from perseus_tui.heap import collector_paused
 
 
@@ -78,3 +79,16 @@ def test_the_collector_resumes_when_the_read_fails() -> None:
     with pytest.raises(RuntimeError), collector_paused():
         raise RuntimeError("the read failed")
     assert gc.isenabled()
+
+
+async def test_a_dashboard_runs_with_its_own_thresholds_and_gives_the_old_ones_back(
+    make_app: Callable[..., PerseusApp],
+) -> None:
+    """A full collection walks the whole fleet: while the dashboard runs they
+    come a tenth as often (`DASHBOARD_THRESHOLDS`); after it, the program's own."""
+    before = gc.get_threshold()
+    assert before != heap.DASHBOARD_THRESHOLDS
+    app = make_app()
+    async with app.run_test(size=(80, 24)):
+        assert gc.get_threshold() == heap.DASHBOARD_THRESHOLDS
+    assert gc.get_threshold() == before
