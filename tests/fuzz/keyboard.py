@@ -389,6 +389,7 @@ async def fuzz(
     for number, phase in enumerate(phases):
         keys = sequence[number * per_phase : (number + 1) * per_phase]
         starts: tuple[Opener | None, ...] = (None, *openers[number :: len(phases)])
+        set_up = True
         for part, opener in enumerate(starts):
             deadline = time.monotonic() + settle_s
             ready = (
@@ -401,12 +402,13 @@ async def fuzz(
                 report.problems.append(
                     f"could not set up the phase {phase.name}{on} ({where(app)})"
                 )
+                set_up = False
                 break
             stretch = keys[part * per_phase // len(starts) : (part + 1) * per_phase // len(starts)]
             await press(app, report, stretch, rate)
             if crashed(app):
                 break
-        if report.problems or crashed(app):
+        if not set_up or crashed(app):
             break
         answered = await answers(app, settle_s)
         if answered is None:
