@@ -89,20 +89,15 @@ def _partitioned_free_port() -> int:
 
     Each worker keeps to the ports whose number modulo the worker count is its
     own index, so two workers starting servers at the same moment never race
-    for one port (a redis-server that loses that race exits at start); two
-    sessions side by side split each worker's ports between them. Ports
+    for one port (a redis-server that loses that race exits at start). Ports
     are drawn below Linux's ephemeral range (32768+), where outgoing
     connections take their source ports, and bind(0) is no use here: the
     kernel hands it only ports of one parity.
     """
     index = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
     count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-    # `make test` runs a second session beside this one (tests/other_major.py):
-    # PERSEUS_TEST_PORT_SHARE="i/2" gives this one the even ports and that one
-    # the odd ones (a cluster node's bus port, 10,000 up, keeps both residues).
-    share, sessions = map(int, os.environ.get("PERSEUS_TEST_PORT_SHARE", "0/1").split("/"))
     while True:
-        port = random.randrange(12_000 + index * sessions + share, 32_000, count * sessions)
+        port = random.randrange(12_000 + index, 32_000, count)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
