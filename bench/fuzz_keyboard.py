@@ -1,7 +1,8 @@
 """Keyboard fuzz, the long form: random keys into the dashboard for as long as asked.
 
-The suite runs `tests/fuzz/test_keyboard.py`: one seed, four phases of 16 s
-(cards and table, each unfiltered and filtered), 100 keys a second. This runs
+The suite runs `tests/fuzz/test_keyboard.py`: one seed, four phases of 3 s
+(cards and table, each unfiltered and filtered), 100 keys a second, each
+phase also opening one of the other screens for a stretch of its keys. This runs
 the same driver (`tests/fuzz/keyboard.py`) for any number of seeds and any
 phase length, against the same live fleet (a real agent that the keys start
 and stop, a Livermore-style writer, every state of the screenshot fleet), on
