@@ -140,7 +140,7 @@ class FleetService:
         self._online: set[int] = set()
         """The exchanges with a status key as last read: while Redis tells
         status writes (`StatusWatcher`), a flood of their activity needs no
-        re-read of its own (see `_poll_fleet`)."""
+        re-read of its own (`_to_reread`)."""
         self._problems: set[str] = set()
         """What the latest fleet read could not read (shown once each)."""
         self._rights_known = False
