@@ -72,7 +72,7 @@ generation by the hundred thousand, and the defaults then ran a full
 collection every second or so, each walking the whole fleet: about 150 ms of
 CPU at 10,000 exchanges, during which no key was answered (10 of them in a
 10 s burst of 20,000 entries/s). With these, none in that burst, no pause
-over 10 ms, and a quarter of the collector's CPU. A full collection waits
+over 15 ms, and a quarter of the collector's CPU. A full collection waits
 for a hundred of the middle generation's instead of ten, so cyclic garbage
 that reached the oldest generation is found later; reference counting
 still frees everything else at once.
