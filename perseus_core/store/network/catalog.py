@@ -27,7 +27,7 @@ from perseus_core.wire.errors import PayloadError
 from perseus_core.wire.models import (
     MAX_PAYLOAD_BYTES,
     CatalogEntry,
-    share_fields_set,
+    shared_json_validator,
     validate_exchange_name,
 )
 
@@ -38,15 +38,8 @@ Token = CatalogEntry | str
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
-_validate_catalog_json = CatalogEntry.__pydantic_validator__.validate_json
-
-
-def validate_catalog_json(raw: str) -> CatalogEntry:
-    """pydantic-core's JSON parser straight into `CatalogEntry`, the entry
-    sharing its set of provided fields with the others (`share_fields_set`)."""
-    entry: CatalogEntry = _validate_catalog_json(raw)
-    share_fields_set(entry)
-    return entry
+validate_catalog_json = shared_json_validator(CatalogEntry)
+"""A catalog value straight into `CatalogEntry`: the fast path."""
 
 
 def parse_untrusted(

@@ -111,7 +111,7 @@ from perseus_core.wire.models import (
     InstanceStatus,
     names_no_exchange,
     parse_entry,
-    share_fields_set,
+    shared_json_validator,
     validate_exchange_name,
 )
 from perseus_core.wire.text import clean
@@ -238,16 +238,8 @@ _view_order = attrgetter("exchange_id")
 
 # --- status payloads --------------------------------------------------------------
 
-_validate_status_json = InstanceStatus.__pydantic_validator__.validate_json
-
-
-def validate_status_json(raw: str) -> InstanceStatus:
-    """pydantic-core's JSON parser straight into `InstanceStatus` (the fast
-    path), the status sharing its set of provided fields with the others
-    (`share_fields_set`): a reader keeps one per exchange of the fleet."""
-    status: InstanceStatus = _validate_status_json(raw)
-    share_fields_set(status)
-    return status
+validate_status_json = shared_json_validator(InstanceStatus)
+"""A status payload straight into `InstanceStatus`: the fast path."""
 
 
 def parse_status_payload(raw: str) -> InstanceStatus | str:

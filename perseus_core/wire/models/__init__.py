@@ -18,6 +18,7 @@ from perseus_core.wire.models.base import (
     WireTime,
     describe_validation_error,
     share_fields_set,
+    shared_json_validator,
     validate_exchange_name,
 )
 from perseus_core.wire.models.catalog import AgentPresence, CatalogEntry
@@ -76,5 +77,6 @@ __all__ = [
     "parse_entry",
     "restart_words",
     "share_fields_set",
+    "shared_json_validator",
     "validate_exchange_name",
 ]

@@ -4,9 +4,10 @@ the error messages a person can act on (docs/wire-format.md 1.1 and 1.2)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -216,6 +217,23 @@ def share_fields_set(model: BaseModel) -> None:
                 return
     if sum(map(len, _shared_field_sets.values())) < SHARED_FIELD_SETS_MAX:
         _shared_field_sets.setdefault(len(fields), []).append(fields)
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def shared_json_validator(model: type[_Model]) -> Callable[[str], _Model]:
+    """pydantic-core's JSON parser straight into `model` (the bulk read's fast
+    path), each model it returns sharing its set of provided fields with the
+    others (`share_fields_set`): a fleet's reader keeps one per exchange."""
+    validate = model.__pydantic_validator__.validate_json
+
+    def validated(raw: str) -> _Model:
+        parsed: _Model = validate(raw)
+        share_fields_set(parsed)
+        return parsed
+
+    return validated
 
 
 class WireModel(BaseModel):
