@@ -239,8 +239,8 @@ class FleetService:
         (`PARTIAL_REFRESH_MAX`) does not wake the poller, unless an unlisted
         exchange is to be found: under a flood it would read and show the
         whole fleet after every feed batch, each time holding the screen
-        (160 ms at 1,000 exchanges) while key presses wait. The regular poll
-        reads them instead.
+        (160 ms at 1,000 exchanges) while key presses wait. The poll takes
+        them on its next turn (`_to_reread`).
         """
         for entry in entries:
             exchange_id = self._ids_by_name.get(entry.stream)

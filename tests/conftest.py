@@ -59,7 +59,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     no process; under xdist (`--dist loadgroup`) every test of tests/cluster
     runs on the worker that started the session's cluster, instead of each
     worker starting six nodes of its own; and a test marked `slow` (the
-    keyboard fuzz's minute) runs while the rest are spread over the other
+    keyboard fuzz) runs while the rest are spread over the other
     workers, instead of being handed out last and running alone at the end.
     """
     for item in items:
