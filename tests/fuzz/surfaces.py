@@ -244,10 +244,19 @@ def holders(ref: weakref.ref[Any], depth: int = 4) -> str:
 
 
 def _drawn(app: PerseusApp) -> bool:
-    """Whether the fleet read is on screen: the table, or cards bound to it (the
-    card grid binds its cards once it is laid out, a frame after the read)."""
+    """Whether the fleet read is on screen: the table, or a card painted for
+    every exchange (its title's `#id` on screen). The card grid binds its
+    cards once it is laid out, a frame after the read, and a bound card is
+    painted a frame or more after that, later still beside CPU hogs: a
+    screen taken as soon as the cards were bound once lacked a card's last
+    line."""
     dashboard = app.dashboard
-    return not app.views or dashboard.showing_table or bool(dashboard.grid.visible_cards)
+    if not app.views or dashboard.showing_table:
+        return True
+    if not dashboard.grid.visible_cards:
+        return False
+    text = screen_text(app)
+    return all(re.search(rf"#{exchange_id}\b", text) for exchange_id in app.views)
 
 
 async def run_dashboard(settings: Settings, *, within: float = 5.0) -> Reading:
