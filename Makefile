@@ -26,14 +26,23 @@ define NEW_VENV
 $(PYTHON) -m venv $(VENV)
 endef
 
+# pip installs uv, and uv installs Perseus: about 8 s on a fresh clone where
+# pip alone took 28 s (a quarter of `make test` on two cores). Where uv has no
+# wheel or cannot reach the index, pip does it all, as before.
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+define INSTALL
+$(PIP) uv && $(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e '$(1)' \
+	|| $(PIP) -e '$(1)'
+endef
+
 $(BIN)/.runtime: pyproject.toml
 	$(NEW_VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[app]'
+	$(call INSTALL,.[app])
 	@touch $@
 
 $(BIN)/.installed: pyproject.toml
 	$(NEW_VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(call INSTALL,.[dev])
 	@touch $(BIN)/.runtime $@
 
 # The demo installs `perseus` into the virtualenv, which is not on PATH: say
@@ -57,8 +66,18 @@ lint: $(BIN)/.installed
 # tests/other_major.py). One after the other: side by side, six workers on two
 # cores made the cluster failover drill leave a connection open (once in four
 # runs), and a reliable `make test` is worth more than the 20 s it saved.
-test: lint
-	$(BIN)/pytest -n $(JOBS) --dist loadgroup
+#
+# mypy (10 s of one core on a fresh clone, with no cache) checks the types
+# while the suite starts, and says what it found after the suite: either
+# failing fails `make test`.
+test: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+	@echo "$(BIN)/mypy (beside the suite)"; $(BIN)/mypy > $(VENV)/mypy.out 2>&1 & mypy=$$!; \
+	$(BIN)/pytest -n $(JOBS) --dist loadgroup; suite=$$?; \
+	wait $$mypy; typed=$$?; cat $(VENV)/mypy.out; \
+	[ $$suite -eq 0 ] && [ $$typed -eq 0 ]
 	$(BIN)/python -m tests.other_major -n $(JOBS) --dist loadgroup
 
 # The pure-logic tests alone (no Redis, no processes): seconds, for a quick loop.
