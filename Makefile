@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test unit lint snapshots screenshots bench clean
+.PHONY: demo test unit checks lint snapshots screenshots bench clean
 
 # Python caches compiled modules in __pycache__ even where the environment asks
 # it not to: the suite starts hundreds of `perseus` processes and four workers,
@@ -29,9 +29,9 @@ endef
 # pip installs uv, and uv installs Perseus: about 6 s on a fresh clone where
 # pip alone took 28 s (a quarter of `make test` on two cores). Where uv has no
 # wheel or cannot reach the index, pip does it all, as before. Both compile
-# the bytecode as they install (uv on request), and so is the checkout's
-# own: else the suite's first processes, four workers and the agents they
-# start, each compile the same modules at once.
+# bytecode as they install (uv when asked to), and compileall does the
+# checkout's own modules: otherwise the suite's first processes (four workers
+# and the agents they start) each compile the same modules at once.
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 define INSTALL
 $(PIP) uv && $(BIN)/python -m uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '$(1)' \
@@ -59,11 +59,14 @@ demo: $(BIN)/.runtime
 	command -v perseus >/dev/null 2>&1 || echo "$(PATH_HINT)"; \
 	exit $$status
 
-lint: $(BIN)/.installed
+# The checks that take a second; `lint` adds mypy, `test` runs mypy beside the suite.
+checks: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+
+lint: checks
+	$(BIN)/mypy
 
 # The whole suite on the redis-server found (README: "Which Redis the tests
 # run on"), then the version-dependent tests on the other major (6.2 or 7.x;
@@ -74,10 +77,7 @@ lint: $(BIN)/.installed
 # mypy (10 s of one core on a fresh clone, with no cache) checks the types
 # while the suite starts, and says what it found after the suite: either
 # failing fails `make test`.
-test: $(BIN)/.installed
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/lint-imports --no-cache
+test: checks
 	@echo "$(BIN)/mypy (beside the suite)"; $(BIN)/mypy > $(VENV)/mypy.out 2>&1 & mypy=$$!; \
 	$(BIN)/pytest -n $(JOBS) --dist loadgroup; suite=$$?; \
 	wait $$mypy; typed=$$?; cat $(VENV)/mypy.out; \
