@@ -179,9 +179,18 @@ class ChildCgroup:
 
     def kill(self) -> None:
         """SIGKILL every process in the cgroup, at once and all together:
-        nothing forked meanwhile escapes."""
-        with contextlib.suppress(FileNotFoundError):
+        nothing forked meanwhile escapes.
+
+        A cgroup removed meanwhile (its watchdog removes it once it is empty)
+        has nothing left to kill: the write then fails with ENOENT, or with
+        ENODEV while the kernel is still removing it (seen when an agent's
+        stop met its watchdog's removal).
+        """
+        try:
             (self.path / "cgroup.kill").write_text("1")
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                raise
 
     def remove(self) -> bool:
         """Remove the (empty) cgroup; True once it is gone."""

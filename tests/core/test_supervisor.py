@@ -18,11 +18,13 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from perseus_core.runtime.containment import (
     CGROUP_PREFIX,
+    ChildCgroup,
     Containment,
     cgroup_home,
     remove_stale_cgroups,
@@ -308,6 +310,40 @@ def test_stale_cgroups_of_agents_gone_are_removed(tmp_path: Path) -> None:
     remove_stale_cgroups(tmp_path)
     assert not stale.exists()
     assert ours.exists() and other.exists() and busy.exists()
+
+
+def test_killing_a_cgroup_removed_meanwhile_is_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop that meets the watchdog's removal of the emptied cgroup: once
+    the cgroup is gone the write to `cgroup.kill` fails with ENOENT, and
+    between the file's opening and the write the kernel refuses it with
+    ENODEV (a fresh-clone run failed a stop on it). Nothing is left to kill
+    either way. The kernel decides both here; only the moment of the removal
+    is arranged (between the open and the write, where the race put it).
+    Any other refusal is the caller's to hear."""
+    ChildCgroup(tmp_path / "removed").kill()  # ENOENT
+    (tmp_path / "cgroup.kill").mkdir()
+    with pytest.raises(IsADirectoryError):
+        ChildCgroup(tmp_path).kill()
+
+    home = cgroup_home()
+    if isinstance(home, str):
+        pytest.skip(f"no cgroup v2 to make one in: {home}")
+    cgroup = ChildCgroup.create(home)
+    if isinstance(cgroup, str):
+        pytest.skip(cgroup)
+    real_open = Path.open
+
+    def removed_once_open(path: Path, *args: Any, **kwargs: Any) -> Any:
+        opened = real_open(path, *args, **kwargs)
+        if path == cgroup.path / "cgroup.kill":
+            cgroup.path.rmdir()  # the watchdog's removal of the emptied cgroup
+        return opened
+
+    monkeypatch.setattr(Path, "open", removed_once_open)
+    cgroup.kill()  # ENODEV from the kernel, taken as nothing left to kill
+    assert not cgroup.path.exists()
 
 
 # --- the child's output -------------------------------------------------------
