@@ -405,8 +405,11 @@ class ChildProcess:
         self.tree.kill()
 
     async def aclose(self) -> None:
-        """Make sure nothing of the child is left running (used on every exit path)."""
-        if self.running():
-            self._stopping = True
-            await self._kill_all()
-        await self._finish()
+        """Make sure nothing of the child is left running (used on every exit
+        path). Its pipes and reports are closed even when killing it failed."""
+        try:
+            if self.running():
+                self._stopping = True
+                await self._kill_all()
+        finally:
+            await self._finish()
