@@ -248,8 +248,8 @@ def _drawn(app: PerseusApp) -> bool:
     every exchange (its title's `#id` on screen). The card grid binds its
     cards once it is laid out, a frame after the read, and a bound card is
     painted a frame or more after that, later still beside CPU hogs: a
-    screen taken as soon as the cards were bound once lacked a card's last
-    line."""
+    screen taken as soon as the cards were bound can lack what a card has
+    yet to paint (a fresh-clone run once missed a card's problem line)."""
     dashboard = app.dashboard
     if not app.views or dashboard.showing_table:
         return True
