@@ -79,6 +79,12 @@ class RedisClusterNodes:
                 # A replica takes over however long it was cut off: after a
                 # kill -9 the newest writes are all that may be lost.
                 "--cluster-replica-validity-factor", "0",
+                # A replica is handed to clients only once it has replicated
+                # something (`_serving`): a master pings its replicas through
+                # the replication stream every second, not every 10 s, so a
+                # revived master's replica is back in seconds even if nothing
+                # is written.
+                "--repl-ping-replica-period", "1",
                 "--notify-keyspace-events", keyspace_events,
             ]  # fmt: skip
             self.nodes.append(RedisServer(port, extra_args=args))
