@@ -84,20 +84,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
-def _partitioned_free_port() -> int:
-    """A free loopback port that no other xdist worker of this run can be handed.
+PORTS_ENV = "PERSEUS_TEST_PORTS"
+"""`low-high`: the ports this session's servers take; `make test` runs the other
+major's session beside the suite's, each in a range of its own (tests/other_major.py)."""
 
-    Each worker keeps to the ports whose number modulo the worker count is its
-    own index, so two workers starting servers at the same moment never race
-    for one port (a redis-server that loses that race exits at start). Ports
-    are drawn below Linux's ephemeral range (32768+), where outgoing
-    connections take their source ports, and bind(0) is no use here: the
-    kernel hands it only ports of one parity.
+SUITE_PORTS = "12000-19000"
+"""The suite's range. A cluster node's bus port is its port + 10,000, so the
+suite's bus ports (22,000-29,000) and the other major's ports (19,000-22,000)
+and bus ports (29,000-32,000) never meet either."""
+
+
+def _partitioned_free_port() -> int:
+    """A free loopback port that no other xdist worker of this run, nor of the
+    session beside it, can be handed.
+
+    Each worker keeps to the ports of its session's range (`PORTS_ENV`) whose
+    number modulo the worker count is its own index, so two workers starting
+    servers at the same moment never race for one port (a redis-server that
+    loses that race exits at start). The ranges are narrower than 10,000, so
+    no cluster node's bus port is ever another server's port. Ports are below
+    Linux's ephemeral range (32768+), where outgoing connections take their
+    source ports, and bind(0) is no use here: the kernel hands it only ports
+    of one parity.
     """
     index = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
     count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    low, high = (int(bound) for bound in os.environ.get(PORTS_ENV, SUITE_PORTS).split("-"))
     while True:
-        port = random.randrange(12_000 + index, 32_000, count)
+        port = random.randrange(low + index, high, count)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))

@@ -36,7 +36,10 @@ from perseus_cli.apps.redis_server import (
     redis_server_version,
 )
 from perseus_core.wire.errors import PerseusError
-from tests.conftest import EVERY_MAJOR_DIRECTORIES
+from tests.conftest import EVERY_MAJOR_DIRECTORIES, PORTS_ENV
+
+OTHER_MAJOR_PORTS = "19000-22000"
+"""Ports of its own (tests/conftest.py: `SUITE_PORTS`): `make test` runs it beside the suite."""
 
 SYSTEM_BINARIES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
 TESTS = Path(__file__).parent
@@ -120,7 +123,7 @@ def main(pytest_args: Sequence[str]) -> int:
         f" ({other}); the suite ran on {suite_version[0]}.{suite_version[1]}",
         flush=True,
     )
-    env = {**os.environ, "PERSEUS_REDIS_SERVER": other}
+    env = {**os.environ, "PERSEUS_REDIS_SERVER": other, PORTS_ENV: OTHER_MAJOR_PORTS}
     paths = [] if any(Path(arg).exists() for arg in pytest_args) else every_major_paths()
     command = [sys.executable, "-m", "pytest", "-m", "every_major", *pytest_args, *paths]
     returncode = subprocess.run(command, env=env, check=False).returncode
