@@ -70,9 +70,11 @@ lint: checks
 
 # The whole suite on the redis-server found (README: "Which Redis the tests
 # run on"), and beside it the version-dependent tests on the other major (6.2
-# or 7.x; tests/other_major.py) on two workers of their own: they mostly wait
-# for clusters and failovers, so side by side they cost the suite a few
-# seconds where one after the other they took 17 s.
+# or 7.x; tests/other_major.py) on a worker and ports of their own: they
+# mostly wait for clusters and failovers, so side by side they cost the suite
+# a few seconds where one after the other they took 15-17 s. (Measured on a
+# fresh clone, quiet: 172 s one after the other, 161 s beside it on two
+# workers, 157 s on one; the suite on three workers instead of four, 174 s.)
 #
 # mypy (10 s of one core on a fresh clone, with no cache) checks the types
 # beside them too. What the other two found is printed after the suite, and
@@ -80,7 +82,7 @@ lint: checks
 test: checks
 	@echo "$(BIN)/mypy and the other major's tests (beside the suite)"; \
 	$(BIN)/mypy > $(VENV)/mypy.out 2>&1 & mypy=$$!; \
-	$(BIN)/python -m tests.other_major -n 2 --dist loadgroup > $(VENV)/other_major.out 2>&1 & other=$$!; \
+	$(BIN)/python -m tests.other_major -n 1 --dist loadgroup > $(VENV)/other_major.out 2>&1 & other=$$!; \
 	$(BIN)/pytest -n $(JOBS) --dist loadgroup; suite=$$?; \
 	wait $$mypy; typed=$$?; wait $$other; majors=$$?; \
 	cat $(VENV)/mypy.out $(VENV)/other_major.out; \
