@@ -44,26 +44,31 @@ class PerseusFooter(Footer):
     its end (quit, help) never show.
     """
 
+    _recompose_queued = False
+    """A recompose is asked for (`bindings_changed`) and has not run yet."""
+
     async def recompose(self) -> None:
+        self._recompose_queued = False
         await super().recompose()
         self._forget_removed_keys()
         self._fit()
 
     def bindings_changed(self, screen: Screen[object]) -> None:
         """Textual recomposes the whole bar whenever a key is enabled or greyed
-        out: a dozen widgets made, styled and laid out again (about 25 ms),
+        out: a dozen widgets made, styled and laid out again (about 20 ms),
         after every selection move that changes what start and stop may do.
         When the same keys are shown and only that changed, they are updated
-        in place; keys that come or go still recompose."""
-        if (
-            self._bindings_ready
-            and screen.app.app_focus
-            and self.is_attached
-            and screen is self.screen
-            and self._update_in_place()
-        ):
+        in place; keys that come or go still recompose, once: a change while
+        a recompose is queued is left to it, since `compose` reads the keys
+        as they are when it runs (every dashboard start changed them twice
+        before its first frame, and the bar was built two or three times)."""
+        ours = self.is_attached and screen is self.screen
+        if ours and self._recompose_queued and screen.app.app_focus:
+            return
+        if self._bindings_ready and screen.app.app_focus and ours and self._update_in_place():
             return
         super().bindings_changed(screen)
+        self._recompose_queued = ours and screen.app.app_focus
 
     def _update_in_place(self) -> bool:
         """Grey the keys out or back as `check_action` answers now, if the bar

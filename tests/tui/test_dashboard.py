@@ -44,6 +44,7 @@ from perseus_tui.widgets import instance_table
 from perseus_tui.widgets.activity_feed import ActivityFeed
 from perseus_tui.widgets.command_bar import CommandBar, line_content
 from perseus_tui.widgets.empty_fleet import EmptyFleet
+from perseus_tui.widgets.footer import PerseusFooter
 from perseus_tui.widgets.instance_card import CARD_HEIGHT, InstanceCard
 from perseus_tui.widgets.instance_table import CELL_PADDING, InstanceTable
 from tests.tui.conftest import Notes
@@ -685,6 +686,43 @@ async def test_the_footer_greys_keys_in_place_as_the_selection_moves(
             seen.add(answers)
         assert len(seen) > 1  # the moves did change what start and stop may do
         assert {key.action: key for key in app.screen.query(FooterKey)} == keys  # same widgets
+
+
+async def test_the_footer_recomposes_once_for_changes_that_come_together(
+    make_app: AppFactory, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dashboard's keys change twice before its first frame: one recompose
+    (it reads the keys as they are when it runs) shows them all. Keys that
+    come or go later still recompose the bar, and it shows them."""
+    recomposes: list[list[str]] = []
+    recompose = PerseusFooter.recompose
+
+    async def counted(footer: PerseusFooter) -> None:
+        await recompose(footer)
+        keys = footer.query_children(FooterKey)
+        recomposes.append([key.action for key in keys if not key.has_class("-command-palette")])
+
+    monkeypatch.setattr(PerseusFooter, "recompose", counted)
+
+    def wanted(app: PerseusApp) -> list[str]:
+        bindings = app.screen.active_bindings.values()
+        return list(dict.fromkeys(b.action for _, b, _, _ in bindings if b.show))
+
+    seed_fleet(redis_url)
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await eventually(lambda: app.loaded.is_set() and app.focused is not None)
+        await pilot.pause()
+        assert len(recomposes) == 1, recomposes
+        assert recomposes[-1] == wanted(app) and "clear_filter" not in wanted(app)
+        await pilot.press("slash", "b", "enter")  # a filter in force: `clear_filter` comes
+        await pilot.pause()
+        assert "clear_filter" in wanted(app)
+        assert recomposes[-1] == wanted(app), recomposes
+        await pilot.press("escape")  # and goes
+        await pilot.pause()
+        assert "clear_filter" not in wanted(app)
+        assert recomposes[-1] == wanted(app), recomposes
 
 
 async def test_at_80_columns_a_refusal_wraps_at_a_word(make_app: AppFactory, redis: Redis) -> None:
