@@ -19,7 +19,6 @@ from typing import Any
 import redis as sync_redis
 
 from perseus_cli.apps.redis_server import PortInUse, RedisServer, free_port
-from perseus_core.plumbing import topology
 from perseus_core.wire.errors import PerseusError
 
 SLOTS = 16_384
@@ -196,11 +195,10 @@ class RedisClusterNodes:
         return next(node for node in self.nodes if node.pid is not None)
 
     def close(self) -> None:
-        """Stop every node and remove its directory; this process forgets
-        they were cluster nodes (their ports may serve something else next)."""
+        """Stop every node and remove its directory (`RedisServer.close`: this
+        process forgets they were cluster nodes)."""
         for node in self.nodes:
             node.close()
-            topology.forget(node.url)
 
     def __enter__(self) -> RedisClusterNodes:
         try:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from perseus_core.plumbing import topology
 from perseus_core.plumbing.processes import parent_death_hook
 from perseus_core.wire.errors import PerseusError
 
@@ -257,9 +258,12 @@ class RedisServer:
             self._paused = False
 
     def close(self) -> None:
-        """Stop the server and remove its directory."""
+        """Stop the server and remove its directory; this process forgets what
+        kind of server it was (`topology.forget`): the port may serve another
+        kind next, a cluster node where this was a single server."""
         self.stop()
         self._tmp.cleanup()
+        topology.forget(self.url)
 
     def __enter__(self) -> RedisServer:
         return self.start()

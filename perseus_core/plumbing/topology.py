@@ -214,19 +214,34 @@ def _word(arg: Any) -> str:
 
 
 def forget(url: str | None = None) -> None:
-    """Drop what is remembered about `url` (every URL when None).
+    """Drop what is remembered about the server `url` names: every URL of
+    the same host and port, whatever its user, password or database (every
+    URL when None).
 
-    For tests and tools that reuse a port for another kind of server.
+    For tests and tools that reuse a port for another kind of server: a
+    cluster node started where a single server with the same users ran must
+    not be taken for that server, under any of the URLs that reached it.
     """
     with _lock:
         if url is None:
             _known.clear()
             _nodes.clear()
             _unknown_until.clear()
-        else:
-            _known.pop(url, None)
-            _nodes.pop(url, None)
-            _unknown_until.pop(url, None)
+            return
+        address = _address(url)
+        for cache in (_known, _nodes, _unknown_until):
+            for stale in [known for known in cache if _address(known) == address]:
+                del cache[stale]
+
+
+def _address(url: str) -> tuple[str, int | None]:
+    """The host and port a URL names (an unparsable port as None)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.hostname or "", port)
 
 
 def node_client(node: ClusterNode) -> Redis:

@@ -13,8 +13,30 @@ from pathlib import Path
 import pytest
 import redis as sync_redis
 
+from perseus_cli.apps.redis_cluster import cluster_port
 from perseus_cli.apps.redis_server import RedisServer, bundled_redis_server, find_redis_server
+from perseus_core.plumbing import topology
 from tests.waiting import eventually
+
+
+def test_a_port_a_closed_server_served_is_asked_again_under_every_url() -> None:
+    """A cluster node started where a single server ran is a cluster node,
+    also under a URL with credentials: closing the server forgets what was
+    known of its address, not only of its plain URL. (A worker of the suite
+    once took a cluster for the single server that an ACL test had run on
+    the same port, under the same user's URL.)"""
+    port = cluster_port()
+    user = ("ACL", "SETUSER", "operator", "on", ">pw", "~*", "+@all")
+    url = f"redis://operator:pw@127.0.0.1:{port}/0"
+    with RedisServer(port) as server:
+        with sync_redis.Redis.from_url(server.url) as client:
+            client.execute_command(*user)
+        assert not topology.is_cluster(url)
+    node = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    with RedisServer(port, extra_args=node) as server:
+        with sync_redis.Redis.from_url(server.url) as client:
+            client.execute_command(*user)
+        assert topology.is_cluster(url)
 
 
 def test_start_restart_and_close_leave_nothing_behind() -> None:
