@@ -53,7 +53,7 @@ class PerseusFooter(Footer):
 
         A key is made compact, and its `data_bind` to the bar's `compact`
         turns that off as it mounts: every key of every recompose was styled
-        a second time, a third of a dashboard's start (about 6 ms a bar).
+        a second time (a dashboard's start cost 84 ms of CPU with that, 76 without).
         The command palette's key is not bound: it stays compact.
         """
         for widget in super().compose():
