@@ -1,4 +1,5 @@
-"""The one interruptible wait, the one group of background tasks, and a hidden cancellation."""
+"""The one interruptible wait, the one group of background tasks, reads side by side
+that end together, and a hidden cancellation."""
 
 from __future__ import annotations
 
@@ -35,6 +36,26 @@ def raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def gather_all(*reads: Coroutine[Any, Any, Any]) -> list[Any]:
+    """`asyncio.gather` of `reads` that never returns or raises before all of them have ended.
+
+    `asyncio.gather` raises as soon as one fails or is cancelled and leaves
+    the others running. A read left running meets the client that its
+    caller closes next, and can open a connection that nothing closes. Here
+    the others are cancelled and awaited first; what one raised is raised.
+    """
+    tasks = [asyncio.ensure_future(read) for read in reads]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()  # nothing for those done
+        await asyncio.wait(tasks)
+        for task in tasks:
+            if not task.cancelled():
+                task.exception()  # seen: asyncio would log a second failure as unretrieved
 
 
 class TaskGroup:

@@ -17,8 +17,10 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+import redis as sync_redis
 from redis.asyncio import Redis
 
 from perseus_cli.apps.redis_cluster import cluster_port
@@ -85,7 +87,6 @@ def reader(redis: Redis, settings: Settings) -> FleetReader:
 @pytest.fixture(scope="module")
 def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real one-node Redis Cluster (cluster mode on, every slot assigned)."""
-    import redis as sync_redis
 
     port = cluster_port()
     workdir = tmp_path_factory.mktemp("cluster")
@@ -219,6 +220,47 @@ async def test_snapshot_of_a_mixed_fleet(
     assert not views[12].online and views[12].last_known is None and views[12].error is None
     assert snapshot.online_count == 5  # 1, 3, 5, 6 and 9
     assert snapshot.get(6) is okx and snapshot.get(4) is None
+
+
+async def test_a_cancelled_snapshot_ends_after_its_read_of_new_statuses(
+    redis: Redis, r: sync_redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first snapshot reads the statuses while it validates the catalog
+    in slices. Cancelled between two slices, it ends only once that read has
+    ended: a read left unwinding met the client its caller closed next (a
+    fresh-clone run once found a connection of the dashboard left unclosed)."""
+    r.hset(
+        keys.CATALOG_KEY,
+        mapping={str(i): CatalogEntry(id=i, name=f"ex{i}").to_json() for i in range(1, 3001)},
+    )
+    reader = FleetReader(redis)
+    read_started = asyncio.Event()
+    read_ended: list[bool] = []
+
+    async def slow_to_unwind(ids: Any) -> Any:
+        read_started.set()
+        try:
+            await asyncio.Event().wait()  # a read that is answered only after the cancel
+        finally:
+            for _ in range(5):  # what redis-py does on the way out: a few turns
+                await asyncio.sleep(0)
+            read_ended.append(True)
+
+    monkeypatch.setattr(reader, "_mget", slow_to_unwind)
+    ended_with_snapshot: list[bool] = []
+
+    async def snapshot() -> None:
+        try:
+            await reader.snapshot(discover_online=False)
+        finally:  # as the snapshot ends, before any other task has run
+            ended_with_snapshot.append(bool(read_ended))
+
+    task = asyncio.ensure_future(snapshot())
+    await read_started.wait()
+    task.cancel()  # lands between two slices of the catalog's validation
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert ended_with_snapshot == [True]
 
 
 async def test_status_json_shape_of_a_view(redis: Redis, reader: FleetReader) -> None:

@@ -79,6 +79,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 from perseus_core.plumbing.connection import refused
 from perseus_core.plumbing.processes import gone_from_here
 from perseus_core.plumbing.scripts import read_script_command
+from perseus_core.plumbing.tasks import gather_all
 from perseus_core.plumbing.topology import RedisClient
 from perseus_core.store.network.catalog import (
     CatalogParser,
@@ -499,7 +500,7 @@ class FleetReader:
             await self._scan()
         wanted = self._extra_ids.union(self._history) if self._history else self._extra_ids
         if scan:
-            (views, found), names = await asyncio.gather(
+            (views, found), names = await gather_all(
                 self._read_views(wanted), self._history_names()
             )
             listed = {view.exchange_name.lower() for view in views}
@@ -912,8 +913,11 @@ class FleetReader:
             self._date_heartbeats(missing, ttls)
         finally:
             if not fetch.done():  # this snapshot was cancelled or failed meanwhile
+                # ...and ends only once its read has: a read left unwinding met
+                # the client its caller closes next, and could reconnect it.
                 fetch.cancel()
-            elif not fetch.cancelled():
+                await asyncio.wait([fetch])
+            if not fetch.cancelled():
                 fetch.exception()  # seen: asyncio would log an unseen failure
         values.update(zip(missing, fetched, strict=True))
         return tokens
