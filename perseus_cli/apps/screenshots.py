@@ -16,7 +16,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import Log
 from textual.widgets._footer import FooterKey
@@ -135,6 +137,27 @@ def drawn(
     return run
 
 
+def screen_text(app: App[Any]) -> str:
+    """Every row of the app's current screen as the compositor renders it."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join("".join(segment.text for segment in strip) for strip in strips)
+
+
+def cards_drawn(app: PerseusApp) -> bool:
+    """Whether the cards are painted: the first one's title (its `#id`) is on screen.
+
+    The grid binds its cards a frame after the read, and a bound card paints a
+    frame or more later: beside two CPU hogs a screenshot once caught the
+    grid with no card painted yet, its focus already on the first one. (The
+    cards of one frame are painted together; a card cut by a narrow screen's
+    edge may show no title.)"""
+    dashboard = app.dashboard
+    if dashboard.showing_table or not app.views:
+        return True
+    cards = dashboard.grid.visible_cards
+    return bool(cards) and f"#{cards[0].exchange_id}" in screen_text(app)
+
+
 async def settle(pilot: Pilot[None], limit_s: float = 10.0) -> None:
     """Wait until the fleet, the feed history and the timelines are on screen
     (each within `limit_s`)."""
@@ -143,6 +166,7 @@ async def settle(pilot: Pilot[None], limit_s: float = 10.0) -> None:
     await wait_for(pilot, lambda: app.loaded.is_set() and app.history_loaded.is_set(), limit_s)
     await wait_for(pilot, lambda: app.timelines_read, limit_s)
     await wait_for(pilot, lambda: app.focused is not None, limit_s)  # the first card, mounted
+    await wait_for(pilot, lambda: cards_drawn(app), limit_s)
     await pilot.pause()
 
 

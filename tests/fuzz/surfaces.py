@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from click.testing import CliRunner
-from textual.app import App
 
+from perseus_cli.apps.screenshots import screen_text
 from perseus_cli.main import cli
 from perseus_core.notify import Notifier
 from perseus_core.wire.settings import Settings
@@ -102,12 +102,6 @@ def _markup_parsed(literal: str, output: str) -> bool:
     opening = literal[: literal.index("]") + 1]
     unescaped = output.replace("\\", "")  # Discord payloads escape brackets
     return inner in unescaped and opening not in unescaped
-
-
-def screen_text(app: App[object]) -> str:
-    """Every row of the app's current screen as the compositor renders it."""
-    strips = app.screen._compositor.render_strips()
-    return "\n".join("".join(segment.text for segment in strip) for strip in strips)
 
 
 def run_cli(url: str, surface: str) -> Reading:

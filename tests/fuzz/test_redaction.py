@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from perseus_cli.apps.redis_server import free_port
+from perseus_cli.apps.screenshots import screen_text
 from perseus_cli.main import cli
 from perseus_core.wire.settings import Settings, redact_url
 from perseus_tui.app import create_app
-from tests.fuzz.surfaces import screen_text
 from tests.helpers import AGENT_ARGV
 from tests.waiting import eventually
 
