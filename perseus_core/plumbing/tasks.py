@@ -51,7 +51,10 @@ async def gather_all(*reads: Coroutine[Any, Any, Any]) -> list[Any]:
         return await asyncio.gather(*tasks)
     finally:
         for task in tasks:
-            task.cancel()  # nothing for those done
+            # Once only: a second cancellation of a read still unwinding from
+            # the first (`gather`'s own) would cut its clean-up short.
+            if not task.done() and not task.cancelling():
+                task.cancel()
         await asyncio.wait(tasks)
         for task in tasks:
             if not task.cancelled():

@@ -52,6 +52,30 @@ async def test_a_cancelled_caller_ends_after_every_read() -> None:
     assert task.cancelled() and seen == [["a", "b"]]
 
 
+async def test_a_read_cancelled_once_unwinds_whole_beside_one_that_ends_at_once() -> None:
+    """The caller is cancelled: `gather` cancels both reads and gives up as the
+    quick one ends; the slow one, still unwinding, is not cancelled again
+    (that would cut its clean-up short) and has ended when the caller does."""
+    ended: list[str] = []
+    seen: list[list[str]] = []
+
+    async def quick() -> None:
+        await asyncio.Event().wait()
+
+    async def caller() -> None:
+        try:
+            await gather_all(_slow_to_unwind(ended, "slow"), quick())
+        finally:
+            seen.append(list(ended))
+
+    task = asyncio.ensure_future(caller())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert seen == [["slow"]]
+
+
 async def test_results_come_in_the_order_of_the_reads() -> None:
     async def answer(value: int, turns: int) -> int:
         for _ in range(turns):
