@@ -900,26 +900,24 @@ class FleetReader:
         `missing` ids (new: a first snapshot, or the catalog grew) are read
         into `values`: their MGETs go out first, and Redis serves them while
         the catalog is validated here, in slices that let the request out and
-        the replies in between them."""
-        fetch = asyncio.ensure_future(self._mget(missing))
-        try:
-            tokens: dict[str, Token] = {}
-            catalog_values = list(raw_catalog.values())
-            step = max(CATALOG_SLICE, len(catalog_values) // 8 + 1)
-            for start in range(0, len(catalog_values), step):
-                await asyncio.sleep(0)
-                self._catalog.tokens(catalog_values[start : start + step], tokens)
-            fetched, ttls = await fetch
-            self._date_heartbeats(missing, ttls)
-        finally:
-            if not fetch.done():  # this snapshot was cancelled or failed meanwhile
-                # ...and ends only once its read has: a read left unwinding met
-                # the client its caller closes next, and could reconnect it.
-                fetch.cancel()
-                await asyncio.wait([fetch])
-            if not fetch.cancelled():
-                fetch.exception()  # seen: asyncio would log an unseen failure
+        the replies in between them. Cancelled or failing, it ends only once
+        both have (`gather_all`): a read left unwinding met the client its
+        caller closes next, and could reconnect it."""
+        (fetched, ttls), parsed = await gather_all(
+            self._mget(missing), self._tokens_in_slices(list(raw_catalog.values()))
+        )
+        self._date_heartbeats(missing, ttls)
         values.update(zip(missing, fetched, strict=True))
+        tokens: dict[str, Token] = parsed
+        return tokens
+
+    async def _tokens_in_slices(self, catalog_values: list[str]) -> dict[str, Token]:
+        """The catalog's parsed values, a slice per turn of the event loop."""
+        tokens: dict[str, Token] = {}
+        step = max(CATALOG_SLICE, len(catalog_values) // 8 + 1)
+        for start in range(0, len(catalog_values), step):
+            await asyncio.sleep(0)
+            self._catalog.tokens(catalog_values[start : start + step], tokens)
         return tokens
 
     def _date_heartbeats(self, ids: Sequence[int], ttls: Sequence[int]) -> None:
