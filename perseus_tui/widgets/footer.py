@@ -77,13 +77,12 @@ class PerseusFooter(Footer):
         a recompose is queued is left to it, since `compose` reads the keys
         as they are when it runs (every dashboard start changed them twice
         before its first frame, and the bar was built two or three times)."""
-        ours = self.is_attached and screen is self.screen
-        if ours and self._recompose_queued and screen.app.app_focus:
-            return
-        if self._bindings_ready and screen.app.app_focus and ours and self._update_in_place():
+        # What Textual's Footer asks before it queues a recompose.
+        shown = screen.app.app_focus and self.is_attached and screen is self.screen
+        if shown and (self._recompose_queued or (self._bindings_ready and self._update_in_place())):
             return
         super().bindings_changed(screen)
-        self._recompose_queued = ours and screen.app.app_focus
+        self._recompose_queued = shown
 
     def _update_in_place(self) -> bool:
         """Grey the keys out or back as `check_action` answers now, if the bar
